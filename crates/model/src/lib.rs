@@ -1,0 +1,19 @@
+//! Gatehouse's resource model: the kinds of resources an instance holds, their ids and
+//! property schemas, paths relative to the service, `$filter` expressions and the `Snapshot`.
+//!
+//! This crate knows nothing of HTTP, SQL or storage: it is pure data and validation, shared by
+//! every other crate.
+
+pub mod filter;
+pub mod id;
+pub mod kind;
+pub mod path;
+pub mod props;
+pub mod snapshot;
+
+pub use filter::{Filter, FilterError};
+pub use id::{IdError, IdRule};
+pub use kind::{Kind, KindSpec, KINDS};
+pub use path::{resolve, strip_arm_prefix, PathError, ResourcePath, Target};
+pub use props::FieldError;
+pub use snapshot::{ServiceSettings, Sku, Snapshot, StoredResource, SKUS};

@@ -1,1 +1,819 @@
-//! placeholder
+//! The configuration store: SQLite in WAL mode, one revision counter, a change journal.
+//!
+//! Invariants:
+//! - every write transaction that changes anything bumps the revision by exactly one and
+//!   appends one journal row per changed resource, all in the same SQLite transaction;
+//! - a resource's `revision` column is the revision that last wrote it (its ETag);
+//! - secret fields (per `model::props::secret_pointers`) are sealed in `resources` and in the
+//!   journal, and opened only when read back through this crate;
+//! - readers use their own connections inside a read transaction, so they see one consistent
+//!   revision while writers go on (WAL snapshot isolation).
+
+mod seal;
+
+use gatehouse_model::props::secret_pointers;
+use gatehouse_model::{Kind, ResourcePath, ServiceSettings, Snapshot, StoredResource};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub use seal::{SealError, Sealer, remove_fields};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("store I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the store has not been initialised with a service")]
+    NoService,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS resources (
+    path TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    name TEXT NOT NULL,
+    properties TEXT NOT NULL,
+    revision INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS resources_by_parent ON resources (parent, kind, name);
+CREATE TABLE IF NOT EXISTS refs (
+    from_path TEXT NOT NULL,
+    to_path TEXT NOT NULL,
+    PRIMARY KEY (from_path, to_path)
+);
+CREATE INDEX IF NOT EXISTS refs_by_target ON refs (to_path);
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    revision INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    path TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    op TEXT NOT NULL,
+    value TEXT
+);
+CREATE INDEX IF NOT EXISTS journal_by_revision ON journal (revision);
+"#;
+
+/// One row of the change journal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEntry {
+    pub seq: u64,
+    pub revision: u64,
+    /// RFC 3339 UTC time of the commit.
+    pub at: String,
+    pub path: String,
+    /// The kind's store name, or `"service"` for the service resource.
+    pub kind: String,
+    /// `"put"` or `"delete"`.
+    pub op: String,
+    /// The new value with secrets sealed; `None` for deletes.
+    pub value: Option<Value>,
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<StoredResource>,
+    pub total: u64,
+}
+
+pub struct Store {
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    db_path: PathBuf,
+    sealer: Sealer,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("db_path", &self.db_path).finish()
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formatting the current time cannot fail")
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir`: `gatehouse.db` and the sealing key
+    /// `store.key` (mode 0600).
+    pub fn open_dir(data_dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let key = load_or_create_key(&data_dir.join("store.key"))?;
+        Store::open(&data_dir.join("gatehouse.db"), &key)
+    }
+
+    pub fn open(db_path: &Path, key: &[u8; 32]) -> Result<Store> {
+        let conn = Connection::open(db_path)?;
+        configure(&conn)?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Store {
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+            db_path: db_path.to_path_buf(),
+            sealer: Sealer::new(key),
+        })
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// Runs `f` in one write transaction. If `f` changed anything, the revision is bumped by one
+    /// and the transaction commits; if `f` fails, nothing is written.
+    pub fn write<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&mut WriteTx<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<Committed<T>, E> {
+        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
+        let current = current_revision(&tx)?;
+        let mut w = WriteTx {
+            tx,
+            sealer: &self.sealer,
+            next: current + 1,
+            at: now_rfc3339(),
+            changes: 0,
+        };
+        let value = f(&mut w)?;
+        let changed = w.changes > 0;
+        let revision = if changed { w.next } else { current };
+        if changed {
+            w.tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('revision', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![revision.to_string()],
+            )
+            .map_err(StoreError::from)?;
+        }
+        w.tx.commit().map_err(StoreError::from)?;
+        Ok(Committed {
+            value,
+            revision,
+            changed,
+        })
+    }
+
+    /// Runs `f` against one consistent read view of the store.
+    pub fn read<T, E: From<StoreError>>(
+        &self,
+        f: impl FnOnce(&ReadTx<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let conn = self.take_reader()?;
+        let result = (|| {
+            let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
+            // The first read pins the WAL snapshot for the whole transaction.
+            let revision = current_revision(&tx)?;
+            let r = ReadTx {
+                tx: &tx,
+                sealer: &self.sealer,
+                revision,
+            };
+            let out = f(&r);
+            drop(tx);
+            out
+        })();
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
+        result
+    }
+
+    fn take_reader(&self) -> Result<Connection> {
+        if let Some(c) = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(c);
+        }
+        let conn = Connection::open(&self.db_path)?;
+        configure(&conn)?;
+        Ok(conn)
+    }
+
+    /// The whole configuration at one revision.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        self.read(|r| {
+            let service = r.service()?.ok_or(StoreError::NoService)?;
+            let mut resources = Vec::new();
+            r.for_each_resource(|res| {
+                resources.push(res);
+                Ok(())
+            })?;
+            Ok(Snapshot {
+                revision: r.revision(),
+                service,
+                resources,
+            })
+        })
+    }
+
+    pub fn revision(&self) -> Result<u64> {
+        self.read(|r| Ok(r.revision()))
+    }
+}
+
+fn load_or_create_key(path: &Path) -> Result<[u8; 32]> {
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let decoded = hex_decode(text.trim())
+                .ok_or_else(|| StoreError::Corrupt(format!("{} is not a 64-digit hex key", path.display())))?;
+            Ok(decoded)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Sealer::generate_key();
+            let text: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            write_private_file(path, format!("{text}\n").as_bytes()).map_err(io)?;
+            Ok(key)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn hex_decode(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Writes a file readable only by its owner (mode 0600 on Unix), atomically by rename.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+fn current_revision(conn: &Connection) -> Result<u64> {
+    let v: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| r.get(0))
+        .optional()?;
+    match v {
+        None => Ok(0),
+        Some(s) => s
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("revision '{s}' is not a number"))),
+    }
+}
+
+/// The result of a write transaction.
+#[derive(Debug)]
+pub struct Committed<T> {
+    pub value: T,
+    /// The store's revision after the transaction.
+    pub revision: u64,
+    /// Whether anything was written (and the revision bumped).
+    pub changed: bool,
+}
+
+fn row_to_resource(
+    sealer: &Sealer,
+    path: String,
+    kind: String,
+    props: String,
+    revision: i64,
+) -> Result<StoredResource> {
+    let kind = Kind::from_name(&kind)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown kind '{kind}' at {path}")))?;
+    let mut properties: Map<String, Value> = serde_json::from_str(&props)
+        .map_err(|e| StoreError::Corrupt(format!("properties of {path}: {e}")))?;
+    let pointers = secret_pointers(kind, &properties);
+    sealer.open_fields(&mut properties, &pointers)?;
+    Ok(StoredResource {
+        path,
+        kind,
+        properties,
+        revision: revision as u64,
+    })
+}
+
+/// Queries shared by read and write transactions.
+trait Queries {
+    fn conn(&self) -> &Connection;
+    fn sealer(&self) -> &Sealer;
+
+    fn q_get(&self, path: &str) -> Result<Option<StoredResource>> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT kind, properties, revision FROM resources WHERE path = ?1",
+                params![path],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)),
+            )
+            .optional()?;
+        row.map(|(k, p, rev)| row_to_resource(self.sealer(), path.to_string(), k, p, rev))
+            .transpose()
+    }
+
+    fn q_query(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<StoredResource>> {
+        let mut stmt = self.conn().prepare_cached(sql)?;
+        let rows = stmt.query_map(args, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (path, kind, props, rev) = row?;
+            out.push(row_to_resource(self.sealer(), path, kind, props, rev)?);
+        }
+        Ok(out)
+    }
+
+    fn q_children(&self, kind: Kind, parent: &str) -> Result<Vec<StoredResource>> {
+        self.q_query(
+            "SELECT path, kind, properties, revision FROM resources
+             WHERE parent = ?1 AND kind = ?2 ORDER BY name",
+            &[&parent, &kind.name()],
+        )
+    }
+
+    fn q_page(&self, kind: Kind, parent: &str, skip: u64, top: u64) -> Result<Page> {
+        let total: i64 = self.conn().query_row(
+            "SELECT count(*) FROM resources WHERE parent = ?1 AND kind = ?2",
+            params![parent, kind.name()],
+            |r| r.get(0),
+        )?;
+        let items = self.q_query(
+            "SELECT path, kind, properties, revision FROM resources
+             WHERE parent = ?1 AND kind = ?2 ORDER BY name LIMIT ?3 OFFSET ?4",
+            &[&parent, &kind.name(), &(top as i64), &(skip as i64)],
+        )?;
+        Ok(Page {
+            items,
+            total: total as u64,
+        })
+    }
+
+    fn q_descendants(&self, path: &str) -> Result<Vec<StoredResource>> {
+        let lo = format!("{path}/");
+        let hi = format!("{path}0"); // '0' sorts right after '/'
+        self.q_query(
+            "SELECT path, kind, properties, revision FROM resources
+             WHERE path >= ?1 AND path < ?2 ORDER BY path",
+            &[&lo, &hi],
+        )
+    }
+
+    fn q_referrers(&self, path: &str) -> Result<Vec<String>> {
+        let lo = format!("{path}/");
+        let hi = format!("{path}0");
+        let mut stmt = self.conn().prepare_cached(
+            "SELECT DISTINCT from_path FROM refs
+             WHERE to_path = ?1 OR (to_path >= ?2 AND to_path < ?3) ORDER BY from_path",
+        )?;
+        let rows = stmt.query_map(params![path, lo, hi], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn q_service(&self) -> Result<Option<ServiceSettings>> {
+        let v: Option<String> = self
+            .conn()
+            .query_row("SELECT value FROM meta WHERE key = 'service'", [], |r| r.get(0))
+            .optional()?;
+        v.map(|s| {
+            serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("service settings: {e}")))
+        })
+        .transpose()
+    }
+}
+
+pub struct WriteTx<'a> {
+    tx: rusqlite::Transaction<'a>,
+    sealer: &'a Sealer,
+    next: u64,
+    at: String,
+    changes: u64,
+}
+
+impl Queries for WriteTx<'_> {
+    fn conn(&self) -> &Connection {
+        &self.tx
+    }
+    fn sealer(&self) -> &Sealer {
+        self.sealer
+    }
+}
+
+impl WriteTx<'_> {
+    /// The revision this transaction will commit as, if it changes anything.
+    pub fn next_revision(&self) -> u64 {
+        self.next
+    }
+
+    pub fn get(&self, path: &str) -> Result<Option<StoredResource>> {
+        self.q_get(path)
+    }
+
+    pub fn children(&self, kind: Kind, parent: &str) -> Result<Vec<StoredResource>> {
+        self.q_children(kind, parent)
+    }
+
+    /// All resources below `path` (not `path` itself), in path order.
+    pub fn descendants(&self, path: &str) -> Result<Vec<StoredResource>> {
+        self.q_descendants(path)
+    }
+
+    /// Paths of resources that reference `path` or anything below it.
+    pub fn referrers(&self, path: &str) -> Result<Vec<String>> {
+        self.q_referrers(path)
+    }
+
+    /// All resources of a kind anywhere in the tree.
+    pub fn all_of_kind(&self, kind: Kind) -> Result<Vec<StoredResource>> {
+        self.q_query(
+            "SELECT path, kind, properties, revision FROM resources WHERE kind = ?1 ORDER BY path",
+            &[&kind.name()],
+        )
+    }
+
+    pub fn service(&self) -> Result<Option<ServiceSettings>> {
+        self.q_service()
+    }
+
+    fn journal(&mut self, path: &str, kind: &str, op: &str, value: Option<&str>) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO journal (revision, at, path, kind, op, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![self.next as i64, self.at, path, kind, op, value],
+        )?;
+        self.changes += 1;
+        Ok(())
+    }
+
+    pub fn set_service(&mut self, settings: &ServiceSettings) -> Result<()> {
+        let text = serde_json::to_string(settings).expect("settings serialise");
+        self.tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('service', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![text],
+        )?;
+        self.journal("/", "service", "put", Some(&text))
+    }
+
+    /// Creates or replaces one resource, with the paths it references. Returns its new revision.
+    pub fn put(
+        &mut self,
+        path: &ResourcePath,
+        mut properties: Map<String, Value>,
+        references: &[String],
+    ) -> Result<u64> {
+        let key = path.as_string();
+        let pointers = secret_pointers(path.kind, &properties);
+        self.sealer.seal_fields(&mut properties, &pointers);
+        let text = serde_json::to_string(&properties).expect("properties serialise");
+        self.tx.execute(
+            "INSERT INTO resources (path, kind, parent, name, properties, revision)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (path) DO UPDATE SET properties = excluded.properties,
+                                              revision = excluded.revision",
+            params![
+                key,
+                path.kind.name(),
+                path.parent_string(),
+                path.id(),
+                text,
+                self.next as i64
+            ],
+        )?;
+        self.tx
+            .execute("DELETE FROM refs WHERE from_path = ?1", params![key])?;
+        for r in references {
+            self.tx.execute(
+                "INSERT OR IGNORE INTO refs (from_path, to_path) VALUES (?1, ?2)",
+                params![key, r],
+            )?;
+        }
+        self.journal(&key, path.kind.name(), "put", Some(&text))?;
+        Ok(self.next)
+    }
+
+    /// Deletes one resource (not its descendants). Returns whether it existed.
+    pub fn delete(&mut self, path: &str) -> Result<bool> {
+        let kind: Option<String> = self
+            .tx
+            .query_row("SELECT kind FROM resources WHERE path = ?1", params![path], |r| r.get(0))
+            .optional()?;
+        let Some(kind) = kind else {
+            return Ok(false);
+        };
+        self.tx
+            .execute("DELETE FROM resources WHERE path = ?1", params![path])?;
+        self.tx
+            .execute("DELETE FROM refs WHERE from_path = ?1", params![path])?;
+        self.journal(path, &kind, "delete", None)?;
+        Ok(true)
+    }
+
+    /// Renames every resource at or below `from` to live below `to` (same kinds), e.g. when an
+    /// API revision becomes current. References are rewritten too.
+    pub fn move_tree(&mut self, from: &ResourcePath, to: &ResourcePath) -> Result<()> {
+        let from_s = from.as_string();
+        let to_s = to.as_string();
+        let mut all = Vec::new();
+        if let Some(root) = self.get(&from_s)? {
+            all.push(root);
+        }
+        all.extend(self.descendants(&from_s)?);
+        for res in all {
+            let new_path = format!("{to_s}{}", &res.path[from_s.len()..]);
+            let parsed = ResourcePath::parse_stored(&new_path)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let refs: Vec<String> = {
+                let mut stmt = self
+                    .tx
+                    .prepare_cached("SELECT to_path FROM refs WHERE from_path = ?1")?;
+                let rows = stmt.query_map(params![res.path], |r| r.get::<_, String>(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            self.delete(&res.path)?;
+            self.put(&parsed, res.properties, &refs)?;
+        }
+        // Whoever referenced the old paths now references the new ones.
+        self.tx.execute(
+            "UPDATE OR IGNORE refs SET to_path = ?2 || substr(to_path, length(?1) + 1)
+             WHERE to_path = ?1 OR to_path LIKE ?1 || '/%'",
+            params![from_s, to_s],
+        )?;
+        Ok(())
+    }
+}
+
+pub struct ReadTx<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+    sealer: &'a Sealer,
+    revision: u64,
+}
+
+impl Queries for ReadTx<'_> {
+    fn conn(&self) -> &Connection {
+        self.tx
+    }
+    fn sealer(&self) -> &Sealer {
+        self.sealer
+    }
+}
+
+impl ReadTx<'_> {
+    /// The revision this read view is at.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    pub fn get(&self, path: &str) -> Result<Option<StoredResource>> {
+        self.q_get(path)
+    }
+
+    pub fn children(&self, kind: Kind, parent: &str) -> Result<Vec<StoredResource>> {
+        self.q_children(kind, parent)
+    }
+
+    pub fn page(&self, kind: Kind, parent: &str, skip: u64, top: u64) -> Result<Page> {
+        self.q_page(kind, parent, skip, top)
+    }
+
+    pub fn service(&self) -> Result<Option<ServiceSettings>> {
+        self.q_service()
+    }
+
+    pub fn referrers(&self, path: &str) -> Result<Vec<String>> {
+        self.q_referrers(path)
+    }
+
+    /// Streams every resource in path order without holding them all in memory.
+    pub fn for_each_resource(&self, mut f: impl FnMut(StoredResource) -> Result<()>) -> Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare("SELECT path, kind, properties, revision FROM resources ORDER BY path")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let res = row_to_resource(
+                self.sealer,
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+            )?;
+            f(res)?;
+        }
+        Ok(())
+    }
+
+    /// Journal entries with revision greater than `since`, oldest first, at most `top`,
+    /// skipping `skip` entries.
+    pub fn journal(&self, since: u64, skip: u64, top: u64) -> Result<(Vec<JournalEntry>, u64)> {
+        let total: i64 = self.tx.query_row(
+            "SELECT count(*) FROM journal WHERE revision > ?1",
+            params![since as i64],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT seq, revision, at, path, kind, op, value FROM journal
+             WHERE revision > ?1 ORDER BY seq LIMIT ?2 OFFSET ?3",
+        )?;
+        let rows = stmt.query_map(params![since as i64, top as i64, skip as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, revision, at, path, kind, op, value) = row?;
+            let value = value
+                .map(|v| serde_json::from_str(&v))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("journal entry {seq}: {e}")))?;
+            out.push(JournalEntry {
+                seq: seq as u64,
+                revision: revision as u64,
+                at,
+                path,
+                kind,
+                op,
+                value,
+            });
+        }
+        Ok((out, total as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_model::Sku;
+    use serde_json::json;
+
+    fn settings() -> ServiceSettings {
+        ServiceSettings {
+            name: "contoso".into(),
+            location: "westeurope".into(),
+            sku: Sku {
+                name: "Developer".into(),
+                capacity: 1,
+            },
+            publisher_email: "a@b.c".into(),
+            publisher_name: "A".into(),
+            notification_sender_email: None,
+            created_at_utc: now_rfc3339(),
+        }
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn writes_bump_revision_and_journal_seals_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path()).unwrap();
+        let c = store
+            .write(|w| -> Result<()> { w.set_service(&settings()) })
+            .unwrap();
+        assert_eq!(c.revision, 1);
+        let sub = ResourcePath::top(Kind::Subscription, "s1");
+        let c = store
+            .write(|w| -> Result<u64> {
+                w.put(
+                    &sub,
+                    obj(json!({"scope": "/apis", "displayName": "S", "primaryKey": "topsecret"})),
+                    &["/apis".into()],
+                )
+            })
+            .unwrap();
+        assert_eq!(c.revision, 2);
+        // No change → no bump.
+        let c = store.write(|_w| -> Result<()> { Ok(()) }).unwrap();
+        assert_eq!(c.revision, 2);
+        assert!(!c.changed);
+        let got = store.read(|r| r.get("/subscriptions/s1")).unwrap().unwrap();
+        assert_eq!(got.properties["primaryKey"], "topsecret");
+        assert_eq!(got.revision, 2);
+        // Sealed on disk and in the journal.
+        let raw = std::fs::read(store.db_path()).unwrap();
+        let wal = std::fs::read(store.db_path().with_extension("db-wal")).unwrap_or_default();
+        let hay = [raw, wal].concat();
+        assert!(!hay.windows(9).any(|w| w == b"topsecret"));
+        let (entries, total) = store.read(|r| r.journal(1, 0, 100)).unwrap();
+        assert_eq!(total, 1);
+        assert_eq!(entries[0].path, "/subscriptions/s1");
+        assert!(entries[0].value.as_ref().unwrap()["primaryKey"]
+            .as_str()
+            .unwrap()
+            .starts_with("sealed:v1:"));
+    }
+
+    #[test]
+    fn failed_transaction_changes_nothing_and_reads_are_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path()).unwrap();
+        store
+            .write(|w| -> Result<()> { w.set_service(&settings()) })
+            .unwrap();
+        let r: std::result::Result<Committed<()>, StoreError> = store.write(|w| {
+            w.put(&ResourcePath::top(Kind::Tag, "t"), obj(json!({"displayName": "T"})), &[])?;
+            Err(StoreError::Corrupt("boom".into()))
+        });
+        assert!(r.is_err());
+        assert!(store.read(|r| r.get("/tags/t")).unwrap().is_none());
+        assert_eq!(store.revision().unwrap(), 1);
+
+        // A reader holding a view does not see a later write.
+        store
+            .read(|r| -> Result<()> {
+                store.write(|w| -> Result<u64> {
+                    w.put(&ResourcePath::top(Kind::Tag, "u"), obj(json!({"displayName": "U"})), &[])
+                })?;
+                assert!(r.get("/tags/u")?.is_none());
+                assert_eq!(r.revision(), 1);
+                Ok(())
+            })
+            .unwrap();
+        assert!(store.read(|r| r.get("/tags/u")).unwrap().is_some());
+    }
+
+    #[test]
+    fn descendants_and_referrers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path()).unwrap();
+        store
+            .write(|w| -> Result<()> {
+                w.put(&ResourcePath::top(Kind::Api, "a"), obj(json!({})), &[])?;
+                w.put(&ResourcePath::top(Kind::Api, "ab"), obj(json!({})), &[])?;
+                let op = ResourcePath::new(
+                    Kind::Operation,
+                    vec![("apis", "a".into()), ("operations", "o".into())],
+                );
+                w.put(&op, obj(json!({})), &[])?;
+                w.put(
+                    &ResourcePath::top(Kind::Subscription, "s"),
+                    obj(json!({})),
+                    &["/apis/a".into()],
+                )?;
+                assert_eq!(w.descendants("/apis/a")?.len(), 1);
+                assert_eq!(w.referrers("/apis/a")?, vec!["/subscriptions/s".to_string()]);
+                assert!(w.referrers("/apis/ab")?.is_empty());
+                Ok(())
+            })
+            .unwrap();
+    }
+}

@@ -1,1 +1,64 @@
-//! placeholder
+//! Gatehouse's management REST API: APIM's resource model over the store.
+//!
+//! Invariants: every write is one store transaction (see `rules`); secrets leave only through
+//! the `listSecrets`/`listValue` actions; every error leaves as the ARM envelope (`error`).
+//! This crate knows nothing of the gateway's internals.
+
+pub mod certs;
+pub mod error;
+pub mod handlers;
+pub mod openapi;
+pub mod policyxml;
+pub mod render;
+pub mod rules;
+pub mod service;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use gatehouse_store::Store;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+pub use error::ApiError;
+pub use service::{Bootstrap, bootstrap};
+
+/// The base URLs the instance is reachable at (known once the listeners are bound).
+#[derive(Debug, Clone, Default)]
+pub struct Urls {
+    pub management: String,
+    pub gateway: String,
+}
+
+pub struct AppState {
+    pub store: Arc<Store>,
+    /// The admin bearer token.
+    pub token: String,
+    pub urls: RwLock<Urls>,
+}
+
+/// One log line per request: method, path, status, duration. Never headers or bodies.
+async fn access_log(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    tracing::info!(
+        target: "gatehouse::management",
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        duration_ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0),
+        "request"
+    );
+    resp
+}
+
+/// The management API router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .fallback(handlers::dispatch)
+        .with_state(state)
+        .layer(axum::middleware::from_fn(access_log))
+}

@@ -383,16 +383,19 @@ trait Queries {
         )
     }
 
-    fn q_page(&self, kind: Kind, parent: &str, skip: u64, top: u64) -> Result<Page> {
+    fn q_page(&self, kind: Kind, parent: &str, skip: u64, top: u64, hide_revisions: bool) -> Result<Page> {
+        let hide = hide_revisions as i64;
         let total: i64 = self.conn().query_row(
-            "SELECT count(*) FROM resources WHERE parent = ?1 AND kind = ?2",
-            params![parent, kind.name()],
+            "SELECT count(*) FROM resources WHERE parent = ?1 AND kind = ?2
+             AND (?3 = 0 OR instr(name, ';rev=') = 0)",
+            params![parent, kind.name(), hide],
             |r| r.get(0),
         )?;
         let items = self.q_query(
             "SELECT path, kind, properties, revision FROM resources
-             WHERE parent = ?1 AND kind = ?2 ORDER BY name LIMIT ?3 OFFSET ?4",
-            &[&parent, &kind.name(), &(top as i64), &(skip as i64)],
+             WHERE parent = ?1 AND kind = ?2 AND (?5 = 0 OR instr(name, ';rev=') = 0)
+             ORDER BY name LIMIT ?3 OFFSET ?4",
+            &[&parent, &kind.name(), &(top as i64), &(skip as i64), &hide],
         )?;
         Ok(Page {
             items,
@@ -559,9 +562,19 @@ impl WriteTx<'_> {
         Ok(true)
     }
 
+    /// The paths a resource references.
+    pub fn references_of(&self, path: &str) -> Result<Vec<String>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT to_path FROM refs WHERE from_path = ?1 ORDER BY to_path")?;
+        let rows = stmt.query_map(params![path], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Renames every resource at or below `from` to live below `to` (same kinds), e.g. when an
-    /// API revision becomes current. References are rewritten too.
-    pub fn move_tree(&mut self, from: &ResourcePath, to: &ResourcePath) -> Result<()> {
+    /// API revision becomes current. With `rewrite_refs`, whoever referenced the old paths
+    /// references the new ones afterwards.
+    pub fn move_tree(&mut self, from: &ResourcePath, to: &ResourcePath, rewrite_refs: bool) -> Result<()> {
         let from_s = from.as_string();
         let to_s = to.as_string();
         let mut all = Vec::new();
@@ -573,17 +586,13 @@ impl WriteTx<'_> {
             let new_path = format!("{to_s}{}", &res.path[from_s.len()..]);
             let parsed = ResourcePath::parse_stored(&new_path)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let refs: Vec<String> = {
-                let mut stmt = self
-                    .tx
-                    .prepare_cached("SELECT to_path FROM refs WHERE from_path = ?1")?;
-                let rows = stmt.query_map(params![res.path], |r| r.get::<_, String>(0))?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
+            let refs = self.references_of(&res.path)?;
             self.delete(&res.path)?;
             self.put(&parsed, res.properties, &refs)?;
         }
-        // Whoever referenced the old paths now references the new ones.
+        if !rewrite_refs {
+            return Ok(());
+        }
         self.tx.execute(
             "UPDATE OR IGNORE refs SET to_path = ?2 || substr(to_path, length(?1) + 1)
              WHERE to_path = ?1 OR to_path LIKE ?1 || '/%'",
@@ -622,8 +631,9 @@ impl ReadTx<'_> {
         self.q_children(kind, parent)
     }
 
-    pub fn page(&self, kind: Kind, parent: &str, skip: u64, top: u64) -> Result<Page> {
-        self.q_page(kind, parent, skip, top)
+    /// One page of a collection in id order; `hide_revisions` leaves out `;rev=` API ids.
+    pub fn page(&self, kind: Kind, parent: &str, skip: u64, top: u64, hide_revisions: bool) -> Result<Page> {
+        self.q_page(kind, parent, skip, top, hide_revisions)
     }
 
     pub fn service(&self) -> Result<Option<ServiceSettings>> {

@@ -1,0 +1,683 @@
+//! HTTP dispatch for the management API: one handler resolves the path (with or without the
+//! ARM prefix) and applies APIM's semantics — PUT create-or-replace, PATCH merge, DELETE,
+//! HEAD/ETag, lists with `$top`/`$skip`/`$filter`, actions such as `listSecrets`.
+
+use crate::error::ApiError;
+use crate::render::{public_properties, render, render_resolved};
+use crate::rules::{self, Lookup, Mode, WriteOptions, canonicalize};
+use crate::{AppState, openapi, service};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use gatehouse_model::{Filter, Kind, ResourcePath, StoredResource, Target, resolve, strip_arm_prefix};
+use gatehouse_store::Store;
+use http_body_util::BodyExt;
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+const DEFAULT_PAGE: u64 = 100;
+const MAX_PAGE: u64 = 1000;
+
+type Query = HashMap<String, String>;
+
+/// Runs blocking store work off the async runtime.
+async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing.",
+        ));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    match token {
+        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "The access token is invalid.",
+        )),
+    }
+}
+
+fn parse_query(uri: &axum::http::Uri) -> Result<Query, ApiError> {
+    let q = uri.query().unwrap_or("");
+    let mut out = HashMap::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let dec = |s: &str| -> Result<String, ApiError> {
+            let s = s.replace('+', " ");
+            let bytes = s.as_bytes();
+            let mut buf = Vec::with_capacity(bytes.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'%' {
+                    let h = s
+                        .get(i + 1..i + 3)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| ApiError::bad_request(format!("the query parameter '{k}' is not valid percent-encoding")))?;
+                    buf.push(h);
+                    i += 3;
+                } else {
+                    buf.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            String::from_utf8(buf).map_err(|_| ApiError::bad_request("the query string is not UTF-8"))
+        };
+        out.insert(dec(k)?, dec(v)?);
+    }
+    Ok(out)
+}
+
+fn json_response(status: StatusCode, body: Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+fn with_etag(mut resp: Response, revision: u64) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&rules::etag(revision)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+fn with_revision(mut resp: Response, revision: u64) -> Response {
+    resp.headers_mut()
+        .insert("x-gatehouse-revision", HeaderValue::from(revision));
+    resp
+}
+
+async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("The request body is larger than the limit of {MAX_BODY} bytes (4 MiB)."),
+        )),
+        Err(e) => Err(ApiError::bad_request(format!("the request body could not be read: {e}"))),
+    }
+}
+
+fn parse_json_body(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            format!("The request body is not valid JSON: {e}"),
+        )
+    })?;
+    match v {
+        Value::Object(m) => Ok(m),
+        other => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            format!("The request body must be a JSON object, not {}", match other {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            }),
+        )),
+    }
+}
+
+/// The `properties` object of a resource body.
+fn properties_of(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
+    for key in body.keys() {
+        if !["properties", "id", "name", "type", "etag"].contains(&key.as_str()) {
+            return Err(ApiError::invalid(key, format!("'{key}' is not allowed at the top level of the body; put resource properties inside 'properties'")));
+        }
+    }
+    match body.get("properties") {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(p)) => Ok(p.clone()),
+        Some(_) => Err(ApiError::invalid("properties", "'properties' must be an object")),
+    }
+}
+
+fn write_options(headers: &HeaderMap, query: &Query) -> WriteOptions {
+    WriteOptions {
+        if_match: headers
+            .get(header::IF_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        delete_subscriptions: query
+            .get("deleteSubscriptions")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+    }
+}
+
+/// The entry point for every management request.
+pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    match handle(state, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    authorize(&state, &parts.headers)?;
+    let query = parse_query(&parts.uri)?;
+    let raw_path = parts.uri.path().to_string();
+    let path = strip_arm_prefix(&raw_path).to_string();
+    let method = parts.method.clone();
+    let body = read_body(body).await?;
+
+    if path.trim_end_matches('/').eq_ignore_ascii_case("/journal") {
+        return match method {
+            Method::GET => journal(&state, &raw_path, &query).await,
+            _ => Err(method_not_allowed()),
+        };
+    }
+    let target = resolve(&path)?;
+    match (method, target) {
+        (Method::GET, Target::Service) | (Method::HEAD, Target::Service) => get_service(&state).await,
+        (Method::PATCH, Target::Service) => {
+            let b = parse_json_body(&body)?;
+            blocking(&state.store, move |s| service::patch_service(s, &b)).await?;
+            get_service(&state).await
+        }
+        (Method::GET, Target::Collection { kind, parent }) => list(&state, kind, parent, &raw_path, &query).await,
+        (Method::GET, Target::Resource(p)) => get_resource(&state, p, &query, false).await,
+        (Method::HEAD, Target::Resource(p)) => get_resource(&state, p, &query, true).await,
+        (Method::PUT, Target::Resource(p)) => {
+            let b = parse_json_body(&body)?;
+            put(&state, p, b, Mode::Put, write_options(&parts.headers, &query)).await
+        }
+        (Method::PATCH, Target::Resource(p)) => {
+            let b = parse_json_body(&body)?;
+            put(&state, p, b, Mode::Patch, write_options(&parts.headers, &query)).await
+        }
+        (Method::DELETE, Target::Resource(p)) => delete(&state, p, write_options(&parts.headers, &query)).await,
+        (m, Target::Action { path, action }) => action_handler(&state, m, path, &action, &raw_path, &query).await,
+        _ => Err(method_not_allowed()),
+    }
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        "The HTTP method is not supported on this resource.",
+    )
+}
+
+async fn get_service(state: &Arc<AppState>) -> Result<Response, ApiError> {
+    let (s, rev) = blocking(&state.store, |s| {
+        s.read(|r| -> Result<_, ApiError> {
+            Ok((r.service()?.ok_or_else(|| ApiError::internal("the service is not initialised"))?, r.revision()))
+        })
+    })
+    .await?;
+    let urls = state.urls.read().expect("urls lock").clone();
+    Ok(with_etag(
+        json_response(StatusCode::OK, service::render_service(&s, rev, &urls.management, &urls.gateway)),
+        rev,
+    ))
+}
+
+fn next_link(raw_path: &str, query: &Query, base: &str, skip: u64, top: u64) -> String {
+    let mut q: Vec<(String, String)> = query
+        .iter()
+        .filter(|(k, _)| k.as_str() != "$skip" && k.as_str() != "$top")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    q.sort();
+    q.push(("$top".into(), top.to_string()));
+    q.push(("$skip".into(), skip.to_string()));
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'$' | b'/' | b';' | b'=' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let qs: Vec<String> = q.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
+    format!("{}{}?{}", base.trim_end_matches('/'), raw_path, qs.join("&"))
+}
+
+fn paging(query: &Query) -> Result<(u64, u64), ApiError> {
+    let top = match query.get("$top") {
+        None => DEFAULT_PAGE,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => return Err(ApiError::invalid("$top", format!("'$top' must be a whole number from 1 to {MAX_PAGE}; '{v}' is not"))),
+        },
+    };
+    let skip = match query.get("$skip") {
+        None => 0,
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| ApiError::invalid("$skip", format!("'$skip' must be a whole number from 0; '{v}' is not")))?,
+    };
+    Ok((skip, top))
+}
+
+fn list_envelope(items: Vec<Value>, total: u64, skip: u64, top: u64, raw_path: &str, query: &Query, base: &str) -> Value {
+    let count = items.len() as u64;
+    let next = (skip + count < total && count > 0).then(|| next_link(raw_path, query, base, skip + count, top));
+    json!({"value": items, "count": total, "nextLink": next})
+}
+
+async fn list(
+    state: &Arc<AppState>,
+    kind: Kind,
+    parent: Option<ResourcePath>,
+    raw_path: &str,
+    query: &Query,
+) -> Result<Response, ApiError> {
+    let (skip, top) = paging(query)?;
+    let filter = query
+        .get("$filter")
+        .map(|f| Filter::parse(f).map_err(|e| ApiError::invalid("$filter", e.to_string())))
+        .transpose()?;
+    let (items, total) = blocking(&state.store, move |s| {
+        s.read(|r| -> Result<(Vec<Value>, u64), ApiError> {
+            let parent = match parent {
+                None => String::new(),
+                Some(p) => {
+                    let p = canonicalize(r, p)?;
+                    if r.get(&p.as_string())?.is_none() {
+                        return Err(ApiError::not_found(p.kind.spec().display));
+                    }
+                    p.as_string()
+                }
+            };
+            let hide_revisions = kind == Kind::Api && parent.is_empty();
+            if filter.is_none() && !kind.is_link() {
+                let page = r.page(kind, &parent, skip, top, hide_revisions)?;
+                return Ok((page.items.iter().map(render).collect(), page.total));
+            }
+            let mut all = Vec::new();
+            for res in r.children(kind, &parent)? {
+                if hide_revisions && res.name().contains(";rev=") {
+                    continue;
+                }
+                let Some(v) = render_resolved(r, &res)? else { continue };
+                if let Some(f) = &filter {
+                    let props = v.get("properties").cloned().unwrap_or(Value::Null);
+                    if !f.matches(res.name(), &props) {
+                        continue;
+                    }
+                }
+                all.push(v);
+            }
+            let total = all.len() as u64;
+            Ok((all.into_iter().skip(skip as usize).take(top as usize).collect(), total))
+        })
+    })
+    .await?;
+    let base = state.urls.read().expect("urls lock").management.clone();
+    Ok(json_response(StatusCode::OK, list_envelope(items, total, skip, top, raw_path, query, &base)))
+}
+
+async fn get_resource(state: &Arc<AppState>, path: ResourcePath, query: &Query, head: bool) -> Result<Response, ApiError> {
+    let export = query.get("export").is_some_and(|v| v.eq_ignore_ascii_case("true")) && path.kind == Kind::Api;
+    let format = query.get("format").cloned().unwrap_or_default();
+    let gateway = state.urls.read().expect("urls lock").gateway.clone();
+    let (resource, rendered, ops) = blocking(&state.store, move |s| {
+        s.read(|r| -> Result<_, ApiError> {
+            let path = canonicalize(r, path)?;
+            let res = r
+                .get(&path.as_string())?
+                .ok_or_else(|| ApiError::not_found(path.kind.spec().display))?;
+            let rendered = render_resolved(r, &res)?.ok_or_else(|| ApiError::not_found(path.kind.spec().display))?;
+            let ops = if export {
+                r.children(Kind::Operation, &res.path)?
+                    .into_iter()
+                    .map(|o| (o.name().to_string(), o.properties))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Ok((res, rendered, ops))
+        })
+    })
+    .await?;
+    if head {
+        return Ok(with_etag(StatusCode::OK.into_response(), resource.revision));
+    }
+    if export {
+        let doc = openapi::export(&resource.properties, &gateway, &ops);
+        let resp = match format.as_str() {
+            "openapi+json" | "openapi-json" | "" => json_response(StatusCode::OK, doc),
+            "openapi" | "openapi-yaml" => {
+                let text = serde_norway::to_string(&doc).map_err(|e| ApiError::internal(e.to_string()))?;
+                ([(header::CONTENT_TYPE, "application/yaml")], text).into_response()
+            }
+            other => {
+                return Err(ApiError::invalid("format", format!("export format '{other}' is not supported; use openapi+json or openapi")));
+            }
+        };
+        return Ok(with_etag(resp, resource.revision));
+    }
+    Ok(with_etag(json_response(StatusCode::OK, rendered), resource.revision))
+}
+
+/// Fetches `value` when a `*-link` format names a URL.
+async fn fetch_link(url: &str) -> Result<String, ApiError> {
+    let resp = reqwest::Client::new()
+        .get(url)
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| ApiError::invalid("value", format!("the document at '{url}' could not be fetched: {e}")))?;
+    if !resp.status().is_success() {
+        return Err(ApiError::invalid("value", format!("the document at '{url}' could not be fetched: HTTP {}", resp.status())));
+    }
+    resp.text()
+        .await
+        .map_err(|e| ApiError::invalid("value", format!("the document at '{url}' could not be read: {e}")))
+}
+
+const IMPORT_FORMATS: &[&str] = &[
+    "openapi",
+    "openapi+json",
+    "swagger-json",
+    "openapi-link",
+    "openapi+json-link",
+    "swagger-link-json",
+];
+
+async fn put(
+    state: &Arc<AppState>,
+    path: ResourcePath,
+    body: Map<String, Value>,
+    mode: Mode,
+    opts: WriteOptions,
+) -> Result<Response, ApiError> {
+    let mut props = properties_of(&body)?;
+    let mut import: Option<openapi::ImportedApi> = None;
+    if path.kind == Kind::Api
+        && let Some(format) = props.get("format").and_then(Value::as_str).map(str::to_string)
+    {
+        if !IMPORT_FORMATS.contains(&format.as_str()) {
+            return Err(ApiError::invalid("format", format!("the import format '{format}' is not supported; use one of {}", IMPORT_FORMATS.join(", "))));
+        }
+        let value = props
+            .remove("value")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .ok_or_else(|| ApiError::invalid("value", "'value' must hold the document (or its URL for -link formats)"))?;
+        props.remove("format");
+        let text = if format.contains("link") { fetch_link(&value).await? } else { value };
+        let api = openapi::import(&text).map_err(|e| ApiError::invalid("value", e))?;
+        if !props.contains_key("displayName")
+            && let Some(t) = &api.display_name
+        {
+            props.insert("displayName".into(), json!(t));
+        }
+        if !props.contains_key("description")
+            && let Some(d) = &api.description
+        {
+            props.insert("description".into(), json!(d));
+        }
+        if !props.contains_key("serviceUrl")
+            && let Some(u) = &api.service_url
+            && (u.starts_with("http://") || u.starts_with("https://"))
+        {
+            props.insert("serviceUrl".into(), json!(u));
+        }
+        import = Some(api);
+    }
+    if path.kind.is_policy()
+        && let Some(format) = props.get("format").and_then(Value::as_str).map(str::to_string)
+        && format.ends_with("-link")
+    {
+        let url = props.get("value").and_then(Value::as_str).unwrap_or_default().to_string();
+        let text = fetch_link(&url).await?;
+        props.insert("value".into(), json!(text));
+        props.insert("format".into(), json!(format.trim_end_matches("-link")));
+    }
+    let make_current = path.kind == Kind::Api
+        && path.id().contains(";rev=")
+        && props.get("isCurrent") == Some(&json!(true));
+    let committed = blocking(&state.store, move |s| {
+        s.write(|tx| -> Result<(rules::Written, ResourcePath), ApiError> {
+            let path = canonicalize(tx, path)?;
+            let mut written = rules::put_resource(tx, &path, props, mode, &opts)?;
+            if let Some(api) = import {
+                // A re-import replaces the operations.
+                for op in tx.children(Kind::Operation, &path.as_string())? {
+                    let p = ResourcePath::parse_stored(&op.path)?;
+                    rules::delete_resource(tx, &p, &WriteOptions::default())?;
+                }
+                for (id, op_props) in api.operations {
+                    let mut parts = path.parts.clone();
+                    parts.push(("operations", id));
+                    let op_path = ResourcePath::new(Kind::Operation, parts);
+                    rules::put_resource(tx, &op_path, op_props, Mode::Put, &WriteOptions::default())
+                        .map_err(|e| ApiError::invalid("value", format!("operation '{}': {}", op_path.id(), e.message)))?;
+                }
+            }
+            let mut final_path = path.clone();
+            if make_current {
+                rules::make_current(tx, &path)?;
+                final_path = ResourcePath::top(Kind::Api, gatehouse_model::id::split_revision(path.id()).expect("validated").0);
+                written.resource = tx.get(&final_path.as_string())?.expect("current revision exists");
+            }
+            Ok((written, final_path))
+        })
+    })
+    .await?;
+    let (written, _) = committed.value;
+    let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
+    let state2 = state.clone();
+    let resource = written.resource;
+    let rendered = blocking(&state2.store, move |s| s.read(|r| render_resolved(r, &resource).map(|v| (v, resource.revision)))).await?;
+    let (body, rev) = rendered;
+    Ok(with_revision(
+        with_etag(json_response(status, body.unwrap_or(Value::Null)), rev),
+        committed.revision,
+    ))
+}
+
+async fn delete(state: &Arc<AppState>, path: ResourcePath, opts: WriteOptions) -> Result<Response, ApiError> {
+    let committed = blocking(&state.store, move |s| {
+        s.write(|tx| -> Result<bool, ApiError> {
+            let path = canonicalize(tx, path)?;
+            if path.kind == Kind::Api && path.id().contains(";rev=") {
+                // Deleting a non-current revision is allowed; the current one is addressed by the API id.
+            }
+            rules::delete_resource(tx, &path, &opts)
+        })
+    })
+    .await?;
+    let status = if committed.value { StatusCode::OK } else { StatusCode::NO_CONTENT };
+    Ok(with_revision(status.into_response(), committed.revision))
+}
+
+fn require<'a>(res: &'a Option<StoredResource>, kind: Kind) -> Result<&'a StoredResource, ApiError> {
+    res.as_ref().ok_or_else(|| ApiError::not_found(kind.spec().display))
+}
+
+async fn action_handler(
+    state: &Arc<AppState>,
+    method: Method,
+    path: ResourcePath,
+    action: &str,
+    raw_path: &str,
+    query: &Query,
+) -> Result<Response, ApiError> {
+    let action_l = action.to_ascii_lowercase();
+    match (method, path.kind, action_l.as_str()) {
+        (Method::POST, Kind::Subscription, "listsecrets") => {
+            let keys = blocking(&state.store, move |s| {
+                s.read(|r| -> Result<Value, ApiError> {
+                    let res = r.get(&path.as_string())?;
+                    let res = require(&res, Kind::Subscription)?;
+                    Ok(json!({
+                        "primaryKey": res.properties.get("primaryKey"),
+                        "secondaryKey": res.properties.get("secondaryKey"),
+                    }))
+                })
+            })
+            .await?;
+            Ok(json_response(StatusCode::OK, keys))
+        }
+        (Method::POST, Kind::Subscription, "regenerateprimarykey" | "regeneratesecondarykey") => {
+            let field = if action_l == "regenerateprimarykey" { "primaryKey" } else { "secondaryKey" };
+            let committed = blocking(&state.store, move |s| {
+                s.write(|tx| -> Result<(), ApiError> {
+                    let res = tx.get(&path.as_string())?;
+                    let res = require(&res, Kind::Subscription)?.clone();
+                    let mut props = res.properties.clone();
+                    props.insert(field.into(), json!(rules::generate_key()));
+                    let refs = tx.references_of(&res.path)?;
+                    tx.put(&path, props, &refs)?;
+                    Ok(())
+                })
+            })
+            .await?;
+            Ok(with_revision(StatusCode::NO_CONTENT.into_response(), committed.revision))
+        }
+        (Method::POST, Kind::NamedValue, "listvalue") => {
+            let v = blocking(&state.store, move |s| {
+                s.read(|r| -> Result<Value, ApiError> {
+                    let res = r.get(&path.as_string())?;
+                    let res = require(&res, Kind::NamedValue)?;
+                    Ok(json!({"value": res.properties.get("value")}))
+                })
+            })
+            .await?;
+            Ok(json_response(StatusCode::OK, v))
+        }
+        (Method::GET, Kind::Api, "revisions") => {
+            let (skip, top) = paging(query)?;
+            let items = blocking(&state.store, move |s| {
+                s.read(|r| -> Result<Vec<Value>, ApiError> {
+                    let (base, _) = gatehouse_model::id::split_revision(path.id()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                    let current = r.get(&format!("/apis/{base}"))?;
+                    let current = require(&current, Kind::Api)?.clone();
+                    let mut revs = vec![current];
+                    let prefix = format!("/apis/{base};rev=");
+                    revs.extend(r.children(Kind::Api, "")?.into_iter().filter(|a| a.path.starts_with(&prefix)));
+                    let mut out: Vec<Value> = revs
+                        .iter()
+                        .map(|a| {
+                            let rev = a.properties.get("apiRevision").cloned().unwrap_or(json!("1"));
+                            json!({
+                                "apiId": format!("/apis/{base};rev={}", rev.as_str().unwrap_or("1")),
+                                "apiRevision": rev,
+                                "isCurrent": a.properties.get("isCurrent").cloned().unwrap_or(json!(false)),
+                                "isOnline": true,
+                                "description": a.properties.get("apiRevisionDescription"),
+                            })
+                        })
+                        .collect();
+                    out.sort_by_key(|v| v["apiRevision"].as_str().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0));
+                    Ok(out)
+                })
+            })
+            .await?;
+            let total = items.len() as u64;
+            let page: Vec<Value> = items.into_iter().skip(skip as usize).take(top as usize).collect();
+            let base = state.urls.read().expect("urls lock").management.clone();
+            Ok(json_response(StatusCode::OK, list_envelope(page, total, skip, top, raw_path, query, &base)))
+        }
+        (Method::GET, Kind::User | Kind::Product, "subscriptions") | (Method::GET, Kind::User, "groups") => {
+            let (skip, top) = paging(query)?;
+            let want_groups = action_l == "groups";
+            let items = blocking(&state.store, move |s| {
+                s.read(|r| -> Result<Vec<Value>, ApiError> {
+                    let me = r.get(&path.as_string())?;
+                    require(&me, path.kind)?;
+                    let mut out = Vec::new();
+                    for referrer in r.referrers(&path.as_string())? {
+                        let Some(res) = r.get(&referrer)? else { continue };
+                        if want_groups && res.kind == Kind::GroupUser {
+                            let group = res.path.rsplitn(3, '/').nth(2).unwrap_or_default().to_string();
+                            if let Some(g) = r.get(&group)? {
+                                out.push(render(&g));
+                            }
+                        } else if !want_groups && res.kind == Kind::Subscription {
+                            out.push(render(&res));
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .await?;
+            let total = items.len() as u64;
+            let page: Vec<Value> = items.into_iter().skip(skip as usize).take(top as usize).collect();
+            let base = state.urls.read().expect("urls lock").management.clone();
+            Ok(json_response(StatusCode::OK, list_envelope(page, total, skip, top, raw_path, query, &base)))
+        }
+        (_, kind, _) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            format!("'{action}' is not an action or collection of {}.", kind.spec().display),
+        )),
+    }
+}
+
+async fn journal(state: &Arc<AppState>, raw_path: &str, query: &Query) -> Result<Response, ApiError> {
+    let (skip, top) = paging(query)?;
+    let since = match query.get("since") {
+        None => 0,
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| ApiError::invalid("since", format!("'since' must be a revision number; '{v}' is not")))?,
+    };
+    let (entries, total) = blocking(&state.store, move |s| {
+        s.read(|r| r.journal(since, skip, top).map_err(ApiError::from))
+    })
+    .await?;
+    let items: Vec<Value> = entries
+        .into_iter()
+        .map(|e| {
+            let value = e.value.map(|v| match (Kind::from_name(&e.kind), v) {
+                (Some(kind), Value::Object(m)) => Value::Object(public_properties(kind, &m)),
+                (None, v) if e.kind == "service" => v,
+                (_, v) => v,
+            });
+            json!({
+                "revision": e.revision,
+                "sequence": e.seq,
+                "timestamp": e.at,
+                "resourceId": e.path,
+                "resourceType": e.kind,
+                "operation": e.op,
+                "value": value,
+            })
+        })
+        .collect();
+    let base = state.urls.read().expect("urls lock").management.clone();
+    Ok(json_response(StatusCode::OK, list_envelope(items, total, skip, top, raw_path, query, &base)))
+}
+
+/// Makes `Lookup` available on plain store reads for callers outside this module.
+pub fn lookup_in(store: &Store, path: &str) -> Result<Option<StoredResource>, ApiError> {
+    store.read(|r| r.lookup(path).map_err(ApiError::from))
+}

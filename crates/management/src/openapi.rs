@@ -1,0 +1,419 @@
+//! OpenAPI import (OpenAPI 3 and Swagger 2, JSON or YAML) and export (OpenAPI 3 JSON/YAML).
+//!
+//! Import is all-or-nothing: the document is parsed and turned into the API's properties and
+//! its operations before anything is written; a broken document is an error naming the problem.
+
+use crate::rules::template_parameters;
+use openapiv3::{OpenAPI, Parameter, ReferenceOr};
+use serde_json::{Map, Value, json};
+
+/// What an OpenAPI document turns into.
+#[derive(Debug)]
+pub struct ImportedApi {
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub service_url: Option<String>,
+    pub operations: Vec<(String, Map<String, Value>)>,
+}
+
+/// Parses JSON or YAML into a JSON value.
+fn parse_text(text: &str) -> Result<Value, String> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') {
+        return serde_json::from_str(text).map_err(|e| format!("the OpenAPI document is not valid JSON: {e}"));
+    }
+    serde_norway::from_str::<Value>(text).map_err(|e| format!("the OpenAPI document is not valid YAML or JSON: {e}"))
+}
+
+/// Rewrites a Swagger 2.0 document into the OpenAPI 3.0 shape (the parts Gatehouse uses).
+fn swagger2_to_openapi3(mut doc: Value) -> Result<Value, String> {
+    let obj = doc.as_object_mut().ok_or("the document is not an object")?;
+    let host = obj.get("host").and_then(Value::as_str).unwrap_or("").to_string();
+    let base = obj.get("basePath").and_then(Value::as_str).unwrap_or("").to_string();
+    let scheme = obj
+        .get("schemes")
+        .and_then(Value::as_array)
+        .and_then(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .find(|s| *s == "https")
+                .or_else(|| a.first().and_then(Value::as_str))
+        })
+        .unwrap_or("https")
+        .to_string();
+    let produces: Vec<String> = obj
+        .get("produces")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_else(|| vec!["application/json".to_string()]);
+    let mut out = Map::new();
+    out.insert("openapi".into(), json!("3.0.0"));
+    out.insert("info".into(), obj.get("info").cloned().unwrap_or(json!({"title": "", "version": ""})));
+    if !host.is_empty() {
+        out.insert("servers".into(), json!([{"url": format!("{scheme}://{host}{base}")}]));
+    }
+    let mut paths = Map::new();
+    if let Some(p) = obj.get("paths").and_then(Value::as_object) {
+        for (path, item) in p {
+            let Some(item) = item.as_object() else {
+                return Err(format!("paths.{path} must be an object"));
+            };
+            let mut new_item = Map::new();
+            for (method, op) in item {
+                if method == "parameters" {
+                    new_item.insert(method.clone(), convert_params(op));
+                    continue;
+                }
+                let Some(op) = op.as_object() else {
+                    return Err(format!("paths.{path}.{method} must be an object"));
+                };
+                let mut new_op = op.clone();
+                if let Some(params) = op.get("parameters") {
+                    new_op.insert("parameters".into(), convert_params(params));
+                }
+                let mut responses = Map::new();
+                if let Some(r) = op.get("responses").and_then(Value::as_object) {
+                    for (code, resp) in r {
+                        let mut nr = Map::new();
+                        nr.insert(
+                            "description".into(),
+                            resp.get("description").cloned().unwrap_or(json!("")),
+                        );
+                        let mut content = Map::new();
+                        if let Some(examples) = resp.get("examples").and_then(Value::as_object) {
+                            for (mime, ex) in examples {
+                                content.insert(mime.clone(), json!({"example": ex, "schema": resp.get("schema").cloned().unwrap_or(json!({}))}));
+                            }
+                        } else if let Some(schema) = resp.get("schema") {
+                            content.insert(produces[0].clone(), json!({"schema": schema}));
+                        }
+                        if !content.is_empty() {
+                            nr.insert("content".into(), Value::Object(content));
+                        }
+                        responses.insert(code.clone(), Value::Object(nr));
+                    }
+                }
+                new_op.insert("responses".into(), Value::Object(responses));
+                new_op.remove("produces");
+                new_op.remove("consumes");
+                new_op.remove("schemes");
+                new_item.insert(method.clone(), Value::Object(new_op));
+            }
+            paths.insert(path.clone(), Value::Object(new_item));
+        }
+    }
+    out.insert("paths".into(), Value::Object(paths));
+    let text = serde_json::to_string(&Value::Object(out)).expect("serialises");
+    let text = text.replace("#/definitions/", "#/components/schemas/");
+    Ok(serde_json::from_str(&text).expect("round trip"))
+}
+
+fn convert_params(params: &Value) -> Value {
+    let Some(arr) = params.as_array() else {
+        return params.clone();
+    };
+    Value::Array(
+        arr.iter()
+            .filter(|p| p.get("in").and_then(Value::as_str) != Some("body") && p.get("in").and_then(Value::as_str) != Some("formData"))
+            .map(|p| {
+                let mut p = p.as_object().cloned().unwrap_or_default();
+                if !p.contains_key("schema") && !p.contains_key("$ref") {
+                    let mut schema = Map::new();
+                    for k in ["type", "format", "enum", "items", "default"] {
+                        if let Some(v) = p.remove(k) {
+                            schema.insert(k.into(), v);
+                        }
+                    }
+                    if schema.is_empty() {
+                        schema.insert("type".into(), json!("string"));
+                    }
+                    p.insert("schema".into(), Value::Object(schema));
+                }
+                Value::Object(p)
+            })
+            .collect(),
+    )
+}
+
+fn sanitize_id(raw: &str) -> String {
+    let mut s: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .collect();
+    while s.contains("--") {
+        s = s.replace("--", "-");
+    }
+    let s = s.trim_matches('-').to_string();
+    let s: String = s.chars().take(80).collect();
+    if s.is_empty() { "operation".into() } else { s }
+}
+
+fn resolve_param<'a>(doc: &'a OpenAPI, p: &'a ReferenceOr<Parameter>) -> Result<&'a Parameter, String> {
+    match p {
+        ReferenceOr::Item(p) => Ok(p),
+        ReferenceOr::Reference { reference } => {
+            let name = reference
+                .strip_prefix("#/components/parameters/")
+                .ok_or_else(|| format!("unsupported parameter reference '{reference}'"))?;
+            match doc.components.as_ref().and_then(|c| c.parameters.get(name)) {
+                Some(ReferenceOr::Item(p)) => Ok(p),
+                _ => Err(format!("the parameter reference '{reference}' does not resolve")),
+            }
+        }
+    }
+}
+
+fn schema_type(p: &Parameter) -> String {
+    let data = p.parameter_data_ref();
+    if let openapiv3::ParameterSchemaOrContent::Schema(ReferenceOr::Item(s)) = &data.format {
+        let v = serde_json::to_value(s).unwrap_or(Value::Null);
+        if let Some(t) = v.get("type").and_then(Value::as_str) {
+            return t.to_string();
+        }
+    }
+    "string".into()
+}
+
+fn param_json(p: &Parameter) -> Value {
+    let d = p.parameter_data_ref();
+    let mut o = json!({"name": d.name, "type": schema_type(p), "required": d.required, "values": []});
+    if let Some(desc) = &d.description {
+        o["description"] = json!(desc);
+    }
+    o
+}
+
+/// Parses a document and maps it to an API and its operations.
+pub fn import(text: &str) -> Result<ImportedApi, String> {
+    let raw = parse_text(text)?;
+    let raw = if raw.get("swagger").and_then(Value::as_str).is_some_and(|v| v.starts_with('2')) {
+        swagger2_to_openapi3(raw)?
+    } else if raw.get("openapi").and_then(Value::as_str).is_some_and(|v| v.starts_with('3')) {
+        raw
+    } else {
+        return Err("the document is neither OpenAPI 3 ('openapi: 3.x') nor Swagger 2 ('swagger: \"2.0\"')".into());
+    };
+    let doc: OpenAPI = serde_path_to_error::deserialize(raw)
+        .map_err(|e| format!("the OpenAPI document is invalid at '{}': {}", e.path(), e.inner()))?;
+    let mut operations: Vec<(String, Map<String, Value>)> = Vec::new();
+    for (path, item) in doc.paths.iter() {
+        let ReferenceOr::Item(item) = item else {
+            return Err(format!("path item references are not supported (at '{path}')"));
+        };
+        if !path.starts_with('/') {
+            return Err(format!("the path '{path}' must start with '/'"));
+        }
+        template_parameters(path).map_err(|e| format!("the path '{path}' is invalid: {e}"))?;
+        for (method, op) in item.iter() {
+            let method = method.to_ascii_uppercase();
+            let mut template_params = Vec::new();
+            let mut query_params = Vec::new();
+            let mut headers = Vec::new();
+            for p in item.parameters.iter().chain(op.parameters.iter()) {
+                let p = resolve_param(&doc, p)?;
+                match p {
+                    Parameter::Path { .. } => template_params.push(param_json(p)),
+                    Parameter::Query { .. } => query_params.push(param_json(p)),
+                    Parameter::Header { .. } => headers.push(param_json(p)),
+                    Parameter::Cookie { .. } => {}
+                }
+            }
+            let used = template_parameters(path).unwrap_or_default();
+            for name in &used {
+                if !template_params.iter().any(|p| p["name"] == json!(name)) {
+                    template_params.push(json!({"name": name, "type": "string", "required": true, "values": []}));
+                }
+            }
+            template_params.retain(|p| used.iter().any(|u| p["name"] == json!(u)));
+            let mut responses = Vec::new();
+            for (code, resp) in &op.responses.responses {
+                let ReferenceOr::Item(resp) = resp else { continue };
+                let status = match code {
+                    openapiv3::StatusCode::Code(c) => *c,
+                    openapiv3::StatusCode::Range(r) => *r * 100,
+                };
+                let mut reps = Vec::new();
+                for (ct, media) in &resp.content {
+                    let mut rep = json!({"contentType": ct});
+                    let mut examples = Map::new();
+                    if let Some(ex) = &media.example {
+                        examples.insert("default".into(), json!({"value": ex}));
+                    }
+                    for (name, ex) in &media.examples {
+                        if let ReferenceOr::Item(ex) = ex
+                            && let Some(v) = &ex.value
+                        {
+                            examples.insert(name.clone(), json!({"value": v, "summary": ex.summary}));
+                        }
+                    }
+                    if !examples.is_empty() {
+                        rep["examples"] = Value::Object(examples);
+                    }
+                    reps.push(rep);
+                }
+                responses.push(json!({"statusCode": status, "description": resp.description, "representations": reps, "headers": []}));
+            }
+            let base_name = op
+                .operation_id
+                .as_deref()
+                .map(sanitize_id)
+                .unwrap_or_else(|| sanitize_id(&format!("{}{}", method.to_lowercase(), path.replace('/', "-"))));
+            let mut name = base_name.clone();
+            let mut n = 2;
+            while operations.iter().any(|(id, _)| id == &name) {
+                name = format!("{}-{n}", base_name.chars().take(75).collect::<String>());
+                n += 1;
+            }
+            let display = op
+                .summary
+                .clone()
+                .or_else(|| op.operation_id.clone())
+                .unwrap_or_else(|| format!("{method} {path}"));
+            let display: String = display.chars().take(300).collect();
+            let mut props = Map::new();
+            props.insert("displayName".into(), json!(display));
+            props.insert("method".into(), json!(method));
+            props.insert("urlTemplate".into(), json!(path));
+            props.insert("templateParameters".into(), json!(template_params));
+            if let Some(d) = &op.description {
+                props.insert("description".into(), json!(d.chars().take(1000).collect::<String>()));
+            }
+            props.insert("request".into(), json!({"queryParameters": query_params, "headers": headers, "representations": []}));
+            props.insert("responses".into(), json!(responses));
+            operations.push((name, props));
+        }
+    }
+    Ok(ImportedApi {
+        display_name: Some(doc.info.title.clone()).filter(|t| !t.is_empty()),
+        description: doc.info.description.clone(),
+        service_url: doc.servers.first().map(|s| s.url.clone()),
+        operations,
+    })
+}
+
+/// An OpenAPI 3 document of an API and its operations.
+pub fn export(api: &Map<String, Value>, gateway_url: &str, operations: &[(String, Map<String, Value>)]) -> Value {
+    let path = api.get("path").and_then(Value::as_str).unwrap_or("");
+    let mut paths = Map::new();
+    for (id, op) in operations {
+        let template = op.get("urlTemplate").and_then(Value::as_str).unwrap_or("/");
+        let url_path = template.split('?').next().unwrap_or(template);
+        let method = op.get("method").and_then(Value::as_str).unwrap_or("GET").to_lowercase();
+        let mut params = Vec::new();
+        for p in op.get("templateParameters").and_then(Value::as_array).into_iter().flatten() {
+            params.push(json!({"name": p["name"], "in": "path", "required": true, "schema": {"type": p.get("type").cloned().unwrap_or(json!("string"))}}));
+        }
+        for p in op.get("request").and_then(|r| r.get("queryParameters")).and_then(Value::as_array).into_iter().flatten() {
+            params.push(json!({"name": p["name"], "in": "query", "required": p.get("required").cloned().unwrap_or(json!(false)), "schema": {"type": p.get("type").cloned().unwrap_or(json!("string"))}}));
+        }
+        let mut responses = Map::new();
+        for r in op.get("responses").and_then(Value::as_array).into_iter().flatten() {
+            let code = r.get("statusCode").map(|c| c.to_string()).unwrap_or_else(|| "200".into());
+            let mut content = Map::new();
+            for rep in r.get("representations").and_then(Value::as_array).into_iter().flatten() {
+                let ct = rep.get("contentType").and_then(Value::as_str).unwrap_or("application/json");
+                let mut media = Map::new();
+                if let Some(ex) = rep.get("examples").and_then(Value::as_object) {
+                    let exs: Map<String, Value> = ex.iter().map(|(k, v)| (k.clone(), json!({"value": v.get("value").cloned().unwrap_or(Value::Null)}))).collect();
+                    media.insert("examples".into(), Value::Object(exs));
+                }
+                content.insert(ct.to_string(), Value::Object(media));
+            }
+            let mut resp = json!({"description": r.get("description").cloned().unwrap_or(json!(""))});
+            if !content.is_empty() {
+                resp["content"] = Value::Object(content);
+            }
+            responses.insert(code, resp);
+        }
+        if responses.is_empty() {
+            responses.insert("200".into(), json!({"description": ""}));
+        }
+        let mut o = json!({
+            "operationId": id,
+            "summary": op.get("displayName").cloned().unwrap_or(json!(id)),
+            "parameters": params,
+            "responses": responses,
+        });
+        if let Some(d) = op.get("description") {
+            o["description"] = d.clone();
+        }
+        let entry = paths.entry(url_path.to_string()).or_insert_with(|| json!({}));
+        entry[method] = o;
+    }
+    let server = format!("{}/{}", gateway_url.trim_end_matches('/'), path);
+    json!({
+        "openapi": "3.0.1",
+        "info": {
+            "title": api.get("displayName").cloned().unwrap_or(json!("")),
+            "description": api.get("description").cloned().unwrap_or(json!("")),
+            "version": api.get("apiVersion").and_then(Value::as_str).unwrap_or("1.0"),
+        },
+        "servers": [{"url": server.trim_end_matches('/')}],
+        "paths": paths,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PETSTORE3: &str = r#"
+openapi: 3.0.0
+info: {title: Petstore, version: "1.0"}
+servers: [{url: "http://petstore.example.com/v1"}]
+paths:
+  /pets:
+    get:
+      operationId: listPets
+      summary: List all pets
+      parameters:
+        - {name: limit, in: query, required: false, schema: {type: integer}}
+      responses:
+        "200":
+          description: A list
+          content:
+            application/json:
+              example: [{"id": 1, "name": "rex"}]
+  /pets/{petId}:
+    get:
+      operationId: showPetById
+      parameters:
+        - {name: petId, in: path, required: true, schema: {type: string}}
+      responses:
+        "200": {description: ok}
+    delete:
+      responses:
+        "204": {description: gone}
+"#;
+
+    #[test]
+    fn imports_openapi3_yaml() {
+        let api = import(PETSTORE3).unwrap();
+        assert_eq!(api.display_name.as_deref(), Some("Petstore"));
+        assert_eq!(api.service_url.as_deref(), Some("http://petstore.example.com/v1"));
+        assert_eq!(api.operations.len(), 3);
+        let (id, list) = &api.operations[0];
+        assert_eq!(id, "listPets");
+        assert_eq!(list["responses"][0]["representations"][0]["examples"]["default"]["value"][0]["name"], "rex");
+        let (id, del) = &api.operations[2];
+        assert_eq!(id, "delete-pets-petId");
+        assert_eq!(del["templateParameters"][0]["name"], "petId");
+    }
+
+    #[test]
+    fn imports_swagger2_json() {
+        let doc = r#"{"swagger":"2.0","info":{"title":"S","version":"1"},"host":"api.example.com","basePath":"/v2","schemes":["https"],
+          "paths":{"/items/{id}":{"get":{"operationId":"getItem","parameters":[{"name":"id","in":"path","required":true,"type":"string"}],
+          "responses":{"200":{"description":"ok","examples":{"application/json":{"id":"a"}}}}}}}}"#;
+        let api = import(doc).unwrap();
+        assert_eq!(api.service_url.as_deref(), Some("https://api.example.com/v2"));
+        assert_eq!(api.operations[0].1["responses"][0]["representations"][0]["examples"]["default"]["value"]["id"], "a");
+    }
+
+    #[test]
+    fn broken_documents_name_the_problem() {
+        assert!(import("{not json").unwrap_err().contains("not valid JSON"));
+        assert!(import("openapi: 3.0.0\ninfo: {title: x}\npaths: {}").unwrap_err().contains("info"));
+        assert!(import("hello: world").unwrap_err().contains("neither OpenAPI 3"));
+    }
+}

@@ -1,0 +1,812 @@
+//! The domain rules of each resource kind: defaults, generated values, references that must
+//! exist, uniqueness, and what a delete takes with it.
+//!
+//! Invariants: every write goes through `put_resource` / `delete_resource` inside one store
+//! transaction, so a rule that fails leaves nothing written; references are stored relative to
+//! the service (`/apis/echo`), whatever form the caller used.
+
+use crate::error::ApiError;
+use crate::{certs, policyxml};
+use axum::http::StatusCode;
+use gatehouse_model::props::{check_input, check_required};
+use gatehouse_model::{Kind, ResourcePath, StoredResource, id::split_revision, strip_arm_prefix};
+use gatehouse_store::{StoreError, WriteTx};
+use rand::RngCore;
+use serde_json::{Map, Value, json};
+
+/// Read access shared by read and write transactions.
+pub trait Lookup {
+    fn lookup(&self, path: &str) -> Result<Option<StoredResource>, StoreError>;
+}
+
+impl Lookup for WriteTx<'_> {
+    fn lookup(&self, path: &str) -> Result<Option<StoredResource>, StoreError> {
+        self.get(path)
+    }
+}
+
+impl Lookup for gatehouse_store::ReadTx<'_> {
+    fn lookup(&self, path: &str) -> Result<Option<StoredResource>, StoreError> {
+        self.get(path)
+    }
+}
+
+pub const SYSTEM_GROUPS: &[(&str, &str, &str)] = &[
+    (
+        "administrators",
+        "Administrators",
+        "Administrators is a built-in group containing the admin email account provided at the time of service creation. Its membership is managed by the system.",
+    ),
+    (
+        "developers",
+        "Developers",
+        "Developers is a built-in group. Its membership is managed by the system. Signed-in users fall into this group.",
+    ),
+    (
+        "guests",
+        "Guests",
+        "Guests is a built-in group. Its membership is managed by the system. Unauthenticated users visiting the developer portal fall into this group.",
+    ),
+];
+
+pub const MASTER_SUBSCRIPTION: &str = "master";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Put,
+    Patch,
+}
+
+/// Options from the query string that change what a write or delete does.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    pub if_match: Option<String>,
+    pub delete_subscriptions: bool,
+}
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("formatting the current time cannot fail")
+}
+
+/// A new subscription key: 32 hex characters, as APIM generates them.
+pub fn generate_key() -> String {
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+pub fn etag(revision: u64) -> String {
+    format!("\"r{revision}\"")
+}
+
+fn check_if_match(existing: Option<&StoredResource>, if_match: Option<&str>) -> Result<(), ApiError> {
+    let Some(wanted) = if_match else {
+        return Ok(());
+    };
+    let wanted = wanted.trim();
+    if wanted == "*" {
+        return Ok(());
+    }
+    let matches = existing.is_some_and(|e| {
+        wanted
+            .split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == etag(e.revision) || t.trim_matches('"') == etag(e.revision).trim_matches('"'))
+    });
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::precondition_failed())
+    }
+}
+
+/// Maps an API id `x;rev=N` to `x` when N is the current revision, so both address the same
+/// resource as in APIM.
+pub fn canonicalize(q: &impl Lookup, path: ResourcePath) -> Result<ResourcePath, ApiError> {
+    let Some((collection, id)) = path.parts.first() else {
+        return Ok(path);
+    };
+    if *collection != "apis" {
+        return Ok(path);
+    }
+    let (base, Some(rev)) = split_revision(id).map_err(|e| ApiError::bad_request(e.to_string()))? else {
+        return Ok(path);
+    };
+    let base_path = format!("/apis/{base}");
+    if let Some(current) = q.lookup(&base_path)?
+        && current.properties.get("apiRevision").and_then(Value::as_str) == Some(&rev.to_string())
+    {
+        let mut parts = path.parts.clone();
+        parts[0].1 = base.to_string();
+        return Ok(ResourcePath::new(path.kind, parts));
+    }
+    Ok(path)
+}
+
+/// Normalises a reference given as a relative path or a full ARM id into the relative form.
+fn relative_ref(value: &str) -> String {
+    let stripped = strip_arm_prefix(value);
+    let s = if stripped.starts_with('/') {
+        stripped.to_string()
+    } else {
+        format!("/{stripped}")
+    };
+    s.trim_end_matches('/').to_string()
+}
+
+fn require_exists(
+    q: &impl Lookup,
+    target: &str,
+    field: &str,
+    what: &str,
+    expected: &[Kind],
+) -> Result<String, ApiError> {
+    let rel = relative_ref(target);
+    let ok = match gatehouse_model::resolve(&rel) {
+        Ok(gatehouse_model::Target::Resource(p)) if expected.contains(&p.kind) => {
+            q.lookup(&p.as_string())?.is_some()
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(rel)
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("'{field}' refers to {what} '{target}', which does not exist"),
+        ))
+    }
+}
+
+/// RFC 7396 merge of `patch` into `target`.
+fn merge(target: &mut Map<String, Value>, patch: Map<String, Value>) {
+    for (k, v) in patch {
+        match (target.get_mut(&k), v) {
+            (_, Value::Null) => {
+                target.remove(&k);
+            }
+            (Some(Value::Object(t)), Value::Object(p)) => merge(t, p),
+            (_, v) => {
+                target.insert(k, v);
+            }
+        }
+    }
+}
+
+fn str_of<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
+    m.get(k).and_then(Value::as_str)
+}
+
+/// The outcome of a write.
+pub struct Written {
+    pub resource: StoredResource,
+    pub created: bool,
+}
+
+/// Creates, replaces (PUT) or merges into (PATCH) one resource, applying the kind's rules.
+pub fn put_resource(
+    tx: &mut WriteTx<'_>,
+    path: &ResourcePath,
+    input: Map<String, Value>,
+    mode: Mode,
+    opts: &WriteOptions,
+) -> Result<Written, ApiError> {
+    let key = path.as_string();
+    let existing = tx.get(&key)?;
+    check_if_match(existing.as_ref(), opts.if_match.as_deref())?;
+    if mode == Mode::Patch && existing.is_none() {
+        return Err(ApiError::not_found(path.kind.spec().display));
+    }
+    if let Some(parent) = path.ancestor(path.parts.len() - 1)
+        && tx.get(&parent.as_string())?.is_none()
+    {
+        return Err(ApiError::not_found(parent.kind.spec().display));
+    }
+    let input = check_input(path.kind, &input).map_err(ApiError::validation)?;
+    let mut props = match (&existing, mode) {
+        (Some(e), Mode::Patch) => {
+            let mut p = e.properties.clone();
+            merge(&mut p, input.clone());
+            p
+        }
+        _ => input.clone(),
+    };
+    let refs = apply_rules(tx, path, &mut props, &input, existing.as_ref())?;
+    check_required(path.kind, &props).map_err(ApiError::validation)?;
+    let revision = tx.put(path, props.clone(), &refs)?;
+    after_put(tx, path, &props, existing.as_ref())?;
+    let resource = tx.get(&key)?.unwrap_or(StoredResource {
+        path: key,
+        kind: path.kind,
+        properties: props,
+        revision,
+    });
+    Ok(Written {
+        resource,
+        created: existing.is_none(),
+    })
+}
+
+/// Kind rules: fills defaults and generated values, checks references and uniqueness, returns
+/// the paths this resource references.
+fn apply_rules(
+    tx: &mut WriteTx<'_>,
+    path: &ResourcePath,
+    props: &mut Map<String, Value>,
+    input: &Map<String, Value>,
+    existing: Option<&StoredResource>,
+) -> Result<Vec<String>, ApiError> {
+    let mut refs = Vec::new();
+    // Server-kept fields survive a PUT that does not mention them.
+    let keep = |props: &mut Map<String, Value>, names: &[&str]| {
+        if let Some(e) = existing {
+            for n in names {
+                if !props.contains_key(*n)
+                    && let Some(v) = e.properties.get(*n)
+                {
+                    props.insert((*n).to_string(), v.clone());
+                }
+            }
+        }
+    };
+    match path.kind {
+        Kind::Api => api_rules(tx, path, props, existing, &mut refs)?,
+        Kind::Operation => operation_rules(tx, path, props)?,
+        k if k.is_policy() => {
+            let format = str_of(props, "format").unwrap_or("xml").to_string();
+            let value = str_of(props, "value").unwrap_or_default().to_string();
+            policyxml::check_policy_document(&value, &format)
+                .map_err(|e| ApiError::invalid("value", e))?;
+            props.insert("format".into(), json!(format.trim_end_matches("-link")));
+        }
+        Kind::PolicyFragment => {
+            let format = str_of(props, "format").unwrap_or("xml").to_string();
+            let value = str_of(props, "value").unwrap_or_default().to_string();
+            policyxml::check_fragment(&value, &format).map_err(|e| ApiError::invalid("value", e))?;
+            props.insert("format".into(), json!(format));
+        }
+        Kind::Product => {
+            props.entry("subscriptionRequired").or_insert(json!(true));
+            props.entry("approvalRequired").or_insert(json!(false));
+            props.entry("state").or_insert(json!("notPublished"));
+            if props.get("subscriptionRequired") == Some(&json!(false))
+                && props.get("approvalRequired") == Some(&json!(true))
+            {
+                return Err(ApiError::invalid(
+                    "approvalRequired",
+                    "'approvalRequired' can be true only when 'subscriptionRequired' is true",
+                ));
+            }
+        }
+        Kind::Subscription => {
+            keep(props, &["primaryKey", "secondaryKey", "createdDate"]);
+            if path.id() == MASTER_SUBSCRIPTION && existing.is_some() {
+                // The all-access subscription keeps its scope.
+                props.insert("scope".into(), json!("/"));
+            } else {
+                let scope = str_of(props, "scope").unwrap_or_default().to_string();
+                let rel = relative_ref(&scope);
+                let normalised = if rel == "/apis" {
+                    rel
+                } else {
+                    require_exists(tx, &scope, "scope", "the scope", &[Kind::Api, Kind::Product])
+                        .map_err(|_| {
+                            ApiError::invalid(
+                                "scope",
+                                format!("Subscription scope '{scope}' is invalid: it must be '/apis', '/apis/{{apiId}}' or '/products/{{productId}}' of an existing API or product"),
+                            )
+                        })?
+                };
+                if normalised.contains(";rev=") {
+                    return Err(ApiError::invalid("scope", "A subscription cannot be scoped to an API revision"));
+                }
+                if normalised != "/apis" {
+                    refs.push(normalised.clone());
+                }
+                props.insert("scope".into(), json!(normalised));
+            }
+            if let Some(owner) = str_of(props, "ownerId").map(str::to_string) {
+                let rel = require_exists(tx, &owner, "ownerId", "the user", &[Kind::User])?;
+                refs.push(rel.clone());
+                props.insert("ownerId".into(), json!(rel));
+            }
+            props.entry("state").or_insert(json!("submitted"));
+            props.entry("allowTracing").or_insert(json!(false));
+            props.entry("primaryKey").or_insert_with(|| json!(generate_key()));
+            props.entry("secondaryKey").or_insert_with(|| json!(generate_key()));
+            props.entry("createdDate").or_insert_with(|| json!(now_rfc3339()));
+        }
+        Kind::User => {
+            keep(props, &["passwordHash", "registrationDate"]);
+            let email = str_of(props, "email").unwrap_or_default().to_string();
+            if !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
+                return Err(ApiError::invalid("email", format!("'{email}' is not a valid email address")));
+            }
+            for other in tx.all_of_kind(Kind::User)? {
+                if other.path != path.as_string()
+                    && str_of(&other.properties, "email").is_some_and(|e| e.eq_ignore_ascii_case(&email))
+                {
+                    return Err(ApiError::invalid(
+                        "email",
+                        format!("Email '{email}' is already in use by another user"),
+                    ));
+                }
+            }
+            if let Some(password) = props.remove("password") {
+                let password = password.as_str().unwrap_or_default();
+                props.insert("passwordHash".into(), json!(hash_password(password)?));
+            }
+            props.entry("state").or_insert(json!("active"));
+            props.remove("appType");
+            props.remove("confirmation");
+            props.entry("registrationDate").or_insert_with(|| json!(now_rfc3339()));
+        }
+        Kind::Group => {
+            if let Some(e) = existing
+                && e.properties.get("builtIn") == Some(&json!(true))
+            {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    format!("The built-in group '{}' cannot be changed.", path.id()),
+                ));
+            }
+            match str_of(input, "type") {
+                Some("system") => {
+                    return Err(ApiError::invalid("type", "'type' can be 'custom' or 'external'; system groups are built in"));
+                }
+                None => {
+                    props.entry("type").or_insert(json!("custom"));
+                }
+                _ => {}
+            }
+            props.insert("builtIn".into(), json!(false));
+        }
+        Kind::NamedValue => {
+            let name = str_of(props, "displayName").unwrap_or_default().to_string();
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+            {
+                return Err(ApiError::invalid(
+                    "displayName",
+                    format!("'displayName' may contain only letters, digits, '-', '.' and '_'; '{name}' does not match ^[A-Za-z0-9-._]+$"),
+                ));
+            }
+            for other in tx.all_of_kind(Kind::NamedValue)? {
+                if other.path != path.as_string()
+                    && str_of(&other.properties, "displayName").is_some_and(|d| d.eq_ignore_ascii_case(&name))
+                {
+                    return Err(ApiError::invalid(
+                        "displayName",
+                        format!("A named value with displayName '{name}' already exists ({})", other.path),
+                    ));
+                }
+            }
+            if props.contains_key("keyVault") {
+                return Err(ApiError::invalid(
+                    "keyVault",
+                    "Key Vault references are not supported by Gatehouse; give the value itself (mark it secret to seal it)",
+                ));
+            }
+            if !props.contains_key("value") {
+                return Err(ApiError::invalid("value", "'value' is required"));
+            }
+            props.entry("secret").or_insert(json!(false));
+        }
+        Kind::Backend => {
+            let url = str_of(props, "url").unwrap_or_default();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ApiError::invalid("url", format!("'url' must be an absolute http or https URL; '{url}' is not")));
+            }
+            let cert_ids: Vec<String> = props
+                .get("credentials")
+                .and_then(|c| c.get("certificateIds"))
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .unwrap_or_default();
+            for id in cert_ids {
+                refs.push(require_exists(tx, &id, "credentials.certificateIds", "the certificate", &[Kind::Certificate])?);
+            }
+        }
+        Kind::Certificate => {
+            if props.contains_key("keyVault") {
+                return Err(ApiError::invalid(
+                    "keyVault",
+                    "Key Vault certificates are not supported by Gatehouse; upload the PFX ('data' and 'password') or PEM ('data')",
+                ));
+            }
+            match props.remove("data") {
+                Some(Value::String(data)) => {
+                    let password = props.remove("password");
+                    let password = password.as_ref().and_then(Value::as_str).unwrap_or_default();
+                    let parsed = certs::parse(&data, password).map_err(|e| ApiError::invalid("data", e))?;
+                    props.insert("subject".into(), json!(parsed.subject));
+                    props.insert("thumbprint".into(), json!(parsed.thumbprint));
+                    props.insert("expirationDate".into(), json!(parsed.expiration_date));
+                    props.insert("certificatePem".into(), json!(parsed.certificate_pem));
+                    if let Some(key) = parsed.private_key_pem {
+                        props.insert("privateKey".into(), json!(key));
+                    }
+                }
+                _ => {
+                    props.remove("password");
+                    let Some(e) = existing else {
+                        return Err(ApiError::invalid(
+                            "data",
+                            "'data' is required: a base64-encoded PFX (with 'password') or a PEM certificate",
+                        ));
+                    };
+                    keep(props, &["subject", "thumbprint", "expirationDate", "certificatePem", "privateKey"]);
+                    let _ = e;
+                }
+            }
+        }
+        Kind::ApiVersionSet => {
+            let scheme = str_of(props, "versioningScheme").unwrap_or_default();
+            let needed = match scheme {
+                "Query" => Some("versionQueryName"),
+                "Header" => Some("versionHeaderName"),
+                _ => None,
+            };
+            if let Some(field) = needed
+                && !props.contains_key(field)
+            {
+                return Err(ApiError::invalid(field, format!("'{field}' is required when 'versioningScheme' is '{scheme}'")));
+            }
+        }
+        Kind::Logger => {
+            props.entry("isBuffered").or_insert(json!(true));
+        }
+        Kind::Diagnostic | Kind::ApiDiagnostic => {
+            let logger = str_of(props, "loggerId").unwrap_or_default().to_string();
+            let rel = require_exists(tx, &logger, "loggerId", "the logger", &[Kind::Logger])?;
+            refs.push(rel.clone());
+            props.insert("loggerId".into(), json!(rel));
+        }
+        Kind::ProductApi | Kind::ApiTag | Kind::OperationTag | Kind::ProductTag | Kind::ProductGroup | Kind::GroupUser => {
+            let target_kind = path.kind.spec().link_target.expect("link kind");
+            let id = path.id();
+            if target_kind == Kind::Api && id.contains(";rev=") {
+                return Err(ApiError::bad_request("A product contains APIs, not API revisions; link the API id without ';rev='"));
+            }
+            let target = ResourcePath::top(target_kind, id).as_string();
+            if tx.get(&target)?.is_none() {
+                return Err(ApiError::not_found(target_kind.spec().display));
+            }
+            props.clear();
+            refs.push(target);
+        }
+        _ => {}
+    }
+    Ok(refs)
+}
+
+fn hash_password(password: &str) -> Result<String, ApiError> {
+    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::internal(format!("password hashing failed: {e}")))
+}
+
+/// Checks a password against a stored Argon2 hash.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(hash)
+        .map(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .unwrap_or(false)
+}
+
+fn api_rules(
+    tx: &mut WriteTx<'_>,
+    path: &ResourcePath,
+    props: &mut Map<String, Value>,
+    existing: Option<&StoredResource>,
+    refs: &mut Vec<String>,
+) -> Result<(), ApiError> {
+    let (base, rev) = split_revision(path.id()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Some(rev) = rev {
+        // A non-current revision: it starts as a copy of the current one.
+        let current = tx
+            .get(&format!("/apis/{base}"))?
+            .ok_or_else(|| ApiError::not_found("Api"))?;
+        if existing.is_none() {
+            for (k, v) in &current.properties {
+                if !props.contains_key(k) && k != "isCurrent" && k != "apiRevisionDescription" {
+                    props.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        props.insert("apiRevision".into(), json!(rev.to_string()));
+        props.insert("isCurrent".into(), json!(false));
+        props.remove("sourceApiId");
+    } else {
+        props.entry("apiRevision").or_insert(json!("1"));
+        props.insert("isCurrent".into(), json!(true));
+    }
+    props.entry("type").or_insert(json!("http"));
+    props.entry("subscriptionRequired").or_insert(json!(true));
+    props.entry("protocols").or_insert(json!(["https"]));
+    let names = props
+        .entry("subscriptionKeyParameterNames")
+        .or_insert(json!({}));
+    if let Some(names) = names.as_object_mut() {
+        names.entry("header").or_insert(json!("Ocp-Apim-Subscription-Key"));
+        names.entry("query").or_insert(json!("subscription-key"));
+    }
+    if let Some(protocols) = props.get("protocols").and_then(Value::as_array) {
+        for p in protocols {
+            let ok = p
+                .as_str()
+                .is_some_and(|p| ["http", "https", "ws", "wss"].contains(&p));
+            if !ok {
+                return Err(ApiError::invalid("protocols", format!("'protocols' items must be http, https, ws or wss; {p} is not")));
+            }
+        }
+    }
+    if let Some(url) = str_of(props, "serviceUrl")
+        && !url.is_empty()
+        && !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("ws://") || url.starts_with("wss://"))
+    {
+        return Err(ApiError::invalid("serviceUrl", format!("'serviceUrl' must be an absolute URL; '{url}' is not")));
+    }
+    let api_path = str_of(props, "path").unwrap_or_default().trim_matches('/').to_string();
+    props.insert("path".into(), json!(api_path));
+    if let Some(vs) = str_of(props, "apiVersionSetId").map(str::to_string) {
+        let rel = require_exists(tx, &vs, "apiVersionSetId", "the version set", &[Kind::ApiVersionSet])?;
+        refs.push(rel.clone());
+        props.insert("apiVersionSetId".into(), json!(rel));
+    }
+    if rev.is_none() {
+        // The path must be unique among current APIs, except versions of one version set.
+        let my_set = str_of(props, "apiVersionSetId").map(str::to_string);
+        let my_version = str_of(props, "apiVersion").unwrap_or_default().to_string();
+        for other in tx.children(Kind::Api, "")? {
+            if other.path == path.as_string() || other.path.contains(";rev=") {
+                continue;
+            }
+            let same_path = str_of(&other.properties, "path").is_some_and(|p| p.eq_ignore_ascii_case(&api_path));
+            if !same_path {
+                continue;
+            }
+            let other_set = str_of(&other.properties, "apiVersionSetId").map(str::to_string);
+            let other_version = str_of(&other.properties, "apiVersion").unwrap_or_default();
+            let distinct_versions = my_set.is_some() && my_set == other_set && other_version != my_version;
+            if !distinct_versions {
+                return Err(ApiError::invalid(
+                    "path",
+                    format!("The path '{api_path}' is already used by {}; API paths must be unique (versions of one version set excepted)", other.path),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn operation_rules(tx: &mut WriteTx<'_>, path: &ResourcePath, props: &mut Map<String, Value>) -> Result<(), ApiError> {
+    let method = str_of(props, "method").unwrap_or_default().to_ascii_uppercase();
+    if method.is_empty() || !method.chars().all(|c| c.is_ascii_alphabetic()) {
+        return Err(ApiError::invalid("method", format!("'method' must be an HTTP method; '{method}' is not")));
+    }
+    props.insert("method".into(), json!(method));
+    let template = str_of(props, "urlTemplate").unwrap_or_default().to_string();
+    if !template.starts_with('/') {
+        return Err(ApiError::invalid("urlTemplate", format!("'urlTemplate' must start with '/'; '{template}' does not")));
+    }
+    let used = template_parameters(&template).map_err(|e| ApiError::invalid("urlTemplate", e))?;
+    let declared: Vec<String> = props
+        .get("templateParameters")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in &used {
+        if !declared.iter().any(|d| d == name) {
+            return Err(ApiError::invalid(
+                "templateParameters",
+                format!("All template parameters used in the UriTemplate must be defined in the Operation: '{name}' is not"),
+            ));
+        }
+    }
+    for name in &declared {
+        if !used.iter().any(|u| u == name) {
+            return Err(ApiError::invalid(
+                "templateParameters",
+                format!("Template parameter '{name}' is not used in the urlTemplate '{template}'"),
+            ));
+        }
+    }
+    let parent = path.parent_string();
+    for other in tx.children(Kind::Operation, &parent)? {
+        if other.path != path.as_string()
+            && str_of(&other.properties, "method") == Some(method.as_str())
+            && str_of(&other.properties, "urlTemplate").is_some_and(|t| t.eq_ignore_ascii_case(&template))
+        {
+            return Err(ApiError::invalid(
+                "urlTemplate",
+                format!("Operation {} already has method {method} and urlTemplate '{template}'", other.path),
+            ));
+        }
+    }
+    props.entry("templateParameters").or_insert(json!([]));
+    props.entry("responses").or_insert(json!([]));
+    Ok(())
+}
+
+/// The `{name}` parameters of a URL template (path and query part).
+pub fn template_parameters(template: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed '{{' in urlTemplate '{template}'"))?;
+        let name = after[..close].trim_start_matches('*');
+        if name.is_empty() || name.contains('{') {
+            return Err(format!("empty or nested parameter in urlTemplate '{template}'"));
+        }
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_string());
+        }
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(format!("unmatched '}}' in urlTemplate '{template}'"));
+    }
+    Ok(out)
+}
+
+/// Side effects of a write that touch other resources.
+fn after_put(
+    tx: &mut WriteTx<'_>,
+    path: &ResourcePath,
+    props: &Map<String, Value>,
+    existing: Option<&StoredResource>,
+) -> Result<(), ApiError> {
+    match path.kind {
+        Kind::User if existing.is_none() => {
+            // New users are developers, as in APIM.
+            let link = ResourcePath::new(
+                Kind::GroupUser,
+                vec![("groups", "developers".into()), ("users", path.id().to_string())],
+            );
+            if tx.get("/groups/developers")?.is_some() {
+                tx.put(&link, Map::new(), &[path.as_string()])?;
+            }
+        }
+        Kind::Api => {
+            let (base, rev) = split_revision(path.id()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            if rev.is_some() && existing.is_none() {
+                // Copy the current revision's operations and policies into the new revision.
+                let base_path = format!("/apis/{base}");
+                for child in tx.descendants(&base_path)? {
+                    if matches!(child.kind, Kind::Operation | Kind::ApiPolicy | Kind::OperationPolicy) {
+                        let new_path = format!("{}{}", path.as_string(), &child.path[base_path.len()..]);
+                        let p = ResourcePath::parse_stored(&new_path).map_err(ApiError::from)?;
+                        tx.put(&p, child.properties, &[])?;
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    let _ = props;
+    Ok(())
+}
+
+/// Makes the revision at `rev_path` (`/apis/x;rev=N`) the current one: the current API moves
+/// to `/apis/x;rev=M` and the revision takes its place. Links to `/apis/x` keep pointing at the
+/// API, now served by the new current revision.
+pub fn make_current(tx: &mut WriteTx<'_>, rev_path: &ResourcePath) -> Result<(), ApiError> {
+    let (base, _) = split_revision(rev_path.id()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let base_path = ResourcePath::top(Kind::Api, base);
+    let current = tx
+        .get(&base_path.as_string())?
+        .ok_or_else(|| ApiError::not_found("Api"))?;
+    let old_rev = str_of(&current.properties, "apiRevision").unwrap_or("1").to_string();
+    let old_path = ResourcePath::top(Kind::Api, &format!("{base};rev={old_rev}"));
+    tx.move_tree(&base_path, &old_path, false)?;
+    let mut old = tx.get(&old_path.as_string())?.expect("just moved");
+    old.properties.insert("isCurrent".into(), json!(false));
+    let old_refs = tx.references_of(&old.path)?;
+    tx.put(&old_path, old.properties, &old_refs)?;
+    tx.move_tree(rev_path, &base_path, false)?;
+    let mut new = tx.get(&base_path.as_string())?.expect("just moved");
+    new.properties.insert("isCurrent".into(), json!(true));
+    let new_refs = tx.references_of(&new.path)?;
+    tx.put(&base_path, new.properties, &new_refs)?;
+    Ok(())
+}
+
+/// What happens to a resource that references one being deleted.
+enum OnDelete {
+    Cascade,
+    Restrict(String),
+}
+
+fn on_delete(referrer: &StoredResource, target_kind: Kind, opts: &WriteOptions) -> OnDelete {
+    match referrer.kind {
+        k if k.is_link() => OnDelete::Cascade,
+        Kind::Subscription => match target_kind {
+            Kind::Api => OnDelete::Cascade,
+            Kind::Product | Kind::User if opts.delete_subscriptions => OnDelete::Cascade,
+            Kind::Product | Kind::User => OnDelete::Restrict(format!(
+                "{} has subscriptions (such as {}); delete them first or repeat with deleteSubscriptions=true",
+                target_kind.spec().display,
+                referrer.path
+            )),
+            _ => OnDelete::Cascade,
+        },
+        _ => OnDelete::Restrict(format!(
+            "{} is in use by {}; remove that reference first",
+            target_kind.spec().display,
+            referrer.path
+        )),
+    }
+}
+
+/// Deletes a resource with everything APIM deletes with it, in the caller's transaction.
+/// Returns false when it did not exist.
+pub fn delete_resource(tx: &mut WriteTx<'_>, path: &ResourcePath, opts: &WriteOptions) -> Result<bool, ApiError> {
+    let key = path.as_string();
+    let Some(existing) = tx.get(&key)? else {
+        return Ok(false);
+    };
+    check_if_match(Some(&existing), opts.if_match.as_deref())?;
+    match path.kind {
+        Kind::Group if existing.properties.get("builtIn") == Some(&json!(true)) => {
+            return Err(ApiError::conflict(format!("The built-in group '{}' cannot be deleted.", path.id())));
+        }
+        Kind::Subscription if path.id() == MASTER_SUBSCRIPTION => {
+            return Err(ApiError::conflict("The built-in all-access subscription 'master' cannot be deleted."));
+        }
+        _ => {}
+    }
+    let mut roots = vec![existing];
+    if path.kind == Kind::Api && !path.id().contains(";rev=") {
+        // Deleting an API deletes all its revisions.
+        let prefix = format!("/apis/{};rev=", path.id());
+        for api in tx.children(Kind::Api, "")? {
+            if api.path.starts_with(&prefix) {
+                roots.push(api);
+            }
+        }
+    }
+    let mut doomed: Vec<StoredResource> = Vec::new();
+    let mut queue = roots;
+    while let Some(res) = queue.pop() {
+        if doomed.iter().any(|d| d.path == res.path) {
+            continue;
+        }
+        for child in tx.descendants(&res.path)? {
+            if !doomed.iter().any(|d| d.path == child.path) {
+                queue.push(child);
+            }
+        }
+        for referrer in tx.referrers(&res.path)? {
+            if doomed.iter().any(|d| d.path == referrer) || referrer.starts_with(&format!("{}/", res.path)) {
+                continue;
+            }
+            let Some(r) = tx.get(&referrer)? else { continue };
+            match on_delete(&r, res.kind, opts) {
+                OnDelete::Cascade => queue.push(r),
+                OnDelete::Restrict(msg) => return Err(ApiError::conflict(msg)),
+            }
+        }
+        doomed.push(res);
+    }
+    // Children first, so the journal reads naturally when replayed.
+    doomed.sort_by(|a, b| b.path.len().cmp(&a.path.len()).then(a.path.cmp(&b.path)));
+    for d in doomed {
+        tx.delete(&d.path)?;
+    }
+    Ok(true)
+}

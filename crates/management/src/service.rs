@@ -1,0 +1,211 @@
+//! The service resource (`GET /`, `PATCH /`) and first-start bootstrap: system groups and the
+//! all-access subscription `master`.
+
+use crate::error::ApiError;
+use crate::rules::{self, MASTER_SUBSCRIPTION, SYSTEM_GROUPS};
+use gatehouse_model::{Kind, ResourcePath, SKUS, ServiceSettings, Sku};
+use gatehouse_store::{Store, StoreError};
+use serde_json::{Map, Value, json};
+
+/// What the operator asked for at start; `None` keeps the stored (or default) value.
+#[derive(Debug, Clone, Default)]
+pub struct Bootstrap {
+    pub name: Option<String>,
+    pub region: Option<String>,
+    pub sku: Option<String>,
+    pub capacity: Option<u32>,
+    pub publisher_email: Option<String>,
+    pub publisher_name: Option<String>,
+}
+
+pub const DEFAULT_NAME: &str = "gatehouse";
+pub const DEFAULT_REGION: &str = "local";
+
+/// Validates a service name as APIM does: 1–50 characters, a letter first, letters, digits and
+/// hyphens, not ending with a hyphen.
+pub fn validate_service_name(name: &str) -> Result<(), String> {
+    let ok = (1..=50).contains(&name.len())
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the service name '{name}' is invalid: use 1-50 letters, digits and hyphens, starting with a letter and not ending with a hyphen"
+        ))
+    }
+}
+
+pub fn normalise_sku(name: &str) -> Result<String, String> {
+    SKUS.iter()
+        .find(|s| s.eq_ignore_ascii_case(name))
+        .map(|s| s.to_string())
+        .ok_or_else(|| format!("the sku '{name}' is not supported; use one of {}", SKUS.join(", ")))
+}
+
+/// Writes the service settings and built-in resources if this is the first start, and applies
+/// the operator's overrides. One transaction: a crash leaves either nothing or all of it.
+pub fn bootstrap(store: &Store, b: &Bootstrap) -> Result<ServiceSettings, ApiError> {
+    if let Some(n) = &b.name {
+        validate_service_name(n).map_err(ApiError::bad_request)?;
+    }
+    let sku = b.sku.as_deref().map(normalise_sku).transpose().map_err(ApiError::bad_request)?;
+    let committed = store.write(|tx| -> Result<ServiceSettings, ApiError> {
+        let existing = tx.service()?;
+        let mut s = existing.clone().unwrap_or_else(|| ServiceSettings {
+            name: DEFAULT_NAME.into(),
+            location: DEFAULT_REGION.into(),
+            sku: Sku {
+                name: "Developer".into(),
+                capacity: 1,
+            },
+            publisher_email: "admin@example.com".into(),
+            publisher_name: "Gatehouse".into(),
+            notification_sender_email: None,
+            created_at_utc: rules::now_rfc3339(),
+        });
+        if let Some(v) = &b.name {
+            s.name = v.clone();
+        }
+        if let Some(v) = &b.region {
+            s.location = v.clone();
+        }
+        if let Some(v) = &sku {
+            s.sku.name = v.clone();
+        }
+        if let Some(v) = b.capacity {
+            s.sku.capacity = v;
+        }
+        if let Some(v) = &b.publisher_email {
+            s.publisher_email = v.clone();
+        }
+        if let Some(v) = &b.publisher_name {
+            s.publisher_name = v.clone();
+        }
+        if existing.as_ref() != Some(&s) {
+            tx.set_service(&s)?;
+        }
+        if existing.is_none() {
+            for (id, display, description) in SYSTEM_GROUPS {
+                let mut p = Map::new();
+                p.insert("displayName".into(), json!(display));
+                p.insert("description".into(), json!(description));
+                p.insert("builtIn".into(), json!(true));
+                p.insert("type".into(), json!("system"));
+                tx.put(&ResourcePath::top(Kind::Group, id), p, &[])?;
+            }
+            let mut p = Map::new();
+            p.insert("scope".into(), json!("/"));
+            p.insert("displayName".into(), json!("Built-in all-access subscription"));
+            p.insert("state".into(), json!("active"));
+            p.insert("allowTracing".into(), json!(false));
+            p.insert("primaryKey".into(), json!(rules::generate_key()));
+            p.insert("secondaryKey".into(), json!(rules::generate_key()));
+            p.insert("createdDate".into(), json!(rules::now_rfc3339()));
+            tx.put(&ResourcePath::top(Kind::Subscription, MASTER_SUBSCRIPTION), p, &[])?;
+        }
+        Ok(s)
+    })?;
+    Ok(committed.value)
+}
+
+/// `GET /`.
+pub fn render_service(s: &ServiceSettings, revision: u64, management_url: &str, gateway_url: &str) -> Value {
+    json!({
+        "id": "/",
+        "name": s.name,
+        "type": "Microsoft.ApiManagement/service",
+        "location": s.location,
+        "etag": crate::rules::etag(revision).trim_matches('"'),
+        "sku": {"name": s.sku.name, "capacity": s.sku.capacity},
+        "properties": {
+            "publisherEmail": s.publisher_email,
+            "publisherName": s.publisher_name,
+            "notificationSenderEmail": s.notification_sender_email,
+            "provisioningState": "Succeeded",
+            "targetProvisioningState": "",
+            "createdAtUtc": s.created_at_utc,
+            "gatewayUrl": gateway_url,
+            "managementApiUrl": management_url,
+            "hostnameConfigurations": [],
+            "disableGateway": false,
+            "revision": revision,
+        }
+    })
+}
+
+/// `PATCH /`: publisher settings and the sku; the name and region belong to the instance.
+pub fn patch_service(store: &Store, body: &Map<String, Value>) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    for key in body.keys() {
+        match key.as_str() {
+            "properties" | "sku" | "id" | "type" | "etag" | "tags" => {}
+            "name" | "location" => errors.push(gatehouse_model::FieldError::new(
+                key.clone(),
+                format!("'{key}' cannot be changed by PATCH: it belongs to the running instance (set it with `gatehouse serve --{}`)", if key == "name" { "name" } else { "region" }),
+            )),
+            other => errors.push(gatehouse_model::FieldError::new(other, format!("'{other}' is not a property of the service"))),
+        }
+    }
+    let props = match body.get("properties") {
+        None => Map::new(),
+        Some(Value::Object(p)) => p.clone(),
+        Some(_) => return Err(ApiError::invalid("properties", "'properties' must be an object")),
+    };
+    for (k, v) in &props {
+        match k.as_str() {
+            "publisherEmail" | "publisherName" | "notificationSenderEmail" => match v.as_str() {
+                Some(s) if !s.is_empty() && s.chars().count() <= 100 => {}
+                _ => errors.push(gatehouse_model::FieldError::new(k.clone(), format!("'{k}' must be a string of 1 to 100 characters"))),
+            },
+            "provisioningState" | "targetProvisioningState" | "createdAtUtc" | "gatewayUrl" | "managementApiUrl"
+            | "hostnameConfigurations" | "disableGateway" | "revision" => {}
+            other => errors.push(gatehouse_model::FieldError::new(other, format!("'{other}' is not a property of the service"))),
+        }
+    }
+    let mut sku: Option<Sku> = None;
+    if let Some(s) = body.get("sku") {
+        let name = s.get("name").and_then(Value::as_str);
+        let capacity = s.get("capacity").map(|c| c.as_u64());
+        match (name.map(normalise_sku), capacity) {
+            (Some(Err(e)), _) => errors.push(gatehouse_model::FieldError::new("sku.name", e)),
+            (_, Some(None)) => errors.push(gatehouse_model::FieldError::new("sku.capacity", "'sku.capacity' must be a whole number")),
+            (n, c) => {
+                sku = Some(Sku {
+                    name: n.and_then(Result::ok).unwrap_or_default(),
+                    capacity: c.flatten().map(|c| c as u32).unwrap_or(0),
+                })
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    store.write(|tx| -> Result<(), ApiError> {
+        let mut s = tx.service()?.ok_or(StoreError::NoService)?;
+        let before = s.clone();
+        if let Some(v) = props.get("publisherEmail").and_then(Value::as_str) {
+            s.publisher_email = v.to_string();
+        }
+        if let Some(v) = props.get("publisherName").and_then(Value::as_str) {
+            s.publisher_name = v.to_string();
+        }
+        if let Some(v) = props.get("notificationSenderEmail").and_then(Value::as_str) {
+            s.notification_sender_email = Some(v.to_string());
+        }
+        if let Some(k) = &sku {
+            if !k.name.is_empty() {
+                s.sku.name = k.name.clone();
+            }
+            if k.capacity > 0 {
+                s.sku.capacity = k.capacity;
+            }
+        }
+        if s != before {
+            tx.set_service(&s)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}

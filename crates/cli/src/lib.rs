@@ -1,1 +1,756 @@
-//! placeholder
+//! The `gatehouse` binary: `serve` runs an instance; every other command is a client of a
+//! running instance's management API. Argument parsing, wiring and output only — the rules
+//! live in the management crate.
+
+pub mod client;
+pub mod instance;
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, Parser, Subcommand};
+use client::Client;
+use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
+use gatehouse_management::Bootstrap;
+use instance::{Instance, ServeConfig};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Self-hosted API management in one binary"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How client commands find their instance.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Management API base URL of the instance.
+    #[arg(long, env = "GATEHOUSE_URL", global = true)]
+    pub url: Option<String>,
+    /// Admin bearer token.
+    #[arg(long, env = "GATEHOUSE_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data directory of the instance (its endpoints.json and admin-token are read).
+    #[arg(long, env = "GATEHOUSE_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run an instance (management API and gateway) on the embedded store.
+    Serve(ServeArgs),
+    /// GET a path of the management API (relative to the service).
+    Get { path: String },
+    /// PUT a path with a JSON body.
+    Put {
+        path: String,
+        /// File with the JSON body, or - for standard input.
+        #[arg(long)]
+        body: Option<String>,
+    },
+    /// PATCH a path with a JSON body.
+    Patch {
+        path: String,
+        #[arg(long)]
+        body: Option<String>,
+    },
+    /// DELETE a path.
+    Delete { path: String },
+    /// The service resource.
+    Service,
+    /// APIs.
+    #[command(subcommand)]
+    Api(ApiCmd),
+    /// Products.
+    #[command(subcommand)]
+    Product(ProductCmd),
+    /// Subscriptions.
+    #[command(subcommand)]
+    Subscription(SubscriptionCmd),
+    /// Users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Groups.
+    #[command(subcommand)]
+    Group(ListOnly),
+    /// Named values.
+    #[command(subcommand, name = "namedvalue")]
+    NamedValue(ListOnly),
+    /// The change journal after a revision.
+    Journal {
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Configuration file (default: ./gatehouse.toml if present).
+    #[arg(long, env = "GATEHOUSE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Service name.
+    #[arg(long, env = "GATEHOUSE_NAME")]
+    pub name: Option<String>,
+    /// Region (location) of this instance.
+    #[arg(long, env = "GATEHOUSE_REGION")]
+    pub region: Option<String>,
+    /// Pricing tier: Developer, Basic, Standard or Premium.
+    #[arg(long, env = "GATEHOUSE_SKU")]
+    pub sku: Option<String>,
+    /// Units of the tier.
+    #[arg(long, env = "GATEHOUSE_CAPACITY")]
+    pub capacity: Option<u32>,
+    #[arg(long, env = "GATEHOUSE_PUBLISHER_EMAIL")]
+    pub publisher_email: Option<String>,
+    #[arg(long, env = "GATEHOUSE_PUBLISHER_NAME")]
+    pub publisher_name: Option<String>,
+    /// Management API listen address (port 0 picks a free port).
+    #[arg(long, env = "GATEHOUSE_MANAGEMENT_LISTEN")]
+    pub management_listen: Option<SocketAddr>,
+    /// Gateway listen address (port 0 picks a free port).
+    #[arg(long, env = "GATEHOUSE_GATEWAY_LISTEN")]
+    pub gateway_listen: Option<SocketAddr>,
+}
+
+/// `gatehouse.toml`: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub name: Option<String>,
+    pub region: Option<String>,
+    pub sku: Option<String>,
+    pub capacity: Option<u32>,
+    pub publisher_email: Option<String>,
+    pub publisher_name: Option<String>,
+    pub management_listen: Option<SocketAddr>,
+    pub gateway_listen: Option<SocketAddr>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApiCmd {
+    List,
+    Show {
+        id: String,
+    },
+    /// Create or replace an API from an OpenAPI (3.x or Swagger 2) document, JSON or YAML.
+    Import {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        openapi: String,
+        /// URL path suffix of the API on the gateway (default: the id).
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long)]
+        service_url: Option<String>,
+    },
+    /// Print the API as an OpenAPI 3 document.
+    Export {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProductCmd {
+    List,
+    Create {
+        id: String,
+        #[arg(long)]
+        display_name: String,
+        /// Open product: no subscription key needed.
+        #[arg(long)]
+        open: bool,
+        #[arg(long)]
+        publish: bool,
+    },
+    /// Add an API to a product.
+    AddApi {
+        product: String,
+        api: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SubscriptionCmd {
+    List,
+    Create {
+        id: String,
+        /// /apis, /apis/{id} or /products/{id}
+        #[arg(long)]
+        scope: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Owner user id.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Leave the subscription in state 'submitted' instead of 'active'.
+        #[arg(long)]
+        submitted: bool,
+    },
+    /// Show the subscription's primary and secondary keys.
+    Keys {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    List,
+    Create {
+        id: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        first_name: String,
+        #[arg(long)]
+        last_name: String,
+        /// Read the password from this environment variable (never from a flag).
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ListOnly {
+    List,
+}
+
+/// Parses arguments, runs the command and maps failure to one line and exit code 1.
+pub fn run() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn data_dir_of(target: &Target, file: Option<&FileConfig>) -> PathBuf {
+    target
+        .data_dir
+        .clone()
+        .or_else(|| file.and_then(|f| f.data_dir.clone()))
+        .unwrap_or_else(|| PathBuf::from("./gatehouse-data"))
+}
+
+fn load_file_config(path: Option<&Path>) -> Result<Option<FileConfig>> {
+    let (path, required) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from("gatehouse.toml"), false),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let cfg: FileConfig =
+                toml::from_str(&text).with_context(|| format!("{} is invalid", path.display()))?;
+            Ok(Some(cfg))
+        }
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Merges flags/environment (clap) over `gatehouse.toml` over defaults.
+pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
+    let file = load_file_config(args.config.as_deref())?;
+    let f = file.as_ref();
+    let pick = |a: &Option<String>, b: Option<&Option<String>>| {
+        a.clone().or_else(|| b.and_then(|x| x.clone()))
+    };
+    Ok(ServeConfig {
+        data_dir: data_dir_of(target, f),
+        bootstrap: Bootstrap {
+            name: pick(&args.name, f.map(|f| &f.name)),
+            region: pick(&args.region, f.map(|f| &f.region)),
+            sku: pick(&args.sku, f.map(|f| &f.sku)),
+            capacity: args.capacity.or_else(|| f.and_then(|f| f.capacity)),
+            publisher_email: pick(&args.publisher_email, f.map(|f| &f.publisher_email)),
+            publisher_name: pick(&args.publisher_name, f.map(|f| &f.publisher_name)),
+        },
+        management_listen: args
+            .management_listen
+            .or_else(|| f.and_then(|f| f.management_listen))
+            .unwrap_or_else(|| "127.0.0.1:8001".parse().expect("valid")),
+        gateway_listen: args
+            .gateway_listen
+            .or_else(|| f.and_then(|f| f.gateway_listen))
+            .unwrap_or_else(|| "127.0.0.1:8000".parse().expect("valid")),
+        admin_token: std::env::var("GATEHOUSE_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty()),
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve(target: &Target, args: &ServeArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = serve_config(target, args)?;
+    let instance = Instance::start(config).await?;
+    println!("management API: {}", instance.management_url);
+    println!("gateway:        {}", instance.gateway_url);
+    println!(
+        "admin token:    {}",
+        instance.data_dir.join("admin-token").display()
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing requests in flight");
+    instance.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn read_body(arg: Option<&str>) -> Result<Value> {
+    let text = match arg {
+        None => return Ok(json!({})),
+        Some("-") => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .context("cannot read standard input")?;
+            s
+        }
+        Some(file) => {
+            std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
+        }
+    };
+    serde_json::from_str(&text).map_err(|e| anyhow!("the body is not valid JSON: {e}"))
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Prints resources as a table with the given property columns.
+fn print_table(items: &[Value], columns: &[(&str, &str)]) {
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    let mut header = vec!["ID"];
+    header.extend(columns.iter().map(|(h, _)| *h));
+    t.set_header(header);
+    for item in items {
+        let mut row = vec![
+            item.get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        ];
+        for (_, field) in columns {
+            let v = item
+                .get("properties")
+                .and_then(|p| p.get(*field))
+                .cloned()
+                .unwrap_or(Value::Null);
+            row.push(match v {
+                Value::Null => String::new(),
+                Value::String(s) => s,
+                Value::Array(a) => a
+                    .iter()
+                    .map(|x| {
+                        x.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| x.to_string())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            });
+        }
+        t.add_row(row);
+    }
+    println!("{t}");
+    println!("{} item(s)", items.len());
+}
+
+async fn show_list(
+    client: &Client,
+    path: &str,
+    json_out: bool,
+    columns: &[(&str, &str)],
+) -> Result<()> {
+    let items = client.list_all(path).await?;
+    if json_out {
+        print_json(&Value::Array(items));
+    } else {
+        print_table(&items, columns);
+    }
+    Ok(())
+}
+
+async fn execute(cli: Cli) -> Result<()> {
+    if let Command::Serve(args) = &cli.command {
+        return serve(&cli.target, args).await;
+    }
+    let data_dir = data_dir_of(&cli.target, None);
+    let client = Client::locate(
+        cli.target.url.as_deref(),
+        cli.target.token.as_deref(),
+        &data_dir,
+    )?;
+    let j = cli.json;
+    match cli.command {
+        Command::Serve(_) => unreachable!("handled above"),
+        Command::Get { path } => print_json(&client.get(&path).await?),
+        Command::Put { path, body } => {
+            print_json(&client.put(&path, &read_body(body.as_deref())?).await?)
+        }
+        Command::Patch { path, body } => print_json(
+            &client
+                .send(
+                    reqwest::Method::PATCH,
+                    &path,
+                    Some(&read_body(body.as_deref())?),
+                )
+                .await?,
+        ),
+        Command::Delete { path } => {
+            client.send(reqwest::Method::DELETE, &path, None).await?;
+            println!("deleted {path}");
+        }
+        Command::Service => {
+            let s = client.get("/").await?;
+            if j {
+                print_json(&s);
+            } else {
+                let p = &s["properties"];
+                println!("name:       {}", s["name"].as_str().unwrap_or(""));
+                println!("region:     {}", s["location"].as_str().unwrap_or(""));
+                println!(
+                    "sku:        {} ({} unit(s))",
+                    s["sku"]["name"].as_str().unwrap_or(""),
+                    s["sku"]["capacity"]
+                );
+                println!("gateway:    {}", p["gatewayUrl"].as_str().unwrap_or(""));
+                println!(
+                    "management: {}",
+                    p["managementApiUrl"].as_str().unwrap_or("")
+                );
+                println!("revision:   {}", p["revision"]);
+            }
+        }
+        Command::Api(cmd) => match cmd {
+            ApiCmd::List => {
+                show_list(
+                    &client,
+                    "/apis",
+                    j,
+                    &[
+                        ("DISPLAY NAME", "displayName"),
+                        ("PATH", "path"),
+                        ("SERVICE URL", "serviceUrl"),
+                        ("REVISION", "apiRevision"),
+                    ],
+                )
+                .await?
+            }
+            ApiCmd::Show { id } => print_json(&client.get(&format!("/apis/{id}")).await?),
+            ApiCmd::Import {
+                id,
+                openapi,
+                path,
+                service_url,
+            } => {
+                let doc = std::fs::read_to_string(&openapi)
+                    .with_context(|| format!("cannot read {openapi}"))?;
+                let format = if doc.trim_start().starts_with('{') {
+                    if doc.contains("\"swagger\"") {
+                        "swagger-json"
+                    } else {
+                        "openapi+json"
+                    }
+                } else {
+                    "openapi"
+                };
+                let mut props = json!({"format": format, "value": doc, "path": path.unwrap_or_else(|| id.clone())});
+                if let Some(u) = service_url {
+                    props["serviceUrl"] = json!(u);
+                }
+                let api = client
+                    .put(&format!("/apis/{id}"), &json!({"properties": props}))
+                    .await?;
+                let ops = client.list_all(&format!("/apis/{id}/operations")).await?;
+                if j {
+                    print_json(&api);
+                } else {
+                    println!(
+                        "imported API '{id}' ({}) at path '/{}' with {} operation(s)",
+                        api["properties"]["displayName"].as_str().unwrap_or(""),
+                        api["properties"]["path"].as_str().unwrap_or(""),
+                        ops.len()
+                    );
+                }
+            }
+            ApiCmd::Export { id } => print_json(
+                &client
+                    .get(&format!("/apis/{id}?export=true&format=openapi%2Bjson"))
+                    .await?,
+            ),
+            ApiCmd::Delete { id } => {
+                client
+                    .send(reqwest::Method::DELETE, &format!("/apis/{id}"), None)
+                    .await?;
+                println!("deleted API '{id}'");
+            }
+        },
+        Command::Product(cmd) => match cmd {
+            ProductCmd::List => {
+                show_list(
+                    &client,
+                    "/products",
+                    j,
+                    &[
+                        ("DISPLAY NAME", "displayName"),
+                        ("STATE", "state"),
+                        ("SUBSCRIPTION REQUIRED", "subscriptionRequired"),
+                    ],
+                )
+                .await?
+            }
+            ProductCmd::Create {
+                id,
+                display_name,
+                open,
+                publish,
+            } => {
+                let body = json!({"properties": {"displayName": display_name, "subscriptionRequired": !open, "state": if publish {"published"} else {"notPublished"}}});
+                let p = client.put(&format!("/products/{id}"), &body).await?;
+                if j {
+                    print_json(&p)
+                } else {
+                    println!("product '{id}' saved")
+                }
+            }
+            ProductCmd::AddApi { product, api } => {
+                client
+                    .put(&format!("/products/{product}/apis/{api}"), &json!({}))
+                    .await?;
+                println!("API '{api}' added to product '{product}'");
+            }
+            ProductCmd::Delete { id } => {
+                client
+                    .send(
+                        reqwest::Method::DELETE,
+                        &format!("/products/{id}?deleteSubscriptions=true"),
+                        None,
+                    )
+                    .await?;
+                println!("deleted product '{id}'");
+            }
+        },
+        Command::Subscription(cmd) => match cmd {
+            SubscriptionCmd::List => {
+                show_list(
+                    &client,
+                    "/subscriptions",
+                    j,
+                    &[
+                        ("DISPLAY NAME", "displayName"),
+                        ("SCOPE", "scope"),
+                        ("OWNER", "ownerId"),
+                        ("STATE", "state"),
+                    ],
+                )
+                .await?
+            }
+            SubscriptionCmd::Create {
+                id,
+                scope,
+                display_name,
+                owner,
+                submitted,
+            } => {
+                let mut props = json!({"scope": scope, "displayName": display_name.unwrap_or_else(|| id.clone()), "state": if submitted {"submitted"} else {"active"}});
+                if let Some(o) = owner {
+                    props["ownerId"] = json!(format!("/users/{o}"));
+                }
+                let s = client
+                    .put(
+                        &format!("/subscriptions/{id}"),
+                        &json!({"properties": props}),
+                    )
+                    .await?;
+                if j {
+                    print_json(&s)
+                } else {
+                    println!(
+                        "subscription '{id}' saved (state {})",
+                        s["properties"]["state"].as_str().unwrap_or("")
+                    )
+                }
+            }
+            SubscriptionCmd::Keys { id } => {
+                let k = client
+                    .post(&format!("/subscriptions/{id}/listSecrets"))
+                    .await?;
+                if j {
+                    print_json(&k);
+                } else {
+                    println!("primary:   {}", k["primaryKey"].as_str().unwrap_or(""));
+                    println!("secondary: {}", k["secondaryKey"].as_str().unwrap_or(""));
+                }
+            }
+            SubscriptionCmd::Delete { id } => {
+                client
+                    .send(
+                        reqwest::Method::DELETE,
+                        &format!("/subscriptions/{id}"),
+                        None,
+                    )
+                    .await?;
+                println!("deleted subscription '{id}'");
+            }
+        },
+        Command::User(cmd) => match cmd {
+            UserCmd::List => {
+                show_list(
+                    &client,
+                    "/users",
+                    j,
+                    &[
+                        ("EMAIL", "email"),
+                        ("FIRST NAME", "firstName"),
+                        ("LAST NAME", "lastName"),
+                        ("STATE", "state"),
+                    ],
+                )
+                .await?
+            }
+            UserCmd::Create {
+                id,
+                email,
+                first_name,
+                last_name,
+                password_env,
+            } => {
+                let mut props =
+                    json!({"email": email, "firstName": first_name, "lastName": last_name});
+                if let Some(var) = password_env {
+                    let pw = std::env::var(&var)
+                        .map_err(|_| anyhow!("the environment variable {var} is not set"))?;
+                    props["password"] = json!(pw);
+                }
+                let u = client
+                    .put(&format!("/users/{id}"), &json!({"properties": props}))
+                    .await?;
+                if j {
+                    print_json(&u)
+                } else {
+                    println!("user '{id}' saved")
+                }
+            }
+            UserCmd::Delete { id } => {
+                client
+                    .send(
+                        reqwest::Method::DELETE,
+                        &format!("/users/{id}?deleteSubscriptions=true"),
+                        None,
+                    )
+                    .await?;
+                println!("deleted user '{id}'");
+            }
+        },
+        Command::Group(ListOnly::List) => {
+            show_list(
+                &client,
+                "/groups",
+                j,
+                &[
+                    ("DISPLAY NAME", "displayName"),
+                    ("TYPE", "type"),
+                    ("BUILT IN", "builtIn"),
+                ],
+            )
+            .await?
+        }
+        Command::NamedValue(ListOnly::List) => {
+            show_list(
+                &client,
+                "/namedValues",
+                j,
+                &[
+                    ("DISPLAY NAME", "displayName"),
+                    ("SECRET", "secret"),
+                    ("VALUE", "value"),
+                ],
+            )
+            .await?
+        }
+        Command::Journal { since } => {
+            let items = client.list_all(&format!("/journal?since={since}")).await?;
+            if j {
+                print_json(&Value::Array(items));
+            } else {
+                let mut t = Table::new();
+                t.load_preset(UTF8_BORDERS_ONLY);
+                t.set_header(vec!["REVISION", "TIME", "OPERATION", "RESOURCE"]);
+                for e in &items {
+                    t.add_row(vec![
+                        e["revision"].to_string(),
+                        e["timestamp"].as_str().unwrap_or("").to_string(),
+                        e["operation"].as_str().unwrap_or("").to_string(),
+                        e["resourceId"].as_str().unwrap_or("").to_string(),
+                    ]);
+                }
+                println!("{t}");
+                println!("{} entries", items.len());
+            }
+        }
+    }
+    Ok(())
+}

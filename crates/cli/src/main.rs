@@ -1,1 +1,5 @@
-fn main(){}
+//! `gatehouse`: parse the arguments, run the command, exit.
+
+fn main() -> std::process::ExitCode {
+    gatehouse_cli::run()
+}

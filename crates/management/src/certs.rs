@@ -26,7 +26,11 @@ fn pem_block(label: &str, der: &[u8]) -> String {
     out
 }
 
-fn describe(cert_der: &[u8], key_der: Option<Vec<u8>>, key_label: &str) -> Result<ParsedCertificate, String> {
+fn describe(
+    cert_der: &[u8],
+    key_der: Option<Vec<u8>>,
+    key_label: &str,
+) -> Result<ParsedCertificate, String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
         .map_err(|e| format!("the certificate cannot be parsed: {e}"))?;
     let expires = cert.validity().not_after.to_datetime();
@@ -68,12 +72,20 @@ pub fn parse(data: &str, password: &str) -> Result<ParsedCertificate, String> {
     let der = STANDARD
         .decode(cleaned)
         .map_err(|_| "'data' must be a base64-encoded PFX or PEM text".to_string())?;
-    let store = p12_keystore::KeyStore::from_pkcs12(&der, password, p12_keystore::Pkcs12ImportPolicy::Relaxed)
-        .map_err(|e| format!("the PFX cannot be opened (wrong password or damaged file): {e}"))?;
+    let store = p12_keystore::KeyStore::from_pkcs12(
+        &der,
+        password,
+        p12_keystore::Pkcs12ImportPolicy::Relaxed,
+    )
+    .map_err(|e| format!("the PFX cannot be opened (wrong password or damaged file): {e}"))?;
     if let Some((_, chain)) = store.private_key_chain()
         && let Some(cert) = chain.certs().first()
     {
-        return describe(cert.as_der(), Some(chain.key().as_der().to_vec()), "PRIVATE KEY");
+        return describe(
+            cert.as_der(),
+            Some(chain.key().as_der().to_vec()),
+            "PRIVATE KEY",
+        );
     }
     for (_, entry) in store.entries() {
         if let p12_keystore::KeyStoreEntry::Certificate(c) = entry {

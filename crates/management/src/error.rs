@@ -68,11 +68,7 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            message,
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
     }
 }
 
@@ -86,12 +82,12 @@ impl From<StoreError> for ApiError {
 impl From<PathError> for ApiError {
     fn from(e: PathError) -> Self {
         match e {
-            PathError::UnknownCollection(_) | PathError::NotAResource(_) => ApiError::new(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFound",
-                format!("{e}."),
-            ),
-            PathError::InvalidId { .. } | PathError::Encoding(_) => ApiError::bad_request(e.to_string()),
+            PathError::UnknownCollection(_) | PathError::NotAResource(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFound", format!("{e}."))
+            }
+            PathError::InvalidId { .. } | PathError::Encoding(_) => {
+                ApiError::bad_request(e.to_string())
+            }
         }
     }
 }

@@ -10,7 +10,9 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gatehouse_model::{Filter, Kind, ResourcePath, StoredResource, Target, resolve, strip_arm_prefix};
+use gatehouse_model::{
+    Filter, Kind, ResourcePath, StoredResource, Target, resolve, strip_arm_prefix,
+};
 use gatehouse_store::Store;
 use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
@@ -52,7 +54,10 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     match token {
         Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => Ok(()),
@@ -79,7 +84,11 @@ fn parse_query(uri: &axum::http::Uri) -> Result<Query, ApiError> {
                     let h = s
                         .get(i + 1..i + 3)
                         .and_then(|h| u8::from_str_radix(h, 16).ok())
-                        .ok_or_else(|| ApiError::bad_request(format!("the query parameter '{k}' is not valid percent-encoding")))?;
+                        .ok_or_else(|| {
+                            ApiError::bad_request(format!(
+                                "the query parameter '{k}' is not valid percent-encoding"
+                            ))
+                        })?;
                     buf.push(h);
                     i += 3;
                 } else {
@@ -87,7 +96,8 @@ fn parse_query(uri: &axum::http::Uri) -> Result<Query, ApiError> {
                     i += 1;
                 }
             }
-            String::from_utf8(buf).map_err(|_| ApiError::bad_request("the query string is not UTF-8"))
+            String::from_utf8(buf)
+                .map_err(|_| ApiError::bad_request("the query string is not UTF-8"))
         };
         out.insert(dec(k)?, dec(v)?);
     }
@@ -115,12 +125,19 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
     let limited = http_body_util::Limited::new(body, MAX_BODY);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            format!("The request body is larger than the limit of {MAX_BODY} bytes (4 MiB)."),
-        )),
-        Err(e) => Err(ApiError::bad_request(format!("the request body could not be read: {e}"))),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                format!("The request body is larger than the limit of {MAX_BODY} bytes (4 MiB)."),
+            ))
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the request body could not be read: {e}"
+        ))),
     }
 }
 
@@ -140,13 +157,16 @@ fn parse_json_body(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
         other => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "InvalidRequestContent",
-            format!("The request body must be a JSON object, not {}", match other {
-                Value::Array(_) => "an array",
-                Value::String(_) => "a string",
-                Value::Number(_) => "a number",
-                Value::Bool(_) => "a boolean",
-                _ => "null",
-            }),
+            format!(
+                "The request body must be a JSON object, not {}",
+                match other {
+                    Value::Array(_) => "an array",
+                    Value::String(_) => "a string",
+                    Value::Number(_) => "a number",
+                    Value::Bool(_) => "a boolean",
+                    _ => "null",
+                }
+            ),
         )),
     }
 }
@@ -155,13 +175,21 @@ fn parse_json_body(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
 fn properties_of(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiError> {
     for key in body.keys() {
         if !["properties", "id", "name", "type", "etag"].contains(&key.as_str()) {
-            return Err(ApiError::invalid(key, format!("'{key}' is not allowed at the top level of the body; put resource properties inside 'properties'")));
+            return Err(ApiError::invalid(
+                key,
+                format!(
+                    "'{key}' is not allowed at the top level of the body; put resource properties inside 'properties'"
+                ),
+            ));
         }
     }
     match body.get("properties") {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(p)) => Ok(p.clone()),
-        Some(_) => Err(ApiError::invalid("properties", "'properties' must be an object")),
+        Some(_) => Err(ApiError::invalid(
+            "properties",
+            "'properties' must be an object",
+        )),
     }
 }
 
@@ -202,25 +230,47 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
     }
     let target = resolve(&path)?;
     match (method, target) {
-        (Method::GET, Target::Service) | (Method::HEAD, Target::Service) => get_service(&state).await,
+        (Method::GET, Target::Service) | (Method::HEAD, Target::Service) => {
+            get_service(&state).await
+        }
         (Method::PATCH, Target::Service) => {
             let b = parse_json_body(&body)?;
             blocking(&state.store, move |s| service::patch_service(s, &b)).await?;
             get_service(&state).await
         }
-        (Method::GET, Target::Collection { kind, parent }) => list(&state, kind, parent, &raw_path, &query).await,
+        (Method::GET, Target::Collection { kind, parent }) => {
+            list(&state, kind, parent, &raw_path, &query).await
+        }
         (Method::GET, Target::Resource(p)) => get_resource(&state, p, &query, false).await,
         (Method::HEAD, Target::Resource(p)) => get_resource(&state, p, &query, true).await,
         (Method::PUT, Target::Resource(p)) => {
             let b = parse_json_body(&body)?;
-            put(&state, p, b, Mode::Put, write_options(&parts.headers, &query)).await
+            put(
+                &state,
+                p,
+                b,
+                Mode::Put,
+                write_options(&parts.headers, &query),
+            )
+            .await
         }
         (Method::PATCH, Target::Resource(p)) => {
             let b = parse_json_body(&body)?;
-            put(&state, p, b, Mode::Patch, write_options(&parts.headers, &query)).await
+            put(
+                &state,
+                p,
+                b,
+                Mode::Patch,
+                write_options(&parts.headers, &query),
+            )
+            .await
         }
-        (Method::DELETE, Target::Resource(p)) => delete(&state, p, write_options(&parts.headers, &query)).await,
-        (m, Target::Action { path, action }) => action_handler(&state, m, path, &action, &raw_path, &query).await,
+        (Method::DELETE, Target::Resource(p)) => {
+            delete(&state, p, write_options(&parts.headers, &query)).await
+        }
+        (m, Target::Action { path, action }) => {
+            action_handler(&state, m, path, &action, &raw_path, &query).await
+        }
         _ => Err(method_not_allowed()),
     }
 }
@@ -236,13 +286,20 @@ fn method_not_allowed() -> ApiError {
 async fn get_service(state: &Arc<AppState>) -> Result<Response, ApiError> {
     let (s, rev) = blocking(&state.store, |s| {
         s.read(|r| -> Result<_, ApiError> {
-            Ok((r.service()?.ok_or_else(|| ApiError::internal("the service is not initialised"))?, r.revision()))
+            Ok((
+                r.service()?
+                    .ok_or_else(|| ApiError::internal("the service is not initialised"))?,
+                r.revision(),
+            ))
         })
     })
     .await?;
     let urls = state.urls.read().expect("urls lock").clone();
     Ok(with_etag(
-        json_response(StatusCode::OK, service::render_service(&s, rev, &urls.management, &urls.gateway)),
+        json_response(
+            StatusCode::OK,
+            service::render_service(&s, rev, &urls.management, &urls.gateway),
+        ),
         rev,
     ))
 }
@@ -259,13 +316,31 @@ fn next_link(raw_path: &str, query: &Query, base: &str, skip: u64, top: u64) -> 
     let enc = |s: &str| -> String {
         s.bytes()
             .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'$' | b'/' | b';' | b'=' => (b as char).to_string(),
+                b'A'..=b'Z'
+                | b'a'..=b'z'
+                | b'0'..=b'9'
+                | b'-'
+                | b'_'
+                | b'.'
+                | b'~'
+                | b'$'
+                | b'/'
+                | b';'
+                | b'=' => (b as char).to_string(),
                 _ => format!("%{b:02X}"),
             })
             .collect()
     };
-    let qs: Vec<String> = q.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
-    format!("{}{}?{}", base.trim_end_matches('/'), raw_path, qs.join("&"))
+    let qs: Vec<String> = q
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect();
+    format!(
+        "{}{}?{}",
+        base.trim_end_matches('/'),
+        raw_path,
+        qs.join("&")
+    )
 }
 
 fn paging(query: &Query) -> Result<(u64, u64), ApiError> {
@@ -273,21 +348,38 @@ fn paging(query: &Query) -> Result<(u64, u64), ApiError> {
         None => DEFAULT_PAGE,
         Some(v) => match v.parse::<u64>() {
             Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => return Err(ApiError::invalid("$top", format!("'$top' must be a whole number from 1 to {MAX_PAGE}; '{v}' is not"))),
+            _ => {
+                return Err(ApiError::invalid(
+                    "$top",
+                    format!("'$top' must be a whole number from 1 to {MAX_PAGE}; '{v}' is not"),
+                ));
+            }
         },
     };
     let skip = match query.get("$skip") {
         None => 0,
-        Some(v) => v
-            .parse::<u64>()
-            .map_err(|_| ApiError::invalid("$skip", format!("'$skip' must be a whole number from 0; '{v}' is not")))?,
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            ApiError::invalid(
+                "$skip",
+                format!("'$skip' must be a whole number from 0; '{v}' is not"),
+            )
+        })?,
     };
     Ok((skip, top))
 }
 
-fn list_envelope(items: Vec<Value>, total: u64, skip: u64, top: u64, raw_path: &str, query: &Query, base: &str) -> Value {
+fn list_envelope(
+    items: Vec<Value>,
+    total: u64,
+    skip: u64,
+    top: u64,
+    raw_path: &str,
+    query: &Query,
+    base: &str,
+) -> Value {
     let count = items.len() as u64;
-    let next = (skip + count < total && count > 0).then(|| next_link(raw_path, query, base, skip + count, top));
+    let next = (skip + count < total && count > 0)
+        .then(|| next_link(raw_path, query, base, skip + count, top));
     json!({"value": items, "count": total, "nextLink": next})
 }
 
@@ -325,7 +417,9 @@ async fn list(
                 if hide_revisions && res.name().contains(";rev=") {
                     continue;
                 }
-                let Some(v) = render_resolved(r, &res)? else { continue };
+                let Some(v) = render_resolved(r, &res)? else {
+                    continue;
+                };
                 if let Some(f) = &filter {
                     let props = v.get("properties").cloned().unwrap_or(Value::Null);
                     if !f.matches(res.name(), &props) {
@@ -335,16 +429,33 @@ async fn list(
                 all.push(v);
             }
             let total = all.len() as u64;
-            Ok((all.into_iter().skip(skip as usize).take(top as usize).collect(), total))
+            Ok((
+                all.into_iter()
+                    .skip(skip as usize)
+                    .take(top as usize)
+                    .collect(),
+                total,
+            ))
         })
     })
     .await?;
     let base = state.urls.read().expect("urls lock").management.clone();
-    Ok(json_response(StatusCode::OK, list_envelope(items, total, skip, top, raw_path, query, &base)))
+    Ok(json_response(
+        StatusCode::OK,
+        list_envelope(items, total, skip, top, raw_path, query, &base),
+    ))
 }
 
-async fn get_resource(state: &Arc<AppState>, path: ResourcePath, query: &Query, head: bool) -> Result<Response, ApiError> {
-    let export = query.get("export").is_some_and(|v| v.eq_ignore_ascii_case("true")) && path.kind == Kind::Api;
+async fn get_resource(
+    state: &Arc<AppState>,
+    path: ResourcePath,
+    query: &Query,
+    head: bool,
+) -> Result<Response, ApiError> {
+    let export = query
+        .get("export")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        && path.kind == Kind::Api;
     let format = query.get("format").cloned().unwrap_or_default();
     let gateway = state.urls.read().expect("urls lock").gateway.clone();
     let (resource, rendered, ops) = blocking(&state.store, move |s| {
@@ -353,7 +464,8 @@ async fn get_resource(state: &Arc<AppState>, path: ResourcePath, query: &Query, 
             let res = r
                 .get(&path.as_string())?
                 .ok_or_else(|| ApiError::not_found(path.kind.spec().display))?;
-            let rendered = render_resolved(r, &res)?.ok_or_else(|| ApiError::not_found(path.kind.spec().display))?;
+            let rendered = render_resolved(r, &res)?
+                .ok_or_else(|| ApiError::not_found(path.kind.spec().display))?;
             let ops = if export {
                 r.children(Kind::Operation, &res.path)?
                     .into_iter()
@@ -374,16 +486,25 @@ async fn get_resource(state: &Arc<AppState>, path: ResourcePath, query: &Query, 
         let resp = match format.as_str() {
             "openapi+json" | "openapi-json" | "" => json_response(StatusCode::OK, doc),
             "openapi" | "openapi-yaml" => {
-                let text = serde_norway::to_string(&doc).map_err(|e| ApiError::internal(e.to_string()))?;
+                let text =
+                    serde_norway::to_string(&doc).map_err(|e| ApiError::internal(e.to_string()))?;
                 ([(header::CONTENT_TYPE, "application/yaml")], text).into_response()
             }
             other => {
-                return Err(ApiError::invalid("format", format!("export format '{other}' is not supported; use openapi+json or openapi")));
+                return Err(ApiError::invalid(
+                    "format",
+                    format!(
+                        "export format '{other}' is not supported; use openapi+json or openapi"
+                    ),
+                ));
             }
         };
         return Ok(with_etag(resp, resource.revision));
     }
-    Ok(with_etag(json_response(StatusCode::OK, rendered), resource.revision))
+    Ok(with_etag(
+        json_response(StatusCode::OK, rendered),
+        resource.revision,
+    ))
 }
 
 /// Fetches `value` when a `*-link` format names a URL.
@@ -393,13 +514,27 @@ async fn fetch_link(url: &str) -> Result<String, ApiError> {
         .timeout(std::time::Duration::from_secs(30))
         .send()
         .await
-        .map_err(|e| ApiError::invalid("value", format!("the document at '{url}' could not be fetched: {e}")))?;
+        .map_err(|e| {
+            ApiError::invalid(
+                "value",
+                format!("the document at '{url}' could not be fetched: {e}"),
+            )
+        })?;
     if !resp.status().is_success() {
-        return Err(ApiError::invalid("value", format!("the document at '{url}' could not be fetched: HTTP {}", resp.status())));
+        return Err(ApiError::invalid(
+            "value",
+            format!(
+                "the document at '{url}' could not be fetched: HTTP {}",
+                resp.status()
+            ),
+        ));
     }
-    resp.text()
-        .await
-        .map_err(|e| ApiError::invalid("value", format!("the document at '{url}' could not be read: {e}")))
+    resp.text().await.map_err(|e| {
+        ApiError::invalid(
+            "value",
+            format!("the document at '{url}' could not be read: {e}"),
+        )
+    })
 }
 
 const IMPORT_FORMATS: &[&str] = &[
@@ -421,17 +556,35 @@ async fn put(
     let mut props = properties_of(&body)?;
     let mut import: Option<openapi::ImportedApi> = None;
     if path.kind == Kind::Api
-        && let Some(format) = props.get("format").and_then(Value::as_str).map(str::to_string)
+        && let Some(format) = props
+            .get("format")
+            .and_then(Value::as_str)
+            .map(str::to_string)
     {
         if !IMPORT_FORMATS.contains(&format.as_str()) {
-            return Err(ApiError::invalid("format", format!("the import format '{format}' is not supported; use one of {}", IMPORT_FORMATS.join(", "))));
+            return Err(ApiError::invalid(
+                "format",
+                format!(
+                    "the import format '{format}' is not supported; use one of {}",
+                    IMPORT_FORMATS.join(", ")
+                ),
+            ));
         }
         let value = props
             .remove("value")
             .and_then(|v| v.as_str().map(str::to_string))
-            .ok_or_else(|| ApiError::invalid("value", "'value' must hold the document (or its URL for -link formats)"))?;
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "value",
+                    "'value' must hold the document (or its URL for -link formats)",
+                )
+            })?;
         props.remove("format");
-        let text = if format.contains("link") { fetch_link(&value).await? } else { value };
+        let text = if format.contains("link") {
+            fetch_link(&value).await?
+        } else {
+            value
+        };
         let api = openapi::import(&text).map_err(|e| ApiError::invalid("value", e))?;
         if !props.contains_key("displayName")
             && let Some(t) = &api.display_name
@@ -452,10 +605,17 @@ async fn put(
         import = Some(api);
     }
     if path.kind.is_policy()
-        && let Some(format) = props.get("format").and_then(Value::as_str).map(str::to_string)
+        && let Some(format) = props
+            .get("format")
+            .and_then(Value::as_str)
+            .map(str::to_string)
         && format.ends_with("-link")
     {
-        let url = props.get("value").and_then(Value::as_str).unwrap_or_default().to_string();
+        let url = props
+            .get("value")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let text = fetch_link(&url).await?;
         props.insert("value".into(), json!(text));
         props.insert("format".into(), json!(format.trim_end_matches("-link")));
@@ -477,25 +637,50 @@ async fn put(
                     let mut parts = path.parts.clone();
                     parts.push(("operations", id));
                     let op_path = ResourcePath::new(Kind::Operation, parts);
-                    rules::put_resource(tx, &op_path, op_props, Mode::Put, &WriteOptions::default())
-                        .map_err(|e| ApiError::invalid("value", format!("operation '{}': {}", op_path.id(), e.message)))?;
+                    rules::put_resource(
+                        tx,
+                        &op_path,
+                        op_props,
+                        Mode::Put,
+                        &WriteOptions::default(),
+                    )
+                    .map_err(|e| {
+                        ApiError::invalid(
+                            "value",
+                            format!("operation '{}': {}", op_path.id(), e.message),
+                        )
+                    })?;
                 }
             }
             let mut final_path = path.clone();
             if make_current {
                 rules::make_current(tx, &path)?;
-                final_path = ResourcePath::top(Kind::Api, gatehouse_model::id::split_revision(path.id()).expect("validated").0);
-                written.resource = tx.get(&final_path.as_string())?.expect("current revision exists");
+                final_path = ResourcePath::top(
+                    Kind::Api,
+                    gatehouse_model::id::split_revision(path.id())
+                        .expect("validated")
+                        .0,
+                );
+                written.resource = tx
+                    .get(&final_path.as_string())?
+                    .expect("current revision exists");
             }
             Ok((written, final_path))
         })
     })
     .await?;
     let (written, _) = committed.value;
-    let status = if written.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if written.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let state2 = state.clone();
     let resource = written.resource;
-    let rendered = blocking(&state2.store, move |s| s.read(|r| render_resolved(r, &resource).map(|v| (v, resource.revision)))).await?;
+    let rendered = blocking(&state2.store, move |s| {
+        s.read(|r| render_resolved(r, &resource).map(|v| (v, resource.revision)))
+    })
+    .await?;
     let (body, rev) = rendered;
     Ok(with_revision(
         with_etag(json_response(status, body.unwrap_or(Value::Null)), rev),
@@ -503,7 +688,11 @@ async fn put(
     ))
 }
 
-async fn delete(state: &Arc<AppState>, path: ResourcePath, opts: WriteOptions) -> Result<Response, ApiError> {
+async fn delete(
+    state: &Arc<AppState>,
+    path: ResourcePath,
+    opts: WriteOptions,
+) -> Result<Response, ApiError> {
     let committed = blocking(&state.store, move |s| {
         s.write(|tx| -> Result<bool, ApiError> {
             let path = canonicalize(tx, path)?;
@@ -514,12 +703,20 @@ async fn delete(state: &Arc<AppState>, path: ResourcePath, opts: WriteOptions) -
         })
     })
     .await?;
-    let status = if committed.value { StatusCode::OK } else { StatusCode::NO_CONTENT };
+    let status = if committed.value {
+        StatusCode::OK
+    } else {
+        StatusCode::NO_CONTENT
+    };
     Ok(with_revision(status.into_response(), committed.revision))
 }
 
-fn require<'a>(res: &'a Option<StoredResource>, kind: Kind) -> Result<&'a StoredResource, ApiError> {
-    res.as_ref().ok_or_else(|| ApiError::not_found(kind.spec().display))
+fn require<'a>(
+    res: &'a Option<StoredResource>,
+    kind: Kind,
+) -> Result<&'a StoredResource, ApiError> {
+    res.as_ref()
+        .ok_or_else(|| ApiError::not_found(kind.spec().display))
 }
 
 async fn action_handler(
@@ -547,7 +744,11 @@ async fn action_handler(
             Ok(json_response(StatusCode::OK, keys))
         }
         (Method::POST, Kind::Subscription, "regenerateprimarykey" | "regeneratesecondarykey") => {
-            let field = if action_l == "regenerateprimarykey" { "primaryKey" } else { "secondaryKey" };
+            let field = if action_l == "regenerateprimarykey" {
+                "primaryKey"
+            } else {
+                "secondaryKey"
+            };
             let committed = blocking(&state.store, move |s| {
                 s.write(|tx| -> Result<(), ApiError> {
                     let res = tx.get(&path.as_string())?;
@@ -560,7 +761,10 @@ async fn action_handler(
                 })
             })
             .await?;
-            Ok(with_revision(StatusCode::NO_CONTENT.into_response(), committed.revision))
+            Ok(with_revision(
+                StatusCode::NO_CONTENT.into_response(),
+                committed.revision,
+            ))
         }
         (Method::POST, Kind::NamedValue, "listvalue") => {
             let v = blocking(&state.store, move |s| {
@@ -602,11 +806,19 @@ async fn action_handler(
             })
             .await?;
             let total = items.len() as u64;
-            let page: Vec<Value> = items.into_iter().skip(skip as usize).take(top as usize).collect();
+            let page: Vec<Value> = items
+                .into_iter()
+                .skip(skip as usize)
+                .take(top as usize)
+                .collect();
             let base = state.urls.read().expect("urls lock").management.clone();
-            Ok(json_response(StatusCode::OK, list_envelope(page, total, skip, top, raw_path, query, &base)))
+            Ok(json_response(
+                StatusCode::OK,
+                list_envelope(page, total, skip, top, raw_path, query, &base),
+            ))
         }
-        (Method::GET, Kind::User | Kind::Product, "subscriptions") | (Method::GET, Kind::User, "groups") => {
+        (Method::GET, Kind::User | Kind::Product, "subscriptions")
+        | (Method::GET, Kind::User, "groups") => {
             let (skip, top) = paging(query)?;
             let want_groups = action_l == "groups";
             let items = blocking(&state.store, move |s| {
@@ -615,9 +827,16 @@ async fn action_handler(
                     require(&me, path.kind)?;
                     let mut out = Vec::new();
                     for referrer in r.referrers(&path.as_string())? {
-                        let Some(res) = r.get(&referrer)? else { continue };
+                        let Some(res) = r.get(&referrer)? else {
+                            continue;
+                        };
                         if want_groups && res.kind == Kind::GroupUser {
-                            let group = res.path.rsplitn(3, '/').nth(2).unwrap_or_default().to_string();
+                            let group = res
+                                .path
+                                .rsplitn(3, '/')
+                                .nth(2)
+                                .unwrap_or_default()
+                                .to_string();
                             if let Some(g) = r.get(&group)? {
                                 out.push(render(&g));
                             }
@@ -630,25 +849,42 @@ async fn action_handler(
             })
             .await?;
             let total = items.len() as u64;
-            let page: Vec<Value> = items.into_iter().skip(skip as usize).take(top as usize).collect();
+            let page: Vec<Value> = items
+                .into_iter()
+                .skip(skip as usize)
+                .take(top as usize)
+                .collect();
             let base = state.urls.read().expect("urls lock").management.clone();
-            Ok(json_response(StatusCode::OK, list_envelope(page, total, skip, top, raw_path, query, &base)))
+            Ok(json_response(
+                StatusCode::OK,
+                list_envelope(page, total, skip, top, raw_path, query, &base),
+            ))
         }
         (_, kind, _) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "ResourceNotFound",
-            format!("'{action}' is not an action or collection of {}.", kind.spec().display),
+            format!(
+                "'{action}' is not an action or collection of {}.",
+                kind.spec().display
+            ),
         )),
     }
 }
 
-async fn journal(state: &Arc<AppState>, raw_path: &str, query: &Query) -> Result<Response, ApiError> {
+async fn journal(
+    state: &Arc<AppState>,
+    raw_path: &str,
+    query: &Query,
+) -> Result<Response, ApiError> {
     let (skip, top) = paging(query)?;
     let since = match query.get("since") {
         None => 0,
-        Some(v) => v
-            .parse::<u64>()
-            .map_err(|_| ApiError::invalid("since", format!("'since' must be a revision number; '{v}' is not")))?,
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            ApiError::invalid(
+                "since",
+                format!("'since' must be a revision number; '{v}' is not"),
+            )
+        })?,
     };
     let (entries, total) = blocking(&state.store, move |s| {
         s.read(|r| r.journal(since, skip, top).map_err(ApiError::from))
@@ -674,7 +910,10 @@ async fn journal(state: &Arc<AppState>, raw_path: &str, query: &Query) -> Result
         })
         .collect();
     let base = state.urls.read().expect("urls lock").management.clone();
-    Ok(json_response(StatusCode::OK, list_envelope(items, total, skip, top, raw_path, query, &base)))
+    Ok(json_response(
+        StatusCode::OK,
+        list_envelope(items, total, skip, top, raw_path, query, &base),
+    ))
 }
 
 /// Makes `Lookup` available on plain store reads for callers outside this module.

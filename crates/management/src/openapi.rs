@@ -20,16 +20,26 @@ pub struct ImportedApi {
 fn parse_text(text: &str) -> Result<Value, String> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {
-        return serde_json::from_str(text).map_err(|e| format!("the OpenAPI document is not valid JSON: {e}"));
+        return serde_json::from_str(text)
+            .map_err(|e| format!("the OpenAPI document is not valid JSON: {e}"));
     }
-    serde_norway::from_str::<Value>(text).map_err(|e| format!("the OpenAPI document is not valid YAML or JSON: {e}"))
+    serde_norway::from_str::<Value>(text)
+        .map_err(|e| format!("the OpenAPI document is not valid YAML or JSON: {e}"))
 }
 
 /// Rewrites a Swagger 2.0 document into the OpenAPI 3.0 shape (the parts Gatehouse uses).
 fn swagger2_to_openapi3(mut doc: Value) -> Result<Value, String> {
     let obj = doc.as_object_mut().ok_or("the document is not an object")?;
-    let host = obj.get("host").and_then(Value::as_str).unwrap_or("").to_string();
-    let base = obj.get("basePath").and_then(Value::as_str).unwrap_or("").to_string();
+    let host = obj
+        .get("host")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let base = obj
+        .get("basePath")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let scheme = obj
         .get("schemes")
         .and_then(Value::as_array)
@@ -44,13 +54,26 @@ fn swagger2_to_openapi3(mut doc: Value) -> Result<Value, String> {
     let produces: Vec<String> = obj
         .get("produces")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_else(|| vec!["application/json".to_string()]);
     let mut out = Map::new();
     out.insert("openapi".into(), json!("3.0.0"));
-    out.insert("info".into(), obj.get("info").cloned().unwrap_or(json!({"title": "", "version": ""})));
+    out.insert(
+        "info".into(),
+        obj.get("info")
+            .cloned()
+            .unwrap_or(json!({"title": "", "version": ""})),
+    );
     if !host.is_empty() {
-        out.insert("servers".into(), json!([{"url": format!("{scheme}://{host}{base}")}]));
+        out.insert(
+            "servers".into(),
+            json!([{"url": format!("{scheme}://{host}{base}")}]),
+        );
     }
     let mut paths = Map::new();
     if let Some(p) = obj.get("paths").and_then(Value::as_object) {
@@ -114,7 +137,10 @@ fn convert_params(params: &Value) -> Value {
     };
     Value::Array(
         arr.iter()
-            .filter(|p| p.get("in").and_then(Value::as_str) != Some("body") && p.get("in").and_then(Value::as_str) != Some("formData"))
+            .filter(|p| {
+                p.get("in").and_then(Value::as_str) != Some("body")
+                    && p.get("in").and_then(Value::as_str) != Some("formData")
+            })
             .map(|p| {
                 let mut p = p.as_object().cloned().unwrap_or_default();
                 if !p.contains_key("schema") && !p.contains_key("$ref") {
@@ -138,7 +164,13 @@ fn convert_params(params: &Value) -> Value {
 fn sanitize_id(raw: &str) -> String {
     let mut s: String = raw
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     while s.contains("--") {
         s = s.replace("--", "-");
@@ -148,7 +180,10 @@ fn sanitize_id(raw: &str) -> String {
     if s.is_empty() { "operation".into() } else { s }
 }
 
-fn resolve_param<'a>(doc: &'a OpenAPI, p: &'a ReferenceOr<Parameter>) -> Result<&'a Parameter, String> {
+fn resolve_param<'a>(
+    doc: &'a OpenAPI,
+    p: &'a ReferenceOr<Parameter>,
+) -> Result<&'a Parameter, String> {
     match p {
         ReferenceOr::Item(p) => Ok(p),
         ReferenceOr::Reference { reference } => {
@@ -157,7 +192,9 @@ fn resolve_param<'a>(doc: &'a OpenAPI, p: &'a ReferenceOr<Parameter>) -> Result<
                 .ok_or_else(|| format!("unsupported parameter reference '{reference}'"))?;
             match doc.components.as_ref().and_then(|c| c.parameters.get(name)) {
                 Some(ReferenceOr::Item(p)) => Ok(p),
-                _ => Err(format!("the parameter reference '{reference}' does not resolve")),
+                _ => Err(format!(
+                    "the parameter reference '{reference}' does not resolve"
+                )),
             }
         }
     }
@@ -176,7 +213,8 @@ fn schema_type(p: &Parameter) -> String {
 
 fn param_json(p: &Parameter) -> Value {
     let d = p.parameter_data_ref();
-    let mut o = json!({"name": d.name, "type": schema_type(p), "required": d.required, "values": []});
+    let mut o =
+        json!({"name": d.name, "type": schema_type(p), "required": d.required, "values": []});
     if let Some(desc) = &d.description {
         o["description"] = json!(desc);
     }
@@ -186,19 +224,37 @@ fn param_json(p: &Parameter) -> Value {
 /// Parses a document and maps it to an API and its operations.
 pub fn import(text: &str) -> Result<ImportedApi, String> {
     let raw = parse_text(text)?;
-    let raw = if raw.get("swagger").and_then(Value::as_str).is_some_and(|v| v.starts_with('2')) {
+    let raw = if raw
+        .get("swagger")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.starts_with('2'))
+    {
         swagger2_to_openapi3(raw)?
-    } else if raw.get("openapi").and_then(Value::as_str).is_some_and(|v| v.starts_with('3')) {
+    } else if raw
+        .get("openapi")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.starts_with('3'))
+    {
         raw
     } else {
-        return Err("the document is neither OpenAPI 3 ('openapi: 3.x') nor Swagger 2 ('swagger: \"2.0\"')".into());
+        return Err(
+            "the document is neither OpenAPI 3 ('openapi: 3.x') nor Swagger 2 ('swagger: \"2.0\"')"
+                .into(),
+        );
     };
-    let doc: OpenAPI = serde_path_to_error::deserialize(raw)
-        .map_err(|e| format!("the OpenAPI document is invalid at '{}': {}", e.path(), e.inner()))?;
+    let doc: OpenAPI = serde_path_to_error::deserialize(raw).map_err(|e| {
+        format!(
+            "the OpenAPI document is invalid at '{}': {}",
+            e.path(),
+            e.inner()
+        )
+    })?;
     let mut operations: Vec<(String, Map<String, Value>)> = Vec::new();
     for (path, item) in doc.paths.iter() {
         let ReferenceOr::Item(item) = item else {
-            return Err(format!("path item references are not supported (at '{path}')"));
+            return Err(format!(
+                "path item references are not supported (at '{path}')"
+            ));
         };
         if !path.starts_with('/') {
             return Err(format!("the path '{path}' must start with '/'"));
@@ -221,13 +277,17 @@ pub fn import(text: &str) -> Result<ImportedApi, String> {
             let used = template_parameters(path).unwrap_or_default();
             for name in &used {
                 if !template_params.iter().any(|p| p["name"] == json!(name)) {
-                    template_params.push(json!({"name": name, "type": "string", "required": true, "values": []}));
+                    template_params.push(
+                        json!({"name": name, "type": "string", "required": true, "values": []}),
+                    );
                 }
             }
             template_params.retain(|p| used.iter().any(|u| p["name"] == json!(u)));
             let mut responses = Vec::new();
             for (code, resp) in &op.responses.responses {
-                let ReferenceOr::Item(resp) = resp else { continue };
+                let ReferenceOr::Item(resp) = resp else {
+                    continue;
+                };
                 let status = match code {
                     openapiv3::StatusCode::Code(c) => *c,
                     openapiv3::StatusCode::Range(r) => *r * 100,
@@ -243,7 +303,8 @@ pub fn import(text: &str) -> Result<ImportedApi, String> {
                         if let ReferenceOr::Item(ex) = ex
                             && let Some(v) = &ex.value
                         {
-                            examples.insert(name.clone(), json!({"value": v, "summary": ex.summary}));
+                            examples
+                                .insert(name.clone(), json!({"value": v, "summary": ex.summary}));
                         }
                     }
                     if !examples.is_empty() {
@@ -257,7 +318,13 @@ pub fn import(text: &str) -> Result<ImportedApi, String> {
                 .operation_id
                 .as_deref()
                 .map(sanitize_id)
-                .unwrap_or_else(|| sanitize_id(&format!("{}{}", method.to_lowercase(), path.replace('/', "-"))));
+                .unwrap_or_else(|| {
+                    sanitize_id(&format!(
+                        "{}{}",
+                        method.to_lowercase(),
+                        path.replace('/', "-")
+                    ))
+                });
             let mut name = base_name.clone();
             let mut n = 2;
             while operations.iter().any(|(id, _)| id == &name) {
@@ -276,9 +343,15 @@ pub fn import(text: &str) -> Result<ImportedApi, String> {
             props.insert("urlTemplate".into(), json!(path));
             props.insert("templateParameters".into(), json!(template_params));
             if let Some(d) = &op.description {
-                props.insert("description".into(), json!(d.chars().take(1000).collect::<String>()));
+                props.insert(
+                    "description".into(),
+                    json!(d.chars().take(1000).collect::<String>()),
+                );
             }
-            props.insert("request".into(), json!({"queryParameters": query_params, "headers": headers, "representations": []}));
+            props.insert(
+                "request".into(),
+                json!({"queryParameters": query_params, "headers": headers, "representations": []}),
+            );
             props.insert("responses".into(), json!(responses));
             operations.push((name, props));
         }
@@ -292,34 +365,78 @@ pub fn import(text: &str) -> Result<ImportedApi, String> {
 }
 
 /// An OpenAPI 3 document of an API and its operations.
-pub fn export(api: &Map<String, Value>, gateway_url: &str, operations: &[(String, Map<String, Value>)]) -> Value {
+pub fn export(
+    api: &Map<String, Value>,
+    gateway_url: &str,
+    operations: &[(String, Map<String, Value>)],
+) -> Value {
     let path = api.get("path").and_then(Value::as_str).unwrap_or("");
     let mut paths = Map::new();
     for (id, op) in operations {
         let template = op.get("urlTemplate").and_then(Value::as_str).unwrap_or("/");
         let url_path = template.split('?').next().unwrap_or(template);
-        let method = op.get("method").and_then(Value::as_str).unwrap_or("GET").to_lowercase();
+        let method = op
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or("GET")
+            .to_lowercase();
         let mut params = Vec::new();
-        for p in op.get("templateParameters").and_then(Value::as_array).into_iter().flatten() {
+        for p in op
+            .get("templateParameters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             params.push(json!({"name": p["name"], "in": "path", "required": true, "schema": {"type": p.get("type").cloned().unwrap_or(json!("string"))}}));
         }
-        for p in op.get("request").and_then(|r| r.get("queryParameters")).and_then(Value::as_array).into_iter().flatten() {
+        for p in op
+            .get("request")
+            .and_then(|r| r.get("queryParameters"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             params.push(json!({"name": p["name"], "in": "query", "required": p.get("required").cloned().unwrap_or(json!(false)), "schema": {"type": p.get("type").cloned().unwrap_or(json!("string"))}}));
         }
         let mut responses = Map::new();
-        for r in op.get("responses").and_then(Value::as_array).into_iter().flatten() {
-            let code = r.get("statusCode").map(|c| c.to_string()).unwrap_or_else(|| "200".into());
+        for r in op
+            .get("responses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let code = r
+                .get("statusCode")
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "200".into());
             let mut content = Map::new();
-            for rep in r.get("representations").and_then(Value::as_array).into_iter().flatten() {
-                let ct = rep.get("contentType").and_then(Value::as_str).unwrap_or("application/json");
+            for rep in r
+                .get("representations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let ct = rep
+                    .get("contentType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("application/json");
                 let mut media = Map::new();
                 if let Some(ex) = rep.get("examples").and_then(Value::as_object) {
-                    let exs: Map<String, Value> = ex.iter().map(|(k, v)| (k.clone(), json!({"value": v.get("value").cloned().unwrap_or(Value::Null)}))).collect();
+                    let exs: Map<String, Value> = ex
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                json!({"value": v.get("value").cloned().unwrap_or(Value::Null)}),
+                            )
+                        })
+                        .collect();
                     media.insert("examples".into(), Value::Object(exs));
                 }
                 content.insert(ct.to_string(), Value::Object(media));
             }
-            let mut resp = json!({"description": r.get("description").cloned().unwrap_or(json!(""))});
+            let mut resp =
+                json!({"description": r.get("description").cloned().unwrap_or(json!(""))});
             if !content.is_empty() {
                 resp["content"] = Value::Object(content);
             }
@@ -337,7 +454,9 @@ pub fn export(api: &Map<String, Value>, gateway_url: &str, operations: &[(String
         if let Some(d) = op.get("description") {
             o["description"] = d.clone();
         }
-        let entry = paths.entry(url_path.to_string()).or_insert_with(|| json!({}));
+        let entry = paths
+            .entry(url_path.to_string())
+            .or_insert_with(|| json!({}));
         entry[method] = o;
     }
     let server = format!("{}/{}", gateway_url.trim_end_matches('/'), path);
@@ -390,11 +509,17 @@ paths:
     fn imports_openapi3_yaml() {
         let api = import(PETSTORE3).unwrap();
         assert_eq!(api.display_name.as_deref(), Some("Petstore"));
-        assert_eq!(api.service_url.as_deref(), Some("http://petstore.example.com/v1"));
+        assert_eq!(
+            api.service_url.as_deref(),
+            Some("http://petstore.example.com/v1")
+        );
         assert_eq!(api.operations.len(), 3);
         let (id, list) = &api.operations[0];
         assert_eq!(id, "listPets");
-        assert_eq!(list["responses"][0]["representations"][0]["examples"]["default"]["value"][0]["name"], "rex");
+        assert_eq!(
+            list["responses"][0]["representations"][0]["examples"]["default"]["value"][0]["name"],
+            "rex"
+        );
         let (id, del) = &api.operations[2];
         assert_eq!(id, "delete-pets-petId");
         assert_eq!(del["templateParameters"][0]["name"], "petId");
@@ -406,14 +531,29 @@ paths:
           "paths":{"/items/{id}":{"get":{"operationId":"getItem","parameters":[{"name":"id","in":"path","required":true,"type":"string"}],
           "responses":{"200":{"description":"ok","examples":{"application/json":{"id":"a"}}}}}}}}"#;
         let api = import(doc).unwrap();
-        assert_eq!(api.service_url.as_deref(), Some("https://api.example.com/v2"));
-        assert_eq!(api.operations[0].1["responses"][0]["representations"][0]["examples"]["default"]["value"]["id"], "a");
+        assert_eq!(
+            api.service_url.as_deref(),
+            Some("https://api.example.com/v2")
+        );
+        assert_eq!(
+            api.operations[0].1["responses"][0]["representations"][0]["examples"]["default"]["value"]
+                ["id"],
+            "a"
+        );
     }
 
     #[test]
     fn broken_documents_name_the_problem() {
         assert!(import("{not json").unwrap_err().contains("not valid JSON"));
-        assert!(import("openapi: 3.0.0\ninfo: {title: x}\npaths: {}").unwrap_err().contains("info"));
-        assert!(import("hello: world").unwrap_err().contains("neither OpenAPI 3"));
+        assert!(
+            import("openapi: 3.0.0\ninfo: {title: x}\npaths: {}")
+                .unwrap_err()
+                .contains("info")
+        );
+        assert!(
+            import("hello: world")
+                .unwrap_err()
+                .contains("neither OpenAPI 3")
+        );
     }
 }

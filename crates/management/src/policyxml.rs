@@ -15,7 +15,11 @@ pub fn escape_raw_expressions(raw: &str) -> String {
     while i < chars.len() {
         let c = chars[i];
         if c == '@' && matches!(chars.get(i + 1), Some('(') | Some('{')) {
-            let (open, close) = if chars[i + 1] == '(' { ('(', ')') } else { ('{', '}') };
+            let (open, close) = if chars[i + 1] == '(' {
+                ('(', ')')
+            } else {
+                ('{', '}')
+            };
             out.push('@');
             out.push(open);
             let mut depth = 1;
@@ -113,13 +117,19 @@ pub fn check_policy_document(value: &str, format: &str) -> Result<(), String> {
                 ));
             }
             if seen.contains(&name) {
-                return Err(format!("the section <{name}> appears twice ({})", pos(doc, child)));
+                return Err(format!(
+                    "the section <{name}> appears twice ({})",
+                    pos(doc, child)
+                ));
             }
             seen.push(name);
         }
         for child in root.children().filter(|n| n.is_text()) {
             if child.text().is_some_and(|t| !t.trim().is_empty()) {
-                return Err(format!("text is not allowed directly inside <policies> ({})", pos(doc, child)));
+                return Err(format!(
+                    "text is not allowed directly inside <policies> ({})",
+                    pos(doc, child)
+                ));
             }
         }
         Ok(())
@@ -149,10 +159,18 @@ mod tests {
     fn policy_documents() {
         let ok = "<policies><inbound><base /></inbound><backend><forward-request /></backend><outbound/><on-error/></policies>";
         assert!(check_policy_document(ok, "xml").is_ok());
-        let e = check_policy_document("<policies><inbound></inbound><foo/></policies>", "xml").unwrap_err();
-        assert!(e.contains("<foo>") && e.contains("line 1, column 30"), "{e}");
+        let e = check_policy_document("<policies><inbound></inbound><foo/></policies>", "xml")
+            .unwrap_err();
+        assert!(
+            e.contains("<foo>") && e.contains("line 1, column 30"),
+            "{e}"
+        );
         assert!(check_policy_document("<policies><inbound/><inbound/></policies>", "xml").is_err());
-        assert!(check_policy_document("<policies><inbound>", "xml").unwrap_err().contains("not well-formed"));
+        assert!(
+            check_policy_document("<policies><inbound>", "xml")
+                .unwrap_err()
+                .contains("not well-formed")
+        );
         let raw = r#"<policies><inbound><choose><when condition="@(context.Request.Headers.GetValueOrDefault("a","") == "b" && 1 < 2)"><set-header name="x" exists-action="override"><value>@{ return "<y>"; }</value></set-header></when></choose></inbound></policies>"#;
         assert!(check_policy_document(raw, "xml").is_err());
         assert!(check_policy_document(raw, "rawxml").is_ok());

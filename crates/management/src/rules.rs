@@ -81,7 +81,10 @@ pub fn etag(revision: u64) -> String {
     format!("\"r{revision}\"")
 }
 
-fn check_if_match(existing: Option<&StoredResource>, if_match: Option<&str>) -> Result<(), ApiError> {
+fn check_if_match(
+    existing: Option<&StoredResource>,
+    if_match: Option<&str>,
+) -> Result<(), ApiError> {
     let Some(wanted) = if_match else {
         return Ok(());
     };
@@ -93,7 +96,9 @@ fn check_if_match(existing: Option<&StoredResource>, if_match: Option<&str>) -> 
         wanted
             .split(',')
             .map(|t| t.trim().trim_start_matches("W/"))
-            .any(|t| t == etag(e.revision) || t.trim_matches('"') == etag(e.revision).trim_matches('"'))
+            .any(|t| {
+                t == etag(e.revision) || t.trim_matches('"') == etag(e.revision).trim_matches('"')
+            })
     });
     if matches {
         Ok(())
@@ -111,12 +116,17 @@ pub fn canonicalize(q: &impl Lookup, path: ResourcePath) -> Result<ResourcePath,
     if *collection != "apis" {
         return Ok(path);
     }
-    let (base, Some(rev)) = split_revision(id).map_err(|e| ApiError::bad_request(e.to_string()))? else {
+    let (base, Some(rev)) = split_revision(id).map_err(|e| ApiError::bad_request(e.to_string()))?
+    else {
         return Ok(path);
     };
     let base_path = format!("/apis/{base}");
     if let Some(current) = q.lookup(&base_path)?
-        && current.properties.get("apiRevision").and_then(Value::as_str) == Some(&rev.to_string())
+        && current
+            .properties
+            .get("apiRevision")
+            .and_then(Value::as_str)
+            == Some(&rev.to_string())
     {
         let mut parts = path.parts.clone();
         parts[0].1 = base.to_string();
@@ -264,7 +274,8 @@ fn apply_rules(
         Kind::PolicyFragment => {
             let format = str_of(props, "format").unwrap_or("xml").to_string();
             let value = str_of(props, "value").unwrap_or_default().to_string();
-            policyxml::check_fragment(&value, &format).map_err(|e| ApiError::invalid("value", e))?;
+            policyxml::check_fragment(&value, &format)
+                .map_err(|e| ApiError::invalid("value", e))?;
             props.insert("format".into(), json!(format));
         }
         Kind::Product => {
@@ -300,7 +311,10 @@ fn apply_rules(
                         })?
                 };
                 if normalised.contains(";rev=") {
-                    return Err(ApiError::invalid("scope", "A subscription cannot be scoped to an API revision"));
+                    return Err(ApiError::invalid(
+                        "scope",
+                        "A subscription cannot be scoped to an API revision",
+                    ));
                 }
                 if normalised != "/apis" {
                     refs.push(normalised.clone());
@@ -314,19 +328,29 @@ fn apply_rules(
             }
             props.entry("state").or_insert(json!("submitted"));
             props.entry("allowTracing").or_insert(json!(false));
-            props.entry("primaryKey").or_insert_with(|| json!(generate_key()));
-            props.entry("secondaryKey").or_insert_with(|| json!(generate_key()));
-            props.entry("createdDate").or_insert_with(|| json!(now_rfc3339()));
+            props
+                .entry("primaryKey")
+                .or_insert_with(|| json!(generate_key()));
+            props
+                .entry("secondaryKey")
+                .or_insert_with(|| json!(generate_key()));
+            props
+                .entry("createdDate")
+                .or_insert_with(|| json!(now_rfc3339()));
         }
         Kind::User => {
             keep(props, &["passwordHash", "registrationDate"]);
             let email = str_of(props, "email").unwrap_or_default().to_string();
             if !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
-                return Err(ApiError::invalid("email", format!("'{email}' is not a valid email address")));
+                return Err(ApiError::invalid(
+                    "email",
+                    format!("'{email}' is not a valid email address"),
+                ));
             }
             for other in tx.all_of_kind(Kind::User)? {
                 if other.path != path.as_string()
-                    && str_of(&other.properties, "email").is_some_and(|e| e.eq_ignore_ascii_case(&email))
+                    && str_of(&other.properties, "email")
+                        .is_some_and(|e| e.eq_ignore_ascii_case(&email))
                 {
                     return Err(ApiError::invalid(
                         "email",
@@ -341,7 +365,9 @@ fn apply_rules(
             props.entry("state").or_insert(json!("active"));
             props.remove("appType");
             props.remove("confirmation");
-            props.entry("registrationDate").or_insert_with(|| json!(now_rfc3339()));
+            props
+                .entry("registrationDate")
+                .or_insert_with(|| json!(now_rfc3339()));
         }
         Kind::Group => {
             if let Some(e) = existing
@@ -355,7 +381,10 @@ fn apply_rules(
             }
             match str_of(input, "type") {
                 Some("system") => {
-                    return Err(ApiError::invalid("type", "'type' can be 'custom' or 'external'; system groups are built in"));
+                    return Err(ApiError::invalid(
+                        "type",
+                        "'type' can be 'custom' or 'external'; system groups are built in",
+                    ));
                 }
                 None => {
                     props.entry("type").or_insert(json!("custom"));
@@ -372,16 +401,22 @@ fn apply_rules(
             {
                 return Err(ApiError::invalid(
                     "displayName",
-                    format!("'displayName' may contain only letters, digits, '-', '.' and '_'; '{name}' does not match ^[A-Za-z0-9-._]+$"),
+                    format!(
+                        "'displayName' may contain only letters, digits, '-', '.' and '_'; '{name}' does not match ^[A-Za-z0-9-._]+$"
+                    ),
                 ));
             }
             for other in tx.all_of_kind(Kind::NamedValue)? {
                 if other.path != path.as_string()
-                    && str_of(&other.properties, "displayName").is_some_and(|d| d.eq_ignore_ascii_case(&name))
+                    && str_of(&other.properties, "displayName")
+                        .is_some_and(|d| d.eq_ignore_ascii_case(&name))
                 {
                     return Err(ApiError::invalid(
                         "displayName",
-                        format!("A named value with displayName '{name}' already exists ({})", other.path),
+                        format!(
+                            "A named value with displayName '{name}' already exists ({})",
+                            other.path
+                        ),
                     ));
                 }
             }
@@ -399,16 +434,30 @@ fn apply_rules(
         Kind::Backend => {
             let url = str_of(props, "url").unwrap_or_default();
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ApiError::invalid("url", format!("'url' must be an absolute http or https URL; '{url}' is not")));
+                return Err(ApiError::invalid(
+                    "url",
+                    format!("'url' must be an absolute http or https URL; '{url}' is not"),
+                ));
             }
             let cert_ids: Vec<String> = props
                 .get("credentials")
                 .and_then(|c| c.get("certificateIds"))
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default();
             for id in cert_ids {
-                refs.push(require_exists(tx, &id, "credentials.certificateIds", "the certificate", &[Kind::Certificate])?);
+                refs.push(require_exists(
+                    tx,
+                    &id,
+                    "credentials.certificateIds",
+                    "the certificate",
+                    &[Kind::Certificate],
+                )?);
             }
         }
         Kind::Certificate => {
@@ -421,8 +470,12 @@ fn apply_rules(
             match props.remove("data") {
                 Some(Value::String(data)) => {
                     let password = props.remove("password");
-                    let password = password.as_ref().and_then(Value::as_str).unwrap_or_default();
-                    let parsed = certs::parse(&data, password).map_err(|e| ApiError::invalid("data", e))?;
+                    let password = password
+                        .as_ref()
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    let parsed =
+                        certs::parse(&data, password).map_err(|e| ApiError::invalid("data", e))?;
                     props.insert("subject".into(), json!(parsed.subject));
                     props.insert("thumbprint".into(), json!(parsed.thumbprint));
                     props.insert("expirationDate".into(), json!(parsed.expiration_date));
@@ -439,7 +492,16 @@ fn apply_rules(
                             "'data' is required: a base64-encoded PFX (with 'password') or a PEM certificate",
                         ));
                     };
-                    keep(props, &["subject", "thumbprint", "expirationDate", "certificatePem", "privateKey"]);
+                    keep(
+                        props,
+                        &[
+                            "subject",
+                            "thumbprint",
+                            "expirationDate",
+                            "certificatePem",
+                            "privateKey",
+                        ],
+                    );
                     let _ = e;
                 }
             }
@@ -454,7 +516,10 @@ fn apply_rules(
             if let Some(field) = needed
                 && !props.contains_key(field)
             {
-                return Err(ApiError::invalid(field, format!("'{field}' is required when 'versioningScheme' is '{scheme}'")));
+                return Err(ApiError::invalid(
+                    field,
+                    format!("'{field}' is required when 'versioningScheme' is '{scheme}'"),
+                ));
             }
         }
         Kind::Logger => {
@@ -466,11 +531,18 @@ fn apply_rules(
             refs.push(rel.clone());
             props.insert("loggerId".into(), json!(rel));
         }
-        Kind::ProductApi | Kind::ApiTag | Kind::OperationTag | Kind::ProductTag | Kind::ProductGroup | Kind::GroupUser => {
+        Kind::ProductApi
+        | Kind::ApiTag
+        | Kind::OperationTag
+        | Kind::ProductTag
+        | Kind::ProductGroup
+        | Kind::GroupUser => {
             let target_kind = path.kind.spec().link_target.expect("link kind");
             let id = path.id();
             if target_kind == Kind::Api && id.contains(";rev=") {
-                return Err(ApiError::bad_request("A product contains APIs, not API revisions; link the API id without ';rev='"));
+                return Err(ApiError::bad_request(
+                    "A product contains APIs, not API revisions; link the API id without ';rev='",
+                ));
             }
             let target = ResourcePath::top(target_kind, id).as_string();
             if tx.get(&target)?.is_none() {
@@ -497,7 +569,11 @@ fn hash_password(password: &str) -> Result<String, ApiError> {
 pub fn verify_password(password: &str, hash: &str) -> bool {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
     PasswordHash::new(hash)
-        .map(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -508,7 +584,8 @@ fn api_rules(
     existing: Option<&StoredResource>,
     refs: &mut Vec<String>,
 ) -> Result<(), ApiError> {
-    let (base, rev) = split_revision(path.id()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (base, rev) =
+        split_revision(path.id()).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if let Some(rev) = rev {
         // A non-current revision: it starts as a copy of the current one.
         let current = tx
@@ -535,7 +612,9 @@ fn api_rules(
         .entry("subscriptionKeyParameterNames")
         .or_insert(json!({}));
     if let Some(names) = names.as_object_mut() {
-        names.entry("header").or_insert(json!("Ocp-Apim-Subscription-Key"));
+        names
+            .entry("header")
+            .or_insert(json!("Ocp-Apim-Subscription-Key"));
         names.entry("query").or_insert(json!("subscription-key"));
     }
     if let Some(protocols) = props.get("protocols").and_then(Value::as_array) {
@@ -544,20 +623,38 @@ fn api_rules(
                 .as_str()
                 .is_some_and(|p| ["http", "https", "ws", "wss"].contains(&p));
             if !ok {
-                return Err(ApiError::invalid("protocols", format!("'protocols' items must be http, https, ws or wss; {p} is not")));
+                return Err(ApiError::invalid(
+                    "protocols",
+                    format!("'protocols' items must be http, https, ws or wss; {p} is not"),
+                ));
             }
         }
     }
     if let Some(url) = str_of(props, "serviceUrl")
         && !url.is_empty()
-        && !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("ws://") || url.starts_with("wss://"))
+        && !(url.starts_with("http://")
+            || url.starts_with("https://")
+            || url.starts_with("ws://")
+            || url.starts_with("wss://"))
     {
-        return Err(ApiError::invalid("serviceUrl", format!("'serviceUrl' must be an absolute URL; '{url}' is not")));
+        return Err(ApiError::invalid(
+            "serviceUrl",
+            format!("'serviceUrl' must be an absolute URL; '{url}' is not"),
+        ));
     }
-    let api_path = str_of(props, "path").unwrap_or_default().trim_matches('/').to_string();
+    let api_path = str_of(props, "path")
+        .unwrap_or_default()
+        .trim_matches('/')
+        .to_string();
     props.insert("path".into(), json!(api_path));
     if let Some(vs) = str_of(props, "apiVersionSetId").map(str::to_string) {
-        let rel = require_exists(tx, &vs, "apiVersionSetId", "the version set", &[Kind::ApiVersionSet])?;
+        let rel = require_exists(
+            tx,
+            &vs,
+            "apiVersionSetId",
+            "the version set",
+            &[Kind::ApiVersionSet],
+        )?;
         refs.push(rel.clone());
         props.insert("apiVersionSetId".into(), json!(rel));
     }
@@ -569,17 +666,22 @@ fn api_rules(
             if other.path == path.as_string() || other.path.contains(";rev=") {
                 continue;
             }
-            let same_path = str_of(&other.properties, "path").is_some_and(|p| p.eq_ignore_ascii_case(&api_path));
+            let same_path = str_of(&other.properties, "path")
+                .is_some_and(|p| p.eq_ignore_ascii_case(&api_path));
             if !same_path {
                 continue;
             }
             let other_set = str_of(&other.properties, "apiVersionSetId").map(str::to_string);
             let other_version = str_of(&other.properties, "apiVersion").unwrap_or_default();
-            let distinct_versions = my_set.is_some() && my_set == other_set && other_version != my_version;
+            let distinct_versions =
+                my_set.is_some() && my_set == other_set && other_version != my_version;
             if !distinct_versions {
                 return Err(ApiError::invalid(
                     "path",
-                    format!("The path '{api_path}' is already used by {}; API paths must be unique (versions of one version set excepted)", other.path),
+                    format!(
+                        "The path '{api_path}' is already used by {}; API paths must be unique (versions of one version set excepted)",
+                        other.path
+                    ),
                 ));
             }
         }
@@ -587,15 +689,27 @@ fn api_rules(
     Ok(())
 }
 
-fn operation_rules(tx: &mut WriteTx<'_>, path: &ResourcePath, props: &mut Map<String, Value>) -> Result<(), ApiError> {
-    let method = str_of(props, "method").unwrap_or_default().to_ascii_uppercase();
+fn operation_rules(
+    tx: &mut WriteTx<'_>,
+    path: &ResourcePath,
+    props: &mut Map<String, Value>,
+) -> Result<(), ApiError> {
+    let method = str_of(props, "method")
+        .unwrap_or_default()
+        .to_ascii_uppercase();
     if method.is_empty() || !method.chars().all(|c| c.is_ascii_alphabetic()) {
-        return Err(ApiError::invalid("method", format!("'method' must be an HTTP method; '{method}' is not")));
+        return Err(ApiError::invalid(
+            "method",
+            format!("'method' must be an HTTP method; '{method}' is not"),
+        ));
     }
     props.insert("method".into(), json!(method));
     let template = str_of(props, "urlTemplate").unwrap_or_default().to_string();
     if !template.starts_with('/') {
-        return Err(ApiError::invalid("urlTemplate", format!("'urlTemplate' must start with '/'; '{template}' does not")));
+        return Err(ApiError::invalid(
+            "urlTemplate",
+            format!("'urlTemplate' must start with '/'; '{template}' does not"),
+        ));
     }
     let used = template_parameters(&template).map_err(|e| ApiError::invalid("urlTemplate", e))?;
     let declared: Vec<String> = props
@@ -611,7 +725,9 @@ fn operation_rules(tx: &mut WriteTx<'_>, path: &ResourcePath, props: &mut Map<St
         if !declared.iter().any(|d| d == name) {
             return Err(ApiError::invalid(
                 "templateParameters",
-                format!("All template parameters used in the UriTemplate must be defined in the Operation: '{name}' is not"),
+                format!(
+                    "All template parameters used in the UriTemplate must be defined in the Operation: '{name}' is not"
+                ),
             ));
         }
     }
@@ -627,11 +743,15 @@ fn operation_rules(tx: &mut WriteTx<'_>, path: &ResourcePath, props: &mut Map<St
     for other in tx.children(Kind::Operation, &parent)? {
         if other.path != path.as_string()
             && str_of(&other.properties, "method") == Some(method.as_str())
-            && str_of(&other.properties, "urlTemplate").is_some_and(|t| t.eq_ignore_ascii_case(&template))
+            && str_of(&other.properties, "urlTemplate")
+                .is_some_and(|t| t.eq_ignore_ascii_case(&template))
         {
             return Err(ApiError::invalid(
                 "urlTemplate",
-                format!("Operation {} already has method {method} and urlTemplate '{template}'", other.path),
+                format!(
+                    "Operation {} already has method {method} and urlTemplate '{template}'",
+                    other.path
+                ),
             ));
         }
     }
@@ -651,7 +771,9 @@ pub fn template_parameters(template: &str) -> Result<Vec<String>, String> {
             .ok_or_else(|| format!("unclosed '{{' in urlTemplate '{template}'"))?;
         let name = after[..close].trim_start_matches('*');
         if name.is_empty() || name.contains('{') {
-            return Err(format!("empty or nested parameter in urlTemplate '{template}'"));
+            return Err(format!(
+                "empty or nested parameter in urlTemplate '{template}'"
+            ));
         }
         if !out.iter().any(|n| n == name) {
             out.push(name.to_string());
@@ -676,20 +798,28 @@ fn after_put(
             // New users are developers, as in APIM.
             let link = ResourcePath::new(
                 Kind::GroupUser,
-                vec![("groups", "developers".into()), ("users", path.id().to_string())],
+                vec![
+                    ("groups", "developers".into()),
+                    ("users", path.id().to_string()),
+                ],
             );
             if tx.get("/groups/developers")?.is_some() {
                 tx.put(&link, Map::new(), &[path.as_string()])?;
             }
         }
         Kind::Api => {
-            let (base, rev) = split_revision(path.id()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let (base, rev) =
+                split_revision(path.id()).map_err(|e| ApiError::bad_request(e.to_string()))?;
             if rev.is_some() && existing.is_none() {
                 // Copy the current revision's operations and policies into the new revision.
                 let base_path = format!("/apis/{base}");
                 for child in tx.descendants(&base_path)? {
-                    if matches!(child.kind, Kind::Operation | Kind::ApiPolicy | Kind::OperationPolicy) {
-                        let new_path = format!("{}{}", path.as_string(), &child.path[base_path.len()..]);
+                    if matches!(
+                        child.kind,
+                        Kind::Operation | Kind::ApiPolicy | Kind::OperationPolicy
+                    ) {
+                        let new_path =
+                            format!("{}{}", path.as_string(), &child.path[base_path.len()..]);
                         let p = ResourcePath::parse_stored(&new_path).map_err(ApiError::from)?;
                         tx.put(&p, child.properties, &[])?;
                     }
@@ -706,12 +836,15 @@ fn after_put(
 /// to `/apis/x;rev=M` and the revision takes its place. Links to `/apis/x` keep pointing at the
 /// API, now served by the new current revision.
 pub fn make_current(tx: &mut WriteTx<'_>, rev_path: &ResourcePath) -> Result<(), ApiError> {
-    let (base, _) = split_revision(rev_path.id()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (base, _) =
+        split_revision(rev_path.id()).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let base_path = ResourcePath::top(Kind::Api, base);
     let current = tx
         .get(&base_path.as_string())?
         .ok_or_else(|| ApiError::not_found("Api"))?;
-    let old_rev = str_of(&current.properties, "apiRevision").unwrap_or("1").to_string();
+    let old_rev = str_of(&current.properties, "apiRevision")
+        .unwrap_or("1")
+        .to_string();
     let old_path = ResourcePath::top(Kind::Api, &format!("{base};rev={old_rev}"));
     tx.move_tree(&base_path, &old_path, false)?;
     let mut old = tx.get(&old_path.as_string())?.expect("just moved");
@@ -755,7 +888,11 @@ fn on_delete(referrer: &StoredResource, target_kind: Kind, opts: &WriteOptions) 
 
 /// Deletes a resource with everything APIM deletes with it, in the caller's transaction.
 /// Returns false when it did not exist.
-pub fn delete_resource(tx: &mut WriteTx<'_>, path: &ResourcePath, opts: &WriteOptions) -> Result<bool, ApiError> {
+pub fn delete_resource(
+    tx: &mut WriteTx<'_>,
+    path: &ResourcePath,
+    opts: &WriteOptions,
+) -> Result<bool, ApiError> {
     let key = path.as_string();
     let Some(existing) = tx.get(&key)? else {
         return Ok(false);
@@ -763,10 +900,15 @@ pub fn delete_resource(tx: &mut WriteTx<'_>, path: &ResourcePath, opts: &WriteOp
     check_if_match(Some(&existing), opts.if_match.as_deref())?;
     match path.kind {
         Kind::Group if existing.properties.get("builtIn") == Some(&json!(true)) => {
-            return Err(ApiError::conflict(format!("The built-in group '{}' cannot be deleted.", path.id())));
+            return Err(ApiError::conflict(format!(
+                "The built-in group '{}' cannot be deleted.",
+                path.id()
+            )));
         }
         Kind::Subscription if path.id() == MASTER_SUBSCRIPTION => {
-            return Err(ApiError::conflict("The built-in all-access subscription 'master' cannot be deleted."));
+            return Err(ApiError::conflict(
+                "The built-in all-access subscription 'master' cannot be deleted.",
+            ));
         }
         _ => {}
     }
@@ -792,10 +934,14 @@ pub fn delete_resource(tx: &mut WriteTx<'_>, path: &ResourcePath, opts: &WriteOp
             }
         }
         for referrer in tx.referrers(&res.path)? {
-            if doomed.iter().any(|d| d.path == referrer) || referrer.starts_with(&format!("{}/", res.path)) {
+            if doomed.iter().any(|d| d.path == referrer)
+                || referrer.starts_with(&format!("{}/", res.path))
+            {
                 continue;
             }
-            let Some(r) = tx.get(&referrer)? else { continue };
+            let Some(r) = tx.get(&referrer)? else {
+                continue;
+            };
             match on_delete(&r, res.kind, opts) {
                 OnDelete::Cascade => queue.push(r),
                 OnDelete::Restrict(msg) => return Err(ApiError::conflict(msg)),

@@ -41,7 +41,12 @@ pub fn normalise_sku(name: &str) -> Result<String, String> {
     SKUS.iter()
         .find(|s| s.eq_ignore_ascii_case(name))
         .map(|s| s.to_string())
-        .ok_or_else(|| format!("the sku '{name}' is not supported; use one of {}", SKUS.join(", ")))
+        .ok_or_else(|| {
+            format!(
+                "the sku '{name}' is not supported; use one of {}",
+                SKUS.join(", ")
+            )
+        })
 }
 
 /// Writes the service settings and built-in resources if this is the first start, and applies
@@ -50,7 +55,12 @@ pub fn bootstrap(store: &Store, b: &Bootstrap) -> Result<ServiceSettings, ApiErr
     if let Some(n) = &b.name {
         validate_service_name(n).map_err(ApiError::bad_request)?;
     }
-    let sku = b.sku.as_deref().map(normalise_sku).transpose().map_err(ApiError::bad_request)?;
+    let sku = b
+        .sku
+        .as_deref()
+        .map(normalise_sku)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
     let committed = store.write(|tx| -> Result<ServiceSettings, ApiError> {
         let existing = tx.service()?;
         let mut s = existing.clone().unwrap_or_else(|| ServiceSettings {
@@ -97,13 +107,20 @@ pub fn bootstrap(store: &Store, b: &Bootstrap) -> Result<ServiceSettings, ApiErr
             }
             let mut p = Map::new();
             p.insert("scope".into(), json!("/"));
-            p.insert("displayName".into(), json!("Built-in all-access subscription"));
+            p.insert(
+                "displayName".into(),
+                json!("Built-in all-access subscription"),
+            );
             p.insert("state".into(), json!("active"));
             p.insert("allowTracing".into(), json!(false));
             p.insert("primaryKey".into(), json!(rules::generate_key()));
             p.insert("secondaryKey".into(), json!(rules::generate_key()));
             p.insert("createdDate".into(), json!(rules::now_rfc3339()));
-            tx.put(&ResourcePath::top(Kind::Subscription, MASTER_SUBSCRIPTION), p, &[])?;
+            tx.put(
+                &ResourcePath::top(Kind::Subscription, MASTER_SUBSCRIPTION),
+                p,
+                &[],
+            )?;
         }
         Ok(s)
     })?;
@@ -111,7 +128,12 @@ pub fn bootstrap(store: &Store, b: &Bootstrap) -> Result<ServiceSettings, ApiErr
 }
 
 /// `GET /`.
-pub fn render_service(s: &ServiceSettings, revision: u64, management_url: &str, gateway_url: &str) -> Value {
+pub fn render_service(
+    s: &ServiceSettings,
+    revision: u64,
+    management_url: &str,
+    gateway_url: &str,
+) -> Value {
     json!({
         "id": "/",
         "name": s.name,
@@ -151,17 +173,34 @@ pub fn patch_service(store: &Store, body: &Map<String, Value>) -> Result<(), Api
     let props = match body.get("properties") {
         None => Map::new(),
         Some(Value::Object(p)) => p.clone(),
-        Some(_) => return Err(ApiError::invalid("properties", "'properties' must be an object")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "properties",
+                "'properties' must be an object",
+            ));
+        }
     };
     for (k, v) in &props {
         match k.as_str() {
             "publisherEmail" | "publisherName" | "notificationSenderEmail" => match v.as_str() {
                 Some(s) if !s.is_empty() && s.chars().count() <= 100 => {}
-                _ => errors.push(gatehouse_model::FieldError::new(k.clone(), format!("'{k}' must be a string of 1 to 100 characters"))),
+                _ => errors.push(gatehouse_model::FieldError::new(
+                    k.clone(),
+                    format!("'{k}' must be a string of 1 to 100 characters"),
+                )),
             },
-            "provisioningState" | "targetProvisioningState" | "createdAtUtc" | "gatewayUrl" | "managementApiUrl"
-            | "hostnameConfigurations" | "disableGateway" | "revision" => {}
-            other => errors.push(gatehouse_model::FieldError::new(other, format!("'{other}' is not a property of the service"))),
+            "provisioningState"
+            | "targetProvisioningState"
+            | "createdAtUtc"
+            | "gatewayUrl"
+            | "managementApiUrl"
+            | "hostnameConfigurations"
+            | "disableGateway"
+            | "revision" => {}
+            other => errors.push(gatehouse_model::FieldError::new(
+                other,
+                format!("'{other}' is not a property of the service"),
+            )),
         }
     }
     let mut sku: Option<Sku> = None;
@@ -170,7 +209,10 @@ pub fn patch_service(store: &Store, body: &Map<String, Value>) -> Result<(), Api
         let capacity = s.get("capacity").map(|c| c.as_u64());
         match (name.map(normalise_sku), capacity) {
             (Some(Err(e)), _) => errors.push(gatehouse_model::FieldError::new("sku.name", e)),
-            (_, Some(None)) => errors.push(gatehouse_model::FieldError::new("sku.capacity", "'sku.capacity' must be a whole number")),
+            (_, Some(None)) => errors.push(gatehouse_model::FieldError::new(
+                "sku.capacity",
+                "'sku.capacity' must be a whole number",
+            )),
             (n, c) => {
                 sku = Some(Sku {
                     name: n.and_then(Result::ok).unwrap_or_default(),

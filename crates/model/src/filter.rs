@@ -254,11 +254,7 @@ impl Parser {
             Field::Name
         } else {
             let prop = name.strip_prefix("properties/").unwrap_or(&name);
-            if prop.is_empty()
-                || !prop
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
+            if prop.is_empty() || !prop.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return self.err(format!("'{name}' is not a field that can be filtered on"));
             }
             Field::Property(prop.to_string())
@@ -355,7 +351,8 @@ mod tests {
 
     #[test]
     fn parses_and_matches() {
-        let f = Filter::parse("startswith(properties/displayName, 'Echo') and name ne 'x'").unwrap();
+        let f =
+            Filter::parse("startswith(properties/displayName, 'Echo') and name ne 'x'").unwrap();
         assert!(f.matches("echo", &json!({"displayName": "echo api"})));
         assert!(!f.matches("x", &json!({"displayName": "echo api"})));
         let f = Filter::parse("contains(name,'o''b') or (displayName eq 'A')").unwrap();

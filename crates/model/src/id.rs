@@ -26,7 +26,9 @@ pub enum IdError {
     TooLong { len: usize, max: usize },
     #[error("the id contains the forbidden character {0:?}")]
     ForbiddenChar(char),
-    #[error("the id may contain only letters, digits, '_' and '-', and must not start or end with '-'")]
+    #[error(
+        "the id may contain only letters, digits, '_' and '-', and must not start or end with '-'"
+    )]
     FragmentPattern,
     #[error("the policy id must be 'policy'")]
     PolicyId,
@@ -44,10 +46,7 @@ fn check_common(id: &str, max: usize) -> Result<(), IdError> {
     if len > max {
         return Err(IdError::TooLong { len, max });
     }
-    if let Some(c) = id
-        .chars()
-        .find(|c| FORBIDDEN.contains(c) || c.is_control())
-    {
+    if let Some(c) = id.chars().find(|c| FORBIDDEN.contains(c) || c.is_control()) {
         return Err(IdError::ForbiddenChar(c));
     }
     if id.trim() != id {
@@ -125,7 +124,11 @@ mod tests {
         assert!(IdRule::Api.validate("echo;rev=x").is_err());
         assert!(IdRule::Api.validate("echo;v2").is_err());
         assert!(IdRule::Api.validate(&"a".repeat(81)).is_err());
-        assert!(IdRule::Api.validate(&format!("{};rev=3", "a".repeat(80))).is_ok());
+        assert!(
+            IdRule::Api
+                .validate(&format!("{};rev=3", "a".repeat(80)))
+                .is_ok()
+        );
     }
 
     #[test]

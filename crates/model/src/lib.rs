@@ -13,7 +13,7 @@ pub mod snapshot;
 
 pub use filter::{Filter, FilterError};
 pub use id::{IdError, IdRule};
-pub use kind::{Kind, KindSpec, KINDS};
-pub use path::{resolve, strip_arm_prefix, PathError, ResourcePath, Target};
+pub use kind::{KINDS, Kind, KindSpec};
+pub use path::{PathError, ResourcePath, Target, resolve, strip_arm_prefix};
 pub use props::FieldError;
-pub use snapshot::{ServiceSettings, Sku, Snapshot, StoredResource, SKUS};
+pub use snapshot::{SKUS, ServiceSettings, Sku, Snapshot, StoredResource};

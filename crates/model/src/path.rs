@@ -91,10 +91,16 @@ pub enum Target {
     /// `/`: the service resource itself.
     Service,
     /// A collection, e.g. `/apis` or `/apis/echo/operations`; `parent` is `""` at the top.
-    Collection { kind: Kind, parent: Option<ResourcePath> },
+    Collection {
+        kind: Kind,
+        parent: Option<ResourcePath>,
+    },
     Resource(ResourcePath),
     /// A POST action on a resource, e.g. `/subscriptions/s1/listSecrets`.
-    Action { path: ResourcePath, action: String },
+    Action {
+        path: ResourcePath,
+        action: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -207,7 +213,10 @@ pub fn resolve(path: &str) -> Result<Target, PathError> {
     Ok(Target::Resource(resource_path(&chain, &parts)?))
 }
 
-fn resource_path(chain: &[&str], parts: &[(&'static str, String)]) -> Result<ResourcePath, PathError> {
+fn resource_path(
+    chain: &[&str],
+    parts: &[(&'static str, String)],
+) -> Result<ResourcePath, PathError> {
     let kind = Kind::from_collections(chain)
         .ok_or_else(|| PathError::UnknownCollection(chain.join("/")))?;
     Ok(ResourcePath {
@@ -245,16 +254,26 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(resolve("/widgets/x"), Err(PathError::UnknownCollection(_))));
-        assert!(matches!(resolve("/apis/a%3Ab"), Err(PathError::InvalidId { .. })));
-        assert!(matches!(resolve("/apis/echo%3Brev%3D2"), Ok(Target::Resource(_))));
+        assert!(matches!(
+            resolve("/widgets/x"),
+            Err(PathError::UnknownCollection(_))
+        ));
+        assert!(matches!(
+            resolve("/apis/a%3Ab"),
+            Err(PathError::InvalidId { .. })
+        ));
+        assert!(matches!(
+            resolve("/apis/echo%3Brev%3D2"),
+            Ok(Target::Resource(_))
+        ));
     }
 
     #[test]
     fn strips_arm_prefix() {
         let p = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.ApiManagement/service/contoso/apis/echo";
         assert_eq!(strip_arm_prefix(p), "/apis/echo");
-        let p = "/subscriptions/x/resourceGroups/rg1/providers/Microsoft.ApiManagement/service/contoso";
+        let p =
+            "/subscriptions/x/resourceGroups/rg1/providers/Microsoft.ApiManagement/service/contoso";
         assert_eq!(strip_arm_prefix(p), "/");
         assert_eq!(strip_arm_prefix("/subscriptions/s1"), "/subscriptions/s1");
     }

@@ -242,7 +242,10 @@ const TAG: &[Field] = &[req("displayName", s(1, 160))];
 
 const VERSION_SET: &[Field] = &[
     req("displayName", s(1, 100)),
-    req("versioningScheme", Ty::Enum(&["Segment", "Query", "Header"])),
+    req(
+        "versioningScheme",
+        Ty::Enum(&["Segment", "Query", "Header"]),
+    ),
     f("versionQueryName", s(1, 100)),
     f("versionHeaderName", s(1, 100)),
     f("description", ANY_STR),
@@ -266,7 +269,10 @@ const DIAGNOSTIC: &[Field] = &[
     f("frontend", Ty::Object),
     f("backend", Ty::Object),
     f("logClientIp", Ty::Bool),
-    f("httpCorrelationProtocol", Ty::Enum(&["None", "Legacy", "W3C"])),
+    f(
+        "httpCorrelationProtocol",
+        Ty::Enum(&["None", "Legacy", "W3C"]),
+    ),
     f("verbosity", Ty::Enum(&["verbose", "information", "error"])),
     f("operationNameFormat", Ty::Enum(&["Name", "Url"])),
     f("metrics", Ty::Bool),
@@ -381,10 +387,13 @@ fn check_value(field: &Field, v: &Value) -> Result<(), String> {
                 ))
             }
         }
-        Ty::Bool => v
-            .is_boolean()
-            .then_some(())
-            .ok_or_else(|| format!("'{}' must be true or false, not {}", field.name, type_name(v))),
+        Ty::Bool => v.is_boolean().then_some(()).ok_or_else(|| {
+            format!(
+                "'{}' must be true or false, not {}",
+                field.name,
+                type_name(v)
+            )
+        }),
         Ty::Int { min, max } => match v.as_i64() {
             Some(n) if n >= min && n <= max => Ok(()),
             Some(n) => Err(format!(
@@ -420,7 +429,10 @@ fn check_value(field: &Field, v: &Value) -> Result<(), String> {
 /// Checks the properties of a PUT or PATCH body: unknown properties and wrong types are
 /// errors; read-only properties are dropped; enum values are normalised to APIM's casing.
 /// Required properties are checked separately by [`check_required`], after any merge.
-pub fn check_input(kind: Kind, input: &Map<String, Value>) -> Result<Map<String, Value>, Vec<FieldError>> {
+pub fn check_input(
+    kind: Kind,
+    input: &Map<String, Value>,
+) -> Result<Map<String, Value>, Vec<FieldError>> {
     let schema = fields(kind);
     let mut out = Map::new();
     let mut errors = Vec::new();
@@ -428,10 +440,7 @@ pub fn check_input(kind: Kind, input: &Map<String, Value>) -> Result<Map<String,
         let Some(field) = schema.iter().find(|f| f.name == key) else {
             errors.push(FieldError::new(
                 key.clone(),
-                format!(
-                    "'{key}' is not a property of {}",
-                    kind.spec().display
-                ),
+                format!("'{key}' is not a property of {}", kind.spec().display),
             ));
             continue;
         };
@@ -526,7 +535,8 @@ mod tests {
         assert_eq!(errs.len(), 2);
         let errs = check_required(Kind::Api, &obj(json!({"displayName": "x"}))).unwrap_err();
         assert_eq!(errs[0].target, "path");
-        let errs = check_input(Kind::Tag, &obj(json!({"displayName": "x".repeat(161)}))).unwrap_err();
+        let errs =
+            check_input(Kind::Tag, &obj(json!({"displayName": "x".repeat(161)}))).unwrap_err();
         assert!(errs[0].message.contains("between 1 and 160"));
     }
 }

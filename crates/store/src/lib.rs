@@ -100,7 +100,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("db_path", &self.db_path).finish()
+        f.debug_struct("Store")
+            .field("db_path", &self.db_path)
+            .finish()
     }
 }
 
@@ -252,8 +254,9 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32]> {
     match std::fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
-            let decoded = hex_decode(text.trim())
-                .ok_or_else(|| StoreError::Corrupt(format!("{} is not a 64-digit hex key", path.display())))?;
+            let decoded = hex_decode(text.trim()).ok_or_else(|| {
+                StoreError::Corrupt(format!("{} is not a 64-digit hex key", path.display()))
+            })?;
             Ok(decoded)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -298,7 +301,9 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 
 fn current_revision(conn: &Connection) -> Result<u64> {
     let v: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
+            r.get(0)
+        })
         .optional()?;
     match v {
         None => Ok(0),
@@ -350,7 +355,13 @@ trait Queries {
             .query_row(
                 "SELECT kind, properties, revision FROM resources WHERE path = ?1",
                 params![path],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                },
             )
             .optional()?;
         row.map(|(k, p, rev)| row_to_resource(self.sealer(), path.to_string(), k, p, rev))
@@ -383,7 +394,14 @@ trait Queries {
         )
     }
 
-    fn q_page(&self, kind: Kind, parent: &str, skip: u64, top: u64, hide_revisions: bool) -> Result<Page> {
+    fn q_page(
+        &self,
+        kind: Kind,
+        parent: &str,
+        skip: u64,
+        top: u64,
+        hide_revisions: bool,
+    ) -> Result<Page> {
         let hide = hide_revisions as i64;
         let total: i64 = self.conn().query_row(
             "SELECT count(*) FROM resources WHERE parent = ?1 AND kind = ?2
@@ -427,10 +445,13 @@ trait Queries {
     fn q_service(&self) -> Result<Option<ServiceSettings>> {
         let v: Option<String> = self
             .conn()
-            .query_row("SELECT value FROM meta WHERE key = 'service'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'service'", [], |r| {
+                r.get(0)
+            })
             .optional()?;
         v.map(|s| {
-            serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("service settings: {e}")))
+            serde_json::from_str(&s)
+                .map_err(|e| StoreError::Corrupt(format!("service settings: {e}")))
         })
         .transpose()
     }
@@ -549,7 +570,11 @@ impl WriteTx<'_> {
     pub fn delete(&mut self, path: &str) -> Result<bool> {
         let kind: Option<String> = self
             .tx
-            .query_row("SELECT kind FROM resources WHERE path = ?1", params![path], |r| r.get(0))
+            .query_row(
+                "SELECT kind FROM resources WHERE path = ?1",
+                params![path],
+                |r| r.get(0),
+            )
             .optional()?;
         let Some(kind) = kind else {
             return Ok(false);
@@ -574,7 +599,12 @@ impl WriteTx<'_> {
     /// Renames every resource at or below `from` to live below `to` (same kinds), e.g. when an
     /// API revision becomes current. With `rewrite_refs`, whoever referenced the old paths
     /// references the new ones afterwards.
-    pub fn move_tree(&mut self, from: &ResourcePath, to: &ResourcePath, rewrite_refs: bool) -> Result<()> {
+    pub fn move_tree(
+        &mut self,
+        from: &ResourcePath,
+        to: &ResourcePath,
+        rewrite_refs: bool,
+    ) -> Result<()> {
         let from_s = from.as_string();
         let to_s = to.as_string();
         let mut all = Vec::new();
@@ -632,7 +662,14 @@ impl ReadTx<'_> {
     }
 
     /// One page of a collection in id order; `hide_revisions` leaves out `;rev=` API ids.
-    pub fn page(&self, kind: Kind, parent: &str, skip: u64, top: u64, hide_revisions: bool) -> Result<Page> {
+    pub fn page(
+        &self,
+        kind: Kind,
+        parent: &str,
+        skip: u64,
+        top: u64,
+        hide_revisions: bool,
+    ) -> Result<Page> {
         self.q_page(kind, parent, skip, top, hide_revisions)
     }
 
@@ -766,10 +803,12 @@ mod tests {
         let (entries, total) = store.read(|r| r.journal(1, 0, 100)).unwrap();
         assert_eq!(total, 1);
         assert_eq!(entries[0].path, "/subscriptions/s1");
-        assert!(entries[0].value.as_ref().unwrap()["primaryKey"]
-            .as_str()
-            .unwrap()
-            .starts_with("sealed:v1:"));
+        assert!(
+            entries[0].value.as_ref().unwrap()["primaryKey"]
+                .as_str()
+                .unwrap()
+                .starts_with("sealed:v1:")
+        );
     }
 
     #[test]
@@ -780,7 +819,11 @@ mod tests {
             .write(|w| -> Result<()> { w.set_service(&settings()) })
             .unwrap();
         let r: std::result::Result<Committed<()>, StoreError> = store.write(|w| {
-            w.put(&ResourcePath::top(Kind::Tag, "t"), obj(json!({"displayName": "T"})), &[])?;
+            w.put(
+                &ResourcePath::top(Kind::Tag, "t"),
+                obj(json!({"displayName": "T"})),
+                &[],
+            )?;
             Err(StoreError::Corrupt("boom".into()))
         });
         assert!(r.is_err());
@@ -791,7 +834,11 @@ mod tests {
         store
             .read(|r| -> Result<()> {
                 store.write(|w| -> Result<u64> {
-                    w.put(&ResourcePath::top(Kind::Tag, "u"), obj(json!({"displayName": "U"})), &[])
+                    w.put(
+                        &ResourcePath::top(Kind::Tag, "u"),
+                        obj(json!({"displayName": "U"})),
+                        &[],
+                    )
                 })?;
                 assert!(r.get("/tags/u")?.is_none());
                 assert_eq!(r.revision(), 1);
@@ -820,7 +867,10 @@ mod tests {
                     &["/apis/a".into()],
                 )?;
                 assert_eq!(w.descendants("/apis/a")?.len(), 1);
-                assert_eq!(w.referrers("/apis/a")?, vec!["/subscriptions/s".to_string()]);
+                assert_eq!(
+                    w.referrers("/apis/a")?,
+                    vec!["/subscriptions/s".to_string()]
+                );
                 assert!(w.referrers("/apis/ab")?.is_empty());
                 Ok(())
             })

@@ -25,7 +25,9 @@ impl std::fmt::Debug for Sealer {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("a sealed secret could not be opened: {0} (is the store key the one this store was written with?)")]
+#[error(
+    "a sealed secret could not be opened: {0} (is the store key the one this store was written with?)"
+)]
 pub struct SealError(&'static str);
 
 impl Sealer {
@@ -83,7 +85,11 @@ impl Sealer {
     }
 
     /// Opens the fields at `pointers` in place.
-    pub fn open_fields(&self, props: &mut Map<String, Value>, pointers: &[&str]) -> Result<(), SealError> {
+    pub fn open_fields(
+        &self,
+        props: &mut Map<String, Value>,
+        pointers: &[&str],
+    ) -> Result<(), SealError> {
         for p in pointers {
             if let Some(slot) = pointer_mut(props, p) {
                 *slot = self.open(slot)?;
@@ -135,12 +141,18 @@ mod tests {
         assert_eq!(s.open(&sealed).unwrap(), v);
         let other = Sealer::new(&Sealer::generate_key());
         assert!(other.open(&sealed).is_err());
-        let mut props = json!({"proxy": {"password": "p", "url": "u"}}).as_object().unwrap().clone();
+        let mut props = json!({"proxy": {"password": "p", "url": "u"}})
+            .as_object()
+            .unwrap()
+            .clone();
         s.seal_fields(&mut props, &["/proxy/password"]);
         assert_ne!(props["proxy"]["password"], "p");
         s.open_fields(&mut props, &["/proxy/password"]).unwrap();
         assert_eq!(props["proxy"]["password"], "p");
         remove_fields(&mut props, &["/proxy/password"]);
-        assert_eq!(props, json!({"proxy": {"url": "u"}}).as_object().unwrap().clone());
+        assert_eq!(
+            props,
+            json!({"proxy": {"url": "u"}}).as_object().unwrap().clone()
+        );
     }
 }

@@ -1,0 +1,180 @@
+//! A client of a running instance's management API, found by `--url`/`--token`, by
+//! `GATEHOUSE_URL`/`GATEHOUSE_TOKEN`, or by a data directory's `endpoints.json` and `admin-token`.
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+use std::path::Path;
+
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+/// An error the API answered with, as one readable line.
+#[derive(Debug, thiserror::Error)]
+#[error("{status} {code}: {message}{details}")]
+pub struct ApiFailure {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    pub details: String,
+}
+
+impl Client {
+    pub fn new(base: &str, token: &str) -> Result<Client> {
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(120))
+                .build()?,
+        })
+    }
+
+    /// Finds the instance: explicit URL and token first, else the data directory's files.
+    pub fn locate(url: Option<&str>, token: Option<&str>, data_dir: &Path) -> Result<Client> {
+        let from_dir_url = || -> Result<String> {
+            let path = data_dir.join("endpoints.json");
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "no running instance found: cannot read {} (start one with `gatehouse serve`, or pass --url and --token)",
+                    path.display()
+                )
+            })?;
+            let v: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", path.display()))?;
+            v.get("management")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("{} has no 'management' URL", path.display()))
+        };
+        let from_dir_token = || -> Result<String> {
+            let path = data_dir.join("admin-token");
+            let t = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "no admin token: cannot read {} (pass --token or set GATEHOUSE_TOKEN)",
+                    path.display()
+                )
+            })?;
+            Ok(t.trim().to_string())
+        };
+        let url = match url {
+            Some(u) => u.to_string(),
+            None => from_dir_url()?,
+        };
+        let token = match token {
+            Some(t) => t.to_string(),
+            None => from_dir_token()?,
+        };
+        Client::new(&url, &token)
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            return path.to_string();
+        }
+        let p = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        format!("{}{}", self.base, p)
+    }
+
+    /// Sends a request; returns the JSON body (or `Null` for an empty one).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        let mut req = self
+            .http
+            .request(method.clone(), self.url(path))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the management API at {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await.context("cannot read the response")?;
+        if !status.is_success() {
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            let err = v.get("error");
+            let details = err
+                .and_then(|e| e.get("details"))
+                .and_then(Value::as_array)
+                .filter(|d| d.len() > 1)
+                .map(|d| {
+                    let parts: Vec<String> = d
+                        .iter()
+                        .map(|x| {
+                            format!(
+                                "{}: {}",
+                                x.get("target").and_then(Value::as_str).unwrap_or(""),
+                                x.get("message").and_then(Value::as_str).unwrap_or("")
+                            )
+                        })
+                        .collect();
+                    format!(" ({})", parts.join("; "))
+                })
+                .unwrap_or_default();
+            return Err(ApiFailure {
+                status: status.as_u16(),
+                code: err
+                    .and_then(|e| e.get("code"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("Error")
+                    .to_string(),
+                message: err
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| text.chars().take(200).collect()),
+                details,
+            }
+            .into());
+        }
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        match serde_json::from_str(&text) {
+            Ok(v) => Ok(v),
+            Err(_) => Ok(Value::String(text)),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn post(&self, path: &str) -> Result<Value> {
+        self.send(reqwest::Method::POST, path, None).await
+    }
+
+    /// Every item of a list, following `nextLink`.
+    pub async fn list_all(&self, path: &str) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let mut next = Some(path.to_string());
+        while let Some(p) = next {
+            let page = self.get(&p).await?;
+            let Some(items) = page.get("value").and_then(Value::as_array) else {
+                bail!("the response of {p} is not a list");
+            };
+            out.extend(items.iter().cloned());
+            next = page
+                .get("nextLink")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,208 @@
+//! Wiring of one running instance: the store, the management listener, the gateway listener,
+//! `endpoints.json` and `admin-token`. Tests start it in-process on port 0.
+//!
+//! Invariant: `endpoints.json` is written only after both listeners are bound, so whoever reads
+//! it can connect at once; the admin token file is mode 0600.
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use gatehouse_management::{AppState, Bootstrap, Urls};
+use gatehouse_store::{Store, write_private_file};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Everything `gatehouse serve` needs, after flags, environment and `gatehouse.toml` are merged.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub bootstrap: Bootstrap,
+    pub management_listen: SocketAddr,
+    pub gateway_listen: SocketAddr,
+    /// From `GATEHOUSE_ADMIN_TOKEN`; otherwise the token in `admin-token` (created if absent).
+    pub admin_token: Option<String>,
+}
+
+impl ServeConfig {
+    /// A configuration for tests: loopback, port 0.
+    pub fn ephemeral(data_dir: &Path) -> Self {
+        ServeConfig {
+            data_dir: data_dir.to_path_buf(),
+            bootstrap: Bootstrap::default(),
+            management_listen: "127.0.0.1:0".parse().expect("valid"),
+            gateway_listen: "127.0.0.1:0".parse().expect("valid"),
+            admin_token: None,
+        }
+    }
+}
+
+/// The contents of `<data-dir>/endpoints.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Endpoints {
+    pub management: String,
+    pub gateway: String,
+    pub name: String,
+    pub region: String,
+    pub pid: u32,
+}
+
+pub struct Instance {
+    pub management_url: String,
+    pub gateway_url: String,
+    pub token: String,
+    pub data_dir: PathBuf,
+    pub store: Arc<Store>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+fn new_token() -> String {
+    use base64::Engine;
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn load_or_create_token(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        Ok(_) | Err(_) => {
+            let token = new_token();
+            write_private_file(&path, format!("{token}\n").as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(token)
+        }
+    }
+}
+
+/// The gateway listener until the gateway crate fills it: APIM's health probe and 404s.
+fn gateway_placeholder() -> Router {
+    Router::new()
+        .route(
+            "/status-0123456789abcdef",
+            axum::routing::get(|| async { StatusCode::OK }),
+        )
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                axum::Json(serde_json::json!({"statusCode": 404, "message": "Resource not found"})),
+            )
+                .into_response()
+        })
+}
+
+fn base_url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+async fn serve_until(
+    listener: TcpListener,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+impl Instance {
+    /// Opens the store, bootstraps the service, binds both listeners and starts serving.
+    pub async fn start(config: ServeConfig) -> Result<Instance> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        let store = {
+            let dir = data_dir.clone();
+            tokio::task::spawn_blocking(move || Store::open_dir(&dir))
+                .await?
+                .with_context(|| format!("cannot open the store in {}", data_dir.display()))?
+        };
+        let store = Arc::new(store);
+        let settings = {
+            let store = store.clone();
+            let b = config.bootstrap.clone();
+            tokio::task::spawn_blocking(move || gatehouse_management::bootstrap(&store, &b))
+                .await?
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?
+        };
+        let token = match &config.admin_token {
+            Some(t) => t.clone(),
+            None => load_or_create_token(&data_dir)?,
+        };
+        let mgmt_listener = TcpListener::bind(config.management_listen)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {} (management)", config.management_listen)
+            })?;
+        let gw_listener = TcpListener::bind(config.gateway_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (gateway)", config.gateway_listen))?;
+        let management_url = base_url(mgmt_listener.local_addr()?);
+        let gateway_url = base_url(gw_listener.local_addr()?);
+        let state = Arc::new(AppState {
+            store: store.clone(),
+            token: token.clone(),
+            urls: RwLock::new(Urls {
+                management: management_url.clone(),
+                gateway: gateway_url.clone(),
+            }),
+        });
+        let (tx, rx) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(serve_until(
+                mgmt_listener,
+                gatehouse_management::router(state),
+                rx.clone(),
+            )),
+            tokio::spawn(serve_until(gw_listener, gateway_placeholder(), rx)),
+        ];
+        let endpoints = Endpoints {
+            management: management_url.clone(),
+            gateway: gateway_url.clone(),
+            name: settings.name.clone(),
+            region: settings.location.clone(),
+            pid: std::process::id(),
+        };
+        let text = serde_json::to_string_pretty(&endpoints)?;
+        write_private_file(&data_dir.join("endpoints.json"), text.as_bytes())
+            .context("cannot write endpoints.json")?;
+        tracing::info!(
+            name = %settings.name,
+            region = %settings.location,
+            sku = %settings.sku.name,
+            management = %management_url,
+            gateway = %gateway_url,
+            data_dir = %data_dir.display(),
+            "instance started"
+        );
+        Ok(Instance {
+            management_url,
+            gateway_url,
+            token,
+            data_dir,
+            store,
+            shutdown: tx,
+            tasks,
+        })
+    }
+
+    /// Stops accepting connections, lets requests in flight finish, and waits for the listeners.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            t.await??;
+        }
+        let _ = std::fs::remove_file(self.data_dir.join("endpoints.json"));
+        Ok(())
+    }
+}

@@ -646,7 +646,9 @@ fn api_rules(
         .unwrap_or_default()
         .trim_matches('/')
         .to_string();
-    props.insert("path".into(), json!(api_path));
+    if props.contains_key("path") {
+        props.insert("path".into(), json!(api_path));
+    }
     if let Some(vs) = str_of(props, "apiVersionSetId").map(str::to_string) {
         let rel = require_exists(
             tx,

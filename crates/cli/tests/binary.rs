@@ -1,0 +1,313 @@
+//! The built `gatehouse` binary: `serve` with and without arguments, configuration sources,
+//! the client commands of the quickstart, errors as one line and a non-zero exit, SIGTERM.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+
+struct Server {
+    child: Child,
+    data_dir: PathBuf,
+}
+
+impl Server {
+    fn spawn(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(cwd)
+            .arg("serve")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for k in [
+            "GATEHOUSE_ADMIN_TOKEN",
+            "GATEHOUSE_URL",
+            "GATEHOUSE_TOKEN",
+            "GATEHOUSE_DATA_DIR",
+            "GATEHOUSE_NAME",
+        ] {
+            cmd.env_remove(k);
+        }
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("gatehouse starts");
+        let data_dir = args
+            .iter()
+            .position(|a| *a == "--data-dir")
+            .map(|i| cwd.join(args[i + 1]))
+            .unwrap_or_else(|| cwd.join("gatehouse-data"));
+        let s = Server { child, data_dir };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.data_dir.join("endpoints.json").exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server did not write endpoints.json");
+    }
+
+    fn endpoints(&self) -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(self.data_dir.join("endpoints.json")).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "SIGTERM did not stop the server");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cli(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .current_dir(cwd)
+        .args(args)
+        .env_remove("GATEHOUSE_URL")
+        .env_remove("GATEHOUSE_TOKEN")
+        .env_remove("GATEHOUSE_DATA_DIR")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// A blocking GET (these tests are synchronous).
+fn get(url: &str, token: &str) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    })
+}
+
+#[test]
+fn serve_with_no_arguments_then_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(dir.path(), &[], &[]);
+    let ep = server.endpoints();
+    assert_eq!(ep["management"], "http://127.0.0.1:8001");
+    assert_eq!(ep["gateway"], "http://127.0.0.1:8000");
+    let token_file = dir.path().join("gatehouse-data/admin-token");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    assert!(dir.path().join("gatehouse-data/gatehouse.db").exists());
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let (s, svc) = get("http://127.0.0.1:8001/", &token);
+    assert_eq!(s, 200);
+    assert_eq!(svc["name"], "gatehouse");
+    let (s, body) = get("http://127.0.0.1:8000/anything", "");
+    assert_eq!(s, 404);
+    assert_eq!(body["message"], "Resource not found");
+    let status = server.terminate();
+    assert!(status.success(), "graceful shutdown exits 0: {status}");
+}
+
+#[test]
+fn quickstart_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(
+        dir.path(),
+        &[
+            "--data-dir",
+            "d",
+            "--management-listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--name",
+            "contoso",
+            "--region",
+            "westeurope",
+            "--sku",
+            "standard",
+        ],
+        &[],
+    );
+    let spec = dir.path().join("petstore.yaml");
+    std::fs::write(
+        &spec,
+        "openapi: 3.0.0\ninfo: {title: Petstore, version: '1'}\nservers: [{url: 'http://127.0.0.1:9'}]\npaths:\n  /pets: {get: {operationId: listPets, responses: {'200': {description: ok}}}}\n  /pets/{petId}: {get: {operationId: showPet, parameters: [{name: petId, in: path, required: true, schema: {type: string}}], responses: {'200': {description: ok}}}}\n",
+    )
+    .unwrap();
+    let d = ["--data-dir", "d"];
+    let run = |args: &[&str]| {
+        let mut all: Vec<&str> = d.to_vec();
+        all.extend_from_slice(args);
+        cli(dir.path(), &all)
+    };
+    let out = ok(&run(&[
+        "api",
+        "import",
+        "--id",
+        "petstore",
+        "--openapi",
+        spec.to_str().unwrap(),
+    ]));
+    assert!(out.contains("2 operation(s)"), "{out}");
+    let out = ok(&run(&["api", "list"]));
+    assert!(
+        out.contains("petstore") && out.contains("Petstore"),
+        "{out}"
+    );
+    ok(&run(&[
+        "product",
+        "create",
+        "starter",
+        "--display-name",
+        "Starter",
+        "--publish",
+    ]));
+    ok(&run(&["product", "add-api", "starter", "petstore"]));
+    ok(&run(&[
+        "subscription",
+        "create",
+        "dev1",
+        "--scope",
+        "/products/starter",
+    ]));
+    let keys: Value =
+        serde_json::from_str(&ok(&run(&["subscription", "keys", "dev1", "--json"]))).unwrap();
+    assert_eq!(keys["primaryKey"].as_str().unwrap().len(), 32);
+    let subs: Value = serde_json::from_str(&ok(&run(&["subscription", "list", "--json"]))).unwrap();
+    assert_eq!(subs.as_array().unwrap().len(), 2);
+    let svc = ok(&run(&["service"]));
+    assert!(
+        svc.contains("contoso") && svc.contains("westeurope") && svc.contains("Standard"),
+        "{svc}"
+    );
+    let raw: Value = serde_json::from_str(&ok(&run(&["get", "/products/starter/apis"]))).unwrap();
+    assert_eq!(raw["count"], 1);
+
+    // Errors: one readable line, non-zero exit.
+    let out = run(&["get", "/apis/nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: 404 ResourceNotFound: Api not found."),
+        "{err}"
+    );
+    let out = run(&["subscription", "create", "bad", "--scope", "/apis/ghost"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("scope") && err.lines().count() == 1, "{err}");
+    let body = dir.path().join("bad.json");
+    std::fs::write(&body, "{not json").unwrap();
+    let out = run(&["put", "/tags/x", "--body", body.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("not valid JSON")
+    );
+    let out = cli(dir.path(), &["--data-dir", "nowhere", "api", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("no running instance found")
+    );
+    drop(server);
+}
+
+#[test]
+fn admin_token_from_the_environment_and_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gatehouse.toml"),
+        "name = \"fromfile\"\nregion = \"eastus\"\nsku = \"Premium\"\nmanagement-listen = \"127.0.0.1:0\"\ngateway-listen = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let server = Server::spawn(
+        dir.path(),
+        &["--region", "northeurope"],
+        &[("GATEHOUSE_ADMIN_TOKEN", "env-token-123")],
+    );
+    assert!(
+        !server.data_dir.join("admin-token").exists(),
+        "no token file when the token is given"
+    );
+    let ep = server.endpoints();
+    let url = ep["management"].as_str().unwrap();
+    let (s, svc) = get(&format!("{url}/"), "env-token-123");
+    assert_eq!(s, 200);
+    assert_eq!(svc["name"], "fromfile");
+    assert_eq!(svc["location"], "northeurope", "flags win over the file");
+    assert_eq!(svc["sku"]["name"], "Premium");
+    let (s, _) = get(&format!("{url}/"), "other");
+    assert_eq!(s, 401);
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args([
+            "--url",
+            url,
+            "--token",
+            "env-token-123",
+            "group",
+            "list",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let groups: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(groups.as_array().unwrap().len(), 3);
+    drop(server);
+
+    // A bad setting fails at start with one line.
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["serve", "--sku", "Gold", "--data-dir", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("sku 'Gold' is not supported"), "{err}");
+}

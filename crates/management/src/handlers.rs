@@ -711,10 +711,7 @@ async fn delete(
     Ok(with_revision(status.into_response(), committed.revision))
 }
 
-fn require<'a>(
-    res: &'a Option<StoredResource>,
-    kind: Kind,
-) -> Result<&'a StoredResource, ApiError> {
+fn require(res: &Option<StoredResource>, kind: Kind) -> Result<&StoredResource, ApiError> {
     res.as_ref()
         .ok_or_else(|| ApiError::not_found(kind.spec().display))
 }

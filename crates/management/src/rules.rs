@@ -347,7 +347,7 @@ fn apply_rules(
                     format!("'{email}' is not a valid email address"),
                 ));
             }
-            for other in tx.all_of_kind(Kind::User)? {
+            for other in tx.find_by_property(Kind::User, "email", &email)? {
                 if other.path != path.as_string()
                     && str_of(&other.properties, "email")
                         .is_some_and(|e| e.eq_ignore_ascii_case(&email))
@@ -406,7 +406,7 @@ fn apply_rules(
                     ),
                 ));
             }
-            for other in tx.all_of_kind(Kind::NamedValue)? {
+            for other in tx.find_by_property(Kind::NamedValue, "displayName", &name)? {
                 if other.path != path.as_string()
                     && str_of(&other.properties, "displayName")
                         .is_some_and(|d| d.eq_ignore_ascii_case(&name))
@@ -664,7 +664,7 @@ fn api_rules(
         // The path must be unique among current APIs, except versions of one version set.
         let my_set = str_of(props, "apiVersionSetId").map(str::to_string);
         let my_version = str_of(props, "apiVersion").unwrap_or_default().to_string();
-        for other in tx.children(Kind::Api, "")? {
+        for other in tx.find_by_property(Kind::Api, "path", &api_path)? {
             if other.path == path.as_string() || other.path.contains(";rev=") {
                 continue;
             }

@@ -66,7 +66,13 @@ CREATE TABLE IF NOT EXISTS journal (
     value TEXT
 );
 CREATE INDEX IF NOT EXISTS journal_by_revision ON journal (revision);
+CREATE INDEX IF NOT EXISTS resources_by_path_prop ON resources (kind, lower(json_extract(properties, '$.path')));
+CREATE INDEX IF NOT EXISTS resources_by_email ON resources (kind, lower(json_extract(properties, '$.email')));
+CREATE INDEX IF NOT EXISTS resources_by_display_name ON resources (kind, lower(json_extract(properties, '$.displayName')));
 "#;
+
+/// Properties that `find_by_property` can look up through an index.
+pub const INDEXED_PROPERTIES: &[&str] = &["path", "email", "displayName"];
 
 /// One row of the change journal.
 #[derive(Debug, Clone, PartialEq)]
@@ -496,6 +502,26 @@ impl WriteTx<'_> {
     /// Paths of resources that reference `path` or anything below it.
     pub fn referrers(&self, path: &str) -> Result<Vec<String>> {
         self.q_referrers(path)
+    }
+
+    /// Resources of `kind` whose string property `field` (one of `INDEXED_PROPERTIES`) equals
+    /// `value`, ignoring case. Uses an expression index, so uniqueness checks stay fast at scale.
+    pub fn find_by_property(
+        &self,
+        kind: Kind,
+        field: &str,
+        value: &str,
+    ) -> Result<Vec<StoredResource>> {
+        if !INDEXED_PROPERTIES.contains(&field) {
+            return Err(StoreError::Corrupt(format!(
+                "'{field}' is not an indexed property"
+            )));
+        }
+        let sql = format!(
+            "SELECT path, kind, properties, revision FROM resources
+             WHERE kind = ?1 AND lower(json_extract(properties, '$.{field}')) = lower(?2) ORDER BY path"
+        );
+        self.q_query(&sql, &[&kind.name(), &value])
     }
 
     /// All resources of a kind anywhere in the tree.

@@ -4,7 +4,7 @@
 
 use crate::error::ApiError;
 use crate::render::{public_properties, render, render_resolved};
-use crate::rules::{self, Lookup, Mode, WriteOptions, canonicalize};
+use crate::rules::{self, Mode, WriteOptions, canonicalize};
 use crate::{AppState, openapi, service};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -696,9 +696,6 @@ async fn delete(
     let committed = blocking(&state.store, move |s| {
         s.write(|tx| -> Result<bool, ApiError> {
             let path = canonicalize(tx, path)?;
-            if path.kind == Kind::Api && path.id().contains(";rev=") {
-                // Deleting a non-current revision is allowed; the current one is addressed by the API id.
-            }
             rules::delete_resource(tx, &path, &opts)
         })
     })
@@ -911,9 +908,4 @@ async fn journal(
         StatusCode::OK,
         list_envelope(items, total, skip, top, raw_path, query, &base),
     ))
-}
-
-/// Makes `Lookup` available on plain store reads for callers outside this module.
-pub fn lookup_in(store: &Store, path: &str) -> Result<Option<StoredResource>, ApiError> {
-    store.read(|r| r.lookup(path).map_err(ApiError::from))
 }

@@ -226,7 +226,7 @@ pub fn put_resource(
     let refs = apply_rules(tx, path, &mut props, &input, existing.as_ref())?;
     check_required(path.kind, &props).map_err(ApiError::validation)?;
     let revision = tx.put(path, props.clone(), &refs)?;
-    after_put(tx, path, &props, existing.as_ref())?;
+    after_put(tx, path, existing.as_ref())?;
     let resource = tx.get(&key)?.unwrap_or(StoredResource {
         path: key,
         kind: path.kind,
@@ -486,12 +486,12 @@ fn apply_rules(
                 }
                 _ => {
                     props.remove("password");
-                    let Some(e) = existing else {
+                    if existing.is_none() {
                         return Err(ApiError::invalid(
                             "data",
                             "'data' is required: a base64-encoded PFX (with 'password') or a PEM certificate",
                         ));
-                    };
+                    }
                     keep(
                         props,
                         &[
@@ -502,7 +502,6 @@ fn apply_rules(
                             "privateKey",
                         ],
                     );
-                    let _ = e;
                 }
             }
         }
@@ -792,7 +791,6 @@ pub fn template_parameters(template: &str) -> Result<Vec<String>, String> {
 fn after_put(
     tx: &mut WriteTx<'_>,
     path: &ResourcePath,
-    props: &Map<String, Value>,
     existing: Option<&StoredResource>,
 ) -> Result<(), ApiError> {
     match path.kind {
@@ -830,7 +828,6 @@ fn after_put(
         }
         _ => {}
     }
-    let _ = props;
     Ok(())
 }
 

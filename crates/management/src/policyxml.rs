@@ -154,6 +154,16 @@ pub fn check_fragment(value: &str, format: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn checks_never_panic(doc in "(<|>|@\\(|@\\{|\\)|\\}|\"|'|&|policies|inbound|/| |[a-z]){0,80}") {
+            let _ = check_policy_document(&doc, "rawxml");
+            let _ = check_policy_document(&doc, "xml");
+            let _ = check_fragment(&doc, "rawxml");
+        }
+    }
 
     #[test]
     fn policy_documents() {

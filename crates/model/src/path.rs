@@ -228,6 +228,18 @@ fn resource_path(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn resolve_never_panics_and_round_trips(path in "(/[a-zA-Z%0-9;=*:._-]{0,12}){0,7}") {
+            let stripped = strip_arm_prefix(&path);
+            if let Ok(Target::Resource(p)) = resolve(stripped) {
+                // A resolved path is canonical: resolving its string form gives it back.
+                prop_assert_eq!(ResourcePath::parse_stored(&p.as_string()).unwrap(), p);
+            }
+        }
+    }
 
     #[test]
     fn resolves_paths() {

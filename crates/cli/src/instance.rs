@@ -6,8 +6,7 @@
 
 use anyhow::{Context, Result};
 use axum::Router;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use gatehouse_gateway::{Gateway, GatewayConfig};
 use gatehouse_management::{AppState, Bootstrap, Urls};
 use gatehouse_store::{Store, write_private_file};
 use serde::{Deserialize, Serialize};
@@ -27,6 +26,7 @@ pub struct ServeConfig {
     pub gateway_listen: SocketAddr,
     /// From `GATEHOUSE_ADMIN_TOKEN`; otherwise the token in `admin-token` (created if absent).
     pub admin_token: Option<String>,
+    pub gateway: GatewayConfig,
 }
 
 impl ServeConfig {
@@ -38,6 +38,7 @@ impl ServeConfig {
             management_listen: "127.0.0.1:0".parse().expect("valid"),
             gateway_listen: "127.0.0.1:0".parse().expect("valid"),
             admin_token: None,
+            gateway: GatewayConfig::default(),
         }
     }
 }
@@ -58,6 +59,7 @@ pub struct Instance {
     pub token: String,
     pub data_dir: PathBuf,
     pub store: Arc<Store>,
+    pub gateway: Gateway,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
 }
@@ -81,22 +83,6 @@ fn load_or_create_token(data_dir: &Path) -> Result<String> {
             Ok(token)
         }
     }
-}
-
-/// The gateway listener until the gateway crate fills it: APIM's health probe and 404s.
-fn gateway_placeholder() -> Router {
-    Router::new()
-        .route(
-            "/status-0123456789abcdef",
-            axum::routing::get(|| async { StatusCode::OK }),
-        )
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                axum::Json(serde_json::json!({"statusCode": 404, "message": "Resource not found"})),
-            )
-                .into_response()
-        })
 }
 
 fn base_url(addr: SocketAddr) -> String {
@@ -148,7 +134,12 @@ impl Instance {
             .await
             .with_context(|| format!("cannot listen on {} (gateway)", config.gateway_listen))?;
         let management_url = base_url(mgmt_listener.local_addr()?);
-        let gateway_url = base_url(gw_listener.local_addr()?);
+        let scheme = if config.gateway.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let gateway_url = format!("{scheme}://{}", gw_listener.local_addr()?);
         let state = Arc::new(AppState {
             store: store.clone(),
             token: token.clone(),
@@ -156,16 +147,15 @@ impl Instance {
                 management: management_url.clone(),
                 gateway: gateway_url.clone(),
             }),
+            metrics: Some(gatehouse_gateway::telemetry::render_metrics),
         });
+        let gateway = Gateway::start(store.clone(), gw_listener, config.gateway.clone()).await?;
         let (tx, rx) = watch::channel(false);
-        let tasks = vec![
-            tokio::spawn(serve_until(
-                mgmt_listener,
-                gatehouse_management::router(state),
-                rx.clone(),
-            )),
-            tokio::spawn(serve_until(gw_listener, gateway_placeholder(), rx)),
-        ];
+        let tasks = vec![tokio::spawn(serve_until(
+            mgmt_listener,
+            gatehouse_management::router(state),
+            rx,
+        ))];
         let endpoints = Endpoints {
             management: management_url.clone(),
             gateway: gateway_url.clone(),
@@ -191,6 +181,7 @@ impl Instance {
             token,
             data_dir,
             store,
+            gateway,
             shutdown: tx,
             tasks,
         })
@@ -199,6 +190,7 @@ impl Instance {
     /// Stops accepting connections, lets requests in flight finish, and waits for the listeners.
     pub async fn shutdown(self) -> Result<()> {
         let _ = self.shutdown.send(true);
+        self.gateway.shutdown().await;
         for t in self.tasks {
             t.await??;
         }

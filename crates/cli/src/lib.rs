@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 use client::Client;
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
+use gatehouse_gateway::GatewayConfig;
 use gatehouse_management::Bootstrap;
 use instance::{Instance, ServeConfig};
 use serde::Deserialize;
@@ -121,6 +122,18 @@ pub struct ServeArgs {
     /// Gateway listen address (port 0 picks a free port).
     #[arg(long, env = "GATEHOUSE_GATEWAY_LISTEN")]
     pub gateway_listen: Option<SocketAddr>,
+    /// PEM certificate chain for HTTPS on the gateway listener (with --gateway-tls-key).
+    #[arg(long, env = "GATEHOUSE_GATEWAY_TLS_CERT")]
+    pub gateway_tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS on the gateway listener.
+    #[arg(long, env = "GATEHOUSE_GATEWAY_TLS_KEY")]
+    pub gateway_tls_key: Option<PathBuf>,
+    /// JSON access log of the gateway: `stdout` or a file path (default: off).
+    #[arg(long, env = "GATEHOUSE_ACCESS_LOG")]
+    pub access_log: Option<String>,
+    /// Largest request head the gateway accepts, in bytes (431 beyond it).
+    #[arg(long, env = "GATEHOUSE_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
 }
 
 /// `gatehouse.toml`: the same settings as the flags.
@@ -136,6 +149,10 @@ pub struct FileConfig {
     pub publisher_name: Option<String>,
     pub management_listen: Option<SocketAddr>,
     pub gateway_listen: Option<SocketAddr>,
+    pub gateway_tls_cert: Option<PathBuf>,
+    pub gateway_tls_key: Option<PathBuf>,
+    pub access_log: Option<String>,
+    pub max_header_bytes: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -314,6 +331,26 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
         admin_token: std::env::var("GATEHOUSE_ADMIN_TOKEN")
             .ok()
             .filter(|t| !t.trim().is_empty()),
+        gateway: GatewayConfig {
+            tls: match (
+                args.gateway_tls_cert
+                    .clone()
+                    .or_else(|| f.and_then(|f| f.gateway_tls_cert.clone())),
+                args.gateway_tls_key
+                    .clone()
+                    .or_else(|| f.and_then(|f| f.gateway_tls_key.clone())),
+            ) {
+                (Some(c), Some(k)) => Some((c, k)),
+                (None, None) => None,
+                _ => anyhow::bail!("--gateway-tls-cert and --gateway-tls-key go together"),
+            },
+            access_log: pick(&args.access_log, f.map(|f| &f.access_log)),
+            max_header_bytes: args
+                .max_header_bytes
+                .or_else(|| f.and_then(|f| f.max_header_bytes))
+                .unwrap_or(GatewayConfig::default().max_header_bytes),
+            ..GatewayConfig::default()
+        },
     })
 }
 

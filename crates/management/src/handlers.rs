@@ -222,6 +222,15 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
     let method = parts.method.clone();
     let body = read_body(body).await?;
 
+    if path == "/metrics"
+        && let Some(render) = state.metrics
+    {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            render(),
+        )
+            .into_response());
+    }
     if path.trim_end_matches('/').eq_ignore_ascii_case("/journal") {
         return match method {
             Method::GET => journal(&state, &raw_path, &query).await,

@@ -36,6 +36,8 @@ pub struct AppState {
     /// The admin bearer token.
     pub token: String,
     pub urls: RwLock<Urls>,
+    /// Renders Prometheus metrics for `GET /metrics` (the gateway's, when one runs here).
+    pub metrics: Option<fn() -> String>,
 }
 
 /// One log line per request: method, path, status, duration. Never headers or bodies.

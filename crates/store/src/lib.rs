@@ -66,6 +66,26 @@ CREATE TABLE IF NOT EXISTS journal (
     value TEXT
 );
 CREATE INDEX IF NOT EXISTS journal_by_revision ON journal (revision);
+CREATE TABLE IF NOT EXISTS usage (
+    bucket INTEGER NOT NULL,
+    api TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    product TEXT NOT NULL,
+    subscription TEXT NOT NULL,
+    success INTEGER NOT NULL,
+    blocked INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    other INTEGER NOT NULL,
+    bandwidth INTEGER NOT NULL,
+    api_time_sum REAL NOT NULL,
+    api_time_min REAL NOT NULL,
+    api_time_max REAL NOT NULL,
+    service_time_sum REAL NOT NULL,
+    service_time_min REAL NOT NULL,
+    service_time_max REAL NOT NULL,
+    service_calls INTEGER NOT NULL,
+    PRIMARY KEY (bucket, api, operation, product, subscription)
+);
 CREATE INDEX IF NOT EXISTS resources_by_path_prop ON resources (kind, lower(json_extract(properties, '$.path')));
 CREATE INDEX IF NOT EXISTS resources_by_email ON resources (kind, lower(json_extract(properties, '$.email')));
 CREATE INDEX IF NOT EXISTS resources_by_display_name ON resources (kind, lower(json_extract(properties, '$.displayName')));
@@ -90,6 +110,30 @@ pub struct JournalEntry {
     pub value: Option<Value>,
 }
 
+/// Usage counters of one 15-minute bucket for one (API, operation, product, subscription).
+/// Usage is operational data, not configuration: writing it does not bump the revision.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsageRow {
+    /// Unix seconds of the bucket start.
+    pub bucket: i64,
+    pub api: String,
+    pub operation: String,
+    pub product: String,
+    pub subscription: String,
+    pub success: u64,
+    pub blocked: u64,
+    pub failed: u64,
+    pub other: u64,
+    pub bandwidth: u64,
+    pub api_time_sum_ms: f64,
+    pub api_time_min_ms: f64,
+    pub api_time_max_ms: f64,
+    pub service_time_sum_ms: f64,
+    pub service_time_min_ms: f64,
+    pub service_time_max_ms: f64,
+    pub service_calls: u64,
+}
+
 /// A page of a listing.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -102,6 +146,8 @@ pub struct Store {
     readers: Mutex<Vec<Connection>>,
     db_path: PathBuf,
     sealer: Sealer,
+    /// The latest committed revision, for whoever follows changes (the gateway).
+    committed: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -142,11 +188,13 @@ impl Store {
         let conn = Connection::open(db_path)?;
         configure(&conn)?;
         conn.execute_batch(SCHEMA)?;
+        let revision = current_revision(&conn)?;
         Ok(Store {
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             db_path: db_path.to_path_buf(),
             sealer: Sealer::new(key),
+            committed: tokio::sync::watch::channel(revision).0,
         })
     }
 
@@ -188,6 +236,10 @@ impl Store {
             .map_err(StoreError::from)?;
         }
         w.tx.commit().map_err(StoreError::from)?;
+        if changed {
+            // Still under the writer lock, so followers never see revisions go backwards.
+            self.committed.send_replace(revision);
+        }
         Ok(Committed {
             value,
             revision,
@@ -249,6 +301,60 @@ impl Store {
 
     pub fn revision(&self) -> Result<u64> {
         self.read(|r| Ok(r.revision()))
+    }
+
+    /// Adds usage counters to the stored aggregates (sums add, minima and maxima merge).
+    pub fn add_usage(&self, rows: &[UsageRow]) -> Result<()> {
+        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                 ON CONFLICT (bucket, api, operation, product, subscription) DO UPDATE SET
+                   success = success + excluded.success,
+                   blocked = blocked + excluded.blocked,
+                   failed = failed + excluded.failed,
+                   other = other + excluded.other,
+                   bandwidth = bandwidth + excluded.bandwidth,
+                   api_time_sum = api_time_sum + excluded.api_time_sum,
+                   api_time_min = min(api_time_min, excluded.api_time_min),
+                   api_time_max = max(api_time_max, excluded.api_time_max),
+                   service_time_sum = service_time_sum + excluded.service_time_sum,
+                   service_time_min = CASE WHEN service_calls = 0 THEN excluded.service_time_min
+                                           WHEN excluded.service_calls = 0 THEN service_time_min
+                                           ELSE min(service_time_min, excluded.service_time_min) END,
+                   service_time_max = max(service_time_max, excluded.service_time_max),
+                   service_calls = service_calls + excluded.service_calls",
+            )?;
+            for r in rows {
+                stmt.execute(params![
+                    r.bucket,
+                    r.api,
+                    r.operation,
+                    r.product,
+                    r.subscription,
+                    r.success as i64,
+                    r.blocked as i64,
+                    r.failed as i64,
+                    r.other as i64,
+                    r.bandwidth as i64,
+                    r.api_time_sum_ms,
+                    r.api_time_min_ms,
+                    r.api_time_max_ms,
+                    r.service_time_sum_ms,
+                    r.service_time_min_ms,
+                    r.service_time_max_ms,
+                    r.service_calls as i64
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Follows committed revisions: the receiver sees every new revision (possibly coalesced).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committed.subscribe()
     }
 }
 
@@ -724,6 +830,44 @@ impl ReadTx<'_> {
             f(res)?;
         }
         Ok(())
+    }
+
+    /// Usage rows with `from <= bucket < to` (Unix seconds).
+    pub fn usage(&self, from: i64, to: i64) -> Result<Vec<UsageRow>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT * FROM usage WHERE bucket >= ?1 AND bucket < ?2 ORDER BY bucket, api, operation, product, subscription",
+        )?;
+        let rows = stmt.query_map(params![from, to], |r| {
+            Ok(UsageRow {
+                bucket: r.get(0)?,
+                api: r.get(1)?,
+                operation: r.get(2)?,
+                product: r.get(3)?,
+                subscription: r.get(4)?,
+                success: r.get::<_, i64>(5)? as u64,
+                blocked: r.get::<_, i64>(6)? as u64,
+                failed: r.get::<_, i64>(7)? as u64,
+                other: r.get::<_, i64>(8)? as u64,
+                bandwidth: r.get::<_, i64>(9)? as u64,
+                api_time_sum_ms: r.get(10)?,
+                api_time_min_ms: r.get(11)?,
+                api_time_max_ms: r.get(12)?,
+                service_time_sum_ms: r.get(13)?,
+                service_time_min_ms: r.get(14)?,
+                service_time_max_ms: r.get(15)?,
+                service_calls: r.get::<_, i64>(16)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The distinct paths changed after revision `since` (`"/"` is the service settings).
+    pub fn changed_paths_since(&self, since: u64) -> Result<Vec<String>> {
+        let mut stmt = self
+            .tx
+            .prepare_cached("SELECT DISTINCT path FROM journal WHERE revision > ?1")?;
+        let rows = stmt.query_map(params![since as i64], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Journal entries with revision greater than `since`, oldest first, at most `top`,

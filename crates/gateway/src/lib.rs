@@ -1,0 +1,305 @@
+//! Gatehouse's gateway: the data plane. It serves the configured APIs from a routing table
+//! compiled from the store's configuration, checks subscription keys as APIM does, forwards to
+//! backends, and swaps in a new table on every revision without dropping a request.
+//!
+//! Invariants: a request uses the table it started with; the table is always compiled from
+//! one consistent revision; secrets (keys) never reach logs or metrics. This crate knows the
+//! store and the model, never the management API.
+
+pub mod proxy;
+pub mod reload;
+pub mod server;
+pub mod table;
+pub mod telemetry;
+pub mod template;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use gatehouse_store::Store;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use table::RoutingTable;
+use telemetry::{AccessLog, Usage};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Resolves when `stop` turns true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Gateway settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// PEM certificate chain and private key: serve HTTPS (HTTP/2 by ALPN) instead of plain
+    /// HTTP/1.1 and h2c.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub header_read_timeout: Duration,
+    pub backend_connect_timeout: Duration,
+    pub backend_response_timeout: Duration,
+    /// `stdout`, a file path, or `None` for no access log.
+    pub access_log: Option<String>,
+    /// How long shutdown waits for requests in flight.
+    pub drain_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            tls: None,
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: 64 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(30),
+            backend_connect_timeout: Duration::from_secs(10),
+            backend_response_timeout: Duration::from_secs(240),
+            access_log: None,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// State shared by every request.
+pub struct Shared {
+    pub table: Arc<ArcSwap<RoutingTable>>,
+    pub backend: proxy::Backend,
+    pub config: GatewayConfig,
+    pub access_log: AccessLog,
+    pub usage: Usage,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    pub local_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    store: Arc<Store>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read the gateway certificate {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read the gateway private key {}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("the gateway certificate and key do not match")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+impl Gateway {
+    /// Loads the configuration, starts following the store, and serves on `listener`.
+    pub async fn start(
+        store: Arc<Store>,
+        listener: TcpListener,
+        config: GatewayConfig,
+    ) -> Result<Gateway> {
+        telemetry::prometheus();
+        let acceptor = match &config.tls {
+            Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+            None => None,
+        };
+        let s = store.clone();
+        let mirror = tokio::task::spawn_blocking(move || reload::load(&s))
+            .await?
+            .context("cannot load the configuration")?;
+        let table = Arc::new(ArcSwap::from_pointee(RoutingTable::compile(&mirror)));
+        metrics::gauge!("gatehouse_gateway_config_revision").set(mirror.revision as f64);
+        let shared = Arc::new(Shared {
+            table: table.clone(),
+            backend: proxy::Backend::new(
+                config.backend_connect_timeout,
+                config.backend_response_timeout,
+            ),
+            access_log: AccessLog::open(config.access_log.as_deref())
+                .context("cannot open the access log")?,
+            usage: Usage::default(),
+            config,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let local_addr = listener.local_addr()?;
+        let tasks = vec![
+            tokio::spawn(accept_loop(
+                listener,
+                shared.clone(),
+                acceptor,
+                stop_rx.clone(),
+            )),
+            tokio::spawn(reload::follow(
+                store.clone(),
+                mirror,
+                table,
+                stop_rx.clone(),
+            )),
+            tokio::spawn(flush_usage(store.clone(), shared.clone(), stop_rx)),
+        ];
+        Ok(Gateway {
+            local_addr,
+            shared,
+            store,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The revision of the configuration being served.
+    pub fn revision(&self) -> u64 {
+        self.shared.table.load().revision
+    }
+
+    /// Stops accepting, drains requests in flight (up to the drain timeout), flushes usage.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        // The accept loop (first task) returns once requests in flight have drained.
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        flush_once(&self.store, &self.shared).await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.header_read_timeout)
+        .max_buf_size(shared.config.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(shared.config.max_header_bytes as u32);
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let builder = builder.clone();
+        match &acceptor {
+            None => {
+                let service = hyper::service::service_fn(move |req| {
+                    server::handle(shared.clone(), req, remote, false)
+                });
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let watched = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = watched.await;
+                });
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let timeout = shared.config.header_read_timeout;
+                // TLS handshakes run in their own task so a slow client cannot stall accepts;
+                // they are not tracked by the graceful watcher until the connection is up.
+                let graceful_conn = graceful.watcher();
+                tokio::spawn(async move {
+                    let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |req| {
+                        server::handle(shared.clone(), req, remote, true)
+                    });
+                    let conn = builder
+                        .serve_connection(TokioIo::new(tls), service)
+                        .into_owned();
+                    let _ = graceful_conn.watch(conn).await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    let drain = shared.config.drain_timeout;
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after {drain:?}; closing them");
+    }
+}
+
+/// Flushes usage aggregates to the store every few seconds and once at shutdown.
+async fn flush_usage(store: Arc<Store>, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        let last = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stopped(&mut stop) => true,
+        };
+        flush_once(&store, &shared).await;
+        if last {
+            return;
+        }
+    }
+}
+
+async fn flush_once(store: &Arc<Store>, shared: &Shared) {
+    let pending = shared.usage.drain();
+    if !pending.is_empty() {
+        let rows: Vec<gatehouse_store::UsageRow> = pending
+            .into_iter()
+            .map(|(k, c)| gatehouse_store::UsageRow {
+                bucket: k.bucket,
+                api: k.api,
+                operation: k.operation,
+                product: k.product,
+                subscription: k.subscription,
+                success: c.success,
+                blocked: c.blocked,
+                failed: c.failed,
+                other: c.other,
+                bandwidth: c.bandwidth,
+                api_time_sum_ms: c.api_time_sum_ms,
+                api_time_min_ms: c.api_time_min_ms,
+                api_time_max_ms: c.api_time_max_ms,
+                service_time_sum_ms: c.service_time_sum_ms,
+                service_time_min_ms: c.service_time_min_ms,
+                service_time_max_ms: c.service_time_max_ms,
+                service_calls: c.service_calls,
+            })
+            .collect();
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.add_usage(&rows)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "usage data could not be saved"),
+            Err(e) => tracing::warn!(error = %e, "usage flush failed"),
+        }
+    }
+}

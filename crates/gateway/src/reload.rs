@@ -1,0 +1,101 @@
+//! Following the store: load the configuration once, then apply each new revision's changes
+//! to the in-memory mirror, recompile the routing table and swap it in.
+//!
+//! Invariant: the mirror only ever moves to a revision read in one store transaction, so every
+//! table the gateway serves is a consistent configuration.
+
+use crate::stopped;
+use crate::table::{ConfigMirror, RoutingTable};
+use arc_swap::ArcSwap;
+use gatehouse_store::{Store, StoreError};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Reads the whole configuration.
+pub fn load(store: &Store) -> Result<ConfigMirror, StoreError> {
+    let snap = store.snapshot()?;
+    Ok(ConfigMirror {
+        revision: snap.revision,
+        service: Some(snap.service),
+        resources: snap
+            .resources
+            .into_iter()
+            .map(|r| (r.path.clone(), r))
+            .collect(),
+    })
+}
+
+/// Moves the mirror to the store's current revision by re-reading what changed since.
+pub fn catch_up(store: &Store, mirror: &mut ConfigMirror) -> Result<bool, StoreError> {
+    store.read(|r| {
+        if r.revision() == mirror.revision {
+            return Ok(false);
+        }
+        for path in r.changed_paths_since(mirror.revision)? {
+            if path == "/" {
+                mirror.service = r.service()?;
+                continue;
+            }
+            match r.get(&path)? {
+                Some(res) => {
+                    mirror.resources.insert(path, res);
+                }
+                None => {
+                    mirror.resources.remove(&path);
+                }
+            }
+        }
+        mirror.revision = r.revision();
+        Ok(true)
+    })
+}
+
+/// Follows the store until `stop` fires, swapping a new table in after each change.
+pub async fn follow(
+    store: Arc<Store>,
+    mut mirror: ConfigMirror,
+    table: Arc<ArcSwap<RoutingTable>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut revisions = store.subscribe();
+    loop {
+        tokio::select! {
+            changed = revisions.changed() => if changed.is_err() { return },
+            _ = stopped(&mut stop) => return,
+        }
+        let started = Instant::now();
+        let s = store.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let compiled = catch_up(&s, &mut mirror)
+                .map(|changed| changed.then(|| RoutingTable::compile(&mirror)));
+            (mirror, compiled)
+        })
+        .await;
+        match result {
+            Ok((m, compiled)) => {
+                mirror = m;
+                match compiled {
+                    Ok(Some(t)) => {
+                        let rev = t.revision;
+                        table.store(Arc::new(t));
+                        metrics::gauge!("gatehouse_gateway_config_revision").set(rev as f64);
+                        tracing::debug!(
+                            revision = rev,
+                            ms = started.elapsed().as_secs_f64() * 1000.0,
+                            "configuration reloaded"
+                        );
+                    }
+                    Ok(None) => {}
+                    // The next revision retries; meanwhile the previous table keeps serving.
+                    Err(e) => {
+                        tracing::error!(error = %e, "configuration reload failed; still serving the previous revision")
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "configuration reload panicked");
+                return;
+            }
+        }
+    }
+}

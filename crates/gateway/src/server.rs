@@ -1,0 +1,434 @@
+//! The request pipeline. Each request runs APIM's phases in order — inbound (route, operation,
+//! subscription key), backend (forward), outbound (response headers) — and any failure jumps to
+//! on-error, which answers with APIM's JSON error body. The policy engine will hook into these
+//! same phases; `RequestContext` is what its `context` will read.
+//!
+//! Invariant: a request loads the routing table once, at its start, and uses that table to the
+//! end: a configuration swap never changes a request in flight.
+
+use crate::proxy::{self, Body, ForwardError};
+use crate::table::{
+    ApiRoute, OperationRoute, ProductInfo, RoutingTable, SubscriptionInfo, UserInfo,
+};
+use crate::telemetry::{AccessRecord, UsageKey, bucket_of, without_param};
+use crate::{Shared, template};
+use http_body_util::BodyExt;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub const STATUS_PATH: &str = "/status-0123456789abcdef";
+
+/// What the pipeline knows about a request (the policy engine's `context`).
+pub struct RequestContext {
+    pub request_id: String,
+    pub table: Arc<RoutingTable>,
+    pub api: Option<Arc<ApiRoute>>,
+    pub operation: Option<usize>,
+    pub matched_parameters: Vec<(String, String)>,
+    /// The request path after the API's path: what is appended to the backend URL.
+    pub rest: String,
+    pub product: Option<Arc<ProductInfo>>,
+    pub subscription: Option<Arc<SubscriptionInfo>>,
+    pub user: Option<Arc<UserInfo>>,
+    pub started: Instant,
+}
+
+impl RequestContext {
+    pub fn operation(&self) -> Option<&OperationRoute> {
+        self.api
+            .as_ref()
+            .zip(self.operation)
+            .map(|(a, i)| &a.operations[i])
+    }
+}
+
+/// An error that ends the request in on-error: status, APIM's reason and message.
+pub struct GatewayError {
+    pub status: StatusCode,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl GatewayError {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        GatewayError {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+pub const MSG_NOT_FOUND: &str = "Resource not found";
+pub const MSG_OPERATION_NOT_FOUND: &str = "Unable to match incoming request to an operation.";
+pub const MSG_KEY_MISSING: &str = "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.";
+pub const MSG_KEY_INVALID: &str = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.";
+
+fn json_error(status: StatusCode, message: &str, request_id: &str) -> Response<Body> {
+    let body = serde_json::json!({"statusCode": status.as_u16(), "message": message});
+    let mut resp = Response::new(proxy::full(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Inbound: API, protocol, operation, subscription key.
+fn inbound(
+    ctx: &mut RequestContext,
+    req: &Request<hyper::body::Incoming>,
+    tls: bool,
+) -> Result<(), GatewayError> {
+    let path = req.uri().path();
+    let query = req.uri().query();
+    let headers = req.headers();
+    let table = ctx.table.clone();
+    let (api, rest) = table
+        .find_api(path, query, |name| header_str(headers, name))
+        .ok_or_else(|| GatewayError::new(StatusCode::NOT_FOUND, "ApiNotFound", MSG_NOT_FOUND))?;
+    if (tls && !api.allow_https) || (!tls && !api.allow_http) {
+        return Err(GatewayError::new(
+            StatusCode::NOT_FOUND,
+            "ApiNotFound",
+            MSG_NOT_FOUND,
+        ));
+    }
+    let method = req.method().as_str();
+    let found = api.operations.iter().enumerate().find_map(|(i, op)| {
+        if !(op.method.eq_ignore_ascii_case(method) || op.method == "*") {
+            return None;
+        }
+        op.template.matches(rest, query).map(|params| (i, params))
+    });
+    let (op_index, params) = found.ok_or_else(|| {
+        GatewayError::new(
+            StatusCode::NOT_FOUND,
+            "OperationNotFound",
+            MSG_OPERATION_NOT_FOUND,
+        )
+    })?;
+    ctx.operation = Some(op_index);
+    ctx.matched_parameters = params;
+    ctx.rest = rest.to_string();
+    ctx.api = Some(api.clone());
+
+    // Subscription key: the API's header, else its query parameter.
+    let key = header_str(headers, &api.key_header)
+        .or_else(|| query.and_then(|q| template::query_value(q, &api.key_query)));
+    match key {
+        None => {
+            if let Some(open) = api.open_product() {
+                ctx.product = Some(open.clone());
+                Ok(())
+            } else if !api.subscription_required {
+                Ok(())
+            } else {
+                Err(GatewayError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "SubscriptionKeyNotFound",
+                    MSG_KEY_MISSING,
+                ))
+            }
+        }
+        Some(key) => {
+            let invalid = || {
+                GatewayError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "SubscriptionKeyInvalid",
+                    MSG_KEY_INVALID,
+                )
+            };
+            let entry = table.key(&key).ok_or_else(invalid)?;
+            let sub = &entry.subscription;
+            let scope = sub.scope.as_str();
+            let product = if scope == "/" || scope == "/apis" {
+                None
+            } else if let Some(id) = scope.strip_prefix("/apis/") {
+                if id != api.id {
+                    return Err(invalid());
+                }
+                None
+            } else if let Some(id) = scope.strip_prefix("/products/") {
+                let p = api
+                    .products
+                    .iter()
+                    .find(|p| p.id == id)
+                    .ok_or_else(invalid)?;
+                Some(p.clone())
+            } else {
+                return Err(invalid());
+            };
+            ctx.product = product;
+            ctx.user = sub.owner.clone();
+            ctx.subscription = Some(sub.clone());
+            Ok(())
+        }
+    }
+}
+
+/// Backend: builds the backend request from the client's and forwards it.
+async fn backend(
+    shared: &Shared,
+    ctx: &RequestContext,
+    req: Request<hyper::body::Incoming>,
+    remote: SocketAddr,
+    tls: bool,
+) -> Result<(Response<hyper::body::Incoming>, f64), GatewayError> {
+    let api = ctx.api.as_ref().expect("routed");
+    let Some(service_url) = api.service_url.as_deref() else {
+        return Err(GatewayError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "BackendNotConfigured",
+            "The API has no backend service URL.",
+        ));
+    };
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > shared.config.max_body_bytes
+    {
+        return Err(GatewayError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!(
+                "The request body is larger than the limit of {} bytes.",
+                shared.config.max_body_bytes
+            ),
+        ));
+    }
+    let (parts, body) = req.into_parts();
+    let rest = ctx.rest.as_str();
+    let mut url = String::with_capacity(service_url.len() + rest.len() + 32);
+    url.push_str(service_url);
+    if rest != "/" || !service_url.ends_with('/') {
+        url.push_str(rest);
+    }
+    if let Some(q) = parts.uri.query() {
+        let q = without_param(q, &api.key_query);
+        if !q.is_empty() {
+            url.push('?');
+            url.push_str(&q);
+        }
+    }
+    let uri: hyper::Uri = url.parse().map_err(|_| {
+        GatewayError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "BackendUrlInvalid",
+            "The backend URL is not valid.",
+        )
+    })?;
+    let mut headers = parts.headers;
+    let host = header_str(&headers, "host");
+    proxy::strip_hop_by_hop(&mut headers);
+    headers.remove(api.key_header.as_str());
+    headers.remove(header::HOST);
+    proxy::add_forwarded(
+        &mut headers,
+        &remote.ip().to_string(),
+        if tls { "https" } else { "http" },
+        host.as_deref(),
+    );
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        headers.insert("x-request-id", v.clone());
+        headers.insert("request-id", v);
+    }
+    let limit = shared.config.max_body_bytes as usize;
+    let body: Body = http_body_util::Limited::new(body, limit)
+        .map_err(|e| -> proxy::BoxError { e })
+        .boxed();
+    let mut out = Request::new(body);
+    *out.method_mut() = parts.method;
+    *out.uri_mut() = uri;
+    *out.headers_mut() = headers;
+    let started = Instant::now();
+    let resp = shared.backend.forward(out).await.map_err(|e| match e {
+        ForwardError::Timeout(_) => GatewayError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timeout",
+            "Gateway timeout: the backend did not respond in time.",
+        ),
+        ForwardError::Connect(detail) | ForwardError::Other(detail) => {
+            tracing::warn!(api = %api.id, error = %detail, "backend request failed");
+            GatewayError::new(
+                StatusCode::BAD_GATEWAY,
+                "BackendConnectionFailure",
+                "Bad gateway: the backend could not be reached.",
+            )
+        }
+    })?;
+    Ok((resp, started.elapsed().as_secs_f64() * 1000.0))
+}
+
+/// Outbound: response headers as the client should see them.
+fn outbound(ctx: &RequestContext, resp: Response<hyper::body::Incoming>) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    proxy::strip_hop_by_hop(&mut parts.headers);
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        parts.headers.insert("x-request-id", v);
+    }
+    Response::from_parts(
+        parts,
+        body.map_err(|e| -> proxy::BoxError { Box::new(e) }).boxed(),
+    )
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Serves one request through the phases and records what happened.
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<hyper::body::Incoming>,
+    remote: SocketAddr,
+    tls: bool,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let started = Instant::now();
+    let request_id = header_str(req.headers(), "x-request-id")
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if req.uri().path() == STATUS_PATH {
+        let mut resp = Response::new(proxy::empty());
+        *resp.status_mut() = StatusCode::OK;
+        return Ok(resp);
+    }
+    let method = req.method().to_string();
+    let url_for_log = match req.uri().query() {
+        Some(_) if shared.access_log.enabled() => {
+            // Resolved below once the API (and so the key's query name) is known.
+            None
+        }
+        _ => Some(req.uri().path().to_string()),
+    };
+    let raw_query = req.uri().query().map(str::to_string);
+    let raw_path = req.uri().path().to_string();
+    let mut ctx = RequestContext {
+        request_id,
+        table: shared.table.load_full(),
+        api: None,
+        operation: None,
+        matched_parameters: Vec::new(),
+        rest: String::new(),
+        product: None,
+        subscription: None,
+        user: None,
+        started,
+    };
+    let mut backend_ms = None;
+    let mut error_reason = None;
+    let result = match inbound(&mut ctx, &req, tls) {
+        Err(e) => Err(e),
+        Ok(()) => match backend(&shared, &ctx, req, remote, tls).await {
+            Ok((resp, ms)) => {
+                backend_ms = Some(ms);
+                Ok(outbound(&ctx, resp))
+            }
+            Err(e) => Err(e),
+        },
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            error_reason = Some(e.reason);
+            json_error(e.status, &e.message, &ctx.request_id)
+        }
+    };
+    let status = resp.status().as_u16();
+    let total_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let api_id = ctx.api.as_ref().map(|a| a.id.as_str());
+    let op_id = ctx.operation().map(|o| o.id.as_str());
+    let product_id = ctx.product.as_ref().map(|p| p.id.as_str());
+    let sub_id = ctx.subscription.as_ref().map(|s| s.id.as_str());
+    let labels = [
+        ("api", api_id.unwrap_or("").to_string()),
+        ("operation", op_id.unwrap_or("").to_string()),
+        ("product", product_id.unwrap_or("").to_string()),
+        ("subscription", sub_id.unwrap_or("").to_string()),
+        ("status_class", status_class(status).to_string()),
+    ];
+    metrics::counter!("gatehouse_gateway_requests_total", &labels).increment(1);
+    metrics::histogram!("gatehouse_gateway_request_duration_seconds", "api" => api_id.unwrap_or("").to_string())
+        .record(total_ms / 1000.0);
+    if let Some(ms) = backend_ms {
+        metrics::histogram!("gatehouse_gateway_backend_duration_seconds", "api" => api_id.unwrap_or("").to_string())
+            .record(ms / 1000.0);
+    }
+    if let Some(api) = api_id {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let bytes = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        shared.usage.record(
+            UsageKey {
+                bucket: bucket_of(now),
+                api: api.to_string(),
+                operation: op_id.unwrap_or("").to_string(),
+                product: product_id.unwrap_or("").to_string(),
+                subscription: sub_id.unwrap_or("").to_string(),
+            },
+            status,
+            total_ms,
+            backend_ms,
+            bytes,
+        );
+    }
+    if shared.access_log.enabled() {
+        let url = url_for_log.unwrap_or_else(|| {
+            let key_query = ctx
+                .api
+                .as_ref()
+                .map(|a| a.key_query.as_str())
+                .unwrap_or("subscription-key");
+            let q = without_param(raw_query.as_deref().unwrap_or(""), key_query);
+            if q.is_empty() {
+                raw_path.clone()
+            } else {
+                format!("{raw_path}?{q}")
+            }
+        });
+        shared.access_log.write(&AccessRecord {
+            time: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            request_id: &ctx.request_id,
+            client_ip: remote.ip().to_string(),
+            method: &method,
+            url,
+            api: api_id,
+            operation: op_id,
+            product: product_id,
+            subscription_id: sub_id,
+            status,
+            total_ms,
+            backend_ms,
+            error_reason,
+        });
+    }
+    Ok(resp)
+}

@@ -1,0 +1,497 @@
+//! The routing table: compiled from the configuration at one revision, immutable, swapped
+//! atomically on every change. Requests in flight keep the `Arc` they started with.
+//!
+//! Invariants: a table is built from one consistent view (one revision); only active
+//! subscriptions are in `keys`; API and operation matching follow APIM (longest path prefix,
+//! version sets, `;rev=N`, most specific template).
+
+use crate::template::{Template, query_value};
+use gatehouse_model::{Kind, ServiceSettings, StoredResource, id::split_revision};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionScheme {
+    Segment,
+    Query(String),
+    Header(String),
+}
+
+#[derive(Debug)]
+pub struct OperationRoute {
+    pub id: String,
+    pub method: String,
+    pub url_template: String,
+    pub template: Template,
+    /// Response examples by status, for smoke tests and mock responses.
+    pub properties: Map<String, Value>,
+}
+
+#[derive(Debug)]
+pub struct ProductInfo {
+    pub id: String,
+    pub name: String,
+    pub subscription_required: bool,
+    pub state: String,
+}
+
+#[derive(Debug)]
+pub struct ApiRoute {
+    /// The API id without `;rev=`.
+    pub id: String,
+    pub name: String,
+    pub revision: u32,
+    pub is_current: bool,
+    /// The configured path (without a version segment).
+    pub path: String,
+    pub service_url: Option<String>,
+    pub allow_http: bool,
+    pub allow_https: bool,
+    pub subscription_required: bool,
+    pub key_header: String,
+    pub key_query: String,
+    pub version: Option<String>,
+    pub scheme: Option<VersionScheme>,
+    pub operations: Vec<OperationRoute>,
+    /// Products containing this API, in id order.
+    pub products: Vec<Arc<ProductInfo>>,
+}
+
+impl ApiRoute {
+    /// The first open product (no subscription required) containing the API.
+    pub fn open_product(&self) -> Option<&Arc<ProductInfo>> {
+        self.products.iter().find(|p| !p.subscription_required)
+    }
+}
+
+#[derive(Debug)]
+pub struct UserInfo {
+    pub id: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct SubscriptionInfo {
+    pub id: String,
+    pub name: String,
+    /// `/`, `/apis`, `/apis/{id}` or `/products/{id}`.
+    pub scope: String,
+    pub owner: Option<Arc<UserInfo>>,
+    pub primary_key: String,
+    pub secondary_key: String,
+}
+
+/// One subscription key's owner.
+#[derive(Debug, Clone)]
+pub struct KeyEntry {
+    pub subscription: Arc<SubscriptionInfo>,
+}
+
+#[derive(Debug, Default)]
+pub struct RoutingTable {
+    pub revision: u64,
+    pub service_name: String,
+    pub region: String,
+    /// Lower-cased routing path (API path, plus `/{version}` for Segment versioning) → APIs.
+    by_path: HashMap<String, Vec<Arc<ApiRoute>>>,
+    keys: HashMap<String, KeyEntry>,
+    pub api_count: usize,
+}
+
+/// The in-memory mirror of the configuration the table is compiled from.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigMirror {
+    pub revision: u64,
+    pub service: Option<ServiceSettings>,
+    pub resources: HashMap<String, StoredResource>,
+}
+
+fn s<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
+    m.get(k).and_then(Value::as_str)
+}
+
+fn b(m: &Map<String, Value>, k: &str, default: bool) -> bool {
+    m.get(k).and_then(Value::as_bool).unwrap_or(default)
+}
+
+/// The parent path of a stored path (`/apis/a/operations/o` → `/apis/a`).
+fn parent_of(path: &str) -> &str {
+    let mut it = path.rmatch_indices('/');
+    it.next();
+    match it.next() {
+        Some((i, _)) => &path[..i],
+        None => "",
+    }
+}
+
+impl RoutingTable {
+    /// Compiles the table from a consistent configuration.
+    pub fn compile(mirror: &ConfigMirror) -> RoutingTable {
+        let mut by_kind: HashMap<Kind, Vec<&StoredResource>> = HashMap::new();
+        for r in mirror.resources.values() {
+            by_kind.entry(r.kind).or_default().push(r);
+        }
+        let empty = Vec::new();
+        let of = |k: Kind| by_kind.get(&k).unwrap_or(&empty);
+
+        let mut version_sets: HashMap<&str, VersionScheme> = HashMap::new();
+        for vs in of(Kind::ApiVersionSet) {
+            let scheme = match s(&vs.properties, "versioningScheme") {
+                Some("Query") => VersionScheme::Query(
+                    s(&vs.properties, "versionQueryName")
+                        .unwrap_or("api-version")
+                        .to_string(),
+                ),
+                Some("Header") => VersionScheme::Header(
+                    s(&vs.properties, "versionHeaderName")
+                        .unwrap_or("Api-Version")
+                        .to_string(),
+                ),
+                _ => VersionScheme::Segment,
+            };
+            version_sets.insert(vs.path.as_str(), scheme);
+        }
+        let mut products: HashMap<&str, Arc<ProductInfo>> = HashMap::new();
+        for p in of(Kind::Product) {
+            products.insert(
+                p.path.as_str(),
+                Arc::new(ProductInfo {
+                    id: p.name().to_string(),
+                    name: s(&p.properties, "displayName")
+                        .unwrap_or_default()
+                        .to_string(),
+                    subscription_required: b(&p.properties, "subscriptionRequired", true),
+                    state: s(&p.properties, "state")
+                        .unwrap_or("notPublished")
+                        .to_string(),
+                }),
+            );
+        }
+        // API id → products containing it.
+        let mut api_products: HashMap<&str, Vec<Arc<ProductInfo>>> = HashMap::new();
+        for link in of(Kind::ProductApi) {
+            if let Some(p) = products.get(parent_of(&link.path)) {
+                api_products.entry(link.name()).or_default().push(p.clone());
+            }
+        }
+        for v in api_products.values_mut() {
+            v.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        let mut operations: HashMap<&str, Vec<OperationRoute>> = HashMap::new();
+        for op in of(Kind::Operation) {
+            let template = s(&op.properties, "urlTemplate").unwrap_or("/").to_string();
+            operations
+                .entry(parent_of(&op.path))
+                .or_default()
+                .push(OperationRoute {
+                    id: op.name().to_string(),
+                    method: s(&op.properties, "method")
+                        .unwrap_or("GET")
+                        .to_ascii_uppercase(),
+                    template: Template::parse(&template),
+                    url_template: template,
+                    properties: op.properties.clone(),
+                });
+        }
+        for ops in operations.values_mut() {
+            // Most specific first, so the first match wins.
+            ops.sort_by(|a, b| {
+                b.template
+                    .specificity()
+                    .cmp(&a.template.specificity())
+                    .then(a.id.cmp(&b.id))
+            });
+        }
+        let mut by_path: HashMap<String, Vec<Arc<ApiRoute>>> = HashMap::new();
+        let mut api_count = 0;
+        for api in of(Kind::Api) {
+            let p = &api.properties;
+            let Ok((base, rev)) = split_revision(api.name()) else {
+                continue;
+            };
+            let protocols: Vec<&str> = p
+                .get("protocols")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_else(|| vec!["https"]);
+            let names = p.get("subscriptionKeyParameterNames");
+            let scheme = s(p, "apiVersionSetId")
+                .and_then(|id| version_sets.get(id))
+                .cloned();
+            let version = s(p, "apiVersion")
+                .filter(|v| !v.is_empty())
+                .map(str::to_string);
+            let path = s(p, "path")
+                .unwrap_or_default()
+                .trim_matches('/')
+                .to_string();
+            let route = ApiRoute {
+                id: base.to_string(),
+                name: s(p, "displayName").unwrap_or_default().to_string(),
+                revision: rev.unwrap_or_else(|| {
+                    s(p, "apiRevision")
+                        .and_then(|r| r.parse().ok())
+                        .unwrap_or(1)
+                }),
+                is_current: rev.is_none(),
+                path: path.clone(),
+                service_url: s(p, "serviceUrl")
+                    .filter(|u| !u.is_empty())
+                    .map(|u| u.trim_end_matches('/').to_string()),
+                allow_http: protocols.contains(&"http"),
+                allow_https: protocols.contains(&"https"),
+                subscription_required: b(p, "subscriptionRequired", true),
+                key_header: names
+                    .and_then(|n| n.get("header"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("Ocp-Apim-Subscription-Key")
+                    .to_string(),
+                key_query: names
+                    .and_then(|n| n.get("query"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("subscription-key")
+                    .to_string(),
+                operations: operations.remove(api.path.as_str()).unwrap_or_default(),
+                products: api_products.get(base).cloned().unwrap_or_default(),
+                version: version.clone(),
+                scheme: scheme.clone(),
+            };
+            let key = match (&scheme, &version) {
+                (Some(VersionScheme::Segment), Some(v)) if path.is_empty() => {
+                    v.to_ascii_lowercase()
+                }
+                (Some(VersionScheme::Segment), Some(v)) => {
+                    format!("{}/{}", path.to_ascii_lowercase(), v.to_ascii_lowercase())
+                }
+                _ => path.to_ascii_lowercase(),
+            };
+            if route.is_current {
+                api_count += 1;
+            }
+            by_path.entry(key).or_default().push(Arc::new(route));
+        }
+        let mut users: HashMap<&str, Arc<UserInfo>> = HashMap::new();
+        let mut groups_of: HashMap<&str, Vec<String>> = HashMap::new();
+        for link in of(Kind::GroupUser) {
+            let group = parent_of(&link.path)
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            groups_of.entry(link.name()).or_default().push(group);
+        }
+        for u in of(Kind::User) {
+            users.insert(
+                u.path.as_str(),
+                Arc::new(UserInfo {
+                    id: u.name().to_string(),
+                    email: s(&u.properties, "email").unwrap_or_default().to_string(),
+                    first_name: s(&u.properties, "firstName")
+                        .unwrap_or_default()
+                        .to_string(),
+                    last_name: s(&u.properties, "lastName").unwrap_or_default().to_string(),
+                    groups: groups_of.remove(u.name()).unwrap_or_default(),
+                }),
+            );
+        }
+        let mut keys = HashMap::new();
+        for sub in of(Kind::Subscription) {
+            let p = &sub.properties;
+            if s(p, "state") != Some("active") {
+                continue;
+            }
+            let info = Arc::new(SubscriptionInfo {
+                id: sub.name().to_string(),
+                name: s(p, "displayName").unwrap_or_default().to_string(),
+                scope: s(p, "scope").unwrap_or("/").to_string(),
+                owner: s(p, "ownerId").and_then(|o| users.get(o)).cloned(),
+                primary_key: s(p, "primaryKey").unwrap_or_default().to_string(),
+                secondary_key: s(p, "secondaryKey").unwrap_or_default().to_string(),
+            });
+            for k in [&info.primary_key, &info.secondary_key] {
+                if !k.is_empty() {
+                    keys.insert(
+                        k.clone(),
+                        KeyEntry {
+                            subscription: info.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        let (service_name, region) = mirror
+            .service
+            .as_ref()
+            .map(|s| (s.name.clone(), s.location.clone()))
+            .unwrap_or_default();
+        RoutingTable {
+            revision: mirror.revision,
+            service_name,
+            region,
+            by_path,
+            keys,
+            api_count,
+        }
+    }
+
+    pub fn key(&self, key: &str) -> Option<&KeyEntry> {
+        self.keys.get(key)
+    }
+
+    /// Finds the API for a request path: the longest matching path prefix, then the version
+    /// (Query/Header schemes) and the revision (`;rev=N` on the last API path segment).
+    /// Returns the API and the rest of the path (starting with `/`).
+    pub fn find_api<'a>(
+        &'a self,
+        path: &'a str,
+        query: Option<&str>,
+        header: impl Fn(&str) -> Option<String>,
+    ) -> Option<(Arc<ApiRoute>, &'a str)> {
+        let trimmed = path.strip_prefix('/').unwrap_or(path);
+        // Candidate prefix ends: each '/' boundary, longest first.
+        let mut ends: Vec<usize> = trimmed.match_indices('/').map(|(i, _)| i).collect();
+        ends.push(trimmed.len());
+        ends.reverse();
+        ends.push(0);
+        for end in ends {
+            let prefix = &trimmed[..end];
+            let (prefix_key, rev) = match prefix.rfind(";rev=") {
+                Some(i) if !prefix[i..].contains('/') => {
+                    (&prefix[..i], prefix[i + 5..].parse::<u32>().ok())
+                }
+                _ => (prefix, None),
+            };
+            let key = prefix_key.to_ascii_lowercase();
+            let Some(candidates) = self.by_path.get(&key) else {
+                continue;
+            };
+            let rest = &trimmed[end..];
+            let rest = if rest.is_empty() { "/" } else { rest };
+            if let Some(api) = select(candidates, rev, query, &header) {
+                return Some((api, rest));
+            }
+        }
+        None
+    }
+}
+
+fn select(
+    candidates: &[Arc<ApiRoute>],
+    rev: Option<u32>,
+    query: Option<&str>,
+    header: &impl Fn(&str) -> Option<String>,
+) -> Option<Arc<ApiRoute>> {
+    // Pick the API (version) first.
+    let mut ids: Vec<&str> = candidates.iter().map(|a| a.id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    let chosen_id: &str = if ids.len() == 1 {
+        ids[0]
+    } else {
+        let wanted = candidates.iter().find_map(|a| match &a.scheme {
+            Some(VersionScheme::Query(name)) => query.and_then(|q| query_value(q, name)),
+            Some(VersionScheme::Header(name)) => header(name),
+            _ => None,
+        });
+        let by_version = |v: Option<&str>| {
+            candidates
+                .iter()
+                .find(|a| {
+                    a.is_current
+                        && a.version.as_deref().map(str::to_ascii_lowercase)
+                            == v.map(str::to_ascii_lowercase)
+                })
+                .map(|a| a.id.as_str())
+        };
+        match wanted {
+            Some(v) => by_version(Some(&v))?,
+            None => by_version(None)?,
+        }
+    };
+    candidates
+        .iter()
+        .filter(|a| a.id == chosen_id)
+        .find(|a| match rev {
+            Some(r) => a.revision == r,
+            None => a.is_current,
+        })
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_model::ResourcePath;
+    use serde_json::json;
+
+    fn res(path: &str, props: Value) -> StoredResource {
+        let p = ResourcePath::parse_stored(path).unwrap();
+        StoredResource {
+            path: path.into(),
+            kind: p.kind,
+            properties: props.as_object().unwrap().clone(),
+            revision: 1,
+        }
+    }
+
+    fn mirror(items: Vec<StoredResource>) -> ConfigMirror {
+        ConfigMirror {
+            revision: 1,
+            service: None,
+            resources: items.into_iter().map(|r| (r.path.clone(), r)).collect(),
+        }
+    }
+
+    #[test]
+    fn longest_prefix_versions_and_revisions() {
+        let m = mirror(vec![
+            res("/apis/a", json!({"path": "shop", "apiRevision": "1"})),
+            res("/apis/a;rev=2", json!({"path": "shop", "apiRevision": "2"})),
+            res("/apis/b", json!({"path": "shop/admin"})),
+            res("/apis/root", json!({"path": ""})),
+            res(
+                "/apiVersionSets/vs",
+                json!({"versioningScheme": "Query", "versionQueryName": "api-version"}),
+            ),
+            res(
+                "/apis/v1",
+                json!({"path": "things", "apiVersion": "v1", "apiVersionSetId": "/apiVersionSets/vs"}),
+            ),
+            res(
+                "/apis/v2",
+                json!({"path": "things", "apiVersion": "v2", "apiVersionSetId": "/apiVersionSets/vs"}),
+            ),
+            res(
+                "/apiVersionSets/seg",
+                json!({"versioningScheme": "Segment"}),
+            ),
+            res(
+                "/apis/s1",
+                json!({"path": "seg", "apiVersion": "v1", "apiVersionSetId": "/apiVersionSets/seg"}),
+            ),
+        ]);
+        let t = RoutingTable::compile(&m);
+        let none = |_: &str| None;
+        let (api, rest) = t.find_api("/shop/items/1", None, none).unwrap();
+        assert_eq!((api.id.as_str(), api.revision, rest), ("a", 1, "/items/1"));
+        let (api, rest) = t.find_api("/shop;rev=2/items", None, none).unwrap();
+        assert_eq!((api.id.as_str(), api.revision, rest), ("a", 2, "/items"));
+        let (api, rest) = t.find_api("/Shop/Admin/x", None, none).unwrap();
+        assert_eq!((api.id.as_str(), rest), ("b", "/x"));
+        let (api, _) = t.find_api("/elsewhere", None, none).unwrap();
+        assert_eq!(api.id, "root");
+        let (api, _) = t
+            .find_api("/things/x", Some("api-version=v2"), none)
+            .unwrap();
+        assert_eq!(api.id, "v2");
+        // No version given and no unversioned API in the set: fall back to the root API.
+        let (api, _) = t.find_api("/things/x", None, none).unwrap();
+        assert_eq!(api.id, "root");
+        let (api, rest) = t.find_api("/seg/v1/z", None, none).unwrap();
+        assert_eq!((api.id.as_str(), rest), ("s1", "/z"));
+    }
+}

@@ -1,0 +1,230 @@
+//! APIM URL templates (`/users/{id}/orders/{*rest}?date={date}`) compiled once and matched
+//! against request paths without allocation on the miss path.
+//!
+//! Invariant: a more specific template (more literal segments, fewer wildcards) wins; that
+//! ordering is `Template::specificity`, used by the router to rank candidates.
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Literal(String),
+    Param(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    /// The whole segment is literal text (compared case-insensitively).
+    Literal(String),
+    /// The whole segment is one parameter.
+    Param(String),
+    /// Literal text and parameters inside one segment, e.g. `{name}.{ext}`.
+    Mixed(Vec<Part>),
+    /// `{*name}`: the rest of the path.
+    Wildcard(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    segments: Vec<Segment>,
+    /// Query parameters named in the template: `(query name, template parameter or literal)`.
+    query: Vec<(String, Option<String>, Option<String>)>,
+    literals: usize,
+    wildcard: bool,
+}
+
+fn parse_parts(seg: &str) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut rest = seg;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(Part::Literal(rest[..open].to_ascii_lowercase()));
+        }
+        let after = &rest[open + 1..];
+        let close = after.find('}').unwrap_or(after.len());
+        parts.push(Part::Param(after[..close].to_string()));
+        rest = after.get(close + 1..).unwrap_or("");
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Literal(rest.to_ascii_lowercase()));
+    }
+    parts
+}
+
+impl Template {
+    pub fn parse(template: &str) -> Template {
+        let (path, query) = template.split_once('?').unwrap_or((template, ""));
+        let mut segments = Vec::new();
+        let mut literals = 0;
+        let mut wildcard = false;
+        for seg in path.split('/').filter(|s| !s.is_empty()) {
+            if let Some(name) = seg.strip_prefix("{*").and_then(|s| s.strip_suffix('}')) {
+                segments.push(Segment::Wildcard(name.to_string()));
+                wildcard = true;
+                break;
+            }
+            let parts = parse_parts(seg);
+            match parts.as_slice() {
+                [Part::Literal(l)] => {
+                    literals += 1;
+                    segments.push(Segment::Literal(l.clone()));
+                }
+                [Part::Param(p)] => segments.push(Segment::Param(p.clone())),
+                _ => segments.push(Segment::Mixed(parts)),
+            }
+        }
+        let mut q = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match value.strip_prefix('{').and_then(|v| v.strip_suffix('}')) {
+                Some(param) => q.push((name.to_string(), Some(param.to_string()), None)),
+                None => q.push((name.to_string(), None, Some(value.to_string()))),
+            }
+        }
+        Template {
+            segments,
+            query: q,
+            literals,
+            wildcard,
+        }
+    }
+
+    /// Higher is more specific.
+    pub fn specificity(&self) -> (usize, usize, bool) {
+        (self.literals, self.segments.len(), !self.wildcard)
+    }
+
+    /// Matches a request path (percent-encoded, starting with `/`) and query string; returns the
+    /// template parameters' values.
+    pub fn matches(&self, path: &str, query: Option<&str>) -> Option<Vec<(String, String)>> {
+        let mut captured = Vec::new();
+        let mut segs = path.split('/').filter(|s| !s.is_empty()).peekable();
+        for (i, seg) in self.segments.iter().enumerate() {
+            match seg {
+                Segment::Wildcard(name) => {
+                    let rest: Vec<&str> = segs.by_ref().collect();
+                    captured.push((name.clone(), rest.join("/")));
+                    debug_assert_eq!(i + 1, self.segments.len());
+                    break;
+                }
+                Segment::Literal(l) => {
+                    let s = segs.next()?;
+                    if !s.eq_ignore_ascii_case(l) {
+                        return None;
+                    }
+                }
+                Segment::Param(name) => {
+                    let s = segs.next()?;
+                    captured.push((name.clone(), decode(s)));
+                }
+                Segment::Mixed(parts) => {
+                    let s = segs.next()?;
+                    match_mixed(parts, s, &mut captured)?;
+                }
+            }
+        }
+        if !self.wildcard && segs.next().is_some() {
+            return None;
+        }
+        for (name, param, literal) in &self.query {
+            let value = query_value(query.unwrap_or(""), name)?;
+            match (param, literal) {
+                (Some(p), _) => captured.push((p.clone(), value)),
+                (None, Some(l)) if !l.is_empty() && &value != l => return None,
+                _ => {}
+            }
+        }
+        Some(captured)
+    }
+}
+
+fn match_mixed(parts: &[Part], seg: &str, out: &mut Vec<(String, String)>) -> Option<()> {
+    let lower = seg.to_ascii_lowercase();
+    let mut pos = 0;
+    for (i, part) in parts.iter().enumerate() {
+        match part {
+            Part::Literal(l) => {
+                if !lower[pos..].starts_with(l.as_str()) {
+                    return None;
+                }
+                pos += l.len();
+            }
+            Part::Param(name) => {
+                let end = match parts.get(i + 1) {
+                    Some(Part::Literal(next)) => pos + lower[pos..].find(next.as_str())?,
+                    _ => seg.len(),
+                };
+                if end == pos {
+                    return None;
+                }
+                out.push((name.clone(), decode(&seg[pos..end])));
+                pos = end;
+            }
+        }
+    }
+    (pos == seg.len()).then_some(())
+}
+
+/// Percent-decodes a path segment or query value (invalid escapes are kept as they are).
+pub fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The decoded value of query parameter `name`, if present.
+pub fn query_value(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (decode(&k.replace('+', " ")) == name).then(|| decode(&v.replace('+', " ")))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matching() {
+        let t = Template::parse("/users/{id}/orders");
+        assert_eq!(
+            t.matches("/users/42/orders", None).unwrap(),
+            vec![("id".into(), "42".into())]
+        );
+        assert!(t.matches("/users/42", None).is_none());
+        assert!(t.matches("/users/42/orders/x", None).is_none());
+        let w = Template::parse("/files/{*path}");
+        assert_eq!(
+            w.matches("/files/a/b/c.txt", None).unwrap()[0].1,
+            "a/b/c.txt"
+        );
+        let m = Template::parse("/img/{name}.{ext}");
+        assert_eq!(
+            m.matches("/img/cat.png", None).unwrap(),
+            vec![("name".into(), "cat".into()), ("ext".into(), "png".into())]
+        );
+        let q = Template::parse("/search?q={term}&mode=full");
+        assert_eq!(
+            q.matches("/search", Some("q=a%20b&mode=full")).unwrap(),
+            vec![("term".into(), "a b".into())]
+        );
+        assert!(q.matches("/search", Some("mode=full")).is_none());
+        assert!(q.matches("/search", Some("q=x&mode=lite")).is_none());
+        let root = Template::parse("/");
+        assert!(root.matches("/", None).is_some());
+        assert!(root.matches("/x", None).is_none());
+        assert!(Template::parse("/a/b").specificity() > Template::parse("/a/{x}").specificity());
+    }
+}

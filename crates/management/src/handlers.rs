@@ -231,6 +231,12 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         )
             .into_response());
     }
+    if let Some(kind) = path.strip_prefix("/reports/") {
+        return match method {
+            Method::GET => reports(&state, &kind.to_ascii_lowercase(), &raw_path, &query).await,
+            _ => Err(method_not_allowed()),
+        };
+    }
     if path.trim_end_matches('/').eq_ignore_ascii_case("/journal") {
         return match method {
             Method::GET => journal(&state, &raw_path, &query).await,
@@ -916,5 +922,32 @@ async fn journal(
     Ok(json_response(
         StatusCode::OK,
         list_envelope(items, total, skip, top, raw_path, query, &base),
+    ))
+}
+
+async fn reports(
+    state: &Arc<AppState>,
+    kind: &str,
+    raw_path: &str,
+    query: &Query,
+) -> Result<Response, ApiError> {
+    let (skip, top) = paging(query)?;
+    let (from, to) = crate::reports::time_window(query.get("$filter").map(String::as_str))?;
+    let interval = crate::reports::parse_interval(query.get("interval").map(String::as_str))?;
+    let rows = blocking(&state.store, move |s| {
+        s.read(|r| r.usage(from, to).map_err(ApiError::from))
+    })
+    .await?;
+    let records = crate::reports::report(kind, &rows, interval)?;
+    let total = records.len() as u64;
+    let page: Vec<Value> = records
+        .into_iter()
+        .skip(skip as usize)
+        .take(top as usize)
+        .collect();
+    let base = state.urls.read().expect("urls lock").management.clone();
+    Ok(json_response(
+        StatusCode::OK,
+        list_envelope(page, total, skip, top, raw_path, query, &base),
     ))
 }

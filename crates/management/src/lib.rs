@@ -10,6 +10,7 @@ pub mod handlers;
 pub mod openapi;
 pub mod policyxml;
 pub mod render;
+pub mod reports;
 pub mod rules;
 pub mod service;
 

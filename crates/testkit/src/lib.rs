@@ -90,3 +90,108 @@ impl TestInstance {
         (status, v)
     }
 }
+
+/// A real HTTP backend on loopback that echoes what it receives as JSON
+/// (`{"method", "path", "query", "headers", "body"}`), with a few special paths:
+/// `/slow?ms=N` answers after N ms, `/hang` never answers, `/status/{code}` answers that status.
+pub struct EchoBackend {
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn echo(req: axum::extract::Request) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().unwrap_or("").to_string();
+    if path.ends_with("/hang") {
+        std::future::pending::<()>().await;
+    }
+    if path.ends_with("/slow") {
+        let ms: u64 = query
+            .split('&')
+            .find_map(|p| p.strip_prefix("ms="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100);
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    let status = path
+        .rsplit_once("/status/")
+        .and_then(|(_, c)| c.parse::<u16>().ok())
+        .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
+        .unwrap_or(axum::http::StatusCode::OK);
+    let bytes = axum::body::to_bytes(body, 64 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
+    let headers: serde_json::Map<String, Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                Value::String(v.to_str().unwrap_or("").to_string()),
+            )
+        })
+        .collect();
+    let out = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": path,
+        "query": query,
+        "headers": headers,
+        "body": String::from_utf8_lossy(&bytes),
+        "version": format!("{:?}", parts.version),
+    });
+    (status, axum::Json(out)).into_response()
+}
+
+impl EchoBackend {
+    pub async fn start() -> Result<EchoBackend> {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> Result<EchoBackend> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let app = axum::Router::new().fallback(echo);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(EchoBackend {
+            url: format!("http://{addr}"),
+            addr,
+            task,
+        })
+    }
+
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for EchoBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TestInstance {
+    /// The gateway's base URL.
+    pub fn gateway_url(&self) -> String {
+        self.instance.as_ref().expect("running").gateway_url.clone()
+    }
+
+    /// Waits until the gateway serves the store's current revision (changes are asynchronous).
+    pub async fn gateway_caught_up(&self) {
+        let inst = self.instance.as_ref().expect("running");
+        let want = inst.store.revision().expect("store readable");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while inst.gateway.revision() < want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gateway did not reach revision {want}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+}

@@ -1,0 +1,635 @@
+//! The gateway through real sockets: an in-process instance on port 0 and a real echo backend.
+
+use gatehouse_testkit::{EchoBackend, ServeConfig, TestInstance};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const MISSING: &str = "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.";
+const INVALID: &str = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.";
+
+async fn put(t: &TestInstance, path: &str, body: Value) {
+    let (s, b) = t.call("PUT", path, Some(body)).await;
+    assert!(s == 200 || s == 201, "PUT {path}: {s} {b}");
+}
+
+async fn op(t: &TestInstance, api: &str, id: &str, method: &str, template: &str) {
+    let params: Vec<Value> = template
+        .split('{')
+        .skip(1)
+        .map(|p| json!({"name": p.split('}').next().unwrap().trim_start_matches('*'), "type": "string", "required": true}))
+        .collect();
+    put(t, &format!("/apis/{api}/operations/{id}"), json!({"properties": {"displayName": id, "method": method, "urlTemplate": template, "templateParameters": params}})).await;
+}
+
+/// API `echo` at path `echo` → backend `/v1`, product `starter` with it, subscription `s1`.
+async fn setup(t: &TestInstance, backend: &EchoBackend) -> (String, String) {
+    put(t, "/apis/echo", json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": format!("{}/v1", backend.url), "protocols": ["http", "https"]}})).await;
+    op(t, "echo", "get-item", "GET", "/items/{id}").await;
+    op(t, "echo", "create-item", "POST", "/items").await;
+    op(t, "echo", "slow", "GET", "/slow").await;
+    op(t, "echo", "hang", "GET", "/hang").await;
+    op(t, "echo", "search", "GET", "/search?q={term}").await;
+    op(t, "echo", "files", "GET", "/files/{*path}").await;
+    put(
+        t,
+        "/products/starter",
+        json!({"properties": {"displayName": "Starter", "state": "published"}}),
+    )
+    .await;
+    put(t, "/products/starter/apis/echo", json!({})).await;
+    put(t, "/subscriptions/s1", json!({"properties": {"scope": "/products/starter", "displayName": "S1", "state": "active"}})).await;
+    let (_, keys) = t.call("POST", "/subscriptions/s1/listSecrets", None).await;
+    t.gateway_caught_up().await;
+    (
+        keys["primaryKey"].as_str().unwrap().to_string(),
+        keys["secondaryKey"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn gw(t: &TestInstance, method: &str, path: &str, key: Option<&str>) -> (u16, Value) {
+    let c = reqwest::Client::new();
+    let mut req = c.request(
+        reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+        format!("{}{}", t.gateway_url(), path),
+    );
+    if let Some(k) = key {
+        req = req.header("Ocp-Apim-Subscription-Key", k);
+    }
+    let r = req.send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn routes_checks_keys_and_forwards() {
+    let backend = EchoBackend::start().await.unwrap();
+    let t = TestInstance::start().await.unwrap();
+    let (primary, secondary) = setup(&t, &backend).await;
+
+    let (s, b) = gw(&t, "GET", "/echo/items/42?x=1", Some(&primary)).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["path"], "/v1/items/42");
+    assert_eq!(b["query"], "x=1");
+    let h = &b["headers"];
+    assert!(
+        h.get("ocp-apim-subscription-key").is_none(),
+        "the key is not forwarded"
+    );
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert!(
+        h["x-forwarded-host"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert!(!h["x-request-id"].as_str().unwrap().is_empty());
+    assert_eq!(h["request-id"], h["x-request-id"]);
+
+    // The secondary key, the query parameter (not forwarded), a POST with a body.
+    assert_eq!(
+        gw(&t, "GET", "/echo/items/1", Some(&secondary)).await.0,
+        200
+    );
+    let (s, b) = gw(
+        &t,
+        "GET",
+        &format!("/echo/items/1?a=b&subscription-key={primary}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(b["query"], "a=b");
+    let r = reqwest::Client::new()
+        .post(format!("{}/echo/items", t.gateway_url()))
+        .header("Ocp-Apim-Subscription-Key", &primary)
+        .body("hello body")
+        .send()
+        .await
+        .unwrap();
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["body"], "hello body");
+    assert_eq!(b["method"], "POST");
+    // Templates: query parameters and wildcards.
+    assert_eq!(
+        gw(&t, "GET", "/echo/search?q=cats", Some(&primary)).await.0,
+        200
+    );
+    assert_eq!(gw(&t, "GET", "/echo/search", Some(&primary)).await.0, 404);
+    let (s, b) = gw(&t, "GET", "/echo/files/a/b/c.txt", Some(&primary)).await;
+    assert_eq!(
+        (s, b["path"].as_str().unwrap()),
+        (200, "/v1/files/a/b/c.txt")
+    );
+
+    // APIM's errors, verbatim.
+    assert_eq!(
+        gw(&t, "GET", "/echo/items/1", None).await,
+        (401, json!({"statusCode": 401, "message": MISSING}))
+    );
+    assert_eq!(
+        gw(&t, "GET", "/echo/items/1", Some("nope")).await,
+        (401, json!({"statusCode": 401, "message": INVALID}))
+    );
+    assert_eq!(
+        gw(&t, "GET", "/nothing/here", Some(&primary)).await,
+        (
+            404,
+            json!({"statusCode": 404, "message": "Resource not found"})
+        )
+    );
+    assert_eq!(
+        gw(&t, "DELETE", "/echo/items/1", Some(&primary)).await,
+        (
+            404,
+            json!({"statusCode": 404, "message": "Unable to match incoming request to an operation."})
+        )
+    );
+    // The health probe needs no key.
+    let r = reqwest::get(format!("{}/status-0123456789abcdef", t.gateway_url()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn subscription_scopes_states_and_open_products() {
+    let backend = EchoBackend::start().await.unwrap();
+    let t = TestInstance::start().await.unwrap();
+    let (primary, _) = setup(&t, &backend).await;
+    put(&t, "/apis/other", json!({"properties": {"displayName": "Other", "path": "other", "serviceUrl": backend.url, "protocols": ["http"], "subscriptionKeyParameterNames": {"header": "X-Key", "query": "key"}}})).await;
+    op(&t, "other", "get", "GET", "/").await;
+    put(
+        &t,
+        "/subscriptions/all",
+        json!({"properties": {"scope": "/apis", "displayName": "All", "state": "active"}}),
+    )
+    .await;
+    put(
+        &t,
+        "/subscriptions/only-other",
+        json!({"properties": {"scope": "/apis/other", "displayName": "O", "state": "active"}}),
+    )
+    .await;
+    put(
+        &t,
+        "/subscriptions/pending",
+        json!({"properties": {"scope": "/apis", "displayName": "P"}}),
+    )
+    .await;
+    let key = |id: &'static str| {
+        let t = &t;
+        async move {
+            let (_, k) = t
+                .call("POST", &format!("/subscriptions/{id}/listSecrets"), None)
+                .await;
+            k["primaryKey"].as_str().unwrap().to_string()
+        }
+    };
+    let (all, only_other, pending, master) = (
+        key("all").await,
+        key("only-other").await,
+        key("pending").await,
+        key("master").await,
+    );
+    t.gateway_caught_up().await;
+    assert_eq!(
+        gw(&t, "GET", "/echo/items/1", Some(&all)).await.0,
+        200,
+        "/apis scope"
+    );
+    assert_eq!(
+        gw(&t, "GET", "/echo/items/1", Some(&master)).await.0,
+        200,
+        "the master subscription"
+    );
+    assert_eq!(
+        gw(&t, "GET", "/echo/items/1", Some(&only_other)).await.0,
+        401,
+        "another API's scope"
+    );
+    assert_eq!(
+        gw(&t, "GET", "/echo/items/1", Some(&pending)).await.0,
+        401,
+        "a submitted subscription"
+    );
+    assert_eq!(
+        gw(&t, "GET", "/other", Some(&primary)).await.0,
+        401,
+        "a product without the API"
+    );
+    // The API's own key names.
+    let r = reqwest::Client::new()
+        .get(format!("{}/other", t.gateway_url()))
+        .header("X-Key", &only_other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        reqwest::get(format!("{}/other?key={only_other}", t.gateway_url()))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Suspending or regenerating takes effect with the next revision.
+    put(&t, "/subscriptions/s1", json!({"properties": {"scope": "/products/starter", "displayName": "S1", "state": "suspended"}})).await;
+    t.gateway_caught_up().await;
+    assert_eq!(gw(&t, "GET", "/echo/items/1", Some(&primary)).await.0, 401);
+    t.call("POST", "/subscriptions/all/regeneratePrimaryKey", None)
+        .await;
+    t.gateway_caught_up().await;
+    assert_eq!(gw(&t, "GET", "/echo/items/1", Some(&all)).await.0, 401);
+    assert_eq!(
+        gw(&t, "GET", "/echo/items/1", Some(&key("all").await))
+            .await
+            .0,
+        200
+    );
+
+    // An open product, or an API that needs no subscription, lets requests without a key in.
+    assert_eq!(gw(&t, "GET", "/other", None).await.0, 401);
+    put(&t, "/products/free", json!({"properties": {"displayName": "Free", "subscriptionRequired": false, "state": "published"}})).await;
+    put(&t, "/products/free/apis/other", json!({})).await;
+    t.gateway_caught_up().await;
+    assert_eq!(gw(&t, "GET", "/other", None).await.0, 200);
+    t.call(
+        "PATCH",
+        "/apis/echo",
+        Some(json!({"properties": {"subscriptionRequired": false}})),
+    )
+    .await;
+    t.gateway_caught_up().await;
+    assert_eq!(gw(&t, "GET", "/echo/items/1", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn versions_and_revisions() {
+    let backend = EchoBackend::start().await.unwrap();
+    let t = TestInstance::start().await.unwrap();
+    let (_, _) = setup(&t, &backend).await;
+    let (_, m) = t
+        .call("POST", "/subscriptions/master/listSecrets", None)
+        .await;
+    let master = m["primaryKey"].as_str().unwrap().to_string();
+    for (scheme, extra) in [
+        ("Segment", json!({})),
+        ("Query", json!({"versionQueryName": "api-version"})),
+        ("Header", json!({"versionHeaderName": "Api-Version"})),
+    ] {
+        let mut props = json!({"displayName": scheme, "versioningScheme": scheme});
+        props
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        put(
+            &t,
+            &format!("/apiVersionSets/{scheme}"),
+            json!({"properties": props}),
+        )
+        .await;
+        for v in ["v1", "v2"] {
+            let id = format!("{}-{v}", scheme.to_lowercase());
+            put(&t, &format!("/apis/{id}"), json!({"properties": {"displayName": id, "path": scheme.to_lowercase(), "apiVersion": v, "apiVersionSetId": format!("/apiVersionSets/{scheme}"), "serviceUrl": format!("{}/{v}", backend.url), "protocols": ["http"]}})).await;
+            op(&t, &id, "get", "GET", "/thing").await;
+        }
+    }
+    t.gateway_caught_up().await;
+    assert_eq!(
+        gw(&t, "GET", "/segment/v2/thing", Some(&master)).await.1["path"],
+        "/v2/thing"
+    );
+    assert_eq!(
+        gw(&t, "GET", "/query/thing?api-version=v1", Some(&master))
+            .await
+            .1["path"],
+        "/v1/thing"
+    );
+    let r = reqwest::Client::new()
+        .get(format!("{}/header/thing", t.gateway_url()))
+        .header("Ocp-Apim-Subscription-Key", &master)
+        .header("Api-Version", "v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["path"], "/v2/thing");
+    assert_eq!(
+        gw(&t, "GET", "/query/thing?api-version=v9", Some(&master))
+            .await
+            .0,
+        404
+    );
+
+    // A non-current revision is reachable with ;rev=N, with its own operations.
+    put(
+        &t,
+        "/apis/echo;rev=2",
+        json!({"properties": {"apiRevisionDescription": "next"}}),
+    )
+    .await;
+    op(&t, "echo;rev=2", "new-op", "GET", "/new").await;
+    t.gateway_caught_up().await;
+    assert_eq!(gw(&t, "GET", "/echo;rev=2/new", Some(&master)).await.0, 200);
+    assert_eq!(gw(&t, "GET", "/echo/new", Some(&master)).await.0, 404);
+    t.call(
+        "PATCH",
+        "/apis/echo;rev=2",
+        Some(json!({"properties": {"isCurrent": true}})),
+    )
+    .await;
+    t.gateway_caught_up().await;
+    assert_eq!(gw(&t, "GET", "/echo/new", Some(&master)).await.0, 200);
+}
+
+#[tokio::test]
+async fn backend_failures_limits_and_timeouts() {
+    let backend = EchoBackend::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServeConfig::ephemeral(dir.path());
+    config.gateway.backend_response_timeout = Duration::from_millis(500);
+    config.gateway.max_header_bytes = 16 * 1024;
+    config.gateway.max_body_bytes = 1024 * 1024;
+    config.gateway.header_read_timeout = Duration::from_millis(500);
+    let t = TestInstance::start_with(config).await.unwrap();
+    let (key, _) = setup(&t, &backend).await;
+    // A backend that hangs: 504, and other requests are not hurt meanwhile.
+    let hung = tokio::spawn({
+        let url = format!("{}/echo/hang", t.gateway_url());
+        let key = key.clone();
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("Ocp-Apim-Subscription-Key", key)
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    assert_eq!(gw(&t, "GET", "/echo/items/1", Some(&key)).await.0, 200);
+    let r = hung.await.unwrap();
+    assert_eq!(r.status(), 504);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["statusCode"], 504);
+    // A backend that is down: 502.
+    put(&t, "/apis/down", json!({"properties": {"displayName": "Down", "path": "down", "serviceUrl": "http://127.0.0.1:9", "protocols": ["http"]}})).await;
+    op(&t, "down", "get", "GET", "/").await;
+    put(&t, "/products/starter/apis/down", json!({})).await;
+    t.gateway_caught_up().await;
+    let (s, b) = gw(&t, "GET", "/down", Some(&key)).await;
+    assert_eq!((s, b["statusCode"].as_u64()), (502, Some(502)));
+    // Oversized headers: 431; oversized body: 413.
+    let r = reqwest::Client::new()
+        .get(format!("{}/echo/items/1", t.gateway_url()))
+        .header("Ocp-Apim-Subscription-Key", &key)
+        .header("X-Big", "a".repeat(20 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    let r = reqwest::Client::new()
+        .post(format!("{}/echo/items", t.gateway_url()))
+        .header("Ocp-Apim-Subscription-Key", &key)
+        .body(vec![b'x'; 2 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // A slow client that never finishes its headers is cut off; others go on.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = t.gateway_url().trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /echo/items/1 HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert_eq!(gw(&t, "GET", "/echo/items/1", Some(&key)).await.0, 200);
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the slow connection was closed by the header read timeout"
+    );
+    // Malformed HTTP gets a 400 and does not disturb the gateway.
+    let mut bad = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    bad.write_all(b"NOT HTTP AT ALL\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), bad.read_to_end(&mut buf)).await;
+    assert!(
+        String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert_eq!(gw(&t, "GET", "/echo/items/1", Some(&key)).await.0, 200);
+}
+
+#[tokio::test]
+async fn hot_reload_under_traffic_drops_nothing() {
+    let backend = EchoBackend::start().await.unwrap();
+    let t = TestInstance::start().await.unwrap();
+    let (key, _) = setup(&t, &backend).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let url = format!("{}/echo/items/7", t.gateway_url());
+        let key = key.clone();
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c
+                    .get(&url)
+                    .header("Ocp-Apim-Subscription-Key", &key)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(r.status().to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    for i in 0..100 {
+        // Changes that touch the routing table: new APIs, operations, products, subscriptions.
+        put(&t, &format!("/apis/extra{i}"), json!({"properties": {"displayName": "X", "path": format!("extra{i}"), "serviceUrl": backend.url, "protocols": ["http"]}})).await;
+        if i % 3 == 0 {
+            op(
+                &t,
+                "echo",
+                &format!("op{i}"),
+                "GET",
+                &format!("/generated/{i}"),
+            )
+            .await;
+        }
+        if i % 5 == 0 {
+            put(
+                &t,
+                &format!("/subscriptions/x{i}"),
+                json!({"properties": {"scope": "/apis", "displayName": "X", "state": "active"}}),
+            )
+            .await;
+        }
+    }
+    t.gateway_caught_up().await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        let (ok, failed) = c.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "failed requests during reloads: {failed:?}"
+        );
+        total += ok;
+    }
+    assert!(total > 100, "traffic kept flowing ({total} requests)");
+    // The last change is live.
+    assert_eq!(gw(&t, "GET", "/echo/generated/99", Some(&key)).await.0, 200);
+}
+
+#[tokio::test]
+async fn tls_http2_and_h2c() {
+    let backend = EchoBackend::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = dir.path().join("gw.crt");
+    let keyf = dir.path().join("gw.key");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&keyf, ck.signing_key.serialize_pem()).unwrap();
+    let mut config = ServeConfig::ephemeral(&dir.path().join("data"));
+    config.gateway.tls = Some((cert, keyf));
+    let t = TestInstance::start_with(config).await.unwrap();
+    let (key, _) = setup(&t, &backend).await;
+    let url = t.gateway_url().replace("127.0.0.1", "localhost");
+    assert!(url.starts_with("https://"));
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ck.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("{url}/echo/items/1"))
+        .header("Ocp-Apim-Subscription-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2, "HTTP/2 by ALPN");
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["headers"]["x-forwarded-proto"], "https");
+
+    // Plain listener: HTTP/2 with prior knowledge (h2c).
+    let t2 = TestInstance::start().await.unwrap();
+    let (key2, _) = setup(&t2, &backend).await;
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2c
+        .get(format!("{}/echo/items/1", t2.gateway_url()))
+        .header("Ocp-Apim-Subscription-Key", &key2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+}
+
+#[tokio::test]
+async fn metrics_access_log_usage_reports_and_draining() {
+    let backend = EchoBackend::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut config = ServeConfig::ephemeral(&dir.path().join("data"));
+    config.gateway.access_log = Some(log.to_str().unwrap().to_string());
+    let mut t = TestInstance::start_with(config).await.unwrap();
+    let (key, _) = setup(&t, &backend).await;
+    for _ in 0..3 {
+        assert_eq!(
+            gw(
+                &t,
+                "GET",
+                &format!("/echo/items/1?subscription-key={key}&z=9"),
+                None
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    assert_eq!(gw(&t, "GET", "/echo/items/1", Some("bad")).await.0, 401);
+
+    let (s, text) = t.call("GET", "/metrics", None).await;
+    assert_eq!(s, 200);
+    let text = text.as_str().unwrap().to_string();
+    assert!(text.contains("gatehouse_gateway_requests_total{api=\"echo\",operation=\"get-item\",product=\"starter\",subscription=\"s1\",status_class=\"2xx\"}"), "{text}");
+    assert!(text.contains("gatehouse_gateway_request_duration_seconds_bucket"));
+    assert!(text.contains("gatehouse_gateway_backend_duration_seconds"));
+    assert!(text.contains("gatehouse_gateway_config_revision"));
+    assert!(!text.contains(&key));
+
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let entries: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 4);
+    assert_eq!(entries[0]["subscriptionId"], "s1");
+    assert_eq!(entries[0]["api"], "echo");
+    assert_eq!(entries[0]["operation"], "get-item");
+    assert_eq!(entries[0]["url"], "/echo/items/1?z=9");
+    assert!(entries[0]["backendMs"].as_f64().is_some());
+    assert_eq!(entries[3]["status"], 401);
+    assert!(
+        !lines.contains(&key),
+        "the key never reaches the access log"
+    );
+
+    // A request in flight when shutdown starts still completes.
+    let slow = tokio::spawn({
+        let url = format!("{}/echo/slow?ms=400", t.gateway_url());
+        let key = key.clone();
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("Ocp-Apim-Subscription-Key", key)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let data_dir = t.data_dir.clone();
+    t.stop().await.unwrap();
+    assert_eq!(slow.await.unwrap().unwrap(), 200);
+
+    // Usage was flushed at shutdown and is reported after a restart.
+    let t2 = TestInstance::start_in(&data_dir).await.unwrap();
+    let (s, by_api) = t2
+        .call(
+            "GET",
+            "/reports/byApi?$filter=timestamp%20ge%20datetime'2020-01-01T00:00:00'",
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{by_api}");
+    let rec = &by_api["value"][0];
+    assert_eq!(rec["name"], "echo");
+    assert_eq!(rec["callCountSuccess"], 4);
+    assert_eq!(rec["callCountBlocked"], 1);
+    assert_eq!(rec["callCountTotal"], 5);
+    let (_, by_sub) = t2.call("GET", "/reports/bySubscription", None).await;
+    assert_eq!(by_sub["value"][0]["name"], "s1");
+    let (_, by_time) = t2.call("GET", "/reports/byTime?interval=PT15M", None).await;
+    assert_eq!(by_time["value"][0]["callCountTotal"], 5);
+    assert_eq!(by_time["value"][0]["interval"], "PT15M");
+    assert_eq!(
+        t2.call("GET", "/reports/byTime?interval=PT7M", None)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(t2.call("GET", "/reports/byNothing", None).await.0, 404);
+}

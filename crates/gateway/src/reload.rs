@@ -5,7 +5,8 @@
 //! table the gateway serves is a consistent configuration.
 
 use crate::stopped;
-use crate::table::{ConfigMirror, RoutingTable};
+use crate::table::{Change, ConfigMirror, RoutingTable};
+use gatehouse_model::ResourcePath;
 use arc_swap::ArcSwap;
 use gatehouse_store::{Store, StoreError};
 use std::sync::Arc;
@@ -14,39 +15,32 @@ use std::time::Instant;
 /// Reads the whole configuration.
 pub fn load(store: &Store) -> Result<ConfigMirror, StoreError> {
     let snap = store.snapshot()?;
-    Ok(ConfigMirror {
-        revision: snap.revision,
-        service: Some(snap.service),
-        resources: snap
-            .resources
-            .into_iter()
-            .map(|r| (r.path.clone(), r))
-            .collect(),
-    })
+    Ok(ConfigMirror::new(snap.revision, Some(snap.service), snap.resources))
 }
 
-/// Moves the mirror to the store's current revision by re-reading what changed since.
-pub fn catch_up(store: &Store, mirror: &mut ConfigMirror) -> Result<bool, StoreError> {
+/// Moves the mirror to the store's current revision by re-reading what changed since; returns
+/// the changes (`None` when already current).
+pub fn catch_up(store: &Store, mirror: &mut ConfigMirror) -> Result<Option<Vec<Change>>, StoreError> {
     store.read(|r| {
         if r.revision() == mirror.revision {
-            return Ok(false);
+            return Ok(None);
         }
+        let mut changes = Vec::new();
         for path in r.changed_paths_since(mirror.revision)? {
             if path == "/" {
                 mirror.service = r.service()?;
                 continue;
             }
-            match r.get(&path)? {
-                Some(res) => {
-                    mirror.resources.insert(path, res);
-                }
-                None => {
-                    mirror.resources.remove(&path);
-                }
+            let Ok(parsed) = ResourcePath::parse_stored(&path) else { continue };
+            let old = mirror.remove(parsed.kind, &path);
+            let new = r.get(&path)?;
+            if let Some(n) = &new {
+                mirror.insert(n.clone());
             }
+            changes.push(Change { kind: parsed.kind, old, new });
         }
         mirror.revision = r.revision();
-        Ok(true)
+        Ok(Some(changes))
     })
 }
 
@@ -65,9 +59,10 @@ pub async fn follow(
         }
         let started = Instant::now();
         let s = store.clone();
+        let current = table.load_full();
         let result = tokio::task::spawn_blocking(move || {
-            let compiled = catch_up(&s, &mut mirror)
-                .map(|changed| changed.then(|| RoutingTable::compile(&mirror)));
+            let compiled =
+                catch_up(&s, &mut mirror).map(|changes| changes.map(|c| current.next(&mirror, &c)));
             (mirror, compiled)
         })
         .await;

@@ -91,23 +91,82 @@ pub struct KeyEntry {
     pub subscription: Arc<SubscriptionInfo>,
 }
 
+/// The compiled routing table. `routes` is rebuilt only when an API-shaped resource changes;
+/// `keys` is a persistent map updated per changed subscription, so a change costs O(change),
+/// not O(configuration).
 #[derive(Debug, Default)]
 pub struct RoutingTable {
     pub revision: u64,
     pub service_name: String,
     pub region: String,
-    /// Lower-cased routing path (API path, plus `/{version}` for Segment versioning) → APIs.
-    by_path: HashMap<String, Vec<Arc<ApiRoute>>>,
-    keys: HashMap<String, KeyEntry>,
-    pub api_count: usize,
+    routes: Arc<Routes>,
+    keys: imbl::HashMap<String, KeyEntry>,
 }
 
-/// The in-memory mirror of the configuration the table is compiled from.
+#[derive(Debug, Default)]
+struct Routes {
+    /// Lower-cased routing path (API path, plus `/{version}` for Segment versioning) → APIs.
+    by_path: HashMap<String, Vec<Arc<ApiRoute>>>,
+    api_count: usize,
+}
+
+/// The in-memory mirror of the configuration the table is compiled from, by kind.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigMirror {
     pub revision: u64,
     pub service: Option<ServiceSettings>,
-    pub resources: HashMap<String, StoredResource>,
+    by_kind: HashMap<Kind, HashMap<String, StoredResource>>,
+}
+
+impl ConfigMirror {
+    pub fn new(revision: u64, service: Option<ServiceSettings>, resources: impl IntoIterator<Item = StoredResource>) -> Self {
+        let mut m = ConfigMirror {
+            revision,
+            service,
+            by_kind: HashMap::new(),
+        };
+        for r in resources {
+            m.insert(r);
+        }
+        m
+    }
+
+    pub fn of(&self, kind: Kind) -> impl Iterator<Item = &StoredResource> {
+        self.by_kind.get(&kind).into_iter().flat_map(|m| m.values())
+    }
+
+    pub fn get(&self, kind: Kind, path: &str) -> Option<&StoredResource> {
+        self.by_kind.get(&kind).and_then(|m| m.get(path))
+    }
+
+    pub fn insert(&mut self, r: StoredResource) -> Option<StoredResource> {
+        self.by_kind.entry(r.kind).or_default().insert(r.path.clone(), r)
+    }
+
+    pub fn remove(&mut self, kind: Kind, path: &str) -> Option<StoredResource> {
+        self.by_kind.get_mut(&kind).and_then(|m| m.remove(path))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_kind.values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One resource that changed between two revisions.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub kind: Kind,
+    pub old: Option<StoredResource>,
+    pub new: Option<StoredResource>,
+}
+
+/// Kinds whose change means the route index must be rebuilt.
+fn affects_routes(kind: Kind) -> bool {
+    matches!(kind, Kind::Api | Kind::Operation | Kind::Product | Kind::ProductApi | Kind::ApiVersionSet)
 }
 
 fn s<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
@@ -128,52 +187,32 @@ fn parent_of(path: &str) -> &str {
     }
 }
 
-impl RoutingTable {
-    /// Compiles the table from a consistent configuration.
-    pub fn compile(mirror: &ConfigMirror) -> RoutingTable {
-        let mut by_kind: HashMap<Kind, Vec<&StoredResource>> = HashMap::new();
-        for r in mirror.resources.values() {
-            by_kind.entry(r.kind).or_default().push(r);
-        }
-        let empty = Vec::new();
-        let of = |k: Kind| by_kind.get(&k).unwrap_or(&empty);
-
+impl Routes {
+    fn compile(mirror: &ConfigMirror) -> Routes {
         let mut version_sets: HashMap<&str, VersionScheme> = HashMap::new();
-        for vs in of(Kind::ApiVersionSet) {
+        for vs in mirror.of(Kind::ApiVersionSet) {
             let scheme = match s(&vs.properties, "versioningScheme") {
-                Some("Query") => VersionScheme::Query(
-                    s(&vs.properties, "versionQueryName")
-                        .unwrap_or("api-version")
-                        .to_string(),
-                ),
-                Some("Header") => VersionScheme::Header(
-                    s(&vs.properties, "versionHeaderName")
-                        .unwrap_or("Api-Version")
-                        .to_string(),
-                ),
+                Some("Query") => VersionScheme::Query(s(&vs.properties, "versionQueryName").unwrap_or("api-version").to_string()),
+                Some("Header") => VersionScheme::Header(s(&vs.properties, "versionHeaderName").unwrap_or("Api-Version").to_string()),
                 _ => VersionScheme::Segment,
             };
             version_sets.insert(vs.path.as_str(), scheme);
         }
         let mut products: HashMap<&str, Arc<ProductInfo>> = HashMap::new();
-        for p in of(Kind::Product) {
+        for p in mirror.of(Kind::Product) {
             products.insert(
                 p.path.as_str(),
                 Arc::new(ProductInfo {
                     id: p.name().to_string(),
-                    name: s(&p.properties, "displayName")
-                        .unwrap_or_default()
-                        .to_string(),
+                    name: s(&p.properties, "displayName").unwrap_or_default().to_string(),
                     subscription_required: b(&p.properties, "subscriptionRequired", true),
-                    state: s(&p.properties, "state")
-                        .unwrap_or("notPublished")
-                        .to_string(),
+                    state: s(&p.properties, "state").unwrap_or("notPublished").to_string(),
                 }),
             );
         }
         // API id → products containing it.
         let mut api_products: HashMap<&str, Vec<Arc<ProductInfo>>> = HashMap::new();
-        for link in of(Kind::ProductApi) {
+        for link in mirror.of(Kind::ProductApi) {
             if let Some(p) = products.get(parent_of(&link.path)) {
                 api_products.entry(link.name()).or_default().push(p.clone());
             }
@@ -182,91 +221,54 @@ impl RoutingTable {
             v.sort_by(|a, b| a.id.cmp(&b.id));
         }
         let mut operations: HashMap<&str, Vec<OperationRoute>> = HashMap::new();
-        for op in of(Kind::Operation) {
+        for op in mirror.of(Kind::Operation) {
             let template = s(&op.properties, "urlTemplate").unwrap_or("/").to_string();
-            operations
-                .entry(parent_of(&op.path))
-                .or_default()
-                .push(OperationRoute {
-                    id: op.name().to_string(),
-                    method: s(&op.properties, "method")
-                        .unwrap_or("GET")
-                        .to_ascii_uppercase(),
-                    template: Template::parse(&template),
-                    url_template: template,
-                    properties: op.properties.clone(),
-                });
+            operations.entry(parent_of(&op.path)).or_default().push(OperationRoute {
+                id: op.name().to_string(),
+                method: s(&op.properties, "method").unwrap_or("GET").to_ascii_uppercase(),
+                template: Template::parse(&template),
+                url_template: template,
+                properties: op.properties.clone(),
+            });
         }
         for ops in operations.values_mut() {
             // Most specific first, so the first match wins.
-            ops.sort_by(|a, b| {
-                b.template
-                    .specificity()
-                    .cmp(&a.template.specificity())
-                    .then(a.id.cmp(&b.id))
-            });
+            ops.sort_by(|a, b| b.template.specificity().cmp(&a.template.specificity()).then(a.id.cmp(&b.id)));
         }
         let mut by_path: HashMap<String, Vec<Arc<ApiRoute>>> = HashMap::new();
         let mut api_count = 0;
-        for api in of(Kind::Api) {
+        for api in mirror.of(Kind::Api) {
             let p = &api.properties;
-            let Ok((base, rev)) = split_revision(api.name()) else {
-                continue;
-            };
+            let Ok((base, rev)) = split_revision(api.name()) else { continue };
             let protocols: Vec<&str> = p
                 .get("protocols")
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_else(|| vec!["https"]);
             let names = p.get("subscriptionKeyParameterNames");
-            let scheme = s(p, "apiVersionSetId")
-                .and_then(|id| version_sets.get(id))
-                .cloned();
-            let version = s(p, "apiVersion")
-                .filter(|v| !v.is_empty())
-                .map(str::to_string);
-            let path = s(p, "path")
-                .unwrap_or_default()
-                .trim_matches('/')
-                .to_string();
+            let scheme = s(p, "apiVersionSetId").and_then(|id| version_sets.get(id)).cloned();
+            let version = s(p, "apiVersion").filter(|v| !v.is_empty()).map(str::to_string);
+            let path = s(p, "path").unwrap_or_default().trim_matches('/').to_string();
             let route = ApiRoute {
                 id: base.to_string(),
                 name: s(p, "displayName").unwrap_or_default().to_string(),
-                revision: rev.unwrap_or_else(|| {
-                    s(p, "apiRevision")
-                        .and_then(|r| r.parse().ok())
-                        .unwrap_or(1)
-                }),
+                revision: rev.unwrap_or_else(|| s(p, "apiRevision").and_then(|r| r.parse().ok()).unwrap_or(1)),
                 is_current: rev.is_none(),
                 path: path.clone(),
-                service_url: s(p, "serviceUrl")
-                    .filter(|u| !u.is_empty())
-                    .map(|u| u.trim_end_matches('/').to_string()),
+                service_url: s(p, "serviceUrl").filter(|u| !u.is_empty()).map(|u| u.trim_end_matches('/').to_string()),
                 allow_http: protocols.contains(&"http"),
                 allow_https: protocols.contains(&"https"),
                 subscription_required: b(p, "subscriptionRequired", true),
-                key_header: names
-                    .and_then(|n| n.get("header"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("Ocp-Apim-Subscription-Key")
-                    .to_string(),
-                key_query: names
-                    .and_then(|n| n.get("query"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("subscription-key")
-                    .to_string(),
+                key_header: names.and_then(|n| n.get("header")).and_then(Value::as_str).unwrap_or("Ocp-Apim-Subscription-Key").to_string(),
+                key_query: names.and_then(|n| n.get("query")).and_then(Value::as_str).unwrap_or("subscription-key").to_string(),
                 operations: operations.remove(api.path.as_str()).unwrap_or_default(),
                 products: api_products.get(base).cloned().unwrap_or_default(),
                 version: version.clone(),
                 scheme: scheme.clone(),
             };
             let key = match (&scheme, &version) {
-                (Some(VersionScheme::Segment), Some(v)) if path.is_empty() => {
-                    v.to_ascii_lowercase()
-                }
-                (Some(VersionScheme::Segment), Some(v)) => {
-                    format!("{}/{}", path.to_ascii_lowercase(), v.to_ascii_lowercase())
-                }
+                (Some(VersionScheme::Segment), Some(v)) if path.is_empty() => v.to_ascii_lowercase(),
+                (Some(VersionScheme::Segment), Some(v)) => format!("{}/{}", path.to_ascii_lowercase(), v.to_ascii_lowercase()),
                 _ => path.to_ascii_lowercase(),
             };
             if route.is_current {
@@ -274,68 +276,164 @@ impl RoutingTable {
             }
             by_path.entry(key).or_default().push(Arc::new(route));
         }
+        Routes { by_path, api_count }
+    }
+}
+
+fn user_info(mirror: &ConfigMirror, user_path: &str) -> Option<Arc<UserInfo>> {
+    let u = mirror.get(Kind::User, user_path)?;
+    let id = u.name();
+    let groups = mirror
+        .of(Kind::GroupUser)
+        .filter(|l| l.name() == id)
+        .map(|l| parent_of(&l.path).rsplit('/').next().unwrap_or_default().to_string())
+        .collect();
+    Some(Arc::new(UserInfo {
+        id: id.to_string(),
+        email: s(&u.properties, "email").unwrap_or_default().to_string(),
+        first_name: s(&u.properties, "firstName").unwrap_or_default().to_string(),
+        last_name: s(&u.properties, "lastName").unwrap_or_default().to_string(),
+        groups,
+    }))
+}
+
+fn subscription_info(sub: &StoredResource, owner: Option<Arc<UserInfo>>) -> Option<Arc<SubscriptionInfo>> {
+    let p = &sub.properties;
+    if s(p, "state") != Some("active") {
+        return None;
+    }
+    Some(Arc::new(SubscriptionInfo {
+        id: sub.name().to_string(),
+        name: s(p, "displayName").unwrap_or_default().to_string(),
+        scope: s(p, "scope").unwrap_or("/").to_string(),
+        owner,
+        primary_key: s(p, "primaryKey").unwrap_or_default().to_string(),
+        secondary_key: s(p, "secondaryKey").unwrap_or_default().to_string(),
+    }))
+}
+
+fn insert_keys(keys: &mut imbl::HashMap<String, KeyEntry>, info: Arc<SubscriptionInfo>) {
+    for k in [&info.primary_key, &info.secondary_key] {
+        if !k.is_empty() {
+            keys.insert(k.clone(), KeyEntry { subscription: info.clone() });
+        }
+    }
+}
+
+fn remove_keys_of(keys: &mut imbl::HashMap<String, KeyEntry>, sub: &StoredResource) {
+    for field in ["primaryKey", "secondaryKey"] {
+        if let Some(k) = s(&sub.properties, field)
+            && keys.get(k).is_some_and(|e| e.subscription.id == sub.name())
+        {
+            keys.remove(k);
+        }
+    }
+}
+
+fn service_names(mirror: &ConfigMirror) -> (String, String) {
+    mirror
+        .service
+        .as_ref()
+        .map(|s| (s.name.clone(), s.location.clone()))
+        .unwrap_or_default()
+}
+
+impl RoutingTable {
+    /// Compiles the whole table from a consistent configuration.
+    pub fn compile(mirror: &ConfigMirror) -> RoutingTable {
         let mut users: HashMap<&str, Arc<UserInfo>> = HashMap::new();
         let mut groups_of: HashMap<&str, Vec<String>> = HashMap::new();
-        for link in of(Kind::GroupUser) {
-            let group = parent_of(&link.path)
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_string();
+        for link in mirror.of(Kind::GroupUser) {
+            let group = parent_of(&link.path).rsplit('/').next().unwrap_or_default().to_string();
             groups_of.entry(link.name()).or_default().push(group);
         }
-        for u in of(Kind::User) {
+        for u in mirror.of(Kind::User) {
             users.insert(
                 u.path.as_str(),
                 Arc::new(UserInfo {
                     id: u.name().to_string(),
                     email: s(&u.properties, "email").unwrap_or_default().to_string(),
-                    first_name: s(&u.properties, "firstName")
-                        .unwrap_or_default()
-                        .to_string(),
+                    first_name: s(&u.properties, "firstName").unwrap_or_default().to_string(),
                     last_name: s(&u.properties, "lastName").unwrap_or_default().to_string(),
                     groups: groups_of.remove(u.name()).unwrap_or_default(),
                 }),
             );
         }
-        let mut keys = HashMap::new();
-        for sub in of(Kind::Subscription) {
-            let p = &sub.properties;
-            if s(p, "state") != Some("active") {
-                continue;
-            }
-            let info = Arc::new(SubscriptionInfo {
-                id: sub.name().to_string(),
-                name: s(p, "displayName").unwrap_or_default().to_string(),
-                scope: s(p, "scope").unwrap_or("/").to_string(),
-                owner: s(p, "ownerId").and_then(|o| users.get(o)).cloned(),
-                primary_key: s(p, "primaryKey").unwrap_or_default().to_string(),
-                secondary_key: s(p, "secondaryKey").unwrap_or_default().to_string(),
-            });
-            for k in [&info.primary_key, &info.secondary_key] {
-                if !k.is_empty() {
-                    keys.insert(
-                        k.clone(),
-                        KeyEntry {
-                            subscription: info.clone(),
-                        },
-                    );
-                }
+        let mut keys = imbl::HashMap::new();
+        for sub in mirror.of(Kind::Subscription) {
+            let owner = s(&sub.properties, "ownerId").and_then(|o| users.get(o)).cloned();
+            if let Some(info) = subscription_info(sub, owner) {
+                insert_keys(&mut keys, info);
             }
         }
-        let (service_name, region) = mirror
-            .service
-            .as_ref()
-            .map(|s| (s.name.clone(), s.location.clone()))
-            .unwrap_or_default();
+        let (service_name, region) = service_names(mirror);
         RoutingTable {
             revision: mirror.revision,
             service_name,
             region,
-            by_path,
+            routes: Arc::new(Routes::compile(mirror)),
             keys,
-            api_count,
         }
+    }
+
+    /// The next table after `changes` were applied to `mirror`: routes are rebuilt only if an
+    /// API-shaped resource changed; keys are updated per changed subscription or user.
+    pub fn next(&self, mirror: &ConfigMirror, changes: &[Change]) -> RoutingTable {
+        let routes = if changes.iter().any(|c| affects_routes(c.kind)) {
+            Arc::new(Routes::compile(mirror))
+        } else {
+            self.routes.clone()
+        };
+        let mut keys = self.keys.clone();
+        let mut owners_changed: Vec<String> = Vec::new();
+        for c in changes {
+            match c.kind {
+                Kind::Subscription => {
+                    if let Some(old) = &c.old {
+                        remove_keys_of(&mut keys, old);
+                    }
+                    if let Some(new) = &c.new {
+                        let owner = s(&new.properties, "ownerId").and_then(|o| user_info(mirror, o));
+                        if let Some(info) = subscription_info(new, owner) {
+                            insert_keys(&mut keys, info);
+                        }
+                    }
+                }
+                Kind::User => {
+                    if let Some(r) = c.new.as_ref().or(c.old.as_ref()) {
+                        owners_changed.push(r.path.clone());
+                    }
+                }
+                Kind::GroupUser => {
+                    if let Some(r) = c.new.as_ref().or(c.old.as_ref()) {
+                        owners_changed.push(format!("/users/{}", r.name()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !owners_changed.is_empty() {
+            for sub in mirror.of(Kind::Subscription) {
+                if let Some(owner) = s(&sub.properties, "ownerId")
+                    && owners_changed.iter().any(|o| o == owner)
+                    && let Some(info) = subscription_info(sub, user_info(mirror, owner))
+                {
+                    insert_keys(&mut keys, info);
+                }
+            }
+        }
+        let (service_name, region) = service_names(mirror);
+        RoutingTable {
+            revision: mirror.revision,
+            service_name,
+            region,
+            routes,
+            keys,
+        }
+    }
+
+    pub fn api_count(&self) -> usize {
+        self.routes.api_count
     }
 
     pub fn key(&self, key: &str) -> Option<&KeyEntry> {
@@ -366,7 +464,7 @@ impl RoutingTable {
                 _ => (prefix, None),
             };
             let key = prefix_key.to_ascii_lowercase();
-            let Some(candidates) = self.by_path.get(&key) else {
+            let Some(candidates) = self.routes.by_path.get(&key) else {
                 continue;
             };
             let rest = &trimmed[end..];
@@ -439,11 +537,7 @@ mod tests {
     }
 
     fn mirror(items: Vec<StoredResource>) -> ConfigMirror {
-        ConfigMirror {
-            revision: 1,
-            service: None,
-            resources: items.into_iter().map(|r| (r.path.clone(), r)).collect(),
-        }
+        ConfigMirror::new(1, None, items)
     }
 
     #[test]
@@ -493,5 +587,34 @@ mod tests {
         assert_eq!(api.id, "root");
         let (api, rest) = t.find_api("/seg/v1/z", None, none).unwrap();
         assert_eq!((api.id.as_str(), rest), ("s1", "/z"));
+    }
+
+    #[test]
+    fn incremental_key_updates_match_a_full_compile() {
+        let mut m = mirror(vec![
+            res("/users/u", json!({"email": "u@x", "firstName": "U", "lastName": "X"})),
+            res("/subscriptions/a", json!({"scope": "/apis", "state": "active", "primaryKey": "ka1", "secondaryKey": "ka2", "ownerId": "/users/u"})),
+            res("/subscriptions/b", json!({"scope": "/apis", "state": "active", "primaryKey": "kb1", "secondaryKey": "kb2"})),
+        ]);
+        let t0 = RoutingTable::compile(&m);
+        assert_eq!(t0.key("ka1").unwrap().subscription.owner.as_ref().unwrap().email, "u@x");
+        // Regenerate a's primary key, suspend b, rename the user.
+        let changes: Vec<Change> = [
+            res("/subscriptions/a", json!({"scope": "/apis", "state": "active", "primaryKey": "ka3", "secondaryKey": "ka2", "ownerId": "/users/u"})),
+            res("/subscriptions/b", json!({"scope": "/apis", "state": "suspended", "primaryKey": "kb1", "secondaryKey": "kb2"})),
+            res("/users/u", json!({"email": "new@x", "firstName": "U", "lastName": "X"})),
+        ]
+        .into_iter()
+        .map(|n| Change { kind: n.kind, old: m.insert(n.clone()), new: Some(n) })
+        .collect();
+        let t1 = t0.next(&m, &changes);
+        let full = RoutingTable::compile(&m);
+        for k in ["ka1", "ka2", "ka3", "kb1", "kb2"] {
+            assert_eq!(t1.key(k).map(|e| e.subscription.id.clone()), full.key(k).map(|e| e.subscription.id.clone()), "{k}");
+        }
+        assert!(t1.key("ka1").is_none() && t1.key("kb1").is_none());
+        assert_eq!(t1.key("ka2").unwrap().subscription.owner.as_ref().unwrap().email, "new@x");
+        // The old table is untouched (requests in flight keep it).
+        assert!(t0.key("kb1").is_some());
     }
 }

@@ -1,0 +1,296 @@
+//! Gateway benchmark, side by side in one run on loopback:
+//! - the backend alone (nginx `return 200`, the physical floor),
+//! - nginx as a reverse proxy to it,
+//! - Gatehouse with one API and a required subscription key,
+//! - Gatehouse with 10,000 APIs and 100,000 subscriptions loaded.
+//!
+//! Throughput and latency under full load come from wrk; latency at half load (an open-loop
+//! fixed rate at half of each target's own throughput) from a small load generator here; RSS
+//! from /proc; the reload time is from a PUT to the new API answering through the gateway.
+//!
+//! Run with `bash scripts/bench-gateway.sh` (installs nginx and wrk, builds the release binary).
+
+use gatehouse_model::{Kind, ResourcePath, ServiceSettings, Sku};
+use gatehouse_store::Store;
+use serde_json::{Map, Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ORIGIN_PORT: u16 = 18180;
+const PROXY_PORT: u16 = 18181;
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn nginx(dir: &Path, name: &str, body: &str) -> Proc {
+    let conf = dir.join(format!("{name}.conf"));
+    let tmp = dir.join(format!("tmp-{name}"));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let t = tmp.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1;\ndaemon off;\npid {d}/{name}.pid;\nerror_log {d}/{name}.err warn;\nevents {{ worker_connections 4096; }}\nhttp {{\n access_log off;\n client_body_temp_path {t}; proxy_temp_path {t}; fastcgi_temp_path {t}; uwsgi_temp_path {t}; scgi_temp_path {t};\n keepalive_requests 1000000;\n {body}\n}}\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("nginx")
+        .args(["-c", conf.to_str().unwrap(), "-p", dir.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx runs (scripts/bench-gateway.sh installs it)");
+    Proc(child)
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Writes an instance's configuration straight into a data directory.
+fn populate(dir: &Path, apis: usize, subscriptions: usize) -> String {
+    let store = Store::open_dir(dir).unwrap();
+    let origin = format!("http://127.0.0.1:{ORIGIN_PORT}");
+    store
+        .write(|w| -> Result<(), gatehouse_store::StoreError> {
+            w.set_service(&ServiceSettings {
+                name: "bench".into(),
+                location: "local".into(),
+                sku: Sku { name: "Developer".into(), capacity: 1 },
+                publisher_email: "a@b.c".into(),
+                publisher_name: "bench".into(),
+                notification_sender_email: None,
+                created_at_utc: "2026-01-01T00:00:00Z".into(),
+            })?;
+            let obj = |v: Value| -> Map<String, Value> { v.as_object().unwrap().clone() };
+            for i in 0..apis {
+                let id = if i == 0 { "bench".to_string() } else { format!("api{i:05}") };
+                let api = ResourcePath::top(Kind::Api, &id);
+                w.put(&api, obj(json!({"displayName": id, "path": id, "serviceUrl": origin, "protocols": ["http"], "apiRevision": "1", "isCurrent": true, "subscriptionRequired": true})), &[])?;
+                let op = ResourcePath::new(Kind::Operation, vec![("apis", id.clone()), ("operations", "get".into())]);
+                w.put(&op, obj(json!({"displayName": "get", "method": "GET", "urlTemplate": "/{*rest}", "templateParameters": [{"name": "rest"}]})), &[])?;
+            }
+            for i in 0..subscriptions {
+                let sub = ResourcePath::top(Kind::Subscription, &format!("sub{i:06}"));
+                w.put(&sub, obj(json!({"scope": "/apis", "displayName": "s", "state": "active", "primaryKey": format!("key{i:029}"), "secondaryKey": format!("alt{i:029}")})), &[])?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    "key00000000000000000000000000000".to_string()
+}
+
+fn gatehouse(bin: &Path, data: &Path, port: u16, mgmt: u16) -> Proc {
+    let child = Command::new(bin)
+        .args(["serve", "--data-dir", data.to_str().unwrap(), "--gateway-listen", &format!("127.0.0.1:{port}"), "--management-listen", &format!("127.0.0.1:{mgmt}")])
+        .env("TOKIO_WORKER_THREADS", "1")
+        .env("GATEHOUSE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(port);
+    Proc(child)
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+struct WrkResult {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non2xx: u64,
+}
+
+fn parse_ms(s: &str) -> f64 {
+    if let Some(v) = s.strip_suffix("us") {
+        v.parse::<f64>().unwrap_or(f64::NAN) / 1000.0
+    } else if let Some(v) = s.strip_suffix("ms") {
+        v.parse().unwrap_or(f64::NAN)
+    } else if let Some(v) = s.strip_suffix('s') {
+        v.parse::<f64>().unwrap_or(f64::NAN) * 1000.0
+    } else {
+        f64::NAN
+    }
+}
+
+fn wrk(url: &str, key: Option<&str>, secs: u32) -> WrkResult {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t1", "-c50", &format!("-d{secs}s"), "--latency"]);
+    if let Some(k) = key {
+        cmd.args(["-H", &format!("Ocp-Apim-Subscription-Key: {k}")]);
+    }
+    let out = cmd.arg(url).output().expect("wrk runs (scripts/bench-gateway.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let find = |label: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(parse_ms)
+            .unwrap_or(f64::NAN)
+    };
+    let rps = text
+        .lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    let non2xx = text
+        .lines()
+        .find(|l| l.contains("Non-2xx or 3xx responses:"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    WrkResult {
+        rps,
+        p50_ms: find("50%"),
+        p99_ms: find("99%"),
+        non2xx,
+    }
+}
+
+/// Open-loop load at a fixed rate; returns (p50, p99) latency in ms and the error count.
+async fn fixed_rate(url: &str, key: Option<&str>, rate: f64, secs: f64) -> (f64, f64, usize) {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let total = (rate * secs) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        tokio::time::sleep_until(start + interval * i as u32).await;
+        let mut req = client.get(url);
+        if let Some(k) = key {
+            req = req.header("Ocp-Apim-Subscription-Key", k);
+        }
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let ok = matches!(req.send().await, Ok(r) if r.status().is_success());
+            (t.elapsed(), ok)
+        }));
+    }
+    let mut lat = Vec::with_capacity(total);
+    let mut errors = 0;
+    for t in tasks {
+        let (d, ok) = t.await.unwrap();
+        if !ok {
+            errors += 1;
+        }
+        lat.push(d);
+    }
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1000.0;
+    (pct(0.5), pct(0.99), errors)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let secs = if quick { 3 } else { 10 };
+    let bin = PathBuf::from(std::env::var("GATEHOUSE_BIN").unwrap_or_else(|_| "target/release/gatehouse".into()));
+    assert!(bin.exists(), "{} not found: build it with cargo build --release -p gatehouse-cli", bin.display());
+    let dir = tempfile::tempdir().unwrap();
+    let _origin = nginx(dir.path(), "origin", &format!("server {{ listen 127.0.0.1:{ORIGIN_PORT}; location / {{ default_type text/plain; return 200 'ok'; }} }}"));
+    let _proxy = nginx(
+        dir.path(),
+        "proxy",
+        &format!("upstream origin {{ server 127.0.0.1:{ORIGIN_PORT}; keepalive 64; }}\n server {{ listen 127.0.0.1:{PROXY_PORT}; location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"),
+    );
+    wait_port(ORIGIN_PORT);
+    wait_port(PROXY_PORT);
+
+    let one_dir = dir.path().join("one");
+    let key = populate(&one_dir, 1, 1);
+    let (gw1, m1) = (free_port(), free_port());
+    let g1 = gatehouse(&bin, &one_dir, gw1, m1);
+
+    let (apis, subs) = if quick { (1_000, 10_000) } else { (10_000, 100_000) };
+    let big_dir = dir.path().join("big");
+    let started = Instant::now();
+    populate(&big_dir, apis, subs);
+    let populate_s = started.elapsed().as_secs_f64();
+    let (gw2, m2) = (free_port(), free_port());
+    let g2 = gatehouse(&bin, &big_dir, gw2, m2);
+
+    let targets: Vec<(String, String, Option<String>, Option<u32>)> = vec![
+        ("backend alone (nginx return 200, floor)".into(), format!("http://127.0.0.1:{ORIGIN_PORT}/bench/x"), None, None),
+        ("nginx reverse proxy".into(), format!("http://127.0.0.1:{PROXY_PORT}/bench/x"), None, None),
+        ("gatehouse, 1 API, key required".into(), format!("http://127.0.0.1:{gw1}/bench/x"), Some(key.clone()), Some(g1.0.id())),
+        (format!("gatehouse, {apis} APIs + {subs} subscriptions"), format!("http://127.0.0.1:{gw2}/bench/x"), Some(key.clone()), Some(g2.0.id())),
+    ];
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    println!("wrk -t1 -c50 -d{secs}s --latency; every server on 1 worker (nginx worker_processes 1, TOKIO_WORKER_THREADS=1); 2 cores shared with the load generator");
+    println!("{:<46} {:>10} {:>9} {:>9} {:>16} {:>16} {:>9}", "target", "req/s", "p50 ms", "p99 ms", "half-load p50", "half-load p99", "RSS MB");
+    let mut floor_half = (0.0, 0.0);
+    for (i, (label, url, key, pid)) in targets.iter().enumerate() {
+        let r = wrk(url, key.as_deref(), secs);
+        assert_eq!(r.non2xx, 0, "{label}: non-2xx responses under load");
+        let rate = (r.rps / 2.0).min(5_000.0);
+        let (h50, h99, errors) = rt.block_on(fixed_rate(url, key.as_deref(), rate, secs as f64 / 2.0));
+        assert_eq!(errors, 0, "{label}: errors at half load");
+        if i == 0 {
+            floor_half = (h50, h99);
+        }
+        let rss = pid.map(rss_mb).map(|m| format!("{m:.1}")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<46} {:>10.0} {:>9.2} {:>9.2} {:>16} {:>16} {:>9}",
+            label,
+            r.rps,
+            r.p50_ms,
+            r.p99_ms,
+            format!("{h50:.2} (+{:.2})", h50 - floor_half.0),
+            format!("{h99:.2} (+{:.2})", h99 - floor_half.1),
+            rss
+        );
+    }
+    // Reload: a new API goes live through the gateway with the big configuration loaded.
+    let token = std::fs::read_to_string(big_dir.join("admin-token")).unwrap().trim().to_string();
+    let c = reqwest::Client::new();
+    let t0 = Instant::now();
+    rt.block_on(async {
+        let base = format!("http://127.0.0.1:{m2}");
+        let r = c.put(format!("{base}/apis/fresh")).bearer_auth(&token).json(&json!({"properties": {"displayName": "fresh", "path": "fresh", "serviceUrl": format!("http://127.0.0.1:{ORIGIN_PORT}"), "protocols": ["http"]}})).send().await.unwrap();
+        assert!(r.status().is_success());
+        let r = c.put(format!("{base}/apis/fresh/operations/get")).bearer_auth(&token).json(&json!({"properties": {"displayName": "get", "method": "GET", "urlTemplate": "/x"}})).send().await.unwrap();
+        assert!(r.status().is_success());
+    });
+    let committed = t0.elapsed();
+    let t1 = Instant::now();
+    rt.block_on(async {
+        loop {
+            let r = c.get(format!("http://127.0.0.1:{gw2}/fresh/x")).header("Ocp-Apim-Subscription-Key", &key).send().await.unwrap();
+            if r.status() == 200 {
+                break;
+            }
+            assert!(t1.elapsed() < Duration::from_secs(10), "the new API never went live");
+        }
+    });
+    println!(
+        "reload with {apis} APIs + {subs} subscriptions: live {:.0} ms after the last PUT returned (2 PUTs took {:.0} ms); data populated in {populate_s:.1} s",
+        t1.elapsed().as_secs_f64() * 1000.0,
+        committed.as_secs_f64() * 1000.0
+    );
+}

@@ -140,6 +140,8 @@ impl Instance {
             "http"
         };
         let gateway_url = format!("{scheme}://{}", gw_listener.local_addr()?);
+        let gateway = Gateway::start(store.clone(), gw_listener, config.gateway.clone()).await?;
+        let gateway_shared = gateway.shared.clone();
         let state = Arc::new(AppState {
             store: store.clone(),
             token: token.clone(),
@@ -147,9 +149,8 @@ impl Instance {
                 management: management_url.clone(),
                 gateway: gateway_url.clone(),
             }),
-            metrics: Some(gatehouse_gateway::telemetry::render_metrics),
+            metrics: Some(Arc::new(move || gateway_shared.render_metrics())),
         });
-        let gateway = Gateway::start(store.clone(), gw_listener, config.gateway.clone()).await?;
         let (tx, rx) = watch::channel(false);
         let tasks = vec![tokio::spawn(serve_until(
             mgmt_listener,

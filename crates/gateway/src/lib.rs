@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use table::RoutingTable;
-use telemetry::{AccessLog, Usage};
+use telemetry::{AccessLog, Stats};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -70,7 +70,38 @@ pub struct Shared {
     pub backend: proxy::Backend,
     pub config: GatewayConfig,
     pub access_log: AccessLog,
-    pub usage: Usage,
+    pub stats: Stats,
+    request_ids: RequestIds,
+}
+
+/// Request ids without a system call per request: a random prefix per process start and a
+/// counter, in UUID form.
+struct RequestIds {
+    prefix: u64,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    pub fn next_request_id(&self) -> String {
+        let n = self
+            .request_ids
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        uuid::Uuid::from_u64_pair(self.request_ids.prefix, n).to_string()
+    }
+
+    /// Seconds since the Unix epoch.
+    pub fn clock_secs(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }
+
+    /// Prometheus text for this gateway.
+    pub fn render_metrics(&self) -> String {
+        self.stats.render()
+    }
 }
 
 /// A running gateway.
@@ -112,7 +143,6 @@ impl Gateway {
         listener: TcpListener,
         config: GatewayConfig,
     ) -> Result<Gateway> {
-        telemetry::prometheus();
         let acceptor = match &config.tls {
             Some((cert, key)) => Some(tls_acceptor(cert, key)?),
             None => None,
@@ -122,7 +152,6 @@ impl Gateway {
             .await?
             .context("cannot load the configuration")?;
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::compile(&mirror)));
-        metrics::gauge!("gatehouse_gateway_config_revision").set(mirror.revision as f64);
         let shared = Arc::new(Shared {
             table: table.clone(),
             backend: proxy::Backend::new(
@@ -131,9 +160,14 @@ impl Gateway {
             ),
             access_log: AccessLog::open(config.access_log.as_deref())
                 .context("cannot open the access log")?,
-            usage: Usage::default(),
+            stats: Stats::default(),
+            request_ids: RequestIds {
+                prefix: uuid::Uuid::new_v4().as_u64_pair().0,
+                counter: std::sync::atomic::AtomicU64::new(0),
+            },
             config,
         });
+        shared.stats.set_revision(mirror.revision);
         let (stop, stop_rx) = watch::channel(false);
         let local_addr = listener.local_addr()?;
         let tasks = vec![
@@ -146,7 +180,7 @@ impl Gateway {
             tokio::spawn(reload::follow(
                 store.clone(),
                 mirror,
-                table,
+                shared.clone(),
                 stop_rx.clone(),
             )),
             tokio::spawn(flush_usage(store.clone(), shared.clone(), stop_rx)),
@@ -271,35 +305,37 @@ async fn flush_usage(store: Arc<Store>, shared: Arc<Shared>, mut stop: watch::Re
 }
 
 async fn flush_once(store: &Arc<Store>, shared: &Shared) {
-    let pending = shared.usage.drain();
-    if !pending.is_empty() {
-        let rows: Vec<gatehouse_store::UsageRow> = pending
-            .into_iter()
-            .map(|(k, c)| gatehouse_store::UsageRow {
-                bucket: k.bucket,
-                api: k.api,
-                operation: k.operation,
-                product: k.product,
-                subscription: k.subscription,
-                success: c.success,
-                blocked: c.blocked,
-                failed: c.failed,
-                other: c.other,
-                bandwidth: c.bandwidth,
-                api_time_sum_ms: c.api_time_sum_ms,
-                api_time_min_ms: c.api_time_min_ms,
-                api_time_max_ms: c.api_time_max_ms,
-                service_time_sum_ms: c.service_time_sum_ms,
-                service_time_min_ms: c.service_time_min_ms,
-                service_time_max_ms: c.service_time_max_ms,
-                service_calls: c.service_calls,
-            })
-            .collect();
-        let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.add_usage(&rows)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "usage data could not be saved"),
-            Err(e) => tracing::warn!(error = %e, "usage flush failed"),
-        }
+    let pending = shared.stats.drain_usage();
+    if pending.is_empty() {
+        return;
+    }
+    let text = |v: &Option<Arc<str>>| v.as_deref().unwrap_or("").to_string();
+    let rows: Vec<gatehouse_store::UsageRow> = pending
+        .into_iter()
+        .map(|(bucket, k, c)| gatehouse_store::UsageRow {
+            bucket,
+            api: text(&k.api),
+            operation: text(&k.operation),
+            product: text(&k.product),
+            subscription: text(&k.subscription),
+            success: c.success,
+            blocked: c.blocked,
+            failed: c.failed,
+            other: c.other,
+            bandwidth: c.bandwidth,
+            api_time_sum_ms: c.api_time_sum_ms,
+            api_time_min_ms: c.api_time_min_ms,
+            api_time_max_ms: c.api_time_max_ms,
+            service_time_sum_ms: c.service_time_sum_ms,
+            service_time_min_ms: c.service_time_min_ms,
+            service_time_max_ms: c.service_time_max_ms,
+            service_calls: c.service_calls,
+        })
+        .collect();
+    let s = store.clone();
+    match tokio::task::spawn_blocking(move || s.add_usage(&rows)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "usage data could not be saved"),
+        Err(e) => tracing::warn!(error = %e, "usage flush failed"),
     }
 }

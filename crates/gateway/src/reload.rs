@@ -4,10 +4,9 @@
 //! Invariant: the mirror only ever moves to a revision read in one store transaction, so every
 //! table the gateway serves is a consistent configuration.
 
-use crate::stopped;
-use crate::table::{Change, ConfigMirror, RoutingTable};
+use crate::table::{Change, ConfigMirror};
+use crate::{Shared, stopped};
 use gatehouse_model::ResourcePath;
-use arc_swap::ArcSwap;
 use gatehouse_store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,12 +14,19 @@ use std::time::Instant;
 /// Reads the whole configuration.
 pub fn load(store: &Store) -> Result<ConfigMirror, StoreError> {
     let snap = store.snapshot()?;
-    Ok(ConfigMirror::new(snap.revision, Some(snap.service), snap.resources))
+    Ok(ConfigMirror::new(
+        snap.revision,
+        Some(snap.service),
+        snap.resources,
+    ))
 }
 
 /// Moves the mirror to the store's current revision by re-reading what changed since; returns
 /// the changes (`None` when already current).
-pub fn catch_up(store: &Store, mirror: &mut ConfigMirror) -> Result<Option<Vec<Change>>, StoreError> {
+pub fn catch_up(
+    store: &Store,
+    mirror: &mut ConfigMirror,
+) -> Result<Option<Vec<Change>>, StoreError> {
     store.read(|r| {
         if r.revision() == mirror.revision {
             return Ok(None);
@@ -31,13 +37,19 @@ pub fn catch_up(store: &Store, mirror: &mut ConfigMirror) -> Result<Option<Vec<C
                 mirror.service = r.service()?;
                 continue;
             }
-            let Ok(parsed) = ResourcePath::parse_stored(&path) else { continue };
+            let Ok(parsed) = ResourcePath::parse_stored(&path) else {
+                continue;
+            };
             let old = mirror.remove(parsed.kind, &path);
             let new = r.get(&path)?;
             if let Some(n) = &new {
                 mirror.insert(n.clone());
             }
-            changes.push(Change { kind: parsed.kind, old, new });
+            changes.push(Change {
+                kind: parsed.kind,
+                old,
+                new,
+            });
         }
         mirror.revision = r.revision();
         Ok(Some(changes))
@@ -48,7 +60,7 @@ pub fn catch_up(store: &Store, mirror: &mut ConfigMirror) -> Result<Option<Vec<C
 pub async fn follow(
     store: Arc<Store>,
     mut mirror: ConfigMirror,
-    table: Arc<ArcSwap<RoutingTable>>,
+    shared: Arc<Shared>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut revisions = store.subscribe();
@@ -59,7 +71,7 @@ pub async fn follow(
         }
         let started = Instant::now();
         let s = store.clone();
-        let current = table.load_full();
+        let current = shared.table.load_full();
         let result = tokio::task::spawn_blocking(move || {
             let compiled =
                 catch_up(&s, &mut mirror).map(|changes| changes.map(|c| current.next(&mirror, &c)));
@@ -72,8 +84,8 @@ pub async fn follow(
                 match compiled {
                     Ok(Some(t)) => {
                         let rev = t.revision;
-                        table.store(Arc::new(t));
-                        metrics::gauge!("gatehouse_gateway_config_revision").set(rev as f64);
+                        shared.table.store(Arc::new(t));
+                        shared.stats.set_revision(rev);
                         tracing::debug!(
                             revision = rev,
                             ms = started.elapsed().as_secs_f64() * 1000.0,

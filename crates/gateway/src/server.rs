@@ -10,7 +10,7 @@ use crate::proxy::{self, Body, ForwardError};
 use crate::table::{
     ApiRoute, OperationRoute, ProductInfo, RoutingTable, SubscriptionInfo, UserInfo,
 };
-use crate::telemetry::{AccessRecord, UsageKey, bucket_of, without_param};
+use crate::telemetry::{AccessRecord, StatKey, bucket_of, without_param};
 use crate::{Shared, template};
 use http_body_util::BodyExt;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -159,7 +159,7 @@ fn inbound(
             let product = if scope == "/" || scope == "/apis" {
                 None
             } else if let Some(id) = scope.strip_prefix("/apis/") {
-                if id != api.id {
+                if id != &*api.id {
                     return Err(invalid());
                 }
                 None
@@ -167,7 +167,7 @@ fn inbound(
                 let p = api
                     .products
                     .iter()
-                    .find(|p| p.id == id)
+                    .find(|p| &*p.id == id)
                     .ok_or_else(invalid)?;
                 Some(p.clone())
             } else {
@@ -289,16 +289,6 @@ fn outbound(ctx: &RequestContext, resp: Response<hyper::body::Incoming>) -> Resp
     )
 }
 
-fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
-}
-
 /// Serves one request through the phases and records what happened.
 pub async fn handle(
     shared: Arc<Shared>,
@@ -309,7 +299,7 @@ pub async fn handle(
     let started = Instant::now();
     let request_id = header_str(req.headers(), "x-request-id")
         .filter(|v| !v.is_empty() && v.len() <= 128)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(|| shared.next_request_id());
     if req.uri().path() == STATUS_PATH {
         let mut resp = Response::new(proxy::empty());
         *resp.status_mut() = StatusCode::OK;
@@ -358,46 +348,56 @@ pub async fn handle(
     };
     let status = resp.status().as_u16();
     let total_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let api_id = ctx.api.as_ref().map(|a| a.id.as_str());
-    let op_id = ctx.operation().map(|o| o.id.as_str());
-    let product_id = ctx.product.as_ref().map(|p| p.id.as_str());
-    let sub_id = ctx.subscription.as_ref().map(|s| s.id.as_str());
-    let labels = [
-        ("api", api_id.unwrap_or("").to_string()),
-        ("operation", op_id.unwrap_or("").to_string()),
-        ("product", product_id.unwrap_or("").to_string()),
-        ("subscription", sub_id.unwrap_or("").to_string()),
-        ("status_class", status_class(status).to_string()),
-    ];
-    metrics::counter!("gatehouse_gateway_requests_total", &labels).increment(1);
-    metrics::histogram!("gatehouse_gateway_request_duration_seconds", "api" => api_id.unwrap_or("").to_string())
-        .record(total_ms / 1000.0);
-    if let Some(ms) = backend_ms {
-        metrics::histogram!("gatehouse_gateway_backend_duration_seconds", "api" => api_id.unwrap_or("").to_string())
-            .record(ms / 1000.0);
-    }
-    if let Some(api) = api_id {
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let bytes = resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        shared.usage.record(
-            UsageKey {
-                bucket: bucket_of(now),
-                api: api.to_string(),
-                operation: op_id.unwrap_or("").to_string(),
-                product: product_id.unwrap_or("").to_string(),
-                subscription: sub_id.unwrap_or("").to_string(),
-            },
+    let key = StatKey {
+        api: ctx.api.as_ref().map(|a| a.id.clone()),
+        operation: ctx.operation().map(|o| o.id.clone()),
+        product: ctx.product.as_ref().map(|p| p.id.clone()),
+        subscription: ctx.subscription.as_ref().map(|s| s.id.clone()),
+    };
+    let bytes = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let bucket = bucket_of(shared.clock_secs());
+    if shared.access_log.enabled() {
+        write_access_log(
+            &shared,
+            &ctx,
+            &key,
+            &method,
+            url_for_log,
+            raw_query.as_deref(),
+            &raw_path,
+            remote,
             status,
             total_ms,
             backend_ms,
-            bytes,
+            error_reason,
         );
     }
+    shared
+        .stats
+        .record(key, bucket, status, total_ms, backend_ms, bytes);
+    Ok(resp)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_access_log(
+    shared: &Shared,
+    ctx: &RequestContext,
+    key: &StatKey,
+    method: &str,
+    url_for_log: Option<String>,
+    raw_query: Option<&str>,
+    raw_path: &str,
+    remote: SocketAddr,
+    status: u16,
+    total_ms: f64,
+    backend_ms: Option<f64>,
+    error_reason: Option<&str>,
+) {
     if shared.access_log.enabled() {
         let url = url_for_log.unwrap_or_else(|| {
             let key_query = ctx
@@ -405,9 +405,9 @@ pub async fn handle(
                 .as_ref()
                 .map(|a| a.key_query.as_str())
                 .unwrap_or("subscription-key");
-            let q = without_param(raw_query.as_deref().unwrap_or(""), key_query);
+            let q = without_param(raw_query.unwrap_or(""), key_query);
             if q.is_empty() {
-                raw_path.clone()
+                raw_path.to_string()
             } else {
                 format!("{raw_path}?{q}")
             }
@@ -418,17 +418,16 @@ pub async fn handle(
                 .unwrap_or_default(),
             request_id: &ctx.request_id,
             client_ip: remote.ip().to_string(),
-            method: &method,
+            method,
             url,
-            api: api_id,
-            operation: op_id,
-            product: product_id,
-            subscription_id: sub_id,
+            api: key.api.as_deref(),
+            operation: key.operation.as_deref(),
+            product: key.product.as_deref(),
+            subscription_id: key.subscription.as_deref(),
             status,
             total_ms,
             backend_ms,
             error_reason,
         });
     }
-    Ok(resp)
 }

@@ -20,7 +20,7 @@ pub enum VersionScheme {
 
 #[derive(Debug)]
 pub struct OperationRoute {
-    pub id: String,
+    pub id: Arc<str>,
     pub method: String,
     pub url_template: String,
     pub template: Template,
@@ -30,7 +30,7 @@ pub struct OperationRoute {
 
 #[derive(Debug)]
 pub struct ProductInfo {
-    pub id: String,
+    pub id: Arc<str>,
     pub name: String,
     pub subscription_required: bool,
     pub state: String,
@@ -39,7 +39,7 @@ pub struct ProductInfo {
 #[derive(Debug)]
 pub struct ApiRoute {
     /// The API id without `;rev=`.
-    pub id: String,
+    pub id: Arc<str>,
     pub name: String,
     pub revision: u32,
     pub is_current: bool,
@@ -76,7 +76,7 @@ pub struct UserInfo {
 
 #[derive(Debug)]
 pub struct SubscriptionInfo {
-    pub id: String,
+    pub id: Arc<str>,
     pub name: String,
     /// `/`, `/apis`, `/apis/{id}` or `/products/{id}`.
     pub scope: String,
@@ -119,7 +119,11 @@ pub struct ConfigMirror {
 }
 
 impl ConfigMirror {
-    pub fn new(revision: u64, service: Option<ServiceSettings>, resources: impl IntoIterator<Item = StoredResource>) -> Self {
+    pub fn new(
+        revision: u64,
+        service: Option<ServiceSettings>,
+        resources: impl IntoIterator<Item = StoredResource>,
+    ) -> Self {
         let mut m = ConfigMirror {
             revision,
             service,
@@ -140,7 +144,10 @@ impl ConfigMirror {
     }
 
     pub fn insert(&mut self, r: StoredResource) -> Option<StoredResource> {
-        self.by_kind.entry(r.kind).or_default().insert(r.path.clone(), r)
+        self.by_kind
+            .entry(r.kind)
+            .or_default()
+            .insert(r.path.clone(), r)
     }
 
     pub fn remove(&mut self, kind: Kind, path: &str) -> Option<StoredResource> {
@@ -166,7 +173,10 @@ pub struct Change {
 
 /// Kinds whose change means the route index must be rebuilt.
 fn affects_routes(kind: Kind) -> bool {
-    matches!(kind, Kind::Api | Kind::Operation | Kind::Product | Kind::ProductApi | Kind::ApiVersionSet)
+    matches!(
+        kind,
+        Kind::Api | Kind::Operation | Kind::Product | Kind::ProductApi | Kind::ApiVersionSet
+    )
 }
 
 fn s<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
@@ -192,8 +202,16 @@ impl Routes {
         let mut version_sets: HashMap<&str, VersionScheme> = HashMap::new();
         for vs in mirror.of(Kind::ApiVersionSet) {
             let scheme = match s(&vs.properties, "versioningScheme") {
-                Some("Query") => VersionScheme::Query(s(&vs.properties, "versionQueryName").unwrap_or("api-version").to_string()),
-                Some("Header") => VersionScheme::Header(s(&vs.properties, "versionHeaderName").unwrap_or("Api-Version").to_string()),
+                Some("Query") => VersionScheme::Query(
+                    s(&vs.properties, "versionQueryName")
+                        .unwrap_or("api-version")
+                        .to_string(),
+                ),
+                Some("Header") => VersionScheme::Header(
+                    s(&vs.properties, "versionHeaderName")
+                        .unwrap_or("Api-Version")
+                        .to_string(),
+                ),
                 _ => VersionScheme::Segment,
             };
             version_sets.insert(vs.path.as_str(), scheme);
@@ -203,10 +221,14 @@ impl Routes {
             products.insert(
                 p.path.as_str(),
                 Arc::new(ProductInfo {
-                    id: p.name().to_string(),
-                    name: s(&p.properties, "displayName").unwrap_or_default().to_string(),
+                    id: Arc::from(p.name()),
+                    name: s(&p.properties, "displayName")
+                        .unwrap_or_default()
+                        .to_string(),
                     subscription_required: b(&p.properties, "subscriptionRequired", true),
-                    state: s(&p.properties, "state").unwrap_or("notPublished").to_string(),
+                    state: s(&p.properties, "state")
+                        .unwrap_or("notPublished")
+                        .to_string(),
                 }),
             );
         }
@@ -223,52 +245,89 @@ impl Routes {
         let mut operations: HashMap<&str, Vec<OperationRoute>> = HashMap::new();
         for op in mirror.of(Kind::Operation) {
             let template = s(&op.properties, "urlTemplate").unwrap_or("/").to_string();
-            operations.entry(parent_of(&op.path)).or_default().push(OperationRoute {
-                id: op.name().to_string(),
-                method: s(&op.properties, "method").unwrap_or("GET").to_ascii_uppercase(),
-                template: Template::parse(&template),
-                url_template: template,
-                properties: op.properties.clone(),
-            });
+            operations
+                .entry(parent_of(&op.path))
+                .or_default()
+                .push(OperationRoute {
+                    id: Arc::from(op.name()),
+                    method: s(&op.properties, "method")
+                        .unwrap_or("GET")
+                        .to_ascii_uppercase(),
+                    template: Template::parse(&template),
+                    url_template: template,
+                    properties: op.properties.clone(),
+                });
         }
         for ops in operations.values_mut() {
             // Most specific first, so the first match wins.
-            ops.sort_by(|a, b| b.template.specificity().cmp(&a.template.specificity()).then(a.id.cmp(&b.id)));
+            ops.sort_by(|a, b| {
+                b.template
+                    .specificity()
+                    .cmp(&a.template.specificity())
+                    .then(a.id.cmp(&b.id))
+            });
         }
         let mut by_path: HashMap<String, Vec<Arc<ApiRoute>>> = HashMap::new();
         let mut api_count = 0;
         for api in mirror.of(Kind::Api) {
             let p = &api.properties;
-            let Ok((base, rev)) = split_revision(api.name()) else { continue };
+            let Ok((base, rev)) = split_revision(api.name()) else {
+                continue;
+            };
             let protocols: Vec<&str> = p
                 .get("protocols")
                 .and_then(Value::as_array)
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_else(|| vec!["https"]);
             let names = p.get("subscriptionKeyParameterNames");
-            let scheme = s(p, "apiVersionSetId").and_then(|id| version_sets.get(id)).cloned();
-            let version = s(p, "apiVersion").filter(|v| !v.is_empty()).map(str::to_string);
-            let path = s(p, "path").unwrap_or_default().trim_matches('/').to_string();
+            let scheme = s(p, "apiVersionSetId")
+                .and_then(|id| version_sets.get(id))
+                .cloned();
+            let version = s(p, "apiVersion")
+                .filter(|v| !v.is_empty())
+                .map(str::to_string);
+            let path = s(p, "path")
+                .unwrap_or_default()
+                .trim_matches('/')
+                .to_string();
             let route = ApiRoute {
-                id: base.to_string(),
+                id: Arc::from(base),
                 name: s(p, "displayName").unwrap_or_default().to_string(),
-                revision: rev.unwrap_or_else(|| s(p, "apiRevision").and_then(|r| r.parse().ok()).unwrap_or(1)),
+                revision: rev.unwrap_or_else(|| {
+                    s(p, "apiRevision")
+                        .and_then(|r| r.parse().ok())
+                        .unwrap_or(1)
+                }),
                 is_current: rev.is_none(),
                 path: path.clone(),
-                service_url: s(p, "serviceUrl").filter(|u| !u.is_empty()).map(|u| u.trim_end_matches('/').to_string()),
+                service_url: s(p, "serviceUrl")
+                    .filter(|u| !u.is_empty())
+                    .map(|u| u.trim_end_matches('/').to_string()),
                 allow_http: protocols.contains(&"http"),
                 allow_https: protocols.contains(&"https"),
                 subscription_required: b(p, "subscriptionRequired", true),
-                key_header: names.and_then(|n| n.get("header")).and_then(Value::as_str).unwrap_or("Ocp-Apim-Subscription-Key").to_string(),
-                key_query: names.and_then(|n| n.get("query")).and_then(Value::as_str).unwrap_or("subscription-key").to_string(),
+                key_header: names
+                    .and_then(|n| n.get("header"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("Ocp-Apim-Subscription-Key")
+                    .to_string(),
+                key_query: names
+                    .and_then(|n| n.get("query"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("subscription-key")
+                    .to_string(),
                 operations: operations.remove(api.path.as_str()).unwrap_or_default(),
                 products: api_products.get(base).cloned().unwrap_or_default(),
                 version: version.clone(),
                 scheme: scheme.clone(),
             };
             let key = match (&scheme, &version) {
-                (Some(VersionScheme::Segment), Some(v)) if path.is_empty() => v.to_ascii_lowercase(),
-                (Some(VersionScheme::Segment), Some(v)) => format!("{}/{}", path.to_ascii_lowercase(), v.to_ascii_lowercase()),
+                (Some(VersionScheme::Segment), Some(v)) if path.is_empty() => {
+                    v.to_ascii_lowercase()
+                }
+                (Some(VersionScheme::Segment), Some(v)) => {
+                    format!("{}/{}", path.to_ascii_lowercase(), v.to_ascii_lowercase())
+                }
                 _ => path.to_ascii_lowercase(),
             };
             if route.is_current {
@@ -286,24 +345,35 @@ fn user_info(mirror: &ConfigMirror, user_path: &str) -> Option<Arc<UserInfo>> {
     let groups = mirror
         .of(Kind::GroupUser)
         .filter(|l| l.name() == id)
-        .map(|l| parent_of(&l.path).rsplit('/').next().unwrap_or_default().to_string())
+        .map(|l| {
+            parent_of(&l.path)
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
         .collect();
     Some(Arc::new(UserInfo {
         id: id.to_string(),
         email: s(&u.properties, "email").unwrap_or_default().to_string(),
-        first_name: s(&u.properties, "firstName").unwrap_or_default().to_string(),
+        first_name: s(&u.properties, "firstName")
+            .unwrap_or_default()
+            .to_string(),
         last_name: s(&u.properties, "lastName").unwrap_or_default().to_string(),
         groups,
     }))
 }
 
-fn subscription_info(sub: &StoredResource, owner: Option<Arc<UserInfo>>) -> Option<Arc<SubscriptionInfo>> {
+fn subscription_info(
+    sub: &StoredResource,
+    owner: Option<Arc<UserInfo>>,
+) -> Option<Arc<SubscriptionInfo>> {
     let p = &sub.properties;
     if s(p, "state") != Some("active") {
         return None;
     }
     Some(Arc::new(SubscriptionInfo {
-        id: sub.name().to_string(),
+        id: Arc::from(sub.name()),
         name: s(p, "displayName").unwrap_or_default().to_string(),
         scope: s(p, "scope").unwrap_or("/").to_string(),
         owner,
@@ -315,7 +385,12 @@ fn subscription_info(sub: &StoredResource, owner: Option<Arc<UserInfo>>) -> Opti
 fn insert_keys(keys: &mut imbl::HashMap<String, KeyEntry>, info: Arc<SubscriptionInfo>) {
     for k in [&info.primary_key, &info.secondary_key] {
         if !k.is_empty() {
-            keys.insert(k.clone(), KeyEntry { subscription: info.clone() });
+            keys.insert(
+                k.clone(),
+                KeyEntry {
+                    subscription: info.clone(),
+                },
+            );
         }
     }
 }
@@ -323,7 +398,9 @@ fn insert_keys(keys: &mut imbl::HashMap<String, KeyEntry>, info: Arc<Subscriptio
 fn remove_keys_of(keys: &mut imbl::HashMap<String, KeyEntry>, sub: &StoredResource) {
     for field in ["primaryKey", "secondaryKey"] {
         if let Some(k) = s(&sub.properties, field)
-            && keys.get(k).is_some_and(|e| e.subscription.id == sub.name())
+            && keys
+                .get(k)
+                .is_some_and(|e| &*e.subscription.id == sub.name())
         {
             keys.remove(k);
         }
@@ -344,7 +421,11 @@ impl RoutingTable {
         let mut users: HashMap<&str, Arc<UserInfo>> = HashMap::new();
         let mut groups_of: HashMap<&str, Vec<String>> = HashMap::new();
         for link in mirror.of(Kind::GroupUser) {
-            let group = parent_of(&link.path).rsplit('/').next().unwrap_or_default().to_string();
+            let group = parent_of(&link.path)
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
             groups_of.entry(link.name()).or_default().push(group);
         }
         for u in mirror.of(Kind::User) {
@@ -353,7 +434,9 @@ impl RoutingTable {
                 Arc::new(UserInfo {
                     id: u.name().to_string(),
                     email: s(&u.properties, "email").unwrap_or_default().to_string(),
-                    first_name: s(&u.properties, "firstName").unwrap_or_default().to_string(),
+                    first_name: s(&u.properties, "firstName")
+                        .unwrap_or_default()
+                        .to_string(),
                     last_name: s(&u.properties, "lastName").unwrap_or_default().to_string(),
                     groups: groups_of.remove(u.name()).unwrap_or_default(),
                 }),
@@ -361,7 +444,9 @@ impl RoutingTable {
         }
         let mut keys = imbl::HashMap::new();
         for sub in mirror.of(Kind::Subscription) {
-            let owner = s(&sub.properties, "ownerId").and_then(|o| users.get(o)).cloned();
+            let owner = s(&sub.properties, "ownerId")
+                .and_then(|o| users.get(o))
+                .cloned();
             if let Some(info) = subscription_info(sub, owner) {
                 insert_keys(&mut keys, info);
             }
@@ -393,7 +478,8 @@ impl RoutingTable {
                         remove_keys_of(&mut keys, old);
                     }
                     if let Some(new) = &c.new {
-                        let owner = s(&new.properties, "ownerId").and_then(|o| user_info(mirror, o));
+                        let owner =
+                            s(&new.properties, "ownerId").and_then(|o| user_info(mirror, o));
                         if let Some(info) = subscription_info(new, owner) {
                             insert_keys(&mut keys, info);
                         }
@@ -484,7 +570,7 @@ fn select(
     header: &impl Fn(&str) -> Option<String>,
 ) -> Option<Arc<ApiRoute>> {
     // Pick the API (version) first.
-    let mut ids: Vec<&str> = candidates.iter().map(|a| a.id.as_str()).collect();
+    let mut ids: Vec<&str> = candidates.iter().map(|a| &*a.id).collect();
     ids.sort();
     ids.dedup();
     let chosen_id: &str = if ids.len() == 1 {
@@ -503,7 +589,7 @@ fn select(
                         && a.version.as_deref().map(str::to_ascii_lowercase)
                             == v.map(str::to_ascii_lowercase)
                 })
-                .map(|a| a.id.as_str())
+                .map(|a| &*a.id)
         };
         match wanted {
             Some(v) => by_version(Some(&v))?,
@@ -512,7 +598,7 @@ fn select(
     };
     candidates
         .iter()
-        .filter(|a| a.id == chosen_id)
+        .filter(|a| &*a.id == chosen_id)
         .find(|a| match rev {
             Some(r) => a.revision == r,
             None => a.is_current,
@@ -571,33 +657,51 @@ mod tests {
         let t = RoutingTable::compile(&m);
         let none = |_: &str| None;
         let (api, rest) = t.find_api("/shop/items/1", None, none).unwrap();
-        assert_eq!((api.id.as_str(), api.revision, rest), ("a", 1, "/items/1"));
+        assert_eq!((&*api.id, api.revision, rest), ("a", 1, "/items/1"));
         let (api, rest) = t.find_api("/shop;rev=2/items", None, none).unwrap();
-        assert_eq!((api.id.as_str(), api.revision, rest), ("a", 2, "/items"));
+        assert_eq!((&*api.id, api.revision, rest), ("a", 2, "/items"));
         let (api, rest) = t.find_api("/Shop/Admin/x", None, none).unwrap();
-        assert_eq!((api.id.as_str(), rest), ("b", "/x"));
+        assert_eq!((&*api.id, rest), ("b", "/x"));
         let (api, _) = t.find_api("/elsewhere", None, none).unwrap();
-        assert_eq!(api.id, "root");
+        assert_eq!(&*api.id, "root");
         let (api, _) = t
             .find_api("/things/x", Some("api-version=v2"), none)
             .unwrap();
-        assert_eq!(api.id, "v2");
+        assert_eq!(&*api.id, "v2");
         // No version given and no unversioned API in the set: fall back to the root API.
         let (api, _) = t.find_api("/things/x", None, none).unwrap();
-        assert_eq!(api.id, "root");
+        assert_eq!(&*api.id, "root");
         let (api, rest) = t.find_api("/seg/v1/z", None, none).unwrap();
-        assert_eq!((api.id.as_str(), rest), ("s1", "/z"));
+        assert_eq!((&*api.id, rest), ("s1", "/z"));
     }
 
     #[test]
     fn incremental_key_updates_match_a_full_compile() {
         let mut m = mirror(vec![
-            res("/users/u", json!({"email": "u@x", "firstName": "U", "lastName": "X"})),
-            res("/subscriptions/a", json!({"scope": "/apis", "state": "active", "primaryKey": "ka1", "secondaryKey": "ka2", "ownerId": "/users/u"})),
-            res("/subscriptions/b", json!({"scope": "/apis", "state": "active", "primaryKey": "kb1", "secondaryKey": "kb2"})),
+            res(
+                "/users/u",
+                json!({"email": "u@x", "firstName": "U", "lastName": "X"}),
+            ),
+            res(
+                "/subscriptions/a",
+                json!({"scope": "/apis", "state": "active", "primaryKey": "ka1", "secondaryKey": "ka2", "ownerId": "/users/u"}),
+            ),
+            res(
+                "/subscriptions/b",
+                json!({"scope": "/apis", "state": "active", "primaryKey": "kb1", "secondaryKey": "kb2"}),
+            ),
         ]);
         let t0 = RoutingTable::compile(&m);
-        assert_eq!(t0.key("ka1").unwrap().subscription.owner.as_ref().unwrap().email, "u@x");
+        assert_eq!(
+            t0.key("ka1")
+                .unwrap()
+                .subscription
+                .owner
+                .as_ref()
+                .unwrap()
+                .email,
+            "u@x"
+        );
         // Regenerate a's primary key, suspend b, rename the user.
         let changes: Vec<Change> = [
             res("/subscriptions/a", json!({"scope": "/apis", "state": "active", "primaryKey": "ka3", "secondaryKey": "ka2", "ownerId": "/users/u"})),
@@ -610,10 +714,23 @@ mod tests {
         let t1 = t0.next(&m, &changes);
         let full = RoutingTable::compile(&m);
         for k in ["ka1", "ka2", "ka3", "kb1", "kb2"] {
-            assert_eq!(t1.key(k).map(|e| e.subscription.id.clone()), full.key(k).map(|e| e.subscription.id.clone()), "{k}");
+            assert_eq!(
+                t1.key(k).map(|e| e.subscription.id.to_string()),
+                full.key(k).map(|e| e.subscription.id.to_string()),
+                "{k}"
+            );
         }
         assert!(t1.key("ka1").is_none() && t1.key("kb1").is_none());
-        assert_eq!(t1.key("ka2").unwrap().subscription.owner.as_ref().unwrap().email, "new@x");
+        assert_eq!(
+            t1.key("ka2")
+                .unwrap()
+                .subscription
+                .owner
+                .as_ref()
+                .unwrap()
+                .email,
+            "new@x"
+        );
         // The old table is untouched (requests in flight keep it).
         assert!(t0.key("kb1").is_some());
     }

@@ -4,37 +4,12 @@
 //! Invariant: nothing recorded here contains a subscription key — only subscription ids — and
 //! the access log's URL has the key query parameter removed.
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::Write;
-use std::sync::{Mutex, OnceLock};
-
-static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// The process-wide Prometheus recorder (installed on first use).
-pub fn prometheus() -> &'static PrometheusHandle {
-    PROMETHEUS.get_or_init(|| {
-        let buckets = [
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            30.0,
-        ];
-        let builder = PrometheusBuilder::new()
-            .set_buckets(&buckets)
-            .expect("bucket list is not empty");
-        let recorder = builder.build_recorder();
-        let handle = recorder.handle();
-        // Another recorder may already be installed (e.g. by an embedding program); then our
-        // handle renders nothing, which is visible rather than wrong.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
-}
-
-/// Renders the metrics in Prometheus text format.
-pub fn render_metrics() -> String {
-    prometheus().render()
-}
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// One access-log line.
 #[derive(Debug, Serialize)]
@@ -112,7 +87,7 @@ pub fn without_param(query: &str, name: &str) -> String {
         .join("&")
 }
 
-/// Usage aggregates per 15-minute bucket and (API, operation, product, subscription).
+/// Usage aggregates of one 15-minute bucket.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct UsageCounters {
     pub success: u64,
@@ -129,64 +104,245 @@ pub struct UsageCounters {
     pub service_calls: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct UsageKey {
-    /// Unix seconds of the bucket start (a multiple of 900).
-    pub bucket: i64,
-    pub api: String,
-    pub operation: String,
-    pub product: String,
-    pub subscription: String,
-}
-
-#[derive(Default)]
-pub struct Usage {
-    pending: Mutex<HashMap<UsageKey, UsageCounters>>,
-}
-
-impl Usage {
-    /// Counts one request by APIM's classes: success (< 400 and 304/307), blocked (401, 403,
-    /// 429), failed (400 and 5xx), other.
-    pub fn record(
-        &self,
-        key: UsageKey,
-        status: u16,
-        api_ms: f64,
-        service_ms: Option<f64>,
-        bytes: u64,
-    ) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let c = pending.entry(key).or_default();
+impl UsageCounters {
+    /// Counts one request by APIM's classes: success (< 400), blocked (401, 403, 429), failed
+    /// (400 and 5xx), other.
+    fn add(&mut self, status: u16, api_ms: f64, service_ms: Option<f64>, bytes: u64) {
+        let first = self.success + self.blocked + self.failed + self.other == 0;
         match status {
-            s if s < 400 => c.success += 1,
-            401 | 403 | 429 => c.blocked += 1,
-            400 | 500..=599 => c.failed += 1,
-            _ => c.other += 1,
+            s if s < 400 => self.success += 1,
+            401 | 403 | 429 => self.blocked += 1,
+            400 | 500..=599 => self.failed += 1,
+            _ => self.other += 1,
         }
-        let first = c.success + c.blocked + c.failed + c.other == 1;
-        c.bandwidth += bytes;
-        c.api_time_sum_ms += api_ms;
-        c.api_time_min_ms = if first {
+        self.bandwidth += bytes;
+        self.api_time_sum_ms += api_ms;
+        self.api_time_min_ms = if first {
             api_ms
         } else {
-            c.api_time_min_ms.min(api_ms)
+            self.api_time_min_ms.min(api_ms)
         };
-        c.api_time_max_ms = c.api_time_max_ms.max(api_ms);
+        self.api_time_max_ms = self.api_time_max_ms.max(api_ms);
         if let Some(ms) = service_ms {
-            c.service_time_min_ms = if c.service_calls == 0 {
+            self.service_time_min_ms = if self.service_calls == 0 {
                 ms
             } else {
-                c.service_time_min_ms.min(ms)
+                self.service_time_min_ms.min(ms)
             };
-            c.service_calls += 1;
-            c.service_time_sum_ms += ms;
-            c.service_time_max_ms = c.service_time_max_ms.max(ms);
+            self.service_calls += 1;
+            self.service_time_sum_ms += ms;
+            self.service_time_max_ms = self.service_time_max_ms.max(ms);
+        }
+    }
+}
+
+/// What a request is counted under. Cloning is reference counting only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StatKey {
+    pub api: Option<Arc<str>>,
+    pub operation: Option<Arc<str>>,
+    pub product: Option<Arc<str>>,
+    pub subscription: Option<Arc<str>>,
+}
+
+/// A usage row ready for the store: bucket start (Unix seconds), key, counters.
+pub type UsageEntry = (i64, StatKey, UsageCounters);
+
+const BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len() + 1],
+    sum: f64,
+}
+
+impl Histogram {
+    fn record(&mut self, secs: f64) {
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i] += 1;
+        self.sum += secs;
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+        self.sum += other.sum;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    by_class: [u64; 5],
+    total: Histogram,
+    backend: Histogram,
+    /// Usage not yet flushed to the store, by bucket start.
+    usage: Vec<(i64, UsageCounters)>,
+}
+
+/// Request counts, latency histograms and usage, behind one lock taken once per request.
+#[derive(Default)]
+pub struct Stats {
+    entries: Mutex<HashMap<StatKey, Entry>>,
+    revision: AtomicU64,
+}
+
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn label(out: &mut String, name: &str, value: Option<&str>) {
+    let _ = write!(out, "{name}=\"");
+    for c in value.unwrap_or("").chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+impl Stats {
+    pub fn set_revision(&self, revision: u64) {
+        self.revision.store(revision, Ordering::Relaxed);
+    }
+
+    /// Records one request.
+    pub fn record(
+        &self,
+        key: StatKey,
+        bucket: i64,
+        status: u16,
+        total_ms: f64,
+        backend_ms: Option<f64>,
+        bytes: u64,
+    ) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let has_api = key.api.is_some();
+        let e = entries.entry(key).or_default();
+        e.by_class[class_index(status)] += 1;
+        e.total.record(total_ms / 1000.0);
+        if let Some(ms) = backend_ms {
+            e.backend.record(ms / 1000.0);
+        }
+        if has_api {
+            match e.usage.last_mut() {
+                Some((b, c)) if *b == bucket => c.add(status, total_ms, backend_ms, bytes),
+                _ => {
+                    let mut c = UsageCounters::default();
+                    c.add(status, total_ms, backend_ms, bytes);
+                    e.usage.push((bucket, c));
+                }
+            }
         }
     }
 
-    /// Takes what was counted since the last call.
-    pub fn drain(&self) -> HashMap<UsageKey, UsageCounters> {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Takes the usage counted since the last call.
+    pub fn drain_usage(&self) -> Vec<UsageEntry> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for (k, e) in entries.iter_mut() {
+            for (bucket, c) in e.usage.drain(..) {
+                out.push((bucket, k.clone(), c));
+            }
+        }
+        out
+    }
+
+    /// Prometheus text format.
+    pub fn render(&self) -> String {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::new();
+        out.push_str("# HELP gatehouse_gateway_requests_total Requests served by the gateway.\n# TYPE gatehouse_gateway_requests_total counter\n");
+        let mut per_api_total: HashMap<Option<&str>, Histogram> = HashMap::new();
+        let mut per_api_backend: HashMap<Option<&str>, Histogram> = HashMap::new();
+        for (k, e) in entries.iter() {
+            for (i, n) in e.by_class.iter().enumerate() {
+                if *n == 0 {
+                    continue;
+                }
+                out.push_str("gatehouse_gateway_requests_total{");
+                label(&mut out, "api", k.api.as_deref());
+                out.push(',');
+                label(&mut out, "operation", k.operation.as_deref());
+                out.push(',');
+                label(&mut out, "product", k.product.as_deref());
+                out.push(',');
+                label(&mut out, "subscription", k.subscription.as_deref());
+                out.push(',');
+                label(&mut out, "status_class", Some(CLASSES[i]));
+                let _ = writeln!(out, "}} {n}");
+            }
+            per_api_total
+                .entry(k.api.as_deref())
+                .or_default()
+                .merge(&e.total);
+            per_api_backend
+                .entry(k.api.as_deref())
+                .or_default()
+                .merge(&e.backend);
+        }
+        for (name, help, hists) in [
+            (
+                "gatehouse_gateway_request_duration_seconds",
+                "Time from request to response headers at the gateway.",
+                &per_api_total,
+            ),
+            (
+                "gatehouse_gateway_backend_duration_seconds",
+                "Time the backend took to answer.",
+                &per_api_backend,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            let mut apis: Vec<_> = hists.iter().collect();
+            apis.sort_by_key(|(a, _)| *a);
+            for (api, h) in apis {
+                let count: u64 = h.counts.iter().sum();
+                if count == 0 {
+                    continue;
+                }
+                let mut cumulative = 0;
+                for (i, le) in BUCKETS
+                    .iter()
+                    .map(|b| b.to_string())
+                    .chain(std::iter::once("+Inf".to_string()))
+                    .enumerate()
+                {
+                    cumulative += h.counts[i];
+                    let _ = write!(out, "{name}_bucket{{");
+                    label(&mut out, "api", *api);
+                    let _ = writeln!(out, ",le=\"{le}\"}} {cumulative}");
+                }
+                let _ = write!(out, "{name}_sum{{");
+                label(&mut out, "api", *api);
+                let _ = writeln!(out, "}} {}", h.sum);
+                let _ = write!(out, "{name}_count{{");
+                label(&mut out, "api", *api);
+                let _ = writeln!(out, "}} {count}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP gatehouse_gateway_config_revision The configuration revision the gateway serves.\n# TYPE gatehouse_gateway_config_revision gauge\ngatehouse_gateway_config_revision {}",
+            self.revision.load(Ordering::Relaxed)
+        );
+        out
     }
 }
 

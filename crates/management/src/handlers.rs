@@ -223,7 +223,7 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
     let body = read_body(body).await?;
 
     if path == "/metrics"
-        && let Some(render) = state.metrics
+        && let Some(render) = &state.metrics
     {
         return Ok((
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

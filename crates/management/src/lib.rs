@@ -32,13 +32,16 @@ pub struct Urls {
     pub gateway: String,
 }
 
+/// Renders Prometheus text for `GET /metrics`.
+pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
+
 pub struct AppState {
     pub store: Arc<Store>,
     /// The admin bearer token.
     pub token: String,
     pub urls: RwLock<Urls>,
     /// Renders Prometheus metrics for `GET /metrics` (the gateway's, when one runs here).
-    pub metrics: Option<fn() -> String>,
+    pub metrics: Option<MetricsRenderer>,
 }
 
 /// One log line per request: method, path, status, duration. Never headers or bodies.

@@ -59,7 +59,11 @@ fn wait_port(port: u16) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Writes an instance's configuration straight into a data directory.
@@ -97,7 +101,15 @@ fn populate(dir: &Path, apis: usize, subscriptions: usize) -> String {
 
 fn gatehouse(bin: &Path, data: &Path, port: u16, mgmt: u16) -> Proc {
     let child = Command::new(bin)
-        .args(["serve", "--data-dir", data.to_str().unwrap(), "--gateway-listen", &format!("127.0.0.1:{port}"), "--management-listen", &format!("127.0.0.1:{mgmt}")])
+        .args([
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--gateway-listen",
+            &format!("127.0.0.1:{port}"),
+            "--management-listen",
+            &format!("127.0.0.1:{mgmt}"),
+        ])
         .env("TOKIO_WORKER_THREADS", "1")
         .env("GATEHOUSE_LOG", "warn")
         .stdout(Stdio::null())
@@ -144,7 +156,10 @@ fn wrk(url: &str, key: Option<&str>, secs: u32) -> WrkResult {
     if let Some(k) = key {
         cmd.args(["-H", &format!("Ocp-Apim-Subscription-Key: {k}")]);
     }
-    let out = cmd.arg(url).output().expect("wrk runs (scripts/bench-gateway.sh installs it)");
+    let out = cmd
+        .arg(url)
+        .output()
+        .expect("wrk runs (scripts/bench-gateway.sh installs it)");
     let text = String::from_utf8_lossy(&out.stdout);
     let find = |label: &str| {
         text.lines()
@@ -175,7 +190,10 @@ fn wrk(url: &str, key: Option<&str>, secs: u32) -> WrkResult {
 
 /// Open-loop load at a fixed rate; returns (p50, p99) latency in ms and the error count.
 async fn fixed_rate(url: &str, key: Option<&str>, rate: f64, secs: f64) -> (f64, f64, usize) {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
     let total = (rate * secs) as usize;
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = tokio::time::Instant::now();
@@ -210,14 +228,28 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let secs = if quick { 3 } else { 10 };
-    let bin = PathBuf::from(std::env::var("GATEHOUSE_BIN").unwrap_or_else(|_| "target/release/gatehouse".into()));
-    assert!(bin.exists(), "{} not found: build it with cargo build --release -p gatehouse-cli", bin.display());
+    let bin = PathBuf::from(
+        std::env::var("GATEHOUSE_BIN").unwrap_or_else(|_| "target/release/gatehouse".into()),
+    );
+    assert!(
+        bin.exists(),
+        "{} not found: build it with cargo build --release -p gatehouse-cli",
+        bin.display()
+    );
     let dir = tempfile::tempdir().unwrap();
-    let _origin = nginx(dir.path(), "origin", &format!("server {{ listen 127.0.0.1:{ORIGIN_PORT}; location / {{ default_type text/plain; return 200 'ok'; }} }}"));
+    let _origin = nginx(
+        dir.path(),
+        "origin",
+        &format!(
+            "server {{ listen 127.0.0.1:{ORIGIN_PORT}; location / {{ default_type text/plain; return 200 'ok'; }} }}"
+        ),
+    );
     let _proxy = nginx(
         dir.path(),
         "proxy",
-        &format!("upstream origin {{ server 127.0.0.1:{ORIGIN_PORT}; keepalive 64; }}\n server {{ listen 127.0.0.1:{PROXY_PORT}; location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"),
+        &format!(
+            "upstream origin {{ server 127.0.0.1:{ORIGIN_PORT}; keepalive 64; }}\n server {{ listen 127.0.0.1:{PROXY_PORT}; location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
+        ),
     );
     wait_port(ORIGIN_PORT);
     wait_port(PROXY_PORT);
@@ -227,7 +259,11 @@ fn main() {
     let (gw1, m1) = (free_port(), free_port());
     let g1 = gatehouse(&bin, &one_dir, gw1, m1);
 
-    let (apis, subs) = if quick { (1_000, 10_000) } else { (10_000, 100_000) };
+    let (apis, subs) = if quick {
+        (1_000, 10_000)
+    } else {
+        (10_000, 100_000)
+    };
     let big_dir = dir.path().join("big");
     let started = Instant::now();
     populate(&big_dir, apis, subs);
@@ -236,25 +272,58 @@ fn main() {
     let g2 = gatehouse(&bin, &big_dir, gw2, m2);
 
     let targets: Vec<(String, String, Option<String>, Option<u32>)> = vec![
-        ("backend alone (nginx return 200, floor)".into(), format!("http://127.0.0.1:{ORIGIN_PORT}/bench/x"), None, None),
-        ("nginx reverse proxy".into(), format!("http://127.0.0.1:{PROXY_PORT}/bench/x"), None, None),
-        ("gatehouse, 1 API, key required".into(), format!("http://127.0.0.1:{gw1}/bench/x"), Some(key.clone()), Some(g1.0.id())),
-        (format!("gatehouse, {apis} APIs + {subs} subscriptions"), format!("http://127.0.0.1:{gw2}/bench/x"), Some(key.clone()), Some(g2.0.id())),
+        (
+            "backend alone (nginx return 200, floor)".into(),
+            format!("http://127.0.0.1:{ORIGIN_PORT}/bench/x"),
+            None,
+            None,
+        ),
+        (
+            "nginx reverse proxy".into(),
+            format!("http://127.0.0.1:{PROXY_PORT}/bench/x"),
+            None,
+            None,
+        ),
+        (
+            "gatehouse, 1 API, key required".into(),
+            format!("http://127.0.0.1:{gw1}/bench/x"),
+            Some(key.clone()),
+            Some(g1.0.id()),
+        ),
+        (
+            format!("gatehouse, {apis} APIs + {subs} subscriptions"),
+            format!("http://127.0.0.1:{gw2}/bench/x"),
+            Some(key.clone()),
+            Some(g2.0.id()),
+        ),
     ];
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    println!("wrk -t1 -c50 -d{secs}s --latency; every server on 1 worker (nginx worker_processes 1, TOKIO_WORKER_THREADS=1); 2 cores shared with the load generator");
-    println!("{:<46} {:>10} {:>9} {:>9} {:>16} {:>16} {:>9}", "target", "req/s", "p50 ms", "p99 ms", "half-load p50", "half-load p99", "RSS MB");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "wrk -t1 -c50 -d{secs}s --latency; every server on 1 worker (nginx worker_processes 1, TOKIO_WORKER_THREADS=1); 2 cores shared with the load generator"
+    );
+    println!(
+        "{:<46} {:>10} {:>9} {:>9} {:>16} {:>16} {:>9}",
+        "target", "req/s", "p50 ms", "p99 ms", "half-load p50", "half-load p99", "RSS MB"
+    );
     let mut floor_half = (0.0, 0.0);
     for (i, (label, url, key, pid)) in targets.iter().enumerate() {
         let r = wrk(url, key.as_deref(), secs);
         assert_eq!(r.non2xx, 0, "{label}: non-2xx responses under load");
         let rate = (r.rps / 2.0).min(5_000.0);
-        let (h50, h99, errors) = rt.block_on(fixed_rate(url, key.as_deref(), rate, secs as f64 / 2.0));
+        let (h50, h99, errors) =
+            rt.block_on(fixed_rate(url, key.as_deref(), rate, secs as f64 / 2.0));
         assert_eq!(errors, 0, "{label}: errors at half load");
         if i == 0 {
             floor_half = (h50, h99);
         }
-        let rss = pid.map(rss_mb).map(|m| format!("{m:.1}")).unwrap_or_else(|| "-".into());
+        let rss = pid
+            .map(rss_mb)
+            .map(|m| format!("{m:.1}"))
+            .unwrap_or_else(|| "-".into());
         println!(
             "{:<46} {:>10.0} {:>9.2} {:>9.2} {:>16} {:>16} {:>9}",
             label,
@@ -267,7 +336,10 @@ fn main() {
         );
     }
     // Reload: a new API goes live through the gateway with the big configuration loaded.
-    let token = std::fs::read_to_string(big_dir.join("admin-token")).unwrap().trim().to_string();
+    let token = std::fs::read_to_string(big_dir.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
     let c = reqwest::Client::new();
     let t0 = Instant::now();
     rt.block_on(async {
@@ -281,11 +353,19 @@ fn main() {
     let t1 = Instant::now();
     rt.block_on(async {
         loop {
-            let r = c.get(format!("http://127.0.0.1:{gw2}/fresh/x")).header("Ocp-Apim-Subscription-Key", &key).send().await.unwrap();
+            let r = c
+                .get(format!("http://127.0.0.1:{gw2}/fresh/x"))
+                .header("Ocp-Apim-Subscription-Key", &key)
+                .send()
+                .await
+                .unwrap();
             if r.status() == 200 {
                 break;
             }
-            assert!(t1.elapsed() < Duration::from_secs(10), "the new API never went live");
+            assert!(
+                t1.elapsed() < Duration::from_secs(10),
+                "the new API never went live"
+            );
         }
     });
     println!(

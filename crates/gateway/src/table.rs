@@ -24,8 +24,6 @@ pub struct OperationRoute {
     pub method: String,
     pub url_template: String,
     pub template: Template,
-    /// Response examples by status, for smoke tests and mock responses.
-    pub properties: Map<String, Value>,
 }
 
 #[derive(Debug)]
@@ -103,11 +101,92 @@ pub struct RoutingTable {
     keys: imbl::HashMap<String, KeyEntry>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Routes {
     /// Lower-cased routing path (API path, plus `/{version}` for Segment versioning) → APIs.
-    by_path: HashMap<String, Vec<Arc<ApiRoute>>>,
+    by_path: imbl::HashMap<String, Vec<Arc<ApiRoute>>>,
+    /// API id → the routing paths its revisions are under (to replace one API cheaply).
+    paths_of: imbl::HashMap<Arc<str>, Vec<String>>,
     api_count: usize,
+}
+
+/// What compiling API routes needs besides the API itself.
+struct RouteInputs<'a> {
+    version_sets: HashMap<&'a str, VersionScheme>,
+    /// API stored path → its operations.
+    operations: HashMap<&'a str, Vec<&'a StoredResource>>,
+    /// API id → products containing it.
+    products_of: HashMap<&'a str, Vec<Arc<ProductInfo>>>,
+}
+
+impl<'a> RouteInputs<'a> {
+    /// Inputs for the APIs in `only` (all APIs when `None`).
+    fn gather(mirror: &'a ConfigMirror, only: Option<&std::collections::HashSet<String>>) -> Self {
+        let wanted = |api_id: &str| only.is_none_or(|o| o.contains(api_id));
+        let mut version_sets = HashMap::new();
+        for vs in mirror.of(Kind::ApiVersionSet) {
+            let scheme = match s(&vs.properties, "versioningScheme") {
+                Some("Query") => VersionScheme::Query(
+                    s(&vs.properties, "versionQueryName")
+                        .unwrap_or("api-version")
+                        .to_string(),
+                ),
+                Some("Header") => VersionScheme::Header(
+                    s(&vs.properties, "versionHeaderName")
+                        .unwrap_or("Api-Version")
+                        .to_string(),
+                ),
+                _ => VersionScheme::Segment,
+            };
+            version_sets.insert(vs.path.as_str(), scheme);
+        }
+        let mut products: HashMap<&str, Arc<ProductInfo>> = HashMap::new();
+        let mut products_of: HashMap<&str, Vec<Arc<ProductInfo>>> = HashMap::new();
+        for link in mirror.of(Kind::ProductApi) {
+            if !wanted(link.name()) {
+                continue;
+            }
+            let product_path = parent_of(&link.path);
+            let info = match products.get(product_path) {
+                Some(i) => i.clone(),
+                None => {
+                    let Some(p) = mirror.get(Kind::Product, product_path) else {
+                        continue;
+                    };
+                    let info = Arc::new(ProductInfo {
+                        id: Arc::from(p.name()),
+                        name: s(&p.properties, "displayName")
+                            .unwrap_or_default()
+                            .to_string(),
+                        subscription_required: b(&p.properties, "subscriptionRequired", true),
+                        state: s(&p.properties, "state")
+                            .unwrap_or("notPublished")
+                            .to_string(),
+                    });
+                    products.insert(product_path, info.clone());
+                    info
+                }
+            };
+            products_of.entry(link.name()).or_default().push(info);
+        }
+        for v in products_of.values_mut() {
+            v.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        let mut operations: HashMap<&str, Vec<&StoredResource>> = HashMap::new();
+        for op in mirror.of(Kind::Operation) {
+            let api_path = parent_of(&op.path);
+            let api_id = api_path.rsplit('/').next().unwrap_or_default();
+            let base = api_id.split(";rev=").next().unwrap_or(api_id);
+            if wanted(base) {
+                operations.entry(api_path).or_default().push(op);
+            }
+        }
+        RouteInputs {
+            version_sets,
+            operations,
+            products_of,
+        }
+    }
 }
 
 /// The in-memory mirror of the configuration the table is compiled from, by kind.
@@ -199,144 +278,179 @@ fn parent_of(path: &str) -> &str {
 
 impl Routes {
     fn compile(mirror: &ConfigMirror) -> Routes {
-        let mut version_sets: HashMap<&str, VersionScheme> = HashMap::new();
-        for vs in mirror.of(Kind::ApiVersionSet) {
-            let scheme = match s(&vs.properties, "versioningScheme") {
-                Some("Query") => VersionScheme::Query(
-                    s(&vs.properties, "versionQueryName")
-                        .unwrap_or("api-version")
-                        .to_string(),
-                ),
-                Some("Header") => VersionScheme::Header(
-                    s(&vs.properties, "versionHeaderName")
-                        .unwrap_or("Api-Version")
-                        .to_string(),
-                ),
-                _ => VersionScheme::Segment,
-            };
-            version_sets.insert(vs.path.as_str(), scheme);
-        }
-        let mut products: HashMap<&str, Arc<ProductInfo>> = HashMap::new();
-        for p in mirror.of(Kind::Product) {
-            products.insert(
-                p.path.as_str(),
-                Arc::new(ProductInfo {
-                    id: Arc::from(p.name()),
-                    name: s(&p.properties, "displayName")
-                        .unwrap_or_default()
-                        .to_string(),
-                    subscription_required: b(&p.properties, "subscriptionRequired", true),
-                    state: s(&p.properties, "state")
-                        .unwrap_or("notPublished")
-                        .to_string(),
-                }),
-            );
-        }
-        // API id → products containing it.
-        let mut api_products: HashMap<&str, Vec<Arc<ProductInfo>>> = HashMap::new();
-        for link in mirror.of(Kind::ProductApi) {
-            if let Some(p) = products.get(parent_of(&link.path)) {
-                api_products.entry(link.name()).or_default().push(p.clone());
-            }
-        }
-        for v in api_products.values_mut() {
-            v.sort_by(|a, b| a.id.cmp(&b.id));
-        }
-        let mut operations: HashMap<&str, Vec<OperationRoute>> = HashMap::new();
-        for op in mirror.of(Kind::Operation) {
-            let template = s(&op.properties, "urlTemplate").unwrap_or("/").to_string();
-            operations
-                .entry(parent_of(&op.path))
-                .or_default()
-                .push(OperationRoute {
-                    id: Arc::from(op.name()),
-                    method: s(&op.properties, "method")
-                        .unwrap_or("GET")
-                        .to_ascii_uppercase(),
-                    template: Template::parse(&template),
-                    url_template: template,
-                    properties: op.properties.clone(),
-                });
-        }
-        for ops in operations.values_mut() {
-            // Most specific first, so the first match wins.
-            ops.sort_by(|a, b| {
-                b.template
-                    .specificity()
-                    .cmp(&a.template.specificity())
-                    .then(a.id.cmp(&b.id))
-            });
-        }
-        let mut by_path: HashMap<String, Vec<Arc<ApiRoute>>> = HashMap::new();
-        let mut api_count = 0;
+        let inputs = RouteInputs::gather(mirror, None);
+        let mut routes = Routes::default();
         for api in mirror.of(Kind::Api) {
-            let p = &api.properties;
-            let Ok((base, rev)) = split_revision(api.name()) else {
-                continue;
-            };
-            let protocols: Vec<&str> = p
-                .get("protocols")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_else(|| vec!["https"]);
-            let names = p.get("subscriptionKeyParameterNames");
-            let scheme = s(p, "apiVersionSetId")
-                .and_then(|id| version_sets.get(id))
-                .cloned();
-            let version = s(p, "apiVersion")
-                .filter(|v| !v.is_empty())
-                .map(str::to_string);
-            let path = s(p, "path")
-                .unwrap_or_default()
-                .trim_matches('/')
-                .to_string();
-            let route = ApiRoute {
-                id: Arc::from(base),
-                name: s(p, "displayName").unwrap_or_default().to_string(),
-                revision: rev.unwrap_or_else(|| {
-                    s(p, "apiRevision")
-                        .and_then(|r| r.parse().ok())
-                        .unwrap_or(1)
-                }),
-                is_current: rev.is_none(),
-                path: path.clone(),
-                service_url: s(p, "serviceUrl")
-                    .filter(|u| !u.is_empty())
-                    .map(|u| u.trim_end_matches('/').to_string()),
-                allow_http: protocols.contains(&"http"),
-                allow_https: protocols.contains(&"https"),
-                subscription_required: b(p, "subscriptionRequired", true),
-                key_header: names
-                    .and_then(|n| n.get("header"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("Ocp-Apim-Subscription-Key")
-                    .to_string(),
-                key_query: names
-                    .and_then(|n| n.get("query"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("subscription-key")
-                    .to_string(),
-                operations: operations.remove(api.path.as_str()).unwrap_or_default(),
-                products: api_products.get(base).cloned().unwrap_or_default(),
-                version: version.clone(),
-                scheme: scheme.clone(),
-            };
-            let key = match (&scheme, &version) {
-                (Some(VersionScheme::Segment), Some(v)) if path.is_empty() => {
-                    v.to_ascii_lowercase()
-                }
-                (Some(VersionScheme::Segment), Some(v)) => {
-                    format!("{}/{}", path.to_ascii_lowercase(), v.to_ascii_lowercase())
-                }
-                _ => path.to_ascii_lowercase(),
-            };
-            if route.is_current {
-                api_count += 1;
-            }
-            by_path.entry(key).or_default().push(Arc::new(route));
+            routes.add(api, &inputs);
         }
-        Routes { by_path, api_count }
+        routes
     }
+
+    /// Replaces the routes of the given API ids with what the mirror now says.
+    fn update(&mut self, mirror: &ConfigMirror, ids: &std::collections::HashSet<String>) {
+        for id in ids {
+            if let Some(paths) = self.paths_of.remove(id.as_str()) {
+                for p in paths {
+                    if let Some(list) = self.by_path.get_mut(&p) {
+                        list.retain(|a| {
+                            let gone = &*a.id == id.as_str();
+                            if gone && a.is_current {
+                                self.api_count -= 1;
+                            }
+                            !gone
+                        });
+                        if list.is_empty() {
+                            self.by_path.remove(&p);
+                        }
+                    }
+                }
+            }
+        }
+        let inputs = RouteInputs::gather(mirror, Some(ids));
+        for api in mirror.of(Kind::Api) {
+            let base = api.name().split(";rev=").next().unwrap_or_default();
+            if ids.contains(base) {
+                self.add(api, &inputs);
+            }
+        }
+    }
+
+    fn add(&mut self, api: &StoredResource, inputs: &RouteInputs<'_>) {
+        let p = &api.properties;
+        let Ok((base, rev)) = split_revision(api.name()) else {
+            return;
+        };
+        let protocols: Vec<&str> = p
+            .get("protocols")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_else(|| vec!["https"]);
+        let names = p.get("subscriptionKeyParameterNames");
+        let scheme = s(p, "apiVersionSetId")
+            .and_then(|id| inputs.version_sets.get(id))
+            .cloned();
+        let version = s(p, "apiVersion")
+            .filter(|v| !v.is_empty())
+            .map(str::to_string);
+        let path = s(p, "path")
+            .unwrap_or_default()
+            .trim_matches('/')
+            .to_string();
+        let mut operations: Vec<OperationRoute> = inputs
+            .operations
+            .get(api.path.as_str())
+            .map(|ops| {
+                ops.iter()
+                    .map(|op| {
+                        let template = s(&op.properties, "urlTemplate").unwrap_or("/").to_string();
+                        OperationRoute {
+                            id: Arc::from(op.name()),
+                            method: s(&op.properties, "method")
+                                .unwrap_or("GET")
+                                .to_ascii_uppercase(),
+                            template: Template::parse(&template),
+                            url_template: template,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Most specific first, so the first match wins.
+        operations.sort_by(|a, b| {
+            b.template
+                .specificity()
+                .cmp(&a.template.specificity())
+                .then(a.id.cmp(&b.id))
+        });
+        let id: Arc<str> = Arc::from(base);
+        let route = ApiRoute {
+            id: id.clone(),
+            name: s(p, "displayName").unwrap_or_default().to_string(),
+            revision: rev.unwrap_or_else(|| {
+                s(p, "apiRevision")
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(1)
+            }),
+            is_current: rev.is_none(),
+            path: path.clone(),
+            service_url: s(p, "serviceUrl")
+                .filter(|u| !u.is_empty())
+                .map(|u| u.trim_end_matches('/').to_string()),
+            allow_http: protocols.contains(&"http"),
+            allow_https: protocols.contains(&"https"),
+            subscription_required: b(p, "subscriptionRequired", true),
+            key_header: names
+                .and_then(|n| n.get("header"))
+                .and_then(Value::as_str)
+                .unwrap_or("Ocp-Apim-Subscription-Key")
+                .to_string(),
+            key_query: names
+                .and_then(|n| n.get("query"))
+                .and_then(Value::as_str)
+                .unwrap_or("subscription-key")
+                .to_string(),
+            operations,
+            products: inputs.products_of.get(base).cloned().unwrap_or_default(),
+            version: version.clone(),
+            scheme: scheme.clone(),
+        };
+        let key = match (&scheme, &version) {
+            (Some(VersionScheme::Segment), Some(v)) if path.is_empty() => v.to_ascii_lowercase(),
+            (Some(VersionScheme::Segment), Some(v)) => {
+                format!("{}/{}", path.to_ascii_lowercase(), v.to_ascii_lowercase())
+            }
+            _ => path.to_ascii_lowercase(),
+        };
+        if route.is_current {
+            self.api_count += 1;
+        }
+        let paths = self.paths_of.entry(id).or_default();
+        if !paths.contains(&key) {
+            paths.push(key.clone());
+        }
+        self.by_path.entry(key).or_default().push(Arc::new(route));
+    }
+}
+
+/// The API ids whose routes a change touches.
+fn affected_apis(mirror: &ConfigMirror, changes: &[Change]) -> std::collections::HashSet<String> {
+    let mut ids = std::collections::HashSet::new();
+    let api_of_path = |path: &str| -> String {
+        let first = path
+            .trim_start_matches('/')
+            .split('/')
+            .nth(1)
+            .unwrap_or_default();
+        first.split(";rev=").next().unwrap_or_default().to_string()
+    };
+    for c in changes {
+        for r in [&c.old, &c.new].into_iter().flatten() {
+            match c.kind {
+                Kind::Api | Kind::Operation => {
+                    ids.insert(api_of_path(&r.path));
+                }
+                Kind::ProductApi => {
+                    ids.insert(r.name().to_string());
+                }
+                Kind::Product => {
+                    for link in mirror.of(Kind::ProductApi) {
+                        if parent_of(&link.path) == r.path {
+                            ids.insert(link.name().to_string());
+                        }
+                    }
+                }
+                Kind::ApiVersionSet => {
+                    for api in mirror.of(Kind::Api) {
+                        if s(&api.properties, "apiVersionSetId") == Some(r.path.as_str()) {
+                            ids.insert(api_of_path(&api.path));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    ids
 }
 
 fn user_info(mirror: &ConfigMirror, user_path: &str) -> Option<Arc<UserInfo>> {
@@ -465,7 +579,9 @@ impl RoutingTable {
     /// API-shaped resource changed; keys are updated per changed subscription or user.
     pub fn next(&self, mirror: &ConfigMirror, changes: &[Change]) -> RoutingTable {
         let routes = if changes.iter().any(|c| affects_routes(c.kind)) {
-            Arc::new(Routes::compile(mirror))
+            let mut r = (*self.routes).clone();
+            r.update(mirror, &affected_apis(mirror, changes));
+            Arc::new(r)
         } else {
             self.routes.clone()
         };
@@ -733,5 +849,111 @@ mod tests {
         );
         // The old table is untouched (requests in flight keep it).
         assert!(t0.key("kb1").is_some());
+    }
+
+    #[test]
+    fn incremental_routes_match_a_full_compile() {
+        let mut m = mirror(vec![
+            res("/apis/a", json!({"path": "a", "protocols": ["http"]})),
+            res(
+                "/apis/a/operations/get",
+                json!({"method": "GET", "urlTemplate": "/x"}),
+            ),
+            res("/apis/b", json!({"path": "b"})),
+            res(
+                "/products/p",
+                json!({"displayName": "P", "subscriptionRequired": false}),
+            ),
+        ]);
+        let t0 = RoutingTable::compile(&m);
+        let mut apply = |m: &mut ConfigMirror,
+                         new: Vec<StoredResource>,
+                         gone: Vec<(Kind, &str)>|
+         -> Vec<Change> {
+            let mut changes: Vec<Change> = new
+                .into_iter()
+                .map(|n| Change {
+                    kind: n.kind,
+                    old: m.insert(n.clone()),
+                    new: Some(n),
+                })
+                .collect();
+            for (k, p) in gone {
+                changes.push(Change {
+                    kind: k,
+                    old: m.remove(k, p),
+                    new: None,
+                });
+            }
+            changes
+        };
+        let c1 = apply(
+            &mut m,
+            vec![
+                res("/apis/a", json!({"path": "moved", "protocols": ["http"]})),
+                res(
+                    "/apis/a/operations/post",
+                    json!({"method": "POST", "urlTemplate": "/y"}),
+                ),
+                res("/products/p/apis/a", json!({})),
+            ],
+            vec![(Kind::Api, "/apis/b")],
+        );
+        let t1 = t0.next(&m, &c1);
+        let full = RoutingTable::compile(&m);
+        let none = |_: &str| None;
+        for path in ["/a/x", "/moved/x", "/moved/y", "/b/z"] {
+            let inc = t1.find_api(path, None, none).map(|(a, r)| {
+                (
+                    a.id.to_string(),
+                    r.to_string(),
+                    a.operations.len(),
+                    a.products.len(),
+                )
+            });
+            let all = full.find_api(path, None, none).map(|(a, r)| {
+                (
+                    a.id.to_string(),
+                    r.to_string(),
+                    a.operations.len(),
+                    a.products.len(),
+                )
+            });
+            assert_eq!(inc, all, "{path}");
+        }
+        assert!(
+            t1.find_api("/moved/x", None, none)
+                .unwrap()
+                .0
+                .open_product()
+                .is_some()
+        );
+        assert!(t1.find_api("/b/z", None, none).is_none());
+        assert_eq!(t1.api_count(), 1);
+        // Changing the product changes the routes of the APIs in it.
+        let c2 = apply(
+            &mut m,
+            vec![res(
+                "/products/p",
+                json!({"displayName": "P", "subscriptionRequired": true}),
+            )],
+            vec![],
+        );
+        let t2 = t1.next(&m, &c2);
+        assert!(
+            t2.find_api("/moved/x", None, none)
+                .unwrap()
+                .0
+                .open_product()
+                .is_none()
+        );
+        assert!(
+            t1.find_api("/moved/x", None, none)
+                .unwrap()
+                .0
+                .open_product()
+                .is_some(),
+            "old table untouched"
+        );
     }
 }

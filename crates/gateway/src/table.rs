@@ -866,7 +866,7 @@ mod tests {
             ),
         ]);
         let t0 = RoutingTable::compile(&m);
-        let mut apply = |m: &mut ConfigMirror,
+        let apply = |m: &mut ConfigMirror,
                          new: Vec<StoredResource>,
                          gone: Vec<(Kind, &str)>|
          -> Vec<Change> {

@@ -151,7 +151,8 @@ impl Gateway {
         let mirror = tokio::task::spawn_blocking(move || reload::load(&s))
             .await?
             .context("cannot load the configuration")?;
-        let table = Arc::new(ArcSwap::from_pointee(RoutingTable::compile(&mirror)));
+        let (mirror, first) = mirror;
+        let table = Arc::new(ArcSwap::from_pointee(first));
         let shared = Arc::new(Shared {
             table: table.clone(),
             backend: proxy::Backend::new(

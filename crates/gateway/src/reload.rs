@@ -4,21 +4,33 @@
 //! Invariant: the mirror only ever moves to a revision read in one store transaction, so every
 //! table the gateway serves is a consistent configuration.
 
+use crate::table::RoutingTable;
 use crate::table::{Change, ConfigMirror};
 use crate::{Shared, stopped};
-use gatehouse_model::ResourcePath;
+use gatehouse_model::{Kind, ResourcePath};
 use gatehouse_store::{Store, StoreError};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Reads the whole configuration.
-pub fn load(store: &Store) -> Result<ConfigMirror, StoreError> {
-    let snap = store.snapshot()?;
-    Ok(ConfigMirror::new(
-        snap.revision,
-        Some(snap.service),
-        snap.resources,
-    ))
+/// Reads the whole configuration, in one read transaction, into a mirror and a first table.
+/// Resources are streamed: the whole configuration is never held in memory at once.
+pub fn load(store: &Store) -> Result<(ConfigMirror, RoutingTable), StoreError> {
+    store.read(|r| {
+        let mut mirror = ConfigMirror::new(r.revision(), r.service()?, []);
+        r.for_each_resource(|res| {
+            if res.kind != Kind::Subscription {
+                mirror.insert(res);
+            }
+            Ok(())
+        })?;
+        let table = RoutingTable::compile_streaming(&mirror, |feed| {
+            r.for_each_of_kind(Kind::Subscription, |res| {
+                feed(&res);
+                Ok(())
+            })
+        })?;
+        Ok((mirror, table))
+    })
 }
 
 /// Moves the mirror to the store's current revision by re-reading what changed since; returns

@@ -79,6 +79,8 @@ pub struct SubscriptionInfo {
     /// `/`, `/apis`, `/apis/{id}` or `/products/{id}`.
     pub scope: String,
     pub owner: Option<Arc<UserInfo>>,
+    /// `/users/{id}` of the owner, if any.
+    pub owner_path: Option<String>,
     pub primary_key: String,
     pub secondary_key: String,
 }
@@ -99,6 +101,8 @@ pub struct RoutingTable {
     pub region: String,
     routes: Arc<Routes>,
     keys: imbl::HashMap<String, KeyEntry>,
+    /// Active subscriptions by id (their keys and owner), to update `keys` per change.
+    subs: imbl::HashMap<Arc<str>, Arc<SubscriptionInfo>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -222,7 +226,20 @@ impl ConfigMirror {
         self.by_kind.get(&kind).and_then(|m| m.get(path))
     }
 
-    pub fn insert(&mut self, r: StoredResource) -> Option<StoredResource> {
+    /// Keeps the resource if the gateway uses its kind, with only the properties it reads.
+    /// Subscriptions are not mirrored: the table's `subs` map holds what the gateway needs of
+    /// them, so 100,000 subscriptions are held once, compactly.
+    pub fn insert(&mut self, mut r: StoredResource) -> Option<StoredResource> {
+        let keep: &[&str] = match r.kind {
+            Kind::Api | Kind::ApiVersionSet | Kind::ProductApi | Kind::GroupUser => &[],
+            Kind::Operation => &["method", "urlTemplate"],
+            Kind::Product => &["displayName", "subscriptionRequired", "state"],
+            Kind::User => &["email", "firstName", "lastName"],
+            _ => return None,
+        };
+        if !keep.is_empty() {
+            r.properties.retain(|k, _| keep.contains(&k.as_str()));
+        }
         self.by_kind
             .entry(r.kind)
             .or_default()
@@ -491,6 +508,7 @@ fn subscription_info(
         name: s(p, "displayName").unwrap_or_default().to_string(),
         scope: s(p, "scope").unwrap_or("/").to_string(),
         owner,
+        owner_path: s(p, "ownerId").map(str::to_string),
         primary_key: s(p, "primaryKey").unwrap_or_default().to_string(),
         secondary_key: s(p, "secondaryKey").unwrap_or_default().to_string(),
     }))
@@ -509,14 +527,13 @@ fn insert_keys(keys: &mut imbl::HashMap<String, KeyEntry>, info: Arc<Subscriptio
     }
 }
 
-fn remove_keys_of(keys: &mut imbl::HashMap<String, KeyEntry>, sub: &StoredResource) {
-    for field in ["primaryKey", "secondaryKey"] {
-        if let Some(k) = s(&sub.properties, field)
-            && keys
-                .get(k)
-                .is_some_and(|e| &*e.subscription.id == sub.name())
+fn remove_keys_of(keys: &mut imbl::HashMap<String, KeyEntry>, info: &SubscriptionInfo) {
+    for k in [&info.primary_key, &info.secondary_key] {
+        if keys
+            .get(k.as_str())
+            .is_some_and(|e| e.subscription.id == info.id)
         {
-            keys.remove(k);
+            keys.remove(k.as_str());
         }
     }
 }
@@ -530,8 +547,26 @@ fn service_names(mirror: &ConfigMirror) -> (String, String) {
 }
 
 impl RoutingTable {
-    /// Compiles the whole table from a consistent configuration.
-    pub fn compile(mirror: &ConfigMirror) -> RoutingTable {
+    /// Compiles the whole table: routes from the mirror, keys from the subscriptions.
+    pub fn compile<'s>(
+        mirror: &ConfigMirror,
+        subscriptions: impl IntoIterator<Item = &'s StoredResource>,
+    ) -> RoutingTable {
+        Self::compile_streaming(mirror, |feed| {
+            for sub in subscriptions {
+                feed(sub);
+            }
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .unwrap_or_else(|never| match never {})
+    }
+
+    /// Like `compile`, with subscriptions fed one by one (streamed from the store, never all
+    /// in memory as resources).
+    pub fn compile_streaming<E>(
+        mirror: &ConfigMirror,
+        subscriptions: impl FnOnce(&mut dyn FnMut(&StoredResource)) -> Result<(), E>,
+    ) -> Result<RoutingTable, E> {
         let mut users: HashMap<&str, Arc<UserInfo>> = HashMap::new();
         let mut groups_of: HashMap<&str, Vec<String>> = HashMap::new();
         for link in mirror.of(Kind::GroupUser) {
@@ -557,26 +592,29 @@ impl RoutingTable {
             );
         }
         let mut keys = imbl::HashMap::new();
-        for sub in mirror.of(Kind::Subscription) {
+        let mut subs = imbl::HashMap::new();
+        subscriptions(&mut |sub: &StoredResource| {
             let owner = s(&sub.properties, "ownerId")
                 .and_then(|o| users.get(o))
                 .cloned();
             if let Some(info) = subscription_info(sub, owner) {
+                subs.insert(info.id.clone(), info.clone());
                 insert_keys(&mut keys, info);
             }
-        }
+        })?;
         let (service_name, region) = service_names(mirror);
-        RoutingTable {
+        Ok(RoutingTable {
             revision: mirror.revision,
             service_name,
             region,
             routes: Arc::new(Routes::compile(mirror)),
             keys,
-        }
+            subs,
+        })
     }
 
-    /// The next table after `changes` were applied to `mirror`: routes are rebuilt only if an
-    /// API-shaped resource changed; keys are updated per changed subscription or user.
+    /// The next table after `changes` were applied to `mirror`: routes are rebuilt only for the
+    /// APIs a change touches; keys are updated per changed subscription or user.
     pub fn next(&self, mirror: &ConfigMirror, changes: &[Change]) -> RoutingTable {
         let routes = if changes.iter().any(|c| affects_routes(c.kind)) {
             let mut r = (*self.routes).clone();
@@ -586,17 +624,27 @@ impl RoutingTable {
             self.routes.clone()
         };
         let mut keys = self.keys.clone();
+        let mut subs = self.subs.clone();
         let mut owners_changed: Vec<String> = Vec::new();
         for c in changes {
             match c.kind {
                 Kind::Subscription => {
-                    if let Some(old) = &c.old {
-                        remove_keys_of(&mut keys, old);
+                    let Some(id) = c
+                        .new
+                        .as_ref()
+                        .or(c.old.as_ref())
+                        .map(|r| r.name().to_string())
+                    else {
+                        continue;
+                    };
+                    if let Some(old) = subs.remove(id.as_str()) {
+                        remove_keys_of(&mut keys, &old);
                     }
                     if let Some(new) = &c.new {
                         let owner =
                             s(&new.properties, "ownerId").and_then(|o| user_info(mirror, o));
                         if let Some(info) = subscription_info(new, owner) {
+                            subs.insert(info.id.clone(), info.clone());
                             insert_keys(&mut keys, info);
                         }
                     }
@@ -615,13 +663,28 @@ impl RoutingTable {
             }
         }
         if !owners_changed.is_empty() {
-            for sub in mirror.of(Kind::Subscription) {
-                if let Some(owner) = s(&sub.properties, "ownerId")
-                    && owners_changed.iter().any(|o| o == owner)
-                    && let Some(info) = subscription_info(sub, user_info(mirror, owner))
-                {
-                    insert_keys(&mut keys, info);
-                }
+            let affected: Vec<Arc<SubscriptionInfo>> = subs
+                .values()
+                .filter(|i| {
+                    i.owner_path
+                        .as_ref()
+                        .is_some_and(|o| owners_changed.contains(o))
+                })
+                .cloned()
+                .collect();
+            for old in affected {
+                let owner = old.owner_path.as_deref().and_then(|o| user_info(mirror, o));
+                let info = Arc::new(SubscriptionInfo {
+                    id: old.id.clone(),
+                    name: old.name.clone(),
+                    scope: old.scope.clone(),
+                    owner,
+                    owner_path: old.owner_path.clone(),
+                    primary_key: old.primary_key.clone(),
+                    secondary_key: old.secondary_key.clone(),
+                });
+                subs.insert(info.id.clone(), info.clone());
+                insert_keys(&mut keys, info);
             }
         }
         let (service_name, region) = service_names(mirror);
@@ -631,6 +694,7 @@ impl RoutingTable {
             region,
             routes,
             keys,
+            subs,
         }
     }
 
@@ -770,7 +834,7 @@ mod tests {
                 json!({"path": "seg", "apiVersion": "v1", "apiVersionSetId": "/apiVersionSets/seg"}),
             ),
         ]);
-        let t = RoutingTable::compile(&m);
+        let t = RoutingTable::compile(&m, []);
         let none = |_: &str| None;
         let (api, rest) = t.find_api("/shop/items/1", None, none).unwrap();
         assert_eq!((&*api.id, api.revision, rest), ("a", 1, "/items/1"));
@@ -793,11 +857,11 @@ mod tests {
 
     #[test]
     fn incremental_key_updates_match_a_full_compile() {
-        let mut m = mirror(vec![
-            res(
-                "/users/u",
-                json!({"email": "u@x", "firstName": "U", "lastName": "X"}),
-            ),
+        let mut m = mirror(vec![res(
+            "/users/u",
+            json!({"email": "u@x", "firstName": "U", "lastName": "X"}),
+        )]);
+        let subs = [
             res(
                 "/subscriptions/a",
                 json!({"scope": "/apis", "state": "active", "primaryKey": "ka1", "secondaryKey": "ka2", "ownerId": "/users/u"}),
@@ -806,8 +870,8 @@ mod tests {
                 "/subscriptions/b",
                 json!({"scope": "/apis", "state": "active", "primaryKey": "kb1", "secondaryKey": "kb2"}),
             ),
-        ]);
-        let t0 = RoutingTable::compile(&m);
+        ];
+        let t0 = RoutingTable::compile(&m, &subs);
         assert_eq!(
             t0.key("ka1")
                 .unwrap()
@@ -819,16 +883,35 @@ mod tests {
             "u@x"
         );
         // Regenerate a's primary key, suspend b, rename the user.
-        let changes: Vec<Change> = [
-            res("/subscriptions/a", json!({"scope": "/apis", "state": "active", "primaryKey": "ka3", "secondaryKey": "ka2", "ownerId": "/users/u"})),
-            res("/subscriptions/b", json!({"scope": "/apis", "state": "suspended", "primaryKey": "kb1", "secondaryKey": "kb2"})),
-            res("/users/u", json!({"email": "new@x", "firstName": "U", "lastName": "X"})),
-        ]
-        .into_iter()
-        .map(|n| Change { kind: n.kind, old: m.insert(n.clone()), new: Some(n) })
-        .collect();
+        let new_subs = [
+            res(
+                "/subscriptions/a",
+                json!({"scope": "/apis", "state": "active", "primaryKey": "ka3", "secondaryKey": "ka2", "ownerId": "/users/u"}),
+            ),
+            res(
+                "/subscriptions/b",
+                json!({"scope": "/apis", "state": "suspended", "primaryKey": "kb1", "secondaryKey": "kb2"}),
+            ),
+        ];
+        let user = res(
+            "/users/u",
+            json!({"email": "new@x", "firstName": "U", "lastName": "X"}),
+        );
+        let mut changes: Vec<Change> = new_subs
+            .iter()
+            .map(|n| Change {
+                kind: n.kind,
+                old: None,
+                new: Some(n.clone()),
+            })
+            .collect();
+        changes.push(Change {
+            kind: Kind::User,
+            old: m.insert(user.clone()),
+            new: Some(user),
+        });
         let t1 = t0.next(&m, &changes);
-        let full = RoutingTable::compile(&m);
+        let full = RoutingTable::compile(&m, &new_subs);
         for k in ["ka1", "ka2", "ka3", "kb1", "kb2"] {
             assert_eq!(
                 t1.key(k).map(|e| e.subscription.id.to_string()),
@@ -865,10 +948,10 @@ mod tests {
                 json!({"displayName": "P", "subscriptionRequired": false}),
             ),
         ]);
-        let t0 = RoutingTable::compile(&m);
+        let t0 = RoutingTable::compile(&m, []);
         let apply = |m: &mut ConfigMirror,
-                         new: Vec<StoredResource>,
-                         gone: Vec<(Kind, &str)>|
+                     new: Vec<StoredResource>,
+                     gone: Vec<(Kind, &str)>|
          -> Vec<Change> {
             let mut changes: Vec<Change> = new
                 .into_iter()
@@ -900,7 +983,7 @@ mod tests {
             vec![(Kind::Api, "/apis/b")],
         );
         let t1 = t0.next(&m, &c1);
-        let full = RoutingTable::compile(&m);
+        let full = RoutingTable::compile(&m, []);
         let none = |_: &str| None;
         for path in ["/a/x", "/moved/x", "/moved/y", "/b/z"] {
             let inc = t1.find_api(path, None, none).map(|(a, r)| {

@@ -870,6 +870,28 @@ impl ReadTx<'_> {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Streams every resource of one kind in path order.
+    pub fn for_each_of_kind(
+        &self,
+        kind: Kind,
+        mut f: impl FnMut(StoredResource) -> Result<()>,
+    ) -> Result<()> {
+        let mut stmt = self.tx.prepare(
+            "SELECT path, kind, properties, revision FROM resources WHERE kind = ?1 ORDER BY path",
+        )?;
+        let mut rows = stmt.query(params![kind.name()])?;
+        while let Some(row) = rows.next()? {
+            f(row_to_resource(
+                self.sealer,
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+            )?)?;
+        }
+        Ok(())
+    }
+
     /// Journal entries with revision greater than `since`, oldest first, at most `top`,
     /// skipping `skip` entries.
     pub fn journal(&self, since: u64, skip: u64, top: u64) -> Result<(Vec<JournalEntry>, u64)> {

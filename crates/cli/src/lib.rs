@@ -134,6 +134,9 @@ pub struct ServeArgs {
     /// Largest request head the gateway accepts, in bytes (431 beyond it).
     #[arg(long, env = "GATEHOUSE_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
+    /// Extra trusted root certificates (PEM) for HTTPS backends.
+    #[arg(long, env = "GATEHOUSE_BACKEND_CA")]
+    pub backend_ca: Option<PathBuf>,
 }
 
 /// `gatehouse.toml`: the same settings as the flags.
@@ -153,6 +156,7 @@ pub struct FileConfig {
     pub gateway_tls_key: Option<PathBuf>,
     pub access_log: Option<String>,
     pub max_header_bytes: Option<usize>,
+    pub backend_ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -349,6 +353,10 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
                 .max_header_bytes
                 .or_else(|| f.and_then(|f| f.max_header_bytes))
                 .unwrap_or(GatewayConfig::default().max_header_bytes),
+            backend_ca: args
+                .backend_ca
+                .clone()
+                .or_else(|| f.and_then(|f| f.backend_ca.clone())),
             ..GatewayConfig::default()
         },
     })

@@ -47,6 +47,8 @@ pub struct GatewayConfig {
     pub access_log: Option<String>,
     /// How long shutdown waits for requests in flight.
     pub drain_timeout: Duration,
+    /// Extra trusted root certificates (PEM) for HTTPS backends, e.g. an internal CA.
+    pub backend_ca: Option<PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -60,6 +62,7 @@ impl Default for GatewayConfig {
             backend_response_timeout: Duration::from_secs(240),
             access_log: None,
             drain_timeout: Duration::from_secs(30),
+            backend_ca: None,
         }
     }
 }
@@ -158,7 +161,8 @@ impl Gateway {
             backend: proxy::Backend::new(
                 config.backend_connect_timeout,
                 config.backend_response_timeout,
-            ),
+                config.backend_ca.as_deref(),
+            )?,
             access_log: AccessLog::open(config.access_log.as_deref())
                 .context("cannot open the access log")?,
             stats: Stats::default(),

@@ -42,7 +42,31 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 impl Backend {
-    pub fn new(connect_timeout: Duration, response_timeout: Duration) -> Backend {
+    /// A pooled client; `extra_roots` (PEM) are trusted besides the public web roots.
+    pub fn new(
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        extra_roots: Option<&std::path::Path>,
+    ) -> anyhow::Result<Backend> {
+        use anyhow::Context;
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        if let Some(path) = extra_roots {
+            for cert in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("cannot read the backend CA file {}", path.display()))?
+            {
+                let cert =
+                    cert.with_context(|| format!("{} is not PEM certificates", path.display()))?;
+                roots.add(cert).with_context(|| {
+                    format!(
+                        "a certificate in {} cannot be used as a root",
+                        path.display()
+                    )
+                })?;
+            }
+        }
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
@@ -52,9 +76,7 @@ impl Backend {
         ))
         .with_safe_default_protocol_versions()
         .expect("default TLS versions are supported")
-        .with_root_certificates(rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        })
+        .with_root_certificates(roots)
         .with_no_client_auth();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
@@ -66,10 +88,10 @@ impl Backend {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(https);
-        Backend {
+        Ok(Backend {
             client,
             response_timeout,
-        }
+        })
     }
 
     /// Sends the request; the response body streams from the backend.

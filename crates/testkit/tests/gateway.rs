@@ -633,3 +633,26 @@ async fn metrics_access_log_usage_reports_and_draining() {
     );
     assert_eq!(t2.call("GET", "/reports/byNothing", None).await.0, 404);
 }
+
+#[tokio::test]
+async fn https_backends_with_a_private_ca_over_http2() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let backend = EchoBackend::start_tls(&ck.cert.pem(), &ck.signing_key.serialize_pem())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    let mut config = ServeConfig::ephemeral(&dir.path().join("data"));
+    config.gateway.backend_ca = Some(ca);
+    let t = TestInstance::start_with(config).await.unwrap();
+    let (key, _) = setup(&t, &backend).await;
+    let (s, b) = gw(&t, "GET", "/echo/items/5", Some(&key)).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["path"], "/v1/items/5");
+    assert_eq!(b["version"], "HTTP/2.0", "HTTP/2 to the backend by ALPN");
+    // Without the private CA the backend's certificate is not trusted: 502, not a silent pass.
+    let t2 = TestInstance::start().await.unwrap();
+    let (key2, _) = setup(&t2, &backend).await;
+    assert_eq!(gw(&t2, "GET", "/echo/items/5", Some(&key2)).await.0, 502);
+}

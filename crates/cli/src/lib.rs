@@ -50,7 +50,7 @@ pub struct Target {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run an instance (management API and gateway) on the embedded store.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// GET a path of the management API (relative to the service).
     Get { path: String },
     /// PUT a path with a JSON body.

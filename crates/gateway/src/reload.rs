@@ -68,6 +68,21 @@ pub fn catch_up(
     })
 }
 
+/// The table for the store's current revision, or `None` if nothing changed. After a
+/// whole-configuration replace (a restore) the mirror is reloaded from scratch.
+fn advance(
+    store: &Store,
+    mirror: &mut ConfigMirror,
+    current: &RoutingTable,
+) -> Result<Option<RoutingTable>, StoreError> {
+    if store.read(|r| r.replaced_since(mirror.revision))? {
+        let (m, table) = load(store)?;
+        *mirror = m;
+        return Ok(Some(table));
+    }
+    Ok(catch_up(store, mirror)?.map(|changes| current.next(mirror, &changes)))
+}
+
 /// Follows the store until `stop` fires, swapping a new table in after each change.
 pub async fn follow(
     store: Arc<Store>,
@@ -85,8 +100,7 @@ pub async fn follow(
         let s = store.clone();
         let current = shared.table.load_full();
         let result = tokio::task::spawn_blocking(move || {
-            let compiled =
-                catch_up(&s, &mut mirror).map(|changes| changes.map(|c| current.next(&mirror, &c)));
+            let compiled = advance(&s, &mut mirror, &current);
             (mirror, compiled)
         })
         .await;

@@ -112,7 +112,7 @@ pub struct JournalEntry {
 
 /// Usage counters of one 15-minute bucket for one (API, operation, product, subscription).
 /// Usage is operational data, not configuration: writing it does not bump the revision.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UsageRow {
     /// Unix seconds of the bucket start.
     pub bucket: i64,
@@ -698,6 +698,78 @@ impl WriteTx<'_> {
         Ok(self.next)
     }
 
+    /// Starts replacing the whole configuration (a restore): removes every resource,
+    /// reference and usage row, and journals one `replace` entry. Follow with
+    /// `restore_resource`/`restore_ref`/`restore_usage`; all of it commits or none does.
+    pub fn replace_all(&mut self, summary: &Value) -> Result<()> {
+        self.tx.execute("DELETE FROM resources", [])?;
+        self.tx.execute("DELETE FROM refs", [])?;
+        self.tx.execute("DELETE FROM usage", [])?;
+        let text = serde_json::to_string(summary).expect("summary serialises");
+        self.journal("/", "service", "replace", Some(&text))
+    }
+
+    /// Inserts one resource during a replace (journaled by the `replace` entry, not one by one).
+    pub fn restore_resource(
+        &mut self,
+        path: &ResourcePath,
+        mut properties: Map<String, Value>,
+    ) -> Result<()> {
+        let pointers = secret_pointers(path.kind, &properties);
+        self.sealer.seal_fields(&mut properties, &pointers);
+        let text = serde_json::to_string(&properties).expect("properties serialise");
+        self.tx
+            .prepare_cached(
+                "INSERT INTO resources (path, kind, parent, name, properties, revision) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![path.as_string(), path.kind.name(), path.parent_string(), path.id(), text, self.next as i64])?;
+        Ok(())
+    }
+
+    /// Inserts one reference during a replace.
+    pub fn restore_ref(&mut self, from: &str, to: &str) -> Result<()> {
+        self.tx
+            .prepare_cached("INSERT OR IGNORE INTO refs (from_path, to_path) VALUES (?1, ?2)")?
+            .execute(params![from, to])?;
+        Ok(())
+    }
+
+    /// Inserts one usage row during a replace.
+    pub fn restore_usage(&mut self, r: &UsageRow) -> Result<()> {
+        self.tx
+            .prepare_cached("INSERT OR REPLACE INTO usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)")?
+            .execute(params![
+                r.bucket,
+                r.api,
+                r.operation,
+                r.product,
+                r.subscription,
+                r.success as i64,
+                r.blocked as i64,
+                r.failed as i64,
+                r.other as i64,
+                r.bandwidth as i64,
+                r.api_time_sum_ms,
+                r.api_time_min_ms,
+                r.api_time_max_ms,
+                r.service_time_sum_ms,
+                r.service_time_min_ms,
+                r.service_time_max_ms,
+                r.service_calls as i64
+            ])?;
+        Ok(())
+    }
+
+    /// Replaces the service settings without a journal entry of their own (during a replace).
+    pub fn restore_service(&mut self, settings: &ServiceSettings) -> Result<()> {
+        let text = serde_json::to_string(settings).expect("settings serialise");
+        self.tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('service', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![text],
+        )?;
+        Ok(())
+    }
+
     /// Deletes one resource (not its descendants). Returns whether it existed.
     pub fn delete(&mut self, path: &str) -> Result<bool> {
         let kind: Option<String> = self
@@ -868,6 +940,36 @@ impl ReadTx<'_> {
             .prepare_cached("SELECT DISTINCT path FROM journal WHERE revision > ?1")?;
         let rows = stmt.query_map(params![since as i64], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// How many resources the store holds.
+    pub fn resource_count(&self) -> Result<u64> {
+        let n: i64 = self
+            .tx
+            .query_row("SELECT count(*) FROM resources", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// Streams every reference `(from, to)`.
+    pub fn for_each_ref(&self, mut f: impl FnMut(String, String) -> Result<()>) -> Result<()> {
+        let mut stmt = self
+            .tx
+            .prepare("SELECT from_path, to_path FROM refs ORDER BY from_path, to_path")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            f(row.get(0)?, row.get(1)?)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a whole-configuration replace (a restore) was committed after `since`.
+    pub fn replaced_since(&self, since: u64) -> Result<bool> {
+        let n: i64 = self.tx.query_row(
+            "SELECT count(*) FROM journal WHERE revision > ?1 AND op = 'replace'",
+            params![since as i64],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
     }
 
     /// Streams every resource of one kind in path order.

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod instance;
+mod offline;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
@@ -88,6 +89,10 @@ pub enum Command {
     /// Named values.
     #[command(subcommand, name = "namedvalue")]
     NamedValue(ListOnly),
+    /// Back up an instance's data directory to an archive, or inspect and list archives.
+    Backup(BackupArgs),
+    /// Restore an archive into an instance's data directory (the instance must be stopped).
+    Restore(RestoreArgs),
     /// The change journal after a revision.
     Journal {
         #[arg(long, default_value_t = 0)]
@@ -157,6 +162,51 @@ pub struct FileConfig {
     pub access_log: Option<String>,
     pub max_header_bytes: Option<usize>,
     pub backend_ca: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[command(subcommand)]
+    pub action: Option<BackupAction>,
+    /// Where the archive goes: a file path or file:// URL.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// The backup key: an age key file (AGE-SECRET-KEY-…) or a file holding a passphrase.
+    /// Default: the GATEHOUSE_BACKUP_KEY environment variable.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Make the archive unrestorable after this many days.
+    #[arg(long)]
+    pub expires_after_days: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupAction {
+    /// Print an archive's manifest (verified when a key is given).
+    Inspect {
+        url: String,
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// List the archives in a folder with their manifests.
+    List { url: String },
+    /// Print a new random backup key (an age X25519 key) for a key file.
+    NewKey,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The archive: a file path or file:// URL.
+    #[arg(long)]
+    pub from: String,
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Restore into a different tier than the archive's.
+    #[arg(long)]
+    pub allow_tier_change: bool,
+    /// Show what would change, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -479,8 +529,11 @@ async fn show_list(
 }
 
 async fn execute(cli: Cli) -> Result<()> {
-    if let Command::Serve(args) = &cli.command {
-        return serve(&cli.target, args).await;
+    match &cli.command {
+        Command::Serve(args) => return serve(&cli.target, args).await,
+        Command::Backup(args) => return offline::backup(&cli.target, args, cli.json),
+        Command::Restore(args) => return offline::restore(&cli.target, args, cli.json),
+        _ => {}
     }
     let data_dir = data_dir_of(&cli.target, None);
     let client = Client::locate(
@@ -490,7 +543,9 @@ async fn execute(cli: Cli) -> Result<()> {
     )?;
     let j = cli.json;
     match cli.command {
-        Command::Serve(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Backup(_) | Command::Restore(_) => {
+            unreachable!("handled above")
+        }
         Command::Get { path } => print_json(&client.get(&path).await?),
         Command::Put { path, body } => {
             print_json(&client.put(&path, &read_body(body.as_deref())?).await?)

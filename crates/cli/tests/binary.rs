@@ -311,3 +311,218 @@ fn admin_token_from_the_environment_and_config_file() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("sku 'Gold' is not supported"), "{err}");
 }
+
+#[test]
+fn offline_backup_inspect_list_and_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = [
+        "--management-listen",
+        "127.0.0.1:0",
+        "--gateway-listen",
+        "127.0.0.1:0",
+    ];
+    // Source instance with an API and a subscription.
+    let mut args = vec![
+        "--data-dir",
+        "a",
+        "--name",
+        "contoso",
+        "--region",
+        "westeurope",
+        "--sku",
+        "Standard",
+    ];
+    args.extend_from_slice(&listen);
+    let a = Server::spawn(dir.path(), &args, &[]);
+    let ep = a.endpoints();
+    let url = ep["management"].as_str().unwrap().to_string();
+    let token = std::fs::read_to_string(dir.path().join("a/admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let run_a = |args: &[&str]| {
+        let mut all = vec!["--url", url.as_str(), "--token", token.as_str()];
+        all.extend_from_slice(args);
+        cli(dir.path(), &all)
+    };
+    let body = dir.path().join("api.json");
+    std::fs::write(
+        &body,
+        r#"{"properties": {"displayName": "Echo", "path": "echo"}}"#,
+    )
+    .unwrap();
+    ok(&run_a(&[
+        "put",
+        "/apis/echo",
+        "--body",
+        body.to_str().unwrap(),
+    ]));
+    ok(&run_a(&[
+        "subscription",
+        "create",
+        "s1",
+        "--scope",
+        "/apis/echo",
+    ]));
+    let keys: Value =
+        serde_json::from_str(&ok(&run_a(&["subscription", "keys", "s1", "--json"]))).unwrap();
+    assert!(a.terminate().success());
+
+    let key = ok(&cli(dir.path(), &["backup", "new-key"]));
+    assert!(key.starts_with("AGE-SECRET-KEY-"));
+    std::fs::write(dir.path().join("backup.key"), &key).unwrap();
+    std::fs::create_dir_all(dir.path().join("archives")).unwrap();
+    let archive = format!("file://{}/archives/contoso.ghbk", dir.path().display());
+    let out = ok(&cli(
+        dir.path(),
+        &[
+            "--data-dir",
+            "a",
+            "backup",
+            "--to",
+            &archive,
+            "--key-file",
+            "backup.key",
+        ],
+    ));
+    assert!(
+        out.starts_with("backup of 'contoso' at revision")
+            && out.contains("entities")
+            && out.trim_end().lines().count() == 1,
+        "{out}"
+    );
+    let out = ok(&cli(
+        dir.path(),
+        &["backup", "inspect", "archives/contoso.ghbk"],
+    ));
+    assert!(
+        out.contains("contoso (westeurope, Standard") && out.contains("verified:   no"),
+        "{out}"
+    );
+    let out = ok(&cli(
+        dir.path(),
+        &[
+            "backup",
+            "inspect",
+            "archives/contoso.ghbk",
+            "--key-file",
+            "backup.key",
+        ],
+    ));
+    assert!(out.contains("verified:   yes"), "{out}");
+    let out = ok(&cli(dir.path(), &["backup", "list", "archives"]));
+    assert!(
+        out.contains("contoso.ghbk") && out.contains("1 archive(s)"),
+        "{out}"
+    );
+
+    // Target instance: its own name, same tier. Created, then stopped.
+    let mut args = vec![
+        "--data-dir",
+        "b",
+        "--name",
+        "fabrikam",
+        "--region",
+        "eastus",
+        "--sku",
+        "Standard",
+    ];
+    args.extend_from_slice(&listen);
+    let b = Server::spawn(dir.path(), &args, &[]);
+    // Restoring into a running instance offline is refused.
+    let out = cli(
+        dir.path(),
+        &[
+            "--data-dir",
+            "b",
+            "restore",
+            "--from",
+            "archives/contoso.ghbk",
+            "--key-file",
+            "backup.key",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is running"));
+    assert!(b.terminate().success());
+    let out = ok(&cli(
+        dir.path(),
+        &[
+            "--data-dir",
+            "b",
+            "restore",
+            "--from",
+            "archives/contoso.ghbk",
+            "--key-file",
+            "backup.key",
+            "--dry-run",
+        ],
+    ));
+    assert!(out.contains("api") && out.contains("+1 added"), "{out}");
+    // A wrong key: one line, non-zero, nothing restored.
+    std::fs::write(
+        dir.path().join("wrong.key"),
+        ok(&cli(dir.path(), &["backup", "new-key"])),
+    )
+    .unwrap();
+    let out = cli(
+        dir.path(),
+        &[
+            "--data-dir",
+            "b",
+            "restore",
+            "--from",
+            "archives/contoso.ghbk",
+            "--key-file",
+            "wrong.key",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1);
+    assert!(err.contains("RestoreFailed: wrong backup key"), "{err}");
+    let out = ok(&cli(
+        dir.path(),
+        &[
+            "--data-dir",
+            "b",
+            "restore",
+            "--from",
+            "archives/contoso.ghbk",
+            "--key-file",
+            "backup.key",
+        ],
+    ));
+    assert!(out.starts_with("restored 'contoso'"), "{out}");
+
+    // The target serves the source's configuration, keys unchanged, under its own name.
+    let mut args = vec!["--data-dir", "b"];
+    args.extend_from_slice(&listen);
+    let b = Server::spawn(dir.path(), &args, &[]);
+    let ep = b.endpoints();
+    let url_b = ep["management"].as_str().unwrap().to_string();
+    let token_b = std::fs::read_to_string(dir.path().join("b/admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let (s, svc) = get(&format!("{url_b}/"), &token_b);
+    assert_eq!(s, 200);
+    assert_eq!(svc["name"], "fabrikam");
+    assert_eq!(svc["location"], "eastus");
+    let keys_b: Value = serde_json::from_str(&ok(&cli(
+        dir.path(),
+        &[
+            "--url",
+            &url_b,
+            "--token",
+            &token_b,
+            "subscription",
+            "keys",
+            "s1",
+            "--json",
+        ],
+    )))
+    .unwrap();
+    assert_eq!(keys, keys_b);
+    drop(b);
+}

@@ -27,6 +27,9 @@ pub struct ServeConfig {
     /// From `GATEHOUSE_ADMIN_TOKEN`; otherwise the token in `admin-token` (created if absent).
     pub admin_token: Option<String>,
     pub gateway: GatewayConfig,
+    /// The key archives are encrypted with when a request gives none (a passphrase or an age
+    /// secret key).
+    pub backup_key: Option<String>,
 }
 
 impl ServeConfig {
@@ -39,6 +42,7 @@ impl ServeConfig {
             gateway_listen: "127.0.0.1:0".parse().expect("valid"),
             admin_token: None,
             gateway: GatewayConfig::default(),
+            backup_key: None,
         }
     }
 }
@@ -150,6 +154,9 @@ impl Instance {
                 gateway: gateway_url.clone(),
             }),
             metrics: Some(Arc::new(move || gateway_shared.render_metrics())),
+            operations: gatehouse_management::operations::Operations::with_default_key(
+                config.backup_key.clone(),
+            ),
         });
         let (tx, rx) = watch::channel(false);
         let tasks = vec![tokio::spawn(serve_until(

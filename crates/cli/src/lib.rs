@@ -142,6 +142,10 @@ pub struct ServeArgs {
     /// Extra trusted root certificates (PEM) for HTTPS backends.
     #[arg(long, env = "GATEHOUSE_BACKEND_CA")]
     pub backend_ca: Option<PathBuf>,
+    /// The default backup key: an age key file or a file holding a passphrase (else
+    /// GATEHOUSE_BACKUP_KEY).
+    #[arg(long, env = "GATEHOUSE_BACKUP_KEY_FILE")]
+    pub backup_key_file: Option<PathBuf>,
 }
 
 /// `gatehouse.toml`: the same settings as the flags.
@@ -385,6 +389,24 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
         admin_token: std::env::var("GATEHOUSE_ADMIN_TOKEN")
             .ok()
             .filter(|t| !t.trim().is_empty()),
+        backup_key: match &args.backup_key_file {
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read the backup key file {}", f.display()))?;
+                let line = text
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !l.starts_with('#'))
+                    .unwrap_or("")
+                    .to_string();
+                gatehouse_backup::BackupKey::parse(&line)
+                    .map_err(|e| anyhow!("{}: {e}", f.display()))?;
+                Some(line)
+            }
+            None => std::env::var("GATEHOUSE_BACKUP_KEY")
+                .ok()
+                .filter(|k| !k.trim().is_empty()),
+        },
         gateway: GatewayConfig {
             tls: match (
                 args.gateway_tls_cert

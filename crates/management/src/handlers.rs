@@ -231,6 +231,63 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         )
             .into_response());
     }
+    let trimmed = path.trim_end_matches('/');
+    for (name, kind) in [("/backup", "backup"), ("/restore", "restore")] {
+        if trimmed.eq_ignore_ascii_case(name) {
+            if method != Method::POST {
+                return Err(method_not_allowed());
+            }
+            let id = crate::operations::start(&state, kind, &body)?;
+            let base = state.urls.read().expect("urls lock").management.clone();
+            let raw_trimmed = raw_path.trim_end_matches('/');
+            let prefix = &raw_trimmed[..raw_trimmed.len() - name.len()];
+            let location = format!(
+                "{}{}/operationresults/{id}",
+                base.trim_end_matches('/'),
+                prefix
+            );
+            let mut resp = StatusCode::ACCEPTED.into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            return Ok(resp);
+        }
+    }
+    if let Some(id) = trimmed.strip_prefix("/operationresults/") {
+        if method != Method::GET {
+            return Err(method_not_allowed());
+        }
+        let op = state.operations.get(id).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                format!("Operation '{id}' not found."),
+            )
+        })?;
+        let status = op.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        return match status {
+            crate::operations::OpStatus::Running => {
+                let base = state.urls.read().expect("urls lock").management.clone();
+                let mut resp = json_response(
+                    StatusCode::ACCEPTED,
+                    crate::operations::progress_body(id, &op),
+                );
+                if let Ok(v) =
+                    HeaderValue::from_str(&format!("{}{}", base.trim_end_matches('/'), raw_path))
+                {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
+                Ok(resp)
+            }
+            crate::operations::OpStatus::Succeeded(None) => get_service(&state).await,
+            crate::operations::OpStatus::Succeeded(Some(v)) => Ok(json_response(StatusCode::OK, v)),
+            crate::operations::OpStatus::Failed {
+                status,
+                code,
+                message,
+            } => Err(ApiError::new(status, code, message)),
+        };
+    }
     if let Some(kind) = path.strip_prefix("/reports/") {
         return match method {
             Method::GET => reports(&state, &kind.to_ascii_lowercase(), &raw_path, &query).await,

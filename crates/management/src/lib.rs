@@ -8,6 +8,7 @@ pub mod certs;
 pub mod error;
 pub mod handlers;
 pub mod openapi;
+pub mod operations;
 pub mod policyxml;
 pub mod render;
 pub mod reports;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub urls: RwLock<Urls>,
     /// Renders Prometheus metrics for `GET /metrics` (the gateway's, when one runs here).
     pub metrics: Option<MetricsRenderer>,
+    /// Backups and restores in progress or done.
+    pub operations: operations::Operations,
 }
 
 /// One log line per request: method, path, status, duration. Never headers or bodies.

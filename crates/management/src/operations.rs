@@ -1,0 +1,296 @@
+//! APIM's backup and restore contract: `POST /backup` and `POST /restore` answer 202 with
+//! `Location: …/operationresults/{id}`; polling gives 202 with progress while the operation
+//! runs, then 200 with the service resource, or the error envelope with `BackupFailed` or
+//! `RestoreFailed`. One backup or restore runs at a time per instance (409 otherwise).
+//!
+//! Storage here is a `file://` URL (`storageAccount`), a folder (`containerName`) and a file
+//! name (`backupName`); the archive appears under its final name only when complete.
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::http::StatusCode;
+use gatehouse_backup::{BackupKey, BackupOptions, RestoreOptions};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone)]
+pub enum OpStatus {
+    Running,
+    Succeeded(Option<Value>),
+    Failed {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct Operation {
+    pub kind: &'static str,
+    pub done: AtomicU64,
+    pub total: AtomicU64,
+    pub status: Mutex<OpStatus>,
+}
+
+/// The instance's long-running operations.
+#[derive(Default)]
+pub struct Operations {
+    ops: Mutex<HashMap<String, Arc<Operation>>>,
+    busy: Mutex<Option<String>>,
+    /// The instance's configured backup key (`--backup-key-file`, `GATEHOUSE_BACKUP_KEY`).
+    pub default_key: Option<String>,
+}
+
+impl Operations {
+    pub fn with_default_key(key: Option<String>) -> Self {
+        Operations {
+            default_key: key,
+            ..Default::default()
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Operation>> {
+        self.ops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupRestoreParameters {
+    pub storage_account: String,
+    pub container_name: String,
+    pub backup_name: String,
+    #[serde(default)]
+    pub access_type: Option<String>,
+    #[serde(default)]
+    pub access_key: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Extension: the archive key (a passphrase or an age secret key).
+    #[serde(default)]
+    pub encryption_key: Option<String>,
+    /// Extension: restore only reports what would change.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Extension: backup expiry, in days or as an ISO 8601 duration (`P30D`, `PT12H`).
+    #[serde(default)]
+    pub expires_after: Option<Value>,
+    /// Extension: restore into a different tier.
+    #[serde(default)]
+    pub allow_tier_change: bool,
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::bad_request(message)
+}
+
+fn parse_params(body: &[u8]) -> Result<BackupRestoreParameters, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        invalid(format!(
+            "invalid parameters at '{}': {}",
+            e.path(),
+            e.inner()
+        ))
+    })
+}
+
+fn archive_path(p: &BackupRestoreParameters) -> Result<PathBuf, ApiError> {
+    if p.access_type
+        .as_deref()
+        .is_some_and(|t| !t.eq_ignore_ascii_case("AccessKey"))
+    {
+        return Err(invalid(format!(
+            "accessType '{}' is not supported: Gatehouse has no managed identities; use a storage URL",
+            p.access_type.as_deref().unwrap_or("")
+        )));
+    }
+    let Some(root) = p.storage_account.strip_prefix("file://") else {
+        return Err(invalid(format!(
+            "storageAccount '{}' is not available: give a file:// URL (object storage accounts are not yet supported by this build)",
+            p.storage_account
+        )));
+    };
+    for (name, v) in [
+        ("containerName", &p.container_name),
+        ("backupName", &p.backup_name),
+    ] {
+        if v.is_empty() || v.contains('/') || v.contains('\\') || v == ".." || v == "." {
+            return Err(invalid(format!("'{name}' must be a plain name, not '{v}'")));
+        }
+    }
+    Ok(PathBuf::from(root)
+        .join(&p.container_name)
+        .join(&p.backup_name))
+}
+
+fn parse_days(v: &Value) -> Result<std::time::Duration, ApiError> {
+    let secs = match v {
+        Value::Number(n) => n.as_f64().map(|d| d * 86400.0),
+        Value::String(s) => {
+            let u = s.to_ascii_uppercase();
+            if let Some(d) = u.strip_prefix('P').and_then(|r| r.strip_suffix('D')) {
+                d.parse::<f64>().ok().map(|d| d * 86400.0)
+            } else if let Some(h) = u.strip_prefix("PT").and_then(|r| r.strip_suffix('H')) {
+                h.parse::<f64>().ok().map(|h| h * 3600.0)
+            } else if let Some(m) = u.strip_prefix("PT").and_then(|r| r.strip_suffix('M')) {
+                m.parse::<f64>().ok().map(|m| m * 60.0)
+            } else if let Some(s) = u.strip_prefix("PT").and_then(|r| r.strip_suffix('S')) {
+                s.parse::<f64>().ok()
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    match secs {
+        Some(s) if s >= 0.0 => Ok(std::time::Duration::from_secs_f64(s)),
+        _ => Err(invalid(format!(
+            "'expiresAfter' must be days or an ISO 8601 duration such as P30D; {v} is not"
+        ))),
+    }
+}
+
+fn key_of(ops: &Operations, p: &BackupRestoreParameters) -> Result<BackupKey, ApiError> {
+    let text = p
+        .encryption_key
+        .clone()
+        .or_else(|| ops.default_key.clone())
+        .ok_or_else(|| invalid("no backup key: pass 'encryptionKey', or start the instance with --backup-key-file or GATEHOUSE_BACKUP_KEY"))?;
+    BackupKey::parse(&text).map_err(invalid)
+}
+
+fn failure(kind: &'static str, e: gatehouse_backup::BackupError) -> OpStatus {
+    use gatehouse_backup::{ArchiveError, BackupError};
+    let status = match &e {
+        BackupError::Store(_) | BackupError::Archive(ArchiveError::Io(_)) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        _ => StatusCode::BAD_REQUEST,
+    };
+    OpStatus::Failed {
+        status,
+        code: if kind == "backup" {
+            "BackupFailed"
+        } else {
+            "RestoreFailed"
+        },
+        message: e.to_string(),
+    }
+}
+
+/// Starts a backup or restore; returns the operation id.
+pub fn start(state: &Arc<AppState>, kind: &'static str, body: &[u8]) -> Result<String, ApiError> {
+    let params = parse_params(body)?;
+    let path = archive_path(&params)?;
+    let key = key_of(&state.operations, &params)?;
+    let expires = params.expires_after.as_ref().map(parse_days).transpose()?;
+    if kind == "restore" && !path.is_file() {
+        return Err(invalid(format!(
+            "RestoreFailed: the backup '{}' does not exist in container '{}'",
+            params.backup_name, params.container_name
+        )));
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    {
+        let mut busy = state
+            .operations
+            .busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = busy.as_ref() {
+            return Err(ApiError::conflict(format!(
+                "Another backup or restore is in progress on this service (operation {running}); wait for it to finish."
+            )));
+        }
+        *busy = Some(id.clone());
+    }
+    let op = Arc::new(Operation {
+        kind,
+        done: AtomicU64::new(0),
+        total: AtomicU64::new(0),
+        status: Mutex::new(OpStatus::Running),
+    });
+    state
+        .operations
+        .ops
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone(), op.clone());
+    let store = state.store.clone();
+    let st = state.clone();
+    let op_id = id.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut progress = |done: u64, total: u64| {
+            op.done.store(done, Ordering::Relaxed);
+            op.total.store(total, Ordering::Relaxed);
+        };
+        let result = if kind == "backup" {
+            let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+            (|| -> Result<OpStatus, gatehouse_backup::BackupError> {
+                std::fs::create_dir_all(&dir).map_err(gatehouse_backup::ArchiveError::Io)?;
+                let tmp = tempfile::Builder::new()
+                    .prefix(".gatehouse-backup-")
+                    .tempfile_in(&dir)
+                    .map_err(gatehouse_backup::ArchiveError::Io)?;
+                let opts = BackupOptions {
+                    expires_after: expires,
+                };
+                let manifest = gatehouse_backup::backup_to_file(
+                    &store,
+                    tmp.path(),
+                    &key,
+                    &opts,
+                    &mut progress,
+                )?;
+                tmp.persist(&path)
+                    .map_err(|e| gatehouse_backup::ArchiveError::Io(e.error))?;
+                tracing::info!(entities = manifest.entity_count, revision = manifest.source_revision, path = %path.display(), "backup done");
+                Ok(OpStatus::Succeeded(None))
+            })()
+        } else {
+            let opts = RestoreOptions {
+                allow_tier_change: params.allow_tier_change,
+            };
+            if params.dry_run {
+                gatehouse_backup::verify(&store, &path, &key, &opts, true).map(|plan| {
+                    OpStatus::Succeeded(Some(serde_json::to_value(plan).unwrap_or(Value::Null)))
+                })
+            } else {
+                gatehouse_backup::restore_from_file(&store, &path, &key, &opts, &mut progress).map(
+                    |out| {
+                        tracing::info!(
+                            entities = out.entities,
+                            revision = out.revision,
+                            "restore done"
+                        );
+                        OpStatus::Succeeded(None)
+                    },
+                )
+            }
+        };
+        let status = result.unwrap_or_else(|e| {
+            tracing::warn!(operation = %op_id, error = %e, "{kind} failed");
+            failure(kind, e)
+        });
+        *op.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
+        *st.operations.busy.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    });
+    Ok(id)
+}
+
+/// The body of a `202` while running: APIM-style status with progress.
+pub fn progress_body(id: &str, op: &Operation) -> Value {
+    let done = op.done.load(Ordering::Relaxed);
+    let total = op.total.load(Ordering::Relaxed);
+    let percent = (done * 100).checked_div(total).unwrap_or(0).min(99);
+    json!({"id": id, "name": id, "status": "InProgress", "operation": op.kind, "percentComplete": percent})
+}

@@ -1,0 +1,171 @@
+//! APIM's backup/restore contract through real instances: 202 + Location, polling, the service
+//! resource at the end, failures as BackupFailed/RestoreFailed, one operation at a time, and a
+//! restored instance serving the source's APIs with the source's keys.
+
+use gatehouse_testkit::{EchoBackend, ServeConfig, TestInstance};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+async fn put(t: &TestInstance, path: &str, body: Value) {
+    let (s, b) = t.call("PUT", path, Some(body)).await;
+    assert!(s == 200 || s == 201, "PUT {path}: {s} {b}");
+}
+
+/// Polls the Location until the operation ends; returns the final status and body.
+async fn wait(t: &TestInstance, location: &str) -> (u16, Value) {
+    for _ in 0..600 {
+        let r = t
+            .http
+            .get(location)
+            .bearer_auth(&t.token)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        let b: Value = r.json().await.unwrap_or(Value::Null);
+        if s != 202 {
+            return (s, b);
+        }
+        assert_eq!(b["status"], "InProgress");
+        assert!(b["percentComplete"].as_u64().unwrap() < 100);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the operation did not finish");
+}
+
+async fn start(t: &TestInstance, action: &str, body: Value) -> Result<String, (u16, Value)> {
+    let r = t
+        .http
+        .post(format!("{}/{action}", t.url))
+        .bearer_auth(&t.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    if r.status() == 202 {
+        Ok(r.headers()["location"].to_str().unwrap().to_string())
+    } else {
+        let s = r.status().as_u16();
+        Err((s, r.json().await.unwrap_or(Value::Null)))
+    }
+}
+
+async fn instance(dir: &std::path::Path, name: &str, sku: &str) -> TestInstance {
+    let mut c = ServeConfig::ephemeral(dir);
+    c.bootstrap.name = Some(name.into());
+    c.bootstrap.sku = Some(sku.into());
+    TestInstance::start_with(c).await.unwrap()
+}
+
+#[tokio::test]
+async fn backup_and_restore_between_instances_through_the_api() {
+    let backend = EchoBackend::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = format!("file://{}", dir.path().join("storage").display());
+    let src = instance(&dir.path().join("src"), "contoso", "Standard").await;
+    put(&src, "/apis/echo", json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": backend.url, "protocols": ["http"]}})).await;
+    put(&src, "/apis/echo/operations/get", json!({"properties": {"displayName": "Get", "method": "GET", "urlTemplate": "/items/{id}", "templateParameters": [{"name": "id", "type": "string"}]}})).await;
+    put(
+        &src,
+        "/subscriptions/s1",
+        json!({"properties": {"scope": "/apis/echo", "displayName": "S1", "state": "active"}}),
+    )
+    .await;
+    let (_, keys) = src
+        .call("POST", "/subscriptions/s1/listSecrets", None)
+        .await;
+    let key = keys["primaryKey"].as_str().unwrap().to_string();
+    let pass = "a backup passphrase for tests";
+    let params = json!({"storageAccount": storage, "containerName": "backups", "backupName": "contoso.ghbk", "encryptionKey": pass});
+
+    let location = start(&src, "backup", params.clone()).await.unwrap();
+    assert!(
+        location.starts_with(&src.url) && location.contains("/operationresults/"),
+        "{location}"
+    );
+    // One backup or restore at a time.
+    let (s, e) = start(&src, "backup", params.clone()).await.unwrap_err();
+    assert_eq!(s, 409, "{e}");
+    let (s, done) = wait(&src, &location).await;
+    assert_eq!(s, 200, "{done}");
+    assert_eq!(done["type"], "Microsoft.ApiManagement/service");
+    assert_eq!(done["name"], "contoso");
+    assert!(dir.path().join("storage/backups/contoso.ghbk").is_file());
+
+    // Restore into a running instance of another name: the gateway serves it at once, with
+    // the source's keys.
+    let dst = instance(&dir.path().join("dst"), "fabrikam", "Standard").await;
+    let dry = start(&dst, "restore", json!({"storageAccount": storage, "containerName": "backups", "backupName": "contoso.ghbk", "encryptionKey": pass, "dryRun": true})).await.unwrap();
+    let (s, plan) = wait(&dst, &dry).await;
+    assert_eq!(s, 200, "{plan}");
+    assert_eq!(plan["changes"]["api"]["added"], json!(["/apis/echo"]));
+    assert_eq!(
+        dst.call("GET", "/apis/echo", None).await.0,
+        404,
+        "a dry run changes nothing"
+    );
+    let location = start(&dst, "restore", params.clone()).await.unwrap();
+    let (s, svc) = wait(&dst, &location).await;
+    assert_eq!(s, 200, "{svc}");
+    assert_eq!(svc["name"], "fabrikam", "the target keeps its name");
+    dst.gateway_caught_up().await;
+    let r = reqwest::Client::new()
+        .get(format!("{}/echo/items/9", dst.gateway_url()))
+        .header("Ocp-Apim-Subscription-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the source's key works on the target");
+
+    // Failures: wrong key, missing archive, tier mismatch, bad parameters.
+    let wrong = start(&dst, "restore", json!({"storageAccount": storage, "containerName": "backups", "backupName": "contoso.ghbk", "encryptionKey": "not the passphrase at all"})).await.unwrap();
+    let (s, e) = wait(&dst, &wrong).await;
+    assert_eq!(s, 400);
+    assert_eq!(e["error"]["code"], "RestoreFailed");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wrong backup key"),
+        "{e}"
+    );
+    let (s, e) = start(&dst, "restore", json!({"storageAccount": storage, "containerName": "backups", "backupName": "nope.ghbk", "encryptionKey": pass})).await.unwrap_err();
+    assert_eq!(s, 400, "{e}");
+    let basic = instance(&dir.path().join("basic"), "basic", "Basic").await;
+    let loc = start(&basic, "restore", params.clone()).await.unwrap();
+    let (s, e) = wait(&basic, &loc).await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        e["error"]["message"],
+        "Cannot restore: current SKU is 'Basic', backup SKU is 'Standard'"
+    );
+    let (s, _) = start(
+        &basic,
+        "backup",
+        json!({"storageAccount": storage, "containerName": "x"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(s, 400);
+    let (s, e) = start(
+        &basic,
+        "backup",
+        json!({"storageAccount": storage, "containerName": "backups", "backupName": "b.ghbk"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(s, 400);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no backup key"),
+        "{e}"
+    );
+    let (s, _) = start(&basic, "backup", json!({"storageAccount": storage, "containerName": "..", "backupName": "b", "encryptionKey": pass})).await.unwrap_err();
+    assert_eq!(s, 400);
+    assert_eq!(
+        basic.call("GET", "/operationresults/unknown", None).await.0,
+        404
+    );
+}

@@ -352,6 +352,16 @@ impl Store {
         Ok(())
     }
 
+    /// Copies the database file with SQLite's online backup API (the physical floor a logical
+    /// backup is measured against).
+    pub fn copy_database_to(&self, dest: &Path) -> Result<()> {
+        let src = Connection::open(&self.db_path)?;
+        let mut dst = Connection::open(dest)?;
+        let backup = rusqlite::backup::Backup::new(&src, &mut dst)?;
+        backup.run_to_completion(1024, std::time::Duration::ZERO, None)?;
+        Ok(())
+    }
+
     /// Follows committed revisions: the receiver sees every new revision (possibly coalesced).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.committed.subscribe()

@@ -148,6 +148,71 @@ impl Client {
         }
     }
 
+    /// Starts a long-running operation (`POST` answered with 202 and a `Location`); returns the
+    /// `Location` to poll.
+    pub async fn start_operation(&self, path: &str, body: &Value) -> Result<String> {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the management API at {}", self.base))?;
+        if resp.status().as_u16() == 202 {
+            return resp
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("the service accepted the operation but gave no Location"));
+        }
+        let status = resp.status().as_u16();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        Err(ApiFailure {
+            status,
+            code: v["error"]["code"].as_str().unwrap_or("Error").to_string(),
+            message: v["error"]["message"].as_str().unwrap_or("").to_string(),
+            details: String::new(),
+        }
+        .into())
+    }
+
+    /// Polls an operation's `Location` until it ends; `progress` gets the percentage.
+    pub async fn wait_operation(
+        &self,
+        location: &str,
+        mut progress: impl FnMut(u64),
+    ) -> Result<Value> {
+        loop {
+            let resp = self
+                .http
+                .get(location)
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the management API at {}", self.base))?;
+            let status = resp.status().as_u16();
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            match status {
+                202 => {
+                    progress(v["percentComplete"].as_u64().unwrap_or(0));
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                200 => return Ok(v),
+                _ => {
+                    return Err(ApiFailure {
+                        status,
+                        code: v["error"]["code"].as_str().unwrap_or("Error").to_string(),
+                        message: v["error"]["message"].as_str().unwrap_or("").to_string(),
+                        details: String::new(),
+                    }
+                    .into());
+                }
+            }
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value> {
         self.send(reqwest::Method::GET, path, None).await
     }

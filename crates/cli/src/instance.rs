@@ -73,7 +73,11 @@ fn new_token() -> String {
     use rand::RngCore;
     let mut b = [0u8; 32];
     rand::rng().fill_bytes(&mut b);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    // A letter first, so the token is never mistaken for a flag on a command line.
+    format!(
+        "gh{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    )
 }
 
 fn load_or_create_token(data_dir: &Path) -> Result<String> {

@@ -41,7 +41,13 @@ pub struct Target {
     #[arg(long, env = "GATEHOUSE_URL", global = true)]
     pub url: Option<String>,
     /// Admin bearer token.
-    #[arg(long, env = "GATEHOUSE_TOKEN", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "GATEHOUSE_TOKEN",
+        global = true,
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     pub token: Option<String>,
     /// Data directory of the instance (its endpoints.json and admin-token are read).
     #[arg(long, env = "GATEHOUSE_DATA_DIR", global = true)]
@@ -553,8 +559,8 @@ async fn show_list(
 async fn execute(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Serve(args) => return serve(&cli.target, args).await,
-        Command::Backup(args) => return offline::backup(&cli.target, args, cli.json),
-        Command::Restore(args) => return offline::restore(&cli.target, args, cli.json),
+        Command::Backup(args) => return offline::backup(&cli.target, args, cli.json).await,
+        Command::Restore(args) => return offline::restore(&cli.target, args, cli.json).await,
         _ => {}
     }
     let data_dir = data_dir_of(&cli.target, None);

@@ -2,6 +2,7 @@
 //! server stopped), `backup inspect` and `backup list`. Progress on a terminal, and one line of
 //! figures at the end.
 
+use crate::client::Client;
 use crate::{BackupAction, BackupArgs, RestoreArgs, Target};
 use anyhow::{Context, Result, anyhow, bail};
 use gatehouse_backup::{BackupKey, BackupOptions, Manifest, RestoreOptions, archive};
@@ -24,23 +25,105 @@ fn local_path(url: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(url))
 }
 
-fn load_key(file: Option<&Path>) -> Result<BackupKey> {
-    match file {
-        Some(f) => BackupKey::from_file(f).map_err(|e| anyhow!(e)),
+/// The key as text (for the API), checked.
+fn load_key_text(file: Option<&Path>) -> Result<String> {
+    let text = match file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the key file {}", f.display()))?;
+            text.lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'))
+                .ok_or_else(|| anyhow!("the key file {} is empty", f.display()))?
+                .to_string()
+        }
         None => match std::env::var("GATEHOUSE_BACKUP_KEY") {
-            Ok(k) if !k.trim().is_empty() => BackupKey::parse(&k).map_err(|e| anyhow!(e)),
+            Ok(k) if !k.trim().is_empty() => k.trim().to_string(),
             _ => bail!(
                 "no backup key: pass --key-file FILE or set GATEHOUSE_BACKUP_KEY (create one with `gatehouse backup new-key`)"
             ),
         },
-    }
+    };
+    BackupKey::parse(&text).map_err(|e| anyhow!(e))?;
+    Ok(text)
 }
 
-fn data_dir(target: &Target) -> Result<PathBuf> {
-    target
+fn load_key(file: Option<&Path>) -> Result<BackupKey> {
+    BackupKey::parse(&load_key_text(file)?).map_err(|e| anyhow!(e))
+}
+
+/// Where a backup or restore runs: through a running instance's API, or on a stopped
+/// instance's data directory.
+enum Mode {
+    Online(Client),
+    Offline(PathBuf),
+}
+
+fn mode(target: &Target) -> Result<Mode> {
+    let dir = target
         .data_dir
         .clone()
-        .ok_or_else(|| anyhow!("--data-dir is required: the data directory of the instance"))
+        .unwrap_or_else(|| PathBuf::from("./gatehouse-data"));
+    if target.url.is_some() || running_pid(&dir).is_some() {
+        return Ok(Mode::Online(Client::locate(
+            target.url.as_deref(),
+            target.token.as_deref(),
+            &dir,
+        )?));
+    }
+    Ok(Mode::Offline(dir))
+}
+
+/// The API's storage parameters for a local archive path (the server writes or reads it).
+fn storage_params(path: &Path) -> Result<serde_json::Value> {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    let name = abs
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow!("'{}' has no file name", abs.display()))?;
+    let container_dir = abs
+        .parent()
+        .ok_or_else(|| anyhow!("'{}' has no folder", abs.display()))?;
+    let container = container_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow!("'{}' must be inside a folder", abs.display()))?;
+    let account = container_dir
+        .parent()
+        .ok_or_else(|| anyhow!("'{}' must be inside a folder", abs.display()))?;
+    Ok(serde_json::json!({
+        "storageAccount": format!("file://{}", account.display()),
+        "containerName": container,
+        "backupName": name,
+    }))
+}
+
+async fn run_online(
+    client: &Client,
+    action: &str,
+    body: serde_json::Value,
+    label: &str,
+) -> Result<serde_json::Value> {
+    let location = client.start_operation(&format!("/{action}"), &body).await?;
+    let pb = bar(label);
+    if let Some(pb) = &pb {
+        pb.set_length(100);
+    }
+    let result = client
+        .wait_operation(&location, |pct| {
+            if let Some(pb) = &pb {
+                pb.set_position(pct);
+            }
+        })
+        .await;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    result
 }
 
 /// Whether the instance of this data directory is running (its endpoints.json names a live pid).
@@ -73,7 +156,7 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-pub fn backup(target: &Target, args: &BackupArgs, json: bool) -> Result<()> {
+pub async fn backup(target: &Target, args: &BackupArgs, json: bool) -> Result<()> {
     match &args.action {
         Some(BackupAction::NewKey) => {
             println!("{}", BackupKey::generate());
@@ -85,12 +168,41 @@ pub fn backup(target: &Target, args: &BackupArgs, json: bool) -> Result<()> {
         Some(BackupAction::List { url }) => return list(url, json),
         None => {}
     }
-    let dir = data_dir(target)?;
     let to = args
         .to
         .as_deref()
         .ok_or_else(|| anyhow!("--to is required: where the archive goes"))?;
     let dest = local_path(to)?;
+    let dir = match mode(target)? {
+        Mode::Online(client) => {
+            let mut body = storage_params(&dest)?;
+            body["encryptionKey"] = serde_json::json!(load_key_text(args.key_file.as_deref())?);
+            if let Some(d) = args.expires_after_days {
+                body["expiresAfter"] = serde_json::json!(d);
+            }
+            let started = Instant::now();
+            run_online(&client, "backup", body, "backup")
+                .await
+                .map_err(|e| anyhow!("BackupFailed: {e}"))?;
+            let (manifest, _) = archive::read_plain_manifest(&dest).map_err(|e| anyhow!("{e}"))?;
+            let bytes = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&manifest)?);
+            } else {
+                println!(
+                    "backup of '{}' at revision {}: {} entities, {}, {:.2} s → {}",
+                    manifest.service_name,
+                    manifest.source_revision,
+                    manifest.entity_count,
+                    human_bytes(bytes),
+                    started.elapsed().as_secs_f64(),
+                    dest.display()
+                );
+            }
+            return Ok(());
+        }
+        Mode::Offline(dir) => dir,
+    };
     let key = load_key(args.key_file.as_deref())?;
     if !dir.join("gatehouse.db").exists() {
         bail!("{} holds no instance (no gatehouse.db)", dir.display());
@@ -145,16 +257,40 @@ pub fn backup(target: &Target, args: &BackupArgs, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn restore(target: &Target, args: &RestoreArgs, json: bool) -> Result<()> {
-    let dir = data_dir(target)?;
+pub async fn restore(target: &Target, args: &RestoreArgs, json: bool) -> Result<()> {
     let from = local_path(&args.from)?;
+    let dir = match mode(target)? {
+        Mode::Online(client) => {
+            let mut body = storage_params(&from)?;
+            body["encryptionKey"] = serde_json::json!(load_key_text(args.key_file.as_deref())?);
+            body["dryRun"] = serde_json::json!(args.dry_run);
+            body["allowTierChange"] = serde_json::json!(args.allow_tier_change);
+            let started = Instant::now();
+            let result = run_online(&client, "restore", body, "restore")
+                .await
+                .map_err(|e| anyhow!("RestoreFailed: {e}"))?;
+            if json || args.dry_run {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else {
+                let (manifest, _) =
+                    archive::read_plain_manifest(&from).map_err(|e| anyhow!("{e}"))?;
+                let bytes = std::fs::metadata(&from).map(|m| m.len()).unwrap_or(0);
+                println!(
+                    "restored '{}' (revision {}) into '{}': {} entities, {}, {:.2} s; now at revision {}",
+                    manifest.service_name,
+                    manifest.source_revision,
+                    result["name"].as_str().unwrap_or(""),
+                    manifest.entity_count,
+                    human_bytes(bytes),
+                    started.elapsed().as_secs_f64(),
+                    result["properties"]["revision"]
+                );
+            }
+            return Ok(());
+        }
+        Mode::Offline(dir) => dir,
+    };
     let key = load_key(args.key_file.as_deref())?;
-    if let Some(pid) = running_pid(&dir) {
-        bail!(
-            "the instance in {} is running (pid {pid}); stop it first, or restore through its management API",
-            dir.display()
-        );
-    }
     if !dir.join("gatehouse.db").exists() {
         bail!(
             "{} holds no instance: start it once with `gatehouse serve --data-dir {}` to create it (with its own name, region and tier), then restore",

@@ -13,7 +13,10 @@ fn settings(name: &str) -> ServiceSettings {
     ServiceSettings {
         name: name.into(),
         location: "westeurope".into(),
-        sku: Sku { name: "Developer".into(), capacity: 1 },
+        sku: Sku {
+            name: "Developer".into(),
+            capacity: 1,
+        },
         publisher_email: "a@b.c".into(),
         publisher_name: "p".into(),
         notification_sender_email: None,
@@ -25,7 +28,10 @@ fn settings(name: &str) -> ServiceSettings {
 fn state_of(dir: &std::path::Path) -> (bool, usize) {
     let store = Store::open_dir(dir).unwrap();
     let snap = store.snapshot().unwrap();
-    let marker = snap.resources.iter().any(|r| r.path == "/tags/before-restore");
+    let marker = snap
+        .resources
+        .iter()
+        .any(|r| r.path == "/tags/before-restore");
     (marker, snap.of_kind(Kind::Subscription).count())
 }
 
@@ -43,7 +49,11 @@ fn a_restore_killed_at_any_moment_is_all_or_nothing() {
                 p.insert("displayName".into(), json!(format!("S{i}")));
                 p.insert("state".into(), json!("active"));
                 p.insert("primaryKey".into(), json!(format!("{i:032x}")));
-                w.put(&ResourcePath::top(Kind::Subscription, &format!("s{i:06}")), p, &[])?;
+                w.put(
+                    &ResourcePath::top(Kind::Subscription, &format!("s{i:06}")),
+                    p,
+                    &[],
+                )?;
             }
             Ok(())
         })
@@ -54,10 +64,22 @@ fn a_restore_killed_at_any_moment_is_all_or_nothing() {
     let archive = dir.path().join("a.ghbk");
     let out = Command::new(BIN)
         .current_dir(dir.path())
-        .args(["--data-dir", "src", "backup", "--to", archive.to_str().unwrap(), "--key-file", "k"])
+        .args([
+            "--data-dir",
+            "src",
+            "backup",
+            "--to",
+            archive.to_str().unwrap(),
+            "--key-file",
+            "k",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let dst = dir.path().join("dst");
     {
@@ -83,10 +105,22 @@ fn a_restore_killed_at_any_moment_is_all_or_nothing() {
     let started = Instant::now();
     let out = Command::new(BIN)
         .current_dir(dir.path())
-        .args(["--data-dir", "dst-copy", "restore", "--from", archive.to_str().unwrap(), "--key-file", "k"])
+        .args([
+            "--data-dir",
+            "dst-copy",
+            "restore",
+            "--from",
+            archive.to_str().unwrap(),
+            "--key-file",
+            "k",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let full = started.elapsed();
     assert_eq!(state_of(&copy), (false, N));
 
@@ -95,13 +129,23 @@ fn a_restore_killed_at_any_moment_is_all_or_nothing() {
         let delay = full * step / 9;
         let mut child = Command::new(BIN)
             .current_dir(dir.path())
-            .args(["--data-dir", "dst", "restore", "--from", archive.to_str().unwrap(), "--key-file", "k"])
+            .args([
+                "--data-dir",
+                "dst",
+                "restore",
+                "--from",
+                archive.to_str().unwrap(),
+                "--key-file",
+                "k",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         std::thread::sleep(delay);
-        let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &child.id().to_string()])
+            .status();
         let status = child.wait().unwrap();
         match state_of(&dst) {
             (true, 0) => outcomes.0 += 1,
@@ -117,10 +161,25 @@ fn a_restore_killed_at_any_moment_is_all_or_nothing() {
     // Interrupted or not, a final restore completes.
     let out = Command::new(BIN)
         .current_dir(dir.path())
-        .args(["--data-dir", "dst", "restore", "--from", archive.to_str().unwrap(), "--key-file", "k"])
+        .args([
+            "--data-dir",
+            "dst",
+            "restore",
+            "--from",
+            archive.to_str().unwrap(),
+            "--key-file",
+            "k",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(state_of(&dst), (false, N));
-    assert!(outcomes.0 > 0, "no kill landed before the commit ({outcomes:?}); the test proved nothing");
+    assert!(
+        outcomes.0 > 0,
+        "no kill landed before the commit ({outcomes:?}); the test proved nothing"
+    );
 }

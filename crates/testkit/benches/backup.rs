@@ -27,7 +27,10 @@ fn settings(name: &str) -> ServiceSettings {
     ServiceSettings {
         name: name.into(),
         location: "westeurope".into(),
-        sku: Sku { name: "Premium".into(), capacity: 1 },
+        sku: Sku {
+            name: "Premium".into(),
+            capacity: 1,
+        },
         publisher_email: "ops@example.com".into(),
         publisher_name: "ops".into(),
         notification_sender_email: None,
@@ -72,26 +75,64 @@ fn child(args: &[String]) {
     match mode {
         "backup" => {
             let store = Store::open_dir(Path::new(&args[1])).unwrap();
-            let m = gatehouse_backup::backup_to_file(&store, Path::new(&args[2]), &key, &BackupOptions::default(), &mut |_, _| {}).unwrap();
-            println!("{} {} {}", started.elapsed().as_secs_f64(), peak_mb(), m.entity_count);
+            let m = gatehouse_backup::backup_to_file(
+                &store,
+                Path::new(&args[2]),
+                &key,
+                &BackupOptions::default(),
+                &mut |_, _| {},
+            )
+            .unwrap();
+            println!(
+                "{} {} {}",
+                started.elapsed().as_secs_f64(),
+                peak_mb(),
+                m.entity_count
+            );
         }
         _ => {
             let store = Store::open_dir(Path::new(&args[1])).unwrap();
-            let out = gatehouse_backup::restore_from_file(&store, Path::new(&args[2]), &key, &RestoreOptions::default(), &mut |_, _| {}).unwrap();
-            println!("{} {} {}", started.elapsed().as_secs_f64(), peak_mb(), out.entities);
+            let out = gatehouse_backup::restore_from_file(
+                &store,
+                Path::new(&args[2]),
+                &key,
+                &RestoreOptions::default(),
+                &mut |_, _| {},
+            )
+            .unwrap();
+            println!(
+                "{} {} {}",
+                started.elapsed().as_secs_f64(),
+                peak_mb(),
+                out.entities
+            );
         }
     }
 }
 
 fn run_child(mode: &str, data: &Path, archive: &Path, key: &str) -> (f64, f64, u64) {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--child", mode, data.to_str().unwrap(), archive.to_str().unwrap(), key])
+        .args([
+            "--child",
+            mode,
+            data.to_str().unwrap(),
+            archive.to_str().unwrap(),
+            key,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{mode} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{mode} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let v: Vec<&str> = text.split_whitespace().collect();
-    (v[0].parse().unwrap(), v[1].parse().unwrap(), v[2].parse().unwrap())
+    (
+        v[0].parse().unwrap(),
+        v[1].parse().unwrap(),
+        v[2].parse().unwrap(),
+    )
 }
 
 fn main() {
@@ -100,7 +141,11 @@ fn main() {
         child(&args[i + 1..]);
         return;
     }
-    let scale = if args.iter().any(|a| a == "--quick") { 10 } else { 1 };
+    let scale = if args.iter().any(|a| a == "--quick") {
+        10
+    } else {
+        1
+    };
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     let t = Instant::now();
@@ -113,7 +158,9 @@ fn main() {
     let dst = dir.path().join("dst");
     {
         let store = Store::open_dir(&dst).unwrap();
-        store.write(|w| -> Result<(), StoreError> { w.set_service(&settings("target")) }).unwrap();
+        store
+            .write(|w| -> Result<(), StoreError> { w.set_service(&settings("target")) })
+            .unwrap();
     }
     let (restore_s, restore_mb, restored) = run_child("restore", &dst, &archive, &key);
     assert_eq!(entities, restored);
@@ -128,9 +175,27 @@ fn main() {
     let compressed = zstd::encode_all(raw.as_slice(), 3).unwrap();
     let zstd_s = t.elapsed().as_secs_f64();
     println!("instance: {entities} entities (populated in {populate_s:.1} s)");
-    println!("{:<34} {:>10} {:>14} {:>12}", "", "seconds", "peak memory", "bytes");
-    println!("{:<34} {:>10.2} {:>11.0} MB {:>12}", "gatehouse backup (encrypted)", backup_s, backup_mb, size);
-    println!("{:<34} {:>10.2} {:>11.0} MB {:>12}", "gatehouse restore (verify + apply)", restore_s, restore_mb, size);
-    println!("{:<34} {:>10.2} {:>14} {:>12}", "floor: SQLite online backup + zstd", copy_s + zstd_s, "-", compressed.len());
-    println!("targets: backup < 5 s, restore < 10 s, peak memory < 500 MB; database {} bytes", raw.len());
+    println!(
+        "{:<34} {:>10} {:>14} {:>12}",
+        "", "seconds", "peak memory", "bytes"
+    );
+    println!(
+        "{:<34} {:>10.2} {:>11.0} MB {:>12}",
+        "gatehouse backup (encrypted)", backup_s, backup_mb, size
+    );
+    println!(
+        "{:<34} {:>10.2} {:>11.0} MB {:>12}",
+        "gatehouse restore (verify + apply)", restore_s, restore_mb, size
+    );
+    println!(
+        "{:<34} {:>10.2} {:>14} {:>12}",
+        "floor: SQLite online backup + zstd",
+        copy_s + zstd_s,
+        "-",
+        compressed.len()
+    );
+    println!(
+        "targets: backup < 5 s, restore < 10 s, peak memory < 500 MB; database {} bytes",
+        raw.len()
+    );
 }

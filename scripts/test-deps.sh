@@ -1,16 +1,90 @@
 #!/usr/bin/env bash
-# Installs and starts what the test suite needs, idempotently. A fresh machine has only the
-# Rust toolchain, Python, Node and Debian's package manager.
-#
-# The foundation (store, management API, CLI) needs nothing beyond the Rust toolchain: SQLite is
-# compiled in (rusqlite, bundled). Later capabilities add their real components here (Azurite
-# and an S3 server for backups, an authoritative DNS server for moves, nginx and wrk for the
-# gateway benchmark), each installed only when missing and started on loopback.
+# Installs and starts what the test suite needs, idempotently, on loopback:
+#   - Azurite (npm azurite@3.35.0, the Azure Blob Storage emulator) on 127.0.0.1:10000,
+#     with the container "backups";
+#   - s3s-fs (crates.io s3s-fs 0.14.1, an S3 server that checks signatures) on
+#     127.0.0.1:8014, access key "test", secret "test", with the bucket "backups".
+# A fresh machine has only the Rust toolchain, Python, Node and Debian's package manager.
+# Stop the servers with: bash scripts/test-deps.sh stop
 set -euo pipefail
+
+DEPS="${GATEHOUSE_DEPS:-$HOME/.cache/gatehouse-test-deps}"
+RUN="${GATEHOUSE_DEPS_RUN:-/tmp/gatehouse-test-deps}"
+mkdir -p "$DEPS" "$RUN"
 
 need() {
   command -v "$1" >/dev/null 2>&1 || { echo "test-deps: '$1' is required but not installed" >&2; exit 1; }
 }
+
+port_open() {
+  python3 - "$1" <<'PY'
+import socket, sys
+s = socket.socket()
+s.settimeout(0.3)
+sys.exit(0 if s.connect_ex(("127.0.0.1", int(sys.argv[1]))) == 0 else 1)
+PY
+}
+
+wait_port() {
+  for _ in $(seq 1 100); do port_open "$1" && return 0; sleep 0.2; done
+  echo "test-deps: nothing listens on 127.0.0.1:$1 after 20 s ($2)" >&2
+  exit 1
+}
+
+stop() {
+  for name in azurite s3s; do
+    if [ -f "$RUN/$name.pid" ]; then kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true; rm -f "$RUN/$name.pid"; fi
+  done
+}
+
+if [ "${1:-}" = "stop" ]; then stop; exit 0; fi
+
 need cargo
-need rustc
-echo "test-deps: cargo $(cargo --version | cut -d' ' -f2), no external components needed"
+need node
+need npm
+need python3
+
+# Azurite.
+if [ ! -x "$DEPS/azurite/node_modules/.bin/azurite-blob" ]; then
+  echo "test-deps: installing azurite@3.35.0"
+  npm install --prefix "$DEPS/azurite" --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null
+fi
+if ! port_open 10000; then
+  mkdir -p "$RUN/azurite-data"
+  nohup "$DEPS/azurite/node_modules/.bin/azurite-blob" --silent --disableTelemetry --loose --skipApiVersionCheck \
+    --blobHost 127.0.0.1 --blobPort 10000 --location "$RUN/azurite-data" >"$RUN/azurite.log" 2>&1 &
+  echo $! >"$RUN/azurite.pid"
+fi
+wait_port 10000 azurite
+# The container "backups" (201 created, 409 exists), one SharedKey-signed request.
+python3 - <<'PY'
+import base64, hashlib, hmac, sys, urllib.error, urllib.request
+from email.utils import formatdate
+acct = "devstoreaccount1"
+key = base64.b64decode("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
+date, ver = formatdate(usegmt=True), "2021-08-06"
+sts = "PUT\n\n\n\n\napplication/octet-stream\n" + "\n" * 6 + f"x-ms-date:{date}\nx-ms-version:{ver}\n/{acct}/{acct}/backups\nrestype:container"
+sig = base64.b64encode(hmac.new(key, sts.encode(), hashlib.sha256).digest()).decode()
+req = urllib.request.Request(f"http://127.0.0.1:10000/{acct}/backups?restype=container", data=b"", method="PUT",
+    headers={"x-ms-date": date, "x-ms-version": ver, "Authorization": f"SharedKey {acct}:{sig}", "Content-Type": "application/octet-stream"})
+try:
+    urllib.request.urlopen(req)
+except urllib.error.HTTPError as e:
+    if e.code != 409:
+        sys.exit(f"test-deps: cannot create the Azurite container: HTTP {e.code}")
+PY
+
+# s3s-fs.
+if [ ! -x "$DEPS/s3s/bin/s3s-fs" ]; then
+  echo "test-deps: building s3s-fs 0.14.1 (a few minutes, once)"
+  cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$DEPS/s3s" --quiet
+fi
+mkdir -p "$RUN/s3-root/backups"
+if ! port_open 8014; then
+  nohup "$DEPS/s3s/bin/s3s-fs" --host 127.0.0.1 --port 8014 --access-key test --secret-key test "$RUN/s3-root" \
+    >"$RUN/s3s.log" 2>&1 &
+  echo $! >"$RUN/s3s.pid"
+fi
+wait_port 8014 s3s-fs
+
+echo "test-deps: azurite on 127.0.0.1:10000 (container backups), s3s-fs on 127.0.0.1:8014 (bucket backups)"

@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod engine;
 pub mod key;
+pub mod storage;
 
 pub use archive::{ArchiveError, Manifest, SectionInfo};
 pub use engine::{

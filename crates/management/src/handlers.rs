@@ -237,7 +237,7 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
             if method != Method::POST {
                 return Err(method_not_allowed());
             }
-            let id = crate::operations::start(&state, kind, &body)?;
+            let id = crate::operations::start(&state, kind, &body).await?;
             let base = state.urls.read().expect("urls lock").management.clone();
             let raw_trimmed = raw_path.trim_end_matches('/');
             let prefix = &raw_trimmed[..raw_trimmed.len() - name.len()];

@@ -9,11 +9,11 @@
 use crate::AppState;
 use crate::error::ApiError;
 use axum::http::StatusCode;
+use gatehouse_backup::storage::{Location, StorageError};
 use gatehouse_backup::{BackupKey, BackupOptions, RestoreOptions};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -103,33 +103,23 @@ fn parse_params(body: &[u8]) -> Result<BackupRestoreParameters, ApiError> {
     })
 }
 
-fn archive_path(p: &BackupRestoreParameters) -> Result<PathBuf, ApiError> {
+fn location(p: &BackupRestoreParameters) -> Result<Location, ApiError> {
     if p.access_type
         .as_deref()
         .is_some_and(|t| !t.eq_ignore_ascii_case("AccessKey"))
     {
         return Err(invalid(format!(
-            "accessType '{}' is not supported: Gatehouse has no managed identities; use a storage URL",
+            "accessType '{}' is not supported: Gatehouse has no managed identities; give the storage account's accessKey",
             p.access_type.as_deref().unwrap_or("")
         )));
     }
-    let Some(root) = p.storage_account.strip_prefix("file://") else {
-        return Err(invalid(format!(
-            "storageAccount '{}' is not available: give a file:// URL (object storage accounts are not yet supported by this build)",
-            p.storage_account
-        )));
-    };
-    for (name, v) in [
-        ("containerName", &p.container_name),
-        ("backupName", &p.backup_name),
-    ] {
-        if v.is_empty() || v.contains('/') || v.contains('\\') || v == ".." || v == "." {
-            return Err(invalid(format!("'{name}' must be a plain name, not '{v}'")));
-        }
-    }
-    Ok(PathBuf::from(root)
-        .join(&p.container_name)
-        .join(&p.backup_name))
+    Location::new(
+        &p.storage_account,
+        &p.container_name,
+        &p.backup_name,
+        p.access_key.as_deref(),
+    )
+    .map_err(|e| invalid(e.to_string()))
 }
 
 fn parse_days(v: &Value) -> Result<std::time::Duration, ApiError> {
@@ -187,17 +177,42 @@ fn failure(kind: &'static str, e: gatehouse_backup::BackupError) -> OpStatus {
     }
 }
 
+fn storage_failure(kind: &'static str, e: StorageError) -> OpStatus {
+    OpStatus::Failed {
+        status: match e {
+            StorageError::Invalid(_) | StorageError::NotFound(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        },
+        code: if kind == "backup" {
+            "BackupFailed"
+        } else {
+            "RestoreFailed"
+        },
+        message: e.to_string(),
+    }
+}
+
 /// Starts a backup or restore; returns the operation id.
-pub fn start(state: &Arc<AppState>, kind: &'static str, body: &[u8]) -> Result<String, ApiError> {
+pub async fn start(
+    state: &Arc<AppState>,
+    kind: &'static str,
+    body: &[u8],
+) -> Result<String, ApiError> {
     let params = parse_params(body)?;
-    let path = archive_path(&params)?;
+    let location = location(&params)?;
     let key = key_of(&state.operations, &params)?;
     let expires = params.expires_after.as_ref().map(parse_days).transpose()?;
-    if kind == "restore" && !path.is_file() {
-        return Err(invalid(format!(
-            "RestoreFailed: the backup '{}' does not exist in container '{}'",
-            params.backup_name, params.container_name
-        )));
+    if kind == "restore" {
+        match location.exists().await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(invalid(format!(
+                    "RestoreFailed: the backup '{}' does not exist in container '{}'",
+                    params.backup_name, params.container_name
+                )));
+            }
+            Err(e) => return Err(invalid(format!("RestoreFailed: {e}"))),
+        }
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
     {
@@ -225,66 +240,114 @@ pub fn start(state: &Arc<AppState>, kind: &'static str, body: &[u8]) -> Result<S
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(id.clone(), op.clone());
-    let store = state.store.clone();
     let st = state.clone();
     let op_id = id.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut progress = |done: u64, total: u64| {
-            op.done.store(done, Ordering::Relaxed);
-            op.total.store(total, Ordering::Relaxed);
-        };
-        let result = if kind == "backup" {
-            let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-            (|| -> Result<OpStatus, gatehouse_backup::BackupError> {
-                std::fs::create_dir_all(&dir).map_err(gatehouse_backup::ArchiveError::Io)?;
-                let tmp = tempfile::Builder::new()
-                    .prefix(".gatehouse-backup-")
-                    .tempfile_in(&dir)
-                    .map_err(gatehouse_backup::ArchiveError::Io)?;
-                let opts = BackupOptions {
-                    expires_after: expires,
-                };
-                let manifest = gatehouse_backup::backup_to_file(
-                    &store,
-                    tmp.path(),
-                    &key,
-                    &opts,
-                    &mut progress,
-                )?;
-                tmp.persist(&path)
-                    .map_err(|e| gatehouse_backup::ArchiveError::Io(e.error))?;
-                tracing::info!(entities = manifest.entity_count, revision = manifest.source_revision, path = %path.display(), "backup done");
-                Ok(OpStatus::Succeeded(None))
-            })()
-        } else {
-            let opts = RestoreOptions {
-                allow_tier_change: params.allow_tier_change,
-            };
-            if params.dry_run {
-                gatehouse_backup::verify(&store, &path, &key, &opts, true).map(|plan| {
-                    OpStatus::Succeeded(Some(serde_json::to_value(plan).unwrap_or(Value::Null)))
-                })
-            } else {
-                gatehouse_backup::restore_from_file(&store, &path, &key, &opts, &mut progress).map(
-                    |out| {
-                        tracing::info!(
-                            entities = out.entities,
-                            revision = out.revision,
-                            "restore done"
-                        );
-                        OpStatus::Succeeded(None)
-                    },
-                )
-            }
-        };
-        let status = result.unwrap_or_else(|e| {
-            tracing::warn!(operation = %op_id, error = %e, "{kind} failed");
-            failure(kind, e)
-        });
+    tokio::spawn(async move {
+        let status = run(&st, kind, &op, location, key, params, expires).await;
+        if let OpStatus::Failed { message, .. } = &status {
+            tracing::warn!(operation = %op_id, error = %message, "{kind} failed");
+        }
         *op.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
         *st.operations.busy.lock().unwrap_or_else(|e| e.into_inner()) = None;
     });
     Ok(id)
+}
+
+/// The work of one operation: the archive is built or read in a local temporary file, and
+/// moved to or from storage as a whole.
+async fn run(
+    state: &Arc<AppState>,
+    kind: &'static str,
+    op: &Arc<Operation>,
+    location: Location,
+    key: BackupKey,
+    params: BackupRestoreParameters,
+    expires: Option<std::time::Duration>,
+) -> OpStatus {
+    let tmp = match tempfile::Builder::new()
+        .prefix("gatehouse-archive-")
+        .tempfile()
+    {
+        Ok(t) => t.into_temp_path(),
+        Err(e) => return storage_failure(kind, StorageError::Io(e)),
+    };
+    let store = state.store.clone();
+    let op2 = op.clone();
+    let tmp_path = tmp.to_path_buf();
+    if kind == "backup" {
+        let built = tokio::task::spawn_blocking(move || {
+            let mut progress = |done: u64, total: u64| {
+                op2.done.store(done, Ordering::Relaxed);
+                op2.total.store(total, Ordering::Relaxed);
+            };
+            gatehouse_backup::backup_to_file(
+                &store,
+                &tmp_path,
+                &key,
+                &BackupOptions {
+                    expires_after: expires,
+                },
+                &mut progress,
+            )
+        })
+        .await;
+        let manifest = match built {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => return failure(kind, e),
+            Err(e) => {
+                return storage_failure(
+                    kind,
+                    StorageError::Invalid(format!("the backup worker failed: {e}")),
+                );
+            }
+        };
+        return match location.upload(&tmp).await {
+            Ok(bytes) => {
+                tracing::info!(entities = manifest.entity_count, revision = manifest.source_revision, bytes, location = %location.display, "backup done");
+                OpStatus::Succeeded(None)
+            }
+            Err(e) => storage_failure(kind, e),
+        };
+    }
+    if let Err(e) = location.download(&tmp).await {
+        return storage_failure(kind, e);
+    }
+    let opts = RestoreOptions {
+        allow_tier_change: params.allow_tier_change,
+    };
+    let dry_run = params.dry_run;
+    let result = tokio::task::spawn_blocking(move || {
+        let mut progress = |done: u64, total: u64| {
+            op2.done.store(done, Ordering::Relaxed);
+            op2.total.store(total, Ordering::Relaxed);
+        };
+        if dry_run {
+            gatehouse_backup::verify(&store, &tmp_path, &key, &opts, true).map(|plan| {
+                OpStatus::Succeeded(Some(serde_json::to_value(plan).unwrap_or(Value::Null)))
+            })
+        } else {
+            gatehouse_backup::restore_from_file(&store, &tmp_path, &key, &opts, &mut progress).map(
+                |out| {
+                    tracing::info!(
+                        entities = out.entities,
+                        revision = out.revision,
+                        "restore done"
+                    );
+                    OpStatus::Succeeded(None)
+                },
+            )
+        }
+    })
+    .await;
+    drop(tmp);
+    match result {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => failure(kind, e),
+        Err(e) => storage_failure(
+            kind,
+            StorageError::Invalid(format!("the restore worker failed: {e}")),
+        ),
+    }
 }
 
 /// The body of a `202` while running: APIM-style status with progress.

@@ -242,6 +242,100 @@ impl Location {
     }
 }
 
+impl Location {
+    /// Reads the plain manifest from the archive's trailer with two ranged reads (no key needed,
+    /// not verified; see `archive::read_plain_manifest`).
+    pub async fn plain_manifest(&self) -> Result<crate::Manifest, StorageError> {
+        let meta = self
+            .store
+            .head(&self.path)
+            .await
+            .map_err(err(&self.display))?;
+        let len = meta.size;
+        let bad = |m: &str| StorageError::Invalid(format!("{}: {m}", self.display));
+        if len < 22 {
+            return Err(bad("not a Gatehouse backup archive"));
+        }
+        let tail = self
+            .store
+            .get_range(&self.path, len - 12..len)
+            .await
+            .map_err(err(&self.display))?;
+        if &tail[4..] != crate::archive::END_MAGIC {
+            return Err(bad("not a Gatehouse backup archive, or truncated"));
+        }
+        let mlen = u32::from_be_bytes([tail[0], tail[1], tail[2], tail[3]]) as u64;
+        if mlen + 22 > len {
+            return Err(bad("the trailer is damaged"));
+        }
+        let json = self
+            .store
+            .get_range(&self.path, len - 12 - mlen..len - 12)
+            .await
+            .map_err(err(&self.display))?;
+        serde_json::from_slice(&json).map_err(|e| bad(&format!("the manifest is not valid: {e}")))
+    }
+}
+
+/// An archive URL of the CLI split into APIM's triple: `az://ACCOUNT/CONTAINER/NAME`,
+/// `s3://BUCKET/NAME`, `s3+http(s)://HOST[:PORT]/BUCKET/NAME`, `gs://BUCKET/NAME`,
+/// `file:///FOLDER/CONTAINER/NAME`. A URL ending in `/` names a container (for listings).
+pub fn split_url(url: &str) -> Result<(String, String, String), StorageError> {
+    let invalid = || {
+        StorageError::Invalid(format!(
+            "'{url}' is not an archive URL: use az://ACCOUNT/CONTAINER/NAME, s3://BUCKET/NAME, s3+http://HOST:PORT/BUCKET/NAME, gs://BUCKET/NAME or a file path"
+        ))
+    };
+    let split_last2 = |rest: &str| -> Option<(String, String, String)> {
+        let rest = rest.trim_start_matches('/');
+        let (head, name) = rest.rsplit_once('/')?;
+        let (account_part, container) = match head.rsplit_once('/') {
+            Some((a, c)) => (a.to_string(), c.to_string()),
+            None => (String::new(), head.to_string()),
+        };
+        Some((account_part, container, name.to_string()))
+    };
+    if let Some(rest) = url.strip_prefix("az://") {
+        let (account, rest) = rest.split_once('/').ok_or_else(invalid)?;
+        let (container, name) = rest.split_once('/').unwrap_or((rest, ""));
+        return Ok((account.to_string(), container.to_string(), name.to_string()));
+    }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, name) = rest.split_once('/').unwrap_or((rest, ""));
+        return Ok(("s3://".into(), bucket.to_string(), name.to_string()));
+    }
+    if let Some(rest) = url.strip_prefix("gs://") {
+        let (bucket, name) = rest.split_once('/').unwrap_or((rest, ""));
+        return Ok(("gs://".into(), bucket.to_string(), name.to_string()));
+    }
+    for scheme in ["s3+http://", "s3+https://"] {
+        if let Some(rest) = url.strip_prefix(scheme) {
+            let (host, path) = rest.split_once('/').ok_or_else(invalid)?;
+            let (bucket, name) = path.split_once('/').unwrap_or((path, ""));
+            return Ok((
+                format!("{}{host}", scheme),
+                bucket.to_string(),
+                name.to_string(),
+            ));
+        }
+    }
+    let local = url.strip_prefix("file://").unwrap_or(url);
+    let abs = if Path::new(local).is_absolute() {
+        local.to_string()
+    } else {
+        std::env::current_dir()?
+            .join(local)
+            .to_string_lossy()
+            .to_string()
+    };
+    let (account, container, name) = split_last2(&abs).ok_or_else(invalid)?;
+    Ok((
+        format!("file:///{}", account.trim_start_matches('/')),
+        container,
+        name,
+    ))
+}
+
 /// The objects in a container: `(name, size)`.
 pub async fn list(
     account: &str,

@@ -178,7 +178,8 @@ pub struct FileConfig {
 pub struct BackupArgs {
     #[command(subcommand)]
     pub action: Option<BackupAction>,
-    /// Where the archive goes: a file path or file:// URL.
+    /// Where the archive goes: a file path, file://, az://ACCOUNT/CONTAINER/NAME, s3://BUCKET/NAME,
+    /// s3+http://HOST:PORT/BUCKET/NAME or gs://BUCKET/NAME.
     #[arg(long)]
     pub to: Option<String>,
     /// The backup key: an age key file (AGE-SECRET-KEY-…) or a file holding a passphrase.
@@ -188,6 +189,10 @@ pub struct BackupArgs {
     /// Make the archive unrestorable after this many days.
     #[arg(long)]
     pub expires_after_days: Option<u64>,
+    /// The object storage key (Azure account key, S3 KEY_ID:SECRET, GCS service account JSON);
+    /// default GATEHOUSE_STORAGE_KEY.
+    #[arg(long, global = true, hide_env_values = true)]
+    pub access_key: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -206,7 +211,7 @@ pub enum BackupAction {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// The archive: a file path or file:// URL.
+    /// The archive: a file path or an object storage URL (as for `backup --to`).
     #[arg(long)]
     pub from: String,
     #[arg(long)]
@@ -217,6 +222,9 @@ pub struct RestoreArgs {
     /// Show what would change, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The object storage key; default GATEHOUSE_STORAGE_KEY.
+    #[arg(long)]
+    pub access_key: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

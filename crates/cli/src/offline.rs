@@ -1,10 +1,14 @@
-//! `gatehouse backup` and `gatehouse restore` on a data directory (disaster recovery with the
-//! server stopped), `backup inspect` and `backup list`. Progress on a terminal, and one line of
-//! figures at the end.
+//! `gatehouse backup` and `gatehouse restore`: through the management API when the instance
+//! runs, on its data directory when it is stopped (disaster recovery); `backup inspect`,
+//! `backup list`, `backup new-key`. Archives live in a local folder or in object storage
+//! (`az://ACCOUNT/CONTAINER/NAME`, `s3://BUCKET/NAME`, `s3+http://HOST:PORT/BUCKET/NAME`,
+//! `gs://BUCKET/NAME`; the storage key from `--access-key` or `GATEHOUSE_STORAGE_KEY`).
+//! Progress on a terminal, and one line of figures at the end.
 
 use crate::client::Client;
 use crate::{BackupAction, BackupArgs, RestoreArgs, Target};
 use anyhow::{Context, Result, anyhow, bail};
+use gatehouse_backup::storage::{self, Location};
 use gatehouse_backup::{BackupKey, BackupOptions, Manifest, RestoreOptions, archive};
 use gatehouse_store::Store;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -12,17 +16,102 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// A local archive location: a path or a `file://` URL.
-fn local_path(url: &str) -> Result<PathBuf> {
-    if let Some(rest) = url.strip_prefix("file://") {
-        return Ok(PathBuf::from(rest));
+/// Where an archive is.
+enum ArchiveAt {
+    Local(PathBuf),
+    Remote {
+        account: String,
+        container: String,
+        name: String,
+        key: Option<String>,
+    },
+}
+
+impl ArchiveAt {
+    fn parse(url: &str, access_key: Option<&str>) -> Result<ArchiveAt> {
+        let remote = ["az://", "s3://", "s3+http://", "s3+https://", "gs://"]
+            .iter()
+            .any(|p| url.starts_with(p));
+        if !remote {
+            if url.contains("://") && !url.starts_with("file://") {
+                bail!(
+                    "'{url}' is not an archive URL: use a file path, file://, az://, s3://, s3+http(s):// or gs://"
+                );
+            }
+            return Ok(ArchiveAt::Local(PathBuf::from(
+                url.strip_prefix("file://").unwrap_or(url),
+            )));
+        }
+        let (account, container, name) = storage::split_url(url).map_err(|e| anyhow!("{e}"))?;
+        let key = access_key.map(str::to_string).or_else(|| {
+            std::env::var("GATEHOUSE_STORAGE_KEY")
+                .ok()
+                .filter(|k| !k.is_empty())
+        });
+        Ok(ArchiveAt::Remote {
+            account,
+            container,
+            name,
+            key,
+        })
     }
-    if url.contains("://") {
-        bail!(
-            "'{url}': only file paths and file:// URLs are supported by this build; object storage (az://, s3://, gs://) is not yet available"
-        );
+
+    fn location(&self) -> Result<Location> {
+        match self {
+            ArchiveAt::Local(p) => {
+                let (a, c, n) =
+                    storage::split_url(&p.to_string_lossy()).map_err(|e| anyhow!("{e}"))?;
+                Location::new(&a, &c, &n, None).map_err(|e| anyhow!("{e}"))
+            }
+            ArchiveAt::Remote {
+                account,
+                container,
+                name,
+                key,
+            } => {
+                Location::new(account, container, name, key.as_deref()).map_err(|e| anyhow!("{e}"))
+            }
+        }
     }
-    Ok(PathBuf::from(url))
+
+    /// APIM's storage parameters for the management API.
+    fn api_params(&self) -> Result<serde_json::Value> {
+        let (account, container, name, key) = match self {
+            ArchiveAt::Local(p) => {
+                let (a, c, n) =
+                    storage::split_url(&p.to_string_lossy()).map_err(|e| anyhow!("{e}"))?;
+                (a, c, n, None)
+            }
+            ArchiveAt::Remote {
+                account,
+                container,
+                name,
+                key,
+            } => (
+                account.clone(),
+                container.clone(),
+                name.clone(),
+                key.clone(),
+            ),
+        };
+        let mut v = serde_json::json!({"storageAccount": account, "containerName": container, "backupName": name});
+        if let Some(k) = key {
+            v["accessKey"] = serde_json::json!(k);
+        }
+        Ok(v)
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ArchiveAt::Local(p) => p.display().to_string(),
+            ArchiveAt::Remote {
+                account,
+                container,
+                name,
+                ..
+            } => format!("{account}/{container}/{name}"),
+        }
+    }
 }
 
 /// The key as text (for the API), checked.
@@ -74,32 +163,34 @@ fn mode(target: &Target) -> Result<Mode> {
     Ok(Mode::Offline(dir))
 }
 
-/// The API's storage parameters for a local archive path (the server writes or reads it).
-fn storage_params(path: &Path) -> Result<serde_json::Value> {
-    let abs = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()?.join(path)
-    };
-    let name = abs
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| anyhow!("'{}' has no file name", abs.display()))?;
-    let container_dir = abs
-        .parent()
-        .ok_or_else(|| anyhow!("'{}' has no folder", abs.display()))?;
-    let container = container_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| anyhow!("'{}' must be inside a folder", abs.display()))?;
-    let account = container_dir
-        .parent()
-        .ok_or_else(|| anyhow!("'{}' must be inside a folder", abs.display()))?;
-    Ok(serde_json::json!({
-        "storageAccount": format!("file://{}", account.display()),
-        "containerName": container,
-        "backupName": name,
-    }))
+/// Whether the instance of this data directory is running (its endpoints.json names a live pid).
+fn running_pid(dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(dir.join("endpoints.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let pid = v.get("pid")?.as_u64()? as u32;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+fn bar(label: &str) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = ProgressBar::new(0);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(label.to_string());
+    Some(pb)
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
 }
 
 async fn run_online(
@@ -126,34 +217,45 @@ async fn run_online(
     result
 }
 
-/// Whether the instance of this data directory is running (its endpoints.json names a live pid).
-fn running_pid(dir: &Path) -> Option<u32> {
-    let text = std::fs::read_to_string(dir.join("endpoints.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let pid = v.get("pid")?.as_u64()? as u32;
-    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+fn open_store(dir: &Path) -> Result<Store> {
+    if !dir.join("gatehouse.db").exists() {
+        bail!(
+            "{} holds no instance: start it once with `gatehouse serve --data-dir {}` to create it (with its own name, region and tier)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Store::open_dir(dir).with_context(|| format!("cannot open the store in {}", dir.display()))
 }
 
-fn bar(total_label: &str) -> Option<ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
+/// The manifest of a stored archive (plain copy) and its size.
+async fn stored_manifest(at: &ArchiveAt) -> Result<(Manifest, u64)> {
+    match at {
+        ArchiveAt::Local(p) => {
+            let (m, _) = archive::read_plain_manifest(p).map_err(|e| anyhow!("{e}"))?;
+            Ok((m, std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)))
+        }
+        remote => {
+            let loc = remote.location()?;
+            let m = loc.plain_manifest().await.map_err(|e| anyhow!("{e}"))?;
+            Ok((m, 0))
+        }
     }
-    let pb = ProgressBar::new(0);
-    pb.set_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} entities ({eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
+}
+
+fn print_backup_line(m: &Manifest, bytes: u64, secs: f64, at: &ArchiveAt) {
+    let size = if bytes > 0 {
+        format!(", {}", human_bytes(bytes))
+    } else {
+        String::new()
+    };
+    println!(
+        "backup of '{}' at revision {}: {} entities{size}, {secs:.2} s → {}",
+        m.service_name,
+        m.source_revision,
+        m.entity_count,
+        at.describe()
     );
-    pb.set_message(total_label.to_string());
-    Some(pb)
-}
-
-fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{n} B"),
-    }
 }
 
 pub async fn backup(target: &Target, args: &BackupArgs, json: bool) -> Result<()> {
@@ -163,64 +265,50 @@ pub async fn backup(target: &Target, args: &BackupArgs, json: bool) -> Result<()
             return Ok(());
         }
         Some(BackupAction::Inspect { url, key_file }) => {
-            return inspect(url, key_file.as_deref(), json);
+            return inspect(
+                &ArchiveAt::parse(url, args.access_key.as_deref())?,
+                key_file.as_deref(),
+                json,
+            )
+            .await;
         }
-        Some(BackupAction::List { url }) => return list(url, json),
+        Some(BackupAction::List { url }) => {
+            return list(url, args.access_key.as_deref(), json).await;
+        }
         None => {}
     }
     let to = args
         .to
         .as_deref()
         .ok_or_else(|| anyhow!("--to is required: where the archive goes"))?;
-    let dest = local_path(to)?;
+    let at = ArchiveAt::parse(to, args.access_key.as_deref())?;
+    let started = Instant::now();
     let dir = match mode(target)? {
         Mode::Online(client) => {
-            let mut body = storage_params(&dest)?;
+            let mut body = at.api_params()?;
             body["encryptionKey"] = serde_json::json!(load_key_text(args.key_file.as_deref())?);
             if let Some(d) = args.expires_after_days {
                 body["expiresAfter"] = serde_json::json!(d);
             }
-            let started = Instant::now();
             run_online(&client, "backup", body, "backup")
                 .await
                 .map_err(|e| anyhow!("BackupFailed: {e}"))?;
-            let (manifest, _) = archive::read_plain_manifest(&dest).map_err(|e| anyhow!("{e}"))?;
-            let bytes = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+            let (manifest, bytes) = stored_manifest(&at).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&manifest)?);
             } else {
-                println!(
-                    "backup of '{}' at revision {}: {} entities, {}, {:.2} s → {}",
-                    manifest.service_name,
-                    manifest.source_revision,
-                    manifest.entity_count,
-                    human_bytes(bytes),
-                    started.elapsed().as_secs_f64(),
-                    dest.display()
-                );
+                print_backup_line(&manifest, bytes, started.elapsed().as_secs_f64(), &at);
             }
             return Ok(());
         }
         Mode::Offline(dir) => dir,
     };
     let key = load_key(args.key_file.as_deref())?;
-    if !dir.join("gatehouse.db").exists() {
-        bail!("{} holds no instance (no gatehouse.db)", dir.display());
-    }
-    let store = Store::open_dir(&dir)
-        .with_context(|| format!("cannot open the store in {}", dir.display()))?;
-    // The archive appears under its final name only when complete.
-    let parent = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let store = open_store(&dir)?;
     let tmp = tempfile::Builder::new()
         .prefix(".gatehouse-backup-")
-        .tempfile_in(parent)
-        .with_context(|| format!("cannot write in {}", parent.display()))?;
-    let started = Instant::now();
+        .tempfile()
+        .context("cannot create a temporary file")?;
     let pb = bar("backup");
     let mut progress = |done: u64, total: u64| {
         if let Some(pb) = &pb {
@@ -235,52 +323,46 @@ pub async fn backup(target: &Target, args: &BackupArgs, json: bool) -> Result<()
     };
     let manifest = gatehouse_backup::backup_to_file(&store, tmp.path(), &key, &opts, &mut progress)
         .map_err(|e| anyhow!("BackupFailed: {e}"))?;
-    tmp.persist(&dest)
-        .with_context(|| format!("cannot move the archive to {}", dest.display()))?;
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    let bytes = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+    // The archive appears under its final name only when complete (multipart upload, or a
+    // staged file renamed in the target folder).
+    let bytes = at
+        .location()?
+        .upload(tmp.path())
+        .await
+        .map_err(|e| anyhow!("BackupFailed: {e}"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&manifest)?);
     } else {
-        println!(
-            "backup of '{}' at revision {}: {} entities, {}, {:.2} s → {}",
-            manifest.service_name,
-            manifest.source_revision,
-            manifest.entity_count,
-            human_bytes(bytes),
-            started.elapsed().as_secs_f64(),
-            dest.display()
-        );
+        print_backup_line(&manifest, bytes, started.elapsed().as_secs_f64(), &at);
     }
     Ok(())
 }
 
 pub async fn restore(target: &Target, args: &RestoreArgs, json: bool) -> Result<()> {
-    let from = local_path(&args.from)?;
+    let at = ArchiveAt::parse(&args.from, args.access_key.as_deref())?;
+    let started = Instant::now();
     let dir = match mode(target)? {
         Mode::Online(client) => {
-            let mut body = storage_params(&from)?;
+            let mut body = at.api_params()?;
             body["encryptionKey"] = serde_json::json!(load_key_text(args.key_file.as_deref())?);
             body["dryRun"] = serde_json::json!(args.dry_run);
             body["allowTierChange"] = serde_json::json!(args.allow_tier_change);
-            let started = Instant::now();
             let result = run_online(&client, "restore", body, "restore")
                 .await
                 .map_err(|e| anyhow!("RestoreFailed: {e}"))?;
             if json || args.dry_run {
                 println!("{}", serde_json::to_string_pretty(&result)?);
             } else {
-                let (manifest, _) =
-                    archive::read_plain_manifest(&from).map_err(|e| anyhow!("{e}"))?;
-                let bytes = std::fs::metadata(&from).map(|m| m.len()).unwrap_or(0);
+                let (m, bytes) = stored_manifest(&at).await?;
                 println!(
                     "restored '{}' (revision {}) into '{}': {} entities, {}, {:.2} s; now at revision {}",
-                    manifest.service_name,
-                    manifest.source_revision,
+                    m.service_name,
+                    m.source_revision,
                     result["name"].as_str().unwrap_or(""),
-                    manifest.entity_count,
+                    m.entity_count,
                     human_bytes(bytes),
                     started.elapsed().as_secs_f64(),
                     result["properties"]["revision"]
@@ -291,19 +373,26 @@ pub async fn restore(target: &Target, args: &RestoreArgs, json: bool) -> Result<
         Mode::Offline(dir) => dir,
     };
     let key = load_key(args.key_file.as_deref())?;
-    if !dir.join("gatehouse.db").exists() {
-        bail!(
-            "{} holds no instance: start it once with `gatehouse serve --data-dir {}` to create it (with its own name, region and tier), then restore",
-            dir.display(),
-            dir.display()
-        );
-    }
-    let store = Store::open_dir(&dir)
-        .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    let store = open_store(&dir)?;
+    // A remote archive is downloaded first; nothing is restored before it is all verified.
+    let downloaded;
+    let from: PathBuf = match &at {
+        ArchiveAt::Local(p) => p.clone(),
+        remote => {
+            downloaded = tempfile::Builder::new()
+                .prefix(".gatehouse-restore-")
+                .tempfile()?;
+            remote
+                .location()?
+                .download(downloaded.path())
+                .await
+                .map_err(|e| anyhow!("RestoreFailed: {e}"))?;
+            downloaded.path().to_path_buf()
+        }
+    };
     let opts = RestoreOptions {
         allow_tier_change: args.allow_tier_change,
     };
-    let started = Instant::now();
     if args.dry_run {
         let plan = gatehouse_backup::verify(&store, &from, &key, &opts, true)
             .map_err(|e| anyhow!("RestoreFailed: {e}"))?;
@@ -390,8 +479,7 @@ fn print_manifest(m: &Manifest, verified: bool) {
     }
 }
 
-fn inspect(url: &str, key_file: Option<&Path>, json: bool) -> Result<()> {
-    let path = local_path(url)?;
+async fn inspect(at: &ArchiveAt, key_file: Option<&Path>, json: bool) -> Result<()> {
     let key = match key_file {
         Some(_) => Some(load_key(key_file)?),
         None => std::env::var("GATEHOUSE_BACKUP_KEY")
@@ -409,17 +497,27 @@ fn inspect(url: &str, key_file: Option<&Path>, json: bool) -> Result<()> {
                     Ok(())
                 }
             }
+            let downloaded;
+            let path = match at {
+                ArchiveAt::Local(p) => p.clone(),
+                remote => {
+                    downloaded = tempfile::Builder::new()
+                        .prefix(".gatehouse-inspect-")
+                        .tempfile()?;
+                    remote
+                        .location()?
+                        .download(downloaded.path())
+                        .await
+                        .map_err(|e| anyhow!("{e}"))?;
+                    downloaded.path().to_path_buf()
+                }
+            };
             (
                 archive::read_verified(&path, &k, &mut Ignore).map_err(|e| anyhow!("{e}"))?,
                 true,
             )
         }
-        None => (
-            archive::read_plain_manifest(&path)
-                .map_err(|e| anyhow!("{e}"))?
-                .0,
-            false,
-        ),
+        None => (stored_manifest(at).await?.0, false),
     };
     if json {
         println!(
@@ -434,35 +532,60 @@ fn inspect(url: &str, key_file: Option<&Path>, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn list(url: &str, json: bool) -> Result<()> {
-    let dir = local_path(url)?;
-    let mut found = Vec::new();
-    for entry in
-        std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
-    {
-        let path = entry?.path();
-        if !path.is_file() {
-            continue;
+async fn list(url: &str, access_key: Option<&str>, json: bool) -> Result<()> {
+    let mut found: Vec<(String, Manifest, u64)> = Vec::new();
+    let remote = ["az://", "s3://", "s3+http://", "s3+https://", "gs://"]
+        .iter()
+        .any(|p| url.starts_with(p));
+    if remote {
+        let with_name = format!("{}/x", url.trim_end_matches('/'));
+        let (account, container, _) = storage::split_url(&with_name).map_err(|e| anyhow!("{e}"))?;
+        let key = access_key.map(str::to_string).or_else(|| {
+            std::env::var("GATEHOUSE_STORAGE_KEY")
+                .ok()
+                .filter(|k| !k.is_empty())
+        });
+        for (name, size) in storage::list(&account, &container, key.as_deref())
+            .await
+            .map_err(|e| anyhow!("{e}"))?
+        {
+            let loc = Location::new(&account, &container, &name, key.as_deref())
+                .map_err(|e| anyhow!("{e}"))?;
+            if let Ok(m) = loc.plain_manifest().await {
+                found.push((name, m, size));
+            }
         }
-        if let Ok((m, _)) = archive::read_plain_manifest(&path) {
-            let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            found.push((path, m, bytes));
+    } else {
+        let dir = PathBuf::from(url.strip_prefix("file://").unwrap_or(url));
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+        {
+            let path = entry?.path();
+            if !path.is_file() {
+                continue;
+            }
+            if let Ok((m, _)) = archive::read_plain_manifest(&path) {
+                let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
+                found.push((name, m, bytes));
+            }
         }
     }
     found.sort_by(|a, b| a.1.created_at_utc.cmp(&b.1.created_at_utc));
     if json {
         let v: Vec<_> = found
             .iter()
-            .map(|(p, m, b)| serde_json::json!({"name": p.file_name().map(|n| n.to_string_lossy()), "bytes": b, "manifest": m}))
+            .map(|(n, m, b)| serde_json::json!({"name": n, "bytes": b, "manifest": m}))
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        for (p, m, b) in &found {
+        for (n, m, b) in &found {
             println!(
                 "{:<32} {}  {:<16} {:<12} {:<10} rev {:>6}  {:>8} entities  {}",
-                p.file_name()
-                    .map(|n| n.to_string_lossy().to_string())
-                    .unwrap_or_default(),
+                n,
                 m.created_at_utc,
                 m.service_name,
                 m.region,

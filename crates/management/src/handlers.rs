@@ -455,6 +455,28 @@ fn list_envelope(
     json!({"value": items, "count": total, "nextLink": next})
 }
 
+/// One page of an in-memory list, in the list envelope.
+fn page_response(
+    state: &AppState,
+    items: Vec<Value>,
+    skip: u64,
+    top: u64,
+    raw_path: &str,
+    query: &Query,
+) -> Response {
+    let total = items.len() as u64;
+    let page: Vec<Value> = items
+        .into_iter()
+        .skip(skip as usize)
+        .take(top as usize)
+        .collect();
+    let base = state.urls.read().expect("urls lock").management.clone();
+    json_response(
+        StatusCode::OK,
+        list_envelope(page, total, skip, top, raw_path, query, &base),
+    )
+}
+
 async fn list(
     state: &Arc<AppState>,
     kind: Kind,
@@ -871,17 +893,7 @@ async fn action_handler(
                 })
             })
             .await?;
-            let total = items.len() as u64;
-            let page: Vec<Value> = items
-                .into_iter()
-                .skip(skip as usize)
-                .take(top as usize)
-                .collect();
-            let base = state.urls.read().expect("urls lock").management.clone();
-            Ok(json_response(
-                StatusCode::OK,
-                list_envelope(page, total, skip, top, raw_path, query, &base),
-            ))
+            Ok(page_response(state, items, skip, top, raw_path, query))
         }
         (Method::GET, Kind::User | Kind::Product, "subscriptions")
         | (Method::GET, Kind::User, "groups") => {
@@ -914,17 +926,7 @@ async fn action_handler(
                 })
             })
             .await?;
-            let total = items.len() as u64;
-            let page: Vec<Value> = items
-                .into_iter()
-                .skip(skip as usize)
-                .take(top as usize)
-                .collect();
-            let base = state.urls.read().expect("urls lock").management.clone();
-            Ok(json_response(
-                StatusCode::OK,
-                list_envelope(page, total, skip, top, raw_path, query, &base),
-            ))
+            Ok(page_response(state, items, skip, top, raw_path, query))
         }
         (_, kind, _) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -996,15 +998,5 @@ async fn reports(
     })
     .await?;
     let records = crate::reports::report(kind, &rows, interval)?;
-    let total = records.len() as u64;
-    let page: Vec<Value> = records
-        .into_iter()
-        .skip(skip as usize)
-        .take(top as usize)
-        .collect();
-    let base = state.urls.read().expect("urls lock").management.clone();
-    Ok(json_response(
-        StatusCode::OK,
-        list_envelope(page, total, skip, top, raw_path, query, &base),
-    ))
+    Ok(page_response(state, records, skip, top, raw_path, query))
 }

@@ -307,46 +307,8 @@ impl Store {
     pub fn add_usage(&self, rows: &[UsageRow]) -> Result<()> {
         let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
-                 ON CONFLICT (bucket, api, operation, product, subscription) DO UPDATE SET
-                   success = success + excluded.success,
-                   blocked = blocked + excluded.blocked,
-                   failed = failed + excluded.failed,
-                   other = other + excluded.other,
-                   bandwidth = bandwidth + excluded.bandwidth,
-                   api_time_sum = api_time_sum + excluded.api_time_sum,
-                   api_time_min = min(api_time_min, excluded.api_time_min),
-                   api_time_max = max(api_time_max, excluded.api_time_max),
-                   service_time_sum = service_time_sum + excluded.service_time_sum,
-                   service_time_min = CASE WHEN service_calls = 0 THEN excluded.service_time_min
-                                           WHEN excluded.service_calls = 0 THEN service_time_min
-                                           ELSE min(service_time_min, excluded.service_time_min) END,
-                   service_time_max = max(service_time_max, excluded.service_time_max),
-                   service_calls = service_calls + excluded.service_calls",
-            )?;
-            for r in rows {
-                stmt.execute(params![
-                    r.bucket,
-                    r.api,
-                    r.operation,
-                    r.product,
-                    r.subscription,
-                    r.success as i64,
-                    r.blocked as i64,
-                    r.failed as i64,
-                    r.other as i64,
-                    r.bandwidth as i64,
-                    r.api_time_sum_ms,
-                    r.api_time_min_ms,
-                    r.api_time_max_ms,
-                    r.service_time_sum_ms,
-                    r.service_time_min_ms,
-                    r.service_time_max_ms,
-                    r.service_calls as i64
-                ])?;
-            }
+        for r in rows {
+            upsert_usage(&tx, r)?;
         }
         tx.commit()?;
         Ok(())
@@ -419,6 +381,48 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)
+}
+
+/// Adds one usage row to its bucket's aggregate (or inserts it).
+fn upsert_usage(conn: &Connection, r: &UsageRow) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+         ON CONFLICT (bucket, api, operation, product, subscription) DO UPDATE SET
+           success = success + excluded.success,
+           blocked = blocked + excluded.blocked,
+           failed = failed + excluded.failed,
+           other = other + excluded.other,
+           bandwidth = bandwidth + excluded.bandwidth,
+           api_time_sum = api_time_sum + excluded.api_time_sum,
+           api_time_min = min(api_time_min, excluded.api_time_min),
+           api_time_max = max(api_time_max, excluded.api_time_max),
+           service_time_sum = service_time_sum + excluded.service_time_sum,
+           service_time_min = CASE WHEN service_calls = 0 THEN excluded.service_time_min
+                                   WHEN excluded.service_calls = 0 THEN service_time_min
+                                   ELSE min(service_time_min, excluded.service_time_min) END,
+           service_time_max = max(service_time_max, excluded.service_time_max),
+           service_calls = service_calls + excluded.service_calls",
+    )?
+    .execute(params![
+        r.bucket,
+        r.api,
+        r.operation,
+        r.product,
+        r.subscription,
+        r.success as i64,
+        r.blocked as i64,
+        r.failed as i64,
+        r.other as i64,
+        r.bandwidth as i64,
+        r.api_time_sum_ms,
+        r.api_time_min_ms,
+        r.api_time_max_ms,
+        r.service_time_sum_ms,
+        r.service_time_min_ms,
+        r.service_time_max_ms,
+        r.service_calls as i64
+    ])?;
+    Ok(())
 }
 
 fn current_revision(conn: &Connection) -> Result<u64> {
@@ -746,28 +750,7 @@ impl WriteTx<'_> {
 
     /// Inserts one usage row during a replace.
     pub fn restore_usage(&mut self, r: &UsageRow) -> Result<()> {
-        self.tx
-            .prepare_cached("INSERT OR REPLACE INTO usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)")?
-            .execute(params![
-                r.bucket,
-                r.api,
-                r.operation,
-                r.product,
-                r.subscription,
-                r.success as i64,
-                r.blocked as i64,
-                r.failed as i64,
-                r.other as i64,
-                r.bandwidth as i64,
-                r.api_time_sum_ms,
-                r.api_time_min_ms,
-                r.api_time_max_ms,
-                r.service_time_sum_ms,
-                r.service_time_min_ms,
-                r.service_time_max_ms,
-                r.service_calls as i64
-            ])?;
-        Ok(())
+        upsert_usage(&self.tx, r)
     }
 
     /// Replaces the service settings without a journal entry of their own (during a replace).

@@ -30,6 +30,9 @@ pub struct ServeConfig {
     /// The key archives are encrypted with when a request gives none (a passphrase or an age
     /// secret key).
     pub backup_key: Option<String>,
+    /// Storage accounts requests can name as `storageAccount`.
+    pub storage_accounts:
+        std::collections::HashMap<String, gatehouse_management::operations::StorageAccount>,
 }
 
 impl ServeConfig {
@@ -43,6 +46,7 @@ impl ServeConfig {
             admin_token: None,
             gateway: GatewayConfig::default(),
             backup_key: None,
+            storage_accounts: Default::default(),
         }
     }
 }
@@ -158,8 +162,9 @@ impl Instance {
                 gateway: gateway_url.clone(),
             }),
             metrics: Some(Arc::new(move || gateway_shared.render_metrics())),
-            operations: gatehouse_management::operations::Operations::with_default_key(
+            operations: gatehouse_management::operations::Operations::new(
                 config.backup_key.clone(),
+                config.storage_accounts.clone(),
             ),
         });
         let (tx, rx) = watch::channel(false);

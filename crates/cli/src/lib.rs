@@ -167,6 +167,10 @@ pub struct FileConfig {
     pub publisher_name: Option<String>,
     pub management_listen: Option<SocketAddr>,
     pub gateway_listen: Option<SocketAddr>,
+    /// `[storage-accounts.NAME]` tables: `url` and `access-key`.
+    #[serde(default)]
+    pub storage_accounts:
+        std::collections::HashMap<String, gatehouse_management::operations::StorageAccount>,
     pub gateway_tls_cert: Option<PathBuf>,
     pub gateway_tls_key: Option<PathBuf>,
     pub access_log: Option<String>,
@@ -403,6 +407,7 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
         admin_token: std::env::var("GATEHOUSE_ADMIN_TOKEN")
             .ok()
             .filter(|t| !t.trim().is_empty()),
+        storage_accounts: f.map(|f| f.storage_accounts.clone()).unwrap_or_default(),
         backup_key: match &args.backup_key_file {
             Some(f) => {
                 let text = std::fs::read_to_string(f)

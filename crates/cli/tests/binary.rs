@@ -263,7 +263,10 @@ fn admin_token_from_the_environment_and_config_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("gatehouse.toml"),
-        "name = \"fromfile\"\nregion = \"eastus\"\nsku = \"Premium\"\nmanagement-listen = \"127.0.0.1:0\"\ngateway-listen = \"127.0.0.1:0\"\n",
+        format!(
+            "name = \"fromfile\"\nregion = \"eastus\"\nsku = \"Premium\"\nmanagement-listen = \"127.0.0.1:0\"\ngateway-listen = \"127.0.0.1:0\"\n\n[storage-accounts.local]\nurl = \"file://{}\"\n",
+            dir.path().join("store").display()
+        ),
     )
     .unwrap();
     let server = Server::spawn(
@@ -282,6 +285,32 @@ fn admin_token_from_the_environment_and_config_file() {
     assert_eq!(svc["name"], "fromfile");
     assert_eq!(svc["location"], "northeurope", "flags win over the file");
     assert_eq!(svc["sku"]["name"], "Premium");
+    // A storage account named in gatehouse.toml serves APIM's backup body.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        let c = reqwest::Client::new();
+        let r = c
+            .post(format!("{url}/backup"))
+            .bearer_auth("env-token-123")
+            .json(&serde_json::json!({"storageAccount": "local", "containerName": "c", "backupName": "b.ghbk", "encryptionKey": "a passphrase for the test"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let location = r.headers()["location"].to_str().unwrap().to_string();
+        loop {
+            let r = c.get(&location).bearer_auth("env-token-123").send().await.unwrap();
+            if r.status() != 202 {
+                return r.status().as_u16();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    assert_eq!(status, 200);
+    assert!(dir.path().join("store/c/b.ghbk").is_file());
     let (s, _) = get(&format!("{url}/"), "other");
     assert_eq!(s, 401);
     let out = Command::new(BIN)

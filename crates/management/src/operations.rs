@@ -43,12 +43,26 @@ pub struct Operations {
     busy: Mutex<Option<String>>,
     /// The instance's configured backup key (`--backup-key-file`, `GATEHOUSE_BACKUP_KEY`).
     pub default_key: Option<String>,
+    /// Storage accounts configured on the server, by the name requests use as
+    /// `storageAccount`: where they are (a storage URL) and their key.
+    pub accounts: HashMap<String, StorageAccount>,
+}
+
+/// A storage account configured on the server (`[storage-accounts.NAME]` in gatehouse.toml).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StorageAccount {
+    /// `az://ACCOUNT`, `file:///folder`, `s3://`, `s3+http(s)://host:port` or `gs://`.
+    pub url: String,
+    #[serde(default)]
+    pub access_key: Option<String>,
 }
 
 impl Operations {
-    pub fn with_default_key(key: Option<String>) -> Self {
+    pub fn new(default_key: Option<String>, accounts: HashMap<String, StorageAccount>) -> Self {
         Operations {
-            default_key: key,
+            default_key,
+            accounts,
             ..Default::default()
         }
     }
@@ -103,7 +117,7 @@ fn parse_params(body: &[u8]) -> Result<BackupRestoreParameters, ApiError> {
     })
 }
 
-fn location(p: &BackupRestoreParameters) -> Result<Location, ApiError> {
+fn location(ops: &Operations, p: &BackupRestoreParameters) -> Result<Location, ApiError> {
     if p.access_type
         .as_deref()
         .is_some_and(|t| !t.eq_ignore_ascii_case("AccessKey"))
@@ -113,13 +127,24 @@ fn location(p: &BackupRestoreParameters) -> Result<Location, ApiError> {
             p.access_type.as_deref().unwrap_or("")
         )));
     }
-    Location::new(
-        &p.storage_account,
-        &p.container_name,
-        &p.backup_name,
-        p.access_key.as_deref(),
-    )
-    .map_err(|e| invalid(e.to_string()))
+    // A name configured on the server wins; the request's accessKey, if any, overrides its key.
+    let (account, key) = match ops.accounts.get(&p.storage_account) {
+        Some(a) => {
+            let account = a
+                .url
+                .strip_prefix("az://")
+                .unwrap_or(&a.url)
+                .trim_end_matches('/')
+                .to_string();
+            (
+                account,
+                p.access_key.clone().or_else(|| a.access_key.clone()),
+            )
+        }
+        None => (p.storage_account.clone(), p.access_key.clone()),
+    };
+    Location::new(&account, &p.container_name, &p.backup_name, key.as_deref())
+        .map_err(|e| invalid(e.to_string()))
 }
 
 fn parse_days(v: &Value) -> Result<std::time::Duration, ApiError> {
@@ -199,7 +224,7 @@ pub async fn start(
     body: &[u8],
 ) -> Result<String, ApiError> {
     let params = parse_params(body)?;
-    let location = location(&params)?;
+    let location = location(&state.operations, &params)?;
     let key = key_of(&state.operations, &params)?;
     let expires = params.expires_after.as_ref().map(parse_days).transpose()?;
     if kind == "restore" {

@@ -163,3 +163,32 @@ async fn storage_failures_leave_no_archive_and_say_why() {
     let (s, _) = run(&t, "backup", &json!({"storageAccount": "myaccount", "containerName": "backups", "backupName": "b", "encryptionKey": "object storage test passphrase"})).await;
     assert_eq!(s, 400, "an Azure account needs its access key");
 }
+
+#[tokio::test]
+async fn storage_accounts_configured_on_the_server_by_name() {
+    require(8014, "s3s-fs");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServeConfig::ephemeral(&dir.path().join("i"));
+    config.storage_accounts.insert(
+        "archive".into(),
+        serde_json::from_value(
+            json!({"url": "s3+http://127.0.0.1:8014", "access-key": "test:test"}),
+        )
+        .unwrap(),
+    );
+    let t = TestInstance::start_with(config).await.unwrap();
+    put(
+        &t,
+        "/tags/named",
+        json!({"properties": {"displayName": "Named"}}),
+    )
+    .await;
+    // APIM's body, with the account's key held by the server.
+    let params = json!({"storageAccount": "archive", "containerName": "backups", "backupName": format!("named-{}.ghbk", uuid_like()), "encryptionKey": "object storage test passphrase"});
+    let (s, b) = run(&t, "backup", &params).await;
+    assert_eq!(s, 200, "{b}");
+    t.call("DELETE", "/tags/named", None).await;
+    let (s, b) = run(&t, "restore", &params).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(t.call("GET", "/tags/named", None).await.0, 200);
+}

@@ -240,3 +240,77 @@ impl TestInstance {
         }
     }
 }
+
+/// Fault injection: a TCP proxy that forwards to `target` until `cut_after` bytes have gone
+/// upstream, then drops every connection and refuses new ones — a storage server dying in the
+/// middle of an upload.
+pub struct DyingProxy {
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DyingProxy {
+    pub async fn start(target: std::net::SocketAddr, cut_after: u64) -> Result<DyingProxy> {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let sent = Arc::new(AtomicU64::new(0));
+        let dead = Arc::new(AtomicBool::new(false));
+        let (kill_tx, kill_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                if dead.load(Ordering::SeqCst) {
+                    // Once dead, the listener is dropped: new connections are refused.
+                    return;
+                }
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (sent, dead, kill_tx, mut kill_rx) =
+                    (sent.clone(), dead.clone(), kill_tx.clone(), kill_rx.clone());
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = async {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match cr.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            let total = sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+                            if total > cut_after {
+                                dead.store(true, Ordering::SeqCst);
+                                let _ = kill_tx.send(true);
+                                return;
+                            }
+                            if sw.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    let down = async {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    };
+                    tokio::select! {
+                        _ = up => {},
+                        _ = down => {},
+                        _ = kill_rx.wait_for(|k| *k) => {},
+                    }
+                });
+            }
+        });
+        Ok(DyingProxy { addr, task })
+    }
+}
+
+impl Drop for DyingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -192,3 +192,51 @@ async fn storage_accounts_configured_on_the_server_by_name() {
     assert_eq!(s, 200, "{b}");
     assert_eq!(t.call("GET", "/tags/named", None).await.0, 200);
 }
+
+#[tokio::test]
+async fn a_storage_server_dying_mid_upload_fails_the_backup_and_leaves_no_archive() {
+    require(8014, "s3s-fs");
+    let dir = tempfile::tempdir().unwrap();
+    let t = instance(&dir.path().join("i")).await;
+    // Enough incompressible content that the upload is cut in its middle.
+    for i in 0..400 {
+        let noise: String = (0..40)
+            .map(|j| format!("{:x}", (i * 7919 + j * 104729) % 65521))
+            .collect();
+        put(
+            &t,
+            &format!("/tags/t{i}"),
+            json!({"properties": {"displayName": noise.chars().take(160).collect::<String>()}}),
+        )
+        .await;
+    }
+    let proxy = gatehouse_testkit::DyingProxy::start("127.0.0.1:8014".parse().unwrap(), 20_000)
+        .await
+        .unwrap();
+    let name = format!("dying-{}.ghbk", uuid_like());
+    let params = json!({"storageAccount": format!("s3+http://{}", proxy.addr), "containerName": "backups", "backupName": name, "accessKey": "test:test", "encryptionKey": "object storage test passphrase"});
+    let (s, e) = run(&t, "backup", &params).await;
+    assert!(s >= 400, "{e}");
+    assert_eq!(e["error"]["code"], "BackupFailed");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("storage error"),
+        "{e}"
+    );
+    // Straight to the server: nothing under the final name.
+    let direct = json!({"storageAccount": "s3+http://127.0.0.1:8014", "containerName": "backups", "backupName": name, "accessKey": "test:test", "encryptionKey": "object storage test passphrase"});
+    let (s, e) = run(&t, "restore", &direct).await;
+    assert_eq!(s, 400);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{e}"
+    );
+    // And the instance still backs up fine once storage is back.
+    let (s, b) = run(&t, "backup", &direct).await;
+    assert_eq!(s, 200, "{b}");
+}

@@ -40,6 +40,133 @@ struct Line {
 pub struct BackupOptions {
     /// The archive cannot be restored after this long.
     pub expires_after: Option<std::time::Duration>,
+    /// A selective backup: these APIs and products (`/apis/{id}`, `/products/{id}`) with what
+    /// they need. `None` backs up the whole instance.
+    pub include: Option<Vec<String>>,
+}
+
+/// Scans policy XML for what it needs from elsewhere: `{{named value}}` names and
+/// `include-fragment` ids.
+fn policy_needs(xml: &str) -> (Vec<String>, Vec<String>) {
+    let mut names = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find("{{") {
+        let after = &rest[i + 2..];
+        let Some(j) = after.find("}}") else { break };
+        names.push(after[..j].trim().to_string());
+        rest = &after[j + 2..];
+    }
+    let mut fragments = Vec::new();
+    let mut rest = xml;
+    while let Some(i) = rest.find("fragment-id=") {
+        let after = &rest[i + 12..];
+        let quote = after.chars().next().unwrap_or('"');
+        let inner = &after[1..];
+        if let Some(j) = inner.find(quote) {
+            fragments.push(inner[..j].to_string());
+        }
+        rest = inner;
+    }
+    (names, fragments)
+}
+
+/// The paths a selective backup holds: the included APIs (with every revision) and products,
+/// everything below them, what they reference, the APIs in the products, the subscriptions
+/// scoped to them and their owners, the named values and fragments their policies use, and
+/// group memberships whose group and user are both included.
+fn selection(
+    r: &gatehouse_store::ReadTx<'_>,
+    include: &[String],
+) -> Result<HashSet<String>, BackupError> {
+    let mut queue: Vec<String> = Vec::new();
+    let api_with_revisions = |id: &str, queue: &mut Vec<String>| -> Result<(), StoreError> {
+        queue.push(format!("/apis/{id}"));
+        let prefix = format!("/apis/{id};rev=");
+        for a in r.children(Kind::Api, "")? {
+            if a.path.starts_with(&prefix) {
+                queue.push(a.path);
+            }
+        }
+        Ok(())
+    };
+    for item in include {
+        let rel = gatehouse_model::strip_arm_prefix(item);
+        let parsed = ResourcePath::parse_stored(rel)
+            .ok()
+            .filter(|p| matches!(p.kind, Kind::Api | Kind::Product));
+        let Some(p) = parsed else {
+            return Err(BackupError::Invalid(format!(
+                "include: '{item}' is not /apis/{{id}} or /products/{{id}}"
+            )));
+        };
+        if r.get(&p.as_string())?.is_none() {
+            return Err(BackupError::Invalid(format!(
+                "include: {} does not exist",
+                p.as_string()
+            )));
+        }
+        match p.kind {
+            Kind::Api => api_with_revisions(p.id(), &mut queue)?,
+            _ => queue.push(p.as_string()),
+        }
+    }
+    let mut set: HashSet<String> = HashSet::new();
+    while let Some(path) = queue.pop() {
+        if set.contains(&path) {
+            continue;
+        }
+        let Some(res) = r.get(&path)? else { continue };
+        set.insert(path.clone());
+        for d in r.descendants(&path)? {
+            // Memberships are added at the end, only for included users.
+            if d.kind != Kind::GroupUser {
+                queue.push(d.path);
+            }
+        }
+        for target in r.references_of(&path)? {
+            queue.push(target);
+        }
+        match res.kind {
+            Kind::ProductApi => api_with_revisions(res.name(), &mut queue)?,
+            Kind::Api | Kind::Product => {
+                for referrer in r.referrers(&path)? {
+                    if referrer.starts_with("/subscriptions/") {
+                        queue.push(referrer);
+                    }
+                }
+            }
+            k if k.is_policy() || k == Kind::PolicyFragment => {
+                let xml = res
+                    .properties
+                    .get("value")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default();
+                let (names, fragments) = policy_needs(xml);
+                for n in names {
+                    for nv in r.find_by_property(Kind::NamedValue, "displayName", &n)? {
+                        queue.push(nv.path);
+                    }
+                }
+                for f in fragments {
+                    queue.push(format!("/policyFragments/{f}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    for link in r
+        .children(Kind::Group, "")?
+        .iter()
+        .flat_map(|g| r.descendants(&g.path).unwrap_or_default())
+    {
+        if link.kind == Kind::GroupUser
+            && set.contains(&format!("/users/{}", link.name()))
+            && set.contains(link.path.rsplitn(3, '/').nth(2).unwrap_or_default())
+        {
+            set.insert(link.path);
+        }
+    }
+    Ok(set)
 }
 
 /// Progress of a long operation: work done and the total, in entities.
@@ -66,7 +193,16 @@ pub fn backup_to_file(
     store
         .read(|r| -> Result<Manifest, BackupError> {
             let service = r.service()?.ok_or(StoreError::NoService)?;
-            let total = r.resource_count()?;
+            let selected = opts
+                .include
+                .as_deref()
+                .map(|i| selection(r, i))
+                .transpose()?;
+            let wanted = |path: &str| selected.as_ref().is_none_or(|s| s.contains(path));
+            let total = selected
+                .as_ref()
+                .map(|s| s.len() as u64)
+                .map_or_else(|| r.resource_count(), Ok)?;
             let mut done = 0u64;
             progress(0, total);
             writer.begin_section("service")?;
@@ -74,6 +210,9 @@ pub fn backup_to_file(
             for spec in KINDS {
                 writer.begin_section(spec.name)?;
                 r.for_each_of_kind(spec.kind, |res| {
+                    if !wanted(&res.path) {
+                        return Ok(());
+                    }
                     writer
                         .line(&Line {
                             path: res.path,
@@ -89,13 +228,18 @@ pub fn backup_to_file(
             }
             writer.begin_section("refs")?;
             r.for_each_ref(|from, to| {
+                if !wanted(&from) {
+                    return Ok(());
+                }
                 writer
                     .line(&[from, to])
                     .map_err(|e| StoreError::Corrupt(e.to_string()))
             })?;
             writer.begin_section("usage")?;
-            for row in r.usage(i64::MIN / 2, i64::MAX / 2)? {
-                writer.line(&row)?;
+            if selected.is_none() {
+                for row in r.usage(i64::MIN / 2, i64::MAX / 2)? {
+                    writer.line(&row)?;
+                }
             }
             progress(total, total);
             let created = now();
@@ -110,7 +254,7 @@ pub fn backup_to_file(
                 expires_at_utc: opts
                     .expires_after
                     .map(|d| rfc3339(created + time::Duration::seconds(d.as_secs() as i64))),
-                include: None,
+                include: opts.include.clone(),
                 entity_count: 0,
                 sections: Vec::new(),
             };
@@ -172,6 +316,8 @@ struct Checker<'a> {
     service: Option<ServiceSettings>,
     /// Target resources by kind name: path → properties JSON text (for the dry run).
     target: Option<&'a HashMap<String, HashMap<String, String>>>,
+    /// For a selective archive: the target's paths, which references may resolve to.
+    merge_into: Option<HashSet<String>>,
     diff: BTreeMap<String, KindDiff>,
 }
 
@@ -235,22 +381,40 @@ impl Visitor for Checker<'_> {
 
 impl Checker<'_> {
     fn finish(&mut self) -> Result<ServiceSettings, BackupError> {
+        // A selective archive merges into the target: what it references may be there.
+        let resolves = |p: &String| {
+            self.paths.contains(p) || self.merge_into.as_ref().is_some_and(|t| t.contains(p))
+        };
         for (from, to) in &self.refs {
-            if !self.paths.contains(from) || !self.paths.contains(to) {
+            if !resolves(from) || !resolves(to) {
                 return Err(BackupError::Invalid(format!(
-                    "the reference from {from} to {to} does not resolve inside the archive"
+                    "the reference from {from} to {to} does not resolve inside the archive{}",
+                    if self.merge_into.is_some() {
+                        " or the target"
+                    } else {
+                        ""
+                    }
                 )));
             }
         }
         for (child, parent) in &self.parents {
-            if !self.paths.contains(parent) {
+            if !resolves(parent) {
                 return Err(BackupError::Invalid(format!(
-                    "{child} has no parent {parent} in the archive"
+                    "{child} has no parent {parent} in the archive{}",
+                    if self.merge_into.is_some() {
+                        " or the target"
+                    } else {
+                        ""
+                    }
                 )));
             }
         }
         if let Some(target) = self.target {
             for (kind, paths) in target {
+                if self.merge_into.is_some() {
+                    // A merge removes nothing.
+                    break;
+                }
                 let diff = self.diff.entry(kind.clone()).or_default();
                 for p in paths.keys() {
                     if !self.paths.contains(p) {
@@ -304,7 +468,19 @@ pub fn verify(
     } else {
         None
     };
+    let merge_into = match &plain.include {
+        None => None,
+        Some(_) => Some(store.read(|r| {
+            let mut paths = HashSet::new();
+            r.for_each_resource(|res| {
+                paths.insert(res.path);
+                Ok(())
+            })?;
+            Ok::<_, StoreError>(paths)
+        })?),
+    };
     let mut checker = Checker {
+        merge_into,
         section: String::new(),
         kind: None,
         paths: HashSet::new(),
@@ -331,6 +507,9 @@ struct Applier<'t, 'c> {
     done: u64,
     total: u64,
     progress: Progress<'t>,
+    /// A selective archive is merged: each resource is written (and journaled) over the
+    /// target's, nothing else is removed.
+    merge: bool,
 }
 
 impl Visitor for Applier<'_, '_> {
@@ -359,9 +538,13 @@ impl Visitor for Applier<'_, '_> {
                     .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
                 let p = ResourcePath::parse_stored(&l.path)
                     .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
-                self.tx
-                    .restore_resource(&p, l.properties)
-                    .map_err(store_err)?;
+                if self.merge {
+                    self.tx.put(&p, l.properties, &[]).map_err(store_err)?;
+                } else {
+                    self.tx
+                        .restore_resource(&p, l.properties)
+                        .map_err(store_err)?;
+                }
                 self.done += 1;
                 if self.done.is_multiple_of(5000) {
                     (self.progress)(self.done, self.total);
@@ -396,14 +579,18 @@ pub fn restore_from_file(
     let total = manifest.entity_count;
     let committed = store.write(|tx| -> Result<u64, BackupError> {
         let target = tx.service()?.ok_or(StoreError::NoService)?;
-        tx.replace_all(&json!({
-            "restoredFrom": manifest.service_name,
-            "sourceRegion": manifest.region,
-            "sourceRevision": manifest.source_revision,
-            "createdAtUtc": manifest.created_at_utc,
-            "entities": manifest.entity_count,
-        }))?;
+        let merge = manifest.include.is_some();
+        if !merge {
+            tx.replace_all(&json!({
+                "restoredFrom": manifest.service_name,
+                "sourceRegion": manifest.region,
+                "sourceRevision": manifest.source_revision,
+                "createdAtUtc": manifest.created_at_utc,
+                "entities": manifest.entity_count,
+            }))?;
+        }
         let mut applier = Applier {
+            merge,
             tx,
             section: String::new(),
             kind: None,
@@ -413,7 +600,7 @@ pub fn restore_from_file(
             progress: &mut *progress,
         };
         archive::read_verified(path, key, &mut applier)?;
-        let source = applier.service.take();
+        let source = applier.service.take().filter(|_| !merge);
         let done = applier.done;
         if let Some(src) = source {
             // Region-bound settings stay the target's own (as APIM): name, location, tier.

@@ -323,6 +323,7 @@ fn expiry_tiers_and_dry_runs() {
         &k,
         &BackupOptions {
             expires_after: Some(std::time::Duration::from_secs(0)),
+            ..Default::default()
         },
         &mut no_progress(),
     )
@@ -459,4 +460,109 @@ fn a_backup_is_one_consistent_revision_while_writes_go_on() {
     }
     writer.join().unwrap();
     assert!(checked > 0);
+}
+
+#[test]
+fn a_selective_backup_carries_what_the_subset_needs_and_merges_on_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = store_with(
+        &dir.path().join("src"),
+        settings("contoso", "westeurope", "Developer"),
+    );
+    populate(&source);
+    source
+        .write(|w| -> Result<(), StoreError> {
+            w.put(&ResourcePath::top(Kind::Api, "other"), obj(json!({"displayName": "Other", "path": "other"})), &[])?;
+            w.put(&ResourcePath::top(Kind::NamedValue, "used"), obj(json!({"displayName": "backend-url", "value": "http://b"})), &[])?;
+            w.put(&ResourcePath::top(Kind::NamedValue, "unused"), obj(json!({"displayName": "unused", "value": "x"})), &[])?;
+            w.put(&ResourcePath::top(Kind::PolicyFragment, "frag"), obj(json!({"value": "<fragment/>"})), &[])?;
+            let pol = ResourcePath::new(Kind::ApiPolicy, vec![("apis", "echo".into()), ("policies", "policy".into())]);
+            w.put(&pol, obj(json!({"value": "<policies><inbound><set-backend-service base-url=\"{{backend-url}}\" /><include-fragment fragment-id=\"frag\" /></inbound></policies>", "format": "xml"})), &[])?;
+            Ok(())
+        })
+        .unwrap();
+    let k = key();
+    let archive = dir.path().join("subset.ghbk");
+    let opts = BackupOptions {
+        include: Some(vec!["/products/p".into()]),
+        ..Default::default()
+    };
+    let m = backup_to_file(&source, &archive, &k, &opts, &mut no_progress()).unwrap();
+    assert_eq!(m.include, Some(vec!["/products/p".to_string()]));
+    let count = |name: &str| {
+        m.sections
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.count)
+            .unwrap_or(0)
+    };
+    assert_eq!(count("product"), 1);
+    assert_eq!(count("api"), 1, "the product's API, not the other one");
+    assert_eq!(count("operation"), 20);
+    assert_eq!(count("subscription"), 1);
+    assert_eq!(count("user"), 1, "the subscription's owner");
+    assert_eq!(
+        count("namedValue"),
+        1,
+        "only the named value the policy uses"
+    );
+    assert_eq!(count("policyFragment"), 1);
+    assert_eq!(count("apiPolicy"), 1);
+    assert_eq!(count("certificate"), 0);
+
+    // Restoring merges: the target keeps what it had.
+    let target = store_with(
+        &dir.path().join("dst"),
+        settings("t", "eastus", "Developer"),
+    );
+    target
+        .write(|w| -> Result<u64, StoreError> {
+            w.put(
+                &ResourcePath::top(Kind::Tag, "mine"),
+                obj(json!({"displayName": "Mine"})),
+                &[],
+            )
+        })
+        .unwrap();
+    let plan = verify(&target, &archive, &k, &RestoreOptions::default(), true).unwrap();
+    assert!(
+        plan.changes.values().all(|d| d.removed.is_empty()),
+        "a merge removes nothing"
+    );
+    restore_from_file(
+        &target,
+        &archive,
+        &k,
+        &RestoreOptions::default(),
+        &mut no_progress(),
+    )
+    .unwrap();
+    let after = contents(&target);
+    assert!(after.contains_key("/tags/mine"));
+    assert!(after.contains_key("/apis/echo") && !after.contains_key("/apis/other"));
+    assert_eq!(
+        after["/subscriptions/s1"]["primaryKey"],
+        "pk-topsecret-0001"
+    );
+    assert_eq!(target.read(|r| r.service()).unwrap().unwrap().name, "t");
+    // The merge is journaled resource by resource (followers see each change).
+    let (entries, _) = target.read(|r| r.journal(2, 0, 1000)).unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.path == "/apis/echo" && e.op == "put")
+    );
+    // An include that names nothing of the instance is refused.
+    let e = backup_to_file(
+        &source,
+        &dir.path().join("x.ghbk"),
+        &k,
+        &BackupOptions {
+            include: Some(vec!["/apis/ghost".into()]),
+            ..Default::default()
+        },
+        &mut no_progress(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("/apis/ghost does not exist"), "{e}");
 }

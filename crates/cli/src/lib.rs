@@ -193,6 +193,10 @@ pub struct BackupArgs {
     /// Make the archive unrestorable after this many days.
     #[arg(long)]
     pub expires_after_days: Option<u64>,
+    /// Back up only these APIs and products (/apis/ID,/products/ID) with what they need;
+    /// restoring such an archive merges it into the target.
+    #[arg(long, value_delimiter = ',')]
+    pub include: Option<Vec<String>>,
     /// The object storage key (Azure account key, S3 KEY_ID:SECRET, GCS service account JSON);
     /// default GATEHOUSE_STORAGE_KEY.
     #[arg(long, global = true, hide_env_values = true)]

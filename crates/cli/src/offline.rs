@@ -290,6 +290,9 @@ pub async fn backup(target: &Target, args: &BackupArgs, json: bool) -> Result<()
             if let Some(d) = args.expires_after_days {
                 body["expiresAfter"] = serde_json::json!(d);
             }
+            if let Some(i) = &args.include {
+                body["include"] = serde_json::json!(i);
+            }
             run_online(&client, "backup", body, "backup")
                 .await
                 .map_err(|e| anyhow!("BackupFailed: {e}"))?;
@@ -320,6 +323,7 @@ pub async fn backup(target: &Target, args: &BackupArgs, json: bool) -> Result<()
         expires_after: args
             .expires_after_days
             .map(|d| std::time::Duration::from_secs(d * 86400)),
+        include: args.include.clone(),
     };
     let manifest = gatehouse_backup::backup_to_file(&store, tmp.path(), &key, &opts, &mut progress)
         .map_err(|e| anyhow!("BackupFailed: {e}"))?;

@@ -100,6 +100,10 @@ pub struct BackupRestoreParameters {
     /// Extension: restore into a different tier.
     #[serde(default)]
     pub allow_tier_change: bool,
+    /// Extension: back up only these APIs and products (`/apis/{id}`, `/products/{id}`) with
+    /// what they need; restoring such an archive merges it into the target.
+    #[serde(default)]
+    pub include: Option<Vec<String>>,
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -311,6 +315,7 @@ async fn run(
                 &key,
                 &BackupOptions {
                     expires_after: expires,
+                    include: params.include.clone(),
                 },
                 &mut progress,
             )

@@ -568,6 +568,32 @@ trait Queries {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    fn q_references_of(&self, path: &str) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn()
+            .prepare_cached("SELECT to_path FROM refs WHERE from_path = ?1 ORDER BY to_path")?;
+        let rows = stmt.query_map(params![path], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn q_find_by_property(
+        &self,
+        kind: Kind,
+        field: &str,
+        value: &str,
+    ) -> Result<Vec<StoredResource>> {
+        if !INDEXED_PROPERTIES.contains(&field) {
+            return Err(StoreError::Corrupt(format!(
+                "'{field}' is not an indexed property"
+            )));
+        }
+        let sql = format!(
+            "SELECT path, kind, properties, revision FROM resources
+             WHERE kind = ?1 AND lower(json_extract(properties, '$.{field}')) = lower(?2) ORDER BY path"
+        );
+        self.q_query(&sql, &[&kind.name(), &value])
+    }
+
     fn q_service(&self) -> Result<Option<ServiceSettings>> {
         let v: Option<String> = self
             .conn()
@@ -632,16 +658,7 @@ impl WriteTx<'_> {
         field: &str,
         value: &str,
     ) -> Result<Vec<StoredResource>> {
-        if !INDEXED_PROPERTIES.contains(&field) {
-            return Err(StoreError::Corrupt(format!(
-                "'{field}' is not an indexed property"
-            )));
-        }
-        let sql = format!(
-            "SELECT path, kind, properties, revision FROM resources
-             WHERE kind = ?1 AND lower(json_extract(properties, '$.{field}')) = lower(?2) ORDER BY path"
-        );
-        self.q_query(&sql, &[&kind.name(), &value])
+        self.q_find_by_property(kind, field, value)
     }
 
     /// All resources of a kind anywhere in the tree.
@@ -786,11 +803,7 @@ impl WriteTx<'_> {
 
     /// The paths a resource references.
     pub fn references_of(&self, path: &str) -> Result<Vec<String>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached("SELECT to_path FROM refs WHERE from_path = ?1 ORDER BY to_path")?;
-        let rows = stmt.query_map(params![path], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.q_references_of(path)
     }
 
     /// Renames every resource at or below `from` to live below `to` (same kinds), e.g. when an
@@ -933,6 +946,26 @@ impl ReadTx<'_> {
             .prepare_cached("SELECT DISTINCT path FROM journal WHERE revision > ?1")?;
         let rows = stmt.query_map(params![since as i64], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// All resources below `path` (not `path` itself), in path order.
+    pub fn descendants(&self, path: &str) -> Result<Vec<StoredResource>> {
+        self.q_descendants(path)
+    }
+
+    /// The paths a resource references.
+    pub fn references_of(&self, path: &str) -> Result<Vec<String>> {
+        self.q_references_of(path)
+    }
+
+    /// Resources of `kind` whose indexed string property equals `value`, ignoring case.
+    pub fn find_by_property(
+        &self,
+        kind: Kind,
+        field: &str,
+        value: &str,
+    ) -> Result<Vec<StoredResource>> {
+        self.q_find_by_property(kind, field, value)
     }
 
     /// How many resources the store holds.

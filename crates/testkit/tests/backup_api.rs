@@ -168,4 +168,20 @@ async fn backup_and_restore_between_instances_through_the_api() {
         basic.call("GET", "/operationresults/unknown", None).await.0,
         404
     );
+
+    // `include`: a selective archive of one API with what it needs.
+    let subset = json!({"storageAccount": storage, "containerName": "backups", "backupName": "subset.ghbk", "encryptionKey": pass, "include": ["/apis/echo"]});
+    let loc = start(&src, "backup", subset).await.unwrap();
+    assert_eq!(wait(&src, &loc).await.0, 200);
+    let (m, _) = gatehouse_backup::archive::read_plain_manifest(
+        &dir.path().join("storage/backups/subset.ghbk"),
+    )
+    .unwrap();
+    assert_eq!(m.include, Some(vec!["/apis/echo".to_string()]));
+    assert!(
+        m.sections
+            .iter()
+            .any(|s| s.name == "subscription" && s.count == 1),
+        "the API's subscription comes along"
+    );
 }

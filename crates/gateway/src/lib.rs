@@ -310,33 +310,10 @@ async fn flush_usage(store: Arc<Store>, shared: Arc<Shared>, mut stop: watch::Re
 }
 
 async fn flush_once(store: &Arc<Store>, shared: &Shared) {
-    let pending = shared.stats.drain_usage();
-    if pending.is_empty() {
+    let rows = shared.stats.drain_usage();
+    if rows.is_empty() {
         return;
     }
-    let text = |v: &Option<Arc<str>>| v.as_deref().unwrap_or("").to_string();
-    let rows: Vec<gatehouse_store::UsageRow> = pending
-        .into_iter()
-        .map(|(bucket, k, c)| gatehouse_store::UsageRow {
-            bucket,
-            api: text(&k.api),
-            operation: text(&k.operation),
-            product: text(&k.product),
-            subscription: text(&k.subscription),
-            success: c.success,
-            blocked: c.blocked,
-            failed: c.failed,
-            other: c.other,
-            bandwidth: c.bandwidth,
-            api_time_sum_ms: c.api_time_sum_ms,
-            api_time_min_ms: c.api_time_min_ms,
-            api_time_max_ms: c.api_time_max_ms,
-            service_time_sum_ms: c.service_time_sum_ms,
-            service_time_min_ms: c.service_time_min_ms,
-            service_time_max_ms: c.service_time_max_ms,
-            service_calls: c.service_calls,
-        })
-        .collect();
     let s = store.clone();
     match tokio::task::spawn_blocking(move || s.add_usage(&rows)).await {
         Ok(Ok(())) => {}

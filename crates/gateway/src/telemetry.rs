@@ -4,6 +4,7 @@
 //! Invariant: nothing recorded here contains a subscription key — only subscription ids — and
 //! the access log's URL has the key query parameter removed.
 
+use gatehouse_store::UsageRow;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -87,52 +88,33 @@ pub fn without_param(query: &str, name: &str) -> String {
         .join("&")
 }
 
-/// Usage aggregates of one 15-minute bucket.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct UsageCounters {
-    pub success: u64,
-    pub blocked: u64,
-    pub failed: u64,
-    pub other: u64,
-    pub bandwidth: u64,
-    pub api_time_sum_ms: f64,
-    pub api_time_min_ms: f64,
-    pub api_time_max_ms: f64,
-    pub service_time_sum_ms: f64,
-    pub service_time_min_ms: f64,
-    pub service_time_max_ms: f64,
-    pub service_calls: u64,
-}
-
-impl UsageCounters {
-    /// Counts one request by APIM's classes: success (< 400), blocked (401, 403, 429), failed
-    /// (400 and 5xx), other.
-    fn add(&mut self, status: u16, api_ms: f64, service_ms: Option<f64>, bytes: u64) {
-        let first = self.success + self.blocked + self.failed + self.other == 0;
-        match status {
-            s if s < 400 => self.success += 1,
-            401 | 403 | 429 => self.blocked += 1,
-            400 | 500..=599 => self.failed += 1,
-            _ => self.other += 1,
-        }
-        self.bandwidth += bytes;
-        self.api_time_sum_ms += api_ms;
-        self.api_time_min_ms = if first {
-            api_ms
+/// Counts one request into a usage row by APIM's classes: success (< 400), blocked (401, 403,
+/// 429), failed (400 and 5xx), other.
+fn count(row: &mut UsageRow, status: u16, api_ms: f64, service_ms: Option<f64>, bytes: u64) {
+    let first = row.success + row.blocked + row.failed + row.other == 0;
+    match status {
+        s if s < 400 => row.success += 1,
+        401 | 403 | 429 => row.blocked += 1,
+        400 | 500..=599 => row.failed += 1,
+        _ => row.other += 1,
+    }
+    row.bandwidth += bytes;
+    row.api_time_sum_ms += api_ms;
+    row.api_time_min_ms = if first {
+        api_ms
+    } else {
+        row.api_time_min_ms.min(api_ms)
+    };
+    row.api_time_max_ms = row.api_time_max_ms.max(api_ms);
+    if let Some(ms) = service_ms {
+        row.service_time_min_ms = if row.service_calls == 0 {
+            ms
         } else {
-            self.api_time_min_ms.min(api_ms)
+            row.service_time_min_ms.min(ms)
         };
-        self.api_time_max_ms = self.api_time_max_ms.max(api_ms);
-        if let Some(ms) = service_ms {
-            self.service_time_min_ms = if self.service_calls == 0 {
-                ms
-            } else {
-                self.service_time_min_ms.min(ms)
-            };
-            self.service_calls += 1;
-            self.service_time_sum_ms += ms;
-            self.service_time_max_ms = self.service_time_max_ms.max(ms);
-        }
+        row.service_calls += 1;
+        row.service_time_sum_ms += ms;
+        row.service_time_max_ms = row.service_time_max_ms.max(ms);
     }
 }
 
@@ -144,9 +126,6 @@ pub struct StatKey {
     pub product: Option<Arc<str>>,
     pub subscription: Option<Arc<str>>,
 }
-
-/// A usage row ready for the store: bucket start (Unix seconds), key, counters.
-pub type UsageEntry = (i64, StatKey, UsageCounters);
 
 const BUCKETS: [f64; 15] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -182,7 +161,7 @@ struct Entry {
     total: Histogram,
     backend: Histogram,
     /// Usage not yet flushed to the store, by bucket start.
-    usage: Vec<(i64, UsageCounters)>,
+    usage: Vec<UsageRow>,
 }
 
 /// Request counts, latency histograms and usage, behind one lock taken once per request.
@@ -242,23 +221,33 @@ impl Stats {
         }
         if has_api {
             match e.usage.last_mut() {
-                Some((b, c)) if *b == bucket => c.add(status, total_ms, backend_ms, bytes),
+                Some(row) if row.bucket == bucket => {
+                    count(row, status, total_ms, backend_ms, bytes)
+                }
                 _ => {
-                    let mut c = UsageCounters::default();
-                    c.add(status, total_ms, backend_ms, bytes);
-                    e.usage.push((bucket, c));
+                    let mut row = UsageRow {
+                        bucket,
+                        ..UsageRow::default()
+                    };
+                    count(&mut row, status, total_ms, backend_ms, bytes);
+                    e.usage.push(row);
                 }
             }
         }
     }
 
     /// Takes the usage counted since the last call.
-    pub fn drain_usage(&self) -> Vec<UsageEntry> {
+    pub fn drain_usage(&self) -> Vec<UsageRow> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let text = |v: &Option<Arc<str>>| v.as_deref().unwrap_or("").to_string();
         let mut out = Vec::new();
         for (k, e) in entries.iter_mut() {
-            for (bucket, c) in e.usage.drain(..) {
-                out.push((bucket, k.clone(), c));
+            for mut row in e.usage.drain(..) {
+                row.api = text(&k.api);
+                row.operation = text(&k.operation);
+                row.product = text(&k.product);
+                row.subscription = text(&k.subscription);
+                out.push(row);
             }
         }
         out

@@ -166,6 +166,7 @@ impl Instance {
                 config.backup_key.clone(),
                 config.storage_accounts.clone(),
             ),
+            freeze: Default::default(),
         });
         let (tx, rx) = watch::channel(false);
         let tasks = vec![tokio::spawn(serve_until(

@@ -222,6 +222,20 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
     let method = parts.method.clone();
     let body = read_body(body).await?;
 
+    if path.trim_end_matches('/').eq_ignore_ascii_case("/freeze") {
+        return match method {
+            Method::GET => Ok(json_response(StatusCode::OK, state.freeze.render())),
+            Method::POST => Ok(json_response(StatusCode::OK, state.freeze.start(&body)?)),
+            Method::DELETE => {
+                state.freeze.lift();
+                Ok(json_response(StatusCode::OK, state.freeze.render()))
+            }
+            _ => Err(method_not_allowed()),
+        };
+    }
+    let last_segment = path.trim_end_matches('/').rsplit('/').next();
+    state.freeze.check(&method, last_segment)?;
+
     if path == "/metrics"
         && let Some(render) = &state.metrics
     {

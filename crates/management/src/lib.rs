@@ -6,6 +6,7 @@
 
 pub mod certs;
 pub mod error;
+pub mod freeze;
 pub mod handlers;
 pub mod openapi;
 pub mod operations;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub metrics: Option<MetricsRenderer>,
     /// Backups and restores in progress or done.
     pub operations: operations::Operations,
+    /// A write freeze during a move.
+    pub freeze: freeze::FreezeState,
 }
 
 /// One log line per request: method, path, status, duration. Never headers or bodies.

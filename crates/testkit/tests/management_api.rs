@@ -1163,3 +1163,112 @@ async fn snapshots_are_consistent_while_writes_go_on() {
     writer.await.unwrap();
     assert!(seen > 0);
 }
+
+#[tokio::test]
+async fn a_freeze_refuses_writes_until_lifted_or_expired() {
+    let t = TestInstance::start().await.unwrap();
+    t.call(
+        "PUT",
+        "/tags/a",
+        Some(json!({"properties": {"displayName": "A"}})),
+    )
+    .await;
+    let (s, f) = t
+        .call(
+            "POST",
+            "/freeze",
+            Some(json!({"seconds": 60, "reason": "moving to eastus"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{f}");
+    assert_eq!(f["frozen"], true);
+    let before = revision(&t).await;
+    let (s, e) = t
+        .call(
+            "PUT",
+            "/tags/b",
+            Some(json!({"properties": {"displayName": "B"}})),
+        )
+        .await;
+    assert_eq!(s, 409);
+    assert_eq!(e["error"]["code"], "ServiceIsBeingMoved");
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("moving to eastus") && msg.contains(f["until"].as_str().unwrap()),
+        "{msg}"
+    );
+    assert_eq!(t.call("DELETE", "/tags/a", None).await.0, 409);
+    assert_eq!(
+        t.call("POST", "/subscriptions/master/regeneratePrimaryKey", None)
+            .await
+            .0,
+        409
+    );
+    // Reads and secret listings go on.
+    assert_eq!(t.call("GET", "/tags/a", None).await.0, 200);
+    assert_eq!(
+        t.call("POST", "/subscriptions/master/listSecrets", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(revision(&t).await, before, "nothing was written");
+    // Lifted by DELETE.
+    assert_eq!(t.call("DELETE", "/freeze", None).await.1["frozen"], false);
+    assert_eq!(
+        t.call(
+            "PUT",
+            "/tags/b",
+            Some(json!({"properties": {"displayName": "B"}}))
+        )
+        .await
+        .0,
+        201
+    );
+    // A freeze lifts itself at its deadline, so a dead move never leaves the source frozen.
+    t.call(
+        "POST",
+        "/freeze",
+        Some(json!({"seconds": 1, "reason": "short"})),
+    )
+    .await;
+    assert_eq!(
+        t.call(
+            "PUT",
+            "/tags/c",
+            Some(json!({"properties": {"displayName": "C"}}))
+        )
+        .await
+        .0,
+        409
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        t.call(
+            "PUT",
+            "/tags/c",
+            Some(json!({"properties": {"displayName": "C"}}))
+        )
+        .await
+        .0,
+        201
+    );
+    // Bad freezes are refused.
+    assert_eq!(
+        t.call(
+            "POST",
+            "/freeze",
+            Some(json!({"seconds": 0, "reason": "x"}))
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        t.call("POST", "/freeze", Some(json!({"seconds": 10})))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(t.call("GET", "/freeze", None).await.1["frozen"], false);
+}

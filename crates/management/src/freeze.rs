@@ -1,0 +1,114 @@
+//! A write freeze: while an instance is being moved, its management API refuses writes with
+//! 409 `ServiceIsBeingMoved`, saying why and until when. Reads, secret listings and the
+//! freeze itself stay available. The freeze lifts itself at its deadline (so a move that dies
+//! never leaves the source frozen for good) or when `DELETE /freeze` is called.
+
+use crate::error::ApiError;
+use axum::http::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Mutex;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone)]
+pub struct Freeze {
+    pub until: OffsetDateTime,
+    pub reason: String,
+}
+
+#[derive(Default)]
+pub struct FreezeState {
+    current: Mutex<Option<Freeze>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct FreezeRequest {
+    /// How long writes are refused, in seconds (at most one hour).
+    seconds: u64,
+    reason: String,
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl FreezeState {
+    /// The freeze in force, if any (an expired one is dropped).
+    pub fn current(&self) -> Option<Freeze> {
+        let mut g = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if g.as_ref()
+            .is_some_and(|f| f.until <= OffsetDateTime::now_utc())
+        {
+            *g = None;
+        }
+        g.clone()
+    }
+
+    pub fn render(&self) -> Value {
+        match self.current() {
+            Some(f) => json!({"frozen": true, "until": rfc3339(f.until), "reason": f.reason}),
+            None => json!({"frozen": false}),
+        }
+    }
+
+    /// `POST /freeze` with `{"seconds", "reason"}`.
+    pub fn start(&self, body: &[u8]) -> Result<Value, ApiError> {
+        let req: FreezeRequest = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the freeze needs {{\"seconds\": N, \"reason\": \"…\"}}: {e}"
+            ))
+        })?;
+        if req.seconds == 0 || req.seconds > 3600 {
+            return Err(ApiError::invalid(
+                "seconds",
+                "'seconds' must be from 1 to 3600",
+            ));
+        }
+        if req.reason.trim().is_empty() {
+            return Err(ApiError::invalid(
+                "reason",
+                "'reason' must say why writes are refused",
+            ));
+        }
+        let f = Freeze {
+            until: OffsetDateTime::now_utc() + time::Duration::seconds(req.seconds as i64),
+            reason: req.reason,
+        };
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+        Ok(self.render())
+    }
+
+    pub fn lift(&self) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Refuses a write while frozen. `action` is the last path segment of a POST (reading
+    /// actions such as `listSecrets` stay allowed).
+    pub fn check(&self, method: &Method, action: Option<&str>) -> Result<(), ApiError> {
+        let writes = match *method {
+            Method::PUT | Method::PATCH | Method::DELETE => true,
+            Method::POST => !action.is_some_and(|a| {
+                let a = a.to_ascii_lowercase();
+                a == "listsecrets" || a == "listvalue" || a == "backup"
+            }),
+            _ => false,
+        };
+        if !writes {
+            return Ok(());
+        }
+        match self.current() {
+            None => Ok(()),
+            Some(f) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "ServiceIsBeingMoved",
+                format!(
+                    "The service is being moved ({}); changes are refused until {}. Retry after that time.",
+                    f.reason,
+                    rfc3339(f.until)
+                ),
+            )),
+        }
+    }
+}

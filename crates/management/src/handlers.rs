@@ -308,9 +308,21 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
             _ => Err(method_not_allowed()),
         };
     }
+    if trimmed.eq_ignore_ascii_case("/journal/listSecrets")
+        || trimmed.eq_ignore_ascii_case("/journal/apply")
+    {
+        if method != Method::POST {
+            return Err(method_not_allowed());
+        }
+        return if trimmed.to_ascii_lowercase().ends_with("apply") {
+            journal_apply(&state, &body).await
+        } else {
+            journal(&state, &raw_path, &query, true).await
+        };
+    }
     if path.trim_end_matches('/').eq_ignore_ascii_case("/journal") {
         return match method {
-            Method::GET => journal(&state, &raw_path, &query).await,
+            Method::GET => journal(&state, &raw_path, &query, false).await,
             _ => Err(method_not_allowed()),
         };
     }
@@ -953,10 +965,14 @@ async fn action_handler(
     }
 }
 
+/// `GET /journal?since=N`: the changes after N, oldest first, secrets left out. With
+/// `with_secrets` (`POST /journal/listSecrets`), the values carry their secrets in plaintext and
+/// their references, so another instance can replay them exactly (`POST /journal/apply`).
 async fn journal(
     state: &Arc<AppState>,
     raw_path: &str,
     query: &Query,
+    with_secrets: bool,
 ) -> Result<Response, ApiError> {
     let (skip, top) = paging(query)?;
     let since = match query.get("since") {
@@ -972,29 +988,106 @@ async fn journal(
         s.read(|r| r.journal(since, skip, top).map_err(ApiError::from))
     })
     .await?;
-    let items: Vec<Value> = entries
-        .into_iter()
-        .map(|e| {
-            let value = e.value.map(|v| match (Kind::from_name(&e.kind), v) {
-                (Some(kind), Value::Object(m)) => Value::Object(public_properties(kind, &m)),
-                (None, v) if e.kind == "service" => v,
-                (_, v) => v,
-            });
-            json!({
-                "revision": e.revision,
-                "sequence": e.seq,
-                "timestamp": e.at,
-                "resourceId": e.path,
-                "resourceType": e.kind,
-                "operation": e.op,
-                "value": value,
-            })
-        })
-        .collect();
+    let sealer = state.store.sealer();
+    let mut items = Vec::with_capacity(entries.len());
+    for e in entries {
+        let value = match (Kind::from_name(&e.kind), e.value) {
+            (Some(kind), Some(Value::Object(mut m))) if with_secrets => {
+                let pointers = gatehouse_model::props::secret_pointers(kind, &m);
+                sealer
+                    .open_fields(&mut m, &pointers)
+                    .map_err(|err| ApiError::internal(err.to_string()))?;
+                Some(Value::Object(m))
+            }
+            (Some(kind), Some(Value::Object(m))) => {
+                Some(Value::Object(public_properties(kind, &m)))
+            }
+            (_, v) => v,
+        };
+        let mut item = json!({
+            "revision": e.revision,
+            "sequence": e.seq,
+            "timestamp": e.at,
+            "resourceId": e.path,
+            "resourceType": e.kind,
+            "operation": e.op,
+            "value": value,
+        });
+        if with_secrets {
+            item["references"] = json!(e.refs);
+        }
+        items.push(item);
+    }
     let base = state.urls.read().expect("urls lock").management.clone();
     Ok(json_response(
         StatusCode::OK,
         list_envelope(items, total, skip, top, raw_path, query, &base),
+    ))
+}
+
+/// `POST /journal/apply` with `{"value": [entries from /journal/listSecrets]}`: replays another
+/// instance's changes in one transaction (a move's catch-up). Idempotent: replaying an entry
+/// twice leaves the same state.
+async fn journal_apply(state: &Arc<AppState>, body: &[u8]) -> Result<Response, ApiError> {
+    let b = parse_json_body(body)?;
+    let list = b.get("value").and_then(Value::as_array).ok_or_else(|| {
+        ApiError::invalid(
+            "value",
+            "'value' must be the list of journal entries to replay",
+        )
+    })?;
+    let mut entries = Vec::with_capacity(list.len());
+    for (i, e) in list.iter().enumerate() {
+        let s = |k: &str| e.get(k).and_then(Value::as_str).map(str::to_string);
+        let (Some(path), Some(kind), Some(op)) =
+            (s("resourceId"), s("resourceType"), s("operation"))
+        else {
+            return Err(ApiError::invalid(
+                &format!("value[{i}]"),
+                "each entry needs resourceId, resourceType and operation",
+            ));
+        };
+        entries.push(gatehouse_store::JournalEntry {
+            seq: e
+                .get("sequence")
+                .and_then(Value::as_u64)
+                .unwrap_or(i as u64),
+            revision: e.get("revision").and_then(Value::as_u64).unwrap_or(0),
+            at: s("timestamp").unwrap_or_default(),
+            path,
+            kind,
+            op,
+            value: e.get("value").cloned().filter(|v| !v.is_null()),
+            refs: e
+                .get("references")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
+    }
+    let count = entries.len();
+    let committed = blocking(&state.store, move |s| {
+        s.write(|tx| -> Result<(), ApiError> {
+            for e in &entries {
+                tx.apply_entry(e).map_err(|err| {
+                    ApiError::bad_request(format!("cannot replay {}: {err}", e.path))
+                })?;
+            }
+            Ok(())
+        })
+    })
+    .await?;
+    Ok(with_revision(
+        json_response(
+            StatusCode::OK,
+            json!({"applied": count, "revision": committed.revision}),
+        ),
+        committed.revision,
     ))
 }
 

@@ -63,7 +63,8 @@ CREATE TABLE IF NOT EXISTS journal (
     path TEXT NOT NULL,
     kind TEXT NOT NULL,
     op TEXT NOT NULL,
-    value TEXT
+    value TEXT,
+    refs TEXT
 );
 CREATE INDEX IF NOT EXISTS journal_by_revision ON journal (revision);
 CREATE TABLE IF NOT EXISTS usage (
@@ -108,6 +109,8 @@ pub struct JournalEntry {
     pub op: String,
     /// The new value with secrets sealed; `None` for deletes.
     pub value: Option<Value>,
+    /// The paths the new value references (so the entry can be replayed exactly).
+    pub refs: Vec<String>,
 }
 
 /// Usage counters of one 15-minute bucket for one (API, operation, product, subscription).
@@ -188,6 +191,13 @@ impl Store {
         let conn = Connection::open(db_path)?;
         configure(&conn)?;
         conn.execute_batch(SCHEMA)?;
+        // Stores created before the journal kept references get the column.
+        let has_refs: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('journal') WHERE name = 'refs'")?
+            .exists([])?;
+        if !has_refs {
+            conn.execute_batch("ALTER TABLE journal ADD COLUMN refs TEXT")?;
+        }
         let revision = current_revision(&conn)?;
         Ok(Store {
             writer: Mutex::new(conn),
@@ -674,10 +684,21 @@ impl WriteTx<'_> {
     }
 
     fn journal(&mut self, path: &str, kind: &str, op: &str, value: Option<&str>) -> Result<()> {
-        self.tx.execute(
-            "INSERT INTO journal (revision, at, path, kind, op, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![self.next as i64, self.at, path, kind, op, value],
-        )?;
+        self.journal_with_refs(path, kind, op, value, &[])
+    }
+
+    fn journal_with_refs(
+        &mut self,
+        path: &str,
+        kind: &str,
+        op: &str,
+        value: Option<&str>,
+        refs: &[String],
+    ) -> Result<()> {
+        let refs = (!refs.is_empty()).then(|| serde_json::to_string(refs).expect("refs serialise"));
+        self.tx
+            .prepare_cached("INSERT INTO journal (revision, at, path, kind, op, value, refs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+            .execute(params![self.next as i64, self.at, path, kind, op, value, refs])?;
         self.changes += 1;
         Ok(())
     }
@@ -725,7 +746,7 @@ impl WriteTx<'_> {
                 params![key, r],
             )?;
         }
-        self.journal(&key, path.kind.name(), "put", Some(&text))?;
+        self.journal_with_refs(&key, path.kind.name(), "put", Some(&text), references)?;
         Ok(self.next)
     }
 
@@ -777,6 +798,39 @@ impl WriteTx<'_> {
             "INSERT INTO meta (key, value) VALUES ('service', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             params![text],
         )?;
+        Ok(())
+    }
+
+    /// Replays one journal entry of another instance (a move's catch-up): the resource as it
+    /// was written there, with its references; secret fields arrive in plaintext and are
+    /// sealed with this store's key. Entries of the service itself are region-bound and are
+    /// skipped; a `replace` (a restore on the source) cannot be replayed piecewise.
+    pub fn apply_entry(&mut self, entry: &JournalEntry) -> Result<()> {
+        if entry.path == "/" {
+            if entry.op == "replace" {
+                return Err(StoreError::Corrupt(format!(
+                    "revision {} restored a whole archive on the source; it cannot be replayed entry by entry (take a new backup)",
+                    entry.revision
+                )));
+            }
+            return Ok(());
+        }
+        let path = ResourcePath::parse_stored(&entry.path)
+            .map_err(|e| StoreError::Corrupt(format!("journal entry {}: {e}", entry.seq)))?;
+        match (entry.op.as_str(), &entry.value) {
+            ("put", Some(Value::Object(props))) => {
+                self.put(&path, props.clone(), &entry.refs)?;
+            }
+            ("delete", _) => {
+                self.delete(&entry.path)?;
+            }
+            (op, _) => {
+                return Err(StoreError::Corrupt(format!(
+                    "journal entry {}: cannot replay '{op}' without a value",
+                    entry.seq
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -1029,7 +1083,7 @@ impl ReadTx<'_> {
             |r| r.get(0),
         )?;
         let mut stmt = self.tx.prepare_cached(
-            "SELECT seq, revision, at, path, kind, op, value FROM journal
+            "SELECT seq, revision, at, path, kind, op, value, refs FROM journal
              WHERE revision > ?1 ORDER BY seq LIMIT ?2 OFFSET ?3",
         )?;
         let rows = stmt.query_map(params![since as i64, top as i64, skip as i64], |r| {
@@ -1041,15 +1095,23 @@ impl ReadTx<'_> {
                 r.get::<_, String>(4)?,
                 r.get::<_, String>(5)?,
                 r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<String>>(7)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, revision, at, path, kind, op, value) = row?;
+            let (seq, revision, at, path, kind, op, value, refs) = row?;
+            let corrupt =
+                |e: serde_json::Error| StoreError::Corrupt(format!("journal entry {seq}: {e}"));
             let value = value
                 .map(|v| serde_json::from_str(&v))
                 .transpose()
-                .map_err(|e| StoreError::Corrupt(format!("journal entry {seq}: {e}")))?;
+                .map_err(corrupt)?;
+            let refs = refs
+                .map(|v| serde_json::from_str(&v))
+                .transpose()
+                .map_err(corrupt)?
+                .unwrap_or_default();
             out.push(JournalEntry {
                 seq: seq as u64,
                 revision: revision as u64,
@@ -1058,6 +1120,7 @@ impl ReadTx<'_> {
                 kind,
                 op,
                 value,
+                refs,
             });
         }
         Ok((out, total as u64))

@@ -75,29 +75,11 @@ fn parse_query(uri: &axum::http::Uri) -> Result<Query, ApiError> {
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let dec = |s: &str| -> Result<String, ApiError> {
-            let s = s.replace('+', " ");
-            let bytes = s.as_bytes();
-            let mut buf = Vec::with_capacity(bytes.len());
-            let mut i = 0;
-            while i < bytes.len() {
-                if bytes[i] == b'%' {
-                    let h = s
-                        .get(i + 1..i + 3)
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                        .ok_or_else(|| {
-                            ApiError::bad_request(format!(
-                                "the query parameter '{k}' is not valid percent-encoding"
-                            ))
-                        })?;
-                    buf.push(h);
-                    i += 3;
-                } else {
-                    buf.push(bytes[i]);
-                    i += 1;
-                }
-            }
-            String::from_utf8(buf)
-                .map_err(|_| ApiError::bad_request("the query string is not UTF-8"))
+            gatehouse_model::path::percent_decode(&s.replace('+', " ")).map_err(|_| {
+                ApiError::bad_request(format!(
+                    "the query parameter '{k}' is not valid percent-encoding or UTF-8"
+                ))
+            })
         };
         out.insert(dec(k)?, dec(v)?);
     }
@@ -1058,16 +1040,7 @@ async fn journal_apply(state: &Arc<AppState>, body: &[u8]) -> Result<Response, A
             kind,
             op,
             value: e.get("value").cloned().filter(|v| !v.is_null()),
-            refs: e
-                .get("references")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default(),
+            refs: crate::rules::string_list(e.get("references")),
         });
     }
     let count = entries.len();

@@ -51,16 +51,10 @@ fn swagger2_to_openapi3(mut doc: Value) -> Result<Value, String> {
         })
         .unwrap_or("https")
         .to_string();
-    let produces: Vec<String> = obj
-        .get("produces")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_else(|| vec!["application/json".to_string()]);
+    let mut produces = crate::rules::string_list(obj.get("produces"));
+    if produces.is_empty() {
+        produces.push("application/json".to_string());
+    }
     let mut out = Map::new();
     out.insert("openapi".into(), json!("3.0.0"));
     out.insert(
@@ -539,6 +533,17 @@ paths:
             api.operations[0].1["responses"][0]["representations"][0]["examples"]["default"]["value"]
                 ["id"],
             "a"
+        );
+    }
+
+    #[test]
+    fn an_empty_produces_list_does_not_panic() {
+        let doc = r#"{"swagger":"2.0","info":{"title":"S","version":"1"},"produces":[],
+          "paths":{"/a":{"get":{"responses":{"200":{"description":"ok","schema":{"type":"string"}}}}}}}"#;
+        let api = import(doc).unwrap();
+        assert_eq!(
+            api.operations[0].1["responses"][0]["representations"][0]["contentType"],
+            "application/json"
         );
     }
 

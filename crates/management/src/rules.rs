@@ -77,6 +77,18 @@ pub fn generate_key() -> String {
     hex::encode(b)
 }
 
+/// The strings of a JSON array (other items and non-arrays give nothing).
+pub fn string_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn etag(revision: u64) -> String {
     format!("\"r{revision}\"")
 }
@@ -439,17 +451,11 @@ fn apply_rules(
                     format!("'url' must be an absolute http or https URL; '{url}' is not"),
                 ));
             }
-            let cert_ids: Vec<String> = props
-                .get("credentials")
-                .and_then(|c| c.get("certificateIds"))
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let cert_ids = string_list(
+                props
+                    .get("credentials")
+                    .and_then(|c| c.get("certificateIds")),
+            );
             for id in cert_ids {
                 refs.push(require_exists(
                     tx,

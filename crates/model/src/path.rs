@@ -140,7 +140,8 @@ pub fn strip_arm_prefix(path: &str) -> &str {
     path
 }
 
-fn percent_decode(seg: &str) -> Result<String, PathError> {
+/// Decodes `%XX` escapes; fails on a malformed escape or bytes that are not UTF-8.
+pub fn percent_decode(seg: &str) -> Result<String, PathError> {
     let bytes = seg.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

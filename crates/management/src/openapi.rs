@@ -536,6 +536,84 @@ paths:
         );
     }
 
+    use proptest::prelude::*;
+
+    /// JSON trees made of OpenAPI's own words, so the fuzzer reaches deep into the importer.
+    fn openapi_like() -> impl Strategy<Value = Value> {
+        let words = prop::sample::select(vec![
+            "swagger",
+            "openapi",
+            "info",
+            "title",
+            "version",
+            "paths",
+            "/a",
+            "/a/{id}",
+            "/{x}/b",
+            "get",
+            "post",
+            "parameters",
+            "in",
+            "path",
+            "query",
+            "header",
+            "name",
+            "id",
+            "required",
+            "schema",
+            "type",
+            "responses",
+            "200",
+            "default",
+            "description",
+            "content",
+            "application/json",
+            "example",
+            "examples",
+            "value",
+            "produces",
+            "servers",
+            "url",
+            "host",
+            "basePath",
+            "schemes",
+            "operationId",
+            "summary",
+            "$ref",
+            "#/components/parameters/p",
+            "components",
+            "2.0",
+            "3.0.0",
+            "3.1.0",
+            "",
+        ]);
+        let leaf = prop_oneof![
+            words.clone().prop_map(|w| Value::String(w.to_string())),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i32>().prop_map(|n| json!(n)),
+            Just(Value::Null),
+        ];
+        leaf.prop_recursive(5, 64, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((words.clone(), inner), 0..6).prop_map(|kv| Value::Object(
+                    kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_importer_never_panics(doc in openapi_like(), version in prop::sample::select(vec!["swagger", "openapi"])) {
+            let mut doc = doc;
+            if let Value::Object(m) = &mut doc {
+                m.insert(version.to_string(), json!(if version == "swagger" { "2.0" } else { "3.0.0" }));
+            }
+            let _ = import(&doc.to_string());
+        }
+    }
+
     #[test]
     fn an_empty_produces_list_does_not_panic() {
         let doc = r#"{"swagger":"2.0","info":{"title":"S","version":"1"},"produces":[],

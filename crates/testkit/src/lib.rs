@@ -314,3 +314,66 @@ impl Drop for DyingProxy {
         self.task.abort();
     }
 }
+
+impl TestInstance {
+    /// PUTs a resource and fails the test unless it was created or replaced.
+    pub async fn put_ok(&self, path: &str, body: Value) {
+        let (s, b) = self.call("PUT", path, Some(body)).await;
+        assert!(s == 200 || s == 201, "PUT {path}: {s} {b}");
+    }
+
+    /// Starts a long-running operation (`/backup`, `/restore`): the `Location` to poll, or the
+    /// status and body it was refused with.
+    pub async fn start_operation(
+        &self,
+        action: &str,
+        body: &Value,
+    ) -> Result<String, (u16, Value)> {
+        let r = self
+            .http
+            .post(format!("{}/{action}", self.url))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        if r.status() == 202 {
+            return Ok(r.headers()["location"]
+                .to_str()
+                .expect("ASCII location")
+                .to_string());
+        }
+        let s = r.status().as_u16();
+        Err((s, r.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Polls an operation until it ends; while it runs, checks APIM's 202 progress body.
+    pub async fn wait_operation(&self, location: &str) -> (u16, Value) {
+        for _ in 0..3000 {
+            let r = self
+                .http
+                .get(location)
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .expect("poll sent");
+            let s = r.status().as_u16();
+            let b: Value = r.json().await.unwrap_or(Value::Null);
+            if s != 202 {
+                return (s, b);
+            }
+            assert_eq!(b["status"], "InProgress");
+            assert!(b["percentComplete"].as_u64().expect("percentComplete") < 100);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the operation at {location} did not finish");
+    }
+
+    /// Starts an operation and waits for its end.
+    pub async fn run_operation(&self, action: &str, body: &Value) -> (u16, Value) {
+        match self.start_operation(action, body).await {
+            Ok(location) => self.wait_operation(&location).await,
+            Err(refused) => refused,
+        }
+    }
+}

@@ -4,51 +4,6 @@
 
 use gatehouse_testkit::{EchoBackend, ServeConfig, TestInstance};
 use serde_json::{Value, json};
-use std::time::Duration;
-
-async fn put(t: &TestInstance, path: &str, body: Value) {
-    let (s, b) = t.call("PUT", path, Some(body)).await;
-    assert!(s == 200 || s == 201, "PUT {path}: {s} {b}");
-}
-
-/// Polls the Location until the operation ends; returns the final status and body.
-async fn wait(t: &TestInstance, location: &str) -> (u16, Value) {
-    for _ in 0..600 {
-        let r = t
-            .http
-            .get(location)
-            .bearer_auth(&t.token)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status().as_u16();
-        let b: Value = r.json().await.unwrap_or(Value::Null);
-        if s != 202 {
-            return (s, b);
-        }
-        assert_eq!(b["status"], "InProgress");
-        assert!(b["percentComplete"].as_u64().unwrap() < 100);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the operation did not finish");
-}
-
-async fn start(t: &TestInstance, action: &str, body: Value) -> Result<String, (u16, Value)> {
-    let r = t
-        .http
-        .post(format!("{}/{action}", t.url))
-        .bearer_auth(&t.token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    if r.status() == 202 {
-        Ok(r.headers()["location"].to_str().unwrap().to_string())
-    } else {
-        let s = r.status().as_u16();
-        Err((s, r.json().await.unwrap_or(Value::Null)))
-    }
-}
 
 async fn instance(dir: &std::path::Path, name: &str, sku: &str) -> TestInstance {
     let mut c = ServeConfig::ephemeral(dir);
@@ -63,10 +18,9 @@ async fn backup_and_restore_between_instances_through_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let storage = format!("file://{}", dir.path().join("storage").display());
     let src = instance(&dir.path().join("src"), "contoso", "Standard").await;
-    put(&src, "/apis/echo", json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": backend.url, "protocols": ["http"]}})).await;
-    put(&src, "/apis/echo/operations/get", json!({"properties": {"displayName": "Get", "method": "GET", "urlTemplate": "/items/{id}", "templateParameters": [{"name": "id", "type": "string"}]}})).await;
-    put(
-        &src,
+    src.put_ok("/apis/echo", json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": backend.url, "protocols": ["http"]}})).await;
+    src.put_ok("/apis/echo/operations/get", json!({"properties": {"displayName": "Get", "method": "GET", "urlTemplate": "/items/{id}", "templateParameters": [{"name": "id", "type": "string"}]}})).await;
+    src.put_ok(
         "/subscriptions/s1",
         json!({"properties": {"scope": "/apis/echo", "displayName": "S1", "state": "active"}}),
     )
@@ -78,15 +32,21 @@ async fn backup_and_restore_between_instances_through_the_api() {
     let pass = "a backup passphrase for tests";
     let params = json!({"storageAccount": storage, "containerName": "backups", "backupName": "contoso.ghbk", "encryptionKey": pass});
 
-    let location = start(&src, "backup", params.clone()).await.unwrap();
+    let location = src
+        .start_operation("backup", &params.clone())
+        .await
+        .unwrap();
     assert!(
         location.starts_with(&src.url) && location.contains("/operationresults/"),
         "{location}"
     );
     // One backup or restore at a time.
-    let (s, e) = start(&src, "backup", params.clone()).await.unwrap_err();
+    let (s, e) = src
+        .start_operation("backup", &params.clone())
+        .await
+        .unwrap_err();
     assert_eq!(s, 409, "{e}");
-    let (s, done) = wait(&src, &location).await;
+    let (s, done) = src.wait_operation(&location).await;
     assert_eq!(s, 200, "{done}");
     assert_eq!(done["type"], "Microsoft.ApiManagement/service");
     assert_eq!(done["name"], "contoso");
@@ -95,8 +55,8 @@ async fn backup_and_restore_between_instances_through_the_api() {
     // Restore into a running instance of another name: the gateway serves it at once, with
     // the source's keys.
     let dst = instance(&dir.path().join("dst"), "fabrikam", "Standard").await;
-    let dry = start(&dst, "restore", json!({"storageAccount": storage, "containerName": "backups", "backupName": "contoso.ghbk", "encryptionKey": pass, "dryRun": true})).await.unwrap();
-    let (s, plan) = wait(&dst, &dry).await;
+    let dry = dst.start_operation("restore", &json!({"storageAccount": storage, "containerName": "backups", "backupName": "contoso.ghbk", "encryptionKey": pass, "dryRun": true})).await.unwrap();
+    let (s, plan) = dst.wait_operation(&dry).await;
     assert_eq!(s, 200, "{plan}");
     assert_eq!(plan["changes"]["api"]["added"], json!(["/apis/echo"]));
     assert_eq!(
@@ -104,8 +64,11 @@ async fn backup_and_restore_between_instances_through_the_api() {
         404,
         "a dry run changes nothing"
     );
-    let location = start(&dst, "restore", params.clone()).await.unwrap();
-    let (s, svc) = wait(&dst, &location).await;
+    let location = dst
+        .start_operation("restore", &params.clone())
+        .await
+        .unwrap();
+    let (s, svc) = dst.wait_operation(&location).await;
     assert_eq!(s, 200, "{svc}");
     assert_eq!(svc["name"], "fabrikam", "the target keeps its name");
     dst.gateway_caught_up().await;
@@ -118,8 +81,8 @@ async fn backup_and_restore_between_instances_through_the_api() {
     assert_eq!(r.status(), 200, "the source's key works on the target");
 
     // Failures: wrong key, missing archive, tier mismatch, bad parameters.
-    let wrong = start(&dst, "restore", json!({"storageAccount": storage, "containerName": "backups", "backupName": "contoso.ghbk", "encryptionKey": "not the passphrase at all"})).await.unwrap();
-    let (s, e) = wait(&dst, &wrong).await;
+    let wrong = dst.start_operation("restore", &json!({"storageAccount": storage, "containerName": "backups", "backupName": "contoso.ghbk", "encryptionKey": "not the passphrase at all"})).await.unwrap();
+    let (s, e) = dst.wait_operation(&wrong).await;
     assert_eq!(s, 400);
     assert_eq!(e["error"]["code"], "RestoreFailed");
     assert!(
@@ -129,31 +92,34 @@ async fn backup_and_restore_between_instances_through_the_api() {
             .contains("wrong backup key"),
         "{e}"
     );
-    let (s, e) = start(&dst, "restore", json!({"storageAccount": storage, "containerName": "backups", "backupName": "nope.ghbk", "encryptionKey": pass})).await.unwrap_err();
+    let (s, e) = dst.start_operation("restore", &json!({"storageAccount": storage, "containerName": "backups", "backupName": "nope.ghbk", "encryptionKey": pass})).await.unwrap_err();
     assert_eq!(s, 400, "{e}");
     let basic = instance(&dir.path().join("basic"), "basic", "Basic").await;
-    let loc = start(&basic, "restore", params.clone()).await.unwrap();
-    let (s, e) = wait(&basic, &loc).await;
+    let loc = basic
+        .start_operation("restore", &params.clone())
+        .await
+        .unwrap();
+    let (s, e) = basic.wait_operation(&loc).await;
     assert_eq!(s, 400);
     assert_eq!(
         e["error"]["message"],
         "Cannot restore: current SKU is 'Basic', backup SKU is 'Standard'"
     );
-    let (s, _) = start(
-        &basic,
-        "backup",
-        json!({"storageAccount": storage, "containerName": "x"}),
-    )
-    .await
-    .unwrap_err();
+    let (s, _) = basic
+        .start_operation(
+            "backup",
+            &json!({"storageAccount": storage, "containerName": "x"}),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(s, 400);
-    let (s, e) = start(
-        &basic,
-        "backup",
-        json!({"storageAccount": storage, "containerName": "backups", "backupName": "b.ghbk"}),
-    )
-    .await
-    .unwrap_err();
+    let (s, e) = basic
+        .start_operation(
+            "backup",
+            &json!({"storageAccount": storage, "containerName": "backups", "backupName": "b.ghbk"}),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(s, 400);
     assert!(
         e["error"]["message"]
@@ -162,7 +128,7 @@ async fn backup_and_restore_between_instances_through_the_api() {
             .contains("no backup key"),
         "{e}"
     );
-    let (s, _) = start(&basic, "backup", json!({"storageAccount": storage, "containerName": "..", "backupName": "b", "encryptionKey": pass})).await.unwrap_err();
+    let (s, _) = basic.start_operation("backup", &json!({"storageAccount": storage, "containerName": "..", "backupName": "b", "encryptionKey": pass})).await.unwrap_err();
     assert_eq!(s, 400);
     assert_eq!(
         basic.call("GET", "/operationresults/unknown", None).await.0,
@@ -171,8 +137,8 @@ async fn backup_and_restore_between_instances_through_the_api() {
 
     // `include`: a selective archive of one API with what it needs.
     let subset = json!({"storageAccount": storage, "containerName": "backups", "backupName": "subset.ghbk", "encryptionKey": pass, "include": ["/apis/echo"]});
-    let loc = start(&src, "backup", subset).await.unwrap();
-    assert_eq!(wait(&src, &loc).await.0, 200);
+    let loc = src.start_operation("backup", &subset).await.unwrap();
+    assert_eq!(src.wait_operation(&loc).await.0, 200);
     let (m, _) = gatehouse_backup::archive::read_plain_manifest(
         &dir.path().join("storage/backups/subset.ghbk"),
     )
@@ -201,39 +167,37 @@ async fn changes_after_a_backup_replay_onto_the_restored_target() {
     let dir = tempfile::tempdir().unwrap();
     let storage = format!("file://{}", dir.path().join("storage").display());
     let src = instance(&dir.path().join("src"), "contoso", "Developer").await;
-    put(
-        &src,
+    src.put_ok(
         "/apis/echo",
         json!({"properties": {"displayName": "Echo", "path": "echo"}}),
     )
     .await;
-    put(
-        &src,
+    src.put_ok(
         "/tags/doomed",
         json!({"properties": {"displayName": "Doomed"}}),
     )
     .await;
-    put(
-        &src,
+    src.put_ok(
         "/subscriptions/s1",
         json!({"properties": {"scope": "/apis/echo", "displayName": "S1", "state": "active"}}),
     )
     .await;
     let params = json!({"storageAccount": storage, "containerName": "b", "backupName": "a.ghbk", "encryptionKey": "a passphrase for the catch-up test"});
-    let loc = start(&src, "backup", params.clone()).await.unwrap();
-    assert_eq!(wait(&src, &loc).await.0, 200);
+    let loc = src
+        .start_operation("backup", &params.clone())
+        .await
+        .unwrap();
+    assert_eq!(src.wait_operation(&loc).await.0, 200);
     let (m, _) =
         gatehouse_backup::archive::read_plain_manifest(&dir.path().join("storage/b/a.ghbk"))
             .unwrap();
     // Changes the archive does not have: every kind of write, secrets included.
-    put(
-        &src,
+    src.put_ok(
         "/apis/new",
         json!({"properties": {"displayName": "New", "path": "new"}}),
     )
     .await;
-    put(
-        &src,
+    src.put_ok(
         "/apis/new/operations/get",
         json!({"properties": {"displayName": "Get", "method": "GET", "urlTemplate": "/x"}}),
     )
@@ -245,17 +209,16 @@ async fn changes_after_a_backup_replay_onto_the_restored_target() {
         204
     );
     assert_eq!(src.call("DELETE", "/tags/doomed", None).await.0, 200);
-    put(&src, "/users/late", json!({"properties": {"email": "late@x.test", "firstName": "L", "lastName": "T", "password": "a late password"}})).await;
-    put(
-        &src,
+    src.put_ok("/users/late", json!({"properties": {"email": "late@x.test", "firstName": "L", "lastName": "T", "password": "a late password"}})).await;
+    src.put_ok(
         "/namedValues/k",
         json!({"properties": {"displayName": "k", "value": "late-secret", "secret": true}}),
     )
     .await;
 
     let dst = instance(&dir.path().join("dst"), "fabrikam", "Developer").await;
-    let loc = start(&dst, "restore", params).await.unwrap();
-    assert_eq!(wait(&dst, &loc).await.0, 200);
+    let loc = dst.start_operation("restore", &params).await.unwrap();
+    assert_eq!(dst.wait_operation(&loc).await.0, 200);
     assert_ne!(contents(&dst), contents(&src));
     // Catch-up: the source's journal after the archive's revision, secrets and references
     // included, replayed on the target in one transaction.

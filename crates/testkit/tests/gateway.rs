@@ -7,37 +7,31 @@ use std::time::Duration;
 const MISSING: &str = "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.";
 const INVALID: &str = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.";
 
-async fn put(t: &TestInstance, path: &str, body: Value) {
-    let (s, b) = t.call("PUT", path, Some(body)).await;
-    assert!(s == 200 || s == 201, "PUT {path}: {s} {b}");
-}
-
 async fn op(t: &TestInstance, api: &str, id: &str, method: &str, template: &str) {
     let params: Vec<Value> = template
         .split('{')
         .skip(1)
         .map(|p| json!({"name": p.split('}').next().unwrap().trim_start_matches('*'), "type": "string", "required": true}))
         .collect();
-    put(t, &format!("/apis/{api}/operations/{id}"), json!({"properties": {"displayName": id, "method": method, "urlTemplate": template, "templateParameters": params}})).await;
+    t.put_ok(&format!("/apis/{api}/operations/{id}"), json!({"properties": {"displayName": id, "method": method, "urlTemplate": template, "templateParameters": params}})).await;
 }
 
 /// API `echo` at path `echo` → backend `/v1`, product `starter` with it, subscription `s1`.
 async fn setup(t: &TestInstance, backend: &EchoBackend) -> (String, String) {
-    put(t, "/apis/echo", json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": format!("{}/v1", backend.url), "protocols": ["http", "https"]}})).await;
+    t.put_ok("/apis/echo", json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": format!("{}/v1", backend.url), "protocols": ["http", "https"]}})).await;
     op(t, "echo", "get-item", "GET", "/items/{id}").await;
     op(t, "echo", "create-item", "POST", "/items").await;
     op(t, "echo", "slow", "GET", "/slow").await;
     op(t, "echo", "hang", "GET", "/hang").await;
     op(t, "echo", "search", "GET", "/search?q={term}").await;
     op(t, "echo", "files", "GET", "/files/{*path}").await;
-    put(
-        t,
+    t.put_ok(
         "/products/starter",
         json!({"properties": {"displayName": "Starter", "state": "published"}}),
     )
     .await;
-    put(t, "/products/starter/apis/echo", json!({})).await;
-    put(t, "/subscriptions/s1", json!({"properties": {"scope": "/products/starter", "displayName": "S1", "state": "active"}})).await;
+    t.put_ok("/products/starter/apis/echo", json!({})).await;
+    t.put_ok("/subscriptions/s1", json!({"properties": {"scope": "/products/starter", "displayName": "S1", "state": "active"}})).await;
     let (_, keys) = t.call("POST", "/subscriptions/s1/listSecrets", None).await;
     t.gateway_caught_up().await;
     (
@@ -157,22 +151,19 @@ async fn subscription_scopes_states_and_open_products() {
     let backend = EchoBackend::start().await.unwrap();
     let t = TestInstance::start().await.unwrap();
     let (primary, _) = setup(&t, &backend).await;
-    put(&t, "/apis/other", json!({"properties": {"displayName": "Other", "path": "other", "serviceUrl": backend.url, "protocols": ["http"], "subscriptionKeyParameterNames": {"header": "X-Key", "query": "key"}}})).await;
+    t.put_ok("/apis/other", json!({"properties": {"displayName": "Other", "path": "other", "serviceUrl": backend.url, "protocols": ["http"], "subscriptionKeyParameterNames": {"header": "X-Key", "query": "key"}}})).await;
     op(&t, "other", "get", "GET", "/").await;
-    put(
-        &t,
+    t.put_ok(
         "/subscriptions/all",
         json!({"properties": {"scope": "/apis", "displayName": "All", "state": "active"}}),
     )
     .await;
-    put(
-        &t,
+    t.put_ok(
         "/subscriptions/only-other",
         json!({"properties": {"scope": "/apis/other", "displayName": "O", "state": "active"}}),
     )
     .await;
-    put(
-        &t,
+    t.put_ok(
         "/subscriptions/pending",
         json!({"properties": {"scope": "/apis", "displayName": "P"}}),
     )
@@ -235,7 +226,7 @@ async fn subscription_scopes_states_and_open_products() {
     );
 
     // Suspending or regenerating takes effect with the next revision.
-    put(&t, "/subscriptions/s1", json!({"properties": {"scope": "/products/starter", "displayName": "S1", "state": "suspended"}})).await;
+    t.put_ok("/subscriptions/s1", json!({"properties": {"scope": "/products/starter", "displayName": "S1", "state": "suspended"}})).await;
     t.gateway_caught_up().await;
     assert_eq!(gw(&t, "GET", "/echo/items/1", Some(&primary)).await.0, 401);
     t.call("POST", "/subscriptions/all/regeneratePrimaryKey", None)
@@ -251,8 +242,8 @@ async fn subscription_scopes_states_and_open_products() {
 
     // An open product, or an API that needs no subscription, lets requests without a key in.
     assert_eq!(gw(&t, "GET", "/other", None).await.0, 401);
-    put(&t, "/products/free", json!({"properties": {"displayName": "Free", "subscriptionRequired": false, "state": "published"}})).await;
-    put(&t, "/products/free/apis/other", json!({})).await;
+    t.put_ok("/products/free", json!({"properties": {"displayName": "Free", "subscriptionRequired": false, "state": "published"}})).await;
+    t.put_ok("/products/free/apis/other", json!({})).await;
     t.gateway_caught_up().await;
     assert_eq!(gw(&t, "GET", "/other", None).await.0, 200);
     t.call(
@@ -284,15 +275,14 @@ async fn versions_and_revisions() {
             .as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
-        put(
-            &t,
+        t.put_ok(
             &format!("/apiVersionSets/{scheme}"),
             json!({"properties": props}),
         )
         .await;
         for v in ["v1", "v2"] {
             let id = format!("{}-{v}", scheme.to_lowercase());
-            put(&t, &format!("/apis/{id}"), json!({"properties": {"displayName": id, "path": scheme.to_lowercase(), "apiVersion": v, "apiVersionSetId": format!("/apiVersionSets/{scheme}"), "serviceUrl": format!("{}/{v}", backend.url), "protocols": ["http"]}})).await;
+            t.put_ok(&format!("/apis/{id}"), json!({"properties": {"displayName": id, "path": scheme.to_lowercase(), "apiVersion": v, "apiVersionSetId": format!("/apiVersionSets/{scheme}"), "serviceUrl": format!("{}/{v}", backend.url), "protocols": ["http"]}})).await;
             op(&t, &id, "get", "GET", "/thing").await;
         }
     }
@@ -323,8 +313,7 @@ async fn versions_and_revisions() {
     );
 
     // A non-current revision is reachable with ;rev=N, with its own operations.
-    put(
-        &t,
+    t.put_ok(
         "/apis/echo;rev=2",
         json!({"properties": {"apiRevisionDescription": "next"}}),
     )
@@ -373,9 +362,9 @@ async fn backend_failures_limits_and_timeouts() {
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["statusCode"], 504);
     // A backend that is down: 502.
-    put(&t, "/apis/down", json!({"properties": {"displayName": "Down", "path": "down", "serviceUrl": "http://127.0.0.1:9", "protocols": ["http"]}})).await;
+    t.put_ok("/apis/down", json!({"properties": {"displayName": "Down", "path": "down", "serviceUrl": "http://127.0.0.1:9", "protocols": ["http"]}})).await;
     op(&t, "down", "get", "GET", "/").await;
-    put(&t, "/products/starter/apis/down", json!({})).await;
+    t.put_ok("/products/starter/apis/down", json!({})).await;
     t.gateway_caught_up().await;
     let (s, b) = gw(&t, "GET", "/down", Some(&key)).await;
     assert_eq!((s, b["statusCode"].as_u64()), (502, Some(502)));
@@ -454,7 +443,7 @@ async fn hot_reload_under_traffic_drops_nothing() {
     }
     for i in 0..100 {
         // Changes that touch the routing table: new APIs, operations, products, subscriptions.
-        put(&t, &format!("/apis/extra{i}"), json!({"properties": {"displayName": "X", "path": format!("extra{i}"), "serviceUrl": backend.url, "protocols": ["http"]}})).await;
+        t.put_ok(&format!("/apis/extra{i}"), json!({"properties": {"displayName": "X", "path": format!("extra{i}"), "serviceUrl": backend.url, "protocols": ["http"]}})).await;
         if i % 3 == 0 {
             op(
                 &t,
@@ -466,8 +455,7 @@ async fn hot_reload_under_traffic_drops_nothing() {
             .await;
         }
         if i % 5 == 0 {
-            put(
-                &t,
+            t.put_ok(
                 &format!("/subscriptions/x{i}"),
                 json!({"properties": {"scope": "/apis", "displayName": "X", "state": "active"}}),
             )

@@ -3,48 +3,11 @@
 
 use gatehouse_testkit::{EchoBackend, ServeConfig, TestInstance};
 use serde_json::{Value, json};
-use std::time::Duration;
 
 /// Fails loudly when a storage server the test needs is not running.
 fn require(port: u16, what: &str) {
     if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         panic!("{what} is not running on 127.0.0.1:{port}: run `bash scripts/test-deps.sh` first");
-    }
-}
-
-async fn put(t: &TestInstance, path: &str, body: Value) {
-    let (s, b) = t.call("PUT", path, Some(body)).await;
-    assert!(s == 200 || s == 201, "PUT {path}: {s} {b}");
-}
-
-async fn run(t: &TestInstance, action: &str, body: &Value) -> (u16, Value) {
-    let r = t
-        .http
-        .post(format!("{}/{action}", t.url))
-        .bearer_auth(&t.token)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    if r.status() != 202 {
-        let s = r.status().as_u16();
-        return (s, r.json().await.unwrap_or(Value::Null));
-    }
-    let location = r.headers()["location"].to_str().unwrap().to_string();
-    loop {
-        let r = t
-            .http
-            .get(&location)
-            .bearer_auth(&t.token)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status().as_u16();
-        let b: Value = r.json().await.unwrap_or(Value::Null);
-        if s != 202 {
-            return (s, b);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -58,15 +21,13 @@ async fn round_trip(storage: Value) {
     let backend = EchoBackend::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let src = instance(&dir.path().join("src")).await;
-    put(&src, "/apis/echo", json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": backend.url, "protocols": ["http"]}})).await;
-    put(
-        &src,
+    src.put_ok("/apis/echo", json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": backend.url, "protocols": ["http"]}})).await;
+    src.put_ok(
         "/apis/echo/operations/get",
         json!({"properties": {"displayName": "Get", "method": "GET", "urlTemplate": "/"}}),
     )
     .await;
-    put(
-        &src,
+    src.put_ok(
         "/subscriptions/s1",
         json!({"properties": {"scope": "/apis", "displayName": "S1", "state": "active"}}),
     )
@@ -77,10 +38,10 @@ async fn round_trip(storage: Value) {
     let mut params = storage.clone();
     params["backupName"] = json!(format!("test-{}.ghbk", uuid_like()));
     params["encryptionKey"] = json!("object storage test passphrase");
-    let (s, b) = run(&src, "backup", &params).await;
+    let (s, b) = src.run_operation("backup", &params).await;
     assert_eq!(s, 200, "{b}");
     let dst = instance(&dir.path().join("dst")).await;
-    let (s, b) = run(&dst, "restore", &params).await;
+    let (s, b) = dst.run_operation("restore", &params).await;
     assert_eq!(s, 200, "{b}");
     dst.gateway_caught_up().await;
     let r = reqwest::Client::new()
@@ -131,7 +92,7 @@ async fn storage_failures_leave_no_archive_and_say_why() {
     let name = format!("bad-{}.ghbk", uuid_like());
     // Wrong secret: the server refuses the signature.
     let params = json!({"storageAccount": "s3+http://127.0.0.1:8014", "containerName": "backups", "backupName": name, "accessKey": "test:wrong", "encryptionKey": "object storage test passphrase"});
-    let (s, e) = run(&t, "backup", &params).await;
+    let (s, e) = t.run_operation("backup", &params).await;
     assert!(s >= 400, "{e}");
     assert_eq!(e["error"]["code"], "BackupFailed");
     assert!(
@@ -143,7 +104,7 @@ async fn storage_failures_leave_no_archive_and_say_why() {
     );
     // Nothing under the final name.
     let ok = json!({"storageAccount": "s3+http://127.0.0.1:8014", "containerName": "backups", "backupName": name, "accessKey": "test:test", "encryptionKey": "object storage test passphrase"});
-    let (s, e) = run(&t, "restore", &ok).await;
+    let (s, e) = t.run_operation("restore", &ok).await;
     assert_eq!(s, 400);
     assert!(
         e["error"]["message"]
@@ -154,13 +115,13 @@ async fn storage_failures_leave_no_archive_and_say_why() {
     );
     // A storage server that is down: BackupFailed naming the connection error, after retries.
     let down = json!({"storageAccount": "s3+http://127.0.0.1:9", "containerName": "backups", "backupName": name, "accessKey": "test:test", "encryptionKey": "object storage test passphrase"});
-    let (s, e) = run(&t, "backup", &down).await;
+    let (s, e) = t.run_operation("backup", &down).await;
     assert_eq!(s, 500, "{e}");
     assert_eq!(e["error"]["code"], "BackupFailed");
     // Bad parameters are refused at once.
-    let (s, _) = run(&t, "backup", &json!({"storageAccount": "ftp://x", "containerName": "backups", "backupName": "b", "encryptionKey": "object storage test passphrase"})).await;
+    let (s, _) = t.run_operation("backup", &json!({"storageAccount": "ftp://x", "containerName": "backups", "backupName": "b", "encryptionKey": "object storage test passphrase"})).await;
     assert_eq!(s, 400);
-    let (s, _) = run(&t, "backup", &json!({"storageAccount": "myaccount", "containerName": "backups", "backupName": "b", "encryptionKey": "object storage test passphrase"})).await;
+    let (s, _) = t.run_operation("backup", &json!({"storageAccount": "myaccount", "containerName": "backups", "backupName": "b", "encryptionKey": "object storage test passphrase"})).await;
     assert_eq!(s, 400, "an Azure account needs its access key");
 }
 
@@ -177,18 +138,17 @@ async fn storage_accounts_configured_on_the_server_by_name() {
         .unwrap(),
     );
     let t = TestInstance::start_with(config).await.unwrap();
-    put(
-        &t,
+    t.put_ok(
         "/tags/named",
         json!({"properties": {"displayName": "Named"}}),
     )
     .await;
     // APIM's body, with the account's key held by the server.
     let params = json!({"storageAccount": "archive", "containerName": "backups", "backupName": format!("named-{}.ghbk", uuid_like()), "encryptionKey": "object storage test passphrase"});
-    let (s, b) = run(&t, "backup", &params).await;
+    let (s, b) = t.run_operation("backup", &params).await;
     assert_eq!(s, 200, "{b}");
     t.call("DELETE", "/tags/named", None).await;
-    let (s, b) = run(&t, "restore", &params).await;
+    let (s, b) = t.run_operation("restore", &params).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(t.call("GET", "/tags/named", None).await.0, 200);
 }
@@ -203,8 +163,7 @@ async fn a_storage_server_dying_mid_upload_fails_the_backup_and_leaves_no_archiv
         let noise: String = (0..40)
             .map(|j| format!("{:x}", (i * 7919 + j * 104729) % 65521))
             .collect();
-        put(
-            &t,
+        t.put_ok(
             &format!("/tags/t{i}"),
             json!({"properties": {"displayName": noise.chars().take(160).collect::<String>()}}),
         )
@@ -215,7 +174,7 @@ async fn a_storage_server_dying_mid_upload_fails_the_backup_and_leaves_no_archiv
         .unwrap();
     let name = format!("dying-{}.ghbk", uuid_like());
     let params = json!({"storageAccount": format!("s3+http://{}", proxy.addr), "containerName": "backups", "backupName": name, "accessKey": "test:test", "encryptionKey": "object storage test passphrase"});
-    let (s, e) = run(&t, "backup", &params).await;
+    let (s, e) = t.run_operation("backup", &params).await;
     assert!(s >= 400, "{e}");
     assert_eq!(e["error"]["code"], "BackupFailed");
     assert!(
@@ -227,7 +186,7 @@ async fn a_storage_server_dying_mid_upload_fails_the_backup_and_leaves_no_archiv
     );
     // Straight to the server: nothing under the final name.
     let direct = json!({"storageAccount": "s3+http://127.0.0.1:8014", "containerName": "backups", "backupName": name, "accessKey": "test:test", "encryptionKey": "object storage test passphrase"});
-    let (s, e) = run(&t, "restore", &direct).await;
+    let (s, e) = t.run_operation("restore", &direct).await;
     assert_eq!(s, 400);
     assert!(
         e["error"]["message"]
@@ -237,6 +196,6 @@ async fn a_storage_server_dying_mid_upload_fails_the_backup_and_leaves_no_archiv
         "{e}"
     );
     // And the instance still backs up fine once storage is back.
-    let (s, b) = run(&t, "backup", &direct).await;
+    let (s, b) = t.run_operation("backup", &direct).await;
     assert_eq!(s, 200, "{b}");
 }

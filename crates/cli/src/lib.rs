@@ -252,6 +252,9 @@ pub enum ApiCmd {
         path: Option<String>,
         #[arg(long)]
         service_url: Option<String>,
+        /// Protocols the gateway serves the API on (APIM's default: https only).
+        #[arg(long, value_delimiter = ',', default_value = "https")]
+        protocols: Vec<String>,
     },
     /// Print the API as an OpenAPI 3 document.
     Export {
@@ -650,6 +653,7 @@ async fn execute(cli: Cli) -> Result<()> {
                 openapi,
                 path,
                 service_url,
+                protocols,
             } => {
                 let doc = std::fs::read_to_string(&openapi)
                     .with_context(|| format!("cannot read {openapi}"))?;
@@ -662,7 +666,7 @@ async fn execute(cli: Cli) -> Result<()> {
                 } else {
                     "openapi"
                 };
-                let mut props = json!({"format": format, "value": doc, "path": path.unwrap_or_else(|| id.clone())});
+                let mut props = json!({"format": format, "value": doc, "path": path.unwrap_or_else(|| id.clone()), "protocols": protocols});
                 if let Some(u) = service_url {
                     props["serviceUrl"] = json!(u);
                 }

@@ -190,8 +190,15 @@ fn quickstart_through_the_cli() {
         "petstore",
         "--openapi",
         spec.to_str().unwrap(),
+        "--protocols",
+        "http,https",
     ]));
     assert!(out.contains("2 operation(s)"), "{out}");
+    let api: Value = serde_json::from_str(&ok(&run(&["get", "/apis/petstore"]))).unwrap();
+    assert_eq!(
+        api["properties"]["protocols"],
+        serde_json::json!(["http", "https"])
+    );
     let out = ok(&run(&["api", "list"]));
     assert!(
         out.contains("petstore") && out.contains("Petstore"),

@@ -27,19 +27,16 @@ fn run(cwd: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-#[test]
-fn offline_backup_list_inspect_and_restore_through_s3() {
-    require(8014, "s3s-fs");
-    let dir = tempfile::tempdir().unwrap();
-    // Create a stopped instance with some configuration: start once, then stop.
-    let mut child = Command::new(BIN)
-        .current_dir(dir.path())
+/// Starts `gatehouse serve` on a data directory and waits until it is up.
+fn serve(cwd: &std::path::Path, data_dir: &str, name: &str) -> std::process::Child {
+    let child = Command::new(BIN)
+        .current_dir(cwd)
         .args([
             "serve",
             "--data-dir",
-            "src",
+            data_dir,
             "--name",
-            "s3src",
+            name,
             "--management-listen",
             "127.0.0.1:0",
             "--gateway-listen",
@@ -50,10 +47,22 @@ fn offline_backup_list_inspect_and_restore_through_s3() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !dir.path().join("src/endpoints.json").exists() {
-        assert!(std::time::Instant::now() < deadline);
+    while !cwd.join(data_dir).join("endpoints.json").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gatehouse serve did not start"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    child
+}
+
+#[test]
+fn offline_backup_list_inspect_and_restore_through_s3() {
+    require(8014, "s3s-fs");
+    let dir = tempfile::tempdir().unwrap();
+    // Create a stopped instance with some configuration: start once, then stop.
+    let mut child = serve(dir.path(), "src", "s3src");
     let body = dir.path().join("tag.json");
     std::fs::write(&body, r#"{"properties": {"displayName": "From S3"}}"#).unwrap();
     let (ok, _, err) = run(
@@ -128,26 +137,7 @@ fn offline_backup_list_inspect_and_restore_through_s3() {
         "{out}{err}"
     );
     // Restore offline into a new stopped instance (created by starting and stopping it).
-    let mut child = Command::new(BIN)
-        .current_dir(dir.path())
-        .args([
-            "serve",
-            "--data-dir",
-            "dst",
-            "--name",
-            "s3dst",
-            "--management-listen",
-            "127.0.0.1:0",
-            "--gateway-listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    while !dir.path().join("dst/endpoints.json").exists() {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let mut child = serve(dir.path(), "dst", "s3dst");
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

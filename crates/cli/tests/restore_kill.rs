@@ -24,6 +24,30 @@ fn settings(name: &str) -> ServiceSettings {
     }
 }
 
+/// Runs a restore to its end and fails the test if it fails.
+fn restore_into(cwd: &std::path::Path, data_dir: &str, archive: &std::path::Path) {
+    let out = restore_command(cwd, data_dir, archive).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn restore_command(cwd: &std::path::Path, data_dir: &str, archive: &std::path::Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(cwd).args([
+        "--data-dir",
+        data_dir,
+        "restore",
+        "--from",
+        archive.to_str().unwrap(),
+        "--key-file",
+        "k",
+    ]);
+    c
+}
+
 /// (has the marker of the old state, number of restored subscriptions)
 fn state_of(dir: &std::path::Path) -> (bool, usize) {
     let store = Store::open_dir(dir).unwrap();
@@ -103,41 +127,14 @@ fn a_restore_killed_at_any_moment_is_all_or_nothing() {
         }
     }
     let started = Instant::now();
-    let out = Command::new(BIN)
-        .current_dir(dir.path())
-        .args([
-            "--data-dir",
-            "dst-copy",
-            "restore",
-            "--from",
-            archive.to_str().unwrap(),
-            "--key-file",
-            "k",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    restore_into(dir.path(), "dst-copy", &archive);
     let full = started.elapsed();
     assert_eq!(state_of(&copy), (false, N));
 
     let mut outcomes = (0, 0);
     for step in 1..=8u32 {
         let delay = full * step / 9;
-        let mut child = Command::new(BIN)
-            .current_dir(dir.path())
-            .args([
-                "--data-dir",
-                "dst",
-                "restore",
-                "--from",
-                archive.to_str().unwrap(),
-                "--key-file",
-                "k",
-            ])
+        let mut child = restore_command(dir.path(), "dst", &archive)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -159,24 +156,7 @@ fn a_restore_killed_at_any_moment_is_all_or_nothing() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // Interrupted or not, a final restore completes.
-    let out = Command::new(BIN)
-        .current_dir(dir.path())
-        .args([
-            "--data-dir",
-            "dst",
-            "restore",
-            "--from",
-            archive.to_str().unwrap(),
-            "--key-file",
-            "k",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    restore_into(dir.path(), "dst", &archive);
     assert_eq!(state_of(&dst), (false, N));
     assert!(
         outcomes.0 > 0,

@@ -614,6 +614,7 @@ pub fn restore_from_file(
                 publisher_name: src.publisher_name,
                 notification_sender_email: src.notification_sender_email,
                 created_at_utc: target.created_at_utc.clone(),
+                hostname_configurations: target.hostname_configurations.clone(),
             };
             tx.restore_service(&merged)?;
         }

@@ -69,8 +69,12 @@ pub struct Instance {
     pub store: Arc<Store>,
     pub gateway: Gateway,
     shutdown: watch::Sender<bool>,
+    deleted: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
 }
+
+/// The marker a deleted instance leaves in its data directory; `serve` refuses to start there.
+pub const DELETED_MARKER: &str = "DELETED";
 
 fn new_token() -> String {
     use base64::Engine;
@@ -119,6 +123,15 @@ impl Instance {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        let marker = data_dir.join(DELETED_MARKER);
+        if let Ok(text) = std::fs::read_to_string(&marker) {
+            anyhow::bail!(
+                "the service in {} was deleted ({}); remove {} to start it again",
+                data_dir.display(),
+                text.trim(),
+                marker.display()
+            );
+        }
         let store = {
             let dir = data_dir.clone();
             tokio::task::spawn_blocking(move || Store::open_dir(&dir))
@@ -154,6 +167,9 @@ impl Instance {
         let gateway_url = format!("{scheme}://{}", gw_listener.local_addr()?);
         let gateway = Gateway::start(store.clone(), gw_listener, config.gateway.clone()).await?;
         let gateway_shared = gateway.shared.clone();
+        let traffic_shared = gateway.shared.clone();
+        let (deleted_tx, deleted) = watch::channel(false);
+        let delete_marker = marker.clone();
         let state = Arc::new(AppState {
             store: store.clone(),
             token: token.clone(),
@@ -167,6 +183,19 @@ impl Instance {
                 config.storage_accounts.clone(),
             ),
             freeze: Default::default(),
+            traffic: Some(Arc::new(move |on| traffic_shared.drain(on))),
+            delete: Some(Arc::new(move || {
+                let note = format!(
+                    "deleted through the management API at {}",
+                    time::OffsetDateTime::now_utc()
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default()
+                );
+                if let Err(e) = write_private_file(&delete_marker, note.as_bytes()) {
+                    tracing::error!(error = %e, "cannot write the deleted marker");
+                }
+                let _ = deleted_tx.send(true);
+            })),
         });
         let (tx, rx) = watch::channel(false);
         let tasks = vec![tokio::spawn(serve_until(
@@ -201,8 +230,15 @@ impl Instance {
             store,
             gateway,
             shutdown: tx,
+            deleted,
             tasks,
         })
+    }
+
+    /// Resolves once the service was deleted through its API (`DELETE /`).
+    pub async fn deleted(&self) {
+        let mut d = self.deleted.clone();
+        let _ = d.wait_for(|v| *v).await;
     }
 
     /// Stops accepting connections, lets requests in flight finish, and waits for the listeners.

@@ -492,8 +492,10 @@ async fn serve(target: &Target, args: &ServeArgs) -> Result<()> {
         "admin token:    {}",
         instance.data_dir.join("admin-token").display()
     );
-    shutdown_signal().await;
-    tracing::info!("shutting down: finishing requests in flight");
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down: finishing requests in flight"),
+        _ = instance.deleted() => tracing::info!("the service was deleted: finishing requests in flight"),
+    }
     instance.shutdown().await?;
     tracing::info!("stopped");
     Ok(())

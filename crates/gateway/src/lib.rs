@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use table::RoutingTable;
-use telemetry::{AccessLog, Stats};
+use telemetry::{AccessLog, Stats, Traffic};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -74,6 +74,7 @@ pub struct Shared {
     pub config: GatewayConfig,
     pub access_log: AccessLog,
     pub stats: Stats,
+    pub traffic: Traffic,
     request_ids: RequestIds,
 }
 
@@ -104,6 +105,14 @@ impl Shared {
     /// Prometheus text for this gateway.
     pub fn render_metrics(&self) -> String {
         self.stats.render()
+    }
+
+    /// Turns drain mode on or off and reports the traffic (see [`Traffic`]).
+    pub fn drain(&self, on: Option<bool>) -> serde_json::Value {
+        if let Some(on) = on {
+            self.traffic.set_draining(on);
+        }
+        self.traffic.render()
     }
 }
 
@@ -166,6 +175,7 @@ impl Gateway {
             access_log: AccessLog::open(config.access_log.as_deref())
                 .context("cannot open the access log")?,
             stats: Stats::default(),
+            traffic: Traffic::default(),
             request_ids: RequestIds {
                 prefix: uuid::Uuid::new_v4().as_u64_pair().0,
                 counter: std::sync::atomic::AtomicU64::new(0),

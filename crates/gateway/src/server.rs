@@ -300,9 +300,11 @@ pub async fn handle(
     let request_id = header_str(req.headers(), "x-request-id")
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .unwrap_or_else(|| shared.next_request_id());
+    let http1 = req.version() < hyper::Version::HTTP_2;
     if req.uri().path() == STATUS_PATH {
         let mut resp = Response::new(proxy::empty());
         *resp.status_mut() = StatusCode::OK;
+        close_if_draining(&shared, http1, &mut resp);
         return Ok(resp);
     }
     let method = req.method().to_string();
@@ -339,7 +341,7 @@ pub async fn handle(
             Err(e) => Err(e),
         },
     };
-    let resp = match result {
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
             error_reason = Some(e.reason);
@@ -380,7 +382,19 @@ pub async fn handle(
     shared
         .stats
         .record(key, bucket, status, total_ms, backend_ms, bytes);
+    shared.traffic.record(status);
+    close_if_draining(&shared, http1, &mut resp);
     Ok(resp)
+}
+
+/// While draining, HTTP/1.1 clients are told to close the connection after this response, so
+/// their next request opens a new one and resolves the host name again (after a DNS cutover,
+/// to the new instance). HTTP/2 has no such header; its connections end at shutdown with GOAWAY.
+fn close_if_draining(shared: &Shared, http1: bool, resp: &mut Response<Body>) {
+    if http1 && shared.traffic.draining() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

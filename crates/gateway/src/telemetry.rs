@@ -9,7 +9,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// One access-log line.
@@ -338,4 +338,48 @@ impl Stats {
 /// The 15-minute bucket a Unix time falls in.
 pub fn bucket_of(unix_secs: i64) -> i64 {
     unix_secs - unix_secs.rem_euclid(900)
+}
+
+/// What a move needs to know about this gateway's traffic: how much it served, how much failed,
+/// when it last served, and whether it is draining (every HTTP/1.1 response then carries
+/// `Connection: close`, so clients reconnect and resolve the name again).
+#[derive(Default)]
+pub struct Traffic {
+    draining: AtomicBool,
+    served: AtomicU64,
+    failed: AtomicU64,
+    last_request_unix_ms: AtomicI64,
+}
+
+impl Traffic {
+    pub fn record(&self, status: u16) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        self.last_request_unix_ms.store(now, Ordering::Relaxed);
+    }
+
+    pub fn set_draining(&self, on: bool) {
+        self.draining.store(on, Ordering::Relaxed);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// `{"draining", "requests", "failedRequests", "lastRequestAt"}` (milliseconds since the
+    /// epoch, 0 when nothing was served yet).
+    pub fn render(&self) -> serde_json::Value {
+        serde_json::json!({
+            "draining": self.draining(),
+            "requests": self.served.load(Ordering::Relaxed),
+            "failedRequests": self.failed.load(Ordering::Relaxed),
+            "lastRequestAt": self.last_request_unix_ms.load(Ordering::Relaxed),
+        })
+    }
 }

@@ -12,8 +12,11 @@ use time::OffsetDateTime;
 
 #[derive(Debug, Clone)]
 pub struct Freeze {
-    pub until: OffsetDateTime,
+    /// `None` for a standby that has handed over to another instance: frozen until deleted.
+    pub until: Option<OffsetDateTime>,
     pub reason: String,
+    /// The management URL of the instance that took over, once a move has handed over.
+    pub moved_to: Option<String>,
 }
 
 #[derive(Default)]
@@ -24,9 +27,13 @@ pub struct FreezeState {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct FreezeRequest {
-    /// How long writes are refused, in seconds (at most one hour).
-    seconds: u64,
+    /// How long writes are refused, in seconds (at most one hour). Without it (only with
+    /// `movedTo`) the instance stays a read-only standby until it is deleted or unfrozen.
+    #[serde(default)]
+    seconds: Option<u64>,
     reason: String,
+    #[serde(default)]
+    moved_to: Option<String>,
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -39,7 +46,7 @@ impl FreezeState {
     pub fn current(&self) -> Option<Freeze> {
         let mut g = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if g.as_ref()
-            .is_some_and(|f| f.until <= OffsetDateTime::now_utc())
+            .is_some_and(|f| f.until.is_some_and(|u| u <= OffsetDateTime::now_utc()))
         {
             *g = None;
         }
@@ -48,7 +55,12 @@ impl FreezeState {
 
     pub fn render(&self) -> Value {
         match self.current() {
-            Some(f) => json!({"frozen": true, "until": rfc3339(f.until), "reason": f.reason}),
+            Some(f) => json!({
+                "frozen": true,
+                "until": f.until.map(rfc3339),
+                "reason": f.reason,
+                "movedTo": f.moved_to,
+            }),
             None => json!({"frozen": false}),
         }
     }
@@ -60,12 +72,18 @@ impl FreezeState {
                 "the freeze needs {{\"seconds\": N, \"reason\": \"…\"}}: {e}"
             ))
         })?;
-        if req.seconds == 0 || req.seconds > 3600 {
-            return Err(ApiError::invalid(
-                "seconds",
-                "'seconds' must be from 1 to 3600",
-            ));
-        }
+        let until = match (req.seconds, &req.moved_to) {
+            (Some(s), _) if (1..=3600).contains(&s) => {
+                Some(OffsetDateTime::now_utc() + time::Duration::seconds(s as i64))
+            }
+            (None, Some(_)) => None,
+            _ => {
+                return Err(ApiError::invalid(
+                    "seconds",
+                    "'seconds' must be from 1 to 3600 (it may be left out only with 'movedTo')",
+                ));
+            }
+        };
         if req.reason.trim().is_empty() {
             return Err(ApiError::invalid(
                 "reason",
@@ -73,8 +91,9 @@ impl FreezeState {
             ));
         }
         let f = Freeze {
-            until: OffsetDateTime::now_utc() + time::Duration::seconds(req.seconds as i64),
+            until,
             reason: req.reason,
+            moved_to: req.moved_to,
         };
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
         Ok(self.render())
@@ -103,11 +122,18 @@ impl FreezeState {
             Some(f) => Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "ServiceIsBeingMoved",
-                format!(
-                    "The service is being moved ({}); changes are refused until {}. Retry after that time.",
-                    f.reason,
-                    rfc3339(f.until)
-                ),
+                match (&f.moved_to, f.until) {
+                    (Some(to), _) => format!(
+                        "The service has moved to {to} ({}); this instance is a read-only standby. Send changes to {to}.",
+                        f.reason
+                    ),
+                    (None, Some(until)) => format!(
+                        "The service is being moved ({}); changes are refused until {}. Retry after that time.",
+                        f.reason,
+                        rfc3339(until)
+                    ),
+                    (None, None) => format!("The service is being moved ({}).", f.reason),
+                },
             )),
         }
     }

@@ -26,7 +26,7 @@ const MAX_PAGE: u64 = 1000;
 type Query = HashMap<String, String>;
 
 /// Runs blocking store work off the async runtime.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     store: &Arc<Store>,
     f: impl FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -86,7 +86,7 @@ fn parse_query(uri: &axum::http::Uri) -> Result<Query, ApiError> {
     Ok(out)
 }
 
-fn json_response(status: StatusCode, body: Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
@@ -123,7 +123,7 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
     }
 }
 
-fn parse_json_body(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+pub(crate) fn parse_json_body(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -216,7 +216,26 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         };
     }
     let last_segment = path.trim_end_matches('/').rsplit('/').next();
+    if path.trim_end_matches('/').eq_ignore_ascii_case("/drain") {
+        return crate::moving::drain(&state, &method, &body);
+    }
+    if path.trim_end_matches('/').eq_ignore_ascii_case("/digest") {
+        return match method {
+            Method::POST => crate::moving::digest(&state, &body).await,
+            _ => Err(method_not_allowed()),
+        };
+    }
+    // Deleting the service is allowed while frozen: it is how a move retires its source.
+    if method == Method::DELETE && path.trim_end_matches('/').is_empty() {
+        return crate::moving::delete_service(&state);
+    }
     state.freeze.check(&method, last_segment)?;
+    if path.trim_end_matches('/').eq_ignore_ascii_case("/adoptIdentity") {
+        return match method {
+            Method::POST => crate::moving::adopt_identity(&state, &body).await,
+            _ => Err(method_not_allowed()),
+        };
+    }
 
     if path == "/metrics"
         && let Some(render) = &state.metrics
@@ -355,7 +374,7 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
     }
 }
 
-fn method_not_allowed() -> ApiError {
+pub(crate) fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "MethodNotAllowed",
@@ -363,7 +382,7 @@ fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn get_service(state: &Arc<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn get_service(state: &Arc<AppState>) -> Result<Response, ApiError> {
     let (s, rev) = blocking(&state.store, |s| {
         s.read(|r| -> Result<_, ApiError> {
             Ok((

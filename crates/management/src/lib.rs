@@ -8,6 +8,7 @@ pub mod certs;
 pub mod error;
 pub mod freeze;
 pub mod handlers;
+pub mod moving;
 pub mod openapi;
 pub mod operations;
 pub mod policyxml;
@@ -37,6 +38,12 @@ pub struct Urls {
 /// Renders Prometheus text for `GET /metrics`.
 pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// Turns the gateway's drain mode on or off (`Some`) and reports its traffic as JSON.
+pub type TrafficControl = Arc<dyn Fn(Option<bool>) -> serde_json::Value + Send + Sync>;
+
+/// Stops the hosting instance and marks it deleted.
+pub type DeleteHook = Arc<dyn Fn() + Send + Sync>;
+
 pub struct AppState {
     pub store: Arc<Store>,
     /// The admin bearer token.
@@ -48,6 +55,10 @@ pub struct AppState {
     pub operations: operations::Operations,
     /// A write freeze during a move.
     pub freeze: freeze::FreezeState,
+    /// The gateway's drain mode and traffic counters, when a gateway runs here.
+    pub traffic: Option<TrafficControl>,
+    /// Called by `DELETE /`, when the host allows deleting the instance.
+    pub delete: Option<DeleteHook>,
 }
 
 /// One log line per request: method, path, status, duration. Never headers or bodies.

@@ -3,7 +3,9 @@
 
 use crate::error::ApiError;
 use crate::rules::{self, MASTER_SUBSCRIPTION, SYSTEM_GROUPS};
-use gatehouse_model::{Kind, ResourcePath, SKUS, ServiceSettings, Sku};
+use gatehouse_model::{
+    HOSTNAME_TYPES, HostnameConfiguration, Kind, ResourcePath, SKUS, ServiceSettings, Sku,
+};
 use gatehouse_store::{Store, StoreError};
 use serde_json::{Map, Value, json};
 
@@ -74,6 +76,7 @@ pub fn bootstrap(store: &Store, b: &Bootstrap) -> Result<ServiceSettings, ApiErr
             publisher_name: "Gatehouse".into(),
             notification_sender_email: None,
             created_at_utc: rules::now_rfc3339(),
+            hostname_configurations: Vec::new(),
         });
         if let Some(v) = &b.name {
             s.name = v.clone();
@@ -150,7 +153,7 @@ pub fn render_service(
             "createdAtUtc": s.created_at_utc,
             "gatewayUrl": gateway_url,
             "managementApiUrl": management_url,
-            "hostnameConfigurations": [],
+            "hostnameConfigurations": s.hostname_configurations,
             "disableGateway": false,
             "revision": revision,
         }
@@ -189,12 +192,16 @@ pub fn patch_service(store: &Store, body: &Map<String, Value>) -> Result<(), Api
                     format!("'{k}' must be a string of 1 to 100 characters"),
                 )),
             },
+            "hostnameConfigurations" => {
+                if let Err(e) = parse_hostnames(v) {
+                    errors.push(e)
+                }
+            }
             "provisioningState"
             | "targetProvisioningState"
             | "createdAtUtc"
             | "gatewayUrl"
             | "managementApiUrl"
-            | "hostnameConfigurations"
             | "disableGateway"
             | "revision" => {}
             other => errors.push(gatehouse_model::FieldError::new(
@@ -244,10 +251,79 @@ pub fn patch_service(store: &Store, body: &Map<String, Value>) -> Result<(), Api
                 s.sku.capacity = k.capacity;
             }
         }
+        if let Some(v) = props.get("hostnameConfigurations") {
+            let hostnames = parse_hostnames(v).map_err(|e| ApiError::validation(vec![e]))?;
+            for h in &hostnames {
+                if let Some(cert) = &h.certificate_id {
+                    let path = gatehouse_model::resolve(cert).ok().and_then(|t| match t {
+                        gatehouse_model::Target::Resource(p) if p.kind == Kind::Certificate => {
+                            Some(p)
+                        }
+                        _ => None,
+                    });
+                    let exists = match &path {
+                        Some(p) => tx.get(&p.as_string())?.is_some(),
+                        None => false,
+                    };
+                    if !exists {
+                        return Err(ApiError::invalid(
+                            "hostnameConfigurations",
+                            format!(
+                                "the certificate '{cert}' for host name '{}' does not exist; upload it to /certificates first",
+                                h.host_name
+                            ),
+                        ));
+                    }
+                }
+            }
+            s.hostname_configurations = hostnames;
+        }
         if s != before {
             tx.set_service(&s)?;
         }
         Ok(())
     })?;
     Ok(())
+}
+
+/// Checks `hostnameConfigurations`: a list of `{type, hostName, certificateId?, defaultSslBinding?}`
+/// with APIM's types, valid DNS names and no name twice.
+pub fn parse_hostnames(v: &Value) -> Result<Vec<HostnameConfiguration>, gatehouse_model::FieldError> {
+    let field = "hostnameConfigurations";
+    let bad = |m: String| gatehouse_model::FieldError::new(field, m);
+    let list: Vec<HostnameConfiguration> = serde_json::from_value(v.clone()).map_err(|e| {
+        bad(format!(
+            "'{field}' must be a list of {{\"type\", \"hostName\", \"certificateId\"}}: {e}"
+        ))
+    })?;
+    let mut seen = std::collections::HashSet::new();
+    for h in &list {
+        if !HOSTNAME_TYPES.contains(&h.kind.as_str()) {
+            return Err(bad(format!(
+                "the host name type '{}' is not supported; use one of {}",
+                h.kind,
+                HOSTNAME_TYPES.join(", ")
+            )));
+        }
+        if !valid_dns_name(&h.host_name) {
+            return Err(bad(format!("'{}' is not a valid host name", h.host_name)));
+        }
+        if !seen.insert(h.host_name.to_ascii_lowercase()) {
+            return Err(bad(format!("the host name '{}' is listed twice", h.host_name)));
+        }
+    }
+    Ok(list)
+}
+
+/// A DNS host name: labels of 1-63 letters, digits and hyphens, 253 characters at most.
+pub fn valid_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            (1..=63).contains(&l.len())
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }

@@ -16,4 +16,6 @@ pub use id::{IdError, IdRule};
 pub use kind::{KINDS, Kind, KindSpec};
 pub use path::{PathError, ResourcePath, Target, resolve, strip_arm_prefix};
 pub use props::FieldError;
-pub use snapshot::{SKUS, ServiceSettings, Sku, Snapshot, StoredResource};
+pub use snapshot::{
+    HOSTNAME_TYPES, HostnameConfiguration, SKUS, ServiceSettings, Sku, Snapshot, StoredResource,
+};

@@ -29,7 +29,29 @@ pub struct ServiceSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_sender_email: Option<String>,
     pub created_at_utc: String,
+    /// The host names the instance answers to (APIM's `hostnameConfigurations`). A restore
+    /// leaves the target's own, as APIM does; a move's overlay sets them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostname_configurations: Vec<HostnameConfiguration>,
 }
+
+/// One host name of the instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostnameConfiguration {
+    /// `Proxy` (the gateway), `Management`, `Portal`, `DeveloperPortal`, `Scm`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub host_name: String,
+    /// `/certificates/{id}` holding the TLS certificate for this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_id: Option<String>,
+    #[serde(default)]
+    pub default_ssl_binding: bool,
+}
+
+/// The host name types APIM knows.
+pub const HOSTNAME_TYPES: &[&str] = &["Proxy", "Management", "Portal", "DeveloperPortal", "Scm"];
 
 /// One resource as stored.
 #[derive(Debug, Clone, PartialEq)]

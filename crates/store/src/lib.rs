@@ -1145,6 +1145,7 @@ mod tests {
             publisher_name: "A".into(),
             notification_sender_email: None,
             created_at_utc: now_rfc3339(),
+            hostname_configurations: Vec::new(),
         }
     }
 

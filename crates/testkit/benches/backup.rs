@@ -35,6 +35,7 @@ fn settings(name: &str) -> ServiceSettings {
         publisher_name: "ops".into(),
         notification_sender_email: None,
         created_at_utc: "2026-01-01T00:00:00Z".into(),
+        hostname_configurations: Vec::new(),
     }
 }
 

@@ -162,6 +162,7 @@ fn populate_snapshot_store(dir: &std::path::Path, n: usize) {
                 publisher_name: "b".into(),
                 notification_sender_email: None,
                 created_at_utc: "2026-01-01T00:00:00Z".into(),
+                hostname_configurations: Vec::new(),
             })?;
             for i in 0..n {
                 let mut p = Map::new();

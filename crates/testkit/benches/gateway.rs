@@ -91,6 +91,7 @@ fn populate(dir: &Path, apis: usize, subscriptions: usize) -> String {
                 publisher_name: "bench".into(),
                 notification_sender_email: None,
                 created_at_utc: "2026-01-01T00:00:00Z".into(),
+                hostname_configurations: Vec::new(),
             })?;
             let obj = |v: Value| -> Map<String, Value> { v.as_object().unwrap().clone() };
             for i in 0..apis {

@@ -2,8 +2,9 @@
 //! running instance's management API. Argument parsing, wiring and output only — the rules
 //! live in the management crate.
 
-pub mod client;
+pub use gatehouse_mover::client;
 pub mod instance;
+mod moving;
 mod offline;
 
 use anyhow::{Context, Result, anyhow};
@@ -99,6 +100,9 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore an archive into an instance's data directory (the instance must be stopped).
     Restore(RestoreArgs),
+    /// Move the instance to another region, machine or cloud: back up, restore into the
+    /// target, replay later changes, verify, switch DNS, drain and delete the source.
+    Move(Box<moving::MoveArgs>),
     /// The change journal after a revision.
     Journal {
         #[arg(long, default_value_t = 0)]
@@ -583,6 +587,7 @@ async fn execute(cli: Cli) -> Result<()> {
         Command::Serve(args) => return serve(&cli.target, args).await,
         Command::Backup(args) => return offline::backup(&cli.target, args, cli.json).await,
         Command::Restore(args) => return offline::restore(&cli.target, args, cli.json).await,
+        Command::Move(args) => return moving::run(args, cli.json).await,
         _ => {}
     }
     let data_dir = data_dir_of(&cli.target, None);
@@ -593,7 +598,7 @@ async fn execute(cli: Cli) -> Result<()> {
     )?;
     let j = cli.json;
     match cli.command {
-        Command::Serve(_) | Command::Backup(_) | Command::Restore(_) => {
+        Command::Serve(_) | Command::Backup(_) | Command::Restore(_) | Command::Move(_) => {
             unreachable!("handled above")
         }
         Command::Get { path } => print_json(&client.get(&path).await?),

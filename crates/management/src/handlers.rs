@@ -294,7 +294,17 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
                 }
                 Ok(resp)
             }
-            crate::operations::OpStatus::Succeeded(None) => get_service(&state).await,
+            crate::operations::OpStatus::Succeeded(None) => {
+                let outcome = op.outcome.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                match outcome {
+                    None => get_service(&state).await,
+                    Some(outcome) => {
+                        let mut body = service_body(&state).await?;
+                        body["outcome"] = outcome;
+                        Ok(json_response(StatusCode::OK, body))
+                    }
+                }
+            }
             crate::operations::OpStatus::Succeeded(Some(v)) => Ok(json_response(StatusCode::OK, v)),
             crate::operations::OpStatus::Failed {
                 status,
@@ -383,6 +393,15 @@ pub(crate) fn method_not_allowed() -> ApiError {
 }
 
 pub(crate) async fn get_service(state: &Arc<AppState>) -> Result<Response, ApiError> {
+    let (body, rev) = service_body_at(state).await?;
+    Ok(with_etag(json_response(StatusCode::OK, body), rev))
+}
+
+async fn service_body(state: &Arc<AppState>) -> Result<Value, ApiError> {
+    Ok(service_body_at(state).await?.0)
+}
+
+async fn service_body_at(state: &Arc<AppState>) -> Result<(Value, u64), ApiError> {
     let (s, rev) = blocking(&state.store, |s| {
         s.read(|r| -> Result<_, ApiError> {
             Ok((
@@ -394,11 +413,8 @@ pub(crate) async fn get_service(state: &Arc<AppState>) -> Result<Response, ApiEr
     })
     .await?;
     let urls = state.urls.read().expect("urls lock").clone();
-    Ok(with_etag(
-        json_response(
-            StatusCode::OK,
-            service::render_service(&s, rev, &urls.management, &urls.gateway),
-        ),
+    Ok((
+        service::render_service(&s, rev, &urls.management, &urls.gateway),
         rev,
     ))
 }

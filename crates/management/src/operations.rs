@@ -34,6 +34,9 @@ pub struct Operation {
     pub done: AtomicU64,
     pub total: AtomicU64,
     pub status: Mutex<OpStatus>,
+    /// What a finished backup or restore did (`revision`, `entities`, `bytes`), shown as
+    /// `outcome` beside the service in the operation's result.
+    pub outcome: Mutex<Option<Value>>,
 }
 
 /// The instance's long-running operations.
@@ -262,6 +265,7 @@ pub async fn start(
         done: AtomicU64::new(0),
         total: AtomicU64::new(0),
         status: Mutex::new(OpStatus::Running),
+        outcome: Mutex::new(None),
     });
     state
         .operations
@@ -334,6 +338,11 @@ async fn run(
         return match location.upload(&tmp).await {
             Ok(bytes) => {
                 tracing::info!(entities = manifest.entity_count, revision = manifest.source_revision, bytes, location = %location.display, "backup done");
+                *op.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(json!({
+                    "revision": manifest.source_revision,
+                    "entities": manifest.entity_count,
+                    "bytes": bytes,
+                }));
                 OpStatus::Succeeded(None)
             }
             Err(e) => storage_failure(kind, e),
@@ -363,6 +372,11 @@ async fn run(
                         revision = out.revision,
                         "restore done"
                     );
+                    *op2.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(json!({
+                        "revision": out.revision,
+                        "entities": out.entities,
+                        "sourceRevision": out.manifest.source_revision,
+                    }));
                     OpStatus::Succeeded(None)
                 },
             )

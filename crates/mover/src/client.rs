@@ -5,6 +5,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 use std::path::Path;
 
+#[derive(Clone)]
 pub struct Client {
     base: String,
     token: String,

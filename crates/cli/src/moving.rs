@@ -1,0 +1,314 @@
+//! `gatehouse move`: argument handling, progress on the terminal, and the report. The
+//! workflow itself is `gatehouse_mover`.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use gatehouse_mover::options::{MoveOptions, Side, parse_dns};
+use gatehouse_mover::overlay::Overlay;
+use gatehouse_mover::{Event, report::Report};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Args, Debug, Clone)]
+pub struct MoveArgs {
+    /// The source instance's data directory (it must be running).
+    #[arg(long)]
+    pub source_data_dir: Option<PathBuf>,
+    /// The source's management URL (with --source-token-file).
+    #[arg(long)]
+    pub source: Option<String>,
+    #[arg(long)]
+    pub source_token_file: Option<PathBuf>,
+    /// The target instance's data directory (it must be running).
+    #[arg(long)]
+    pub target_data_dir: Option<PathBuf>,
+    /// The target's management URL (with --target-token-file).
+    #[arg(long)]
+    pub target: Option<String>,
+    #[arg(long)]
+    pub target_token_file: Option<PathBuf>,
+    /// Where the archive goes: a folder, file:///…, az://ACCOUNT/CONTAINER, s3://BUCKET,
+    /// s3+http://HOST:PORT/BUCKET, gs://BUCKET.
+    #[arg(long)]
+    pub storage: Option<String>,
+    /// The archive's name (default: move-<time>.ghbak).
+    #[arg(long)]
+    pub backup_name: Option<String>,
+    /// The archive key (a passphrase of 12+ characters or an age secret key); default: a new
+    /// random one, kept beside the move file.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// The move file (default: gatehouse-move.json in a local --storage folder, else here).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Continue the move recorded in the move file.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the steps and what each will do; change nothing.
+    #[arg(long)]
+    pub plan: bool,
+    /// The target takes the source's name and host names (APIM's option 2, without downtime).
+    #[arg(long)]
+    pub same_name: bool,
+    /// With --same-name: APIM's order (back up, delete the source, restore), with downtime.
+    #[arg(long)]
+    pub delete_source_first: bool,
+    /// Keep the source as a read-only standby instead of deleting it.
+    #[arg(long)]
+    pub keep_source: bool,
+    /// Move into a target that is not empty (its configuration is replaced).
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub allow_tier_change: bool,
+    /// What differs in the target region (YAML or JSON): backends, apis, namedValues,
+    /// certificates, hostnames.
+    #[arg(long)]
+    pub overlay: Option<PathBuf>,
+    /// The custom domain's DNS: rfc2136://SERVER:PORT (dynamic update with TSIG) or
+    /// manual://SERVER:PORT (you change the record; the move checks SERVER).
+    #[arg(long)]
+    pub dns: Option<String>,
+    #[arg(long)]
+    pub dns_zone: Option<String>,
+    /// The TSIG key, as for knsupdate -y: ALGORITHM:NAME:BASE64SECRET.
+    #[arg(long)]
+    pub dns_key_file: Option<PathBuf>,
+    /// The custom domain whose CNAME moves to the target (option 1).
+    #[arg(long)]
+    pub custom_domain: Option<String>,
+    /// The target gateway's host name for the CNAME (default: its first Proxy host name).
+    #[arg(long)]
+    pub target_host: Option<String>,
+    /// The target gateway's IPv4 address for a same-name move (default: from its URL).
+    #[arg(long)]
+    pub target_address: Option<std::net::Ipv4Addr>,
+    /// Also compare GET responses of source and target (status and body hash).
+    #[arg(long)]
+    pub shadow: bool,
+    #[arg(long, default_value_t = 60)]
+    pub freeze_seconds: u64,
+    /// The drain ends after this long without a request to the source…
+    #[arg(long, default_value_t = 10.0)]
+    pub quiet_seconds: f64,
+    /// …or after this long in any case.
+    #[arg(long, default_value_t = 300.0)]
+    pub max_drain_seconds: f64,
+    /// How long the cutover waits for the DNS server to answer the new record.
+    #[arg(long, default_value_t = 60.0)]
+    pub dns_wait_seconds: f64,
+}
+
+fn side(
+    dir: &Option<PathBuf>,
+    url: &Option<String>,
+    token: &Option<PathBuf>,
+    which: &str,
+) -> Result<Side> {
+    match (dir, url, token) {
+        (Some(d), None, None) => Ok(Side::DataDir(std::path::absolute(d)?)),
+        (None, Some(u), Some(t)) => Ok(Side::Url {
+            url: u.clone(),
+            token_file: std::path::absolute(t)?,
+        }),
+        (None, Some(_), None) => bail!("--{which} needs --{which}-token-file"),
+        (None, None, _) => bail!("give the {which} with --{which}-data-dir or --{which} URL"),
+        _ => bail!("give the {which} either by --{which}-data-dir or by --{which} URL, not both"),
+    }
+}
+
+/// A local folder named by `--storage`, if it is one.
+fn local_folder(storage: &str) -> Option<PathBuf> {
+    if let Some(p) = storage.strip_prefix("file://") {
+        return Some(PathBuf::from(p));
+    }
+    (!storage.contains("://")).then(|| PathBuf::from(storage))
+}
+
+fn state_path(args: &MoveArgs) -> Result<PathBuf> {
+    if let Some(s) = &args.state {
+        return Ok(std::path::absolute(s)?);
+    }
+    let dir = args
+        .storage
+        .as_deref()
+        .and_then(local_folder)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok(std::path::absolute(dir.join("gatehouse-move.json"))?)
+}
+
+fn options(args: &MoveArgs, state: &Path) -> Result<MoveOptions> {
+    let storage = args
+        .storage
+        .clone()
+        .context("--storage is needed: where the archive goes")?;
+    let storage = match local_folder(&storage) {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::path::absolute(&dir)?.display().to_string()
+        }
+        None => storage,
+    };
+    let backup_name = args.backup_name.clone().unwrap_or_else(|| {
+        format!(
+            "move-{}.ghbak",
+            time::OffsetDateTime::now_utc().unix_timestamp()
+        )
+    });
+    let key_file = match &args.key_file {
+        Some(k) => {
+            let text = std::fs::read_to_string(k)
+                .with_context(|| format!("cannot read the key file {}", k.display()))?;
+            gatehouse_backup::BackupKey::parse(text.trim())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", k.display()))?;
+            std::path::absolute(k)?
+        }
+        None if args.plan => PathBuf::from("(a new random key beside the move file)"),
+        None => gatehouse_mover::new_key_file(state)?,
+    };
+    let overlay = match &args.overlay {
+        Some(p) => Some(Overlay::read(p)?),
+        None => None,
+    };
+    let opts = MoveOptions {
+        source: side(
+            &args.source_data_dir,
+            &args.source,
+            &args.source_token_file,
+            "source",
+        )?,
+        target: side(
+            &args.target_data_dir,
+            &args.target,
+            &args.target_token_file,
+            "target",
+        )?,
+        storage,
+        backup_name,
+        key_file,
+        same_name: args.same_name,
+        delete_source_first: args.delete_source_first,
+        keep_source: args.keep_source,
+        force: args.force,
+        allow_tier_change: args.allow_tier_change,
+        overlay,
+        dns: parse_dns(
+            args.dns.as_deref(),
+            args.dns_zone.as_deref(),
+            args.dns_key_file.as_deref(),
+        )?,
+        custom_domain: args.custom_domain.clone(),
+        target_host: args.target_host.clone(),
+        target_address: args.target_address,
+        shadow: args.shadow,
+        freeze_seconds: args.freeze_seconds,
+        quiet_ms: (args.quiet_seconds * 1000.0) as u64,
+        max_drain_ms: (args.max_drain_seconds * 1000.0) as u64,
+        dns_wait_ms: (args.dns_wait_seconds * 1000.0) as u64,
+    };
+    opts.check()?;
+    Ok(opts)
+}
+
+/// Progress: a bar on a terminal, one line per step otherwise (both on standard error).
+fn progress() -> gatehouse_mover::Events {
+    let bar: Arc<Mutex<Option<ProgressBar>>> = Arc::new(Mutex::new(None));
+    let terminal = std::io::stderr().is_terminal();
+    Box::new(move |e| {
+        let mut b = bar.lock().unwrap_or_else(|e| e.into_inner());
+        match e {
+            Event::StepStarted { name, index, total } => {
+                if terminal {
+                    let pb = ProgressBar::new(100);
+                    pb.set_style(
+                        ProgressStyle::with_template("[{prefix}] {msg:<10} [{bar:30}] {pos}% {elapsed}")
+                            .expect("valid template")
+                            .progress_chars("=> "),
+                    );
+                    pb.set_prefix(format!("{}/{total}", index + 1));
+                    pb.set_message(name);
+                    pb.enable_steady_tick(std::time::Duration::from_millis(200));
+                    *b = Some(pb);
+                } else {
+                    eprintln!("[{}/{total}] {name} …", index + 1);
+                }
+            }
+            Event::Progress { percent, .. } => {
+                if let Some(pb) = b.as_ref() {
+                    pb.set_position(percent);
+                }
+            }
+            Event::Note(text) => match b.as_ref() {
+                Some(pb) => pb.println(format!("  {text}")),
+                None => eprintln!("  {text}"),
+            },
+            Event::StepDone { name, duration_ms } => {
+                if let Some(pb) = b.take() {
+                    pb.set_position(100);
+                    pb.finish_with_message(format!("{name} ({:.2} s)", duration_ms as f64 / 1000.0));
+                } else {
+                    eprintln!("  {name} done in {:.2} s", duration_ms as f64 / 1000.0);
+                }
+            }
+        }
+    })
+}
+
+pub async fn run(args: &MoveArgs, json_out: bool) -> Result<()> {
+    let state = state_path(args)?;
+    if args.plan {
+        let opts = options(args, &state)?;
+        let steps = gatehouse_mover::plan(&opts);
+        if json_out {
+            let v: Vec<_> = steps
+                .iter()
+                .map(|(n, w)| serde_json::json!({"step": n, "does": w}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            println!(
+                "move {} → {} (nothing is changed by --plan):",
+                opts.source.describe(),
+                opts.target.describe()
+            );
+            for (i, (n, w)) in steps.iter().enumerate() {
+                println!("  {:>2}. {n:<13} {w}", i + 1);
+            }
+        }
+        return Ok(());
+    }
+    if !args.resume {
+        let opts = options(args, &state)?;
+        gatehouse_mover::create(opts, &state)?;
+    } else if !state.exists() {
+        bail!(
+            "no move to resume: {} does not exist (pass --state)",
+            state.display()
+        );
+    }
+    let result = tokio::select! {
+        r = gatehouse_mover::run(&state, progress()) => r,
+        _ = tokio::signal::ctrl_c() => {
+            gatehouse_mover::interrupted(&state).await.ok();
+            bail!(
+                "interrupted; the source's freeze was lifted. Continue with: gatehouse move --resume --state {}",
+                state.display()
+            );
+        }
+    };
+    let report: Report = result.with_context(|| {
+        format!(
+            "the move stopped (its state is in {}; after fixing the cause, continue with --resume)",
+            state.display()
+        )
+    })?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.human());
+    }
+    Ok(())
+}

@@ -3,7 +3,10 @@
 #   - Azurite (npm azurite@3.35.0, the Azure Blob Storage emulator) on 127.0.0.1:10000,
 #     with the container "backups";
 #   - s3s-fs (crates.io s3s-fs 0.14.1, an S3 server that checks signatures) on
-#     127.0.0.1:8014, access key "test", secret "test", with the bucket "backups".
+#     127.0.0.1:8014, access key "test", secret "test", with the bucket "backups";
+#   - Knot DNS (Debian's knot and knot-dnsutils), the authoritative server the move's RFC 2136
+#     cutover is tested against. Each test starts its own knotd on a free port with its own
+#     zone (gatehouse-testkit's `Knot`); here it is installed and checked once with an update.
 # A fresh machine has only the Rust toolchain, Python, Node and Debian's package manager.
 # Stop the servers with: bash scripts/test-deps.sh stop
 set -euo pipefail
@@ -87,4 +90,64 @@ if ! port_open 8014; then
 fi
 wait_port 8014 s3s-fs
 
+# Knot DNS.
+if ! command -v knotd >/dev/null 2>&1 || ! command -v knsupdate >/dev/null 2>&1; then
+  echo "test-deps: installing knot and knot-dnsutils"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends knot knot-dnsutils >/dev/null 2>&1 \
+    || { apt-get update >/dev/null && apt-get install -y --no-install-recommends knot knot-dnsutils >/dev/null; }
+fi
+need knotd
+need kdig
+# One signed update against a throwaway server proves the installation works here.
+python3 - "$RUN/knot-check" <<'PY'
+import os, shutil, socket, subprocess, sys, time
+d = sys.argv[1]
+shutil.rmtree(d, ignore_errors=True); os.makedirs(d)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+secret = "Z2F0ZWhvdXNlLXRlc3Qta2V5LTAxMjM0NTY3ODk="
+open(f"{d}/check.test.zone", "w").write("$TTL 5\n@ SOA ns admin 1 60 60 600 5\n@ NS ns\nns A 127.0.0.1\napi CNAME old\n")
+open(f"{d}/knot.conf", "w").write(f"""server:
+  listen: 127.0.0.1@{port}
+  rundir: {d}
+  pidfile: {d}/knot.pid
+  user: root:root
+database:
+  storage: {d}
+key:
+  - id: check
+    algorithm: hmac-sha256
+    secret: {secret}
+acl:
+  - id: up
+    key: check
+    action: update
+template:
+  - id: default
+    storage: {d}
+    file: "%s.zone"
+    zonefile-sync: -1
+    journal-content: changes
+zone:
+  - domain: check.test
+    acl: up
+""")
+p = subprocess.Popen(["knotd", "-c", f"{d}/knot.conf"], stdout=open(f"{d}/log", "w"), stderr=subprocess.STDOUT)
+try:
+    for _ in range(100):
+        out = subprocess.run(["kdig", "@127.0.0.1", "-p", str(port), "api.check.test", "CNAME", "+short", "+time=1"], capture_output=True, text=True).stdout
+        if "old" in out: break
+        time.sleep(0.1)
+    else:
+        sys.exit("test-deps: knotd did not answer: " + open(f"{d}/log").read())
+    upd = f"server 127.0.0.1 {port}\nzone check.test\nupdate delete api.check.test CNAME\nupdate add api.check.test 5 CNAME new.check.test.\nsend\n"
+    subprocess.run(["knsupdate", "-y", f"hmac-sha256:check:{secret}"], input=upd, text=True, check=True)
+    out = subprocess.run(["kdig", "@127.0.0.1", "-p", str(port), "api.check.test", "CNAME", "+short"], capture_output=True, text=True).stdout
+    if "new.check.test" not in out:
+        sys.exit("test-deps: knotd did not apply a signed update: " + out)
+finally:
+    p.terminate(); p.wait()
+PY
+
+echo "test-deps: knot DNS $(knotd -V | awk '{print $NF}') checked with a signed update"
 echo "test-deps: azurite on 127.0.0.1:10000 (container backups), s3s-fs on 127.0.0.1:8014 (bucket backups)"

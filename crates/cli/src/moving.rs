@@ -146,8 +146,10 @@ fn options(args: &MoveArgs, state: &Path) -> Result<MoveOptions> {
         .context("--storage is needed: where the archive goes")?;
     let storage = match local_folder(&storage) {
         Some(dir) => {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            if !args.plan {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
             std::path::absolute(&dir)?.display().to_string()
         }
         None => storage,

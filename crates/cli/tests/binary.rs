@@ -2,84 +2,18 @@
 //! the client commands of the quickstart, errors as one line and a non-zero exit, SIGTERM.
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use gatehouse_testkit::process::ServeProcess;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 
-struct Server {
-    child: Child,
-    data_dir: PathBuf,
-}
+struct Server;
 
 impl Server {
-    fn spawn(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(BIN);
-        cmd.current_dir(cwd)
-            .arg("serve")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for k in [
-            "GATEHOUSE_ADMIN_TOKEN",
-            "GATEHOUSE_URL",
-            "GATEHOUSE_TOKEN",
-            "GATEHOUSE_DATA_DIR",
-            "GATEHOUSE_NAME",
-        ] {
-            cmd.env_remove(k);
-        }
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("gatehouse starts");
-        let data_dir = args
-            .iter()
-            .position(|a| *a == "--data-dir")
-            .map(|i| cwd.join(args[i + 1]))
-            .unwrap_or_else(|| cwd.join("gatehouse-data"));
-        let s = Server { child, data_dir };
-        s.wait_ready();
-        s
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.data_dir.join("endpoints.json").exists() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the server did not write endpoints.json");
-    }
-
-    fn endpoints(&self) -> Value {
-        serde_json::from_str(
-            &std::fs::read_to_string(self.data_dir.join("endpoints.json")).unwrap(),
-        )
-        .unwrap()
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "SIGTERM did not stop the server");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn spawn(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> ServeProcess {
+        ServeProcess::spawn(BIN, cwd, args, envs)
     }
 }
 

@@ -217,6 +217,7 @@ pub fn create(options: MoveOptions, state_path: &Path) -> Result<MoveState> {
         source_traffic_start: None,
         target_traffic_start: None,
         source_traffic_end: None,
+        target_traffic_end: None,
         dns_before: None,
         dns_changed_at_ms: None,
         source_deleted_at_ms: None,
@@ -1026,6 +1027,10 @@ impl Move {
         detail["record"] = json!(record);
         detail["value"] = json!(new);
         detail["ttlWaitMs"] = json!(wait);
+        if self.state.options.delete_source_first {
+            // Nothing was served by the target before now; what it serves next is after the move.
+            self.state.target_traffic_end = Some(Self::traffic(&self.target).await?);
+        }
         Ok(detail)
     }
 
@@ -1076,6 +1081,7 @@ impl Move {
                 self.state.source_traffic_end = Self::traffic(source).await.ok();
             }
         }
+        self.state.target_traffic_end = Some(Self::traffic(&self.target).await?);
         if self.state.options.keep_source {
             self.note("the source stays as a read-only standby (--keep-source)");
             detail["source"] = json!("standby");

@@ -74,6 +74,14 @@ impl Report {
         );
         let requests_source = src_end.requests.saturating_sub(src_start.requests);
         let failed_source = src_end.failed.saturating_sub(src_start.failed);
+        // The target's own smoke requests are the move's, not clients'.
+        let (requests_target, failed_target) = match (&s.target_traffic_start, &s.target_traffic_end) {
+            (Some(a), Some(b)) => (
+                Some(b.requests.saturating_sub(a.requests).saturating_sub(s.smoke_requests)),
+                b.failed.saturating_sub(a.failed),
+            ),
+            _ => (None, 0),
+        };
         let mode = match (o.same_name, o.delete_source_first) {
             (false, _) => "option 1: the target keeps its own name; the custom domain moves".into(),
             (true, false) => "option 2: the target takes the source's name, without downtime".into(),
@@ -123,8 +131,8 @@ impl Report {
             changes_replayed: s.changes_replayed,
             changes_lost,
             requests_source,
-            requests_target: None,
-            failed_requests: failed_source,
+            requests_target,
+            failed_requests: failed_source + failed_target,
             downtime_ms: s.downtime_ms,
             target_gateway,
             carried,

@@ -89,6 +89,8 @@ pub struct MoveState {
     pub target_traffic_start: Option<Traffic>,
     #[serde(default)]
     pub source_traffic_end: Option<Traffic>,
+    #[serde(default)]
+    pub target_traffic_end: Option<Traffic>,
     /// The DNS record before the cutover, and when the cutover was written (ms since epoch).
     #[serde(default)]
     pub dns_before: Option<crate::dns::Answer>,

@@ -1,6 +1,9 @@
 //! Test helpers: start real instances in-process on port 0 (each with its own data directory)
 //! and talk to them over real HTTP.
 
+pub mod dns;
+pub mod process;
+
 use anyhow::Result;
 pub use gatehouse_cli::instance::{Instance, ServeConfig};
 use serde_json::Value;

@@ -1,0 +1,538 @@
+//! `gatehouse move` end to end, through the built binary: two instances standing for
+//! westeurope and eastus, each gateway on its own loopback address with the same port, so that
+//! DNS alone decides where traffic goes; Knot DNS serving `contoso.test`; a client resolving
+//! through it with the records' TTL and sending keyed requests all along; a writer changing
+//! APIs, products and subscriptions all along. Then the move, and the checks: no failed
+//! request, no lost change, DNS points to eastus, eastus serves, the source is gone.
+
+use gatehouse_testkit::EchoBackend;
+use gatehouse_testkit::dns::{Knot, RecordType, TtlResolver};
+use gatehouse_testkit::process::ServeProcess;
+use gatehouse_mover::dns::RecordValue;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+const ZONE: &str = "contoso.test";
+
+/// A port free on both 127.0.0.2 and 127.0.0.3.
+fn shared_port() -> u16 {
+    for _ in 0..50 {
+        let a = std::net::TcpListener::bind("127.0.0.2:0").expect("127.0.0.2 is usable");
+        let port = a.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.3", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
+}
+
+struct Side {
+    process: ServeProcess,
+    url: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Side {
+    fn start(cwd: &Path, dir: &str, name: &str, region: &str, gateway: &str) -> Side {
+        let process = ServeProcess::spawn(
+            BIN,
+            cwd,
+            &[
+                "--data-dir",
+                dir,
+                "--name",
+                name,
+                "--region",
+                region,
+                "--management-listen",
+                "127.0.0.1:0",
+                "--gateway-listen",
+                gateway,
+            ],
+            &[("GATEHOUSE_LOG", "warn")],
+        );
+        let url = process.endpoints()["management"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let token = process.token();
+        Side {
+            process,
+            url,
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        call(&self.http, &self.url, &self.token, method, path, body).await
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: Value) -> Value {
+        let (s, v) = self.call(method, path, Some(body)).await;
+        assert!((200..300).contains(&s), "{method} {path}: {s} {v}");
+        v
+    }
+}
+
+async fn call(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http
+        .request(method.parse().unwrap(), format!("{url}{path}"))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    match req.send().await {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            (s, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(e) => (0, json!(e.to_string())),
+    }
+}
+
+/// Configuration on the source: an API to the echo backend with a GET operation, a product,
+/// a subscription for the client.
+async fn configure(source: &Side, backend: &EchoBackend) -> String {
+    source
+        .ok(
+            "PUT",
+            "/apis/echo",
+            json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": backend.url, "protocols": ["http", "https"]}}),
+        )
+        .await;
+    source
+        .ok(
+            "PUT",
+            "/apis/echo/operations/status",
+            json!({"properties": {"displayName": "Status", "method": "GET", "urlTemplate": "/status"}}),
+        )
+        .await;
+    source
+        .ok(
+            "PUT",
+            "/products/starter",
+            json!({"properties": {"displayName": "Starter", "state": "published", "subscriptionRequired": true}}),
+        )
+        .await;
+    source.ok("PUT", "/products/starter/apis/echo", json!({})).await;
+    source
+        .ok(
+            "PUT",
+            "/subscriptions/client",
+            json!({"properties": {"displayName": "Client", "scope": "/products/starter", "state": "active"}}),
+        )
+        .await;
+    let keys = source
+        .ok("POST", "/subscriptions/client/listSecrets", json!({}))
+        .await;
+    keys["primaryKey"].as_str().unwrap().to_string()
+}
+
+#[derive(Default)]
+struct ClientStats {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    errors: std::sync::Mutex<Vec<String>>,
+}
+
+/// Keyed requests to the custom domain, resolved through the DNS server, until `stop`.
+fn client(
+    knot: &Knot,
+    port: u16,
+    key: String,
+    stop: Arc<AtomicBool>,
+    stats: Arc<ClientStats>,
+) -> tokio::task::JoinHandle<()> {
+    let http = reqwest::Client::builder()
+        .dns_resolver(Arc::new(TtlResolver::new(knot.addr, ZONE)))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    tokio::spawn(async move {
+        while !stop.load(Ordering::Relaxed) {
+            let r = http
+                .get(format!("http://api.{ZONE}:{port}/echo/status"))
+                .header("Ocp-Apim-Subscription-Key", &key)
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status().is_success() => {
+                    stats.ok.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(r) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    stats.errors.lock().unwrap().push(format!("status {}", r.status()));
+                }
+                Err(e) => {
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    stats.errors.lock().unwrap().push(format!("{e:?}"));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+}
+
+/// Changes APIs, products and subscriptions on whichever instance is authoritative: the
+/// source until it answers that the service has moved, then the target. Returns every
+/// acknowledged change: (path, displayName).
+fn writer(
+    source: (&str, &str),
+    target: (&str, &str),
+    backend_url: String,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(String, String)>>>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    let (su, st) = (source.0.to_string(), source.1.to_string());
+    let (tu, tt) = (target.0.to_string(), target.1.to_string());
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut on_target = false;
+        let mut problems = Vec::new();
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            let name = format!("w{i}");
+            let (path, body) = match i % 3 {
+                0 => (
+                    format!("/apis/{name}"),
+                    json!({"properties": {"displayName": name, "path": name, "serviceUrl": backend_url, "protocols": ["http"]}}),
+                ),
+                1 => (
+                    format!("/products/{name}"),
+                    json!({"properties": {"displayName": name, "state": "published"}}),
+                ),
+                _ => (
+                    format!("/subscriptions/{name}"),
+                    json!({"properties": {"displayName": name, "scope": "/products/starter"}}),
+                ),
+            };
+            loop {
+                let (url, token) = if on_target { (&tu, &tt) } else { (&su, &st) };
+                let (s, v) = call(&http, url, token, "PUT", &path, Some(body.clone())).await;
+                if (200..300).contains(&s) {
+                    acked.lock().await.push((path.clone(), name.clone()));
+                    break;
+                }
+                let msg = v["error"]["message"].as_str().unwrap_or("").to_string();
+                if s == 409 && msg.contains("has moved to") {
+                    on_target = true;
+                    continue;
+                }
+                if s == 409 || s == 0 {
+                    // Frozen for the final delta (or the source restarting): retry shortly.
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                problems.push(format!("PUT {path}: {s} {v}"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        problems
+    })
+}
+
+struct Scenario {
+    same_name: bool,
+    /// Kill the move (as kill -9 would) after this step's work, then resume it.
+    fault: Option<String>,
+    /// Keep a client and a writer busy all along.
+    traffic: bool,
+}
+
+fn run_move(args: &[String], fault: Option<&str>) -> std::process::Output {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(args);
+    cmd.env_remove("GATEHOUSE_MOVE_FAULT");
+    if let Some(f) = fault {
+        cmd.env("GATEHOUSE_MOVE_FAULT", f);
+    }
+    cmd.output().expect("gatehouse move runs")
+}
+
+async fn scenario(s: Scenario) {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let port = shared_port();
+    let backend = EchoBackend::start().await.unwrap();
+    let (source_name, target_name) = if s.same_name {
+        ("contoso-apim", "contoso-apim-eastus")
+    } else {
+        ("contoso-westeurope", "contoso-eastus")
+    };
+    let records = if s.same_name {
+        "contoso-apim 1 A 127.0.0.2\ngw-eastus 1 A 127.0.0.3\napi 1 CNAME contoso-apim"
+    } else {
+        "gw-westeurope 1 A 127.0.0.2\ngw-eastus 1 A 127.0.0.3\napi 1 CNAME gw-westeurope"
+    };
+    let knot = Knot::start(ZONE, records).await.unwrap();
+    let mut source = Side::start(cwd, "westeurope", source_name, "westeurope", &format!("127.0.0.2:{port}"));
+    let target = Side::start(cwd, "eastus", target_name, "eastus", &format!("127.0.0.3:{port}"));
+    let source_host = if s.same_name { "contoso-apim" } else { "gw-westeurope" };
+    source
+        .ok(
+            "PATCH",
+            "/",
+            json!({"properties": {"hostnameConfigurations": [{"type": "Proxy", "hostName": format!("{source_host}.{ZONE}")}]}}),
+        )
+        .await;
+    target
+        .ok(
+            "PATCH",
+            "/",
+            json!({"properties": {"hostnameConfigurations": [{"type": "Proxy", "hostName": format!("gw-eastus.{ZONE}")}]}}),
+        )
+        .await;
+    let key = configure(&source, &backend).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(ClientStats::default());
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let (client_task, writer_task) = if s.traffic {
+        let c = client(&knot, port, key.clone(), stop.clone(), stats.clone());
+        let w = writer(
+            (&source.url, &source.token),
+            (&target.url, &target.token),
+            backend.url.clone(),
+            stop.clone(),
+            acked.clone(),
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (Some(c), Some(w))
+    } else {
+        (None, None)
+    };
+
+    let state = cwd.join("archives/gatehouse-move.json");
+    let mut args: Vec<String> = [
+        "move",
+        "--json",
+        "--source-data-dir",
+        &cwd.join("westeurope").display().to_string(),
+        "--target-data-dir",
+        &cwd.join("eastus").display().to_string(),
+        "--storage",
+        &cwd.join("archives").display().to_string(),
+        "--dns",
+        &format!("rfc2136://{}", knot.addr),
+        "--dns-zone",
+        ZONE,
+        "--dns-key-file",
+        &knot.key_file().display().to_string(),
+        "--quiet-seconds",
+        "1",
+        "--max-drain-seconds",
+        "20",
+        "--freeze-seconds",
+        "10",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    if s.same_name {
+        args.push("--same-name".into());
+    } else {
+        args.extend(["--custom-domain".to_string(), format!("api.{ZONE}")]);
+    }
+    let output = {
+        let args = args.clone();
+        let fault = s.fault.clone();
+        tokio::task::spawn_blocking(move || run_move(&args, fault.as_deref()))
+            .await
+            .unwrap()
+    };
+    let output = if let Some(step) = &s.fault {
+        assert!(
+            !output.status.success(),
+            "the move was to die after {step}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let resume: Vec<String> = vec![
+            "move".into(),
+            "--json".into(),
+            "--resume".into(),
+            "--state".into(),
+            state.display().to_string(),
+        ];
+        tokio::task::spawn_blocking(move || run_move(&resume, None))
+            .await
+            .unwrap()
+    } else {
+        output
+    };
+    assert!(
+        output.status.success(),
+        "the move failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("the report is JSON");
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    eprintln!("{report:#}");
+    assert_eq!(report["outcome"], "completed", "{report}");
+    assert_eq!(report["changesLost"], 0, "{report}");
+    assert_eq!(report["failedRequests"], 0, "{report}");
+    assert_eq!(report["manualStepsLeft"], json!([]), "{report}");
+
+    // DNS now sends clients to eastus.
+    if s.same_name {
+        assert_eq!(
+            knot.lookup(&format!("contoso-apim.{ZONE}"), RecordType::A).await,
+            Some(RecordValue::A("127.0.0.3".parse().unwrap()))
+        );
+        let (_, svc) = target.call("GET", "/", None).await;
+        assert_eq!(svc["name"], "contoso-apim", "the target took the source's name");
+    } else {
+        assert_eq!(
+            knot.lookup(&format!("api.{ZONE}"), RecordType::CNAME).await,
+            Some(RecordValue::Cname(format!("gw-eastus.{ZONE}")))
+        );
+    }
+
+    // Keep the client going a moment: eastus serves it all.
+    let (_, before) = target.call("GET", "/drain", None).await;
+    tokio::time::sleep(Duration::from_millis(if s.traffic { 700 } else { 0 })).await;
+    stop.store(true, Ordering::Relaxed);
+    if let Some(c) = client_task {
+        c.await.unwrap();
+    }
+    let writer_problems = match writer_task {
+        Some(w) => w.await.unwrap(),
+        None => Vec::new(),
+    };
+    let (_, after) = target.call("GET", "/drain", None).await;
+    if s.traffic {
+        assert!(
+            after["requests"].as_u64() > before["requests"].as_u64(),
+            "eastus served the client at the end: {before} → {after}"
+        );
+        assert!(stats.ok.load(Ordering::Relaxed) > 20);
+        assert_eq!(
+            stats.failed.load(Ordering::Relaxed),
+            0,
+            "failed requests: {:?}",
+            stats.errors.lock().unwrap()
+        );
+        assert!(writer_problems.is_empty(), "{writer_problems:?}");
+    }
+
+    // Every acknowledged change is on the target, with its last value.
+    let acked = acked.lock().await.clone();
+    eprintln!(
+        "client: {} ok, {} failed; writer: {} changes acknowledged",
+        stats.ok.load(Ordering::Relaxed),
+        stats.failed.load(Ordering::Relaxed),
+        acked.len()
+    );
+    if s.traffic {
+        assert!(acked.len() > 10, "the writer made changes: {}", acked.len());
+    }
+    for (path, name) in acked.iter().chain(std::iter::once(&("/apis/echo".to_string(), "Echo".to_string()))) {
+        let (st, v) = target.call("GET", path, None).await;
+        assert_eq!(st, 200, "{path} is on the target");
+        assert_eq!(v["properties"]["displayName"].as_str(), Some(name.as_str()), "{path}");
+    }
+    // The client's subscription key works on the target.
+    let (_, k) = target.call("POST", "/subscriptions/client/listSecrets", None).await;
+    assert_eq!(k["primaryKey"].as_str(), Some(key.as_str()));
+
+    // The source is gone: its process ended and its data directory was removed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while source.process.exited().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the source still runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!cwd.join("westeurope").exists(), "the source's data directory was removed");
+    drop(knot);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn move_to_another_region_keeps_its_own_name() {
+    scenario(Scenario {
+        same_name: false,
+        fault: None,
+        traffic: true,
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn move_with_the_same_name_without_downtime() {
+    scenario(Scenario {
+        same_name: true,
+        fault: None,
+        traffic: true,
+    })
+    .await;
+}
+
+fn plan_steps(same_name: bool) -> Vec<String> {
+    let mut args = vec![
+        "move", "--plan", "--json", "--source-data-dir", "/x", "--target-data-dir", "/y",
+        "--storage", "file:///tmp/plan-only",
+    ];
+    if same_name {
+        args.push("--same-name");
+    }
+    let out = std::process::Command::new(BIN).args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_killed_at_any_step_resumes_to_the_same_end() {
+    let steps = plan_steps(false);
+    assert!(steps.len() >= 10, "{steps:?}");
+    for step in steps {
+        eprintln!("kill after {step}, then resume");
+        scenario(Scenario {
+            same_name: false,
+            fault: Some(step),
+            traffic: true,
+        })
+        .await;
+    }
+}
+
+#[test]
+fn plan_changes_nothing_and_lists_every_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "move", "--plan", "--source-data-dir", "/nowhere/a", "--target-data-dir", "/nowhere/b",
+            "--storage",
+        ])
+        .arg(dir.path().join("arch"))
+        .args(["--same-name"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for step in ["preflight", "backup", "restore", "overlay", "catch-up", "freeze", "verify", "take-name", "cutover", "drain", "cleanup"] {
+        assert!(text.contains(step), "{step} missing from:\n{text}");
+    }
+    assert!(!dir.path().join("arch/gatehouse-move.json").exists(), "--plan wrote a move file");
+    let _: PathBuf = dir.path().to_path_buf();
+}

@@ -1,0 +1,118 @@
+//! A real `gatehouse serve` process, for tests that go through the built binary.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct ServeProcess {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    /// Where the server's standard error goes (a file, so a chatty server never blocks).
+    pub log: PathBuf,
+}
+
+impl ServeProcess {
+    /// Starts `BIN serve ARGS` in `cwd` with a clean environment of GATEHOUSE_* variables plus
+    /// `envs`, and waits until it has written `endpoints.json`.
+    pub fn spawn(bin: &str, cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> ServeProcess {
+        let data_dir = args
+            .iter()
+            .position(|a| *a == "--data-dir")
+            .map(|i| cwd.join(args[i + 1]))
+            .unwrap_or_else(|| cwd.join("gatehouse-data"));
+        let log = cwd.join(format!(
+            "serve-{}.log",
+            data_dir.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let mut cmd = Command::new(bin);
+        cmd.current_dir(cwd)
+            .arg("serve")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(&log).expect("the server log can be created"),
+            ));
+        for k in [
+            "GATEHOUSE_ADMIN_TOKEN",
+            "GATEHOUSE_URL",
+            "GATEHOUSE_TOKEN",
+            "GATEHOUSE_DATA_DIR",
+            "GATEHOUSE_NAME",
+            "GATEHOUSE_REGION",
+        ] {
+            cmd.env_remove(k);
+        }
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("gatehouse starts");
+        let mut s = ServeProcess {
+            child,
+            data_dir,
+            log,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.data_dir.join("endpoints.json").exists() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the server exited ({status}) before it was ready: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server did not write endpoints.json");
+    }
+
+    pub fn endpoints(&self) -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(self.data_dir.join("endpoints.json"))
+                .expect("endpoints.json"),
+        )
+        .expect("endpoints.json is JSON")
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin-token"))
+            .expect("admin-token")
+            .trim()
+            .to_string()
+    }
+
+    /// Whether the process has exited (reaping it if so).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "SIGTERM did not stop the server");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

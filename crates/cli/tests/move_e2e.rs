@@ -252,10 +252,26 @@ fn writer(
 
 struct Scenario {
     same_name: bool,
-    /// Kill the move (as kill -9 would) after this step's work, then resume it.
+    /// APIM's order: delete the source, then restore (with downtime).
+    delete_first: bool,
+    /// Kill the move (kill -9) after this step's work, then resume it.
     fault: Option<String>,
     /// Keep a client and a writer busy all along.
     traffic: bool,
+    /// Move with a region overlay (a second backend, a named value, the custom host name).
+    overlay: bool,
+}
+
+impl Scenario {
+    fn plain(same_name: bool) -> Scenario {
+        Scenario {
+            same_name,
+            delete_first: false,
+            fault: None,
+            traffic: true,
+            overlay: false,
+        }
+    }
 }
 
 fn run_move(args: &[String], fault: Option<&str>) -> std::process::Output {
@@ -268,50 +284,145 @@ fn run_move(args: &[String], fault: Option<&str>) -> std::process::Output {
     cmd.output().expect("gatehouse move runs")
 }
 
+/// Two regions, DNS, a backend and the source's configuration, ready to move.
+struct Env {
+    dir: tempfile::TempDir,
+    port: u16,
+    backend: EchoBackend,
+    knot: Knot,
+    source: Side,
+    target: Side,
+    key: String,
+}
+
+impl Env {
+    async fn start(same_name: bool) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path();
+        let port = shared_port();
+        let backend = EchoBackend::start().await.unwrap();
+        let (source_name, target_name) = if same_name {
+            ("contoso-apim", "contoso-apim-eastus")
+        } else {
+            ("contoso-westeurope", "contoso-eastus")
+        };
+        let records = if same_name {
+            "contoso-apim 1 A 127.0.0.2\ngw-eastus 1 A 127.0.0.3\napi 1 CNAME contoso-apim"
+        } else {
+            "gw-westeurope 1 A 127.0.0.2\ngw-eastus 1 A 127.0.0.3\napi 1 CNAME gw-westeurope"
+        };
+        let knot = Knot::start(ZONE, records).await.unwrap();
+        let source = Side::start(cwd, "westeurope", source_name, "westeurope", &format!("127.0.0.2:{port}"));
+        let target = Side::start(cwd, "eastus", target_name, "eastus", &format!("127.0.0.3:{port}"));
+        let source_host = if same_name { "contoso-apim" } else { "gw-westeurope" };
+        source
+            .ok(
+                "PATCH",
+                "/",
+                json!({"properties": {"hostnameConfigurations": [{"type": "Proxy", "hostName": format!("{source_host}.{ZONE}")}]}}),
+            )
+            .await;
+        target
+            .ok(
+                "PATCH",
+                "/",
+                json!({"properties": {"hostnameConfigurations": [{"type": "Proxy", "hostName": format!("gw-eastus.{ZONE}")}]}}),
+            )
+            .await;
+        let key = configure(&source, &backend).await;
+        source
+            .ok(
+                "PUT",
+                "/namedValues/region",
+                json!({"properties": {"displayName": "region", "value": "westeurope", "secret": true}}),
+            )
+            .await;
+        Env {
+            dir,
+            port,
+            backend,
+            knot,
+            source,
+            target,
+            key,
+        }
+    }
+
+    fn cwd(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn state(&self) -> PathBuf {
+        self.cwd().join("archives/gatehouse-move.json")
+    }
+
+    fn move_args(&self, same_name: bool, extra: &[&str]) -> Vec<String> {
+        let cwd = self.cwd();
+        let mut args: Vec<String> = [
+            "move",
+            "--json",
+            "--source-data-dir",
+            &cwd.join("westeurope").display().to_string(),
+            "--target-data-dir",
+            &cwd.join("eastus").display().to_string(),
+            "--storage",
+            &cwd.join("archives").display().to_string(),
+            "--dns",
+            &format!("rfc2136://{}", self.knot.addr),
+            "--dns-zone",
+            ZONE,
+            "--dns-key-file",
+            &self.knot.key_file().display().to_string(),
+            "--quiet-seconds",
+            "1",
+            "--max-drain-seconds",
+            "20",
+            "--freeze-seconds",
+            "10",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        if same_name {
+            args.push("--same-name".into());
+        } else {
+            args.extend(["--custom-domain".to_string(), format!("api.{ZONE}")]);
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    }
+}
+
 async fn scenario(s: Scenario) {
-    let dir = tempfile::tempdir().unwrap();
-    let cwd = dir.path();
-    let port = shared_port();
-    let backend = EchoBackend::start().await.unwrap();
-    let (source_name, target_name) = if s.same_name {
-        ("contoso-apim", "contoso-apim-eastus")
-    } else {
-        ("contoso-westeurope", "contoso-eastus")
-    };
-    let records = if s.same_name {
-        "contoso-apim 1 A 127.0.0.2\ngw-eastus 1 A 127.0.0.3\napi 1 CNAME contoso-apim"
-    } else {
-        "gw-westeurope 1 A 127.0.0.2\ngw-eastus 1 A 127.0.0.3\napi 1 CNAME gw-westeurope"
-    };
-    let knot = Knot::start(ZONE, records).await.unwrap();
-    let mut source = Side::start(cwd, "westeurope", source_name, "westeurope", &format!("127.0.0.2:{port}"));
-    let target = Side::start(cwd, "eastus", target_name, "eastus", &format!("127.0.0.3:{port}"));
-    let source_host = if s.same_name { "contoso-apim" } else { "gw-westeurope" };
-    source
-        .ok(
-            "PATCH",
-            "/",
-            json!({"properties": {"hostnameConfigurations": [{"type": "Proxy", "hostName": format!("{source_host}.{ZONE}")}]}}),
+    let env = Env::start(s.same_name).await;
+    let (cwd, port, key) = (env.cwd().to_path_buf(), env.port, env.key.clone());
+    let eastus_backend = EchoBackend::start().await.unwrap();
+    let mut extra: Vec<String> = Vec::new();
+    if s.overlay {
+        let overlay = cwd.join("eastus.yaml");
+        std::fs::write(
+            &overlay,
+            format!(
+                "apis:\n  echo:\n    serviceUrl: {}\nnamedValues:\n  region:\n    value: eastus\nhostnames:\n  - hostName: api.{ZONE}\n",
+                eastus_backend.url
+            ),
         )
-        .await;
-    target
-        .ok(
-            "PATCH",
-            "/",
-            json!({"properties": {"hostnameConfigurations": [{"type": "Proxy", "hostName": format!("gw-eastus.{ZONE}")}]}}),
-        )
-        .await;
-    let key = configure(&source, &backend).await;
+        .unwrap();
+        extra.extend(["--overlay".to_string(), overlay.display().to_string()]);
+    }
+    if s.delete_first {
+        extra.push("--delete-source-first".into());
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(ClientStats::default());
     let acked = Arc::new(Mutex::new(Vec::new()));
     let (client_task, writer_task) = if s.traffic {
-        let c = client(&knot, port, key.clone(), stop.clone(), stats.clone());
+        let c = client(&env.knot, port, key.clone(), stop.clone(), stats.clone());
         let w = writer(
-            (&source.url, &source.token),
-            (&target.url, &target.token),
-            backend.url.clone(),
+            (&env.source.url, &env.source.token),
+            (&env.target.url, &env.target.token),
+            env.backend.url.clone(),
             stop.clone(),
             acked.clone(),
         );
@@ -321,39 +432,9 @@ async fn scenario(s: Scenario) {
         (None, None)
     };
 
-    let state = cwd.join("archives/gatehouse-move.json");
-    let mut args: Vec<String> = [
-        "move",
-        "--json",
-        "--source-data-dir",
-        &cwd.join("westeurope").display().to_string(),
-        "--target-data-dir",
-        &cwd.join("eastus").display().to_string(),
-        "--storage",
-        &cwd.join("archives").display().to_string(),
-        "--dns",
-        &format!("rfc2136://{}", knot.addr),
-        "--dns-zone",
-        ZONE,
-        "--dns-key-file",
-        &knot.key_file().display().to_string(),
-        "--quiet-seconds",
-        "1",
-        "--max-drain-seconds",
-        "20",
-        "--freeze-seconds",
-        "10",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
-    if s.same_name {
-        args.push("--same-name".into());
-    } else {
-        args.extend(["--custom-domain".to_string(), format!("api.{ZONE}")]);
-    }
+    let extra_refs: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let args = env.move_args(s.same_name, &extra_refs);
     let output = {
-        let args = args.clone();
         let fault = s.fault.clone();
         tokio::task::spawn_blocking(move || run_move(&args, fault.as_deref()))
             .await
@@ -370,7 +451,7 @@ async fn scenario(s: Scenario) {
             "--json".into(),
             "--resume".into(),
             "--state".into(),
-            state.display().to_string(),
+            env.state().display().to_string(),
         ];
         tokio::task::spawn_blocking(move || run_move(&resume, None))
             .await
@@ -385,24 +466,45 @@ async fn scenario(s: Scenario) {
     );
     let report: Value = serde_json::from_slice(&output.stdout).expect("the report is JSON");
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    eprintln!("{report:#}");
     assert_eq!(report["outcome"], "completed", "{report}");
     assert_eq!(report["changesLost"], 0, "{report}");
-    assert_eq!(report["failedRequests"], 0, "{report}");
     assert_eq!(report["manualStepsLeft"], json!([]), "{report}");
+    if s.delete_first {
+        assert!(
+            report["downtimeMs"].as_u64().unwrap() > 0,
+            "APIM's order has downtime, and the report says how much: {report}"
+        );
+    } else {
+        assert_eq!(report["failedRequests"], 0, "{report}");
+        assert_eq!(report["downtimeMs"], 0, "{report}");
+    }
+    let target = &env.target;
 
     // DNS now sends clients to eastus.
     if s.same_name {
         assert_eq!(
-            knot.lookup(&format!("contoso-apim.{ZONE}"), RecordType::A).await,
+            env.knot.lookup(&format!("contoso-apim.{ZONE}"), RecordType::A).await,
             Some(RecordValue::A("127.0.0.3".parse().unwrap()))
         );
         let (_, svc) = target.call("GET", "/", None).await;
         assert_eq!(svc["name"], "contoso-apim", "the target took the source's name");
     } else {
         assert_eq!(
-            knot.lookup(&format!("api.{ZONE}"), RecordType::CNAME).await,
+            env.knot.lookup(&format!("api.{ZONE}"), RecordType::CNAME).await,
             Some(RecordValue::Cname(format!("gw-eastus.{ZONE}")))
+        );
+    }
+    if s.overlay {
+        let (_, api) = target.call("GET", "/apis/echo", None).await;
+        assert_eq!(api["properties"]["serviceUrl"].as_str(), Some(eastus_backend.url.as_str()));
+        let (_, nv) = target.call("POST", "/namedValues/region/listValue", None).await;
+        assert_eq!(nv["value"], "eastus");
+        let (_, svc) = target.call("GET", "/", None).await;
+        let hosts = svc["properties"]["hostnameConfigurations"].to_string();
+        assert!(hosts.contains(&format!("api.{ZONE}")), "{hosts}");
+        assert!(
+            report["carried"].to_string().contains("set by the overlay: 0 backend(s), 1 API(s)"),
+            "{report}"
         );
     }
 
@@ -418,6 +520,13 @@ async fn scenario(s: Scenario) {
         None => Vec::new(),
     };
     let (_, after) = target.call("GET", "/drain", None).await;
+    let acked = acked.lock().await.clone();
+    eprintln!(
+        "client: {} ok, {} failed; writer: {} changes acknowledged",
+        stats.ok.load(Ordering::Relaxed),
+        stats.failed.load(Ordering::Relaxed),
+        acked.len()
+    );
     if s.traffic {
         assert!(
             after["requests"].as_u64() > before["requests"].as_u64(),
@@ -431,20 +540,12 @@ async fn scenario(s: Scenario) {
             stats.errors.lock().unwrap()
         );
         assert!(writer_problems.is_empty(), "{writer_problems:?}");
+        assert!(acked.len() > 10, "the writer made changes: {}", acked.len());
     }
 
     // Every acknowledged change is on the target, with its last value.
-    let acked = acked.lock().await.clone();
-    eprintln!(
-        "client: {} ok, {} failed; writer: {} changes acknowledged",
-        stats.ok.load(Ordering::Relaxed),
-        stats.failed.load(Ordering::Relaxed),
-        acked.len()
-    );
-    if s.traffic {
-        assert!(acked.len() > 10, "the writer made changes: {}", acked.len());
-    }
-    for (path, name) in acked.iter().chain(std::iter::once(&("/apis/echo".to_string(), "Echo".to_string()))) {
+    let echo = ("/apis/echo".to_string(), "Echo".to_string());
+    for (path, name) in acked.iter().chain(std::iter::once(&echo)) {
         let (st, v) = target.call("GET", path, None).await;
         assert_eq!(st, 200, "{path} is on the target");
         assert_eq!(v["properties"]["displayName"].as_str(), Some(name.as_str()), "{path}");
@@ -454,33 +555,27 @@ async fn scenario(s: Scenario) {
     assert_eq!(k["primaryKey"].as_str(), Some(key.as_str()));
 
     // The source is gone: its process ended and its data directory was removed.
+    let mut source = env.source;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while source.process.exited().is_none() {
         assert!(std::time::Instant::now() < deadline, "the source still runs");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!cwd.join("westeurope").exists(), "the source's data directory was removed");
-    drop(knot);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn move_to_another_region_keeps_its_own_name() {
     scenario(Scenario {
-        same_name: false,
-        fault: None,
-        traffic: true,
+        overlay: true,
+        ..Scenario::plain(false)
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn move_with_the_same_name_without_downtime() {
-    scenario(Scenario {
-        same_name: true,
-        fault: None,
-        traffic: true,
-    })
-    .await;
+    scenario(Scenario::plain(true)).await;
 }
 
 fn plan_steps(same_name: bool) -> Vec<String> {
@@ -508,9 +603,8 @@ async fn a_move_killed_at_any_step_resumes_to_the_same_end() {
     for step in steps {
         eprintln!("kill after {step}, then resume");
         scenario(Scenario {
-            same_name: false,
             fault: Some(step),
-            traffic: true,
+            ..Scenario::plain(false)
         })
         .await;
     }
@@ -535,4 +629,52 @@ fn plan_changes_nothing_and_lists_every_step() {
     }
     assert!(!dir.path().join("arch/gatehouse-move.json").exists(), "--plan wrote a move file");
     let _: PathBuf = dir.path().to_path_buf();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn apims_order_deletes_first_and_reports_the_downtime() {
+    scenario(Scenario {
+        delete_first: true,
+        traffic: false,
+        ..Scenario::plain(true)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_verification_changes_no_dns_and_leaves_the_source_serving() {
+    let env = Env::start(false).await;
+    // The overlay points the target's API at a backend that does not answer: the smoke
+    // requests through the target gateway fail.
+    let overlay = env.cwd().join("broken.yaml");
+    std::fs::write(&overlay, "apis:\n  echo:\n    serviceUrl: http://127.0.0.1:9\n").unwrap();
+    let args = env.move_args(false, &["--overlay", &overlay.display().to_string()]);
+    let out = tokio::task::spawn_blocking(move || run_move(&args, None)).await.unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("verification failed"), "{err}");
+    assert!(err.contains("GET /echo/status"), "{err}");
+    // DNS untouched, the source writable and serving.
+    assert_eq!(
+        env.knot.lookup(&format!("api.{ZONE}"), RecordType::CNAME).await,
+        Some(RecordValue::Cname(format!("gw-westeurope.{ZONE}")))
+    );
+    let (_, f) = env.source.call("GET", "/freeze", None).await;
+    assert_eq!(f["frozen"], false, "{f}");
+    env.source
+        .ok("PUT", "/products/after", json!({"properties": {"displayName": "after"}}))
+        .await;
+    let r = reqwest::Client::builder()
+        .dns_resolver(Arc::new(TtlResolver::new(env.knot.addr, ZONE)))
+        .build()
+        .unwrap()
+        .get(format!("http://api.{ZONE}:{}/echo/status", env.port))
+        .header("Ocp-Apim-Subscription-Key", &env.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The move file records the abort; it cannot be resumed into a cutover.
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(env.state()).unwrap()).unwrap();
+    assert!(state["outcome"].as_str().unwrap().starts_with("aborted"), "{state}");
 }

@@ -1160,11 +1160,14 @@ fn kind_of_collection(segment: &str) -> &str {
     }
 }
 
-/// Fault injection for the resume tests: `GATEHOUSE_MOVE_FAULT=STEP` kills the process the way
-/// kill -9 would, after STEP did its work and before it is recorded as done.
+/// Fault injection for the resume tests: `GATEHOUSE_MOVE_FAULT=STEP` sends this process
+/// SIGKILL (kill -9) after STEP did its work and before it is recorded as done.
 fn fault_point(step: &str) {
     if std::env::var("GATEHOUSE_MOVE_FAULT").is_ok_and(|s| s == step) {
-        eprintln!("GATEHOUSE_MOVE_FAULT: dying after the work of step {step}");
+        eprintln!("GATEHOUSE_MOVE_FAULT: kill -9 after the work of step {step}");
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &std::process::id().to_string()])
+            .status();
         std::process::abort();
     }
 }

@@ -198,6 +198,19 @@ impl Instance {
             })),
         });
         let (tx, rx) = watch::channel(false);
+        {
+            // A deleted instance stops serving at once, whoever hosts it.
+            let (management_stop, gateway_stop) = (tx.clone(), gateway.stopper());
+            let mut deleted = deleted.clone();
+            let endpoints = data_dir.join("endpoints.json");
+            tokio::spawn(async move {
+                if deleted.wait_for(|d| *d).await.is_ok() {
+                    let _ = management_stop.send(true);
+                    let _ = gateway_stop.send(true);
+                    let _ = std::fs::remove_file(endpoints);
+                }
+            });
+        }
         let tasks = vec![tokio::spawn(serve_until(
             mgmt_listener,
             gatehouse_management::router(state),

@@ -226,9 +226,11 @@ fn progress() -> gatehouse_mover::Events {
                 if terminal {
                     let pb = ProgressBar::new(100);
                     pb.set_style(
-                        ProgressStyle::with_template("[{prefix}] {msg:<10} [{bar:30}] {pos}% {elapsed}")
-                            .expect("valid template")
-                            .progress_chars("=> "),
+                        ProgressStyle::with_template(
+                            "[{prefix}] {msg:<10} [{bar:30}] {pos}% {elapsed}",
+                        )
+                        .expect("valid template")
+                        .progress_chars("=> "),
                     );
                     pb.set_prefix(format!("{}/{total}", index + 1));
                     pb.set_message(name);
@@ -250,7 +252,10 @@ fn progress() -> gatehouse_mover::Events {
             Event::StepDone { name, duration_ms } => {
                 if let Some(pb) = b.take() {
                     pb.set_position(100);
-                    pb.finish_with_message(format!("{name} ({:.2} s)", duration_ms as f64 / 1000.0));
+                    pb.finish_with_message(format!(
+                        "{name} ({:.2} s)",
+                        duration_ms as f64 / 1000.0
+                    ));
                 } else {
                     eprintln!("  {name} done in {:.2} s", duration_ms as f64 / 1000.0);
                 }
@@ -301,12 +306,21 @@ pub async fn run(args: &MoveArgs, json_out: bool) -> Result<()> {
             );
         }
     };
-    let report: Report = result.with_context(|| {
-        format!(
-            "the move stopped (its state is in {}; after fixing the cause, continue with --resume)",
-            state.display()
-        )
-    })?;
+    let report: Report = match result {
+        Ok(r) => r,
+        Err(e) if e.downcast_ref::<gatehouse_mover::MoveError>().is_some() => {
+            return Err(e.context(format!(
+                "the move was called off (recorded in {}); fix the cause and start a new move",
+                state.display()
+            )));
+        }
+        Err(e) => {
+            return Err(e.context(format!(
+                "the move stopped (its state is in {}); after fixing the cause, continue with --resume",
+                state.display()
+            )));
+        }
+    };
     if json_out {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

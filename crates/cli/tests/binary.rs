@@ -1,8 +1,8 @@
 //! The built `gatehouse` binary: `serve` with and without arguments, configuration sources,
 //! the client commands of the quickstart, errors as one line and a non-zero exit, SIGTERM.
 
-use serde_json::Value;
 use gatehouse_testkit::process::ServeProcess;
+use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;

@@ -5,10 +5,10 @@
 //! APIs, products and subscriptions all along. Then the move, and the checks: no failed
 //! request, no lost change, DNS points to eastus, eastus serves, the source is gone.
 
+use gatehouse_mover::dns::RecordValue;
 use gatehouse_testkit::EchoBackend;
 use gatehouse_testkit::dns::{Knot, RecordType, TtlResolver};
 use gatehouse_testkit::process::ServeProcess;
-use gatehouse_mover::dns::RecordValue;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -128,7 +128,9 @@ async fn configure(source: &Side, backend: &EchoBackend) -> String {
             json!({"properties": {"displayName": "Starter", "state": "published", "subscriptionRequired": true}}),
         )
         .await;
-    source.ok("PUT", "/products/starter/apis/echo", json!({})).await;
+    source
+        .ok("PUT", "/products/starter/apis/echo", json!({}))
+        .await;
     source
         .ok(
             "PUT",
@@ -175,7 +177,11 @@ fn client(
                 }
                 Ok(r) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
-                    stats.errors.lock().unwrap().push(format!("status {}", r.status()));
+                    stats
+                        .errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("status {}", r.status()));
                 }
                 Err(e) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -312,9 +318,25 @@ impl Env {
             "gw-westeurope 1 A 127.0.0.2\ngw-eastus 1 A 127.0.0.3\napi 1 CNAME gw-westeurope"
         };
         let knot = Knot::start(ZONE, records).await.unwrap();
-        let source = Side::start(cwd, "westeurope", source_name, "westeurope", &format!("127.0.0.2:{port}"));
-        let target = Side::start(cwd, "eastus", target_name, "eastus", &format!("127.0.0.3:{port}"));
-        let source_host = if same_name { "contoso-apim" } else { "gw-westeurope" };
+        let source = Side::start(
+            cwd,
+            "westeurope",
+            source_name,
+            "westeurope",
+            &format!("127.0.0.2:{port}"),
+        );
+        let target = Side::start(
+            cwd,
+            "eastus",
+            target_name,
+            "eastus",
+            &format!("127.0.0.3:{port}"),
+        );
+        let source_host = if same_name {
+            "contoso-apim"
+        } else {
+            "gw-westeurope"
+        };
         source
             .ok(
                 "PATCH",
@@ -483,27 +505,41 @@ async fn scenario(s: Scenario) {
     // DNS now sends clients to eastus.
     if s.same_name {
         assert_eq!(
-            env.knot.lookup(&format!("contoso-apim.{ZONE}"), RecordType::A).await,
+            env.knot
+                .lookup(&format!("contoso-apim.{ZONE}"), RecordType::A)
+                .await,
             Some(RecordValue::A("127.0.0.3".parse().unwrap()))
         );
         let (_, svc) = target.call("GET", "/", None).await;
-        assert_eq!(svc["name"], "contoso-apim", "the target took the source's name");
+        assert_eq!(
+            svc["name"], "contoso-apim",
+            "the target took the source's name"
+        );
     } else {
         assert_eq!(
-            env.knot.lookup(&format!("api.{ZONE}"), RecordType::CNAME).await,
+            env.knot
+                .lookup(&format!("api.{ZONE}"), RecordType::CNAME)
+                .await,
             Some(RecordValue::Cname(format!("gw-eastus.{ZONE}")))
         );
     }
     if s.overlay {
         let (_, api) = target.call("GET", "/apis/echo", None).await;
-        assert_eq!(api["properties"]["serviceUrl"].as_str(), Some(eastus_backend.url.as_str()));
-        let (_, nv) = target.call("POST", "/namedValues/region/listValue", None).await;
+        assert_eq!(
+            api["properties"]["serviceUrl"].as_str(),
+            Some(eastus_backend.url.as_str())
+        );
+        let (_, nv) = target
+            .call("POST", "/namedValues/region/listValue", None)
+            .await;
         assert_eq!(nv["value"], "eastus");
         let (_, svc) = target.call("GET", "/", None).await;
         let hosts = svc["properties"]["hostnameConfigurations"].to_string();
         assert!(hosts.contains(&format!("api.{ZONE}")), "{hosts}");
         assert!(
-            report["carried"].to_string().contains("set by the overlay: 0 backend(s), 1 API(s)"),
+            report["carried"]
+                .to_string()
+                .contains("set by the overlay: 0 backend(s), 1 API(s)"),
             "{report}"
         );
     }
@@ -548,20 +584,32 @@ async fn scenario(s: Scenario) {
     for (path, name) in acked.iter().chain(std::iter::once(&echo)) {
         let (st, v) = target.call("GET", path, None).await;
         assert_eq!(st, 200, "{path} is on the target");
-        assert_eq!(v["properties"]["displayName"].as_str(), Some(name.as_str()), "{path}");
+        assert_eq!(
+            v["properties"]["displayName"].as_str(),
+            Some(name.as_str()),
+            "{path}"
+        );
     }
     // The client's subscription key works on the target.
-    let (_, k) = target.call("POST", "/subscriptions/client/listSecrets", None).await;
+    let (_, k) = target
+        .call("POST", "/subscriptions/client/listSecrets", None)
+        .await;
     assert_eq!(k["primaryKey"].as_str(), Some(key.as_str()));
 
     // The source is gone: its process ended and its data directory was removed.
     let mut source = env.source;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while source.process.exited().is_none() {
-        assert!(std::time::Instant::now() < deadline, "the source still runs");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the source still runs"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(!cwd.join("westeurope").exists(), "the source's data directory was removed");
+    assert!(
+        !cwd.join("westeurope").exists(),
+        "the source's data directory was removed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -580,14 +628,28 @@ async fn move_with_the_same_name_without_downtime() {
 
 fn plan_steps(same_name: bool) -> Vec<String> {
     let mut args = vec![
-        "move", "--plan", "--json", "--source-data-dir", "/x", "--target-data-dir", "/y",
-        "--storage", "file:///tmp/plan-only",
+        "move",
+        "--plan",
+        "--json",
+        "--source-data-dir",
+        "/x",
+        "--target-data-dir",
+        "/y",
+        "--storage",
+        "file:///tmp/plan-only",
     ];
     if same_name {
         args.push("--same-name");
     }
-    let out = std::process::Command::new(BIN).args(&args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(BIN)
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     v.as_array()
         .unwrap()
@@ -615,19 +677,43 @@ fn plan_changes_nothing_and_lists_every_step() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(BIN)
         .args([
-            "move", "--plan", "--source-data-dir", "/nowhere/a", "--target-data-dir", "/nowhere/b",
+            "move",
+            "--plan",
+            "--source-data-dir",
+            "/nowhere/a",
+            "--target-data-dir",
+            "/nowhere/b",
             "--storage",
         ])
         .arg(dir.path().join("arch"))
         .args(["--same-name"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    for step in ["preflight", "backup", "restore", "overlay", "catch-up", "freeze", "verify", "take-name", "cutover", "drain", "cleanup"] {
+    for step in [
+        "preflight",
+        "backup",
+        "restore",
+        "overlay",
+        "catch-up",
+        "freeze",
+        "verify",
+        "take-name",
+        "cutover",
+        "drain",
+        "cleanup",
+    ] {
         assert!(text.contains(step), "{step} missing from:\n{text}");
     }
-    assert!(!dir.path().join("arch/gatehouse-move.json").exists(), "--plan wrote a move file");
+    assert!(
+        !dir.path().join("arch/gatehouse-move.json").exists(),
+        "--plan wrote a move file"
+    );
     let _: PathBuf = dir.path().to_path_buf();
 }
 
@@ -647,22 +733,35 @@ async fn a_failed_verification_changes_no_dns_and_leaves_the_source_serving() {
     // The overlay points the target's API at a backend that does not answer: the smoke
     // requests through the target gateway fail.
     let overlay = env.cwd().join("broken.yaml");
-    std::fs::write(&overlay, "apis:\n  echo:\n    serviceUrl: http://127.0.0.1:9\n").unwrap();
+    std::fs::write(
+        &overlay,
+        "apis:\n  echo:\n    serviceUrl: http://127.0.0.1:9\n",
+    )
+    .unwrap();
     let args = env.move_args(false, &["--overlay", &overlay.display().to_string()]);
-    let out = tokio::task::spawn_blocking(move || run_move(&args, None)).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || run_move(&args, None))
+        .await
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
     assert!(err.contains("verification failed"), "{err}");
     assert!(err.contains("GET /echo/status"), "{err}");
     // DNS untouched, the source writable and serving.
     assert_eq!(
-        env.knot.lookup(&format!("api.{ZONE}"), RecordType::CNAME).await,
+        env.knot
+            .lookup(&format!("api.{ZONE}"), RecordType::CNAME)
+            .await,
         Some(RecordValue::Cname(format!("gw-westeurope.{ZONE}")))
     );
     let (_, f) = env.source.call("GET", "/freeze", None).await;
     assert_eq!(f["frozen"], false, "{f}");
     env.source
-        .ok("PUT", "/products/after", json!({"properties": {"displayName": "after"}}))
+        .ok(
+            "PUT",
+            "/products/after",
+            json!({"properties": {"displayName": "after"}}),
+        )
         .await;
     let r = reqwest::Client::builder()
         .dns_resolver(Arc::new(TtlResolver::new(env.knot.addr, ZONE)))
@@ -675,6 +774,10 @@ async fn a_failed_verification_changes_no_dns_and_leaves_the_source_serving() {
         .unwrap();
     assert_eq!(r.status(), 200);
     // The move file records the abort; it cannot be resumed into a cutover.
-    let state: Value = serde_json::from_str(&std::fs::read_to_string(env.state()).unwrap()).unwrap();
-    assert!(state["outcome"].as_str().unwrap().starts_with("aborted"), "{state}");
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.state()).unwrap()).unwrap();
+    assert!(
+        state["outcome"].as_str().unwrap().starts_with("aborted"),
+        "{state}"
+    );
 }

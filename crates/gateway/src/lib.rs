@@ -209,6 +209,12 @@ impl Gateway {
         })
     }
 
+    /// A handle that stops the gateway (draining requests in flight) when sent `true`, for
+    /// whoever must stop it without owning it.
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+
     /// The revision of the configuration being served.
     pub fn revision(&self) -> u64 {
         self.shared.table.load().revision

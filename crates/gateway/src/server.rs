@@ -392,8 +392,10 @@ pub async fn handle(
 /// to the new instance). HTTP/2 has no such header; its connections end at shutdown with GOAWAY.
 fn close_if_draining(shared: &Shared, http1: bool, resp: &mut Response<Body>) {
     if http1 && shared.traffic.draining() {
-        resp.headers_mut()
-            .insert(header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
     }
 }
 

@@ -230,7 +230,10 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         return crate::moving::delete_service(&state);
     }
     state.freeze.check(&method, last_segment)?;
-    if path.trim_end_matches('/').eq_ignore_ascii_case("/adoptIdentity") {
+    if path
+        .trim_end_matches('/')
+        .eq_ignore_ascii_case("/adoptIdentity")
+    {
         return match method {
             Method::POST => crate::moving::adopt_identity(&state, &body).await,
             _ => Err(method_not_allowed()),

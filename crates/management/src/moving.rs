@@ -138,16 +138,17 @@ pub fn drain(state: &AppState, method: &Method, body: &[u8]) -> Result<Response,
             "This instance runs no gateway to drain.",
         ));
     };
-    let enabled = match *method {
-        Method::GET => None,
-        Method::POST => {
-            let b = parse_json_body(body)?;
-            Some(b.get("enabled").and_then(Value::as_bool).ok_or_else(|| {
-                ApiError::invalid("enabled", "'enabled' must be true or false")
-            })?)
-        }
-        _ => return Err(crate::handlers::method_not_allowed()),
-    };
+    let enabled =
+        match *method {
+            Method::GET => None,
+            Method::POST => {
+                let b = parse_json_body(body)?;
+                Some(b.get("enabled").and_then(Value::as_bool).ok_or_else(|| {
+                    ApiError::invalid("enabled", "'enabled' must be true or false")
+                })?)
+            }
+            _ => return Err(crate::handlers::method_not_allowed()),
+        };
     Ok(json_response(StatusCode::OK, traffic(enabled)))
 }
 

@@ -288,7 +288,9 @@ pub fn patch_service(store: &Store, body: &Map<String, Value>) -> Result<(), Api
 
 /// Checks `hostnameConfigurations`: a list of `{type, hostName, certificateId?, defaultSslBinding?}`
 /// with APIM's types, valid DNS names and no name twice.
-pub fn parse_hostnames(v: &Value) -> Result<Vec<HostnameConfiguration>, gatehouse_model::FieldError> {
+pub fn parse_hostnames(
+    v: &Value,
+) -> Result<Vec<HostnameConfiguration>, gatehouse_model::FieldError> {
     let field = "hostnameConfigurations";
     let bad = |m: String| gatehouse_model::FieldError::new(field, m);
     let list: Vec<HostnameConfiguration> = serde_json::from_value(v.clone()).map_err(|e| {
@@ -309,7 +311,10 @@ pub fn parse_hostnames(v: &Value) -> Result<Vec<HostnameConfiguration>, gatehous
             return Err(bad(format!("'{}' is not a valid host name", h.host_name)));
         }
         if !seen.insert(h.host_name.to_ascii_lowercase()) {
-            return Err(bad(format!("the host name '{}' is listed twice", h.host_name)));
+            return Err(bad(format!(
+                "the host name '{}' is listed twice",
+                h.host_name
+            )));
         }
     }
     Ok(list)

@@ -29,7 +29,11 @@ pub struct TsigKey {
 
 impl std::fmt::Debug for TsigKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TsigKey({}:{}, secret hidden)", self.algorithm, self.name)
+        write!(
+            f,
+            "TsigKey({}:{}, secret hidden)",
+            self.algorithm, self.name
+        )
     }
 }
 
@@ -48,10 +52,14 @@ impl TsigKey {
         let (algorithm, name, secret) = match parts.as_slice() {
             [name, secret] => ("hmac-sha256", *name, *secret),
             [alg, name, secret] => (*alg, *name, *secret),
-            _ => bail!("a TSIG key must be written ALGORITHM:NAME:BASE64SECRET (as for knsupdate -y)"),
+            _ => bail!(
+                "a TSIG key must be written ALGORITHM:NAME:BASE64SECRET (as for knsupdate -y)"
+            ),
         };
         if algorithm_of(algorithm).is_none() {
-            bail!("the TSIG algorithm '{algorithm}' is not supported; use hmac-sha256, hmac-sha384 or hmac-sha512");
+            bail!(
+                "the TSIG algorithm '{algorithm}' is not supported; use hmac-sha256, hmac-sha384 or hmac-sha512"
+            );
         }
         let secret = base64::engine::general_purpose::STANDARD
             .decode(secret.trim())
@@ -234,7 +242,12 @@ impl Authority {
             }
             None => client.create(new_record, zone).await,
         }
-        .with_context(|| format!("the DNS update of {name} got no answer from {}", self.server))?;
+        .with_context(|| {
+            format!(
+                "the DNS update of {name} got no answer from {}",
+                self.server
+            )
+        })?;
         match response.response_code() {
             ResponseCode::NoError => Ok(true),
             ResponseCode::NotAuth | ResponseCode::Refused => bail!(
@@ -246,7 +259,10 @@ impl Authority {
                 "the record {name} changed while the move was updating it ({}); nothing was written",
                 response.response_code()
             ),
-            other => bail!("the DNS server {} refused the update of {name}: {other}", self.server),
+            other => bail!(
+                "the DNS server {} refused the update of {name}: {other}",
+                self.server
+            ),
         }
     }
 
@@ -282,7 +298,9 @@ mod tests {
         assert_eq!(k.name, "move-key");
         assert!(!format!("{k:?}").contains("c2Vj"));
         assert!(TsigKey::parse("move-key:c2VjcmV0").is_ok());
-        let e = TsigKey::parse("hmac-md5:k:c2VjcmV0").unwrap_err().to_string();
+        let e = TsigKey::parse("hmac-md5:k:c2VjcmV0")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not supported"), "{e}");
         assert!(TsigKey::parse("k:%%%").is_err());
         assert!(TsigKey::parse("").is_err());

@@ -43,10 +43,16 @@ pub enum Event {
         total: usize,
     },
     /// Percent of the running step (backup, restore).
-    Progress { name: String, percent: u64 },
+    Progress {
+        name: String,
+        percent: u64,
+    },
     /// A line for the operator.
     Note(String),
-    StepDone { name: String, duration_ms: u64 },
+    StepDone {
+        name: String,
+        duration_ms: u64,
+    },
 }
 
 pub type Events = Box<dyn Fn(Event) + Send + Sync>;
@@ -83,10 +89,7 @@ pub fn plan(o: &MoveOptions) -> Vec<(&'static str, String)> {
     let cleanup = if o.keep_source {
         "keep the source as a read-only standby".to_string()
     } else if o.source.data_dir().is_some() {
-        format!(
-            "delete the source and remove {}",
-            o.source.describe()
-        )
+        format!("delete the source and remove {}", o.source.describe())
     } else {
         "delete the source (it stops and is marked deleted)".into()
     };
@@ -95,12 +98,19 @@ pub fn plan(o: &MoveOptions) -> Vec<(&'static str, String)> {
         "preflight",
         format!(
             "check both instances answer, tiers match{}, the target is empty{}; record DNS and traffic",
-            if o.allow_tier_change { " (or not: --allow-tier-change)" } else { "" },
+            if o.allow_tier_change {
+                " (or not: --allow-tier-change)"
+            } else {
+                ""
+            },
             if o.force { " (or not: --force)" } else { "" }
         ),
     )];
     if o.delete_source_first {
-        steps.push(("freeze", "refuse writes on the source until it is deleted".into()));
+        steps.push((
+            "freeze",
+            "refuse writes on the source until it is deleted".into(),
+        ));
         steps.push(("backup", format!("back up the frozen source to {archive}")));
         steps.push((
             "delete-source",
@@ -112,12 +122,18 @@ pub fn plan(o: &MoveOptions) -> Vec<(&'static str, String)> {
             "verify",
             "counts and hashes per type equal the frozen source's; smoke requests through the target gateway".into(),
         ));
-        steps.push(("take-name", format!("the target takes {target_name} and host names")));
+        steps.push((
+            "take-name",
+            format!("the target takes {target_name} and host names"),
+        ));
         steps.push(("cutover", dns));
         steps.push(("cleanup", cleanup));
         return steps;
     }
-    steps.push(("backup", format!("back up the source (serving) to {archive}")));
+    steps.push((
+        "backup",
+        format!("back up the source (serving) to {archive}"),
+    ));
     steps.push(("restore", format!("restore {archive} into the target")));
     steps.push(("overlay", overlay));
     steps.push((
@@ -135,13 +151,23 @@ pub fn plan(o: &MoveOptions) -> Vec<(&'static str, String)> {
         "verify",
         format!(
             "counts and hashes per type equal; smoke requests through the target gateway{}",
-            if o.shadow { "; shadow GETs compared with the source" } else { "" }
+            if o.shadow {
+                "; shadow GETs compared with the source"
+            } else {
+                ""
+            }
         ),
     ));
     if o.same_name {
-        steps.push(("take-name", "the target takes the source's name and host names".into()));
+        steps.push((
+            "take-name",
+            "the target takes the source's name and host names".into(),
+        ));
     }
-    steps.push(("cutover", format!("the source hands over (read-only standby); {dns}")));
+    steps.push((
+        "cutover",
+        format!("the source hands over (read-only standby); {dns}"),
+    ));
     steps.push((
         "drain",
         format!(
@@ -161,7 +187,9 @@ fn cutover_description(o: &MoveOptions, domain: Option<&str>) -> String {
         format!(
             "CNAME {} → {}",
             domain.unwrap_or("?"),
-            o.target_host.as_deref().unwrap_or("the target's gateway host name")
+            o.target_host
+                .as_deref()
+                .unwrap_or("the target's gateway host name")
         )
     }
 }
@@ -404,7 +432,10 @@ impl Move {
             name: s["name"].as_str().unwrap_or_default().to_string(),
             region: s["location"].as_str().unwrap_or_default().to_string(),
             sku: s["sku"]["name"].as_str().unwrap_or_default().to_string(),
-            management_url: p["managementApiUrl"].as_str().unwrap_or_default().to_string(),
+            management_url: p["managementApiUrl"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             gateway_url: p["gatewayUrl"].as_str().unwrap_or_default().to_string(),
             hostnames: p["hostnameConfigurations"]
                 .as_array()
@@ -431,7 +462,10 @@ impl Move {
             .await
             .with_context(|| format!("the target ({}) does not answer", o.target.describe()))?;
         if src.management_url == tgt.management_url {
-            bail!("the source and the target are the same instance ({})", src.management_url);
+            bail!(
+                "the source and the target are the same instance ({})",
+                src.management_url
+            );
         }
         if src.sku != tgt.sku && !o.allow_tier_change {
             bail!(
@@ -565,8 +599,9 @@ impl Move {
         let url = format!("{}/{}", o.storage.trim_end_matches('/'), o.backup_name);
         let (account, container, name) =
             gatehouse_backup::storage::split_url(&url).map_err(|e| anyhow!("{e}"))?;
-        let key = std::fs::read_to_string(&o.key_file)
-            .with_context(|| format!("cannot read the archive key file {}", o.key_file.display()))?;
+        let key = std::fs::read_to_string(&o.key_file).with_context(|| {
+            format!("cannot read the archive key file {}", o.key_file.display())
+        })?;
         let mut body = json!({
             "storageAccount": account,
             "containerName": container,
@@ -604,7 +639,10 @@ impl Move {
             bail!("the source's backup did not report its revision");
         }
         if self.state.options.delete_source_first {
-            let d = self.source()?.send(reqwest::Method::POST, "/digest", Some(&json!({}))).await?;
+            let d = self
+                .source()?
+                .send(reqwest::Method::POST, "/digest", Some(&json!({})))
+                .await?;
             self.state.source_digest = Some(d);
         }
         Ok(outcome.clone())
@@ -734,7 +772,9 @@ impl Move {
         }
         let started = Instant::now();
         let n = self.ensure_frozen_and_caught_up().await?;
-        Ok(json!({"finalDelta": n, "through": self.state.applied_through, "ms": started.elapsed().as_millis() as u64}))
+        Ok(
+            json!({"finalDelta": n, "through": self.state.applied_through, "ms": started.elapsed().as_millis() as u64}),
+        )
     }
 
     async fn delete_source(&mut self) -> Result<Value> {
@@ -799,7 +839,10 @@ impl Move {
             .collect();
         let mut problems = compare_digests(&compared, &target_digest, |kind| {
             let certs_added = kind == "certificate" && !ov.certificates.is_empty();
-            (certs_added, certs_added || (whole && overlay_kinds.contains(&kind)))
+            (
+                certs_added,
+                certs_added || (whole && overlay_kinds.contains(&kind)),
+            )
         });
         let kinds_compared = target_digest["kinds"].as_object().map_or(0, |k| k.len());
         problems.extend(ov.verify(&self.target).await?);
@@ -831,18 +874,27 @@ impl Move {
         sent += 1;
         match probe {
             Ok(r) if r.status().is_success() => {}
-            Ok(r) => problems.push(format!("the target gateway's status probe answered {}", r.status())),
+            Ok(r) => problems.push(format!(
+                "the target gateway's status probe answered {}",
+                r.status()
+            )),
             Err(e) => problems.push(format!("the target gateway does not answer: {e}")),
         }
+        // The built-in all-access subscription, when the instance has one.
         let key = self
             .target
-            .send(reqwest::Method::POST, "/subscriptions/master/listSecrets", None)
-            .await?["primaryKey"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+            .send(
+                reqwest::Method::POST,
+                "/subscriptions/master/listSecrets",
+                None,
+            )
+            .await
+            .ok()
+            .and_then(|v| v["primaryKey"].as_str().map(str::to_string));
         let source_gateway = match &self.source {
-            Some(s) if !self.state.options.delete_source_first => Some(Self::info(s).await?.gateway_url),
+            Some(s) if !self.state.options.delete_source_first => {
+                Some(Self::info(s).await?.gateway_url)
+            }
             _ => None,
         };
         let apis = self.target.list_all("/apis").await?;
@@ -852,12 +904,18 @@ impl Move {
             if id.contains(";rev=") || api["properties"]["isCurrent"] == json!(false) {
                 continue;
             }
-            let api_path = api["properties"]["path"].as_str().unwrap_or_default().to_string();
+            let api_path = api["properties"]["path"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let header = api["properties"]["subscriptionKeyParameterNames"]["header"]
                 .as_str()
                 .unwrap_or("Ocp-Apim-Subscription-Key")
                 .to_string();
-            let ops = self.target.list_all(&format!("/apis/{id}/operations")).await?;
+            let ops = self
+                .target
+                .list_all(&format!("/apis/{id}/operations"))
+                .await?;
             for op in ops {
                 let p = &op["properties"];
                 let template = p["urlTemplate"].as_str().unwrap_or("/");
@@ -875,7 +933,10 @@ impl Move {
                 )
                 .replace("//", "/");
                 let fetch = |base: String| {
-                    let req = self.http.get(format!("{base}{path}")).header(&header, &key);
+                    let mut req = self.http.get(format!("{base}{path}"));
+                    if let Some(k) = &key {
+                        req = req.header(&header, k);
+                    }
                     async move {
                         let r = req.send().await?;
                         let status = r.status().as_u16();
@@ -926,10 +987,11 @@ impl Move {
         let mut hostnames = src.hostnames.clone();
         for h in own {
             let name = h["hostName"].as_str().unwrap_or_default();
-            if !hostnames
-                .iter()
-                .any(|x| x["hostName"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
-            {
+            if !hostnames.iter().any(|x| {
+                x["hostName"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            }) {
                 hostnames.push(h);
             }
         }
@@ -988,7 +1050,11 @@ impl Move {
                     self.save()?;
                 }
                 authority
-                    .wait_for(&record, &new, Duration::from_millis(self.state.options.dns_wait_ms))
+                    .wait_for(
+                        &record,
+                        &new,
+                        Duration::from_millis(self.state.options.dns_wait_ms),
+                    )
                     .await?;
                 self.note(format!(
                     "DNS: {record} {} {} at {}",
@@ -1005,7 +1071,11 @@ impl Move {
                     authority.server
                 ));
                 authority
-                    .wait_for(&record, &new, Duration::from_millis(self.state.options.dns_wait_ms))
+                    .wait_for(
+                        &record,
+                        &new,
+                        Duration::from_millis(self.state.options.dns_wait_ms),
+                    )
                     .await?;
                 self.state.dns_changed_at_ms.get_or_insert(now_ms());
                 self.save()?;
@@ -1017,7 +1087,10 @@ impl Move {
         let until = changed_at + old_ttl as i64 * 1000 + 500;
         let wait = (until - now_ms()).max(0) as u64;
         if wait > 0 {
-            self.note(format!("waiting {:.1} s for the old TTL to run out", wait as f64 / 1000.0));
+            self.note(format!(
+                "waiting {:.1} s for the old TTL to run out",
+                wait as f64 / 1000.0
+            ));
             tokio::time::sleep(Duration::from_millis(wait)).await;
         }
         self.state.step_mut("cutover").waited_ms = wait;
@@ -1037,7 +1110,11 @@ impl Move {
     async fn drain(&mut self) -> Result<Value> {
         let source = self.source()?.clone();
         source
-            .send(reqwest::Method::POST, "/drain", Some(&json!({"enabled": true})))
+            .send(
+                reqwest::Method::POST,
+                "/drain",
+                Some(&json!({"enabled": true})),
+            )
             .await?;
         let started = Instant::now();
         let quiet = self.state.options.quiet();
@@ -1071,7 +1148,10 @@ impl Move {
         let mut detail = json!({});
         if let Some(source) = &self.source {
             if let Ok(j) = source
-                .get(&format!("/journal?since={}&$top=1", self.state.applied_through))
+                .get(&format!(
+                    "/journal?since={}&$top=1",
+                    self.state.applied_through
+                ))
                 .await
             {
                 let lost = j["count"].as_u64().unwrap_or(0);
@@ -1120,7 +1200,9 @@ fn compare_digests(
     let mut problems = Vec::new();
     for kind in kinds {
         let (skip_count, skip_hash) = lenient(kind);
-        let count = |m: &serde_json::Map<String, Value>| m.get(kind).map_or(0, |d| d["count"].as_u64().unwrap_or(0));
+        let count = |m: &serde_json::Map<String, Value>| {
+            m.get(kind).map_or(0, |d| d["count"].as_u64().unwrap_or(0))
+        };
         let hash = |m: &serde_json::Map<String, Value>| m.get(kind).map(|d| d["hash"].clone());
         let (sc, tc) = (count(skinds), count(tkinds));
         if sc != tc && !skip_count {
@@ -1186,4 +1268,3 @@ pub fn new_key_file(state_path: &Path) -> Result<PathBuf> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
-

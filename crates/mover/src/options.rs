@@ -170,7 +170,9 @@ pub fn parse_dns(
     };
     if let Some(rest) = spec.strip_prefix("rfc2136://") {
         let key_file = key_file.ok_or_else(|| {
-            anyhow::anyhow!("--dns rfc2136:// needs --dns-key-file (ALGORITHM:NAME:SECRET, as for knsupdate -y)")
+            anyhow::anyhow!(
+                "--dns rfc2136:// needs --dns-key-file (ALGORITHM:NAME:SECRET, as for knsupdate -y)"
+            )
         })?;
         crate::dns::TsigKey::read(key_file)?;
         return Ok(DnsMode::Rfc2136 {

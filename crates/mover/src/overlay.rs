@@ -128,8 +128,16 @@ impl Overlay {
         let mut p: Vec<String> = Vec::new();
         p.extend(self.backends.keys().map(|id| format!("/backends/{id}")));
         p.extend(self.apis.keys().map(|id| format!("/apis/{id}")));
-        p.extend(self.named_values.keys().map(|id| format!("/namedValues/{id}")));
-        p.extend(self.certificates.keys().map(|id| format!("/certificates/{id}")));
+        p.extend(
+            self.named_values
+                .keys()
+                .map(|id| format!("/namedValues/{id}")),
+        );
+        p.extend(
+            self.certificates
+                .keys()
+                .map(|id| format!("/certificates/{id}")),
+        );
         p
     }
 
@@ -150,17 +158,17 @@ impl Overlay {
 
     /// Applies the overlay to the target. `hostnames` are the target's own host names, which
     /// the overlay's are added to.
-    pub async fn apply(
-        &self,
-        target: &Client,
-        own_hostnames: &[Value],
-    ) -> Result<Vec<Applied>> {
+    pub async fn apply(&self, target: &Client, own_hostnames: &[Value]) -> Result<Vec<Applied>> {
         let mut done = Vec::new();
         let patch = reqwest::Method::PATCH;
         for (id, s) in &self.backends {
             let path = format!("/backends/{id}");
             target
-                .send(patch.clone(), &path, Some(&json!({"properties": {"url": s.url}})))
+                .send(
+                    patch.clone(),
+                    &path,
+                    Some(&json!({"properties": {"url": s.url}})),
+                )
                 .await?;
             done.push(Applied {
                 resource: path,
@@ -184,7 +192,11 @@ impl Overlay {
         for (id, s) in &self.named_values {
             let path = format!("/namedValues/{id}");
             target
-                .send(patch.clone(), &path, Some(&json!({"properties": {"value": s.value}})))
+                .send(
+                    patch.clone(),
+                    &path,
+                    Some(&json!({"properties": {"value": s.value}})),
+                )
                 .await?;
             done.push(Applied {
                 resource: path,
@@ -262,7 +274,9 @@ impl Overlay {
                 )
                 .await?;
             if v["value"].as_str() != Some(s.value.as_str()) {
-                diffs.push(format!("/namedValues/{id}: the value differs from the overlay"));
+                diffs.push(format!(
+                    "/namedValues/{id}: the value differs from the overlay"
+                ));
             }
         }
         if !self.hostnames.is_empty() {

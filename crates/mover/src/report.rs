@@ -75,16 +75,23 @@ impl Report {
         let requests_source = src_end.requests.saturating_sub(src_start.requests);
         let failed_source = src_end.failed.saturating_sub(src_start.failed);
         // The target's own smoke requests are the move's, not clients'.
-        let (requests_target, failed_target) = match (&s.target_traffic_start, &s.target_traffic_end) {
-            (Some(a), Some(b)) => (
-                Some(b.requests.saturating_sub(a.requests).saturating_sub(s.smoke_requests)),
-                b.failed.saturating_sub(a.failed),
-            ),
-            _ => (None, 0),
-        };
+        let (requests_target, failed_target) =
+            match (&s.target_traffic_start, &s.target_traffic_end) {
+                (Some(a), Some(b)) => (
+                    Some(
+                        b.requests
+                            .saturating_sub(a.requests)
+                            .saturating_sub(s.smoke_requests),
+                    ),
+                    b.failed.saturating_sub(a.failed),
+                ),
+                _ => (None, 0),
+            };
         let mode = match (o.same_name, o.delete_source_first) {
             (false, _) => "option 1: the target keeps its own name; the custom domain moves".into(),
-            (true, false) => "option 2: the target takes the source's name, without downtime".into(),
+            (true, false) => {
+                "option 2: the target takes the source's name, without downtime".into()
+            }
             (true, true) => {
                 "option 2, APIM's order: the source was deleted before the restore".to_string()
             }
@@ -149,7 +156,10 @@ impl Report {
         let _ = writeln!(out, "  step            time");
         for s in &self.steps {
             let wait = if s.waited_ms > 0 {
-                format!(" (of which {:.1} s waiting out the DNS TTL)", s.waited_ms as f64 / 1000.0)
+                format!(
+                    " (of which {:.1} s waiting out the DNS TTL)",
+                    s.waited_ms as f64 / 1000.0
+                )
             } else {
                 String::new()
             };
@@ -282,7 +292,9 @@ fn carried(s: &MoveState) -> Vec<Carried> {
             item: "DNS of the custom domain",
             handled: format!(
                 "no custom domain given: point clients at {}",
-                s.target.as_ref().map_or("the target's gateway", |t| t.gateway_url.as_str())
+                s.target
+                    .as_ref()
+                    .map_or("the target's gateway", |t| t.gateway_url.as_str())
             ),
             manual: true,
         },

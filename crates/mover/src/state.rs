@@ -127,7 +127,8 @@ impl MoveState {
     }
 
     pub fn done(&self, name: &str) -> bool {
-        self.step(name).is_some_and(|s| s.status == StepStatus::Done)
+        self.step(name)
+            .is_some_and(|s| s.status == StepStatus::Done)
     }
 
     pub fn load(path: &Path) -> Result<MoveState> {

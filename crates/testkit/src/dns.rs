@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The TSIG key the test zones accept updates with (`ALGORITHM:NAME:SECRET`).
-pub const TEST_KEY: &str = "hmac-sha256:gatehouse-move:Z2F0ZWhvdXNlLW1vdmUtdGVzdC1rZXktMDEyMzQ1Njc=";
+pub const TEST_KEY: &str =
+    "hmac-sha256:gatehouse-move:Z2F0ZWhvdXNlLW1vdmUtdGVzdC1rZXktMDEyMzQ1Njc=";
 
 /// A knotd serving one zone on a free loopback port, killed on drop.
 pub struct Knot {
@@ -40,11 +41,17 @@ impl Knot {
         let port = free_udp_port()?;
         let (_, name, secret) = {
             let mut p = TEST_KEY.splitn(3, ':');
-            (p.next().unwrap_or_default(), p.next().unwrap_or_default(), p.next().unwrap_or_default())
+            (
+                p.next().unwrap_or_default(),
+                p.next().unwrap_or_default(),
+                p.next().unwrap_or_default(),
+            )
         };
         std::fs::write(
             d.join(format!("{zone}.zone")),
-            format!("$ORIGIN {zone}.\n$TTL 1\n@ SOA ns admin 1 60 60 600 1\n@ NS ns\nns A 127.0.0.1\n{records}\n"),
+            format!(
+                "$ORIGIN {zone}.\n$TTL 1\n@ SOA ns admin 1 60 60 600 1\n@ NS ns\nns A 127.0.0.1\n{records}\n"
+            ),
         )?;
         std::fs::write(
             d.join("knot.conf"),
@@ -122,12 +129,15 @@ impl Drop for Knot {
     }
 }
 
+/// Addresses of a name, good until the instant.
+type Cached = (Vec<SocketAddr>, Instant);
+
 /// Resolves host names through one DNS server, following CNAMEs and caching each answer for
 /// its TTL: what a client behind a caching resolver sees during a cutover.
 #[derive(Clone)]
 pub struct TtlResolver {
     authority: Authority,
-    cache: Arc<Mutex<HashMap<String, (Vec<SocketAddr>, Instant)>>>,
+    cache: Arc<Mutex<HashMap<String, Cached>>>,
 }
 
 impl TtlResolver {
@@ -168,7 +178,10 @@ impl TtlResolver {
             let addrs = vec![SocketAddr::from((ip, 0))];
             self.cache.lock().expect("cache").insert(
                 host.to_string(),
-                (addrs.clone(), Instant::now() + Duration::from_secs(ttl as u64)),
+                (
+                    addrs.clone(),
+                    Instant::now() + Duration::from_secs(ttl as u64),
+                ),
             );
             return Ok(addrs);
         }
@@ -181,7 +194,10 @@ impl reqwest::dns::Resolve for TtlResolver {
         let me = self.clone();
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs = me.lookup(&host).await.map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })?;
+            let addrs = me
+                .lookup(&host)
+                .await
+                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })?;
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }

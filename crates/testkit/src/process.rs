@@ -75,8 +75,7 @@ impl ServeProcess {
 
     pub fn endpoints(&self) -> Value {
         serde_json::from_str(
-            &std::fs::read_to_string(self.data_dir.join("endpoints.json"))
-                .expect("endpoints.json"),
+            &std::fs::read_to_string(self.data_dir.join("endpoints.json")).expect("endpoints.json"),
         )
         .expect("endpoints.json is JSON")
     }

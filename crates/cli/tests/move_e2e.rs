@@ -118,7 +118,7 @@ async fn configure(source: &Side, backend: &EchoBackend) -> String {
         .ok(
             "PUT",
             "/apis/echo/operations/status",
-            json!({"properties": {"displayName": "Status", "method": "GET", "urlTemplate": "/status"}}),
+            json!({"properties": {"displayName": "Status", "method": "GET", "urlTemplate": "/fixed"}}),
         )
         .await;
     source
@@ -167,7 +167,7 @@ fn client(
     tokio::spawn(async move {
         while !stop.load(Ordering::Relaxed) {
             let r = http
-                .get(format!("http://api.{ZONE}:{port}/echo/status"))
+                .get(format!("http://api.{ZONE}:{port}/echo/fixed"))
                 .header("Ocp-Apim-Subscription-Key", &key)
                 .send()
                 .await;
@@ -406,7 +406,8 @@ impl Env {
         .map(|a| a.to_string())
         .collect();
         if same_name {
-            args.push("--same-name".into());
+            // Same-name moves also compare GET responses of both sides (--shadow).
+            args.extend(["--same-name".to_string(), "--shadow".to_string()]);
         } else {
             args.extend(["--custom-domain".to_string(), format!("api.{ZONE}")]);
         }
@@ -746,7 +747,7 @@ async fn a_failed_verification_changes_no_dns_and_leaves_the_source_serving() {
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("{err}");
     assert!(err.contains("verification failed"), "{err}");
-    assert!(err.contains("GET /echo/status"), "{err}");
+    assert!(err.contains("GET /echo/fixed"), "{err}");
     // DNS untouched, the source writable and serving.
     assert_eq!(
         env.knot
@@ -767,7 +768,7 @@ async fn a_failed_verification_changes_no_dns_and_leaves_the_source_serving() {
         .dns_resolver(Arc::new(TtlResolver::new(env.knot.addr, ZONE)))
         .build()
         .unwrap()
-        .get(format!("http://api.{ZONE}:{}/echo/status", env.port))
+        .get(format!("http://api.{ZONE}:{}/echo/fixed", env.port))
         .header("Ocp-Apim-Subscription-Key", &env.key)
         .send()
         .await
@@ -780,4 +781,45 @@ async fn a_failed_verification_changes_no_dns_and_leaves_the_source_serving() {
         state["outcome"].as_str().unwrap().starts_with("aborted"),
         "{state}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn manual_dns_prints_the_change_and_waits_until_it_answers() {
+    let env = Env::start(false).await;
+    let args: Vec<String> = env
+        .move_args(false, &[])
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("rfc2136://") {
+                a.replace("rfc2136://", "manual://")
+            } else {
+                a
+            }
+        })
+        .collect();
+    let mover = tokio::task::spawn_blocking(move || run_move(&args, None));
+    // The operator changes the record at their provider a while later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let authority = env.knot.authority();
+    let name = format!("api.{ZONE}");
+    let current = authority.query(&name, RecordType::CNAME).await.unwrap();
+    assert_eq!(
+        current.as_ref().map(|a| a.value.clone()),
+        Some(RecordValue::Cname(format!("gw-westeurope.{ZONE}"))),
+        "the move did not touch the record itself"
+    );
+    authority
+        .replace(&name, current.as_ref(), &RecordValue::Cname(format!("gw-eastus.{ZONE}")), 1)
+        .await
+        .unwrap();
+    let out = mover.await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("Change this record at your DNS provider now:  api.{ZONE}. 1 IN CNAME gw-eastus.{ZONE}.")),
+        "{err}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "completed");
+    assert!(report["steps"][7]["durationMs"].as_u64().unwrap() > 1000, "{report}");
 }

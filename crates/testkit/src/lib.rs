@@ -96,7 +96,8 @@ impl TestInstance {
 
 /// A real HTTP backend on loopback that echoes what it receives as JSON
 /// (`{"method", "path", "query", "headers", "body"}`), with a few special paths:
-/// `/slow?ms=N` answers after N ms, `/hang` never answers, `/status/{code}` answers that status.
+/// `/slow?ms=N` answers after N ms, `/hang` never answers, `/status/{code}` answers that status,
+/// `/fixed` answers the same body to every request (for comparing two gateways' answers).
 pub struct EchoBackend {
     pub url: String,
     pub addr: std::net::SocketAddr,
@@ -108,6 +109,9 @@ async fn echo(req: axum::extract::Request) -> axum::response::Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
+    if path.ends_with("/fixed") {
+        return axum::Json(serde_json::json!({"fixed": true})).into_response();
+    }
     if path.ends_with("/hang") {
         std::future::pending::<()>().await;
     }

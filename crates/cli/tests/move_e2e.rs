@@ -809,17 +809,27 @@ async fn manual_dns_prints_the_change_and_waits_until_it_answers() {
         "the move did not touch the record itself"
     );
     authority
-        .replace(&name, current.as_ref(), &RecordValue::Cname(format!("gw-eastus.{ZONE}")), 1)
+        .replace(
+            &name,
+            current.as_ref(),
+            &RecordValue::Cname(format!("gw-eastus.{ZONE}")),
+            1,
+        )
         .await
         .unwrap();
     let out = mover.await.unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains(&format!("Change this record at your DNS provider now:  api.{ZONE}. 1 IN CNAME gw-eastus.{ZONE}.")),
+        err.contains(&format!(
+            "Change this record at your DNS provider now:  api.{ZONE}. 1 IN CNAME gw-eastus.{ZONE}."
+        )),
         "{err}"
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["outcome"], "completed");
-    assert!(report["steps"][7]["durationMs"].as_u64().unwrap() > 1000, "{report}");
+    assert!(
+        report["steps"][7]["durationMs"].as_u64().unwrap() > 1000,
+        "{report}"
+    );
 }

@@ -32,7 +32,10 @@ fn overlay_errors_say_where() {
     let p = dir.path().join("o.yaml");
     std::fs::write(&p, "apis:\n  echo:\n    serviceUrl: [1, 2]\n").unwrap();
     let e = format!("{:#}", Overlay::read(&p).unwrap_err());
-    assert!(e.contains("o.yaml") && e.contains("apis.echo.serviceUrl") || e.contains("line"), "{e}");
+    assert!(
+        e.contains("o.yaml") && e.contains("apis.echo.serviceUrl") || e.contains("line"),
+        "{e}"
+    );
     std::fs::write(&p, "certificates:\n  tls:\n    file: missing.pfx\n").unwrap();
     let e = format!("{:#}", Overlay::read(&p).unwrap_err());
     assert!(e.contains("missing.pfx"), "{e}");

@@ -39,10 +39,19 @@ async fn digests_are_equal_exactly_when_the_contents_are() {
     // Each instance bootstrapped its own master subscription keys: subscriptions differ.
     let (da, db) = (digest(&a, &[]).await, digest(&b, &[]).await);
     assert_eq!(da["kinds"]["api"], db["kinds"]["api"]);
-    assert_eq!(da["kinds"]["namedValue"], db["kinds"]["namedValue"], "secrets compare in plaintext, not as sealed bytes");
-    assert_ne!(da["kinds"]["subscription"]["hash"], db["kinds"]["subscription"]["hash"]);
+    assert_eq!(
+        da["kinds"]["namedValue"], db["kinds"]["namedValue"],
+        "secrets compare in plaintext, not as sealed bytes"
+    );
+    assert_ne!(
+        da["kinds"]["subscription"]["hash"],
+        db["kinds"]["subscription"]["hash"]
+    );
     assert_eq!(da["kinds"]["api"]["count"], 1);
-    assert!(!da.to_string().contains("s3cret"), "a digest holds no secret");
+    assert!(
+        !da.to_string().contains("s3cret"),
+        "a digest holds no secret"
+    );
 
     // A different secret value changes the hash; excluding the resource hides the difference.
     b.put_ok(
@@ -51,7 +60,10 @@ async fn digests_are_equal_exactly_when_the_contents_are() {
     )
     .await;
     let (da, db) = (digest(&a, &[]).await, digest(&b, &[]).await);
-    assert_ne!(da["kinds"]["namedValue"]["hash"], db["kinds"]["namedValue"]["hash"]);
+    assert_ne!(
+        da["kinds"]["namedValue"]["hash"],
+        db["kinds"]["namedValue"]["hash"]
+    );
     let (da, db) = (
         digest(&a, &["/namedValues/secret"]).await,
         digest(&b, &["/namedValues/secret"]).await,
@@ -113,20 +125,40 @@ async fn drain_mode_closes_client_connections() {
 async fn host_names_are_checked_before_anything_changes() {
     let t = TestInstance::start().await.unwrap();
     for (body, says) in [
-        (json!([{"type": "Gateway", "hostName": "api.contoso.com"}]), "not supported"),
-        (json!([{"type": "Proxy", "hostName": "api..contoso.com"}]), "not a valid host name"),
-        (json!([{"type": "Proxy", "hostName": "a.contoso.com"}, {"type": "Proxy", "hostName": "A.contoso.com"}]), "listed twice"),
-        (json!([{"type": "Proxy", "hostName": "a.contoso.com", "certificateId": "/certificates/none"}]), "does not exist"),
+        (
+            json!([{"type": "Gateway", "hostName": "api.contoso.com"}]),
+            "not supported",
+        ),
+        (
+            json!([{"type": "Proxy", "hostName": "api..contoso.com"}]),
+            "not a valid host name",
+        ),
+        (
+            json!([{"type": "Proxy", "hostName": "a.contoso.com"}, {"type": "Proxy", "hostName": "A.contoso.com"}]),
+            "listed twice",
+        ),
+        (
+            json!([{"type": "Proxy", "hostName": "a.contoso.com", "certificateId": "/certificates/none"}]),
+            "does not exist",
+        ),
         (json!({"hostName": "a"}), "must be a list"),
     ] {
         let (s, e) = t
-            .call("PATCH", "/", Some(json!({"properties": {"hostnameConfigurations": body}})))
+            .call(
+                "PATCH",
+                "/",
+                Some(json!({"properties": {"hostnameConfigurations": body}})),
+            )
             .await;
         assert_eq!(s, 400, "{body}: {e}");
         assert!(e.to_string().contains(says), "{body}: {e}");
     }
     let (_, svc) = t.call("GET", "/", None).await;
-    assert_eq!(svc["properties"]["hostnameConfigurations"], json!([]), "nothing was changed");
+    assert_eq!(
+        svc["properties"]["hostnameConfigurations"],
+        json!([]),
+        "nothing was changed"
+    );
     let (s, svc) = t
         .call(
             "PATCH",
@@ -154,7 +186,11 @@ async fn hand_over_freeze_points_writers_to_the_new_instance() {
     assert_eq!(s, 200, "{f}");
     assert_eq!(f["until"], Value::Null, "a hand-over freeze has no end");
     let (s, e) = t
-        .call("PUT", "/tags/t", Some(json!({"properties": {"displayName": "t"}})))
+        .call(
+            "PUT",
+            "/tags/t",
+            Some(json!({"properties": {"displayName": "t"}})),
+        )
         .await;
     assert_eq!(s, 409);
     assert_eq!(e["error"]["code"], "ServiceIsBeingMoved");
@@ -206,6 +242,9 @@ async fn the_target_takes_the_name_and_a_deleted_instance_stops() {
     assert!(gone, "a deleted instance stops serving");
     t.stop().await.unwrap();
     let again = TestInstance::start_in(&dir.path().join("t")).await;
-    let err = format!("{:#}", again.err().expect("a deleted instance does not start"));
+    let err = format!(
+        "{:#}",
+        again.err().expect("a deleted instance does not start")
+    );
     assert!(err.contains("was deleted"), "{err}");
 }

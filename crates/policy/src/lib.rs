@@ -7,3 +7,6 @@
 //! sockets nor the store: the gateway supplies the request through `expr::Env` and `exec`.
 
 pub mod expr;
+pub mod doc;
+
+pub use doc::{Document, Node, Policy, PolicyError, Pos, Resolver, Section, Text, parse_document};

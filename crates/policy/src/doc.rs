@@ -1,0 +1,891 @@
+//! Policy XML → typed policies. Every element must be a policy this engine runs, in a section
+//! APIM allows it in, with attributes of the right type; expressions are parsed here; named
+//! values (`{{name}}`) are substituted here, and fragments included.
+
+use crate::expr::{self, Code};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Where in the document something is (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: u32,
+    pub column: u32,
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}, column {}", self.line, self.column)
+    }
+}
+
+/// A policy document error: where and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.pos)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Section {
+    Inbound,
+    Backend,
+    Outbound,
+    OnError,
+}
+
+impl Section {
+    pub const ALL: [Section; 4] = [Section::Inbound, Section::Backend, Section::Outbound, Section::OnError];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::Inbound => "inbound",
+            Section::Backend => "backend",
+            Section::Outbound => "outbound",
+            Section::OnError => "on-error",
+        }
+    }
+
+    fn of(name: &str) -> Option<Section> {
+        Section::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// A value that is a literal or an expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Text {
+    Lit(String),
+    Expr(Arc<Code>),
+}
+
+impl Text {
+    pub fn literal(&self) -> Option<&str> {
+        match self {
+            Text::Lit(s) => Some(s),
+            Text::Expr(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistsAction {
+    Override,
+    Skip,
+    Append,
+    Delete,
+}
+
+/// One policy and where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub pos: Pos,
+    pub name: &'static str,
+    pub id: Option<String>,
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    pub calls: u64,
+    pub period_secs: u64,
+    /// `None` counts per subscription (rate-limit, quota).
+    pub key: Option<Text>,
+    pub condition: Option<Arc<Code>>,
+    pub increment: u64,
+    pub retry_after_header: Option<String>,
+    pub remaining_header: Option<String>,
+    pub total_header: Option<String>,
+    pub retry_after_variable: Option<String>,
+    pub remaining_variable: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cors {
+    pub allow_credentials: bool,
+    pub terminate_unmatched: bool,
+    pub origins: Vec<String>,
+    pub methods: Vec<String>,
+    pub max_age: u64,
+    pub headers: Vec<String>,
+    pub expose: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Policy {
+    Base,
+    SetHeader { name: String, action: ExistsAction, values: Vec<Text> },
+    SetQueryParameter { name: String, action: ExistsAction, values: Vec<Text> },
+    SetMethod(Text),
+    RewriteUri { template: Text, copy_unmatched: bool },
+    SetBackendService { base_url: Option<Text>, backend_id: Option<String> },
+    ForwardRequest { timeout_secs: u64, follow_redirects: bool },
+    SetBody(Text),
+    SetStatus { code: Text, reason: Option<Text> },
+    ReturnResponse { variable: Option<String>, steps: Vec<Node> },
+    MockResponse { status: u16, content_type: Option<String> },
+    SetVariable { name: String, value: Text },
+    Choose { whens: Vec<(Arc<Code>, Vec<Node>)>, otherwise: Vec<Node> },
+    CheckHeader { name: String, status: u16, message: String, ignore_case: bool, values: Vec<String> },
+    IpFilter { allow: bool, addresses: Vec<IpAddr>, ranges: Vec<(IpAddr, IpAddr)> },
+    RateLimit(RateLimit),
+    Quota(RateLimit),
+    Cors(Cors),
+    Trace { source: String, message: Text },
+    AuthenticationBasic { username: Text, password: Text },
+    FindAndReplace { from: Text, to: Text },
+}
+
+/// A parsed document: the four sections (a fragment has its policies under `Inbound`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Document {
+    pub sections: HashMap<Section, Vec<Node>>,
+    /// Whether some expression reads a message body (the gateway then buffers bodies).
+    pub reads_body: bool,
+}
+
+impl Document {
+    pub fn section(&self, s: Section) -> Option<&[Node]> {
+        self.sections.get(&s).map(Vec::as_slice)
+    }
+}
+
+/// What a document may refer to outside itself.
+pub trait Resolver {
+    /// The value of a named value by its name or display name.
+    fn named_value(&self, name: &str) -> Option<String>;
+    /// A fragment's document and its format (`xml` or `rawxml`), as stored.
+    fn fragment(&self, id: &str) -> Option<(String, String)>;
+}
+
+/// A resolver with nothing: any `{{name}}` or fragment is an error.
+pub struct NoResolver;
+
+impl Resolver for NoResolver {
+    fn named_value(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn fragment(&self, _: &str) -> Option<(String, String)> {
+        None
+    }
+}
+
+/// APIM policies this engine does not run yet: refused by name at write time.
+const KNOWN_UNSUPPORTED: &[&str] = &[
+    "validate-jwt", "validate-azure-ad-token", "validate-client-certificate", "validate-content",
+    "validate-parameters", "validate-headers", "validate-status-code", "validate-graphql-request",
+    "authentication-certificate", "authentication-managed-identity", "cache-lookup", "cache-store",
+    "cache-lookup-value", "cache-store-value", "cache-remove-value", "retry", "send-request",
+    "send-one-way-request", "limit-concurrency", "json-to-xml", "xml-to-json", "xsl-transform",
+    "redirect-content-urls", "jsonp", "cross-domain", "proxy", "wait", "log-to-eventhub",
+    "emit-metric", "get-authorization-context", "set-backend-service-dapr", "publish-to-dapr",
+    "invoke-dapr-binding", "llm-token-limit", "azure-openai-token-limit", "llm-emit-token-metric",
+    "azure-openai-emit-token-metric", "llm-semantic-cache-lookup", "llm-semantic-cache-store",
+    "azure-openai-semantic-cache-lookup", "azure-openai-semantic-cache-store", "quota-by-key-v2",
+    "http-data-source", "publish-event", "set-graphql-resolver", "sql-data-source",
+    "cosmosdb-data-source", "mock-response-v2", "trace-v2", "include-fragment-v2",
+];
+
+/// Escapes `&`, `<`, `>` and `"` inside `@(…)` and `@{…}` so a rawxml document parses as XML.
+pub fn escape_raw_expressions(raw: &str) -> String {
+    let chars: Vec<char> = raw.chars().collect();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '@' && matches!(chars.get(i + 1), Some('(') | Some('{')) {
+            let (open, close) = if chars[i + 1] == '(' { ('(', ')') } else { ('{', '}') };
+            out.push('@');
+            out.push(open);
+            let mut depth = 1;
+            let mut j = i + 2;
+            let mut in_str: Option<char> = None;
+            while j < chars.len() && depth > 0 {
+                let d = chars[j];
+                match in_str {
+                    Some(q) => {
+                        if d == '\\' && j + 1 < chars.len() {
+                            push_escaped(&mut out, d);
+                            push_escaped(&mut out, chars[j + 1]);
+                            j += 2;
+                            continue;
+                        }
+                        if d == q {
+                            in_str = None;
+                        }
+                    }
+                    None => {
+                        if d == '"' || d == '\'' {
+                            in_str = Some(d);
+                        } else if d == open {
+                            depth += 1;
+                        } else if d == close {
+                            depth -= 1;
+                        }
+                    }
+                }
+                if depth > 0 {
+                    push_escaped(&mut out, d);
+                }
+                j += 1;
+            }
+            if depth == 0 {
+                out.push(close);
+            }
+            i = j;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn push_escaped(out: &mut String, c: char) {
+    match c {
+        '&' => out.push_str("&amp;"),
+        '<' => out.push_str("&lt;"),
+        '>' => out.push_str("&gt;"),
+        '"' => out.push_str("&quot;"),
+        c => out.push(c),
+    }
+}
+
+struct Ctx<'a, 'd> {
+    doc: &'d roxmltree::Document<'a>,
+    resolver: &'d dyn Resolver,
+    reads_body: bool,
+    depth: u32,
+}
+
+type Res<T> = Result<T, PolicyError>;
+
+impl<'a, 'd> Ctx<'a, 'd> {
+    fn pos(&self, node: roxmltree::Node) -> Pos {
+        let p = self.doc.text_pos_at(node.range().start);
+        Pos {
+            line: p.row,
+            column: p.col,
+        }
+    }
+
+    fn err<T>(&self, node: roxmltree::Node, msg: impl Into<String>) -> Res<T> {
+        Err(PolicyError {
+            pos: self.pos(node),
+            message: msg.into(),
+        })
+    }
+
+    /// Substitutes `{{name}}` with named values.
+    fn substitute(&self, node: roxmltree::Node, s: &str) -> Res<String> {
+        if !s.contains("{{") {
+            return Ok(s.to_string());
+        }
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find("{{") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 2..];
+            let Some(j) = after.find("}}") else {
+                out.push_str(&rest[i..]);
+                return Ok(out);
+            };
+            let name = after[..j].trim();
+            match self.resolver.named_value(name) {
+                Some(v) => out.push_str(&v),
+                None => {
+                    return self.err(node, format!("the named value '{name}' does not exist"));
+                }
+            }
+            rest = &after[j + 2..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn text_value(&mut self, node: roxmltree::Node, raw: &str) -> Res<Text> {
+        let s = self.substitute(node, raw)?;
+        if expr::is_expression(&s) {
+            let code = expr::parse(&s).map_err(|e| PolicyError {
+                pos: self.pos(node),
+                message: format!("the expression {} does not parse: {e}", abbreviate(&s)),
+            })?;
+            if code.reads_body() {
+                self.reads_body = true;
+            }
+            Ok(Text::Expr(Arc::new(code)))
+        } else {
+            Ok(Text::Lit(s))
+        }
+    }
+
+    fn code(&mut self, node: roxmltree::Node, raw: &str) -> Res<Arc<Code>> {
+        match self.text_value(node, raw)? {
+            Text::Expr(c) => Ok(c),
+            Text::Lit(l) => match l.trim() {
+                "true" | "True" => Ok(Arc::new(Code::Expr(expr::Expr::Lit(expr::V::Bool(true))))),
+                "false" | "False" => Ok(Arc::new(Code::Expr(expr::Expr::Lit(expr::V::Bool(false))))),
+                _ => self.err(node, format!("a condition must be an expression @(…), not '{}'", abbreviate(&l))),
+            },
+        }
+    }
+
+    fn attr_text(&mut self, node: roxmltree::Node, name: &str) -> Res<Option<Text>> {
+        match node.attribute(name) {
+            Some(v) => Ok(Some(self.text_value(node, v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn required(&mut self, node: roxmltree::Node, name: &str) -> Res<Text> {
+        match self.attr_text(node, name)? {
+            Some(t) => Ok(t),
+            None => self.err(node, format!("<{}> needs the attribute '{name}'", node.tag_name().name())),
+        }
+    }
+
+    fn literal(&self, node: roxmltree::Node, name: &str) -> Res<Option<String>> {
+        match node.attribute(name) {
+            None => Ok(None),
+            Some(v) => {
+                let s = self.substitute(node, v)?;
+                if expr::is_expression(&s) {
+                    return self.err(node, format!("the attribute '{name}' of <{}> does not take an expression", node.tag_name().name()));
+                }
+                Ok(Some(s))
+            }
+        }
+    }
+
+    fn number(&self, node: roxmltree::Node, name: &str, default: Option<u64>, max: u64) -> Res<u64> {
+        match self.literal(node, name)? {
+            None => match default {
+                Some(d) => Ok(d),
+                None => self.err(node, format!("<{}> needs the attribute '{name}'", node.tag_name().name())),
+            },
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n <= max => Ok(n),
+                Ok(n) => self.err(node, format!("'{name}' must be at most {max}, not {n}")),
+                Err(_) => self.err(node, format!("'{name}' must be a whole number, not '{v}'")),
+            },
+        }
+    }
+
+    fn boolean(&self, node: roxmltree::Node, name: &str, default: bool) -> Res<bool> {
+        match self.literal(node, name)? {
+            None => Ok(default),
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => self.err(node, format!("'{name}' must be true or false, not '{v}'")),
+            },
+        }
+    }
+
+    fn check_attrs(&self, node: roxmltree::Node, allowed: &[&str]) -> Res<()> {
+        for a in node.attributes() {
+            if a.name() != "id" && !allowed.contains(&a.name()) {
+                return self.err(node, format!("<{}> has no attribute '{}'", node.tag_name().name(), a.name()));
+            }
+        }
+        Ok(())
+    }
+
+    fn children(&self, node: roxmltree::Node<'a, 'a>) -> Res<Vec<roxmltree::Node<'a, 'a>>> {
+        let mut out = Vec::new();
+        for c in node.children() {
+            if c.is_element() {
+                out.push(c);
+            } else if c.is_text() && c.text().is_some_and(|t| !t.trim().is_empty()) {
+                return self.err(c, format!("text is not allowed inside <{}>", node.tag_name().name()));
+            }
+        }
+        Ok(out)
+    }
+
+    fn element_text(&self, node: roxmltree::Node) -> String {
+        node.children()
+            .filter(|c| c.is_text())
+            .filter_map(|c| c.text())
+            .collect::<String>()
+            .trim()
+            .to_string()
+    }
+
+    fn exists_action(&self, node: roxmltree::Node) -> Res<ExistsAction> {
+        match self.literal(node, "exists-action")?.as_deref() {
+            None | Some("override") => Ok(ExistsAction::Override),
+            Some("skip") => Ok(ExistsAction::Skip),
+            Some("append") => Ok(ExistsAction::Append),
+            Some("delete") => Ok(ExistsAction::Delete),
+            Some(o) => self.err(node, format!("'exists-action' must be override, skip, append or delete, not '{o}'")),
+        }
+    }
+
+    fn values(&mut self, node: roxmltree::Node<'a, 'a>) -> Res<Vec<Text>> {
+        let mut out = Vec::new();
+        for c in self.children(node)? {
+            if c.tag_name().name() != "value" {
+                return self.err(c, format!("<{}> may contain only <value> elements", node.tag_name().name()));
+            }
+            let t = self.element_text(c);
+            out.push(self.text_value(c, &t)?);
+        }
+        Ok(out)
+    }
+
+    fn policies(&mut self, parent: roxmltree::Node<'a, 'a>, section: Section, out: &mut Vec<Node>) -> Res<()> {
+        for c in self.children(parent)? {
+            self.policy(c, section, out)?;
+        }
+        Ok(())
+    }
+
+    fn allowed_in(&self, node: roxmltree::Node, section: Section, sections: &[Section]) -> Res<()> {
+        if sections.contains(&section) {
+            return Ok(());
+        }
+        self.err(
+            node,
+            format!(
+                "the policy '{}' is not allowed in <{}>; APIM allows it in {}",
+                node.tag_name().name(),
+                section.name(),
+                sections
+                    .iter()
+                    .map(|s| format!("<{}>", s.name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    }
+
+    fn policy(&mut self, node: roxmltree::Node<'a, 'a>, section: Section, out: &mut Vec<Node>) -> Res<()> {
+        let name = node.tag_name().name();
+        use Section::*;
+        let policy = match name {
+            "base" => {
+                self.check_attrs(node, &[])?;
+                Policy::Base
+            }
+            "include-fragment" => {
+                self.check_attrs(node, &["fragment-id"])?;
+                let id = self.literal(node, "fragment-id")?.unwrap_or_default();
+                let Some((xml, format)) = self.resolver.fragment(&id) else {
+                    return self.err(node, format!("the policy fragment '{id}' does not exist"));
+                };
+                if self.depth > 8 {
+                    return self.err(node, "fragments include each other too deeply (a cycle?)");
+                }
+                let resolver = self.resolver;
+                let frag = parse_fragment_with(&xml, &format, section, resolver, self.depth + 1).map_err(|e| PolicyError {
+                    pos: self.pos(node),
+                    message: format!("in the fragment '{id}': {e}"),
+                })?;
+                self.reads_body |= frag.1;
+                out.extend(frag.0);
+                return Ok(());
+            }
+            "set-header" | "set-query-parameter" => {
+                self.check_attrs(node, &["name", "exists-action"])?;
+                let pname = self.literal(node, "name")?.filter(|n| !n.is_empty());
+                let Some(pname) = pname else {
+                    return self.err(node, format!("<{name}> needs the attribute 'name'"));
+                };
+                let action = self.exists_action(node)?;
+                let values = self.values(node)?;
+                if values.is_empty() && action != ExistsAction::Delete {
+                    return self.err(node, format!("<{name}> needs at least one <value> unless exists-action is delete"));
+                }
+                if name == "set-header" {
+                    Policy::SetHeader { name: pname, action, values }
+                } else {
+                    self.allowed_in(node, section, &[Inbound, Backend])?;
+                    Policy::SetQueryParameter { name: pname, action, values }
+                }
+            }
+            "set-method" => {
+                self.allowed_in(node, section, &[Inbound, OnError])?;
+                self.check_attrs(node, &[])?;
+                let t = self.element_text(node);
+                Policy::SetMethod(self.text_value(node, &t)?)
+            }
+            "rewrite-uri" => {
+                self.allowed_in(node, section, &[Inbound])?;
+                self.check_attrs(node, &["template", "copy-unmatched-params"])?;
+                Policy::RewriteUri {
+                    template: self.required(node, "template")?,
+                    copy_unmatched: self.boolean(node, "copy-unmatched-params", true)?,
+                }
+            }
+            "set-backend-service" => {
+                self.allowed_in(node, section, &[Inbound, Backend])?;
+                self.check_attrs(node, &["base-url", "backend-id"])?;
+                let base_url = self.attr_text(node, "base-url")?;
+                let backend_id = self.literal(node, "backend-id")?;
+                if base_url.is_some() == backend_id.is_some() {
+                    return self.err(node, "<set-backend-service> needs exactly one of 'base-url' and 'backend-id'");
+                }
+                Policy::SetBackendService { base_url, backend_id }
+            }
+            "forward-request" => {
+                self.allowed_in(node, section, &[Backend])?;
+                self.check_attrs(node, &["timeout", "follow-redirects", "buffer-request-body", "buffer-response", "fail-on-error-status-code", "http-version"])?;
+                Policy::ForwardRequest {
+                    timeout_secs: self.number(node, "timeout", Some(300), 240 * 100)?,
+                    follow_redirects: self.boolean(node, "follow-redirects", false)?,
+                }
+            }
+            "set-body" => {
+                self.check_attrs(node, &["template", "xsi-nil", "parse-date"])?;
+                if node.attribute("template").is_some_and(|t| t != "none") {
+                    return self.err(node, "set-body templates (liquid) are not supported; use an expression");
+                }
+                let t = self.element_text(node);
+                Policy::SetBody(self.text_value(node, &t)?)
+            }
+            "set-status" => {
+                self.check_attrs(node, &["code", "reason"])?;
+                let code = self.required(node, "code")?;
+                if let Text::Lit(l) = &code
+                    && !l.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c))
+                {
+                    return self.err(node, format!("'code' must be an HTTP status from 100 to 599, not '{l}'"));
+                }
+                Policy::SetStatus { code, reason: self.attr_text(node, "reason")? }
+            }
+            "return-response" => {
+                self.check_attrs(node, &["response-variable-name"])?;
+                let mut steps = Vec::new();
+                for c in self.children(node)? {
+                    if !matches!(c.tag_name().name(), "set-status" | "set-header" | "set-body") {
+                        return self.err(c, "<return-response> may contain only <set-status>, <set-header> and <set-body>");
+                    }
+                    self.policy(c, Outbound, &mut steps)?;
+                }
+                Policy::ReturnResponse { variable: self.literal(node, "response-variable-name")?, steps }
+            }
+            "mock-response" => {
+                self.allowed_in(node, section, &[Inbound, Outbound, OnError])?;
+                self.check_attrs(node, &["status-code", "content-type", "index"])?;
+                let status = self.number(node, "status-code", Some(200), 599)? as u16;
+                Policy::MockResponse { status, content_type: self.literal(node, "content-type")? }
+            }
+            "set-variable" => {
+                self.check_attrs(node, &["name", "value"])?;
+                let Some(vname) = self.literal(node, "name")?.filter(|n| !n.is_empty()) else {
+                    return self.err(node, "<set-variable> needs the attribute 'name'");
+                };
+                Policy::SetVariable { name: vname, value: self.required(node, "value")? }
+            }
+            "choose" => {
+                self.check_attrs(node, &[])?;
+                let mut whens = Vec::new();
+                let mut otherwise = Vec::new();
+                let mut seen_otherwise = false;
+                for c in self.children(node)? {
+                    match c.tag_name().name() {
+                        "when" if !seen_otherwise => {
+                            self.check_attrs(c, &["condition"])?;
+                            let Some(cond) = c.attribute("condition") else {
+                                return self.err(c, "<when> needs the attribute 'condition'");
+                            };
+                            let code = self.code(c, cond)?;
+                            let mut body = Vec::new();
+                            self.policies(c, section, &mut body)?;
+                            whens.push((code, body));
+                        }
+                        "otherwise" if !seen_otherwise => {
+                            seen_otherwise = true;
+                            self.check_attrs(c, &[])?;
+                            self.policies(c, section, &mut otherwise)?;
+                        }
+                        other => return self.err(c, format!("<choose> may contain <when> elements, then one <otherwise>; <{other}> is out of place")),
+                    }
+                }
+                if whens.is_empty() {
+                    return self.err(node, "<choose> needs at least one <when>");
+                }
+                Policy::Choose { whens, otherwise }
+            }
+            "check-header" => {
+                self.allowed_in(node, section, &[Inbound])?;
+                self.check_attrs(node, &["name", "failed-check-httpcode", "failed-check-error-message", "ignore-case"])?;
+                let hname = self.literal(node, "name")?.unwrap_or_default();
+                if hname.is_empty() {
+                    return self.err(node, "<check-header> needs the attribute 'name'");
+                }
+                let mut values = Vec::new();
+                for c in self.children(node)? {
+                    if c.tag_name().name() != "value" {
+                        return self.err(c, "<check-header> may contain only <value> elements");
+                    }
+                    values.push(self.substitute(c, &self.element_text(c))?);
+                }
+                Policy::CheckHeader {
+                    name: hname,
+                    status: self.number(node, "failed-check-httpcode", None, 599)? as u16,
+                    message: self.literal(node, "failed-check-error-message")?.unwrap_or_default(),
+                    ignore_case: self.boolean(node, "ignore-case", false)?,
+                    values,
+                }
+            }
+            "ip-filter" => {
+                self.allowed_in(node, section, &[Inbound])?;
+                self.check_attrs(node, &["action"])?;
+                let allow = match self.literal(node, "action")?.as_deref() {
+                    Some("allow") => true,
+                    Some("forbid") => false,
+                    _ => return self.err(node, "<ip-filter> needs action=\"allow\" or action=\"forbid\""),
+                };
+                let mut addresses = Vec::new();
+                let mut ranges = Vec::new();
+                for c in self.children(node)? {
+                    let ip = |s: &str| -> Res<IpAddr> {
+                        s.trim().parse().or_else(|_| self.err(c, format!("'{s}' is not an IP address")))
+                    };
+                    match c.tag_name().name() {
+                        "address" => addresses.push(ip(&self.element_text(c))?),
+                        "address-range" => {
+                            self.check_attrs(c, &["from", "to"])?;
+                            ranges.push((ip(c.attribute("from").unwrap_or(""))?, ip(c.attribute("to").unwrap_or(""))?));
+                        }
+                        other => return self.err(c, format!("<ip-filter> may contain <address> and <address-range>, not <{other}>")),
+                    }
+                }
+                Policy::IpFilter { allow, addresses, ranges }
+            }
+            "rate-limit" | "rate-limit-by-key" | "quota" | "quota-by-key" => {
+                self.allowed_in(node, section, &[Inbound])?;
+                let by_key = name.ends_with("by-key");
+                let quota = name.starts_with("quota");
+                let mut attrs = vec!["calls", "renewal-period", "retry-after-header-name", "retry-after-variable-name", "remaining-calls-header-name", "remaining-calls-variable-name", "total-calls-header-name"];
+                if by_key {
+                    attrs.extend(["counter-key", "increment-condition", "increment-count"]);
+                }
+                if quota {
+                    attrs.push("bandwidth");
+                }
+                self.check_attrs(node, &attrs)?;
+                if !by_key && self.children(node)?.iter().any(|c| !matches!(c.tag_name().name(), "api" | "operation")) {
+                    return self.err(node, format!("<{name}> may contain only <api> and <operation> elements"));
+                }
+                if node.attribute("bandwidth").is_some() {
+                    return self.err(node, "quota 'bandwidth' is not supported; use 'calls'");
+                }
+                let max_period = if quota { u64::MAX / 2 } else { 300 };
+                let limit = RateLimit {
+                    calls: self.number(node, "calls", None, u64::MAX / 2)?,
+                    period_secs: self.number(node, "renewal-period", None, max_period)?,
+                    key: if by_key { Some(self.required(node, "counter-key")?) } else { None },
+                    condition: match node.attribute("increment-condition") {
+                        Some(c) => Some(self.code(node, c)?),
+                        None => None,
+                    },
+                    increment: self.number(node, "increment-count", Some(1), 1_000_000)?,
+                    retry_after_header: self.literal(node, "retry-after-header-name")?,
+                    remaining_header: self.literal(node, "remaining-calls-header-name")?,
+                    total_header: self.literal(node, "total-calls-header-name")?,
+                    retry_after_variable: self.literal(node, "retry-after-variable-name")?,
+                    remaining_variable: self.literal(node, "remaining-calls-variable-name")?,
+                };
+                if !quota && limit.period_secs == 0 {
+                    return self.err(node, "'renewal-period' must be from 1 to 300 seconds");
+                }
+                if quota { Policy::Quota(limit) } else { Policy::RateLimit(limit) }
+            }
+            "cors" => {
+                self.allowed_in(node, section, &[Inbound])?;
+                self.check_attrs(node, &["allow-credentials", "terminate-unmatched-request"])?;
+                let mut cors = Cors {
+                    allow_credentials: self.boolean(node, "allow-credentials", false)?,
+                    terminate_unmatched: self.boolean(node, "terminate-unmatched-request", true)?,
+                    origins: Vec::new(),
+                    methods: Vec::new(),
+                    max_age: 0,
+                    headers: Vec::new(),
+                    expose: Vec::new(),
+                };
+                for c in self.children(node)? {
+                    let (list, item): (&mut Vec<String>, &str) = match c.tag_name().name() {
+                        "allowed-origins" => (&mut cors.origins, "origin"),
+                        "allowed-methods" => {
+                            cors.max_age = self.number(c, "preflight-result-max-age", Some(0), 86_400)?;
+                            (&mut cors.methods, "method")
+                        }
+                        "allowed-headers" => (&mut cors.headers, "header"),
+                        "expose-headers" => (&mut cors.expose, "header"),
+                        other => return self.err(c, format!("<cors> has no element <{other}>")),
+                    };
+                    for i in c.children().filter(|n| n.is_element()) {
+                        if i.tag_name().name() != item {
+                            return self.err(i, format!("<{}> may contain only <{item}>", c.tag_name().name()));
+                        }
+                        list.push(i.text().unwrap_or("").trim().to_string());
+                    }
+                }
+                if cors.origins.is_empty() {
+                    return self.err(node, "<cors> needs <allowed-origins> with at least one <origin>");
+                }
+                if cors.allow_credentials && cors.origins.iter().any(|o| o == "*") {
+                    return self.err(node, "allow-credentials=\"true\" cannot be combined with the origin '*'");
+                }
+                Policy::Cors(cors)
+            }
+            "trace" => {
+                self.check_attrs(node, &["source", "severity"])?;
+                let mut message = Text::Lit(String::new());
+                for c in self.children(node)? {
+                    match c.tag_name().name() {
+                        "message" => {
+                            let t = self.element_text(c);
+                            message = self.text_value(c, &t)?;
+                        }
+                        "metadata" => {}
+                        other => return self.err(c, format!("<trace> has no element <{other}>")),
+                    }
+                }
+                Policy::Trace { source: self.literal(node, "source")?.unwrap_or_default(), message }
+            }
+            "authentication-basic" => {
+                self.allowed_in(node, section, &[Inbound])?;
+                self.check_attrs(node, &["username", "password"])?;
+                Policy::AuthenticationBasic { username: self.required(node, "username")?, password: self.required(node, "password")? }
+            }
+            "find-and-replace" => {
+                self.check_attrs(node, &["from", "to"])?;
+                Policy::FindAndReplace { from: self.required(node, "from")?, to: self.required(node, "to")? }
+            }
+            other if KNOWN_UNSUPPORTED.contains(&other) => {
+                return self.err(node, format!("policy '{other}' is not supported"));
+            }
+            other => return self.err(node, format!("<{other}> is not a policy")),
+        };
+        out.push(Node {
+            pos: self.pos(node),
+            name: static_name(name),
+            id: node.attribute("id").map(str::to_string),
+            policy,
+        });
+        Ok(())
+    }
+}
+
+fn static_name(name: &str) -> &'static str {
+    const NAMES: &[&str] = &[
+        "base", "set-header", "set-query-parameter", "set-method", "rewrite-uri", "set-backend-service",
+        "forward-request", "set-body", "set-status", "return-response", "mock-response", "set-variable",
+        "choose", "check-header", "ip-filter", "rate-limit", "rate-limit-by-key", "quota", "quota-by-key",
+        "cors", "trace", "authentication-basic", "find-and-replace",
+    ];
+    NAMES.iter().find(|n| **n == name).copied().unwrap_or("policy")
+}
+
+fn abbreviate(s: &str) -> String {
+    let s = s.trim();
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(60).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+fn xml_of(value: &str, format: &str) -> String {
+    if format.starts_with("rawxml") {
+        escape_raw_expressions(value)
+    } else {
+        value.to_string()
+    }
+}
+
+fn not_xml(e: roxmltree::Error) -> PolicyError {
+    let p = e.pos();
+    PolicyError {
+        pos: Pos { line: p.row, column: p.col },
+        message: format!("the policy document is not well-formed XML: {e}"),
+    }
+}
+
+/// Parses a policy document (`<policies>`), as stored in `format` (`xml` or `rawxml`).
+pub fn parse_document(value: &str, format: &str, resolver: &dyn Resolver) -> Result<Document, PolicyError> {
+    let text = xml_of(value, format);
+    let doc = roxmltree::Document::parse(&text).map_err(not_xml)?;
+    let mut ctx = Ctx { doc: &doc, resolver, reads_body: false, depth: 0 };
+    let root = doc.root_element();
+    if root.tag_name().name() != "policies" {
+        return ctx.err(root, format!("the root element must be <policies>, not <{}>", root.tag_name().name()));
+    }
+    let mut out = Document::default();
+    for child in ctx.children(root)? {
+        let name = child.tag_name().name();
+        let Some(section) = Section::of(name) else {
+            return ctx.err(child, format!("<{name}> is not a policy section; <policies> may contain only <inbound>, <backend>, <outbound> and <on-error>"));
+        };
+        if out.sections.contains_key(&section) {
+            return ctx.err(child, format!("the section <{name}> appears twice"));
+        }
+        let mut nodes = Vec::new();
+        ctx.policies(child, section, &mut nodes)?;
+        if nodes.iter().filter(|n| n.policy == Policy::Base).count() > 1 {
+            return ctx.err(child, format!("<base/> appears more than once in <{name}>"));
+        }
+        out.sections.insert(section, nodes);
+    }
+    out.reads_body = ctx.reads_body;
+    Ok(out)
+}
+
+fn parse_fragment_with(
+    value: &str,
+    format: &str,
+    section: Section,
+    resolver: &dyn Resolver,
+    depth: u32,
+) -> Result<(Vec<Node>, bool), PolicyError> {
+    let text = xml_of(value, format);
+    let doc = roxmltree::Document::parse(&text).map_err(not_xml)?;
+    let mut ctx = Ctx { doc: &doc, resolver, reads_body: false, depth };
+    let root = doc.root_element();
+    if root.tag_name().name() != "fragment" {
+        return ctx.err(root, format!("the root element of a policy fragment must be <fragment>, not <{}>", root.tag_name().name()));
+    }
+    let mut nodes = Vec::new();
+    ctx.policies(root, section, &mut nodes)?;
+    if nodes.iter().any(|n| n.policy == Policy::Base) {
+        return ctx.err(root, "<base/> is not allowed in a policy fragment");
+    }
+    Ok((nodes, ctx.reads_body))
+}
+
+/// Checks a policy fragment (`<fragment>`). Its policies are checked as if in `<inbound>` for
+/// element and attribute types; where it may be included is checked when a policy includes it.
+pub fn check_fragment(value: &str, format: &str, resolver: &dyn Resolver) -> Result<(), PolicyError> {
+    let text = xml_of(value, format);
+    let doc = roxmltree::Document::parse(&text).map_err(not_xml)?;
+    let root = doc.root_element();
+    let ctx = Ctx {
+        doc: &doc,
+        resolver,
+        reads_body: false,
+        depth: 0,
+    };
+    if root.tag_name().name() != "fragment" {
+        return ctx.err(root, format!("the root element of a policy fragment must be <fragment>, not <{}>", root.tag_name().name()));
+    }
+    // Any section will do for the types; try them in turn so a backend-only fragment passes.
+    let mut last = None;
+    for s in Section::ALL {
+        match parse_fragment_with(value, format, s, resolver, 0) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("four sections tried"))
+}

@@ -1,0 +1,126 @@
+//! Policy documents as APIM users write them: accepted with their structure, or refused with
+//! the line, the column and the reason.
+
+use gatehouse_policy::doc::{NoResolver, check_fragment};
+use gatehouse_policy::{Policy, Resolver, Section, parse_document};
+use proptest::prelude::*;
+
+struct Values;
+
+impl Resolver for Values {
+    fn named_value(&self, name: &str) -> Option<String> {
+        match name {
+            "backend-host" => Some("https://eastus.example.com".into()),
+            "tier-header" => Some("x-tier".into()),
+            _ => None,
+        }
+    }
+    fn fragment(&self, id: &str) -> Option<(String, String)> {
+        (id == "common").then(|| {
+            (
+                r#"<fragment><set-header name="x-common" exists-action="override"><value>1</value></set-header></fragment>"#.into(),
+                "xml".into(),
+            )
+        })
+    }
+}
+
+const REGIONAL: &str = r#"<policies>
+  <inbound>
+    <base />
+    <choose>
+      <when condition="@("West US".Equals(context.Deployment.Region, StringComparison.OrdinalIgnoreCase))">
+        <set-backend-service base-url="http://contoso-backend-us.com/" />
+      </when>
+      <when condition="@(context.Deployment.Region == "East Asia")">
+        <set-backend-service base-url="http://contoso-backend-asia.com/" />
+      </when>
+      <otherwise>
+        <set-backend-service base-url="{{backend-host}}" />
+      </otherwise>
+    </choose>
+    <rate-limit-by-key calls="10" renewal-period="60" counter-key="@(context.Request.IpAddress)" />
+    <include-fragment fragment-id="common" />
+    <set-header name="{{tier-header}}" exists-action="override"><value>@(context.Subscription?.Name ?? "none")</value></set-header>
+  </inbound>
+  <backend><forward-request timeout="20" /></backend>
+  <outbound><base /><set-header name="x-powered-by" exists-action="delete" /></outbound>
+  <on-error><set-status code="500" reason="oops" /></on-error>
+</policies>"#;
+
+#[test]
+fn a_realistic_document_parses() {
+    let doc = match parse_document(REGIONAL, "rawxml", &Values) {
+        Ok(d) => d,
+        Err(e) => {
+            // `?.` is outside the subset: it must say so, with its position.
+            assert!(e.message.contains("'?'") || e.message.contains("unexpected"), "{e}");
+            let fixed = REGIONAL.replace("context.Subscription?.Name", "context.Subscription.Name");
+            parse_document(&fixed, "rawxml", &Values).unwrap()
+        }
+    };
+    let inbound = doc.section(Section::Inbound).unwrap();
+    assert_eq!(inbound[0].policy, Policy::Base);
+    assert!(matches!(inbound[1].policy, Policy::Choose { .. }));
+    assert_eq!(inbound[3].name, "set-header", "the fragment's policy is inlined");
+    match &inbound[4].policy {
+        Policy::SetHeader { name, .. } => assert_eq!(name, "x-tier", "named value substituted"),
+        p => panic!("{p:?}"),
+    }
+    assert!(matches!(doc.section(Section::Backend).unwrap()[0].policy, Policy::ForwardRequest { timeout_secs: 20, .. }));
+}
+
+#[test]
+fn bad_documents_say_where_and_why() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("<policies><inbound><foo/></inbound></policies>", "<foo> is not a policy", "line 1, column 20"),
+        ("<policies><inbound><validate-jwt header-name=\"a\"/></inbound></policies>", "policy 'validate-jwt' is not supported", "column 20"),
+        ("<policies><outbound><rate-limit calls=\"1\" renewal-period=\"1\"/></outbound></policies>", "not allowed in <outbound>", "column 21"),
+        ("<policies><inbound><rate-limit calls=\"ten\" renewal-period=\"1\"/></inbound></policies>", "'calls' must be a whole number", "column 20"),
+        ("<policies><inbound><rate-limit calls=\"1\" renewal-period=\"301\"/></inbound></policies>", "at most 300", ""),
+        ("<policies><inbound><set-header name=\"a\" exists-action=\"maybe\"><value>1</value></set-header></inbound></policies>", "exists-action", ""),
+        ("<policies><inbound><set-header name=\"a\"><value>@(context.Nope)</value></set-header></inbound></policies>", "context.Nope is not a member", "column 41"),
+        ("<policies><inbound><set-header name=\"a\"><value>{{missing}}</value></set-header></inbound></policies>", "the named value 'missing' does not exist", ""),
+        ("<policies><inbound><include-fragment fragment-id=\"nope\"/></inbound></policies>", "the policy fragment 'nope' does not exist", ""),
+        ("<policies><inbound><set-status code=\"999\"/></inbound></policies>", "HTTP status", ""),
+        ("<policies><inbound><choose><otherwise/></choose></inbound></policies>", "at least one <when>", ""),
+        ("<policies><inbound><set-header name=\"a\" color=\"red\"><value>1</value></set-header></inbound></policies>", "has no attribute 'color'", ""),
+        ("<policies><inbound><base/><base/></inbound></policies>", "more than once", ""),
+        ("<policies><inbound>", "not well-formed", "line 1"),
+        ("<policy/>", "root element must be <policies>", ""),
+    ];
+    for (xml, says, at) in cases {
+        let e = parse_document(xml, "rawxml", &Values).expect_err(xml);
+        let text = e.to_string();
+        assert!(text.contains(says), "{xml}\n→ {text}");
+        assert!(text.contains(at), "{xml}\n→ {text}");
+    }
+}
+
+#[test]
+fn xml_and_rawxml_formats() {
+    let raw = r#"<policies><inbound><choose><when condition="@(1 < 2 && true)"><set-status code="204"/></when></choose></inbound></policies>"#;
+    assert!(parse_document(raw, "rawxml", &NoResolver).is_ok());
+    assert!(parse_document(raw, "xml", &NoResolver).is_err(), "plain xml must be escaped");
+    let escaped = raw.replace("1 < 2 && true", "1 &lt; 2 &amp;&amp; true");
+    assert!(parse_document(&escaped, "xml", &NoResolver).is_ok());
+}
+
+#[test]
+fn fragments() {
+    assert!(check_fragment("<fragment><set-header name=\"a\" exists-action=\"delete\"/></fragment>", "xml", &NoResolver).is_ok());
+    assert!(check_fragment("<fragment><forward-request/></fragment>", "xml", &NoResolver).is_ok());
+    let e = check_fragment("<policies/>", "xml", &NoResolver).unwrap_err();
+    assert!(e.message.contains("<fragment>"), "{e}");
+    let e = check_fragment("<fragment><nope/></fragment>", "xml", &NoResolver).unwrap_err();
+    assert!(e.message.contains("<nope> is not a policy"), "{e}");
+}
+
+proptest! {
+    #[test]
+    fn the_document_parser_never_panics(doc in "(<|>|/|=|\"|@\\(|@\\{|\\)|\\}|policies|inbound|outbound|set-header|choose|when|condition|value|name| |[a-z0-9])*") {
+        let _ = parse_document(&doc, "rawxml", &Values);
+        let _ = parse_document(&doc, "xml", &Values);
+        let _ = check_fragment(&doc, "rawxml", &Values);
+    }
+}

@@ -11,7 +11,6 @@ pub mod handlers;
 pub mod moving;
 pub mod openapi;
 pub mod operations;
-pub mod policyxml;
 pub mod render;
 pub mod reports;
 pub mod rules;

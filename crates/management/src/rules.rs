@@ -6,7 +6,7 @@
 //! the service (`/apis/echo`), whatever form the caller used.
 
 use crate::error::ApiError;
-use crate::{certs, policyxml};
+use crate::certs;
 use axum::http::StatusCode;
 use gatehouse_model::props::{check_input, check_required};
 use gatehouse_model::{Kind, ResourcePath, StoredResource, id::split_revision, strip_arm_prefix};
@@ -279,15 +279,15 @@ fn apply_rules(
         k if k.is_policy() => {
             let format = str_of(props, "format").unwrap_or("xml").to_string();
             let value = str_of(props, "value").unwrap_or_default().to_string();
-            policyxml::check_policy_document(&value, &format)
-                .map_err(|e| ApiError::invalid("value", e))?;
+            gatehouse_policy::parse_document(&value, &format, &TxResolver(tx))
+                .map_err(|e| ApiError::invalid("value", e.to_string()))?;
             props.insert("format".into(), json!(format.trim_end_matches("-link")));
         }
         Kind::PolicyFragment => {
             let format = str_of(props, "format").unwrap_or("xml").to_string();
             let value = str_of(props, "value").unwrap_or_default().to_string();
-            policyxml::check_fragment(&value, &format)
-                .map_err(|e| ApiError::invalid("value", e))?;
+            gatehouse_policy::doc::check_fragment(&value, &format, &TxResolver(tx))
+                .map_err(|e| ApiError::invalid("value", e.to_string()))?;
             props.insert("format".into(), json!(format));
         }
         Kind::Product => {
@@ -960,4 +960,43 @@ pub fn delete_resource(
         tx.delete(&d.path)?;
     }
     Ok(true)
+}
+
+/// Named values and fragments as a policy being written sees them: in the same transaction.
+struct TxResolver<'a, 'b>(&'a WriteTx<'b>);
+
+impl gatehouse_policy::Resolver for TxResolver<'_, '_> {
+    fn named_value(&self, name: &str) -> Option<String> {
+        let by_id = self
+            .0
+            .get(&ResourcePath::top(Kind::NamedValue, name).as_string())
+            .ok()
+            .flatten();
+        let found = match by_id {
+            Some(r) => Some(r),
+            None => self
+                .0
+                .find_by_property(Kind::NamedValue, "displayName", name)
+                .ok()
+                .and_then(|v| v.into_iter().next()),
+        }?;
+        Some(
+            found
+                .properties
+                .get("value")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        )
+    }
+
+    fn fragment(&self, id: &str) -> Option<(String, String)> {
+        let f = self
+            .0
+            .get(&ResourcePath::top(Kind::PolicyFragment, id).as_string())
+            .ok()
+            .flatten()?;
+        let s = |k: &str| f.properties.get(k).and_then(Value::as_str).map(str::to_string);
+        Some((s("value")?, s("format").unwrap_or_else(|| "xml".into())))
+    }
 }

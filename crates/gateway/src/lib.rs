@@ -6,6 +6,7 @@
 //! one consistent revision; secrets (keys) never reach logs or metrics. This crate knows the
 //! store and the model, never the management API.
 
+pub mod policies;
 pub mod proxy;
 pub mod reload;
 pub mod server;
@@ -75,6 +76,9 @@ pub struct Shared {
     pub access_log: AccessLog,
     pub stats: Stats,
     pub traffic: Traffic,
+    /// Rate-limit and quota counters (per gateway, as APIM counts per regional gateway).
+    pub counters: policies::Counters,
+    pub store: Arc<Store>,
     request_ids: RequestIds,
 }
 
@@ -176,6 +180,8 @@ impl Gateway {
                 .context("cannot open the access log")?,
             stats: Stats::default(),
             traffic: Traffic::default(),
+            counters: Default::default(),
+            store: store.clone(),
             request_ids: RequestIds {
                 prefix: uuid::Uuid::new_v4().as_u64_pair().0,
                 counter: std::sync::atomic::AtomicU64::new(0),

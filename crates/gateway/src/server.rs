@@ -34,6 +34,9 @@ pub struct RequestContext {
     pub subscription: Option<Arc<SubscriptionInfo>>,
     pub user: Option<Arc<UserInfo>>,
     pub started: Instant,
+    /// A CORS preflight (OPTIONS with Access-Control-Request-Method): routed by the method it
+    /// asks about, without a key, and only cors policies run for it.
+    pub preflight: bool,
 }
 
 impl RequestContext {
@@ -53,7 +56,7 @@ pub struct GatewayError {
 }
 
 impl GatewayError {
-    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
         GatewayError {
             status,
             reason,
@@ -67,7 +70,7 @@ pub const MSG_OPERATION_NOT_FOUND: &str = "Unable to match incoming request to a
 pub const MSG_KEY_MISSING: &str = "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.";
 pub const MSG_KEY_INVALID: &str = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.";
 
-fn json_error(status: StatusCode, message: &str, request_id: &str) -> Response<Body> {
+pub fn json_error(status: StatusCode, message: &str, request_id: &str) -> Response<Body> {
     let body = serde_json::json!({"statusCode": status.as_u16(), "message": message});
     let mut resp = Response::new(proxy::full(body.to_string()));
     *resp.status_mut() = status;
@@ -108,7 +111,12 @@ fn inbound(
             MSG_NOT_FOUND,
         ));
     }
-    let method = req.method().as_str();
+    let preflight_method = (req.method() == hyper::Method::OPTIONS
+        && headers.contains_key(header::ORIGIN))
+    .then(|| header_str(headers, "access-control-request-method"))
+    .flatten();
+    ctx.preflight = preflight_method.is_some();
+    let method = preflight_method.as_deref().unwrap_or(req.method().as_str());
     let found = api.operations.iter().enumerate().find_map(|(i, op)| {
         if !(op.method.eq_ignore_ascii_case(method) || op.method == "*") {
             return None;
@@ -127,6 +135,9 @@ fn inbound(
     ctx.rest = rest.to_string();
     ctx.api = Some(api.clone());
 
+    if ctx.preflight {
+        return Ok(());
+    }
     // Subscription key: the API's header, else its query parameter.
     let key = header_str(headers, &api.key_header)
         .or_else(|| query.and_then(|q| template::query_value(q, &api.key_query)));
@@ -328,12 +339,38 @@ pub async fn handle(
         subscription: None,
         user: None,
         started,
+        preflight: false,
     };
     let mut backend_ms = None;
     let mut error_reason = None;
-    let result = match inbound(&mut ctx, &req, tls) {
-        Err(e) => Err(e),
-        Ok(()) => match backend(&shared, &ctx, req, remote, tls).await {
+    let routed = inbound(&mut ctx, &req, tls);
+    let table = ctx.table.clone();
+    let chain = match &routed {
+        Ok(()) if !table.policies.is_empty() => Some(table.policies.chain(&ctx)),
+        _ => None,
+    };
+    let result = match (routed, chain) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(Err(broken))) => {
+            tracing::error!(error = %broken, "request refused: its policy does not compile");
+            Err(GatewayError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "PolicyNotCompiled",
+                "Internal server error",
+            ))
+        }
+        (Ok(()), Some(Ok(chain))) if !chain.is_empty() => {
+            let out = crate::policies::serve(&shared, &ctx, chain, req, remote, tls).await;
+            backend_ms = out.backend_ms;
+            error_reason = out.error_reason;
+            Ok(out.response)
+        }
+        (Ok(()), _) if ctx.preflight => Err(GatewayError::new(
+            StatusCode::NOT_FOUND,
+            "OperationNotFound",
+            MSG_OPERATION_NOT_FOUND,
+        )),
+        (Ok(()), _) => match backend(&shared, &ctx, req, remote, tls).await {
             Ok((resp, ms)) => {
                 backend_ms = Some(ms);
                 Ok(outbound(&ctx, resp))

@@ -103,6 +103,9 @@ pub struct RoutingTable {
     keys: imbl::HashMap<String, KeyEntry>,
     /// Active subscriptions by id (their keys and owner), to update `keys` per change.
     subs: imbl::HashMap<Arc<str>, Arc<SubscriptionInfo>>,
+    /// Every scope's policy document, compiled; rebuilt when a policy, fragment, named value
+    /// or backend changes.
+    pub policies: Arc<crate::policies::Policies>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -235,6 +238,9 @@ impl ConfigMirror {
             Kind::Operation => &["method", "urlTemplate"],
             Kind::Product => &["displayName", "subscriptionRequired", "state"],
             Kind::User => &["email", "firstName", "lastName"],
+            k if k.is_policy() || k == Kind::PolicyFragment => &["value", "format"],
+            Kind::NamedValue => &["displayName", "value"],
+            Kind::Backend => &["url", "credentials"],
             _ => return None,
         };
         if !keep.is_empty() {
@@ -610,6 +616,7 @@ impl RoutingTable {
             routes: Arc::new(Routes::compile(mirror)),
             keys,
             subs,
+            policies: Arc::new(crate::policies::Policies::compile(mirror)),
         })
     }
 
@@ -688,6 +695,14 @@ impl RoutingTable {
             }
         }
         let (service_name, region) = service_names(mirror);
+        let policies = if changes
+            .iter()
+            .any(|c| crate::policies::affects_policies(c.kind))
+        {
+            Arc::new(crate::policies::Policies::compile(mirror))
+        } else {
+            self.policies.clone()
+        };
         RoutingTable {
             revision: mirror.revision,
             service_name,
@@ -695,6 +710,7 @@ impl RoutingTable {
             routes,
             keys,
             subs,
+            policies,
         }
     }
 

@@ -5,8 +5,8 @@
 //! transaction, so a rule that fails leaves nothing written; references are stored relative to
 //! the service (`/apis/echo`), whatever form the caller used.
 
-use crate::error::ApiError;
 use crate::certs;
+use crate::error::ApiError;
 use axum::http::StatusCode;
 use gatehouse_model::props::{check_input, check_required};
 use gatehouse_model::{Kind, ResourcePath, StoredResource, id::split_revision, strip_arm_prefix};
@@ -996,7 +996,12 @@ impl gatehouse_policy::Resolver for TxResolver<'_, '_> {
             .get(&ResourcePath::top(Kind::PolicyFragment, id).as_string())
             .ok()
             .flatten()?;
-        let s = |k: &str| f.properties.get(k).and_then(Value::as_str).map(str::to_string);
+        let s = |k: &str| {
+            f.properties
+                .get(k)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
         Some((s("value")?, s("format").unwrap_or_else(|| "xml".into())))
     }
 }

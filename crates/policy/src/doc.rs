@@ -43,7 +43,12 @@ pub enum Section {
 }
 
 impl Section {
-    pub const ALL: [Section; 4] = [Section::Inbound, Section::Backend, Section::Outbound, Section::OnError];
+    pub const ALL: [Section; 4] = [
+        Section::Inbound,
+        Section::Backend,
+        Section::Outbound,
+        Section::OnError,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -121,33 +126,85 @@ pub struct Cors {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Policy {
     Base,
-    SetHeader { name: String, action: ExistsAction, values: Vec<Text> },
-    SetQueryParameter { name: String, action: ExistsAction, values: Vec<Text> },
+    SetHeader {
+        name: String,
+        action: ExistsAction,
+        values: Vec<Text>,
+    },
+    SetQueryParameter {
+        name: String,
+        action: ExistsAction,
+        values: Vec<Text>,
+    },
     SetMethod(Text),
-    RewriteUri { template: Text, copy_unmatched: bool },
-    SetBackendService { base_url: Option<Text>, backend_id: Option<String> },
-    ForwardRequest { timeout_secs: u64, follow_redirects: bool },
+    RewriteUri {
+        template: Text,
+        copy_unmatched: bool,
+    },
+    SetBackendService {
+        base_url: Option<Text>,
+        backend_id: Option<String>,
+    },
+    ForwardRequest {
+        timeout_secs: u64,
+        follow_redirects: bool,
+    },
     SetBody(Text),
-    SetStatus { code: Text, reason: Option<Text> },
-    ReturnResponse { variable: Option<String>, steps: Vec<Node> },
-    MockResponse { status: u16, content_type: Option<String> },
-    SetVariable { name: String, value: Text },
-    Choose { whens: Vec<(Arc<Code>, Vec<Node>)>, otherwise: Vec<Node> },
-    CheckHeader { name: String, status: u16, message: String, ignore_case: bool, values: Vec<String> },
-    IpFilter { allow: bool, addresses: Vec<IpAddr>, ranges: Vec<(IpAddr, IpAddr)> },
+    SetStatus {
+        code: Text,
+        reason: Option<Text>,
+    },
+    ReturnResponse {
+        variable: Option<String>,
+        steps: Vec<Node>,
+    },
+    MockResponse {
+        status: u16,
+        content_type: Option<String>,
+    },
+    SetVariable {
+        name: String,
+        value: Text,
+    },
+    Choose {
+        whens: Vec<(Arc<Code>, Vec<Node>)>,
+        otherwise: Vec<Node>,
+    },
+    CheckHeader {
+        name: String,
+        status: u16,
+        message: String,
+        ignore_case: bool,
+        values: Vec<String>,
+    },
+    IpFilter {
+        allow: bool,
+        addresses: Vec<IpAddr>,
+        ranges: Vec<(IpAddr, IpAddr)>,
+    },
     RateLimit(RateLimit),
     Quota(RateLimit),
     Cors(Cors),
-    Trace { source: String, message: Text },
-    AuthenticationBasic { username: Text, password: Text },
-    FindAndReplace { from: Text, to: Text },
+    Trace {
+        source: String,
+        message: Text,
+    },
+    AuthenticationBasic {
+        username: Text,
+        password: Text,
+    },
+    FindAndReplace {
+        from: Text,
+        to: Text,
+    },
 }
 
 /// A parsed document: the four sections (a fragment has its policies under `Inbound`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Document {
     pub sections: HashMap<Section, Vec<Node>>,
-    /// Whether some expression reads a message body (the gateway then buffers bodies).
+    /// Whether some expression or policy reads a message body (the gateway then buffers
+    /// bodies; otherwise they stream).
     pub reads_body: bool,
 }
 
@@ -179,18 +236,56 @@ impl Resolver for NoResolver {
 
 /// APIM policies this engine does not run yet: refused by name at write time.
 const KNOWN_UNSUPPORTED: &[&str] = &[
-    "validate-jwt", "validate-azure-ad-token", "validate-client-certificate", "validate-content",
-    "validate-parameters", "validate-headers", "validate-status-code", "validate-graphql-request",
-    "authentication-certificate", "authentication-managed-identity", "cache-lookup", "cache-store",
-    "cache-lookup-value", "cache-store-value", "cache-remove-value", "retry", "send-request",
-    "send-one-way-request", "limit-concurrency", "json-to-xml", "xml-to-json", "xsl-transform",
-    "redirect-content-urls", "jsonp", "cross-domain", "proxy", "wait", "log-to-eventhub",
-    "emit-metric", "get-authorization-context", "set-backend-service-dapr", "publish-to-dapr",
-    "invoke-dapr-binding", "llm-token-limit", "azure-openai-token-limit", "llm-emit-token-metric",
-    "azure-openai-emit-token-metric", "llm-semantic-cache-lookup", "llm-semantic-cache-store",
-    "azure-openai-semantic-cache-lookup", "azure-openai-semantic-cache-store", "quota-by-key-v2",
-    "http-data-source", "publish-event", "set-graphql-resolver", "sql-data-source",
-    "cosmosdb-data-source", "mock-response-v2", "trace-v2", "include-fragment-v2",
+    "validate-jwt",
+    "validate-azure-ad-token",
+    "validate-client-certificate",
+    "validate-content",
+    "validate-parameters",
+    "validate-headers",
+    "validate-status-code",
+    "validate-graphql-request",
+    "authentication-certificate",
+    "authentication-managed-identity",
+    "cache-lookup",
+    "cache-store",
+    "cache-lookup-value",
+    "cache-store-value",
+    "cache-remove-value",
+    "retry",
+    "send-request",
+    "send-one-way-request",
+    "limit-concurrency",
+    "json-to-xml",
+    "xml-to-json",
+    "xsl-transform",
+    "redirect-content-urls",
+    "jsonp",
+    "cross-domain",
+    "proxy",
+    "wait",
+    "log-to-eventhub",
+    "emit-metric",
+    "get-authorization-context",
+    "set-backend-service-dapr",
+    "publish-to-dapr",
+    "invoke-dapr-binding",
+    "llm-token-limit",
+    "azure-openai-token-limit",
+    "llm-emit-token-metric",
+    "azure-openai-emit-token-metric",
+    "llm-semantic-cache-lookup",
+    "llm-semantic-cache-store",
+    "azure-openai-semantic-cache-lookup",
+    "azure-openai-semantic-cache-store",
+    "quota-by-key-v2",
+    "http-data-source",
+    "publish-event",
+    "set-graphql-resolver",
+    "sql-data-source",
+    "cosmosdb-data-source",
+    "mock-response-v2",
+    "trace-v2",
+    "include-fragment-v2",
 ];
 
 /// Escapes `&`, `<`, `>` and `"` inside `@(…)` and `@{…}` so a rawxml document parses as XML.
@@ -201,7 +296,11 @@ pub fn escape_raw_expressions(raw: &str) -> String {
     while i < chars.len() {
         let c = chars[i];
         if c == '@' && matches!(chars.get(i + 1), Some('(') | Some('{')) {
-            let (open, close) = if chars[i + 1] == '(' { ('(', ')') } else { ('{', '}') };
+            let (open, close) = if chars[i + 1] == '(' {
+                ('(', ')')
+            } else {
+                ('{', '}')
+            };
             out.push('@');
             out.push(open);
             let mut depth = 1;
@@ -331,8 +430,16 @@ impl<'a, 'd> Ctx<'a, 'd> {
             Text::Expr(c) => Ok(c),
             Text::Lit(l) => match l.trim() {
                 "true" | "True" => Ok(Arc::new(Code::Expr(expr::Expr::Lit(expr::V::Bool(true))))),
-                "false" | "False" => Ok(Arc::new(Code::Expr(expr::Expr::Lit(expr::V::Bool(false))))),
-                _ => self.err(node, format!("a condition must be an expression @(…), not '{}'", abbreviate(&l))),
+                "false" | "False" => {
+                    Ok(Arc::new(Code::Expr(expr::Expr::Lit(expr::V::Bool(false)))))
+                }
+                _ => self.err(
+                    node,
+                    format!(
+                        "a condition must be an expression @(…), not '{}'",
+                        abbreviate(&l)
+                    ),
+                ),
             },
         }
     }
@@ -347,7 +454,10 @@ impl<'a, 'd> Ctx<'a, 'd> {
     fn required(&mut self, node: roxmltree::Node, name: &str) -> Res<Text> {
         match self.attr_text(node, name)? {
             Some(t) => Ok(t),
-            None => self.err(node, format!("<{}> needs the attribute '{name}'", node.tag_name().name())),
+            None => self.err(
+                node,
+                format!("<{}> needs the attribute '{name}'", node.tag_name().name()),
+            ),
         }
     }
 
@@ -357,18 +467,33 @@ impl<'a, 'd> Ctx<'a, 'd> {
             Some(v) => {
                 let s = self.substitute(node, v)?;
                 if expr::is_expression(&s) {
-                    return self.err(node, format!("the attribute '{name}' of <{}> does not take an expression", node.tag_name().name()));
+                    return self.err(
+                        node,
+                        format!(
+                            "the attribute '{name}' of <{}> does not take an expression",
+                            node.tag_name().name()
+                        ),
+                    );
                 }
                 Ok(Some(s))
             }
         }
     }
 
-    fn number(&self, node: roxmltree::Node, name: &str, default: Option<u64>, max: u64) -> Res<u64> {
+    fn number(
+        &self,
+        node: roxmltree::Node,
+        name: &str,
+        default: Option<u64>,
+        max: u64,
+    ) -> Res<u64> {
         match self.literal(node, name)? {
             None => match default {
                 Some(d) => Ok(d),
-                None => self.err(node, format!("<{}> needs the attribute '{name}'", node.tag_name().name())),
+                None => self.err(
+                    node,
+                    format!("<{}> needs the attribute '{name}'", node.tag_name().name()),
+                ),
             },
             Some(v) => match v.trim().parse::<u64>() {
                 Ok(n) if n <= max => Ok(n),
@@ -392,7 +517,14 @@ impl<'a, 'd> Ctx<'a, 'd> {
     fn check_attrs(&self, node: roxmltree::Node, allowed: &[&str]) -> Res<()> {
         for a in node.attributes() {
             if a.name() != "id" && !allowed.contains(&a.name()) {
-                return self.err(node, format!("<{}> has no attribute '{}'", node.tag_name().name(), a.name()));
+                return self.err(
+                    node,
+                    format!(
+                        "<{}> has no attribute '{}'",
+                        node.tag_name().name(),
+                        a.name()
+                    ),
+                );
             }
         }
         Ok(())
@@ -404,7 +536,10 @@ impl<'a, 'd> Ctx<'a, 'd> {
             if c.is_element() {
                 out.push(c);
             } else if c.is_text() && c.text().is_some_and(|t| !t.trim().is_empty()) {
-                return self.err(c, format!("text is not allowed inside <{}>", node.tag_name().name()));
+                return self.err(
+                    c,
+                    format!("text is not allowed inside <{}>", node.tag_name().name()),
+                );
             }
         }
         Ok(out)
@@ -425,7 +560,10 @@ impl<'a, 'd> Ctx<'a, 'd> {
             Some("skip") => Ok(ExistsAction::Skip),
             Some("append") => Ok(ExistsAction::Append),
             Some("delete") => Ok(ExistsAction::Delete),
-            Some(o) => self.err(node, format!("'exists-action' must be override, skip, append or delete, not '{o}'")),
+            Some(o) => self.err(
+                node,
+                format!("'exists-action' must be override, skip, append or delete, not '{o}'"),
+            ),
         }
     }
 
@@ -433,7 +571,13 @@ impl<'a, 'd> Ctx<'a, 'd> {
         let mut out = Vec::new();
         for c in self.children(node)? {
             if c.tag_name().name() != "value" {
-                return self.err(c, format!("<{}> may contain only <value> elements", node.tag_name().name()));
+                return self.err(
+                    c,
+                    format!(
+                        "<{}> may contain only <value> elements",
+                        node.tag_name().name()
+                    ),
+                );
             }
             let t = self.element_text(c);
             out.push(self.text_value(c, &t)?);
@@ -441,7 +585,12 @@ impl<'a, 'd> Ctx<'a, 'd> {
         Ok(out)
     }
 
-    fn policies(&mut self, parent: roxmltree::Node<'a, 'a>, section: Section, out: &mut Vec<Node>) -> Res<()> {
+    fn policies(
+        &mut self,
+        parent: roxmltree::Node<'a, 'a>,
+        section: Section,
+        out: &mut Vec<Node>,
+    ) -> Res<()> {
         for c in self.children(parent)? {
             self.policy(c, section, out)?;
         }
@@ -467,7 +616,12 @@ impl<'a, 'd> Ctx<'a, 'd> {
         )
     }
 
-    fn policy(&mut self, node: roxmltree::Node<'a, 'a>, section: Section, out: &mut Vec<Node>) -> Res<()> {
+    fn policy(
+        &mut self,
+        node: roxmltree::Node<'a, 'a>,
+        section: Section,
+        out: &mut Vec<Node>,
+    ) -> Res<()> {
         let name = node.tag_name().name();
         use Section::*;
         let policy = match name {
@@ -485,10 +639,11 @@ impl<'a, 'd> Ctx<'a, 'd> {
                     return self.err(node, "fragments include each other too deeply (a cycle?)");
                 }
                 let resolver = self.resolver;
-                let frag = parse_fragment_with(&xml, &format, section, resolver, self.depth + 1).map_err(|e| PolicyError {
-                    pos: self.pos(node),
-                    message: format!("in the fragment '{id}': {e}"),
-                })?;
+                let frag = parse_fragment_with(&xml, &format, section, resolver, self.depth + 1)
+                    .map_err(|e| PolicyError {
+                        pos: self.pos(node),
+                        message: format!("in the fragment '{id}': {e}"),
+                    })?;
                 self.reads_body |= frag.1;
                 out.extend(frag.0);
                 return Ok(());
@@ -502,13 +657,26 @@ impl<'a, 'd> Ctx<'a, 'd> {
                 let action = self.exists_action(node)?;
                 let values = self.values(node)?;
                 if values.is_empty() && action != ExistsAction::Delete {
-                    return self.err(node, format!("<{name}> needs at least one <value> unless exists-action is delete"));
+                    return self.err(
+                        node,
+                        format!(
+                            "<{name}> needs at least one <value> unless exists-action is delete"
+                        ),
+                    );
                 }
                 if name == "set-header" {
-                    Policy::SetHeader { name: pname, action, values }
+                    Policy::SetHeader {
+                        name: pname,
+                        action,
+                        values,
+                    }
                 } else {
                     self.allowed_in(node, section, &[Inbound, Backend])?;
-                    Policy::SetQueryParameter { name: pname, action, values }
+                    Policy::SetQueryParameter {
+                        name: pname,
+                        action,
+                        values,
+                    }
                 }
             }
             "set-method" => {
@@ -531,13 +699,29 @@ impl<'a, 'd> Ctx<'a, 'd> {
                 let base_url = self.attr_text(node, "base-url")?;
                 let backend_id = self.literal(node, "backend-id")?;
                 if base_url.is_some() == backend_id.is_some() {
-                    return self.err(node, "<set-backend-service> needs exactly one of 'base-url' and 'backend-id'");
+                    return self.err(
+                        node,
+                        "<set-backend-service> needs exactly one of 'base-url' and 'backend-id'",
+                    );
                 }
-                Policy::SetBackendService { base_url, backend_id }
+                Policy::SetBackendService {
+                    base_url,
+                    backend_id,
+                }
             }
             "forward-request" => {
                 self.allowed_in(node, section, &[Backend])?;
-                self.check_attrs(node, &["timeout", "follow-redirects", "buffer-request-body", "buffer-response", "fail-on-error-status-code", "http-version"])?;
+                self.check_attrs(
+                    node,
+                    &[
+                        "timeout",
+                        "follow-redirects",
+                        "buffer-request-body",
+                        "buffer-response",
+                        "fail-on-error-status-code",
+                        "http-version",
+                    ],
+                )?;
                 Policy::ForwardRequest {
                     timeout_secs: self.number(node, "timeout", Some(300), 240 * 100)?,
                     follow_redirects: self.boolean(node, "follow-redirects", false)?,
@@ -546,7 +730,10 @@ impl<'a, 'd> Ctx<'a, 'd> {
             "set-body" => {
                 self.check_attrs(node, &["template", "xsi-nil", "parse-date"])?;
                 if node.attribute("template").is_some_and(|t| t != "none") {
-                    return self.err(node, "set-body templates (liquid) are not supported; use an expression");
+                    return self.err(
+                        node,
+                        "set-body templates (liquid) are not supported; use an expression",
+                    );
                 }
                 let t = self.element_text(node);
                 Policy::SetBody(self.text_value(node, &t)?)
@@ -557,33 +744,51 @@ impl<'a, 'd> Ctx<'a, 'd> {
                 if let Text::Lit(l) = &code
                     && !l.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c))
                 {
-                    return self.err(node, format!("'code' must be an HTTP status from 100 to 599, not '{l}'"));
+                    return self.err(
+                        node,
+                        format!("'code' must be an HTTP status from 100 to 599, not '{l}'"),
+                    );
                 }
-                Policy::SetStatus { code, reason: self.attr_text(node, "reason")? }
+                Policy::SetStatus {
+                    code,
+                    reason: self.attr_text(node, "reason")?,
+                }
             }
             "return-response" => {
                 self.check_attrs(node, &["response-variable-name"])?;
                 let mut steps = Vec::new();
                 for c in self.children(node)? {
-                    if !matches!(c.tag_name().name(), "set-status" | "set-header" | "set-body") {
+                    if !matches!(
+                        c.tag_name().name(),
+                        "set-status" | "set-header" | "set-body"
+                    ) {
                         return self.err(c, "<return-response> may contain only <set-status>, <set-header> and <set-body>");
                     }
                     self.policy(c, Outbound, &mut steps)?;
                 }
-                Policy::ReturnResponse { variable: self.literal(node, "response-variable-name")?, steps }
+                Policy::ReturnResponse {
+                    variable: self.literal(node, "response-variable-name")?,
+                    steps,
+                }
             }
             "mock-response" => {
                 self.allowed_in(node, section, &[Inbound, Outbound, OnError])?;
                 self.check_attrs(node, &["status-code", "content-type", "index"])?;
                 let status = self.number(node, "status-code", Some(200), 599)? as u16;
-                Policy::MockResponse { status, content_type: self.literal(node, "content-type")? }
+                Policy::MockResponse {
+                    status,
+                    content_type: self.literal(node, "content-type")?,
+                }
             }
             "set-variable" => {
                 self.check_attrs(node, &["name", "value"])?;
                 let Some(vname) = self.literal(node, "name")?.filter(|n| !n.is_empty()) else {
                     return self.err(node, "<set-variable> needs the attribute 'name'");
                 };
-                Policy::SetVariable { name: vname, value: self.required(node, "value")? }
+                Policy::SetVariable {
+                    name: vname,
+                    value: self.required(node, "value")?,
+                }
             }
             "choose" => {
                 self.check_attrs(node, &[])?;
@@ -617,7 +822,15 @@ impl<'a, 'd> Ctx<'a, 'd> {
             }
             "check-header" => {
                 self.allowed_in(node, section, &[Inbound])?;
-                self.check_attrs(node, &["name", "failed-check-httpcode", "failed-check-error-message", "ignore-case"])?;
+                self.check_attrs(
+                    node,
+                    &[
+                        "name",
+                        "failed-check-httpcode",
+                        "failed-check-error-message",
+                        "ignore-case",
+                    ],
+                )?;
                 let hname = self.literal(node, "name")?.unwrap_or_default();
                 if hname.is_empty() {
                     return self.err(node, "<check-header> needs the attribute 'name'");
@@ -632,7 +845,9 @@ impl<'a, 'd> Ctx<'a, 'd> {
                 Policy::CheckHeader {
                     name: hname,
                     status: self.number(node, "failed-check-httpcode", None, 599)? as u16,
-                    message: self.literal(node, "failed-check-error-message")?.unwrap_or_default(),
+                    message: self
+                        .literal(node, "failed-check-error-message")?
+                        .unwrap_or_default(),
                     ignore_case: self.boolean(node, "ignore-case", false)?,
                     values,
                 }
@@ -643,13 +858,20 @@ impl<'a, 'd> Ctx<'a, 'd> {
                 let allow = match self.literal(node, "action")?.as_deref() {
                     Some("allow") => true,
                     Some("forbid") => false,
-                    _ => return self.err(node, "<ip-filter> needs action=\"allow\" or action=\"forbid\""),
+                    _ => {
+                        return self.err(
+                            node,
+                            "<ip-filter> needs action=\"allow\" or action=\"forbid\"",
+                        );
+                    }
                 };
                 let mut addresses = Vec::new();
                 let mut ranges = Vec::new();
                 for c in self.children(node)? {
                     let ip = |s: &str| -> Res<IpAddr> {
-                        s.trim().parse().or_else(|_| self.err(c, format!("'{s}' is not an IP address")))
+                        s.trim()
+                            .parse()
+                            .or_else(|_| self.err(c, format!("'{s}' is not an IP address")))
                     };
                     match c.tag_name().name() {
                         "address" => addresses.push(ip(&self.element_text(c))?),
@@ -660,13 +882,25 @@ impl<'a, 'd> Ctx<'a, 'd> {
                         other => return self.err(c, format!("<ip-filter> may contain <address> and <address-range>, not <{other}>")),
                     }
                 }
-                Policy::IpFilter { allow, addresses, ranges }
+                Policy::IpFilter {
+                    allow,
+                    addresses,
+                    ranges,
+                }
             }
             "rate-limit" | "rate-limit-by-key" | "quota" | "quota-by-key" => {
                 self.allowed_in(node, section, &[Inbound])?;
                 let by_key = name.ends_with("by-key");
                 let quota = name.starts_with("quota");
-                let mut attrs = vec!["calls", "renewal-period", "retry-after-header-name", "retry-after-variable-name", "remaining-calls-header-name", "remaining-calls-variable-name", "total-calls-header-name"];
+                let mut attrs = vec![
+                    "calls",
+                    "renewal-period",
+                    "retry-after-header-name",
+                    "retry-after-variable-name",
+                    "remaining-calls-header-name",
+                    "remaining-calls-variable-name",
+                    "total-calls-header-name",
+                ];
                 if by_key {
                     attrs.extend(["counter-key", "increment-condition", "increment-count"]);
                 }
@@ -674,8 +908,16 @@ impl<'a, 'd> Ctx<'a, 'd> {
                     attrs.push("bandwidth");
                 }
                 self.check_attrs(node, &attrs)?;
-                if !by_key && self.children(node)?.iter().any(|c| !matches!(c.tag_name().name(), "api" | "operation")) {
-                    return self.err(node, format!("<{name}> may contain only <api> and <operation> elements"));
+                if !by_key
+                    && self
+                        .children(node)?
+                        .iter()
+                        .any(|c| !matches!(c.tag_name().name(), "api" | "operation"))
+                {
+                    return self.err(
+                        node,
+                        format!("<{name}> may contain only <api> and <operation> elements"),
+                    );
                 }
                 if node.attribute("bandwidth").is_some() {
                     return self.err(node, "quota 'bandwidth' is not supported; use 'calls'");
@@ -684,7 +926,11 @@ impl<'a, 'd> Ctx<'a, 'd> {
                 let limit = RateLimit {
                     calls: self.number(node, "calls", None, u64::MAX / 2)?,
                     period_secs: self.number(node, "renewal-period", None, max_period)?,
-                    key: if by_key { Some(self.required(node, "counter-key")?) } else { None },
+                    key: if by_key {
+                        Some(self.required(node, "counter-key")?)
+                    } else {
+                        None
+                    },
                     condition: match node.attribute("increment-condition") {
                         Some(c) => Some(self.code(node, c)?),
                         None => None,
@@ -699,7 +945,11 @@ impl<'a, 'd> Ctx<'a, 'd> {
                 if !quota && limit.period_secs == 0 {
                     return self.err(node, "'renewal-period' must be from 1 to 300 seconds");
                 }
-                if quota { Policy::Quota(limit) } else { Policy::RateLimit(limit) }
+                if quota {
+                    Policy::Quota(limit)
+                } else {
+                    Policy::RateLimit(limit)
+                }
             }
             "cors" => {
                 self.allowed_in(node, section, &[Inbound])?;
@@ -717,7 +967,8 @@ impl<'a, 'd> Ctx<'a, 'd> {
                     let (list, item): (&mut Vec<String>, &str) = match c.tag_name().name() {
                         "allowed-origins" => (&mut cors.origins, "origin"),
                         "allowed-methods" => {
-                            cors.max_age = self.number(c, "preflight-result-max-age", Some(0), 86_400)?;
+                            cors.max_age =
+                                self.number(c, "preflight-result-max-age", Some(0), 86_400)?;
                             (&mut cors.methods, "method")
                         }
                         "allowed-headers" => (&mut cors.headers, "header"),
@@ -726,16 +977,25 @@ impl<'a, 'd> Ctx<'a, 'd> {
                     };
                     for i in c.children().filter(|n| n.is_element()) {
                         if i.tag_name().name() != item {
-                            return self.err(i, format!("<{}> may contain only <{item}>", c.tag_name().name()));
+                            return self.err(
+                                i,
+                                format!("<{}> may contain only <{item}>", c.tag_name().name()),
+                            );
                         }
                         list.push(i.text().unwrap_or("").trim().to_string());
                     }
                 }
                 if cors.origins.is_empty() {
-                    return self.err(node, "<cors> needs <allowed-origins> with at least one <origin>");
+                    return self.err(
+                        node,
+                        "<cors> needs <allowed-origins> with at least one <origin>",
+                    );
                 }
                 if cors.allow_credentials && cors.origins.iter().any(|o| o == "*") {
-                    return self.err(node, "allow-credentials=\"true\" cannot be combined with the origin '*'");
+                    return self.err(
+                        node,
+                        "allow-credentials=\"true\" cannot be combined with the origin '*'",
+                    );
                 }
                 Policy::Cors(cors)
             }
@@ -752,16 +1012,26 @@ impl<'a, 'd> Ctx<'a, 'd> {
                         other => return self.err(c, format!("<trace> has no element <{other}>")),
                     }
                 }
-                Policy::Trace { source: self.literal(node, "source")?.unwrap_or_default(), message }
+                Policy::Trace {
+                    source: self.literal(node, "source")?.unwrap_or_default(),
+                    message,
+                }
             }
             "authentication-basic" => {
                 self.allowed_in(node, section, &[Inbound])?;
                 self.check_attrs(node, &["username", "password"])?;
-                Policy::AuthenticationBasic { username: self.required(node, "username")?, password: self.required(node, "password")? }
+                Policy::AuthenticationBasic {
+                    username: self.required(node, "username")?,
+                    password: self.required(node, "password")?,
+                }
             }
             "find-and-replace" => {
                 self.check_attrs(node, &["from", "to"])?;
-                Policy::FindAndReplace { from: self.required(node, "from")?, to: self.required(node, "to")? }
+                self.reads_body = true;
+                Policy::FindAndReplace {
+                    from: self.required(node, "from")?,
+                    to: self.required(node, "to")?,
+                }
             }
             other if KNOWN_UNSUPPORTED.contains(&other) => {
                 return self.err(node, format!("policy '{other}' is not supported"));
@@ -780,12 +1050,35 @@ impl<'a, 'd> Ctx<'a, 'd> {
 
 fn static_name(name: &str) -> &'static str {
     const NAMES: &[&str] = &[
-        "base", "set-header", "set-query-parameter", "set-method", "rewrite-uri", "set-backend-service",
-        "forward-request", "set-body", "set-status", "return-response", "mock-response", "set-variable",
-        "choose", "check-header", "ip-filter", "rate-limit", "rate-limit-by-key", "quota", "quota-by-key",
-        "cors", "trace", "authentication-basic", "find-and-replace",
+        "base",
+        "set-header",
+        "set-query-parameter",
+        "set-method",
+        "rewrite-uri",
+        "set-backend-service",
+        "forward-request",
+        "set-body",
+        "set-status",
+        "return-response",
+        "mock-response",
+        "set-variable",
+        "choose",
+        "check-header",
+        "ip-filter",
+        "rate-limit",
+        "rate-limit-by-key",
+        "quota",
+        "quota-by-key",
+        "cors",
+        "trace",
+        "authentication-basic",
+        "find-and-replace",
     ];
-    NAMES.iter().find(|n| **n == name).copied().unwrap_or("policy")
+    NAMES
+        .iter()
+        .find(|n| **n == name)
+        .copied()
+        .unwrap_or("policy")
 }
 
 fn abbreviate(s: &str) -> String {
@@ -808,19 +1101,37 @@ fn xml_of(value: &str, format: &str) -> String {
 fn not_xml(e: roxmltree::Error) -> PolicyError {
     let p = e.pos();
     PolicyError {
-        pos: Pos { line: p.row, column: p.col },
+        pos: Pos {
+            line: p.row,
+            column: p.col,
+        },
         message: format!("the policy document is not well-formed XML: {e}"),
     }
 }
 
 /// Parses a policy document (`<policies>`), as stored in `format` (`xml` or `rawxml`).
-pub fn parse_document(value: &str, format: &str, resolver: &dyn Resolver) -> Result<Document, PolicyError> {
+pub fn parse_document(
+    value: &str,
+    format: &str,
+    resolver: &dyn Resolver,
+) -> Result<Document, PolicyError> {
     let text = xml_of(value, format);
     let doc = roxmltree::Document::parse(&text).map_err(not_xml)?;
-    let mut ctx = Ctx { doc: &doc, resolver, reads_body: false, depth: 0 };
+    let mut ctx = Ctx {
+        doc: &doc,
+        resolver,
+        reads_body: false,
+        depth: 0,
+    };
     let root = doc.root_element();
     if root.tag_name().name() != "policies" {
-        return ctx.err(root, format!("the root element must be <policies>, not <{}>", root.tag_name().name()));
+        return ctx.err(
+            root,
+            format!(
+                "the root element must be <policies>, not <{}>",
+                root.tag_name().name()
+            ),
+        );
     }
     let mut out = Document::default();
     for child in ctx.children(root)? {
@@ -851,10 +1162,21 @@ fn parse_fragment_with(
 ) -> Result<(Vec<Node>, bool), PolicyError> {
     let text = xml_of(value, format);
     let doc = roxmltree::Document::parse(&text).map_err(not_xml)?;
-    let mut ctx = Ctx { doc: &doc, resolver, reads_body: false, depth };
+    let mut ctx = Ctx {
+        doc: &doc,
+        resolver,
+        reads_body: false,
+        depth,
+    };
     let root = doc.root_element();
     if root.tag_name().name() != "fragment" {
-        return ctx.err(root, format!("the root element of a policy fragment must be <fragment>, not <{}>", root.tag_name().name()));
+        return ctx.err(
+            root,
+            format!(
+                "the root element of a policy fragment must be <fragment>, not <{}>",
+                root.tag_name().name()
+            ),
+        );
     }
     let mut nodes = Vec::new();
     ctx.policies(root, section, &mut nodes)?;
@@ -866,7 +1188,11 @@ fn parse_fragment_with(
 
 /// Checks a policy fragment (`<fragment>`). Its policies are checked as if in `<inbound>` for
 /// element and attribute types; where it may be included is checked when a policy includes it.
-pub fn check_fragment(value: &str, format: &str, resolver: &dyn Resolver) -> Result<(), PolicyError> {
+pub fn check_fragment(
+    value: &str,
+    format: &str,
+    resolver: &dyn Resolver,
+) -> Result<(), PolicyError> {
     let text = xml_of(value, format);
     let doc = roxmltree::Document::parse(&text).map_err(not_xml)?;
     let root = doc.root_element();
@@ -877,7 +1203,13 @@ pub fn check_fragment(value: &str, format: &str, resolver: &dyn Resolver) -> Res
         depth: 0,
     };
     if root.tag_name().name() != "fragment" {
-        return ctx.err(root, format!("the root element of a policy fragment must be <fragment>, not <{}>", root.tag_name().name()));
+        return ctx.err(
+            root,
+            format!(
+                "the root element of a policy fragment must be <fragment>, not <{}>",
+                root.tag_name().name()
+            ),
+        );
     }
     // Any section will do for the types; try them in turn so a backend-only fragment passes.
     let mut last = None;

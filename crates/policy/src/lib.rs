@@ -6,7 +6,8 @@
 //! expression parsed and bound; nothing here panics on any input. This crate knows neither
 //! sockets nor the store: the gateway supplies the request through `expr::Env` and `exec`.
 
-pub mod expr;
 pub mod doc;
+pub mod expr;
 
 pub use doc::{Document, Node, Policy, PolicyError, Pos, Resolver, Section, Text, parse_document};
+pub mod exec;

@@ -54,7 +54,10 @@ fn a_realistic_document_parses() {
         Ok(d) => d,
         Err(e) => {
             // `?.` is outside the subset: it must say so, with its position.
-            assert!(e.message.contains("'?'") || e.message.contains("unexpected"), "{e}");
+            assert!(
+                e.message.contains("'?'") || e.message.contains("unexpected"),
+                "{e}"
+            );
             let fixed = REGIONAL.replace("context.Subscription?.Name", "context.Subscription.Name");
             parse_document(&fixed, "rawxml", &Values).unwrap()
         }
@@ -62,30 +65,91 @@ fn a_realistic_document_parses() {
     let inbound = doc.section(Section::Inbound).unwrap();
     assert_eq!(inbound[0].policy, Policy::Base);
     assert!(matches!(inbound[1].policy, Policy::Choose { .. }));
-    assert_eq!(inbound[3].name, "set-header", "the fragment's policy is inlined");
+    assert_eq!(
+        inbound[3].name, "set-header",
+        "the fragment's policy is inlined"
+    );
     match &inbound[4].policy {
         Policy::SetHeader { name, .. } => assert_eq!(name, "x-tier", "named value substituted"),
         p => panic!("{p:?}"),
     }
-    assert!(matches!(doc.section(Section::Backend).unwrap()[0].policy, Policy::ForwardRequest { timeout_secs: 20, .. }));
+    assert!(matches!(
+        doc.section(Section::Backend).unwrap()[0].policy,
+        Policy::ForwardRequest {
+            timeout_secs: 20,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn bad_documents_say_where_and_why() {
     let cases: &[(&str, &str, &str)] = &[
-        ("<policies><inbound><foo/></inbound></policies>", "<foo> is not a policy", "line 1, column 20"),
-        ("<policies><inbound><validate-jwt header-name=\"a\"/></inbound></policies>", "policy 'validate-jwt' is not supported", "column 20"),
-        ("<policies><outbound><rate-limit calls=\"1\" renewal-period=\"1\"/></outbound></policies>", "not allowed in <outbound>", "column 21"),
-        ("<policies><inbound><rate-limit calls=\"ten\" renewal-period=\"1\"/></inbound></policies>", "'calls' must be a whole number", "column 20"),
-        ("<policies><inbound><rate-limit calls=\"1\" renewal-period=\"301\"/></inbound></policies>", "at most 300", ""),
-        ("<policies><inbound><set-header name=\"a\" exists-action=\"maybe\"><value>1</value></set-header></inbound></policies>", "exists-action", ""),
-        ("<policies><inbound><set-header name=\"a\"><value>@(context.Nope)</value></set-header></inbound></policies>", "context.Nope is not a member", "column 41"),
-        ("<policies><inbound><set-header name=\"a\"><value>{{missing}}</value></set-header></inbound></policies>", "the named value 'missing' does not exist", ""),
-        ("<policies><inbound><include-fragment fragment-id=\"nope\"/></inbound></policies>", "the policy fragment 'nope' does not exist", ""),
-        ("<policies><inbound><set-status code=\"999\"/></inbound></policies>", "HTTP status", ""),
-        ("<policies><inbound><choose><otherwise/></choose></inbound></policies>", "at least one <when>", ""),
-        ("<policies><inbound><set-header name=\"a\" color=\"red\"><value>1</value></set-header></inbound></policies>", "has no attribute 'color'", ""),
-        ("<policies><inbound><base/><base/></inbound></policies>", "more than once", ""),
+        (
+            "<policies><inbound><foo/></inbound></policies>",
+            "<foo> is not a policy",
+            "line 1, column 20",
+        ),
+        (
+            "<policies><inbound><validate-jwt header-name=\"a\"/></inbound></policies>",
+            "policy 'validate-jwt' is not supported",
+            "column 20",
+        ),
+        (
+            "<policies><outbound><rate-limit calls=\"1\" renewal-period=\"1\"/></outbound></policies>",
+            "not allowed in <outbound>",
+            "column 21",
+        ),
+        (
+            "<policies><inbound><rate-limit calls=\"ten\" renewal-period=\"1\"/></inbound></policies>",
+            "'calls' must be a whole number",
+            "column 20",
+        ),
+        (
+            "<policies><inbound><rate-limit calls=\"1\" renewal-period=\"301\"/></inbound></policies>",
+            "at most 300",
+            "",
+        ),
+        (
+            "<policies><inbound><set-header name=\"a\" exists-action=\"maybe\"><value>1</value></set-header></inbound></policies>",
+            "exists-action",
+            "",
+        ),
+        (
+            "<policies><inbound><set-header name=\"a\"><value>@(context.Nope)</value></set-header></inbound></policies>",
+            "context.Nope is not a member",
+            "column 41",
+        ),
+        (
+            "<policies><inbound><set-header name=\"a\"><value>{{missing}}</value></set-header></inbound></policies>",
+            "the named value 'missing' does not exist",
+            "",
+        ),
+        (
+            "<policies><inbound><include-fragment fragment-id=\"nope\"/></inbound></policies>",
+            "the policy fragment 'nope' does not exist",
+            "",
+        ),
+        (
+            "<policies><inbound><set-status code=\"999\"/></inbound></policies>",
+            "HTTP status",
+            "",
+        ),
+        (
+            "<policies><inbound><choose><otherwise/></choose></inbound></policies>",
+            "at least one <when>",
+            "",
+        ),
+        (
+            "<policies><inbound><set-header name=\"a\" color=\"red\"><value>1</value></set-header></inbound></policies>",
+            "has no attribute 'color'",
+            "",
+        ),
+        (
+            "<policies><inbound><base/><base/></inbound></policies>",
+            "more than once",
+            "",
+        ),
         ("<policies><inbound>", "not well-formed", "line 1"),
         ("<policy/>", "root element must be <policies>", ""),
     ];
@@ -101,15 +165,32 @@ fn bad_documents_say_where_and_why() {
 fn xml_and_rawxml_formats() {
     let raw = r#"<policies><inbound><choose><when condition="@(1 < 2 && true)"><set-status code="204"/></when></choose></inbound></policies>"#;
     assert!(parse_document(raw, "rawxml", &NoResolver).is_ok());
-    assert!(parse_document(raw, "xml", &NoResolver).is_err(), "plain xml must be escaped");
+    assert!(
+        parse_document(raw, "xml", &NoResolver).is_err(),
+        "plain xml must be escaped"
+    );
     let escaped = raw.replace("1 < 2 && true", "1 &lt; 2 &amp;&amp; true");
     assert!(parse_document(&escaped, "xml", &NoResolver).is_ok());
 }
 
 #[test]
 fn fragments() {
-    assert!(check_fragment("<fragment><set-header name=\"a\" exists-action=\"delete\"/></fragment>", "xml", &NoResolver).is_ok());
-    assert!(check_fragment("<fragment><forward-request/></fragment>", "xml", &NoResolver).is_ok());
+    assert!(
+        check_fragment(
+            "<fragment><set-header name=\"a\" exists-action=\"delete\"/></fragment>",
+            "xml",
+            &NoResolver
+        )
+        .is_ok()
+    );
+    assert!(
+        check_fragment(
+            "<fragment><forward-request/></fragment>",
+            "xml",
+            &NoResolver
+        )
+        .is_ok()
+    );
     let e = check_fragment("<policies/>", "xml", &NoResolver).unwrap_err();
     assert!(e.message.contains("<fragment>"), "{e}");
     let e = check_fragment("<fragment><nope/></fragment>", "xml", &NoResolver).unwrap_err();

@@ -67,7 +67,11 @@ fn run(
             }
             Stmt::Return(e) => return Ok(Some(eval(e, locals, env)?)),
             Stmt::If(c, a, b) => {
-                let branch = if truthy(&eval(c, locals, env)?)? { a } else { b };
+                let branch = if truthy(&eval(c, locals, env)?)? {
+                    a
+                } else {
+                    b
+                };
                 if let Some(v) = run(branch, locals, env, steps)? {
                     return Ok(Some(v));
                 }
@@ -124,7 +128,8 @@ fn string(v: &V, what: &str) -> Result<String, EvalError> {
 fn equal(a: &V, b: &V) -> bool {
     match (a, b) {
         (V::Null, V::Null) => true,
-        (V::Null, V::Json(serde_json::Value::Null)) | (V::Json(serde_json::Value::Null), V::Null) => true,
+        (V::Null, V::Json(serde_json::Value::Null))
+        | (V::Json(serde_json::Value::Null), V::Null) => true,
         (V::Null, _) | (_, V::Null) => false,
         _ => match (num(a), num(b)) {
             (Some(x), Some(y)) => x == y,
@@ -174,7 +179,10 @@ fn eval(e: &Expr, locals: &mut HashMap<String, V>, env: &dyn Env) -> R {
             let v = eval(x, locals, env)?;
             match (*op, &v) {
                 ("!", _) => Ok(V::Bool(!truthy(&v)?)),
-                ("-", V::Int(n)) => Ok(V::Int(n.checked_neg().ok_or_else(|| EvalError("overflow".into()))?)),
+                ("-", V::Int(n)) => Ok(V::Int(
+                    n.checked_neg()
+                        .ok_or_else(|| EvalError("overflow".into()))?,
+                )),
                 ("-", V::Double(d)) => Ok(V::Double(-d)),
                 _ => fail(format!("'{op}' cannot apply to {}", v.type_name())),
             }
@@ -278,7 +286,9 @@ fn cast(t: &str, v: V) -> R {
         ("string" | "String", V::Null) => Ok(V::Null),
         ("string" | "String", V::Json(serde_json::Value::String(s))) => Ok(V::Str(s)),
         ("string" | "String", V::Str(s)) => Ok(V::Str(s)),
-        ("string" | "String", other) => fail(format!("cannot cast {} to string", other.type_name())),
+        ("string" | "String", other) => {
+            fail(format!("cannot cast {} to string", other.type_name()))
+        }
         ("int" | "Int32" | "long" | "Int64", v) => match (int(&v), num(&v)) {
             (Some(n), _) => Ok(V::Int(n)),
             (None, Some(d)) => Ok(V::Int(d as i64)),
@@ -321,10 +331,14 @@ fn member(t: V, name: &str, env: &dyn Env) -> R {
             "Hour" => Ok(V::Int(t.hour() as i64)),
             "Minute" => Ok(V::Int(t.minute() as i64)),
             "Second" => Ok(V::Int(t.second() as i64)),
-            "Ticks" => Ok(V::Int((t.unix_timestamp_nanos() / 100) as i64 + 621_355_968_000_000_000)),
+            "Ticks" => Ok(V::Int(
+                (t.unix_timestamp_nanos() / 100) as i64 + 621_355_968_000_000_000,
+            )),
             n => fail(format!("DateTime.{n} is not supported")),
         },
-        V::Json(j) => Ok(V::Json(j.get(name).cloned().unwrap_or(serde_json::Value::Null))),
+        V::Json(j) => Ok(V::Json(
+            j.get(name).cloned().unwrap_or(serde_json::Value::Null),
+        )),
         other => fail(format!("{} has no member {name}", other.type_name())),
     }
 }
@@ -333,8 +347,11 @@ fn index_of(t: V, i: &V, env: &dyn Env) -> R {
     match t {
         V::Ctx(path) => {
             let key = i.text();
-            env.lookup(&path, &key)
-                .ok_or_else(|| EvalError(format!("The given key '{key}' was not present in context.{path}.")))
+            env.lookup(&path, &key).ok_or_else(|| {
+                EvalError(format!(
+                    "The given key '{key}' was not present in context.{path}."
+                ))
+            })
         }
         V::List(l) => {
             let n = int(i).ok_or_else(|| EvalError("an array index must be a number".into()))?;
@@ -352,7 +369,9 @@ fn index_of(t: V, i: &V, env: &dyn Env) -> R {
                 .ok_or_else(|| EvalError(format!("index {n} is outside the string")))
         }
         V::Json(j) => Ok(V::Json(match (i, &j) {
-            (V::Int(n), serde_json::Value::Array(a)) => a.get(*n as usize).cloned().unwrap_or_default(),
+            (V::Int(n), serde_json::Value::Array(a)) => {
+                a.get(*n as usize).cloned().unwrap_or_default()
+            }
             (k, _) => j.get(k.text()).cloned().unwrap_or_default(),
         })),
         other => fail(format!("{} cannot be indexed", other.type_name())),
@@ -402,7 +421,9 @@ fn ctx_call(path: &str, name: &str, generic: Option<&str>, args: Vec<V>, env: &d
             let key = string(&arg(&args, 0, name)?, "the key")?;
             let default = args.get(1).cloned().unwrap_or(V::Null);
             Ok(match env.lookup(path, &key) {
-                Some(V::List(values)) => V::Str(values.iter().map(V::text).collect::<Vec<_>>().join(",")),
+                Some(V::List(values)) => {
+                    V::Str(values.iter().map(V::text).collect::<Vec<_>>().join(","))
+                }
                 Some(v) => match generic {
                     Some(t) => cast(t, v)?,
                     None => v,
@@ -459,12 +480,14 @@ fn static_call(t: &str, name: &str, args: Vec<V>) -> R {
             }
             Ok(V::Str(f))
         }
-        ("int" | "Int32" | "long" | "Int64", "Parse") => a0()?
-            .text()
-            .trim()
-            .parse::<i64>()
-            .map(V::Int)
-            .map_err(|_| EvalError(format!("'{}' is not a whole number", a0().map(|v| v.text()).unwrap_or_default()))),
+        ("int" | "Int32" | "long" | "Int64", "Parse") => {
+            a0()?.text().trim().parse::<i64>().map(V::Int).map_err(|_| {
+                EvalError(format!(
+                    "'{}' is not a whole number",
+                    a0().map(|v| v.text()).unwrap_or_default()
+                ))
+            })
+        }
         ("double" | "Double", "Parse") => a0()?
             .text()
             .trim()
@@ -485,27 +508,39 @@ fn static_call(t: &str, name: &str, args: Vec<V>) -> R {
         ("Convert", "ToBase64String") => match a0()? {
             V::Bytes(b) => Ok(V::Str(base64::engine::general_purpose::STANDARD.encode(b))),
             V::Str(s) => Ok(V::Str(base64::engine::general_purpose::STANDARD.encode(s))),
-            v => fail(format!("Convert.ToBase64String needs bytes, not {}", v.type_name())),
+            v => fail(format!(
+                "Convert.ToBase64String needs bytes, not {}",
+                v.type_name()
+            )),
         },
         ("Convert", "FromBase64String") => base64::engine::general_purpose::STANDARD
             .decode(a0()?.text().trim())
             .map(V::Bytes)
             .map_err(|_| EvalError("the text is not base64".into())),
-        ("Convert", "ToInt32" | "ToInt64") => cast("int", a0()?).or_else(|_| static_call("int", "Parse", args.clone())),
+        ("Convert", "ToInt32" | "ToInt64") => {
+            cast("int", a0()?).or_else(|_| static_call("int", "Parse", args.clone()))
+        }
         ("Convert", "ToString") => Ok(V::Str(a0()?.text())),
         ("Encoding.UTF8", "GetBytes") => Ok(V::Bytes(a0()?.text().into_bytes())),
         ("Encoding.UTF8", "GetString") => match a0()? {
             V::Bytes(b) => Ok(V::Str(String::from_utf8_lossy(&b).into_owned())),
-            v => fail(format!("Encoding.UTF8.GetString needs bytes, not {}", v.type_name())),
+            v => fail(format!(
+                "Encoding.UTF8.GetString needs bytes, not {}",
+                v.type_name()
+            )),
         },
         ("Math", "Min" | "Max") => {
             let (x, y) = (a0()?, arg(&args, 1, name)?);
-            let less = binary("<", x.clone(), y.clone())?.truthy().map_err(EvalError)?;
+            let less = binary("<", x.clone(), y.clone())?
+                .truthy()
+                .map_err(EvalError)?;
             Ok(if (name == "Min") == less { x } else { y })
         }
         ("Math", "Abs") => match a0()? {
             V::Int(n) => Ok(V::Int(n.abs())),
-            v => num(&v).map(|d| V::Double(d.abs())).ok_or_else(|| EvalError("not a number".into())),
+            v => num(&v)
+                .map(|d| V::Double(d.abs()))
+                .ok_or_else(|| EvalError("not a number".into())),
         },
         ("Guid", "NewGuid") => Ok(V::Str(format!("{:032x}", rand_u128()))),
         ("JObject", "Parse") | ("JArray", "Parse") => serde_json::from_str(&a0()?.text())
@@ -546,25 +581,48 @@ fn string_call(s: &str, name: &str, args: Vec<V>) -> R {
                 .unwrap_or(-1),
         )),
         "Split" => {
-            let seps: Vec<String> = args.iter().filter(|a| !matches!(a, V::Comparison(_) | V::Int(_))).map(V::text).collect();
-            let seps = if seps.is_empty() { vec![" ".to_string()] } else { seps };
+            let seps: Vec<String> = args
+                .iter()
+                .filter(|a| !matches!(a, V::Comparison(_) | V::Int(_)))
+                .map(V::text)
+                .collect();
+            let seps = if seps.is_empty() {
+                vec![" ".to_string()]
+            } else {
+                seps
+            };
             let mut parts = vec![s.to_string()];
             for sep in seps.iter().filter(|x| !x.is_empty()) {
-                parts = parts.iter().flat_map(|p| p.split(sep.as_str()).map(str::to_string).collect::<Vec<_>>()).collect();
+                parts = parts
+                    .iter()
+                    .flat_map(|p| {
+                        p.split(sep.as_str())
+                            .map(str::to_string)
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
             }
             Ok(V::List(parts.into_iter().map(V::Str).collect()))
         }
         "Substring" => {
             let chars: Vec<char> = s.chars().collect();
-            let start = int(&arg(&args, 0, name)?).ok_or_else(|| EvalError("Substring needs numbers".into()))?;
+            let start = int(&arg(&args, 0, name)?)
+                .ok_or_else(|| EvalError("Substring needs numbers".into()))?;
             let len = match args.get(1) {
                 Some(v) => int(v).ok_or_else(|| EvalError("Substring needs numbers".into()))?,
                 None => chars.len() as i64 - start,
             };
             if start < 0 || len < 0 || (start + len) as usize > chars.len() {
-                return fail(format!("Substring({start}, {len}) is outside a string of {} characters", chars.len()));
+                return fail(format!(
+                    "Substring({start}, {len}) is outside a string of {} characters",
+                    chars.len()
+                ));
             }
-            Ok(V::Str(chars[start as usize..(start + len) as usize].iter().collect()))
+            Ok(V::Str(
+                chars[start as usize..(start + len) as usize]
+                    .iter()
+                    .collect(),
+            ))
         }
         "AsJwt" | "TryParseJwt" => Ok(parse_jwt(s).map(V::Json).unwrap_or(V::Null)),
         "AsBasic" | "TryParseBasic" => Ok(parse_basic(s).map(V::Json).unwrap_or(V::Null)),
@@ -588,7 +646,16 @@ fn parse_jwt(s: &str) -> Option<serde_json::Value> {
     if let Some(m) = claims.as_object() {
         for (k, v) in m {
             let list = match v {
-                serde_json::Value::Array(a) => a.iter().map(|x| serde_json::Value::String(x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()))).collect(),
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .map(|x| {
+                        serde_json::Value::String(
+                            x.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| x.to_string()),
+                        )
+                    })
+                    .collect(),
                 serde_json::Value::String(s) => vec![serde_json::Value::String(s.clone())],
                 other => vec![serde_json::Value::String(other.to_string())],
             };
@@ -609,7 +676,9 @@ fn parse_jwt(s: &str) -> Option<serde_json::Value> {
 
 fn parse_basic(s: &str) -> Option<serde_json::Value> {
     let b64 = s.trim().strip_prefix("Basic ")?;
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
     let text = String::from_utf8(raw).ok()?;
     let (user, pass) = text.split_once(':')?;
     Some(serde_json::json!({"UserId": user, "Password": pass}))
@@ -630,8 +699,14 @@ fn json_call(j: serde_json::Value, name: &str, generic: Option<&str>, args: Vec<
             other => other.to_string(),
         })),
         "ContainsKey" => Ok(V::Bool(j.get(arg(&args, 0, name)?.text()).is_some())),
-        "GetValue" => Ok(V::Json(j.get(arg(&args, 0, name)?.text()).cloned().unwrap_or_default())),
-        "TryGetValue" => fail("TryGetValue with out parameters is not supported; use Value<T>(…) or ?? instead"),
+        "GetValue" => Ok(V::Json(
+            j.get(arg(&args, 0, name)?.text())
+                .cloned()
+                .unwrap_or_default(),
+        )),
+        "TryGetValue" => {
+            fail("TryGetValue with out parameters is not supported; use Value<T>(…) or ?? instead")
+        }
         n => fail(format!("JToken.{n} is not supported")),
     }
 }
@@ -657,12 +732,16 @@ fn time_call(t: time::OffsetDateTime, name: &str, args: Vec<V>) -> R {
 /// .NET custom date formats (yyyy MM dd HH mm ss fff) and "o"/"s"/"r".
 fn format_time(t: time::OffsetDateTime, f: &str) -> String {
     match f {
-        "o" | "O" => return t
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-        "r" | "R" => return t
-            .format(&time::format_description::well_known::Rfc2822)
-            .unwrap_or_default(),
+        "o" | "O" => {
+            return t
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+        }
+        "r" | "R" => {
+            return t
+                .format(&time::format_description::well_known::Rfc2822)
+                .unwrap_or_default();
+        }
         "s" => return format_time(t, "yyyy-MM-ddTHH:mm:ss"),
         _ => {}
     }

@@ -24,8 +24,8 @@ pub enum InterpPart {
 pub type Spanned = (Tok, usize);
 
 const PUNCTS: &[&str] = &[
-    "??", "==", "!=", "<=", ">=", "&&", "||", "=>", "++", "--", "+=", "-=", "+", "-", "*", "/", "%",
-    "<", ">", "!", "?", ":", ".", ",", "(", ")", "[", "]", "{", "}", ";", "=",
+    "??", "==", "!=", "<=", ">=", "&&", "||", "=>", "++", "--", "+=", "-=", "+", "-", "*", "/",
+    "%", "<", ">", "!", "?", ":", ".", ",", "(", ")", "[", "]", "{", "}", ";", "=",
 ];
 
 fn escape(c: char) -> Option<char> {
@@ -90,13 +90,14 @@ pub fn lex(src: &str) -> Result<Vec<Spanned>, ExprError> {
                 }
                 i += 1;
             }
-            let tok = if double {
-                Tok::Double(s.parse().map_err(|_| ExprError::at(start, "bad number"))?)
-            } else {
-                Tok::Int(s.parse().map_err(|_| {
-                    ExprError::at(start, format!("the number {s} is too large"))
-                })?)
-            };
+            let tok =
+                if double {
+                    Tok::Double(s.parse().map_err(|_| ExprError::at(start, "bad number"))?)
+                } else {
+                    Tok::Int(s.parse().map_err(|_| {
+                        ExprError::at(start, format!("the number {s} is too large"))
+                    })?)
+                };
             out.push((tok, start));
             continue;
         }
@@ -166,7 +167,10 @@ pub fn lex(src: &str) -> Result<Vec<Spanned>, ExprError> {
                         let mut in_str = false;
                         loop {
                             let Some(h) = at(i) else {
-                                return Err(ExprError::at(hole_start, "a {…} in an interpolated string is not closed"));
+                                return Err(ExprError::at(
+                                    hole_start,
+                                    "a {…} in an interpolated string is not closed",
+                                ));
                             };
                             i += 1;
                             if h == '"' {
@@ -199,13 +203,21 @@ pub fn lex(src: &str) -> Result<Vec<Spanned>, ExprError> {
                     4,
                 ),
                 (Some(ch), Some('\''), _) => (ch, 3),
-                _ => return Err(ExprError::at(start, "a char literal must be one character in single quotes")),
+                _ => {
+                    return Err(ExprError::at(
+                        start,
+                        "a char literal must be one character in single quotes",
+                    ));
+                }
             };
             out.push((Tok::Char(ch), start));
             i += len;
             continue;
         }
-        let rest: String = chars[i..chars.len().min(i + 2)].iter().map(|c| c.1).collect();
+        let rest: String = chars[i..chars.len().min(i + 2)]
+            .iter()
+            .map(|c| c.1)
+            .collect();
         match PUNCTS.iter().find(|p| rest.starts_with(**p)) {
             Some(p) => {
                 out.push((Tok::Punct(p), start));

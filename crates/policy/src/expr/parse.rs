@@ -10,8 +10,24 @@ const TYPES: &[&str] = &[
     "object", "JObject", "JArray", "JToken", "DateTime", "char",
 ];
 const STATICS: &[&str] = &[
-    "string", "String", "int", "Int32", "long", "Int64", "bool", "Boolean", "double", "Double",
-    "DateTime", "Convert", "Encoding", "StringComparison", "Math", "TimeSpan", "Guid", "JObject",
+    "string",
+    "String",
+    "int",
+    "Int32",
+    "long",
+    "Int64",
+    "bool",
+    "Boolean",
+    "double",
+    "Double",
+    "DateTime",
+    "Convert",
+    "Encoding",
+    "StringComparison",
+    "Math",
+    "TimeSpan",
+    "Guid",
+    "JObject",
     "JArray",
 ];
 
@@ -28,7 +44,10 @@ pub fn parse_code(src: &str, block: bool) -> Result<Code, ExprError> {
     if block {
         let stmts = p.statements(true)?;
         if !returns(&stmts) {
-            return Err(ExprError::at(src.len(), "not all code paths of the block return a value"));
+            return Err(ExprError::at(
+                src.len(),
+                "not all code paths of the block return a value",
+            ));
         }
         Ok(Code::Block(stmts))
     } else {
@@ -187,18 +206,28 @@ impl<'a> Parser<'a> {
             Some(Tok::Ident(k))
                 if (k == "var" || TYPES.contains(&k.as_str()))
                     && matches!(self.peek_at(1), Some(Tok::Ident(_)))
-                    && matches!(self.peek_at(2), Some(Tok::Punct("=")) | Some(Tok::Punct(";"))) =>
+                    && matches!(
+                        self.peek_at(2),
+                        Some(Tok::Punct("=")) | Some(Tok::Punct(";"))
+                    ) =>
             {
                 self.pos += 1;
                 let name = self.ident()?;
-                let value = if self.eat("=") { self.expr()? } else { Expr::Lit(V::Null) };
+                let value = if self.eat("=") {
+                    self.expr()?
+                } else {
+                    Expr::Lit(V::Null)
+                };
                 self.expect(";")?;
                 self.locals.push(name.clone());
                 Ok(Stmt::Var(name, value))
             }
             Some(Tok::Ident(name))
                 if self.locals.contains(&name)
-                    && matches!(self.peek_at(1), Some(Tok::Punct("=" | "+=" | "-=" | "++" | "--"))) =>
+                    && matches!(
+                        self.peek_at(1),
+                        Some(Tok::Punct("=" | "+=" | "-=" | "++" | "--"))
+                    ) =>
             {
                 self.pos += 1;
                 let op = match self.peek() {
@@ -242,10 +271,7 @@ impl<'a> Parser<'a> {
 
     fn binary(&mut self, min: u8) -> Result<Expr, ExprError> {
         let mut lhs = self.unary()?;
-        loop {
-            let Some(Tok::Punct(op)) = self.peek().cloned() else {
-                break;
-            };
+        while let Some(Tok::Punct(op)) = self.peek().cloned() {
             let prec = match op {
                 "??" => 1,
                 "||" => 2,
@@ -285,7 +311,15 @@ impl<'a> Parser<'a> {
             if matches!(self.peek_at(close), Some(Tok::Punct(")")))
                 && matches!(
                     self.peek_at(close + 1),
-                    Some(Tok::Ident(_) | Tok::Str(_) | Tok::Int(_) | Tok::Double(_) | Tok::Interp(_) | Tok::Punct("(") | Tok::Punct("!"))
+                    Some(
+                        Tok::Ident(_)
+                            | Tok::Str(_)
+                            | Tok::Int(_)
+                            | Tok::Double(_)
+                            | Tok::Interp(_)
+                            | Tok::Punct("(")
+                            | Tok::Punct("!")
+                    )
                 )
             {
                 self.pos += close + 1;
@@ -304,7 +338,9 @@ impl<'a> Parser<'a> {
         }
         loop {
             // Named arguments (preserveContent: true) are accepted and their names ignored.
-            if matches!(self.peek(), Some(Tok::Ident(_))) && matches!(self.peek_at(1), Some(Tok::Punct(":"))) {
+            if matches!(self.peek(), Some(Tok::Ident(_)))
+                && matches!(self.peek_at(1), Some(Tok::Punct(":")))
+            {
                 self.pos += 2;
             }
             args.push(self.expr()?);
@@ -349,9 +385,16 @@ impl<'a> Parser<'a> {
                     e = Expr::Call(Box::new(e), name, generic, args);
                 } else {
                     if let Some(path) = context_chain(&e) {
-                        let full = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
+                        let full = if path.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{path}.{name}")
+                        };
                         if !context_path_known(&full) {
-                            return Err(ExprError::at(start, format!("context.{full} is not a member of the policy context")));
+                            return Err(ExprError::at(
+                                start,
+                                format!("context.{full} is not a member of the policy context"),
+                            ));
                         }
                     }
                     e = Expr::Member(Box::new(e), name);
@@ -420,7 +463,10 @@ impl<'a> Parser<'a> {
                     "null" => return Ok(Expr::Lit(V::Null)),
                     "context" => return Ok(Expr::Context),
                     "new" => {
-                        return Err(ExprError::at(at, "'new' is not supported in policy expressions here"));
+                        return Err(ExprError::at(
+                            at,
+                            "'new' is not supported in policy expressions here",
+                        ));
                     }
                     _ => {}
                 }
@@ -430,7 +476,12 @@ impl<'a> Parser<'a> {
                 if STATICS.contains(&name.as_str()) {
                     return Ok(Expr::Static(name));
                 }
-                Err(ExprError::at(at, format!("'{name}' is not known here: use context, a local variable or an allowed type")))
+                Err(ExprError::at(
+                    at,
+                    format!(
+                        "'{name}' is not known here: use context, a local variable or an allowed type"
+                    ),
+                ))
             }
             Some(t) => Err(self.err(format!("unexpected {}", describe(&t)))),
         }
@@ -440,7 +491,13 @@ impl<'a> Parser<'a> {
 fn split_format(hole: &str) -> &str {
     // `{a ? b : c}` has a colon too; only a trailing `:format` without spaces is a format.
     match hole.rfind(':') {
-        Some(i) if !hole[i + 1..].contains(' ') && !hole[..i].contains('?') && !hole[i + 1..].is_empty() => &hole[..i],
+        Some(i)
+            if !hole[i + 1..].contains(' ')
+                && !hole[..i].contains('?')
+                && !hole[i + 1..].is_empty() =>
+        {
+            &hole[..i]
+        }
         _ => hole,
     }
 }

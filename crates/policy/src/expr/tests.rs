@@ -48,27 +48,75 @@ fn expressions_evaluate() {
     let cases: &[(&str, V)] = &[
         ("@(1 + 2 * 3)", V::Int(7)),
         ("@(\"a\" + 1)", V::Str("a1".into())),
-        ("@(context.Request.Method == \"GET\" && !false)", V::Bool(true)),
-        ("@(context.Request.Headers.GetValueOrDefault(\"x-tier\", \"none\"))", V::Str("gold".into())),
-        ("@(context.Request.Headers.GetValueOrDefault(\"x-other\", \"none\"))", V::Str("none".into())),
-        ("@(context.Request.Headers[\"X-Tier\"][0].ToUpper())", V::Str("GOLD".into())),
-        ("@(context.Variables.GetValueOrDefault<int>(\"n\", 0) > 2 ? \"big\" : \"small\")", V::Str("big".into())),
-        ("@((string)context.Variables.GetValueOrDefault(\"missing\") ?? \"d\")", V::Str("d".into())),
-        ("@($\"region {context.Deployment.Region}!\")", V::Str("region eastus!".into())),
+        (
+            "@(context.Request.Method == \"GET\" && !false)",
+            V::Bool(true),
+        ),
+        (
+            "@(context.Request.Headers.GetValueOrDefault(\"x-tier\", \"none\"))",
+            V::Str("gold".into()),
+        ),
+        (
+            "@(context.Request.Headers.GetValueOrDefault(\"x-other\", \"none\"))",
+            V::Str("none".into()),
+        ),
+        (
+            "@(context.Request.Headers[\"X-Tier\"][0].ToUpper())",
+            V::Str("GOLD".into()),
+        ),
+        (
+            "@(context.Variables.GetValueOrDefault<int>(\"n\", 0) > 2 ? \"big\" : \"small\")",
+            V::Str("big".into()),
+        ),
+        (
+            "@((string)context.Variables.GetValueOrDefault(\"missing\") ?? \"d\")",
+            V::Str("d".into()),
+        ),
+        (
+            "@($\"region {context.Deployment.Region}!\")",
+            V::Str("region eastus!".into()),
+        ),
         ("@(\"a,b,c\".Split(',')[1])", V::Str("b".into())),
         ("@(\"Hello\".Substring(1, 3))", V::Str("ell".into())),
-        ("@(\"ABC\".Equals(\"abc\", StringComparison.OrdinalIgnoreCase))", V::Bool(true)),
+        (
+            "@(\"ABC\".Equals(\"abc\", StringComparison.OrdinalIgnoreCase))",
+            V::Bool(true),
+        ),
         ("@(string.IsNullOrEmpty(\"\"))", V::Bool(true)),
         ("@(string.Join(\"-\", \"a\", \"b\"))", V::Str("a-b".into())),
         ("@(int.Parse(\"42\") + 1)", V::Int(43)),
-        ("@(Encoding.UTF8.GetString(Convert.FromBase64String(\"aGk=\")))", V::Str("hi".into())),
-        ("@(Convert.ToBase64String(Encoding.UTF8.GetBytes(\"hi\")))", V::Str("aGk=".into())),
-        ("@(context.Request.Body.As<JObject>(preserveContent: true)[\"name\"].ToString())", V::Str("x".into())),
-        ("@(context.Request.Body.As<JObject>().Value<int>(\"id\"))", V::Int(7)),
-        ("@(DateTime.UtcNow.AddSeconds(10) > DateTime.UtcNow)", V::Bool(true)),
-        ("@{ var x = 2; if (x > 1) { return \"yes\"; } else { return \"no\"; } }", V::Str("yes".into())),
-        ("@{ var s = 0; foreach (var p in \"1,2,3\".Split(',')) { s += int.Parse(p); } return s; }", V::Int(6)),
-        ("@(\"Basic dXNlcjpwYXNz\".AsBasic().UserId)", V::Json(serde_json::json!("user"))),
+        (
+            "@(Encoding.UTF8.GetString(Convert.FromBase64String(\"aGk=\")))",
+            V::Str("hi".into()),
+        ),
+        (
+            "@(Convert.ToBase64String(Encoding.UTF8.GetBytes(\"hi\")))",
+            V::Str("aGk=".into()),
+        ),
+        (
+            "@(context.Request.Body.As<JObject>(preserveContent: true)[\"name\"].ToString())",
+            V::Str("x".into()),
+        ),
+        (
+            "@(context.Request.Body.As<JObject>().Value<int>(\"id\"))",
+            V::Int(7),
+        ),
+        (
+            "@(DateTime.UtcNow.AddSeconds(10) > DateTime.UtcNow)",
+            V::Bool(true),
+        ),
+        (
+            "@{ var x = 2; if (x > 1) { return \"yes\"; } else { return \"no\"; } }",
+            V::Str("yes".into()),
+        ),
+        (
+            "@{ var s = 0; foreach (var p in \"1,2,3\".Split(',')) { s += int.Parse(p); } return s; }",
+            V::Int(6),
+        ),
+        (
+            "@(\"Basic dXNlcjpwYXNz\".AsBasic().UserId)",
+            V::Json(serde_json::json!("user")),
+        ),
     ];
     for (src, want) in cases {
         assert_eq!(run(src).as_ref(), Ok(want), "{src}");
@@ -78,7 +126,10 @@ fn expressions_evaluate() {
 #[test]
 fn bad_expressions_are_refused_at_parse_time_with_a_position() {
     for (src, says) in [
-        ("@(context.Request.Foo)", "context.Request.Foo is not a member"),
+        (
+            "@(context.Request.Foo)",
+            "context.Request.Foo is not a member",
+        ),
         ("@(foo + 1)", "'foo' is not known"),
         ("@(1 +)", "expression expected"),
         ("@(\"abc)", "not closed"),

@@ -1,0 +1,777 @@
+//! Policies in the gateway: the documents of every scope compiled from the mirror, the
+//! counters rate limits and quotas use, and the request path that runs APIM's phases through
+//! the policy engine.
+//!
+//! Invariants: documents are compiled when the configuration changes, never per request; a
+//! request with no policy at any scope takes the plain path (no cost); a document that no
+//! longer compiles (a named value it used was deleted) fails its requests closed with 500
+//! rather than run without, say, its ip-filter.
+
+use crate::Shared;
+use crate::proxy::{self, Body, ForwardError};
+use crate::server::{GatewayError, RequestContext, json_error};
+use crate::table::ConfigMirror;
+use bytes::Bytes;
+use gatehouse_model::Kind;
+use gatehouse_policy::doc::Resolver;
+use gatehouse_policy::exec::{
+    self, BackendInfo, Chain, Counted, Exchange, Flow, Forward, ResponseParts, Services,
+};
+use gatehouse_policy::expr::V;
+use gatehouse_policy::{Document, Section};
+use http_body_util::BodyExt;
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A scope's compiled document, or why it does not compile.
+pub type Compiled = Result<Arc<Document>, String>;
+
+/// Every scope's policy document, compiled.
+#[derive(Debug, Default)]
+pub struct Policies {
+    global: Option<Compiled>,
+    /// By product id.
+    products: HashMap<String, Compiled>,
+    /// By the API's stored id (`echo`, `echo;rev=2`).
+    apis: HashMap<String, Compiled>,
+    /// By `{api stored id}/{operation id}`.
+    operations: HashMap<String, Compiled>,
+    backends: HashMap<String, BackendInfo>,
+}
+
+struct MirrorResolver<'a>(&'a ConfigMirror);
+
+impl Resolver for MirrorResolver<'_> {
+    fn named_value(&self, name: &str) -> Option<String> {
+        let nv = self
+            .0
+            .get(Kind::NamedValue, &format!("/namedValues/{name}"))
+            .or_else(|| {
+                self.0
+                    .of(Kind::NamedValue)
+                    .find(|r| r.properties.get("displayName").and_then(Value::as_str) == Some(name))
+            })?;
+        Some(
+            nv.properties
+                .get("value")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        )
+    }
+
+    fn fragment(&self, id: &str) -> Option<(String, String)> {
+        let f = self
+            .0
+            .get(Kind::PolicyFragment, &format!("/policyFragments/{id}"))?;
+        let s = |k: &str| {
+            f.properties
+                .get(k)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        Some((s("value")?, s("format").unwrap_or_else(|| "xml".into())))
+    }
+}
+
+/// Kinds whose change means the policies must be compiled again.
+pub fn affects_policies(kind: Kind) -> bool {
+    kind.is_policy()
+        || matches!(
+            kind,
+            Kind::PolicyFragment | Kind::NamedValue | Kind::Backend
+        )
+}
+
+fn segments(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).collect()
+}
+
+impl Policies {
+    pub fn compile(mirror: &ConfigMirror) -> Policies {
+        let resolver = MirrorResolver(mirror);
+        let mut p = Policies::default();
+        let kinds = [
+            Kind::GlobalPolicy,
+            Kind::ProductPolicy,
+            Kind::ApiPolicy,
+            Kind::OperationPolicy,
+        ];
+        for kind in kinds {
+            for r in mirror.of(kind) {
+                let value = r
+                    .properties
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let format = r
+                    .properties
+                    .get("format")
+                    .and_then(Value::as_str)
+                    .unwrap_or("xml");
+                let compiled = gatehouse_policy::parse_document(value, format, &resolver)
+                    .map(Arc::new)
+                    .map_err(|e| {
+                        tracing::error!(policy = %r.path, error = %e, "a policy does not compile; its requests fail until it is fixed");
+                        format!("the policy {} does not compile: {e}", r.path)
+                    });
+                let seg = segments(&r.path);
+                match (kind, seg.as_slice()) {
+                    (Kind::GlobalPolicy, _) => p.global = Some(compiled),
+                    (Kind::ProductPolicy, ["products", id, ..]) => {
+                        p.products.insert(id.to_string(), compiled);
+                    }
+                    (Kind::ApiPolicy, ["apis", id, ..]) => {
+                        p.apis.insert(id.to_string(), compiled);
+                    }
+                    (Kind::OperationPolicy, ["apis", api, "operations", op, ..]) => {
+                        p.operations.insert(format!("{api}/{op}"), compiled);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for b in mirror.of(Kind::Backend) {
+            let props = &b.properties;
+            let creds = props.get("credentials");
+            let pairs = |field: &str| -> Vec<(String, String)> {
+                creds
+                    .and_then(|c| c.get(field))
+                    .and_then(Value::as_object)
+                    .map(|m| {
+                        m.iter()
+                            .flat_map(|(k, v)| {
+                                let vals: Vec<String> = match v {
+                                    Value::Array(a) => a
+                                        .iter()
+                                        .filter_map(Value::as_str)
+                                        .map(str::to_string)
+                                        .collect(),
+                                    Value::String(s) => vec![s.clone()],
+                                    _ => Vec::new(),
+                                };
+                                vals.into_iter().map(move |x| (k.clone(), x))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let authorization = creds.and_then(|c| c.get("authorization")).and_then(|a| {
+                Some((
+                    a.get("scheme")?.as_str()?.to_string(),
+                    a.get("parameter")?.as_str()?.to_string(),
+                ))
+            });
+            p.backends.insert(
+                b.name().to_string(),
+                BackendInfo {
+                    url: props
+                        .get("url")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .trim_end_matches('/')
+                        .to_string(),
+                    headers: pairs("header"),
+                    query: pairs("query"),
+                    authorization,
+                },
+            );
+        }
+        p
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.global.is_none()
+            && self.products.is_empty()
+            && self.apis.is_empty()
+            && self.operations.is_empty()
+    }
+
+    /// The chain of documents for a routed request, or the message of one that does not compile.
+    pub fn chain(&self, ctx: &RequestContext) -> Result<Chain<'_>, String> {
+        let mut chain = Chain::default();
+        fn pick(c: Option<&Compiled>) -> Result<Option<&Document>, String> {
+            match c {
+                None => Ok(None),
+                Some(Ok(d)) => Ok(Some(d.as_ref())),
+                Some(Err(e)) => Err(e.clone()),
+            }
+        }
+        chain.levels[0] = pick(self.global.as_ref())?;
+        if let Some(p) = &ctx.product {
+            chain.levels[1] = pick(self.products.get(&*p.id))?;
+        }
+        if let Some(api) = &ctx.api {
+            let stored = if api.is_current {
+                api.id.to_string()
+            } else {
+                format!("{};rev={}", api.id, api.revision)
+            };
+            chain.levels[2] = pick(self.apis.get(&stored))?;
+            if let Some(op) = ctx.operation() {
+                chain.levels[3] = pick(self.operations.get(&format!("{stored}/{}", op.id)))?;
+            }
+        }
+        Ok(chain)
+    }
+}
+
+/// Rate-limit and quota counters, by key.
+#[derive(Default)]
+pub struct Counters {
+    windows: Mutex<HashMap<String, Window>>,
+}
+
+struct Window {
+    start: Instant,
+    count: u64,
+    previous: u64,
+}
+
+impl Counters {
+    fn count(
+        &self,
+        key: &str,
+        calls: u64,
+        period_secs: u64,
+        increment: u64,
+        sliding: bool,
+    ) -> Counted {
+        let now = Instant::now();
+        let period = if period_secs == 0 {
+            Duration::from_secs(u64::MAX / 4)
+        } else {
+            Duration::from_secs(period_secs)
+        };
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let w = windows.entry(key.to_string()).or_insert(Window {
+            start: now,
+            count: 0,
+            previous: 0,
+        });
+        let mut elapsed = now.duration_since(w.start);
+        if elapsed >= period {
+            let periods = (elapsed.as_secs_f64() / period.as_secs_f64()).floor() as u32;
+            w.previous = if periods == 1 { w.count } else { 0 };
+            w.count = 0;
+            w.start += period * periods;
+            elapsed = now.duration_since(w.start);
+        }
+        // A sliding window: the previous window's calls weigh by how much of it still overlaps.
+        let weight = if sliding {
+            1.0 - elapsed.as_secs_f64() / period.as_secs_f64()
+        } else {
+            0.0
+        };
+        let used = w.count as f64 + w.previous as f64 * weight;
+        let retry_after = (period - elapsed).as_secs().max(1);
+        if used + increment as f64 > calls as f64 {
+            return Counted {
+                allowed: false,
+                remaining: 0,
+                retry_after_secs: retry_after,
+            };
+        }
+        w.count += increment;
+        Counted {
+            allowed: true,
+            remaining: (calls as f64 - used - increment as f64).max(0.0) as u64,
+            retry_after_secs: retry_after,
+        }
+    }
+}
+
+struct GatewayServices<'a> {
+    shared: &'a Shared,
+    ctx: &'a RequestContext,
+}
+
+impl Services for GatewayServices<'_> {
+    fn count(
+        &self,
+        key: &str,
+        calls: u64,
+        period_secs: u64,
+        increment: u64,
+        sliding: bool,
+    ) -> Counted {
+        self.shared
+            .counters
+            .count(key, calls, period_secs, increment, sliding)
+    }
+
+    fn backend(&self, id: &str) -> Option<BackendInfo> {
+        self.ctx.table.policies.backends.get(id).cloned()
+    }
+
+    fn example(&self, status: u16, content_type: Option<&str>) -> Option<(String, String)> {
+        // Read when asked (mock-response is rare): the table does not keep response examples.
+        let api = self.ctx.api.as_ref()?;
+        let op = self.ctx.operation()?;
+        let stored = if api.is_current {
+            api.id.to_string()
+        } else {
+            format!("{};rev={}", api.id, api.revision)
+        };
+        let path = format!("/apis/{stored}/operations/{}", op.id);
+        let resource = self.shared.store.read(|r| r.get(&path)).ok()??;
+        let r = resource
+            .properties
+            .get("responses")?
+            .as_array()?
+            .iter()
+            .find(|r| r.get("statusCode").and_then(Value::as_u64) == Some(status as u64))?;
+        let reps = r.get("representations")?.as_array()?;
+        let rep = reps.iter().find(|x| {
+            content_type.is_none_or(|c| x.get("contentType").and_then(Value::as_str) == Some(c))
+        })?;
+        let ct = rep
+            .get("contentType")
+            .and_then(Value::as_str)
+            .unwrap_or("application/json")
+            .to_string();
+        let example = rep
+            .get("examples")
+            .and_then(|e| e.as_object())
+            .and_then(|m| m.values().next())
+            .and_then(|e| e.get("value"))
+            .or_else(|| rep.get("sample"))?;
+        let body = match example {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        Some((ct, body))
+    }
+
+    fn trace(&self, source: &str, message: &str) {
+        tracing::info!(target: "gatehouse::trace", request_id = %self.ctx.request_id, source, message, "trace");
+    }
+}
+
+fn info(ctx: &RequestContext, shared: &Shared) -> HashMap<&'static str, V> {
+    let mut m: HashMap<&'static str, V> = HashMap::new();
+    let s = |v: &str| V::Str(v.to_string());
+    m.insert("RequestId", s(&ctx.request_id));
+    m.insert("Timestamp", V::Time(time::OffsetDateTime::now_utc()));
+    m.insert("Deployment.Region", s(&ctx.table.region));
+    m.insert("Deployment.ServiceName", s(&ctx.table.service_name));
+    m.insert("Deployment.GatewayId", s("managed"));
+    let _ = shared;
+    if let Some(api) = &ctx.api {
+        m.insert("Api.Id", s(&api.id));
+        m.insert("Api.Name", s(&api.name));
+        m.insert("Api.Path", s(&api.path));
+        m.insert(
+            "Api.ServiceUrl",
+            s(api.service_url.as_deref().unwrap_or("")),
+        );
+        m.insert("Api.Revision", s(&api.revision.to_string()));
+        m.insert("Api.Version", s(api.version.as_deref().unwrap_or("")));
+        m.insert("Api.IsCurrentRevision", V::Bool(api.is_current));
+    }
+    if let Some(op) = ctx.operation() {
+        m.insert("Operation.Id", s(&op.id));
+        m.insert("Operation.Name", s(&op.id));
+        m.insert("Operation.Method", s(&op.method));
+        m.insert("Operation.UrlTemplate", s(&op.url_template));
+    }
+    if let Some(p) = &ctx.product {
+        m.insert("Product.Id", s(&p.id));
+        m.insert("Product.Name", s(&p.name));
+        m.insert("Product.State", s(&p.state));
+        m.insert(
+            "Product.SubscriptionRequired",
+            V::Bool(p.subscription_required),
+        );
+    }
+    if let Some(sub) = &ctx.subscription {
+        m.insert("Subscription.Id", s(&sub.id));
+        m.insert("Subscription.Name", s(&sub.name));
+        m.insert("Subscription.PrimaryKey", s(&sub.primary_key));
+        m.insert("Subscription.SecondaryKey", s(&sub.secondary_key));
+    }
+    if let Some(u) = &ctx.user {
+        m.insert("User.Id", s(&u.id));
+        m.insert("User.Email", s(&u.email));
+        m.insert("User.FirstName", s(&u.first_name));
+        m.insert("User.LastName", s(&u.last_name));
+        m.insert(
+            "User.Groups",
+            V::List(u.groups.iter().map(|g| V::Str(g.clone())).collect()),
+        );
+    }
+    m
+}
+
+fn pairs_of(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn header_map(pairs: &[(String, String)]) -> hyper::HeaderMap {
+    let mut h = hyper::HeaderMap::new();
+    for (k, v) in pairs {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            h.append(n, v);
+        }
+    }
+    h
+}
+
+fn error_parts(status: u16, message: &str, headers: &[(String, String)]) -> ResponseParts {
+    let mut h = vec![(
+        "Content-Type".to_string(),
+        "application/json; charset=utf-8".to_string(),
+    )];
+    h.extend(headers.iter().cloned());
+    ResponseParts {
+        status,
+        reason: String::new(),
+        headers: h,
+        body: Some(
+            serde_json::json!({"statusCode": status, "message": message})
+                .to_string()
+                .into_bytes(),
+        ),
+    }
+}
+
+/// What a policy-run request ends with: the response, plus the on-error reason if any.
+pub struct Outcome {
+    pub response: Response<Body>,
+    pub backend_ms: Option<f64>,
+    pub error_reason: Option<&'static str>,
+}
+
+fn build_response(
+    ex: &Exchange,
+    parts: ResponseParts,
+    stream: Option<Body>,
+    request_id: &str,
+) -> Response<Body> {
+    let has_body = parts.body.is_some();
+    let body = match (parts.body, stream) {
+        (Some(b), _) => proxy::full(b),
+        (None, Some(s)) => s,
+        (None, None) => proxy::empty(),
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(parts.status).unwrap_or(StatusCode::OK);
+    let mut headers = header_map(&parts.headers);
+    proxy::strip_hop_by_hop(&mut headers);
+    if has_body {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+    for (k, v) in exec::cors_response_headers(ex) {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(&v),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", v);
+    }
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// Serves a routed request through the policy chain: inbound, backend (forwarding when
+/// forward-request ran), outbound, and on-error for any failure.
+pub async fn serve(
+    shared: &Shared,
+    ctx: &RequestContext,
+    chain: Chain<'_>,
+    req: Request<hyper::body::Incoming>,
+    remote: SocketAddr,
+    tls: bool,
+) -> Outcome {
+    let svc = GatewayServices { shared, ctx };
+    let api = ctx.api.as_ref().expect("routed");
+    let (parts, body) = req.into_parts();
+    let host_header = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (host, port) = match host_header.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse().unwrap_or(0)),
+        _ => (host_header.clone(), if tls { 443 } else { 80 }),
+    };
+    let original_query = parts.uri.query().unwrap_or("").to_string();
+    let mut ex = Exchange {
+        method: parts.method.as_str().to_string(),
+        scheme: if tls { "https" } else { "http" }.to_string(),
+        host,
+        port,
+        original_path: parts.uri.path().to_string(),
+        original_query: original_query.clone(),
+        backend_path: ctx.rest.clone(),
+        query: original_query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_string(), v.to_string())
+            })
+            .filter(|(k, _)| k != &api.key_query)
+            .collect(),
+        request_headers: pairs_of(&parts.headers),
+        ip: Some(remote.ip()),
+        info: info(ctx, shared),
+        matched_parameters: ctx.matched_parameters.clone(),
+        started: Some(ctx.started),
+        ..Exchange::default()
+    };
+    if let Some(sub) = &ctx.subscription {
+        let key = parts
+            .headers
+            .get(api.key_header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| sub.primary_key.clone());
+        ex.info.insert("Subscription.Key", V::Str(key));
+    }
+    let mut body = Some(body);
+    if chain.reads_body() {
+        let limited = http_body_util::Limited::new(
+            body.take().expect("body"),
+            shared.config.max_body_bytes as usize,
+        );
+        match limited.collect().await {
+            Ok(b) => ex.request_body = Some(b.to_bytes().to_vec()),
+            Err(_) => {
+                return Outcome {
+                    response: json_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "The request body is larger than the limit.",
+                        &ctx.request_id,
+                    ),
+                    backend_ms: None,
+                    error_reason: Some("RequestEntityTooLarge"),
+                };
+            }
+        }
+    }
+
+    if ctx.preflight {
+        // Only cors runs for a preflight; if none answers it, the request is not routed.
+        ex.preflight = true;
+        return match exec::run(&chain, Section::Inbound, &mut ex, &svc) {
+            Flow::Respond => {
+                let parts = ex.response.clone().unwrap_or_default();
+                Outcome {
+                    response: build_response(&ex, parts, None, &ctx.request_id),
+                    backend_ms: None,
+                    error_reason: None,
+                }
+            }
+            _ => Outcome {
+                response: json_error(
+                    StatusCode::NOT_FOUND,
+                    crate::server::MSG_OPERATION_NOT_FOUND,
+                    &ctx.request_id,
+                ),
+                backend_ms: None,
+                error_reason: Some("OperationNotFound"),
+            },
+        };
+    }
+    let mut stream: Option<Body> = None;
+    let mut backend_ms = None;
+    let flow = 'phases: {
+        match exec::run(&chain, Section::Inbound, &mut ex, &svc) {
+            Flow::Next => {}
+            other => break 'phases other,
+        }
+        match exec::run(&chain, Section::Backend, &mut ex, &svc) {
+            Flow::Next => {}
+            other => break 'phases other,
+        }
+        let Some(forward) = ex.forward else {
+            // No forward-request ran: the response is whatever the policies set.
+            ex.response.get_or_insert(ResponseParts {
+                status: 200,
+                reason: String::new(),
+                headers: Vec::new(),
+                body: Some(Vec::new()),
+            });
+            break 'phases exec::run(&chain, Section::Outbound, &mut ex, &svc);
+        };
+        let started = Instant::now();
+        match forward_exchange(shared, ctx, &ex, forward, body.take(), remote, tls).await {
+            Ok(resp) => {
+                backend_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+                let (rparts, rbody) = resp.into_parts();
+                let mut out = ResponseParts {
+                    status: rparts.status.as_u16(),
+                    reason: rparts.status.canonical_reason().unwrap_or("").to_string(),
+                    headers: pairs_of(&rparts.headers),
+                    body: None,
+                };
+                let rbody: Body = rbody
+                    .map_err(|e| -> proxy::BoxError { Box::new(e) })
+                    .boxed();
+                if chain.reads_body() {
+                    match rbody.collect().await {
+                        Ok(b) => out.body = Some(b.to_bytes().to_vec()),
+                        Err(_) => {
+                            break 'phases Flow::Fail(exec::Failure {
+                                status: 502,
+                                reason: "BackendConnectionFailure",
+                                message: "Bad gateway: the backend's response could not be read."
+                                    .into(),
+                                policy: "forward-request",
+                                policy_id: None,
+                                pos: Default::default(),
+                                headers: Vec::new(),
+                            });
+                        }
+                    }
+                } else {
+                    stream = Some(rbody);
+                }
+                ex.response = Some(out);
+            }
+            Err(e) => {
+                break 'phases Flow::Fail(exec::Failure {
+                    status: e.status.as_u16(),
+                    reason: e.reason,
+                    message: e.message,
+                    policy: "forward-request",
+                    policy_id: None,
+                    pos: Default::default(),
+                    headers: Vec::new(),
+                });
+            }
+        }
+        exec::run(&chain, Section::Outbound, &mut ex, &svc)
+    };
+    let mut error_reason = None;
+    if let Flow::Fail(f) = flow {
+        error_reason = Some(f.reason);
+        stream = None;
+        ex.response = Some(error_parts(f.status, &f.message, &f.headers));
+        if let Flow::Fail(again) = exec::run(&chain, Section::OnError, &mut ex, &svc) {
+            // An error inside on-error: APIM answers 500 without running on-error again.
+            tracing::warn!(reason = again.reason, message = %again.message, "a policy failed in on-error");
+            ex.response = Some(error_parts(500, "Internal server error", &[]));
+        }
+    }
+    let parts = ex.response.clone().unwrap_or_default();
+    Outcome {
+        response: build_response(&ex, parts, stream, &ctx.request_id),
+        backend_ms,
+        error_reason,
+    }
+}
+
+async fn forward_exchange(
+    shared: &Shared,
+    ctx: &RequestContext,
+    ex: &Exchange,
+    forward: Forward,
+    body: Option<hyper::body::Incoming>,
+    remote: SocketAddr,
+    tls: bool,
+) -> Result<Response<hyper::body::Incoming>, GatewayError> {
+    let api = ctx.api.as_ref().expect("routed");
+    let base = ex
+        .backend_url
+        .clone()
+        .or_else(|| api.service_url.clone())
+        .ok_or_else(|| {
+            GatewayError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "BackendNotConfigured",
+                "The API has no backend service URL.",
+            )
+        })?;
+    let base = base.trim_end_matches('/');
+    let mut url = String::with_capacity(base.len() + ex.backend_path.len() + 32);
+    url.push_str(base);
+    if ex.backend_path != "/" || !base.ends_with('/') {
+        url.push_str(&ex.backend_path);
+    }
+    let q = exec::query_string(&ex.query);
+    if !q.is_empty() {
+        url.push('?');
+        url.push_str(&q);
+    }
+    let uri: hyper::Uri = url.parse().map_err(|_| {
+        GatewayError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "BackendUrlInvalid",
+            "The backend URL is not valid.",
+        )
+    })?;
+    let mut headers = header_map(&ex.request_headers);
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    proxy::strip_hop_by_hop(&mut headers);
+    headers.remove(api.key_header.as_str());
+    headers.remove(header::HOST);
+    proxy::add_forwarded(
+        &mut headers,
+        &remote.ip().to_string(),
+        if tls { "https" } else { "http" },
+        host.as_deref(),
+    );
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        headers.insert("x-request-id", v.clone());
+        headers.insert("request-id", v);
+    }
+    let out_body: Body = match (&ex.request_body, body) {
+        (Some(b), _) => {
+            headers.remove(header::CONTENT_LENGTH);
+            headers.remove(header::TRANSFER_ENCODING);
+            proxy::full(Bytes::from(b.clone()))
+        }
+        (None, Some(b)) => http_body_util::Limited::new(b, shared.config.max_body_bytes as usize)
+            .map_err(|e| -> proxy::BoxError { e })
+            .boxed(),
+        (None, None) => proxy::empty(),
+    };
+    let mut out = Request::new(out_body);
+    *out.method_mut() =
+        hyper::Method::from_bytes(ex.method.as_bytes()).unwrap_or(hyper::Method::GET);
+    *out.uri_mut() = uri;
+    *out.headers_mut() = headers;
+    let timeout = Duration::from_secs(forward.timeout_secs.max(1));
+    let result = tokio::time::timeout(timeout, shared.backend.forward(out)).await;
+    match result {
+        Err(_) | Ok(Err(ForwardError::Timeout(_))) => Err(GatewayError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timeout",
+            "Gateway timeout: the backend did not respond in time.",
+        )),
+        Ok(Err(ForwardError::Connect(detail) | ForwardError::Other(detail))) => {
+            tracing::warn!(api = %api.id, error = %detail, "backend request failed");
+            Err(GatewayError::new(
+                StatusCode::BAD_GATEWAY,
+                "BackendConnectionFailure",
+                "Bad gateway: the backend could not be reached.",
+            ))
+        }
+        Ok(Ok(resp)) => Ok(resp),
+    }
+}

@@ -1,0 +1,1022 @@
+//! Running policies against an abstract request/response exchange. The gateway fills an
+//! [`Exchange`] from the request, runs a section of the scope chain, then builds what it
+//! forwards or answers from the exchange.
+//!
+//! Invariants: a section runs narrowest scope first, `<base/>` running the next broader scope's
+//! same section in its place (a scope without a document or without the section inherits);
+//! a failure stops the section and is reported with APIM's reason and the failing policy;
+//! nothing here blocks or does I/O except through [`Services`].
+
+use crate::doc::{Cors, Document, ExistsAction, Node, Policy, Pos, RateLimit, Section, Text};
+use crate::expr::{self, Env, V};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// A response being built or returned.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseParts {
+    pub status: u16,
+    pub reason: String,
+    pub headers: Vec<(String, String)>,
+    /// `Some` when a policy set the body or the gateway buffered it.
+    pub body: Option<Vec<u8>>,
+}
+
+impl ResponseParts {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What `context.LastError` holds in on-error.
+#[derive(Debug, Clone, Default)]
+pub struct LastError {
+    pub source: String,
+    pub reason: String,
+    pub message: String,
+    pub section: String,
+    pub path: String,
+    pub policy_id: String,
+    pub scope: String,
+}
+
+/// One request as policies see and change it.
+#[derive(Debug, Clone, Default)]
+pub struct Exchange {
+    pub method: String,
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+    /// The client's path and query, as received.
+    pub original_path: String,
+    pub original_query: String,
+    /// The path appended to the backend's base URL (changed by rewrite-uri).
+    pub backend_path: String,
+    /// The query sent to the backend, in order.
+    pub query: Vec<(String, String)>,
+    pub request_headers: Vec<(String, String)>,
+    /// `Some` when the gateway buffered the request body or a policy set it.
+    pub request_body: Option<Vec<u8>>,
+    pub request_body_changed: bool,
+    pub ip: Option<IpAddr>,
+    /// The backend base URL chosen by set-backend-service (the API's service URL otherwise).
+    pub backend_url: Option<String>,
+    /// Extra headers and query a backend entity adds (its credentials).
+    pub response: Option<ResponseParts>,
+    pub variables: HashMap<String, V>,
+    /// Leaf members of `context` that do not change during the request (`Api.Id`, …).
+    pub info: HashMap<&'static str, V>,
+    pub matched_parameters: Vec<(String, String)>,
+    pub last_error: Option<LastError>,
+    /// Set by forward-request: the request goes to the backend after the backend section.
+    pub forward: Option<Forward>,
+    pub started: Option<std::time::Instant>,
+    /// A CORS preflight: only `cors` (and the `<base/>` and `<choose>` leading to it) runs.
+    pub preflight: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    pub timeout_secs: u64,
+    pub follow_redirects: bool,
+}
+
+/// A backend entity as set-backend-service backend-id uses it.
+#[derive(Debug, Clone, Default)]
+pub struct BackendInfo {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub query: Vec<(String, String)>,
+    pub authorization: Option<(String, String)>,
+}
+
+/// The outcome of counting a call against a limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Counted {
+    pub allowed: bool,
+    pub remaining: u64,
+    pub retry_after_secs: u64,
+}
+
+/// What running policies needs from the gateway.
+pub trait Services {
+    /// Counts `increment` calls for `key` against `calls` per `period_secs`; a sliding window
+    /// for rate limits, a fixed one for quotas.
+    fn count(
+        &self,
+        key: &str,
+        calls: u64,
+        period_secs: u64,
+        increment: u64,
+        sliding: bool,
+    ) -> Counted;
+    fn backend(&self, id: &str) -> Option<BackendInfo>;
+    /// The operation's example response for a status: content type and body.
+    fn example(&self, status: u16, content_type: Option<&str>) -> Option<(String, String)>;
+    fn trace(&self, source: &str, message: &str);
+}
+
+/// Why a section stopped: APIM's reason, the status and message of the default error answer.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub status: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub policy: &'static str,
+    pub policy_id: Option<String>,
+    pub pos: Pos,
+    /// Headers of the default error answer (Retry-After, …).
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+pub enum Flow {
+    /// The section ran to its end.
+    Next,
+    /// A policy produced the response (return-response, mock-response, cors preflight): send it.
+    Respond,
+    Fail(Failure),
+}
+
+/// The documents of a request's scopes, broadest first: global, product, API, operation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Chain<'a> {
+    pub levels: [Option<&'a Document>; 4],
+}
+
+impl Chain<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.levels.iter().all(Option::is_none)
+    }
+
+    pub fn reads_body(&self) -> bool {
+        self.levels.iter().flatten().any(|d| d.reads_body)
+    }
+}
+
+const SCOPES: [&str; 4] = ["global", "product", "api", "operation"];
+
+/// Runs one section of the chain.
+pub fn run(chain: &Chain, section: Section, ex: &mut Exchange, svc: &dyn Services) -> Flow {
+    run_level(chain, 3, section, ex, svc)
+}
+
+fn run_level(
+    chain: &Chain,
+    level: usize,
+    section: Section,
+    ex: &mut Exchange,
+    svc: &dyn Services,
+) -> Flow {
+    let nodes = chain.levels[level].and_then(|d| d.section(section));
+    match nodes {
+        Some(nodes) => run_nodes(chain, level, section, nodes, ex, svc),
+        None if level > 0 => run_level(chain, level - 1, section, ex, svc),
+        None => {
+            // APIM's default global policy forwards in <backend>.
+            if section == Section::Backend {
+                ex.forward.get_or_insert(Forward {
+                    timeout_secs: 300,
+                    follow_redirects: false,
+                });
+            }
+            Flow::Next
+        }
+    }
+}
+
+fn run_nodes(
+    chain: &Chain,
+    level: usize,
+    section: Section,
+    nodes: &[Node],
+    ex: &mut Exchange,
+    svc: &dyn Services,
+) -> Flow {
+    for node in nodes {
+        let flow = run_node(chain, level, section, node, ex, svc);
+        match flow {
+            Flow::Next => {}
+            Flow::Fail(mut f) => {
+                if ex.last_error.is_none() || section != Section::OnError {
+                    ex.last_error = Some(LastError {
+                        source: f.policy.to_string(),
+                        reason: f.reason.to_string(),
+                        message: f.message.clone(),
+                        section: section.name().to_string(),
+                        path: format!("{}[{}]", f.policy, f.pos),
+                        policy_id: f.policy_id.clone().unwrap_or_default(),
+                        scope: SCOPES[level].to_string(),
+                    });
+                }
+                f.policy_id = f.policy_id.or_else(|| node.id.clone());
+                return Flow::Fail(f);
+            }
+            Flow::Respond => return Flow::Respond,
+        }
+    }
+    Flow::Next
+}
+
+fn fail(node: &Node, status: u16, reason: &'static str, message: impl Into<String>) -> Flow {
+    Flow::Fail(Failure {
+        status,
+        reason,
+        message: message.into(),
+        policy: node.name,
+        policy_id: node.id.clone(),
+        pos: node.pos,
+        headers: Vec::new(),
+    })
+}
+
+/// Evaluates a text; an expression failure is APIM's ExpressionValueEvaluationFailure.
+fn value(node: &Node, t: &Text, ex: &Exchange) -> Result<V, Flow> {
+    match t {
+        Text::Lit(s) => Ok(V::Str(s.clone())),
+        Text::Expr(code) => expr::eval_code(code, ex).map_err(|e| {
+            fail(
+                node,
+                500,
+                "ExpressionValueEvaluationFailure",
+                format!("Expression evaluation failed. {e}"),
+            )
+        }),
+    }
+}
+
+fn text(node: &Node, t: &Text, ex: &Exchange) -> Result<String, Flow> {
+    value(node, t, ex).map(|v| v.text())
+}
+
+fn set_pairs(
+    pairs: &mut Vec<(String, String)>,
+    name: &str,
+    action: ExistsAction,
+    values: Vec<String>,
+) {
+    let exists = pairs.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    match action {
+        ExistsAction::Delete => pairs.retain(|(k, _)| !k.eq_ignore_ascii_case(name)),
+        ExistsAction::Skip if exists => {}
+        ExistsAction::Append => pairs.extend(values.into_iter().map(|v| (name.to_string(), v))),
+        ExistsAction::Override | ExistsAction::Skip => {
+            pairs.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+            pairs.extend(values.into_iter().map(|v| (name.to_string(), v)));
+        }
+    }
+}
+
+fn run_node(
+    chain: &Chain,
+    level: usize,
+    section: Section,
+    node: &Node,
+    ex: &mut Exchange,
+    svc: &dyn Services,
+) -> Flow {
+    macro_rules! eval {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(flow) => return flow,
+            }
+        };
+    }
+    if ex.preflight && !matches!(node.policy, Policy::Base | Policy::Cors(_)) {
+        return Flow::Next;
+    }
+    match &node.policy {
+        Policy::Base => {
+            if level == 0 {
+                Flow::Next
+            } else {
+                run_level(chain, level - 1, section, ex, svc)
+            }
+        }
+        Policy::SetHeader {
+            name,
+            action,
+            values,
+        } => {
+            let mut vs = Vec::new();
+            for v in values {
+                vs.push(eval!(text(node, v, ex)));
+            }
+            let on_response =
+                matches!(section, Section::Outbound | Section::OnError) && ex.response.is_some();
+            if on_response {
+                let r = ex.response.as_mut().expect("checked");
+                set_pairs(&mut r.headers, name, *action, vs);
+            } else {
+                set_pairs(&mut ex.request_headers, name, *action, vs);
+            }
+            Flow::Next
+        }
+        Policy::SetQueryParameter {
+            name,
+            action,
+            values,
+        } => {
+            let mut vs = Vec::new();
+            for v in values {
+                vs.push(eval!(text(node, v, ex)));
+            }
+            set_pairs(&mut ex.query, name, *action, vs);
+            Flow::Next
+        }
+        Policy::SetMethod(t) => {
+            let m = eval!(text(node, t, ex)).trim().to_ascii_uppercase();
+            if m.is_empty() || !m.chars().all(|c| c.is_ascii_alphabetic()) {
+                return fail(
+                    node,
+                    500,
+                    "ExpressionValueEvaluationFailure",
+                    format!("'{m}' is not an HTTP method"),
+                );
+            }
+            ex.method = m;
+            Flow::Next
+        }
+        Policy::RewriteUri {
+            template,
+            copy_unmatched,
+        } => {
+            let t = eval!(text(node, template, ex));
+            let (path_t, query_t) = t.split_once('?').unwrap_or((t.as_str(), ""));
+            let params = &ex.matched_parameters;
+            let fill = |s: &str| -> String {
+                let mut out = s.to_string();
+                for (k, v) in params {
+                    out = out.replace(&format!("{{{k}}}"), v);
+                }
+                out
+            };
+            let path = fill(path_t);
+            let mut query: Vec<(String, String)> = query_t
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (fill(k), fill(v))
+                })
+                .collect();
+            if *copy_unmatched {
+                for (k, v) in &ex.query {
+                    let matched = params.iter().any(|(p, _)| p == k);
+                    if !matched && !query.iter().any(|(q, _)| q == k) {
+                        query.push((k.clone(), v.clone()));
+                    }
+                }
+            }
+            ex.backend_path = if path.starts_with('/') {
+                path
+            } else {
+                format!("/{path}")
+            };
+            ex.query = query;
+            Flow::Next
+        }
+        Policy::SetBackendService {
+            base_url,
+            backend_id,
+        } => {
+            if let Some(u) = base_url {
+                ex.backend_url = Some(eval!(text(node, u, ex)));
+            } else if let Some(id) = backend_id {
+                let Some(b) = svc.backend(id) else {
+                    return fail(
+                        node,
+                        500,
+                        "BackendNotFound",
+                        format!("The backend '{id}' does not exist."),
+                    );
+                };
+                ex.backend_url = Some(b.url);
+                for (k, v) in b.headers {
+                    set_pairs(&mut ex.request_headers, &k, ExistsAction::Override, vec![v]);
+                }
+                for (k, v) in b.query {
+                    set_pairs(&mut ex.query, &k, ExistsAction::Override, vec![v]);
+                }
+                if let Some((scheme, param)) = b.authorization {
+                    set_pairs(
+                        &mut ex.request_headers,
+                        "Authorization",
+                        ExistsAction::Override,
+                        vec![format!("{scheme} {param}")],
+                    );
+                }
+            }
+            Flow::Next
+        }
+        Policy::ForwardRequest {
+            timeout_secs,
+            follow_redirects,
+        } => {
+            ex.forward = Some(Forward {
+                timeout_secs: *timeout_secs,
+                follow_redirects: *follow_redirects,
+            });
+            Flow::Next
+        }
+        Policy::SetBody(t) => {
+            let body = eval!(text(node, t, ex)).into_bytes();
+            match (section, ex.response.as_mut()) {
+                (Section::Outbound | Section::OnError, Some(r)) => r.body = Some(body),
+                _ => {
+                    ex.request_body = Some(body);
+                    ex.request_body_changed = true;
+                }
+            }
+            Flow::Next
+        }
+        Policy::SetStatus { code, reason } => {
+            let c = eval!(text(node, code, ex));
+            let Ok(status) = c.trim().parse::<u16>() else {
+                return fail(
+                    node,
+                    500,
+                    "ExpressionValueEvaluationFailure",
+                    format!("'{c}' is not an HTTP status"),
+                );
+            };
+            if !(100..=599).contains(&status) {
+                return fail(
+                    node,
+                    500,
+                    "ExpressionValueEvaluationFailure",
+                    format!("{status} is not an HTTP status"),
+                );
+            }
+            let reason = match reason {
+                Some(r) => eval!(text(node, r, ex)),
+                None => String::new(),
+            };
+            let r = ex.response.get_or_insert_with(ResponseParts::default);
+            r.status = status;
+            r.reason = reason;
+            Flow::Next
+        }
+        Policy::ReturnResponse { steps, .. } => {
+            let mut response = ResponseParts {
+                status: 200,
+                reason: "OK".into(),
+                headers: Vec::new(),
+                body: Some(Vec::new()),
+            };
+            let saved = ex.response.replace(response.clone());
+            for step in steps {
+                match run_node(chain, level, Section::Outbound, step, ex, svc) {
+                    Flow::Next => {}
+                    other => {
+                        ex.response = saved;
+                        return other;
+                    }
+                }
+            }
+            response = ex.response.take().unwrap_or_default();
+            ex.response = Some(response);
+            Flow::Respond
+        }
+        Policy::MockResponse {
+            status,
+            content_type,
+        } => {
+            let (ct, body) = svc
+                .example(*status, content_type.as_deref())
+                .unwrap_or_else(|| (content_type.clone().unwrap_or_default(), String::new()));
+            let mut headers = Vec::new();
+            if !ct.is_empty() {
+                headers.push(("Content-Type".to_string(), ct));
+            }
+            ex.response = Some(ResponseParts {
+                status: *status,
+                reason: String::new(),
+                headers,
+                body: Some(body.into_bytes()),
+            });
+            Flow::Respond
+        }
+        Policy::SetVariable { name, value: v } => {
+            let val = eval!(value(node, v, ex));
+            ex.variables.insert(name.clone(), val);
+            Flow::Next
+        }
+        Policy::Choose { whens, otherwise } => {
+            for (cond, body) in whens {
+                let v = match expr::eval_code(cond, ex) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return fail(
+                            node,
+                            500,
+                            "ExpressionValueEvaluationFailure",
+                            format!("Expression evaluation failed. {e}"),
+                        );
+                    }
+                };
+                match v.truthy() {
+                    Ok(true) => return run_nodes(chain, level, section, body, ex, svc),
+                    Ok(false) => {}
+                    Err(e) => {
+                        return fail(
+                            node,
+                            500,
+                            "ExpressionValueEvaluationFailure",
+                            format!("The condition is not a bool: {e}"),
+                        );
+                    }
+                }
+            }
+            run_nodes(chain, level, section, otherwise, ex, svc)
+        }
+        Policy::CheckHeader {
+            name,
+            status,
+            message,
+            ignore_case,
+            values,
+        } => {
+            let present: Vec<&str> = ex
+                .request_headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            if present.is_empty() {
+                return fail(node, *status, "HeaderNotFound", message.clone());
+            }
+            let ok = values.is_empty()
+                || present.iter().any(|p| {
+                    values.iter().any(|v| {
+                        if *ignore_case {
+                            v.eq_ignore_ascii_case(p)
+                        } else {
+                            v == p
+                        }
+                    })
+                });
+            if ok {
+                Flow::Next
+            } else {
+                fail(node, *status, "HeaderValueNotAllowed", message.clone())
+            }
+        }
+        Policy::IpFilter {
+            allow,
+            addresses,
+            ranges,
+        } => {
+            let Some(ip) = ex.ip else {
+                return fail(
+                    node,
+                    403,
+                    "FailedToParseCallerIP",
+                    "Failed to parse the caller IP address.",
+                );
+            };
+            let listed =
+                addresses.contains(&ip) || ranges.iter().any(|(from, to)| in_range(ip, *from, *to));
+            match (*allow, listed) {
+                (true, true) | (false, false) => Flow::Next,
+                (true, false) => fail(
+                    node,
+                    403,
+                    "CallerIpNotAllowed",
+                    format!("Caller IP address {ip} is not allowed."),
+                ),
+                (false, true) => fail(
+                    node,
+                    403,
+                    "CallerIpBlocked",
+                    format!("Caller IP address {ip} is blocked."),
+                ),
+            }
+        }
+        Policy::RateLimit(limit) => limit_calls(node, limit, false, ex, svc),
+        Policy::Quota(limit) => limit_calls(node, limit, true, ex, svc),
+        Policy::Cors(cors) => run_cors(cors, ex),
+        Policy::Trace { source, message } => {
+            let m = eval!(text(node, message, ex));
+            svc.trace(source, &m);
+            Flow::Next
+        }
+        Policy::AuthenticationBasic { username, password } => {
+            use base64::Engine;
+            let u = eval!(text(node, username, ex));
+            let p = eval!(text(node, password, ex));
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+            set_pairs(
+                &mut ex.request_headers,
+                "Authorization",
+                ExistsAction::Override,
+                vec![format!("Basic {token}")],
+            );
+            Flow::Next
+        }
+        Policy::FindAndReplace { from, to } => {
+            let f = eval!(text(node, from, ex));
+            let t = eval!(text(node, to, ex));
+            let body = match (section, ex.response.as_mut()) {
+                (Section::Outbound | Section::OnError, Some(r)) => &mut r.body,
+                _ => {
+                    ex.request_body_changed = true;
+                    &mut ex.request_body
+                }
+            };
+            if let Some(b) = body.as_mut()
+                && !f.is_empty()
+            {
+                *b = String::from_utf8_lossy(b).replace(&f, &t).into_bytes();
+            }
+            Flow::Next
+        }
+    }
+}
+
+fn in_range(ip: IpAddr, from: IpAddr, to: IpAddr) -> bool {
+    match (ip, from, to) {
+        (IpAddr::V4(i), IpAddr::V4(f), IpAddr::V4(t)) => {
+            (u32::from(f)..=u32::from(t)).contains(&u32::from(i))
+        }
+        (IpAddr::V6(i), IpAddr::V6(f), IpAddr::V6(t)) => {
+            (u128::from(f)..=u128::from(t)).contains(&u128::from(i))
+        }
+        _ => false,
+    }
+}
+
+fn limit_calls(
+    node: &Node,
+    limit: &RateLimit,
+    quota: bool,
+    ex: &mut Exchange,
+    svc: &dyn Services,
+) -> Flow {
+    let key = match &limit.key {
+        Some(k) => match text(node, k, ex) {
+            Ok(k) => format!("key:{k}"),
+            Err(flow) => return flow,
+        },
+        None => {
+            // Per subscription; APIM applies it only when a subscription key was used.
+            let Some(V::Str(sub)) = ex.info.get("Subscription.Id").cloned() else {
+                return Flow::Next;
+            };
+            format!("sub:{sub}:{}:{}", node.name, node.pos)
+        }
+    };
+    let increment = match &limit.condition {
+        None => limit.increment,
+        Some(c) => match expr::eval_code(c, ex).map(|v| v.truthy()) {
+            Ok(Ok(true)) => limit.increment,
+            Ok(Ok(false)) => 0,
+            Ok(Err(e)) => return fail(node, 500, "ExpressionValueEvaluationFailure", e),
+            Err(e) => {
+                return fail(
+                    node,
+                    500,
+                    "ExpressionValueEvaluationFailure",
+                    format!("Expression evaluation failed. {e}"),
+                );
+            }
+        },
+    };
+    let c = svc.count(&key, limit.calls, limit.period_secs, increment, !quota);
+    if let Some(v) = &limit.remaining_variable {
+        ex.variables.insert(v.clone(), V::Int(c.remaining as i64));
+    }
+    if c.allowed {
+        if let Some(h) = &limit.remaining_header {
+            set_pairs(
+                &mut ex.request_headers,
+                h,
+                ExistsAction::Override,
+                vec![c.remaining.to_string()],
+            );
+        }
+        if let Some(h) = &limit.total_header {
+            set_pairs(
+                &mut ex.request_headers,
+                h,
+                ExistsAction::Override,
+                vec![limit.calls.to_string()],
+            );
+        }
+        return Flow::Next;
+    }
+    if let Some(v) = &limit.retry_after_variable {
+        ex.variables
+            .insert(v.clone(), V::Int(c.retry_after_secs as i64));
+    }
+    let mut headers = vec![(
+        limit
+            .retry_after_header
+            .clone()
+            .unwrap_or_else(|| "Retry-After".into()),
+        c.retry_after_secs.to_string(),
+    )];
+    if let Some(h) = &limit.remaining_header {
+        headers.push((h.clone(), "0".into()));
+    }
+    if let Some(h) = &limit.total_header {
+        headers.push((h.clone(), limit.calls.to_string()));
+    }
+    let (status, reason, message) = if quota {
+        let s = c.retry_after_secs;
+        (
+            403,
+            "QuotaExceeded",
+            format!(
+                "Out of call volume quota. Quota will be replenished in {:02}:{:02}:{:02}.",
+                s / 3600,
+                (s / 60) % 60,
+                s % 60
+            ),
+        )
+    } else {
+        (
+            429,
+            "RateLimitExceeded",
+            format!(
+                "Rate limit is exceeded. Try again in {} seconds.",
+                c.retry_after_secs
+            ),
+        )
+    };
+    Flow::Fail(Failure {
+        status,
+        reason,
+        message,
+        policy: node.name,
+        policy_id: node.id.clone(),
+        pos: node.pos,
+        headers,
+    })
+}
+
+fn header<'a>(ex: &'a Exchange, name: &str) -> Option<&'a str> {
+    ex.request_headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn run_cors(cors: &Cors, ex: &mut Exchange) -> Flow {
+    let Some(origin) = header(ex, "Origin").map(str::to_string) else {
+        return Flow::Next;
+    };
+    let origin_ok = cors
+        .origins
+        .iter()
+        .any(|o| o == "*" || o.eq_ignore_ascii_case(&origin));
+    let preflight = ex.method == "OPTIONS" && header(ex, "Access-Control-Request-Method").is_some();
+    let methods: Vec<String> = if cors.methods.is_empty() {
+        vec!["GET".into(), "POST".into()]
+    } else {
+        cors.methods.clone()
+    };
+    let allow_origin = if cors.origins.iter().any(|o| o == "*") && !cors.allow_credentials {
+        "*".to_string()
+    } else {
+        origin.clone()
+    };
+    if preflight {
+        let method = header(ex, "Access-Control-Request-Method")
+            .unwrap_or("")
+            .to_string();
+        let method_ok = methods
+            .iter()
+            .any(|m| m == "*" || m.eq_ignore_ascii_case(&method));
+        let requested: Vec<String> = header(ex, "Access-Control-Request-Headers")
+            .map(|h| {
+                h.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let headers_ok = requested.iter().all(|r| {
+            cors.headers
+                .iter()
+                .any(|h| h == "*" || h.eq_ignore_ascii_case(r))
+        });
+        let mut headers = Vec::new();
+        if origin_ok && method_ok && headers_ok {
+            headers.push(("Access-Control-Allow-Origin".to_string(), allow_origin));
+            headers.push((
+                "Access-Control-Allow-Methods".to_string(),
+                methods.join(","),
+            ));
+            if !requested.is_empty() {
+                headers.push((
+                    "Access-Control-Allow-Headers".to_string(),
+                    requested.join(","),
+                ));
+            }
+            if cors.allow_credentials {
+                headers.push((
+                    "Access-Control-Allow-Credentials".to_string(),
+                    "true".into(),
+                ));
+            }
+            if cors.max_age > 0 {
+                headers.push((
+                    "Access-Control-Max-Age".to_string(),
+                    cors.max_age.to_string(),
+                ));
+            }
+        } else if !cors.terminate_unmatched {
+            return Flow::Next;
+        }
+        ex.response = Some(ResponseParts {
+            status: 200,
+            reason: "OK".into(),
+            headers,
+            body: Some(Vec::new()),
+        });
+        return Flow::Respond;
+    }
+    if origin_ok {
+        ex.variables.insert("__cors".into(), V::Str(allow_origin));
+        if cors.allow_credentials {
+            ex.variables
+                .insert("__cors_credentials".into(), V::Bool(true));
+        }
+        if !cors.expose.is_empty() {
+            ex.variables
+                .insert("__cors_expose".into(), V::Str(cors.expose.join(",")));
+        }
+    }
+    Flow::Next
+}
+
+/// Headers a CORS policy asks to add to the final response (for an allowed origin).
+pub fn cors_response_headers(ex: &Exchange) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(V::Str(o)) = ex.variables.get("__cors") {
+        out.push(("Access-Control-Allow-Origin".to_string(), o.clone()));
+        if ex.variables.contains_key("__cors_credentials") {
+            out.push((
+                "Access-Control-Allow-Credentials".to_string(),
+                "true".into(),
+            ));
+        }
+        if let Some(V::Str(e)) = ex.variables.get("__cors_expose") {
+            out.push(("Access-Control-Expose-Headers".to_string(), e.clone()));
+        }
+    }
+    out
+}
+
+fn pairs_lookup(pairs: &[(String, String)], key: &str) -> Option<V> {
+    let vals: Vec<V> = pairs
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| V::Str(v.clone()))
+        .collect();
+    (!vals.is_empty()).then_some(V::List(vals))
+}
+
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+impl Env for Exchange {
+    fn member(&self, path: &str) -> Result<V, String> {
+        let s = |v: &str| Ok(V::Str(v.to_string()));
+        match path {
+            "Request.Method" => s(&self.method),
+            "Request.IpAddress" => Ok(self.ip.map_or(V::Null, |i| V::Str(i.to_string()))),
+            "Request.Url.Path" => s(&self.backend_path),
+            "Request.Url.QueryString" => Ok(V::Str(query_string(&self.query))),
+            "Request.Url.Host" | "Request.OriginalUrl.Host" => s(&self.host),
+            "Request.Url.Port" | "Request.OriginalUrl.Port" => Ok(V::Int(self.port as i64)),
+            "Request.Url.Scheme" | "Request.OriginalUrl.Scheme" => s(&self.scheme),
+            "Request.OriginalUrl.Path" => s(&self.original_path),
+            "Request.OriginalUrl.QueryString" => s(&self.original_query),
+            "Response.StatusCode" => Ok(self
+                .response
+                .as_ref()
+                .map_or(V::Null, |r| V::Int(r.status as i64))),
+            "Response.StatusReason" => Ok(self
+                .response
+                .as_ref()
+                .map_or(V::Null, |r| V::Str(r.reason.clone()))),
+            "RequestId"
+            | "Timestamp"
+            | "Deployment.Region"
+            | "Deployment.ServiceName"
+            | "Deployment.GatewayId" => Ok(self.info.get(path).cloned().unwrap_or(V::Null)),
+            "Elapsed" => Ok(V::Double(
+                self.started.map_or(0.0, |s| s.elapsed().as_secs_f64()),
+            )),
+            p if p.starts_with("LastError.") => {
+                let Some(e) = &self.last_error else {
+                    return Ok(V::Null);
+                };
+                s(match &p[10..] {
+                    "Source" => &e.source,
+                    "Reason" => &e.reason,
+                    "Message" => &e.message,
+                    "Section" => &e.section,
+                    "Path" => &e.path,
+                    "PolicyId" => &e.policy_id,
+                    "Scope" => &e.scope,
+                    _ => "",
+                })
+            }
+            p if self.info.contains_key(p) => Ok(self.info[p].clone()),
+            "Subscription" | "User" | "Product" => {
+                // Absent when the request has none (context.Subscription is null in APIM).
+                let present = self
+                    .info
+                    .keys()
+                    .any(|k| k.starts_with(path) && k.len() > path.len());
+                Ok(if present {
+                    V::Ctx(path.to_string())
+                } else {
+                    V::Null
+                })
+            }
+            p if p.contains('.')
+                && !matches!(
+                    p,
+                    "Request.Headers"
+                        | "Request.Url"
+                        | "Request.Url.Query"
+                        | "Request.OriginalUrl"
+                        | "Request.OriginalUrl.Query"
+                        | "Request.Body"
+                        | "Request.MatchedParameters"
+                        | "Response.Headers"
+                        | "Response.Body"
+                ) =>
+            {
+                Ok(V::Null)
+            }
+            p => Ok(V::Ctx(p.to_string())),
+        }
+    }
+
+    fn lookup(&self, map: &str, key: &str) -> Option<V> {
+        match map {
+            "Request.Headers" => pairs_lookup(&self.request_headers, key),
+            "Response.Headers" => self
+                .response
+                .as_ref()
+                .and_then(|r| pairs_lookup(&r.headers, key)),
+            "Request.Url.Query" => pairs_lookup(&self.query, key).map(|v| match v {
+                V::List(mut l) if l.len() == 1 => l.remove(0),
+                v => v,
+            }),
+            "Request.OriginalUrl.Query" => pairs_lookup(&parse_query(&self.original_query), key)
+                .map(|v| match v {
+                    V::List(mut l) if l.len() == 1 => l.remove(0),
+                    v => v,
+                }),
+            "Request.MatchedParameters" => self
+                .matched_parameters
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| V::Str(v.clone())),
+            "Variables" => self.variables.get(key).cloned(),
+            _ => None,
+        }
+    }
+
+    fn body(&self, message: &str) -> Result<String, String> {
+        let body = if message == "Response" {
+            self.response.as_ref().and_then(|r| r.body.as_ref())
+        } else {
+            self.request_body.as_ref()
+        };
+        Ok(body
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default())
+    }
+}
+
+/// `a=1&b=2` from pairs.
+pub fn query_string(q: &[(String, String)]) -> String {
+    q.iter()
+        .map(|(k, v)| {
+            if v.is_empty() {
+                k.clone()
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}

@@ -1,0 +1,458 @@
+//! Policies through the real gateway and a real backend: each policy's effect and its failure,
+//! scopes composed with <base/>, named values, fragments and on-error.
+
+use gatehouse_testkit::{EchoBackend, TestInstance};
+use serde_json::{Value, json};
+
+struct Env {
+    t: TestInstance,
+    backend: EchoBackend,
+    key: String,
+    http: reqwest::Client,
+}
+
+/// API `echo` (path `echo`) with operations GET /items/{id}, POST /items and GET /mocked (with
+/// a response example), in product `starter`, subscription `s1`.
+async fn env() -> Env {
+    let t = TestInstance::start().await.unwrap();
+    let backend = EchoBackend::start().await.unwrap();
+    t.put_ok("/apis/echo", json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": format!("{}/v1", backend.url), "protocols": ["http"]}})).await;
+    t.put_ok("/apis/echo/operations/get-item", json!({"properties": {"displayName": "get", "method": "GET", "urlTemplate": "/items/{id}", "templateParameters": [{"name": "id", "type": "string", "required": true}]}})).await;
+    t.put_ok(
+        "/apis/echo/operations/create-item",
+        json!({"properties": {"displayName": "create", "method": "POST", "urlTemplate": "/items"}}),
+    )
+    .await;
+    t.put_ok("/apis/echo/operations/mocked", json!({"properties": {"displayName": "mocked", "method": "GET", "urlTemplate": "/mocked", "responses": [{"statusCode": 200, "representations": [{"contentType": "application/json", "examples": {"default": {"value": {"mock": true}}}}]}]}})).await;
+    t.put_ok(
+        "/products/starter",
+        json!({"properties": {"displayName": "Starter", "state": "published"}}),
+    )
+    .await;
+    t.put_ok("/products/starter/apis/echo", json!({})).await;
+    t.put_ok("/subscriptions/s1", json!({"properties": {"scope": "/products/starter", "displayName": "S1", "state": "active"}})).await;
+    let (_, keys) = t.call("POST", "/subscriptions/s1/listSecrets", None).await;
+    t.gateway_caught_up().await;
+    Env {
+        t,
+        backend,
+        key: keys["primaryKey"].as_str().unwrap().to_string(),
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Env {
+    async fn policy(&self, path: &str, xml: &str) {
+        let (s, b) = self
+            .t
+            .call(
+                "PUT",
+                path,
+                Some(json!({"properties": {"format": "rawxml", "value": xml}})),
+            )
+            .await;
+        assert!(s == 200 || s == 201, "PUT {path}: {s} {b}");
+        self.t.gateway_caught_up().await;
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> (u16, reqwest::header::HeaderMap, String) {
+        let mut req = self
+            .http
+            .request(
+                method.parse().unwrap(),
+                format!("{}{path}", self.t.gateway_url()),
+            )
+            .header("Ocp-Apim-Subscription-Key", &self.key);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b.to_string());
+        }
+        let r = req.send().await.unwrap();
+        let s = r.status().as_u16();
+        let h = r.headers().clone();
+        (s, h, r.text().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
+        self.send("GET", path, &[], None).await
+    }
+}
+
+fn echo(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("not the echo backend's JSON: {body}"))
+}
+
+const API: &str = "/apis/echo/policies/policy";
+
+#[tokio::test]
+async fn headers_query_method_and_uri() {
+    let e = env().await;
+    e.policy(API, r#"<policies>
+      <inbound>
+        <base />
+        <set-header name="x-region" exists-action="override"><value>@(context.Deployment.Region)</value></set-header>
+        <set-header name="x-drop" exists-action="delete" />
+        <set-header name="x-multi" exists-action="append"><value>a</value><value>b</value></set-header>
+        <set-query-parameter name="api-version" exists-action="override"><value>2024-01-01</value></set-query-parameter>
+        <rewrite-uri template="/things/{id}?full=true" />
+        <set-method>POST</set-method>
+      </inbound>
+      <backend><base /></backend>
+      <outbound>
+        <base />
+        <set-header name="x-served-by" exists-action="override"><value>@(context.Api.Name + "/" + context.Operation.Id)</value></set-header>
+        <set-header name="x-status" exists-action="override"><value>@(context.Response.StatusCode.ToString())</value></set-header>
+      </outbound>
+    </policies>"#).await;
+    let (s, h, b) = e
+        .send("GET", "/echo/items/42?keep=1", &[("x-drop", "gone")], None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let v = echo(&b);
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["path"], "/v1/things/42");
+    assert!(v["query"].as_str().unwrap().contains("full=true"), "{v}");
+    assert!(
+        v["query"].as_str().unwrap().contains("keep=1"),
+        "unmatched parameters are copied: {v}"
+    );
+    assert!(
+        v["query"]
+            .as_str()
+            .unwrap()
+            .contains("api-version=2024-01-01"),
+        "{v}"
+    );
+    assert_eq!(v["headers"]["x-region"], "local");
+    assert!(v["headers"].get("x-drop").is_none());
+    assert!(
+        v["headers"].get("ocp-apim-subscription-key").is_none(),
+        "the key is never forwarded"
+    );
+    assert_eq!(h["x-served-by"], "Echo/get-item");
+    assert_eq!(h["x-status"], "200");
+}
+
+#[tokio::test]
+async fn scopes_compose_with_base_and_without_it() {
+    let e = env().await;
+    // Each scope appends its name to the header as it runs.
+    let header = |name: &str, value: &str| {
+        format!(
+            r#"<set-header name="{name}" exists-action="override"><value>@(context.Request.Headers.GetValueOrDefault("{name}", "") + "{value};")</value></set-header>"#
+        )
+    };
+    e.policy("/policies/policy", &format!("<policies><inbound>{}</inbound><backend><forward-request /></backend><outbound /><on-error /></policies>", header("x-order", "global"))).await;
+    e.policy("/products/starter/policies/policy", &format!("<policies><inbound><base />{}</inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>", header("x-order", "product"))).await;
+    e.policy(API, &format!("<policies><inbound>{}<base /></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>", header("x-order", "api"))).await;
+    let (_, _, b) = e.get("/echo/items/1").await;
+    assert_eq!(
+        echo(&b)["headers"]["x-order"],
+        "api;global;product;",
+        "<base/> places the parent's section where it stands"
+    );
+    // An operation without <base/> drops what the broader scopes do.
+    e.policy("/apis/echo/operations/get-item/policies/policy", &format!("<policies><inbound>{}</inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>", header("x-order", "operation"))).await;
+    let (_, _, b) = e.get("/echo/items/1").await;
+    assert_eq!(echo(&b)["headers"]["x-order"], "operation;");
+    // Other operations still inherit.
+    let (_, _, b) = e.send("POST", "/echo/items", &[], Some("{}")).await;
+    assert_eq!(echo(&b)["headers"]["x-order"], "api;global;product;");
+}
+
+#[tokio::test]
+async fn choose_variables_and_the_regional_backend_pattern() {
+    let e = env().await;
+    let other = EchoBackend::start().await.unwrap();
+    e.policy(API, &format!(r#"<policies><inbound><base />
+        <set-variable name="tier" value="@(context.Request.Headers.GetValueOrDefault("x-tier", "free"))" />
+        <choose>
+          <when condition="@(context.Deployment.Region == "westus")"><set-backend-service base-url="http://127.0.0.1:9/never" /></when>
+          <when condition="@((string)context.Variables["tier"] == "gold")">
+            <set-backend-service base-url="{}/gold" />
+          </when>
+          <otherwise><set-header name="x-tier" exists-action="override"><value>@($"tier:{{context.Variables["tier"]}}")</value></set-header></otherwise>
+        </choose>
+      </inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#, other.url)).await;
+    let (_, _, b) = e
+        .send("GET", "/echo/items/7", &[("x-tier", "gold")], None)
+        .await;
+    assert_eq!(echo(&b)["path"], "/gold/items/7", "the gold backend");
+    let (_, _, b) = e.get("/echo/items/7").await;
+    let v = echo(&b);
+    assert_eq!(v["path"], "/v1/items/7");
+    assert_eq!(v["headers"]["x-tier"], "tier:free");
+}
+
+#[tokio::test]
+async fn return_response_mock_response_and_bodies() {
+    let e = env().await;
+    e.policy("/apis/echo/operations/get-item/policies/policy", r#"<policies><inbound><base />
+        <choose><when condition="@(context.Request.MatchedParameters["id"] == "0")">
+          <return-response>
+            <set-status code="404" reason="Not Found" />
+            <set-header name="Content-Type" exists-action="override"><value>application/json</value></set-header>
+            <set-body>@("{\"error\": \"no item " + context.Request.MatchedParameters["id"] + "\"}")</set-body>
+          </return-response>
+        </when></choose>
+      </inbound><backend><base /></backend>
+      <outbound><base /><find-and-replace from="/v1" to="/hidden" /></outbound><on-error><base /></on-error></policies>"#).await;
+    e.policy("/apis/echo/operations/mocked/policies/policy", r#"<policies><inbound><base /><mock-response status-code="200" content-type="application/json" /></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#).await;
+    e.policy("/apis/echo/operations/create-item/policies/policy", r#"<policies><inbound><base />
+        <set-body>@{ var body = context.Request.Body.As<JObject>(preserveContent: true); return "{\"name\": \"" + body["name"].ToString().ToUpper() + "\"}"; }</set-body>
+      </inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#).await;
+    let (s, h, b) = e.get("/echo/items/0").await;
+    assert_eq!((s, b.as_str()), (404, "{\"error\": \"no item 0\"}"));
+    assert_eq!(h["content-type"], "application/json");
+    let (s, _, b) = e.get("/echo/items/5").await;
+    assert_eq!(s, 200);
+    assert!(
+        b.contains("/hidden/items/5") && !b.contains("/v1/"),
+        "find-and-replace on the response: {b}"
+    );
+    let (s, h, b) = e.get("/echo/mocked").await;
+    assert_eq!(
+        (s, b.as_str()),
+        (200, "{\"mock\":true}"),
+        "the operation's example, no backend call"
+    );
+    assert_eq!(h["content-type"], "application/json");
+    let (s, _, b) = e
+        .send("POST", "/echo/items", &[], Some(r#"{"name": "widget"}"#))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        echo(&b)["body"],
+        r#"{"name": "WIDGET"}"#,
+        "set-body from the parsed request body"
+    );
+}
+
+#[tokio::test]
+async fn check_header_and_ip_filter() {
+    let e = env().await;
+    e.policy(API, r#"<policies><inbound><base />
+        <check-header name="x-client" failed-check-httpcode="401" failed-check-error-message="Client not allowed" ignore-case="true"><value>web</value><value>mobile</value></check-header>
+      </inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#).await;
+    let (s, _, b) = e.get("/echo/items/1").await;
+    assert_eq!(s, 401);
+    assert_eq!(echo(&b)["message"], "Client not allowed");
+    let (s, _, _) = e
+        .send("GET", "/echo/items/1", &[("x-client", "tv")], None)
+        .await;
+    assert_eq!(s, 401);
+    let (s, _, _) = e
+        .send("GET", "/echo/items/1", &[("x-client", "WEB")], None)
+        .await;
+    assert_eq!(s, 200);
+
+    e.policy(API, r#"<policies><inbound><base /><ip-filter action="allow"><address>10.1.1.1</address><address-range from="192.168.0.1" to="192.168.0.9" /></ip-filter></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#).await;
+    let (s, _, b) = e.get("/echo/items/1").await;
+    assert_eq!(s, 403, "{b}");
+    assert!(b.contains("127.0.0.1 is not allowed"), "{b}");
+    e.policy(API, r#"<policies><inbound><base /><ip-filter action="forbid"><address-range from="127.0.0.0" to="127.255.255.255" /></ip-filter></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#).await;
+    assert_eq!(e.get("/echo/items/1").await.0, 403);
+    e.policy(API, r#"<policies><inbound><base /><ip-filter action="allow"><address>127.0.0.1</address></ip-filter></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#).await;
+    assert_eq!(e.get("/echo/items/1").await.0, 200);
+}
+
+#[tokio::test]
+async fn rate_limits_and_quotas_answer_as_apim() {
+    let e = env().await;
+    e.policy(API, r#"<policies><inbound><base />
+        <rate-limit-by-key calls="2" renewal-period="60" counter-key="@(context.Request.Headers.GetValueOrDefault("x-user", "anon"))" remaining-calls-header-name="x-remaining" />
+      </inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#).await;
+    let alice = [("x-user", "alice")];
+    assert_eq!(e.send("GET", "/echo/items/1", &alice, None).await.0, 200);
+    assert_eq!(e.send("GET", "/echo/items/1", &alice, None).await.0, 200);
+    let (s, h, b) = e.send("GET", "/echo/items/1", &alice, None).await;
+    assert_eq!(s, 429);
+    let v = echo(&b);
+    assert_eq!(v["statusCode"], 429);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Rate limit is exceeded. Try again in "),
+        "{v}"
+    );
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert_eq!(h["x-remaining"], "0");
+    assert_eq!(
+        e.send("GET", "/echo/items/1", &[("x-user", "bob")], None)
+            .await
+            .0,
+        200,
+        "another key, another counter"
+    );
+
+    e.policy("/products/starter/policies/policy", r#"<policies><inbound><base /><quota calls="1" renewal-period="3600" /></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#).await;
+    assert_eq!(
+        e.send("GET", "/echo/items/1", &[("x-user", "carol")], None)
+            .await
+            .0,
+        200
+    );
+    let (s, h, b) = e
+        .send("GET", "/echo/items/1", &[("x-user", "dave")], None)
+        .await;
+    assert_eq!(s, 403);
+    assert!(
+        echo(&b)["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Out of call volume quota. Quota will be replenished in 00:59:"),
+        "{b}"
+    );
+    assert!(h.contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn on_error_sees_last_error() {
+    let e = env().await;
+    e.policy(API, r#"<policies><inbound><base />
+        <set-variable name="n" value="@(int.Parse(context.Request.Headers.GetValueOrDefault("x-n", "x")))" />
+      </inbound><backend><base /></backend><outbound><base /></outbound>
+      <on-error><base />
+        <set-header name="x-error" exists-action="override"><value>@(context.LastError.Reason + "|" + context.LastError.Source + "|" + context.LastError.Section)</value></set-header>
+        <set-status code="400" reason="Bad Request" />
+      </on-error></policies>"#).await;
+    let (s, h, b) = e.get("/echo/items/1").await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(
+        h["x-error"],
+        "ExpressionValueEvaluationFailure|set-variable|inbound"
+    );
+    assert!(b.contains("Expression evaluation failed"), "{b}");
+    let (s, _, _) = e.send("GET", "/echo/items/1", &[("x-n", "3")], None).await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
+async fn named_values_fragments_and_backends() {
+    let e = env().await;
+    let other = EchoBackend::start().await.unwrap();
+    e.t.put_ok(
+        "/namedValues/greeting",
+        json!({"properties": {"displayName": "greeting", "value": "hello", "secret": true}}),
+    )
+    .await;
+    e.t.put_ok("/policyFragments/stamp", json!({"properties": {"format": "xml", "value": "<fragment><set-header name=\"x-stamp\" exists-action=\"override\"><value>{{greeting}}</value></set-header></fragment>"}})).await;
+    e.t.put_ok("/backends/billing", json!({"properties": {"url": format!("{}/billing", other.url), "protocol": "http", "credentials": {"header": {"x-backend-key": ["s3cret"]}}}})).await;
+    e.policy(API, r#"<policies><inbound><base /><include-fragment fragment-id="stamp" /><set-backend-service backend-id="billing" /><authentication-basic username="svc" password="{{greeting}}" /></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#).await;
+    let (_, _, b) = e.get("/echo/items/3").await;
+    let v = echo(&b);
+    assert_eq!(v["path"], "/billing/items/3");
+    assert_eq!(v["headers"]["x-stamp"], "hello");
+    assert_eq!(v["headers"]["x-backend-key"], "s3cret");
+    assert_eq!(v["headers"]["authorization"], "Basic c3ZjOmhlbGxv");
+    // A named value's new value is live with the next revision.
+    e.t.put_ok(
+        "/namedValues/greeting",
+        json!({"properties": {"displayName": "greeting", "value": "bonjour", "secret": true}}),
+    )
+    .await;
+    e.t.gateway_caught_up().await;
+    let (_, _, b) = e.get("/echo/items/3").await;
+    assert_eq!(echo(&b)["headers"]["x-stamp"], "bonjour");
+    let _ = &e.backend;
+}
+
+#[tokio::test]
+async fn cors_preflight_and_simple_requests() {
+    let e = env().await;
+    e.policy("/policies/policy", r#"<policies><inbound><cors allow-credentials="true"><allowed-origins><origin>https://app.contoso.com</origin></allowed-origins><allowed-methods preflight-result-max-age="300"><method>GET</method><method>POST</method></allowed-methods><allowed-headers><header>content-type</header><header>ocp-apim-subscription-key</header></allowed-headers><expose-headers><header>x-request-id</header></expose-headers></cors></inbound><backend><forward-request /></backend><outbound /><on-error /></policies>"#).await;
+    let (s, h, _) = e
+        .send(
+            "OPTIONS",
+            "/echo/items/1",
+            &[
+                ("Origin", "https://app.contoso.com"),
+                ("Access-Control-Request-Method", "GET"),
+                ("Access-Control-Request-Headers", "content-type"),
+            ],
+            None,
+        )
+        .await;
+    // The API has no OPTIONS operation: the preflight is routed by the method it asks about,
+    // needs no key, and only cors runs.
+    assert_eq!(s, 200);
+    assert_eq!(h["access-control-allow-origin"], "https://app.contoso.com");
+    assert_eq!(h["access-control-allow-methods"], "GET,POST");
+    assert_eq!(h["access-control-allow-headers"], "content-type");
+    assert_eq!(h["access-control-max-age"], "300");
+    let (s, h, _) = e
+        .send(
+            "OPTIONS",
+            "/echo/items/1",
+            &[
+                ("Origin", "https://evil.example"),
+                ("Access-Control-Request-Method", "GET"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "terminate-unmatched-request answers an empty 200");
+    assert!(h.get("access-control-allow-origin").is_none());
+    let (s, h, _) = e
+        .send(
+            "GET",
+            "/echo/items/1",
+            &[("Origin", "https://app.contoso.com")],
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(h["access-control-allow-origin"], "https://app.contoso.com");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert_eq!(h["access-control-expose-headers"], "x-request-id");
+    let (_, h, _) = e
+        .send(
+            "GET",
+            "/echo/items/1",
+            &[("Origin", "https://evil.example")],
+            None,
+        )
+        .await;
+    assert!(h.get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn bad_policies_are_refused_through_the_api_with_a_position() {
+    let e = env().await;
+    for (xml, says) in [
+        (
+            "<policies><inbound><send-request mode=\"new\" /></inbound></policies>",
+            "policy 'send-request' is not supported (line 1, column 20)",
+        ),
+        (
+            "<policies><inbound>\n  <set-header name=\"a\"><value>@(context.Nope)</value></set-header></inbound></policies>",
+            "line 2",
+        ),
+        (
+            "<policies><inbound><set-header name=\"a\"><value>{{nope}}</value></set-header></inbound></policies>",
+            "the named value 'nope' does not exist",
+        ),
+    ] {
+        let (s, b) =
+            e.t.call(
+                "PUT",
+                API,
+                Some(json!({"properties": {"format": "rawxml", "value": xml}})),
+            )
+            .await;
+        assert_eq!(s, 400, "{b}");
+        assert!(b.to_string().contains(says), "{xml}: {b}");
+    }
+    let (s, _) = e.t.call("GET", API, None).await;
+    assert_eq!(s, 404, "nothing was stored");
+}

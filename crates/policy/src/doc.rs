@@ -412,9 +412,22 @@ impl<'a, 'd> Ctx<'a, 'd> {
     fn text_value(&mut self, node: roxmltree::Node, raw: &str) -> Res<Text> {
         let s = self.substitute(node, raw)?;
         if expr::is_expression(&s) {
-            let code = expr::parse(&s).map_err(|e| PolicyError {
-                pos: self.pos(node),
-                message: format!("the expression {} does not parse: {e}", abbreviate(&s)),
+            let code = expr::parse(&s).map_err(|e| {
+                // Named values may be secrets: the message quotes the text as written, and
+                // a position only when nothing was substituted.
+                let message = if s == raw {
+                    format!("the expression {} does not parse: {e}", abbreviate(raw))
+                } else {
+                    format!(
+                        "the expression {} does not parse once its named values are substituted: {}",
+                        abbreviate(raw),
+                        e.message
+                    )
+                };
+                PolicyError {
+                    pos: self.pos(node),
+                    message,
+                }
             })?;
             if code.reads_body() {
                 self.reads_body = true;

@@ -205,3 +205,20 @@ proptest! {
         let _ = check_fragment(&doc, "rawxml", &Values);
     }
 }
+
+#[test]
+fn a_secret_named_value_never_appears_in_an_error() {
+    struct Secret;
+    impl Resolver for Secret {
+        fn named_value(&self, _: &str) -> Option<String> {
+            Some("TOPSECRET\" +".into())
+        }
+        fn fragment(&self, _: &str) -> Option<(String, String)> {
+            None
+        }
+    }
+    let xml = r#"<policies><inbound><set-header name="a"><value>@("{{key}}" + 1 +)</value></set-header></inbound></policies>"#;
+    let e = parse_document(xml, "rawxml", &Secret).unwrap_err().to_string();
+    assert!(!e.contains("TOPSECRET"), "{e}");
+    assert!(e.contains("{{key}}"), "{e}");
+}

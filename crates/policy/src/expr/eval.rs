@@ -481,11 +481,9 @@ fn static_call(t: &str, name: &str, args: Vec<V>) -> R {
             Ok(V::Str(f))
         }
         ("int" | "Int32" | "long" | "Int64", "Parse") => {
+            // The text is not quoted: it may come from a secret named value.
             a0()?.text().trim().parse::<i64>().map(V::Int).map_err(|_| {
-                EvalError(format!(
-                    "'{}' is not a whole number",
-                    a0().map(|v| v.text()).unwrap_or_default()
-                ))
+                EvalError(format!("{t}.Parse: the text is not a whole number"))
             })
         }
         ("double" | "Double", "Parse") => a0()?
@@ -497,7 +495,7 @@ fn static_call(t: &str, name: &str, args: Vec<V>) -> R {
         ("bool" | "Boolean", "Parse") => match a0()?.text().trim().to_ascii_lowercase().as_str() {
             "true" => Ok(V::Bool(true)),
             "false" => Ok(V::Bool(false)),
-            other => fail(format!("'{other}' is not true or false")),
+            _ => fail("bool.Parse: the text is not true or false"),
         },
         ("DateTime", "Parse") => time::OffsetDateTime::parse(
             &a0()?.text(),

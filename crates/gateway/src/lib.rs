@@ -78,6 +78,7 @@ pub struct Shared {
     pub traffic: Traffic,
     /// Rate-limit and quota counters (per gateway, as APIM counts per regional gateway).
     pub counters: policies::Counters,
+    pub jwks: Arc<policies::JwksCache>,
     pub store: Arc<Store>,
     request_ids: RequestIds,
 }
@@ -181,6 +182,7 @@ impl Gateway {
             stats: Stats::default(),
             traffic: Traffic::default(),
             counters: Default::default(),
+            jwks: Default::default(),
             store: store.clone(),
             request_ids: RequestIds {
                 prefix: uuid::Uuid::new_v4().as_u64_pair().0,
@@ -189,6 +191,9 @@ impl Gateway {
             config,
         });
         shared.stats.set_revision(mirror.revision);
+        shared
+            .jwks
+            .ensure(&shared.table.load().policies.openid_urls);
         let (stop, stop_rx) = watch::channel(false);
         let local_addr = listener.local_addr()?;
         let tasks = vec![

@@ -42,6 +42,8 @@ pub struct Policies {
     /// By `{api stored id}/{operation id}`.
     operations: HashMap<String, Compiled>,
     backends: HashMap<String, BackendInfo>,
+    /// OpenID configuration URLs of validate-jwt policies, whose keys the gateway keeps.
+    pub openid_urls: Vec<String>,
 }
 
 struct MirrorResolver<'a>(&'a ConfigMirror);
@@ -136,6 +138,16 @@ impl Policies {
                 }
             }
         }
+        let docs = p
+            .global
+            .iter()
+            .chain(p.products.values())
+            .chain(p.apis.values())
+            .chain(p.operations.values());
+        let mut urls: Vec<String> = docs.flatten().flat_map(|d| d.openid_urls()).collect();
+        urls.sort();
+        urls.dedup();
+        p.openid_urls = urls;
         for b in mirror.of(Kind::Backend) {
             let props = &b.properties;
             let creds = props.get("credentials");
@@ -346,6 +358,10 @@ impl Services for GatewayServices<'_> {
             other => other.to_string(),
         };
         Some((ct, body))
+    }
+
+    fn openid_keys(&self, config_url: &str) -> Option<Vec<Value>> {
+        self.shared.jwks.keys(config_url)
     }
 
     fn trace(&self, source: &str, message: &str) {
@@ -774,4 +790,111 @@ async fn forward_exchange(
         }
         Ok(Ok(resp)) => Ok(resp),
     }
+}
+
+/// The keys of OpenID providers that validate-jwt policies name: fetched when a policy naming
+/// one is compiled, refreshed every hour, and at most every five minutes when a token names a
+/// key the cache does not have.
+#[derive(Default)]
+pub struct JwksCache {
+    entries: Mutex<HashMap<String, JwksEntry>>,
+}
+
+struct JwksEntry {
+    keys: Option<Arc<Vec<Value>>>,
+    fetched: Option<Instant>,
+    fetching: bool,
+}
+
+const JWKS_REFRESH: Duration = Duration::from_secs(3600);
+const JWKS_RETRY: Duration = Duration::from_secs(300);
+
+impl JwksCache {
+    /// Starts fetching the keys of every URL not fetched yet (from async context).
+    pub fn ensure(self: &Arc<Self>, urls: &[String]) {
+        for url in urls {
+            self.fetch_if_due(url, Duration::ZERO);
+        }
+    }
+
+    fn fetch_if_due(self: &Arc<Self>, url: &str, min_age: Duration) {
+        {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let e = entries.entry(url.to_string()).or_insert(JwksEntry {
+                keys: None,
+                fetched: None,
+                fetching: false,
+            });
+            let due = e.fetched.is_none_or(|f| f.elapsed() >= min_age)
+                && (e.keys.is_none() || min_age > Duration::ZERO);
+            if e.fetching || !due {
+                return;
+            }
+            e.fetching = true;
+        }
+        let me = self.clone();
+        let url = url.to_string();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        handle.spawn(async move {
+            let result = fetch_jwks(&url).await;
+            let mut entries = me.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = entries.get_mut(&url) {
+                e.fetching = false;
+                e.fetched = Some(Instant::now());
+                match result {
+                    Ok(keys) => e.keys = Some(Arc::new(keys)),
+                    Err(err) => tracing::warn!(url = %url, error = %err, "cannot fetch the OpenID provider's keys"),
+                }
+            }
+        });
+    }
+
+    /// The keys of `url` if fetched; schedules a refresh when they are old.
+    pub fn keys(self: &Arc<Self>, url: &str) -> Option<Vec<Value>> {
+        let keys = {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            entries.get(url).and_then(|e| e.keys.clone())
+        };
+        match &keys {
+            None => self.fetch_if_due(url, JWKS_RETRY),
+            Some(_) => self.fetch_if_due(url, JWKS_REFRESH),
+        }
+        keys.map(|k| k.as_ref().clone())
+    }
+}
+
+async fn fetch_jwks(config_url: &str) -> Result<Vec<Value>, String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let config: Value = http
+        .get(config_url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let jwks_uri = config
+        .get("jwks_uri")
+        .and_then(Value::as_str)
+        .ok_or("the OpenID configuration has no jwks_uri")?;
+    let jwks: Value = http
+        .get(jwks_uri)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(jwks
+        .get("keys")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default())
 }

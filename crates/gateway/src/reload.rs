@@ -110,6 +110,7 @@ pub async fn follow(
                 match compiled {
                     Ok(Some(t)) => {
                         let rev = t.revision;
+                        shared.jwks.ensure(&t.policies.openid_urls);
                         shared.table.store(Arc::new(t));
                         shared.stats.set_revision(rev);
                         tracing::debug!(

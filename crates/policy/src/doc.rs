@@ -123,6 +123,50 @@ pub struct Cors {
     pub expose: Vec<String>,
 }
 
+/// Where validate-jwt finds the token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenSource {
+    Header(String),
+    Query(String),
+    Value(Text),
+}
+
+/// A key validate-jwt checks signatures with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InlineKey {
+    /// HS256/384/512: the base64 secret.
+    Symmetric(Vec<u8>),
+    /// RS256…: modulus and exponent, base64url.
+    Rsa { n: String, e: String },
+    /// A PEM public key (RSA or EC): Gatehouse's extension for inline ES256 keys.
+    Pem(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequiredClaim {
+    pub name: String,
+    pub match_all: bool,
+    pub separator: Option<String>,
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Jwt {
+    pub source: TokenSource,
+    pub status: u16,
+    pub message: Option<String>,
+    pub require_expiration: bool,
+    pub require_scheme: Option<String>,
+    pub require_signed: bool,
+    pub clock_skew_secs: u64,
+    pub output_variable: Option<String>,
+    pub openid_urls: Vec<String>,
+    pub keys: Vec<InlineKey>,
+    pub audiences: Vec<String>,
+    pub issuers: Vec<String>,
+    pub claims: Vec<RequiredClaim>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Policy {
     Base,
@@ -193,6 +237,7 @@ pub enum Policy {
         username: Text,
         password: Text,
     },
+    ValidateJwt(Box<Jwt>),
     FindAndReplace {
         from: Text,
         to: Text,
@@ -211,6 +256,29 @@ pub struct Document {
 impl Document {
     pub fn section(&self, s: Section) -> Option<&[Node]> {
         self.sections.get(&s).map(Vec::as_slice)
+    }
+
+    /// The OpenID configuration URLs validate-jwt policies name (the gateway fetches their keys).
+    pub fn openid_urls(&self) -> Vec<String> {
+        fn walk(nodes: &[Node], out: &mut Vec<String>) {
+            for n in nodes {
+                match &n.policy {
+                    Policy::ValidateJwt(j) => out.extend(j.openid_urls.iter().cloned()),
+                    Policy::Choose { whens, otherwise } => {
+                        for (_, body) in whens {
+                            walk(body, out);
+                        }
+                        walk(otherwise, out);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for nodes in self.sections.values() {
+            walk(nodes, &mut out);
+        }
+        out
     }
 }
 
@@ -236,7 +304,6 @@ impl Resolver for NoResolver {
 
 /// APIM policies this engine does not run yet: refused by name at write time.
 const KNOWN_UNSUPPORTED: &[&str] = &[
-    "validate-jwt",
     "validate-azure-ad-token",
     "validate-client-certificate",
     "validate-content",
@@ -1038,6 +1105,171 @@ impl<'a, 'd> Ctx<'a, 'd> {
                     password: self.required(node, "password")?,
                 }
             }
+            "validate-jwt" => {
+                self.allowed_in(node, section, &[Inbound])?;
+                self.check_attrs(
+                    node,
+                    &[
+                        "header-name",
+                        "query-parameter-name",
+                        "token-value",
+                        "failed-validation-httpcode",
+                        "failed-validation-error-message",
+                        "require-expiration-time",
+                        "require-scheme",
+                        "require-signed-tokens",
+                        "clock-skew",
+                        "output-token-variable-name",
+                    ],
+                )?;
+                let sources = [
+                    node.attribute("header-name"),
+                    node.attribute("query-parameter-name"),
+                    node.attribute("token-value"),
+                ];
+                if sources.iter().flatten().count() != 1 {
+                    return self.err(node, "<validate-jwt> needs exactly one of 'header-name', 'query-parameter-name' and 'token-value'");
+                }
+                let source = if let Some(h) = self.literal(node, "header-name")? {
+                    TokenSource::Header(h)
+                } else if let Some(q) = self.literal(node, "query-parameter-name")? {
+                    TokenSource::Query(q)
+                } else {
+                    TokenSource::Value(self.required(node, "token-value")?)
+                };
+                let mut jwt = Jwt {
+                    source,
+                    status: self.number(node, "failed-validation-httpcode", Some(401), 599)? as u16,
+                    message: self.literal(node, "failed-validation-error-message")?,
+                    require_expiration: self.boolean(node, "require-expiration-time", true)?,
+                    require_scheme: self.literal(node, "require-scheme")?,
+                    require_signed: self.boolean(node, "require-signed-tokens", true)?,
+                    clock_skew_secs: self.number(node, "clock-skew", Some(0), 86_400)?,
+                    output_variable: self.literal(node, "output-token-variable-name")?,
+                    openid_urls: Vec::new(),
+                    keys: Vec::new(),
+                    audiences: Vec::new(),
+                    issuers: Vec::new(),
+                    claims: Vec::new(),
+                };
+                if !jwt.require_signed {
+                    return self.err(node, "require-signed-tokens=\"false\" is not supported: Gatehouse accepts only signed tokens");
+                }
+                for c in self.children(node)? {
+                    match c.tag_name().name() {
+                        "openid-config" => {
+                            self.check_attrs(c, &["url"])?;
+                            let url = self.literal(c, "url")?.unwrap_or_default();
+                            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                                return self.err(
+                                    c,
+                                    format!(
+                                        "<openid-config url> must be an http(s) URL, not '{url}'"
+                                    ),
+                                );
+                            }
+                            jwt.openid_urls.push(url);
+                        }
+                        "issuer-signing-keys" => {
+                            for k in self.children(c)? {
+                                if k.tag_name().name() != "key" {
+                                    return self
+                                        .err(k, "<issuer-signing-keys> may contain only <key>");
+                                }
+                                if k.attribute("certificate-id").is_some() {
+                                    return self.err(k, "keys by certificate-id are not supported; give n and e, a PEM public key or a base64 secret");
+                                }
+                                let key = match (k.attribute("n"), k.attribute("e")) {
+                                    (Some(n), Some(e)) => InlineKey::Rsa {
+                                        n: n.to_string(),
+                                        e: e.to_string(),
+                                    },
+                                    _ => {
+                                        let text = self.substitute(k, &self.element_text(k))?;
+                                        if text.starts_with("-----BEGIN") {
+                                            InlineKey::Pem(text)
+                                        } else {
+                                            use base64::Engine;
+                                            let bytes = base64::engine::general_purpose::STANDARD
+                                                .decode(text.trim())
+                                                .or_else(|_| {
+                                                    self.err(k, "a symmetric <key> must be base64")
+                                                })?;
+                                            InlineKey::Symmetric(bytes)
+                                        }
+                                    }
+                                };
+                                jwt.keys.push(key);
+                            }
+                        }
+                        "audiences" | "issuers" => {
+                            let item = if c.tag_name().name() == "audiences" {
+                                "audience"
+                            } else {
+                                "issuer"
+                            };
+                            let mut list = Vec::new();
+                            for a in c.children().filter(|n| n.is_element()) {
+                                if a.tag_name().name() != item {
+                                    return self.err(
+                                        a,
+                                        format!(
+                                            "<{}> may contain only <{item}>",
+                                            c.tag_name().name()
+                                        ),
+                                    );
+                                }
+                                list.push(self.substitute(a, a.text().unwrap_or("").trim())?);
+                            }
+                            if item == "audience" {
+                                jwt.audiences = list
+                            } else {
+                                jwt.issuers = list
+                            }
+                        }
+                        "required-claims" => {
+                            for cl in self.children(c)? {
+                                if cl.tag_name().name() != "claim" {
+                                    return self
+                                        .err(cl, "<required-claims> may contain only <claim>");
+                                }
+                                self.check_attrs(cl, &["name", "match", "separator"])?;
+                                let match_all = match cl.attribute("match").unwrap_or("all") {
+                                    "all" => true,
+                                    "any" => false,
+                                    o => {
+                                        return self.err(
+                                            cl,
+                                            format!("'match' must be all or any, not '{o}'"),
+                                        );
+                                    }
+                                };
+                                let mut values = Vec::new();
+                                for v in cl.children().filter(|n| n.is_element()) {
+                                    values.push(self.substitute(v, v.text().unwrap_or("").trim())?);
+                                }
+                                jwt.claims.push(RequiredClaim {
+                                    name: cl.attribute("name").unwrap_or_default().to_string(),
+                                    match_all,
+                                    separator: cl.attribute("separator").map(str::to_string),
+                                    values,
+                                });
+                            }
+                        }
+                        "decryption-keys" => {
+                            return self
+                                .err(c, "encrypted tokens (decryption-keys) are not supported");
+                        }
+                        other => {
+                            return self.err(c, format!("<validate-jwt> has no element <{other}>"));
+                        }
+                    }
+                }
+                if jwt.keys.is_empty() && jwt.openid_urls.is_empty() {
+                    return self.err(node, "<validate-jwt> needs <issuer-signing-keys> or <openid-config> to check signatures with");
+                }
+                Policy::ValidateJwt(Box::new(jwt))
+            }
             "find-and-replace" => {
                 self.check_attrs(node, &["from", "to"])?;
                 self.reads_body = true;
@@ -1085,6 +1317,7 @@ fn static_name(name: &str) -> &'static str {
         "cors",
         "trace",
         "authentication-basic",
+        "validate-jwt",
         "find-and-replace",
     ];
     NAMES

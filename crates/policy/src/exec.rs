@@ -117,6 +117,9 @@ pub trait Services {
     /// The operation's example response for a status: content type and body.
     fn example(&self, status: u16, content_type: Option<&str>) -> Option<(String, String)>;
     fn trace(&self, source: &str, message: &str);
+    /// The JWKS keys of an OpenID provider, once fetched (the gateway fetches them when a
+    /// policy naming the provider is compiled, and refreshes them).
+    fn openid_keys(&self, config_url: &str) -> Option<Vec<serde_json::Value>>;
 }
 
 /// Why a section stopped: APIM's reason, the status and message of the default error answer.
@@ -617,6 +620,40 @@ fn run_node(
                 vec![format!("Basic {token}")],
             );
             Flow::Next
+        }
+        Policy::ValidateJwt(jwt) => {
+            let value = match &jwt.source {
+                crate::doc::TokenSource::Value(t) => Some(eval!(text(node, t, ex))),
+                _ => None,
+            };
+            let query = |q: &str| {
+                ex.query
+                    .iter()
+                    .find(|(k, _)| k == q)
+                    .map(|(_, v)| v.clone())
+            };
+            let result =
+                crate::jwt::extract(jwt, |h| header(ex, h).map(str::to_string), query, value)
+                    .and_then(|token| {
+                        let mut keys = Vec::new();
+                        for url in &jwt.openid_urls {
+                            keys.extend(svc.openid_keys(url).unwrap_or_default());
+                        }
+                        crate::jwt::validate(jwt, &token, &keys)
+                    });
+            match result {
+                Ok(claims) => {
+                    if let Some(v) = &jwt.output_variable {
+                        ex.variables
+                            .insert(v.clone(), crate::jwt::as_variable(claims));
+                    }
+                    Flow::Next
+                }
+                Err(r) => {
+                    let message = jwt.message.clone().unwrap_or(r.message);
+                    fail(node, jwt.status, r.reason, message)
+                }
+            }
         }
         Policy::FindAndReplace { from, to } => {
             let f = eval!(text(node, from, ex));

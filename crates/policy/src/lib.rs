@@ -11,3 +11,4 @@ pub mod expr;
 
 pub use doc::{Document, Node, Policy, PolicyError, Pos, Resolver, Section, Text, parse_document};
 pub mod exec;
+pub mod jwt;

@@ -218,7 +218,9 @@ fn a_secret_named_value_never_appears_in_an_error() {
         }
     }
     let xml = r#"<policies><inbound><set-header name="a"><value>@("{{key}}" + 1 +)</value></set-header></inbound></policies>"#;
-    let e = parse_document(xml, "rawxml", &Secret).unwrap_err().to_string();
+    let e = parse_document(xml, "rawxml", &Secret)
+        .unwrap_err()
+        .to_string();
     assert!(!e.contains("TOPSECRET"), "{e}");
     assert!(e.contains("{{key}}"), "{e}");
 }

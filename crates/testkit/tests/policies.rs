@@ -456,3 +456,194 @@ async fn bad_policies_are_refused_through_the_api_with_a_position() {
     let (s, _) = e.t.call("GET", API, None).await;
     assert_eq!(s, 404, "nothing was stored");
 }
+
+mod jwt {
+    use super::*;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+
+    const SECRET: &[u8] = b"a-test-secret-of-enough-length-32b";
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    fn hs256(claims: Value) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap()
+    }
+
+    async fn call(e: &Env, token: Option<&str>) -> (u16, reqwest::header::HeaderMap, String) {
+        match token {
+            Some(t) => {
+                e.send(
+                    "GET",
+                    "/echo/items/1",
+                    &[("Authorization", &format!("Bearer {t}"))],
+                    None,
+                )
+                .await
+            }
+            None => e.get("/echo/items/1").await,
+        }
+    }
+
+    #[tokio::test]
+    async fn hs256_inline_key_with_audience_issuer_and_claims() {
+        use base64::Engine;
+        let e = env().await;
+        let key = base64::engine::general_purpose::STANDARD.encode(SECRET);
+        e.policy(API, &format!(r#"<policies><inbound><base />
+            <validate-jwt header-name="Authorization" require-scheme="Bearer" output-token-variable-name="jwt">
+              <issuer-signing-keys><key>{key}</key></issuer-signing-keys>
+              <audiences><audience>api://echo</audience></audiences>
+              <issuers><issuer>https://login.contoso.test/</issuer></issuers>
+              <required-claims><claim name="roles" match="any"><value>reader</value><value>admin</value></claim></required-claims>
+            </validate-jwt>
+            <set-header name="x-sub" exists-action="override"><value>@(((JObject)context.Variables["jwt"])["sub"].ToString())</value></set-header>
+          </inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#)).await;
+        let good = json!({"sub": "alice", "aud": "api://echo", "iss": "https://login.contoso.test/", "exp": now() + 60, "roles": ["reader"]});
+        let (s, _, b) = call(&e, Some(&hs256(good.clone()))).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(echo(&b)["headers"]["x-sub"], "alice");
+
+        let cases: Vec<(Option<String>, &str)> = vec![
+            (None, "JWT not present."),
+            (Some("not.a.jwt".into()), "JWT is not valid."),
+            (
+                Some(hs256(
+                    json!({"sub": "a", "aud": "api://echo", "iss": "https://login.contoso.test/", "exp": now() - 120, "roles": ["reader"]}),
+                )),
+                "expired",
+            ),
+            (
+                Some(hs256(
+                    json!({"sub": "a", "aud": "api://other", "iss": "https://login.contoso.test/", "exp": now() + 60, "roles": ["reader"]}),
+                )),
+                "Audience validation failed.",
+            ),
+            (
+                Some(hs256(
+                    json!({"sub": "a", "aud": "api://echo", "iss": "https://evil/", "exp": now() + 60, "roles": ["reader"]}),
+                )),
+                "Issuer validation failed.",
+            ),
+            (
+                Some(hs256(
+                    json!({"sub": "a", "aud": "api://echo", "iss": "https://login.contoso.test/", "exp": now() + 60, "roles": ["guest"]}),
+                )),
+                "'roles' claim has a value",
+            ),
+            (
+                Some(hs256(
+                    json!({"sub": "a", "aud": "api://echo", "iss": "https://login.contoso.test/", "exp": now() + 60}),
+                )),
+                "no 'roles' claim",
+            ),
+            (
+                Some(
+                    encode(
+                        &Header::new(Algorithm::HS256),
+                        &good,
+                        &EncodingKey::from_secret(b"another-secret-another-secret-xx"),
+                    )
+                    .unwrap(),
+                ),
+                "signature is invalid",
+            ),
+        ];
+        for (token, says) in cases {
+            let (s, _, b) = call(&e, token.as_deref()).await;
+            assert_eq!(s, 401, "{token:?}: {b}");
+            assert!(
+                echo(&b)["message"].as_str().unwrap().contains(says),
+                "{token:?}: {b}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn rs256_inline_modulus_and_a_configured_failure_answer() {
+        let e = env().await;
+        let pem = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/jwt-rs256.pem"
+        ))
+        .unwrap();
+        let n = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/jwt-rs256.n"
+        ))
+        .unwrap();
+        e.policy(API, &format!(r#"<policies><inbound><base />
+            <validate-jwt header-name="Authorization" failed-validation-httpcode="403" failed-validation-error-message="Forbidden, sorry">
+              <issuer-signing-keys><key n="{}" e="AQAB" /></issuer-signing-keys>
+            </validate-jwt>
+          </inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#, n.trim())).await;
+        let token = encode(
+            &Header::new(Algorithm::RS256),
+            &json!({"sub": "svc", "exp": now() + 60}),
+            &EncodingKey::from_rsa_pem(&pem).unwrap(),
+        )
+        .unwrap();
+        let (s, _, b) = call(&e, Some(&token)).await;
+        assert_eq!(s, 200, "{b}");
+        let (s, _, b) = call(&e, Some(&hs256(json!({"sub": "svc", "exp": now() + 60})))).await;
+        assert_eq!(s, 403);
+        assert_eq!(echo(&b)["message"], "Forbidden, sorry");
+    }
+
+    #[tokio::test]
+    async fn es256_keys_from_an_openid_provider() {
+        use base64::Engine;
+        let e = env().await;
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let raw = pair.public_key_raw();
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let jwk = json!({"kty": "EC", "crv": "P-256", "kid": "k1", "use": "sig", "alg": "ES256", "x": b64(&raw[1..33]), "y": b64(&raw[33..65])});
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let config = json!({"issuer": "https://idp.test/", "jwks_uri": format!("{base}/keys")});
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move || async move { axum::Json(config) }),
+            )
+            .route(
+                "/keys",
+                axum::routing::get(move || async move { axum::Json(json!({"keys": [jwk]})) }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        e.policy(API, &format!(r#"<policies><inbound><base />
+            <validate-jwt header-name="Authorization"><openid-config url="{base}/.well-known/openid-configuration" /></validate-jwt>
+          </inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#)).await;
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("k1".into());
+        let key = EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap();
+        let token = encode(&header, &json!({"sub": "x", "exp": now() + 60}), &key).unwrap();
+        // The gateway fetches the provider's keys when the policy is compiled.
+        let mut status = 0;
+        for _ in 0..100 {
+            status = call(&e, Some(&token)).await.0;
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(status, 200);
+        let other = rcgen::KeyPair::generate().unwrap();
+        let forged = encode(
+            &header,
+            &json!({"sub": "x", "exp": now() + 60}),
+            &EncodingKey::from_ec_pem(other.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(call(&e, Some(&forged)).await.0, 401);
+    }
+}

@@ -482,9 +482,12 @@ fn static_call(t: &str, name: &str, args: Vec<V>) -> R {
         }
         ("int" | "Int32" | "long" | "Int64", "Parse") => {
             // The text is not quoted: it may come from a secret named value.
-            a0()?.text().trim().parse::<i64>().map(V::Int).map_err(|_| {
-                EvalError(format!("{t}.Parse: the text is not a whole number"))
-            })
+            a0()?
+                .text()
+                .trim()
+                .parse::<i64>()
+                .map(V::Int)
+                .map_err(|_| EvalError(format!("{t}.Parse: the text is not a whole number")))
         }
         ("double" | "Double", "Parse") => a0()?
             .text()

@@ -1,0 +1,222 @@
+//! validate-jwt: finds the token, checks its signature against inline keys or an OpenID
+//! provider's JWKS, then expiry, audiences, issuers and required claims, with APIM's reasons.
+
+use crate::doc::{InlineKey, Jwt, TokenSource};
+use crate::expr::V;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+/// Why a token was refused: APIM's reason and message.
+#[derive(Debug)]
+pub struct Refused {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn refused(reason: &'static str, message: impl Into<String>) -> Refused {
+    Refused {
+        reason,
+        message: message.into(),
+    }
+}
+
+fn family(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => "HS",
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => "RS",
+        Algorithm::ES256 | Algorithm::ES384 => "ES",
+        _ => "other",
+    }
+}
+
+/// The raw token: from its header (without the scheme), query parameter or expression value.
+pub fn extract(
+    jwt: &Jwt,
+    header: impl Fn(&str) -> Option<String>,
+    query: impl Fn(&str) -> Option<String>,
+    value: Option<String>,
+) -> Result<String, Refused> {
+    let raw = match &jwt.source {
+        TokenSource::Header(h) => header(h),
+        TokenSource::Query(q) => query(q),
+        TokenSource::Value(_) => value,
+    };
+    let raw = raw.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+    let Some(raw) = raw else {
+        return Err(refused("TokenNotPresent", "JWT not present."));
+    };
+    let token = match raw.split_once(' ') {
+        Some((scheme, rest)) => {
+            if let Some(want) = &jwt.require_scheme
+                && !scheme.eq_ignore_ascii_case(want)
+            {
+                return Err(refused(
+                    "TokenSchemeNotAllowed",
+                    format!("The token scheme must be {want}."),
+                ));
+            }
+            rest.trim().to_string()
+        }
+        None => {
+            if jwt.require_scheme.is_some() {
+                return Err(refused("TokenSchemeNotAllowed", "The token has no scheme."));
+            }
+            raw
+        }
+    };
+    Ok(token)
+}
+
+/// Validates `token`; returns its claims. `jwks` are the keys of the OpenID providers.
+pub fn validate(jwt: &Jwt, token: &str, jwks: &[Value]) -> Result<Value, Refused> {
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|_| refused("JwtInvalid", "JWT is not valid."))?;
+    let alg = header.alg;
+    let mut keys: Vec<DecodingKey> = Vec::new();
+    for k in &jwt.keys {
+        let key = match k {
+            InlineKey::Symmetric(s) if family(alg) == "HS" => Some(DecodingKey::from_secret(s)),
+            InlineKey::Rsa { n, e } if family(alg) == "RS" => {
+                DecodingKey::from_rsa_components(n, e).ok()
+            }
+            InlineKey::Pem(p) if family(alg) == "RS" => {
+                DecodingKey::from_rsa_pem(p.as_bytes()).ok()
+            }
+            InlineKey::Pem(p) if family(alg) == "ES" => DecodingKey::from_ec_pem(p.as_bytes()).ok(),
+            _ => None,
+        };
+        keys.extend(key);
+    }
+    for k in jwks {
+        if let Some(kid) = &header.kid
+            && k.get("kid")
+                .and_then(Value::as_str)
+                .is_some_and(|x| x != kid)
+        {
+            continue;
+        }
+        if let Ok(jwk) = serde_json::from_value::<jsonwebtoken::jwk::Jwk>(k.clone())
+            && let Ok(key) = DecodingKey::from_jwk(&jwk)
+        {
+            keys.push(key);
+        }
+    }
+    if keys.is_empty() {
+        return Err(refused(
+            "TokenSignatureKeyNotFound",
+            "Signature key not found.",
+        ));
+    }
+    let mut validation = Validation::new(alg);
+    validation.leeway = jwt.clock_skew_secs;
+    validation.validate_exp = jwt.require_expiration;
+    validation.validate_nbf = true;
+    validation.required_spec_claims = if jwt.require_expiration {
+        ["exp".to_string()].into()
+    } else {
+        Default::default()
+    };
+    if jwt.audiences.is_empty() {
+        validation.validate_aud = false;
+    } else {
+        validation.set_audience(&jwt.audiences);
+    }
+    if !jwt.issuers.is_empty() {
+        validation.set_issuer(&jwt.issuers);
+    }
+    let mut last = refused("TokenSignatureInvalid", "JWT signature is invalid.");
+    for key in &keys {
+        match jsonwebtoken::decode::<Value>(token, key, &validation) {
+            Ok(data) => {
+                check_claims(jwt, &data.claims)?;
+                return Ok(data.claims);
+            }
+            Err(e) => {
+                last = match e.kind() {
+                    ErrorKind::InvalidSignature => continue,
+                    ErrorKind::ExpiredSignature => refused(
+                        "TokenExpired",
+                        "Lifetime validation failed. The token is expired.",
+                    ),
+                    ErrorKind::ImmatureSignature => refused(
+                        "TokenNotYetValid",
+                        "Lifetime validation failed. The token is not yet valid.",
+                    ),
+                    ErrorKind::InvalidAudience => {
+                        refused("TokenAudienceNotAllowed", "Audience validation failed.")
+                    }
+                    ErrorKind::InvalidIssuer => {
+                        refused("TokenIssuerNotAllowed", "Issuer validation failed.")
+                    }
+                    ErrorKind::MissingRequiredClaim(c) => refused(
+                        "TokenClaimNotFound",
+                        format!("The token has no '{c}' claim."),
+                    ),
+                    _ => refused("JwtInvalid", "JWT is not valid."),
+                };
+                return Err(last);
+            }
+        }
+    }
+    Err(last)
+}
+
+fn claim_values(v: &Value, separator: Option<&str>) -> Vec<String> {
+    let list: Vec<String> = match v {
+        Value::Array(a) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| x.to_string())
+            })
+            .collect(),
+        Value::String(s) => vec![s.clone()],
+        other => vec![other.to_string()],
+    };
+    match separator {
+        Some(sep) if !sep.is_empty() => list
+            .iter()
+            .flat_map(|s| s.split(sep).map(|p| p.trim().to_string()))
+            .collect(),
+        _ => list,
+    }
+}
+
+fn check_claims(jwt: &Jwt, claims: &Value) -> Result<(), Refused> {
+    for c in &jwt.claims {
+        let Some(v) = claims.get(&c.name) else {
+            return Err(refused(
+                "TokenClaimNotFound",
+                format!("The token has no '{}' claim.", c.name),
+            ));
+        };
+        if c.values.is_empty() {
+            continue;
+        }
+        let have = claim_values(v, c.separator.as_deref());
+        let ok = if c.match_all {
+            c.values.iter().all(|w| have.contains(w))
+        } else {
+            c.values.iter().any(|w| have.contains(w))
+        };
+        if !ok {
+            return Err(refused(
+                "TokenClaimValueNotAllowed",
+                format!("The '{}' claim has a value that is not allowed.", c.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The claims as `context.Variables[output-token-variable-name]` holds them.
+pub fn as_variable(claims: Value) -> V {
+    V::Json(claims)
+}

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, lints, then every test in the workspace.
+# The whole test suite, as CI runs it: formatting, lints, a bounded fuzzing run of the policy
+# parsers, then every test in the workspace.
 # It ends with one line of totals: "tests: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== fuzz the policy and expression parsers (30 s each)"
+bash scripts/fuzz.sh 30
 echo "== cargo test --workspace"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -2,7 +2,9 @@
 //! - the backend alone (nginx `return 200`, the physical floor),
 //! - nginx as a reverse proxy to it,
 //! - Gatehouse with one API and a required subscription key,
-//! - Gatehouse with 10,000 APIs and 100,000 subscriptions loaded.
+//! - Gatehouse with 10,000 APIs and 100,000 subscriptions loaded,
+//! - Gatehouse with one API and a realistic policy stack: set-header, rate-limit-by-key,
+//!   validate-jwt (RS256) and a choose on a header.
 //!
 //! Throughput and latency under full load come from wrk; latency at half load (an open-loop
 //! fixed rate at half of each target's own throughput) from a small load generator here; RSS
@@ -111,6 +113,48 @@ fn populate(dir: &Path, apis: usize, subscriptions: usize) -> String {
     "key00000000000000000000000000000".to_string()
 }
 
+/// The API policy of the policy-stack target, and a token it accepts.
+fn add_policy_stack(dir: &Path) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let n = std::fs::read_to_string(format!("{fixtures}/jwt-rs256.n")).unwrap();
+    let pem = std::fs::read(format!("{fixtures}/jwt-rs256.pem")).unwrap();
+    let policy = format!(
+        r#"<policies><inbound><base />
+  <validate-jwt header-name="Authorization"><issuer-signing-keys><key n="{}" e="AQAB" /></issuer-signing-keys><audiences><audience>api://bench</audience></audiences></validate-jwt>
+  <rate-limit-by-key calls="1000000000" renewal-period="60" counter-key="@(context.Subscription.Id)" />
+  <choose><when condition="@(context.Request.Headers.GetValueOrDefault("x-tier", "") == "gold")"><set-header name="x-priority" exists-action="override"><value>high</value></set-header></when><otherwise><set-header name="x-priority" exists-action="override"><value>normal</value></set-header></otherwise></choose>
+  <set-header name="x-request-region" exists-action="override"><value>@(context.Deployment.Region)</value></set-header>
+</inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#,
+        n.trim()
+    );
+    gatehouse_policy::parse_document(&policy, "rawxml", &gatehouse_policy::doc::NoResolver)
+        .expect("the benchmark's policy is valid");
+    let store = Store::open_dir(dir).unwrap();
+    store
+        .write(|w| -> Result<(), gatehouse_store::StoreError> {
+            let path = ResourcePath::new(
+                Kind::ApiPolicy,
+                vec![("apis", "bench".into()), ("policies", "policy".into())],
+            );
+            let props = json!({"format": "rawxml", "value": policy});
+            w.put(&path, props.as_object().unwrap().clone(), &[])?;
+            Ok(())
+        })
+        .unwrap();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 86_400;
+    encode(
+        &Header::new(Algorithm::RS256),
+        &json!({"sub": "bench", "aud": "api://bench", "exp": exp}),
+        &EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap()
+}
+
 fn gatehouse(bin: &Path, data: &Path, port: u16, mgmt: u16) -> Proc {
     let child = Command::new(bin)
         .args([
@@ -162,11 +206,11 @@ fn parse_ms(s: &str) -> f64 {
     }
 }
 
-fn wrk(url: &str, key: Option<&str>, secs: u32) -> WrkResult {
+fn wrk(url: &str, headers: &[(String, String)], secs: u32) -> WrkResult {
     let mut cmd = Command::new("wrk");
     cmd.args(["-t1", "-c50", &format!("-d{secs}s"), "--latency"]);
-    if let Some(k) = key {
-        cmd.args(["-H", &format!("Ocp-Apim-Subscription-Key: {k}")]);
+    for (k, v) in headers {
+        cmd.args(["-H", &format!("{k}: {v}")]);
     }
     let out = cmd
         .arg(url)
@@ -201,7 +245,12 @@ fn wrk(url: &str, key: Option<&str>, secs: u32) -> WrkResult {
 }
 
 /// Open-loop load at a fixed rate; returns (p50, p99) latency in ms and the error count.
-async fn fixed_rate(url: &str, key: Option<&str>, rate: f64, secs: f64) -> (f64, f64, usize) {
+async fn fixed_rate(
+    url: &str,
+    headers: &[(String, String)],
+    rate: f64,
+    secs: f64,
+) -> (f64, f64, usize) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .build()
@@ -213,8 +262,8 @@ async fn fixed_rate(url: &str, key: Option<&str>, rate: f64, secs: f64) -> (f64,
     for i in 0..total {
         tokio::time::sleep_until(start + interval * i as u32).await;
         let mut req = client.get(url);
-        if let Some(k) = key {
-            req = req.header("Ocp-Apim-Subscription-Key", k);
+        for (k, v) in headers {
+            req = req.header(k, v);
         }
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
@@ -283,30 +332,46 @@ fn main() {
     let (gw2, m2) = (free_port(), free_port());
     let g2 = gatehouse(&bin, &big_dir, gw2, m2);
 
-    let targets: Vec<(String, String, Option<String>, Option<u32>)> = vec![
+    let policy_dir = dir.path().join("policies");
+    populate(&policy_dir, 1, 1);
+    let token = add_policy_stack(&policy_dir);
+    let (gw3, m3) = (free_port(), free_port());
+    let g3 = gatehouse(&bin, &policy_dir, gw3, m3);
+
+    let keyed = vec![("Ocp-Apim-Subscription-Key".to_string(), key.clone())];
+    let mut with_jwt = keyed.clone();
+    with_jwt.push(("Authorization".into(), format!("Bearer {token}")));
+    with_jwt.push(("x-tier".into(), "gold".into()));
+    let targets: Vec<(String, String, Vec<(String, String)>, Option<u32>)> = vec![
         (
             "backend alone (nginx return 200, floor)".into(),
             format!("http://127.0.0.1:{ORIGIN_PORT}/bench/x"),
-            None,
+            Vec::new(),
             None,
         ),
         (
             "nginx reverse proxy".into(),
             format!("http://127.0.0.1:{PROXY_PORT}/bench/x"),
-            None,
+            Vec::new(),
             None,
         ),
         (
             "gatehouse, 1 API, key required".into(),
             format!("http://127.0.0.1:{gw1}/bench/x"),
-            Some(key.clone()),
+            keyed.clone(),
             Some(g1.0.id()),
         ),
         (
             format!("gatehouse, {apis} APIs + {subs} subscriptions"),
             format!("http://127.0.0.1:{gw2}/bench/x"),
-            Some(key.clone()),
+            keyed.clone(),
             Some(g2.0.id()),
+        ),
+        (
+            "gatehouse, 1 API + policy stack".into(),
+            format!("http://127.0.0.1:{gw3}/bench/x"),
+            with_jwt,
+            Some(g3.0.id()),
         ),
     ];
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -322,12 +387,12 @@ fn main() {
         "target", "req/s", "p50 ms", "p99 ms", "half-load p50", "half-load p99", "RSS MB"
     );
     let mut floor_half = (0.0, 0.0);
-    for (i, (label, url, key, pid)) in targets.iter().enumerate() {
-        let r = wrk(url, key.as_deref(), secs);
+    for (i, (label, url, headers, pid)) in targets.iter().enumerate() {
+        let r = wrk(url, headers, secs);
         assert_eq!(r.non2xx, 0, "{label}: non-2xx responses under load");
         let rate = (r.rps / 2.0).min(5_000.0);
         let (h50, h99, errors) =
-            rt.block_on(fixed_rate(url, key.as_deref(), rate, secs as f64 / 2.0));
+            rt.block_on(fixed_rate(url, headers, rate, secs as f64 / 2.0));
         assert_eq!(errors, 0, "{label}: errors at half load");
         if i == 0 {
             floor_half = (h50, h99);

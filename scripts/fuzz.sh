@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the fuzz targets (policy XML parser, expression parser) for a bounded time each.
+# Usage: bash scripts/fuzz.sh [SECONDS per target, default 30]
+# cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets this machine's stable toolchain use them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS="${1:-30}"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  echo "fuzz: installing cargo-fuzz 0.13.2"
+  cargo install cargo-fuzz --version 0.13.2 --locked --quiet
+fi
+export RUSTC_BOOTSTRAP=1
+for target in policy_document expression; do
+  mkdir -p "fuzz/corpus/$target"
+  work="$(mktemp -d)"
+  cp -r "fuzz/corpus/$target/." "$work/"
+  echo "fuzz: $target for ${SECS} s"
+  cargo fuzz run "$target" "$work" -- -max_total_time="$SECS" -max_len=4096 2>&1 | tail -n 3
+  rm -rf "$work"
+done
+echo "fuzz: no crash"

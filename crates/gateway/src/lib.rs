@@ -79,6 +79,7 @@ pub struct Shared {
     /// Rate-limit and quota counters (per gateway, as APIM counts per regional gateway).
     pub counters: policies::Counters,
     pub jwks: Arc<policies::JwksCache>,
+    pub cache: policies::PolicyCache,
     pub store: Arc<Store>,
     request_ids: RequestIds,
 }
@@ -183,6 +184,7 @@ impl Gateway {
             traffic: Traffic::default(),
             counters: Default::default(),
             jwks: Default::default(),
+            cache: Default::default(),
             store: store.clone(),
             request_ids: RequestIds {
                 prefix: uuid::Uuid::new_v4().as_u64_pair().0,

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use gatehouse_model::Kind;
 use gatehouse_policy::doc::Resolver;
 use gatehouse_policy::exec::{
-    self, BackendInfo, Chain, Counted, Exchange, Flow, Forward, ResponseParts, Services,
+    self, BackendInfo, Cached, Chain, Counted, Exchange, Flow, Forward, ResponseParts, Services,
 };
 use gatehouse_policy::expr::V;
 use gatehouse_policy::{Document, Section};
@@ -358,6 +358,18 @@ impl Services for GatewayServices<'_> {
             other => other.to_string(),
         };
         Some((ct, body))
+    }
+
+    fn cache_get(&self, key: &str) -> Option<Cached> {
+        self.shared.cache.get(key)
+    }
+
+    fn cache_put(&self, key: &str, value: Cached, ttl_secs: u64) {
+        self.shared.cache.put(key, value, ttl_secs)
+    }
+
+    fn cache_remove(&self, key: &str) {
+        self.shared.cache.remove(key)
     }
 
     fn openid_keys(&self, config_url: &str) -> Option<Vec<Value>> {
@@ -897,4 +909,56 @@ async fn fetch_jwks(config_url: &str) -> Result<Vec<Value>, String> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default())
+}
+
+/// The gateway's in-memory cache (cache-lookup/cache-store and the value policies): entries
+/// expire after their duration; at most `CACHE_ENTRIES` are kept, expired ones dropped first.
+#[derive(Default)]
+pub struct PolicyCache {
+    entries: Mutex<HashMap<String, (Instant, Cached)>>,
+}
+
+const CACHE_ENTRIES: usize = 10_000;
+
+impl PolicyCache {
+    fn get(&self, key: &str) -> Option<Cached> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(key) {
+            Some((until, v)) if *until > Instant::now() => Some(v.clone()),
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, key: &str, value: Cached, ttl_secs: u64) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CACHE_ENTRIES && !entries.contains_key(key) {
+            let now = Instant::now();
+            entries.retain(|_, (until, _)| *until > now);
+            if entries.len() >= CACHE_ENTRIES {
+                // Still full: drop the entry that expires first.
+                if let Some(k) = entries
+                    .iter()
+                    .min_by_key(|(_, (u, _))| *u)
+                    .map(|(k, _)| k.clone())
+                {
+                    entries.remove(&k);
+                }
+            }
+        }
+        entries.insert(
+            key.to_string(),
+            (Instant::now() + Duration::from_secs(ttl_secs), value),
+        );
+    }
+
+    fn remove(&self, key: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
 }

@@ -165,6 +165,9 @@ pub struct Jwt {
     pub audiences: Vec<String>,
     pub issuers: Vec<String>,
     pub claims: Vec<RequiredClaim>,
+    /// Tokens this policy instance already validated, and its decoded inline keys: compiled
+    /// once per document, so a configuration change starts afresh.
+    pub memo: crate::jwt::Memo,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -236,6 +239,28 @@ pub enum Policy {
     AuthenticationBasic {
         username: Text,
         password: Text,
+    },
+    CacheLookup {
+        vary_by_developer: bool,
+        vary_by_groups: bool,
+        headers: Vec<String>,
+        query: Vec<String>,
+    },
+    CacheStore {
+        duration_secs: u64,
+    },
+    CacheLookupValue {
+        key: Text,
+        variable: String,
+        default: Option<Text>,
+    },
+    CacheStoreValue {
+        key: Text,
+        value: Text,
+        duration_secs: u64,
+    },
+    CacheRemoveValue {
+        key: Text,
     },
     ValidateJwt(Box<Jwt>),
     FindAndReplace {
@@ -313,11 +338,6 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
     "validate-graphql-request",
     "authentication-certificate",
     "authentication-managed-identity",
-    "cache-lookup",
-    "cache-store",
-    "cache-lookup-value",
-    "cache-store-value",
-    "cache-remove-value",
     "retry",
     "send-request",
     "send-one-way-request",
@@ -1151,6 +1171,7 @@ impl<'a, 'd> Ctx<'a, 'd> {
                     audiences: Vec::new(),
                     issuers: Vec::new(),
                     claims: Vec::new(),
+                    memo: Default::default(),
                 };
                 if !jwt.require_signed {
                     return self.err(node, "require-signed-tokens=\"false\" is not supported: Gatehouse accepts only signed tokens");
@@ -1270,6 +1291,85 @@ impl<'a, 'd> Ctx<'a, 'd> {
                 }
                 Policy::ValidateJwt(Box::new(jwt))
             }
+            "cache-lookup" => {
+                self.allowed_in(node, section, &[Inbound])?;
+                self.check_attrs(
+                    node,
+                    &[
+                        "vary-by-developer",
+                        "vary-by-developer-groups",
+                        "caching-type",
+                        "downstream-caching-type",
+                        "must-revalidate",
+                        "allow-private-response-caching",
+                    ],
+                )?;
+                if self
+                    .literal(node, "caching-type")?
+                    .is_some_and(|t| t == "external")
+                {
+                    return self.err(node, "caching-type=\"external\" is not supported: Gatehouse caches in memory (internal)");
+                }
+                let mut headers = Vec::new();
+                let mut query = Vec::new();
+                for c in self.children(node)? {
+                    match c.tag_name().name() {
+                        "vary-by-header" => headers.push(self.element_text(c)),
+                        "vary-by-query-parameter" => query.push(self.element_text(c)),
+                        other => {
+                            return self.err(c, format!("<cache-lookup> has no element <{other}>"));
+                        }
+                    }
+                }
+                Policy::CacheLookup {
+                    vary_by_developer: self.boolean(node, "vary-by-developer", false)?,
+                    vary_by_groups: self.boolean(node, "vary-by-developer-groups", false)?,
+                    headers,
+                    query,
+                }
+            }
+            "cache-store" => {
+                self.allowed_in(node, section, &[Outbound])?;
+                self.check_attrs(node, &["duration", "cache-response"])?;
+                self.reads_body = true;
+                Policy::CacheStore {
+                    duration_secs: self.number(node, "duration", Some(3600), 365 * 86_400)?,
+                }
+            }
+            "cache-lookup-value" => {
+                self.check_attrs(
+                    node,
+                    &["key", "default-value", "variable-name", "caching-type"],
+                )?;
+                let Some(variable) = self
+                    .literal(node, "variable-name")?
+                    .filter(|v| !v.is_empty())
+                else {
+                    return self.err(
+                        node,
+                        "<cache-lookup-value> needs the attribute 'variable-name'",
+                    );
+                };
+                Policy::CacheLookupValue {
+                    key: self.required(node, "key")?,
+                    variable,
+                    default: self.attr_text(node, "default-value")?,
+                }
+            }
+            "cache-store-value" => {
+                self.check_attrs(node, &["key", "value", "duration", "caching-type"])?;
+                Policy::CacheStoreValue {
+                    key: self.required(node, "key")?,
+                    value: self.required(node, "value")?,
+                    duration_secs: self.number(node, "duration", None, 365 * 86_400)?,
+                }
+            }
+            "cache-remove-value" => {
+                self.check_attrs(node, &["key", "caching-type"])?;
+                Policy::CacheRemoveValue {
+                    key: self.required(node, "key")?,
+                }
+            }
             "find-and-replace" => {
                 self.check_attrs(node, &["from", "to"])?;
                 self.reads_body = true;
@@ -1318,6 +1418,11 @@ fn static_name(name: &str) -> &'static str {
         "trace",
         "authentication-basic",
         "validate-jwt",
+        "cache-lookup",
+        "cache-store",
+        "cache-lookup-value",
+        "cache-store-value",
+        "cache-remove-value",
         "find-and-replace",
     ];
     NAMES

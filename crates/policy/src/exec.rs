@@ -76,6 +76,8 @@ pub struct Exchange {
     pub started: Option<std::time::Instant>,
     /// A CORS preflight: only `cors` (and the `<base/>` and `<choose>` leading to it) runs.
     pub preflight: bool,
+    /// The response cache key cache-lookup computed (cache-store stores under it).
+    pub cache_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +122,17 @@ pub trait Services {
     /// The JWKS keys of an OpenID provider, once fetched (the gateway fetches them when a
     /// policy naming the provider is compiled, and refreshes them).
     fn openid_keys(&self, config_url: &str) -> Option<Vec<serde_json::Value>>;
+    /// The in-memory cache of the gateway (responses and values), by key.
+    fn cache_get(&self, key: &str) -> Option<Cached>;
+    fn cache_put(&self, key: &str, value: Cached, ttl_secs: u64);
+    fn cache_remove(&self, key: &str);
+}
+
+/// What the cache policies keep.
+#[derive(Debug, Clone)]
+pub enum Cached {
+    Response(ResponseParts),
+    Value(V),
 }
 
 /// Why a section stopped: APIM's reason, the status and message of the default error answer.
@@ -654,6 +667,94 @@ fn run_node(
                     fail(node, jwt.status, r.reason, message)
                 }
             }
+        }
+        Policy::CacheLookup {
+            vary_by_developer,
+            vary_by_groups,
+            headers,
+            query,
+        } => {
+            if ex.method != "GET" {
+                return Flow::Next;
+            }
+            let info = |k: &str| ex.info.get(k).map(V::text).unwrap_or_default();
+            let mut key = format!(
+                "response|{}|{}|{}",
+                info("Api.Id"),
+                info("Operation.Id"),
+                ex.backend_path
+            );
+            for q in query {
+                let v = ex
+                    .query
+                    .iter()
+                    .filter(|(k, _)| k == q)
+                    .map(|(_, v)| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                key.push_str(&format!("|q:{q}={v}"));
+            }
+            for h in headers {
+                key.push_str(&format!(
+                    "|h:{}={}",
+                    h.to_ascii_lowercase(),
+                    header(ex, h).unwrap_or("")
+                ));
+            }
+            if *vary_by_developer {
+                key.push_str(&format!("|u:{}", info("User.Id")));
+            }
+            if *vary_by_groups {
+                key.push_str(&format!("|g:{}", info("User.Groups")));
+            }
+            if let Some(Cached::Response(r)) = svc.cache_get(&key) {
+                ex.response = Some(r);
+                return Flow::Respond;
+            }
+            ex.cache_key = Some(key);
+            Flow::Next
+        }
+        Policy::CacheStore { duration_secs } => {
+            if let (Some(key), Some(r)) = (&ex.cache_key, &ex.response)
+                && r.status == 200
+                && r.body.is_some()
+            {
+                svc.cache_put(key, Cached::Response(r.clone()), *duration_secs);
+            }
+            Flow::Next
+        }
+        Policy::CacheLookupValue {
+            key,
+            variable,
+            default,
+        } => {
+            let k = eval!(text(node, key, ex));
+            let v = match svc.cache_get(&format!("value|{k}")) {
+                Some(Cached::Value(v)) => Some(v),
+                _ => match default {
+                    Some(d) => Some(eval!(value(node, d, ex))),
+                    None => None,
+                },
+            };
+            if let Some(v) = v {
+                ex.variables.insert(variable.clone(), v);
+            }
+            Flow::Next
+        }
+        Policy::CacheStoreValue {
+            key,
+            value: v,
+            duration_secs,
+        } => {
+            let k = eval!(text(node, key, ex));
+            let val = eval!(value(node, v, ex));
+            svc.cache_put(&format!("value|{k}"), Cached::Value(val), *duration_secs);
+            Flow::Next
+        }
+        Policy::CacheRemoveValue { key } => {
+            let k = eval!(text(node, key, ex));
+            svc.cache_remove(&format!("value|{k}"));
+            Flow::Next
         }
         Policy::FindAndReplace { from, to } => {
             let f = eval!(text(node, from, ex));

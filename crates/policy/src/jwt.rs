@@ -6,6 +6,36 @@ use crate::expr::V;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Per policy instance: validated tokens (by SHA-256, until their expiry or five minutes) and
+/// the inline keys decoded once. Equal to any other memo: it is a cache, not configuration.
+#[derive(Clone, Default)]
+pub struct Memo(Arc<MemoInner>);
+
+#[derive(Default)]
+struct MemoInner {
+    tokens: Mutex<HashMap<[u8; 32], (Instant, Value)>>,
+    keys: OnceLock<Vec<(Algorithm, DecodingKey)>>,
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Memo")
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+const MEMO_MAX_AGE: Duration = Duration::from_secs(300);
+const MEMO_ENTRIES: usize = 10_000;
 
 /// Why a token was refused: APIM's reason and message.
 #[derive(Debug)]
@@ -73,26 +103,80 @@ pub fn extract(
     Ok(token)
 }
 
-/// Validates `token`; returns its claims. `jwks` are the keys of the OpenID providers.
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Validates `token`; returns its claims. `jwks` are the keys of the OpenID providers. A token
+/// this policy validated before is accepted from the memo until it expires (at most 5 minutes).
 pub fn validate(jwt: &Jwt, token: &str, jwks: &[Value]) -> Result<Value, Refused> {
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    {
+        let tokens = jwt.memo.0.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((until, claims)) = tokens.get(&digest)
+            && *until > Instant::now()
+        {
+            return Ok(claims.clone());
+        }
+    }
+    let claims = validate_fresh(jwt, token, jwks)?;
+    let exp = claims.get("exp").and_then(Value::as_i64);
+    let ttl = match exp {
+        Some(e) => {
+            Duration::from_secs((e - now_secs()).clamp(0, MEMO_MAX_AGE.as_secs() as i64) as u64)
+        }
+        None => MEMO_MAX_AGE,
+    };
+    let mut tokens = jwt.memo.0.tokens.lock().unwrap_or_else(|e| e.into_inner());
+    if tokens.len() >= MEMO_ENTRIES {
+        let now = Instant::now();
+        tokens.retain(|_, (until, _)| *until > now);
+        if tokens.len() >= MEMO_ENTRIES {
+            tokens.clear();
+        }
+    }
+    tokens.insert(digest, (Instant::now() + ttl, claims.clone()));
+    Ok(claims)
+}
+
+fn inline_keys(jwt: &Jwt) -> &[(Algorithm, DecodingKey)] {
+    jwt.memo.0.keys.get_or_init(|| {
+        let mut out = Vec::new();
+        for k in &jwt.keys {
+            match k {
+                InlineKey::Symmetric(s) => {
+                    out.push((Algorithm::HS256, DecodingKey::from_secret(s)))
+                }
+                InlineKey::Rsa { n, e } => out.extend(
+                    DecodingKey::from_rsa_components(n, e)
+                        .ok()
+                        .map(|d| (Algorithm::RS256, d)),
+                ),
+                InlineKey::Pem(p) => {
+                    if let Ok(d) = DecodingKey::from_rsa_pem(p.as_bytes()) {
+                        out.push((Algorithm::RS256, d));
+                    } else if let Ok(d) = DecodingKey::from_ec_pem(p.as_bytes()) {
+                        out.push((Algorithm::ES256, d));
+                    }
+                }
+            }
+        }
+        out
+    })
+}
+
+fn validate_fresh(jwt: &Jwt, token: &str, jwks: &[Value]) -> Result<Value, Refused> {
     let header = jsonwebtoken::decode_header(token)
         .map_err(|_| refused("JwtInvalid", "JWT is not valid."))?;
     let alg = header.alg;
-    let mut keys: Vec<DecodingKey> = Vec::new();
-    for k in &jwt.keys {
-        let key = match k {
-            InlineKey::Symmetric(s) if family(alg) == "HS" => Some(DecodingKey::from_secret(s)),
-            InlineKey::Rsa { n, e } if family(alg) == "RS" => {
-                DecodingKey::from_rsa_components(n, e).ok()
-            }
-            InlineKey::Pem(p) if family(alg) == "RS" => {
-                DecodingKey::from_rsa_pem(p.as_bytes()).ok()
-            }
-            InlineKey::Pem(p) if family(alg) == "ES" => DecodingKey::from_ec_pem(p.as_bytes()).ok(),
-            _ => None,
-        };
-        keys.extend(key);
-    }
+    let mut keys: Vec<DecodingKey> = inline_keys(jwt)
+        .iter()
+        .filter(|(a, _)| family(*a) == family(alg))
+        .map(|(_, k)| k.clone())
+        .collect();
     for k in jwks {
         if let Some(kid) = &header.kid
             && k.get("kid")

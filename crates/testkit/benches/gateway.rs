@@ -391,8 +391,7 @@ fn main() {
         let r = wrk(url, headers, secs);
         assert_eq!(r.non2xx, 0, "{label}: non-2xx responses under load");
         let rate = (r.rps / 2.0).min(5_000.0);
-        let (h50, h99, errors) =
-            rt.block_on(fixed_rate(url, headers, rate, secs as f64 / 2.0));
+        let (h50, h99, errors) = rt.block_on(fixed_rate(url, headers, rate, secs as f64 / 2.0));
         assert_eq!(errors, 0, "{label}: errors at half load");
         if i == 0 {
             floor_half = (h50, h99);

@@ -647,3 +647,79 @@ mod jwt {
         assert_eq!(call(&e, Some(&forged)).await.0, 401);
     }
 }
+
+#[tokio::test]
+async fn response_and_value_caches() {
+    let e = env().await;
+    e.policy("/apis/echo/operations/get-item/policies/policy", r#"<policies>
+      <inbound><base />
+        <cache-lookup vary-by-developer="false" vary-by-developer-groups="false"><vary-by-header>Accept-Language</vary-by-header><vary-by-query-parameter>v</vary-by-query-parameter></cache-lookup>
+      </inbound><backend><base /></backend>
+      <outbound><base /><cache-store duration="60" /></outbound><on-error><base /></on-error></policies>"#).await;
+    let req_id = |b: &str| {
+        echo(b)["headers"]["x-request-id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (_, _, first) = e.get("/echo/items/1?v=1").await;
+    let (_, _, again) = e.get("/echo/items/1?v=1").await;
+    assert_eq!(
+        req_id(&first),
+        req_id(&again),
+        "the second answer came from the cache"
+    );
+    let (_, _, other_v) = e.get("/echo/items/1?v=2").await;
+    assert_ne!(req_id(&first), req_id(&other_v), "vary-by-query-parameter");
+    let (_, _, other_lang) = e
+        .send(
+            "GET",
+            "/echo/items/1?v=1",
+            &[("Accept-Language", "fr")],
+            None,
+        )
+        .await;
+    assert_ne!(req_id(&first), req_id(&other_lang), "vary-by-header");
+
+    e.policy("/apis/echo/operations/create-item/policies/policy", r#"<policies>
+      <inbound><base />
+        <cache-lookup-value key="@("counter-" + context.Request.Headers.GetValueOrDefault("x-who", ""))" default-value="0" variable-name="seen" />
+        <cache-store-value key="@("counter-" + context.Request.Headers.GetValueOrDefault("x-who", ""))" value="@((int.Parse(context.Variables.GetValueOrDefault<string>("seen", "0")) + 1).ToString())" duration="60" />
+        <set-header name="x-seen" exists-action="override"><value>@(context.Variables.GetValueOrDefault<string>("seen", "?"))</value></set-header>
+        <choose><when condition="@(context.Request.Headers.GetValueOrDefault("x-reset", "") == "yes")"><cache-remove-value key="@("counter-" + context.Request.Headers.GetValueOrDefault("x-who", ""))" /></when></choose>
+      </inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#).await;
+    let seen = |b: &str| echo(b)["headers"]["x-seen"].as_str().unwrap().to_string();
+    let ann = [("x-who", "ann")];
+    assert_eq!(
+        seen(&e.send("POST", "/echo/items", &ann, Some("{}")).await.2),
+        "0"
+    );
+    assert_eq!(
+        seen(&e.send("POST", "/echo/items", &ann, Some("{}")).await.2),
+        "1"
+    );
+    assert_eq!(
+        seen(&e.send("POST", "/echo/items", &ann, Some("{}")).await.2),
+        "2"
+    );
+    assert_eq!(
+        seen(
+            &e.send("POST", "/echo/items", &[("x-who", "ben")], Some("{}"))
+                .await
+                .2
+        ),
+        "0"
+    );
+    e.send(
+        "POST",
+        "/echo/items",
+        &[("x-who", "ann"), ("x-reset", "yes")],
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(
+        seen(&e.send("POST", "/echo/items", &ann, Some("{}")).await.2),
+        "0",
+        "removed"
+    );
+}

@@ -80,6 +80,9 @@ pub struct Shared {
     pub counters: policies::Counters,
     pub jwks: Arc<policies::JwksCache>,
     pub cache: policies::PolicyCache,
+    pub concurrency: policies::Concurrency,
+    /// The client of send-request and send-one-way-request.
+    pub outbound: reqwest::Client,
     pub store: Arc<Store>,
     request_ids: RequestIds,
 }
@@ -185,6 +188,11 @@ impl Gateway {
             counters: Default::default(),
             jwks: Default::default(),
             cache: Default::default(),
+            concurrency: Default::default(),
+            outbound: reqwest::Client::builder()
+                .timeout(Duration::from_secs(240))
+                .build()
+                .context("cannot build the send-request client")?,
             store: store.clone(),
             request_ids: RequestIds {
                 prefix: uuid::Uuid::new_v4().as_u64_pair().0,

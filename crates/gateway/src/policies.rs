@@ -15,7 +15,8 @@ use bytes::Bytes;
 use gatehouse_model::Kind;
 use gatehouse_policy::doc::Resolver;
 use gatehouse_policy::exec::{
-    self, BackendInfo, Cached, Chain, Counted, Exchange, Flow, Forward, ResponseParts, Services,
+    self, BackendInfo, BoxFut, Cached, Chain, Counted, Exchange, Flow, Forward, Outgoing,
+    ResponseParts, Services,
 };
 use gatehouse_policy::expr::V;
 use gatehouse_policy::{Document, Section};
@@ -301,9 +302,174 @@ impl Counters {
 struct GatewayServices<'a> {
     shared: &'a Shared,
     ctx: &'a RequestContext,
+    remote: SocketAddr,
+    tls: bool,
+    /// The client's body until a forward sends it (unless a policy buffered it).
+    request_body: Mutex<Option<hyper::body::Incoming>>,
+    /// The backend's body, streamed to the client when no policy needs it buffered.
+    response_stream: Mutex<Option<Body>>,
+    buffer_response: bool,
+    backend_ms: Mutex<Option<f64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn outgoing(client: &reqwest::Client, req: Outgoing) -> reqwest::RequestBuilder {
+    let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+    let mut r = client.request(method, &req.url);
+    for (k, v) in &req.headers {
+        if !matches!(
+            k.to_ascii_lowercase().as_str(),
+            "host" | "content-length" | "transfer-encoding" | "connection"
+        ) {
+            r = r.header(k, v);
+        }
+    }
+    if let Some(b) = req.body {
+        r = r.body(b);
+    }
+    r
+}
+
+/// limit-concurrency's slots, by key; a slot is given back when its guard drops.
+#[derive(Default)]
+pub struct Concurrency {
+    in_use: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>>,
+}
+
+struct Slot(Arc<std::sync::atomic::AtomicU64>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Concurrency {
+    fn acquire(&self, key: &str, max: u64) -> Option<Slot> {
+        let counter = lock(&self.in_use)
+            .entry(key.to_string())
+            .or_default()
+            .clone();
+        let mut current = counter.load(std::sync::atomic::Ordering::Acquire);
+        loop {
+            if current >= max {
+                return None;
+            }
+            match counter.compare_exchange(
+                current,
+                current + 1,
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(Slot(counter)),
+                Err(now) => current = now,
+            }
+        }
+    }
 }
 
 impl Services for GatewayServices<'_> {
+    fn forward<'a>(
+        &'a self,
+        ex: &'a mut Exchange,
+        forward: Forward,
+    ) -> BoxFut<'a, Result<(), exec::Failure>> {
+        Box::pin(async move {
+            let body = lock(&self.request_body).take();
+            let started = Instant::now();
+            let resp = forward_exchange(
+                self.shared,
+                self.ctx,
+                ex,
+                forward,
+                body,
+                self.remote,
+                self.tls,
+            )
+            .await
+            .map_err(|e| exec::Failure {
+                status: e.status.as_u16(),
+                reason: e.reason,
+                message: e.message,
+                policy: "forward-request",
+                policy_id: None,
+                pos: Default::default(),
+                headers: Vec::new(),
+            })?;
+            *lock(&self.backend_ms) = Some(started.elapsed().as_secs_f64() * 1000.0);
+            ex.forward = Some(forward);
+            let (rparts, rbody) = resp.into_parts();
+            let mut out = ResponseParts {
+                status: rparts.status.as_u16(),
+                reason: rparts.status.canonical_reason().unwrap_or("").to_string(),
+                headers: pairs_of(&rparts.headers),
+                body: None,
+            };
+            let rbody: Body = rbody
+                .map_err(|e| -> proxy::BoxError { Box::new(e) })
+                .boxed();
+            if self.buffer_response {
+                let bytes = rbody.collect().await.map_err(|_| exec::Failure {
+                    status: 502,
+                    reason: "BackendConnectionFailure",
+                    message: "Bad gateway: the backend's response could not be read.".into(),
+                    policy: "forward-request",
+                    policy_id: None,
+                    pos: Default::default(),
+                    headers: Vec::new(),
+                })?;
+                out.body = Some(bytes.to_bytes().to_vec());
+                *lock(&self.response_stream) = None;
+            } else {
+                *lock(&self.response_stream) = Some(rbody);
+            }
+            ex.response = Some(out);
+            Ok(())
+        })
+    }
+
+    fn send(&self, req: Outgoing, timeout_secs: u64) -> BoxFut<'_, Result<ResponseParts, String>> {
+        Box::pin(async move {
+            let r = outgoing(&self.shared.outbound, req)
+                .timeout(Duration::from_secs(timeout_secs.max(1)))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = r.status();
+            let headers = pairs_of(r.headers());
+            let body = r.bytes().await.map_err(|e| e.to_string())?;
+            Ok(ResponseParts {
+                status: status.as_u16(),
+                reason: status.canonical_reason().unwrap_or("").to_string(),
+                headers,
+                body: Some(body.to_vec()),
+            })
+        })
+    }
+
+    fn send_one_way(&self, req: Outgoing) {
+        let r = outgoing(&self.shared.outbound, req).timeout(Duration::from_secs(60));
+        tokio::spawn(async move {
+            if let Err(e) = r.send().await {
+                tracing::warn!(error = %e, "send-one-way-request failed");
+            }
+        });
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFut<'_, ()> {
+        Box::pin(tokio::time::sleep(duration))
+    }
+
+    fn acquire(&self, key: &str, max: u64) -> Option<Box<dyn std::any::Any + Send>> {
+        self.shared
+            .concurrency
+            .acquire(key, max)
+            .map(|s| Box::new(s) as Box<dyn std::any::Any + Send>)
+    }
+
     fn count(
         &self,
         key: &str,
@@ -530,7 +696,6 @@ pub async fn serve(
     remote: SocketAddr,
     tls: bool,
 ) -> Outcome {
-    let svc = GatewayServices { shared, ctx };
     let api = ctx.api.as_ref().expect("routed");
     let (parts, body) = req.into_parts();
     let host_header = parts
@@ -577,12 +742,18 @@ pub async fn serve(
             .unwrap_or_else(|| sub.primary_key.clone());
         ex.info.insert("Subscription.Key", V::Str(key));
     }
-    let mut body = Some(body);
+    let svc = GatewayServices {
+        shared,
+        ctx,
+        remote,
+        tls,
+        request_body: Mutex::new(None),
+        response_stream: Mutex::new(None),
+        buffer_response: chain.reads_body(),
+        backend_ms: Mutex::new(None),
+    };
     if chain.reads_body() {
-        let limited = http_body_util::Limited::new(
-            body.take().expect("body"),
-            shared.config.max_body_bytes as usize,
-        );
+        let limited = http_body_util::Limited::new(body, shared.config.max_body_bytes as usize);
         match limited.collect().await {
             Ok(b) => ex.request_body = Some(b.to_bytes().to_vec()),
             Err(_) => {
@@ -597,12 +768,13 @@ pub async fn serve(
                 };
             }
         }
+    } else {
+        *lock(&svc.request_body) = Some(body);
     }
-
     if ctx.preflight {
         // Only cors runs for a preflight; if none answers it, the request is not routed.
         ex.preflight = true;
-        return match exec::run(&chain, Section::Inbound, &mut ex, &svc) {
+        return match exec::run(&chain, Section::Inbound, &mut ex, &svc).await {
             Flow::Respond => {
                 let parts = ex.response.clone().unwrap_or_default();
                 Outcome {
@@ -622,18 +794,16 @@ pub async fn serve(
             },
         };
     }
-    let mut stream: Option<Body> = None;
-    let mut backend_ms = None;
     let flow = 'phases: {
-        match exec::run(&chain, Section::Inbound, &mut ex, &svc) {
+        match exec::run(&chain, Section::Inbound, &mut ex, &svc).await {
             Flow::Next => {}
             other => break 'phases other,
         }
-        match exec::run(&chain, Section::Backend, &mut ex, &svc) {
+        match exec::run(&chain, Section::Backend, &mut ex, &svc).await {
             Flow::Next => {}
             other => break 'phases other,
         }
-        let Some(forward) = ex.forward else {
+        if ex.forward.is_none() {
             // No forward-request ran: the response is whatever the policies set.
             ex.response.get_or_insert(ResponseParts {
                 status: 200,
@@ -641,63 +811,17 @@ pub async fn serve(
                 headers: Vec::new(),
                 body: Some(Vec::new()),
             });
-            break 'phases exec::run(&chain, Section::Outbound, &mut ex, &svc);
-        };
-        let started = Instant::now();
-        match forward_exchange(shared, ctx, &ex, forward, body.take(), remote, tls).await {
-            Ok(resp) => {
-                backend_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-                let (rparts, rbody) = resp.into_parts();
-                let mut out = ResponseParts {
-                    status: rparts.status.as_u16(),
-                    reason: rparts.status.canonical_reason().unwrap_or("").to_string(),
-                    headers: pairs_of(&rparts.headers),
-                    body: None,
-                };
-                let rbody: Body = rbody
-                    .map_err(|e| -> proxy::BoxError { Box::new(e) })
-                    .boxed();
-                if chain.reads_body() {
-                    match rbody.collect().await {
-                        Ok(b) => out.body = Some(b.to_bytes().to_vec()),
-                        Err(_) => {
-                            break 'phases Flow::Fail(exec::Failure {
-                                status: 502,
-                                reason: "BackendConnectionFailure",
-                                message: "Bad gateway: the backend's response could not be read."
-                                    .into(),
-                                policy: "forward-request",
-                                policy_id: None,
-                                pos: Default::default(),
-                                headers: Vec::new(),
-                            });
-                        }
-                    }
-                } else {
-                    stream = Some(rbody);
-                }
-                ex.response = Some(out);
-            }
-            Err(e) => {
-                break 'phases Flow::Fail(exec::Failure {
-                    status: e.status.as_u16(),
-                    reason: e.reason,
-                    message: e.message,
-                    policy: "forward-request",
-                    policy_id: None,
-                    pos: Default::default(),
-                    headers: Vec::new(),
-                });
-            }
         }
-        exec::run(&chain, Section::Outbound, &mut ex, &svc)
+        exec::run(&chain, Section::Outbound, &mut ex, &svc).await
     };
+    let mut stream = lock(&svc.response_stream).take();
+    let backend_ms = *lock(&svc.backend_ms);
     let mut error_reason = None;
     if let Flow::Fail(f) = flow {
         error_reason = Some(f.reason);
         stream = None;
         ex.response = Some(error_parts(f.status, &f.message, &f.headers));
-        if let Flow::Fail(again) = exec::run(&chain, Section::OnError, &mut ex, &svc) {
+        if let Flow::Fail(again) = exec::run(&chain, Section::OnError, &mut ex, &svc).await {
             // An error inside on-error: APIM answers 500 without running on-error again.
             tracing::warn!(reason = again.reason, message = %again.message, "a policy failed in on-error");
             ex.response = Some(error_parts(500, "Internal server error", &[]));

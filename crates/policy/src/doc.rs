@@ -171,6 +171,30 @@ pub struct Jwt {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    pub condition: Arc<Code>,
+    pub count: u64,
+    pub interval_secs: u64,
+    pub max_interval_secs: Option<u64>,
+    pub delta_secs: Option<u64>,
+    pub first_fast_retry: bool,
+    pub body: Vec<Node>,
+}
+
+/// What send-request sets on its request, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SendStep {
+    Url(Text),
+    Method(Text),
+    Header {
+        name: String,
+        action: ExistsAction,
+        values: Vec<Text>,
+    },
+    Body(Text),
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub enum Policy {
     Base,
     SetHeader {
@@ -240,6 +264,21 @@ pub enum Policy {
         username: Text,
         password: Text,
     },
+    Retry(Box<Retry>),
+    LimitConcurrency {
+        key: Text,
+        max: u64,
+        body: Vec<Node>,
+    },
+    /// send-request, or send-one-way-request when `one_way`.
+    SendRequest {
+        mode_copy: bool,
+        variable: Option<String>,
+        timeout_secs: u64,
+        ignore_error: bool,
+        one_way: bool,
+        steps: Vec<SendStep>,
+    },
     CacheLookup {
         vary_by_developer: bool,
         vary_by_groups: bool,
@@ -295,6 +334,8 @@ impl Document {
                         }
                         walk(otherwise, out);
                     }
+                    Policy::Retry(r) => walk(&r.body, out),
+                    Policy::LimitConcurrency { body, .. } => walk(body, out),
                     _ => {}
                 }
             }
@@ -338,10 +379,6 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
     "validate-graphql-request",
     "authentication-certificate",
     "authentication-managed-identity",
-    "retry",
-    "send-request",
-    "send-one-way-request",
-    "limit-concurrency",
     "json-to-xml",
     "xml-to-json",
     "xsl-transform",
@@ -1291,6 +1328,135 @@ impl<'a, 'd> Ctx<'a, 'd> {
                 }
                 Policy::ValidateJwt(Box::new(jwt))
             }
+            "retry" => {
+                self.check_attrs(
+                    node,
+                    &[
+                        "condition",
+                        "count",
+                        "interval",
+                        "max-interval",
+                        "delta",
+                        "first-fast-retry",
+                    ],
+                )?;
+                let Some(cond) = node.attribute("condition") else {
+                    return self.err(node, "<retry> needs the attribute 'condition'");
+                };
+                let condition = self.code(node, cond)?;
+                let count = self.number(node, "count", None, 50)?;
+                if count == 0 {
+                    return self.err(node, "'count' must be from 1 to 50");
+                }
+                // A retried forward-request sends the body again: buffer it.
+                self.reads_body = true;
+                let mut body = Vec::new();
+                self.policies(node, section, &mut body)?;
+                Policy::Retry(Box::new(Retry {
+                    condition,
+                    count,
+                    interval_secs: self.number(node, "interval", None, 300)?,
+                    max_interval_secs: node
+                        .attribute("max-interval")
+                        .map(|_| self.number(node, "max-interval", None, 300))
+                        .transpose()?,
+                    delta_secs: node
+                        .attribute("delta")
+                        .map(|_| self.number(node, "delta", None, 300))
+                        .transpose()?,
+                    first_fast_retry: self.boolean(node, "first-fast-retry", false)?,
+                    body,
+                }))
+            }
+            "limit-concurrency" => {
+                self.check_attrs(node, &["key", "max-count"])?;
+                let key = self.required(node, "key")?;
+                let max = self.number(node, "max-count", None, 1_000_000)?;
+                if max == 0 {
+                    return self.err(node, "'max-count' must be at least 1");
+                }
+                let mut body = Vec::new();
+                self.policies(node, section, &mut body)?;
+                Policy::LimitConcurrency { key, max, body }
+            }
+            "send-request" | "send-one-way-request" => {
+                let one_way = name == "send-one-way-request";
+                let attrs: &[&str] = if one_way {
+                    &["mode", "timeout"]
+                } else {
+                    &["mode", "response-variable-name", "timeout", "ignore-error"]
+                };
+                self.check_attrs(node, attrs)?;
+                let mode_copy = match self.literal(node, "mode")?.as_deref() {
+                    None | Some("new") => false,
+                    Some("copy") => true,
+                    Some(o) => {
+                        return self.err(node, format!("'mode' must be new or copy, not '{o}'"));
+                    }
+                };
+                let variable = self.literal(node, "response-variable-name")?;
+                if !one_way && variable.is_none() {
+                    return self.err(
+                        node,
+                        "<send-request> needs the attribute 'response-variable-name'",
+                    );
+                }
+                let mut steps = Vec::new();
+                for c in self.children(node)? {
+                    let step = match c.tag_name().name() {
+                        "set-url" => {
+                            let t = self.element_text(c);
+                            SendStep::Url(self.text_value(c, &t)?)
+                        }
+                        "set-method" => {
+                            let t = self.element_text(c);
+                            SendStep::Method(self.text_value(c, &t)?)
+                        }
+                        "set-header" => {
+                            self.check_attrs(c, &["name", "exists-action"])?;
+                            let hname = self.literal(c, "name")?.unwrap_or_default();
+                            if hname.is_empty() {
+                                return self.err(c, "<set-header> needs the attribute 'name'");
+                            }
+                            let action = self.exists_action(c)?;
+                            let values = self.values(c)?;
+                            SendStep::Header {
+                                name: hname,
+                                action,
+                                values,
+                            }
+                        }
+                        "set-body" => {
+                            let t = self.element_text(c);
+                            SendStep::Body(self.text_value(c, &t)?)
+                        }
+                        "authentication-certificate"
+                        | "authentication-managed-identity"
+                        | "proxy" => {
+                            return self.err(
+                                c,
+                                format!(
+                                    "<{}> inside <{name}> is not supported",
+                                    c.tag_name().name()
+                                ),
+                            );
+                        }
+                        other => return self.err(c, format!("<{name}> has no element <{other}>")),
+                    };
+                    steps.push(step);
+                }
+                if !mode_copy && !steps.iter().any(|s| matches!(s, SendStep::Url(_))) {
+                    return self.err(node, format!("<{name}> mode=\"new\" needs <set-url>"));
+                }
+                Policy::SendRequest {
+                    mode_copy,
+                    variable,
+                    timeout_secs: self.number(node, "timeout", Some(60), 240)?,
+                    ignore_error: self.boolean(node, "ignore-error", false)?,
+                    one_way,
+                    steps,
+                }
+            }
             "cache-lookup" => {
                 self.allowed_in(node, section, &[Inbound])?;
                 self.check_attrs(
@@ -1418,6 +1584,10 @@ fn static_name(name: &str) -> &'static str {
         "trace",
         "authentication-basic",
         "validate-jwt",
+        "retry",
+        "limit-concurrency",
+        "send-request",
+        "send-one-way-request",
         "cache-lookup",
         "cache-store",
         "cache-lookup-value",

@@ -7,7 +7,9 @@
 //! a failure stops the section and is reported with APIM's reason and the failing policy;
 //! nothing here blocks or does I/O except through [`Services`].
 
-use crate::doc::{Cors, Document, ExistsAction, Node, Policy, Pos, RateLimit, Section, Text};
+use crate::doc::{
+    Cors, Document, ExistsAction, Node, Policy, Pos, RateLimit, Section, SendStep, Text,
+};
 use crate::expr::{self, Env, V};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -103,8 +105,33 @@ pub struct Counted {
     pub retry_after_secs: u64,
 }
 
+/// A boxed future (the policy runner recurses through async calls).
+pub type BoxFut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// A request send-request or send-one-way-request makes.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+}
+
 /// What running policies needs from the gateway.
-pub trait Services {
+pub trait Services: Sync {
+    /// Forwards the exchange's request to its backend and puts the answer in `ex.response`.
+    fn forward<'a>(
+        &'a self,
+        ex: &'a mut Exchange,
+        forward: Forward,
+    ) -> BoxFut<'a, Result<(), Failure>>;
+    /// Sends a request and waits for its answer (send-request).
+    fn send(&self, req: Outgoing, timeout_secs: u64) -> BoxFut<'_, Result<ResponseParts, String>>;
+    /// Sends a request without waiting (send-one-way-request).
+    fn send_one_way(&self, req: Outgoing);
+    fn sleep(&self, duration: std::time::Duration) -> BoxFut<'_, ()>;
+    /// A slot of `max` for `key` (limit-concurrency), released when dropped; `None` when full.
+    fn acquire(&self, key: &str, max: u64) -> Option<Box<dyn std::any::Any + Send>>;
     /// Counts `increment` calls for `key` against `calls` per `period_secs`; a sliding window
     /// for rate limits, a fixed one for quotas.
     fn count(
@@ -176,44 +203,64 @@ impl Chain<'_> {
 const SCOPES: [&str; 4] = ["global", "product", "api", "operation"];
 
 /// Runs one section of the chain.
-pub fn run(chain: &Chain, section: Section, ex: &mut Exchange, svc: &dyn Services) -> Flow {
+pub fn run<'a>(
+    chain: &'a Chain<'a>,
+    section: Section,
+    ex: &'a mut Exchange,
+    svc: &'a dyn Services,
+) -> BoxFut<'a, Flow> {
     run_level(chain, 3, section, ex, svc)
 }
 
-fn run_level(
-    chain: &Chain,
+fn run_level<'a>(
+    chain: &'a Chain<'a>,
     level: usize,
     section: Section,
-    ex: &mut Exchange,
-    svc: &dyn Services,
-) -> Flow {
-    let nodes = chain.levels[level].and_then(|d| d.section(section));
-    match nodes {
-        Some(nodes) => run_nodes(chain, level, section, nodes, ex, svc),
-        None if level > 0 => run_level(chain, level - 1, section, ex, svc),
-        None => {
-            // APIM's default global policy forwards in <backend>.
-            if section == Section::Backend {
-                ex.forward.get_or_insert(Forward {
+    ex: &'a mut Exchange,
+    svc: &'a dyn Services,
+) -> BoxFut<'a, Flow> {
+    Box::pin(async move {
+        let nodes = chain.levels[level].and_then(|d| d.section(section));
+        match nodes {
+            Some(nodes) => run_nodes(chain, level, section, nodes, ex, svc).await,
+            None if level > 0 => run_level(chain, level - 1, section, ex, svc).await,
+            None if section == Section::Backend => {
+                // APIM's default global policy forwards in <backend>.
+                let f = Forward {
                     timeout_secs: 300,
                     follow_redirects: false,
-                });
+                };
+                match svc.forward(ex, f).await {
+                    Ok(()) => Flow::Next,
+                    Err(failure) => Flow::Fail(failure),
+                }
             }
-            Flow::Next
+            None => Flow::Next,
         }
-    }
+    })
 }
 
-fn run_nodes(
-    chain: &Chain,
+fn run_nodes<'a>(
+    chain: &'a Chain<'a>,
     level: usize,
     section: Section,
-    nodes: &[Node],
-    ex: &mut Exchange,
-    svc: &dyn Services,
+    nodes: &'a [Node],
+    ex: &'a mut Exchange,
+    svc: &'a dyn Services,
+) -> BoxFut<'a, Flow> {
+    Box::pin(run_nodes_inner(chain, level, section, nodes, ex, svc))
+}
+
+async fn run_nodes_inner<'a>(
+    chain: &'a Chain<'a>,
+    level: usize,
+    section: Section,
+    nodes: &'a [Node],
+    ex: &'a mut Exchange,
+    svc: &'a dyn Services,
 ) -> Flow {
     for node in nodes {
-        let flow = run_node(chain, level, section, node, ex, svc);
+        let flow = run_node(chain, level, section, node, &mut *ex, svc).await;
         match flow {
             Flow::Next => {}
             Flow::Fail(mut f) => {
@@ -286,13 +333,24 @@ fn set_pairs(
     }
 }
 
-fn run_node(
-    chain: &Chain,
+fn run_node<'a>(
+    chain: &'a Chain<'a>,
     level: usize,
     section: Section,
-    node: &Node,
-    ex: &mut Exchange,
-    svc: &dyn Services,
+    node: &'a Node,
+    ex: &'a mut Exchange,
+    svc: &'a dyn Services,
+) -> BoxFut<'a, Flow> {
+    Box::pin(run_node_inner(chain, level, section, node, ex, svc))
+}
+
+async fn run_node_inner<'a>(
+    chain: &'a Chain<'a>,
+    level: usize,
+    section: Section,
+    node: &'a Node,
+    ex: &'a mut Exchange,
+    svc: &'a dyn Services,
 ) -> Flow {
     macro_rules! eval {
         ($e:expr) => {
@@ -310,7 +368,7 @@ fn run_node(
             if level == 0 {
                 Flow::Next
             } else {
-                run_level(chain, level - 1, section, ex, svc)
+                run_level(chain, level - 1, section, ex, svc).await
             }
         }
         Policy::SetHeader {
@@ -433,11 +491,137 @@ fn run_node(
             timeout_secs,
             follow_redirects,
         } => {
-            ex.forward = Some(Forward {
+            let f = Forward {
                 timeout_secs: *timeout_secs,
                 follow_redirects: *follow_redirects,
-            });
-            Flow::Next
+            };
+            match svc.forward(ex, f).await {
+                Ok(()) => Flow::Next,
+                Err(mut failure) => {
+                    failure.policy_id = node.id.clone();
+                    failure.pos = node.pos;
+                    Flow::Fail(failure)
+                }
+            }
+        }
+        Policy::Retry(r) => {
+            let mut attempt = 0u64;
+            loop {
+                let flow = run_nodes(chain, level, section, &r.body, &mut *ex, svc).await;
+                if matches!(flow, Flow::Respond) {
+                    return flow;
+                }
+                let again = match expr::eval_code(&r.condition, &*ex).map(|v| v.truthy()) {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => return fail(node, 500, "ExpressionValueEvaluationFailure", e),
+                    Err(e) => {
+                        return fail(
+                            node,
+                            500,
+                            "ExpressionValueEvaluationFailure",
+                            format!("Expression evaluation failed. {e}"),
+                        );
+                    }
+                };
+                if !again || attempt >= r.count {
+                    return flow;
+                }
+                attempt += 1;
+                let wait = retry_interval(r, attempt);
+                let fast = attempt == 1 && r.first_fast_retry;
+                if !fast && !wait.is_zero() {
+                    svc.sleep(wait).await;
+                }
+            }
+        }
+        Policy::LimitConcurrency { key, max, body } => {
+            let k = eval!(text(node, key, ex));
+            let Some(permit) = svc.acquire(&k, *max) else {
+                return fail(
+                    node,
+                    429,
+                    "ConcurrencyLimitExceeded",
+                    "Too many requests are being processed concurrently. Try again later.",
+                );
+            };
+            let flow = run_nodes(chain, level, section, body, &mut *ex, svc).await;
+            drop(permit);
+            flow
+        }
+        Policy::SendRequest {
+            mode_copy,
+            variable,
+            timeout_secs,
+            ignore_error,
+            one_way,
+            steps,
+        } => {
+            let mut req = if *mode_copy {
+                Outgoing {
+                    method: ex.method.clone(),
+                    url: String::new(),
+                    headers: ex.request_headers.clone(),
+                    body: ex.request_body.clone(),
+                }
+            } else {
+                Outgoing {
+                    method: "GET".into(),
+                    ..Outgoing::default()
+                }
+            };
+            for step in steps {
+                match step {
+                    SendStep::Url(t) => req.url = eval!(text(node, t, ex)),
+                    SendStep::Method(t) => {
+                        req.method = eval!(text(node, t, ex)).to_ascii_uppercase()
+                    }
+                    SendStep::Header {
+                        name,
+                        action,
+                        values,
+                    } => {
+                        let mut vs = Vec::new();
+                        for v in values {
+                            vs.push(eval!(text(node, v, ex)));
+                        }
+                        set_pairs(&mut req.headers, name, *action, vs);
+                    }
+                    SendStep::Body(t) => req.body = Some(eval!(text(node, t, ex)).into_bytes()),
+                }
+            }
+            if req.url.is_empty() {
+                return fail(
+                    node,
+                    500,
+                    "ExpressionValueEvaluationFailure",
+                    "send-request has no URL (set-url)",
+                );
+            }
+            if *one_way {
+                svc.send_one_way(req);
+                return Flow::Next;
+            }
+            match svc.send(req, *timeout_secs).await {
+                Ok(r) => {
+                    if let Some(v) = variable {
+                        ex.variables.insert(v.clone(), response_value(&r));
+                    }
+                    Flow::Next
+                }
+                Err(e) if *ignore_error => {
+                    if let Some(v) = variable {
+                        ex.variables.insert(v.clone(), V::Null);
+                    }
+                    let _ = e;
+                    Flow::Next
+                }
+                Err(e) => fail(
+                    node,
+                    500,
+                    "SendRequestFailure",
+                    format!("send-request failed: {e}"),
+                ),
+            }
         }
         Policy::SetBody(t) => {
             let body = eval!(text(node, t, ex)).into_bytes();
@@ -486,7 +670,7 @@ fn run_node(
             };
             let saved = ex.response.replace(response.clone());
             for step in steps {
-                match run_node(chain, level, Section::Outbound, step, ex, svc) {
+                match run_node(chain, level, Section::Outbound, step, &mut *ex, svc).await {
                     Flow::Next => {}
                     other => {
                         ex.response = saved;
@@ -536,7 +720,7 @@ fn run_node(
                     }
                 };
                 match v.truthy() {
-                    Ok(true) => return run_nodes(chain, level, section, body, ex, svc),
+                    Ok(true) => return run_nodes(chain, level, section, body, ex, svc).await,
                     Ok(false) => {}
                     Err(e) => {
                         return fail(
@@ -548,7 +732,7 @@ fn run_node(
                     }
                 }
             }
-            run_nodes(chain, level, section, otherwise, ex, svc)
+            run_nodes(chain, level, section, otherwise, ex, svc).await
         }
         Policy::CheckHeader {
             name,
@@ -774,6 +958,34 @@ fn run_node(
             Flow::Next
         }
     }
+}
+
+/// retry's wait before attempt `n` (1-based): fixed, linear or exponential, capped.
+fn retry_interval(r: &crate::doc::Retry, n: u64) -> std::time::Duration {
+    let secs = match (r.delta_secs, r.max_interval_secs) {
+        (None, _) => r.interval_secs as f64,
+        (Some(d), None) => r.interval_secs as f64 + (n.saturating_sub(1)) as f64 * d as f64,
+        (Some(d), Some(max)) => {
+            let exp = r.interval_secs as f64 + (2f64.powi(n.min(30) as i32) - 1.0) * d as f64;
+            exp.min(max as f64)
+        }
+    };
+    std::time::Duration::from_secs_f64(secs.max(0.0))
+}
+
+/// A send-request answer as the variable holds it: `StatusCode`, `Headers`, `Body`.
+fn response_value(r: &ResponseParts) -> V {
+    let headers: serde_json::Map<String, serde_json::Value> = r
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    V::Json(serde_json::json!({
+        "StatusCode": r.status,
+        "StatusReason": r.reason,
+        "Headers": headers,
+        "Body": r.body.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default(),
+    }))
 }
 
 fn in_range(ip: IpAddr, from: IpAddr, to: IpAddr) -> bool {

@@ -342,7 +342,9 @@ fn main() {
     let mut with_jwt = keyed.clone();
     with_jwt.push(("Authorization".into(), format!("Bearer {token}")));
     with_jwt.push(("x-tier".into(), "gold".into()));
-    let targets: Vec<(String, String, Vec<(String, String)>, Option<u32>)> = vec![
+    // (label, URL, request headers, server pid for RSS)
+    type Target = (String, String, Vec<(String, String)>, Option<u32>);
+    let targets: Vec<Target> = vec![
         (
             "backend alone (nginx return 200, floor)".into(),
             format!("http://127.0.0.1:{ORIGIN_PORT}/bench/x"),

@@ -431,8 +431,8 @@ async fn bad_policies_are_refused_through_the_api_with_a_position() {
     let e = env().await;
     for (xml, says) in [
         (
-            "<policies><inbound><send-request mode=\"new\" /></inbound></policies>",
-            "policy 'send-request' is not supported (line 1, column 20)",
+            "<policies><inbound><xsl-transform /></inbound></policies>",
+            "policy 'xsl-transform' is not supported (line 1, column 20)",
         ),
         (
             "<policies><inbound>\n  <set-header name=\"a\"><value>@(context.Nope)</value></set-header></inbound></policies>",
@@ -722,4 +722,92 @@ async fn response_and_value_caches() {
         "0",
         "removed"
     );
+}
+
+/// A backend that answers 503 to its first `failures` requests, then echoes; it counts requests
+/// and remembers their bodies.
+async fn flaky(failures: usize) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let s = seen.clone();
+    let app = axum::Router::new().fallback(move |body: String| {
+        let s = s.clone();
+        async move {
+            let n = {
+                let mut v = s.lock().unwrap();
+                v.push(body);
+                v.len()
+            };
+            if n <= failures {
+                (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    format!("fail {n}"),
+                )
+            } else {
+                (axum::http::StatusCode::OK, format!("ok {n}"))
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn retry_send_request_and_limit_concurrency() {
+    let e = env().await;
+    let (flaky_url, seen) = flaky(2).await;
+    e.policy("/apis/echo/operations/create-item/policies/policy", &format!(r#"<policies><inbound><base /><set-backend-service base-url="{flaky_url}" /></inbound>
+      <backend><retry condition="@(context.Response.StatusCode == 503)" count="3" interval="0" first-fast-retry="true"><forward-request timeout="10" /></retry></backend>
+      <outbound><base /></outbound><on-error><base /></on-error></policies>"#)).await;
+    let (s, _, b) = e.send("POST", "/echo/items", &[], Some("payload")).await;
+    assert_eq!((s, b.as_str()), (200, "ok 3"), "two failures retried");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec!["payload"; 3],
+        "the body was sent each time"
+    );
+
+    let (recorder, calls) = flaky(0).await;
+    e.policy("/apis/echo/operations/get-item/policies/policy", &format!(r#"<policies><inbound><base />
+        <send-request mode="new" response-variable-name="lookup" timeout="10">
+          <set-url>@("{}/lookup/" + context.Request.MatchedParameters["id"])</set-url>
+          <set-method>POST</set-method>
+          <set-header name="x-from" exists-action="override"><value>gateway</value></set-header>
+          <set-body>question</set-body>
+        </send-request>
+        <set-header name="x-lookup" exists-action="override"><value>@(((IResponse)context.Variables["lookup"]).Body.As<JObject>()["path"].ToString())</value></set-header>
+        <set-header name="x-lookup-status" exists-action="override"><value>@(((IResponse)context.Variables["lookup"]).StatusCode.ToString())</value></set-header>
+        <send-one-way-request mode="new"><set-url>{recorder}/audit</set-url><set-method>POST</set-method><set-body>@("seen " + context.Request.MatchedParameters["id"])</set-body></send-one-way-request>
+      </inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#, e.backend.url)).await;
+    let (s, _, b) = e.get("/echo/items/9").await;
+    assert_eq!(s, 200, "{b}");
+    let v = echo(&b);
+    assert_eq!(v["headers"]["x-lookup"], "/lookup/9");
+    assert_eq!(v["headers"]["x-lookup-status"], "200");
+    let mut recorded = false;
+    for _ in 0..100 {
+        if calls.lock().unwrap().iter().any(|c| c == "seen 9") {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(recorded, "send-one-way-request reached its target");
+
+    e.policy("/apis/echo/operations/mocked/policies/policy", &format!(r#"<policies><inbound><base /><set-backend-service base-url="{}" /><rewrite-uri template="/slow?ms=400" /></inbound>
+      <backend><limit-concurrency key="slow" max-count="1"><forward-request /></limit-concurrency></backend>
+      <outbound><base /></outbound><on-error><base /></on-error></policies>"#, e.backend.url)).await;
+    let (a, b) = tokio::join!(e.get("/echo/mocked"), async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        e.get("/echo/mocked").await
+    });
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [200, 429],
+        "one slot: the second request is refused while the first runs"
+    );
+    assert_eq!(e.get("/echo/mocked").await.0, 200, "the slot is free again");
 }

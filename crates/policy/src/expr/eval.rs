@@ -700,6 +700,20 @@ fn json_call(j: serde_json::Value, name: &str, generic: Option<&str>, args: Vec<
             other => other.to_string(),
         })),
         "ContainsKey" => Ok(V::Bool(j.get(arg(&args, 0, name)?.text()).is_some())),
+        // A send-request response's Body: `.Body.As<JObject>()`.
+        "As" => {
+            let text = match j {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            match generic.unwrap_or("string") {
+                "string" | "String" => Ok(V::Str(text)),
+                "JObject" | "JToken" | "JArray" => serde_json::from_str(&text)
+                    .map(V::Json)
+                    .map_err(|e| EvalError(format!("the body is not JSON: {e}"))),
+                t => fail(format!("Body.As<{t}> is not supported")),
+            }
+        }
         "GetValue" => Ok(V::Json(
             j.get(arg(&args, 0, name)?.text())
                 .cloned()

@@ -6,8 +6,24 @@ use super::lex::{InterpPart, Spanned, Tok, lex};
 use super::{Code, Expr, ExprError, Stmt, V, context_path_known};
 
 const TYPES: &[&str] = &[
-    "string", "String", "int", "Int32", "long", "Int64", "bool", "Boolean", "double", "Double",
-    "object", "JObject", "JArray", "JToken", "DateTime", "char",
+    "string",
+    "String",
+    "int",
+    "Int32",
+    "long",
+    "Int64",
+    "bool",
+    "Boolean",
+    "double",
+    "Double",
+    "object",
+    "JObject",
+    "JArray",
+    "JToken",
+    "DateTime",
+    "char",
+    "IResponse",
+    "Jwt",
 ];
 const STATICS: &[&str] = &[
     "string",

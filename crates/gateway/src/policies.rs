@@ -10,7 +10,7 @@
 use crate::Shared;
 use crate::proxy::{self, Body, ForwardError};
 use crate::server::{GatewayError, RequestContext, json_error};
-use crate::table::ConfigMirror;
+use crate::table::{Change, ConfigMirror};
 use bytes::Bytes;
 use gatehouse_model::Kind;
 use gatehouse_policy::doc::Resolver;
@@ -99,103 +99,101 @@ impl Policies {
     pub fn compile(mirror: &ConfigMirror) -> Policies {
         let resolver = MirrorResolver(mirror);
         let mut p = Policies::default();
-        let kinds = [
-            Kind::GlobalPolicy,
-            Kind::ProductPolicy,
-            Kind::ApiPolicy,
-            Kind::OperationPolicy,
-        ];
-        for kind in kinds {
+        for kind in POLICY_KINDS {
             for r in mirror.of(kind) {
-                let value = r
-                    .properties
-                    .get("value")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let format = r
-                    .properties
-                    .get("format")
-                    .and_then(Value::as_str)
-                    .unwrap_or("xml");
-                let compiled = gatehouse_policy::parse_document(value, format, &resolver)
-                    .map(Arc::new)
-                    .map_err(|e| {
-                        tracing::error!(policy = %r.path, error = %e, "a policy does not compile; its requests fail until it is fixed");
-                        format!("the policy {} does not compile: {e}", r.path)
-                    });
-                let seg = segments(&r.path);
-                match (kind, seg.as_slice()) {
-                    (Kind::GlobalPolicy, _) => p.global = Some(compiled),
-                    (Kind::ProductPolicy, ["products", id, ..]) => {
-                        p.products.insert(id.to_string(), compiled);
+                p.place(kind, &r.path, Some(compile_one(&resolver, r)));
+            }
+        }
+        p.backends = backends(mirror);
+        p.collect_openid_urls();
+        p
+    }
+
+    /// The policies after `changes`: only the documents a change touches are compiled again —
+    /// a changed policy; the policies naming a changed named value (`{{…}}`) or including a
+    /// changed fragment — and backends are re-read only when one changed.
+    pub fn next(&self, mirror: &ConfigMirror, changes: &[Change]) -> Policies {
+        let resolver = MirrorResolver(mirror);
+        let mut p = Policies {
+            global: self.global.clone(),
+            products: self.products.clone(),
+            apis: self.apis.clone(),
+            operations: self.operations.clone(),
+            backends: self.backends.clone(),
+            openid_urls: Vec::new(),
+        };
+        let mut named: Vec<String> = Vec::new();
+        let mut fragments_changed = false;
+        for c in changes {
+            let r = c.new.as_ref().or(c.old.as_ref());
+            match c.kind {
+                k if k.is_policy() => {
+                    let path = r.map(|r| r.path.as_str()).unwrap_or_default();
+                    p.place(k, path, c.new.as_ref().map(|n| compile_one(&resolver, n)));
+                }
+                Kind::NamedValue => {
+                    for res in [&c.old, &c.new].into_iter().flatten() {
+                        named.push(res.name().to_string());
+                        if let Some(d) = res.properties.get("displayName").and_then(Value::as_str) {
+                            named.push(d.to_string());
+                        }
                     }
-                    (Kind::ApiPolicy, ["apis", id, ..]) => {
-                        p.apis.insert(id.to_string(), compiled);
+                }
+                Kind::PolicyFragment => fragments_changed = true,
+                Kind::Backend => p.backends = backends(mirror),
+                _ => {}
+            }
+        }
+        if !named.is_empty() || fragments_changed {
+            for kind in POLICY_KINDS {
+                for r in mirror.of(kind) {
+                    let value = r
+                        .properties
+                        .get("value")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    // Fragments may hold named values and other fragments: a policy including
+                    // any fragment is compiled again whenever a fragment or named value changes.
+                    let touched = value.contains("include-fragment")
+                        || named
+                            .iter()
+                            .any(|n| value.contains(&format!("{{{{{n}}}}}")));
+                    if touched {
+                        p.place(kind, &r.path, Some(compile_one(&resolver, r)));
                     }
-                    (Kind::OperationPolicy, ["apis", api, "operations", op, ..]) => {
-                        p.operations.insert(format!("{api}/{op}"), compiled);
-                    }
-                    _ => {}
                 }
             }
         }
-        let docs = p
+        p.collect_openid_urls();
+        p
+    }
+
+    fn place(&mut self, kind: Kind, path: &str, compiled: Option<Compiled>) {
+        let seg = segments(path);
+        match (kind, seg.as_slice()) {
+            (Kind::GlobalPolicy, _) => self.global = compiled,
+            (Kind::ProductPolicy, ["products", id, ..]) => {
+                put(&mut self.products, id.to_string(), compiled)
+            }
+            (Kind::ApiPolicy, ["apis", id, ..]) => put(&mut self.apis, id.to_string(), compiled),
+            (Kind::OperationPolicy, ["apis", api, "operations", op, ..]) => {
+                put(&mut self.operations, format!("{api}/{op}"), compiled)
+            }
+            _ => {}
+        }
+    }
+
+    fn collect_openid_urls(&mut self) {
+        let docs = self
             .global
             .iter()
-            .chain(p.products.values())
-            .chain(p.apis.values())
-            .chain(p.operations.values());
+            .chain(self.products.values())
+            .chain(self.apis.values())
+            .chain(self.operations.values());
         let mut urls: Vec<String> = docs.flatten().flat_map(|d| d.openid_urls()).collect();
         urls.sort();
         urls.dedup();
-        p.openid_urls = urls;
-        for b in mirror.of(Kind::Backend) {
-            let props = &b.properties;
-            let creds = props.get("credentials");
-            let pairs = |field: &str| -> Vec<(String, String)> {
-                creds
-                    .and_then(|c| c.get(field))
-                    .and_then(Value::as_object)
-                    .map(|m| {
-                        m.iter()
-                            .flat_map(|(k, v)| {
-                                let vals: Vec<String> = match v {
-                                    Value::Array(a) => a
-                                        .iter()
-                                        .filter_map(Value::as_str)
-                                        .map(str::to_string)
-                                        .collect(),
-                                    Value::String(s) => vec![s.clone()],
-                                    _ => Vec::new(),
-                                };
-                                vals.into_iter().map(move |x| (k.clone(), x))
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            };
-            let authorization = creds.and_then(|c| c.get("authorization")).and_then(|a| {
-                Some((
-                    a.get("scheme")?.as_str()?.to_string(),
-                    a.get("parameter")?.as_str()?.to_string(),
-                ))
-            });
-            p.backends.insert(
-                b.name().to_string(),
-                BackendInfo {
-                    url: props
-                        .get("url")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .trim_end_matches('/')
-                        .to_string(),
-                    headers: pairs("header"),
-                    query: pairs("query"),
-                    authorization,
-                },
-            );
-        }
-        p
+        self.openid_urls = urls;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -1084,5 +1082,171 @@ impl PolicyCache {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
+    }
+}
+
+const POLICY_KINDS: [Kind; 4] = [
+    Kind::GlobalPolicy,
+    Kind::ProductPolicy,
+    Kind::ApiPolicy,
+    Kind::OperationPolicy,
+];
+
+fn put(map: &mut HashMap<String, Compiled>, key: String, compiled: Option<Compiled>) {
+    match compiled {
+        Some(c) => {
+            map.insert(key, c);
+        }
+        None => {
+            map.remove(&key);
+        }
+    }
+}
+
+fn compile_one(resolver: &MirrorResolver<'_>, r: &gatehouse_model::StoredResource) -> Compiled {
+    let value = r
+        .properties
+        .get("value")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let format = r
+        .properties
+        .get("format")
+        .and_then(Value::as_str)
+        .unwrap_or("xml");
+    gatehouse_policy::parse_document(value, format, resolver)
+        .map(Arc::new)
+        .map_err(|e| {
+            tracing::error!(policy = %r.path, error = %e, "a policy does not compile; its requests fail until it is fixed");
+            format!("the policy {} does not compile: {e}", r.path)
+        })
+}
+
+fn backends(mirror: &ConfigMirror) -> HashMap<String, BackendInfo> {
+    let mut out = HashMap::new();
+    for b in mirror.of(Kind::Backend) {
+        let props = &b.properties;
+        let creds = props.get("credentials");
+        let pairs = |field: &str| -> Vec<(String, String)> {
+            creds
+                .and_then(|c| c.get(field))
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .flat_map(|(k, v)| {
+                            let vals: Vec<String> = match v {
+                                Value::Array(a) => a
+                                    .iter()
+                                    .filter_map(Value::as_str)
+                                    .map(str::to_string)
+                                    .collect(),
+                                Value::String(s) => vec![s.clone()],
+                                _ => Vec::new(),
+                            };
+                            vals.into_iter().map(move |x| (k.clone(), x))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let authorization = creds.and_then(|c| c.get("authorization")).and_then(|a| {
+            Some((
+                a.get("scheme")?.as_str()?.to_string(),
+                a.get("parameter")?.as_str()?.to_string(),
+            ))
+        });
+        out.insert(
+            b.name().to_string(),
+            BackendInfo {
+                url: props
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .trim_end_matches('/')
+                    .to_string(),
+                headers: pairs("header"),
+                query: pairs("query"),
+                authorization,
+            },
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_model::StoredResource;
+    use serde_json::json;
+
+    fn res(kind: Kind, path: &str, props: Value) -> StoredResource {
+        StoredResource {
+            path: path.into(),
+            kind,
+            properties: props.as_object().cloned().unwrap_or_default(),
+            revision: 1,
+        }
+    }
+
+    fn policy(path: &str, header_value: &str) -> StoredResource {
+        let kind = if path.starts_with("/policies") {
+            Kind::GlobalPolicy
+        } else {
+            Kind::ApiPolicy
+        };
+        res(
+            kind,
+            path,
+            json!({"format": "rawxml", "value": format!(r#"<policies><inbound><set-header name="x" exists-action="override"><value>{header_value}</value></set-header></inbound></policies>"#)}),
+        )
+    }
+
+    #[test]
+    fn a_change_recompiles_only_what_it_touches() {
+        let nv = res(
+            Kind::NamedValue,
+            "/namedValues/greeting",
+            json!({"displayName": "greeting", "value": "hello"}),
+        );
+        let a = policy("/apis/a/policies/policy", "{{greeting}}");
+        let b = policy("/apis/b/policies/policy", "plain");
+        let mut mirror = ConfigMirror::new(1, None, [nv.clone(), a.clone(), b.clone()]);
+        let first = Policies::compile(&mirror);
+        let doc = |p: &Policies, id: &str| p.apis[id].clone().unwrap();
+        // A named value changes: the policy naming it is compiled again, the other kept as is.
+        let nv2 = res(
+            Kind::NamedValue,
+            "/namedValues/greeting",
+            json!({"displayName": "greeting", "value": "bonjour"}),
+        );
+        mirror.insert(nv2.clone());
+        let second = first.next(
+            &mirror,
+            &[Change {
+                kind: Kind::NamedValue,
+                old: Some(nv),
+                new: Some(nv2),
+            }],
+        );
+        assert!(!Arc::ptr_eq(&doc(&first, "a"), &doc(&second, "a")));
+        assert!(Arc::ptr_eq(&doc(&first, "b"), &doc(&second, "b")));
+        assert_eq!(format!("{:?}", doc(&second, "a")).contains("bonjour"), true);
+        // A policy is deleted: only it goes.
+        mirror.remove(Kind::ApiPolicy, &b.path);
+        let third = second.next(
+            &mirror,
+            &[Change {
+                kind: Kind::ApiPolicy,
+                old: Some(b),
+                new: None,
+            }],
+        );
+        assert!(!third.apis.contains_key("b"));
+        assert!(Arc::ptr_eq(&doc(&second, "a"), &doc(&third, "a")));
+        // The same result as compiling everything.
+        assert_eq!(
+            format!("{:?}", Policies::compile(&mirror).apis["a"]),
+            format!("{:?}", third.apis["a"])
+        );
     }
 }

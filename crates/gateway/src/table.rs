@@ -699,7 +699,7 @@ impl RoutingTable {
             .iter()
             .any(|c| crate::policies::affects_policies(c.kind))
         {
-            Arc::new(crate::policies::Policies::compile(mirror))
+            Arc::new(self.policies.next(mirror, changes))
         } else {
             self.policies.clone()
         };

@@ -1230,7 +1230,7 @@ mod tests {
         );
         assert!(!Arc::ptr_eq(&doc(&first, "a"), &doc(&second, "a")));
         assert!(Arc::ptr_eq(&doc(&first, "b"), &doc(&second, "b")));
-        assert_eq!(format!("{:?}", doc(&second, "a")).contains("bonjour"), true);
+        assert!(format!("{:?}", doc(&second, "a")).contains("bonjour"));
         // A policy is deleted: only it goes.
         mirror.remove(Kind::ApiPolicy, &b.path);
         let third = second.next(

@@ -279,6 +279,14 @@ pub enum Policy {
         one_way: bool,
         steps: Vec<SendStep>,
     },
+    /// json-to-xml (`to_xml`) or xml-to-json.
+    Convert {
+        to_xml: bool,
+        /// Convert only when the body's content type says JSON (XML).
+        only_matching_type: bool,
+        consider_accept: bool,
+        direct: bool,
+    },
     CacheLookup {
         vary_by_developer: bool,
         vary_by_groups: bool,
@@ -379,8 +387,6 @@ const KNOWN_UNSUPPORTED: &[&str] = &[
     "validate-graphql-request",
     "authentication-certificate",
     "authentication-managed-identity",
-    "json-to-xml",
-    "xml-to-json",
     "xsl-transform",
     "redirect-content-urls",
     "jsonp",
@@ -1457,6 +1463,54 @@ impl<'a, 'd> Ctx<'a, 'd> {
                     steps,
                 }
             }
+            "json-to-xml" | "xml-to-json" => {
+                self.allowed_in(node, section, &[Inbound, Outbound, OnError])?;
+                let to_xml = name == "json-to-xml";
+                self.check_attrs(
+                    node,
+                    &[
+                        "apply",
+                        "consider-accept-header",
+                        "parse-date",
+                        "namespace-separator",
+                        "namespace-prefix",
+                        "attribute-block-name",
+                        "kind",
+                    ],
+                )?;
+                self.reads_body = true;
+                let matching = if to_xml {
+                    "content-type-json"
+                } else {
+                    "content-type-xml"
+                };
+                let only_matching_type = match self.literal(node, "apply")?.as_deref() {
+                    None | Some("always") => false,
+                    Some(a) if a == matching => true,
+                    Some(a) => {
+                        return self.err(
+                            node,
+                            format!("'apply' must be always or {matching}, not '{a}'"),
+                        );
+                    }
+                };
+                let direct = match self.literal(node, "kind")?.as_deref() {
+                    None | Some("javascript-friendly") => false,
+                    Some("direct") => true,
+                    Some(k) => {
+                        return self.err(
+                            node,
+                            format!("'kind' must be javascript-friendly or direct, not '{k}'"),
+                        );
+                    }
+                };
+                Policy::Convert {
+                    to_xml,
+                    only_matching_type,
+                    consider_accept: self.boolean(node, "consider-accept-header", true)?,
+                    direct,
+                }
+            }
             "cache-lookup" => {
                 self.allowed_in(node, section, &[Inbound])?;
                 self.check_attrs(
@@ -1584,6 +1638,8 @@ fn static_name(name: &str) -> &'static str {
         "trace",
         "authentication-basic",
         "validate-jwt",
+        "json-to-xml",
+        "xml-to-json",
         "retry",
         "limit-concurrency",
         "send-request",

@@ -852,6 +852,79 @@ async fn run_node_inner<'a>(
                 }
             }
         }
+        Policy::Convert {
+            to_xml,
+            only_matching_type,
+            consider_accept,
+            direct,
+        } => {
+            let want = if *to_xml { "xml" } else { "json" };
+            let have = if *to_xml { "json" } else { "xml" };
+            let on_response =
+                matches!(section, Section::Outbound | Section::OnError) && ex.response.is_some();
+            if *consider_accept
+                && on_response
+                && !header(ex, "Accept").is_some_and(|a| a.to_ascii_lowercase().contains(want))
+            {
+                return Flow::Next;
+            }
+            let content_type = if on_response {
+                ex.response
+                    .as_ref()
+                    .and_then(|r| r.header("Content-Type"))
+                    .map(str::to_string)
+            } else {
+                header(ex, "Content-Type").map(str::to_string)
+            };
+            if *only_matching_type
+                && !content_type.is_some_and(|c| c.to_ascii_lowercase().contains(have))
+            {
+                return Flow::Next;
+            }
+            let body = if on_response {
+                ex.response.as_ref().and_then(|r| r.body.clone())
+            } else {
+                ex.request_body.clone()
+            };
+            let Some(body) = body.filter(|b| !b.is_empty()) else {
+                return Flow::Next;
+            };
+            let text = String::from_utf8_lossy(&body);
+            let converted = if *to_xml {
+                crate::convert::json_to_xml(&text)
+            } else {
+                crate::convert::xml_to_json(&text, *direct)
+            };
+            let converted = match converted {
+                Ok(c) => c.into_bytes(),
+                Err(e) => return fail(node, 500, "ConversionFailure", e),
+            };
+            let new_type = if *to_xml {
+                "application/xml"
+            } else {
+                "application/json"
+            };
+            if on_response {
+                let r = ex.response.as_mut().expect("checked");
+                r.body = Some(converted);
+                set_pairs(
+                    &mut r.headers,
+                    "Content-Type",
+                    ExistsAction::Override,
+                    vec![new_type.into()],
+                );
+            } else {
+                ex.request_body = Some(converted);
+                ex.request_body_changed = true;
+                set_pairs(
+                    &mut ex.request_headers,
+                    "Content-Type",
+                    ExistsAction::Override,
+                    vec![new_type.into()],
+                );
+            }
+            Flow::Next
+        }
         Policy::CacheLookup {
             vary_by_developer,
             vary_by_groups,

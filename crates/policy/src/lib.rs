@@ -6,6 +6,7 @@
 //! expression parsed and bound; nothing here panics on any input. This crate knows neither
 //! sockets nor the store: the gateway supplies the request through `expr::Env` and `exec`.
 
+pub mod convert;
 pub mod doc;
 pub mod expr;
 

@@ -811,3 +811,73 @@ async fn retry_send_request_and_limit_concurrency() {
     );
     assert_eq!(e.get("/echo/mocked").await.0, 200, "the slot is free again");
 }
+
+#[tokio::test]
+async fn json_and_xml_conversions() {
+    let e = env().await;
+    e.policy("/apis/echo/operations/create-item/policies/policy", r#"<policies>
+      <inbound><base /><json-to-xml apply="content-type-json" consider-accept-header="false" /></inbound>
+      <backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#).await;
+    let (s, _, b) = e
+        .send(
+            "POST",
+            "/echo/items",
+            &[("Content-Type", "application/json")],
+            Some(r#"{"name": "widget", "tags": ["a", "b"]}"#),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let v = echo(&b);
+    assert_eq!(
+        v["body"],
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><Document><name>widget</name><tags>a</tags><tags>b</tags></Document>"
+    );
+    assert_eq!(v["headers"]["content-type"], "application/xml");
+    // Not JSON by its content type: left alone.
+    let (_, _, b) = e
+        .send(
+            "POST",
+            "/echo/items",
+            &[("Content-Type", "text/plain")],
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(echo(&b)["body"], "{}");
+
+    // A backend that answers XML, turned into JSON for a client that asks for JSON.
+    let app = axum::Router::new().fallback(|| async {
+        (
+            [("content-type", "application/xml")],
+            r#"<order id="7"><item>a</item><item>b</item></order>"#,
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let xml_backend = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    e.policy("/apis/echo/operations/get-item/policies/policy", &format!(r#"<policies>
+      <inbound><base /><set-backend-service base-url="{xml_backend}" /></inbound><backend><base /></backend>
+      <outbound><base /><xml-to-json kind="javascript-friendly" apply="content-type-xml" consider-accept-header="true" /></outbound>
+      <on-error><base /></on-error></policies>"#)).await;
+    let (_, h, b) = e
+        .send(
+            "GET",
+            "/echo/items/1",
+            &[("Accept", "application/json")],
+            None,
+        )
+        .await;
+    assert_eq!(b, r#"{"order":{"@id":"7","item":["a","b"]}}"#);
+    assert_eq!(h["content-type"], "application/json");
+    let (_, _, b) = e
+        .send(
+            "GET",
+            "/echo/items/1",
+            &[("Accept", "application/xml")],
+            None,
+        )
+        .await;
+    assert!(
+        b.starts_with("<order"),
+        "consider-accept-header: XML asked, XML given: {b}"
+    );
+}

@@ -1,0 +1,189 @@
+//! json-to-xml and xml-to-json, as APIM converts bodies: JSON objects become elements under a
+//! `<Document>` root, arrays repeated elements; XML becomes "JavaScript-friendly" JSON (repeated
+//! elements as arrays, attributes as `@name`, text beside attributes as `#text`) or a direct form.
+
+use serde_json::{Map, Value};
+
+fn element_name(key: &str) -> String {
+    let mut out: String = key
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty()
+        || !out
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
+    {
+        out.insert(0, '_');
+    }
+    out
+}
+
+fn escape(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn write_value(name: &str, v: &Value, out: &mut String, depth: usize) -> Result<(), String> {
+    if depth > 64 {
+        return Err("the JSON is nested too deeply".into());
+    }
+    match v {
+        Value::Array(items) => {
+            for i in items {
+                write_value(name, i, out, depth + 1)?;
+            }
+        }
+        Value::Object(m) => {
+            out.push('<');
+            out.push_str(name);
+            out.push('>');
+            for (k, v) in m {
+                write_value(&element_name(k), v, out, depth + 1)?;
+            }
+            out.push_str("</");
+            out.push_str(name);
+            out.push('>');
+        }
+        Value::Null => {
+            out.push('<');
+            out.push_str(name);
+            out.push_str(" />");
+        }
+        Value::String(s) => {
+            out.push('<');
+            out.push_str(name);
+            out.push('>');
+            escape(s, out);
+            out.push_str("</");
+            out.push_str(name);
+            out.push('>');
+        }
+        other => {
+            out.push('<');
+            out.push_str(name);
+            out.push('>');
+            out.push_str(&other.to_string());
+            out.push_str("</");
+            out.push_str(name);
+            out.push('>');
+        }
+    }
+    Ok(())
+}
+
+/// A JSON document as XML under `<Document>`.
+pub fn json_to_xml(json: &str) -> Result<String, String> {
+    let v: Value = serde_json::from_str(json).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>");
+    match &v {
+        Value::Object(m) => {
+            out.push_str("<Document>");
+            for (k, v) in m {
+                write_value(&element_name(k), v, &mut out, 0)?;
+            }
+            out.push_str("</Document>");
+        }
+        other => {
+            out.push_str("<Document>");
+            write_value("Item", other, &mut out, 0)?;
+            out.push_str("</Document>");
+        }
+    }
+    Ok(out)
+}
+
+fn node_to_json(node: roxmltree::Node, direct: bool, depth: usize) -> Value {
+    if depth > 64 {
+        return Value::Null;
+    }
+    let elements: Vec<roxmltree::Node> = node.children().filter(|c| c.is_element()).collect();
+    let text: String = node
+        .children()
+        .filter(|c| c.is_text())
+        .filter_map(|c| c.text())
+        .collect::<String>()
+        .trim()
+        .to_string();
+    let attrs: Vec<(String, String)> = node
+        .attributes()
+        .map(|a| (format!("@{}", a.name()), a.value().to_string()))
+        .collect();
+    if elements.is_empty() && attrs.is_empty() {
+        return if text.is_empty() && direct {
+            Value::Null
+        } else {
+            Value::String(text)
+        };
+    }
+    let mut m = Map::new();
+    for (k, v) in attrs {
+        m.insert(k, Value::String(v));
+    }
+    for e in elements {
+        let name = e.tag_name().name().to_string();
+        let v = node_to_json(e, direct, depth + 1);
+        match m.get_mut(&name) {
+            Some(Value::Array(a)) => a.push(v),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = Value::Array(vec![first, v]);
+            }
+            None => {
+                m.insert(name, v);
+            }
+        }
+    }
+    if !text.is_empty() {
+        m.insert("#text".into(), Value::String(text));
+    }
+    Value::Object(m)
+}
+
+/// An XML document as JSON: `{"root": {...}}`.
+pub fn xml_to_json(xml: &str, direct: bool) -> Result<String, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("the body is not XML: {e}"))?;
+    let root = doc.root_element();
+    let mut m = Map::new();
+    m.insert(
+        root.tag_name().name().to_string(),
+        node_to_json(root, direct, 0),
+    );
+    Ok(Value::Object(m).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_of_apim_shapes() {
+        let x = json_to_xml(r#"{"name": "a<b", "tags": ["x", "y"], "n": 1, "inner": {"ok": true}, "2bad key": null}"#).unwrap();
+        assert_eq!(
+            x,
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><Document><name>a&lt;b</name><tags>x</tags><tags>y</tags><n>1</n><inner><ok>true</ok></inner><_2bad_key /></Document>"
+        );
+        let j = xml_to_json(
+            r#"<order id="7"><item>a</item><item>b</item><note>hi</note></order>"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(j, r#"{"order":{"@id":"7","item":["a","b"],"note":"hi"}}"#);
+        assert!(json_to_xml("{").is_err());
+        assert!(xml_to_json("<a>", false).is_err());
+    }
+}

@@ -378,17 +378,7 @@ impl Services for GatewayServices<'_> {
         Box::pin(async move {
             let body = lock(&self.request_body).take();
             let started = Instant::now();
-            let resp = forward_exchange(
-                self.shared,
-                self.ctx,
-                ex,
-                forward,
-                body,
-                self.remote,
-                self.tls,
-            )
-            .await
-            .map_err(|e| exec::Failure {
+            let to_failure = |e: GatewayError| exec::Failure {
                 status: e.status.as_u16(),
                 reason: e.reason,
                 message: e.message,
@@ -396,7 +386,49 @@ impl Services for GatewayServices<'_> {
                 policy_id: None,
                 pos: Default::default(),
                 headers: Vec::new(),
-            })?;
+            };
+            let mut resp = forward_exchange(
+                self.shared,
+                self.ctx,
+                ex,
+                forward,
+                body,
+                self.remote,
+                self.tls,
+                None,
+            )
+            .await
+            .map_err(to_failure)?;
+            // follow-redirects: up to 5 hops; 301/302/303 become GETs without a body.
+            let mut hops = 0;
+            while forward.follow_redirects && resp.status().is_redirection() && hops < 5 {
+                let Some(location) = resp
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+                else {
+                    break;
+                };
+                let mut next = ex.clone();
+                if matches!(resp.status().as_u16(), 301..=303) {
+                    next.method = "GET".into();
+                    next.request_body = None;
+                }
+                hops += 1;
+                resp = forward_exchange(
+                    self.shared,
+                    self.ctx,
+                    &next,
+                    forward,
+                    None,
+                    self.remote,
+                    self.tls,
+                    Some(location),
+                )
+                .await
+                .map_err(to_failure)?;
+            }
             *lock(&self.backend_ms) = Some(started.elapsed().as_secs_f64() * 1000.0);
             ex.forward = Some(forward);
             let (rparts, rbody) = resp.into_parts();
@@ -541,6 +573,9 @@ impl Services for GatewayServices<'_> {
     }
 
     fn trace(&self, source: &str, message: &str) {
+        if let Ok(mut t) = self.ctx.traces.lock() {
+            t.push((source.to_string(), message.to_string()));
+        }
         tracing::info!(target: "gatehouse::trace", request_id = %self.ctx.request_id, source, message, "trace");
     }
 }
@@ -833,6 +868,7 @@ pub async fn serve(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn forward_exchange(
     shared: &Shared,
     ctx: &RequestContext,
@@ -841,6 +877,8 @@ async fn forward_exchange(
     body: Option<hyper::body::Incoming>,
     remote: SocketAddr,
     tls: bool,
+    // A redirect's Location: absolute, or a path on the same backend.
+    location: Option<String>,
 ) -> Result<Response<hyper::body::Incoming>, GatewayError> {
     let api = ctx.api.as_ref().expect("routed");
     let base = ex
@@ -864,6 +902,14 @@ async fn forward_exchange(
     if !q.is_empty() {
         url.push('?');
         url.push_str(&q);
+    }
+    if let Some(l) = location {
+        url = if l.starts_with("http://") || l.starts_with("https://") {
+            l
+        } else {
+            let origin: String = base.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+            format!("{origin}/{}", l.trim_start_matches('/'))
+        };
     }
     let uri: hyper::Uri = url.parse().map_err(|_| {
         GatewayError::new(

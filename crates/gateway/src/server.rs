@@ -37,6 +37,8 @@ pub struct RequestContext {
     /// A CORS preflight (OPTIONS with Access-Control-Request-Method): routed by the method it
     /// asks about, without a key, and only cors policies run for it.
     pub preflight: bool,
+    /// What trace policies wrote for this request: `(source, message)`, for the access log.
+    pub traces: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl RequestContext {
@@ -340,6 +342,7 @@ pub async fn handle(
         user: None,
         started,
         preflight: false,
+        traces: Default::default(),
     };
     let mut backend_ms = None;
     let mut error_reason = None;
@@ -481,6 +484,18 @@ fn write_access_log(
             total_ms,
             backend_ms,
             error_reason,
+            trace: ctx
+                .traces
+                .lock()
+                .map(|t| {
+                    t.iter()
+                        .map(|(source, message)| crate::telemetry::TraceLine {
+                            source: source.clone(),
+                            message: message.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         });
     }
 }

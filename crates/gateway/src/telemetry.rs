@@ -29,6 +29,15 @@ pub struct AccessRecord<'a> {
     pub total_ms: f64,
     pub backend_ms: Option<f64>,
     pub error_reason: Option<&'a str>,
+    /// What trace policies wrote for this request.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trace: Vec<TraceLine>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TraceLine {
+    pub source: String,
+    pub message: String,
 }
 
 /// Where access-log lines go.

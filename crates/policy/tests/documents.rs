@@ -91,8 +91,8 @@ fn bad_documents_say_where_and_why() {
             "line 1, column 20",
         ),
         (
-            "<policies><inbound><validate-jwt header-name=\"a\"/></inbound></policies>",
-            "policy 'validate-jwt' is not supported",
+            "<policies><inbound><xsl-transform /></inbound></policies>",
+            "policy 'xsl-transform' is not supported",
             "column 20",
         ),
         (

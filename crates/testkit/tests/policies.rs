@@ -881,3 +881,78 @@ async fn json_and_xml_conversions() {
         "consider-accept-header: XML asked, XML given: {b}"
     );
 }
+
+#[tokio::test]
+async fn trace_goes_to_the_access_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let mut config = gatehouse_testkit::ServeConfig::ephemeral(&dir.path().join("data"));
+    config.gateway.access_log = Some(log.display().to_string());
+    let t = TestInstance::start_with(config).await.unwrap();
+    let backend = EchoBackend::start().await.unwrap();
+    t.put_ok("/apis/echo", json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": backend.url, "protocols": ["http"], "subscriptionRequired": false}})).await;
+    t.put_ok(
+        "/apis/echo/operations/get",
+        json!({"properties": {"displayName": "get", "method": "GET", "urlTemplate": "/x"}}),
+    )
+    .await;
+    t.put_ok("/apis/echo/policies/policy", json!({"properties": {"format": "rawxml", "value": r#"<policies><inbound><base /><trace source="orders" severity="information"><message>@("method " + context.Request.Method)</message></trace></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#}})).await;
+    t.gateway_caught_up().await;
+    let r = reqwest::get(format!("{}/echo/x", t.gateway_url()))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut line = String::new();
+    for _ in 0..100 {
+        line = std::fs::read_to_string(&log).unwrap_or_default();
+        if line.contains("\"trace\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let record: Value = serde_json::from_str(line.lines().last().unwrap_or("{}")).unwrap();
+    assert_eq!(
+        record["trace"],
+        json!([{"source": "orders", "message": "method GET"}]),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn forward_request_follows_redirects_when_asked() {
+    let e = env().await;
+    let app = axum::Router::new()
+        .route(
+            "/old/items/{id}",
+            axum::routing::get(|| async {
+                (axum::http::StatusCode::FOUND, [("location", "/new")], "")
+            }),
+        )
+        .route("/new", axum::routing::get(|| async { "arrived" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let policy = |follow: bool| {
+        format!(
+            r#"<policies><inbound><base /><set-backend-service base-url="{base}/old" /></inbound><backend><forward-request follow-redirects="{follow}" /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#
+        )
+    };
+    e.policy(API, &policy(true)).await;
+    let (s, _, b) = e.get("/echo/items/1").await;
+    assert_eq!((s, b.as_str()), (200, "arrived"));
+    e.policy(API, &policy(false)).await;
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/echo/items/1", e.t.gateway_url()))
+        .header("Ocp-Apim-Subscription-Key", &e.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        302,
+        "without follow-redirects the client gets the redirect"
+    );
+}

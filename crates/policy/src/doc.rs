@@ -110,6 +110,17 @@ pub struct RateLimit {
     pub total_header: Option<String>,
     pub retry_after_variable: Option<String>,
     pub remaining_variable: Option<String>,
+    /// Per-API and per-operation limits inside rate-limit and quota (`<api>`, `<operation>`).
+    pub scoped: Vec<ScopedLimit>,
+}
+
+/// A limit for one API (by name or id), or one operation of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScopedLimit {
+    pub api: String,
+    pub operation: Option<String>,
+    pub calls: u64,
+    pub period_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1051,16 +1062,8 @@ impl<'a, 'd> Ctx<'a, 'd> {
                     attrs.push("bandwidth");
                 }
                 self.check_attrs(node, &attrs)?;
-                if !by_key
-                    && self
-                        .children(node)?
-                        .iter()
-                        .any(|c| !matches!(c.tag_name().name(), "api" | "operation"))
-                {
-                    return self.err(
-                        node,
-                        format!("<{name}> may contain only <api> and <operation> elements"),
-                    );
+                if by_key && !self.children(node)?.is_empty() {
+                    return self.err(node, format!("<{name}> has no child elements"));
                 }
                 if node.attribute("bandwidth").is_some() {
                     return self.err(node, "quota 'bandwidth' is not supported; use 'calls'");
@@ -1084,7 +1087,55 @@ impl<'a, 'd> Ctx<'a, 'd> {
                     total_header: self.literal(node, "total-calls-header-name")?,
                     retry_after_variable: self.literal(node, "retry-after-variable-name")?,
                     remaining_variable: self.literal(node, "remaining-calls-variable-name")?,
+                    scoped: Vec::new(),
                 };
+                let mut limit = limit;
+                if !by_key {
+                    for api in self.children(node)? {
+                        if api.tag_name().name() != "api" {
+                            return self.err(api, format!("<{name}> may contain <api> elements, with <operation> elements inside them"));
+                        }
+                        self.check_attrs(api, &["name", "id", "calls", "renewal-period"])?;
+                        let api_name = api
+                            .attribute("name")
+                            .or(api.attribute("id"))
+                            .unwrap_or_default()
+                            .to_string();
+                        if api_name.is_empty() {
+                            return self.err(api, "<api> needs 'name' or 'id'");
+                        }
+                        if api.attribute("calls").is_some() {
+                            limit.scoped.push(ScopedLimit {
+                                api: api_name.clone(),
+                                operation: None,
+                                calls: self.number(api, "calls", None, u64::MAX / 2)?,
+                                period_secs: self.number(
+                                    api,
+                                    "renewal-period",
+                                    None,
+                                    max_period,
+                                )?,
+                            });
+                        }
+                        for op in self.children(api)? {
+                            if op.tag_name().name() != "operation" {
+                                return self.err(op, "<api> may contain only <operation> elements");
+                            }
+                            self.check_attrs(op, &["name", "id", "calls", "renewal-period"])?;
+                            let op_name = op
+                                .attribute("name")
+                                .or(op.attribute("id"))
+                                .unwrap_or_default()
+                                .to_string();
+                            limit.scoped.push(ScopedLimit {
+                                api: api_name.clone(),
+                                operation: Some(op_name),
+                                calls: self.number(op, "calls", None, u64::MAX / 2)?,
+                                period_secs: self.number(op, "renewal-period", None, max_period)?,
+                            });
+                        }
+                    }
+                }
                 if !quota && limit.period_secs == 0 {
                     return self.err(node, "'renewal-period' must be from 1 to 300 seconds");
                 }

@@ -1109,7 +1109,34 @@ fn limit_calls(
             }
         },
     };
-    let c = svc.count(&key, limit.calls, limit.period_secs, increment, !quota);
+    let mut c = svc.count(&key, limit.calls, limit.period_secs, increment, !quota);
+    let mut calls = limit.calls;
+    // Then the per-API and per-operation limits that apply to this request.
+    let info = |k: &str| ex.info.get(k).map(V::text).unwrap_or_default();
+    let (api_id, api_name, op_id, op_name) = (
+        info("Api.Id"),
+        info("Api.Name"),
+        info("Operation.Id"),
+        info("Operation.Name"),
+    );
+    for s in &limit.scoped {
+        if !c.allowed {
+            break;
+        }
+        let api_matches = s.api == api_id || s.api == api_name;
+        let op_matches = s
+            .operation
+            .as_ref()
+            .is_none_or(|o| *o == op_id || *o == op_name);
+        if api_matches && op_matches {
+            let scoped_key = format!("{key}:{}:{}", s.api, s.operation.as_deref().unwrap_or(""));
+            let sc = svc.count(&scoped_key, s.calls, s.period_secs, increment, !quota);
+            if !sc.allowed || sc.remaining < c.remaining {
+                c = sc;
+                calls = s.calls;
+            }
+        }
+    }
     if let Some(v) = &limit.remaining_variable {
         ex.variables.insert(v.clone(), V::Int(c.remaining as i64));
     }
@@ -1127,7 +1154,7 @@ fn limit_calls(
                 &mut ex.request_headers,
                 h,
                 ExistsAction::Override,
-                vec![limit.calls.to_string()],
+                vec![calls.to_string()],
             );
         }
         return Flow::Next;
@@ -1147,7 +1174,7 @@ fn limit_calls(
         headers.push((h.clone(), "0".into()));
     }
     if let Some(h) = &limit.total_header {
-        headers.push((h.clone(), limit.calls.to_string()));
+        headers.push((h.clone(), calls.to_string()));
     }
     let (status, reason, message) = if quota {
         let s = c.retry_after_secs;

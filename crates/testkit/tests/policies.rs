@@ -956,3 +956,20 @@ async fn forward_request_follows_redirects_when_asked() {
         "without follow-redirects the client gets the redirect"
     );
 }
+
+#[tokio::test]
+async fn rate_limit_per_api_and_operation_inside_the_subscription_limit() {
+    let e = env().await;
+    e.policy("/products/starter/policies/policy", r#"<policies><inbound><base />
+        <rate-limit calls="100" renewal-period="60"><api name="Echo" calls="50" renewal-period="60"><operation name="get-item" calls="1" renewal-period="60" /></api></rate-limit>
+      </inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#).await;
+    assert_eq!(e.get("/echo/items/1").await.0, 200);
+    let (s, h, b) = e.get("/echo/items/1").await;
+    assert_eq!(s, 429, "the operation's own limit of 1: {b}");
+    assert!(h.contains_key("retry-after"));
+    assert_eq!(
+        e.send("POST", "/echo/items", &[], Some("{}")).await.0,
+        200,
+        "another operation has room"
+    );
+}

@@ -167,6 +167,35 @@ fn eval(e: &Expr, locals: &mut HashMap<String, V>, env: &dyn Env) -> R {
             let i = eval(index, locals, env)?;
             index_of(t, &i, env)
         }
+        Expr::NullSafe(target, access) => {
+            let t = eval(target, locals, env)?;
+            if matches!(t, V::Null | V::Json(serde_json::Value::Null)) {
+                return Ok(V::Null);
+            }
+            // The access's `Target` stands for the value just computed.
+            locals.insert("\u{0}target".into(), t);
+            let v = eval(access, locals, env);
+            locals.remove("\u{0}target");
+            v
+        }
+        Expr::Target => locals
+            .get("\u{0}target")
+            .cloned()
+            .ok_or_else(|| EvalError("'?.' without a target".into())),
+        Expr::OutVar(n) => fail(format!("out {n} is only allowed in a TryParse call")),
+        Expr::Call(target, name, generic, args) if matches!(args.last(), Some(Expr::OutVar(_))) => {
+            let Some(Expr::OutVar(out)) = args.last() else {
+                unreachable!("matched above")
+            };
+            let t = eval(target, locals, env)?;
+            let mut a = Vec::with_capacity(args.len());
+            for x in &args[..args.len() - 1] {
+                a.push(eval(x, locals, env)?);
+            }
+            let (value, ok) = try_call(t, name, a, env);
+            locals.insert(out.clone(), value);
+            Ok(V::Bool(ok))
+        }
         Expr::Call(target, name, generic, args) => {
             let t = eval(target, locals, env)?;
             let mut a = Vec::with_capacity(args.len());
@@ -784,4 +813,27 @@ fn format_time(t: time::OffsetDateTime, f: &str) -> String {
         rest = &rest[c.len_utf8()..];
     }
     out
+}
+
+/// `X.TryParse(text, out v)`, `s.TryParseJwt(out j)`, `s.TryParseBasic(out b)`: the value (or
+/// the type's default) and whether it parsed.
+fn try_call(t: V, name: &str, args: Vec<V>, env: &dyn Env) -> (V, bool) {
+    let (method, default) = match (&t, name) {
+        (V::Type(ty), "TryParse") => (
+            "Parse",
+            match ty.as_str() {
+                "bool" | "Boolean" => V::Bool(false),
+                "double" | "Double" => V::Double(0.0),
+                "DateTime" => V::Null,
+                _ => V::Int(0),
+            },
+        ),
+        (_, "TryParseJwt") => ("AsJwt", V::Null),
+        (_, "TryParseBasic") => ("AsBasic", V::Null),
+        _ => return (V::Null, false),
+    };
+    match call(t, method, None, args, env) {
+        Ok(V::Null) | Err(_) => (default, false),
+        Ok(v) => (v, true),
+    }
 }

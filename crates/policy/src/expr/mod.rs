@@ -118,6 +118,12 @@ pub enum Expr {
     Local(String),
     Static(String),
     Member(Box<Expr>, String),
+    /// `target?.member` and `target?.Method(…)`: null when the target is null.
+    NullSafe(Box<Expr>, Box<Expr>),
+    /// The placeholder of the target inside a `NullSafe` access.
+    Target,
+    /// `out var name` (or `out T name`) in TryParse calls: the local it assigns.
+    OutVar(String),
     /// target.Method<T>(args)
     Call(Box<Expr>, String, Option<String>, Vec<Expr>),
     Index(Box<Expr>, Box<Expr>),

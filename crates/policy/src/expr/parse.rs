@@ -359,7 +359,20 @@ impl<'a> Parser<'a> {
             {
                 self.pos += 2;
             }
-            args.push(self.expr()?);
+            // `out var n` / `out int n` (TryParse): declares the local it assigns.
+            if matches!(self.peek(), Some(Tok::Ident(o)) if o == "out") {
+                self.pos += 1;
+                let first = self.ident()?;
+                let name = if matches!(self.peek(), Some(Tok::Ident(_))) {
+                    self.ident()?
+                } else {
+                    first
+                };
+                self.locals.push(name.clone());
+                args.push(Expr::OutVar(name));
+            } else {
+                args.push(self.expr()?);
+            }
             if self.eat(")") {
                 return Ok(args);
             }
@@ -415,6 +428,29 @@ impl<'a> Parser<'a> {
                     }
                     e = Expr::Member(Box::new(e), name);
                 }
+            } else if self.eat("?.") {
+                let name = self.ident()?;
+                let generic = self.generic();
+                let access = if self.eat("(") {
+                    let args = self.args()?;
+                    Expr::Call(Box::new(Expr::Target), name, generic, args)
+                } else {
+                    if let Some(path) = context_chain(&e) {
+                        let full = if path.is_empty() {
+                            name.clone()
+                        } else {
+                            format!("{path}.{name}")
+                        };
+                        if !context_path_known(&full) {
+                            return Err(ExprError::at(
+                                start,
+                                format!("context.{full} is not a member of the policy context"),
+                            ));
+                        }
+                    }
+                    Expr::Member(Box::new(Expr::Target), name)
+                };
+                e = Expr::NullSafe(Box::new(e), Box::new(access));
             } else if self.eat("[") {
                 let i = self.expr()?;
                 self.expect("]")?;
@@ -522,6 +558,16 @@ fn split_format(hole: &str) -> &str {
 fn context_chain(e: &Expr) -> Option<String> {
     match e {
         Expr::Context => Some(String::new()),
+        Expr::NullSafe(inner, access) => match access.as_ref() {
+            Expr::Member(_, name) => context_chain(inner).map(|p| {
+                if p.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{p}.{name}")
+                }
+            }),
+            _ => None,
+        },
         Expr::Member(inner, name) => context_chain(inner).map(|p| {
             if p.is_empty() {
                 name.clone()

@@ -117,6 +117,24 @@ fn expressions_evaluate() {
             "@(\"Basic dXNlcjpwYXNz\".AsBasic().UserId)",
             V::Json(serde_json::json!("user")),
         ),
+        (
+            "@(context.Variables.GetValueOrDefault(\"none\")?.ToString() ?? \"null\")",
+            V::Str("null".into()),
+        ),
+        ("@(context.Request.Method?.ToLower())", V::Str("get".into())),
+        (
+            "@{ int n; if (int.TryParse(\"41\", out n)) { return n + 1; } return -1; }",
+            V::Int(42),
+        ),
+        ("@(int.TryParse(\"x\", out var m) ? m : -1)", V::Int(-1)),
+        (
+            "@(\"Basic !!\".TryParseBasic(out var creds))",
+            V::Bool(false),
+        ),
+        (
+            "@(\"Basic dXNlcjpwYXNz\".TryParseBasic(out var c) ? \"ok\" : \"no\")",
+            V::Str("ok".into()),
+        ),
     ];
     for (src, want) in cases {
         assert_eq!(run(src).as_ref(), Ok(want), "{src}");

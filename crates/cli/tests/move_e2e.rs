@@ -833,3 +833,34 @@ async fn manual_dns_prints_the_change_and_waits_until_it_answers() {
         "{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keep_source_leaves_a_read_only_standby() {
+    let env = Env::start(false).await;
+    let args = env.move_args(false, &["--keep-source"]);
+    let out = tokio::task::spawn_blocking(move || run_move(&args, None))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The source still answers reads, refuses writes naming the target, and its data stays.
+    let (s, v) = env.source.call("GET", "/apis/echo", None).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, e) = env
+        .source
+        .call(
+            "PUT",
+            "/tags/late",
+            Some(json!({"properties": {"displayName": "late"}})),
+        )
+        .await;
+    assert_eq!(s, 409);
+    let msg = e["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(&env.target.url), "{msg}");
+    assert!(env.cwd().join("westeurope/gatehouse.db").exists());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "completed");
+}

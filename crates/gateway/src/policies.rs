@@ -953,7 +953,12 @@ async fn forward_exchange(
     *out.uri_mut() = uri;
     *out.headers_mut() = headers;
     let timeout = Duration::from_secs(forward.timeout_secs.max(1));
-    let result = tokio::time::timeout(timeout, shared.backend.forward(out)).await;
+    let check = match ex.backend_tls {
+        Some((false, _)) => proxy::TlsCheck::None,
+        Some((true, false)) => proxy::TlsCheck::ChainOnly,
+        _ => proxy::TlsCheck::Full,
+    };
+    let result = tokio::time::timeout(timeout, shared.backend.forward_checked(out, check)).await;
     match result {
         Err(_) | Ok(Err(ForwardError::Timeout(_))) => Err(GatewayError::new(
             StatusCode::GATEWAY_TIMEOUT,
@@ -1213,6 +1218,16 @@ fn backends(mirror: &ConfigMirror) -> HashMap<String, BackendInfo> {
                 headers: pairs("header"),
                 query: pairs("query"),
                 authorization,
+                validate_chain: props
+                    .get("tls")
+                    .and_then(|t| t.get("validateCertificateChain"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true),
+                validate_name: props
+                    .get("tls")
+                    .and_then(|t| t.get("validateCertificateName"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true),
             },
         );
     }

@@ -23,10 +23,84 @@ pub enum ForwardError {
     Other(String),
 }
 
+type Pool = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
 #[derive(Clone)]
 pub struct Backend {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+    client: Pool,
+    /// For backend entities whose `tls` says not to check the certificate's name
+    /// (`validateCertificateName: false`) or its chain (`validateCertificateChain: false`).
+    lenient_name: Pool,
+    lenient_chain: Pool,
     pub response_timeout: Duration,
+}
+
+/// How strictly a backend's certificate is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsCheck {
+    #[default]
+    Full,
+    /// The chain must be trusted, but the name may differ (APIM's validateCertificateName=false).
+    ChainOnly,
+    /// Nothing is checked (validateCertificateChain=false): for self-signed test backends.
+    None,
+}
+
+/// A verifier that relaxes the standard one as a backend entity asks.
+#[derive(Debug)]
+struct Lenient {
+    inner: std::sync::Arc<rustls::client::WebPkiServerVerifier>,
+    check: TlsCheck,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Lenient {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self.check == TlsCheck::None {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 pub fn empty() -> Body {
@@ -67,29 +141,51 @@ impl Backend {
                 })?;
             }
         }
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("default TLS versions are supported")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(https);
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let roots = std::sync::Arc::new(roots);
+        let pool = |check: TlsCheck| -> anyhow::Result<Pool> {
+            let mut http = HttpConnector::new();
+            http.set_connect_timeout(Some(connect_timeout));
+            http.set_nodelay(true);
+            http.enforce_http(false);
+            let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .context("default TLS versions are supported")?;
+            let tls = match check {
+                TlsCheck::Full => builder
+                    .with_root_certificates(roots.clone())
+                    .with_no_client_auth(),
+                relaxed => {
+                    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                        roots.clone(),
+                        provider.clone(),
+                    )
+                    .build()
+                    .context("the backend certificate verifier")?;
+                    builder
+                        .dangerous()
+                        .with_custom_certificate_verifier(std::sync::Arc::new(Lenient {
+                            inner,
+                            check: relaxed,
+                        }))
+                        .with_no_client_auth()
+                }
+            };
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http);
+            Ok(Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(256)
+                .build(https))
+        };
         Ok(Backend {
-            client,
+            client: pool(TlsCheck::Full)?,
+            lenient_name: pool(TlsCheck::ChainOnly)?,
+            lenient_chain: pool(TlsCheck::None)?,
             response_timeout,
         })
     }
@@ -99,7 +195,21 @@ impl Backend {
         &self,
         req: hyper::Request<Body>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ForwardError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+        self.forward_checked(req, TlsCheck::Full).await
+    }
+
+    /// Like `forward`, checking an HTTPS backend's certificate as `check` says.
+    pub async fn forward_checked(
+        &self,
+        req: hyper::Request<Body>,
+        check: TlsCheck,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ForwardError> {
+        let client = match check {
+            TlsCheck::Full => &self.client,
+            TlsCheck::ChainOnly => &self.lenient_name,
+            TlsCheck::None => &self.lenient_chain,
+        };
+        match tokio::time::timeout(self.response_timeout, client.request(req)).await {
             Err(_) => Err(ForwardError::Timeout(self.response_timeout)),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(source_chain(&e))),

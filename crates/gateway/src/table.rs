@@ -240,7 +240,7 @@ impl ConfigMirror {
             Kind::User => &["email", "firstName", "lastName"],
             k if k.is_policy() || k == Kind::PolicyFragment => &["value", "format"],
             Kind::NamedValue => &["displayName", "value"],
-            Kind::Backend => &["url", "credentials"],
+            Kind::Backend => &["url", "credentials", "tls"],
             _ => return None,
         };
         if !keep.is_empty() {

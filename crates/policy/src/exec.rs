@@ -80,6 +80,8 @@ pub struct Exchange {
     pub preflight: bool,
     /// The response cache key cache-lookup computed (cache-store stores under it).
     pub cache_key: Option<String>,
+    /// The chosen backend entity's `tls` checks `(chain, name)`; `None` checks everything.
+    pub backend_tls: Option<(bool, bool)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +94,9 @@ pub struct Forward {
 #[derive(Debug, Clone, Default)]
 pub struct BackendInfo {
     pub url: String,
+    /// The backend's `tls` settings: check the certificate's chain, and its name.
+    pub validate_chain: bool,
+    pub validate_name: bool,
     pub headers: Vec<(String, String)>,
     pub query: Vec<(String, String)>,
     pub authorization: Option<(String, String)>,
@@ -460,6 +465,7 @@ async fn run_node_inner<'a>(
         } => {
             if let Some(u) = base_url {
                 ex.backend_url = Some(eval!(text(node, u, ex)));
+                ex.backend_tls = None;
             } else if let Some(id) = backend_id {
                 let Some(b) = svc.backend(id) else {
                     return fail(
@@ -470,6 +476,7 @@ async fn run_node_inner<'a>(
                     );
                 };
                 ex.backend_url = Some(b.url);
+                ex.backend_tls = Some((b.validate_chain, b.validate_name));
                 for (k, v) in b.headers {
                     set_pairs(&mut ex.request_headers, &k, ExistsAction::Override, vec![v]);
                 }

@@ -973,3 +973,101 @@ async fn rate_limit_per_api_and_operation_inside_the_subscription_limit() {
         "another operation has room"
     );
 }
+
+#[tokio::test]
+async fn backend_entities_tls_checks() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let tls_backend = EchoBackend::start_tls(&ck.cert.pem(), &ck.signing_key.serialize_pem())
+        .await
+        .unwrap();
+    let port = tls_backend.addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    // The certificate's chain is trusted here (private CA); its name is "localhost".
+    let mut config = gatehouse_testkit::ServeConfig::ephemeral(&dir.path().join("data"));
+    config.gateway.backend_ca = Some(ca);
+    let t = TestInstance::start_with(config).await.unwrap();
+    t.put_ok("/apis/echo", json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": "http://127.0.0.1:9", "protocols": ["http"], "subscriptionRequired": false}})).await;
+    t.put_ok(
+        "/apis/echo/operations/get",
+        json!({"properties": {"displayName": "get", "method": "GET", "urlTemplate": "/x"}}),
+    )
+    .await;
+    let backend = |id: &str, tls: Value| json!({"properties": {"url": format!("https://127.0.0.1:{port}/{id}"), "protocol": "http", "tls": tls}});
+    t.put_ok(
+        "/backends/strict",
+        backend(
+            "strict",
+            json!({"validateCertificateChain": true, "validateCertificateName": true}),
+        ),
+    )
+    .await;
+    t.put_ok(
+        "/backends/noname",
+        backend(
+            "noname",
+            json!({"validateCertificateChain": true, "validateCertificateName": false}),
+        ),
+    )
+    .await;
+    let use_backend = |id: &str| json!({"properties": {"format": "rawxml", "value": format!(r#"<policies><inbound><base /><set-backend-service backend-id="{id}" /></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#)}});
+    let get = || async {
+        reqwest::get(format!("{}/echo/x", t.gateway_url()))
+            .await
+            .unwrap()
+    };
+    t.put_ok("/apis/echo/policies/policy", use_backend("strict"))
+        .await;
+    t.gateway_caught_up().await;
+    assert_eq!(
+        get().await.status(),
+        502,
+        "127.0.0.1 is not the certificate's name"
+    );
+    t.put_ok("/apis/echo/policies/policy", use_backend("noname"))
+        .await;
+    t.gateway_caught_up().await;
+    let r = get().await;
+    assert_eq!(r.status(), 200, "validateCertificateName=false");
+    assert_eq!(echo(&r.text().await.unwrap())["path"], "/noname/x");
+
+    // An untrusted chain passes only with validateCertificateChain=false.
+    let t2 = TestInstance::start().await.unwrap();
+    t2.put_ok("/apis/echo", json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": "http://127.0.0.1:9", "protocols": ["http"], "subscriptionRequired": false}})).await;
+    t2.put_ok(
+        "/apis/echo/operations/get",
+        json!({"properties": {"displayName": "get", "method": "GET", "urlTemplate": "/x"}}),
+    )
+    .await;
+    t2.put_ok(
+        "/backends/noname",
+        backend(
+            "noname",
+            json!({"validateCertificateChain": true, "validateCertificateName": false}),
+        ),
+    )
+    .await;
+    t2.put_ok(
+        "/backends/trustall",
+        backend(
+            "trustall",
+            json!({"validateCertificateChain": false, "validateCertificateName": false}),
+        ),
+    )
+    .await;
+    let get2 = || async {
+        reqwest::get(format!("{}/echo/x", t2.gateway_url()))
+            .await
+            .unwrap()
+            .status()
+    };
+    t2.put_ok("/apis/echo/policies/policy", use_backend("noname"))
+        .await;
+    t2.gateway_caught_up().await;
+    assert_eq!(get2().await, 502, "the chain is still checked");
+    t2.put_ok("/apis/echo/policies/policy", use_backend("trustall"))
+        .await;
+    t2.gateway_caught_up().await;
+    assert_eq!(get2().await, 200, "validateCertificateChain=false");
+}

@@ -919,23 +919,7 @@ async fn forward_exchange(
         )
     })?;
     let mut headers = header_map(&ex.request_headers);
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    proxy::strip_hop_by_hop(&mut headers);
-    headers.remove(api.key_header.as_str());
-    headers.remove(header::HOST);
-    proxy::add_forwarded(
-        &mut headers,
-        &remote.ip().to_string(),
-        if tls { "https" } else { "http" },
-        host.as_deref(),
-    );
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        headers.insert("x-request-id", v.clone());
-        headers.insert("request-id", v);
-    }
+    crate::server::backend_headers(&mut headers, api, ctx, remote, tls);
     let out_body: Body = match (&ex.request_body, body) {
         (Some(b), _) => {
             headers.remove(header::CONTENT_LENGTH);
@@ -960,20 +944,11 @@ async fn forward_exchange(
     };
     let result = tokio::time::timeout(timeout, shared.backend.forward_checked(out, check)).await;
     match result {
-        Err(_) | Ok(Err(ForwardError::Timeout(_))) => Err(GatewayError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "Timeout",
-            "Gateway timeout: the backend did not respond in time.",
+        Err(_) => Err(crate::server::forward_error(
+            ForwardError::Timeout(timeout),
+            api,
         )),
-        Ok(Err(ForwardError::Connect(detail) | ForwardError::Other(detail))) => {
-            tracing::warn!(api = %api.id, error = %detail, "backend request failed");
-            Err(GatewayError::new(
-                StatusCode::BAD_GATEWAY,
-                "BackendConnectionFailure",
-                "Bad gateway: the backend could not be reached.",
-            ))
-        }
-        Ok(Ok(resp)) => Ok(resp),
+        Ok(r) => r.map_err(|e| crate::server::forward_error(e, api)),
     }
 }
 

@@ -248,20 +248,7 @@ async fn backend(
         )
     })?;
     let mut headers = parts.headers;
-    let host = header_str(&headers, "host");
-    proxy::strip_hop_by_hop(&mut headers);
-    headers.remove(api.key_header.as_str());
-    headers.remove(header::HOST);
-    proxy::add_forwarded(
-        &mut headers,
-        &remote.ip().to_string(),
-        if tls { "https" } else { "http" },
-        host.as_deref(),
-    );
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        headers.insert("x-request-id", v.clone());
-        headers.insert("request-id", v);
-    }
+    backend_headers(&mut headers, api, ctx, remote, tls);
     let limit = shared.config.max_body_bytes as usize;
     let body: Body = http_body_util::Limited::new(body, limit)
         .map_err(|e| -> proxy::BoxError { e })
@@ -271,7 +258,42 @@ async fn backend(
     *out.uri_mut() = uri;
     *out.headers_mut() = headers;
     let started = Instant::now();
-    let resp = shared.backend.forward(out).await.map_err(|e| match e {
+    let resp = shared
+        .backend
+        .forward(out)
+        .await
+        .map_err(|e| forward_error(e, api))?;
+    Ok((resp, started.elapsed().as_secs_f64() * 1000.0))
+}
+
+/// The client's headers made fit for the backend: hop-by-hop headers and the subscription key
+/// removed, `X-Forwarded-*` added, the request id passed on.
+pub(crate) fn backend_headers(
+    headers: &mut HeaderMap,
+    api: &ApiRoute,
+    ctx: &RequestContext,
+    remote: SocketAddr,
+    tls: bool,
+) {
+    let host = header_str(headers, "host");
+    proxy::strip_hop_by_hop(headers);
+    headers.remove(api.key_header.as_str());
+    headers.remove(header::HOST);
+    proxy::add_forwarded(
+        headers,
+        &remote.ip().to_string(),
+        if tls { "https" } else { "http" },
+        host.as_deref(),
+    );
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        headers.insert("x-request-id", v.clone());
+        headers.insert("request-id", v);
+    }
+}
+
+/// A failed forward as APIM answers it: 504 on a timeout, 502 otherwise.
+pub(crate) fn forward_error(e: ForwardError, api: &ApiRoute) -> GatewayError {
+    match e {
         ForwardError::Timeout(_) => GatewayError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "Timeout",
@@ -285,8 +307,7 @@ async fn backend(
                 "Bad gateway: the backend could not be reached.",
             )
         }
-    })?;
-    Ok((resp, started.elapsed().as_secs_f64() * 1000.0))
+    }
 }
 
 /// Outbound: response headers as the client should see them.

@@ -1071,3 +1071,41 @@ async fn backend_entities_tls_checks() {
     t2.gateway_caught_up().await;
     assert_eq!(get2().await, 200, "validateCertificateChain=false");
 }
+
+#[tokio::test]
+async fn retries_run_out_and_send_request_fails_or_is_ignored() {
+    let e = env().await;
+    let (always_failing, seen) = flaky(usize::MAX).await;
+    e.policy("/apis/echo/operations/create-item/policies/policy", &format!(r#"<policies><inbound><base /><set-backend-service base-url="{always_failing}" /></inbound>
+      <backend><retry condition="@(context.Response.StatusCode >= 500)" count="2" interval="0"><forward-request /></retry></backend>
+      <outbound><base /></outbound><on-error><base /></on-error></policies>"#)).await;
+    let (s, _, b) = e.send("POST", "/echo/items", &[], Some("x")).await;
+    assert_eq!(
+        (s, b.as_str()),
+        (503, "fail 3"),
+        "the last answer after 1 + 2 attempts"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 3);
+
+    let send = |ignore: bool| {
+        format!(
+            r#"<policies><inbound><base />
+        <send-request mode="new" response-variable-name="r" timeout="2" ignore-error="{ignore}"><set-url>http://127.0.0.1:9/nothing</set-url></send-request>
+        <set-header name="x-r" exists-action="override"><value>@(context.Variables["r"] == null ? "none" : "some")</value></set-header>
+      </inbound><backend><base /></backend><outbound><base /></outbound>
+      <on-error><base /><set-header name="x-reason" exists-action="override"><value>@(context.LastError.Reason)</value></set-header></on-error></policies>"#
+        )
+    };
+    e.policy(API, &send(false)).await;
+    let (s, h, _) = e.get("/echo/items/1").await;
+    assert_eq!(s, 500);
+    assert_eq!(h["x-reason"], "SendRequestFailure");
+    e.policy(API, &send(true)).await;
+    let (s, _, b) = e.get("/echo/items/1").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        echo(&b)["headers"]["x-r"],
+        "none",
+        "ignore-error leaves the variable null"
+    );
+}

@@ -864,3 +864,79 @@ async fn keep_source_leaves_a_read_only_standby() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["outcome"], "completed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ctrl_c_stops_the_move_resumably() {
+    let env = Env::start(false).await;
+    let args: Vec<String> = env
+        .move_args(false, &[])
+        .into_iter()
+        .map(|a| a.replace("rfc2136://", "manual://"))
+        .collect();
+    // The move waits at the cutover for the operator's DNS change; Ctrl-C it there.
+    let child = std::process::Command::new(BIN)
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = env.state();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&state).unwrap_or_default();
+        if text.contains("\"handedOver\": true") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the move never reached the cutover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("interrupted") && err.contains("--resume"),
+        "{err}"
+    );
+    // The operator changes the record, then resumes: the move ends where it would have.
+    let authority = env.knot.authority();
+    let name = format!("api.{ZONE}");
+    let current = authority.query(&name, RecordType::CNAME).await.unwrap();
+    authority
+        .replace(
+            &name,
+            current.as_ref(),
+            &RecordValue::Cname(format!("gw-eastus.{ZONE}")),
+            1,
+        )
+        .await
+        .unwrap();
+    let resume = vec![
+        "move".to_string(),
+        "--json".into(),
+        "--resume".into(),
+        "--state".into(),
+        state.display().to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || run_move(&resume, None))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["outcome"], "completed");
+    assert!(!env.cwd().join("westeurope").exists());
+}

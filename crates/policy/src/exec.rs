@@ -265,7 +265,15 @@ async fn run_nodes_inner<'a>(
     svc: &'a dyn Services,
 ) -> Flow {
     for node in nodes {
-        let flow = run_node(chain, level, section, node, &mut *ex, svc).await;
+        let flow = if is_simple(&node.policy) {
+            if ex.preflight && !matches!(node.policy, Policy::Cors(_)) {
+                Flow::Next
+            } else {
+                run_simple(section, node, ex, svc)
+            }
+        } else {
+            run_node(chain, level, section, node, &mut *ex, svc).await
+        };
         match flow {
             Flow::Next => {}
             Flow::Fail(mut f) => {
@@ -375,124 +383,6 @@ async fn run_node_inner<'a>(
             } else {
                 run_level(chain, level - 1, section, ex, svc).await
             }
-        }
-        Policy::SetHeader {
-            name,
-            action,
-            values,
-        } => {
-            let mut vs = Vec::new();
-            for v in values {
-                vs.push(eval!(text(node, v, ex)));
-            }
-            let on_response =
-                matches!(section, Section::Outbound | Section::OnError) && ex.response.is_some();
-            if on_response {
-                let r = ex.response.as_mut().expect("checked");
-                set_pairs(&mut r.headers, name, *action, vs);
-            } else {
-                set_pairs(&mut ex.request_headers, name, *action, vs);
-            }
-            Flow::Next
-        }
-        Policy::SetQueryParameter {
-            name,
-            action,
-            values,
-        } => {
-            let mut vs = Vec::new();
-            for v in values {
-                vs.push(eval!(text(node, v, ex)));
-            }
-            set_pairs(&mut ex.query, name, *action, vs);
-            Flow::Next
-        }
-        Policy::SetMethod(t) => {
-            let m = eval!(text(node, t, ex)).trim().to_ascii_uppercase();
-            if m.is_empty() || !m.chars().all(|c| c.is_ascii_alphabetic()) {
-                return fail(
-                    node,
-                    500,
-                    "ExpressionValueEvaluationFailure",
-                    format!("'{m}' is not an HTTP method"),
-                );
-            }
-            ex.method = m;
-            Flow::Next
-        }
-        Policy::RewriteUri {
-            template,
-            copy_unmatched,
-        } => {
-            let t = eval!(text(node, template, ex));
-            let (path_t, query_t) = t.split_once('?').unwrap_or((t.as_str(), ""));
-            let params = &ex.matched_parameters;
-            let fill = |s: &str| -> String {
-                let mut out = s.to_string();
-                for (k, v) in params {
-                    out = out.replace(&format!("{{{k}}}"), v);
-                }
-                out
-            };
-            let path = fill(path_t);
-            let mut query: Vec<(String, String)> = query_t
-                .split('&')
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                    (fill(k), fill(v))
-                })
-                .collect();
-            if *copy_unmatched {
-                for (k, v) in &ex.query {
-                    let matched = params.iter().any(|(p, _)| p == k);
-                    if !matched && !query.iter().any(|(q, _)| q == k) {
-                        query.push((k.clone(), v.clone()));
-                    }
-                }
-            }
-            ex.backend_path = if path.starts_with('/') {
-                path
-            } else {
-                format!("/{path}")
-            };
-            ex.query = query;
-            Flow::Next
-        }
-        Policy::SetBackendService {
-            base_url,
-            backend_id,
-        } => {
-            if let Some(u) = base_url {
-                ex.backend_url = Some(eval!(text(node, u, ex)));
-                ex.backend_tls = None;
-            } else if let Some(id) = backend_id {
-                let Some(b) = svc.backend(id) else {
-                    return fail(
-                        node,
-                        500,
-                        "BackendNotFound",
-                        format!("The backend '{id}' does not exist."),
-                    );
-                };
-                ex.backend_url = Some(b.url);
-                ex.backend_tls = Some((b.validate_chain, b.validate_name));
-                for (k, v) in b.headers {
-                    set_pairs(&mut ex.request_headers, &k, ExistsAction::Override, vec![v]);
-                }
-                for (k, v) in b.query {
-                    set_pairs(&mut ex.query, &k, ExistsAction::Override, vec![v]);
-                }
-                if let Some((scheme, param)) = b.authorization {
-                    set_pairs(
-                        &mut ex.request_headers,
-                        "Authorization",
-                        ExistsAction::Override,
-                        vec![format!("{scheme} {param}")],
-                    );
-                }
-            }
-            Flow::Next
         }
         Policy::ForwardRequest {
             timeout_secs,
@@ -630,6 +520,201 @@ async fn run_node_inner<'a>(
                 ),
             }
         }
+        Policy::ReturnResponse { steps, .. } => {
+            let mut response = ResponseParts {
+                status: 200,
+                reason: "OK".into(),
+                headers: Vec::new(),
+                body: Some(Vec::new()),
+            };
+            let saved = ex.response.replace(response.clone());
+            for step in steps {
+                match run_node(chain, level, Section::Outbound, step, &mut *ex, svc).await {
+                    Flow::Next => {}
+                    other => {
+                        ex.response = saved;
+                        return other;
+                    }
+                }
+            }
+            response = ex.response.take().unwrap_or_default();
+            ex.response = Some(response);
+            Flow::Respond
+        }
+        Policy::Choose { whens, otherwise } => {
+            for (cond, body) in whens {
+                let v = match expr::eval_code(cond, ex) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return fail(
+                            node,
+                            500,
+                            "ExpressionValueEvaluationFailure",
+                            format!("Expression evaluation failed. {e}"),
+                        );
+                    }
+                };
+                match v.truthy() {
+                    Ok(true) => return run_nodes(chain, level, section, body, ex, svc).await,
+                    Ok(false) => {}
+                    Err(e) => {
+                        return fail(
+                            node,
+                            500,
+                            "ExpressionValueEvaluationFailure",
+                            format!("The condition is not a bool: {e}"),
+                        );
+                    }
+                }
+            }
+            run_nodes(chain, level, section, otherwise, ex, svc).await
+        }
+        _ => run_simple(section, node, ex, svc),
+    }
+}
+
+/// The policies that never wait: run without a boxed future.
+fn is_simple(policy: &Policy) -> bool {
+    !matches!(
+        policy,
+        Policy::Base
+            | Policy::ForwardRequest { .. }
+            | Policy::Retry(_)
+            | Policy::LimitConcurrency { .. }
+            | Policy::SendRequest { .. }
+            | Policy::ReturnResponse { .. }
+            | Policy::Choose { .. }
+    )
+}
+
+fn run_simple(section: Section, node: &Node, ex: &mut Exchange, svc: &dyn Services) -> Flow {
+    macro_rules! eval {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(flow) => return flow,
+            }
+        };
+    }
+    match &node.policy {
+        Policy::SetHeader {
+            name,
+            action,
+            values,
+        } => {
+            let mut vs = Vec::new();
+            for v in values {
+                vs.push(eval!(text(node, v, ex)));
+            }
+            let on_response =
+                matches!(section, Section::Outbound | Section::OnError) && ex.response.is_some();
+            if on_response {
+                let r = ex.response.as_mut().expect("checked");
+                set_pairs(&mut r.headers, name, *action, vs);
+            } else {
+                set_pairs(&mut ex.request_headers, name, *action, vs);
+            }
+            Flow::Next
+        }
+        Policy::SetQueryParameter {
+            name,
+            action,
+            values,
+        } => {
+            let mut vs = Vec::new();
+            for v in values {
+                vs.push(eval!(text(node, v, ex)));
+            }
+            set_pairs(&mut ex.query, name, *action, vs);
+            Flow::Next
+        }
+        Policy::SetMethod(t) => {
+            let m = eval!(text(node, t, ex)).trim().to_ascii_uppercase();
+            if m.is_empty() || !m.chars().all(|c| c.is_ascii_alphabetic()) {
+                return fail(
+                    node,
+                    500,
+                    "ExpressionValueEvaluationFailure",
+                    format!("'{m}' is not an HTTP method"),
+                );
+            }
+            ex.method = m;
+            Flow::Next
+        }
+        Policy::RewriteUri {
+            template,
+            copy_unmatched,
+        } => {
+            let t = eval!(text(node, template, ex));
+            let (path_t, query_t) = t.split_once('?').unwrap_or((t.as_str(), ""));
+            let params = &ex.matched_parameters;
+            let fill = |s: &str| -> String {
+                let mut out = s.to_string();
+                for (k, v) in params {
+                    out = out.replace(&format!("{{{k}}}"), v);
+                }
+                out
+            };
+            let path = fill(path_t);
+            let mut query: Vec<(String, String)> = query_t
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (fill(k), fill(v))
+                })
+                .collect();
+            if *copy_unmatched {
+                for (k, v) in &ex.query {
+                    let matched = params.iter().any(|(p, _)| p == k);
+                    if !matched && !query.iter().any(|(q, _)| q == k) {
+                        query.push((k.clone(), v.clone()));
+                    }
+                }
+            }
+            ex.backend_path = if path.starts_with('/') {
+                path
+            } else {
+                format!("/{path}")
+            };
+            ex.query = query;
+            Flow::Next
+        }
+        Policy::SetBackendService {
+            base_url,
+            backend_id,
+        } => {
+            if let Some(u) = base_url {
+                ex.backend_url = Some(eval!(text(node, u, ex)));
+                ex.backend_tls = None;
+            } else if let Some(id) = backend_id {
+                let Some(b) = svc.backend(id) else {
+                    return fail(
+                        node,
+                        500,
+                        "BackendNotFound",
+                        format!("The backend '{id}' does not exist."),
+                    );
+                };
+                ex.backend_url = Some(b.url);
+                ex.backend_tls = Some((b.validate_chain, b.validate_name));
+                for (k, v) in b.headers {
+                    set_pairs(&mut ex.request_headers, &k, ExistsAction::Override, vec![v]);
+                }
+                for (k, v) in b.query {
+                    set_pairs(&mut ex.query, &k, ExistsAction::Override, vec![v]);
+                }
+                if let Some((scheme, param)) = b.authorization {
+                    set_pairs(
+                        &mut ex.request_headers,
+                        "Authorization",
+                        ExistsAction::Override,
+                        vec![format!("{scheme} {param}")],
+                    );
+                }
+            }
+            Flow::Next
+        }
         Policy::SetBody(t) => {
             let body = eval!(text(node, t, ex)).into_bytes();
             match (section, ex.response.as_mut()) {
@@ -668,27 +753,6 @@ async fn run_node_inner<'a>(
             r.reason = reason;
             Flow::Next
         }
-        Policy::ReturnResponse { steps, .. } => {
-            let mut response = ResponseParts {
-                status: 200,
-                reason: "OK".into(),
-                headers: Vec::new(),
-                body: Some(Vec::new()),
-            };
-            let saved = ex.response.replace(response.clone());
-            for step in steps {
-                match run_node(chain, level, Section::Outbound, step, &mut *ex, svc).await {
-                    Flow::Next => {}
-                    other => {
-                        ex.response = saved;
-                        return other;
-                    }
-                }
-            }
-            response = ex.response.take().unwrap_or_default();
-            ex.response = Some(response);
-            Flow::Respond
-        }
         Policy::MockResponse {
             status,
             content_type,
@@ -712,34 +776,6 @@ async fn run_node_inner<'a>(
             let val = eval!(value(node, v, ex));
             ex.variables.insert(name.clone(), val);
             Flow::Next
-        }
-        Policy::Choose { whens, otherwise } => {
-            for (cond, body) in whens {
-                let v = match expr::eval_code(cond, ex) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        return fail(
-                            node,
-                            500,
-                            "ExpressionValueEvaluationFailure",
-                            format!("Expression evaluation failed. {e}"),
-                        );
-                    }
-                };
-                match v.truthy() {
-                    Ok(true) => return run_nodes(chain, level, section, body, ex, svc).await,
-                    Ok(false) => {}
-                    Err(e) => {
-                        return fail(
-                            node,
-                            500,
-                            "ExpressionValueEvaluationFailure",
-                            format!("The condition is not a bool: {e}"),
-                        );
-                    }
-                }
-            }
-            run_nodes(chain, level, section, otherwise, ex, svc).await
         }
         Policy::CheckHeader {
             name,
@@ -1037,6 +1073,7 @@ async fn run_node_inner<'a>(
             }
             Flow::Next
         }
+        _ => Flow::Next,
     }
 }
 

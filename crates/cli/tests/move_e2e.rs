@@ -783,31 +783,20 @@ async fn a_failed_verification_changes_no_dns_and_leaves_the_source_serving() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn manual_dns_prints_the_change_and_waits_until_it_answers() {
-    let env = Env::start(false).await;
-    let args: Vec<String> = env
-        .move_args(false, &[])
+/// The move's arguments with `--dns manual://` instead of the RFC 2136 update.
+fn manual_dns_args(env: &Env) -> Vec<String> {
+    env.move_args(false, &[])
         .into_iter()
-        .map(|a| {
-            if a.starts_with("rfc2136://") {
-                a.replace("rfc2136://", "manual://")
-            } else {
-                a
-            }
-        })
-        .collect();
-    let mover = tokio::task::spawn_blocking(move || run_move(&args, None));
-    // The operator changes the record at their provider a while later.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+        .map(|a| a.replace("rfc2136://", "manual://"))
+        .collect()
+}
+
+/// What the operator does at their DNS provider in manual mode: points the custom domain at
+/// eastus. Returns the record's value before.
+async fn operator_switches_the_record(env: &Env) -> Option<RecordValue> {
     let authority = env.knot.authority();
     let name = format!("api.{ZONE}");
     let current = authority.query(&name, RecordType::CNAME).await.unwrap();
-    assert_eq!(
-        current.as_ref().map(|a| a.value.clone()),
-        Some(RecordValue::Cname(format!("gw-westeurope.{ZONE}"))),
-        "the move did not touch the record itself"
-    );
     authority
         .replace(
             &name,
@@ -817,6 +806,21 @@ async fn manual_dns_prints_the_change_and_waits_until_it_answers() {
         )
         .await
         .unwrap();
+    current.map(|a| a.value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn manual_dns_prints_the_change_and_waits_until_it_answers() {
+    let env = Env::start(false).await;
+    let args = manual_dns_args(&env);
+    let mover = tokio::task::spawn_blocking(move || run_move(&args, None));
+    // The operator changes the record at their provider a while later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        operator_switches_the_record(&env).await,
+        Some(RecordValue::Cname(format!("gw-westeurope.{ZONE}"))),
+        "the move did not touch the record itself"
+    );
     let out = mover.await.unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
@@ -868,11 +872,7 @@ async fn keep_source_leaves_a_read_only_standby() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ctrl_c_stops_the_move_resumably() {
     let env = Env::start(false).await;
-    let args: Vec<String> = env
-        .move_args(false, &[])
-        .into_iter()
-        .map(|a| a.replace("rfc2136://", "manual://"))
-        .collect();
+    let args = manual_dns_args(&env);
     // The move waits at the cutover for the operator's DNS change; Ctrl-C it there.
     let child = std::process::Command::new(BIN)
         .args(&args)
@@ -909,18 +909,7 @@ async fn ctrl_c_stops_the_move_resumably() {
         "{err}"
     );
     // The operator changes the record, then resumes: the move ends where it would have.
-    let authority = env.knot.authority();
-    let name = format!("api.{ZONE}");
-    let current = authority.query(&name, RecordType::CNAME).await.unwrap();
-    authority
-        .replace(
-            &name,
-            current.as_ref(),
-            &RecordValue::Cname(format!("gw-eastus.{ZONE}")),
-            1,
-        )
-        .await
-        .unwrap();
+    operator_switches_the_record(&env).await;
     let resume = vec![
         "move".to_string(),
         "--json".into(),

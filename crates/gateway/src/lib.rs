@@ -105,9 +105,14 @@ impl Shared {
 
     /// Seconds since the Unix epoch.
     pub fn clock_secs(&self) -> i64 {
+        self.clock_ms() / 1000
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn clock_ms(&self) -> i64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
+            .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
     }
 

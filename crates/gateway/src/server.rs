@@ -423,7 +423,9 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let bucket = bucket_of(shared.clock_secs());
+    // One clock read per request, for the usage bucket and the traffic counters.
+    let now_ms = shared.clock_ms();
+    let bucket = bucket_of(now_ms / 1000);
     if shared.access_log.enabled() {
         write_access_log(
             &shared,
@@ -443,7 +445,7 @@ pub async fn handle(
     shared
         .stats
         .record(key, bucket, status, total_ms, backend_ms, bytes);
-    shared.traffic.record(status);
+    shared.traffic.record(status, now_ms);
     close_if_draining(&shared, http1, &mut resp);
     Ok(resp)
 }

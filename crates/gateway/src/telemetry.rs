@@ -361,16 +361,13 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    pub fn record(&self, status: u16) {
+    /// Counts one answered request, at `now_ms` (milliseconds since the epoch).
+    pub fn record(&self, status: u16, now_ms: i64) {
         self.served.fetch_add(1, Ordering::Relaxed);
         if status >= 500 {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        self.last_request_unix_ms.store(now, Ordering::Relaxed);
+        self.last_request_unix_ms.store(now_ms, Ordering::Relaxed);
     }
 
     pub fn set_draining(&self, on: bool) {

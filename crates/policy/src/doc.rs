@@ -751,6 +751,20 @@ impl<'a, 'd> Ctx<'a, 'd> {
         Ok(())
     }
 
+    /// The document's root must be `<name>`.
+    fn expect_root(&self, root: roxmltree::Node, name: &str, of: &str) -> Res<()> {
+        if root.tag_name().name() == name {
+            return Ok(());
+        }
+        self.err(
+            root,
+            format!(
+                "the root element{of} must be <{name}>, not <{}>",
+                root.tag_name().name()
+            ),
+        )
+    }
+
     fn allowed_in(&self, node: roxmltree::Node, section: Section, sections: &[Section]) -> Res<()> {
         if sections.contains(&section) {
             return Ok(());
@@ -1752,15 +1766,7 @@ pub fn parse_document(
         depth: 0,
     };
     let root = doc.root_element();
-    if root.tag_name().name() != "policies" {
-        return ctx.err(
-            root,
-            format!(
-                "the root element must be <policies>, not <{}>",
-                root.tag_name().name()
-            ),
-        );
-    }
+    ctx.expect_root(root, "policies", "")?;
     let mut out = Document::default();
     for child in ctx.children(root)? {
         let name = child.tag_name().name();
@@ -1797,15 +1803,7 @@ fn parse_fragment_with(
         depth,
     };
     let root = doc.root_element();
-    if root.tag_name().name() != "fragment" {
-        return ctx.err(
-            root,
-            format!(
-                "the root element of a policy fragment must be <fragment>, not <{}>",
-                root.tag_name().name()
-            ),
-        );
-    }
+    ctx.expect_root(root, "fragment", " of a policy fragment")?;
     let mut nodes = Vec::new();
     ctx.policies(root, section, &mut nodes)?;
     if nodes.iter().any(|n| n.policy == Policy::Base) {
@@ -1821,24 +1819,6 @@ pub fn check_fragment(
     format: &str,
     resolver: &dyn Resolver,
 ) -> Result<(), PolicyError> {
-    let text = xml_of(value, format);
-    let doc = roxmltree::Document::parse(&text).map_err(not_xml)?;
-    let root = doc.root_element();
-    let ctx = Ctx {
-        doc: &doc,
-        resolver,
-        reads_body: false,
-        depth: 0,
-    };
-    if root.tag_name().name() != "fragment" {
-        return ctx.err(
-            root,
-            format!(
-                "the root element of a policy fragment must be <fragment>, not <{}>",
-                root.tag_name().name()
-            ),
-        );
-    }
     // Any section will do for the types; try them in turn so a backend-only fragment passes.
     let mut last = None;
     for s in Section::ALL {

@@ -253,48 +253,39 @@ fn run_nodes<'a>(
     ex: &'a mut Exchange,
     svc: &'a dyn Services,
 ) -> BoxFut<'a, Flow> {
-    Box::pin(run_nodes_inner(chain, level, section, nodes, ex, svc))
-}
-
-async fn run_nodes_inner<'a>(
-    chain: &'a Chain<'a>,
-    level: usize,
-    section: Section,
-    nodes: &'a [Node],
-    ex: &'a mut Exchange,
-    svc: &'a dyn Services,
-) -> Flow {
-    for node in nodes {
-        let flow = if is_simple(&node.policy) {
-            if ex.preflight && !matches!(node.policy, Policy::Cors(_)) {
-                Flow::Next
-            } else {
-                run_simple(section, node, ex, svc)
-            }
-        } else {
-            run_node(chain, level, section, node, &mut *ex, svc).await
-        };
-        match flow {
-            Flow::Next => {}
-            Flow::Fail(mut f) => {
-                if ex.last_error.is_none() || section != Section::OnError {
-                    ex.last_error = Some(LastError {
-                        source: f.policy.to_string(),
-                        reason: f.reason.to_string(),
-                        message: f.message.clone(),
-                        section: section.name().to_string(),
-                        path: format!("{}[{}]", f.policy, f.pos),
-                        policy_id: f.policy_id.clone().unwrap_or_default(),
-                        scope: SCOPES[level].to_string(),
-                    });
+    Box::pin(async move {
+        for node in nodes {
+            let flow = if is_simple(&node.policy) {
+                if ex.preflight && !matches!(node.policy, Policy::Cors(_)) {
+                    Flow::Next
+                } else {
+                    run_simple(section, node, ex, svc)
                 }
-                f.policy_id = f.policy_id.or_else(|| node.id.clone());
-                return Flow::Fail(f);
+            } else {
+                run_node(chain, level, section, node, &mut *ex, svc).await
+            };
+            match flow {
+                Flow::Next => {}
+                Flow::Fail(mut f) => {
+                    if ex.last_error.is_none() || section != Section::OnError {
+                        ex.last_error = Some(LastError {
+                            source: f.policy.to_string(),
+                            reason: f.reason.to_string(),
+                            message: f.message.clone(),
+                            section: section.name().to_string(),
+                            path: format!("{}[{}]", f.policy, f.pos),
+                            policy_id: f.policy_id.clone().unwrap_or_default(),
+                            scope: SCOPES[level].to_string(),
+                        });
+                    }
+                    f.policy_id = f.policy_id.or_else(|| node.id.clone());
+                    return Flow::Fail(f);
+                }
+                Flow::Respond => return Flow::Respond,
             }
-            Flow::Respond => return Flow::Respond,
         }
-    }
-    Flow::Next
+        Flow::Next
+    })
 }
 
 fn fail(node: &Node, status: u16, reason: &'static str, message: impl Into<String>) -> Flow {
@@ -354,223 +345,216 @@ fn run_node<'a>(
     ex: &'a mut Exchange,
     svc: &'a dyn Services,
 ) -> BoxFut<'a, Flow> {
-    Box::pin(run_node_inner(chain, level, section, node, ex, svc))
-}
-
-async fn run_node_inner<'a>(
-    chain: &'a Chain<'a>,
-    level: usize,
-    section: Section,
-    node: &'a Node,
-    ex: &'a mut Exchange,
-    svc: &'a dyn Services,
-) -> Flow {
-    macro_rules! eval {
-        ($e:expr) => {
-            match $e {
-                Ok(v) => v,
-                Err(flow) => return flow,
-            }
-        };
-    }
-    if ex.preflight && !matches!(node.policy, Policy::Base | Policy::Cors(_)) {
-        return Flow::Next;
-    }
-    match &node.policy {
-        Policy::Base => {
-            if level == 0 {
-                Flow::Next
-            } else {
-                run_level(chain, level - 1, section, ex, svc).await
-            }
-        }
-        Policy::ForwardRequest {
-            timeout_secs,
-            follow_redirects,
-        } => {
-            let f = Forward {
-                timeout_secs: *timeout_secs,
-                follow_redirects: *follow_redirects,
-            };
-            match svc.forward(ex, f).await {
-                Ok(()) => Flow::Next,
-                Err(mut failure) => {
-                    failure.policy_id = node.id.clone();
-                    failure.pos = node.pos;
-                    Flow::Fail(failure)
-                }
-            }
-        }
-        Policy::Retry(r) => {
-            let mut attempt = 0u64;
-            loop {
-                let flow = run_nodes(chain, level, section, &r.body, &mut *ex, svc).await;
-                if matches!(flow, Flow::Respond) {
-                    return flow;
-                }
-                let again = match expr::eval_code(&r.condition, &*ex).map(|v| v.truthy()) {
-                    Ok(Ok(b)) => b,
-                    Ok(Err(e)) => return fail(node, 500, "ExpressionValueEvaluationFailure", e),
-                    Err(e) => {
-                        return fail(
-                            node,
-                            500,
-                            "ExpressionValueEvaluationFailure",
-                            format!("Expression evaluation failed. {e}"),
-                        );
-                    }
-                };
-                if !again || attempt >= r.count {
-                    return flow;
-                }
-                attempt += 1;
-                let wait = retry_interval(r, attempt);
-                let fast = attempt == 1 && r.first_fast_retry;
-                if !fast && !wait.is_zero() {
-                    svc.sleep(wait).await;
-                }
-            }
-        }
-        Policy::LimitConcurrency { key, max, body } => {
-            let k = eval!(text(node, key, ex));
-            let Some(permit) = svc.acquire(&k, *max) else {
-                return fail(
-                    node,
-                    429,
-                    "ConcurrencyLimitExceeded",
-                    "Too many requests are being processed concurrently. Try again later.",
-                );
-            };
-            let flow = run_nodes(chain, level, section, body, &mut *ex, svc).await;
-            drop(permit);
-            flow
-        }
-        Policy::SendRequest {
-            mode_copy,
-            variable,
-            timeout_secs,
-            ignore_error,
-            one_way,
-            steps,
-        } => {
-            let mut req = if *mode_copy {
-                Outgoing {
-                    method: ex.method.clone(),
-                    url: String::new(),
-                    headers: ex.request_headers.clone(),
-                    body: ex.request_body.clone(),
-                }
-            } else {
-                Outgoing {
-                    method: "GET".into(),
-                    ..Outgoing::default()
-                }
-            };
-            for step in steps {
-                match step {
-                    SendStep::Url(t) => req.url = eval!(text(node, t, ex)),
-                    SendStep::Method(t) => {
-                        req.method = eval!(text(node, t, ex)).to_ascii_uppercase()
-                    }
-                    SendStep::Header {
-                        name,
-                        action,
-                        values,
-                    } => {
-                        let mut vs = Vec::new();
-                        for v in values {
-                            vs.push(eval!(text(node, v, ex)));
-                        }
-                        set_pairs(&mut req.headers, name, *action, vs);
-                    }
-                    SendStep::Body(t) => req.body = Some(eval!(text(node, t, ex)).into_bytes()),
-                }
-            }
-            if req.url.is_empty() {
-                return fail(
-                    node,
-                    500,
-                    "ExpressionValueEvaluationFailure",
-                    "send-request has no URL (set-url)",
-                );
-            }
-            if *one_way {
-                svc.send_one_way(req);
-                return Flow::Next;
-            }
-            match svc.send(req, *timeout_secs).await {
-                Ok(r) => {
-                    if let Some(v) = variable {
-                        ex.variables.insert(v.clone(), response_value(&r));
-                    }
-                    Flow::Next
-                }
-                Err(e) if *ignore_error => {
-                    if let Some(v) = variable {
-                        ex.variables.insert(v.clone(), V::Null);
-                    }
-                    let _ = e;
-                    Flow::Next
-                }
-                Err(e) => fail(
-                    node,
-                    500,
-                    "SendRequestFailure",
-                    format!("send-request failed: {e}"),
-                ),
-            }
-        }
-        Policy::ReturnResponse { steps, .. } => {
-            let mut response = ResponseParts {
-                status: 200,
-                reason: "OK".into(),
-                headers: Vec::new(),
-                body: Some(Vec::new()),
-            };
-            let saved = ex.response.replace(response.clone());
-            for step in steps {
-                match run_node(chain, level, Section::Outbound, step, &mut *ex, svc).await {
-                    Flow::Next => {}
-                    other => {
-                        ex.response = saved;
-                        return other;
-                    }
-                }
-            }
-            response = ex.response.take().unwrap_or_default();
-            ex.response = Some(response);
-            Flow::Respond
-        }
-        Policy::Choose { whens, otherwise } => {
-            for (cond, body) in whens {
-                let v = match expr::eval_code(cond, ex) {
+    Box::pin(async move {
+        macro_rules! eval {
+            ($e:expr) => {
+                match $e {
                     Ok(v) => v,
-                    Err(e) => {
-                        return fail(
-                            node,
-                            500,
-                            "ExpressionValueEvaluationFailure",
-                            format!("Expression evaluation failed. {e}"),
-                        );
-                    }
+                    Err(flow) => return flow,
+                }
+            };
+        }
+        if ex.preflight && !matches!(node.policy, Policy::Base | Policy::Cors(_)) {
+            return Flow::Next;
+        }
+        match &node.policy {
+            Policy::Base => {
+                if level == 0 {
+                    Flow::Next
+                } else {
+                    run_level(chain, level - 1, section, ex, svc).await
+                }
+            }
+            Policy::ForwardRequest {
+                timeout_secs,
+                follow_redirects,
+            } => {
+                let f = Forward {
+                    timeout_secs: *timeout_secs,
+                    follow_redirects: *follow_redirects,
                 };
-                match v.truthy() {
-                    Ok(true) => return run_nodes(chain, level, section, body, ex, svc).await,
-                    Ok(false) => {}
-                    Err(e) => {
-                        return fail(
-                            node,
-                            500,
-                            "ExpressionValueEvaluationFailure",
-                            format!("The condition is not a bool: {e}"),
-                        );
+                match svc.forward(ex, f).await {
+                    Ok(()) => Flow::Next,
+                    Err(mut failure) => {
+                        failure.policy_id = node.id.clone();
+                        failure.pos = node.pos;
+                        Flow::Fail(failure)
                     }
                 }
             }
-            run_nodes(chain, level, section, otherwise, ex, svc).await
+            Policy::Retry(r) => {
+                let mut attempt = 0u64;
+                loop {
+                    let flow = run_nodes(chain, level, section, &r.body, &mut *ex, svc).await;
+                    if matches!(flow, Flow::Respond) {
+                        return flow;
+                    }
+                    let again = match expr::eval_code(&r.condition, &*ex).map(|v| v.truthy()) {
+                        Ok(Ok(b)) => b,
+                        Ok(Err(e)) => {
+                            return fail(node, 500, "ExpressionValueEvaluationFailure", e);
+                        }
+                        Err(e) => {
+                            return fail(
+                                node,
+                                500,
+                                "ExpressionValueEvaluationFailure",
+                                format!("Expression evaluation failed. {e}"),
+                            );
+                        }
+                    };
+                    if !again || attempt >= r.count {
+                        return flow;
+                    }
+                    attempt += 1;
+                    let wait = retry_interval(r, attempt);
+                    let fast = attempt == 1 && r.first_fast_retry;
+                    if !fast && !wait.is_zero() {
+                        svc.sleep(wait).await;
+                    }
+                }
+            }
+            Policy::LimitConcurrency { key, max, body } => {
+                let k = eval!(text(node, key, ex));
+                let Some(permit) = svc.acquire(&k, *max) else {
+                    return fail(
+                        node,
+                        429,
+                        "ConcurrencyLimitExceeded",
+                        "Too many requests are being processed concurrently. Try again later.",
+                    );
+                };
+                let flow = run_nodes(chain, level, section, body, &mut *ex, svc).await;
+                drop(permit);
+                flow
+            }
+            Policy::SendRequest {
+                mode_copy,
+                variable,
+                timeout_secs,
+                ignore_error,
+                one_way,
+                steps,
+            } => {
+                let mut req = if *mode_copy {
+                    Outgoing {
+                        method: ex.method.clone(),
+                        url: String::new(),
+                        headers: ex.request_headers.clone(),
+                        body: ex.request_body.clone(),
+                    }
+                } else {
+                    Outgoing {
+                        method: "GET".into(),
+                        ..Outgoing::default()
+                    }
+                };
+                for step in steps {
+                    match step {
+                        SendStep::Url(t) => req.url = eval!(text(node, t, ex)),
+                        SendStep::Method(t) => {
+                            req.method = eval!(text(node, t, ex)).to_ascii_uppercase()
+                        }
+                        SendStep::Header {
+                            name,
+                            action,
+                            values,
+                        } => {
+                            let mut vs = Vec::new();
+                            for v in values {
+                                vs.push(eval!(text(node, v, ex)));
+                            }
+                            set_pairs(&mut req.headers, name, *action, vs);
+                        }
+                        SendStep::Body(t) => req.body = Some(eval!(text(node, t, ex)).into_bytes()),
+                    }
+                }
+                if req.url.is_empty() {
+                    return fail(
+                        node,
+                        500,
+                        "ExpressionValueEvaluationFailure",
+                        "send-request has no URL (set-url)",
+                    );
+                }
+                if *one_way {
+                    svc.send_one_way(req);
+                    return Flow::Next;
+                }
+                match svc.send(req, *timeout_secs).await {
+                    Ok(r) => {
+                        if let Some(v) = variable {
+                            ex.variables.insert(v.clone(), response_value(&r));
+                        }
+                        Flow::Next
+                    }
+                    Err(e) if *ignore_error => {
+                        if let Some(v) = variable {
+                            ex.variables.insert(v.clone(), V::Null);
+                        }
+                        let _ = e;
+                        Flow::Next
+                    }
+                    Err(e) => fail(
+                        node,
+                        500,
+                        "SendRequestFailure",
+                        format!("send-request failed: {e}"),
+                    ),
+                }
+            }
+            Policy::ReturnResponse { steps, .. } => {
+                let mut response = ResponseParts {
+                    status: 200,
+                    reason: "OK".into(),
+                    headers: Vec::new(),
+                    body: Some(Vec::new()),
+                };
+                let saved = ex.response.replace(response.clone());
+                for step in steps {
+                    match run_node(chain, level, Section::Outbound, step, &mut *ex, svc).await {
+                        Flow::Next => {}
+                        other => {
+                            ex.response = saved;
+                            return other;
+                        }
+                    }
+                }
+                response = ex.response.take().unwrap_or_default();
+                ex.response = Some(response);
+                Flow::Respond
+            }
+            Policy::Choose { whens, otherwise } => {
+                for (cond, body) in whens {
+                    let v = match expr::eval_code(cond, ex) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            return fail(
+                                node,
+                                500,
+                                "ExpressionValueEvaluationFailure",
+                                format!("Expression evaluation failed. {e}"),
+                            );
+                        }
+                    };
+                    match v.truthy() {
+                        Ok(true) => return run_nodes(chain, level, section, body, ex, svc).await,
+                        Ok(false) => {}
+                        Err(e) => {
+                            return fail(
+                                node,
+                                500,
+                                "ExpressionValueEvaluationFailure",
+                                format!("The condition is not a bool: {e}"),
+                            );
+                        }
+                    }
+                }
+                run_nodes(chain, level, section, otherwise, ex, svc).await
+            }
+            _ => run_simple(section, node, ex, svc),
         }
-        _ => run_simple(section, node, ex, svc),
-    }
+    })
 }
 
 /// The policies that never wait: run without a boxed future.

@@ -152,6 +152,10 @@ pub struct ServeArgs {
     /// Extra trusted root certificates (PEM) for HTTPS backends.
     #[arg(long, env = "GATEHOUSE_BACKEND_CA")]
     pub backend_ca: Option<PathBuf>,
+    /// Gateway worker threads, each serving its share of client connections (default: one per
+    /// CPU).
+    #[arg(long, env = "GATEHOUSE_GATEWAY_WORKERS")]
+    pub gateway_workers: Option<usize>,
     /// The default backup key: an age key file or a file holding a passphrase (else
     /// GATEHOUSE_BACKUP_KEY).
     #[arg(long, env = "GATEHOUSE_BACKUP_KEY_FILE")]
@@ -180,6 +184,7 @@ pub struct FileConfig {
     pub access_log: Option<String>,
     pub max_header_bytes: Option<usize>,
     pub backend_ca: Option<PathBuf>,
+    pub gateway_workers: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -459,6 +464,10 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
                 .backend_ca
                 .clone()
                 .or_else(|| f.and_then(|f| f.backend_ca.clone())),
+            workers: args
+                .gateway_workers
+                .or_else(|| f.and_then(|f| f.gateway_workers))
+                .unwrap_or(0),
             ..GatewayConfig::default()
         },
     })

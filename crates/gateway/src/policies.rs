@@ -769,7 +769,7 @@ pub async fn serve(
     if let Some(sub) = &ctx.subscription {
         let key = parts
             .headers
-            .get(api.key_header.as_str())
+            .get(&api.key_header)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .unwrap_or_else(|| sub.primary_key.clone());
@@ -942,7 +942,13 @@ async fn forward_exchange(
         Some((true, false)) => proxy::TlsCheck::ChainOnly,
         _ => proxy::TlsCheck::Full,
     };
-    let result = tokio::time::timeout(timeout, shared.backend.forward_checked(out, check)).await;
+    let result = tokio::time::timeout(
+        timeout,
+        shared
+            .backend
+            .forward_checked(out, check, ctx.affinity.as_deref()),
+    )
+    .await;
     match result {
         Err(_) => Err(crate::server::forward_error(
             ForwardError::Timeout(timeout),

@@ -6,7 +6,7 @@ use http_body_util::{BodyExt, combinators::BoxBody};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::time::Duration;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -33,6 +33,7 @@ pub struct Backend {
     lenient_name: Pool,
     lenient_chain: Pool,
     pub response_timeout: Duration,
+    connect_timeout: Duration,
 }
 
 /// How strictly a backend's certificate is checked.
@@ -187,15 +188,19 @@ impl Backend {
             lenient_name: pool(TlsCheck::ChainOnly)?,
             lenient_chain: pool(TlsCheck::None)?,
             response_timeout,
+            connect_timeout,
         })
     }
 
-    /// Sends the request; the response body streams from the backend.
+    /// Sends the request; the response body streams from the backend. With an `affinity` (the
+    /// client's HTTP/1.1 connection), a plain-HTTP request goes over that connection's own
+    /// backend connection.
     pub async fn forward(
         &self,
         req: hyper::Request<Body>,
+        affinity: Option<&Affinity>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ForwardError> {
-        self.forward_checked(req, TlsCheck::Full).await
+        self.forward_checked(req, TlsCheck::Full, affinity).await
     }
 
     /// Like `forward`, checking an HTTPS backend's certificate as `check` says.
@@ -203,7 +208,13 @@ impl Backend {
         &self,
         req: hyper::Request<Body>,
         check: TlsCheck,
+        affinity: Option<&Affinity>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ForwardError> {
+        if let Some(affinity) = affinity
+            && req.uri().scheme() == Some(&hyper::http::uri::Scheme::HTTP)
+        {
+            return self.forward_own(affinity, req).await;
+        }
         let client = match check {
             TlsCheck::Full => &self.client,
             TlsCheck::ChainOnly => &self.lenient_name,
@@ -218,6 +229,130 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Sends a plain-HTTP request over the client connection's own backend connection, opened
+    /// on first use and kept while it stays open. A kept connection the backend has closed
+    /// meanwhile is replaced, and a request it could not take is sent again on the new one.
+    async fn forward_own(
+        &self,
+        affinity: &Affinity,
+        mut req: hyper::Request<Body>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ForwardError> {
+        let uri = req.uri().clone();
+        let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
+            return Err(ForwardError::Other(format!("{uri} names no host")));
+        };
+        let port = uri.port_u16().unwrap_or(80);
+        if !req.headers().contains_key(hyper::header::HOST) {
+            // As the pooled client writes it: the port only when it is not the default.
+            let host_header = match uri.port_u16() {
+                Some(p) if p != 80 => HeaderValue::from_str(&format!("{host}:{p}")),
+                _ => HeaderValue::from_str(host),
+            };
+            if let Ok(v) = host_header {
+                req.headers_mut().insert(hyper::header::HOST, v);
+            }
+        }
+        // HTTP/1.1 to an origin server takes the origin form: path and query only.
+        *req.uri_mut() = uri
+            .path_and_query()
+            .map(|pq| hyper::Uri::from(pq.clone()))
+            .unwrap_or_else(|| hyper::Uri::from_static("/"));
+        let kept = affinity.take(authority.as_str());
+        let exchange = async {
+            let (mut sender, reused) = match kept {
+                Some(s) => (s, true),
+                None => (self.connect_own(host, port).await?, false),
+            };
+            if reused && sender.ready().await.is_err() {
+                sender = self.connect_own(host, port).await?;
+            }
+            let resp = match sender.try_send_request(req).await {
+                Ok(resp) => resp,
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => {
+                        sender = self.connect_own(host, port).await?;
+                        sender
+                            .send_request(unsent)
+                            .await
+                            .map_err(|e| ForwardError::Other(source_chain(&e)))?
+                    }
+                    _ => return Err(ForwardError::Other(source_chain(&e.into_error()))),
+                },
+            };
+            Ok((sender, resp))
+        };
+        match tokio::time::timeout(self.response_timeout, exchange).await {
+            Err(_) => Err(ForwardError::Timeout(self.response_timeout)),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok((sender, resp))) => {
+                affinity.keep(authority.as_str(), sender);
+                Ok(resp)
+            }
+        }
+    }
+
+    async fn connect_own(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<hyper::client::conn::http1::SendRequest<Body>, ForwardError> {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let stream = match tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect((host, port)),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(ForwardError::Connect(format!(
+                    "connecting to {host}:{port} timed out after {:?}",
+                    self.connect_timeout
+                )));
+            }
+            Ok(Err(e)) => return Err(ForwardError::Connect(format!("{host}:{port}: {e}"))),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ForwardError::Connect(source_chain(&e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "backend connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// The backend connection of one client HTTP/1.1 connection.
+///
+/// Why: a client connection sends one request at a time, so one backend connection serves it
+/// fully, and driving it directly skips the shared pool's checkout, its channel to a
+/// connection task and its bookkeeping (measured: 1–2 µs per request, a tenth of the
+/// gateway's cost). It holds at most one connection, to the backend last used; it closes when
+/// the client connection ends.
+#[derive(Default)]
+pub struct Affinity {
+    slot: std::sync::Mutex<Option<(String, hyper::client::conn::http1::SendRequest<Body>)>>,
+}
+
+impl Affinity {
+    fn take(&self, authority: &str) -> Option<hyper::client::conn::http1::SendRequest<Body>> {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.take() {
+            Some((a, sender)) if a == authority && !sender.is_closed() => Some(sender),
+            _ => None,
+        }
+    }
+
+    fn keep(&self, authority: &str, sender: hyper::client::conn::http1::SendRequest<Body>) {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = Some((authority.to_string(), sender));
+    }
+}
+
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -229,22 +364,39 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// APIM's correlation header.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    use hyper::header::{
+        CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
+        UPGRADE,
+    };
+    // Most messages carry none of them: one pass over the names decides (the names are
+    // pre-parsed, so no lookup hashes a string).
+    let hop_by_hop = [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &PROXY_AUTHENTICATE,
+        &PROXY_AUTHORIZATION,
+        &TE,
+        &TRAILER,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+    ];
+    if !headers.keys().any(|k| hop_by_hop.contains(&k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
-        .get_all(hyper::header::CONNECTION)
+        .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -253,25 +405,37 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for n in named {
         headers.remove(n);
     }
-    for h in HOP_BY_HOP {
-        headers.remove(*h);
+    for h in hop_by_hop {
+        headers.remove(h);
     }
 }
 
 /// Appends the client address to `X-Forwarded-For` and sets `X-Forwarded-Proto`/`-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &str, proto: &str, host: Option<&str>) {
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {client_ip}"),
-        _ => client_ip.to_string(),
-    };
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client_ip: std::net::IpAddr,
+    proto: &str,
+    host: Option<HeaderValue>,
+) {
+    use std::fmt::Write;
+    let mut xff = String::with_capacity(48);
+    if let Some(prev) = headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| !p.is_empty())
+    {
+        xff.push_str(prev);
+        xff.push_str(", ");
+    }
+    let _ = write!(xff, "{client_ip}");
     if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if proto == "https" { "https" } else { "http" }),
     );
-    if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert("x-forwarded-host", h);
+    if let Some(h) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), h);
     }
 }

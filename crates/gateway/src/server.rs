@@ -24,6 +24,8 @@ pub const STATUS_PATH: &str = "/status-0123456789abcdef";
 /// What the pipeline knows about a request (the policy engine's `context`).
 pub struct RequestContext {
     pub request_id: String,
+    /// The request id as a header value, made once for the headers that carry it.
+    pub request_id_header: Option<HeaderValue>,
     pub table: Arc<RoutingTable>,
     pub api: Option<Arc<ApiRoute>>,
     pub operation: Option<usize>,
@@ -39,6 +41,8 @@ pub struct RequestContext {
     pub preflight: bool,
     /// What trace policies wrote for this request: `(source, message)`, for the access log.
     pub traces: std::sync::Mutex<Vec<(String, String)>>,
+    /// The client connection's own backend connection (HTTP/1.x clients only).
+    pub affinity: Option<Arc<proxy::Affinity>>,
 }
 
 impl RequestContext {
@@ -141,8 +145,13 @@ fn inbound(
         return Ok(());
     }
     // Subscription key: the API's header, else its query parameter.
-    let key = header_str(headers, &api.key_header)
-        .or_else(|| query.and_then(|q| template::query_value(q, &api.key_query)));
+    let key: Option<std::borrow::Cow<str>> =
+        match headers.get(&api.key_header).and_then(|v| v.to_str().ok()) {
+            Some(k) => Some(k.into()),
+            None => query
+                .and_then(|q| template::query_value(q, &api.key_query))
+                .map(Into::into),
+        };
     match key {
         None => {
             if let Some(open) = api.open_product() {
@@ -260,7 +269,7 @@ async fn backend(
     let started = Instant::now();
     let resp = shared
         .backend
-        .forward(out)
+        .forward(out, ctx.affinity.as_deref())
         .await
         .map_err(|e| forward_error(e, api))?;
     Ok((resp, started.elapsed().as_secs_f64() * 1000.0))
@@ -275,19 +284,18 @@ pub(crate) fn backend_headers(
     remote: SocketAddr,
     tls: bool,
 ) {
-    let host = header_str(headers, "host");
     proxy::strip_hop_by_hop(headers);
-    headers.remove(api.key_header.as_str());
-    headers.remove(header::HOST);
+    headers.remove(&api.key_header);
+    let host = headers.remove(header::HOST);
     proxy::add_forwarded(
         headers,
-        &remote.ip().to_string(),
+        remote.ip(),
         if tls { "https" } else { "http" },
-        host.as_deref(),
+        host,
     );
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        headers.insert("x-request-id", v.clone());
-        headers.insert("request-id", v);
+    if let Some(v) = &ctx.request_id_header {
+        headers.insert(proxy::X_REQUEST_ID.clone(), v.clone());
+        headers.insert(proxy::REQUEST_ID.clone(), v.clone());
     }
 }
 
@@ -314,8 +322,8 @@ pub(crate) fn forward_error(e: ForwardError, api: &ApiRoute) -> GatewayError {
 fn outbound(ctx: &RequestContext, resp: Response<hyper::body::Incoming>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     proxy::strip_hop_by_hop(&mut parts.headers);
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        parts.headers.insert("x-request-id", v);
+    if let Some(v) = &ctx.request_id_header {
+        parts.headers.insert(proxy::X_REQUEST_ID.clone(), v.clone());
     }
     Response::from_parts(
         parts,
@@ -329,6 +337,7 @@ pub async fn handle(
     req: Request<hyper::body::Incoming>,
     remote: SocketAddr,
     tls: bool,
+    affinity: Arc<proxy::Affinity>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let started = Instant::now();
     let request_id = header_str(req.headers(), "x-request-id")
@@ -341,17 +350,14 @@ pub async fn handle(
         close_if_draining(&shared, http1, &mut resp);
         return Ok(resp);
     }
-    let method = req.method().to_string();
-    let url_for_log = match req.uri().query() {
-        Some(_) if shared.access_log.enabled() => {
-            // Resolved below once the API (and so the key's query name) is known.
-            None
-        }
-        _ => Some(req.uri().path().to_string()),
-    };
-    let raw_query = req.uri().query().map(str::to_string);
-    let raw_path = req.uri().path().to_string();
+    // What the access log needs of the request, kept only when there is an access log.
+    let logged = shared.access_log.enabled().then(|| LoggedRequest {
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().map(str::to_string),
+    });
     let mut ctx = RequestContext {
+        request_id_header: HeaderValue::from_str(&request_id).ok(),
         request_id,
         table: shared.table.load_full(),
         api: None,
@@ -364,6 +370,7 @@ pub async fn handle(
         started,
         preflight: false,
         traces: Default::default(),
+        affinity: http1.then_some(affinity),
     };
     let mut backend_ms = None;
     let mut error_reason = None;
@@ -426,15 +433,12 @@ pub async fn handle(
     // One clock read per request, for the usage bucket and the traffic counters.
     let now_ms = shared.clock_ms();
     let bucket = bucket_of(now_ms / 1000);
-    if shared.access_log.enabled() {
+    if let Some(logged) = logged {
         write_access_log(
             &shared,
             &ctx,
             &key,
-            &method,
-            url_for_log,
-            raw_query.as_deref(),
-            &raw_path,
+            logged,
             remote,
             status,
             total_ms,
@@ -462,42 +466,49 @@ fn close_if_draining(shared: &Shared, http1: bool, resp: &mut Response<Body>) {
     }
 }
 
+struct LoggedRequest {
+    method: String,
+    path: String,
+    query: Option<String>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn write_access_log(
     shared: &Shared,
     ctx: &RequestContext,
     key: &StatKey,
-    method: &str,
-    url_for_log: Option<String>,
-    raw_query: Option<&str>,
-    raw_path: &str,
+    logged: LoggedRequest,
     remote: SocketAddr,
     status: u16,
     total_ms: f64,
     backend_ms: Option<f64>,
     error_reason: Option<&str>,
 ) {
-    if shared.access_log.enabled() {
-        let url = url_for_log.unwrap_or_else(|| {
-            let key_query = ctx
-                .api
-                .as_ref()
-                .map(|a| a.key_query.as_str())
-                .unwrap_or("subscription-key");
-            let q = without_param(raw_query.unwrap_or(""), key_query);
-            if q.is_empty() {
-                raw_path.to_string()
-            } else {
-                format!("{raw_path}?{q}")
+    {
+        // The subscription key's query parameter never reaches the log.
+        let url = match &logged.query {
+            None => logged.path,
+            Some(query) => {
+                let key_query = ctx
+                    .api
+                    .as_ref()
+                    .map(|a| a.key_query.as_str())
+                    .unwrap_or("subscription-key");
+                let q = without_param(query, key_query);
+                if q.is_empty() {
+                    logged.path
+                } else {
+                    format!("{}?{q}", logged.path)
+                }
             }
-        });
+        };
         shared.access_log.write(&AccessRecord {
             time: time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
             request_id: &ctx.request_id,
             client_ip: remote.ip().to_string(),
-            method,
+            method: &logged.method,
             url,
             api: key.api.as_deref(),
             operation: key.operation.as_deref(),

@@ -47,7 +47,8 @@ pub struct ApiRoute {
     pub allow_http: bool,
     pub allow_https: bool,
     pub subscription_required: bool,
-    pub key_header: String,
+    /// The subscription key header (pre-parsed: looked up on every request).
+    pub key_header: hyper::header::HeaderName,
     pub key_query: String,
     pub version: Option<String>,
     pub scheme: Option<VersionScheme>,
@@ -405,8 +406,10 @@ impl Routes {
             key_header: names
                 .and_then(|n| n.get("header"))
                 .and_then(Value::as_str)
-                .unwrap_or("Ocp-Apim-Subscription-Key")
-                .to_string(),
+                .and_then(|h| hyper::header::HeaderName::from_bytes(h.as_bytes()).ok())
+                .unwrap_or_else(|| {
+                    hyper::header::HeaderName::from_static("ocp-apim-subscription-key")
+                }),
             key_query: names
                 .and_then(|n| n.get("query"))
                 .and_then(Value::as_str)

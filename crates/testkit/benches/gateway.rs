@@ -1,14 +1,18 @@
 //! Gateway benchmark, side by side in one run on loopback:
 //! - the backend alone (nginx `return 200`, the physical floor),
-//! - nginx as a reverse proxy to it,
+//! - nginx as a reverse proxy to it (the target's anchor), and nginx configured to send the
+//!   backend what Gatehouse sends (X-Forwarded-For/-Proto/-Host, X-Request-Id, Request-Id),
 //! - Gatehouse with one API and a required subscription key,
 //! - Gatehouse with 10,000 APIs and 100,000 subscriptions loaded,
 //! - Gatehouse with one API and a realistic policy stack: set-header, rate-limit-by-key,
 //!   validate-jwt (RS256) and a choose on a header.
 //!
-//! Throughput and latency under full load come from wrk; latency at half load (an open-loop
-//! fixed rate at half of each target's own throughput) from a small load generator here; RSS
-//! from /proc; the reload time is from a PUT to the new API answering through the gateway.
+//! Throughput and latency under full load come from wrk, in interleaved rounds (every target
+//! once per round; the median round is reported) because the shared two-core machine drifts
+//! by ±10% within minutes; the CPU time the proxy process spent per request (user + system,
+//! from /proc) is the figure least moved by that drift. Latency at half load (an open-loop
+//! fixed rate at half of each target's own throughput) comes from a small load generator here;
+//! RSS from /proc; the reload time is from a PUT to the new API answering through the gateway.
 //!
 //! Run with `bash scripts/bench-gateway.sh` (installs nginx and wrk, builds the release binary).
 
@@ -21,6 +25,7 @@ use std::time::{Duration, Instant};
 
 const ORIGIN_PORT: u16 = 18180;
 const PROXY_PORT: u16 = 18181;
+const PROXY_HEADERS_PORT: u16 = 18182;
 
 struct Proc(Child);
 impl Drop for Proc {
@@ -61,6 +66,42 @@ fn nginx(dir: &Path, name: &str, body: &str) -> Proc {
         .spawn()
         .expect("nginx runs (scripts/bench-gateway.sh installs it)");
     Proc(child)
+}
+
+/// The pid of nginx's worker (the child of the master `master`).
+fn nginx_worker(master: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+            .unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next() {
+            return pid.parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "nginx {master} has no worker");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// User + system CPU seconds a process has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime, in clock ticks (100 per second on Linux).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
 }
 
 fn wait_port(port: u16) {
@@ -166,6 +207,7 @@ fn gatehouse(bin: &Path, data: &Path, port: u16, mgmt: u16) -> Proc {
             "--management-listen",
             &format!("127.0.0.1:{mgmt}"),
         ])
+        .env("GATEHOUSE_GATEWAY_WORKERS", "1")
         .env("TOKIO_WORKER_THREADS", "1")
         .env("GATEHOUSE_LOG", "warn")
         .stdout(Stdio::null())
@@ -289,6 +331,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let secs = if quick { 3 } else { 10 };
+    let rounds = if quick { 1 } else { 3 };
     let bin = PathBuf::from(
         std::env::var("GATEHOUSE_BIN").unwrap_or_else(|_| "target/release/gatehouse".into()),
     );
@@ -298,22 +341,30 @@ fn main() {
         bin.display()
     );
     let dir = tempfile::tempdir().unwrap();
-    let _origin = nginx(
+    let origin = nginx(
         dir.path(),
         "origin",
         &format!(
             "server {{ listen 127.0.0.1:{ORIGIN_PORT}; location / {{ default_type text/plain; return 200 'ok'; }} }}"
         ),
     );
-    let _proxy = nginx(
+    let proxy = nginx(
         dir.path(),
         "proxy",
         &format!(
             "upstream origin {{ server 127.0.0.1:{ORIGIN_PORT}; keepalive 64; }}\n server {{ listen 127.0.0.1:{PROXY_PORT}; location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
         ),
     );
+    let proxy_headers = nginx(
+        dir.path(),
+        "proxy-headers",
+        &format!(
+            "upstream origin {{ server 127.0.0.1:{ORIGIN_PORT}; keepalive 64; }}\n server {{ listen 127.0.0.1:{PROXY_HEADERS_PORT}; location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $http_host; proxy_set_header X-Request-Id $request_id; proxy_set_header Request-Id $request_id; add_header X-Request-Id $request_id; }} }}"
+        ),
+    );
     wait_port(ORIGIN_PORT);
     wait_port(PROXY_PORT);
+    wait_port(PROXY_HEADERS_PORT);
 
     let one_dir = dir.path().join("one");
     let key = populate(&one_dir, 1, 1);
@@ -342,38 +393,45 @@ fn main() {
     let mut with_jwt = keyed.clone();
     with_jwt.push(("Authorization".into(), format!("Bearer {token}")));
     with_jwt.push(("x-tier".into(), "gold".into()));
-    // (label, URL, request headers, server pid for RSS)
-    type Target = (String, String, Vec<(String, String)>, Option<u32>);
+    let origin_worker = nginx_worker(origin.0.id());
+    // (label, URL, request headers, the serving process: (pid, whether its RSS is reported))
+    type Target = (String, String, Vec<(String, String)>, (u32, bool));
     let targets: Vec<Target> = vec![
         (
             "backend alone (nginx return 200, floor)".into(),
             format!("http://127.0.0.1:{ORIGIN_PORT}/bench/x"),
             Vec::new(),
-            None,
+            (origin_worker, false),
         ),
         (
             "nginx reverse proxy".into(),
             format!("http://127.0.0.1:{PROXY_PORT}/bench/x"),
             Vec::new(),
-            None,
+            (nginx_worker(proxy.0.id()), false),
+        ),
+        (
+            "nginx reverse proxy + Gatehouse's headers".into(),
+            format!("http://127.0.0.1:{PROXY_HEADERS_PORT}/bench/x"),
+            Vec::new(),
+            (nginx_worker(proxy_headers.0.id()), false),
         ),
         (
             "gatehouse, 1 API, key required".into(),
             format!("http://127.0.0.1:{gw1}/bench/x"),
             keyed.clone(),
-            Some(g1.0.id()),
+            (g1.0.id(), true),
         ),
         (
             format!("gatehouse, {apis} APIs + {subs} subscriptions"),
             format!("http://127.0.0.1:{gw2}/bench/x"),
             keyed.clone(),
-            Some(g2.0.id()),
+            (g2.0.id(), true),
         ),
         (
             "gatehouse, 1 API + policy stack".into(),
             format!("http://127.0.0.1:{gw3}/bench/x"),
             with_jwt,
-            Some(g3.0.id()),
+            (g3.0.id(), true),
         ),
     ];
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -382,37 +440,70 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "wrk -t1 -c50 -d{secs}s --latency; every server on 1 worker (nginx worker_processes 1, TOKIO_WORKER_THREADS=1); 2 cores shared with the load generator"
+        "wrk -t1 -c50 -d{secs}s --latency, {rounds} interleaved round(s), median shown; every server on 1 worker (nginx worker_processes 1, GATEHOUSE_GATEWAY_WORKERS=1); 2 cores shared with the load generator"
     );
+    // Full load: every target once per round, so that drift hits all alike.
+    let mut runs: Vec<Vec<(WrkResult, f64)>> = targets.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (i, (label, url, headers, (pid, _))) in targets.iter().enumerate() {
+            let cpu_before = cpu_secs(*pid);
+            let r = wrk(url, headers, secs);
+            let cpu_us = (cpu_secs(*pid) - cpu_before) / (r.rps * secs as f64) * 1e6;
+            assert_eq!(r.non2xx, 0, "{label}: non-2xx responses under load");
+            runs[i].push((r, cpu_us));
+        }
+    }
     println!(
-        "{:<46} {:>10} {:>9} {:>9} {:>16} {:>16} {:>9}",
-        "target", "req/s", "p50 ms", "p99 ms", "half-load p50", "half-load p99", "RSS MB"
+        "{:<46} {:>10} {:>8} {:>9} {:>9} {:>16} {:>16} {:>9}",
+        "target", "req/s", "CPU µs", "p50 ms", "p99 ms", "half-load p50", "half-load p99", "RSS MB"
     );
     let mut floor_half = (0.0, 0.0);
-    for (i, (label, url, headers, pid)) in targets.iter().enumerate() {
-        let r = wrk(url, headers, secs);
-        assert_eq!(r.non2xx, 0, "{label}: non-2xx responses under load");
-        let rate = (r.rps / 2.0).min(5_000.0);
+    let mut medians = Vec::new();
+    for (i, (label, url, headers, (pid, show_rss))) in targets.iter().enumerate() {
+        let pick = |f: &dyn Fn(&(WrkResult, f64)) -> f64| {
+            median(&mut runs[i].iter().map(f).collect::<Vec<_>>())
+        };
+        let (rps, cpu_us) = (pick(&|r| r.0.rps), pick(&|r| r.1));
+        let (p50, p99) = (pick(&|r| r.0.p50_ms), pick(&|r| r.0.p99_ms));
+        medians.push((rps, cpu_us));
+        let rate = (rps / 2.0).min(5_000.0);
         let (h50, h99, errors) = rt.block_on(fixed_rate(url, headers, rate, secs as f64 / 2.0));
         assert_eq!(errors, 0, "{label}: errors at half load");
         if i == 0 {
             floor_half = (h50, h99);
         }
-        let rss = pid
-            .map(rss_mb)
-            .map(|m| format!("{m:.1}"))
-            .unwrap_or_else(|| "-".into());
+        let rss = if *show_rss {
+            format!("{:.1}", rss_mb(*pid))
+        } else {
+            "-".into()
+        };
         println!(
-            "{:<46} {:>10.0} {:>9.2} {:>9.2} {:>16} {:>16} {:>9}",
+            "{:<46} {:>10.0} {:>8.1} {:>9.2} {:>9.2} {:>16} {:>16} {:>9}",
             label,
-            r.rps,
-            r.p50_ms,
-            r.p99_ms,
+            rps,
+            cpu_us,
+            p50,
+            p99,
             format!("{h50:.2} (+{:.2})", h50 - floor_half.0),
             format!("{h99:.2} (+{:.2})", h99 - floor_half.1),
             rss
         );
     }
+    let per_round = |t: usize| -> Vec<String> {
+        runs[t]
+            .iter()
+            .zip(&runs[1])
+            .map(|(g, n)| format!("{:.0}%", 100.0 * g.0.rps / n.0.rps))
+            .collect()
+    };
+    println!(
+        "gatehouse (1 API, key) against nginx reverse proxy: {:.0}% of its req/s (rounds: {}), {:.0}% against nginx with the same headers; CPU per request {:.1} µs against {:.1} µs",
+        100.0 * medians[3].0 / medians[1].0,
+        per_round(3).join(", "),
+        100.0 * medians[3].0 / medians[2].0,
+        medians[3].1,
+        medians[1].1,
+    );
     // Reload: a new API goes live through the gateway with the big configuration loaded.
     let token = std::fs::read_to_string(big_dir.join("admin-token"))
         .unwrap()

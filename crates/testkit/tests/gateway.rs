@@ -644,3 +644,102 @@ async fn https_backends_with_a_private_ca_over_http2() {
     let (key2, _) = setup(&t2, &backend).await;
     assert_eq!(gw(&t2, "GET", "/echo/items/5", Some(&key2)).await.0, 502);
 }
+
+/// A raw HTTP/1.1 backend that answers one request per connection and then closes it — after
+/// `linger` without saying so (as a backend whose keep-alive timeout ends), or at once with
+/// `Connection: close`. Counts the connections it accepted.
+async fn closing_backend(
+    linger: Option<Duration>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                let body = format!("{{\"connection\":{n}}}");
+                let close = if linger.is_none() {
+                    "Connection: close\r\n"
+                } else {
+                    ""
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{close}\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
+                if let Some(d) = linger {
+                    tokio::time::sleep(d).await;
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn client_connections_keep_their_backend_connections_and_survive_their_closing() {
+    let echo = EchoBackend::start().await.unwrap();
+    let t = TestInstance::start().await.unwrap();
+    let (key, _) = setup(&t, &echo).await;
+    let (lingering, lingering_count) = closing_backend(Some(Duration::from_millis(30))).await;
+    let (closing, closing_count) = closing_backend(None).await;
+    for (id, url) in [("lingering", &lingering), ("closing", &closing)] {
+        t.put_ok(&format!("/apis/{id}"), json!({"properties": {"displayName": id, "path": id, "serviceUrl": url, "protocols": ["http"]}})).await;
+        op(&t, id, "get", "GET", "/").await;
+        t.put_ok(&format!("/products/starter/apis/{id}"), json!({}))
+            .await;
+    }
+    t.gateway_caught_up().await;
+    // One client connection for everything below.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .http1_only()
+        .build()
+        .unwrap();
+    let get = |path: &str| {
+        client
+            .get(format!("{}{path}", t.gateway_url()))
+            .header("Ocp-Apim-Subscription-Key", &key)
+            .send()
+    };
+    // The backend closes each connection after a while without saying so: the request after
+    // the close goes over a new connection, and none fails.
+    for _ in 0..5 {
+        let r = get("/lingering").await.unwrap();
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    assert_eq!(
+        lingering_count.load(std::sync::atomic::Ordering::SeqCst),
+        5,
+        "one backend connection per request, as the backend closed each"
+    );
+    // `Connection: close` from the backend: the same.
+    for _ in 0..5 {
+        assert_eq!(get("/closing").await.unwrap().status(), 200);
+    }
+    assert_eq!(closing_count.load(std::sync::atomic::Ordering::SeqCst), 5);
+    // Alternating between two backends on one client connection, and back-to-back requests
+    // to a backend that keeps its connections: all answered, by the right backend.
+    for i in 0..20 {
+        let r = get(&format!("/echo/items/{i}")).await.unwrap();
+        assert_eq!(r.status(), 200);
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(b["path"], format!("/v1/items/{i}"), "{b}");
+        assert_eq!(get("/closing").await.unwrap().status(), 200);
+    }
+    assert_eq!(closing_count.load(std::sync::atomic::Ordering::SeqCst), 25);
+}

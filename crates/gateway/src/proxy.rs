@@ -392,21 +392,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         &TRANSFER_ENCODING,
         &UPGRADE,
     ];
-    if !headers.keys().any(|k| hop_by_hop.contains(&k)) {
-        return;
+    let mut present = [false; 9];
+    for k in headers.keys() {
+        if let Some(i) = hop_by_hop.iter().position(|h| *h == k) {
+            present[i] = true;
+        }
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
+    if present[0] {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
     }
-    for h in hop_by_hop {
-        headers.remove(h);
+    for (h, present) in hop_by_hop.into_iter().zip(present) {
+        if present {
+            headers.remove(h);
+        }
     }
 }
 
@@ -437,5 +444,56 @@ pub fn add_forwarded(
     );
     if let Some(h) = host {
         headers.insert(X_FORWARDED_HOST.clone(), h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, X-Session"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("x-session", "abc"),
+            ("x-other", "1"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "text/plain"),
+            ("x-kept", "yes"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort();
+        assert_eq!(left, ["content-type", "x-kept"]);
+        // Nothing to remove: the map is left as it was.
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+    }
+
+    #[test]
+    fn forwarded_headers_append_to_a_previous_proxy_chain() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        add_forwarded(
+            &mut h,
+            "192.0.2.7".parse().unwrap(),
+            "https",
+            Some(HeaderValue::from_static("api.contoso.com")),
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 192.0.2.7");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_FORWARDED_HOST], "api.contoso.com");
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, "::1".parse().unwrap(), "http", None);
+        assert_eq!(h[&X_FORWARDED_FOR], "::1");
+        assert!(!h.contains_key(&X_FORWARDED_HOST));
     }
 }

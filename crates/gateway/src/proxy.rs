@@ -332,7 +332,8 @@ impl Backend {
 /// fully, and driving it directly skips the shared pool's checkout, its channel to a
 /// connection task and its bookkeeping (measured: 1–2 µs per request, a tenth of the
 /// gateway's cost). It holds at most one connection, to the backend last used; it closes when
-/// the client connection ends.
+/// the client connection ends — at the latest when the client stays idle past the header read
+/// timeout — so a backend sees no more connections than there are recently active clients.
 #[derive(Default)]
 pub struct Affinity {
     slot: std::sync::Mutex<Option<(String, hyper::client::conn::http1::SendRequest<Body>)>>,

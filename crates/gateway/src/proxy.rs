@@ -331,26 +331,33 @@ impl Backend {
 /// Why: a client connection sends one request at a time, so one backend connection serves it
 /// fully, and driving it directly skips the shared pool's checkout, its channel to a
 /// connection task and its bookkeeping (measured: 1–2 µs per request, a tenth of the
-/// gateway's cost). It holds at most one connection, to the backend last used; it closes when
+/// gateway's cost). It holds one connection per backend, for the few backends last used (a
+/// client alternating between APIs on different backends keeps all of them); they close when
 /// the client connection ends — at the latest when the client stays idle past the header read
 /// timeout — so a backend sees no more connections than there are recently active clients.
 #[derive(Default)]
 pub struct Affinity {
-    slot: std::sync::Mutex<Option<(String, hyper::client::conn::http1::SendRequest<Body>)>>,
+    /// Most recently used last.
+    kept: std::sync::Mutex<Vec<(String, hyper::client::conn::http1::SendRequest<Body>)>>,
 }
+
+/// How many backends a client connection keeps connections to.
+const AFFINITY_BACKENDS: usize = 4;
 
 impl Affinity {
     fn take(&self, authority: &str) -> Option<hyper::client::conn::http1::SendRequest<Body>> {
-        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        match slot.take() {
-            Some((a, sender)) if a == authority && !sender.is_closed() => Some(sender),
-            _ => None,
-        }
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let i = kept.iter().position(|(a, _)| a == authority)?;
+        let (_, sender) = kept.remove(i);
+        (!sender.is_closed()).then_some(sender)
     }
 
     fn keep(&self, authority: &str, sender: hyper::client::conn::http1::SendRequest<Body>) {
-        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        *slot = Some((authority.to_string(), sender));
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= AFFINITY_BACKENDS {
+            kept.remove(0);
+        }
+        kept.push((authority.to_string(), sender));
     }
 }
 

@@ -645,11 +645,20 @@ async fn https_backends_with_a_private_ca_over_http2() {
     assert_eq!(gw(&t2, "GET", "/echo/items/5", Some(&key2)).await.0, 502);
 }
 
-/// A raw HTTP/1.1 backend that answers one request per connection and then closes it — after
-/// `linger` without saying so (as a backend whose keep-alive timeout ends), or at once with
-/// `Connection: close`. Counts the connections it accepted.
-async fn closing_backend(
-    linger: Option<Duration>,
+/// What a raw test backend does with a connection after answering a request on it.
+#[derive(Clone, Copy)]
+enum AfterAnswer {
+    /// Closes it after a while without saying so (a backend whose keep-alive timeout ends).
+    Linger(Duration),
+    /// Says `Connection: close` and closes it.
+    Close,
+    /// Keeps it for the next request.
+    Keep,
+}
+
+/// A raw HTTP/1.1 backend (requests without bodies) that counts the connections it accepted.
+async fn raw_backend(
+    after: AfterAnswer,
 ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -663,25 +672,33 @@ async fn closing_backend(
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
                     }
-                }
-                let body = format!("{{\"connection\":{n}}}");
-                let close = if linger.is_none() {
-                    "Connection: close\r\n"
-                } else {
-                    ""
-                };
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{close}\r\n",
-                    body.len()
-                );
-                let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
-                if let Some(d) = linger {
-                    tokio::time::sleep(d).await;
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    let body = format!("{{\"connection\":{n}}}");
+                    let close = match after {
+                        AfterAnswer::Close => "Connection: close\r\n",
+                        _ => "",
+                    };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{close}\r\n",
+                        body.len()
+                    );
+                    let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
+                    match after {
+                        AfterAnswer::Keep => {}
+                        AfterAnswer::Close => return,
+                        AfterAnswer::Linger(d) => {
+                            tokio::time::sleep(d).await;
+                            return;
+                        }
+                    }
                 }
             });
         }
@@ -694,9 +711,17 @@ async fn client_connections_keep_their_backend_connections_and_survive_their_clo
     let echo = EchoBackend::start().await.unwrap();
     let t = TestInstance::start().await.unwrap();
     let (key, _) = setup(&t, &echo).await;
-    let (lingering, lingering_count) = closing_backend(Some(Duration::from_millis(30))).await;
-    let (closing, closing_count) = closing_backend(None).await;
-    for (id, url) in [("lingering", &lingering), ("closing", &closing)] {
+    let (lingering, lingering_count) =
+        raw_backend(AfterAnswer::Linger(Duration::from_millis(30))).await;
+    let (closing, closing_count) = raw_backend(AfterAnswer::Close).await;
+    let (users, users_count) = raw_backend(AfterAnswer::Keep).await;
+    let (orders, orders_count) = raw_backend(AfterAnswer::Keep).await;
+    for (id, url) in [
+        ("lingering", &lingering),
+        ("closing", &closing),
+        ("users", &users),
+        ("orders", &orders),
+    ] {
         t.put_ok(&format!("/apis/{id}"), json!({"properties": {"displayName": id, "path": id, "serviceUrl": url, "protocols": ["http"]}})).await;
         op(&t, id, "get", "GET", "/").await;
         t.put_ok(&format!("/products/starter/apis/{id}"), json!({}))
@@ -742,4 +767,14 @@ async fn client_connections_keep_their_backend_connections_and_survive_their_clo
         assert_eq!(get("/closing").await.unwrap().status(), 200);
     }
     assert_eq!(closing_count.load(std::sync::atomic::Ordering::SeqCst), 25);
+    // A client alternating between APIs on two backends that keep their connections: one
+    // backend connection each, kept the whole time.
+    for _ in 0..10 {
+        let r = get("/users").await.unwrap();
+        assert_eq!(r.text().await.unwrap(), r#"{"connection":1}"#);
+        let r = get("/orders").await.unwrap();
+        assert_eq!(r.text().await.unwrap(), r#"{"connection":1}"#);
+    }
+    assert_eq!(users_count.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(orders_count.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -104,7 +104,10 @@ impl Shared {
             .request_ids
             .counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        uuid::Uuid::from_u64_pair(self.request_ids.prefix, n).to_string()
+        uuid::Uuid::from_u64_pair(self.request_ids.prefix, n)
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer())
+            .to_owned()
     }
 
     /// Seconds since the Unix epoch.
@@ -385,9 +388,9 @@ async fn serve_connections(
         let builder = builder.clone();
         match &acceptor {
             None => {
-                let affinity = Arc::new(proxy::Affinity::default());
+                let client = Arc::new(server::ClientConnection::new(remote));
                 let service = hyper::service::service_fn(move |req| {
-                    server::handle(shared.clone(), req, remote, false, affinity.clone())
+                    server::handle(shared.clone(), req, remote, false, client.clone())
                 });
                 let conn = builder
                     .serve_connection(TokioIo::new(stream), service)
@@ -408,9 +411,9 @@ async fn serve_connections(
                     else {
                         return;
                     };
-                    let affinity = Arc::new(proxy::Affinity::default());
+                    let client = Arc::new(server::ClientConnection::new(remote));
                     let service = hyper::service::service_fn(move |req| {
-                        server::handle(shared.clone(), req, remote, true, affinity.clone())
+                        server::handle(shared.clone(), req, remote, true, client.clone())
                     });
                     let conn = builder
                         .serve_connection(TokioIo::new(tls), service)

@@ -300,7 +300,6 @@ impl Counters {
 struct GatewayServices<'a> {
     shared: &'a Shared,
     ctx: &'a RequestContext,
-    remote: SocketAddr,
     tls: bool,
     /// The client's body until a forward sends it (unless a policy buffered it).
     request_body: Mutex<Option<hyper::body::Incoming>>,
@@ -387,18 +386,10 @@ impl Services for GatewayServices<'_> {
                 pos: Default::default(),
                 headers: Vec::new(),
             };
-            let mut resp = forward_exchange(
-                self.shared,
-                self.ctx,
-                ex,
-                forward,
-                body,
-                self.remote,
-                self.tls,
-                None,
-            )
-            .await
-            .map_err(to_failure)?;
+            let mut resp =
+                forward_exchange(self.shared, self.ctx, ex, forward, body, self.tls, None)
+                    .await
+                    .map_err(to_failure)?;
             // follow-redirects: up to 5 hops; 301/302/303 become GETs without a body.
             let mut hops = 0;
             while forward.follow_redirects && resp.status().is_redirection() && hops < 5 {
@@ -422,7 +413,6 @@ impl Services for GatewayServices<'_> {
                     &next,
                     forward,
                     None,
-                    self.remote,
                     self.tls,
                     Some(location),
                 )
@@ -778,7 +768,6 @@ pub async fn serve(
     let svc = GatewayServices {
         shared,
         ctx,
-        remote,
         tls,
         request_body: Mutex::new(None),
         response_stream: Mutex::new(None),
@@ -875,7 +864,6 @@ async fn forward_exchange(
     ex: &Exchange,
     forward: Forward,
     body: Option<hyper::body::Incoming>,
-    remote: SocketAddr,
     tls: bool,
     // A redirect's Location: absolute, or a path on the same backend.
     location: Option<String>,
@@ -919,7 +907,7 @@ async fn forward_exchange(
         )
     })?;
     let mut headers = header_map(&ex.request_headers);
-    crate::server::backend_headers(&mut headers, api, ctx, remote, tls);
+    crate::server::backend_headers(&mut headers, api, ctx, tls);
     let out_body: Body = match (&ex.request_body, body) {
         (Some(b), _) => {
             headers.remove(header::CONTENT_LENGTH);
@@ -944,9 +932,7 @@ async fn forward_exchange(
     };
     let result = tokio::time::timeout(
         timeout,
-        shared
-            .backend
-            .forward_checked(out, check, ctx.affinity.as_deref()),
+        shared.backend.forward_checked(out, check, ctx.affinity()),
     )
     .await;
     match result {

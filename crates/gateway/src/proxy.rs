@@ -242,12 +242,16 @@ impl Backend {
         let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
             return Err(ForwardError::Other(format!("{uri} names no host")));
         };
-        let port = uri.port_u16().unwrap_or(80);
+        let explicit_port = uri.port_u16();
+        let port = explicit_port.unwrap_or(80);
         if !req.headers().contains_key(hyper::header::HOST) {
             // As the pooled client writes it: the port only when it is not the default.
-            let host_header = match uri.port_u16() {
-                Some(p) if p != 80 => HeaderValue::from_str(&format!("{host}:{p}")),
-                _ => HeaderValue::from_str(host),
+            let host_header = match explicit_port {
+                Some(80) | None => HeaderValue::from_str(host),
+                Some(_) if !authority.as_str().contains('@') => {
+                    HeaderValue::from_str(authority.as_str())
+                }
+                Some(p) => HeaderValue::from_str(&format!("{host}:{p}")),
             };
             if let Ok(v) = host_header {
                 req.headers_mut().insert(hyper::header::HOST, v);
@@ -258,7 +262,7 @@ impl Backend {
             .path_and_query()
             .map(|pq| hyper::Uri::from(pq.clone()))
             .unwrap_or_else(|| hyper::Uri::from_static("/"));
-        let kept = affinity.take(authority.as_str());
+        let (key, kept) = affinity.take(authority.as_str());
         let exchange = async {
             let (mut sender, reused) = match kept {
                 Some(s) => (s, true),
@@ -286,7 +290,7 @@ impl Backend {
             Err(_) => Err(ForwardError::Timeout(self.response_timeout)),
             Ok(Err(e)) => Err(e),
             Ok(Ok((sender, resp))) => {
-                affinity.keep(authority.as_str(), sender);
+                affinity.keep(key, sender);
                 Ok(resp)
             }
         }
@@ -345,19 +349,31 @@ pub struct Affinity {
 const AFFINITY_BACKENDS: usize = 4;
 
 impl Affinity {
-    fn take(&self, authority: &str) -> Option<hyper::client::conn::http1::SendRequest<Body>> {
+    /// The connection kept for `authority`, if it is still open, with the key it was kept under
+    /// (handed back to `keep`, so that a kept connection costs no allocation per request).
+    fn take(
+        &self,
+        authority: &str,
+    ) -> (
+        String,
+        Option<hyper::client::conn::http1::SendRequest<Body>>,
+    ) {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        let i = kept.iter().position(|(a, _)| a == authority)?;
-        let (_, sender) = kept.remove(i);
-        (!sender.is_closed()).then_some(sender)
+        match kept.iter().position(|(a, _)| a == authority) {
+            Some(i) => {
+                let (key, sender) = kept.remove(i);
+                (key, (!sender.is_closed()).then_some(sender))
+            }
+            None => (authority.to_string(), None),
+        }
     }
 
-    fn keep(&self, authority: &str, sender: hyper::client::conn::http1::SendRequest<Body>) {
+    fn keep(&self, key: String, sender: hyper::client::conn::http1::SendRequest<Body>) {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         if kept.len() >= AFFINITY_BACKENDS {
             kept.remove(0);
         }
-        kept.push((authority.to_string(), sender));
+        kept.push((key, sender));
     }
 }
 
@@ -407,12 +423,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     if present[0] {
+        // Connection's usual tokens name no header to remove (keep-alive is removed below).
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
             .collect();
         for n in named {
             headers.remove(n);
@@ -425,27 +444,29 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the client address to `X-Forwarded-For` and sets `X-Forwarded-Proto`/`-Host`.
+/// The client's address as `X-Forwarded-For` carries it (made once per client connection).
+pub fn forwarded_for(client_ip: std::net::IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&client_ip.to_string()).expect("an IP address is a valid header value")
+}
+
+/// Appends the client address (see [`forwarded_for`]) to `X-Forwarded-For` and sets
+/// `X-Forwarded-Proto`/`-Host`.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
-    client_ip: std::net::IpAddr,
+    client_ip: &HeaderValue,
     proto: &str,
     host: Option<HeaderValue>,
 ) {
-    use std::fmt::Write;
-    let mut xff = String::with_capacity(48);
-    if let Some(prev) = headers
+    let chained = headers
         .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
         .filter(|p| !p.is_empty())
-    {
-        xff.push_str(prev);
-        xff.push_str(", ");
-    }
-    let _ = write!(xff, "{client_ip}");
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+        .map(|prev| format!("{prev}, {}", client_ip.to_str().unwrap_or_default()))
+        .and_then(|v| HeaderValue::from_str(&v).ok());
+    headers.insert(
+        X_FORWARDED_FOR.clone(),
+        chained.unwrap_or_else(|| client_ip.clone()),
+    );
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if proto == "https" { "https" } else { "http" }),
@@ -492,7 +513,7 @@ mod tests {
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         add_forwarded(
             &mut h,
-            "192.0.2.7".parse().unwrap(),
+            &forwarded_for("192.0.2.7".parse().unwrap()),
             "https",
             Some(HeaderValue::from_static("api.contoso.com")),
         );
@@ -500,7 +521,7 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_HOST], "api.contoso.com");
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "::1".parse().unwrap(), "http", None);
+        add_forwarded(&mut h, &forwarded_for("::1".parse().unwrap()), "http", None);
         assert_eq!(h[&X_FORWARDED_FOR], "::1");
         assert!(!h.contains_key(&X_FORWARDED_HOST));
     }

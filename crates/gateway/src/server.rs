@@ -41,11 +41,36 @@ pub struct RequestContext {
     pub preflight: bool,
     /// What trace policies wrote for this request: `(source, message)`, for the access log.
     pub traces: std::sync::Mutex<Vec<(String, String)>>,
-    /// The client connection's own backend connection (HTTP/1.x clients only).
-    pub affinity: Option<Arc<proxy::Affinity>>,
+    /// The client connection this request came on.
+    pub client: Arc<ClientConnection>,
+    /// Whether it speaks HTTP/1.x (one request at a time).
+    pub http1: bool,
+}
+
+/// What the gateway keeps per client connection.
+pub struct ClientConnection {
+    /// The client's address as `X-Forwarded-For` carries it.
+    pub forwarded_for: HeaderValue,
+    /// Its own backend connections (used by HTTP/1.x clients only).
+    pub backends: proxy::Affinity,
+}
+
+impl ClientConnection {
+    pub fn new(remote: SocketAddr) -> ClientConnection {
+        ClientConnection {
+            forwarded_for: proxy::forwarded_for(remote.ip()),
+            backends: proxy::Affinity::default(),
+        }
+    }
 }
 
 impl RequestContext {
+    /// The backend connections this request may use: its client connection's, when that sends
+    /// one request at a time.
+    pub fn affinity(&self) -> Option<&proxy::Affinity> {
+        self.http1.then_some(&self.client.backends)
+    }
+
     pub fn operation(&self) -> Option<&OperationRoute> {
         self.api
             .as_ref()
@@ -208,7 +233,6 @@ async fn backend(
     shared: &Shared,
     ctx: &RequestContext,
     req: Request<hyper::body::Incoming>,
-    remote: SocketAddr,
     tls: bool,
 ) -> Result<(Response<hyper::body::Incoming>, f64), GatewayError> {
     let api = ctx.api.as_ref().expect("routed");
@@ -219,13 +243,8 @@ async fn backend(
             "The API has no backend service URL.",
         ));
     };
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > shared.config.max_body_bytes
-    {
+    // A declared Content-Length is the body's exact size hint (no header lookup needed).
+    if hyper::body::Body::size_hint(req.body()).lower() > shared.config.max_body_bytes {
         return Err(GatewayError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
@@ -257,7 +276,7 @@ async fn backend(
         )
     })?;
     let mut headers = parts.headers;
-    backend_headers(&mut headers, api, ctx, remote, tls);
+    backend_headers(&mut headers, api, ctx, tls);
     let limit = shared.config.max_body_bytes as usize;
     let body: Body = http_body_util::Limited::new(body, limit)
         .map_err(|e| -> proxy::BoxError { e })
@@ -269,7 +288,7 @@ async fn backend(
     let started = Instant::now();
     let resp = shared
         .backend
-        .forward(out, ctx.affinity.as_deref())
+        .forward(out, ctx.affinity())
         .await
         .map_err(|e| forward_error(e, api))?;
     Ok((resp, started.elapsed().as_secs_f64() * 1000.0))
@@ -281,7 +300,6 @@ pub(crate) fn backend_headers(
     headers: &mut HeaderMap,
     api: &ApiRoute,
     ctx: &RequestContext,
-    remote: SocketAddr,
     tls: bool,
 ) {
     proxy::strip_hop_by_hop(headers);
@@ -289,7 +307,7 @@ pub(crate) fn backend_headers(
     let host = headers.remove(header::HOST);
     proxy::add_forwarded(
         headers,
-        remote.ip(),
+        &ctx.client.forwarded_for,
         if tls { "https" } else { "http" },
         host,
     );
@@ -337,7 +355,7 @@ pub async fn handle(
     req: Request<hyper::body::Incoming>,
     remote: SocketAddr,
     tls: bool,
-    affinity: Arc<proxy::Affinity>,
+    client: Arc<ClientConnection>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let started = Instant::now();
     let request_id = header_str(req.headers(), "x-request-id")
@@ -370,7 +388,8 @@ pub async fn handle(
         started,
         preflight: false,
         traces: Default::default(),
-        affinity: http1.then_some(affinity),
+        client,
+        http1,
     };
     let mut backend_ms = None;
     let mut error_reason = None;
@@ -401,7 +420,7 @@ pub async fn handle(
             "OperationNotFound",
             MSG_OPERATION_NOT_FOUND,
         )),
-        (Ok(()), _) => match backend(&shared, &ctx, req, remote, tls).await {
+        (Ok(()), _) => match backend(&shared, &ctx, req, tls).await {
             Ok((resp, ms)) => {
                 backend_ms = Some(ms);
                 Ok(outbound(&ctx, resp))
@@ -424,11 +443,9 @@ pub async fn handle(
         product: ctx.product.as_ref().map(|p| p.id.clone()),
         subscription: ctx.subscription.as_ref().map(|s| s.id.clone()),
     };
-    let bytes = resp
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
+    // The body's declared length (Content-Length, or a body built here).
+    let bytes = hyper::body::Body::size_hint(resp.body())
+        .exact()
         .unwrap_or(0);
     // One clock read per request, for the usage bucket and the traffic counters.
     let now_ms = shared.clock_ms();

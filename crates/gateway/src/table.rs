@@ -736,20 +736,29 @@ impl RoutingTable {
     ) -> Option<(Arc<ApiRoute>, &'a str)> {
         let trimmed = path.strip_prefix('/').unwrap_or(path);
         // Candidate prefix ends: each '/' boundary, longest first.
-        let mut ends: Vec<usize> = trimmed.match_indices('/').map(|(i, _)| i).collect();
-        ends.push(trimmed.len());
-        ends.reverse();
-        ends.push(0);
+        let ends = std::iter::once(trimmed.len())
+            .chain(trimmed.rmatch_indices('/').map(|(i, _)| i))
+            .chain(std::iter::once(0));
         for end in ends {
             let prefix = &trimmed[..end];
-            let (prefix_key, rev) = match prefix.rfind(";rev=") {
+            let rev_at = if prefix.contains(';') {
+                prefix.rfind(";rev=")
+            } else {
+                None
+            };
+            let (prefix_key, rev) = match rev_at {
                 Some(i) if !prefix[i..].contains('/') => {
                     (&prefix[..i], prefix[i + 5..].parse::<u32>().ok())
                 }
                 _ => (prefix, None),
             };
-            let key = prefix_key.to_ascii_lowercase();
-            let Some(candidates) = self.routes.by_path.get(&key) else {
+            // Paths are stored lower-case; most requests' already are.
+            let found = if prefix_key.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.routes.by_path.get(&prefix_key.to_ascii_lowercase())
+            } else {
+                self.routes.by_path.get(prefix_key)
+            };
+            let Some(candidates) = found else {
                 continue;
             };
             let rest = &trimmed[end..];
@@ -768,6 +777,13 @@ fn select(
     query: Option<&str>,
     header: &impl Fn(&str) -> Option<String>,
 ) -> Option<Arc<ApiRoute>> {
+    if let [only] = candidates {
+        let wanted = match rev {
+            Some(r) => only.revision == r,
+            None => only.is_current,
+        };
+        return wanted.then(|| only.clone());
+    }
     // Pick the API (version) first.
     let mut ids: Vec<&str> = candidates.iter().map(|a| &*a.id).collect();
     ids.sort();

@@ -10,7 +10,9 @@
 use crate::Shared;
 use crate::proxy::{self, Body, ForwardError};
 use crate::server::{GatewayError, RequestContext, json_error};
-use crate::table::{Change, ConfigMirror};
+use crate::table::{
+    ApiRoute, Change, ConfigMirror, ProductInfo, RoutingTable, SubscriptionInfo, UserInfo,
+};
 use bytes::Bytes;
 use gatehouse_model::Kind;
 use gatehouse_policy::doc::Resolver;
@@ -570,59 +572,117 @@ impl Services for GatewayServices<'_> {
     }
 }
 
-fn info(ctx: &RequestContext, shared: &Shared) -> HashMap<&'static str, V> {
-    let mut m: HashMap<&'static str, V> = HashMap::new();
-    let s = |v: &str| V::Str(v.to_string());
-    m.insert("RequestId", s(&ctx.request_id));
-    m.insert("Timestamp", V::Time(time::OffsetDateTime::now_utc()));
-    m.insert("Deployment.Region", s(&ctx.table.region));
-    m.insert("Deployment.ServiceName", s(&ctx.table.service_name));
-    m.insert("Deployment.GatewayId", s("managed"));
-    let _ = shared;
-    if let Some(api) = &ctx.api {
-        m.insert("Api.Id", s(&api.id));
-        m.insert("Api.Name", s(&api.name));
-        m.insert("Api.Path", s(&api.path));
-        m.insert(
-            "Api.ServiceUrl",
-            s(api.service_url.as_deref().unwrap_or("")),
-        );
-        m.insert("Api.Revision", s(&api.revision.to_string()));
-        m.insert("Api.Version", s(api.version.as_deref().unwrap_or("")));
-        m.insert("Api.IsCurrentRevision", V::Bool(api.is_current));
+/// The request's fixed `context` members, answered from the routing results when a policy
+/// reads one (most policies read none or a few).
+struct RequestInfo {
+    request_id: String,
+    timestamp: time::OffsetDateTime,
+    table: Arc<RoutingTable>,
+    api: Option<Arc<ApiRoute>>,
+    operation: Option<usize>,
+    product: Option<Arc<ProductInfo>>,
+    subscription: Option<Arc<SubscriptionInfo>>,
+    /// The key the request came with.
+    subscription_key: Option<String>,
+    user: Option<Arc<UserInfo>>,
+}
+
+impl RequestInfo {
+    fn new(ctx: &RequestContext, subscription_key: Option<String>) -> RequestInfo {
+        RequestInfo {
+            request_id: ctx.request_id.clone(),
+            timestamp: time::OffsetDateTime::now_utc(),
+            table: ctx.table.clone(),
+            api: ctx.api.clone(),
+            operation: ctx.operation,
+            product: ctx.product.clone(),
+            subscription: ctx.subscription.clone(),
+            subscription_key,
+            user: ctx.user.clone(),
+        }
     }
-    if let Some(op) = ctx.operation() {
-        m.insert("Operation.Id", s(&op.id));
-        m.insert("Operation.Name", s(&op.id));
-        m.insert("Operation.Method", s(&op.method));
-        m.insert("Operation.UrlTemplate", s(&op.url_template));
+}
+
+impl exec::InfoSource for RequestInfo {
+    fn get(&self, member: &str) -> Option<V> {
+        let s = |v: &str| Some(V::Str(v.to_string()));
+        let (object, leaf) = member.split_once('.').unwrap_or((member, ""));
+        match (object, leaf) {
+            ("RequestId", "") => s(&self.request_id),
+            ("Timestamp", "") => Some(V::Time(self.timestamp)),
+            ("Deployment", "Region") => s(&self.table.region),
+            ("Deployment", "ServiceName") => s(&self.table.service_name),
+            ("Deployment", "GatewayId") => s("managed"),
+            ("Api", leaf) => {
+                let api = self.api.as_ref()?;
+                match leaf {
+                    "Id" => s(&api.id),
+                    "Name" => s(&api.name),
+                    "Path" => s(&api.path),
+                    "ServiceUrl" => s(api.service_url.as_deref().unwrap_or("")),
+                    "Revision" => s(&api.revision.to_string()),
+                    "Version" => s(api.version.as_deref().unwrap_or("")),
+                    "IsCurrentRevision" => Some(V::Bool(api.is_current)),
+                    _ => None,
+                }
+            }
+            ("Operation", leaf) => {
+                let op = &self.api.as_ref()?.operations[self.operation?];
+                match leaf {
+                    "Id" | "Name" => s(&op.id),
+                    "Method" => s(&op.method),
+                    "UrlTemplate" => s(&op.url_template),
+                    _ => None,
+                }
+            }
+            ("Product", leaf) => {
+                let p = self.product.as_ref()?;
+                match leaf {
+                    "Id" => s(&p.id),
+                    "Name" => s(&p.name),
+                    "State" => s(&p.state),
+                    "SubscriptionRequired" => Some(V::Bool(p.subscription_required)),
+                    _ => None,
+                }
+            }
+            ("Subscription", leaf) => {
+                let sub = self.subscription.as_ref()?;
+                match leaf {
+                    "Id" => s(&sub.id),
+                    "Name" => s(&sub.name),
+                    "Key" => s(self.subscription_key.as_deref().unwrap_or(&sub.primary_key)),
+                    "PrimaryKey" => s(&sub.primary_key),
+                    "SecondaryKey" => s(&sub.secondary_key),
+                    _ => None,
+                }
+            }
+            ("User", leaf) => {
+                let u = self.user.as_ref()?;
+                match leaf {
+                    "Id" => s(&u.id),
+                    "Email" => s(&u.email),
+                    "FirstName" => s(&u.first_name),
+                    "LastName" => s(&u.last_name),
+                    "Groups" => Some(V::List(
+                        u.groups.iter().map(|g| V::Str(g.clone())).collect(),
+                    )),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
     }
-    if let Some(p) = &ctx.product {
-        m.insert("Product.Id", s(&p.id));
-        m.insert("Product.Name", s(&p.name));
-        m.insert("Product.State", s(&p.state));
-        m.insert(
-            "Product.SubscriptionRequired",
-            V::Bool(p.subscription_required),
-        );
+
+    fn has(&self, object: &str) -> bool {
+        match object {
+            "Api" => self.api.is_some(),
+            "Operation" => self.operation.is_some(),
+            "Product" => self.product.is_some(),
+            "Subscription" => self.subscription.is_some(),
+            "User" => self.user.is_some(),
+            _ => false,
+        }
     }
-    if let Some(sub) = &ctx.subscription {
-        m.insert("Subscription.Id", s(&sub.id));
-        m.insert("Subscription.Name", s(&sub.name));
-        m.insert("Subscription.PrimaryKey", s(&sub.primary_key));
-        m.insert("Subscription.SecondaryKey", s(&sub.secondary_key));
-    }
-    if let Some(u) = &ctx.user {
-        m.insert("User.Id", s(&u.id));
-        m.insert("User.Email", s(&u.email));
-        m.insert("User.FirstName", s(&u.first_name));
-        m.insert("User.LastName", s(&u.last_name));
-        m.insert(
-            "User.Groups",
-            V::List(u.groups.iter().map(|g| V::Str(g.clone())).collect()),
-        );
-    }
-    m
 }
 
 fn pairs_of(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
@@ -751,20 +811,20 @@ pub async fn serve(
             .collect(),
         request_headers: pairs_of(&parts.headers),
         ip: Some(remote.ip()),
-        info: info(ctx, shared),
+        info: exec::Info::from_source(Arc::new(RequestInfo::new(
+            ctx,
+            ctx.subscription.as_ref().and_then(|_| {
+                parts
+                    .headers
+                    .get(&api.key_header)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            }),
+        ))),
         matched_parameters: ctx.matched_parameters.clone(),
         started: Some(ctx.started),
         ..Exchange::default()
     };
-    if let Some(sub) = &ctx.subscription {
-        let key = parts
-            .headers
-            .get(&api.key_header)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .unwrap_or_else(|| sub.primary_key.clone());
-        ex.info.insert("Subscription.Key", V::Str(key));
-    }
     let svc = GatewayServices {
         shared,
         ctx,

@@ -70,7 +70,7 @@ pub struct Exchange {
     pub response: Option<ResponseParts>,
     pub variables: HashMap<String, V>,
     /// Leaf members of `context` that do not change during the request (`Api.Id`, …).
-    pub info: HashMap<&'static str, V>,
+    pub info: Info,
     pub matched_parameters: Vec<(String, String)>,
     pub last_error: Option<LastError>,
     /// Set by forward-request: the request goes to the backend after the backend section.
@@ -82,6 +82,61 @@ pub struct Exchange {
     pub cache_key: Option<String>,
     /// The chosen backend entity's `tls` checks `(chain, name)`; `None` checks everything.
     pub backend_tls: Option<(bool, bool)>,
+}
+
+/// Where the request's fixed facts come from: the gateway's routing results, read only when a
+/// policy asks (building them all up front cost more than a simple policy's own work).
+pub trait InfoSource: Send + Sync {
+    /// The value of a leaf member such as `Api.Id` or `Subscription.Key`.
+    fn get(&self, member: &str) -> Option<V>;
+    /// Whether the request has the object `prefix` names (`Subscription`, `User`, `Product`).
+    fn has(&self, object: &str) -> bool;
+}
+
+/// The leaf members of `context` that do not change during a request: values set here, else
+/// the source's.
+#[derive(Clone, Default)]
+pub struct Info {
+    values: HashMap<&'static str, V>,
+    source: Option<std::sync::Arc<dyn InfoSource>>,
+}
+
+impl std::fmt::Debug for Info {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Info")
+            .field("values", &self.values)
+            .field("source", &self.source.is_some())
+            .finish()
+    }
+}
+
+impl Info {
+    pub fn from_source(source: std::sync::Arc<dyn InfoSource>) -> Info {
+        Info {
+            values: HashMap::new(),
+            source: Some(source),
+        }
+    }
+
+    pub fn insert(&mut self, member: &'static str, value: V) {
+        self.values.insert(member, value);
+    }
+
+    pub fn get(&self, member: &str) -> Option<V> {
+        match self.values.get(member) {
+            Some(v) => Some(v.clone()),
+            None => self.source.as_ref()?.get(member),
+        }
+    }
+
+    /// Whether the request has the object `object` (some member `object.…` has a value).
+    pub fn has(&self, object: &str) -> bool {
+        self.values.keys().any(|k| {
+            k.len() > object.len() + 1
+                && k.starts_with(object)
+                && k.as_bytes()[object.len()] == b'.'
+        }) || self.source.as_ref().is_some_and(|s| s.has(object))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -961,7 +1016,7 @@ fn run_simple(section: Section, node: &Node, ex: &mut Exchange, svc: &dyn Servic
             if ex.method != "GET" {
                 return Flow::Next;
             }
-            let info = |k: &str| ex.info.get(k).map(V::text).unwrap_or_default();
+            let info = |k: &str| ex.info.get(k).map(|v| v.text()).unwrap_or_default();
             let mut key = format!(
                 "response|{}|{}|{}",
                 info("Api.Id"),
@@ -1115,7 +1170,7 @@ fn limit_calls(
         },
         None => {
             // Per subscription; APIM applies it only when a subscription key was used.
-            let Some(V::Str(sub)) = ex.info.get("Subscription.Id").cloned() else {
+            let Some(V::Str(sub)) = ex.info.get("Subscription.Id") else {
                 return Flow::Next;
             };
             format!("sub:{sub}:{}:{}", node.name, node.pos)
@@ -1140,7 +1195,7 @@ fn limit_calls(
     let mut c = svc.count(&key, limit.calls, limit.period_secs, increment, !quota);
     let mut calls = limit.calls;
     // Then the per-API and per-operation limits that apply to this request.
-    let info = |k: &str| ex.info.get(k).map(V::text).unwrap_or_default();
+    let info = |k: &str| ex.info.get(k).map(|v| v.text()).unwrap_or_default();
     let (api_id, api_name, op_id, op_name) = (
         info("Api.Id"),
         info("Api.Name"),
@@ -1395,7 +1450,7 @@ impl Env for Exchange {
             | "Timestamp"
             | "Deployment.Region"
             | "Deployment.ServiceName"
-            | "Deployment.GatewayId" => Ok(self.info.get(path).cloned().unwrap_or(V::Null)),
+            | "Deployment.GatewayId" => Ok(self.info.get(path).unwrap_or(V::Null)),
             "Elapsed" => Ok(V::Double(
                 self.started.map_or(0.0, |s| s.elapsed().as_secs_f64()),
             )),
@@ -1414,13 +1469,10 @@ impl Env for Exchange {
                     _ => "",
                 })
             }
-            p if self.info.contains_key(p) => Ok(self.info[p].clone()),
+            p if let Some(v) = self.info.get(p) => Ok(v),
             "Subscription" | "User" | "Product" => {
                 // Absent when the request has none (context.Subscription is null in APIM).
-                let present = self
-                    .info
-                    .keys()
-                    .any(|k| k.starts_with(path) && k.len() > path.len());
+                let present = self.info.has(path);
                 Ok(if present {
                     V::Ctx(path.to_string())
                 } else {

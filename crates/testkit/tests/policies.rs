@@ -1109,3 +1109,85 @@ async fn retries_run_out_and_send_request_fails_or_is_ignored() {
         "ignore-error leaves the variable null"
     );
 }
+
+#[tokio::test]
+async fn context_members_of_the_routed_request() {
+    let e = env().await;
+    // A second subscription owned by a user, to the same product.
+    e.t.put_ok("/users/alice", json!({"properties": {"email": "alice@example.com", "firstName": "Alice", "lastName": "Liddell"}})).await;
+    e.t.put_ok("/subscriptions/owned", json!({"properties": {"scope": "/products/starter", "displayName": "Owned", "state": "active", "ownerId": "/users/alice"}})).await;
+    let (_, owned) =
+        e.t.call("POST", "/subscriptions/owned/listSecrets", None)
+            .await;
+    let secondary = owned["secondaryKey"].as_str().unwrap().to_string();
+    let members = [
+        (
+            "x-api",
+            "context.Api.Id + \"|\" + context.Api.Path + \"|\" + context.Api.Revision + \"|\" + context.Api.IsCurrentRevision",
+        ),
+        (
+            "x-operation",
+            "context.Operation.Method + \" \" + context.Operation.UrlTemplate",
+        ),
+        (
+            "x-product",
+            "context.Product.Id + \"|\" + context.Product.Name",
+        ),
+        (
+            "x-subscription",
+            "context.Subscription.Id + \"|\" + context.Subscription.Name",
+        ),
+        (
+            "x-key-matches",
+            "(context.Subscription.Key == context.Request.Headers.GetValueOrDefault(\"Ocp-Apim-Subscription-Key\", \"\")).ToString()",
+        ),
+        (
+            "x-user",
+            "context.User == null ? \"none\" : context.User.Email + \"|\" + context.User.FirstName",
+        ),
+        ("x-service", "context.Deployment.ServiceName"),
+        ("x-rid", "context.RequestId"),
+    ];
+    let sets: String = members
+        .iter()
+        .map(|(name, expr)| {
+            format!(r#"<set-header name="{name}" exists-action="override"><value>@({expr})</value></set-header>"#)
+        })
+        .collect();
+    e.policy(
+        API,
+        &format!(
+            "<policies><inbound><base />{sets}</inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"
+        )
+        .replace('&', "&amp;"),
+    )
+    .await;
+    // Without an owner: no user.
+    let (s, _, b) = e.get("/echo/items/7").await;
+    assert_eq!(s, 200, "{b}");
+    let v = echo(&b);
+    let h = &v["headers"];
+    assert_eq!(h["x-api"], "echo|echo|1|True");
+    assert_eq!(h["x-operation"], "GET /items/{id}");
+    assert_eq!(h["x-product"], "starter|Starter");
+    assert_eq!(h["x-subscription"], "s1|S1");
+    assert_eq!(h["x-key-matches"], "True");
+    assert_eq!(h["x-user"], "none");
+    assert_eq!(h["x-rid"], h["x-request-id"], "{v}");
+    assert!(!h["x-service"].as_str().unwrap().is_empty(), "{v}");
+    // With the owned subscription's secondary key: its user, and Key is the key used.
+    e.t.gateway_caught_up().await;
+    let r = e
+        .http
+        .get(format!("{}/echo/items/7", e.t.gateway_url()))
+        .header("Ocp-Apim-Subscription-Key", &secondary)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v = echo(&r.text().await.unwrap());
+    let h = &v["headers"];
+    assert_eq!(h["x-subscription"], "owned|Owned");
+    assert_eq!(h["x-user"], "alice@example.com|Alice");
+    assert_eq!(h["x-key-matches"], "True");
+}

@@ -427,7 +427,10 @@ impl Services for GatewayServices<'_> {
             let mut out = ResponseParts {
                 status: rparts.status.as_u16(),
                 reason: rparts.status.canonical_reason().unwrap_or("").to_string(),
-                headers: pairs_of(&rparts.headers),
+                headers: exec::Headers::with_original(
+                    pairs_of(&rparts.headers),
+                    Arc::new(rparts.headers),
+                ),
                 body: None,
             };
             let rbody: Body = rbody
@@ -466,7 +469,7 @@ impl Services for GatewayServices<'_> {
             Ok(ResponseParts {
                 status: status.as_u16(),
                 reason: status.canonical_reason().unwrap_or("").to_string(),
-                headers,
+                headers: headers.into(),
                 body: Some(body.to_vec()),
             })
         })
@@ -696,6 +699,18 @@ fn pairs_of(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The message's header map as it arrived when no policy changed it, else one built from the
+/// pairs the policies left.
+fn original_or_built(headers: &exec::Headers) -> hyper::HeaderMap {
+    match headers
+        .original()
+        .and_then(|o| o.downcast_ref::<hyper::HeaderMap>())
+    {
+        Some(original) => original.clone(),
+        None => header_map(headers),
+    }
+}
+
 fn header_map(pairs: &[(String, String)]) -> hyper::HeaderMap {
     let mut h = hyper::HeaderMap::new();
     for (k, v) in pairs {
@@ -718,7 +733,7 @@ fn error_parts(status: u16, message: &str, headers: &[(String, String)]) -> Resp
     ResponseParts {
         status,
         reason: String::new(),
-        headers: h,
+        headers: h.into(),
         body: Some(
             serde_json::json!({"statusCode": status, "message": message})
                 .to_string()
@@ -748,7 +763,7 @@ fn build_response(
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::from_u16(parts.status).unwrap_or(StatusCode::OK);
-    let mut headers = header_map(&parts.headers);
+    let mut headers = original_or_built(&parts.headers);
     proxy::strip_hop_by_hop(&mut headers);
     if has_body {
         headers.remove(header::CONTENT_LENGTH);
@@ -792,6 +807,14 @@ pub async fn serve(
         _ => (host_header.clone(), if tls { 443 } else { 80 }),
     };
     let original_query = parts.uri.query().unwrap_or("").to_string();
+    let subscription_key = ctx.subscription.as_ref().and_then(|_| {
+        parts
+            .headers
+            .get(&api.key_header)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
+    let request_pairs = pairs_of(&parts.headers);
     let mut ex = Exchange {
         method: parts.method.as_str().to_string(),
         scheme: if tls { "https" } else { "http" }.to_string(),
@@ -809,18 +832,9 @@ pub async fn serve(
             })
             .filter(|(k, _)| k != &api.key_query)
             .collect(),
-        request_headers: pairs_of(&parts.headers),
+        request_headers: exec::Headers::with_original(request_pairs, Arc::new(parts.headers)),
         ip: Some(remote.ip()),
-        info: exec::Info::from_source(Arc::new(RequestInfo::new(
-            ctx,
-            ctx.subscription.as_ref().and_then(|_| {
-                parts
-                    .headers
-                    .get(&api.key_header)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            }),
-        ))),
+        info: exec::Info::from_source(Arc::new(RequestInfo::new(ctx, subscription_key))),
         matched_parameters: ctx.matched_parameters.clone(),
         started: Some(ctx.started),
         ..Exchange::default()
@@ -858,7 +872,7 @@ pub async fn serve(
         ex.preflight = true;
         return match exec::run(&chain, Section::Inbound, &mut ex, &svc).await {
             Flow::Respond => {
-                let parts = ex.response.clone().unwrap_or_default();
+                let parts = ex.response.take().unwrap_or_default();
                 Outcome {
                     response: build_response(&ex, parts, None, &ctx.request_id),
                     backend_ms: None,
@@ -890,7 +904,7 @@ pub async fn serve(
             ex.response.get_or_insert(ResponseParts {
                 status: 200,
                 reason: String::new(),
-                headers: Vec::new(),
+                headers: Vec::new().into(),
                 body: Some(Vec::new()),
             });
         }
@@ -909,7 +923,7 @@ pub async fn serve(
             ex.response = Some(error_parts(500, "Internal server error", &[]));
         }
     }
-    let parts = ex.response.clone().unwrap_or_default();
+    let parts = ex.response.take().unwrap_or_default();
     Outcome {
         response: build_response(&ex, parts, stream, &ctx.request_id),
         backend_ms,
@@ -966,7 +980,7 @@ async fn forward_exchange(
             "The backend URL is not valid.",
         )
     })?;
-    let mut headers = header_map(&ex.request_headers);
+    let mut headers = original_or_built(&ex.request_headers);
     crate::server::backend_headers(&mut headers, api, ctx, tls);
     let out_body: Body = match (&ex.request_body, body) {
         (Some(b), _) => {

@@ -14,12 +14,70 @@ use crate::expr::{self, Env, V};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+/// Header pairs in order, as policies read and change them.
+///
+/// The gateway may attach the message's header map as it arrived; every mutable access drops
+/// it, so an attached original always says what the pairs say, and the gateway can send it as
+/// it came instead of rebuilding a map from the pairs.
+#[derive(Clone, Default)]
+pub struct Headers {
+    pairs: Vec<(String, String)>,
+    original: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Headers {
+    /// Pairs made from `original`, which is kept alongside until a policy changes them.
+    pub fn with_original(
+        pairs: Vec<(String, String)>,
+        original: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+    ) -> Headers {
+        Headers {
+            pairs,
+            original: Some(original),
+        }
+    }
+
+    /// The attached original, while nothing has changed the pairs.
+    pub fn original(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        self.original.as_deref()
+    }
+}
+
+impl std::ops::Deref for Headers {
+    type Target = Vec<(String, String)>;
+    fn deref(&self) -> &Self::Target {
+        &self.pairs
+    }
+}
+
+impl std::ops::DerefMut for Headers {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.original = None;
+        &mut self.pairs
+    }
+}
+
+impl From<Vec<(String, String)>> for Headers {
+    fn from(pairs: Vec<(String, String)>) -> Headers {
+        Headers {
+            pairs,
+            original: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.pairs.fmt(f)
+    }
+}
+
 /// A response being built or returned.
 #[derive(Debug, Clone, Default)]
 pub struct ResponseParts {
     pub status: u16,
     pub reason: String,
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
     /// `Some` when a policy set the body or the gateway buffered it.
     pub body: Option<Vec<u8>>,
 }
@@ -59,7 +117,7 @@ pub struct Exchange {
     pub backend_path: String,
     /// The query sent to the backend, in order.
     pub query: Vec<(String, String)>,
-    pub request_headers: Vec<(String, String)>,
+    pub request_headers: Headers,
     /// `Some` when the gateway buffered the request body or a policy set it.
     pub request_body: Option<Vec<u8>>,
     pub request_body_changed: bool,
@@ -495,7 +553,7 @@ fn run_node<'a>(
                     Outgoing {
                         method: ex.method.clone(),
                         url: String::new(),
-                        headers: ex.request_headers.clone(),
+                        headers: ex.request_headers.to_vec(),
                         body: ex.request_body.clone(),
                     }
                 } else {
@@ -562,7 +620,7 @@ fn run_node<'a>(
                 let mut response = ResponseParts {
                     status: 200,
                     reason: "OK".into(),
-                    headers: Vec::new(),
+                    headers: Vec::new().into(),
                     body: Some(Vec::new()),
                 };
                 let saved = ex.response.replace(response.clone());
@@ -806,7 +864,7 @@ fn run_simple(section: Section, node: &Node, ex: &mut Exchange, svc: &dyn Servic
             ex.response = Some(ResponseParts {
                 status: *status,
                 reason: String::new(),
-                headers,
+                headers: headers.into(),
                 body: Some(body.into_bytes()),
             });
             Flow::Respond
@@ -1194,14 +1252,19 @@ fn limit_calls(
     };
     let mut c = svc.count(&key, limit.calls, limit.period_secs, increment, !quota);
     let mut calls = limit.calls;
-    // Then the per-API and per-operation limits that apply to this request.
+    // Then the per-API and per-operation limits that apply to this request (the names are
+    // looked up only when there are some).
     let info = |k: &str| ex.info.get(k).map(|v| v.text()).unwrap_or_default();
-    let (api_id, api_name, op_id, op_name) = (
-        info("Api.Id"),
-        info("Api.Name"),
-        info("Operation.Id"),
-        info("Operation.Name"),
-    );
+    let (api_id, api_name, op_id, op_name) = if limit.scoped.is_empty() {
+        Default::default()
+    } else {
+        (
+            info("Api.Id"),
+            info("Api.Name"),
+            info("Operation.Id"),
+            info("Operation.Name"),
+        )
+    };
     for s in &limit.scoped {
         if !c.allowed {
             break;
@@ -1369,7 +1432,7 @@ fn run_cors(cors: &Cors, ex: &mut Exchange) -> Flow {
         ex.response = Some(ResponseParts {
             status: 200,
             reason: "OK".into(),
-            headers,
+            headers: headers.into(),
             body: Some(Vec::new()),
         });
         return Flow::Respond;
@@ -1549,4 +1612,26 @@ pub fn query_string(q: &[(String, String)]) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
+}
+
+#[cfg(test)]
+mod headers_tests {
+    use super::Headers;
+    use std::sync::Arc;
+
+    #[test]
+    fn an_attached_original_lasts_until_the_pairs_change() {
+        let pairs = vec![("a".to_string(), "1".to_string())];
+        let mut h = Headers::with_original(pairs.clone(), Arc::new(7u32));
+        assert_eq!(h.len(), 1, "reading keeps it");
+        assert_eq!(h.original().and_then(|o| o.downcast_ref::<u32>()), Some(&7));
+        let copy = h.clone();
+        h.push(("b".into(), "2".into()));
+        assert!(h.original().is_none(), "a change drops it");
+        assert!(
+            copy.original().is_some(),
+            "a copy made before keeps its own"
+        );
+        assert!(Headers::from(pairs).original().is_none());
+    }
 }

@@ -427,10 +427,7 @@ impl Services for GatewayServices<'_> {
             let mut out = ResponseParts {
                 status: rparts.status.as_u16(),
                 reason: rparts.status.canonical_reason().unwrap_or("").to_string(),
-                headers: exec::Headers::with_original(
-                    pairs_of(&rparts.headers),
-                    Arc::new(rparts.headers),
-                ),
+                headers: exec::Headers::with_original(Arc::new(rparts.headers), listed),
                 body: None,
             };
             let rbody: Body = rbody
@@ -688,6 +685,14 @@ impl exec::InfoSource for RequestInfo {
     }
 }
 
+/// A header map handed to the policies ([`exec::Headers::with_original`]), listed as pairs.
+fn listed(original: &exec::OriginalHeaders) -> Vec<(String, String)> {
+    original
+        .downcast_ref::<hyper::HeaderMap>()
+        .map(pairs_of)
+        .unwrap_or_default()
+}
+
 fn pairs_of(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
@@ -814,7 +819,6 @@ pub async fn serve(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     });
-    let request_pairs = pairs_of(&parts.headers);
     let mut ex = Exchange {
         method: parts.method.as_str().to_string(),
         scheme: if tls { "https" } else { "http" }.to_string(),
@@ -832,7 +836,7 @@ pub async fn serve(
             })
             .filter(|(k, _)| k != &api.key_query)
             .collect(),
-        request_headers: exec::Headers::with_original(request_pairs, Arc::new(parts.headers)),
+        request_headers: exec::Headers::with_original(Arc::new(parts.headers), listed),
         ip: Some(remote.ip()),
         info: exec::Info::from_source(Arc::new(RequestInfo::new(ctx, subscription_key))),
         matched_parameters: ctx.matched_parameters.clone(),

@@ -14,53 +14,64 @@ use crate::expr::{self, Env, V};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+/// The message's headers as the gateway received them, in whatever form it keeps them.
+pub type OriginalHeaders = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
 /// Header pairs in order, as policies read and change them.
 ///
-/// The gateway may attach the message's header map as it arrived; every mutable access drops
-/// it, so an attached original always says what the pairs say, and the gateway can send it as
-/// it came instead of rebuilding a map from the pairs.
+/// The gateway may hand over the message's header map as it arrived, with a way to list it as
+/// pairs: the pairs are made only when a policy first reads them (most policies never do), and
+/// every mutable access drops the original, so an original still attached always says what the
+/// pairs say and the gateway can send it as it came instead of rebuilding a map.
 #[derive(Clone, Default)]
 pub struct Headers {
-    pairs: Vec<(String, String)>,
-    original: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+    pairs: std::sync::OnceLock<Vec<(String, String)>>,
+    original: Option<(
+        OriginalHeaders,
+        fn(&OriginalHeaders) -> Vec<(String, String)>,
+    )>,
 }
 
 impl Headers {
-    /// Pairs made from `original`, which is kept alongside until a policy changes them.
+    /// Headers listed from `original` by `pairs_of` when first read.
     pub fn with_original(
-        pairs: Vec<(String, String)>,
-        original: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+        original: OriginalHeaders,
+        pairs_of: fn(&OriginalHeaders) -> Vec<(String, String)>,
     ) -> Headers {
         Headers {
-            pairs,
-            original: Some(original),
+            pairs: std::sync::OnceLock::new(),
+            original: Some((original, pairs_of)),
         }
     }
 
-    /// The attached original, while nothing has changed the pairs.
+    /// The original, while nothing has changed the pairs.
     pub fn original(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
-        self.original.as_deref()
+        self.original.as_ref().map(|(o, _)| o.as_ref())
     }
 }
 
 impl std::ops::Deref for Headers {
     type Target = Vec<(String, String)>;
     fn deref(&self) -> &Self::Target {
-        &self.pairs
+        self.pairs.get_or_init(|| match &self.original {
+            Some((original, pairs_of)) => pairs_of(original),
+            None => Vec::new(),
+        })
     }
 }
 
 impl std::ops::DerefMut for Headers {
     fn deref_mut(&mut self) -> &mut Self::Target {
+        let _ = std::ops::Deref::deref(self);
         self.original = None;
-        &mut self.pairs
+        self.pairs.get_mut().expect("initialised just above")
     }
 }
 
 impl From<Vec<(String, String)>> for Headers {
     fn from(pairs: Vec<(String, String)>) -> Headers {
         Headers {
-            pairs,
+            pairs: std::sync::OnceLock::from(pairs),
             original: None,
         }
     }
@@ -68,7 +79,7 @@ impl From<Vec<(String, String)>> for Headers {
 
 impl std::fmt::Debug for Headers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.pairs.fmt(f)
+        std::ops::Deref::deref(self).fmt(f)
     }
 }
 
@@ -1622,9 +1633,13 @@ mod headers_tests {
     #[test]
     fn an_attached_original_lasts_until_the_pairs_change() {
         let pairs = vec![("a".to_string(), "1".to_string())];
-        let mut h = Headers::with_original(pairs.clone(), Arc::new(7u32));
-        assert_eq!(h.len(), 1, "reading keeps it");
-        assert_eq!(h.original().and_then(|o| o.downcast_ref::<u32>()), Some(&7));
+        let list = |o: &super::OriginalHeaders| {
+            let n = o.downcast_ref::<u32>().unwrap();
+            vec![("a".to_string(), n.to_string())]
+        };
+        let mut h = Headers::with_original(Arc::new(1u32), list);
+        assert_eq!(*h, pairs, "listed when first read");
+        assert_eq!(h.original().and_then(|o| o.downcast_ref::<u32>()), Some(&1));
         let copy = h.clone();
         h.push(("b".into(), "2".into()));
         assert!(h.original().is_none(), "a change drops it");

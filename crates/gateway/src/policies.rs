@@ -227,7 +227,11 @@ impl Policies {
             };
             chain.levels[2] = pick(self.apis.get(&stored))?;
             if let Some(op) = ctx.operation() {
-                chain.levels[3] = pick(self.operations.get(&format!("{stored}/{}", op.id)))?;
+                let mut key = String::with_capacity(stored.len() + 1 + op.id.len());
+                key.push_str(&stored);
+                key.push('/');
+                key.push_str(&op.id);
+                chain.levels[3] = pick(self.operations.get(&key))?;
             }
         }
         Ok(chain)
@@ -716,6 +720,25 @@ fn original_or_built(headers: &exec::Headers) -> hyper::HeaderMap {
     }
 }
 
+/// Like [`original_or_built`], taking the original rather than copying it when no one else
+/// holds it.
+fn into_map(headers: exec::Headers) -> hyper::HeaderMap {
+    if !headers
+        .original()
+        .is_some_and(|o| o.is::<hyper::HeaderMap>())
+    {
+        return header_map(&headers);
+    }
+    match headers
+        .into_original()
+        .map(|o| o.downcast::<hyper::HeaderMap>())
+    {
+        Ok(Ok(map)) => Arc::try_unwrap(map).unwrap_or_else(|shared| (*shared).clone()),
+        // Not reached: checked just above.
+        _ => hyper::HeaderMap::new(),
+    }
+}
+
 fn header_map(pairs: &[(String, String)]) -> hyper::HeaderMap {
     let mut h = hyper::HeaderMap::new();
     for (k, v) in pairs {
@@ -768,7 +791,7 @@ fn build_response(
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::from_u16(parts.status).unwrap_or(StatusCode::OK);
-    let mut headers = original_or_built(&parts.headers);
+    let mut headers = into_map(parts.headers);
     proxy::strip_hop_by_hop(&mut headers);
     if has_body {
         headers.remove(header::CONTENT_LENGTH);

@@ -48,6 +48,14 @@ impl Headers {
     pub fn original(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
         self.original.as_ref().map(|(o, _)| o.as_ref())
     }
+
+    /// The original, while nothing has changed the pairs; else the headers back.
+    pub fn into_original(self) -> Result<OriginalHeaders, Headers> {
+        match self.original {
+            Some((original, _)) => Ok(original),
+            None => Err(self),
+        }
+    }
 }
 
 impl std::ops::Deref for Headers {
@@ -1242,7 +1250,15 @@ fn limit_calls(
             let Some(V::Str(sub)) = ex.info.get("Subscription.Id") else {
                 return Flow::Next;
             };
-            format!("sub:{sub}:{}:{}", node.name, node.pos)
+            // Counted per subscription and per policy (its place in the document); built
+            // without the formatter, once per request.
+            let (line, column) = (node.pos.line.to_string(), node.pos.column.to_string());
+            let mut key =
+                String::with_capacity(sub.len() + node.name.len() + line.len() + column.len() + 8);
+            for part in ["sub:", &sub, ":", &node.name, ":", &line, ":", &column] {
+                key.push_str(part);
+            }
+            key
         }
     };
     let increment = match &limit.condition {

@@ -154,6 +154,24 @@ fn populate(dir: &Path, apis: usize, subscriptions: usize) -> String {
     "key00000000000000000000000000000".to_string()
 }
 
+/// Sets the `bench` API's policy.
+fn set_api_policy(dir: &Path, policy: &str) {
+    gatehouse_policy::parse_document(policy, "rawxml", &gatehouse_policy::doc::NoResolver)
+        .expect("the benchmark's policy is valid");
+    let store = Store::open_dir(dir).unwrap();
+    store
+        .write(|w| -> Result<(), gatehouse_store::StoreError> {
+            let path = ResourcePath::new(
+                Kind::ApiPolicy,
+                vec![("apis", "bench".into()), ("policies", "policy".into())],
+            );
+            let props = json!({"format": "rawxml", "value": policy});
+            w.put(&path, props.as_object().unwrap().clone(), &[])?;
+            Ok(())
+        })
+        .unwrap();
+}
+
 /// The API policy of the policy-stack target, and a token it accepts.
 fn add_policy_stack(dir: &Path) -> String {
     use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
@@ -169,20 +187,7 @@ fn add_policy_stack(dir: &Path) -> String {
 </inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#,
         n.trim()
     );
-    gatehouse_policy::parse_document(&policy, "rawxml", &gatehouse_policy::doc::NoResolver)
-        .expect("the benchmark's policy is valid");
-    let store = Store::open_dir(dir).unwrap();
-    store
-        .write(|w| -> Result<(), gatehouse_store::StoreError> {
-            let path = ResourcePath::new(
-                Kind::ApiPolicy,
-                vec![("apis", "bench".into()), ("policies", "policy".into())],
-            );
-            let props = json!({"format": "rawxml", "value": policy});
-            w.put(&path, props.as_object().unwrap().clone(), &[])?;
-            Ok(())
-        })
-        .unwrap();
+    set_api_policy(dir, &policy);
     let exp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -383,6 +388,16 @@ fn main() {
     let (gw2, m2) = (free_port(), free_port());
     let g2 = gatehouse(&bin, &big_dir, gw2, m2);
 
+    // DESIGN.md's target configuration: a required key and a rate-limit policy.
+    let limited_dir = dir.path().join("rate-limited");
+    populate(&limited_dir, 1, 1);
+    set_api_policy(
+        &limited_dir,
+        r#"<policies><inbound><base /><rate-limit calls="1000000000" renewal-period="60" /></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#,
+    );
+    let (gw4, m4) = (free_port(), free_port());
+    let g4 = gatehouse(&bin, &limited_dir, gw4, m4);
+
     let policy_dir = dir.path().join("policies");
     populate(&policy_dir, 1, 1);
     let token = add_policy_stack(&policy_dir);
@@ -420,6 +435,12 @@ fn main() {
             format!("http://127.0.0.1:{gw1}/bench/x"),
             keyed.clone(),
             (g1.0.id(), true),
+        ),
+        (
+            "gatehouse, 1 API, key + rate-limit policy".into(),
+            format!("http://127.0.0.1:{gw4}/bench/x"),
+            keyed.clone(),
+            (g4.0.id(), true),
         ),
         (
             format!("gatehouse, {apis} APIs + {subs} subscriptions"),
@@ -496,14 +517,16 @@ fn main() {
             .map(|(g, n)| format!("{:.0}%", 100.0 * g.0.rps / n.0.rps))
             .collect()
     };
-    println!(
-        "gatehouse (1 API, key) against nginx reverse proxy: {:.0}% of its req/s (rounds: {}), {:.0}% against nginx with the same headers; CPU per request {:.1} µs against {:.1} µs",
-        100.0 * medians[3].0 / medians[1].0,
-        per_round(3).join(", "),
-        100.0 * medians[3].0 / medians[2].0,
-        medians[3].1,
-        medians[1].1,
-    );
+    for (t, what) in [(3, "1 API, key"), (4, "key + rate-limit")] {
+        println!(
+            "gatehouse ({what}) against nginx reverse proxy: {:.0}% of its req/s (rounds: {}), {:.0}% against nginx with the same headers; CPU per request {:.1} µs against {:.1} µs",
+            100.0 * medians[t].0 / medians[1].0,
+            per_round(t).join(", "),
+            100.0 * medians[t].0 / medians[2].0,
+            medians[t].1,
+            medians[1].1,
+        );
+    }
     // Reload: a new API goes live through the gateway with the big configuration loaded.
     let token = std::fs::read_to_string(big_dir.join("admin-token"))
         .unwrap()

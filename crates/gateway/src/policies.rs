@@ -8,7 +8,7 @@
 //! rather than run without, say, its ip-filter.
 
 use crate::Shared;
-use crate::proxy::{self, Body, ForwardError};
+use crate::proxy::{self, Body};
 use crate::server::{GatewayError, RequestContext, json_error};
 use crate::table::{
     ApiRoute, Change, ConfigMirror, ProductInfo, RoutingTable, SubscriptionInfo, UserInfo,
@@ -1031,18 +1031,11 @@ async fn forward_exchange(
         Some((true, false)) => proxy::TlsCheck::ChainOnly,
         _ => proxy::TlsCheck::Full,
     };
-    let result = tokio::time::timeout(
-        timeout,
-        shared.backend.forward_checked(out, check, ctx.affinity()),
-    )
-    .await;
-    match result {
-        Err(_) => Err(crate::server::forward_error(
-            ForwardError::Timeout(timeout),
-            api,
-        )),
-        Ok(r) => r.map_err(|e| crate::server::forward_error(e, api)),
-    }
+    shared
+        .backend
+        .forward_checked(out, check, ctx.affinity(), Some(timeout))
+        .await
+        .map_err(|e| crate::server::forward_error(e, api))
 }
 
 /// The keys of OpenID providers that validate-jwt policies name: fetched when a policy naming

@@ -200,28 +200,33 @@ impl Backend {
         req: hyper::Request<Body>,
         affinity: Option<&Affinity>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ForwardError> {
-        self.forward_checked(req, TlsCheck::Full, affinity).await
+        self.forward_checked(req, TlsCheck::Full, affinity, None)
+            .await
     }
 
-    /// Like `forward`, checking an HTTPS backend's certificate as `check` says.
+    /// Like `forward`, checking an HTTPS backend's certificate as `check` says, and answering
+    /// within `timeout` when it is shorter than the gateway's response timeout (one timer for
+    /// both).
     pub async fn forward_checked(
         &self,
         req: hyper::Request<Body>,
         check: TlsCheck,
         affinity: Option<&Affinity>,
+        timeout: Option<Duration>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ForwardError> {
+        let timeout = timeout.map_or(self.response_timeout, |t| t.min(self.response_timeout));
         if let Some(affinity) = affinity
             && req.uri().scheme() == Some(&hyper::http::uri::Scheme::HTTP)
         {
-            return self.forward_own(affinity, req).await;
+            return self.forward_own(affinity, req, timeout).await;
         }
         let client = match check {
             TlsCheck::Full => &self.client,
             TlsCheck::ChainOnly => &self.lenient_name,
             TlsCheck::None => &self.lenient_chain,
         };
-        match tokio::time::timeout(self.response_timeout, client.request(req)).await {
-            Err(_) => Err(ForwardError::Timeout(self.response_timeout)),
+        match tokio::time::timeout(timeout, client.request(req)).await {
+            Err(_) => Err(ForwardError::Timeout(timeout)),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(source_chain(&e))),
             Ok(Err(e)) => Err(ForwardError::Other(source_chain(&e))),
@@ -237,6 +242,7 @@ impl Backend {
         &self,
         affinity: &Affinity,
         mut req: hyper::Request<Body>,
+        timeout: Duration,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ForwardError> {
         let uri = req.uri().clone();
         let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
@@ -286,8 +292,8 @@ impl Backend {
             };
             Ok((sender, resp))
         };
-        match tokio::time::timeout(self.response_timeout, exchange).await {
-            Err(_) => Err(ForwardError::Timeout(self.response_timeout)),
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => Err(ForwardError::Timeout(timeout)),
             Ok(Err(e)) => Err(e),
             Ok(Ok((sender, resp))) => {
                 affinity.keep(key, sender);

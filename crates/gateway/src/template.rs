@@ -100,8 +100,14 @@ impl Template {
         for (i, seg) in self.segments.iter().enumerate() {
             match seg {
                 Segment::Wildcard(name) => {
-                    let rest: Vec<&str> = segs.by_ref().collect();
-                    captured.push((name.clone(), rest.join("/")));
+                    let mut rest = String::new();
+                    for (k, s) in segs.by_ref().enumerate() {
+                        if k > 0 {
+                            rest.push('/');
+                        }
+                        rest.push_str(s);
+                    }
+                    captured.push((name.clone(), rest));
                     debug_assert_eq!(i + 1, self.segments.len());
                     break;
                 }

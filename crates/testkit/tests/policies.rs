@@ -1191,3 +1191,29 @@ async fn context_members_of_the_routed_request() {
     assert_eq!(h["x-user"], "alice@example.com|Alice");
     assert_eq!(h["x-key-matches"], "True");
 }
+
+#[tokio::test]
+async fn forward_request_timeout_answers_504_in_time() {
+    let e = env().await;
+    e.t.put_ok(
+        "/apis/echo/operations/hang",
+        json!({"properties": {"displayName": "hang", "method": "GET", "urlTemplate": "/hang"}}),
+    )
+    .await;
+    e.policy(
+        API,
+        r#"<policies><inbound><base /></inbound><backend><forward-request timeout="1" /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (s, _, b) = e.get("/echo/hang").await;
+    let took = started.elapsed();
+    assert_eq!(s, 504, "{b}");
+    assert_eq!(echo(&b)["statusCode"], 504);
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(5),
+        "the policy's 1 s timeout, not the gateway's: {took:?}"
+    );
+    // Other requests on the API are unaffected.
+    assert_eq!(e.get("/echo/items/1").await.0, 200);
+}

@@ -413,7 +413,8 @@ impl Services for GatewayServices<'_> {
                     next.request_body = None;
                 }
                 hops += 1;
-                resp = forward_exchange(
+                // Boxed: redirects are rare, and this keeps every request's future small.
+                resp = Box::pin(forward_exchange(
                     self.shared,
                     self.ctx,
                     &next,
@@ -421,7 +422,7 @@ impl Services for GatewayServices<'_> {
                     None,
                     self.tls,
                     Some(location),
-                )
+                ))
                 .await
                 .map_err(to_failure)?;
             }

@@ -272,16 +272,16 @@ impl Backend {
         let exchange = async {
             let (mut sender, reused) = match kept {
                 Some(s) => (s, true),
-                None => (self.connect_own(host, port).await?, false),
+                None => (Box::pin(self.connect_own(host, port)).await?, false),
             };
             if reused && sender.ready().await.is_err() {
-                sender = self.connect_own(host, port).await?;
+                sender = Box::pin(self.connect_own(host, port)).await?;
             }
             let resp = match sender.try_send_request(req).await {
                 Ok(resp) => resp,
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => {
-                        sender = self.connect_own(host, port).await?;
+                        sender = Box::pin(self.connect_own(host, port)).await?;
                         sender
                             .send_request(unsent)
                             .await
@@ -302,6 +302,8 @@ impl Backend {
         }
     }
 
+    /// Boxed where it is awaited: connecting is rare (once per client connection and backend),
+    /// and its future is large, so it should not enlarge every request's future.
     async fn connect_own(
         &self,
         host: &str,

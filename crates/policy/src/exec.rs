@@ -17,6 +17,9 @@ use std::net::IpAddr;
 /// The message's headers as the gateway received them, in whatever form it keeps them.
 pub type OriginalHeaders = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
+/// Lists an original as header pairs.
+pub type ListHeaders = fn(&OriginalHeaders) -> Vec<(String, String)>;
+
 /// Header pairs in order, as policies read and change them.
 ///
 /// The gateway may hand over the message's header map as it arrived, with a way to list it as
@@ -26,18 +29,12 @@ pub type OriginalHeaders = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 #[derive(Clone, Default)]
 pub struct Headers {
     pairs: std::sync::OnceLock<Vec<(String, String)>>,
-    original: Option<(
-        OriginalHeaders,
-        fn(&OriginalHeaders) -> Vec<(String, String)>,
-    )>,
+    original: Option<(OriginalHeaders, ListHeaders)>,
 }
 
 impl Headers {
     /// Headers listed from `original` by `pairs_of` when first read.
-    pub fn with_original(
-        original: OriginalHeaders,
-        pairs_of: fn(&OriginalHeaders) -> Vec<(String, String)>,
-    ) -> Headers {
+    pub fn with_original(original: OriginalHeaders, pairs_of: ListHeaders) -> Headers {
         Headers {
             pairs: std::sync::OnceLock::new(),
             original: Some((original, pairs_of)),
@@ -1255,7 +1252,7 @@ fn limit_calls(
             let (line, column) = (node.pos.line.to_string(), node.pos.column.to_string());
             let mut key =
                 String::with_capacity(sub.len() + node.name.len() + line.len() + column.len() + 8);
-            for part in ["sub:", &sub, ":", &node.name, ":", &line, ":", &column] {
+            for part in ["sub:", &sub, ":", node.name, ":", &line, ":", &column] {
                 key.push_str(part);
             }
             key

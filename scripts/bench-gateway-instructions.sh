@@ -62,17 +62,26 @@ PY
 # Runs "$@" under callgrind, counts only the measured requests, prints instructions per request.
 measure() { # label, port, key, command...
   local label=$1 port=$2 key=$3; shift 3
-  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/$label.%p" "$@" >"$work/$label.log" 2>&1 &
+  local out="$work/callgrind-$port-$RANDOM"
+  valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out.%p" "$@" >"$out.log" 2>&1 &
   local pid=$!
   wait_port "$port"
   load "$port" 200 "$key"
-  callgrind_control -i on "$pid" >/dev/null
+  callgrind_control -i on "$pid" >/dev/null 2>&1
   load "$port" "$requests" "$key"
-  callgrind_control -i off "$pid" >/dev/null
-  callgrind_control -d "$pid" >/dev/null
+  callgrind_control -i off "$pid" >/dev/null 2>&1
+  callgrind_control -d "$pid" >/dev/null 2>&1
   kill "$pid"; wait "$pid" 2>/dev/null || true
   local total
-  total=$(for f in "$work/$label".*; do callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}'; done | sort -n | tail -1)
+  # The dump taken after the measured requests is the largest file (the other holds the
+  # shutdown, with instrumentation off).
+  total=$(for f in "$out".[0-9]*; do
+    callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ && !seen {gsub(",", "", $1); print $1; seen = 1}'
+  done | sort -n | tail -n 1)
+  if [ -z "$total" ]; then
+    echo "$label: callgrind recorded nothing (see $out.log)" >&2
+    exit 1
+  fi
   printf '%-44s %10d\n' "$label" $((total / requests))
 }
 

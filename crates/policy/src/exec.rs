@@ -354,10 +354,18 @@ fn run_level<'a>(
     svc: &'a dyn Services,
 ) -> BoxFut<'a, Flow> {
     Box::pin(async move {
-        let nodes = chain.levels[level].and_then(|d| d.section(section));
+        // The nearest scope, from `level` down, that has this section (scopes without it are
+        // passed over in a loop, not a boxed call each).
+        let mut level = level;
+        let nodes = loop {
+            match chain.levels[level].and_then(|d| d.section(section)) {
+                Some(nodes) => break Some(nodes),
+                None if level > 0 => level -= 1,
+                None => break None,
+            }
+        };
         match nodes {
             Some(nodes) => run_nodes(chain, level, section, nodes, ex, svc).await,
-            None if level > 0 => run_level(chain, level - 1, section, ex, svc).await,
             None if section == Section::Backend => {
                 // APIM's default global policy forwards in <backend>.
                 let f = Forward {

@@ -232,9 +232,7 @@ impl Backend {
             Ok(Err(e)) => Err(ForwardError::Other(source_chain(&e))),
         }
     }
-}
 
-impl Backend {
     /// Sends a plain-HTTP request over the client connection's own backend connection, opened
     /// on first use and kept while it stays open. A kept connection the backend has closed
     /// meanwhile is replaced, and a request it could not take is sent again on the new one.

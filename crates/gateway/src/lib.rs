@@ -6,6 +6,7 @@
 //! one consistent revision; secrets (keys) never reach logs or metrics. This crate knows the
 //! store and the model, never the management API.
 
+pub mod h1;
 pub mod policies;
 pub mod proxy;
 pub mod reload;

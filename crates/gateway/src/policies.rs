@@ -435,9 +435,6 @@ impl Services for GatewayServices<'_> {
                 headers: exec::Headers::with_original(Arc::new(rparts.headers), listed),
                 body: None,
             };
-            let rbody: Body = rbody
-                .map_err(|e| -> proxy::BoxError { Box::new(e) })
-                .boxed();
             if self.buffer_response {
                 let bytes = rbody.collect().await.map_err(|_| exec::Failure {
                     status: 502,
@@ -969,7 +966,7 @@ async fn forward_exchange(
     tls: bool,
     // A redirect's Location: absolute, or a path on the same backend.
     location: Option<String>,
-) -> Result<Response<hyper::body::Incoming>, GatewayError> {
+) -> Result<Response<Body>, GatewayError> {
     let api = ctx.api.as_ref().expect("routed");
     let base = ex
         .backend_url

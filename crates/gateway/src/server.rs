@@ -234,7 +234,7 @@ async fn backend(
     ctx: &RequestContext,
     req: Request<hyper::body::Incoming>,
     tls: bool,
-) -> Result<(Response<hyper::body::Incoming>, f64), GatewayError> {
+) -> Result<(Response<Body>, f64), GatewayError> {
     let api = ctx.api.as_ref().expect("routed");
     let Some(service_url) = api.service_url.as_deref() else {
         return Err(GatewayError::new(
@@ -337,16 +337,13 @@ pub(crate) fn forward_error(e: ForwardError, api: &ApiRoute) -> GatewayError {
 }
 
 /// Outbound: response headers as the client should see them.
-fn outbound(ctx: &RequestContext, resp: Response<hyper::body::Incoming>) -> Response<Body> {
-    let (mut parts, body) = resp.into_parts();
-    proxy::strip_hop_by_hop(&mut parts.headers);
+fn outbound(ctx: &RequestContext, mut resp: Response<Body>) -> Response<Body> {
+    proxy::strip_hop_by_hop(resp.headers_mut());
     if let Some(v) = &ctx.request_id_header {
-        parts.headers.insert(proxy::X_REQUEST_ID.clone(), v.clone());
+        resp.headers_mut()
+            .insert(proxy::X_REQUEST_ID.clone(), v.clone());
     }
-    Response::from_parts(
-        parts,
-        body.map_err(|e| -> proxy::BoxError { Box::new(e) }).boxed(),
-    )
+    resp
 }
 
 /// Serves one request through the phases and records what happened.

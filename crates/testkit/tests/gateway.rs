@@ -778,3 +778,294 @@ async fn client_connections_keep_their_backend_connections_and_survive_their_clo
     assert_eq!(users_count.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(orders_count.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+/// Reads one HTTP/1.1 request (head, and a Content-Length or chunked body) from `buf`/`s`;
+/// `None` when the connection ends first. The body comes back dechunked, with how it was framed;
+/// requests whose line contains `unread` keep their body unread.
+async fn read_request(
+    s: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    unread: &str,
+) -> Option<(String, String, &'static str, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    async fn more(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+        let mut chunk = [0u8; 65536];
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => None,
+            Ok(k) => {
+                buf.extend_from_slice(&chunk[..k]);
+                Some(())
+            }
+        }
+    }
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        more(s, buf).await?;
+    }
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    buf.drain(..end);
+    let request_line = head.lines().next().unwrap_or_default().to_string();
+    let read_body = !request_line.contains(unread);
+    let lower = head.to_ascii_lowercase();
+    let header = |name: &str| {
+        lower
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+    };
+    let mut body = Vec::new();
+    let framing = if let Some(n) = header("content-length") {
+        let n: usize = n.trim().parse().unwrap();
+        if read_body {
+            while buf.len() < n {
+                more(s, buf).await?;
+            }
+            body = buf.drain(..n).collect();
+        }
+        "length"
+    } else if header("transfer-encoding").as_deref() == Some("chunked") {
+        loop {
+            while !buf.windows(2).any(|w| w == b"\r\n") {
+                more(s, buf).await?;
+            }
+            let line_end = buf.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(
+                std::str::from_utf8(&buf[..line_end])
+                    .unwrap()
+                    .split(';')
+                    .next()
+                    .unwrap(),
+                16,
+            )
+            .unwrap();
+            while buf.len() < line_end + 2 + size + 2 {
+                more(s, buf).await?;
+            }
+            body.extend_from_slice(&buf[line_end + 2..line_end + 2 + size]);
+            buf.drain(..line_end + 2 + size + 2);
+            if size == 0 {
+                break;
+            }
+        }
+        "chunked"
+    } else {
+        "none"
+    };
+    Some((request_line, lower, framing, body))
+}
+
+/// A backend that answers each path with a scripted raw response, to check how the gateway
+/// frames and reuses its own HTTP/1.1 backend connections. Counts accepted connections.
+async fn scripted_backend() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // /early answers before reading the body, so it reads only the head.
+                    let Some((line, head, framing, body)) =
+                        read_request(&mut s, &mut buf, "/early").await
+                    else {
+                        return;
+                    };
+                    let early = line.contains("/early");
+                    let path = line.split(' ').nth(1).unwrap_or_default().to_string();
+                    let (answer, close): (Vec<u8>, bool) = match path.as_str() {
+                        "/chunked" => (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n".to_vec(), false),
+                        "/until-close" => (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end".to_vec(), true),
+                        "/http10" => (b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\n1.0!".to_vec(), true),
+                        "/interim" => (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(), false),
+                        "/no-content" => (b"HTTP/1.1 204 No Content\r\nX-Done: yes\r\n\r\n".to_vec(), false),
+                        "/head" => (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n".to_vec(), false),
+                        "/bad-length" => (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc".to_vec(), true),
+                        "/short" => (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec(), true),
+                        "/early" => (b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!".to_vec(), false),
+                        _ => {
+                            let sum: u64 = body.iter().map(|&b| u64::from(b)).sum();
+                            let expect = head.contains("\r\nexpect:");
+                            let text = format!("{framing}:{}:{sum}:expect={expect}", body.len());
+                            (format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len()).into_bytes(), false)
+                        }
+                    };
+                    if s.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                    if early {
+                        // Reads nothing more: the rest of the upload is never taken.
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        return;
+                    }
+                    if close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+/// Sends raw bytes to the gateway and reads the answer up to the end of its head and
+/// `body_bytes` of body (or until the gateway closes).
+async fn raw_gateway(t: &TestInstance, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = t.gateway_url().trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = tokio::time::timeout_at(deadline, s.read(&mut chunk)).await;
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(k)) => out.extend_from_slice(&chunk[..k]),
+        }
+        let text = String::from_utf8_lossy(&out);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end].to_ascii_lowercase().lines().find_map(|l| {
+                l.strip_prefix("content-length: ")
+                    .map(|v| v.trim().parse::<usize>().unwrap())
+            });
+            if length.is_some_and(|n| out.len() >= end + 4 + n) {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[tokio::test]
+async fn backend_http1_framing_interim_answers_and_early_answers() {
+    let echo = EchoBackend::start().await.unwrap();
+    let t = TestInstance::start().await.unwrap();
+    let (key, _) = setup(&t, &echo).await;
+    let (url, connections) = scripted_backend().await;
+    t.put_ok("/apis/raw", json!({"properties": {"displayName": "raw", "path": "raw", "serviceUrl": url, "protocols": ["http"]}})).await;
+    for (id, method) in [("get", "GET"), ("post", "POST"), ("head", "HEAD")] {
+        op(&t, "raw", id, method, "/{*rest}").await;
+    }
+    t.put_ok("/products/starter/apis/raw", json!({})).await;
+    t.gateway_caught_up().await;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .http1_only()
+        .build()
+        .unwrap();
+    let send = |method: reqwest::Method, path: &str| {
+        client
+            .request(method, format!("{}/raw{path}", t.gateway_url()))
+            .header("Ocp-Apim-Subscription-Key", &key)
+    };
+    let count = || connections.load(std::sync::atomic::Ordering::SeqCst);
+
+    // A chunked body (with a chunk extension and trailers) arrives whole, and the connection
+    // is reused after it; so after interim 1xx answers, which the client never sees.
+    for _ in 0..3 {
+        let r = send(reqwest::Method::GET, "/chunked").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "hello world");
+        let r = send(reqwest::Method::GET, "/interim").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("link").is_none());
+        assert_eq!(r.text().await.unwrap(), "ok");
+    }
+    assert_eq!(
+        count(),
+        1,
+        "chunked and interim exchanges leave the connection reusable"
+    );
+    // HEAD: the backend's Content-Length describes a body that is not sent; 204 has none.
+    let r = send(reqwest::Method::HEAD, "/head").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "100");
+    let r = send(reqwest::Method::GET, "/no-content")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["x-done"], "yes");
+    assert_eq!(count(), 1);
+    // A body that runs until the backend closes, and an HTTP/1.0 answer: whole, and each on a
+    // connection of its own.
+    let r = send(reqwest::Method::GET, "/until-close")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "until the end");
+    let r = send(reqwest::Method::GET, "/http10").send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "1.0!");
+    let r = send(reqwest::Method::GET, "/chunked").send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello world");
+    assert_eq!(count(), 3);
+    // Conflicting lengths: 502 with APIM's body; a body cut short: the client's read fails
+    // rather than receiving a shorter body as if whole.
+    let r = send(reqwest::Method::GET, "/bad-length")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["statusCode"], 502, "{b}");
+    // (The head and the partial body may still sit in the gateway's write buffer when it
+    // aborts: then the client sees no response at all.)
+    if let Ok(r) = send(reqwest::Method::GET, "/short").send().await {
+        assert!(
+            r.text().await.is_err(),
+            "a truncated body must not look complete"
+        );
+    }
+
+    // Request bodies: an exact length goes as Content-Length, a streamed one chunked; the
+    // client's Expect is not passed on; every byte arrives.
+    let big: Vec<u8> = (0..1_048_576u32).map(|i| (i % 251) as u8).collect();
+    let sum: u64 = big.iter().map(|&b| u64::from(b)).sum();
+    let r = send(reqwest::Method::POST, "/upload")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        format!("length:1048576:{sum}:expect=false")
+    );
+    let r = send(reqwest::Method::POST, "/upload").send().await.unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        "length:0:0:expect=false",
+        "an empty POST says Content-Length: 0"
+    );
+    let mut chunked = format!("POST /raw/upload HTTP/1.1\r\nHost: x\r\nOcp-Apim-Subscription-Key: {key}\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").into_bytes();
+    for piece in big.chunks(100_000) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw_gateway(&t, &chunked).await;
+    assert!(
+        answer.contains(&format!("chunked:1048576:{sum}:expect=false")),
+        "{}",
+        &answer[..answer.len().min(400)]
+    );
+
+    // A backend that answers before taking the body: the client gets that answer at once,
+    // while its upload is still unfinished.
+    let started = std::time::Instant::now();
+    let mut early = format!("POST /raw/early HTTP/1.1\r\nHost: x\r\nOcp-Apim-Subscription-Key: {key}\r\nContent-Length: 8000000\r\n\r\n").into_bytes();
+    early.extend_from_slice(&[b'x'; 1000]);
+    let answer = raw_gateway(&t, &early).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.ends_with("too big!"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "answered in {:?}",
+        started.elapsed()
+    );
+}

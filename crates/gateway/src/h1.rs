@@ -24,7 +24,10 @@
 //! - A backend that answers before the request body is sent in full (a 413, say) stops the
 //!   upload: its answer is what the client gets, and the connection is not reused.
 
-use crate::proxy::{Body, BoxError};
+use crate::proxy::{
+    Body, BoxError, HeaderEdits, REQUEST_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    X_REQUEST_ID, is_hop_by_hop, named_in_connection,
+};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, SizeHint};
@@ -50,6 +53,8 @@ pub struct Connection {
     stream: TcpStream,
     read: BytesMut,
     write: Vec<u8>,
+    /// The `Host` header the backend gets (made once, when connecting).
+    host: HeaderValue,
 }
 
 /// Why an exchange failed.
@@ -124,11 +129,12 @@ enum BodyKind {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream) -> Connection {
+    pub fn new(stream: TcpStream, host: HeaderValue) -> Connection {
         Connection {
             stream,
             read: BytesMut::with_capacity(READ_SIZE),
             write: Vec::with_capacity(1024),
+            host,
         }
     }
 
@@ -139,11 +145,13 @@ impl Connection {
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Sends the request (`uri` in origin form, `Host` among the headers) and reads the
-    /// response head; the body is then read through [`Connection::into_response`].
+    /// Sends the request — its headers as `edits` change them, the path and query of its URI,
+    /// the connection's `Host` — and reads the response head; the body is then read through
+    /// [`Connection::into_response`].
     pub async fn request(
         &mut self,
         parts: &hyper::http::request::Parts,
+        edits: &HeaderEdits,
         mut body: Body,
     ) -> Result<Head, SendError> {
         let framing = if body.is_end_stream() {
@@ -158,7 +166,7 @@ impl Connection {
                 None => RequestFraming::Chunked,
             }
         };
-        encode_head(&mut self.write, parts, framing);
+        encode_head(&mut self.write, parts, edits, &self.host, framing);
         self.read.clear();
         let head_request = parts.method == Method::HEAD;
         let mut sent_all = self.send_buffered().await?;
@@ -355,7 +363,19 @@ fn no_response(doing: &str, e: &io::Error) -> SendError {
     }
 }
 
-fn encode_head(out: &mut Vec<u8>, parts: &hyper::http::request::Parts, framing: RequestFraming) {
+fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &hyper::http::request::Parts,
+    edits: &HeaderEdits,
+    host: &HeaderValue,
+    framing: RequestFraming,
+) {
+    fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
     out.clear();
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
@@ -367,26 +387,70 @@ fn encode_head(out: &mut Vec<u8>, parts: &hyper::http::request::Parts, framing: 
             .as_bytes(),
     );
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
+    line(out, b"host", host.as_bytes());
+    let headers = &parts.headers;
+    let named = if headers.contains_key(header::CONNECTION) {
+        named_in_connection(headers)
+    } else {
+        Vec::new()
+    };
+    let mut client_host = None;
+    let mut forwarded_for: Option<Vec<u8>> = None;
+    let mut forwarded_host: Vec<&HeaderValue> = Vec::new();
+    for (name, value) in headers {
+        if name == header::HOST {
+            client_host.get_or_insert(value);
+        } else if *name == X_FORWARDED_FOR {
+            if !value.is_empty() {
+                let chain = forwarded_for.get_or_insert_with(Vec::new);
+                if !chain.is_empty() {
+                    chain.extend_from_slice(b", ");
+                }
+                chain.extend_from_slice(value.as_bytes());
+            }
+        } else if *name == X_FORWARDED_HOST {
+            forwarded_host.push(value);
+        } else if name == header::CONTENT_LENGTH
             || name == header::EXPECT
+            || *name == X_FORWARDED_PROTO
+            || *name == edits.key_header
+            || is_hop_by_hop(name)
+            || (edits.request_id.is_some() && (*name == X_REQUEST_ID || *name == REQUEST_ID))
+            || named.contains(name)
         {
-            continue;
+        } else {
+            line(out, name.as_str().as_bytes(), value.as_bytes());
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    }
+    match forwarded_for {
+        Some(mut chain) => {
+            chain.extend_from_slice(b", ");
+            chain.extend_from_slice(edits.client.as_bytes());
+            line(out, b"x-forwarded-for", &chain);
+        }
+        None => line(out, b"x-forwarded-for", edits.client.as_bytes()),
+    }
+    line(
+        out,
+        b"x-forwarded-proto",
+        if edits.https { b"https" } else { b"http" },
+    );
+    match client_host {
+        Some(h) => line(out, b"x-forwarded-host", h.as_bytes()),
+        None => {
+            for h in forwarded_host {
+                line(out, b"x-forwarded-host", h.as_bytes());
+            }
+        }
+    }
+    if let Some(id) = &edits.request_id {
+        line(out, b"x-request-id", id.as_bytes());
+        line(out, b"request-id", id.as_bytes());
     }
     match framing {
         RequestFraming::None => {}
-        RequestFraming::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(n.to_string().as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        RequestFraming::Length(n) => line(out, b"content-length", n.to_string().as_bytes()),
+        RequestFraming::Chunked => line(out, b"transfer-encoding", b"chunked"),
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -920,6 +984,83 @@ mod tests {
             let piece = 1 + (next() % 7) as usize;
             if let Ok(out) = decode(&input, piece) {
                 assert!(out.len() <= input.len());
+            }
+        }
+    }
+
+    /// The head written for a client connection's own backend connection carries the same
+    /// headers as the map that `HeaderEdits::apply` makes for pooled backends.
+    #[test]
+    fn written_heads_carry_the_headers_that_apply_makes() {
+        let key_header = HeaderName::from_static("ocp-apim-subscription-key");
+        let cases: Vec<Vec<(&str, &str)>> = vec![
+            vec![
+                ("host", "api.contoso.com"),
+                ("accept", "*/*"),
+                ("ocp-apim-subscription-key", "secret"),
+            ],
+            vec![
+                ("host", "api.contoso.com"),
+                ("x-forwarded-for", "10.0.0.1"),
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "old"),
+                ("connection", "keep-alive, X-Session"),
+                ("x-session", "abc"),
+                ("te", "trailers"),
+                ("keep-alive", "timeout=5"),
+                ("x-request-id", "client-chosen"),
+                ("cookie", "a=1"),
+                ("cookie", "b=2"),
+            ],
+            vec![
+                ("x-forwarded-host", "kept without a Host"),
+                ("x-forwarded-for", ""),
+            ],
+        ];
+        for (case, pairs) in cases.iter().enumerate() {
+            let mut headers = HeaderMap::new();
+            for (k, v) in pairs {
+                headers.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+            }
+            for request_id in [None, Some(HeaderValue::from_static("rid-1"))] {
+                let edits = HeaderEdits {
+                    key_header: key_header.clone(),
+                    client: HeaderValue::from_static("192.0.2.7"),
+                    https: case == 1,
+                    request_id,
+                };
+                let mut applied = headers.clone();
+                edits.apply(&mut applied);
+                applied.insert(header::HOST, HeaderValue::from_static("backend:8080"));
+                let mut expected: Vec<(String, String)> = applied
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+                    .collect();
+                expected.sort();
+
+                let mut req = hyper::Request::new(());
+                *req.uri_mut() = "http://backend:8080/v1/items?x=1".parse().unwrap();
+                *req.headers_mut() = headers.clone();
+                let (parts, ()) = req.into_parts();
+                let mut out = Vec::new();
+                let host = HeaderValue::from_static("backend:8080");
+                encode_head(&mut out, &parts, &edits, &host, RequestFraming::None);
+                let mut slots = [httparse::EMPTY_HEADER; 32];
+                let mut parsed = httparse::Request::new(&mut slots);
+                assert!(parsed.parse(&out).unwrap().is_complete());
+                assert_eq!(parsed.path, Some("/v1/items?x=1"));
+                let mut written: Vec<(String, String)> = parsed
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_string(),
+                            String::from_utf8_lossy(h.value).to_string(),
+                        )
+                    })
+                    .collect();
+                written.sort();
+                assert_eq!(written, expected, "case {case}");
             }
         }
     }

@@ -1006,7 +1006,6 @@ async fn forward_exchange(
         )
     })?;
     let mut headers = original_or_built(&ex.request_headers);
-    crate::server::backend_headers(&mut headers, api, ctx, tls);
     let out_body: Body = match (&ex.request_body, body) {
         (Some(b), _) => {
             headers.remove(header::CONTENT_LENGTH);
@@ -1031,7 +1030,13 @@ async fn forward_exchange(
     };
     shared
         .backend
-        .forward_checked(out, check, ctx.affinity(), Some(timeout))
+        .forward_checked(
+            out,
+            &crate::server::backend_headers(api, ctx, tls),
+            check,
+            ctx.affinity(),
+            Some(timeout),
+        )
         .await
         .map_err(|e| crate::server::forward_error(e, api))
 }

@@ -199,9 +199,10 @@ impl Backend {
     pub async fn forward(
         &self,
         req: hyper::Request<Body>,
+        edits: &HeaderEdits,
         affinity: Option<&Affinity>,
     ) -> Result<hyper::Response<Body>, ForwardError> {
-        self.forward_checked(req, TlsCheck::Full, affinity, None)
+        self.forward_checked(req, edits, TlsCheck::Full, affinity, None)
             .await
     }
 
@@ -210,7 +211,8 @@ impl Backend {
     /// both).
     pub async fn forward_checked(
         &self,
-        req: hyper::Request<Body>,
+        mut req: hyper::Request<Body>,
+        edits: &HeaderEdits,
         check: TlsCheck,
         affinity: Option<&Affinity>,
         timeout: Option<Duration>,
@@ -219,8 +221,9 @@ impl Backend {
         if let Some(affinity) = affinity
             && req.uri().scheme() == Some(&hyper::http::uri::Scheme::HTTP)
         {
-            return self.forward_own(affinity, req, timeout).await;
+            return self.forward_own(affinity, req, edits, timeout).await;
         }
+        edits.apply(req.headers_mut());
         let client = match check {
             TlsCheck::Full => &self.client,
             TlsCheck::ChainOnly => &self.lenient_name,
@@ -242,45 +245,25 @@ impl Backend {
         &self,
         affinity: &Affinity,
         req: hyper::Request<Body>,
+        edits: &HeaderEdits,
         timeout: Duration,
     ) -> Result<hyper::Response<Body>, ForwardError> {
-        let (mut parts, body) = req.into_parts();
-        let uri = std::mem::take(&mut parts.uri);
-        let (Some(host), Some(authority)) = (uri.host(), uri.authority()) else {
-            return Err(ForwardError::Other(format!("{uri} names no host")));
+        let (parts, body) = req.into_parts();
+        let Some(authority) = parts.uri.authority() else {
+            return Err(ForwardError::Other(format!("{} names no host", parts.uri)));
         };
-        let explicit_port = uri.port_u16();
-        let port = explicit_port.unwrap_or(80);
-        if !parts.headers.contains_key(hyper::header::HOST) {
-            // As the pooled client writes it: the port only when it is not the default.
-            let host_header = match explicit_port {
-                Some(80) | None => HeaderValue::from_str(host),
-                Some(_) if !authority.as_str().contains('@') => {
-                    HeaderValue::from_str(authority.as_str())
-                }
-                Some(p) => HeaderValue::from_str(&format!("{host}:{p}")),
-            };
-            if let Ok(v) = host_header {
-                parts.headers.insert(hyper::header::HOST, v);
-            }
-        }
-        // HTTP/1.1 to an origin server takes the origin form: path and query only.
-        parts.uri = uri
-            .path_and_query()
-            .map(|pq| hyper::Uri::from(pq.clone()))
-            .unwrap_or_else(|| hyper::Uri::from_static("/"));
         let (key, kept) = affinity.idle.take(authority.as_str());
         let resendable = hyper::body::Body::is_end_stream(&body);
         let exchange = async {
             let (mut conn, reused) = match kept {
                 Some(c) => (c, true),
-                None => (Box::pin(self.connect_own(host, port)).await?, false),
+                None => (Box::pin(self.connect_own(authority)).await?, false),
             };
-            let head = match conn.request(&parts, body).await {
+            let head = match conn.request(&parts, edits, body).await {
                 Ok(head) => head,
                 Err(h1::SendError::NoResponse(_)) if reused && resendable => {
-                    conn = Box::pin(self.connect_own(host, port)).await?;
-                    conn.request(&parts, empty())
+                    conn = Box::pin(self.connect_own(authority)).await?;
+                    conn.request(&parts, edits, empty())
                         .await
                         .map_err(ForwardError::from)?
                 }
@@ -296,8 +279,22 @@ impl Backend {
 
     /// Boxed where it is awaited: connecting is rare (once per client connection and backend),
     /// and its future is large, so it should not enlarge every request's future.
-    async fn connect_own(&self, host: &str, port: u16) -> Result<h1::Connection, ForwardError> {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+    async fn connect_own(
+        &self,
+        authority: &hyper::http::uri::Authority,
+    ) -> Result<h1::Connection, ForwardError> {
+        let explicit_port = authority.port_u16();
+        let port = explicit_port.unwrap_or(80);
+        // As the pooled client writes it: the port only when it is not the default.
+        let host_header = match explicit_port {
+            Some(80) | None => HeaderValue::from_str(authority.host()),
+            Some(_) => HeaderValue::from_str(authority.as_str()),
+        }
+        .map_err(|_| ForwardError::Other(format!("{authority} is not a valid host")))?;
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let stream = match tokio::time::timeout(
             self.connect_timeout,
             tokio::net::TcpStream::connect((host, port)),
@@ -314,7 +311,7 @@ impl Backend {
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
-        Ok(h1::Connection::new(stream))
+        Ok(h1::Connection::new(stream, host_header))
     }
 }
 
@@ -365,49 +362,90 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    use hyper::header::{
-        CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
-        UPGRADE,
-    };
     // Most messages carry none of them: one pass over the names decides (the names are
     // pre-parsed, so no lookup hashes a string).
-    let hop_by_hop = [
-        &CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &PROXY_AUTHENTICATE,
-        &PROXY_AUTHORIZATION,
-        &TE,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-    ];
-    let mut present = [false; 9];
+    let mut present = [false; HOP_BY_HOP.len()];
     for k in headers.keys() {
-        if let Some(i) = hop_by_hop.iter().position(|h| *h == k) {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == k) {
             present[i] = true;
         }
     }
     if present[0] {
-        // Connection's usual tokens name no header to remove (keep-alive is removed below).
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
-            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-            .collect();
-        for n in named {
+        for n in named_in_connection(headers) {
             headers.remove(n);
         }
     }
-    for (h, present) in hop_by_hop.into_iter().zip(present) {
+    for (h, present) in HOP_BY_HOP.into_iter().zip(present) {
         if present {
             headers.remove(h);
         }
     }
+}
+
+/// What the gateway changes in a client's headers on the way to the backend: hop-by-hop
+/// headers (and those `Connection` names) and the subscription key header go, the client's
+/// `Host` goes on as `X-Forwarded-Host`, `X-Forwarded-For` gets the client's address appended,
+/// `X-Forwarded-Proto` is set, and the request id goes on as `x-request-id` and `Request-Id`.
+///
+/// Applied to the header map for pooled backends ([`HeaderEdits::apply`]); a client
+/// connection's own backend connections apply it while writing the request head
+/// ([`crate::h1`]), so that the map is neither searched nor changed per request. Both give the
+/// same headers (tested in `h1`).
+pub struct HeaderEdits {
+    pub key_header: HeaderName,
+    /// The client's address (see [`forwarded_for`]).
+    pub client: HeaderValue,
+    pub https: bool,
+    pub request_id: Option<HeaderValue>,
+}
+
+impl HeaderEdits {
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        strip_hop_by_hop(headers);
+        headers.remove(&self.key_header);
+        let host = headers.remove(hyper::header::HOST);
+        add_forwarded(
+            headers,
+            &self.client,
+            if self.https { "https" } else { "http" },
+            host,
+        );
+        if let Some(v) = &self.request_id {
+            headers.insert(X_REQUEST_ID.clone(), v.clone());
+            headers.insert(REQUEST_ID.clone(), v.clone());
+        }
+    }
+}
+
+/// Whether `name` is a hop-by-hop header (those named in `Connection` aside).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.iter().any(|h| *h == name)
+}
+
+static HOP_BY_HOP: [&HeaderName; 9] = [
+    &hyper::header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &hyper::header::PROXY_AUTHENTICATE,
+    &hyper::header::PROXY_AUTHORIZATION,
+    &hyper::header::TE,
+    &hyper::header::TRAILER,
+    &hyper::header::TRANSFER_ENCODING,
+    &hyper::header::UPGRADE,
+];
+
+/// The header names a `Connection` header lists (besides `keep-alive` and `close`): they are
+/// hop-by-hop too.
+pub fn named_in_connection(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect()
 }
 
 /// The client's address as `X-Forwarded-For` carries it (made once per client connection).

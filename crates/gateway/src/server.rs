@@ -275,8 +275,6 @@ async fn backend(
             "The backend URL is not valid.",
         )
     })?;
-    let mut headers = parts.headers;
-    backend_headers(&mut headers, api, ctx, tls);
     let limit = shared.config.max_body_bytes as usize;
     let body: Body = http_body_util::Limited::new(body, limit)
         .map_err(|e| -> proxy::BoxError { e })
@@ -284,36 +282,27 @@ async fn backend(
     let mut out = Request::new(body);
     *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
-    *out.headers_mut() = headers;
+    *out.headers_mut() = parts.headers;
     let started = Instant::now();
     let resp = shared
         .backend
-        .forward(out, ctx.affinity())
+        .forward(out, &backend_headers(api, ctx, tls), ctx.affinity())
         .await
         .map_err(|e| forward_error(e, api))?;
     Ok((resp, started.elapsed().as_secs_f64() * 1000.0))
 }
 
-/// The client's headers made fit for the backend: hop-by-hop headers and the subscription key
-/// removed, `X-Forwarded-*` added, the request id passed on.
+/// How the client's headers are made fit for the backend (see [`proxy::HeaderEdits`]).
 pub(crate) fn backend_headers(
-    headers: &mut HeaderMap,
     api: &ApiRoute,
     ctx: &RequestContext,
     tls: bool,
-) {
-    proxy::strip_hop_by_hop(headers);
-    headers.remove(&api.key_header);
-    let host = headers.remove(header::HOST);
-    proxy::add_forwarded(
-        headers,
-        &ctx.client.forwarded_for,
-        if tls { "https" } else { "http" },
-        host,
-    );
-    if let Some(v) = &ctx.request_id_header {
-        headers.insert(proxy::X_REQUEST_ID.clone(), v.clone());
-        headers.insert(proxy::REQUEST_ID.clone(), v.clone());
+) -> proxy::HeaderEdits {
+    proxy::HeaderEdits {
+        key_header: api.key_header.clone(),
+        client: ctx.client.forwarded_for.clone(),
+        https: tls,
+        request_id: ctx.request_id_header.clone(),
     }
 }
 

@@ -419,7 +419,7 @@ impl HeaderEdits {
 
 /// Whether `name` is a hop-by-hop header (those named in `Connection` aside).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.iter().any(|h| *h == name)
+    HOP_BY_HOP.contains(&name)
 }
 
 static HOP_BY_HOP: [&HeaderName; 9] = [

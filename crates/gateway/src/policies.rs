@@ -779,7 +779,7 @@ fn build_response(
     ex: &Exchange,
     parts: ResponseParts,
     stream: Option<Body>,
-    request_id: &str,
+    ctx: &RequestContext,
 ) -> Response<Body> {
     let has_body = parts.body.is_some();
     let body = match (parts.body, stream) {
@@ -803,8 +803,8 @@ fn build_response(
             headers.insert(n, v);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert("x-request-id", v);
+    if let Some(v) = &ctx.request_id_header {
+        headers.insert(proxy::X_REQUEST_ID.clone(), v.clone());
     }
     *resp.headers_mut() = headers;
     resp
@@ -899,7 +899,7 @@ pub async fn serve(
             Flow::Respond => {
                 let parts = ex.response.take().unwrap_or_default();
                 Outcome {
-                    response: build_response(&ex, parts, None, &ctx.request_id),
+                    response: build_response(&ex, parts, None, ctx),
                     backend_ms: None,
                     error_reason: None,
                 }
@@ -950,7 +950,7 @@ pub async fn serve(
     }
     let parts = ex.response.take().unwrap_or_default();
     Outcome {
-        response: build_response(&ex, parts, stream, &ctx.request_id),
+        response: build_response(&ex, parts, stream, ctx),
         backend_ms,
         error_reason,
     }

@@ -365,15 +365,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none of them: one pass over the names decides (the names are
     // pre-parsed, so no lookup hashes a string).
     let mut present = [false; HOP_BY_HOP.len()];
-    for k in headers.keys() {
+    let mut named = Vec::new();
+    for (k, v) in headers.iter() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == k) {
             present[i] = true;
+            if i == 0 {
+                connection_tokens(v, &mut named);
+            }
         }
     }
-    if present[0] {
-        for n in named_in_connection(headers) {
-            headers.remove(n);
-        }
+    for n in named {
+        headers.remove(n);
     }
     for (h, present) in HOP_BY_HOP.into_iter().zip(present) {
         if present {
@@ -437,15 +439,28 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
 /// The header names a `Connection` header lists (besides `keep-alive` and `close`): they are
 /// hop-by-hop too.
 pub fn named_in_connection(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
-        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-        .collect()
+    let mut named = Vec::new();
+    for value in headers.get_all(hyper::header::CONNECTION) {
+        connection_tokens(value, &mut named);
+    }
+    named
+}
+
+/// Adds the header names one `Connection` value lists to `named` (its usual tokens,
+/// `keep-alive` and `close`, name none).
+fn connection_tokens(value: &HeaderValue, named: &mut Vec<HeaderName>) {
+    for token in value.as_bytes().split(|&b| b == b',') {
+        let token = token.trim_ascii();
+        if token.is_empty()
+            || token.eq_ignore_ascii_case(b"keep-alive")
+            || token.eq_ignore_ascii_case(b"close")
+        {
+            continue;
+        }
+        if let Ok(name) = HeaderName::from_bytes(token) {
+            named.push(name);
+        }
+    }
 }
 
 /// The client's address as `X-Forwarded-For` carries it (made once per client connection).

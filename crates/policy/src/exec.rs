@@ -354,11 +354,18 @@ fn run_level<'a>(
     svc: &'a dyn Services,
 ) -> BoxFut<'a, Flow> {
     Box::pin(async move {
-        // The nearest scope, from `level` down, that has this section (scopes without it are
-        // passed over in a loop, not a boxed call each).
+        // The nearest scope, from `level` down, that has this section. Scopes without it, and
+        // sections that are only `<base />` (the usual case), are passed over in a loop, not a
+        // boxed call each.
         let mut level = level;
         let nodes = loop {
             match chain.levels[level].and_then(|d| d.section(section)) {
+                Some([only]) if matches!(only.policy, Policy::Base) => {
+                    if level == 0 {
+                        return Flow::Next;
+                    }
+                    level -= 1;
+                }
                 Some(nodes) => break Some(nodes),
                 None if level > 0 => level -= 1,
                 None => break None,
@@ -392,7 +399,14 @@ fn run_nodes<'a>(
 ) -> BoxFut<'a, Flow> {
     Box::pin(async move {
         for node in nodes {
-            let flow = if is_simple(&node.policy) {
+            let from_base = matches!(node.policy, Policy::Base);
+            let flow = if from_base {
+                if level == 0 {
+                    Flow::Next
+                } else {
+                    run_level(chain, level - 1, section, &mut *ex, svc).await
+                }
+            } else if is_simple(&node.policy) {
                 if ex.preflight && !matches!(node.policy, Policy::Cors(_)) {
                     Flow::Next
                 } else {
@@ -404,7 +418,9 @@ fn run_nodes<'a>(
             match flow {
                 Flow::Next => {}
                 Flow::Fail(mut f) => {
-                    if ex.last_error.is_none() || section != Section::OnError {
+                    // A failure inside `<base />` was recorded where it happened, with that
+                    // scope; only one no scope recorded (the default forward's) is recorded here.
+                    if ex.last_error.is_none() || (section != Section::OnError && !from_base) {
                         ex.last_error = Some(LastError {
                             source: f.policy.to_string(),
                             reason: f.reason.to_string(),

@@ -323,14 +323,21 @@ async fn on_error_sees_last_error() {
         <set-variable name="n" value="@(int.Parse(context.Request.Headers.GetValueOrDefault("x-n", "x")))" />
       </inbound><backend><base /></backend><outbound><base /></outbound>
       <on-error><base />
-        <set-header name="x-error" exists-action="override"><value>@(context.LastError.Reason + "|" + context.LastError.Source + "|" + context.LastError.Section)</value></set-header>
+        <set-header name="x-error" exists-action="override"><value>@(context.LastError.Reason + "|" + context.LastError.Source + "|" + context.LastError.Section + "|" + context.LastError.Scope)</value></set-header>
         <set-status code="400" reason="Bad Request" />
       </on-error></policies>"#).await;
+    // The operation's inbound reaches the API's through <base />: the error's scope is the
+    // API's, where the failing policy is.
+    e.policy(
+        "/apis/echo/operations/get-item/policies/policy",
+        r#"<policies><inbound><base /><set-header name="x-op" exists-action="override"><value>1</value></set-header></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#,
+    )
+    .await;
     let (s, h, b) = e.get("/echo/items/1").await;
     assert_eq!(s, 400, "{b}");
     assert_eq!(
         h["x-error"],
-        "ExpressionValueEvaluationFailure|set-variable|inbound"
+        "ExpressionValueEvaluationFailure|set-variable|inbound|api"
     );
     assert!(b.contains("Expression evaluation failed"), "{b}");
     let (s, _, _) = e.send("GET", "/echo/items/1", &[("x-n", "3")], None).await;

@@ -531,6 +531,9 @@ fn take_final_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head
     let mut keep_alive = version == Version::HTTP_11;
     let mut chunked: Option<bool> = None;
     let mut length: Option<u64> = None;
+    // Hop-by-hop headers (and those `Connection` names) stay out of the map: they are about
+    // this connection, not the client's.
+    let mut named = Vec::new();
     for (name, start, end) in spans {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| SendError::Failed(format!("the value of {name} is not valid")))?;
@@ -539,8 +542,10 @@ fn take_final_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive |= version == Version::HTTP_10;
+                } else if let Ok(n) = HeaderName::from_bytes(token) {
+                    named.push(n);
                 }
             }
         } else if name == header::TRANSFER_ENCODING {
@@ -561,7 +566,12 @@ fn take_final_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head
                 length = Some(n);
             }
         }
-        headers.append(name, value);
+        if !is_hop_by_hop(&name) {
+            headers.append(name, value);
+        }
+    }
+    for name in named {
+        headers.remove(name);
     }
     let code = status.as_u16();
     let body = if head_request || code < 200 || code == 204 || code == 304 {
@@ -864,11 +874,17 @@ mod tests {
         let (h, _) = head("HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\n", false).unwrap();
         assert!(!h.reusable, "HTTP/1.0 closes unless it says keep-alive");
         let (h, _) = head(
-            "HTTP/1.0 200 OK\r\nContent-Length: 4\r\nConnection: Keep-Alive\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nContent-Length: 4\r\nConnection: Keep-Alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nX-End: 2\r\n\r\n",
             false,
         )
         .unwrap();
         assert!(h.reusable);
+        let names: Vec<&str> = h.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(
+            names,
+            ["content-length", "x-end"],
+            "hop-by-hop headers stay out"
+        );
         assert_eq!(h.version, Version::HTTP_10);
         // Interim responses are skipped; the final one counts.
         let (h, rest) = head("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-A: 1\r\n\r\nok", false).unwrap();

@@ -344,9 +344,20 @@ pub async fn handle(
     client: Arc<ClientConnection>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let started = Instant::now();
-    let request_id = header_str(req.headers(), "x-request-id")
+    // The client's request id, when it sent a usable one, is kept (with its header value).
+    let client_id = req
+        .headers()
+        .get(&proxy::X_REQUEST_ID)
         .filter(|v| !v.is_empty() && v.len() <= 128)
-        .unwrap_or_else(|| shared.next_request_id());
+        .and_then(|v| Some((v.to_str().ok()?.to_string(), v.clone())));
+    let (request_id, request_id_header) = match client_id {
+        Some((id, value)) => (id, Some(value)),
+        None => {
+            let id = shared.next_request_id();
+            let value = HeaderValue::from_str(&id).ok();
+            (id, value)
+        }
+    };
     let http1 = req.version() < hyper::Version::HTTP_2;
     if req.uri().path() == STATUS_PATH {
         let mut resp = Response::new(proxy::empty());
@@ -361,7 +372,7 @@ pub async fn handle(
         query: req.uri().query().map(str::to_string),
     });
     let mut ctx = RequestContext {
-        request_id_header: HeaderValue::from_str(&request_id).ok(),
+        request_id_header,
         request_id,
         table: shared.table.load_full(),
         api: None,

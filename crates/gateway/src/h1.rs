@@ -33,10 +33,12 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Response, StatusCode, Version};
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -331,8 +333,9 @@ impl Connection {
     }
 
     /// The response, its body streaming from this connection, which goes to `back` when the
-    /// exchange is complete.
-    pub fn into_response(self, head: Head, back: ReturnTo) -> Response<Body> {
+    /// exchange is complete. A body the backend stops sending for `idle` ends in an error (the
+    /// client's connection is then closed rather than left waiting).
+    pub fn into_response(self, head: Head, back: ReturnTo, idle: Duration) -> Response<Body> {
         let mut resp = Response::new(());
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
@@ -342,6 +345,8 @@ impl Connection {
             kind: head.body,
             reusable: head.reusable,
             back: Some(back),
+            idle,
+            idle_timer: None,
         };
         if body.kind == BodyKind::Done {
             body.finish();
@@ -711,6 +716,10 @@ struct ResponseBody {
     kind: BodyKind,
     reusable: bool,
     back: Option<ReturnTo>,
+    idle: Duration,
+    /// Made the first time the body waits for the backend (most bodies never do: they come
+    /// with the head).
+    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl ResponseBody {
@@ -779,7 +788,29 @@ impl hyper::body::Body for ResponseBody {
                 },
                 BodyKind::Length(_) | BodyKind::UntilClose => {}
             }
-            match ready!(poll_fill(conn, cx)) {
+            let filled = match poll_fill(conn, cx) {
+                Poll::Ready(filled) => filled,
+                Poll::Pending => {
+                    let idle = this.idle;
+                    let timer = this
+                        .idle_timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(format!(
+                            "the backend sent nothing of the response body for {idle:?}"
+                        )
+                        .into())));
+                    }
+                    return Poll::Pending;
+                }
+            };
+            if let Some(timer) = this.idle_timer.as_mut() {
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + this.idle);
+            }
+            match filled {
                 Ok(0) if this.kind == BodyKind::UntilClose => {
                     this.kind = BodyKind::Done;
                     this.conn = None;

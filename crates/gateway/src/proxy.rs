@@ -269,7 +269,7 @@ impl Backend {
                 }
                 Err(e) => return Err(e.into()),
             };
-            Ok(conn.into_response(head, (affinity.idle.clone(), key)))
+            Ok(conn.into_response(head, (affinity.idle.clone(), key), timeout))
         };
         match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(ForwardError::Timeout(timeout)),

@@ -34,16 +34,20 @@ use std::time::{Duration, Instant};
 /// A scope's compiled document, or why it does not compile.
 pub type Compiled = Result<Arc<Document>, String>;
 
+/// Maps looked up on every request, keyed by configuration ids (not chosen by clients), so a
+/// fast hash rather than SipHash.
+type ById<T> = HashMap<String, T, foldhash::fast::RandomState>;
+
 /// Every scope's policy document, compiled.
 #[derive(Debug, Default)]
 pub struct Policies {
     global: Option<Compiled>,
     /// By product id.
-    products: HashMap<String, Compiled>,
+    products: ById<Compiled>,
     /// By the API's stored id (`echo`, `echo;rev=2`).
-    apis: HashMap<String, Compiled>,
+    apis: ById<Compiled>,
     /// By `{api stored id}/{operation id}`.
-    operations: HashMap<String, Compiled>,
+    operations: ById<Compiled>,
     backends: HashMap<String, BackendInfo>,
     /// OpenID configuration URLs of validate-jwt policies, whose keys the gateway keeps.
     pub openid_urls: Vec<String>,
@@ -221,11 +225,11 @@ impl Policies {
         }
         if let Some(api) = &ctx.api {
             let stored = if api.is_current {
-                api.id.to_string()
+                std::borrow::Cow::Borrowed(&*api.id)
             } else {
-                format!("{};rev={}", api.id, api.revision)
+                std::borrow::Cow::Owned(format!("{};rev={}", api.id, api.revision))
             };
-            chain.levels[2] = pick(self.apis.get(&stored))?;
+            chain.levels[2] = pick(self.apis.get(&*stored))?;
             if let Some(op) = ctx.operation() {
                 let mut key = String::with_capacity(stored.len() + 1 + op.id.len());
                 key.push_str(&stored);
@@ -1207,7 +1211,7 @@ const POLICY_KINDS: [Kind; 4] = [
     Kind::OperationPolicy,
 ];
 
-fn put(map: &mut HashMap<String, Compiled>, key: String, compiled: Option<Compiled>) {
+fn put(map: &mut ById<Compiled>, key: String, compiled: Option<Compiled>) {
     match compiled {
         Some(c) => {
             map.insert(key, c);

@@ -3,7 +3,6 @@
 //! values (`{{name}}`) are substituted here, and fragments included.
 
 use crate::expr::{self, Code};
-use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -330,7 +329,8 @@ pub enum Policy {
 /// A parsed document: the four sections (a fragment has its policies under `Inbound`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Document {
-    pub sections: HashMap<Section, Vec<Node>>,
+    /// By `Section as usize` (an array, not a map: every request looks sections up).
+    pub sections: [Option<Vec<Node>>; 4],
     /// Whether some expression or policy reads a message body (the gateway then buffers
     /// bodies; otherwise they stream).
     pub reads_body: bool,
@@ -338,7 +338,7 @@ pub struct Document {
 
 impl Document {
     pub fn section(&self, s: Section) -> Option<&[Node]> {
-        self.sections.get(&s).map(Vec::as_slice)
+        self.sections[s as usize].as_deref()
     }
 
     /// The OpenID configuration URLs validate-jwt policies name (the gateway fetches their keys).
@@ -360,7 +360,7 @@ impl Document {
             }
         }
         let mut out = Vec::new();
-        for nodes in self.sections.values() {
+        for nodes in self.sections.iter().flatten() {
             walk(nodes, &mut out);
         }
         out
@@ -1773,7 +1773,7 @@ pub fn parse_document(
         let Some(section) = Section::of(name) else {
             return ctx.err(child, format!("<{name}> is not a policy section; <policies> may contain only <inbound>, <backend>, <outbound> and <on-error>"));
         };
-        if out.sections.contains_key(&section) {
+        if out.sections[section as usize].is_some() {
             return ctx.err(child, format!("the section <{name}> appears twice"));
         }
         let mut nodes = Vec::new();
@@ -1781,7 +1781,7 @@ pub fn parse_document(
         if nodes.iter().filter(|n| n.policy == Policy::Base).count() > 1 {
             return ctx.err(child, format!("<base/> appears more than once in <{name}>"));
         }
-        out.sections.insert(section, nodes);
+        out.sections[section as usize] = Some(nodes);
     }
     out.reads_body = ctx.reads_body;
     Ok(out)

@@ -370,21 +370,16 @@ async fn backend_failures_limits_and_timeouts() {
     assert_eq!((s, b["statusCode"].as_u64()), (502, Some(502)));
     // A backend that stops in the middle of a body: the client's read fails once the backend
     // has been silent for the response timeout, instead of waiting for ever.
-    let stalling = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let stalling_url = format!("http://{}", stalling.local_addr().unwrap());
-    tokio::spawn(async move {
+    let (stalling_url, _) = counting_backend(|mut s, _| async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut s, _)) = stalling.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
-                    .await;
-                tokio::time::sleep(Duration::from_secs(30)).await;
-            });
-        }
-    });
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+            .await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await;
     t.put_ok("/apis/stalling", json!({"properties": {"displayName": "Stalling", "path": "stalling", "serviceUrl": stalling_url, "protocols": ["http"]}})).await;
     op(&t, "stalling", "get", "GET", "/").await;
     t.put_ok("/products/starter/apis/stalling", json!({})).await;
@@ -694,20 +689,35 @@ enum AfterAnswer {
     Keep,
 }
 
-/// A raw HTTP/1.1 backend (requests without bodies) that counts the connections it accepted.
-async fn raw_backend(
-    after: AfterAnswer,
-) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A loopback backend that serves each accepted connection with `serve` (given the stream and
+/// its number, from 1) and counts them.
+async fn counting_backend<F, Fut>(
+    serve: F,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>)
+where
+    F: Fn(tokio::net::TcpStream, usize) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = accepted.clone();
     tokio::spawn(async move {
         loop {
-            let (mut s, _) = listener.accept().await.unwrap();
+            let (s, _) = listener.accept().await.unwrap();
             let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            tokio::spawn(async move {
+            tokio::spawn(serve(s, n));
+        }
+    });
+    (url, accepted)
+}
+
+/// A raw HTTP/1.1 backend (requests without bodies) that counts the connections it accepted.
+async fn raw_backend(
+    after: AfterAnswer,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    counting_backend(move |mut s, n| async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
                 loop {
@@ -738,10 +748,8 @@ async fn raw_backend(
                         }
                     }
                 }
-            });
-        }
-    });
-    (url, accepted)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -895,15 +903,7 @@ async fn read_request(
 /// frames and reuses its own HTTP/1.1 backend connections. Counts accepted connections.
 async fn scripted_backend() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut s, _) = listener.accept().await.unwrap();
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
+    counting_backend(|mut s, _| async move {
                 let mut buf = Vec::new();
                 loop {
                     // /early answers before reading the body, so it reads only the head.
@@ -943,10 +943,8 @@ async fn scripted_backend() -> (String, std::sync::Arc<std::sync::atomic::Atomic
                         return;
                     }
                 }
-            });
-        }
-    });
-    (url, accepted)
+    })
+    .await
 }
 
 /// Sends raw bytes to the gateway and reads the answer up to the end of its head and

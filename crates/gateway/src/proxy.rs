@@ -288,7 +288,10 @@ impl Backend {
         // As the pooled client writes it: the port only when it is not the default.
         let host_header = match explicit_port {
             Some(80) | None => HeaderValue::from_str(authority.host()),
-            Some(_) => HeaderValue::from_str(authority.as_str()),
+            Some(_) if !authority.as_str().contains('@') => {
+                HeaderValue::from_str(authority.as_str())
+            }
+            Some(p) => HeaderValue::from_str(&format!("{}:{p}", authority.host())),
         }
         .map_err(|_| ForwardError::Other(format!("{authority} is not a valid host")))?;
         let host = authority

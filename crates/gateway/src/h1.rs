@@ -49,6 +49,8 @@ const MAX_TRAILERS: usize = 64 * 1024;
 const READ_SIZE: usize = 8 * 1024;
 /// Body frames up to this size are copied next to their chunk framing and written with it.
 const COALESCE: usize = 16 * 1024;
+/// The write buffer capacity a connection keeps between requests.
+const WRITE_KEEP: usize = 4 * 1024;
 
 /// One plain-TCP connection to a backend.
 pub struct Connection {
@@ -175,6 +177,8 @@ impl Connection {
         if sent_all && framing != RequestFraming::None {
             sent_all = self.send_body(&mut body, framing).await?;
         }
+        // A kept connection keeps a head-sized write buffer, not the largest body frame's.
+        self.write.shrink_to(WRITE_KEEP);
         let mut head = self.read_head(head_request).await?;
         head.reusable &= sent_all;
         Ok(head)

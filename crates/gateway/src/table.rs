@@ -95,15 +95,21 @@ pub struct KeyEntry {
 /// The compiled routing table. `routes` is rebuilt only when an API-shaped resource changes;
 /// `keys` is a persistent map updated per changed subscription, so a change costs O(change),
 /// not O(configuration).
+/// The persistent maps requests look things up in. Their keys come from the configuration only
+/// (a request's path or key is looked up, never inserted), so a fast seeded hash is safe here
+/// and SipHash was three hashes' worth of every request.
+type ConfigMap<K, V> =
+    imbl::GenericHashMap<K, V, foldhash::fast::RandomState, imbl::shared_ptr::DefaultSharedPtr>;
+
 #[derive(Debug, Default)]
 pub struct RoutingTable {
     pub revision: u64,
     pub service_name: String,
     pub region: String,
     routes: Arc<Routes>,
-    keys: imbl::HashMap<String, KeyEntry>,
+    keys: ConfigMap<String, KeyEntry>,
     /// Active subscriptions by id (their keys and owner), to update `keys` per change.
-    subs: imbl::HashMap<Arc<str>, Arc<SubscriptionInfo>>,
+    subs: ConfigMap<Arc<str>, Arc<SubscriptionInfo>>,
     /// Every scope's policy document, compiled; rebuilt when a policy, fragment, named value
     /// or backend changes.
     pub policies: Arc<crate::policies::Policies>,
@@ -112,9 +118,9 @@ pub struct RoutingTable {
 #[derive(Debug, Default, Clone)]
 struct Routes {
     /// Lower-cased routing path (API path, plus `/{version}` for Segment versioning) → APIs.
-    by_path: imbl::HashMap<String, Vec<Arc<ApiRoute>>>,
+    by_path: ConfigMap<String, Vec<Arc<ApiRoute>>>,
     /// API id → the routing paths its revisions are under (to replace one API cheaply).
-    paths_of: imbl::HashMap<Arc<str>, Vec<String>>,
+    paths_of: ConfigMap<Arc<str>, Vec<String>>,
     api_count: usize,
 }
 
@@ -523,7 +529,7 @@ fn subscription_info(
     }))
 }
 
-fn insert_keys(keys: &mut imbl::HashMap<String, KeyEntry>, info: Arc<SubscriptionInfo>) {
+fn insert_keys(keys: &mut ConfigMap<String, KeyEntry>, info: Arc<SubscriptionInfo>) {
     for k in [&info.primary_key, &info.secondary_key] {
         if !k.is_empty() {
             keys.insert(
@@ -536,7 +542,7 @@ fn insert_keys(keys: &mut imbl::HashMap<String, KeyEntry>, info: Arc<Subscriptio
     }
 }
 
-fn remove_keys_of(keys: &mut imbl::HashMap<String, KeyEntry>, info: &SubscriptionInfo) {
+fn remove_keys_of(keys: &mut ConfigMap<String, KeyEntry>, info: &SubscriptionInfo) {
     for k in [&info.primary_key, &info.secondary_key] {
         if keys
             .get(k.as_str())
@@ -600,8 +606,8 @@ impl RoutingTable {
                 }),
             );
         }
-        let mut keys = imbl::HashMap::new();
-        let mut subs = imbl::HashMap::new();
+        let mut keys = ConfigMap::default();
+        let mut subs = ConfigMap::default();
         subscriptions(&mut |sub: &StoredResource| {
             let owner = s(&sub.properties, "ownerId")
                 .and_then(|o| users.get(o))

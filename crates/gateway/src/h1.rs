@@ -506,27 +506,31 @@ fn parse_head(
     )))
 }
 
-/// Drops complete interim (1xx but 101) heads from the front of `buf`; true when a complete
-/// final head is there.
-fn skip_interim(buf: &mut BytesMut) -> Result<bool, SendError> {
+/// Drops complete interim (1xx but 101) heads from the front of `buf`, and parses the final
+/// head after them (left in `buf`) once it is complete.
+#[allow(clippy::type_complexity)]
+fn final_head(
+    buf: &mut BytesMut,
+) -> Result<Option<(usize, u16, u8, Vec<(HeaderName, usize, usize)>)>, SendError> {
     loop {
         match parse_head(buf)? {
-            None => return Ok(false),
             Some((len, code, ..)) if (100..200).contains(&code) && code != 101 => buf.advance(len),
-            Some(_) => return Ok(true),
+            parsed => return Ok(parsed),
         }
     }
+}
+
+/// Drops complete interim heads from the front of `buf`; true when a complete final head is
+/// there.
+fn skip_interim(buf: &mut BytesMut) -> Result<bool, SendError> {
+    Ok(final_head(buf)?.is_some())
 }
 
 /// Takes the final head from the front of `buf`, dropping interim heads before it; `None`
 /// while it is incomplete.
 fn take_final_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, SendError> {
-    let (len, code, minor, spans) = loop {
-        match parse_head(buf)? {
-            None => return Ok(None),
-            Some((len, code, ..)) if (100..200).contains(&code) && code != 101 => buf.advance(len),
-            Some(parsed) => break parsed,
-        }
+    let Some((len, code, minor, spans)) = final_head(buf)? else {
+        return Ok(None);
     };
     let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code)

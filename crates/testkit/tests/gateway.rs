@@ -54,6 +54,27 @@ async fn gw(t: &TestInstance, method: &str, path: &str, key: Option<&str>) -> (u
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
+/// API `id` at path `id` on a plain-HTTP backend, with the given operations (id, method, URL
+/// template), in product `starter`; live when this returns.
+async fn plain_api(t: &TestInstance, id: &str, url: &str, operations: &[(&str, &str, &str)]) {
+    t.put_ok(&format!("/apis/{id}"), json!({"properties": {"displayName": id, "path": id, "serviceUrl": url, "protocols": ["http"]}})).await;
+    for (op_id, method, template) in operations {
+        op(t, id, op_id, method, template).await;
+    }
+    t.put_ok(&format!("/products/starter/apis/{id}"), json!({}))
+        .await;
+    t.gateway_caught_up().await;
+}
+
+/// A client that sends everything over one HTTP/1.1 connection.
+fn one_connection_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .http1_only()
+        .build()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn routes_checks_keys_and_forwards() {
     let backend = EchoBackend::start().await.unwrap();
@@ -380,10 +401,7 @@ async fn backend_failures_limits_and_timeouts() {
         tokio::time::sleep(Duration::from_secs(30)).await;
     })
     .await;
-    t.put_ok("/apis/stalling", json!({"properties": {"displayName": "Stalling", "path": "stalling", "serviceUrl": stalling_url, "protocols": ["http"]}})).await;
-    op(&t, "stalling", "get", "GET", "/").await;
-    t.put_ok("/products/starter/apis/stalling", json!({})).await;
-    t.gateway_caught_up().await;
+    plain_api(&t, "stalling", &stalling_url, &[("get", "GET", "/")]).await;
     let started = std::time::Instant::now();
     let r = reqwest::Client::new()
         .get(format!("{}/stalling", t.gateway_url()))
@@ -768,18 +786,10 @@ async fn client_connections_keep_their_backend_connections_and_survive_their_clo
         ("users", &users),
         ("orders", &orders),
     ] {
-        t.put_ok(&format!("/apis/{id}"), json!({"properties": {"displayName": id, "path": id, "serviceUrl": url, "protocols": ["http"]}})).await;
-        op(&t, id, "get", "GET", "/").await;
-        t.put_ok(&format!("/products/starter/apis/{id}"), json!({}))
-            .await;
+        plain_api(&t, id, url, &[("get", "GET", "/")]).await;
     }
-    t.gateway_caught_up().await;
     // One client connection for everything below.
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
-        .http1_only()
-        .build()
-        .unwrap();
+    let client = one_connection_client();
     let get = |path: &str| {
         client
             .get(format!("{}{path}", t.gateway_url()))
@@ -983,17 +993,19 @@ async fn backend_http1_framing_interim_answers_and_early_answers() {
     let t = TestInstance::start().await.unwrap();
     let (key, _) = setup(&t, &echo).await;
     let (url, connections) = scripted_backend().await;
-    t.put_ok("/apis/raw", json!({"properties": {"displayName": "raw", "path": "raw", "serviceUrl": url, "protocols": ["http"]}})).await;
-    for (id, method) in [("get", "GET"), ("post", "POST"), ("head", "HEAD")] {
-        op(&t, "raw", id, method, "/{*rest}").await;
-    }
-    t.put_ok("/products/starter/apis/raw", json!({})).await;
-    t.gateway_caught_up().await;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
-        .http1_only()
-        .build()
-        .unwrap();
+    let any = "/{*rest}";
+    plain_api(
+        &t,
+        "raw",
+        &url,
+        &[
+            ("get", "GET", any),
+            ("post", "POST", any),
+            ("head", "HEAD", any),
+        ],
+    )
+    .await;
+    let client = one_connection_client();
     let send = |method: reqwest::Method, path: &str| {
         client
             .request(method, format!("{}/raw{path}", t.gateway_url()))

@@ -397,7 +397,7 @@ fn encode_head(
     );
     out.extend_from_slice(b" HTTP/1.1\r\n");
     line(out, b"host", host.as_bytes());
-    let headers = &parts.headers;
+    let headers = edits.headers.as_deref().unwrap_or(&parts.headers);
     let named = if headers.contains_key(header::CONNECTION) {
         named_in_connection(headers)
     } else {
@@ -616,7 +616,7 @@ fn take_final_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head
     }))
 }
 
-fn parse_decimal(digits: &[u8]) -> Option<u64> {
+pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -627,7 +627,7 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
 
 /// Where a chunked body's decoder stands.
 #[derive(Debug, PartialEq, Clone, Copy)]
-enum ChunkState {
+pub(crate) enum ChunkState {
     Size,
     Data(u64),
     DataEnd,
@@ -635,14 +635,14 @@ enum ChunkState {
     Trailers(usize),
 }
 
-enum ChunkStep {
+pub(crate) enum ChunkStep {
     Data(Bytes),
     End,
     NeedMore,
 }
 
 impl ChunkState {
-    fn step(&mut self, buf: &mut BytesMut) -> Result<ChunkStep, String> {
+    pub(crate) fn step(&mut self, buf: &mut BytesMut) -> Result<ChunkStep, String> {
         loop {
             match *self {
                 ChunkState::Size => {
@@ -652,7 +652,7 @@ impl ChunkState {
                     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
                     let rest = line[digits..].trim_ascii_start();
                     if digits == 0 || digits > 16 || !(rest.is_empty() || rest[0] == b';') {
-                        return Err("a chunk size in the backend's response is not valid".into());
+                        return Err("a chunk size is not valid".into());
                     }
                     let size = line[..digits].iter().fold(0u64, |n, &d| {
                         (n << 4) | u64::from((d as char).to_digit(16).unwrap_or(0))
@@ -681,9 +681,7 @@ impl ChunkState {
                         return Ok(ChunkStep::NeedMore);
                     }
                     if &buf[..2] != b"\r\n" {
-                        return Err(
-                            "a chunk in the backend's response is longer than its size".into()
-                        );
+                        return Err("a chunk is longer than its size".into());
                     }
                     buf.advance(2);
                     *self = ChunkState::Size;
@@ -706,14 +704,14 @@ impl ChunkState {
 fn take_line(buf: &mut BytesMut, limit: usize) -> Result<Option<Bytes>, String> {
     let end = buf.iter().position(|&b| b == b'\n');
     if end.unwrap_or(buf.len()) >= limit {
-        return Err("a line in the backend's chunked response is too long".into());
+        return Err("a line of a chunked body is too long".into());
     }
     match end {
         Some(end) if end > 0 && buf[end - 1] == b'\r' => {
             let line = buf.split_to(end + 1).freeze();
             Ok(Some(line.slice(..end - 1)))
         }
-        Some(_) => Err("a line in the backend's chunked response is not valid".into()),
+        Some(_) => Err("a line of a chunked body is not valid".into()),
         None => Ok(None),
     }
 }
@@ -1083,6 +1081,7 @@ mod tests {
                     client: HeaderValue::from_static("192.0.2.7"),
                     https: case == 1,
                     request_id,
+                    headers: None,
                 };
                 let mut applied = headers.clone();
                 edits.apply(&mut applied);

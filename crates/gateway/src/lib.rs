@@ -6,7 +6,9 @@
 //! one consistent revision; secrets (keys) never reach logs or metrics. This crate knows the
 //! store and the model, never the management API.
 
+mod deadline;
 pub mod h1;
+pub mod h1_server;
 pub mod policies;
 pub mod proxy;
 pub mod reload;
@@ -19,7 +21,6 @@ use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use gatehouse_store::Store;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -363,74 +364,112 @@ impl Worker {
 
 /// One worker's loop: serves each connection handed over until the acceptor stops, then
 /// drains requests in flight (up to the drain timeout).
+///
+/// HTTP/1.x connections are served by [`h1_server`]; HTTP/2 ones (h2c by prior knowledge on
+/// a plain listener, `h2` by ALPN over TLS) by hyper.
 async fn serve_connections(
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
     shared: Arc<Shared>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
 ) {
+    // HTTP/2 connections end through hyper's graceful shutdown, HTTP/1.x ones when they see
+    // `stop` (each holds a receiver: all are gone once they have ended).
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let (stop, stop_rx) = watch::channel(false);
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.config.header_read_timeout)
-        .max_buf_size(shared.config.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(shared.config.max_header_bytes as u32);
-    let builder = Arc::new(builder);
+    let h2 = Arc::new(builder);
     while let Some((stream, remote)) = incoming.recv().await {
-        let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+        let Ok(mut stream) = tokio::net::TcpStream::from_std(stream) else {
             continue;
         };
         let shared = shared.clone();
-        let builder = builder.clone();
-        match &acceptor {
-            None => {
-                let client = Arc::new(server::ClientConnection::new(remote));
-                let service = hyper::service::service_fn(move |req| {
-                    server::handle(shared.clone(), req, remote, false, client.clone())
-                });
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let watched = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = watched.await;
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let timeout = shared.config.header_read_timeout;
-                // TLS handshakes run in their own task so a slow client cannot stall others;
-                // they are not tracked by the graceful watcher until the connection is up.
-                let graceful_conn = graceful.watcher();
-                tokio::spawn(async move {
+        let h2 = h2.clone();
+        let stop = stop_rx.clone();
+        let graceful_conn = graceful.watcher();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let timeout = shared.config.header_read_timeout;
+            match acceptor {
+                None => {
+                    let Some((http2, first)) = h1_server::sniff(&mut stream, timeout).await else {
+                        return;
+                    };
+                    if http2 {
+                        let io = h1_server::Rewind::new(first.freeze(), stream);
+                        let conn = h2.serve_connection(
+                            TokioIo::new(io),
+                            hyper_service(shared, remote, false),
+                        );
+                        let _ = graceful_conn.watch(conn).await;
+                    } else {
+                        let (read, write) = stream.into_split();
+                        h1_server::serve(Box::new(read), first, write, shared, remote, false, stop)
+                            .await;
+                    }
+                }
+                Some(acceptor) => {
+                    // A slow handshake holds only its own task.
                     let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await
                     else {
                         return;
                     };
-                    let client = Arc::new(server::ClientConnection::new(remote));
-                    let service = hyper::service::service_fn(move |req| {
-                        server::handle(shared.clone(), req, remote, true, client.clone())
-                    });
-                    let conn = builder
-                        .serve_connection(TokioIo::new(tls), service)
-                        .into_owned();
-                    let _ = graceful_conn.watch(conn).await;
-                });
+                    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        let conn = h2
+                            .serve_connection(TokioIo::new(tls), hyper_service(shared, remote, true));
+                        let _ = graceful_conn.watch(conn).await;
+                    } else {
+                        let (read, write) = tokio::io::split(tls);
+                        h1_server::serve(
+                            Box::new(read),
+                            bytes::BytesMut::new(),
+                            write,
+                            shared,
+                            remote,
+                            true,
+                            stop,
+                        )
+                        .await;
+                    }
+                }
             }
-        }
+        });
     }
     let drain = shared.config.drain_timeout;
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let _ = stop.send(true);
+    drop(stop_rx);
+    let drained = async {
+        tokio::join!(graceful.shutdown(), stop.closed());
+    };
+    if tokio::time::timeout(drain, drained).await.is_err() {
         tracing::warn!("requests still in flight after {drain:?}; closing them");
     }
+}
+
+/// The pipeline as a hyper service, for HTTP/2 connections.
+fn hyper_service(
+    shared: Arc<Shared>,
+    remote: SocketAddr,
+    tls: bool,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<proxy::Body>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<hyper::Response<proxy::Body>, std::convert::Infallible>>
+                 + Send,
+> + Clone {
+    let client = Arc::new(server::ClientConnection::new(remote));
+    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        server::handle(
+            shared.clone(),
+            req.map(h1_server::RequestBody::Hyper),
+            remote,
+            tls,
+            client.clone(),
+        )
+    })
 }
 
 /// Flushes usage aggregates to the store every few seconds and once at shutdown.

@@ -312,7 +312,7 @@ struct GatewayServices<'a> {
     ctx: &'a RequestContext,
     tls: bool,
     /// The client's body until a forward sends it (unless a policy buffered it).
-    request_body: Mutex<Option<hyper::body::Incoming>>,
+    request_body: Mutex<Option<crate::h1_server::RequestBody>>,
     /// The backend's body, streamed to the client when no policy needs it buffered.
     response_stream: Mutex<Option<Body>>,
     buffer_response: bool,
@@ -820,7 +820,7 @@ pub async fn serve(
     shared: &Shared,
     ctx: &RequestContext,
     chain: Chain<'_>,
-    req: Request<hyper::body::Incoming>,
+    req: Request<crate::h1_server::RequestBody>,
     remote: SocketAddr,
     tls: bool,
 ) -> Outcome {
@@ -966,7 +966,7 @@ async fn forward_exchange(
     ctx: &RequestContext,
     ex: &Exchange,
     forward: Forward,
-    body: Option<hyper::body::Incoming>,
+    body: Option<crate::h1_server::RequestBody>,
     tls: bool,
     // A redirect's Location: absolute, or a path on the same backend.
     location: Option<String>,
@@ -1009,17 +1009,32 @@ async fn forward_exchange(
             "The backend URL is not valid.",
         )
     })?;
-    let mut headers = original_or_built(&ex.request_headers);
+    let mut edits = crate::server::backend_headers(api, ctx, tls);
+    let mut headers = hyper::HeaderMap::new();
     let out_body: Body = match (&ex.request_body, body) {
         (Some(b), _) => {
+            headers = original_or_built(&ex.request_headers);
             headers.remove(header::CONTENT_LENGTH);
             headers.remove(header::TRANSFER_ENCODING);
             proxy::full(Bytes::from(b.clone()))
         }
-        (None, Some(b)) => http_body_util::Limited::new(b, shared.config.max_body_bytes as usize)
-            .map_err(|e| -> proxy::BoxError { e })
-            .boxed(),
-        (None, None) => proxy::empty(),
+        (None, body) => {
+            // Unchanged headers go on shared, not copied.
+            match ex
+                .request_headers
+                .original_shared()
+                .and_then(|o| o.clone().downcast::<hyper::HeaderMap>().ok())
+            {
+                Some(original) => edits.headers = Some(original),
+                None => headers = header_map(&ex.request_headers),
+            }
+            match body {
+                Some(b) => http_body_util::Limited::new(b, shared.config.max_body_bytes as usize)
+                    .map_err(|e| -> proxy::BoxError { e })
+                    .boxed(),
+                None => proxy::empty(),
+            }
+        }
     };
     let mut out = Request::new(out_body);
     *out.method_mut() =
@@ -1036,7 +1051,7 @@ async fn forward_exchange(
         .backend
         .forward_checked(
             out,
-            &crate::server::backend_headers(api, ctx, tls),
+            &edits,
             check,
             ctx.affinity(),
             Some(timeout),

@@ -223,6 +223,9 @@ impl Backend {
         {
             return self.forward_own(affinity, req, edits, timeout).await;
         }
+        if let Some(headers) = &edits.headers {
+            *req.headers_mut() = HeaderMap::clone(headers);
+        }
         edits.apply(req.headers_mut());
         let client = match check {
             TlsCheck::Full => &self.client,
@@ -271,10 +274,15 @@ impl Backend {
             };
             Ok(conn.into_response(head, (affinity.idle.clone(), key), timeout))
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => Err(ForwardError::Timeout(timeout)),
-            Ok(result) => result,
-        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut timer = std::mem::take(&mut *affinity.timer.lock().unwrap_or_else(|e| e.into_inner()));
+        let result = tokio::select! {
+            biased;
+            result = exchange => result,
+            () = timer.until(deadline) => Err(ForwardError::Timeout(timeout)),
+        };
+        *affinity.timer.lock().unwrap_or_else(|e| e.into_inner()) = timer;
+        result
     }
 
     /// Boxed where it is awaited: connecting is rare (once per client connection and backend),
@@ -341,6 +349,8 @@ impl From<h1::SendError> for ForwardError {
 #[derive(Default)]
 pub struct Affinity {
     idle: std::sync::Arc<h1::Idle>,
+    /// The response timeout's timer, reused from exchange to exchange.
+    timer: std::sync::Mutex<crate::deadline::Deadline>,
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
@@ -402,6 +412,10 @@ pub struct HeaderEdits {
     pub client: HeaderValue,
     pub https: bool,
     pub request_id: Option<HeaderValue>,
+    /// The client's headers, when the request does not carry them itself: a policy exchange
+    /// keeps them shared (policies may read them after the forward), and copying the map per
+    /// request would cost more than the rest of the edits.
+    pub headers: Option<std::sync::Arc<HeaderMap>>,
 }
 
 impl HeaderEdits {

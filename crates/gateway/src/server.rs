@@ -6,6 +6,7 @@
 //! Invariant: a request loads the routing table once, at its start, and uses that table to the
 //! end: a configuration swap never changes a request in flight.
 
+use crate::h1_server::RequestBody;
 use crate::proxy::{self, Body, ForwardError};
 use crate::table::{
     ApiRoute, OperationRoute, ProductInfo, RoutingTable, SubscriptionInfo, UserInfo,
@@ -125,7 +126,7 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
 /// Inbound: API, protocol, operation, subscription key.
 fn inbound(
     ctx: &mut RequestContext,
-    req: &Request<hyper::body::Incoming>,
+    req: &Request<RequestBody>,
     tls: bool,
 ) -> Result<(), GatewayError> {
     let path = req.uri().path();
@@ -232,7 +233,7 @@ fn inbound(
 async fn backend(
     shared: &Shared,
     ctx: &RequestContext,
-    req: Request<hyper::body::Incoming>,
+    req: Request<RequestBody>,
     tls: bool,
 ) -> Result<(Response<Body>, f64), GatewayError> {
     let api = ctx.api.as_ref().expect("routed");
@@ -303,6 +304,7 @@ pub(crate) fn backend_headers(
         client: ctx.client.forwarded_for.clone(),
         https: tls,
         request_id: ctx.request_id_header.clone(),
+        headers: None,
     }
 }
 
@@ -338,7 +340,7 @@ fn outbound(ctx: &RequestContext, mut resp: Response<Body>) -> Response<Body> {
 /// Serves one request through the phases and records what happened.
 pub async fn handle(
     shared: Arc<Shared>,
-    req: Request<hyper::body::Incoming>,
+    req: Request<RequestBody>,
     remote: SocketAddr,
     tls: bool,
     client: Arc<ClientConnection>,

@@ -46,6 +46,11 @@ impl Headers {
         self.original.as_ref().map(|(o, _)| o.as_ref())
     }
 
+    /// The original, shared, while nothing has changed the pairs.
+    pub fn original_shared(&self) -> Option<&OriginalHeaders> {
+        self.original.as_ref().map(|(o, _)| o)
+    }
+
     /// The original, while nothing has changed the pairs; else the headers back.
     pub fn into_original(self) -> Result<OriginalHeaders, Headers> {
         match self.original {

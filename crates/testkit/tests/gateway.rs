@@ -1117,3 +1117,143 @@ async fn backend_http1_framing_interim_answers_and_early_answers() {
         started.elapsed()
     );
 }
+
+/// Reads from `s` until `n` complete responses (heads with a Content-Length body) have come,
+/// or the gateway closes, or 10 s pass; returns the text.
+async fn read_responses(s: &mut tokio::net::TcpStream, n: usize) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&out).to_string();
+        let mut complete = 0;
+        let mut at = 0;
+        while let Some(end) = text[at..].find("\r\n\r\n") {
+            let head = text[at..at + end].to_ascii_lowercase();
+            if head.starts_with("http/1.1 100") {
+                at += end + 4;
+                continue;
+            }
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+            if text.len() < at + end + 4 + length {
+                break;
+            }
+            at += end + 4 + length;
+            complete += 1;
+        }
+        if complete >= n {
+            return text;
+        }
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return text,
+            Ok(Ok(k)) => out.extend_from_slice(&chunk[..k]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn client_connections_pipeline_continue_and_frame_their_bodies() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = EchoBackend::start().await.unwrap();
+    let t = TestInstance::start().await.unwrap();
+    let (key, _) = setup(&t, &backend).await;
+    let addr = t.gateway_url().trim_start_matches("http://").to_string();
+    let connect = || tokio::net::TcpStream::connect(addr.clone());
+
+    // Pipelined: three requests in one write, answered in order on the one connection.
+    let mut s = connect().await.unwrap();
+    let mut burst = String::new();
+    for id in ["a", "b", "c"] {
+        burst.push_str(&format!(
+            "GET /echo/items/{id} HTTP/1.1\r\nHost: x\r\nOcp-Apim-Subscription-Key: {key}\r\n\r\n"
+        ));
+    }
+    s.write_all(burst.as_bytes()).await.unwrap();
+    let text = read_responses(&mut s, 3).await;
+    let order: Vec<usize> = ["/v1/items/a", "/v1/items/b", "/v1/items/c"]
+        .iter()
+        .map(|p| text.find(p).unwrap_or_else(|| panic!("{p} missing: {text}")))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
+
+    // A chunked upload on the same connection reaches the backend whole.
+    s.write_all(
+        format!("POST /echo/items HTTP/1.1\r\nHost: x\r\nOcp-Apim-Subscription-Key: {key}\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let text = read_responses(&mut s, 1).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains(r#""body":"hello world""#), "{text}");
+
+    // Expect: 100-continue — refused without a key: 401 and no 100 (the body is never asked
+    // for); with a key: 100 first, then the answer.
+    let mut s = connect().await.unwrap();
+    s.write_all(b"POST /echo/items HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_responses(&mut s, 1).await;
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(!text.contains("100 Continue"), "{text}");
+    let mut s = connect().await.unwrap();
+    s.write_all(format!("POST /echo/items HTTP/1.1\r\nHost: x\r\nOcp-Apim-Subscription-Key: {key}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut first = [0u8; 25];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut first))
+        .await
+        .expect("100 Continue in time")
+        .unwrap();
+    assert_eq!(&first, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"hello").await.unwrap();
+    let text = read_responses(&mut s, 1).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains(r#""body":"hello""#), "{text}");
+
+    // HTTP/1.0: closed after the answer unless it asks to keep the connection.
+    let mut s = connect().await.unwrap();
+    s.write_all(format!("GET /echo/items/1 HTTP/1.0\r\nOcp-Apim-Subscription-Key: {key}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
+        .await
+        .expect("closed after an HTTP/1.0 answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 200") && text.contains("connection: close"), "{text}");
+    let mut s = connect().await.unwrap();
+    let keep = format!("GET /echo/items/1 HTTP/1.0\r\nConnection: keep-alive\r\nOcp-Apim-Subscription-Key: {key}\r\n\r\n");
+    s.write_all(keep.as_bytes()).await.unwrap();
+    let text = read_responses(&mut s, 1).await;
+    assert!(text.contains("connection: keep-alive"), "{text}");
+    s.write_all(keep.as_bytes()).await.unwrap();
+    assert!(read_responses(&mut s, 1).await.starts_with("HTTP/1.1 200"));
+
+    // Framing that two parties could read two ways is refused, and the connection closed.
+    for smuggled in [
+        "POST /echo/items HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST /echo/items HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+        "POST /echo/items HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    ] {
+        let answer = raw_gateway(&t, smuggled.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{smuggled:?}: {answer}");
+        assert!(answer.contains("connection: close"), "{answer}");
+    }
+
+    // A body left unread (refused for its key) closes the connection after the answer,
+    // which the client still gets whole.
+    let mut s = connect().await.unwrap();
+    s.write_all(b"POST /echo/items HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[b'x'; 50_000]).await.unwrap();
+    let text = read_responses(&mut s, 1).await;
+    assert!(text.starts_with("HTTP/1.1 401") && text.contains("connection: close"), "{text}");
+    assert!(text.contains(MISSING), "{text}");
+}

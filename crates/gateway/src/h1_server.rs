@@ -1,0 +1,1025 @@
+//! The gateway's HTTP/1.x server side: reads client requests off a connection, runs each through
+//! [`crate::server::handle`], and writes the answers back.
+//!
+//! Why hand-written: under callgrind hyper's server (its dispatcher, the connection-type
+//! detection of hyper-util's auto builder, its buffered IO and encoder) was a third of the
+//! gateway's instructions per proxied request. Parsing is httparse's, as in hyper; framing,
+//! keep-alive and limits are ours. HTTP/2 (h2c by prior knowledge, or `h2` by ALPN) stays
+//! with hyper.
+//!
+//! Invariants:
+//! - Request framing is RFC 9112 §6.3's, with the ambiguous cases refused (400, then close): a
+//!   Transfer-Encoding whose last coding is not chunked, Transfer-Encoding together with
+//!   Content-Length, differing or malformed Content-Length values, Transfer-Encoding on
+//!   HTTP/1.0. So no request can be framed one way here and another way by a backend.
+//! - A head larger than `max_header_bytes` gets 431, more than 100 header fields 431, an
+//!   unreadable one 400; each ends the connection. A head (or the first byte of the next
+//!   request on a kept connection) must arrive within `header_read_timeout`, or the connection
+//!   is closed.
+//! - A connection is kept for the next request only when the request body was read to its end
+//!   (by the pipeline, or by nobody because there was none), the response was written in full
+//!   with framing of its own, and neither side asked to close. A body left unread closes the
+//!   connection after the response, the server reading and dropping what the client still sends
+//!   for a moment so that the answer is not lost to a reset.
+//! - `100 Continue` is sent when the pipeline first reads the body, never before: a request
+//!   refused without its body (401, 413 …) is answered without the client sending it.
+//! - On shutdown an idle connection closes at once; one with a request in flight closes after
+//!   that response (`Connection: close`).
+
+use crate::Shared;
+use crate::deadline::Deadline;
+use crate::h1::{ChunkState, ChunkStep, parse_decimal};
+use crate::proxy::{self, Body, BoxError};
+use crate::server::{self, ClientConnection};
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Body as _, Frame, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+const READ_SIZE: usize = 8 * 1024;
+const MAX_HEADERS: usize = 100;
+/// Body frames up to this size are copied next to the head (or their chunk framing) and
+/// written with it.
+const COALESCE: usize = 16 * 1024;
+/// How much a closing connection reads and drops of a body nobody read, and for how long, so
+/// that the client reads the answer instead of a reset.
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// What an HTTP/2 client sends first on a connection (RFC 9113 §3.4).
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The read half of a client connection.
+pub(crate) type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+
+/// The read side of a client connection: the socket's read half, what was read of it but not
+/// used yet, and where the request body being read stands.
+pub(crate) struct Reader {
+    io: ReadHalf,
+    buf: BytesMut,
+    body: BodyFraming,
+    expect: Expect,
+    /// The connection's task, woken when the body asks for a `100 Continue`.
+    connection_task: Option<Waker>,
+    /// The task reading the body, woken when the `100 Continue` is out.
+    body_task: Option<Waker>,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum BodyFraming {
+    Done,
+    Length(u64),
+    Chunked(ChunkState),
+    /// The body failed (malformed, or the client went away): the connection cannot be reused.
+    Broken,
+}
+
+/// Where a `100-continue` expectation stands.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Expect {
+    /// Not expected, or already answered.
+    None,
+    /// Expected; nobody has read the body yet.
+    Owed,
+    /// The body wants to be read: the connection's task is to send `100 Continue`.
+    Wanted,
+}
+
+impl Reader {
+    pub(crate) fn new(io: ReadHalf, buf: BytesMut) -> Reader {
+        Reader {
+            io,
+            buf,
+            body: BodyFraming::Done,
+            expect: Expect::None,
+            connection_task: None,
+            body_task: None,
+        }
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.buf.reserve(READ_SIZE);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+}
+
+fn lock(reader: &Mutex<Reader>) -> std::sync::MutexGuard<'_, Reader> {
+    reader.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A request body: read from the client connection by whoever polls it, or hyper's (HTTP/2).
+pub enum RequestBody {
+    Empty,
+    Hyper(hyper::body::Incoming),
+    Client(ClientBody),
+}
+
+/// A request body read from an HTTP/1.x client connection.
+pub struct ClientBody {
+    reader: Arc<Mutex<Reader>>,
+    /// The declared length, if any.
+    length: Option<u64>,
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Hyper(incoming) => Pin::new(incoming).poll_frame(cx).map_err(Into::into),
+            RequestBody::Client(body) => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Hyper(incoming) => incoming.is_end_stream(),
+            RequestBody::Client(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Hyper(incoming) => incoming.size_hint(),
+            RequestBody::Client(body) => body
+                .length
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
+        }
+    }
+}
+
+impl ClientBody {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut guard = lock(&self.reader);
+        let reader = &mut *guard;
+        match reader.expect {
+            Expect::None => {}
+            Expect::Owed | Expect::Wanted => {
+                reader.expect = Expect::Wanted;
+                reader.body_task = Some(cx.waker().clone());
+                if let Some(task) = &reader.connection_task {
+                    task.wake_by_ref();
+                }
+                return Poll::Pending;
+            }
+        }
+        loop {
+            match &mut reader.body {
+                BodyFraming::Done => return Poll::Ready(None),
+                BodyFraming::Broken => {
+                    return Poll::Ready(Some(Err("the request body could not be read".into())));
+                }
+                BodyFraming::Length(left) if !reader.buf.is_empty() => {
+                    let n = (*left).min(reader.buf.len() as u64);
+                    let data = reader.buf.split_to(n as usize).freeze();
+                    *left -= n;
+                    if *left == 0 {
+                        reader.body = BodyFraming::Done;
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                BodyFraming::Length(_) => {}
+                BodyFraming::Chunked(state) => match state.step(&mut reader.buf) {
+                    Err(e) => {
+                        reader.body = BodyFraming::Broken;
+                        return Poll::Ready(Some(Err(
+                            format!("the request body is not valid chunked: {e}").into()
+                        )));
+                    }
+                    Ok(ChunkStep::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(ChunkStep::End) => {
+                        reader.body = BodyFraming::Done;
+                        return Poll::Ready(None);
+                    }
+                    Ok(ChunkStep::NeedMore) => {}
+                },
+            }
+            match ready!(reader.poll_fill(cx)) {
+                Ok(0) => {
+                    reader.body = BodyFraming::Broken;
+                    return Poll::Ready(Some(Err(
+                        "the client closed the connection within the request body".into(),
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    reader.body = BodyFraming::Broken;
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
+            }
+        }
+    }
+}
+
+/// A request head refused before the pipeline sees it.
+struct Refusal {
+    status: StatusCode,
+    message: &'static str,
+}
+
+fn refuse(status: StatusCode, message: &'static str) -> Refusal {
+    Refusal { status, message }
+}
+
+/// A parsed request head, with what it says about its body and the connection.
+struct Head {
+    request: Request<()>,
+    body: BodyFraming,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+/// Parses the request head at the front of `buf`, taking it out when complete.
+fn take_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusal> {
+    // Uninitialised: zeroing 100 header slots per request would cost more than parsing it.
+    let mut slots = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots,
+    ) {
+        Ok(httparse::Status::Complete(len)) if len > max_head => {
+            return Err(refuse(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "The request headers are larger than the gateway's limit.",
+            ));
+        }
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= max_head => {
+            return Err(refuse(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "The request headers are larger than the gateway's limit.",
+            ));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(refuse(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "The request has more than 100 header fields.",
+            ));
+        }
+        Err(_) => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "The request is not valid HTTP/1.1.",
+            ));
+        }
+    };
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
+        .map_err(|_| refuse(StatusCode::BAD_REQUEST, "The request method is not valid."))?;
+    let target = span(parsed.path.unwrap_or_default().as_bytes());
+    let version = if parsed.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut fields = Vec::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "A request header name is not valid.",
+            )
+        })?;
+        fields.push((name, span(h.value)));
+    }
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(target))
+        .map_err(|_| refuse(StatusCode::BAD_REQUEST, "The request target is not valid."))?;
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut keep_alive = version == Version::HTTP_11;
+    let mut chunked: Option<bool> = None;
+    let mut length: Option<u64> = None;
+    let mut expect_continue = false;
+    for (name, range) in fields {
+        let value = HeaderValue::from_maybe_shared(head.slice(range)).map_err(|_| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "A request header value is not valid.",
+            )
+        })?;
+        if name == header::CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive |= version == Version::HTTP_10;
+                }
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            // The last coding of the last field decides.
+            if let Some(last) = value.as_bytes().rsplit(|&b| b == b',').next() {
+                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+        } else if name == header::CONTENT_LENGTH {
+            for part in value.as_bytes().split(|&b| b == b',') {
+                let n = parse_decimal(part.trim_ascii()).ok_or_else(|| {
+                    refuse(
+                        StatusCode::BAD_REQUEST,
+                        "The request's Content-Length is not a number.",
+                    )
+                })?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(refuse(
+                        StatusCode::BAD_REQUEST,
+                        "The request has differing Content-Length values.",
+                    ));
+                }
+                length = Some(n);
+            }
+        } else if name == header::EXPECT {
+            if !value.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+                return Err(refuse(
+                    StatusCode::EXPECTATION_FAILED,
+                    "The request's expectation cannot be met.",
+                ));
+            }
+            expect_continue = version == Version::HTTP_11;
+        }
+        headers.append(name, value);
+    }
+    let body = match (chunked, length) {
+        (Some(_), _) if version == Version::HTTP_10 => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "Transfer-Encoding is not allowed in an HTTP/1.0 request.",
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "The request has both Transfer-Encoding and Content-Length.",
+            ));
+        }
+        (Some(false), None) => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "The request's Transfer-Encoding does not end in chunked.",
+            ));
+        }
+        (Some(true), None) => BodyFraming::Chunked(ChunkState::Size),
+        (None, None | Some(0)) => BodyFraming::Done,
+        (None, Some(n)) => BodyFraming::Length(n),
+    };
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Ok(Some(Head {
+        request,
+        expect_continue: expect_continue && body != BodyFraming::Done,
+        body,
+        keep_alive,
+    }))
+}
+
+/// How reading the next request head ended. (Not boxed: a head per request is the common case.)
+#[allow(clippy::large_enum_variant)]
+enum NextHead {
+    Head(Head),
+    /// The client closed, the timeout passed, or the gateway stops: close quietly.
+    Close,
+    Refused(Refusal),
+}
+
+async fn next_head(
+    reader: &mut Reader,
+    shared: &Shared,
+    timer: &mut Deadline,
+    stop: &mut watch::Receiver<bool>,
+) -> NextHead {
+    let max_head = shared.config.max_header_bytes;
+    let timeout = shared.config.header_read_timeout;
+    let mut deadline = None;
+    loop {
+        if !reader.buf.is_empty() {
+            match take_head(&mut reader.buf, max_head) {
+                Ok(Some(head)) => return NextHead::Head(head),
+                Ok(None) => {}
+                Err(refusal) => return NextHead::Refused(refusal),
+            }
+        }
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+        let filled = tokio::select! {
+            biased;
+            filled = poll_fn(|cx| reader.poll_fill(cx)) => filled,
+            () = timer.until(deadline) => return NextHead::Close,
+            _ = stop.wait_for(|s| *s) => return NextHead::Close,
+        };
+        match filled {
+            Ok(0) | Err(_) => return NextHead::Close,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Serves HTTP/1.x requests on a connection until either side closes it. `buf` holds what was
+/// already read from it.
+pub(crate) async fn serve<W: AsyncWrite + Unpin>(
+    read: ReadHalf,
+    buf: BytesMut,
+    mut write: W,
+    shared: Arc<Shared>,
+    remote: SocketAddr,
+    tls: bool,
+    mut stop: watch::Receiver<bool>,
+) {
+    let client = Arc::new(ClientConnection::new(remote));
+    let mut reader = Reader::new(read, buf);
+    let mut timer = Deadline::default();
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        let head = match next_head(&mut reader, &shared, &mut timer, &mut stop).await {
+            NextHead::Head(head) => head,
+            NextHead::Close => return,
+            NextHead::Refused(refusal) => {
+                let id = shared.next_request_id();
+                let resp = server::json_error(refusal.status, refusal.message, &id);
+                let _ = write_response(&mut write, &mut out, resp, Version::HTTP_11, false, false)
+                    .await;
+                linger(&mut reader, &mut write).await;
+                return;
+            }
+        };
+        let version = head.request.version();
+        let head_request = head.request.method() == Method::HEAD;
+        let mut keep_alive = head.keep_alive;
+        // The body is read through a shared reader while the pipeline runs; the connection
+        // takes the reader back afterwards.
+        let (resp, body_finished) = if head.body == BodyFraming::Done {
+            let req = head.request.map(|()| RequestBody::Empty);
+            let resp = server::handle(shared.clone(), req, remote, tls, client.clone()).await;
+            (resp, true)
+        } else {
+            let length = match head.body {
+                BodyFraming::Length(n) => Some(n),
+                _ => None,
+            };
+            reader.body = head.body;
+            reader.expect = if head.expect_continue {
+                Expect::Owed
+            } else {
+                Expect::None
+            };
+            let shared_reader = Arc::new(Mutex::new(reader));
+            let req = head.request.map(|()| {
+                RequestBody::Client(ClientBody {
+                    reader: shared_reader.clone(),
+                    length,
+                })
+            });
+            let handled = server::handle(shared.clone(), req, remote, tls, client.clone());
+            let resp = with_continue(handled, &shared_reader, &mut write).await;
+            match Arc::try_unwrap(shared_reader) {
+                Ok(r) => {
+                    reader = r.into_inner().unwrap_or_else(|e| e.into_inner());
+                    reader.connection_task = None;
+                    reader.body_task = None;
+                    (resp, reader.body == BodyFraming::Done)
+                }
+                Err(still_read) => {
+                    // Someone still reads the body (a backend exchange that outlives its
+                    // response): answer, then close.
+                    let Ok(resp) = resp;
+                    let _ =
+                        write_response(&mut write, &mut out, resp, version, false, head_request)
+                            .await;
+                    drop(still_read);
+                    return;
+                }
+            }
+        };
+        let Ok(resp) = resp;
+        keep_alive &= body_finished && !*stop.borrow();
+        let kept = write_response(&mut write, &mut out, resp, version, keep_alive, head_request)
+            .await
+            .unwrap_or(false);
+        if !kept {
+            if !body_finished {
+                linger(&mut reader, &mut write).await;
+            } else {
+                let _ = write.shutdown().await;
+            }
+            return;
+        }
+        // A kept connection keeps a head-sized write buffer, not the largest body's.
+        out.shrink_to(4 * 1024);
+    }
+}
+
+/// Runs the pipeline for a request with a body, sending `100 Continue` when the body is first
+/// read if the client asked for it.
+async fn with_continue<F, W>(handled: F, reader: &Mutex<Reader>, write: &mut W) -> F::Output
+where
+    F: Future,
+    W: AsyncWrite + Unpin,
+{
+    let mut handled = pin!(handled);
+    let mut sent = 0usize;
+    poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(out) = handled.as_mut().poll(cx) {
+                return Poll::Ready(out);
+            }
+            let mut r = lock(reader);
+            match r.expect {
+                Expect::None => return Poll::Pending,
+                Expect::Owed => {
+                    r.connection_task = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                Expect::Wanted => {}
+            }
+            while sent < CONTINUE.len() {
+                match Pin::new(&mut *write).poll_write(cx, &CONTINUE[sent..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => sent += n,
+                    Poll::Ready(_) => {
+                        // The client is gone; the body read will tell.
+                        sent = CONTINUE.len();
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if Pin::new(&mut *write).poll_flush(cx).is_pending() {
+                return Poll::Pending;
+            }
+            r.expect = Expect::None;
+            if let Some(task) = r.body_task.take() {
+                task.wake();
+            }
+        }
+    })
+    .await
+}
+
+/// Reads and drops what the client still sends (up to a limit, for a moment) after the answer,
+/// then closes: closing with unread data would reset the connection and could destroy the
+/// answer before the client reads it.
+async fn linger<W: AsyncWrite + Unpin>(reader: &mut Reader, write: &mut W) {
+    let _ = write.shutdown().await;
+    let mut dropped = 0usize;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while dropped < LINGER_BYTES {
+            reader.buf.clear();
+            match poll_fn(|cx| reader.poll_fill(cx)).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => dropped += n,
+            }
+        }
+    })
+    .await;
+}
+
+thread_local! {
+    /// The `Date` header value of the current second.
+    static DATE: std::cell::RefCell<(u64, HeaderValue)> =
+        const { std::cell::RefCell::new((0, HeaderValue::from_static(""))) };
+}
+
+fn date_now() -> HeaderValue {
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                *cached = (secs, v);
+            }
+        }
+        cached.1.clone()
+    })
+}
+
+/// How the response body goes on the wire.
+#[derive(Clone, Copy, PartialEq)]
+enum ResponseFraming {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Writes the response; true when the connection can take another request.
+async fn write_response<W: AsyncWrite + Unpin>(
+    write: &mut W,
+    out: &mut Vec<u8>,
+    resp: Response<Body>,
+    version: Version,
+    mut keep_alive: bool,
+    head_request: bool,
+) -> io::Result<bool> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless || head_request {
+        ResponseFraming::None
+    } else if let Some(n) = body.size_hint().exact() {
+        ResponseFraming::Length(n)
+    } else if version == Version::HTTP_11 {
+        ResponseFraming::Chunked
+    } else {
+        keep_alive = false;
+        ResponseFraming::UntilClose
+    };
+    if let Some(connection) = parts.headers.get(header::CONNECTION)
+        && connection
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    {
+        keep_alive = false;
+    }
+    encode_head(out, &parts, framing, keep_alive, version, head_request);
+    if framing == ResponseFraming::None {
+        write.write_all(out).await?;
+        write.flush().await?;
+        return Ok(keep_alive);
+    }
+    let mut written: u64 = 0;
+    loop {
+        // Frames ready now join what is buffered; the buffer goes out before waiting.
+        let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                if !out.is_empty() {
+                    write.write_all(out).await?;
+                    write.flush().await?;
+                    out.clear();
+                }
+                poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "the response body failed; closing the connection");
+                if !out.is_empty() {
+                    write.write_all(out).await?;
+                }
+                write.flush().await?;
+                return Ok(false);
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                _ => continue, // trailers are not passed on
+            },
+        };
+        written += data.len() as u64;
+        if let ResponseFraming::Length(declared) = framing
+            && written > declared
+        {
+            write.write_all(out).await?;
+            return Ok(false);
+        }
+        if framing == ResponseFraming::Chunked {
+            out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        if data.len() <= COALESCE {
+            out.extend_from_slice(&data);
+        } else {
+            write.write_all(out).await?;
+            out.clear();
+            write.write_all(&data).await?;
+        }
+        if framing == ResponseFraming::Chunked {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= COALESCE {
+            write.write_all(out).await?;
+            out.clear();
+        }
+    }
+    match framing {
+        ResponseFraming::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+        ResponseFraming::Length(declared) if written != declared => keep_alive = false,
+        _ => {}
+    }
+    write.write_all(out).await?;
+    write.flush().await?;
+    out.clear();
+    Ok(keep_alive && framing != ResponseFraming::UntilClose)
+}
+
+fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &hyper::http::response::Parts,
+    framing: ResponseFraming,
+    keep_alive: bool,
+    version: Version,
+    head_request: bool,
+) {
+    fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("Unknown")
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    let mut dated = false;
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH {
+            // A HEAD or 304 answer says how long the body would be; others get the body's.
+            if framing == ResponseFraming::None
+                && (head_request || parts.status == StatusCode::NOT_MODIFIED)
+            {
+                line(out, b"content-length", value.as_bytes());
+            }
+        } else if name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+            || proxy::is_hop_by_hop(name)
+        {
+        } else {
+            dated |= name == header::DATE;
+            line(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    if !dated {
+        line(out, b"date", date_now().as_bytes());
+    }
+    match framing {
+        ResponseFraming::Length(n) => {
+            let mut digits = itoa::Buffer::new();
+            line(out, b"content-length", digits.format(n).as_bytes());
+        }
+        ResponseFraming::Chunked => line(out, b"transfer-encoding", b"chunked"),
+        ResponseFraming::None | ResponseFraming::UntilClose => {}
+    }
+    if !keep_alive {
+        line(out, b"connection", b"close");
+    } else if version == Version::HTTP_10 {
+        line(out, b"connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A connection whose first bytes were read before knowing which protocol it speaks: those
+/// bytes are read again first.
+pub(crate) struct Rewind<T> {
+    first: Bytes,
+    io: T,
+}
+
+impl<T> Rewind<T> {
+    pub(crate) fn new(first: Bytes, io: T) -> Rewind<T> {
+        Rewind { first, io }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.first.is_empty() {
+            let n = self.first.len().min(buf.remaining());
+            let first = self.first.split_to(n);
+            buf.put_slice(&first);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// Reads the first bytes of a plain connection: whether it opens with HTTP/2's preface (h2c
+/// by prior knowledge), and what was read. `None`: it closed or said nothing in time.
+pub(crate) async fn sniff(
+    stream: &mut tokio::net::TcpStream,
+    timeout: Duration,
+) -> Option<(bool, BytesMut)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let read = async {
+        loop {
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+            let n = buf.len().min(H2_PREFACE.len());
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(true);
+            }
+        }
+    };
+    let h2 = tokio::time::timeout(timeout, read).await.ok().flatten()?;
+    Some((h2, buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> Result<(Head, BytesMut), StatusCode> {
+        let mut buf = BytesMut::from(raw.as_bytes());
+        match take_head(&mut buf, 16 * 1024) {
+            Ok(Some(h)) => Ok((h, buf)),
+            Ok(None) => Err(StatusCode::CONTINUE),
+            Err(r) => Err(r.status),
+        }
+    }
+
+    #[test]
+    fn request_framing_refuses_what_could_be_read_two_ways() {
+        let (h, rest) = head("POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET").unwrap();
+        assert_eq!(h.body, BodyFraming::Length(3));
+        assert!(h.keep_alive && !h.expect_continue);
+        assert_eq!(h.request.uri().path(), "/a");
+        assert_eq!(h.request.uri().query(), Some("b=1"));
+        assert_eq!(&rest[..], b"abcGET", "the body and what follows stay unread");
+        let (h, _) = head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap();
+        assert_eq!(h.body, BodyFraming::Chunked(ChunkState::Size));
+        let (h, _) = head("GET / HTTP/1.1\r\nContent-Length: 0, 0\r\n\r\n").unwrap();
+        assert_eq!(h.body, BodyFraming::Done);
+        let (h, _) = head("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 9\r\n\r\n").unwrap();
+        assert!(h.expect_continue);
+        let (h, _) = head("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").unwrap();
+        assert!(!h.expect_continue, "nothing to continue without a body");
+        for (raw, status) in [
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: 3 3\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nExpect: something\r\n\r\n", 417),
+            ("GET / HTTP/2.0\r\n\r\n", 400),
+            ("GET  / HTTP/1.1\r\n\r\n", 400),
+            ("G\u{1}T / HTTP/1.1\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
+        ] {
+            assert_eq!(head(raw).err(), Some(StatusCode::from_u16(status).unwrap()), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn connection_tokens_and_versions_decide_keep_alive() {
+        for (raw, keep) in [
+            ("GET / HTTP/1.1\r\n\r\n", true),
+            ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", false),
+            ("GET / HTTP/1.1\r\nConnection: Upgrade, CLOSE\r\n\r\n", false),
+            ("GET / HTTP/1.0\r\n\r\n", false),
+            ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
+        ] {
+            assert_eq!(head(raw).unwrap().0.keep_alive, keep, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn heads_over_the_limits_get_431_and_partial_heads_wait() {
+        assert_eq!(head("GET / HTTP/1.1\r\nHost: x\r\n").err(), Some(StatusCode::CONTINUE));
+        let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(20 * 1024));
+        assert_eq!(head(&big).err(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        let unfinished = format!("GET / HTTP/1.1\r\nX-Big: {}", "a".repeat(20 * 1024));
+        assert_eq!(head(&unfinished).err(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(
+            head(&format!("GET / HTTP/1.1\r\n{many}\r\n")).err(),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+    }
+
+    #[test]
+    fn mutated_requests_never_panic() {
+        let seeds: [&[u8]; 3] = [
+            b"POST /api/x?y=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
+            b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n5;a=b\r\nhello\r\n0\r\nT: v\r\n\r\n",
+            b"GET http://h:80/p HTTP/1.0\r\nX: a, b\r\n\r\n",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for i in 0..40_000 {
+            let mut bytes = seeds[i % seeds.len()].to_vec();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % bytes.len();
+                match next() % 3 {
+                    0 => bytes[at] = next() as u8,
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, b"\r\n:;, 0fF"[(next() % 9) as usize]),
+                }
+                if bytes.is_empty() {
+                    break;
+                }
+            }
+            let mut buf = BytesMut::from(&bytes[..]);
+            if let Ok(Some(h)) = take_head(&mut buf, 16 * 1024)
+                && let BodyFraming::Chunked(mut state) = h.body
+            {
+                while let Ok(ChunkStep::Data(_)) = state.step(&mut buf) {}
+            }
+        }
+    }
+
+    #[test]
+    fn response_heads_carry_their_own_framing() {
+        let encode = |resp: Response<Body>, version, keep_alive, head_request| {
+            let (parts, body) = resp.into_parts();
+            let framing = match body.size_hint().exact() {
+                _ if head_request => ResponseFraming::None,
+                Some(n) => ResponseFraming::Length(n),
+                None => ResponseFraming::Chunked,
+            };
+            let mut out = Vec::new();
+            encode_head(&mut out, &parts, framing, keep_alive, version, head_request);
+            String::from_utf8(out).unwrap()
+        };
+        let mut resp = Response::new(proxy::full("hello"));
+        resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        resp.headers_mut().insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        resp.headers_mut().insert("x-a", HeaderValue::from_static("1"));
+        let text = encode(resp, Version::HTTP_11, true, false);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("\r\ncontent-length: 5\r\n"), "{text}");
+        assert!(!text.contains("99") && !text.contains("chunked"), "{text}");
+        assert!(text.contains("\r\nx-a: 1\r\n") && text.contains("\r\ndate: "), "{text}");
+        assert!(!text.contains("connection"), "{text}");
+        let mut resp = Response::new(proxy::empty());
+        resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("42"));
+        let text = encode(resp, Version::HTTP_10, true, true);
+        assert!(text.contains("\r\ncontent-length: 42\r\n"), "HEAD keeps the length: {text}");
+        assert!(text.contains("\r\nconnection: keep-alive\r\n"), "{text}");
+        let text = encode(Response::new(proxy::empty()), Version::HTTP_11, false, false);
+        assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    }
+}

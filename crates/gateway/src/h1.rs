@@ -24,10 +24,8 @@
 //! - A backend that answers before the request body is sent in full (a 413, say) stops the
 //!   upload: its answer is what the client gets, and the connection is not reused.
 
-use crate::proxy::{
-    Body, BoxError, HeaderEdits, REQUEST_ID, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
-    X_REQUEST_ID, is_hop_by_hop, named_in_connection,
-};
+use crate::proxy::{Body, BoxError, ClientHeaders, HeaderEdits, is_hop_by_hop, is_hop_by_hop_name};
+use crate::request::{RequestHeaders, name_is};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, SizeHint};
@@ -379,12 +377,6 @@ fn encode_head(
     host: &HeaderValue,
     framing: RequestFraming,
 ) {
-    fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
     out.clear();
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
@@ -397,38 +389,90 @@ fn encode_head(
     );
     out.extend_from_slice(b" HTTP/1.1\r\n");
     line(out, b"host", host.as_bytes());
-    let headers = edits.headers.as_deref().unwrap_or(&parts.headers);
-    let named = if headers.contains_key(header::CONNECTION) {
-        named_in_connection(headers)
-    } else {
-        Vec::new()
-    };
+    match &edits.headers {
+        Some(ClientHeaders::Raw(raw)) => client_fields(out, || raw.iter(), edits),
+        Some(ClientHeaders::Shared(shared)) => match &**shared {
+            RequestHeaders::Map(map) => client_fields(out, || map_fields(map), edits),
+            RequestHeaders::Raw(raw) => client_fields(out, || raw.iter(), edits),
+        },
+        None => client_fields(out, || map_fields(&parts.headers), edits),
+    }
+    if let Some(id) = &edits.request_id {
+        line(out, b"x-request-id", id.as_bytes());
+        line(out, b"request-id", id.as_bytes());
+    }
+    match framing {
+        RequestFraming::None => {}
+        RequestFraming::Length(n) => line(
+            out,
+            b"content-length",
+            itoa::Buffer::new().format(n).as_bytes(),
+        ),
+        RequestFraming::Chunked => line(out, b"transfer-encoding", b"chunked"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.reserve(name.len() + value.len() + 4);
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn map_fields(map: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    map.iter()
+        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+}
+
+/// Writes the client's header fields as `edits` changes them (names compared without case:
+/// raw fields keep the client's).
+fn client_fields<'h, I: Iterator<Item = (&'h [u8], &'h [u8])>>(
+    out: &mut Vec<u8>,
+    fields: impl Fn() -> I,
+    edits: &HeaderEdits,
+) {
+    // The fields `Connection` names are hop-by-hop too.
+    let mut named: Vec<&[u8]> = Vec::new();
+    for (name, value) in fields() {
+        if name_is(name, b"connection") {
+            named.extend(
+                value
+                    .split(|&b| b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .filter(|t| !t.is_empty()),
+            );
+        }
+    }
+    let key_header = edits.key_header.as_str().as_bytes();
     let mut client_host = None;
     let mut forwarded_for: Option<Vec<u8>> = None;
-    let mut forwarded_host: Vec<&HeaderValue> = Vec::new();
-    for (name, value) in headers {
-        if name == header::HOST {
+    let mut forwarded_host: Vec<&[u8]> = Vec::new();
+    for (name, value) in fields() {
+        if name_is(name, b"host") {
             client_host.get_or_insert(value);
-        } else if *name == X_FORWARDED_FOR {
+        } else if name_is(name, b"x-forwarded-for") {
             if !value.is_empty() {
                 let chain = forwarded_for.get_or_insert_with(Vec::new);
                 if !chain.is_empty() {
                     chain.extend_from_slice(b", ");
                 }
-                chain.extend_from_slice(value.as_bytes());
+                chain.extend_from_slice(value);
             }
-        } else if *name == X_FORWARDED_HOST {
+        } else if name_is(name, b"x-forwarded-host") {
             forwarded_host.push(value);
-        } else if name == header::CONTENT_LENGTH
-            || name == header::EXPECT
-            || *name == X_FORWARDED_PROTO
-            || *name == edits.key_header
-            || is_hop_by_hop(name)
-            || (edits.request_id.is_some() && (*name == X_REQUEST_ID || *name == REQUEST_ID))
-            || named.contains(name)
+        } else if name_is(name, b"content-length")
+            || name_is(name, b"expect")
+            || name_is(name, b"x-forwarded-proto")
+            || name_is(name, key_header)
+            || is_hop_by_hop_name(name)
+            || (edits.request_id.is_some()
+                && (name_is(name, b"x-request-id") || name_is(name, b"request-id")))
+            || named.iter().any(|n| n.eq_ignore_ascii_case(name))
         {
         } else {
-            line(out, name.as_str().as_bytes(), value.as_bytes());
+            line(out, name, value);
         }
     }
     match forwarded_for {
@@ -445,23 +489,13 @@ fn encode_head(
         if edits.https { b"https" } else { b"http" },
     );
     match client_host {
-        Some(h) => line(out, b"x-forwarded-host", h.as_bytes()),
+        Some(h) => line(out, b"x-forwarded-host", h),
         None => {
             for h in forwarded_host {
-                line(out, b"x-forwarded-host", h.as_bytes());
+                line(out, b"x-forwarded-host", h);
             }
         }
     }
-    if let Some(id) = &edits.request_id {
-        line(out, b"x-request-id", id.as_bytes());
-        line(out, b"request-id", id.as_bytes());
-    }
-    match framing {
-        RequestFraming::None => {}
-        RequestFraming::Length(n) => line(out, b"content-length", n.to_string().as_bytes()),
-        RequestFraming::Chunked => line(out, b"transfer-encoding", b"chunked"),
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Parses the head at the front of `buf`: its length, status code, minor version, and the
@@ -1075,13 +1109,46 @@ mod tests {
             for (k, v) in pairs {
                 headers.append(HeaderName::from_static(k), HeaderValue::from_static(v));
             }
-            for request_id in [None, Some(HeaderValue::from_static("rid-1"))] {
+            // The same fields as a client sent them, names in its own case.
+            let mut text = Vec::new();
+            let mut fields = Vec::new();
+            for (k, v) in pairs {
+                let name = k
+                    .split('-')
+                    .map(|w| w[..1].to_uppercase() + &w[1..])
+                    .collect::<Vec<_>>()
+                    .join("-");
+                let start = text.len();
+                text.extend_from_slice(name.as_bytes());
+                let name_range = start..text.len();
+                text.extend_from_slice(b": ");
+                let value_start = text.len();
+                text.extend_from_slice(v.as_bytes());
+                fields.push((name_range, value_start..text.len()));
+                text.extend_from_slice(b"\r\n");
+            }
+            let raw = crate::request::RawHead::new(Bytes::from(text), fields);
+            let sources = [
+                None,
+                Some(ClientHeaders::Raw(raw)),
+                Some(ClientHeaders::Shared(Arc::new(RequestHeaders::Map(
+                    headers.clone(),
+                )))),
+            ];
+            for (request_id, source) in [None, Some(HeaderValue::from_static("rid-1"))]
+                .into_iter()
+                .flat_map(|id| sources.iter().map(move |s| (id.clone(), s)))
+            {
                 let edits = HeaderEdits {
                     key_header: key_header.clone(),
                     client: HeaderValue::from_static("192.0.2.7"),
                     https: case == 1,
                     request_id,
-                    headers: None,
+                    headers: match source {
+                        None => None,
+                        Some(ClientHeaders::Raw(r)) => Some(ClientHeaders::Raw(r.clone())),
+                        Some(ClientHeaders::Shared(m)) => Some(ClientHeaders::Shared(m.clone())),
+                    },
                 };
                 let mut applied = headers.clone();
                 edits.apply(&mut applied);
@@ -1094,7 +1161,9 @@ mod tests {
 
                 let mut req = hyper::Request::new(());
                 *req.uri_mut() = "http://backend:8080/v1/items?x=1".parse().unwrap();
-                *req.headers_mut() = headers.clone();
+                if source.is_none() {
+                    *req.headers_mut() = headers.clone();
+                }
                 let (parts, ()) = req.into_parts();
                 let mut out = Vec::new();
                 let host = HeaderValue::from_static("backend:8080");
@@ -1108,7 +1177,7 @@ mod tests {
                     .iter()
                     .map(|h| {
                         (
-                            h.name.to_string(),
+                            h.name.to_ascii_lowercase(),
                             String::from_utf8_lossy(h.value).to_string(),
                         )
                     })

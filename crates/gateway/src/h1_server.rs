@@ -30,11 +30,12 @@ use crate::Shared;
 use crate::deadline::Deadline;
 use crate::h1::{ChunkState, ChunkStep, parse_decimal};
 use crate::proxy::{self, Body, BoxError};
+use crate::request::{ClientRequest, RawHead, RequestHeaders, name_is};
 use crate::server::{self, ClientConnection};
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body as _, Frame, SizeHint};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Response, StatusCode, Uri, Version};
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
@@ -199,9 +200,10 @@ impl ClientBody {
                 BodyFraming::Chunked(state) => match state.step(&mut reader.buf) {
                     Err(e) => {
                         reader.body = BodyFraming::Broken;
-                        return Poll::Ready(Some(Err(
-                            format!("the request body is not valid chunked: {e}").into()
-                        )));
+                        return Poll::Ready(Some(Err(format!(
+                            "the request body is not valid chunked: {e}"
+                        )
+                        .into())));
                     }
                     Ok(ChunkStep::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                     Ok(ChunkStep::End) => {
@@ -240,7 +242,10 @@ fn refuse(status: StatusCode, message: &'static str) -> Refusal {
 
 /// A parsed request head, with what it says about its body and the connection.
 struct Head {
-    request: Request<()>,
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: RawHead,
     body: BodyFraming,
     keep_alive: bool,
     expect_continue: bool,
@@ -298,31 +303,19 @@ fn take_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusa
     };
     let mut fields = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
-            refuse(
-                StatusCode::BAD_REQUEST,
-                "A request header name is not valid.",
-            )
-        })?;
-        fields.push((name, span(h.value)));
+        fields.push((span(h.name.as_bytes()), span(h.value)));
     }
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| refuse(StatusCode::BAD_REQUEST, "The request target is not valid."))?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
     let mut keep_alive = version == Version::HTTP_11;
     let mut chunked: Option<bool> = None;
     let mut length: Option<u64> = None;
     let mut expect_continue = false;
-    for (name, range) in fields {
-        let value = HeaderValue::from_maybe_shared(head.slice(range)).map_err(|_| {
-            refuse(
-                StatusCode::BAD_REQUEST,
-                "A request header value is not valid.",
-            )
-        })?;
-        if name == header::CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',') {
+    for (name, value) in &fields {
+        let (name, value) = (&head[name.clone()], &head[value.clone()]);
+        if name_is(name, b"connection") {
+            for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
@@ -330,13 +323,13 @@ fn take_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusa
                     keep_alive |= version == Version::HTTP_10;
                 }
             }
-        } else if name == header::TRANSFER_ENCODING {
+        } else if name_is(name, b"transfer-encoding") {
             // The last coding of the last field decides.
-            if let Some(last) = value.as_bytes().rsplit(|&b| b == b',').next() {
+            if let Some(last) = value.rsplit(|&b| b == b',').next() {
                 chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             }
-        } else if name == header::CONTENT_LENGTH {
-            for part in value.as_bytes().split(|&b| b == b',') {
+        } else if name_is(name, b"content-length") {
+            for part in value.split(|&b| b == b',') {
                 let n = parse_decimal(part.trim_ascii()).ok_or_else(|| {
                     refuse(
                         StatusCode::BAD_REQUEST,
@@ -351,8 +344,8 @@ fn take_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusa
                 }
                 length = Some(n);
             }
-        } else if name == header::EXPECT {
-            if !value.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+        } else if name_is(name, b"expect") {
+            if !value.eq_ignore_ascii_case(b"100-continue") {
                 return Err(refuse(
                     StatusCode::EXPECTATION_FAILED,
                     "The request's expectation cannot be met.",
@@ -360,7 +353,6 @@ fn take_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusa
             }
             expect_continue = version == Version::HTTP_11;
         }
-        headers.append(name, value);
     }
     let body = match (chunked, length) {
         (Some(_), _) if version == Version::HTTP_10 => {
@@ -385,13 +377,11 @@ fn take_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusa
         (None, None | Some(0)) => BodyFraming::Done,
         (None, Some(n)) => BodyFraming::Length(n),
     };
-    let mut request = Request::new(());
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = version;
-    *request.headers_mut() = headers;
     Ok(Some(Head {
-        request,
+        method,
+        uri,
+        version,
+        headers: RawHead::new(head, fields),
         expect_continue: expect_continue && body != BodyFraming::Done,
         body,
         keep_alive,
@@ -466,13 +456,20 @@ pub(crate) async fn serve<W: AsyncWrite + Unpin>(
                 return;
             }
         };
-        let version = head.request.version();
-        let head_request = head.request.method() == Method::HEAD;
+        let version = head.version;
+        let head_request = head.method == Method::HEAD;
         let mut keep_alive = head.keep_alive;
+        let request = |body| ClientRequest {
+            method: head.method,
+            uri: head.uri,
+            version,
+            headers: RequestHeaders::Raw(head.headers),
+            body,
+        };
         // The body is read through a shared reader while the pipeline runs; the connection
         // takes the reader back afterwards.
         let (resp, body_finished) = if head.body == BodyFraming::Done {
-            let req = head.request.map(|()| RequestBody::Empty);
+            let req = request(RequestBody::Empty);
             let resp = server::handle(shared.clone(), req, remote, tls, client.clone()).await;
             (resp, true)
         } else {
@@ -487,12 +484,10 @@ pub(crate) async fn serve<W: AsyncWrite + Unpin>(
                 Expect::None
             };
             let shared_reader = Arc::new(Mutex::new(reader));
-            let req = head.request.map(|()| {
-                RequestBody::Client(ClientBody {
-                    reader: shared_reader.clone(),
-                    length,
-                })
-            });
+            let req = request(RequestBody::Client(ClientBody {
+                reader: shared_reader.clone(),
+                length,
+            }));
             let handled = server::handle(shared.clone(), req, remote, tls, client.clone());
             let resp = with_continue(handled, &shared_reader, &mut write).await;
             match Arc::try_unwrap(shared_reader) {
@@ -516,9 +511,16 @@ pub(crate) async fn serve<W: AsyncWrite + Unpin>(
         };
         let Ok(resp) = resp;
         keep_alive &= body_finished && !*stop.borrow();
-        let kept = write_response(&mut write, &mut out, resp, version, keep_alive, head_request)
-            .await
-            .unwrap_or(false);
+        let kept = write_response(
+            &mut write,
+            &mut out,
+            resp,
+            version,
+            keep_alive,
+            head_request,
+        )
+        .await
+        .unwrap_or(false);
         if !kept {
             if !body_finished {
                 linger(&mut reader, &mut write).await;
@@ -894,27 +896,46 @@ mod tests {
 
     #[test]
     fn request_framing_refuses_what_could_be_read_two_ways() {
-        let (h, rest) = head("POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET").unwrap();
+        let (h, rest) =
+            head("POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET").unwrap();
         assert_eq!(h.body, BodyFraming::Length(3));
         assert!(h.keep_alive && !h.expect_continue);
-        assert_eq!(h.request.uri().path(), "/a");
-        assert_eq!(h.request.uri().query(), Some("b=1"));
-        assert_eq!(&rest[..], b"abcGET", "the body and what follows stay unread");
+        assert_eq!(h.uri.path(), "/a");
+        assert_eq!(h.uri.query(), Some("b=1"));
+        assert_eq!(h.headers.get("host"), Some(&b"x"[..]));
+        assert_eq!(
+            &rest[..],
+            b"abcGET",
+            "the body and what follows stay unread"
+        );
         let (h, _) = head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap();
         assert_eq!(h.body, BodyFraming::Chunked(ChunkState::Size));
         let (h, _) = head("GET / HTTP/1.1\r\nContent-Length: 0, 0\r\n\r\n").unwrap();
         assert_eq!(h.body, BodyFraming::Done);
-        let (h, _) = head("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 9\r\n\r\n").unwrap();
+        let (h, _) =
+            head("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 9\r\n\r\n").unwrap();
         assert!(h.expect_continue);
         let (h, _) = head("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").unwrap();
         assert!(!h.expect_continue, "nothing to continue without a body");
         for (raw, status) in [
-            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400),
-            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                400,
+            ),
             ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-            ("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+                400,
+            ),
             ("POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\n", 400),
-            ("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+                400,
+            ),
             ("POST / HTTP/1.1\r\nContent-Length: 3 3\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nExpect: something\r\n\r\n", 417),
             ("GET / HTTP/2.0\r\n\r\n", 400),
@@ -922,7 +943,11 @@ mod tests {
             ("G\u{1}T / HTTP/1.1\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
         ] {
-            assert_eq!(head(raw).err(), Some(StatusCode::from_u16(status).unwrap()), "{raw:?}");
+            assert_eq!(
+                head(raw).err(),
+                Some(StatusCode::from_u16(status).unwrap()),
+                "{raw:?}"
+            );
         }
     }
 
@@ -931,7 +956,10 @@ mod tests {
         for (raw, keep) in [
             ("GET / HTTP/1.1\r\n\r\n", true),
             ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", false),
-            ("GET / HTTP/1.1\r\nConnection: Upgrade, CLOSE\r\n\r\n", false),
+            (
+                "GET / HTTP/1.1\r\nConnection: Upgrade, CLOSE\r\n\r\n",
+                false,
+            ),
             ("GET / HTTP/1.0\r\n\r\n", false),
             ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
         ] {
@@ -941,11 +969,20 @@ mod tests {
 
     #[test]
     fn heads_over_the_limits_get_431_and_partial_heads_wait() {
-        assert_eq!(head("GET / HTTP/1.1\r\nHost: x\r\n").err(), Some(StatusCode::CONTINUE));
+        assert_eq!(
+            head("GET / HTTP/1.1\r\nHost: x\r\n").err(),
+            Some(StatusCode::CONTINUE)
+        );
         let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(20 * 1024));
-        assert_eq!(head(&big).err(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        assert_eq!(
+            head(&big).err(),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
         let unfinished = format!("GET / HTTP/1.1\r\nX-Big: {}", "a".repeat(20 * 1024));
-        assert_eq!(head(&unfinished).err(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        assert_eq!(
+            head(&unfinished).err(),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
         let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
         assert_eq!(
             head(&format!("GET / HTTP/1.1\r\n{many}\r\n")).err(),
@@ -1005,21 +1042,38 @@ mod tests {
             String::from_utf8(out).unwrap()
         };
         let mut resp = Response::new(proxy::full("hello"));
-        resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
-        resp.headers_mut().insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        resp.headers_mut().insert("x-a", HeaderValue::from_static("1"));
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        resp.headers_mut().insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        resp.headers_mut()
+            .insert("x-a", HeaderValue::from_static("1"));
         let text = encode(resp, Version::HTTP_11, true, false);
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
         assert!(text.contains("\r\ncontent-length: 5\r\n"), "{text}");
         assert!(!text.contains("99") && !text.contains("chunked"), "{text}");
-        assert!(text.contains("\r\nx-a: 1\r\n") && text.contains("\r\ndate: "), "{text}");
+        assert!(
+            text.contains("\r\nx-a: 1\r\n") && text.contains("\r\ndate: "),
+            "{text}"
+        );
         assert!(!text.contains("connection"), "{text}");
         let mut resp = Response::new(proxy::empty());
-        resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("42"));
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("42"));
         let text = encode(resp, Version::HTTP_10, true, true);
-        assert!(text.contains("\r\ncontent-length: 42\r\n"), "HEAD keeps the length: {text}");
+        assert!(
+            text.contains("\r\ncontent-length: 42\r\n"),
+            "HEAD keeps the length: {text}"
+        );
         assert!(text.contains("\r\nconnection: keep-alive\r\n"), "{text}");
-        let text = encode(Response::new(proxy::empty()), Version::HTTP_11, false, false);
+        let text = encode(
+            Response::new(proxy::empty()),
+            Version::HTTP_11,
+            false,
+            false,
+        );
         assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
     }
 }

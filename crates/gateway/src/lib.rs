@@ -12,6 +12,7 @@ pub mod h1_server;
 pub mod policies;
 pub mod proxy;
 pub mod reload;
+pub mod request;
 pub mod server;
 pub mod table;
 pub mod telemetry;
@@ -417,8 +418,10 @@ async fn serve_connections(
                         return;
                     };
                     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        let conn = h2
-                            .serve_connection(TokioIo::new(tls), hyper_service(shared, remote, true));
+                        let conn = h2.serve_connection(
+                            TokioIo::new(tls),
+                            hyper_service(shared, remote, true),
+                        );
                         let _ = graceful_conn.watch(conn).await;
                     } else {
                         let (read, write) = tokio::io::split(tls);
@@ -457,14 +460,13 @@ fn hyper_service(
     hyper::Request<hyper::body::Incoming>,
     Response = hyper::Response<proxy::Body>,
     Error = std::convert::Infallible,
-    Future = impl Future<Output = Result<hyper::Response<proxy::Body>, std::convert::Infallible>>
-                 + Send,
+    Future = impl Future<Output = Result<hyper::Response<proxy::Body>, std::convert::Infallible>> + Send,
 > + Clone {
     let client = Arc::new(server::ClientConnection::new(remote));
     hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         server::handle(
             shared.clone(),
-            req.map(h1_server::RequestBody::Hyper),
+            request::ClientRequest::from_http(req.map(h1_server::RequestBody::Hyper)),
             remote,
             tls,
             client.clone(),

@@ -9,6 +9,7 @@
 
 use crate::Shared;
 use crate::proxy::{self, Body};
+use crate::request::{ClientRequest, RequestHeaders};
 use crate::server::{GatewayError, RequestContext, json_error};
 use crate::table::{
     ApiRoute, Change, ConfigMirror, ProductInfo, RoutingTable, SubscriptionInfo, UserInfo,
@@ -693,10 +694,24 @@ impl exec::InfoSource for RequestInfo {
 
 /// A header map handed to the policies ([`exec::Headers::with_original`]), listed as pairs.
 fn listed(original: &exec::OriginalHeaders) -> Vec<(String, String)> {
-    original
-        .downcast_ref::<hyper::HeaderMap>()
-        .map(pairs_of)
-        .unwrap_or_default()
+    if let Some(map) = original.downcast_ref::<hyper::HeaderMap>() {
+        return pairs_of(map);
+    }
+    match original.downcast_ref::<RequestHeaders>() {
+        Some(RequestHeaders::Map(map)) => pairs_of(map),
+        // Names as in a map: lowercase.
+        Some(RequestHeaders::Raw(raw)) => raw
+            .iter()
+            .filter_map(|(k, v)| {
+                let v = std::str::from_utf8(v).ok()?;
+                Some((
+                    String::from_utf8_lossy(k).to_ascii_lowercase(),
+                    v.to_string(),
+                ))
+            })
+            .collect(),
+        None => Vec::new(),
+    }
 }
 
 fn pairs_of(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
@@ -715,9 +730,10 @@ fn pairs_of(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
 fn original_or_built(headers: &exec::Headers) -> hyper::HeaderMap {
     match headers
         .original()
-        .and_then(|o| o.downcast_ref::<hyper::HeaderMap>())
+        .and_then(|o| o.downcast_ref::<RequestHeaders>())
     {
-        Some(original) => original.clone(),
+        Some(RequestHeaders::Map(original)) => original.clone(),
+        Some(RequestHeaders::Raw(raw)) => raw.to_map(),
         None => header_map(headers),
     }
 }
@@ -820,36 +836,34 @@ pub async fn serve(
     shared: &Shared,
     ctx: &RequestContext,
     chain: Chain<'_>,
-    req: Request<crate::h1_server::RequestBody>,
+    req: ClientRequest,
     remote: SocketAddr,
     tls: bool,
 ) -> Outcome {
     let api = ctx.api.as_ref().expect("routed");
-    let (parts, body) = req.into_parts();
-    let host_header = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let ClientRequest {
+        method,
+        uri,
+        headers,
+        body,
+        ..
+    } = req;
+    let host_header = headers.get_str("host").unwrap_or("").to_string();
     let (host, port) = match host_header.rsplit_once(':') {
         Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse().unwrap_or(0)),
         _ => (host_header.clone(), if tls { 443 } else { 80 }),
     };
-    let original_query = parts.uri.query().unwrap_or("").to_string();
-    let subscription_key = ctx.subscription.as_ref().and_then(|_| {
-        parts
-            .headers
-            .get(&api.key_header)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    });
+    let original_query = uri.query().unwrap_or("").to_string();
+    let subscription_key = ctx
+        .subscription
+        .as_ref()
+        .and_then(|_| headers.get_str(api.key_header.as_str()).map(str::to_string));
     let mut ex = Exchange {
-        method: parts.method.as_str().to_string(),
+        method: method.as_str().to_string(),
         scheme: if tls { "https" } else { "http" }.to_string(),
         host,
         port,
-        original_path: parts.uri.path().to_string(),
+        original_path: uri.path().to_string(),
         original_query: original_query.clone(),
         backend_path: ctx.rest.clone(),
         query: original_query
@@ -861,7 +875,7 @@ pub async fn serve(
             })
             .filter(|(k, _)| k != &api.key_query)
             .collect(),
-        request_headers: exec::Headers::with_original(Arc::new(parts.headers), listed),
+        request_headers: exec::Headers::with_original(Arc::new(headers), listed),
         ip: Some(remote.ip()),
         info: exec::Info::from_source(Arc::new(RequestInfo::new(ctx, subscription_key))),
         matched_parameters: ctx.matched_parameters.clone(),
@@ -1023,9 +1037,9 @@ async fn forward_exchange(
             match ex
                 .request_headers
                 .original_shared()
-                .and_then(|o| o.clone().downcast::<hyper::HeaderMap>().ok())
+                .and_then(|o| o.clone().downcast::<RequestHeaders>().ok())
             {
-                Some(original) => edits.headers = Some(original),
+                Some(original) => edits.headers = Some(proxy::ClientHeaders::Shared(original)),
                 None => headers = header_map(&ex.request_headers),
             }
             match body {
@@ -1049,13 +1063,7 @@ async fn forward_exchange(
     };
     shared
         .backend
-        .forward_checked(
-            out,
-            &edits,
-            check,
-            ctx.affinity(),
-            Some(timeout),
-        )
+        .forward_checked(out, &edits, check, ctx.affinity(), Some(timeout))
         .await
         .map_err(|e| crate::server::forward_error(e, api))
 }

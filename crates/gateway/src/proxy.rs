@@ -223,8 +223,15 @@ impl Backend {
         {
             return self.forward_own(affinity, req, edits, timeout).await;
         }
-        if let Some(headers) = &edits.headers {
-            *req.headers_mut() = HeaderMap::clone(headers);
+        match &edits.headers {
+            Some(ClientHeaders::Shared(headers)) => {
+                *req.headers_mut() = match &**headers {
+                    crate::request::RequestHeaders::Map(map) => map.clone(),
+                    crate::request::RequestHeaders::Raw(raw) => raw.to_map(),
+                }
+            }
+            Some(ClientHeaders::Raw(raw)) => *req.headers_mut() = raw.to_map(),
+            None => {}
         }
         edits.apply(req.headers_mut());
         let client = match check {
@@ -275,7 +282,8 @@ impl Backend {
             Ok(conn.into_response(head, (affinity.idle.clone(), key), timeout))
         };
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut timer = std::mem::take(&mut *affinity.timer.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut timer =
+            std::mem::take(&mut *affinity.timer.lock().unwrap_or_else(|e| e.into_inner()));
         let result = tokio::select! {
             biased;
             result = exchange => result,
@@ -415,9 +423,16 @@ pub struct HeaderEdits {
     /// The client's headers, when the request does not carry them itself: a policy exchange
     /// keeps them shared (policies may read them after the forward), and copying the map per
     /// request would cost more than the rest of the edits.
-    pub headers: Option<std::sync::Arc<HeaderMap>>,
+    pub headers: Option<ClientHeaders>,
 }
 
+/// Where the client's headers are, when not in the request's own map.
+pub enum ClientHeaders {
+    /// Shared with a policy exchange (policies may read them after the forward).
+    Shared(std::sync::Arc<crate::request::RequestHeaders>),
+    /// As read from an HTTP/1.x client (see [`crate::request`]).
+    Raw(crate::request::RawHead),
+}
 impl HeaderEdits {
     pub fn apply(&self, headers: &mut HeaderMap) {
         strip_hop_by_hop(headers);
@@ -439,6 +454,13 @@ impl HeaderEdits {
 /// Whether `name` is a hop-by-hop header (those named in `Connection` aside).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name)
+}
+
+/// Whether header name `name` (in any case) is a hop-by-hop header.
+pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| crate::request::name_is(name, h.as_str().as_bytes()))
 }
 
 static HOP_BY_HOP: [&HeaderName; 9] = [

@@ -6,15 +6,15 @@
 //! Invariant: a request loads the routing table once, at its start, and uses that table to the
 //! end: a configuration swap never changes a request in flight.
 
-use crate::h1_server::RequestBody;
 use crate::proxy::{self, Body, ForwardError};
+use crate::request::{ClientRequest, RequestHeaders};
 use crate::table::{
     ApiRoute, OperationRoute, ProductInfo, RoutingTable, SubscriptionInfo, UserInfo,
 };
 use crate::telemetry::{AccessRecord, StatKey, bucket_of, without_param};
 use crate::{Shared, template};
 use http_body_util::BodyExt;
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -116,25 +116,18 @@ pub fn json_error(status: StatusCode, message: &str, request_id: &str) -> Respon
     resp
 }
 
-fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-}
-
 /// Inbound: API, protocol, operation, subscription key.
-fn inbound(
-    ctx: &mut RequestContext,
-    req: &Request<RequestBody>,
-    tls: bool,
-) -> Result<(), GatewayError> {
-    let path = req.uri().path();
-    let query = req.uri().query();
-    let headers = req.headers();
+fn inbound(ctx: &mut RequestContext, req: &ClientRequest, tls: bool) -> Result<(), GatewayError> {
+    let path = req.uri.path();
+    let query = req.uri.query();
+    let headers = &req.headers;
     let table = ctx.table.clone();
     let (api, rest) = table
-        .find_api(path, query, |name| header_str(headers, name))
+        .find_api(path, query, |name| {
+            headers
+                .get_str(&name.to_ascii_lowercase())
+                .map(str::to_string)
+        })
         .ok_or_else(|| GatewayError::new(StatusCode::NOT_FOUND, "ApiNotFound", MSG_NOT_FOUND))?;
     if (tls && !api.allow_https) || (!tls && !api.allow_http) {
         return Err(GatewayError::new(
@@ -143,12 +136,12 @@ fn inbound(
             MSG_NOT_FOUND,
         ));
     }
-    let preflight_method = (req.method() == hyper::Method::OPTIONS
-        && headers.contains_key(header::ORIGIN))
-    .then(|| header_str(headers, "access-control-request-method"))
+    let preflight_method = (req.method == hyper::Method::OPTIONS
+        && headers.get("origin").is_some())
+    .then(|| headers.get_str("access-control-request-method"))
     .flatten();
     ctx.preflight = preflight_method.is_some();
-    let method = preflight_method.as_deref().unwrap_or(req.method().as_str());
+    let method = preflight_method.unwrap_or(req.method.as_str());
     let found = api.operations.iter().enumerate().find_map(|(i, op)| {
         if !(op.method.eq_ignore_ascii_case(method) || op.method == "*") {
             return None;
@@ -171,13 +164,12 @@ fn inbound(
         return Ok(());
     }
     // Subscription key: the API's header, else its query parameter.
-    let key: Option<std::borrow::Cow<str>> =
-        match headers.get(&api.key_header).and_then(|v| v.to_str().ok()) {
-            Some(k) => Some(k.into()),
-            None => query
-                .and_then(|q| template::query_value(q, &api.key_query))
-                .map(Into::into),
-        };
+    let key: Option<std::borrow::Cow<str>> = match headers.get_str(api.key_header.as_str()) {
+        Some(k) => Some(k.into()),
+        None => query
+            .and_then(|q| template::query_value(q, &api.key_query))
+            .map(Into::into),
+    };
     match key {
         None => {
             if let Some(open) = api.open_product() {
@@ -233,7 +225,7 @@ fn inbound(
 async fn backend(
     shared: &Shared,
     ctx: &RequestContext,
-    req: Request<RequestBody>,
+    req: ClientRequest,
     tls: bool,
 ) -> Result<(Response<Body>, f64), GatewayError> {
     let api = ctx.api.as_ref().expect("routed");
@@ -245,7 +237,7 @@ async fn backend(
         ));
     };
     // A declared Content-Length is the body's exact size hint (no header lookup needed).
-    if hyper::body::Body::size_hint(req.body()).lower() > shared.config.max_body_bytes {
+    if hyper::body::Body::size_hint(&req.body).lower() > shared.config.max_body_bytes {
         return Err(GatewayError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
@@ -255,14 +247,13 @@ async fn backend(
             ),
         ));
     }
-    let (parts, body) = req.into_parts();
     let rest = ctx.rest.as_str();
     let mut url = String::with_capacity(service_url.len() + rest.len() + 32);
     url.push_str(service_url);
     if rest != "/" || !service_url.ends_with('/') {
         url.push_str(rest);
     }
-    if let Some(q) = parts.uri.query() {
+    if let Some(q) = req.uri.query() {
         let q = without_param(q, &api.key_query);
         if !q.is_empty() {
             url.push('?');
@@ -277,17 +268,21 @@ async fn backend(
         )
     })?;
     let limit = shared.config.max_body_bytes as usize;
-    let body: Body = http_body_util::Limited::new(body, limit)
+    let body: Body = http_body_util::Limited::new(req.body, limit)
         .map_err(|e| -> proxy::BoxError { e })
         .boxed();
     let mut out = Request::new(body);
-    *out.method_mut() = parts.method;
+    *out.method_mut() = req.method;
     *out.uri_mut() = uri;
-    *out.headers_mut() = parts.headers;
+    let mut edits = backend_headers(api, ctx, tls);
+    match req.headers {
+        RequestHeaders::Map(map) => *out.headers_mut() = map,
+        RequestHeaders::Raw(raw) => edits.headers = Some(proxy::ClientHeaders::Raw(raw)),
+    }
     let started = Instant::now();
     let resp = shared
         .backend
-        .forward(out, &backend_headers(api, ctx, tls), ctx.affinity())
+        .forward(out, &edits, ctx.affinity())
         .await
         .map_err(|e| forward_error(e, api))?;
     Ok((resp, started.elapsed().as_secs_f64() * 1000.0))
@@ -340,7 +335,7 @@ fn outbound(ctx: &RequestContext, mut resp: Response<Body>) -> Response<Body> {
 /// Serves one request through the phases and records what happened.
 pub async fn handle(
     shared: Arc<Shared>,
-    req: Request<RequestBody>,
+    req: ClientRequest,
     remote: SocketAddr,
     tls: bool,
     client: Arc<ClientConnection>,
@@ -348,10 +343,10 @@ pub async fn handle(
     let started = Instant::now();
     // The client's request id, when it sent a usable one, is kept (with its header value).
     let client_id = req
-        .headers()
-        .get(&proxy::X_REQUEST_ID)
+        .headers
+        .get_str("x-request-id")
         .filter(|v| !v.is_empty() && v.len() <= 128)
-        .and_then(|v| Some((v.to_str().ok()?.to_string(), v.clone())));
+        .and_then(|v| Some((v.to_string(), req.headers.value("x-request-id")?)));
     let (request_id, request_id_header) = match client_id {
         Some((id, value)) => (id, Some(value)),
         None => {
@@ -360,8 +355,8 @@ pub async fn handle(
             (id, value)
         }
     };
-    let http1 = req.version() < hyper::Version::HTTP_2;
-    if req.uri().path() == STATUS_PATH {
+    let http1 = req.version < hyper::Version::HTTP_2;
+    if req.uri.path() == STATUS_PATH {
         let mut resp = Response::new(proxy::empty());
         *resp.status_mut() = StatusCode::OK;
         close_if_draining(&shared, http1, &mut resp);
@@ -369,9 +364,9 @@ pub async fn handle(
     }
     // What the access log needs of the request, kept only when there is an access log.
     let logged = shared.access_log.enabled().then(|| LoggedRequest {
-        method: req.method().to_string(),
-        path: req.uri().path().to_string(),
-        query: req.uri().query().map(str::to_string),
+        method: req.method.to_string(),
+        path: req.uri.path().to_string(),
+        query: req.uri.query().map(str::to_string),
     });
     let mut ctx = RequestContext {
         request_id_header,

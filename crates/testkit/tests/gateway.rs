@@ -1176,7 +1176,10 @@ async fn client_connections_pipeline_continue_and_frame_their_bodies() {
     let text = read_responses(&mut s, 3).await;
     let order: Vec<usize> = ["/v1/items/a", "/v1/items/b", "/v1/items/c"]
         .iter()
-        .map(|p| text.find(p).unwrap_or_else(|| panic!("{p} missing: {text}")))
+        .map(|p| {
+            text.find(p)
+                .unwrap_or_else(|| panic!("{p} missing: {text}"))
+        })
         .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
     assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
@@ -1217,18 +1220,26 @@ async fn client_connections_pipeline_continue_and_frame_their_bodies() {
 
     // HTTP/1.0: closed after the answer unless it asks to keep the connection.
     let mut s = connect().await.unwrap();
-    s.write_all(format!("GET /echo/items/1 HTTP/1.0\r\nOcp-Apim-Subscription-Key: {key}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("GET /echo/items/1 HTTP/1.0\r\nOcp-Apim-Subscription-Key: {key}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut all = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
         .await
         .expect("closed after an HTTP/1.0 answer")
         .unwrap();
     let text = String::from_utf8_lossy(&all);
-    assert!(text.starts_with("HTTP/1.1 200") && text.contains("connection: close"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.contains("connection: close"),
+        "{text}"
+    );
     let mut s = connect().await.unwrap();
-    let keep = format!("GET /echo/items/1 HTTP/1.0\r\nConnection: keep-alive\r\nOcp-Apim-Subscription-Key: {key}\r\n\r\n");
+    let keep = format!(
+        "GET /echo/items/1 HTTP/1.0\r\nConnection: keep-alive\r\nOcp-Apim-Subscription-Key: {key}\r\n\r\n"
+    );
     s.write_all(keep.as_bytes()).await.unwrap();
     let text = read_responses(&mut s, 1).await;
     assert!(text.contains("connection: keep-alive"), "{text}");
@@ -1254,6 +1265,9 @@ async fn client_connections_pipeline_continue_and_frame_their_bodies() {
         .unwrap();
     s.write_all(&[b'x'; 50_000]).await.unwrap();
     let text = read_responses(&mut s, 1).await;
-    assert!(text.starts_with("HTTP/1.1 401") && text.contains("connection: close"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 401") && text.contains("connection: close"),
+        "{text}"
+    );
     assert!(text.contains(MISSING), "{text}");
 }

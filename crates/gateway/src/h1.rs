@@ -24,15 +24,16 @@
 //! - A backend that answers before the request body is sent in full (a 413, say) stops the
 //!   upload: its answer is what the client gets, and the connection is not reused.
 
-use crate::proxy::{Body, BoxError, ClientHeaders, HeaderEdits, is_hop_by_hop, is_hop_by_hop_name};
-use crate::request::{RequestHeaders, name_is};
+use crate::proxy::{Body, BoxError, ClientHeaders, HeaderEdits, RawFields, is_hop_by_hop_name};
+use crate::request::{RawHead, RequestHeaders, name_is};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, SizeHint};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode, Version};
 use std::future::Future;
 use std::io;
+use std::ops::Range;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
@@ -117,7 +118,8 @@ enum RequestFraming {
 pub struct Head {
     status: StatusCode,
     version: Version,
-    headers: HeaderMap,
+    /// Its fields, hop-by-hop ones left out.
+    headers: RawHead,
     body: BodyKind,
     reusable: bool,
 }
@@ -337,11 +339,23 @@ impl Connection {
     /// The response, its body streaming from this connection, which goes to `back` when the
     /// exchange is complete. A body the backend stops sending for `idle` ends in an error (the
     /// client's connection is then closed rather than left waiting).
-    pub fn into_response(self, head: Head, back: ReturnTo, idle: Duration) -> Response<Body> {
+    /// With `raw`, the head's fields stay as read, in the response's [`RawFields`] (for a
+    /// caller that writes them out as they are); otherwise they are in its map.
+    pub fn into_response(
+        self,
+        head: Head,
+        back: ReturnTo,
+        idle: Duration,
+        raw: bool,
+    ) -> Response<Body> {
         let mut resp = Response::new(());
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
-        *resp.headers_mut() = head.headers;
+        if raw {
+            resp.extensions_mut().insert(RawFields(head.headers));
+        } else {
+            *resp.headers_mut() = head.headers.to_map();
+        }
         let mut body = ResponseBody {
             conn: Some(self),
             kind: head.body,
@@ -413,7 +427,8 @@ fn encode_head(
     out.extend_from_slice(b"\r\n");
 }
 
-fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// Writes one header field.
+pub(crate) fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.reserve(name.len() + value.len() + 4);
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -504,7 +519,7 @@ fn client_fields<'h, I: Iterator<Item = (&'h [u8], &'h [u8])>>(
 #[allow(clippy::type_complexity)]
 fn parse_head(
     buf: &[u8],
-) -> Result<Option<(usize, u16, u8, Vec<(HeaderName, usize, usize)>)>, SendError> {
+) -> Result<Option<(usize, u16, u8, Vec<(Range<usize>, Range<usize>)>)>, SendError> {
     // Uninitialised: zeroing 100 header slots per response would cost more than parsing it.
     let mut slots = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
@@ -525,13 +540,15 @@ fn parse_head(
         }
     };
     let base = buf.as_ptr() as usize;
-    let mut headers = Vec::with_capacity(resp.headers.len());
-    for h in resp.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| SendError::Failed("a response header name is not valid".into()))?;
-        let start = h.value.as_ptr() as usize - base;
-        headers.push((name, start, start + h.value.len()));
-    }
+    let span = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let headers = resp
+        .headers
+        .iter()
+        .map(|h| (span(h.name.as_bytes()), span(h.value)))
+        .collect();
     Ok(Some((
         len,
         resp.code.unwrap_or_default(),
@@ -545,7 +562,7 @@ fn parse_head(
 #[allow(clippy::type_complexity)]
 fn final_head(
     buf: &mut BytesMut,
-) -> Result<Option<(usize, u16, u8, Vec<(HeaderName, usize, usize)>)>, SendError> {
+) -> Result<Option<(usize, u16, u8, Vec<(Range<usize>, Range<usize>)>)>, SendError> {
     loop {
         match parse_head(buf)? {
             Some((len, code, ..)) if (100..200).contains(&code) && code != 101 => buf.advance(len),
@@ -574,34 +591,34 @@ fn take_final_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head
     } else {
         Version::HTTP_11
     };
-    let mut headers = HeaderMap::with_capacity(spans.len());
     let mut keep_alive = version == Version::HTTP_11;
     let mut chunked: Option<bool> = None;
     let mut length: Option<u64> = None;
-    // Hop-by-hop headers (and those `Connection` names) stay out of the map: they are about
-    // this connection, not the client's.
-    let mut named = Vec::new();
-    for (name, start, end) in spans {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-            .map_err(|_| SendError::Failed(format!("the value of {name} is not valid")))?;
-        if name == header::CONNECTION {
-            for token in value.as_bytes().split(|&b| b == b',') {
+    // Hop-by-hop headers (and those `Connection` names) stay out: they are about this
+    // connection, not the client's.
+    let mut named: Vec<Range<usize>> = Vec::new();
+    let mut hop_by_hop = false;
+    for (name, value) in &spans {
+        let (name, value) = (&head[name.clone()], &head[value.clone()]);
+        if name_is(name, b"connection") {
+            for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
                     keep_alive |= version == Version::HTTP_10;
-                } else if let Ok(n) = HeaderName::from_bytes(token) {
-                    named.push(n);
+                } else if !token.is_empty() {
+                    let start = token.as_ptr() as usize - head.as_ptr() as usize;
+                    named.push(start..start + token.len());
                 }
             }
-        } else if name == header::TRANSFER_ENCODING {
+        } else if name_is(name, b"transfer-encoding") {
             // The last coding of the last field decides.
-            if let Some(last) = value.as_bytes().rsplit(|&b| b == b',').next() {
+            if let Some(last) = value.rsplit(|&b| b == b',').next() {
                 chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             }
-        } else if name == header::CONTENT_LENGTH {
-            for part in value.as_bytes().split(|&b| b == b',') {
+        } else if name_is(name, b"content-length") {
+            for part in value.split(|&b| b == b',') {
                 let n = parse_decimal(part.trim_ascii()).ok_or_else(|| {
                     SendError::Failed("the backend's Content-Length is not a number".into())
                 })?;
@@ -613,13 +630,19 @@ fn take_final_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head
                 length = Some(n);
             }
         }
-        if !is_hop_by_hop(&name) {
-            headers.append(name, value);
-        }
+        hop_by_hop |= is_hop_by_hop_name(name);
     }
-    for name in named {
-        headers.remove(name);
+    let mut fields = spans;
+    if hop_by_hop {
+        fields.retain(|(name, _)| {
+            let name = &head[name.clone()];
+            !is_hop_by_hop_name(name)
+                && !named
+                    .iter()
+                    .any(|t| head[t.clone()].eq_ignore_ascii_case(name))
+        });
     }
+    let headers = RawHead::new(head, fields);
     let code = status.as_u16();
     let body = if head_request || code < 200 || code == 204 || code == 304 {
         if code == 101 {
@@ -887,6 +910,7 @@ impl hyper::body::Body for ResponseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::{self, HeaderName};
 
     fn head(raw: &str, head_request: bool) -> Result<(Head, BytesMut), String> {
         let mut buf = BytesMut::from(raw.as_bytes());
@@ -950,7 +974,8 @@ mod tests {
         )
         .unwrap();
         assert!(h.reusable);
-        let names: Vec<&str> = h.headers.keys().map(HeaderName::as_str).collect();
+        let map = h.headers.to_map();
+        let names: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
         assert_eq!(
             names,
             ["content-length", "x-end"],
@@ -960,8 +985,8 @@ mod tests {
         // Interim responses are skipped; the final one counts.
         let (h, rest) = head("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-A: 1\r\n\r\nok", false).unwrap();
         assert_eq!(h.status, 201);
-        assert_eq!(h.headers["x-a"], "1");
-        assert!(!h.headers.contains_key("link"));
+        assert_eq!(h.headers.get("x-a"), Some(&b"1"[..]));
+        assert!(h.headers.get("link").is_none());
         assert_eq!(&rest[..], b"ok");
         for bad in [
             "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
@@ -1149,6 +1174,7 @@ mod tests {
                         Some(ClientHeaders::Raw(r)) => Some(ClientHeaders::Raw(r.clone())),
                         Some(ClientHeaders::Shared(m)) => Some(ClientHeaders::Shared(m.clone())),
                     },
+                    raw_response: false,
                 };
                 let mut applied = headers.clone();
                 edits.apply(&mut applied);

@@ -28,8 +28,8 @@
 
 use crate::Shared;
 use crate::deadline::Deadline;
-use crate::h1::{ChunkState, ChunkStep, parse_decimal};
-use crate::proxy::{self, Body, BoxError};
+use crate::h1::{ChunkState, ChunkStep, line, parse_decimal};
+use crate::proxy::{self, Body, BoxError, RawFields};
 use crate::request::{ClientRequest, RawHead, RequestHeaders, name_is};
 use crate::server::{self, ClientConnection};
 use bytes::{Bytes, BytesMut};
@@ -740,12 +740,6 @@ fn encode_head(
     version: Version,
     head_request: bool,
 ) {
-    fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
@@ -759,12 +753,30 @@ fn encode_head(
     );
     out.extend_from_slice(b"\r\n");
     let mut dated = false;
+    // A HEAD or 304 answer says how long the body would be; others get the body's.
+    let length_as_sent = framing == ResponseFraming::None
+        && (head_request || parts.status == StatusCode::NOT_MODIFIED);
+    if let Some(RawFields(raw)) = parts.extensions.get::<RawFields>() {
+        for (name, value) in raw.iter() {
+            if name_is(name, b"content-length") {
+                if length_as_sent {
+                    line(out, b"content-length", value);
+                }
+            } else if parts
+                .headers
+                .keys()
+                .any(|n| name_is(name, n.as_str().as_bytes()))
+            {
+                // The map's fields win.
+            } else {
+                dated |= name_is(name, b"date");
+                line(out, name, value);
+            }
+        }
+    }
     for (name, value) in &parts.headers {
         if name == header::CONTENT_LENGTH {
-            // A HEAD or 304 answer says how long the body would be; others get the body's.
-            if framing == ResponseFraming::None
-                && (head_request || parts.status == StatusCode::NOT_MODIFIED)
-            {
+            if length_as_sent {
                 line(out, b"content-length", value.as_bytes());
             }
         } else if name == header::TRANSFER_ENCODING

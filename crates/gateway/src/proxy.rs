@@ -279,7 +279,12 @@ impl Backend {
                 }
                 Err(e) => return Err(e.into()),
             };
-            Ok(conn.into_response(head, (affinity.idle.clone(), key), timeout))
+            Ok(conn.into_response(
+                head,
+                (affinity.idle.clone(), key),
+                timeout,
+                edits.raw_response,
+            ))
         };
         let deadline = tokio::time::Instant::now() + timeout;
         let mut timer =
@@ -424,7 +429,17 @@ pub struct HeaderEdits {
     /// keeps them shared (policies may read them after the forward), and copying the map per
     /// request would cost more than the rest of the edits.
     pub headers: Option<ClientHeaders>,
+    /// Whether the response's fields may stay as read ([`RawFields`]): for a caller that
+    /// writes them to the client as they are, rather than reading them.
+    pub raw_response: bool,
 }
+
+/// A response's header fields as the backend sent them (hop-by-hop ones left out), kept in the
+/// response's extensions by a backend connection of the gateway's own when the caller asked
+/// for them raw ([`HeaderEdits::raw_response`]). Fields in the response's map come in addition
+/// and win: a raw field whose name the map has is not written.
+#[derive(Clone)]
+pub struct RawFields(pub crate::request::RawHead);
 
 /// Where the client's headers are, when not in the request's own map.
 pub enum ClientHeaders {

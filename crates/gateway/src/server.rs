@@ -275,6 +275,7 @@ async fn backend(
     *out.method_mut() = req.method;
     *out.uri_mut() = uri;
     let mut edits = backend_headers(api, ctx, tls);
+    edits.raw_response = true;
     match req.headers {
         RequestHeaders::Map(map) => *out.headers_mut() = map,
         RequestHeaders::Raw(raw) => edits.headers = Some(proxy::ClientHeaders::Raw(raw)),
@@ -300,6 +301,7 @@ pub(crate) fn backend_headers(
         https: tls,
         request_id: ctx.request_id_header.clone(),
         headers: None,
+        raw_response: false,
     }
 }
 

@@ -931,6 +931,7 @@ async fn scripted_backend() -> (String, std::sync::Arc<std::sync::atomic::Atomic
                         "/interim" => (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(), false),
                         "/no-content" => (b"HTTP/1.1 204 No Content\r\nX-Done: yes\r\n\r\n".to_vec(), false),
                         "/head" => (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n".to_vec(), false),
+                        "/hop" => (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\nX-Request-Id: backend-chosen\r\nX-Custom: 1\r\nx-custom: 2\r\nDate: Tue, 01 Jan 2030 00:00:00 GMT\r\n\r\nok".to_vec(), false),
                         "/bad-length" => (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc".to_vec(), true),
                         "/short" => (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec(), true),
                         "/early" => (b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo big!".to_vec(), false),
@@ -1039,6 +1040,24 @@ async fn backend_http1_framing_interim_answers_and_early_answers() {
         .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["x-done"], "yes");
+    // The backend's fields reach the client as sent — but hop-by-hop ones (and those its
+    // Connection names), and with the gateway's request id.
+    let r = send(reqwest::Method::GET, "/hop")
+        .header("x-request-id", "client-chosen")
+        .send()
+        .await
+        .unwrap();
+    let h = r.headers();
+    let customs: Vec<_> = h.get_all("x-custom").iter().collect();
+    assert_eq!(customs, ["1", "2"]);
+    assert_eq!(h["x-request-id"], "client-chosen");
+    assert_eq!(h.get_all("date").iter().count(), 1);
+    assert_eq!(h["date"], "Tue, 01 Jan 2030 00:00:00 GMT");
+    assert!(
+        h.get("x-hop").is_none() && h.get("keep-alive").is_none(),
+        "{h:?}"
+    );
+    assert_eq!(r.text().await.unwrap(), "ok");
     assert_eq!(count(), 1);
     // A body that runs until the backend closes, and an HTTP/1.0 answer: whole, and each on a
     // connection of its own.

@@ -404,10 +404,12 @@ impl Services for GatewayServices<'_> {
             // follow-redirects: up to 5 hops; 301/302/303 become GETs without a body.
             let mut hops = 0;
             while forward.follow_redirects && resp.status().is_redirection() && hops < 5 {
-                let Some(location) = resp
-                    .headers()
-                    .get(header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
+                let location = match resp.extensions().get::<proxy::RawFields>() {
+                    Some(raw) => raw.0.get("location"),
+                    None => resp.headers().get(header::LOCATION).map(|v| v.as_bytes()),
+                };
+                let Some(location) = location
+                    .and_then(|v| std::str::from_utf8(v).ok())
                     .map(str::to_string)
                 else {
                     break;
@@ -433,11 +435,17 @@ impl Services for GatewayServices<'_> {
             }
             *lock(&self.backend_ms) = Some(started.elapsed().as_secs_f64() * 1000.0);
             ex.forward = Some(forward);
-            let (rparts, rbody) = resp.into_parts();
+            let (mut rparts, rbody) = resp.into_parts();
+            // The backend's fields stay as read until a policy reads or changes them.
+            let original: exec::OriginalHeaders =
+                match rparts.extensions.remove::<proxy::RawFields>() {
+                    Some(raw) => Arc::new(raw),
+                    None => Arc::new(rparts.headers),
+                };
             let mut out = ResponseParts {
                 status: rparts.status.as_u16(),
                 reason: rparts.status.canonical_reason().unwrap_or("").to_string(),
-                headers: exec::Headers::with_original(Arc::new(rparts.headers), listed),
+                headers: exec::Headers::with_original(original, listed),
                 body: None,
             };
             if self.buffer_response {
@@ -697,21 +705,27 @@ fn listed(original: &exec::OriginalHeaders) -> Vec<(String, String)> {
     if let Some(map) = original.downcast_ref::<hyper::HeaderMap>() {
         return pairs_of(map);
     }
+    if let Some(proxy::RawFields(raw)) = original.downcast_ref::<proxy::RawFields>() {
+        return raw_pairs(raw);
+    }
     match original.downcast_ref::<RequestHeaders>() {
         Some(RequestHeaders::Map(map)) => pairs_of(map),
-        // Names as in a map: lowercase.
-        Some(RequestHeaders::Raw(raw)) => raw
-            .iter()
-            .filter_map(|(k, v)| {
-                let v = std::str::from_utf8(v).ok()?;
-                Some((
-                    String::from_utf8_lossy(k).to_ascii_lowercase(),
-                    v.to_string(),
-                ))
-            })
-            .collect(),
+        Some(RequestHeaders::Raw(raw)) => raw_pairs(raw),
         None => Vec::new(),
     }
+}
+
+/// Fields as read, listed with their names lowercase (as a map has them).
+fn raw_pairs(raw: &crate::request::RawHead) -> Vec<(String, String)> {
+    raw.iter()
+        .filter_map(|(k, v)| {
+            let v = std::str::from_utf8(v).ok()?;
+            Some((
+                String::from_utf8_lossy(k).to_ascii_lowercase(),
+                v.to_string(),
+            ))
+        })
+        .collect()
 }
 
 fn pairs_of(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
@@ -739,21 +753,38 @@ fn original_or_built(headers: &exec::Headers) -> hyper::HeaderMap {
 }
 
 /// Like [`original_or_built`], taking the original rather than copying it when no one else
-/// holds it.
-fn into_map(headers: exec::Headers) -> hyper::HeaderMap {
+/// holds it; a backend's fields as read stay so (returned apart, the map then empty) when
+/// `raw_allowed`.
+fn into_map(
+    headers: exec::Headers,
+    raw_allowed: bool,
+) -> (hyper::HeaderMap, Option<proxy::RawFields>) {
+    if let Some(raw) = headers
+        .original()
+        .and_then(|o| o.downcast_ref::<proxy::RawFields>())
+    {
+        return if raw_allowed {
+            (hyper::HeaderMap::new(), Some(raw.clone()))
+        } else {
+            (raw.0.to_map(), None)
+        };
+    }
     if !headers
         .original()
         .is_some_and(|o| o.is::<hyper::HeaderMap>())
     {
-        return header_map(&headers);
+        return (header_map(&headers), None);
     }
     match headers
         .into_original()
         .map(|o| o.downcast::<hyper::HeaderMap>())
     {
-        Ok(Ok(map)) => Arc::try_unwrap(map).unwrap_or_else(|shared| (*shared).clone()),
+        Ok(Ok(map)) => (
+            Arc::try_unwrap(map).unwrap_or_else(|shared| (*shared).clone()),
+            None,
+        ),
         // Not reached: checked just above.
-        _ => hyper::HeaderMap::new(),
+        _ => (hyper::HeaderMap::new(), None),
     }
 }
 
@@ -809,7 +840,8 @@ fn build_response(
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = StatusCode::from_u16(parts.status).unwrap_or(StatusCode::OK);
-    let mut headers = into_map(parts.headers);
+    // Fields as read carry the backend's Content-Length, which a body set here replaces.
+    let (mut headers, raw) = into_map(parts.headers, !has_body);
     proxy::strip_hop_by_hop(&mut headers);
     if has_body {
         headers.remove(header::CONTENT_LENGTH);
@@ -827,6 +859,9 @@ fn build_response(
         headers.insert(proxy::X_REQUEST_ID.clone(), v.clone());
     }
     *resp.headers_mut() = headers;
+    if let Some(raw) = raw {
+        resp.extensions_mut().insert(raw);
+    }
     resp
 }
 
@@ -1024,6 +1059,7 @@ async fn forward_exchange(
         )
     })?;
     let mut edits = crate::server::backend_headers(api, ctx, tls);
+    edits.raw_response = true;
     let mut headers = hyper::HeaderMap::new();
     let out_body: Body = match (&ex.request_body, body) {
         (Some(b), _) => {

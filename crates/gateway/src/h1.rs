@@ -24,7 +24,7 @@
 //! - A backend that answers before the request body is sent in full (a 413, say) stops the
 //!   upload: its answer is what the client gets, and the connection is not reused.
 
-use crate::proxy::{Body, BoxError, ClientHeaders, HeaderEdits, RawFields, is_hop_by_hop_name};
+use crate::proxy::{Body, BoxError, ClientHeaders, HeaderEdits, is_hop_by_hop_name};
 use crate::request::{RawHead, RequestHeaders, name_is};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -339,8 +339,8 @@ impl Connection {
     /// The response, its body streaming from this connection, which goes to `back` when the
     /// exchange is complete. A body the backend stops sending for `idle` ends in an error (the
     /// client's connection is then closed rather than left waiting).
-    /// With `raw`, the head's fields stay as read, in the response's [`RawFields`] (for a
-    /// caller that writes them out as they are); otherwise they are in its map.
+    /// With `raw`, the head's fields stay as read, in the body ([`Body::fields`], for a caller
+    /// that writes them out as they are); otherwise they are in the response's map.
     pub fn into_response(
         self,
         head: Head,
@@ -351,11 +351,12 @@ impl Connection {
         let mut resp = Response::new(());
         *resp.status_mut() = head.status;
         *resp.version_mut() = head.version;
-        if raw {
-            resp.extensions_mut().insert(RawFields(head.headers));
+        let fields = if raw {
+            Some(head.headers)
         } else {
             *resp.headers_mut() = head.headers.to_map();
-        }
+            None
+        };
         let mut body = ResponseBody {
             conn: Some(self),
             kind: head.body,
@@ -367,7 +368,9 @@ impl Connection {
         if body.kind == BodyKind::Done {
             body.finish();
         }
-        resp.map(|()| body.boxed())
+        let mut body = Body::new(body);
+        body.set_fields(fields);
+        resp.map(|()| body)
     }
 }
 
@@ -404,10 +407,10 @@ fn encode_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     line(out, b"host", host.as_bytes());
     match &edits.headers {
-        Some(ClientHeaders::Raw(raw)) => client_fields(out, || raw.iter(), edits),
+        Some(ClientHeaders::Raw(raw)) => client_fields(out, || raw.lines(), edits),
         Some(ClientHeaders::Shared(shared)) => match &**shared {
             RequestHeaders::Map(map) => client_fields(out, || map_fields(map), edits),
-            RequestHeaders::Raw(raw) => client_fields(out, || raw.iter(), edits),
+            RequestHeaders::Raw(raw) => client_fields(out, || raw.lines(), edits),
         },
         None => client_fields(out, || map_fields(&parts.headers), edits),
     }
@@ -436,21 +439,22 @@ pub(crate) fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn map_fields(map: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+/// A map's fields as [`RawHead::lines`] gives them, without the line as read.
+fn map_fields(map: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8], &[u8])> {
     map.iter()
-        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes(), &[][..]))
 }
 
 /// Writes the client's header fields as `edits` changes them (names compared without case:
 /// raw fields keep the client's).
-fn client_fields<'h, I: Iterator<Item = (&'h [u8], &'h [u8])>>(
+fn client_fields<'h, I: Iterator<Item = (&'h [u8], &'h [u8], &'h [u8])>>(
     out: &mut Vec<u8>,
     fields: impl Fn() -> I,
     edits: &HeaderEdits,
 ) {
     // The fields `Connection` names are hop-by-hop too.
     let mut named: Vec<&[u8]> = Vec::new();
-    for (name, value) in fields() {
+    for (name, value, _) in fields() {
         if name_is(name, b"connection") {
             named.extend(
                 value
@@ -464,7 +468,7 @@ fn client_fields<'h, I: Iterator<Item = (&'h [u8], &'h [u8])>>(
     let mut client_host = None;
     let mut forwarded_for: Option<Vec<u8>> = None;
     let mut forwarded_host: Vec<&[u8]> = Vec::new();
-    for (name, value) in fields() {
+    for (name, value, as_read) in fields() {
         if name_is(name, b"host") {
             client_host.get_or_insert(value);
         } else if name_is(name, b"x-forwarded-for") {
@@ -486,6 +490,9 @@ fn client_fields<'h, I: Iterator<Item = (&'h [u8], &'h [u8])>>(
                 && (name_is(name, b"x-request-id") || name_is(name, b"request-id")))
             || named.iter().any(|n| n.eq_ignore_ascii_case(name))
         {
+        } else if !as_read.is_empty() {
+            out.extend_from_slice(as_read);
+            out.extend_from_slice(b"\r\n");
         } else {
             line(out, name, value);
         }
@@ -498,11 +505,11 @@ fn client_fields<'h, I: Iterator<Item = (&'h [u8], &'h [u8])>>(
         }
         None => line(out, b"x-forwarded-for", edits.client.as_bytes()),
     }
-    line(
-        out,
-        b"x-forwarded-proto",
-        if edits.https { b"https" } else { b"http" },
-    );
+    out.extend_from_slice(if edits.https {
+        b"x-forwarded-proto: https\r\n"
+    } else {
+        b"x-forwarded-proto: http\r\n"
+    });
     match client_host {
         Some(h) => line(out, b"x-forwarded-host", h),
         None => {
@@ -597,8 +604,10 @@ fn take_final_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head
     // Hop-by-hop headers (and those `Connection` names) stay out: they are about this
     // connection, not the client's.
     let mut named: Vec<Range<usize>> = Vec::new();
-    let mut hop_by_hop = false;
-    for (name, value) in &spans {
+    let mut failure = None;
+    let mut fields = spans;
+    // One pass: reads what frames the body, and keeps the end-to-end fields.
+    fields.retain(|(name, value)| {
         let (name, value) = (&head[name.clone()], &head[value.clone()]);
         if name_is(name, b"connection") {
             for token in value.split(|&b| b == b',') {
@@ -619,27 +628,26 @@ fn take_final_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head
             }
         } else if name_is(name, b"content-length") {
             for part in value.split(|&b| b == b',') {
-                let n = parse_decimal(part.trim_ascii()).ok_or_else(|| {
-                    SendError::Failed("the backend's Content-Length is not a number".into())
-                })?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(SendError::Failed(
-                        "the backend sent differing Content-Length values".into(),
-                    ));
+                match parse_decimal(part.trim_ascii()) {
+                    None => failure = Some("the backend's Content-Length is not a number"),
+                    Some(n) if length.is_some_and(|l| l != n) => {
+                        failure = Some("the backend sent differing Content-Length values")
+                    }
+                    Some(n) => length = Some(n),
                 }
-                length = Some(n);
             }
         }
-        hop_by_hop |= is_hop_by_hop_name(name);
+        !is_hop_by_hop_name(name)
+    });
+    if let Some(failure) = failure {
+        return Err(SendError::Failed(failure.into()));
     }
-    let mut fields = spans;
-    if hop_by_hop {
+    if !named.is_empty() {
         fields.retain(|(name, _)| {
             let name = &head[name.clone()];
-            !is_hop_by_hop_name(name)
-                && !named
-                    .iter()
-                    .any(|t| head[t.clone()].eq_ignore_ascii_case(name))
+            !named
+                .iter()
+                .any(|t| head[t.clone()].eq_ignore_ascii_case(name))
         });
     }
     let headers = RawHead::new(head, fields);

@@ -29,7 +29,7 @@
 use crate::Shared;
 use crate::deadline::Deadline;
 use crate::h1::{ChunkState, ChunkStep, line, parse_decimal};
-use crate::proxy::{self, Body, BoxError, RawFields};
+use crate::proxy::{self, Body, BoxError};
 use crate::request::{ClientRequest, RawHead, RequestHeaders, name_is};
 use crate::server::{self, ClientConnection};
 use bytes::{Bytes, BytesMut};
@@ -661,7 +661,16 @@ async fn write_response<W: AsyncWrite + Unpin>(
     {
         keep_alive = false;
     }
-    encode_head(out, &parts, framing, keep_alive, version, head_request);
+    let fields = body.take_fields();
+    encode_head(
+        out,
+        &parts,
+        fields.as_ref(),
+        framing,
+        keep_alive,
+        version,
+        head_request,
+    );
     if framing == ResponseFraming::None {
         write.write_all(out).await?;
         write.flush().await?;
@@ -735,6 +744,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
 fn encode_head(
     out: &mut Vec<u8>,
     parts: &hyper::http::response::Parts,
+    fields: Option<&RawHead>,
     framing: ResponseFraming,
     keep_alive: bool,
     version: Version,
@@ -756,8 +766,8 @@ fn encode_head(
     // A HEAD or 304 answer says how long the body would be; others get the body's.
     let length_as_sent = framing == ResponseFraming::None
         && (head_request || parts.status == StatusCode::NOT_MODIFIED);
-    if let Some(RawFields(raw)) = parts.extensions.get::<RawFields>() {
-        for (name, value) in raw.iter() {
+    if let Some(raw) = fields {
+        for (name, value, as_read) in raw.lines() {
             if name_is(name, b"content-length") {
                 if length_as_sent {
                     line(out, b"content-length", value);
@@ -770,7 +780,8 @@ fn encode_head(
                 // The map's fields win.
             } else {
                 dated |= name_is(name, b"date");
-                line(out, name, value);
+                out.extend_from_slice(as_read);
+                out.extend_from_slice(b"\r\n");
             }
         }
     }
@@ -1050,7 +1061,15 @@ mod tests {
                 None => ResponseFraming::Chunked,
             };
             let mut out = Vec::new();
-            encode_head(&mut out, &parts, framing, keep_alive, version, head_request);
+            encode_head(
+                &mut out,
+                &parts,
+                None,
+                framing,
+                keep_alive,
+                version,
+                head_request,
+            );
             String::from_utf8(out).unwrap()
         };
         let mut resp = Response::new(proxy::full("hello"));

@@ -271,11 +271,31 @@ impl Counters {
             Duration::from_secs(period_secs)
         };
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        let w = windows.entry(key.to_string()).or_insert(Window {
-            start: now,
-            count: 0,
-            previous: 0,
-        });
+        // Looked up before inserting: the key is copied only for a new window.
+        if let Some(w) = windows.get_mut(key) {
+            return w.count(now, period, calls, increment, sliding);
+        }
+        windows
+            .entry(key.to_string())
+            .or_insert(Window {
+                start: now,
+                count: 0,
+                previous: 0,
+            })
+            .count(now, period, calls, increment, sliding)
+    }
+}
+
+impl Window {
+    fn count(
+        &mut self,
+        now: Instant,
+        period: Duration,
+        calls: u64,
+        increment: u64,
+        sliding: bool,
+    ) -> Counted {
+        let w = self;
         let mut elapsed = now.duration_since(w.start);
         if elapsed >= period {
             let periods = (elapsed.as_secs_f64() / period.as_secs_f64()).floor() as u32;
@@ -404,8 +424,8 @@ impl Services for GatewayServices<'_> {
             // follow-redirects: up to 5 hops; 301/302/303 become GETs without a body.
             let mut hops = 0;
             while forward.follow_redirects && resp.status().is_redirection() && hops < 5 {
-                let location = match resp.extensions().get::<proxy::RawFields>() {
-                    Some(raw) => raw.0.get("location"),
+                let location = match resp.body().fields() {
+                    Some(raw) => raw.get("location"),
                     None => resp.headers().get(header::LOCATION).map(|v| v.as_bytes()),
                 };
                 let Some(location) = location
@@ -435,13 +455,12 @@ impl Services for GatewayServices<'_> {
             }
             *lock(&self.backend_ms) = Some(started.elapsed().as_secs_f64() * 1000.0);
             ex.forward = Some(forward);
-            let (mut rparts, rbody) = resp.into_parts();
+            let (rparts, mut rbody) = resp.into_parts();
             // The backend's fields stay as read until a policy reads or changes them.
-            let original: exec::OriginalHeaders =
-                match rparts.extensions.remove::<proxy::RawFields>() {
-                    Some(raw) => Arc::new(raw),
-                    None => Arc::new(rparts.headers),
-                };
+            let original: exec::OriginalHeaders = match rbody.take_fields() {
+                Some(raw) => Arc::new(proxy::RawFields(raw)),
+                None => Arc::new(rparts.headers),
+            };
             let mut out = ResponseParts {
                 status: rparts.status.as_u16(),
                 reason: rparts.status.canonical_reason().unwrap_or("").to_string(),
@@ -859,8 +878,8 @@ fn build_response(
         headers.insert(proxy::X_REQUEST_ID.clone(), v.clone());
     }
     *resp.headers_mut() = headers;
-    if let Some(raw) = raw {
-        resp.extensions_mut().insert(raw);
+    if let Some(proxy::RawFields(raw)) = raw {
+        resp.body_mut().set_fields(Some(raw));
     }
     resp
 }
@@ -1023,8 +1042,8 @@ async fn forward_exchange(
     let api = ctx.api.as_ref().expect("routed");
     let base = ex
         .backend_url
-        .clone()
-        .or_else(|| api.service_url.clone())
+        .as_deref()
+        .or(api.service_url.as_deref())
         .ok_or_else(|| {
             GatewayError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -1079,9 +1098,10 @@ async fn forward_exchange(
                 None => headers = header_map(&ex.request_headers),
             }
             match body {
-                Some(b) => http_body_util::Limited::new(b, shared.config.max_body_bytes as usize)
-                    .map_err(|e| -> proxy::BoxError { e })
-                    .boxed(),
+                Some(b) => Body::new(http_body_util::Limited::new(
+                    b,
+                    shared.config.max_body_bytes as usize,
+                )),
                 None => proxy::empty(),
             }
         }

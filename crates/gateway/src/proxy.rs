@@ -11,7 +11,62 @@ use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type Body = BoxBody<Bytes, BoxError>;
+
+/// A body the gateway sends or receives. A response read on one of the gateway's own backend
+/// connections for a caller that asked for its fields raw ([`HeaderEdits::raw_response`])
+/// carries them here ([`Body::fields`]): fields in the response's map come in addition and
+/// win — a raw field whose name the map has is not written. (Here rather than in the
+/// response's extensions: inserting there allocates a map per response.)
+pub struct Body {
+    inner: BoxBody<Bytes, BoxError>,
+    fields: Option<crate::request::RawHead>,
+}
+
+impl Body {
+    pub fn new<B>(body: B) -> Body
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Body {
+            inner: body.map_err(Into::into).boxed(),
+            fields: None,
+        }
+    }
+
+    /// The response head's fields as read (hop-by-hop ones left out), if kept raw.
+    pub fn fields(&self) -> Option<&crate::request::RawHead> {
+        self.fields.as_ref()
+    }
+
+    pub fn take_fields(&mut self) -> Option<crate::request::RawHead> {
+        self.fields.take()
+    }
+
+    pub fn set_fields(&mut self, fields: Option<crate::request::RawHead>) {
+        self.fields = fields;
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// Why forwarding failed.
 #[derive(Debug, thiserror::Error)]
@@ -106,15 +161,11 @@ impl rustls::client::danger::ServerCertVerifier for Lenient {
 }
 
 pub fn empty() -> Body {
-    http_body_util::Empty::new()
-        .map_err(|never| match never {})
-        .boxed()
+    Body::new(http_body_util::Empty::new())
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
+    Body::new(http_body_util::Full::new(bytes.into()))
 }
 
 impl Backend {
@@ -241,7 +292,7 @@ impl Backend {
         };
         match tokio::time::timeout(timeout, client.request(req)).await {
             Err(_) => Err(ForwardError::Timeout(timeout)),
-            Ok(Ok(resp)) => Ok(resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed())),
+            Ok(Ok(resp)) => Ok(resp.map(Body::new)),
             Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(source_chain(&e))),
             Ok(Err(e)) => Err(ForwardError::Other(source_chain(&e))),
         }
@@ -429,15 +480,13 @@ pub struct HeaderEdits {
     /// keeps them shared (policies may read them after the forward), and copying the map per
     /// request would cost more than the rest of the edits.
     pub headers: Option<ClientHeaders>,
-    /// Whether the response's fields may stay as read ([`RawFields`]): for a caller that
+    /// Whether the response's fields may stay as read ([`Body::fields`]): for a caller that
     /// writes them to the client as they are, rather than reading them.
     pub raw_response: bool,
 }
 
-/// A response's header fields as the backend sent them (hop-by-hop ones left out), kept in the
-/// response's extensions by a backend connection of the gateway's own when the caller asked
-/// for them raw ([`HeaderEdits::raw_response`]). Fields in the response's map come in addition
-/// and win: a raw field whose name the map has is not written.
+/// A backend response's fields as read, as a policy exchange keeps them (its original
+/// headers) until a policy reads or changes them.
 #[derive(Clone)]
 pub struct RawFields(pub crate::request::RawHead);
 
@@ -473,9 +522,18 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Whether header name `name` (in any case) is a hop-by-hop header.
 pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|h| crate::request::name_is(name, h.as_str().as_bytes()))
+    use crate::request::name_is;
+    // By length first: most names are ruled out without comparing a byte.
+    match name.len() {
+        2 => name_is(name, b"te"),
+        7 => name_is(name, b"trailer") || name_is(name, b"upgrade"),
+        10 => name_is(name, b"connection") || name_is(name, b"keep-alive"),
+        16 => name_is(name, b"proxy-connection"),
+        17 => name_is(name, b"transfer-encoding"),
+        18 => name_is(name, b"proxy-authenticate"),
+        19 => name_is(name, b"proxy-authorization"),
+        _ => false,
+    }
 }
 
 static HOP_BY_HOP: [&HeaderName; 9] = [
@@ -552,6 +610,29 @@ pub fn add_forwarded(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_names_are_known_in_any_case() {
+        for h in HOP_BY_HOP {
+            let name = h.as_str();
+            assert!(is_hop_by_hop_name(name.as_bytes()), "{name}");
+            assert!(
+                is_hop_by_hop_name(name.to_ascii_uppercase().as_bytes()),
+                "{name}"
+            );
+        }
+        for other in [
+            "host",
+            "tE2",
+            "trailers",
+            "connections",
+            "x-upgrade",
+            "",
+            "keep-alivE-",
+        ] {
+            assert!(!is_hop_by_hop_name(other.as_bytes()), "{other}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {

@@ -44,6 +44,18 @@ impl RawHead {
             .map(|(n, v)| (&self.bytes[n.clone()], &self.bytes[v.clone()]))
     }
 
+    /// Name, value, and the field's line as read (name to value, without its CRLF: written
+    /// as it is, it is one copy instead of four), in order.
+    pub fn lines(&self) -> impl Iterator<Item = (&[u8], &[u8], &[u8])> {
+        self.fields.iter().map(|(n, v)| {
+            (
+                &self.bytes[n.clone()],
+                &self.bytes[v.clone()],
+                &self.bytes[n.start..v.end.max(n.end)],
+            )
+        })
+    }
+
     /// The first value of `lower` (a lowercase name).
     pub fn get(&self, lower: &str) -> Option<&[u8]> {
         self.iter()

@@ -13,7 +13,6 @@ use crate::table::{
 };
 use crate::telemetry::{AccessRecord, StatKey, bucket_of, without_param};
 use crate::{Shared, template};
-use http_body_util::BodyExt;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use std::net::SocketAddr;
@@ -268,9 +267,7 @@ async fn backend(
         )
     })?;
     let limit = shared.config.max_body_bytes as usize;
-    let body: Body = http_body_util::Limited::new(req.body, limit)
-        .map_err(|e| -> proxy::BoxError { e })
-        .boxed();
+    let body = Body::new(http_body_util::Limited::new(req.body, limit));
     let mut out = Request::new(body);
     *out.method_mut() = req.method;
     *out.uri_mut() = uri;

@@ -1278,10 +1278,11 @@ fn limit_calls(
             };
             // Counted per subscription and per policy (its place in the document); built
             // without the formatter, once per request.
-            let (line, column) = (node.pos.line.to_string(), node.pos.column.to_string());
+            let (mut line, mut column) = (itoa::Buffer::new(), itoa::Buffer::new());
+            let (line, column) = (line.format(node.pos.line), column.format(node.pos.column));
             let mut key =
                 String::with_capacity(sub.len() + node.name.len() + line.len() + column.len() + 8);
-            for part in ["sub:", &sub, ":", node.name, ":", &line, ":", &column] {
+            for part in ["sub:", &sub, ":", node.name, ":", line, ":", column] {
                 key.push_str(part);
             }
             key

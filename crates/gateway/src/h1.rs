@@ -175,7 +175,8 @@ impl Connection {
         let head_request = parts.method == Method::HEAD;
         let mut sent_all = self.send_buffered().await?;
         if sent_all && framing != RequestFraming::None {
-            sent_all = self.send_body(&mut body, framing).await?;
+            // Boxed: most requests have no body, and this keeps their future small.
+            sent_all = Box::pin(self.send_body(&mut body, framing)).await?;
         }
         // A kept connection keeps a head-sized write buffer, not the largest body frame's.
         self.write.shrink_to(WRITE_KEEP);

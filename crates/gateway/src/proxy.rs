@@ -262,7 +262,7 @@ impl Backend {
     /// both).
     pub async fn forward_checked(
         &self,
-        mut req: hyper::Request<Body>,
+        req: hyper::Request<Body>,
         edits: &HeaderEdits,
         check: TlsCheck,
         affinity: Option<&Affinity>,
@@ -274,6 +274,18 @@ impl Backend {
         {
             return self.forward_own(affinity, req, edits, timeout).await;
         }
+        // Boxed: its future is large, and the plain path's future would be as large.
+        Box::pin(self.forward_pooled(req, edits, check, timeout)).await
+    }
+
+    /// Sends the request through the shared pool (HTTPS backends, HTTP/2 clients).
+    async fn forward_pooled(
+        &self,
+        mut req: hyper::Request<Body>,
+        edits: &HeaderEdits,
+        check: TlsCheck,
+        timeout: Duration,
+    ) -> Result<hyper::Response<Body>, ForwardError> {
         match &edits.headers {
             Some(ClientHeaders::Shared(headers)) => {
                 *req.headers_mut() = match &**headers {

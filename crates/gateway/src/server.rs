@@ -403,7 +403,12 @@ pub async fn handle(
             ))
         }
         (Ok(()), Some(Ok(chain))) if !chain.is_empty() => {
-            let out = crate::policies::serve(&shared, &ctx, chain, req, remote, tls).await;
+            // Boxed: the policy path's future is large, and every request's future would
+            // otherwise be as large (and copied whole each time a request starts).
+            let out = Box::pin(crate::policies::serve(
+                &shared, &ctx, chain, req, remote, tls,
+            ))
+            .await;
             backend_ms = out.backend_ms;
             error_reason = out.error_reason;
             Ok(out.response)

@@ -610,28 +610,30 @@ impl Services for GatewayServices<'_> {
 /// reads one (most policies read none or a few).
 struct RequestInfo {
     request_id: String,
-    timestamp: time::OffsetDateTime,
+    /// When the request came (`context.Timestamp` is worked out from it when read).
+    started: Instant,
     table: Arc<RoutingTable>,
     api: Option<Arc<ApiRoute>>,
     operation: Option<usize>,
     product: Option<Arc<ProductInfo>>,
     subscription: Option<Arc<SubscriptionInfo>>,
-    /// The key the request came with.
-    subscription_key: Option<String>,
+    /// The client's headers, for the key the request came with (read only when a policy
+    /// asks for `Subscription.Key`).
+    headers: Arc<RequestHeaders>,
     user: Option<Arc<UserInfo>>,
 }
 
 impl RequestInfo {
-    fn new(ctx: &RequestContext, subscription_key: Option<String>) -> RequestInfo {
+    fn new(ctx: &RequestContext, headers: Arc<RequestHeaders>) -> RequestInfo {
         RequestInfo {
             request_id: ctx.request_id.clone(),
-            timestamp: time::OffsetDateTime::now_utc(),
+            started: ctx.started,
             table: ctx.table.clone(),
             api: ctx.api.clone(),
             operation: ctx.operation,
             product: ctx.product.clone(),
             subscription: ctx.subscription.clone(),
-            subscription_key,
+            headers,
             user: ctx.user.clone(),
         }
     }
@@ -643,7 +645,9 @@ impl exec::InfoSource for RequestInfo {
         let (object, leaf) = member.split_once('.').unwrap_or((member, ""));
         match (object, leaf) {
             ("RequestId", "") => s(&self.request_id),
-            ("Timestamp", "") => Some(V::Time(self.timestamp)),
+            ("Timestamp", "") => Some(V::Time(
+                time::OffsetDateTime::now_utc() - self.started.elapsed(),
+            )),
             ("Deployment", "Region") => s(&self.table.region),
             ("Deployment", "ServiceName") => s(&self.table.service_name),
             ("Deployment", "GatewayId") => s("managed"),
@@ -684,7 +688,11 @@ impl exec::InfoSource for RequestInfo {
                 match leaf {
                     "Id" => s(&sub.id),
                     "Name" => s(&sub.name),
-                    "Key" => s(self.subscription_key.as_deref().unwrap_or(&sub.primary_key)),
+                    "Key" => {
+                        let header = self.api.as_ref().map(|a| a.key_header.as_str());
+                        let sent = header.and_then(|h| self.headers.get_str(h));
+                        s(sent.unwrap_or(&sub.primary_key))
+                    }
                     "PrimaryKey" => s(&sub.primary_key),
                     "SecondaryKey" => s(&sub.secondary_key),
                     _ => None,
@@ -884,6 +892,24 @@ fn build_response(
     resp
 }
 
+/// The method's name, without an allocation for the standard ones.
+fn static_method(method: &hyper::Method) -> std::borrow::Cow<'static, str> {
+    use hyper::Method;
+    let name = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => return method.as_str().to_string().into(),
+    };
+    name.into()
+}
+
 /// Serves a routed request through the policy chain: inbound, backend (forwarding when
 /// forward-request ran), outbound, and on-error for any failure.
 pub async fn serve(
@@ -891,6 +917,7 @@ pub async fn serve(
     ctx: &RequestContext,
     chain: Chain<'_>,
     req: ClientRequest,
+    routed: crate::server::Routed,
     remote: SocketAddr,
     tls: bool,
 ) -> Outcome {
@@ -902,24 +929,21 @@ pub async fn serve(
         body,
         ..
     } = req;
-    let host_header = headers.get_str("host").unwrap_or("").to_string();
+    let host_header = headers.get_str("host").unwrap_or("");
     let (host, port) = match host_header.rsplit_once(':') {
         Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse().unwrap_or(0)),
-        _ => (host_header.clone(), if tls { 443 } else { 80 }),
+        _ => (host_header.to_string(), if tls { 443 } else { 80 }),
     };
     let original_query = uri.query().unwrap_or("").to_string();
-    let subscription_key = ctx
-        .subscription
-        .as_ref()
-        .and_then(|_| headers.get_str(api.key_header.as_str()).map(str::to_string));
+    let headers = Arc::new(headers);
     let mut ex = Exchange {
-        method: method.as_str().to_string(),
-        scheme: if tls { "https" } else { "http" }.to_string(),
+        method: static_method(&method),
+        scheme: if tls { "https" } else { "http" },
         host,
         port,
         original_path: uri.path().to_string(),
         original_query: original_query.clone(),
-        backend_path: ctx.rest.clone(),
+        backend_path: routed.rest,
         query: original_query
             .split('&')
             .filter(|p| !p.is_empty())
@@ -929,10 +953,10 @@ pub async fn serve(
             })
             .filter(|(k, _)| k != &api.key_query)
             .collect(),
-        request_headers: exec::Headers::with_original(Arc::new(headers), listed),
+        request_headers: exec::Headers::with_original(headers.clone(), listed),
         ip: Some(remote.ip()),
-        info: exec::Info::from_source(Arc::new(RequestInfo::new(ctx, subscription_key))),
-        matched_parameters: ctx.matched_parameters.clone(),
+        info: exec::Info::from_source(Arc::new(RequestInfo::new(ctx, headers))),
+        matched_parameters: routed.parameters,
         started: Some(ctx.started),
         ..Exchange::default()
     };

@@ -21,6 +21,13 @@ use std::time::Instant;
 
 pub const STATUS_PATH: &str = "/status-0123456789abcdef";
 
+/// What routing found that only the policy path takes on (the plain path reads it from the
+/// context): the path after the API's, and the URL template's parameters.
+pub struct Routed {
+    pub rest: String,
+    pub parameters: Vec<(String, String)>,
+}
+
 /// What the pipeline knows about a request (the policy engine's `context`).
 pub struct RequestContext {
     pub request_id: String,
@@ -405,8 +412,12 @@ pub async fn handle(
         (Ok(()), Some(Ok(chain))) if !chain.is_empty() => {
             // Boxed: the policy path's future is large, and every request's future would
             // otherwise be as large (and copied whole each time a request starts).
+            let routed = Routed {
+                rest: std::mem::take(&mut ctx.rest),
+                parameters: std::mem::take(&mut ctx.matched_parameters),
+            };
             let out = Box::pin(crate::policies::serve(
-                &shared, &ctx, chain, req, remote, tls,
+                &shared, &ctx, chain, req, routed, remote, tls,
             ))
             .await;
             backend_ms = out.backend_ms;

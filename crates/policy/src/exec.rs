@@ -127,8 +127,10 @@ pub struct LastError {
 /// One request as policies see and change it.
 #[derive(Debug, Clone, Default)]
 pub struct Exchange {
-    pub method: String,
-    pub scheme: String,
+    /// Borrowed for the standard methods (no allocation per request).
+    pub method: std::borrow::Cow<'static, str>,
+    /// `http` or `https`.
+    pub scheme: &'static str,
     pub host: String,
     pub port: u16,
     /// The client's path and query, as received.
@@ -596,7 +598,7 @@ fn run_node<'a>(
             } => {
                 let mut req = if *mode_copy {
                     Outgoing {
-                        method: ex.method.clone(),
+                        method: ex.method.to_string(),
                         url: String::new(),
                         headers: ex.request_headers.to_vec(),
                         body: ex.request_body.clone(),
@@ -780,7 +782,7 @@ fn run_simple(section: Section, node: &Node, ex: &mut Exchange, svc: &dyn Servic
                     format!("'{m}' is not an HTTP method"),
                 );
             }
-            ex.method = m;
+            ex.method = m.into();
             Flow::Next
         }
         Policy::RewriteUri {
@@ -1552,7 +1554,7 @@ impl Env for Exchange {
             "Request.Url.QueryString" => Ok(V::Str(query_string(&self.query))),
             "Request.Url.Host" | "Request.OriginalUrl.Host" => s(&self.host),
             "Request.Url.Port" | "Request.OriginalUrl.Port" => Ok(V::Int(self.port as i64)),
-            "Request.Url.Scheme" | "Request.OriginalUrl.Scheme" => s(&self.scheme),
+            "Request.Url.Scheme" | "Request.OriginalUrl.Scheme" => s(self.scheme),
             "Request.OriginalUrl.Path" => s(&self.original_path),
             "Request.OriginalUrl.QueryString" => s(&self.original_query),
             "Response.StatusCode" => Ok(self

@@ -344,13 +344,45 @@ impl Chain<'_> {
 const SCOPES: [&str; 4] = ["global", "product", "api", "operation"];
 
 /// Runs one section of the chain.
-pub fn run<'a>(
+pub async fn run<'a>(
     chain: &'a Chain<'a>,
     section: Section,
     ex: &'a mut Exchange,
     svc: &'a dyn Services,
-) -> BoxFut<'a, Flow> {
-    run_level(chain, 3, section, ex, svc)
+) -> Flow {
+    match locate(chain, 3, section) {
+        Located::Nothing => Flow::Next,
+        _ => run_level(chain, 3, section, ex, svc).await,
+    }
+}
+
+/// What runs for a section from scope `level` down.
+enum Located<'a> {
+    /// The nodes of the nearest scope that has more than `<base />`.
+    Nodes(usize, &'a [Node]),
+    /// No scope has the section: APIM's default global policy (which forwards in <backend>).
+    Default,
+    /// Nothing: every scope's section is only `<base />`, down to the global one's.
+    Nothing,
+}
+
+/// Scopes without the section, and sections that are only `<base />` (the usual case), are
+/// passed over in a loop — and a section with nothing to run costs no boxed future at all.
+fn locate<'a>(chain: &'a Chain<'a>, mut level: usize, section: Section) -> Located<'a> {
+    loop {
+        match chain.levels[level].and_then(|d| d.section(section)) {
+            Some([only]) if matches!(only.policy, Policy::Base) => {
+                if level == 0 {
+                    return Located::Nothing;
+                }
+                level -= 1;
+            }
+            Some(nodes) => return Located::Nodes(level, nodes),
+            None if level > 0 => level -= 1,
+            None if section == Section::Backend => return Located::Default,
+            None => return Located::Nothing,
+        }
+    }
 }
 
 fn run_level<'a>(
@@ -361,26 +393,9 @@ fn run_level<'a>(
     svc: &'a dyn Services,
 ) -> BoxFut<'a, Flow> {
     Box::pin(async move {
-        // The nearest scope, from `level` down, that has this section. Scopes without it, and
-        // sections that are only `<base />` (the usual case), are passed over in a loop, not a
-        // boxed call each.
-        let mut level = level;
-        let nodes = loop {
-            match chain.levels[level].and_then(|d| d.section(section)) {
-                Some([only]) if matches!(only.policy, Policy::Base) => {
-                    if level == 0 {
-                        return Flow::Next;
-                    }
-                    level -= 1;
-                }
-                Some(nodes) => break Some(nodes),
-                None if level > 0 => level -= 1,
-                None => break None,
-            }
-        };
-        match nodes {
-            Some(nodes) => run_nodes(chain, level, section, nodes, ex, svc).await,
-            None if section == Section::Backend => {
+        match locate(chain, level, section) {
+            Located::Nodes(level, nodes) => run_nodes(chain, level, section, nodes, ex, svc).await,
+            Located::Default => {
                 // APIM's default global policy forwards in <backend>.
                 let f = Forward {
                     timeout_secs: 300,
@@ -391,7 +406,7 @@ fn run_level<'a>(
                     Err(failure) => Flow::Fail(failure),
                 }
             }
-            None => Flow::Next,
+            Located::Nothing => Flow::Next,
         }
     })
 }
@@ -408,7 +423,7 @@ fn run_nodes<'a>(
         for node in nodes {
             let from_base = matches!(node.policy, Policy::Base);
             let flow = if from_base {
-                if level == 0 {
+                if level == 0 || matches!(locate(chain, level - 1, section), Located::Nothing) {
                     Flow::Next
                 } else {
                     run_level(chain, level - 1, section, &mut *ex, svc).await

@@ -807,6 +807,13 @@ impl ResponseBody {
     }
 }
 
+/// Takes what `buf` holds of a body with `left` bytes to come (counting them off).
+pub(crate) fn take_counted(buf: &mut BytesMut, left: &mut u64) -> Bytes {
+    let n = (*left).min(buf.len() as u64);
+    *left -= n;
+    buf.split_to(n as usize).freeze()
+}
+
 fn poll_fill(conn: &mut Connection, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
     conn.read.reserve(READ_SIZE);
     loop {
@@ -834,9 +841,7 @@ impl hyper::body::Body for ResponseBody {
             match &mut this.kind {
                 BodyKind::Done => return Poll::Ready(None),
                 BodyKind::Length(left) if !conn.read.is_empty() => {
-                    let n = (*left).min(conn.read.len() as u64);
-                    let data = conn.read.split_to(n as usize).freeze();
-                    *left -= n;
+                    let data = take_counted(&mut conn.read, left);
                     if *left == 0 {
                         this.finish();
                     }

@@ -28,7 +28,7 @@
 
 use crate::Shared;
 use crate::deadline::Deadline;
-use crate::h1::{ChunkState, ChunkStep, line, parse_decimal};
+use crate::h1::{ChunkState, ChunkStep, line, parse_decimal, take_counted};
 use crate::proxy::{self, Body, BoxError};
 use crate::request::{ClientRequest, RawHead, RequestHeaders, name_is};
 use crate::server::{self, ClientConnection};
@@ -188,9 +188,7 @@ impl ClientBody {
                     return Poll::Ready(Some(Err("the request body could not be read".into())));
                 }
                 BodyFraming::Length(left) if !reader.buf.is_empty() => {
-                    let n = (*left).min(reader.buf.len() as u64);
-                    let data = reader.buf.split_to(n as usize).freeze();
-                    *left -= n;
+                    let data = take_counted(&mut reader.buf, left);
                     if *left == 0 {
                         reader.body = BodyFraming::Done;
                     }

@@ -599,58 +599,36 @@ fn take_final_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head
     } else {
         Version::HTTP_11
     };
-    let mut keep_alive = version == Version::HTTP_11;
-    let mut chunked: Option<bool> = None;
-    let mut length: Option<u64> = None;
     // Hop-by-hop headers (and those `Connection` names) stay out: they are about this
     // connection, not the client's.
-    let mut named: Vec<Range<usize>> = Vec::new();
-    let mut failure = None;
+    let mut framing = Framing::new(version);
     let mut fields = spans;
     // One pass: reads what frames the body, and keeps the end-to-end fields.
     fields.retain(|(name, value)| {
-        let (name, value) = (&head[name.clone()], &head[value.clone()]);
-        if name_is(name, b"connection") {
-            for token in value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive |= version == Version::HTTP_10;
-                } else if !token.is_empty() {
-                    let start = token.as_ptr() as usize - head.as_ptr() as usize;
-                    named.push(start..start + token.len());
-                }
-            }
-        } else if name_is(name, b"transfer-encoding") {
-            // The last coding of the last field decides.
-            if let Some(last) = value.rsplit(|&b| b == b',').next() {
-                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            }
-        } else if name_is(name, b"content-length") {
-            for part in value.split(|&b| b == b',') {
-                match parse_decimal(part.trim_ascii()) {
-                    None => failure = Some("the backend's Content-Length is not a number"),
-                    Some(n) if length.is_some_and(|l| l != n) => {
-                        failure = Some("the backend sent differing Content-Length values")
-                    }
-                    Some(n) => length = Some(n),
-                }
-            }
-        }
+        let name = &head[name.clone()];
+        framing.read(name, &head[value.clone()]);
         !is_hop_by_hop_name(name)
     });
-    if let Some(failure) = failure {
-        return Err(SendError::Failed(failure.into()));
+    match framing.fault {
+        Some(LengthFault::NotANumber) => {
+            return Err(SendError::Failed(
+                "the backend's Content-Length is not a number".into(),
+            ));
+        }
+        Some(LengthFault::Differing) => {
+            return Err(SendError::Failed(
+                "the backend sent differing Content-Length values".into(),
+            ));
+        }
+        None => {}
     }
-    if !named.is_empty() {
+    if !framing.named.is_empty() {
         fields.retain(|(name, _)| {
             let name = &head[name.clone()];
-            !named
-                .iter()
-                .any(|t| head[t.clone()].eq_ignore_ascii_case(name))
+            !framing.named.iter().any(|t| t.eq_ignore_ascii_case(name))
         });
     }
+    let (mut keep_alive, chunked, length) = (framing.keep_alive, framing.chunked, framing.length);
     let headers = RawHead::new(head, fields);
     let code = status.as_u16();
     let body = if head_request || code < 200 || code == 204 || code == 304 {
@@ -680,6 +658,69 @@ fn take_final_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head
         body,
         reusable: keep_alive,
     }))
+}
+
+/// A Content-Length that cannot frame a body.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub(crate) enum LengthFault {
+    NotANumber,
+    Differing,
+}
+
+/// What a message head's fields say about its framing and its connection (RFC 9112 §6.3, §9.3),
+/// read field by field.
+pub(crate) struct Framing<'h> {
+    version: Version,
+    pub(crate) keep_alive: bool,
+    /// Whether the last coding of the last Transfer-Encoding is chunked.
+    pub(crate) chunked: Option<bool>,
+    pub(crate) length: Option<u64>,
+    pub(crate) fault: Option<LengthFault>,
+    /// The field names `Connection` lists (besides `close` and `keep-alive`).
+    pub(crate) named: Vec<&'h [u8]>,
+}
+
+impl<'h> Framing<'h> {
+    pub(crate) fn new(version: Version) -> Framing<'h> {
+        Framing {
+            version,
+            keep_alive: version == Version::HTTP_11,
+            chunked: None,
+            length: None,
+            fault: None,
+            named: Vec::new(),
+        }
+    }
+
+    /// Takes in one field (other fields are passed over).
+    pub(crate) fn read(&mut self, name: &[u8], value: &'h [u8]) {
+        if name_is(name, b"connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive |= self.version == Version::HTTP_10;
+                } else if !token.is_empty() {
+                    self.named.push(token);
+                }
+            }
+        } else if name_is(name, b"transfer-encoding") {
+            if let Some(last) = value.rsplit(|&b| b == b',').next() {
+                self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            }
+        } else if name_is(name, b"content-length") {
+            for part in value.split(|&b| b == b',') {
+                match parse_decimal(part.trim_ascii()) {
+                    None => self.fault = Some(LengthFault::NotANumber),
+                    Some(n) if self.length.is_some_and(|l| l != n) => {
+                        self.fault = Some(LengthFault::Differing)
+                    }
+                    Some(n) => self.length = Some(n),
+                }
+            }
+        }
+    }
 }
 
 pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {

@@ -28,7 +28,7 @@
 
 use crate::Shared;
 use crate::deadline::Deadline;
-use crate::h1::{ChunkState, ChunkStep, line, parse_decimal, take_counted};
+use crate::h1::{ChunkState, ChunkStep, Framing, LengthFault, line, take_counted};
 use crate::proxy::{self, Body, BoxError};
 use crate::request::{ClientRequest, RawHead, RequestHeaders, name_is};
 use crate::server::{self, ClientConnection};
@@ -306,43 +306,12 @@ fn take_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusa
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| refuse(StatusCode::BAD_REQUEST, "The request target is not valid."))?;
-    let mut keep_alive = version == Version::HTTP_11;
-    let mut chunked: Option<bool> = None;
-    let mut length: Option<u64> = None;
+    let mut framing = Framing::new(version);
     let mut expect_continue = false;
     for (name, value) in &fields {
         let (name, value) = (&head[name.clone()], &head[value.clone()]);
-        if name_is(name, b"connection") {
-            for token in value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive |= version == Version::HTTP_10;
-                }
-            }
-        } else if name_is(name, b"transfer-encoding") {
-            // The last coding of the last field decides.
-            if let Some(last) = value.rsplit(|&b| b == b',').next() {
-                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            }
-        } else if name_is(name, b"content-length") {
-            for part in value.split(|&b| b == b',') {
-                let n = parse_decimal(part.trim_ascii()).ok_or_else(|| {
-                    refuse(
-                        StatusCode::BAD_REQUEST,
-                        "The request's Content-Length is not a number.",
-                    )
-                })?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(refuse(
-                        StatusCode::BAD_REQUEST,
-                        "The request has differing Content-Length values.",
-                    ));
-                }
-                length = Some(n);
-            }
-        } else if name_is(name, b"expect") {
+        framing.read(name, value);
+        if name_is(name, b"expect") {
             if !value.eq_ignore_ascii_case(b"100-continue") {
                 return Err(refuse(
                     StatusCode::EXPECTATION_FAILED,
@@ -352,6 +321,22 @@ fn take_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusa
             expect_continue = version == Version::HTTP_11;
         }
     }
+    match framing.fault {
+        Some(LengthFault::NotANumber) => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "The request's Content-Length is not a number.",
+            ));
+        }
+        Some(LengthFault::Differing) => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "The request has differing Content-Length values.",
+            ));
+        }
+        None => {}
+    }
+    let (keep_alive, chunked, length) = (framing.keep_alive, framing.chunked, framing.length);
     let body = match (chunked, length) {
         (Some(_), _) if version == Version::HTTP_10 => {
             return Err(refuse(

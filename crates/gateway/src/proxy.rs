@@ -247,35 +247,39 @@ impl Backend {
     /// Sends the request; the response body streams from the backend. With an `affinity` (the
     /// client's HTTP/1.1 connection), a plain-HTTP request goes over that connection's own
     /// backend connection.
-    pub async fn forward(
-        &self,
+    pub fn forward<'a>(
+        &'a self,
         req: hyper::Request<Body>,
-        edits: &HeaderEdits,
-        affinity: Option<&Affinity>,
-    ) -> Result<hyper::Response<Body>, ForwardError> {
+        edits: &'a HeaderEdits,
+        affinity: Option<&'a Affinity>,
+    ) -> impl Future<Output = Result<hyper::Response<Body>, ForwardError>> + Send + 'a {
         self.forward_checked(req, edits, TlsCheck::Full, affinity, None)
-            .await
     }
 
     /// Like `forward`, checking an HTTPS backend's certificate as `check` says, and answering
     /// within `timeout` when it is shorter than the gateway's response timeout (one timer for
     /// both).
-    pub async fn forward_checked(
-        &self,
+    ///
+    /// Not an `async fn`, nor is [`Backend::forward`]: each layer of async fn would keep its
+    /// own copy of the request in the future, which is copied whole as every request starts.
+    pub fn forward_checked<'a>(
+        &'a self,
         req: hyper::Request<Body>,
-        edits: &HeaderEdits,
+        edits: &'a HeaderEdits,
         check: TlsCheck,
-        affinity: Option<&Affinity>,
+        affinity: Option<&'a Affinity>,
         timeout: Option<Duration>,
-    ) -> Result<hyper::Response<Body>, ForwardError> {
+    ) -> impl Future<Output = Result<hyper::Response<Body>, ForwardError>> + Send + 'a {
         let timeout = timeout.map_or(self.response_timeout, |t| t.min(self.response_timeout));
-        if let Some(affinity) = affinity
-            && req.uri().scheme() == Some(&hyper::http::uri::Scheme::HTTP)
-        {
-            return self.forward_own(affinity, req, edits, timeout).await;
+        match affinity {
+            Some(affinity) if req.uri().scheme() == Some(&hyper::http::uri::Scheme::HTTP) => {
+                futures::future::Either::Left(self.forward_own(affinity, req, edits, timeout))
+            }
+            // Boxed: its future is large, and the plain path's future would be as large.
+            _ => futures::future::Either::Right(Box::pin(
+                self.forward_pooled(req, edits, check, timeout),
+            )),
         }
-        // Boxed: its future is large, and the plain path's future would be as large.
-        Box::pin(self.forward_pooled(req, edits, check, timeout)).await
     }
 
     /// Sends the request through the shared pool (HTTPS backends, HTTP/2 clients).
@@ -327,7 +331,8 @@ impl Backend {
         };
         let (key, kept) = affinity.idle.take(authority.as_str());
         let resendable = hyper::body::Body::is_end_stream(&body);
-        let exchange = async {
+        // Pinned in place: handed to `select!` by value, it would be stored twice.
+        let exchange = std::pin::pin!(async {
             let (mut conn, reused) = match kept {
                 Some(c) => (c, true),
                 None => (Box::pin(self.connect_own(authority)).await?, false),
@@ -348,7 +353,7 @@ impl Backend {
                 timeout,
                 edits.raw_response,
             ))
-        };
+        });
         let deadline = tokio::time::Instant::now() + timeout;
         let mut timer =
             std::mem::take(&mut *affinity.timer.lock().unwrap_or_else(|e| e.into_inner()));

@@ -227,13 +227,15 @@ fn inbound(ctx: &mut RequestContext, req: &ClientRequest, tls: bool) -> Result<(
     }
 }
 
-/// Backend: builds the backend request from the client's and forwards it.
-async fn backend(
+/// Backend: builds the backend request from the client's, with the edits its headers get on
+/// the way ([`handle`] forwards it: built here rather than in an async fn of its own, the
+/// request would be kept twice in every request's future).
+fn backend_request(
     shared: &Shared,
     ctx: &RequestContext,
     req: ClientRequest,
     tls: bool,
-) -> Result<(Response<Body>, f64), GatewayError> {
+) -> Result<(Request<Body>, proxy::HeaderEdits), GatewayError> {
     let api = ctx.api.as_ref().expect("routed");
     let Some(service_url) = api.service_url.as_deref() else {
         return Err(GatewayError::new(
@@ -284,13 +286,7 @@ async fn backend(
         RequestHeaders::Map(map) => *out.headers_mut() = map,
         RequestHeaders::Raw(raw) => edits.headers = Some(proxy::ClientHeaders::Raw(raw)),
     }
-    let started = Instant::now();
-    let resp = shared
-        .backend
-        .forward(out, &edits, ctx.affinity())
-        .await
-        .map_err(|e| forward_error(e, api))?;
-    Ok((resp, started.elapsed().as_secs_f64() * 1000.0))
+    Ok((out, edits))
 }
 
 /// How the client's headers are made fit for the backend (see [`proxy::HeaderEdits`]).
@@ -429,10 +425,16 @@ pub async fn handle(
             "OperationNotFound",
             MSG_OPERATION_NOT_FOUND,
         )),
-        (Ok(()), _) => match backend(&shared, &ctx, req, tls).await {
-            Ok((resp, ms)) => {
-                backend_ms = Some(ms);
-                Ok(outbound(&ctx, resp))
+        (Ok(()), _) => match backend_request(&shared, &ctx, req, tls) {
+            Ok((out, edits)) => {
+                let forwarded = Instant::now();
+                match shared.backend.forward(out, &edits, ctx.affinity()).await {
+                    Ok(resp) => {
+                        backend_ms = Some(forwarded.elapsed().as_secs_f64() * 1000.0);
+                        Ok(outbound(&ctx, resp))
+                    }
+                    Err(e) => Err(forward_error(e, ctx.api.as_deref().expect("routed"))),
+                }
             }
             Err(e) => Err(e),
         },

@@ -417,10 +417,13 @@ impl Services for GatewayServices<'_> {
                 pos: Default::default(),
                 headers: Vec::new(),
             };
-            let mut resp =
-                forward_exchange(self.shared, self.ctx, ex, forward, body, self.tls, None)
-                    .await
+            let (request, prepared) =
+                prepare_exchange(self.shared, self.ctx, ex, forward, body, self.tls, None)
                     .map_err(to_failure)?;
+            let mut resp = prepared
+                .send(request, self.shared, self.ctx)
+                .await
+                .map_err(to_failure)?;
             // follow-redirects: up to 5 hops; 301/302/303 become GETs without a body.
             let mut hops = 0;
             while forward.follow_redirects && resp.status().is_redirection() && hops < 5 {
@@ -1052,6 +1055,38 @@ pub async fn serve(
     }
 }
 
+/// How an exchange's backend request is sent.
+struct Prepared {
+    edits: proxy::HeaderEdits,
+    check: proxy::TlsCheck,
+    timeout: Duration,
+}
+
+impl Prepared {
+    /// Sends it. (Not an async fn: the request would be kept twice in the future.)
+    fn send<'a>(
+        &'a self,
+        request: Request<Body>,
+        shared: &'a Shared,
+        ctx: &'a RequestContext,
+    ) -> impl std::future::Future<Output = Result<Response<Body>, GatewayError>> + Send + 'a {
+        use futures::FutureExt;
+        let api = ctx.api.as_deref().expect("routed");
+        shared
+            .backend
+            .forward_checked(
+                request,
+                &self.edits,
+                self.check,
+                ctx.affinity(),
+                Some(self.timeout),
+            )
+            .map(move |r| r.map_err(|e| crate::server::forward_error(e, api)))
+    }
+}
+
+/// Prepares and sends the exchange's backend request (for redirects; the first request is
+/// sent by [`GatewayServices::forward`] itself, whose future is smaller so).
 #[allow(clippy::too_many_arguments)]
 async fn forward_exchange(
     shared: &Shared,
@@ -1060,9 +1095,25 @@ async fn forward_exchange(
     forward: Forward,
     body: Option<crate::h1_server::RequestBody>,
     tls: bool,
-    // A redirect's Location: absolute, or a path on the same backend.
     location: Option<String>,
 ) -> Result<Response<Body>, GatewayError> {
+    let (request, prepared) = prepare_exchange(shared, ctx, ex, forward, body, tls, location)?;
+    prepared.send(request, shared, ctx).await
+}
+
+/// The backend request of an exchange: its URL (the backend service, the rewritten path, the
+/// query), method, headers and body.
+#[allow(clippy::too_many_arguments)]
+fn prepare_exchange(
+    shared: &Shared,
+    ctx: &RequestContext,
+    ex: &Exchange,
+    forward: Forward,
+    body: Option<crate::h1_server::RequestBody>,
+    tls: bool,
+    // A redirect's Location: absolute, or a path on the same backend.
+    location: Option<String>,
+) -> Result<(Request<Body>, Prepared), GatewayError> {
     let api = ctx.api.as_ref().expect("routed");
     let base = ex
         .backend_url
@@ -1141,11 +1192,14 @@ async fn forward_exchange(
         Some((true, false)) => proxy::TlsCheck::ChainOnly,
         _ => proxy::TlsCheck::Full,
     };
-    shared
-        .backend
-        .forward_checked(out, &edits, check, ctx.affinity(), Some(timeout))
-        .await
-        .map_err(|e| crate::server::forward_error(e, api))
+    Ok((
+        out,
+        Prepared {
+            edits,
+            check,
+            timeout,
+        },
+    ))
 }
 
 /// The keys of OpenID providers that validate-jwt policies name: fetched when a policy naming

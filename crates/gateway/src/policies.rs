@@ -444,7 +444,7 @@ impl Services for GatewayServices<'_> {
                 }
                 hops += 1;
                 // Boxed: redirects are rare, and this keeps every request's future small.
-                resp = Box::pin(forward_exchange(
+                let (request, prepared) = prepare_exchange(
                     self.shared,
                     self.ctx,
                     &next,
@@ -452,9 +452,11 @@ impl Services for GatewayServices<'_> {
                     None,
                     self.tls,
                     Some(location),
-                ))
-                .await
+                )
                 .map_err(to_failure)?;
+                resp = Box::pin(prepared.send(request, self.shared, self.ctx))
+                    .await
+                    .map_err(to_failure)?;
             }
             *lock(&self.backend_ms) = Some(started.elapsed().as_secs_f64() * 1000.0);
             ex.forward = Some(forward);
@@ -1083,22 +1085,6 @@ impl Prepared {
             )
             .map(move |r| r.map_err(|e| crate::server::forward_error(e, api)))
     }
-}
-
-/// Prepares and sends the exchange's backend request (for redirects; the first request is
-/// sent by [`GatewayServices::forward`] itself, whose future is smaller so).
-#[allow(clippy::too_many_arguments)]
-async fn forward_exchange(
-    shared: &Shared,
-    ctx: &RequestContext,
-    ex: &Exchange,
-    forward: Forward,
-    body: Option<crate::h1_server::RequestBody>,
-    tls: bool,
-    location: Option<String>,
-) -> Result<Response<Body>, GatewayError> {
-    let (request, prepared) = prepare_exchange(shared, ctx, ex, forward, body, tls, location)?;
-    prepared.send(request, shared, ctx).await
 }
 
 /// The backend request of an exchange: its URL (the backend service, the rewritten path, the

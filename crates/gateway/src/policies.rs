@@ -778,8 +778,7 @@ fn original_or_built(headers: &exec::Headers) -> hyper::HeaderMap {
         .original()
         .and_then(|o| o.downcast_ref::<RequestHeaders>())
     {
-        Some(RequestHeaders::Map(original)) => original.clone(),
-        Some(RequestHeaders::Raw(raw)) => raw.to_map(),
+        Some(original) => original.to_map(),
         None => header_map(headers),
     }
 }

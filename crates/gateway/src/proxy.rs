@@ -291,12 +291,7 @@ impl Backend {
         timeout: Duration,
     ) -> Result<hyper::Response<Body>, ForwardError> {
         match &edits.headers {
-            Some(ClientHeaders::Shared(headers)) => {
-                *req.headers_mut() = match &**headers {
-                    crate::request::RequestHeaders::Map(map) => map.clone(),
-                    crate::request::RequestHeaders::Raw(raw) => raw.to_map(),
-                }
-            }
+            Some(ClientHeaders::Shared(headers)) => *req.headers_mut() = headers.to_map(),
             Some(ClientHeaders::Raw(raw)) => *req.headers_mut() = raw.to_map(),
             None => {}
         }
@@ -564,16 +559,6 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
     &hyper::header::TRANSFER_ENCODING,
     &hyper::header::UPGRADE,
 ];
-
-/// The header names a `Connection` header lists (besides `keep-alive` and `close`): they are
-/// hop-by-hop too.
-pub fn named_in_connection(headers: &HeaderMap) -> Vec<HeaderName> {
-    let mut named = Vec::new();
-    for value in headers.get_all(hyper::header::CONNECTION) {
-        connection_tokens(value, &mut named);
-    }
-    named
-}
 
 /// Adds the header names one `Connection` value lists to `named` (its usual tokens,
 /// `keep-alive` and `close`, name none).

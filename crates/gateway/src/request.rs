@@ -115,9 +115,10 @@ impl RequestHeaders {
         }
     }
 
-    pub fn into_map(self) -> HeaderMap {
+    /// A copy in a map.
+    pub fn to_map(&self) -> HeaderMap {
         match self {
-            RequestHeaders::Map(m) => m,
+            RequestHeaders::Map(m) => m.clone(),
             RequestHeaders::Raw(r) => r.to_map(),
         }
     }

@@ -914,6 +914,19 @@ fn static_method(method: &hyper::Method) -> std::borrow::Cow<'static, str> {
     name.into()
 }
 
+/// How the policy path ends.
+pub enum Served {
+    /// With the response: the policies' own, or the backend's after them.
+    Answered(Outcome),
+    /// Inbound let the request through and nothing runs after it ([`exec::plain_forward`]):
+    /// the caller forwards it as it does without policies, answering within `timeout`.
+    Forward {
+        request: ClientRequest,
+        routed: crate::server::Routed,
+        timeout: Duration,
+    },
+}
+
 /// Serves a routed request through the policy chain: inbound, backend (forwarding when
 /// forward-request ran), outbound, and on-error for any failure.
 pub async fn serve(
@@ -924,14 +937,14 @@ pub async fn serve(
     routed: crate::server::Routed,
     remote: SocketAddr,
     tls: bool,
-) -> Outcome {
+) -> Served {
     let api = ctx.api.as_ref().expect("routed");
     let ClientRequest {
         method,
         uri,
+        version,
         headers,
         body,
-        ..
     } = req;
     let host_header = headers.get_str("host").unwrap_or("");
     let (host, port) = match host_header.rsplit_once(':') {
@@ -959,7 +972,7 @@ pub async fn serve(
             .collect(),
         request_headers: exec::Headers::with_original(headers.clone(), listed),
         ip: Some(remote.ip()),
-        info: exec::Info::from_source(Arc::new(RequestInfo::new(ctx, headers))),
+        info: exec::Info::from_source(Arc::new(RequestInfo::new(ctx, headers.clone()))),
         matched_parameters: routed.parameters,
         started: Some(ctx.started),
         ..Exchange::default()
@@ -973,12 +986,14 @@ pub async fn serve(
         buffer_response: chain.reads_body(),
         backend_ms: Mutex::new(None),
     };
+    // The forward of a chain that only checks the request, with the body it sends.
+    let mut plain = None;
     if chain.reads_body() {
         let limited = http_body_util::Limited::new(body, shared.config.max_body_bytes as usize);
         match limited.collect().await {
             Ok(b) => ex.request_body = Some(b.to_bytes().to_vec()),
             Err(_) => {
-                return Outcome {
+                return Served::Answered(Outcome {
                     response: json_error(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "The request body is larger than the limit.",
@@ -986,39 +1001,64 @@ pub async fn serve(
                     ),
                     backend_ms: None,
                     error_reason: Some("RequestEntityTooLarge"),
-                };
+                });
             }
         }
     } else {
-        *lock(&svc.request_body) = Some(body);
+        match exec::plain_forward(&chain) {
+            Some(forward) if !ctx.preflight => plain = Some((forward, body)),
+            _ => *lock(&svc.request_body) = Some(body),
+        }
     }
     if ctx.preflight {
         // Only cors runs for a preflight; if none answers it, the request is not routed.
         ex.preflight = true;
-        return match exec::run(&chain, Section::Inbound, &mut ex, &svc).await {
-            Flow::Respond => {
-                let parts = ex.response.take().unwrap_or_default();
-                Outcome {
-                    response: build_response(&ex, parts, None, ctx),
-                    backend_ms: None,
-                    error_reason: None,
+        return Served::Answered(
+            match exec::run(&chain, Section::Inbound, &mut ex, &svc).await {
+                Flow::Respond => {
+                    let parts = ex.response.take().unwrap_or_default();
+                    Outcome {
+                        response: build_response(&ex, parts, None, ctx),
+                        backend_ms: None,
+                        error_reason: None,
+                    }
                 }
-            }
-            _ => Outcome {
-                response: json_error(
-                    StatusCode::NOT_FOUND,
-                    crate::server::MSG_OPERATION_NOT_FOUND,
-                    &ctx.request_id,
-                ),
-                backend_ms: None,
-                error_reason: Some("OperationNotFound"),
+                _ => Outcome {
+                    response: json_error(
+                        StatusCode::NOT_FOUND,
+                        crate::server::MSG_OPERATION_NOT_FOUND,
+                        &ctx.request_id,
+                    ),
+                    backend_ms: None,
+                    error_reason: Some("OperationNotFound"),
+                },
             },
-        };
+        );
     }
     let flow = 'phases: {
         match exec::run(&chain, Section::Inbound, &mut ex, &svc).await {
             Flow::Next => {}
             other => break 'phases other,
+        }
+        if let Some((forward, body)) = plain {
+            let routed = crate::server::Routed {
+                rest: std::mem::take(&mut ex.backend_path),
+                parameters: std::mem::take(&mut ex.matched_parameters),
+            };
+            // The exchange held the only other references to the headers.
+            drop(ex);
+            let headers = Arc::try_unwrap(headers).unwrap_or_else(|shared| (*shared).clone());
+            return Served::Forward {
+                request: ClientRequest {
+                    method,
+                    uri,
+                    version,
+                    headers,
+                    body,
+                },
+                routed,
+                timeout: Duration::from_secs(forward.timeout_secs.max(1)),
+            };
         }
         match exec::run(&chain, Section::Backend, &mut ex, &svc).await {
             Flow::Next => {}
@@ -1049,11 +1089,11 @@ pub async fn serve(
         }
     }
     let parts = ex.response.take().unwrap_or_default();
-    Outcome {
+    Served::Answered(Outcome {
         response: build_response(&ex, parts, stream, ctx),
         backend_ms,
         error_reason,
-    }
+    })
 }
 
 /// How an exchange's backend request is sent.

@@ -87,7 +87,7 @@ impl RawHead {
 }
 
 /// A request's header fields: in a map (HTTP/2, or made for the policy engine), or as read.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum RequestHeaders {
     Map(HeaderMap),
     Raw(RawHead),

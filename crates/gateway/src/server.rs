@@ -6,6 +6,7 @@
 //! Invariant: a request loads the routing table once, at its start, and uses that table to the
 //! end: a configuration swap never changes a request in flight.
 
+use crate::policies::Served;
 use crate::proxy::{self, Body, ForwardError};
 use crate::request::{ClientRequest, RequestHeaders};
 use crate::table::{
@@ -334,6 +335,14 @@ fn outbound(ctx: &RequestContext, mut resp: Response<Body>) -> Response<Body> {
     resp
 }
 
+/// Where a request stands after inbound (and the policies, if any).
+enum Step {
+    Answered(Response<Body>),
+    /// To the backend as the client sent it, answering within the given timeout (else the
+    /// gateway's).
+    Forward(ClientRequest, Option<std::time::Duration>),
+}
+
 /// Serves one request through the phases and records what happened.
 pub async fn handle(
     shared: Arc<Shared>,
@@ -395,7 +404,7 @@ pub async fn handle(
         Ok(()) if !table.policies.is_empty() => Some(table.policies.chain(&ctx)),
         _ => None,
     };
-    let result = match (routed, chain) {
+    let step = match (routed, chain) {
         (Err(e), _) => Err(e),
         (Ok(()), Some(Err(broken))) => {
             tracing::error!(error = %broken, "request refused: its policy does not compile");
@@ -412,23 +421,47 @@ pub async fn handle(
                 rest: std::mem::take(&mut ctx.rest),
                 parameters: std::mem::take(&mut ctx.matched_parameters),
             };
-            let out = Box::pin(crate::policies::serve(
+            let served = Box::pin(crate::policies::serve(
                 &shared, &ctx, chain, req, routed, remote, tls,
             ))
             .await;
-            backend_ms = out.backend_ms;
-            error_reason = out.error_reason;
-            Ok(out.response)
+            match served {
+                Served::Answered(out) => {
+                    backend_ms = out.backend_ms;
+                    error_reason = out.error_reason;
+                    Ok(Step::Answered(out.response))
+                }
+                Served::Forward {
+                    request,
+                    routed,
+                    timeout,
+                } => {
+                    ctx.rest = routed.rest;
+                    ctx.matched_parameters = routed.parameters;
+                    Ok(Step::Forward(request, Some(timeout)))
+                }
+            }
         }
         (Ok(()), _) if ctx.preflight => Err(GatewayError::new(
             StatusCode::NOT_FOUND,
             "OperationNotFound",
             MSG_OPERATION_NOT_FOUND,
         )),
-        (Ok(()), _) => match backend_request(&shared, &ctx, req, tls) {
+        (Ok(()), _) => Ok(Step::Forward(req, None)),
+    };
+    let result = match step {
+        Ok(Step::Answered(resp)) => Ok(resp),
+        Ok(Step::Forward(req, timeout)) => match backend_request(&shared, &ctx, req, tls) {
             Ok((out, edits)) => {
                 let forwarded = Instant::now();
-                match shared.backend.forward(out, &edits, ctx.affinity()).await {
+                let sent = shared.backend.forward_checked(
+                    out,
+                    &edits,
+                    proxy::TlsCheck::Full,
+                    ctx.affinity(),
+                    timeout,
+                );
+                match sent.await {
                     Ok(resp) => {
                         backend_ms = Some(forwarded.elapsed().as_secs_f64() * 1000.0);
                         Ok(outbound(&ctx, resp))
@@ -438,6 +471,7 @@ pub async fn handle(
             }
             Err(e) => Err(e),
         },
+        Err(e) => Err(e),
     };
     let mut resp = match result {
         Ok(r) => r,

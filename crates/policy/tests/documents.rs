@@ -224,3 +224,100 @@ fn a_secret_named_value_never_appears_in_an_error() {
     assert!(!e.contains("TOPSECRET"), "{e}");
     assert!(e.contains("{{key}}"), "{e}");
 }
+
+/// The chains the gateway may forward as it does without policies: inbound only checks the
+/// request, the backend section forwards it plainly, outbound and on-error run nothing.
+#[test]
+fn plain_forward_only_when_nothing_changes_the_request_or_the_response() {
+    use gatehouse_policy::exec::{Chain, plain_forward};
+    let doc = |xml: &str| parse_document(xml, "rawxml", &Values).unwrap_or_else(|e| panic!("{e}"));
+    let api = |inbound: &str, backend: &str, outbound: &str| {
+        doc(&format!(
+            "<policies><inbound><base />{inbound}</inbound><backend>{backend}</backend>\
+             <outbound><base />{outbound}</outbound><on-error><base /></on-error></policies>"
+        ))
+    };
+    // The timeout of the forward, when the chain qualifies.
+    let plain = |levels: [Option<&gatehouse_policy::Document>; 4]| {
+        plain_forward(&Chain { levels }).map(|f| f.timeout_secs)
+    };
+    let limited = api(
+        r#"<rate-limit calls="5" renewal-period="60" />"#,
+        "<base />",
+        "",
+    );
+    assert_eq!(plain([None, None, Some(&limited), None]), Some(300));
+    let checks = api(
+        r#"<check-header name="x-a" failed-check-httpcode="401" failed-check-error-message="no" ignore-case="true" />
+           <ip-filter action="allow"><address>127.0.0.1</address></ip-filter>
+           <set-variable name="v" value="1" />
+           <choose><when condition="@(context.Request.Headers.ContainsKey("x-b"))"><return-response><set-status code="403" reason="no" /></return-response></when></choose>
+           <quota calls="100" renewal-period="3600" />"#,
+        r#"<forward-request timeout="7" />"#,
+        "",
+    );
+    assert_eq!(plain([None, None, Some(&checks), None]), Some(7));
+    let global = doc(
+        "<policies><inbound><rate-limit calls=\"9\" renewal-period=\"1\" /></inbound><backend><forward-request /></backend></policies>",
+    );
+    assert_eq!(
+        plain([Some(&global), None, Some(&limited), None]),
+        Some(300),
+        "global inbound reached through <base />"
+    );
+
+    // Anything that changes what is forwarded or answered keeps the full path.
+    let refused = [
+        api(
+            r#"<set-header name="x-a" exists-action="override"><value>1</value></set-header>"#,
+            "<base />",
+            "",
+        ),
+        api(
+            r#"<rate-limit calls="5" renewal-period="60" remaining-calls-header-name="x-left" />"#,
+            "<base />",
+            "",
+        ),
+        api(
+            r#"<choose><when condition="@(true)"><rewrite-uri template="/x" /></when></choose>"#,
+            "<base />",
+            "",
+        ),
+        api(
+            r#"<cors><allowed-origins><origin>*</origin></allowed-origins></cors>"#,
+            "<base />",
+            "",
+        ),
+        api("", r#"<forward-request follow-redirects="true" />"#, ""),
+        api(
+            "",
+            "<base />",
+            r#"<set-header name="x-b" exists-action="override"><value>1</value></set-header>"#,
+        ),
+    ];
+    for (i, d) in refused.iter().enumerate() {
+        assert_eq!(plain([None, None, Some(d), None]), None, "case {i}");
+    }
+    let changes_globally = doc(
+        "<policies><inbound><set-query-parameter name=\"a\" exists-action=\"override\"><value>1</value></set-query-parameter></inbound></policies>",
+    );
+    assert_eq!(
+        plain([Some(&changes_globally), None, Some(&limited), None]),
+        None
+    );
+    let without_base = api("", "<base />", "");
+    let without_base_inbound = doc(
+        "<policies><inbound><rate-limit calls=\"5\" renewal-period=\"60\" /></inbound><backend><base /></backend></policies>",
+    );
+    assert_eq!(
+        plain([
+            Some(&changes_globally),
+            None,
+            Some(&without_base_inbound),
+            None
+        ]),
+        Some(300),
+        "a scope without <base /> does not run the global inbound"
+    );
+    assert_eq!(plain([None, None, Some(&without_base), None]), Some(300));
+}

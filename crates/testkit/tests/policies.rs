@@ -1224,3 +1224,56 @@ async fn forward_request_timeout_answers_504_in_time() {
     // Other requests on the API are unaffected.
     assert_eq!(e.get("/echo/items/1").await.0, 200);
 }
+
+/// A chain that only checks the request (here a rate limit and a header check) is forwarded
+/// the way a request without policies is: the backend sees the same request, the client the
+/// same answer, and the checks still refuse what they refuse.
+#[tokio::test]
+async fn checking_policies_forward_the_request_as_without_policies() {
+    let e = env().await;
+    let headers = [
+        ("x-tenant", "a"),
+        ("x-tenant", "b"),
+        ("x-request-id", "fixed-id"),
+    ];
+    let body = "x".repeat(70_000);
+    let send = || {
+        e.send(
+            "POST",
+            "/echo/items?b=2&subscription-key=nope&a=1",
+            &headers,
+            Some(&body),
+        )
+    };
+    let (s, plain_headers, plain_body) = send().await;
+    assert_eq!(s, 200, "{plain_body}");
+    e.policy(API, r#"<policies><inbound><base />
+        <rate-limit calls="3" renewal-period="60" />
+        <check-header name="x-tenant" failed-check-httpcode="401" failed-check-error-message="No tenant" ignore-case="true" />
+      </inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#).await;
+    let (s, checked_headers, checked_body) = send().await;
+    assert_eq!(s, 200, "{checked_body}");
+    let (plain, checked) = (echo(&plain_body), echo(&checked_body));
+    for field in ["method", "path", "query", "headers", "body"] {
+        assert_eq!(plain[field], checked[field], "{field}");
+    }
+    assert_eq!(
+        checked["query"], "b=2&a=1",
+        "the key's query parameter is not forwarded"
+    );
+    assert_eq!(checked["headers"]["x-request-id"], "fixed-id");
+    assert_eq!(checked_headers["x-request-id"], "fixed-id");
+    assert_eq!(
+        plain_headers.get("content-type"),
+        checked_headers.get("content-type")
+    );
+    // The checks still refuse: a missing header, then the limit (3 calls: the checked one
+    // above, the refused one, and one more).
+    let (s, _, b) = e.send("GET", "/echo/items/1", &[], None).await;
+    assert_eq!((s, echo(&b)["message"].as_str()), (401, Some("No tenant")));
+    let tenant = [("x-tenant", "a")];
+    assert_eq!(e.send("GET", "/echo/items/1", &tenant, None).await.0, 200);
+    let (s, h, _) = e.send("GET", "/echo/items/1", &tenant, None).await;
+    assert_eq!(s, 429);
+    assert!(h.contains_key("retry-after"));
+}

@@ -23,6 +23,7 @@
 //!   for a moment so that the answer is not lost to a reset.
 //! - `100 Continue` is sent when the pipeline first reads the body, never before: a request
 //!   refused without its body (401, 413 …) is answered without the client sending it.
+//! - A client that takes none of the response's bytes for `send_timeout` loses its connection.
 //! - On shutdown an idle connection closes at once; one with a request in flight closes after
 //!   that response (`Connection: close`).
 
@@ -416,13 +417,14 @@ async fn next_head(
 pub(crate) async fn serve<W: AsyncWrite + Unpin>(
     read: ReadHalf,
     buf: BytesMut,
-    mut write: W,
+    write: W,
     shared: Arc<Shared>,
     remote: SocketAddr,
     tls: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let client = Arc::new(ClientConnection::new(remote));
+    let mut write = SendTimeout::new(write, shared.config.send_timeout);
     let mut reader = Reader::new(read, buf);
     let mut timer = Deadline::default();
     let mut out: Vec<u8> = Vec::with_capacity(1024);
@@ -799,6 +801,83 @@ fn encode_head(
         line(out, b"connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The client side's writes, failing with `TimedOut` when the client takes none of the bytes
+/// for `timeout` (nginx's `send_timeout`): a client that stops reading does not hold its
+/// connection, its backend exchange and their buffers until shutdown. Writes that go through
+/// at once cost no timer.
+pub(crate) struct SendTimeout<W> {
+    io: W,
+    timeout: Duration,
+    /// Armed when a write first waits; disarmed by any progress.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
+}
+
+impl<W> SendTimeout<W> {
+    pub(crate) fn new(io: W, timeout: Duration) -> SendTimeout<W> {
+        SendTimeout {
+            io,
+            timeout,
+            sleep: None,
+            waiting: false,
+        }
+    }
+
+    /// After the write side answered `Pending`: whether the client has waited too long.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = Instant::now() + self.timeout;
+        if !self.waiting {
+            self.waiting = true;
+            match &mut self.sleep {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        self.sleep
+            .as_mut()
+            .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+    }
+
+    fn progress<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Ready(r) => {
+                self.waiting = false;
+                Poll::Ready(r)
+            }
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing within the send timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for SendTimeout<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.progress(cx, polled)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.progress(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.progress(cx, polled)
+    }
 }
 
 /// A connection whose first bytes were read before knowing which protocol it speaks: those

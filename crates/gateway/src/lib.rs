@@ -45,6 +45,9 @@ pub struct GatewayConfig {
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
     pub header_read_timeout: Duration,
+    /// How long an HTTP/1.x client may take none of its response's bytes before its
+    /// connection is closed (nginx's `send_timeout`).
+    pub send_timeout: Duration,
     pub backend_connect_timeout: Duration,
     pub backend_response_timeout: Duration,
     /// `stdout`, a file path, or `None` for no access log.
@@ -65,6 +68,7 @@ impl Default for GatewayConfig {
             max_header_bytes: 64 * 1024,
             max_body_bytes: 64 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
             backend_connect_timeout: Duration::from_secs(10),
             backend_response_timeout: Duration::from_secs(240),
             access_log: None,

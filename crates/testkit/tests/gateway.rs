@@ -1290,3 +1290,70 @@ async fn client_connections_pipeline_continue_and_frame_their_bodies() {
     );
     assert!(text.contains(MISSING), "{text}");
 }
+
+/// A client that asks for a large response and stops reading loses its connection after the
+/// send timeout, which also ends the backend exchange behind it; other clients go on.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = EchoBackend::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServeConfig::ephemeral(dir.path());
+    config.gateway.send_timeout = Duration::from_millis(500);
+    let t = TestInstance::start_with(config).await.unwrap();
+    let (key, _) = setup(&t, &echo).await;
+    // A backend streaming 256 MiB, noting when the gateway stops taking it.
+    let cut = std::sync::Arc::new(AtomicBool::new(false));
+    let (url, _) = counting_backend({
+        let cut = cut.clone();
+        move |mut s, _| {
+            let cut = cut.clone();
+            async move {
+                let mut head = [0u8; 4096];
+                let _ = s.read(&mut head).await;
+                let total = 256 * 1024 * 1024;
+                let sent = s
+                    .write_all(
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n\r\n").as_bytes(),
+                    )
+                    .await;
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut left = total;
+                while sent.is_ok() && left > 0 {
+                    if s.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                    left -= chunk.len();
+                }
+                cut.store(left > 0, Ordering::SeqCst);
+            }
+        }
+    })
+    .await;
+    plain_api(&t, "huge", &url, &[("get", "GET", "/")]).await;
+    let addr = t.gateway_url().trim_start_matches("http://").to_string();
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(
+            format!("GET /huge HTTP/1.1\r\nHost: x\r\nOcp-Apim-Subscription-Key: {key}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    // The client reads nothing; the buffers between fill up, then the timeout runs.
+    let started = std::time::Instant::now();
+    while !cut.load(Ordering::SeqCst) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the gateway still holds a client that reads nothing"
+        );
+        assert_eq!(gw(&t, "GET", "/echo/items/1", Some(&key)).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // What the client gets is the start of the body and then the end of the connection.
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut got)).await;
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    assert!(got.len() < 256 * 1024 * 1024, "{} bytes", got.len());
+}

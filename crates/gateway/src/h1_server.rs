@@ -381,15 +381,17 @@ enum NextHead {
     Refused(Refusal),
 }
 
+/// Reads the next request head, which must be in by `deadline` (else the header read timeout
+/// from now).
 async fn next_head(
     reader: &mut Reader,
     shared: &Shared,
     timer: &mut Deadline,
     stop: &mut watch::Receiver<bool>,
+    mut deadline: Option<Instant>,
 ) -> NextHead {
     let max_head = shared.config.max_header_bytes;
     let timeout = shared.config.header_read_timeout;
-    let mut deadline = None;
     loop {
         if !reader.buf.is_empty() {
             match take_head(&mut reader.buf, max_head) {
@@ -413,7 +415,10 @@ async fn next_head(
 }
 
 /// Serves HTTP/1.x requests on a connection until either side closes it. `buf` holds what was
-/// already read from it.
+/// already read from it; the first request's head must be in by `first_deadline` (the header
+/// read timeout counts from the connection's start, not from the protocol sniff or the TLS
+/// handshake).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve<W: AsyncWrite + Unpin>(
     read: ReadHalf,
     buf: BytesMut,
@@ -422,14 +427,18 @@ pub(crate) async fn serve<W: AsyncWrite + Unpin>(
     remote: SocketAddr,
     tls: bool,
     mut stop: watch::Receiver<bool>,
+    first_deadline: Instant,
 ) {
+    let mut deadline = Some(first_deadline);
     let client = Arc::new(ClientConnection::new(remote));
     let mut write = SendTimeout::new(write, shared.config.send_timeout);
     let mut reader = Reader::new(read, buf);
     let mut timer = Deadline::default();
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     loop {
-        let head = match next_head(&mut reader, &shared, &mut timer, &mut stop).await {
+        let head = match next_head(&mut reader, &shared, &mut timer, &mut stop, deadline.take())
+            .await
+        {
             NextHead::Head(head) => head,
             NextHead::Close => return,
             NextHead::Refused(refusal) => {
@@ -943,7 +952,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
 /// by prior knowledge), and what was read. `None`: it closed or said nothing in time.
 pub(crate) async fn sniff(
     stream: &mut tokio::net::TcpStream,
-    timeout: Duration,
+    deadline: Instant,
 ) -> Option<(bool, BytesMut)> {
     use tokio::io::AsyncReadExt;
     let mut buf = BytesMut::with_capacity(READ_SIZE);
@@ -962,7 +971,10 @@ pub(crate) async fn sniff(
             }
         }
     };
-    let h2 = tokio::time::timeout(timeout, read).await.ok().flatten()?;
+    let h2 = tokio::time::timeout_at(deadline, read)
+        .await
+        .ok()
+        .flatten()?;
     Some((h2, buf))
 }
 

@@ -396,10 +396,11 @@ async fn serve_connections(
         let graceful_conn = graceful.watcher();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let timeout = shared.config.header_read_timeout;
+            // From the connection's start: the sniff or the TLS handshake, then the first head.
+            let deadline = tokio::time::Instant::now() + shared.config.header_read_timeout;
             match acceptor {
                 None => {
-                    let Some((http2, first)) = h1_server::sniff(&mut stream, timeout).await else {
+                    let Some((http2, first)) = h1_server::sniff(&mut stream, deadline).await else {
                         return;
                     };
                     if http2 {
@@ -411,13 +412,23 @@ async fn serve_connections(
                         let _ = graceful_conn.watch(conn).await;
                     } else {
                         let (read, write) = stream.into_split();
-                        h1_server::serve(Box::new(read), first, write, shared, remote, false, stop)
-                            .await;
+                        h1_server::serve(
+                            Box::new(read),
+                            first,
+                            write,
+                            shared,
+                            remote,
+                            false,
+                            stop,
+                            deadline,
+                        )
+                        .await;
                     }
                 }
                 Some(acceptor) => {
                     // A slow handshake holds only its own task.
-                    let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await
+                    let Ok(Ok(tls)) =
+                        tokio::time::timeout_at(deadline, acceptor.accept(stream)).await
                     else {
                         return;
                     };
@@ -437,6 +448,7 @@ async fn serve_connections(
                             remote,
                             true,
                             stop,
+                            deadline,
                         )
                         .await;
                     }

@@ -1357,3 +1357,33 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
     assert!(got.starts_with(b"HTTP/1.1 200"));
     assert!(got.len() < 256 * 1024 * 1024, "{} bytes", got.len());
 }
+
+/// The header read timeout counts from the connection's start: a client that waits before its
+/// first byte does not get the timeout a second time for the rest of its head.
+#[tokio::test]
+async fn the_first_head_is_due_one_header_timeout_after_connecting() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = EchoBackend::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServeConfig::ephemeral(dir.path());
+    config.gateway.header_read_timeout = Duration::from_secs(2);
+    let t = TestInstance::start_with(config).await.unwrap();
+    let (key, _) = setup(&t, &echo).await;
+    let addr = t.gateway_url().trim_start_matches("http://").to_string();
+    let started = std::time::Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    slow.write_all(b"GET /echo/items/1 HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "never closed");
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(1900) && after < Duration::from_millis(2800),
+        "closed {after:?} after connecting"
+    );
+    // A client that is on time is served.
+    assert_eq!(gw(&t, "GET", "/echo/items/1", Some(&key)).await.0, 200);
+}

@@ -377,9 +377,8 @@ async fn serve_connections(
     shared: Arc<Shared>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    // HTTP/2 connections end through hyper's graceful shutdown, HTTP/1.x ones when they see
-    // `stop` (each holds a receiver: all are gone once they have ended).
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Connections end when they see `stop` (HTTP/2 ones through hyper's graceful shutdown);
+    // each holds a receiver, so all are gone once they have ended.
     let (stop, stop_rx) = watch::channel(false);
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
@@ -393,7 +392,6 @@ async fn serve_connections(
         let shared = shared.clone();
         let h2 = h2.clone();
         let stop = stop_rx.clone();
-        let graceful_conn = graceful.watcher();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             // From the connection's start: the sniff or the TLS handshake, then the first head.
@@ -405,11 +403,12 @@ async fn serve_connections(
                     };
                     if http2 {
                         let io = h1_server::Rewind::new(first.freeze(), stream);
+                        let draining = shared.traffic.watch_draining();
                         let conn = h2.serve_connection(
                             TokioIo::new(io),
                             hyper_service(shared, remote, false),
                         );
-                        let _ = graceful_conn.watch(conn).await;
+                        serve_h2(conn, stop, draining).await;
                     } else {
                         let (read, write) = stream.into_split();
                         h1_server::serve(
@@ -433,11 +432,12 @@ async fn serve_connections(
                         return;
                     };
                     if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        let draining = shared.traffic.watch_draining();
                         let conn = h2.serve_connection(
                             TokioIo::new(tls),
                             hyper_service(shared, remote, true),
                         );
-                        let _ = graceful_conn.watch(conn).await;
+                        serve_h2(conn, stop, draining).await;
                     } else {
                         let (read, write) = tokio::io::split(tls);
                         h1_server::serve(
@@ -459,12 +459,29 @@ async fn serve_connections(
     let drain = shared.config.drain_timeout;
     let _ = stop.send(true);
     drop(stop_rx);
-    let drained = async {
-        tokio::join!(graceful.shutdown(), stop.closed());
-    };
+    // Every connection's task holds a receiver of `stop`.
+    let drained = stop.closed();
     if tokio::time::timeout(drain, drained).await.is_err() {
         tracing::warn!("requests still in flight after {drain:?}; closing them");
     }
+}
+
+/// Serves an HTTP/2 connection to its end. On shutdown, or when the gateway starts draining, it
+/// sends GOAWAY: requests in flight finish, and the client opens a new connection for the next
+/// ones (after a move's DNS cutover, to the new instance).
+async fn serve_h2<C: hyper_util::server::graceful::GracefulConnection>(
+    conn: C,
+    mut stop: watch::Receiver<bool>,
+    mut draining: watch::Receiver<bool>,
+) {
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        () = stopped(&mut stop) => {}
+        _ = draining.wait_for(|on| *on) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }
 
 /// The pipeline as a hyper service, for HTTP/2 connections.

@@ -518,7 +518,8 @@ pub async fn handle(
 
 /// While draining, HTTP/1.1 clients are told to close the connection after this response, so
 /// their next request opens a new one and resolves the host name again (after a DNS cutover,
-/// to the new instance). HTTP/2 has no such header; its connections end at shutdown with GOAWAY.
+/// to the new instance). HTTP/2 has no such header: its connections get GOAWAY
+/// when draining starts (`serve_h2`).
 fn close_if_draining(shared: &Shared, http1: bool, resp: &mut Response<Body>) {
     if http1 && shared.traffic.draining() {
         resp.headers_mut().insert(

@@ -353,10 +353,13 @@ pub fn bucket_of(unix_secs: i64) -> i64 {
 
 /// What a move needs to know about this gateway's traffic: how much it served, how much failed,
 /// when it last served, and whether it is draining (every HTTP/1.1 response then carries
-/// `Connection: close`, so clients reconnect and resolve the name again).
+/// `Connection: close` and HTTP/2 connections get GOAWAY, so clients reconnect and resolve the
+/// name again).
 #[derive(Default)]
 pub struct Traffic {
+    /// Read per request; `draining_changes` tells connections that wait.
     draining: AtomicBool,
+    draining_changes: tokio::sync::watch::Sender<bool>,
     served: AtomicU64,
     failed: AtomicU64,
     last_request_unix_ms: AtomicI64,
@@ -374,6 +377,12 @@ impl Traffic {
 
     pub fn set_draining(&self, on: bool) {
         self.draining.store(on, Ordering::Relaxed);
+        self.draining_changes.send_replace(on);
+    }
+
+    /// Follows the draining switch (for connections that end when it turns on).
+    pub fn watch_draining(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.draining_changes.subscribe()
     }
 
     pub fn draining(&self) -> bool {

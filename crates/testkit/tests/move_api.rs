@@ -248,3 +248,66 @@ async fn the_target_takes_the_name_and_a_deleted_instance_stops() {
     );
     assert!(err.contains("was deleted"), "{err}");
 }
+
+/// HTTP/2 has no `Connection: close`: draining sends GOAWAY instead, after which the client's
+/// connection ends (its requests in flight done) and the next request opens a new one.
+#[tokio::test]
+async fn drain_mode_sends_http2_clients_goaway() {
+    use http_body_util::{BodyExt, Empty};
+    let backend = EchoBackend::start().await.unwrap();
+    let t = TestInstance::start().await.unwrap();
+    t.put_ok(
+        "/apis/echo",
+        json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": backend.url, "protocols": ["http"], "subscriptionRequired": false}}),
+    )
+    .await;
+    t.put_ok(
+        "/apis/echo/operations/get",
+        json!({"properties": {"displayName": "Get", "method": "GET", "urlTemplate": "/x"}}),
+    )
+    .await;
+    t.gateway_caught_up().await;
+    let addr = t.gateway_url().trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let mut connection = tokio::spawn(connection);
+    let get = || {
+        hyper::Request::get(format!("http://{addr}/echo/x"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let r = sender.send_request(get()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.into_body().collect().await.unwrap();
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), &mut connection)
+            .await
+            .is_err(),
+        "the connection stays open while the gateway is not draining"
+    );
+
+    let (s, _) = t
+        .call("POST", "/drain", Some(json!({"enabled": true})))
+        .await;
+    assert_eq!(s, 200);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), &mut connection).await;
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "GOAWAY ends the connection cleanly: {ended:?}"
+    );
+    // A new connection is served as before.
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    assert_eq!(sender.send_request(get()).await.unwrap().status(), 200);
+}

@@ -25,15 +25,15 @@
 //!   upload: its answer is what the client gets, and the connection is not reused.
 
 use crate::proxy::{Body, BoxError, ClientHeaders, HeaderEdits, is_hop_by_hop_name};
-use crate::request::{RawHead, RequestHeaders, name_is};
-use bytes::{Buf, Bytes, BytesMut};
+use crate::request::{RequestHeaders, name_is};
+use bytes::{Bytes, BytesMut};
+use gatehouse_http1::{ChunkStep, ResponseFraming, ResponseHead, take_counted};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, SizeHint};
 use hyper::header::{HeaderMap, HeaderValue};
-use hyper::{Method, Response, StatusCode, Version};
+use hyper::{Method, Response};
 use std::future::Future;
 use std::io;
-use std::ops::Range;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
@@ -42,9 +42,6 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 const MAX_HEAD: usize = 64 * 1024;
-const MAX_HEADERS: usize = 100;
-const MAX_CHUNK_LINE: usize = 4 * 1024;
-const MAX_TRAILERS: usize = 64 * 1024;
 const READ_SIZE: usize = 8 * 1024;
 /// Body frames up to this size are copied next to their chunk framing and written with it.
 const COALESCE: usize = 16 * 1024;
@@ -113,25 +110,6 @@ enum RequestFraming {
     Chunked,
 }
 
-/// A response head as read, with what it says about the body and the connection.
-#[derive(Debug)]
-pub struct Head {
-    status: StatusCode,
-    version: Version,
-    /// Its fields, hop-by-hop ones left out.
-    headers: RawHead,
-    body: BodyKind,
-    reusable: bool,
-}
-
-#[derive(Debug, PartialEq)]
-enum BodyKind {
-    Done,
-    Length(u64),
-    Chunked(ChunkState),
-    UntilClose,
-}
-
 impl Connection {
     pub fn new(stream: TcpStream, host: HeaderValue) -> Connection {
         Connection {
@@ -157,7 +135,7 @@ impl Connection {
         parts: &hyper::http::request::Parts,
         edits: &HeaderEdits,
         mut body: Body,
-    ) -> Result<Head, SendError> {
+    ) -> Result<ResponseHead, SendError> {
         let framing = if body.is_end_stream() {
             if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
                 RequestFraming::Length(0)
@@ -300,12 +278,12 @@ impl Connection {
             Ok(0) => Err(SendError::Failed(
                 "the backend closed the connection while the request was being sent".into(),
             )),
-            Ok(_) => Ok(skip_interim(&mut self.read)?),
+            Ok(_) => gatehouse_http1::skip_interim(&mut self.read).map_err(SendError::Failed),
         }
     }
 
     /// Reads until a final response head is complete.
-    async fn read_head(&mut self, head_request: bool) -> Result<Head, SendError> {
+    async fn read_head(&mut self, head_request: bool) -> Result<ResponseHead, SendError> {
         let mut received = !self.read.is_empty();
         loop {
             if !self.read.is_empty()
@@ -344,7 +322,7 @@ impl Connection {
     /// that writes them out as they are); otherwise they are in the response's map.
     pub fn into_response(
         self,
-        head: Head,
+        head: ResponseHead,
         back: ReturnTo,
         idle: Duration,
         raw: bool,
@@ -366,7 +344,7 @@ impl Connection {
             idle,
             idle_timer: None,
         };
-        if body.kind == BodyKind::Done {
+        if body.kind == ResponseFraming::Done {
             body.finish();
         }
         let mut body = Body::new(body);
@@ -521,312 +499,19 @@ fn client_fields<'h, I: Iterator<Item = (&'h [u8], &'h [u8], &'h [u8])>>(
     }
 }
 
-/// Parses the head at the front of `buf`: its length, status code, minor version, and the
-/// headers as positions in `buf` (so that their values can share its bytes) — `None` while it
-/// is incomplete.
-#[allow(clippy::type_complexity)]
-fn parse_head(
-    buf: &[u8],
-) -> Result<Option<(usize, u16, u8, Vec<(Range<usize>, Range<usize>)>)>, SendError> {
-    // Uninitialised: zeroing 100 header slots per response would cost more than parsing it.
-    let mut slots = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
-    {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(SendError::Failed(
-                "the backend's response has more than 100 headers".into(),
-            ));
-        }
-        Err(e) => {
-            return Err(SendError::Failed(format!(
-                "the backend's response is not valid HTTP/1.1: {e}"
-            )));
-        }
-    };
-    let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        start..start + s.len()
-    };
-    let headers = resp
-        .headers
-        .iter()
-        .map(|h| (span(h.name.as_bytes()), span(h.value)))
-        .collect();
-    Ok(Some((
-        len,
-        resp.code.unwrap_or_default(),
-        resp.version.unwrap_or_default(),
-        headers,
-    )))
-}
-
-/// Drops complete interim (1xx but 101) heads from the front of `buf`, and parses the final
-/// head after them (left in `buf`) once it is complete.
-#[allow(clippy::type_complexity)]
-fn final_head(
-    buf: &mut BytesMut,
-) -> Result<Option<(usize, u16, u8, Vec<(Range<usize>, Range<usize>)>)>, SendError> {
-    loop {
-        match parse_head(buf)? {
-            Some((len, code, ..)) if (100..200).contains(&code) && code != 101 => buf.advance(len),
-            parsed => return Ok(parsed),
-        }
-    }
-}
-
-/// Drops complete interim heads from the front of `buf`; true when a complete final head is
-/// there.
-fn skip_interim(buf: &mut BytesMut) -> Result<bool, SendError> {
-    Ok(final_head(buf)?.is_some())
-}
-
 /// Takes the final head from the front of `buf`, dropping interim heads before it; `None`
 /// while it is incomplete.
-fn take_final_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, SendError> {
-    let Some((len, code, minor, spans)) = final_head(buf)? else {
-        return Ok(None);
-    };
-    let head = buf.split_to(len).freeze();
-    let status = StatusCode::from_u16(code)
-        .map_err(|_| SendError::Failed(format!("the backend answered status {code}")))?;
-    let version = if minor == 0 {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    // Hop-by-hop headers (and those `Connection` names) stay out: they are about this
-    // connection, not the client's.
-    let mut framing = Framing::new(version);
-    let mut fields = spans;
-    // One pass: reads what frames the body, and keeps the end-to-end fields.
-    fields.retain(|(name, value)| {
-        let name = &head[name.clone()];
-        framing.read(name, &head[value.clone()]);
-        !is_hop_by_hop_name(name)
-    });
-    match framing.fault {
-        Some(LengthFault::NotANumber) => {
-            return Err(SendError::Failed(
-                "the backend's Content-Length is not a number".into(),
-            ));
-        }
-        Some(LengthFault::Differing) => {
-            return Err(SendError::Failed(
-                "the backend sent differing Content-Length values".into(),
-            ));
-        }
-        None => {}
-    }
-    if !framing.named.is_empty() {
-        fields.retain(|(name, _)| {
-            let name = &head[name.clone()];
-            !framing.named.iter().any(|t| t.eq_ignore_ascii_case(name))
-        });
-    }
-    let (mut keep_alive, chunked, length) = (framing.keep_alive, framing.chunked, framing.length);
-    let headers = RawHead::new(head, fields);
-    let code = status.as_u16();
-    let body = if head_request || code < 200 || code == 204 || code == 304 {
-        if code == 101 {
-            keep_alive = false;
-        }
-        BodyKind::Done
-    } else {
-        match (chunked, length) {
-            (Some(true), Some(_)) => {
-                keep_alive = false;
-                BodyKind::Chunked(ChunkState::Size)
-            }
-            (Some(true), None) => BodyKind::Chunked(ChunkState::Size),
-            (Some(false), _) | (None, None) => {
-                keep_alive = false;
-                BodyKind::UntilClose
-            }
-            (None, Some(0)) => BodyKind::Done,
-            (None, Some(n)) => BodyKind::Length(n),
-        }
-    };
-    Ok(Some(Head {
-        status,
-        version,
-        headers,
-        body,
-        reusable: keep_alive,
-    }))
-}
-
-/// A Content-Length that cannot frame a body.
-#[derive(Clone, Copy, PartialEq, Debug)]
-pub(crate) enum LengthFault {
-    NotANumber,
-    Differing,
-}
-
-/// What a message head's fields say about its framing and its connection (RFC 9112 §6.3, §9.3),
-/// read field by field.
-pub(crate) struct Framing<'h> {
-    version: Version,
-    pub(crate) keep_alive: bool,
-    /// Whether the last coding of the last Transfer-Encoding is chunked.
-    pub(crate) chunked: Option<bool>,
-    pub(crate) length: Option<u64>,
-    pub(crate) fault: Option<LengthFault>,
-    /// The field names `Connection` lists (besides `close` and `keep-alive`).
-    pub(crate) named: Vec<&'h [u8]>,
-}
-
-impl<'h> Framing<'h> {
-    pub(crate) fn new(version: Version) -> Framing<'h> {
-        Framing {
-            version,
-            keep_alive: version == Version::HTTP_11,
-            chunked: None,
-            length: None,
-            fault: None,
-            named: Vec::new(),
-        }
-    }
-
-    /// Takes in one field (other fields are passed over).
-    pub(crate) fn read(&mut self, name: &[u8], value: &'h [u8]) {
-        if name_is(name, b"connection") {
-            for token in value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    self.keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    self.keep_alive |= self.version == Version::HTTP_10;
-                } else if !token.is_empty() {
-                    self.named.push(token);
-                }
-            }
-        } else if name_is(name, b"transfer-encoding") {
-            if let Some(last) = value.rsplit(|&b| b == b',').next() {
-                self.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            }
-        } else if name_is(name, b"content-length") {
-            for part in value.split(|&b| b == b',') {
-                match parse_decimal(part.trim_ascii()) {
-                    None => self.fault = Some(LengthFault::NotANumber),
-                    Some(n) if self.length.is_some_and(|l| l != n) => {
-                        self.fault = Some(LengthFault::Differing)
-                    }
-                    Some(n) => self.length = Some(n),
-                }
-            }
-        }
-    }
-}
-
-pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
-}
-
-/// Where a chunked body's decoder stands.
-#[derive(Debug, PartialEq, Clone, Copy)]
-pub(crate) enum ChunkState {
-    Size,
-    Data(u64),
-    DataEnd,
-    /// Trailer bytes seen so far.
-    Trailers(usize),
-}
-
-pub(crate) enum ChunkStep {
-    Data(Bytes),
-    End,
-    NeedMore,
-}
-
-impl ChunkState {
-    pub(crate) fn step(&mut self, buf: &mut BytesMut) -> Result<ChunkStep, String> {
-        loop {
-            match *self {
-                ChunkState::Size => {
-                    let Some(line) = take_line(buf, MAX_CHUNK_LINE)? else {
-                        return Ok(ChunkStep::NeedMore);
-                    };
-                    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-                    let rest = line[digits..].trim_ascii_start();
-                    if digits == 0 || digits > 16 || !(rest.is_empty() || rest[0] == b';') {
-                        return Err("a chunk size is not valid".into());
-                    }
-                    let size = line[..digits].iter().fold(0u64, |n, &d| {
-                        (n << 4) | u64::from((d as char).to_digit(16).unwrap_or(0))
-                    });
-                    *self = if size == 0 {
-                        ChunkState::Trailers(0)
-                    } else {
-                        ChunkState::Data(size)
-                    };
-                }
-                ChunkState::Data(left) => {
-                    if buf.is_empty() {
-                        return Ok(ChunkStep::NeedMore);
-                    }
-                    let n = left.min(buf.len() as u64);
-                    let data = buf.split_to(n as usize).freeze();
-                    *self = if n == left {
-                        ChunkState::DataEnd
-                    } else {
-                        ChunkState::Data(left - n)
-                    };
-                    return Ok(ChunkStep::Data(data));
-                }
-                ChunkState::DataEnd => {
-                    if buf.len() < 2 {
-                        return Ok(ChunkStep::NeedMore);
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err("a chunk is longer than its size".into());
-                    }
-                    buf.advance(2);
-                    *self = ChunkState::Size;
-                }
-                ChunkState::Trailers(seen) => {
-                    let Some(line) = take_line(buf, MAX_TRAILERS.saturating_sub(seen))? else {
-                        return Ok(ChunkStep::NeedMore);
-                    };
-                    if line.is_empty() {
-                        return Ok(ChunkStep::End);
-                    }
-                    *self = ChunkState::Trailers(seen + line.len() + 2);
-                }
-            }
-        }
-    }
-}
-
-/// The next CRLF-ended line (without the CRLF), if complete; an error past `limit` bytes.
-fn take_line(buf: &mut BytesMut, limit: usize) -> Result<Option<Bytes>, String> {
-    let end = buf.iter().position(|&b| b == b'\n');
-    if end.unwrap_or(buf.len()) >= limit {
-        return Err("a line of a chunked body is too long".into());
-    }
-    match end {
-        Some(end) if end > 0 && buf[end - 1] == b'\r' => {
-            let line = buf.split_to(end + 1).freeze();
-            Ok(Some(line.slice(..end - 1)))
-        }
-        Some(_) => Err("a line of a chunked body is not valid".into()),
-        None => Ok(None),
-    }
+fn take_final_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<Option<ResponseHead>, SendError> {
+    gatehouse_http1::take_response_head(buf, head_request).map_err(SendError::Failed)
 }
 
 /// A response body read from its connection by the task that polls it.
 struct ResponseBody {
     conn: Option<Connection>,
-    kind: BodyKind,
+    kind: ResponseFraming,
     reusable: bool,
     back: Option<ReturnTo>,
     idle: Duration,
@@ -838,7 +523,7 @@ struct ResponseBody {
 impl ResponseBody {
     /// The body has ended: the connection goes back if the exchange left it clean.
     fn finish(&mut self) {
-        self.kind = BodyKind::Done;
+        self.kind = ResponseFraming::Done;
         if let (Some(conn), Some((idle, key))) = (self.conn.take(), self.back.take())
             && self.reusable
             && conn.read.is_empty()
@@ -846,13 +531,6 @@ impl ResponseBody {
             idle.put(key, conn);
         }
     }
-}
-
-/// Takes what `buf` holds of a body with `left` bytes to come (counting them off).
-pub(crate) fn take_counted(buf: &mut BytesMut, left: &mut u64) -> Bytes {
-    let n = (*left).min(buf.len() as u64);
-    *left -= n;
-    buf.split_to(n as usize).freeze()
 }
 
 fn poll_fill(conn: &mut Connection, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
@@ -880,19 +558,19 @@ impl hyper::body::Body for ResponseBody {
                 return Poll::Ready(None);
             };
             match &mut this.kind {
-                BodyKind::Done => return Poll::Ready(None),
-                BodyKind::Length(left) if !conn.read.is_empty() => {
+                ResponseFraming::Done => return Poll::Ready(None),
+                ResponseFraming::Length(left) if !conn.read.is_empty() => {
                     let data = take_counted(&mut conn.read, left);
                     if *left == 0 {
                         this.finish();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                BodyKind::UntilClose if !conn.read.is_empty() => {
+                ResponseFraming::UntilClose if !conn.read.is_empty() => {
                     let data = conn.read.split().freeze();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                BodyKind::Chunked(state) => match state.step(&mut conn.read) {
+                ResponseFraming::Chunked(state) => match state.step(&mut conn.read) {
                     Err(e) => {
                         this.conn = None;
                         return Poll::Ready(Some(Err(e.into())));
@@ -904,7 +582,7 @@ impl hyper::body::Body for ResponseBody {
                     }
                     Ok(ChunkStep::NeedMore) => {}
                 },
-                BodyKind::Length(_) | BodyKind::UntilClose => {}
+                ResponseFraming::Length(_) | ResponseFraming::UntilClose => {}
             }
             let filled = match poll_fill(conn, cx) {
                 Poll::Ready(filled) => filled,
@@ -929,8 +607,8 @@ impl hyper::body::Body for ResponseBody {
                     .reset(tokio::time::Instant::now() + this.idle);
             }
             match filled {
-                Ok(0) if this.kind == BodyKind::UntilClose => {
-                    this.kind = BodyKind::Done;
+                Ok(0) if this.kind == ResponseFraming::UntilClose => {
+                    this.kind = ResponseFraming::Done;
                     this.conn = None;
                     return Poll::Ready(None);
                 }
@@ -950,13 +628,13 @@ impl hyper::body::Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.kind == BodyKind::Done
+        self.kind == ResponseFraming::Done
     }
 
     fn size_hint(&self) -> SizeHint {
         match self.kind {
-            BodyKind::Done => SizeHint::with_exact(0),
-            BodyKind::Length(n) => SizeHint::with_exact(n),
+            ResponseFraming::Done => SizeHint::with_exact(0),
+            ResponseFraming::Length(n) => SizeHint::with_exact(n),
             _ => SizeHint::default(),
         }
     }
@@ -966,194 +644,6 @@ impl hyper::body::Body for ResponseBody {
 mod tests {
     use super::*;
     use hyper::header::{self, HeaderName};
-
-    fn head(raw: &str, head_request: bool) -> Result<(Head, BytesMut), String> {
-        let mut buf = BytesMut::from(raw.as_bytes());
-        match take_final_head(&mut buf, head_request) {
-            Ok(Some(h)) => Ok((h, buf)),
-            Ok(None) => Err("incomplete".into()),
-            Err(SendError::Failed(e) | SendError::NoResponse(e)) => Err(e),
-        }
-    }
-
-    #[test]
-    fn response_framing_follows_rfc_9112() {
-        let (h, rest) = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false).unwrap();
-        assert_eq!(h.body, BodyKind::Length(5));
-        assert!(h.reusable);
-        assert_eq!(&rest[..], b"hello");
-        let (h, _) = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).unwrap();
-        assert_eq!(h.body, BodyKind::Done, "no body after HEAD");
-        assert!(h.reusable);
-        for status in ["204 No Content", "304 Not Modified"] {
-            let (h, _) = head(
-                &format!("HTTP/1.1 {status}\r\nContent-Length: 9\r\n\r\n"),
-                false,
-            )
-            .unwrap();
-            assert_eq!(h.body, BodyKind::Done);
-        }
-        let (h, _) = head(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-            false,
-        )
-        .unwrap();
-        assert_eq!(h.body, BodyKind::Chunked(ChunkState::Size));
-        assert!(h.reusable);
-        // Transfer-Encoding wins over Content-Length, and such a connection is not reused.
-        let (h, _) = head(
-            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-            false,
-        )
-        .unwrap();
-        assert_eq!(h.body, BodyKind::Chunked(ChunkState::Size));
-        assert!(!h.reusable);
-        let (h, _) = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).unwrap();
-        assert_eq!(h.body, BodyKind::UntilClose);
-        assert!(!h.reusable);
-        let (h, _) = head("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n", false).unwrap();
-        assert_eq!(h.body, BodyKind::UntilClose);
-        assert!(!h.reusable);
-        let (h, _) = head(
-            "HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\nConnection: close\r\n\r\n",
-            false,
-        )
-        .unwrap();
-        assert_eq!(h.body, BodyKind::Length(4));
-        assert!(!h.reusable, "the backend said close");
-        let (h, _) = head("HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\n", false).unwrap();
-        assert!(!h.reusable, "HTTP/1.0 closes unless it says keep-alive");
-        let (h, _) = head(
-            "HTTP/1.0 200 OK\r\nContent-Length: 4\r\nConnection: Keep-Alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nX-End: 2\r\n\r\n",
-            false,
-        )
-        .unwrap();
-        assert!(h.reusable);
-        let map = h.headers.to_map();
-        let names: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
-        assert_eq!(
-            names,
-            ["content-length", "x-end"],
-            "hop-by-hop headers stay out"
-        );
-        assert_eq!(h.version, Version::HTTP_10);
-        // Interim responses are skipped; the final one counts.
-        let (h, rest) = head("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-A: 1\r\n\r\nok", false).unwrap();
-        assert_eq!(h.status, 201);
-        assert_eq!(h.headers.get("x-a"), Some(&b"1"[..]));
-        assert!(h.headers.get("link").is_none());
-        assert_eq!(&rest[..], b"ok");
-        for bad in [
-            "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nContent-Length: 4, 5\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
-            "HTTP/1.1 2000 OK\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
-            "HTTP/2 200 OK\r\n\r\n",
-        ] {
-            assert!(head(bad, false).is_err(), "{bad:?} must be refused");
-        }
-        let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
-        let e = head(&format!("HTTP/1.1 200 OK\r\n{many}\r\n"), false).unwrap_err();
-        assert!(e.contains("more than 100 headers"), "{e}");
-    }
-
-    fn decode(mut input: &[u8], piece: usize) -> Result<Vec<u8>, String> {
-        let mut state = ChunkState::Size;
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        loop {
-            match state.step(&mut buf)? {
-                ChunkStep::Data(d) => out.extend_from_slice(&d),
-                ChunkStep::End if !buf.is_empty() || !input.is_empty() => {
-                    return Err("bytes after the end".into());
-                }
-                ChunkStep::End => return Ok(out),
-                ChunkStep::NeedMore if input.is_empty() => return Err("truncated".into()),
-                ChunkStep::NeedMore => {
-                    let n = piece.min(input.len());
-                    buf.extend_from_slice(&input[..n]);
-                    input = &input[n..];
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn chunked_bodies_decode_whatever_the_read_sizes() {
-        let body =
-            b"5\r\nhello\r\n1;ext=\"a b\"\r\n \r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n";
-        for piece in [1, 2, 3, 7, 1000] {
-            assert_eq!(
-                decode(body, piece).unwrap(),
-                b"hello 0123456789",
-                "pieces of {piece}"
-            );
-        }
-        for bad in [
-            &b"5\r\nhello world\r\n0\r\n\r\n"[..],
-            b"x\r\n",
-            b"5\nhello\r\n0\r\n\r\n",
-            b"11111111111111111\r\n",
-            b"5 x\r\nhello\r\n0\r\n\r\n",
-            b"5\r\nhel",
-        ] {
-            assert!(
-                decode(bad, 3).is_err(),
-                "{:?} must be refused",
-                String::from_utf8_lossy(bad)
-            );
-        }
-        let long_line = format!("5;{}\r\n", "e".repeat(MAX_CHUNK_LINE));
-        assert!(
-            decode(long_line.as_bytes(), 1000)
-                .unwrap_err()
-                .contains("too long")
-        );
-    }
-
-    /// Mutated responses (bytes flipped, inserted, removed, cut) never panic the head parser or
-    /// the chunked decoder, and what they accept is consistent: a parsed head leaves exactly the
-    /// bytes after it, a decoded body never exceeds the input.
-    #[test]
-    fn mutated_responses_never_panic_the_parsers() {
-        let seeds: [&[u8]; 4] = [
-            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
-            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3, 3\r\n\r\n5;a=b\r\nhello\r\n0\r\nT: 1\r\n\r\n",
-            b"3\r\nabc\r\nA\r\n0123456789\r\n0\r\n\r\n",
-        ];
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        for round in 0..40_000 {
-            let mut input = seeds[round % seeds.len()].to_vec();
-            for _ in 0..1 + next() % 4 {
-                let at = (next() as usize) % (input.len() + 1);
-                match next() % 4 {
-                    0 if at < input.len() => input[at] = next() as u8,
-                    1 => input.insert(at, b"\r\n:;0 fF\x00\xff"[(next() % 10) as usize]),
-                    2 if at < input.len() => {
-                        input.remove(at);
-                    }
-                    _ => input.truncate(at),
-                }
-            }
-            let mut buf = BytesMut::from(&input[..]);
-            if let Ok(Some(_)) = take_final_head(&mut buf, next() % 2 == 0) {
-                assert!(input.ends_with(&buf), "the body bytes stay after the head");
-            }
-            let piece = 1 + (next() % 7) as usize;
-            if let Ok(out) = decode(&input, piece) {
-                assert!(out.len() <= input.len());
-            }
-        }
-    }
 
     /// The head written for a client connection's own backend connection carries the same
     /// headers as the map that `HeaderEdits::apply` makes for pooled backends.

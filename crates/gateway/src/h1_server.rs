@@ -29,14 +29,15 @@
 
 use crate::Shared;
 use crate::deadline::Deadline;
-use crate::h1::{ChunkState, ChunkStep, Framing, LengthFault, line, take_counted};
+use crate::h1::line;
 use crate::proxy::{self, Body, BoxError};
 use crate::request::{ClientRequest, RawHead, RequestHeaders, name_is};
 use crate::server::{self, ClientConnection};
 use bytes::{Bytes, BytesMut};
+use gatehouse_http1::{ChunkState, ChunkStep, Refusal, RequestFraming, RequestHead, take_counted};
 use hyper::body::{Body as _, Frame, SizeHint};
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Response, StatusCode, Uri, Version};
+use hyper::{Method, Response, StatusCode, Version};
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
@@ -49,7 +50,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 const READ_SIZE: usize = 8 * 1024;
-const MAX_HEADERS: usize = 100;
 /// Body frames up to this size are copied next to the head (or their chunk framing) and
 /// written with it.
 const COALESCE: usize = 16 * 1024;
@@ -84,6 +84,16 @@ enum BodyFraming {
     Chunked(ChunkState),
     /// The body failed (malformed, or the client went away): the connection cannot be reused.
     Broken,
+}
+
+impl From<RequestFraming> for BodyFraming {
+    fn from(framing: RequestFraming) -> BodyFraming {
+        match framing {
+            RequestFraming::Done => BodyFraming::Done,
+            RequestFraming::Length(n) => BodyFraming::Length(n),
+            RequestFraming::Chunked(state) => BodyFraming::Chunked(state),
+        }
+    }
 }
 
 /// Where a `100-continue` expectation stands.
@@ -229,153 +239,15 @@ impl ClientBody {
     }
 }
 
-/// A request head refused before the pipeline sees it.
-struct Refusal {
-    status: StatusCode,
-    message: &'static str,
-}
-
-fn refuse(status: StatusCode, message: &'static str) -> Refusal {
-    Refusal { status, message }
-}
-
-/// A parsed request head, with what it says about its body and the connection.
-struct Head {
-    method: Method,
-    uri: Uri,
-    version: Version,
-    headers: RawHead,
-    body: BodyFraming,
-    keep_alive: bool,
-    expect_continue: bool,
-}
-
 /// Parses the request head at the front of `buf`, taking it out when complete.
-fn take_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusal> {
-    // Uninitialised: zeroing 100 header slots per request would cost more than parsing it.
-    let mut slots = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
-        &mut parsed,
-        buf,
-        &mut slots,
-    ) {
-        Ok(httparse::Status::Complete(len)) if len > max_head => {
-            return Err(refuse(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "The request headers are larger than the gateway's limit.",
-            ));
-        }
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() >= max_head => {
-            return Err(refuse(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "The request headers are larger than the gateway's limit.",
-            ));
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(refuse(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "The request has more than 100 header fields.",
-            ));
-        }
-        Err(_) => {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "The request is not valid HTTP/1.1.",
-            ));
-        }
-    };
-    let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        start..start + s.len()
-    };
-    let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
-        .map_err(|_| refuse(StatusCode::BAD_REQUEST, "The request method is not valid."))?;
-    let target = span(parsed.path.unwrap_or_default().as_bytes());
-    let version = if parsed.version == Some(0) {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    let mut fields = Vec::with_capacity(parsed.headers.len());
-    for h in parsed.headers.iter() {
-        fields.push((span(h.name.as_bytes()), span(h.value)));
-    }
-    let head = buf.split_to(len).freeze();
-    let uri = Uri::from_maybe_shared(head.slice(target))
-        .map_err(|_| refuse(StatusCode::BAD_REQUEST, "The request target is not valid."))?;
-    let mut framing = Framing::new(version);
-    let mut expect_continue = false;
-    for (name, value) in &fields {
-        let (name, value) = (&head[name.clone()], &head[value.clone()]);
-        framing.read(name, value);
-        if name_is(name, b"expect") {
-            if !value.eq_ignore_ascii_case(b"100-continue") {
-                return Err(refuse(
-                    StatusCode::EXPECTATION_FAILED,
-                    "The request's expectation cannot be met.",
-                ));
-            }
-            expect_continue = version == Version::HTTP_11;
-        }
-    }
-    match framing.fault {
-        Some(LengthFault::NotANumber) => {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "The request's Content-Length is not a number.",
-            ));
-        }
-        Some(LengthFault::Differing) => {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "The request has differing Content-Length values.",
-            ));
-        }
-        None => {}
-    }
-    let (keep_alive, chunked, length) = (framing.keep_alive, framing.chunked, framing.length);
-    let body = match (chunked, length) {
-        (Some(_), _) if version == Version::HTTP_10 => {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "Transfer-Encoding is not allowed in an HTTP/1.0 request.",
-            ));
-        }
-        (Some(_), Some(_)) => {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "The request has both Transfer-Encoding and Content-Length.",
-            ));
-        }
-        (Some(false), None) => {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
-                "The request's Transfer-Encoding does not end in chunked.",
-            ));
-        }
-        (Some(true), None) => BodyFraming::Chunked(ChunkState::Size),
-        (None, None | Some(0)) => BodyFraming::Done,
-        (None, Some(n)) => BodyFraming::Length(n),
-    };
-    Ok(Some(Head {
-        method,
-        uri,
-        version,
-        headers: RawHead::new(head, fields),
-        expect_continue: expect_continue && body != BodyFraming::Done,
-        body,
-        keep_alive,
-    }))
+fn take_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<RequestHead>, Refusal> {
+    gatehouse_http1::take_request_head(buf, max_head)
 }
 
 /// How reading the next request head ended. (Not boxed: a head per request is the common case.)
 #[allow(clippy::large_enum_variant)]
 enum NextHead {
-    Head(Head),
+    Head(RequestHead),
     /// The client closed, the timeout passed, or the gateway stops: close quietly.
     Close,
     Refused(Refusal),
@@ -462,16 +334,16 @@ pub(crate) async fn serve<W: AsyncWrite + Unpin>(
         };
         // The body is read through a shared reader while the pipeline runs; the connection
         // takes the reader back afterwards.
-        let (resp, body_finished) = if head.body == BodyFraming::Done {
+        let (resp, body_finished) = if head.body == RequestFraming::Done {
             let req = request(RequestBody::Empty);
             let resp = server::handle(shared.clone(), req, remote, tls, client.clone()).await;
             (resp, true)
         } else {
             let length = match head.body {
-                BodyFraming::Length(n) => Some(n),
+                RequestFraming::Length(n) => Some(n),
                 _ => None,
             };
-            reader.body = head.body;
+            reader.body = BodyFraming::from(head.body);
             reader.expect = if head.expect_continue {
                 Expect::Owed
             } else {
@@ -981,149 +853,6 @@ pub(crate) async fn sniff(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn head(raw: &str) -> Result<(Head, BytesMut), StatusCode> {
-        let mut buf = BytesMut::from(raw.as_bytes());
-        match take_head(&mut buf, 16 * 1024) {
-            Ok(Some(h)) => Ok((h, buf)),
-            Ok(None) => Err(StatusCode::CONTINUE),
-            Err(r) => Err(r.status),
-        }
-    }
-
-    #[test]
-    fn request_framing_refuses_what_could_be_read_two_ways() {
-        let (h, rest) =
-            head("POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET").unwrap();
-        assert_eq!(h.body, BodyFraming::Length(3));
-        assert!(h.keep_alive && !h.expect_continue);
-        assert_eq!(h.uri.path(), "/a");
-        assert_eq!(h.uri.query(), Some("b=1"));
-        assert_eq!(h.headers.get("host"), Some(&b"x"[..]));
-        assert_eq!(
-            &rest[..],
-            b"abcGET",
-            "the body and what follows stay unread"
-        );
-        let (h, _) = head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap();
-        assert_eq!(h.body, BodyFraming::Chunked(ChunkState::Size));
-        let (h, _) = head("GET / HTTP/1.1\r\nContent-Length: 0, 0\r\n\r\n").unwrap();
-        assert_eq!(h.body, BodyFraming::Done);
-        let (h, _) =
-            head("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 9\r\n\r\n").unwrap();
-        assert!(h.expect_continue);
-        let (h, _) = head("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").unwrap();
-        assert!(!h.expect_continue, "nothing to continue without a body");
-        for (raw, status) in [
-            (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
-                400,
-            ),
-            (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-                400,
-            ),
-            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-            (
-                "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
-                400,
-            ),
-            ("POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\n", 400),
-            (
-                "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
-                400,
-            ),
-            ("POST / HTTP/1.1\r\nContent-Length: 3 3\r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\nExpect: something\r\n\r\n", 417),
-            ("GET / HTTP/2.0\r\n\r\n", 400),
-            ("GET  / HTTP/1.1\r\n\r\n", 400),
-            ("G\u{1}T / HTTP/1.1\r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
-        ] {
-            assert_eq!(
-                head(raw).err(),
-                Some(StatusCode::from_u16(status).unwrap()),
-                "{raw:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn connection_tokens_and_versions_decide_keep_alive() {
-        for (raw, keep) in [
-            ("GET / HTTP/1.1\r\n\r\n", true),
-            ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", false),
-            (
-                "GET / HTTP/1.1\r\nConnection: Upgrade, CLOSE\r\n\r\n",
-                false,
-            ),
-            ("GET / HTTP/1.0\r\n\r\n", false),
-            ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
-        ] {
-            assert_eq!(head(raw).unwrap().0.keep_alive, keep, "{raw:?}");
-        }
-    }
-
-    #[test]
-    fn heads_over_the_limits_get_431_and_partial_heads_wait() {
-        assert_eq!(
-            head("GET / HTTP/1.1\r\nHost: x\r\n").err(),
-            Some(StatusCode::CONTINUE)
-        );
-        let big = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(20 * 1024));
-        assert_eq!(
-            head(&big).err(),
-            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
-        );
-        let unfinished = format!("GET / HTTP/1.1\r\nX-Big: {}", "a".repeat(20 * 1024));
-        assert_eq!(
-            head(&unfinished).err(),
-            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
-        );
-        let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
-        assert_eq!(
-            head(&format!("GET / HTTP/1.1\r\n{many}\r\n")).err(),
-            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
-        );
-    }
-
-    #[test]
-    fn mutated_requests_never_panic() {
-        let seeds: [&[u8]; 3] = [
-            b"POST /api/x?y=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nhello",
-            b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n5;a=b\r\nhello\r\n0\r\nT: v\r\n\r\n",
-            b"GET http://h:80/p HTTP/1.0\r\nX: a, b\r\n\r\n",
-        ];
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        for i in 0..40_000 {
-            let mut bytes = seeds[i % seeds.len()].to_vec();
-            for _ in 0..1 + next() % 4 {
-                let at = (next() as usize) % bytes.len();
-                match next() % 3 {
-                    0 => bytes[at] = next() as u8,
-                    1 => {
-                        bytes.remove(at);
-                    }
-                    _ => bytes.insert(at, b"\r\n:;, 0fF"[(next() % 9) as usize]),
-                }
-                if bytes.is_empty() {
-                    break;
-                }
-            }
-            let mut buf = BytesMut::from(&bytes[..]);
-            if let Ok(Some(h)) = take_head(&mut buf, 16 * 1024)
-                && let BodyFraming::Chunked(mut state) = h.body
-            {
-                while let Ok(ChunkStep::Data(_)) = state.step(&mut buf) {}
-            }
-        }
-    }
 
     #[test]
     fn response_heads_carry_their_own_framing() {

@@ -532,21 +532,7 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name)
 }
 
-/// Whether header name `name` (in any case) is a hop-by-hop header.
-pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
-    use crate::request::name_is;
-    // By length first: most names are ruled out without comparing a byte.
-    match name.len() {
-        2 => name_is(name, b"te"),
-        7 => name_is(name, b"trailer") || name_is(name, b"upgrade"),
-        10 => name_is(name, b"connection") || name_is(name, b"keep-alive"),
-        16 => name_is(name, b"proxy-connection"),
-        17 => name_is(name, b"transfer-encoding"),
-        18 => name_is(name, b"proxy-authenticate"),
-        19 => name_is(name, b"proxy-authorization"),
-        _ => false,
-    }
-}
+pub use gatehouse_http1::is_hop_by_hop_name;
 
 static HOP_BY_HOP: [&HeaderName; 9] = [
     &hyper::header::CONNECTION,

@@ -914,6 +914,53 @@ fn static_method(method: &hyper::Method) -> std::borrow::Cow<'static, str> {
     name.into()
 }
 
+/// A call a limit refused: APIM's default error answer (the chain has no on-error) and why.
+pub struct Refused {
+    pub response: Response<Body>,
+    pub reason: &'static str,
+}
+
+/// Counts a call against the limits of an [`exec::counted_forward`] chain.
+pub fn count_call(
+    shared: &Shared,
+    ctx: &RequestContext,
+    chain: &Chain<'_>,
+) -> Result<(), Box<Refused>> {
+    // Per-API and per-operation limits name the request's API and operation.
+    let info = |member: &str| -> Option<V> {
+        let api = ctx.api.as_ref()?;
+        let name: &str = match member {
+            "Api.Id" => &api.id,
+            "Api.Name" => &api.name,
+            "Operation.Id" | "Operation.Name" => &api.operations[ctx.operation?].id,
+            _ => return None,
+        };
+        Some(V::Str(name.to_string()))
+    };
+    let count = |key: &str, calls, period, increment, sliding| {
+        shared
+            .counters
+            .count(key, calls, period, increment, sliding)
+    };
+    let subscription = ctx.subscription.as_ref().map(|s| &*s.id);
+    exec::count_for_subscription(chain, subscription, &info, &count).map_err(|refused| {
+        let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+        let mut resp = json_error(status, &refused.message, &ctx.request_id);
+        for (name, value) in &refused.headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                resp.headers_mut().insert(n, v);
+            }
+        }
+        Box::new(Refused {
+            response: resp,
+            reason: refused.reason,
+        })
+    })
+}
+
 /// How the policy path ends.
 pub enum Served {
     /// With the response: the policies' own, or the backend's after them.
@@ -1057,7 +1104,7 @@ pub async fn serve(
                     body,
                 },
                 routed,
-                timeout: Duration::from_secs(forward.timeout_secs.max(1)),
+                timeout: crate::server::forward_timeout(&forward),
             };
         }
         match exec::run(&chain, Section::Backend, &mut ex, &svc).await {

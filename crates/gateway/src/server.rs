@@ -335,6 +335,11 @@ fn outbound(ctx: &RequestContext, mut resp: Response<Body>) -> Response<Body> {
     resp
 }
 
+/// How long a policy's forward-request waits for the backend (at least a second).
+pub(crate) fn forward_timeout(forward: &gatehouse_policy::exec::Forward) -> std::time::Duration {
+    std::time::Duration::from_secs(forward.timeout_secs.max(1))
+}
+
 /// Where a request stands after inbound (and the policies, if any).
 enum Step {
     Answered(Response<Body>),
@@ -413,6 +418,19 @@ pub async fn handle(
                 "PolicyNotCompiled",
                 "Internal server error",
             ))
+        }
+        (Ok(()), Some(Ok(chain)))
+            if !ctx.preflight
+                && let Some(forward) = gatehouse_policy::exec::counted_forward(&chain) =>
+        {
+            // Only limits to count, then the request goes as it came: no exchange to build.
+            match crate::policies::count_call(&shared, &ctx, &chain) {
+                Ok(()) => Ok(Step::Forward(req, Some(forward_timeout(&forward)))),
+                Err(refused) => {
+                    error_reason = Some(refused.reason);
+                    Ok(Step::Answered(refused.response))
+                }
+            }
         }
         (Ok(()), Some(Ok(chain))) if !chain.is_empty() => {
             // Boxed: the policy path's future is large, and every request's future would

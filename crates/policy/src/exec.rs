@@ -413,27 +413,76 @@ pub fn plain_forward(chain: &Chain) -> Option<Forward> {
         },
         _ => return None,
     };
-    let mut level = 3;
-    loop {
-        match locate(chain, level, Section::Inbound) {
-            Located::Nothing => return Some(forward),
-            Located::Default => return None,
-            Located::Nodes(at, nodes) => {
-                let mut base = false;
-                for node in nodes {
-                    match &node.policy {
-                        Policy::Base => base = true,
-                        p if leaves_request_alone(p) => {}
-                        _ => return None,
-                    }
-                }
-                if !base || at == 0 {
-                    return Some(forward);
-                }
-                level = at - 1;
+    walk_inbound(chain, 3, &mut |node| {
+        leaves_request_alone(&node.policy).then_some(()).ok_or(())
+    })
+    .ok()?;
+    Some(forward)
+}
+
+/// When the chain is one [`plain_forward`] takes and its inbound policies are only rate-limit
+/// and quota per subscription that do nothing but count (no key or condition expressions, no
+/// headers of their own): the forward. The gateway then counts with
+/// [`count_for_subscription`] and builds no exchange at all — DESIGN's target configuration,
+/// a key and a rate limit, costs little more than the key alone.
+pub fn counted_forward(chain: &Chain) -> Option<Forward> {
+    let forward = plain_forward(chain)?;
+    walk_inbound(chain, 3, &mut |node| match &node.policy {
+        Policy::RateLimit(l) | Policy::Quota(l) if l.key.is_none() && l.condition.is_none() => {
+            Ok(())
+        }
+        _ => Err(()),
+    })
+    .ok()?;
+    Some(forward)
+}
+
+/// Runs the limits of a [`counted_forward`] chain, in order, for a call of `subscription`
+/// (none when the request came without a key: limits per subscription then count nothing, as
+/// in APIM); `info` answers `context`'s fixed members for per-API and per-operation limits.
+/// The first limit exceeded refuses the call, as the full path would.
+pub fn count_for_subscription(
+    chain: &Chain,
+    subscription: Option<&str>,
+    info: &dyn Fn(&str) -> Option<V>,
+    count: &Count,
+) -> Result<(), Failure> {
+    let Some(subscription) = subscription else {
+        return Ok(());
+    };
+    walk_inbound(chain, 3, &mut |node| match &node.policy {
+        Policy::RateLimit(limit) | Policy::Quota(limit) => {
+            let quota = matches!(node.policy, Policy::Quota(_));
+            let key = subscription_counter(node, subscription);
+            let (c, calls) = count_calls(limit, quota, &key, limit.increment, info, count);
+            if c.allowed {
+                Ok(())
+            } else {
+                Err(limit_refusal(node, limit, quota, &c, calls))
             }
         }
+        _ => Ok(()),
+    })
+}
+
+/// Visits the inbound nodes the chain runs from scope `level` down, in order, with each
+/// `<base />` standing for the broader scopes' nodes; stops at the first error.
+fn walk_inbound<E>(
+    chain: &Chain,
+    level: usize,
+    visit: &mut dyn FnMut(&Node) -> Result<(), E>,
+) -> Result<(), E> {
+    let Located::Nodes(at, nodes) = locate(chain, level, Section::Inbound) else {
+        return Ok(());
+    };
+    for node in nodes {
+        match node.policy {
+            Policy::Base if at > 0 => walk_inbound(chain, at - 1, visit)?,
+            Policy::Base => {}
+            _ => visit(node)?,
+        }
     }
+    Ok(())
 }
 
 /// Whether a policy in inbound leaves what is forwarded (request and response) as it is: it
@@ -1371,16 +1420,7 @@ fn limit_calls(
             let Some(V::Str(sub)) = ex.info.get("Subscription.Id") else {
                 return Flow::Next;
             };
-            // Counted per subscription and per policy (its place in the document); built
-            // without the formatter, once per request.
-            let (mut line, mut column) = (itoa::Buffer::new(), itoa::Buffer::new());
-            let (line, column) = (line.format(node.pos.line), column.format(node.pos.column));
-            let mut key =
-                String::with_capacity(sub.len() + node.name.len() + line.len() + column.len() + 8);
-            for part in ["sub:", &sub, ":", node.name, ":", line, ":", column] {
-                key.push_str(part);
-            }
-            key
+            subscription_counter(node, &sub)
         }
     };
     let increment = match &limit.condition {
@@ -1399,39 +1439,10 @@ fn limit_calls(
             }
         },
     };
-    let mut c = svc.count(&key, limit.calls, limit.period_secs, increment, !quota);
-    let mut calls = limit.calls;
-    // Then the per-API and per-operation limits that apply to this request (the names are
-    // looked up only when there are some).
-    let info = |k: &str| ex.info.get(k).map(|v| v.text()).unwrap_or_default();
-    let (api_id, api_name, op_id, op_name) = if limit.scoped.is_empty() {
-        Default::default()
-    } else {
-        (
-            info("Api.Id"),
-            info("Api.Name"),
-            info("Operation.Id"),
-            info("Operation.Name"),
-        )
+    let count = |key: &str, calls, period, increment, sliding| {
+        svc.count(key, calls, period, increment, sliding)
     };
-    for s in &limit.scoped {
-        if !c.allowed {
-            break;
-        }
-        let api_matches = s.api == api_id || s.api == api_name;
-        let op_matches = s
-            .operation
-            .as_ref()
-            .is_none_or(|o| *o == op_id || *o == op_name);
-        if api_matches && op_matches {
-            let scoped_key = format!("{key}:{}:{}", s.api, s.operation.as_deref().unwrap_or(""));
-            let sc = svc.count(&scoped_key, s.calls, s.period_secs, increment, !quota);
-            if !sc.allowed || sc.remaining < c.remaining {
-                c = sc;
-                calls = s.calls;
-            }
-        }
-    }
+    let (c, calls) = count_calls(limit, quota, &key, increment, &|k| ex.info.get(k), &count);
     if let Some(v) = &limit.remaining_variable {
         ex.variables.insert(v.clone(), V::Int(c.remaining as i64));
     }
@@ -1458,6 +1469,73 @@ fn limit_calls(
         ex.variables
             .insert(v.clone(), V::Int(c.retry_after_secs as i64));
     }
+    Flow::Fail(limit_refusal(node, limit, quota, &c, calls))
+}
+
+/// [`Services::count`]'s signature: key, calls, period (seconds), increment, sliding.
+pub type Count<'a> = dyn Fn(&str, u64, u64, u64, bool) -> Counted + 'a;
+
+/// The counter of a limit per subscription: per subscription and per policy (its place in the
+/// document). Built without the formatter, once per request.
+fn subscription_counter(node: &Node, subscription: &str) -> String {
+    let (mut line, mut column) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (line, column) = (line.format(node.pos.line), column.format(node.pos.column));
+    let mut key =
+        String::with_capacity(subscription.len() + node.name.len() + line.len() + column.len() + 8);
+    for part in ["sub:", subscription, ":", node.name, ":", line, ":", column] {
+        key.push_str(part);
+    }
+    key
+}
+
+/// Counts a call against a limit's counter `key`, then against the per-API and per-operation
+/// limits inside it that apply (`info` names the request's API and operation): the tightest
+/// outcome, and the number of calls its limit allows.
+fn count_calls(
+    limit: &RateLimit,
+    quota: bool,
+    key: &str,
+    increment: u64,
+    info: &dyn Fn(&str) -> Option<V>,
+    count: &Count,
+) -> (Counted, u64) {
+    let mut c = count(key, limit.calls, limit.period_secs, increment, !quota);
+    let mut calls = limit.calls;
+    // The names are looked up only when there are such limits.
+    let name = |k: &str| info(k).map(|v| v.text()).unwrap_or_default();
+    let (api_id, api_name, op_id, op_name) = if limit.scoped.is_empty() {
+        Default::default()
+    } else {
+        (
+            name("Api.Id"),
+            name("Api.Name"),
+            name("Operation.Id"),
+            name("Operation.Name"),
+        )
+    };
+    for s in &limit.scoped {
+        if !c.allowed {
+            break;
+        }
+        let api_matches = s.api == api_id || s.api == api_name;
+        let op_matches = s
+            .operation
+            .as_ref()
+            .is_none_or(|o| *o == op_id || *o == op_name);
+        if api_matches && op_matches {
+            let scoped_key = format!("{key}:{}:{}", s.api, s.operation.as_deref().unwrap_or(""));
+            let sc = count(&scoped_key, s.calls, s.period_secs, increment, !quota);
+            if !sc.allowed || sc.remaining < c.remaining {
+                c = sc;
+                calls = s.calls;
+            }
+        }
+    }
+    (c, calls)
+}
+
+/// APIM's answer to a call over a limit: 429 (rate limit) or 403 (quota) with the time to wait.
+fn limit_refusal(node: &Node, limit: &RateLimit, quota: bool, c: &Counted, calls: u64) -> Failure {
     let mut headers = vec![(
         limit
             .retry_after_header
@@ -1493,7 +1571,7 @@ fn limit_calls(
             ),
         )
     };
-    Flow::Fail(Failure {
+    Failure {
         status,
         reason,
         message,
@@ -1501,7 +1579,7 @@ fn limit_calls(
         policy_id: node.id.clone(),
         pos: node.pos,
         headers,
-    })
+    }
 }
 
 fn header<'a>(ex: &'a Exchange, name: &str) -> Option<&'a str> {

@@ -320,4 +320,34 @@ fn plain_forward_only_when_nothing_changes_the_request_or_the_response() {
         "a scope without <base /> does not run the global inbound"
     );
     assert_eq!(plain([None, None, Some(&without_base), None]), Some(300));
+
+    // Only limits per subscription that just count need no exchange at all.
+    let counted = |levels: [Option<&gatehouse_policy::Document>; 4]| {
+        gatehouse_policy::exec::counted_forward(&Chain { levels }).map(|f| f.timeout_secs)
+    };
+    assert_eq!(
+        counted([Some(&global), None, Some(&limited), None]),
+        Some(300)
+    );
+    assert_eq!(counted([None, None, Some(&without_base), None]), Some(300));
+    assert_eq!(
+        counted([None, None, Some(&checks), None]),
+        None,
+        "check-header"
+    );
+    let by_key = api(
+        r#"<rate-limit-by-key calls="5" renewal-period="60" counter-key="@(context.Request.IpAddress)" />"#,
+        "<base />",
+        "",
+    );
+    assert_eq!(plain([None, None, Some(&by_key), None]), Some(300));
+    assert_eq!(
+        counted([None, None, Some(&by_key), None]),
+        None,
+        "a key expression"
+    );
+    assert_eq!(
+        counted([Some(&changes_globally), None, Some(&limited), None]),
+        None
+    );
 }

@@ -14,7 +14,8 @@
 //! fixed rate at half of each target's own throughput) comes from a small load generator here;
 //! RSS from /proc; the reload time is from a PUT to the new API answering through the gateway.
 //!
-//! Run with `bash scripts/bench-gateway.sh` (installs nginx and wrk, builds the release binary).
+//! Run with `bash scripts/bench-gateway.sh` (installs nginx and wrk, builds the release binary);
+//! `-- --rounds N` for more rounds, `--quick` for a short run.
 
 use gatehouse_model::{Kind, ResourcePath, ServiceSettings, Sku};
 use gatehouse_store::Store;
@@ -336,7 +337,14 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let secs = if quick { 3 } else { 10 };
-    let rounds = if quick { 1 } else { 3 };
+    // `--rounds N`: more rounds, steadier medians on a drifting machine.
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(if quick { 1 } else { 3 });
     let bin = PathBuf::from(
         std::env::var("GATEHOUSE_BIN").unwrap_or_else(|_| "target/release/gatehouse".into()),
     );

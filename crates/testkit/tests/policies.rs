@@ -1277,3 +1277,66 @@ async fn checking_policies_forward_the_request_as_without_policies() {
     assert_eq!(s, 429);
     assert!(h.contains_key("retry-after"));
 }
+
+/// Limits per subscription that only count (DESIGN's target: a key and a rate limit) are
+/// counted without an exchange; the backend still sees the request as without policies, and
+/// the limits refuse as APIM does — the tightest first, in scope order, quota with 403.
+#[tokio::test]
+async fn counting_only_limits_forward_the_request_as_without_policies() {
+    let e = env().await;
+    let headers = [("x-tenant", "a"), ("x-tenant", "b")];
+    let body = "y".repeat(10_000);
+    let send = || {
+        e.send(
+            "POST",
+            "/echo/items?b=2&subscription-key=nope",
+            &headers,
+            Some(&body),
+        )
+    };
+    let (s, _, plain_body) = send().await;
+    assert_eq!(s, 200, "{plain_body}");
+    e.policy("/products/starter/policies/policy", r#"<policies><inbound><base />
+        <quota calls="4" renewal-period="3600" />
+      </inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#).await;
+    e.policy(API, r#"<policies><inbound><base />
+        <rate-limit calls="2" renewal-period="60" />
+      </inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#).await;
+    let (s, h, counted_body) = send().await;
+    assert_eq!(s, 200, "{counted_body}");
+    assert!(h.contains_key("x-request-id"));
+    let (plain, counted) = (echo(&plain_body), echo(&counted_body));
+    for field in ["method", "path", "query", "body"] {
+        assert_eq!(plain[field], counted[field], "{field}");
+    }
+    let mut seen = counted["headers"].clone();
+    let mut before = plain["headers"].clone();
+    for h in [&mut seen, &mut before] {
+        h.as_object_mut().unwrap().remove("x-request-id");
+        h.as_object_mut().unwrap().remove("request-id");
+    }
+    assert_eq!(before, seen, "the backend sees the same headers");
+    assert_eq!(e.get("/echo/items/1").await.0, 200);
+    let (s, h, b) = e.get("/echo/items/1").await;
+    assert_eq!(s, 429, "the API's rate limit of 2: {b}");
+    assert!(
+        echo(&b)["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Rate limit is exceeded. Try again in ")
+    );
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    // Without the API's limit, the product's quota (4 calls, 3 counted so far) runs out.
+    e.policy(API, r#"<policies><inbound><base /></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#).await;
+    assert_eq!(e.get("/echo/items/1").await.0, 200);
+    let (s, _, b) = e.get("/echo/items/1").await;
+    assert_eq!(s, 403, "{b}");
+    assert!(
+        echo(&b)["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Out of call volume quota. Quota will be replenished in "),
+        "{b}"
+    );
+}

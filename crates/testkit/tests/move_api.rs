@@ -77,10 +77,8 @@ async fn digests_are_equal_exactly_when_the_contents_are() {
     assert_eq!(e["error"]["details"][0]["target"], "exclude", "{e}");
 }
 
-#[tokio::test]
-async fn drain_mode_closes_client_connections() {
-    let backend = EchoBackend::start().await.unwrap();
-    let t = TestInstance::start().await.unwrap();
+/// API `echo` (no key needed) with `GET /echo/x`, live when this returns.
+async fn open_echo_api(t: &TestInstance, backend: &EchoBackend) {
     t.put_ok(
         "/apis/echo",
         json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": backend.url, "protocols": ["http"], "subscriptionRequired": false}}),
@@ -92,6 +90,13 @@ async fn drain_mode_closes_client_connections() {
     )
     .await;
     t.gateway_caught_up().await;
+}
+
+#[tokio::test]
+async fn drain_mode_closes_client_connections() {
+    let backend = EchoBackend::start().await.unwrap();
+    let t = TestInstance::start().await.unwrap();
+    open_echo_api(&t, &backend).await;
     let http = reqwest::Client::new();
     let url = format!("{}/echo/x", t.gateway_url());
     let r = http.get(&url).send().await.unwrap();
@@ -249,6 +254,23 @@ async fn the_target_takes_the_name_and_a_deleted_instance_stops() {
     assert!(err.contains("was deleted"), "{err}");
 }
 
+/// An HTTP/2 (prior knowledge) client connection to `addr`: the sender, and the connection's
+/// future (it ends when the connection does).
+async fn h2_connect(
+    addr: &str,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    impl std::future::Future<Output = hyper::Result<()>> + Send + 'static,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap()
+}
+
 /// HTTP/2 has no `Connection: close`: draining sends GOAWAY instead, after which the client's
 /// connection ends (its requests in flight done) and the next request opens a new one.
 #[tokio::test]
@@ -256,25 +278,9 @@ async fn drain_mode_sends_http2_clients_goaway() {
     use http_body_util::{BodyExt, Empty};
     let backend = EchoBackend::start().await.unwrap();
     let t = TestInstance::start().await.unwrap();
-    t.put_ok(
-        "/apis/echo",
-        json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": backend.url, "protocols": ["http"], "subscriptionRequired": false}}),
-    )
-    .await;
-    t.put_ok(
-        "/apis/echo/operations/get",
-        json!({"properties": {"displayName": "Get", "method": "GET", "urlTemplate": "/x"}}),
-    )
-    .await;
-    t.gateway_caught_up().await;
+    open_echo_api(&t, &backend).await;
     let addr = t.gateway_url().trim_start_matches("http://").to_string();
-    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
+    let (mut sender, connection) = h2_connect(&addr).await;
     let mut connection = tokio::spawn(connection);
     let get = || {
         hyper::Request::get(format!("http://{addr}/echo/x"))
@@ -301,13 +307,7 @@ async fn drain_mode_sends_http2_clients_goaway() {
         "GOAWAY ends the connection cleanly: {ended:?}"
     );
     // A new connection is served as before.
-    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
+    let (mut sender, connection) = h2_connect(&addr).await;
     tokio::spawn(connection);
     assert_eq!(sender.send_request(get()).await.unwrap().status(), 200);
 }

@@ -257,19 +257,26 @@ fn backend_request(
         ));
     }
     let rest = ctx.rest.as_str();
-    let mut url = String::with_capacity(service_url.len() + rest.len() + 32);
-    url.push_str(service_url);
-    if rest != "/" || !service_url.ends_with('/') {
-        url.push_str(rest);
-    }
-    if let Some(q) = req.uri.query() {
-        let q = without_param(q, &api.key_query);
-        if !q.is_empty() {
-            url.push('?');
-            url.push_str(&q);
+    let query = match req.uri.query() {
+        Some(q) => without_param(q, &api.key_query),
+        None => String::new(),
+    };
+    let uri = match &api.backend_base {
+        Some(base) => base.uri(rest, &query),
+        None => {
+            let mut url = String::with_capacity(service_url.len() + rest.len() + query.len() + 1);
+            url.push_str(service_url);
+            if rest != "/" || !service_url.ends_with('/') {
+                url.push_str(rest);
+            }
+            if !query.is_empty() {
+                url.push('?');
+                url.push_str(&query);
+            }
+            url.parse::<hyper::Uri>().ok()
         }
-    }
-    let uri: hyper::Uri = url.parse().map_err(|_| {
+    };
+    let uri = uri.ok_or_else(|| {
         GatewayError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "BackendUrlInvalid",
@@ -402,6 +409,7 @@ pub async fn handle(
         http1,
     };
     let mut backend_ms = None;
+    let mut answered = None;
     let mut error_reason = None;
     let routed = inbound(&mut ctx, &req, tls);
     let table = ctx.table.clone();
@@ -481,7 +489,9 @@ pub async fn handle(
                 );
                 match sent.await {
                     Ok(resp) => {
-                        backend_ms = Some(forwarded.elapsed().as_secs_f64() * 1000.0);
+                        let now = Instant::now();
+                        backend_ms = Some((now - forwarded).as_secs_f64() * 1000.0);
+                        answered = Some(now);
                         Ok(outbound(&ctx, resp))
                     }
                     Err(e) => Err(forward_error(e, ctx.api.as_deref().expect("routed"))),
@@ -499,7 +509,8 @@ pub async fn handle(
         }
     };
     let status = resp.status().as_u16();
-    let total_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // One clock read for the backend's time and the total when the backend answered.
+    let total_ms = (answered.unwrap_or_else(Instant::now) - started).as_secs_f64() * 1000.0;
     let key = StatKey {
         api: ctx.api.as_ref().map(|a| a.id.clone()),
         operation: ctx.operation().map(|o| o.id.clone()),

@@ -44,6 +44,9 @@ pub struct ApiRoute {
     /// The configured path (without a version segment).
     pub path: String,
     pub service_url: Option<String>,
+    /// The service URL split once, for building each request's backend URL without parsing it
+    /// (`None` when it has a query or cannot be split: such URLs are parsed per request).
+    pub backend_base: Option<BackendBase>,
     pub allow_http: bool,
     pub allow_https: bool,
     pub subscription_required: bool,
@@ -55,6 +58,51 @@ pub struct ApiRoute {
     pub operations: Vec<OperationRoute>,
     /// Products containing this API, in id order.
     pub products: Vec<Arc<ProductInfo>>,
+}
+
+/// An API's service URL, split: every backend URL of the API starts with it.
+#[derive(Debug, Clone)]
+pub struct BackendBase {
+    pub scheme: hyper::http::uri::Scheme,
+    pub authority: hyper::http::uri::Authority,
+    /// Its path, without a trailing `/` (empty for none).
+    pub path: String,
+}
+
+impl BackendBase {
+    fn split(url: &str) -> Option<BackendBase> {
+        let parts = url.parse::<hyper::Uri>().ok()?.into_parts();
+        let path_and_query = parts.path_and_query?;
+        if path_and_query.query().is_some() || url.contains('#') {
+            return None;
+        }
+        Some(BackendBase {
+            scheme: parts.scheme?,
+            authority: parts.authority?,
+            path: path_and_query.path().trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The backend URL for the path after the API's (`rest`) and the query to send.
+    pub fn uri(&self, rest: &str, query: &str) -> Option<hyper::Uri> {
+        let mut target = String::with_capacity(self.path.len() + rest.len() + query.len() + 2);
+        target.push_str(&self.path);
+        target.push_str(rest);
+        if !target.starts_with('/') {
+            target.insert(0, '/');
+        }
+        if !query.is_empty() {
+            target.push('?');
+            target.push_str(query);
+        }
+        let mut parts = hyper::http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(
+            hyper::http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(target)).ok()?,
+        );
+        hyper::Uri::from_parts(parts).ok()
+    }
 }
 
 impl ApiRoute {
@@ -406,6 +454,9 @@ impl Routes {
             service_url: s(p, "serviceUrl")
                 .filter(|u| !u.is_empty())
                 .map(|u| u.trim_end_matches('/').to_string()),
+            backend_base: s(p, "serviceUrl")
+                .filter(|u| !u.is_empty())
+                .and_then(|u| BackendBase::split(u.trim_end_matches('/'))),
             allow_http: protocols.contains(&"http"),
             allow_https: protocols.contains(&"https"),
             subscription_required: b(p, "subscriptionRequired", true),
@@ -832,6 +883,44 @@ mod tests {
     use super::*;
     use gatehouse_model::ResourcePath;
     use serde_json::json;
+
+    /// Backend URLs built from the split service URL are those the string form parses to.
+    #[test]
+    fn backend_urls_from_the_split_service_url() {
+        for (service, rest, query, expected) in [
+            (
+                "http://h:8080/v1",
+                "/items/1",
+                "a=1&b=2",
+                "http://h:8080/v1/items/1?a=1&b=2",
+            ),
+            ("http://h:8080/v1", "", "", "http://h:8080/v1"),
+            ("http://h:8080/v1", "/", "", "http://h:8080/v1/"),
+            ("http://h", "", "", "http://h/"),
+            (
+                "https://h.example.com/a/b",
+                "/c%20d",
+                "x=%2F",
+                "https://h.example.com/a/b/c%20d?x=%2F",
+            ),
+        ] {
+            let base = BackendBase::split(service).unwrap();
+            let uri = base.uri(rest, query).unwrap();
+            assert_eq!(uri.to_string(), expected);
+            let parsed: hyper::Uri = expected.parse().unwrap();
+            assert_eq!(uri, parsed);
+        }
+        assert!(
+            BackendBase::split("http://h/v1?fixed=1").is_none(),
+            "a query: parsed per request"
+        );
+        assert!(BackendBase::split("not a url").is_none());
+        let base = BackendBase::split("http://h/v1").unwrap();
+        assert!(
+            base.uri("/a b", "").is_none(),
+            "an invalid target is refused"
+        );
+    }
 
     fn res(path: &str, props: Value) -> StoredResource {
         let p = ResourcePath::parse_stored(path).unwrap();

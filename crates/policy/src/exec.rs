@@ -226,6 +226,14 @@ pub struct Forward {
     pub follow_redirects: bool,
 }
 
+impl Forward {
+    /// The forward of APIM's default global policy (no scope has a `<backend>` section).
+    pub const DEFAULT: Forward = Forward {
+        timeout_secs: 300,
+        follow_redirects: false,
+    };
+}
+
 /// A backend entity as set-backend-service backend-id uses it.
 #[derive(Debug, Clone, Default)]
 pub struct BackendInfo {
@@ -391,16 +399,33 @@ fn locate<'a>(chain: &'a Chain<'a>, mut level: usize, section: Section) -> Locat
 /// of rebuilding it from the exchange (a third of the policy path's cost). A policy not listed
 /// in [`leaves_request_alone`] keeps a request on the full path.
 pub fn plain_forward(chain: &Chain) -> Option<Forward> {
+    forward_when_inbound_is(chain, leaves_request_alone)
+}
+
+/// When the chain is one [`plain_forward`] takes and its inbound policies are only rate-limit
+/// and quota per subscription that do nothing but count (no key or condition expressions, no
+/// headers of their own): the forward. The gateway then counts with
+/// [`count_for_subscription`] and builds no exchange at all — DESIGN's target configuration,
+/// a key and a rate limit, costs little more than the key alone.
+pub fn counted_forward(chain: &Chain) -> Option<Forward> {
+    forward_when_inbound_is(chain, |policy| {
+        leaves_request_alone(policy)
+            && matches!(policy, Policy::RateLimit(l) | Policy::Quota(l)
+                if l.key.is_none() && l.condition.is_none())
+    })
+}
+
+/// The forward, when outbound and on-error run nothing, the backend section only forwards
+/// (APIM's default, or a lone forward-request without redirects), and every inbound policy
+/// the chain runs is `allowed`.
+fn forward_when_inbound_is(chain: &Chain, allowed: fn(&Policy) -> bool) -> Option<Forward> {
     if !matches!(locate(chain, 3, Section::Outbound), Located::Nothing)
         || !matches!(locate(chain, 3, Section::OnError), Located::Nothing)
     {
         return None;
     }
     let forward = match locate(chain, 3, Section::Backend) {
-        Located::Default => Forward {
-            timeout_secs: 300,
-            follow_redirects: false,
-        },
+        Located::Default => Forward::DEFAULT,
         Located::Nodes(_, [only]) => match only.policy {
             Policy::ForwardRequest {
                 timeout_secs,
@@ -414,24 +439,7 @@ pub fn plain_forward(chain: &Chain) -> Option<Forward> {
         _ => return None,
     };
     walk_inbound(chain, 3, &mut |node| {
-        leaves_request_alone(&node.policy).then_some(()).ok_or(())
-    })
-    .ok()?;
-    Some(forward)
-}
-
-/// When the chain is one [`plain_forward`] takes and its inbound policies are only rate-limit
-/// and quota per subscription that do nothing but count (no key or condition expressions, no
-/// headers of their own): the forward. The gateway then counts with
-/// [`count_for_subscription`] and builds no exchange at all — DESIGN's target configuration,
-/// a key and a rate limit, costs little more than the key alone.
-pub fn counted_forward(chain: &Chain) -> Option<Forward> {
-    let forward = plain_forward(chain)?;
-    walk_inbound(chain, 3, &mut |node| match &node.policy {
-        Policy::RateLimit(l) | Policy::Quota(l) if l.key.is_none() && l.condition.is_none() => {
-            Ok(())
-        }
-        _ => Err(()),
+        allowed(&node.policy).then_some(()).ok_or(())
     })
     .ok()?;
     Some(forward)
@@ -524,11 +532,7 @@ fn run_level<'a>(
             Located::Nodes(level, nodes) => run_nodes(chain, level, section, nodes, ex, svc).await,
             Located::Default => {
                 // APIM's default global policy forwards in <backend>.
-                let f = Forward {
-                    timeout_secs: 300,
-                    follow_redirects: false,
-                };
-                match svc.forward(ex, f).await {
+                match svc.forward(ex, Forward::DEFAULT).await {
                     Ok(()) => Flow::Next,
                     Err(failure) => Flow::Fail(failure),
                 }

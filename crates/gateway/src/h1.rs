@@ -705,9 +705,14 @@ mod tests {
                     headers.clone(),
                 )))),
             ];
-            for (request_id, source) in [None, Some(HeaderValue::from_static("rid-1"))]
-                .into_iter()
-                .flat_map(|id| sources.iter().map(move |s| (id.clone(), s)))
+            for (request_id, source) in [
+                None,
+                Some(crate::request::RequestId::Client(HeaderValue::from_static(
+                    "rid-1",
+                ))),
+            ]
+            .into_iter()
+            .flat_map(|id| sources.iter().map(move |s| (id.clone(), s)))
             {
                 let edits = HeaderEdits {
                     key_header: key_header.clone(),

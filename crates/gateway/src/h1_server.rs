@@ -30,14 +30,14 @@
 use crate::Shared;
 use crate::deadline::Deadline;
 use crate::h1::line;
-use crate::proxy::{self, Body, BoxError};
-use crate::request::{ClientRequest, RawHead, RequestHeaders, name_is};
+use crate::proxy::{self, BoxError};
+use crate::request::{ClientRequest, RawHead, RequestHeaders, RequestId, name_is};
 use crate::server::{self, ClientConnection};
 use bytes::{Bytes, BytesMut};
 use gatehouse_http1::{ChunkState, ChunkStep, Refusal, RequestFraming, RequestHead, take_counted};
 use hyper::body::{Body as _, Frame, SizeHint};
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Response, StatusCode, Version};
+use hyper::{Method, StatusCode, Version};
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
@@ -314,10 +314,13 @@ pub(crate) async fn serve<W: AsyncWrite + Unpin>(
             NextHead::Head(head) => head,
             NextHead::Close => return,
             NextHead::Refused(refusal) => {
-                let id = shared.next_request_id();
-                let resp = server::json_error(refusal.status, refusal.message, &id);
-                let _ = write_response(&mut write, &mut out, resp, Version::HTTP_11, false, false)
-                    .await;
+                let answer = server::Answer {
+                    response: server::json_error(refusal.status, refusal.message),
+                    request_id: Some(shared.next_request_id()),
+                };
+                let _ =
+                    write_response(&mut write, &mut out, answer, Version::HTTP_11, false, false)
+                        .await;
                 linger(&mut reader, &mut write).await;
                 return;
             }
@@ -366,7 +369,6 @@ pub(crate) async fn serve<W: AsyncWrite + Unpin>(
                 Err(still_read) => {
                     // Someone still reads the body (a backend exchange that outlives its
                     // response): answer, then close.
-                    let Ok(resp) = resp;
                     let _ =
                         write_response(&mut write, &mut out, resp, version, false, head_request)
                             .await;
@@ -375,7 +377,6 @@ pub(crate) async fn serve<W: AsyncWrite + Unpin>(
                 }
             }
         };
-        let Ok(resp) = resp;
         keep_alive &= body_finished && !*stop.borrow();
         let kept = write_response(
             &mut write,
@@ -499,12 +500,12 @@ enum ResponseFraming {
 async fn write_response<W: AsyncWrite + Unpin>(
     write: &mut W,
     out: &mut Vec<u8>,
-    resp: Response<Body>,
+    answer: server::Answer,
     version: Version,
     mut keep_alive: bool,
     head_request: bool,
 ) -> io::Result<bool> {
-    let (parts, mut body) = resp.into_parts();
+    let (parts, mut body) = answer.response.into_parts();
     let status = parts.status;
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -532,6 +533,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
         out,
         &parts,
         fields.as_ref(),
+        answer.request_id.as_ref(),
         framing,
         keep_alive,
         version,
@@ -607,10 +609,12 @@ async fn write_response<W: AsyncWrite + Unpin>(
     Ok(keep_alive && framing != ResponseFraming::UntilClose)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn encode_head(
     out: &mut Vec<u8>,
     parts: &hyper::http::response::Parts,
     fields: Option<&RawHead>,
+    request_id: Option<&RequestId>,
     framing: ResponseFraming,
     keep_alive: bool,
     version: Version,
@@ -642,8 +646,9 @@ fn encode_head(
                 .headers
                 .keys()
                 .any(|n| name_is(name, n.as_str().as_bytes()))
+                || (request_id.is_some() && name_is(name, b"x-request-id"))
             {
-                // The map's fields win.
+                // The map's fields win, and the gateway's request id.
             } else {
                 dated |= name_is(name, b"date");
                 out.extend_from_slice(as_read);
@@ -659,11 +664,15 @@ fn encode_head(
         } else if name == header::TRANSFER_ENCODING
             || name == header::CONNECTION
             || proxy::is_hop_by_hop(name)
+            || (request_id.is_some() && name == proxy::X_REQUEST_ID)
         {
         } else {
             dated |= name == header::DATE;
             line(out, name.as_str().as_bytes(), value.as_bytes());
         }
+    }
+    if let Some(id) = request_id {
+        line(out, b"x-request-id", id.as_bytes());
     }
     if !dated {
         line(out, b"date", date_now().as_bytes());
@@ -853,6 +862,8 @@ pub(crate) async fn sniff(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::Body;
+    use hyper::Response;
 
     #[test]
     fn response_heads_carry_their_own_framing() {
@@ -867,6 +878,7 @@ mod tests {
             encode_head(
                 &mut out,
                 &parts,
+                None,
                 None,
                 framing,
                 keep_alive,
@@ -909,5 +921,44 @@ mod tests {
             false,
         );
         assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    }
+
+    #[test]
+    fn the_gateways_request_id_wins_over_the_responses() {
+        let backend_head = b"HTTP/1.1 200 OK\r\nX-Request-Id: from-backend\r\nx-b: 2\r\n\r\n";
+        let mut buf = bytes::BytesMut::from(&backend_head[..]);
+        let head = gatehouse_http1::take_response_head(&mut buf, false)
+            .unwrap()
+            .unwrap();
+        let mut resp = Response::new(proxy::empty());
+        resp.headers_mut().insert(
+            proxy::X_REQUEST_ID.clone(),
+            HeaderValue::from_static("from-policy"),
+        );
+        let (parts, _) = resp.into_parts();
+        let id = RequestId::Client(HeaderValue::from_static("rid-7"));
+        let mut out = Vec::new();
+        for (fields, request_id, expected) in [
+            (Some(&head.headers), Some(&id), "rid-7"),
+            (Some(&head.headers), None, "from-policy"),
+        ] {
+            encode_head(
+                &mut out,
+                &parts,
+                fields,
+                request_id,
+                ResponseFraming::Length(0),
+                true,
+                Version::HTTP_11,
+                false,
+            );
+            let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+            assert_eq!(text.matches("x-request-id").count(), 1, "{text}");
+            assert!(
+                text.contains(&format!("\r\nx-request-id: {expected}\r\n")),
+                "{text}"
+            );
+            assert!(text.contains("\r\nx-b: 2\r\n"), "{text}");
+        }
     }
 }

@@ -106,15 +106,16 @@ struct RequestIds {
 }
 
 impl Shared {
-    pub fn next_request_id(&self) -> String {
+    pub fn next_request_id(&self) -> request::RequestId {
         let n = self
             .request_ids
             .counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
         uuid::Uuid::from_u64_pair(self.request_ids.prefix, n)
             .hyphenated()
-            .encode_lower(&mut uuid::Uuid::encode_buffer())
-            .to_owned()
+            .encode_lower(&mut text);
+        request::RequestId::Made(text)
     }
 
     /// Seconds since the Unix epoch.
@@ -497,13 +498,14 @@ fn hyper_service(
 > + Clone {
     let client = Arc::new(server::ClientConnection::new(remote));
     hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        server::handle(
+        let answered = server::handle(
             shared.clone(),
             request::ClientRequest::from_http(req.map(h1_server::RequestBody::Hyper)),
             remote,
             tls,
             client.clone(),
-        )
+        );
+        async move { Ok(answered.await.into_response()) }
     })
 }
 

@@ -631,7 +631,7 @@ struct RequestInfo {
 impl RequestInfo {
     fn new(ctx: &RequestContext, headers: Arc<RequestHeaders>) -> RequestInfo {
         RequestInfo {
-            request_id: ctx.request_id.clone(),
+            request_id: ctx.request_id.to_string(),
             started: ctx.started,
             table: ctx.table.clone(),
             api: ctx.api.clone(),
@@ -857,12 +857,7 @@ pub struct Outcome {
     pub error_reason: Option<&'static str>,
 }
 
-fn build_response(
-    ex: &Exchange,
-    parts: ResponseParts,
-    stream: Option<Body>,
-    ctx: &RequestContext,
-) -> Response<Body> {
+fn build_response(ex: &Exchange, parts: ResponseParts, stream: Option<Body>) -> Response<Body> {
     let has_body = parts.body.is_some();
     let body = match (parts.body, stream) {
         (Some(b), _) => proxy::full(b),
@@ -885,9 +880,6 @@ fn build_response(
         ) {
             headers.insert(n, v);
         }
-    }
-    if let Some(v) = &ctx.request_id_header {
-        headers.insert(proxy::X_REQUEST_ID.clone(), v.clone());
     }
     *resp.headers_mut() = headers;
     if let Some(proxy::RawFields(raw)) = raw {
@@ -945,7 +937,7 @@ pub fn count_call(
     let subscription = ctx.subscription.as_ref().map(|s| &*s.id);
     exec::count_for_subscription(chain, subscription, &info, &count).map_err(|refused| {
         let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
-        let mut resp = json_error(status, &refused.message, &ctx.request_id);
+        let mut resp = json_error(status, &refused.message);
         for (name, value) in &refused.headers {
             if let (Ok(n), Ok(v)) = (
                 HeaderName::from_bytes(name.as_bytes()),
@@ -1044,7 +1036,6 @@ pub async fn serve(
                     response: json_error(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "The request body is larger than the limit.",
-                        &ctx.request_id,
                     ),
                     backend_ms: None,
                     error_reason: Some("RequestEntityTooLarge"),
@@ -1065,7 +1056,7 @@ pub async fn serve(
                 Flow::Respond => {
                     let parts = ex.response.take().unwrap_or_default();
                     Outcome {
-                        response: build_response(&ex, parts, None, ctx),
+                        response: build_response(&ex, parts, None),
                         backend_ms: None,
                         error_reason: None,
                     }
@@ -1074,7 +1065,6 @@ pub async fn serve(
                     response: json_error(
                         StatusCode::NOT_FOUND,
                         crate::server::MSG_OPERATION_NOT_FOUND,
-                        &ctx.request_id,
                     ),
                     backend_ms: None,
                     error_reason: Some("OperationNotFound"),
@@ -1137,7 +1127,7 @@ pub async fn serve(
     }
     let parts = ex.response.take().unwrap_or_default();
     Served::Answered(Outcome {
-        response: build_response(&ex, parts, stream, ctx),
+        response: build_response(&ex, parts, stream),
         backend_ms,
         error_reason,
     })

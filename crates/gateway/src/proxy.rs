@@ -487,7 +487,7 @@ pub struct HeaderEdits {
     /// The client's address (see [`forwarded_for`]).
     pub client: HeaderValue,
     pub https: bool,
-    pub request_id: Option<HeaderValue>,
+    pub request_id: Option<crate::request::RequestId>,
     /// The client's headers, when the request does not carry them itself: a policy exchange
     /// keeps them shared (policies may read them after the forward), and copying the map per
     /// request would cost more than the rest of the edits.
@@ -520,9 +520,10 @@ impl HeaderEdits {
             if self.https { "https" } else { "http" },
             host,
         );
-        if let Some(v) = &self.request_id {
-            headers.insert(X_REQUEST_ID.clone(), v.clone());
-            headers.insert(REQUEST_ID.clone(), v.clone());
+        if let Some(id) = &self.request_id {
+            let value = id.to_header_value();
+            headers.insert(X_REQUEST_ID.clone(), value.clone());
+            headers.insert(REQUEST_ID.clone(), value);
         }
     }
 }

@@ -17,6 +17,55 @@ pub use gatehouse_http1::{RawHead, name_is};
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, Uri, Version};
 
+/// A request's id: the client's `x-request-id` when it sent a usable one (kept as sent), else
+/// one the gateway made, a UUID kept as its 36 characters — no allocation per request, and no
+/// header value made until a header map needs one (the HTTP/1.x writers write the bytes).
+///
+/// Invariant: its bytes are valid UTF-8 and a valid header value.
+#[derive(Clone, Debug)]
+pub enum RequestId {
+    Made([u8; 36]),
+    Client(HeaderValue),
+}
+
+impl RequestId {
+    /// The client's id from `headers`, when usable: not empty, at most 128 bytes, text.
+    pub fn from_client(headers: &RequestHeaders) -> Option<RequestId> {
+        headers
+            .value("x-request-id")
+            .filter(|v| {
+                !v.is_empty() && v.len() <= 128 && std::str::from_utf8(v.as_bytes()).is_ok()
+            })
+            .map(RequestId::Client)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            RequestId::Made(text) => text,
+            RequestId::Client(value) => value.as_bytes(),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+
+    pub fn to_header_value(&self) -> HeaderValue {
+        match self {
+            RequestId::Made(text) => {
+                HeaderValue::from_bytes(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+            }
+            RequestId::Client(value) => value.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A request's header fields: in a map (HTTP/2, or made for the policy engine), or as read.
 #[derive(Clone, Debug)]
 pub enum RequestHeaders {

@@ -8,7 +8,7 @@
 
 use crate::policies::Served;
 use crate::proxy::{self, Body, ForwardError};
-use crate::request::{ClientRequest, RequestHeaders};
+use crate::request::{ClientRequest, RequestHeaders, RequestId};
 use crate::table::{
     ApiRoute, OperationRoute, ProductInfo, RoutingTable, SubscriptionInfo, UserInfo,
 };
@@ -31,13 +31,10 @@ pub struct Routed {
 
 /// What the pipeline knows about a request (the policy engine's `context`).
 pub struct RequestContext {
-    pub request_id: String,
-    /// The request id as a header value, made once for the headers that carry it.
-    pub request_id_header: Option<HeaderValue>,
+    pub request_id: RequestId,
     pub table: Arc<RoutingTable>,
     pub api: Option<Arc<ApiRoute>>,
     pub operation: Option<usize>,
-    pub matched_parameters: Vec<(String, String)>,
     /// The request path after the API's path: what is appended to the backend URL.
     pub rest: String,
     pub product: Option<Arc<ProductInfo>>,
@@ -109,7 +106,8 @@ pub const MSG_OPERATION_NOT_FOUND: &str = "Unable to match incoming request to a
 pub const MSG_KEY_MISSING: &str = "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.";
 pub const MSG_KEY_INVALID: &str = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.";
 
-pub fn json_error(status: StatusCode, message: &str, request_id: &str) -> Response<Body> {
+/// APIM's JSON error body (the request id header is added with the [`Answer`]).
+pub fn json_error(status: StatusCode, message: &str) -> Response<Body> {
     let body = serde_json::json!({"statusCode": status.as_u16(), "message": message});
     let mut resp = Response::new(proxy::full(body.to_string()));
     *resp.status_mut() = status;
@@ -117,9 +115,6 @@ pub fn json_error(status: StatusCode, message: &str, request_id: &str) -> Respon
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
     resp
 }
 
@@ -153,9 +148,9 @@ fn inbound(ctx: &mut RequestContext, req: &ClientRequest, tls: bool) -> Result<(
         if !(op.method.eq_ignore_ascii_case(method) || op.method == "*") {
             return None;
         }
-        op.template.matches(rest, query).map(|params| (i, params))
+        op.template.is_match(rest, query).then_some(i)
     });
-    let (op_index, params) = found.ok_or_else(|| {
+    let op_index = found.ok_or_else(|| {
         GatewayError::new(
             StatusCode::NOT_FOUND,
             "OperationNotFound",
@@ -163,7 +158,6 @@ fn inbound(ctx: &mut RequestContext, req: &ClientRequest, tls: bool) -> Result<(
         )
     })?;
     ctx.operation = Some(op_index);
-    ctx.matched_parameters = params;
     ctx.rest = rest.to_string();
     ctx.api = Some(api.clone());
 
@@ -307,7 +301,7 @@ pub(crate) fn backend_headers(
         key_header: api.key_header.clone(),
         client: ctx.client.forwarded_for.clone(),
         https: tls,
-        request_id: ctx.request_id_header.clone(),
+        request_id: Some(ctx.request_id.clone()),
         headers: None,
         raw_response: false,
     }
@@ -332,13 +326,10 @@ pub(crate) fn forward_error(e: ForwardError, api: &ApiRoute) -> GatewayError {
     }
 }
 
-/// Outbound: response headers as the client should see them.
-fn outbound(ctx: &RequestContext, mut resp: Response<Body>) -> Response<Body> {
+/// Outbound: response headers as the client should see them (the request id aside: see
+/// [`Answer`]).
+fn outbound(mut resp: Response<Body>) -> Response<Body> {
     proxy::strip_hop_by_hop(resp.headers_mut());
-    if let Some(v) = &ctx.request_id_header {
-        resp.headers_mut()
-            .insert(proxy::X_REQUEST_ID.clone(), v.clone());
-    }
     resp
 }
 
@@ -355,6 +346,30 @@ enum Step {
     Forward(ClientRequest, Option<std::time::Duration>),
 }
 
+/// A request's response, and the id its `x-request-id` header is to carry. The connection's
+/// writer adds the header ([`Answer::into_response`] for hyper's): inserted into the
+/// response's header map — empty on the plain path, whose fields stay as the backend sent
+/// them — it would cost that map's two allocations per request. The writer leaves out any
+/// other `x-request-id` field (the backend's, a policy's): the gateway's id wins.
+pub struct Answer {
+    pub response: Response<Body>,
+    /// None for the health probe's answer.
+    pub request_id: Option<RequestId>,
+}
+
+impl Answer {
+    /// The response with its `x-request-id` header, for a writer that takes a header map.
+    pub fn into_response(self) -> Response<Body> {
+        let mut response = self.response;
+        if let Some(id) = self.request_id {
+            response
+                .headers_mut()
+                .insert(proxy::X_REQUEST_ID.clone(), id.to_header_value());
+        }
+        response
+    }
+}
+
 /// Serves one request through the phases and records what happened.
 pub async fn handle(
     shared: Arc<Shared>,
@@ -362,29 +377,20 @@ pub async fn handle(
     remote: SocketAddr,
     tls: bool,
     client: Arc<ClientConnection>,
-) -> Result<Response<Body>, std::convert::Infallible> {
+) -> Answer {
     let started = Instant::now();
-    // The client's request id, when it sent a usable one, is kept (with its header value).
-    let client_id = req
-        .headers
-        .get_str("x-request-id")
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .and_then(|v| Some((v.to_string(), req.headers.value("x-request-id")?)));
-    let (request_id, request_id_header) = match client_id {
-        Some((id, value)) => (id, Some(value)),
-        None => {
-            let id = shared.next_request_id();
-            let value = HeaderValue::from_str(&id).ok();
-            (id, value)
-        }
-    };
     let http1 = req.version < hyper::Version::HTTP_2;
     if req.uri.path() == STATUS_PATH {
         let mut resp = Response::new(proxy::empty());
         *resp.status_mut() = StatusCode::OK;
         close_if_draining(&shared, http1, &mut resp);
-        return Ok(resp);
+        return Answer {
+            response: resp,
+            request_id: None,
+        };
     }
+    let request_id =
+        RequestId::from_client(&req.headers).unwrap_or_else(|| shared.next_request_id());
     // What the access log needs of the request, kept only when there is an access log.
     let logged = shared.access_log.enabled().then(|| LoggedRequest {
         method: req.method.to_string(),
@@ -392,12 +398,10 @@ pub async fn handle(
         query: req.uri.query().map(str::to_string),
     });
     let mut ctx = RequestContext {
-        request_id_header,
         request_id,
         table: shared.table.load_full(),
         api: None,
         operation: None,
-        matched_parameters: Vec::new(),
         rest: String::new(),
         product: None,
         subscription: None,
@@ -443,9 +447,14 @@ pub async fn handle(
         (Ok(()), Some(Ok(chain))) if !chain.is_empty() => {
             // Boxed: the policy path's future is large, and every request's future would
             // otherwise be as large (and copied whole each time a request starts).
+            // Taken here: routing only asked whether the template matches.
+            let parameters = ctx
+                .operation()
+                .and_then(|op| op.template.matches(&ctx.rest, req.uri.query()))
+                .unwrap_or_default();
             let routed = Routed {
                 rest: std::mem::take(&mut ctx.rest),
-                parameters: std::mem::take(&mut ctx.matched_parameters),
+                parameters,
             };
             let served = Box::pin(crate::policies::serve(
                 &shared, &ctx, chain, req, routed, remote, tls,
@@ -463,7 +472,6 @@ pub async fn handle(
                     timeout,
                 } => {
                     ctx.rest = routed.rest;
-                    ctx.matched_parameters = routed.parameters;
                     Ok(Step::Forward(request, Some(timeout)))
                 }
             }
@@ -492,7 +500,7 @@ pub async fn handle(
                         let now = Instant::now();
                         backend_ms = Some((now - forwarded).as_secs_f64() * 1000.0);
                         answered = Some(now);
-                        Ok(outbound(&ctx, resp))
+                        Ok(outbound(resp))
                     }
                     Err(e) => Err(forward_error(e, ctx.api.as_deref().expect("routed"))),
                 }
@@ -505,7 +513,7 @@ pub async fn handle(
         Ok(r) => r,
         Err(e) => {
             error_reason = Some(e.reason);
-            json_error(e.status, &e.message, &ctx.request_id)
+            json_error(e.status, &e.message)
         }
     };
     let status = resp.status().as_u16();
@@ -542,7 +550,10 @@ pub async fn handle(
         .record(key, bucket, status, total_ms, backend_ms, bytes);
     shared.traffic.record(status, now_ms);
     close_if_draining(&shared, http1, &mut resp);
-    Ok(resp)
+    Answer {
+        response: resp,
+        request_id: Some(ctx.request_id),
+    }
 }
 
 /// While draining, HTTP/1.1 clients are told to close the connection after this response, so
@@ -598,7 +609,7 @@ fn write_access_log(
             time: time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
-            request_id: &ctx.request_id,
+            request_id: ctx.request_id.as_str(),
             client_ip: remote.ip().to_string(),
             method: &logged.method,
             url,

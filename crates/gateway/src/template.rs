@@ -96,53 +96,89 @@ impl Template {
     /// template parameters' values.
     pub fn matches(&self, path: &str, query: Option<&str>) -> Option<Vec<(String, String)>> {
         let mut captured = Vec::new();
+        self.walk(path, query, Some(&mut captured))
+            .then_some(captured)
+    }
+
+    /// Whether a request path and query string match, as [`Template::matches`] decides, without
+    /// taking the parameters' values. Routing asks only this: most requests never need the
+    /// values (the policy engine's `MatchedParameters` takes them), and taking them costs an
+    /// allocation per parameter.
+    pub fn is_match(&self, path: &str, query: Option<&str>) -> bool {
+        self.walk(path, query, None)
+    }
+
+    fn walk(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        mut captured: Option<&mut Vec<(String, String)>>,
+    ) -> bool {
         let mut segs = path.split('/').filter(|s| !s.is_empty()).peekable();
         for (i, seg) in self.segments.iter().enumerate() {
             match seg {
                 Segment::Wildcard(name) => {
-                    let mut rest = String::new();
-                    for (k, s) in segs.by_ref().enumerate() {
-                        if k > 0 {
-                            rest.push('/');
+                    if let Some(out) = captured.as_deref_mut() {
+                        let mut rest = String::new();
+                        for (k, s) in segs.by_ref().enumerate() {
+                            if k > 0 {
+                                rest.push('/');
+                            }
+                            rest.push_str(s);
                         }
-                        rest.push_str(s);
+                        out.push((name.clone(), rest));
                     }
-                    captured.push((name.clone(), rest));
                     debug_assert_eq!(i + 1, self.segments.len());
                     break;
                 }
-                Segment::Literal(l) => {
-                    let s = segs.next()?;
-                    if !s.eq_ignore_ascii_case(l) {
-                        return None;
+                Segment::Literal(l) => match segs.next() {
+                    Some(s) if s.eq_ignore_ascii_case(l) => {}
+                    _ => return false,
+                },
+                Segment::Param(name) => {
+                    let Some(s) = segs.next() else {
+                        return false;
+                    };
+                    if let Some(out) = captured.as_deref_mut() {
+                        out.push((name.clone(), decode(s)));
                     }
                 }
-                Segment::Param(name) => {
-                    let s = segs.next()?;
-                    captured.push((name.clone(), decode(s)));
-                }
                 Segment::Mixed(parts) => {
-                    let s = segs.next()?;
-                    match_mixed(parts, s, &mut captured)?;
+                    let Some(s) = segs.next() else {
+                        return false;
+                    };
+                    if match_mixed(parts, s, captured.as_deref_mut()).is_none() {
+                        return false;
+                    }
                 }
             }
         }
         if !self.wildcard && segs.next().is_some() {
-            return None;
+            return false;
         }
         for (name, param, literal) in &self.query {
-            let value = query_value(query.unwrap_or(""), name)?;
+            let Some(value) = query_value(query.unwrap_or(""), name) else {
+                return false;
+            };
             match (param, literal) {
-                (Some(p), _) => captured.push((p.clone(), value)),
-                (None, Some(l)) if !l.is_empty() && &value != l => return None,
+                (Some(p), _) => {
+                    if let Some(out) = captured.as_deref_mut() {
+                        out.push((p.clone(), value));
+                    }
+                }
+                (None, Some(l)) if !l.is_empty() && &value != l => return false,
                 _ => {}
             }
         }
-        Some(captured)
+        true
     }
 }
 
-fn match_mixed(parts: &[Part], seg: &str, out: &mut Vec<(String, String)>) -> Option<()> {
+fn match_mixed(
+    parts: &[Part],
+    seg: &str,
+    mut out: Option<&mut Vec<(String, String)>>,
+) -> Option<()> {
     let lower = seg.to_ascii_lowercase();
     let mut pos = 0;
     for (i, part) in parts.iter().enumerate() {
@@ -161,7 +197,9 @@ fn match_mixed(parts: &[Part], seg: &str, out: &mut Vec<(String, String)>) -> Op
                 if end == pos {
                     return None;
                 }
-                out.push((name.clone(), decode(&seg[pos..end])));
+                if let Some(out) = out.as_deref_mut() {
+                    out.push((name.clone(), decode(&seg[pos..end])));
+                }
                 pos = end;
             }
         }
@@ -232,5 +270,46 @@ mod tests {
         assert!(root.matches("/", None).is_some());
         assert!(root.matches("/x", None).is_none());
         assert!(Template::parse("/a/b").specificity() > Template::parse("/a/{x}").specificity());
+    }
+
+    #[test]
+    fn routing_decides_as_matching_does() {
+        let templates = [
+            "/",
+            "/users/{id}/orders",
+            "/files/{*path}",
+            "/img/{name}.{ext}",
+            "/search?q={term}&mode=full",
+            "/a/B/{x}",
+            "/{*rest}",
+        ];
+        let requests = [
+            ("/", None),
+            ("/users/42/orders", None),
+            ("/users/42/orders/x", None),
+            ("/users/42", None),
+            ("/files", None),
+            ("/files/a/b/c.txt", None),
+            ("/img/cat.png", None),
+            ("/img/cat", None),
+            ("/img/.png", None),
+            ("/search", Some("q=a%20b&mode=full")),
+            ("/search", Some("mode=full")),
+            ("/search", Some("q=x&mode=lite")),
+            ("/a/b/c", None),
+            ("/A/b/%20", None),
+            ("//a//b//c//", None),
+            ("/x/y", Some("z=1")),
+        ];
+        for template in templates {
+            let t = Template::parse(template);
+            for (path, query) in requests {
+                assert_eq!(
+                    t.is_match(path, query),
+                    t.matches(path, query).is_some(),
+                    "{template} against {path}?{query:?}"
+                );
+            }
+        }
     }
 }

@@ -160,6 +160,21 @@ async fn routes_checks_keys_and_forwards() {
             json!({"statusCode": 404, "message": "Unable to match incoming request to an operation."})
         )
     );
+    // Errors carry the request id too, once: the gateway's, or the client's.
+    for client_id in [None, Some("client-chosen-id")] {
+        let mut sent = reqwest::Client::new().get(format!("{}/echo/items/1", t.gateway_url()));
+        if let Some(id) = client_id {
+            sent = sent.header("x-request-id", id);
+        }
+        let r = sent.send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let ids: Vec<_> = r.headers().get_all("x-request-id").iter().collect();
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        match client_id {
+            Some(id) => assert_eq!(ids[0], id),
+            None => assert_eq!(ids[0].len(), 36, "a UUID: {ids:?}"),
+        }
+    }
     // The health probe needs no key.
     let r = reqwest::get(format!("{}/status-0123456789abcdef", t.gateway_url()))
         .await

@@ -11,8 +11,8 @@
 //! once per round; the median round is reported) because the shared two-core machine drifts
 //! by ±10% within minutes; the CPU time the proxy process spent per request (user + system,
 //! from /proc) is the figure least moved by that drift. Latency at half load (an open-loop
-//! fixed rate at half of each target's own throughput) comes from a small load generator here;
-//! RSS from /proc; the reload time is from a PUT to the new API answering through the gateway.
+//! fixed rate at half of each target's own throughput, at most 5,000 requests/s) comes from a
+//! small load generator here, in interleaved rounds as well (median shown); RSS from /proc; the reload time is from a PUT to the new API answering through the gateway.
 //!
 //! Run with `bash scripts/bench-gateway.sh` (installs nginx and wrk, builds the release binary);
 //! `-- --rounds N` for more rounds, `--quick` for a short run.
@@ -482,25 +482,47 @@ fn main() {
             runs[i].push((r, cpu_us));
         }
     }
+    let medians: Vec<(f64, f64)> = runs
+        .iter()
+        .map(|r| {
+            (
+                median(&mut r.iter().map(|r| r.0.rps).collect::<Vec<_>>()),
+                median(&mut r.iter().map(|r| r.1).collect::<Vec<_>>()),
+            )
+        })
+        .collect();
+    // Half load, in interleaved rounds too: a stall of the shared machine during one target's
+    // few seconds would otherwise make its p99 (the floor's included).
+    let mut half: Vec<Vec<(f64, f64)>> = targets.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (i, (label, url, headers, _)) in targets.iter().enumerate() {
+            let rate = (medians[i].0 / 2.0).min(5_000.0);
+            let (h50, h99, errors) = rt.block_on(fixed_rate(url, headers, rate, secs as f64 / 2.0));
+            assert_eq!(errors, 0, "{label}: errors at half load");
+            half[i].push((h50, h99));
+        }
+    }
+    let half: Vec<(f64, f64)> = half
+        .iter()
+        .map(|h| {
+            (
+                median(&mut h.iter().map(|h| h.0).collect::<Vec<_>>()),
+                median(&mut h.iter().map(|h| h.1).collect::<Vec<_>>()),
+            )
+        })
+        .collect();
     println!(
         "{:<46} {:>10} {:>8} {:>9} {:>9} {:>16} {:>16} {:>9}",
         "target", "req/s", "CPU µs", "p50 ms", "p99 ms", "half-load p50", "half-load p99", "RSS MB"
     );
-    let mut floor_half = (0.0, 0.0);
-    let mut medians = Vec::new();
-    for (i, (label, url, headers, (pid, show_rss))) in targets.iter().enumerate() {
+    let floor_half = half[0];
+    for (i, (label, _, _, (pid, show_rss))) in targets.iter().enumerate() {
         let pick = |f: &dyn Fn(&(WrkResult, f64)) -> f64| {
             median(&mut runs[i].iter().map(f).collect::<Vec<_>>())
         };
-        let (rps, cpu_us) = (pick(&|r| r.0.rps), pick(&|r| r.1));
+        let (rps, cpu_us) = medians[i];
         let (p50, p99) = (pick(&|r| r.0.p50_ms), pick(&|r| r.0.p99_ms));
-        medians.push((rps, cpu_us));
-        let rate = (rps / 2.0).min(5_000.0);
-        let (h50, h99, errors) = rt.block_on(fixed_rate(url, headers, rate, secs as f64 / 2.0));
-        assert_eq!(errors, 0, "{label}: errors at half load");
-        if i == 0 {
-            floor_half = (h50, h99);
-        }
+        let (h50, h99) = half[i];
         let rss = if *show_rss {
             format!("{:.1}", rss_mb(*pid))
         } else {

@@ -961,7 +961,6 @@ pub enum Served {
     /// the caller forwards it as it does without policies, answering within `timeout`.
     Forward {
         request: ClientRequest,
-        routed: crate::server::Routed,
         timeout: Duration,
     },
 }
@@ -1078,10 +1077,6 @@ pub async fn serve(
             other => break 'phases other,
         }
         if let Some((forward, body)) = plain {
-            let routed = crate::server::Routed {
-                rest: std::mem::take(&mut ex.backend_path),
-                parameters: std::mem::take(&mut ex.matched_parameters),
-            };
             // The exchange held the only other references to the headers.
             drop(ex);
             let headers = Arc::try_unwrap(headers).unwrap_or_else(|shared| (*shared).clone());
@@ -1093,7 +1088,6 @@ pub async fn serve(
                     headers,
                     body,
                 },
-                routed,
                 timeout: crate::server::forward_timeout(&forward),
             };
         }

@@ -22,8 +22,8 @@ use std::time::Instant;
 
 pub const STATUS_PATH: &str = "/status-0123456789abcdef";
 
-/// What routing found that only the policy path takes on (the plain path reads it from the
-/// context): the path after the API's, and the URL template's parameters.
+/// What routing found that only the policy path takes on: the path after the API's, and the
+/// URL template's parameters.
 pub struct Routed {
     pub rest: String,
     pub parameters: Vec<(String, String)>,
@@ -35,8 +35,8 @@ pub struct RequestContext {
     pub table: Arc<RoutingTable>,
     pub api: Option<Arc<ApiRoute>>,
     pub operation: Option<usize>,
-    /// The request path after the API's path: what is appended to the backend URL.
-    pub rest: String,
+    /// Where the request path after the API's path starts ([`RequestContext::rest`]).
+    pub rest_start: usize,
     pub product: Option<Arc<ProductInfo>>,
     pub subscription: Option<Arc<SubscriptionInfo>>,
     pub user: Option<Arc<UserInfo>>,
@@ -74,6 +74,12 @@ impl RequestContext {
     /// one request at a time.
     pub fn affinity(&self) -> Option<&proxy::Affinity> {
         self.http1.then_some(&self.client.backends)
+    }
+
+    /// The request path after the API's path (what is appended to the backend URL), from the
+    /// request's path.
+    pub fn rest<'p>(&self, path: &'p str) -> &'p str {
+        crate::table::rest_of(path, self.rest_start)
     }
 
     pub fn operation(&self) -> Option<&OperationRoute> {
@@ -124,13 +130,14 @@ fn inbound(ctx: &mut RequestContext, req: &ClientRequest, tls: bool) -> Result<(
     let query = req.uri.query();
     let headers = &req.headers;
     let table = ctx.table.clone();
-    let (api, rest) = table
-        .find_api(path, query, |name| {
+    let (api, rest_start) = table
+        .find_api_at(path, query, |name| {
             headers
                 .get_str(&name.to_ascii_lowercase())
                 .map(str::to_string)
         })
         .ok_or_else(|| GatewayError::new(StatusCode::NOT_FOUND, "ApiNotFound", MSG_NOT_FOUND))?;
+    let rest = crate::table::rest_of(path, rest_start);
     if (tls && !api.allow_https) || (!tls && !api.allow_http) {
         return Err(GatewayError::new(
             StatusCode::NOT_FOUND,
@@ -158,7 +165,7 @@ fn inbound(ctx: &mut RequestContext, req: &ClientRequest, tls: bool) -> Result<(
         )
     })?;
     ctx.operation = Some(op_index);
-    ctx.rest = rest.to_string();
+    ctx.rest_start = rest_start;
     ctx.api = Some(api.clone());
 
     if ctx.preflight {
@@ -250,7 +257,7 @@ fn backend_request(
             ),
         ));
     }
-    let rest = ctx.rest.as_str();
+    let rest = ctx.rest(req.uri.path());
     let query = match req.uri.query() {
         Some(q) => without_param(q, &api.key_query),
         None => String::new(),
@@ -402,7 +409,7 @@ pub async fn handle(
         table: shared.table.load_full(),
         api: None,
         operation: None,
-        rest: String::new(),
+        rest_start: 0,
         product: None,
         subscription: None,
         user: None,
@@ -447,14 +454,14 @@ pub async fn handle(
         (Ok(()), Some(Ok(chain))) if !chain.is_empty() => {
             // Boxed: the policy path's future is large, and every request's future would
             // otherwise be as large (and copied whole each time a request starts).
-            // Taken here: routing only asked whether the template matches.
-            let parameters = ctx
-                .operation()
-                .and_then(|op| op.template.matches(&ctx.rest, req.uri.query()))
-                .unwrap_or_default();
+            let rest = ctx.rest(req.uri.path());
             let routed = Routed {
-                rest: std::mem::take(&mut ctx.rest),
-                parameters,
+                // Taken here: routing only asked whether the template matches.
+                parameters: ctx
+                    .operation()
+                    .and_then(|op| op.template.matches(rest, req.uri.query()))
+                    .unwrap_or_default(),
+                rest: rest.to_string(),
             };
             let served = Box::pin(crate::policies::serve(
                 &shared, &ctx, chain, req, routed, remote, tls,
@@ -466,14 +473,8 @@ pub async fn handle(
                     error_reason = out.error_reason;
                     Ok(Step::Answered(out.response))
                 }
-                Served::Forward {
-                    request,
-                    routed,
-                    timeout,
-                } => {
-                    ctx.rest = routed.rest;
-                    Ok(Step::Forward(request, Some(timeout)))
-                }
+                // The request is the client's, unchanged: routing's results still hold.
+                Served::Forward { request, timeout } => Ok(Step::Forward(request, Some(timeout))),
             }
         }
         (Ok(()), _) if ctx.preflight => Err(GatewayError::new(

@@ -786,11 +786,23 @@ impl RoutingTable {
     /// (Query/Header schemes) and the revision (`;rev=N` on the last API path segment).
     /// Returns the API and the rest of the path (starting with `/`).
     pub fn find_api<'a>(
-        &'a self,
+        &self,
         path: &'a str,
         query: Option<&str>,
         header: impl Fn(&str) -> Option<String>,
     ) -> Option<(Arc<ApiRoute>, &'a str)> {
+        self.find_api_at(path, query, header)
+            .map(|(api, start)| (api, rest_of(path, start)))
+    }
+
+    /// [`RoutingTable::find_api`], with where the rest of the path starts ([`rest_of`]):
+    /// a position keeps the request's context free of a copy of the path.
+    pub fn find_api_at(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        header: impl Fn(&str) -> Option<String>,
+    ) -> Option<(Arc<ApiRoute>, usize)> {
         let trimmed = path.strip_prefix('/').unwrap_or(path);
         // Candidate prefix ends: each '/' boundary, longest first.
         let ends = std::iter::once(trimmed.len())
@@ -818,13 +830,20 @@ impl RoutingTable {
             let Some(candidates) = found else {
                 continue;
             };
-            let rest = &trimmed[end..];
-            let rest = if rest.is_empty() { "/" } else { rest };
             if let Some(api) = select(candidates, rev, query, &header) {
-                return Some((api, rest));
+                return Some((api, path.len() - trimmed.len() + end));
             }
         }
         None
+    }
+}
+
+/// The rest of a request path after its API's path, from where [`RoutingTable::find_api_at`]
+/// found it to start: `/` when nothing is left.
+pub fn rest_of(path: &str, start: usize) -> &str {
+    match path.get(start..) {
+        Some(rest) if !rest.is_empty() => rest,
+        _ => "/",
     }
 }
 
@@ -968,6 +987,10 @@ mod tests {
         let none = |_: &str| None;
         let (api, rest) = t.find_api("/shop/items/1", None, none).unwrap();
         assert_eq!((&*api.id, api.revision, rest), ("a", 1, "/items/1"));
+        for bare in ["/shop", "/shop/", "/Shop;rev=2"] {
+            let (api, rest) = t.find_api(bare, None, none).unwrap();
+            assert_eq!((&*api.id, rest), ("a", "/"), "{bare}");
+        }
         let (api, rest) = t.find_api("/shop;rev=2/items", None, none).unwrap();
         assert_eq!((&*api.id, api.revision, rest), ("a", 2, "/items"));
         let (api, rest) = t.find_api("/Shop/Admin/x", None, none).unwrap();

@@ -231,7 +231,10 @@ impl Policies {
                 std::borrow::Cow::Owned(format!("{};rev={}", api.id, api.revision))
             };
             chain.levels[2] = pick(self.apis.get(&*stored))?;
-            if let Some(op) = ctx.operation() {
+            // Most instances have no operation policies: no key to build then.
+            if !self.operations.is_empty()
+                && let Some(op) = ctx.operation()
+            {
                 let mut key = String::with_capacity(stored.len() + 1 + op.id.len());
                 key.push_str(&stored);
                 key.push('/');

@@ -589,6 +589,16 @@ async fn tls_http2_and_h2c() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    // The request id the backend got comes back, once, over HTTP/2 too.
+    let ids: Vec<String> = r
+        .headers()
+        .get_all("x-request-id")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(b["headers"]["x-request-id"], ids[0]);
 }
 
 #[tokio::test]

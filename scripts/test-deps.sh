@@ -103,11 +103,23 @@ need kdig
 python3 - "$RUN/knot-check" <<'PY'
 import os, shutil, socket, subprocess, sys, time
 d = sys.argv[1]
-shutil.rmtree(d, ignore_errors=True); os.makedirs(d)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+
+def free_dns_port():
+    # Free for TCP and UDP both: knotd listens on both, and a port free for UDP can be held on
+    # the TCP side (a connection's local end).
+    for _ in range(50):
+        t = socket.socket(); t.bind(("127.0.0.1", 0)); port = t.getsockname()[1]
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.bind(("127.0.0.1", port)); return port
+        except OSError:
+            pass
+        finally:
+            u.close(); t.close()
+    sys.exit("test-deps: no loopback port is free for both UDP and TCP")
+
 secret = "Z2F0ZWhvdXNlLXRlc3Qta2V5LTAxMjM0NTY3ODk="
-open(f"{d}/check.test.zone", "w").write("$TTL 5\n@ SOA ns admin 1 60 60 600 5\n@ NS ns\nns A 127.0.0.1\napi CNAME old\n")
-open(f"{d}/knot.conf", "w").write(f"""server:
+CONF = """server:
   listen: 127.0.0.1@{port}
   rundir: {d}
   pidfile: {d}/knot.pid
@@ -131,15 +143,29 @@ template:
 zone:
   - domain: check.test
     acl: up
-""")
-p = subprocess.Popen(["knotd", "-c", f"{d}/knot.conf"], stdout=open(f"{d}/log", "w"), stderr=subprocess.STDOUT)
+"""
+
+def answering_knot():
+    # A port can still be taken between choosing it and knotd binding it: then knotd exits at
+    # once, and another port is tried.
+    for attempt in range(5):
+        shutil.rmtree(d, ignore_errors=True); os.makedirs(d)
+        port = free_dns_port()
+        open(f"{d}/check.test.zone", "w").write("$TTL 5\n@ SOA ns admin 1 60 60 600 5\n@ NS ns\nns A 127.0.0.1\napi CNAME old\n")
+        open(f"{d}/knot.conf", "w").write(CONF.format(port=port, d=d, secret=secret))
+        p = subprocess.Popen(["knotd", "-c", f"{d}/knot.conf"], stdout=open(f"{d}/log", "w"), stderr=subprocess.STDOUT)
+        for _ in range(100):
+            out = subprocess.run(["kdig", "@127.0.0.1", "-p", str(port), "api.check.test", "CNAME", "+short", "+time=1", "+retry=0"], capture_output=True, text=True).stdout
+            if "old" in out:
+                return p, port
+            if p.poll() is not None:
+                break
+            time.sleep(0.1)
+        p.terminate(); p.wait()
+    sys.exit("test-deps: knotd did not answer: " + open(f"{d}/log").read())
+
+p, port = answering_knot()
 try:
-    for _ in range(100):
-        out = subprocess.run(["kdig", "@127.0.0.1", "-p", str(port), "api.check.test", "CNAME", "+short", "+time=1"], capture_output=True, text=True).stdout
-        if "old" in out: break
-        time.sleep(0.1)
-    else:
-        sys.exit("test-deps: knotd did not answer: " + open(f"{d}/log").read())
     upd = f"server 127.0.0.1 {port}\nzone check.test\nupdate delete api.check.test CNAME\nupdate add api.check.test 5 CNAME new.check.test.\nsend\n"
     subprocess.run(["knsupdate", "-y", f"hmac-sha256:check:{secret}"], input=upd, text=True, check=True)
     out = subprocess.run(["kdig", "@127.0.0.1", "-p", str(port), "api.check.test", "CNAME", "+short"], capture_output=True, text=True).stdout

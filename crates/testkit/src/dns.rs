@@ -24,9 +24,17 @@ pub struct Knot {
     child: Child,
 }
 
-fn free_udp_port() -> Result<u16> {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    Ok(s.local_addr()?.port())
+/// A loopback port free for both UDP and TCP: knotd listens on both, and a port free for UDP
+/// can be held on the TCP side (a connection's local end, e.g. after a benchmark's churn).
+fn free_dns_port() -> Result<u16> {
+    for _ in 0..50 {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = tcp.local_addr()?.port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no loopback port is free for both UDP and TCP")
 }
 
 impl Knot {
@@ -36,9 +44,40 @@ impl Knot {
         if Command::new("knotd").arg("-V").output().is_err() {
             bail!("knotd is not installed: run scripts/test-deps.sh (it installs Debian's knot)");
         }
+        // A port can still be taken between choosing it and knotd binding it: then knotd
+        // exits at once, and another port is tried.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut knot = Knot::spawn(zone, records)?;
+            let authority = knot.authority();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Ok(Some(_)) = authority.query(&format!("ns.{zone}"), RecordType::A).await {
+                    return Ok(knot);
+                }
+                let exited = matches!(knot.child.try_wait(), Ok(Some(_)));
+                if exited && attempt < 5 {
+                    break;
+                }
+                if exited || Instant::now() > deadline {
+                    bail!(
+                        "knotd did not answer on {}: {}",
+                        knot.addr,
+                        std::fs::read_to_string(knot.dir.path().join("knot.log"))
+                            .unwrap_or_default()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// Starts knotd on a free port, without waiting for it to answer.
+    fn spawn(zone: &str, records: &str) -> Result<Knot> {
         let dir = tempfile::tempdir()?;
         let d = dir.path();
-        let port = free_udp_port()?;
+        let port = free_dns_port()?;
         let (_, name, secret) = {
             let mut p = TEST_KEY.splitn(3, ':');
             (
@@ -79,21 +118,7 @@ impl Knot {
             dir,
             child,
         };
-        let authority = knot.authority();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(_)) = authority.query(&format!("ns.{zone}"), RecordType::A).await {
-                return Ok(knot);
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "knotd did not answer on {}: {}",
-                    knot.addr,
-                    std::fs::read_to_string(knot.dir.path().join("knot.log")).unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        Ok(knot)
     }
 
     pub fn authority(&self) -> Authority {

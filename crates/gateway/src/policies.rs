@@ -18,8 +18,8 @@ use bytes::Bytes;
 use gatehouse_model::Kind;
 use gatehouse_policy::doc::Resolver;
 use gatehouse_policy::exec::{
-    self, BackendInfo, BoxFut, Cached, Chain, Counted, Exchange, Flow, Forward, Outgoing,
-    ResponseParts, Services,
+    self, BackendInfo, BoxFut, Cached, Chain, Counted, CountedForward, CounterKey, Exchange, Flow,
+    Forward, Outgoing, ResponseParts, Services,
 };
 use gatehouse_policy::expr::V;
 use gatehouse_policy::{Document, Section};
@@ -249,7 +249,18 @@ impl Policies {
 /// Rate-limit and quota counters, by key.
 #[derive(Default)]
 pub struct Counters {
-    windows: Mutex<HashMap<String, Window>>,
+    windows: Mutex<Windows>,
+}
+
+#[derive(Default)]
+struct Windows {
+    /// Limits per subscription, by the policy's place (name, line, column), then by
+    /// subscription: no key text to build per call, and configuration ids, which clients do
+    /// not choose, hashed with foldhash.
+    per_subscription: HashMap<(&'static str, u32, u32), ById<Window>, foldhash::fast::RandomState>,
+    /// Counters named by text, which clients can choose (by-key limits): SipHash, which
+    /// chosen collisions do not slow down.
+    named: HashMap<String, Window>,
 }
 
 struct Window {
@@ -259,34 +270,57 @@ struct Window {
 }
 
 impl Counters {
+    /// Counts a call made at `now`.
     fn count(
         &self,
-        key: &str,
+        key: CounterKey<'_>,
         calls: u64,
         period_secs: u64,
         increment: u64,
         sliding: bool,
+        now: Instant,
     ) -> Counted {
-        let now = Instant::now();
         let period = if period_secs == 0 {
             Duration::from_secs(u64::MAX / 4)
         } else {
             Duration::from_secs(period_secs)
         };
+        let count = |w: &mut Window| w.count(now, period, calls, increment, sliding);
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        // Looked up before inserting: the key is copied only for a new window.
-        if let Some(w) = windows.get_mut(key) {
-            return w.count(now, period, calls, increment, sliding);
+        match key {
+            CounterKey::Subscription {
+                subscription,
+                policy,
+                line,
+                column,
+            } => {
+                let policy = windows
+                    .per_subscription
+                    .entry((policy, line, column))
+                    .or_default();
+                count_in(policy, subscription, now, count)
+            }
+            CounterKey::Text(name) => count_in(&mut windows.named, name, now, count),
         }
-        windows
-            .entry(key.to_string())
-            .or_insert(Window {
-                start: now,
-                count: 0,
-                previous: 0,
-            })
-            .count(now, period, calls, increment, sliding)
     }
+}
+
+/// Counts in the window named `name`, a new one from `now` when there is none; looked up
+/// before inserting, so that the name is copied only for a new window.
+fn count_in<S: std::hash::BuildHasher>(
+    map: &mut HashMap<String, Window, S>,
+    name: &str,
+    now: Instant,
+    count: impl FnOnce(&mut Window) -> Counted,
+) -> Counted {
+    if let Some(w) = map.get_mut(name) {
+        return count(w);
+    }
+    count(map.entry(name.to_string()).or_insert(Window {
+        start: now,
+        count: 0,
+        previous: 0,
+    }))
 }
 
 impl Window {
@@ -536,7 +570,7 @@ impl Services for GatewayServices<'_> {
 
     fn count(
         &self,
-        key: &str,
+        key: CounterKey<'_>,
         calls: u64,
         period_secs: u64,
         increment: u64,
@@ -544,7 +578,7 @@ impl Services for GatewayServices<'_> {
     ) -> Counted {
         self.shared
             .counters
-            .count(key, calls, period_secs, increment, sliding)
+            .count(key, calls, period_secs, increment, sliding, Instant::now())
     }
 
     fn backend(&self, id: &str) -> Option<BackendInfo> {
@@ -919,7 +953,7 @@ pub struct Refused {
 pub fn count_call(
     shared: &Shared,
     ctx: &RequestContext,
-    chain: &Chain<'_>,
+    counted: &CountedForward<'_>,
 ) -> Result<(), Box<Refused>> {
     // Per-API and per-operation limits name the request's API and operation.
     let info = |member: &str| -> Option<V> {
@@ -932,13 +966,14 @@ pub fn count_call(
         };
         Some(V::Str(name.to_string()))
     };
-    let count = |key: &str, calls, period, increment, sliding| {
+    // The call is counted when it arrived: no other clock read.
+    let count = |key: CounterKey<'_>, calls, period, increment, sliding| {
         shared
             .counters
-            .count(key, calls, period, increment, sliding)
+            .count(key, calls, period, increment, sliding, ctx.started)
     };
     let subscription = ctx.subscription.as_ref().map(|s| &*s.id);
-    exec::count_for_subscription(chain, subscription, &info, &count).map_err(|refused| {
+    exec::count_for_subscription(counted, subscription, &info, &count).map_err(|refused| {
         let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
         let mut resp = json_error(status, &refused.message);
         for (name, value) in &refused.headers {

@@ -440,11 +440,11 @@ pub async fn handle(
         }
         (Ok(()), Some(Ok(chain)))
             if !ctx.preflight
-                && let Some(forward) = gatehouse_policy::exec::counted_forward(&chain) =>
+                && let Some(counted) = gatehouse_policy::exec::counted_forward(&chain) =>
         {
             // Only limits to count, then the request goes as it came: no exchange to build.
-            match crate::policies::count_call(&shared, &ctx, &chain) {
-                Ok(()) => Ok(Step::Forward(req, Some(forward_timeout(&forward)))),
+            match crate::policies::count_call(&shared, &ctx, &counted) {
+                Ok(()) => Ok(Step::Forward(req, Some(forward_timeout(&counted.forward)))),
                 Err(refused) => {
                     error_reason = Some(refused.reason);
                     Ok(Step::Answered(refused.response))

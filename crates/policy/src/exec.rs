@@ -254,6 +254,51 @@ pub struct Counted {
     pub retry_after_secs: u64,
 }
 
+/// The counter a call counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CounterKey<'a> {
+    /// A rate-limit or quota per subscription: the subscription and the policy's place in its
+    /// document (name, line, column), so that two such policies count apart and keep their
+    /// counts over configuration changes that do not move them. Subscription ids are
+    /// configuration, not what a client sends.
+    Subscription {
+        subscription: &'a str,
+        policy: &'static str,
+        line: u32,
+        column: u32,
+    },
+    /// A counter named by text: `key:` and a by-key policy's counter-key value (which a client
+    /// can choose), or a per-API/operation limit inside a limit (its parent's key, API and
+    /// operation).
+    Text(&'a str),
+}
+
+impl<'a> CounterKey<'a> {
+    fn per_subscription(node: &Node, subscription: &'a str) -> CounterKey<'a> {
+        CounterKey::Subscription {
+            subscription,
+            policy: node.name,
+            line: node.pos.line,
+            column: node.pos.column,
+        }
+    }
+}
+
+impl std::fmt::Display for CounterKey<'_> {
+    /// The counter's name as text (a per-subscription counter's is `sub:<id>:<policy>:<line>:<column>`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CounterKey::Subscription {
+                subscription,
+                policy,
+                line,
+                column,
+            } => write!(f, "sub:{subscription}:{policy}:{line}:{column}"),
+            CounterKey::Text(text) => f.write_str(text),
+        }
+    }
+}
+
 /// A boxed future (the policy runner recurses through async calls).
 pub type BoxFut<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
@@ -285,7 +330,7 @@ pub trait Services: Sync {
     /// for rate limits, a fixed one for quotas.
     fn count(
         &self,
-        key: &str,
+        key: CounterKey<'_>,
         calls: u64,
         period_secs: u64,
         increment: u64,
@@ -376,7 +421,7 @@ enum Located<'a> {
 
 /// Scopes without the section, and sections that are only `<base />` (the usual case), are
 /// passed over in a loop — and a section with nothing to run costs no boxed future at all.
-fn locate<'a>(chain: &'a Chain<'a>, mut level: usize, section: Section) -> Located<'a> {
+fn locate<'c>(chain: &Chain<'c>, mut level: usize, section: Section) -> Located<'c> {
     loop {
         match chain.levels[level].and_then(|d| d.section(section)) {
             Some([only]) if matches!(only.policy, Policy::Base) => {
@@ -399,7 +444,19 @@ fn locate<'a>(chain: &'a Chain<'a>, mut level: usize, section: Section) -> Locat
 /// of rebuilding it from the exchange (a third of the policy path's cost). A policy not listed
 /// in [`leaves_request_alone`] keeps a request on the full path.
 pub fn plain_forward(chain: &Chain) -> Option<Forward> {
-    forward_when_inbound_is(chain, leaves_request_alone)
+    forward_when_inbound_is(chain, &mut |node| leaves_request_alone(&node.policy))
+}
+
+/// The most limits a [`counted_forward`] chain counts; a chain with more takes the full path,
+/// which counts the same.
+const MOST_COUNTED: usize = 4;
+
+/// A chain [`counted_forward`] takes: its forward, and the limits it counts, in the order they
+/// run (found once, while deciding, rather than walked again to count).
+#[derive(Debug, Clone, Copy)]
+pub struct CountedForward<'c> {
+    pub forward: Forward,
+    limits: [Option<&'c Node>; MOST_COUNTED],
 }
 
 /// When the chain is one [`plain_forward`] takes and its inbound policies are only rate-limit
@@ -407,18 +464,30 @@ pub fn plain_forward(chain: &Chain) -> Option<Forward> {
 /// headers of their own): the forward. The gateway then counts with
 /// [`count_for_subscription`] and builds no exchange at all — DESIGN's target configuration,
 /// a key and a rate limit, costs little more than the key alone.
-pub fn counted_forward(chain: &Chain) -> Option<Forward> {
-    forward_when_inbound_is(chain, |policy| {
-        leaves_request_alone(policy)
-            && matches!(policy, Policy::RateLimit(l) | Policy::Quota(l)
-                if l.key.is_none() && l.condition.is_none())
-    })
+pub fn counted_forward<'c>(chain: &Chain<'c>) -> Option<CountedForward<'c>> {
+    let mut limits = [None; MOST_COUNTED];
+    let mut found = 0;
+    let forward = forward_when_inbound_is(chain, &mut |node| {
+        let counts_only = leaves_request_alone(&node.policy)
+            && matches!(&node.policy, Policy::RateLimit(l) | Policy::Quota(l)
+                if l.key.is_none() && l.condition.is_none());
+        if !counts_only || found == MOST_COUNTED {
+            return false;
+        }
+        limits[found] = Some(node);
+        found += 1;
+        true
+    })?;
+    Some(CountedForward { forward, limits })
 }
 
 /// The forward, when outbound and on-error run nothing, the backend section only forwards
 /// (APIM's default, or a lone forward-request without redirects), and every inbound policy
 /// the chain runs is `allowed`.
-fn forward_when_inbound_is(chain: &Chain, allowed: fn(&Policy) -> bool) -> Option<Forward> {
+fn forward_when_inbound_is<'c>(
+    chain: &Chain<'c>,
+    allowed: &mut dyn FnMut(&'c Node) -> bool,
+) -> Option<Forward> {
     if !matches!(locate(chain, 3, Section::Outbound), Located::Nothing)
         || !matches!(locate(chain, 3, Section::OnError), Located::Nothing)
     {
@@ -438,10 +507,7 @@ fn forward_when_inbound_is(chain: &Chain, allowed: fn(&Policy) -> bool) -> Optio
         },
         _ => return None,
     };
-    walk_inbound(chain, 3, &mut |node| {
-        allowed(&node.policy).then_some(()).ok_or(())
-    })
-    .ok()?;
+    walk_inbound(chain, 3, &mut |node| allowed(node).then_some(()).ok_or(())).ok()?;
     Some(forward)
 }
 
@@ -450,7 +516,7 @@ fn forward_when_inbound_is(chain: &Chain, allowed: fn(&Policy) -> bool) -> Optio
 /// in APIM); `info` answers `context`'s fixed members for per-API and per-operation limits.
 /// The first limit exceeded refuses the call, as the full path would.
 pub fn count_for_subscription(
-    chain: &Chain,
+    counted: &CountedForward,
     subscription: Option<&str>,
     info: &dyn Fn(&str) -> Option<V>,
     count: &Count,
@@ -458,27 +524,26 @@ pub fn count_for_subscription(
     let Some(subscription) = subscription else {
         return Ok(());
     };
-    walk_inbound(chain, 3, &mut |node| match &node.policy {
-        Policy::RateLimit(limit) | Policy::Quota(limit) => {
-            let quota = matches!(node.policy, Policy::Quota(_));
-            let key = subscription_counter(node, subscription);
-            let (c, calls) = count_calls(limit, quota, &key, limit.increment, info, count);
-            if c.allowed {
-                Ok(())
-            } else {
-                Err(limit_refusal(node, limit, quota, &c, calls))
-            }
+    for node in counted.limits.iter().flatten() {
+        let (Policy::RateLimit(limit) | Policy::Quota(limit)) = &node.policy else {
+            continue;
+        };
+        let quota = matches!(node.policy, Policy::Quota(_));
+        let key = CounterKey::per_subscription(node, subscription);
+        let (c, calls) = count_calls(limit, quota, key, limit.increment, info, count);
+        if !c.allowed {
+            return Err(limit_refusal(node, limit, quota, &c, calls));
         }
-        _ => Ok(()),
-    })
+    }
+    Ok(())
 }
 
 /// Visits the inbound nodes the chain runs from scope `level` down, in order, with each
 /// `<base />` standing for the broader scopes' nodes; stops at the first error.
-fn walk_inbound<E>(
-    chain: &Chain,
+fn walk_inbound<'c, E>(
+    chain: &Chain<'c>,
     level: usize,
-    visit: &mut dyn FnMut(&Node) -> Result<(), E>,
+    visit: &mut dyn FnMut(&'c Node) -> Result<(), E>,
 ) -> Result<(), E> {
     let Located::Nodes(at, nodes) = locate(chain, level, Section::Inbound) else {
         return Ok(());
@@ -1414,7 +1479,7 @@ fn limit_calls(
     ex: &mut Exchange,
     svc: &dyn Services,
 ) -> Flow {
-    let key = match &limit.key {
+    let named = match &limit.key {
         Some(k) => match text(node, k, ex) {
             Ok(k) => format!("key:{k}"),
             Err(flow) => return flow,
@@ -1424,8 +1489,12 @@ fn limit_calls(
             let Some(V::Str(sub)) = ex.info.get("Subscription.Id") else {
                 return Flow::Next;
             };
-            subscription_counter(node, &sub)
+            sub
         }
+    };
+    let key = match &limit.key {
+        Some(_) => CounterKey::Text(&named),
+        None => CounterKey::per_subscription(node, &named),
     };
     let increment = match &limit.condition {
         None => limit.increment,
@@ -1443,10 +1512,10 @@ fn limit_calls(
             }
         },
     };
-    let count = |key: &str, calls, period, increment, sliding| {
+    let count = |key: CounterKey<'_>, calls, period, increment, sliding| {
         svc.count(key, calls, period, increment, sliding)
     };
-    let (c, calls) = count_calls(limit, quota, &key, increment, &|k| ex.info.get(k), &count);
+    let (c, calls) = count_calls(limit, quota, key, increment, &|k| ex.info.get(k), &count);
     if let Some(v) = &limit.remaining_variable {
         ex.variables.insert(v.clone(), V::Int(c.remaining as i64));
     }
@@ -1477,20 +1546,7 @@ fn limit_calls(
 }
 
 /// [`Services::count`]'s signature: key, calls, period (seconds), increment, sliding.
-pub type Count<'a> = dyn Fn(&str, u64, u64, u64, bool) -> Counted + 'a;
-
-/// The counter of a limit per subscription: per subscription and per policy (its place in the
-/// document). Built without the formatter, once per request.
-fn subscription_counter(node: &Node, subscription: &str) -> String {
-    let (mut line, mut column) = (itoa::Buffer::new(), itoa::Buffer::new());
-    let (line, column) = (line.format(node.pos.line), column.format(node.pos.column));
-    let mut key =
-        String::with_capacity(subscription.len() + node.name.len() + line.len() + column.len() + 8);
-    for part in ["sub:", subscription, ":", node.name, ":", line, ":", column] {
-        key.push_str(part);
-    }
-    key
-}
+pub type Count<'a> = dyn Fn(CounterKey<'_>, u64, u64, u64, bool) -> Counted + 'a;
 
 /// Counts a call against a limit's counter `key`, then against the per-API and per-operation
 /// limits inside it that apply (`info` names the request's API and operation): the tightest
@@ -1498,7 +1554,7 @@ fn subscription_counter(node: &Node, subscription: &str) -> String {
 fn count_calls(
     limit: &RateLimit,
     quota: bool,
-    key: &str,
+    key: CounterKey<'_>,
     increment: u64,
     info: &dyn Fn(&str) -> Option<V>,
     count: &Count,
@@ -1528,7 +1584,13 @@ fn count_calls(
             .is_none_or(|o| *o == op_id || *o == op_name);
         if api_matches && op_matches {
             let scoped_key = format!("{key}:{}:{}", s.api, s.operation.as_deref().unwrap_or(""));
-            let sc = count(&scoped_key, s.calls, s.period_secs, increment, !quota);
+            let sc = count(
+                CounterKey::Text(&scoped_key),
+                s.calls,
+                s.period_secs,
+                increment,
+                !quota,
+            );
             if !sc.allowed || sc.remaining < c.remaining {
                 c = sc;
                 calls = s.calls;

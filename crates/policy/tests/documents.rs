@@ -323,7 +323,7 @@ fn plain_forward_only_when_nothing_changes_the_request_or_the_response() {
 
     // Only limits per subscription that just count need no exchange at all.
     let counted = |levels: [Option<&gatehouse_policy::Document>; 4]| {
-        gatehouse_policy::exec::counted_forward(&Chain { levels }).map(|f| f.timeout_secs)
+        gatehouse_policy::exec::counted_forward(&Chain { levels }).map(|f| f.forward.timeout_secs)
     };
     assert_eq!(
         counted([Some(&global), None, Some(&limited), None]),

@@ -1340,3 +1340,34 @@ async fn counting_only_limits_forward_the_request_as_without_policies() {
         "{b}"
     );
 }
+
+#[tokio::test]
+async fn a_subscription_limit_keeps_its_count_over_changes_that_leave_it_in_place() {
+    let e = env().await;
+    // Counted without an exchange: nothing but the limit runs.
+    let counted = r#"<policies><inbound><base /><rate-limit calls="3" renewal-period="60" /></inbound>
+<backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#;
+    // The same limit at the same place, run by the full policy path (outbound changes the
+    // response).
+    let full = r#"<policies><inbound><base /><rate-limit calls="3" renewal-period="60" /></inbound>
+<backend><base /></backend><outbound><base /><set-header name="x-full" exists-action="override"><value>1</value></set-header></outbound><on-error><base /></on-error></policies>"#;
+    // A second limit, at another place, counts apart.
+    let moved = r#"<policies><inbound><base />
+<rate-limit calls="3" renewal-period="60" /></inbound>
+<backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#;
+    e.policy(API, counted).await;
+    assert_eq!(e.get("/echo/items/1").await.0, 200);
+    assert_eq!(e.get("/echo/items/1").await.0, 200);
+    e.policy(API, full).await;
+    let (s, h, _) = e.get("/echo/items/1").await;
+    assert_eq!((s, h.contains_key("x-full")), (200, true), "the third call");
+    assert_eq!(
+        e.get("/echo/items/1").await.0,
+        429,
+        "the fourth, on either path"
+    );
+    e.policy(API, counted).await;
+    assert_eq!(e.get("/echo/items/1").await.0, 429);
+    e.policy(API, moved).await;
+    assert_eq!(e.get("/echo/items/1").await.0, 200, "a limit elsewhere");
+}

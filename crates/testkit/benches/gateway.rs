@@ -595,8 +595,8 @@ fn main() {
     let half_rate = |i: usize| (medians[i].0 / 2.0).min(anchor_half);
     const LIGHT_RATE: f64 = 5_000.0;
     // What a target adds is measured against the backend alone at the same time: a tenth of
-    // the rate goes straight to the backend alongside, so that the machine's stalls (this VM
-    // pauses for up to 5 ms several times a minute, idle or not) hit both. In interleaved
+    // the rate goes straight to the backend alongside, so that the machine's stalls (each of
+    // this VM's vCPUs pauses for 1–4 ms a few times a second, idle or not) hit both. In interleaved
     // rounds too; per target, the medians of the rounds' figures and of their differences.
     // [p50, p99, p50 added, p99 added] at half load, then at the light load.
     let mut at_rate: Vec<Vec<[f64; 8]>> = targets.iter().map(|_| Vec::new()).collect();

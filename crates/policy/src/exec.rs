@@ -1479,22 +1479,23 @@ fn limit_calls(
     ex: &mut Exchange,
     svc: &dyn Services,
 ) -> Flow {
-    let named = match &limit.key {
+    let (named, subscription);
+    let key = match &limit.key {
         Some(k) => match text(node, k, ex) {
-            Ok(k) => format!("key:{k}"),
+            Ok(k) => {
+                named = format!("key:{k}");
+                CounterKey::Text(&named)
+            }
             Err(flow) => return flow,
         },
         None => {
             // Per subscription; APIM applies it only when a subscription key was used.
-            let Some(V::Str(sub)) = ex.info.get("Subscription.Id") else {
+            let Some(V::Str(id)) = ex.info.get("Subscription.Id") else {
                 return Flow::Next;
             };
-            sub
+            subscription = id;
+            CounterKey::per_subscription(node, &subscription)
         }
-    };
-    let key = match &limit.key {
-        Some(_) => CounterKey::Text(&named),
-        None => CounterKey::per_subscription(node, &named),
     };
     let increment = match &limit.condition {
         None => limit.increment,

@@ -295,13 +295,13 @@ fn wrk(url: &str, headers: &[(String, String)], secs: u32) -> WrkResult {
     }
 }
 
-/// Keep-alive connections of the half-load generator, as many as wrk's.
-const HALF_LOAD_CONNECTIONS: usize = 50;
+/// Keep-alive connections of the fixed-rate generator, as many as wrk's.
+const FIXED_RATE_CONNECTIONS: usize = 50;
 
 /// Open-loop load at a fixed rate, as wrk2 makes it: request `i` is due at `i / rate` whatever
 /// became of the ones before, over keep-alive connections on one thread with raw HTTP/1.1 (a
-/// request costs this generator a write and a read, so that it can hold the rate of the
-/// fastest target beside the servers). A request is sent when it is due, on an idle
+/// request costs this generator a write and a read, so that it holds half the nginx proxy's
+/// rate beside the servers). A request is sent when it is due, on an idle
 /// connection; its latency runs from then — or from when it was due, if it had to wait for a
 /// connection because all were busy (the server's delay, which a closed loop would hide:
 /// "coordinated omission"). tokio's timer ticks in milliseconds, so a quiet loop sends a
@@ -330,6 +330,16 @@ async fn fixed_rate(
     struct Conn {
         stream: tokio::net::TcpStream,
         buf: Vec<u8>,
+    }
+    async fn connect(authority: &str) -> Conn {
+        let stream = tokio::net::TcpStream::connect(authority)
+            .await
+            .unwrap_or_else(|e| panic!("{authority}: {e}"));
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        Conn {
+            stream,
+            buf: Vec::with_capacity(4096),
+        }
     }
     /// Sends the request and reads the response (a Content-Length body): the connection back,
     /// and the latency from `from` (else from the write), or `None` for a failure.
@@ -365,16 +375,9 @@ async fn fixed_rate(
         }
     }
 
-    let mut idle = Vec::with_capacity(HALF_LOAD_CONNECTIONS);
-    for _ in 0..HALF_LOAD_CONNECTIONS {
-        let stream = tokio::net::TcpStream::connect(authority)
-            .await
-            .expect("connects");
-        stream.set_nodelay(true).unwrap();
-        idle.push(Conn {
-            stream,
-            buf: Vec::with_capacity(4096),
-        });
+    let mut idle = Vec::with_capacity(FIXED_RATE_CONNECTIONS);
+    for _ in 0..FIXED_RATE_CONNECTIONS {
+        idle.push(connect(authority).await);
     }
     let total = (rate * secs) as usize;
     let interval = Duration::from_secs_f64(1.0 / rate);
@@ -409,12 +412,8 @@ async fn fixed_rate(
                 }
                 match conn {
                     Some(conn) => idle.push(conn),
-                    None if failed <= total / 100 => {
-                        let stream = tokio::net::TcpStream::connect(authority).await.expect("reconnects");
-                        stream.set_nodelay(true).unwrap();
-                        idle.push(Conn { stream, buf: Vec::with_capacity(4096) });
-                    }
-                    None => panic!("{url}: over 1% of requests failed at half load"),
+                    None if failed <= total / 100 => idle.push(connect(authority).await),
+                    None => panic!("{url}: over 1% of requests failed at {rate:.0} requests/s"),
                 }
             }
             _ = tokio::time::sleep_until(due(next.min(total - 1))), if wait_for_due => {}
@@ -630,7 +629,7 @@ fn main() {
         .map(|h| std::array::from_fn(|k| median(&mut h.iter().map(|h| h[k]).collect::<Vec<_>>())))
         .collect();
     println!(
-        "half load: open loop at half of each target's median req/s, at most half the nginx reverse proxy's ({anchor_half:.0}/s); light load: {LIGHT_RATE:.0}/s; over {HALF_LOAD_CONNECTIONS} connections, {half_secs:.1} s per round; latency from each request's write (from its due time when it waited for a connection); (+x): added to the backend's, measured alongside"
+        "half load: open loop at half of each target's median req/s, at most half the nginx reverse proxy's ({anchor_half:.0}/s); light load: {LIGHT_RATE:.0}/s; over {FIXED_RATE_CONNECTIONS} connections, {half_secs:.1} s per round; latency from each request's write (from its due time when it waited for a connection); (+x): added to the backend's, measured alongside"
     );
     println!(
         "{:<46} {:>10} {:>8} {:>9} {:>9} {:>16} {:>16} {:>16} {:>9}",

@@ -498,22 +498,62 @@ fn push_escaped(out: &mut String, c: char) {
     }
 }
 
+/// How deeply policies may nest inside each other (`<choose>` in `<when>`, `<retry>`,
+/// `<limit-concurrency>`, fragments included), counting the section as the first level.
+/// Compiling and running a document recurse once per level.
+pub const MAX_POLICY_NESTING: usize = 32;
+
+/// How many policies one document may hold once its fragments are included: a fragment
+/// included in a fragment included … multiplies, and this keeps the compiled document small.
+pub const MAX_POLICIES: usize = 10_000;
+
+/// How deeply fragments may include each other.
+const MAX_FRAGMENT_DEPTH: u32 = 8;
+
+/// Where each line of a document starts, so that a node's line and column are found by a
+/// binary search instead of a scan from the document's start for every policy.
+struct Lines {
+    starts: Vec<usize>,
+}
+
+impl Lines {
+    fn of(text: &str) -> Lines {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Lines { starts }
+    }
+
+    /// The 1-based line and column (in characters) of a byte offset, as roxmltree counts them.
+    fn pos(&self, text: &str, offset: usize) -> Pos {
+        let line = self.starts.partition_point(|start| *start <= offset);
+        let start = self.starts[line.saturating_sub(1)];
+        let column = text.get(start..offset).map_or(0, |s| s.chars().count()) + 1;
+        Pos {
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            column: u32::try_from(column).unwrap_or(u32::MAX),
+        }
+    }
+}
+
 struct Ctx<'a, 'd> {
     doc: &'d roxmltree::Document<'a>,
+    lines: Lines,
     resolver: &'d dyn Resolver,
     reads_body: bool,
-    depth: u32,
+    /// Fragments being included around this document.
+    fragment_depth: u32,
+    /// Policy levels around the node being compiled (see [`MAX_POLICY_NESTING`]).
+    nesting: usize,
+    /// Policies still allowed in the whole document, fragments included (see [`MAX_POLICIES`]).
+    budget: &'d std::cell::Cell<usize>,
 }
 
 type Res<T> = Result<T, PolicyError>;
 
 impl<'a, 'd> Ctx<'a, 'd> {
     fn pos(&self, node: roxmltree::Node) -> Pos {
-        let p = self.doc.text_pos_at(node.range().start);
-        Pos {
-            line: p.row,
-            column: p.col,
-        }
+        self.lines.pos(self.doc.input_text(), node.range().start)
     }
 
     fn err<T>(&self, node: roxmltree::Node, msg: impl Into<String>) -> Res<T> {
@@ -745,10 +785,40 @@ impl<'a, 'd> Ctx<'a, 'd> {
         section: Section,
         out: &mut Vec<Node>,
     ) -> Res<()> {
-        for c in self.children(parent)? {
-            self.policy(c, section, out)?;
+        if self.nesting >= MAX_POLICY_NESTING {
+            return self.err(
+                parent,
+                format!(
+                    "policies nest more than {MAX_POLICY_NESTING} levels deep here (<choose>, <retry>, <limit-concurrency> or fragments inside each other)"
+                ),
+            );
         }
-        Ok(())
+        self.nesting += 1;
+        let result = crate::stack::deeper(|| {
+            self.children(parent).and_then(|children| {
+                children
+                    .into_iter()
+                    .try_for_each(|c| self.policy(c, section, out))
+            })
+        });
+        self.nesting -= 1;
+        result
+    }
+
+    /// Takes one policy from the document's budget.
+    fn count_policy(&self, node: roxmltree::Node) -> Res<()> {
+        match self.budget.get().checked_sub(1) {
+            Some(left) => {
+                self.budget.set(left);
+                Ok(())
+            }
+            None => self.err(
+                node,
+                format!(
+                    "the policy document holds more than {MAX_POLICIES} policies once its fragments are included"
+                ),
+            ),
+        }
     }
 
     /// The document's root must be `<name>`.
@@ -791,6 +861,7 @@ impl<'a, 'd> Ctx<'a, 'd> {
         out: &mut Vec<Node>,
     ) -> Res<()> {
         let name = node.tag_name().name();
+        self.count_policy(node)?;
         use Section::*;
         let policy = match name {
             "base" => {
@@ -803,11 +874,20 @@ impl<'a, 'd> Ctx<'a, 'd> {
                 let Some((xml, format)) = self.resolver.fragment(&id) else {
                     return self.err(node, format!("the policy fragment '{id}' does not exist"));
                 };
-                if self.depth > 8 {
-                    return self.err(node, "fragments include each other too deeply (a cycle?)");
+                if self.fragment_depth >= MAX_FRAGMENT_DEPTH {
+                    return self.err(
+                        node,
+                        format!(
+                            "fragments include each other more than {MAX_FRAGMENT_DEPTH} levels deep (a cycle?)"
+                        ),
+                    );
                 }
-                let resolver = self.resolver;
-                let frag = parse_fragment_with(&xml, &format, section, resolver, self.depth + 1)
+                let around = Around {
+                    fragment_depth: self.fragment_depth + 1,
+                    nesting: self.nesting,
+                    budget: self.budget,
+                };
+                let frag = parse_fragment_with(&xml, &format, section, self.resolver, around)
                     .map_err(|e| PolicyError {
                         pos: self.pos(node),
                         message: format!("in the fragment '{id}': {e}"),
@@ -1759,11 +1839,15 @@ pub fn parse_document(
 ) -> Result<Document, PolicyError> {
     let text = xml_of(value, format);
     let doc = roxmltree::Document::parse(&text).map_err(not_xml)?;
+    let budget = std::cell::Cell::new(MAX_POLICIES);
     let mut ctx = Ctx {
         doc: &doc,
+        lines: Lines::of(&text),
         resolver,
         reads_body: false,
-        depth: 0,
+        fragment_depth: 0,
+        nesting: 0,
+        budget: &budget,
     };
     let root = doc.root_element();
     ctx.expect_root(root, "policies", "")?;
@@ -1787,20 +1871,31 @@ pub fn parse_document(
     Ok(out)
 }
 
+/// Where a fragment is being compiled: inside how many fragments and policy levels, and the
+/// including document's policy budget.
+struct Around<'d> {
+    fragment_depth: u32,
+    nesting: usize,
+    budget: &'d std::cell::Cell<usize>,
+}
+
 fn parse_fragment_with(
     value: &str,
     format: &str,
     section: Section,
     resolver: &dyn Resolver,
-    depth: u32,
+    around: Around<'_>,
 ) -> Result<(Vec<Node>, bool), PolicyError> {
     let text = xml_of(value, format);
     let doc = roxmltree::Document::parse(&text).map_err(not_xml)?;
     let mut ctx = Ctx {
         doc: &doc,
+        lines: Lines::of(&text),
         resolver,
         reads_body: false,
-        depth,
+        fragment_depth: around.fragment_depth,
+        nesting: around.nesting,
+        budget: around.budget,
     };
     let root = doc.root_element();
     ctx.expect_root(root, "fragment", " of a policy fragment")?;
@@ -1822,7 +1917,13 @@ pub fn check_fragment(
     // Any section will do for the types; try them in turn so a backend-only fragment passes.
     let mut last = None;
     for s in Section::ALL {
-        match parse_fragment_with(value, format, s, resolver, 0) {
+        let budget = std::cell::Cell::new(MAX_POLICIES);
+        let around = Around {
+            fragment_depth: 0,
+            nesting: 0,
+            budget: &budget,
+        };
+        match parse_fragment_with(value, format, s, resolver, around) {
             Ok(_) => return Ok(()),
             Err(e) => last = Some(e),
         }

@@ -631,7 +631,8 @@ fn run_nodes<'a>(
                     run_simple(section, node, ex, svc)
                 }
             } else {
-                run_node(chain, level, section, node, &mut *ex, svc).await
+                // Nested policies run inside this one: their polls recurse.
+                crate::stack::Deeper(run_node(chain, level, section, node, &mut *ex, svc)).await
             };
             match flow {
                 Flow::Next => {}

@@ -10,6 +10,9 @@ pub mod convert;
 pub mod doc;
 pub mod expr;
 
-pub use doc::{Document, Node, Policy, PolicyError, Pos, Resolver, Section, Text, parse_document};
+pub use doc::{
+    Document, NoResolver, Node, Policy, PolicyError, Pos, Resolver, Section, Text, parse_document,
+};
 pub mod exec;
 pub mod jwt;
+mod stack;

@@ -72,7 +72,7 @@ fn run(
                 } else {
                     b
                 };
-                if let Some(v) = run(branch, locals, env, steps)? {
+                if let Some(v) = crate::stack::deeper(|| run(branch, locals, env, steps))? {
                     return Ok(Some(v));
                 }
             }
@@ -85,7 +85,7 @@ fn run(
                 };
                 for item in items {
                     locals.insert(name.clone(), item);
-                    if let Some(v) = run(body, locals, env, steps)? {
+                    if let Some(v) = crate::stack::deeper(|| run(body, locals, env, steps))? {
                         return Ok(Some(v));
                     }
                 }
@@ -143,6 +143,10 @@ fn equal(a: &V, b: &V) -> bool {
 }
 
 fn eval(e: &Expr, locals: &mut HashMap<String, V>, env: &dyn Env) -> R {
+    crate::stack::deeper(|| eval_here(e, locals, env))
+}
+
+fn eval_here(e: &Expr, locals: &mut HashMap<String, V>, env: &dyn Env) -> R {
     match e {
         Expr::Lit(v) => Ok(v.clone()),
         Expr::Interp(parts) => {
@@ -223,31 +227,20 @@ fn eval(e: &Expr, locals: &mut HashMap<String, V>, env: &dyn Env) -> R {
                 eval(b, locals, env)
             }
         }
-        Expr::Binary(op, a, b) => {
-            match *op {
-                "&&" => {
-                    return Ok(V::Bool(
-                        truthy(&eval(a, locals, env)?)? && truthy(&eval(b, locals, env)?)?,
-                    ));
-                }
-                "||" => {
-                    return Ok(V::Bool(
-                        truthy(&eval(a, locals, env)?)? || truthy(&eval(b, locals, env)?)?,
-                    ));
-                }
-                "??" => {
-                    let x = eval(a, locals, env)?;
-                    return if matches!(x, V::Null | V::Json(serde_json::Value::Null)) {
-                        eval(b, locals, env)
-                    } else {
-                        Ok(x)
-                    };
-                }
-                _ => {}
+        Expr::Binary(first, rest) => {
+            let mut acc = eval(first, locals, env)?;
+            for (op, operand) in rest {
+                acc = match *op {
+                    "&&" => V::Bool(truthy(&acc)? && truthy(&eval(operand, locals, env)?)?),
+                    "||" => V::Bool(truthy(&acc)? || truthy(&eval(operand, locals, env)?)?),
+                    "??" if matches!(acc, V::Null | V::Json(serde_json::Value::Null)) => {
+                        eval(operand, locals, env)?
+                    }
+                    "??" => acc,
+                    _ => binary(op, acc, eval(operand, locals, env)?)?,
+                };
             }
-            let x = eval(a, locals, env)?;
-            let y = eval(b, locals, env)?;
-            binary(op, x, y)
+            Ok(acc)
         }
         Expr::Cast(t, x) => cast(t, eval(x, locals, env)?),
     }

@@ -10,6 +10,7 @@ mod lex;
 mod parse;
 
 pub use eval::{Env, EvalError, eval_code};
+pub use parse::MAX_NESTING;
 
 use base64::Engine;
 use std::fmt;
@@ -128,7 +129,10 @@ pub enum Expr {
     Call(Box<Expr>, String, Option<String>, Vec<Expr>),
     Index(Box<Expr>, Box<Expr>),
     Unary(&'static str, Box<Expr>),
-    Binary(&'static str, Box<Expr>, Box<Expr>),
+    /// `first op₁ x₁ op₂ x₂ …`, applied from the left: the left-associative binary operators
+    /// of one expression level kept flat, so that a chain of any length (an allow-list written
+    /// as 5,000 `||`) costs neither recursion nor a deep tree.
+    Binary(Box<Expr>, Vec<(&'static str, Expr)>),
     Cond(Box<Expr>, Box<Expr>, Box<Expr>),
     Cast(String, Box<Expr>),
 }

@@ -47,16 +47,25 @@ const STATICS: &[&str] = &[
     "JArray",
 ];
 
+/// How deeply an expression may nest: operators of rising precedence, parentheses, `!`, `-` and
+/// casts, member accesses and calls, conditionals, interpolation holes and block statements each
+/// count a level. Parsing and evaluation recurse once per level, so this bounds the stack either
+/// needs whatever the input; chains of one operator (`a || b || …`) count once however long
+/// they are (see [`Expr::Binary`]).
+pub const MAX_NESTING: usize = 64;
+
 struct Parser<'a> {
     toks: Vec<Spanned>,
     pos: usize,
     src: &'a str,
     base: usize,
     locals: Vec<String>,
+    /// The nesting level being parsed (see [`MAX_NESTING`]).
+    depth: usize,
 }
 
 pub fn parse_code(src: &str, block: bool) -> Result<Code, ExprError> {
-    let mut p = Parser::new(src, 0, Vec::new())?;
+    let mut p = Parser::new(src, 0, Vec::new(), 0)?;
     if block {
         let stmts = p.statements(true)?;
         if !returns(&stmts) {
@@ -82,7 +91,12 @@ fn returns(stmts: &[Stmt]) -> bool {
 }
 
 impl<'a> Parser<'a> {
-    fn new(src: &'a str, base: usize, locals: Vec<String>) -> Result<Parser<'a>, ExprError> {
+    fn new(
+        src: &'a str,
+        base: usize,
+        locals: Vec<String>,
+        depth: usize,
+    ) -> Result<Parser<'a>, ExprError> {
         let toks = lex(src).map_err(|e| e.shift(base))?;
         Ok(Parser {
             toks,
@@ -90,7 +104,34 @@ impl<'a> Parser<'a> {
             src,
             base,
             locals,
+            depth,
         })
+    }
+
+    /// Enters one nesting level; fails past [`MAX_NESTING`] before anything recurses further.
+    fn enter(&mut self) -> Result<(), ExprError> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(self.err(format!(
+                "the expression nests more than {MAX_NESTING} levels deep (parentheses, operators, calls, conditionals or blocks inside each other)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self, levels: usize) {
+        self.depth -= levels;
+    }
+
+    /// Runs `parse` one nesting level deeper.
+    fn nested<T>(
+        &mut self,
+        parse: impl FnOnce(&mut Self) -> Result<T, ExprError>,
+    ) -> Result<T, ExprError> {
+        self.enter()?;
+        let out = crate::stack::deeper(|| parse(self));
+        self.leave(1);
+        out
     }
 
     fn offset(&self) -> usize {
@@ -178,6 +219,10 @@ impl<'a> Parser<'a> {
     }
 
     fn statement(&mut self) -> Result<Stmt, ExprError> {
+        self.nested(Self::statement_here)
+    }
+
+    fn statement_here(&mut self) -> Result<Stmt, ExprError> {
         match self.peek().cloned() {
             Some(Tok::Ident(k)) if k == "return" => {
                 self.pos += 1;
@@ -255,12 +300,11 @@ impl<'a> Parser<'a> {
                     "=" => self.expr()?,
                     "+=" | "-=" => {
                         let rhs = self.expr()?;
-                        Expr::Binary(&op[..1], Box::new(Expr::Local(name.clone())), Box::new(rhs))
+                        Expr::Binary(Box::new(Expr::Local(name.clone())), vec![(&op[..1], rhs)])
                     }
                     _ => Expr::Binary(
-                        &op[..1],
                         Box::new(Expr::Local(name.clone())),
-                        Box::new(Expr::Lit(V::Int(1))),
+                        vec![(&op[..1], Expr::Lit(V::Int(1)))],
                     ),
                 };
                 self.expect(";")?;
@@ -277,44 +321,56 @@ impl<'a> Parser<'a> {
     pub fn expr(&mut self) -> Result<Expr, ExprError> {
         let cond = self.binary(0)?;
         if self.eat("?") {
-            let a = self.expr()?;
-            self.expect(":")?;
-            let b = self.expr()?;
-            return Ok(Expr::Cond(Box::new(cond), Box::new(a), Box::new(b)));
+            return self.nested(|p| {
+                let a = p.expr()?;
+                p.expect(":")?;
+                let b = p.expr()?;
+                Ok(Expr::Cond(Box::new(cond), Box::new(a), Box::new(b)))
+            });
         }
         Ok(cond)
     }
 
+    /// Operators from precedence `min` up, by precedence climbing. Every operator this loop
+    /// meets applies to what is on its left so far, so the operators are kept as one flat
+    /// list: a chain of any length nests one level. (`??` is right-associative in C#, but
+    /// `(a ?? b) ?? c` and `a ?? (b ?? c)` both give the first of a, b, c that is not null,
+    /// evaluated in the same order, so it is folded from the left too.)
     fn binary(&mut self, min: u8) -> Result<Expr, ExprError> {
-        let mut lhs = self.unary()?;
-        while let Some(Tok::Punct(op)) = self.peek().cloned() {
-            let prec = match op {
-                "??" => 1,
-                "||" => 2,
-                "&&" => 3,
-                "==" | "!=" => 4,
-                "<" | ">" | "<=" | ">=" => 5,
-                "+" | "-" => 6,
-                "*" | "/" | "%" => 7,
-                _ => break,
-            };
-            if prec < min {
-                break;
+        self.nested(|p| {
+            let first = p.unary()?;
+            let mut rest = Vec::new();
+            while let Some(Tok::Punct(op)) = p.peek().cloned() {
+                let prec = match op {
+                    "??" => 1,
+                    "||" => 2,
+                    "&&" => 3,
+                    "==" | "!=" => 4,
+                    "<" | ">" | "<=" | ">=" => 5,
+                    "+" | "-" => 6,
+                    "*" | "/" | "%" => 7,
+                    _ => break,
+                };
+                if prec < min {
+                    break;
+                }
+                p.pos += 1;
+                rest.push((op, p.binary(prec + 1)?));
             }
-            self.pos += 1;
-            // `??` is right-associative; the others left.
-            let rhs = self.binary(if op == "??" { prec } else { prec + 1 })?;
-            lhs = Expr::Binary(op, Box::new(lhs), Box::new(rhs));
-        }
-        Ok(lhs)
+            Ok(if rest.is_empty() {
+                first
+            } else {
+                Expr::Binary(Box::new(first), rest)
+            })
+        })
     }
 
     fn unary(&mut self) -> Result<Expr, ExprError> {
         if self.eat("!") {
-            return Ok(Expr::Unary("!", Box::new(self.unary()?)));
+            return Ok(Expr::Unary("!", Box::new(self.nested(Self::unary)?)));
         }
         if self.eat("-") {
-            return Ok(Expr::Unary("-", Box::new(self.unary()?)));
+            return Ok(Expr::Unary("-", Box::new(self.nested(Self::unary)?)));
         }
         // A cast: (type)operand.
         if self.is("(")
@@ -339,7 +395,7 @@ impl<'a> Parser<'a> {
                 )
             {
                 self.pos += close + 1;
-                let operand = self.unary()?;
+                let operand = self.nested(Self::unary)?;
                 let t = if array { format!("{t}[]") } else { t };
                 return Ok(Expr::Cast(t, Box::new(operand)));
             }
@@ -402,10 +458,22 @@ impl<'a> Parser<'a> {
         None
     }
 
+    /// A primary expression and its chain of member accesses, calls and indexes. Each step
+    /// wraps what came before, so each counts a nesting level until the chain ends.
     fn postfix(&mut self) -> Result<Expr, ExprError> {
+        let depth = self.depth;
+        let chain = self.postfix_chain();
+        self.depth = depth;
+        chain
+    }
+
+    fn postfix_chain(&mut self) -> Result<Expr, ExprError> {
         let start = self.offset();
         let mut e = self.primary()?;
         loop {
+            if self.is(".") || self.is("?.") || self.is("[") {
+                self.enter()?;
+            }
             if self.eat(".") {
                 let name = self.ident()?;
                 let generic = self.generic();
@@ -492,7 +560,8 @@ impl<'a> Parser<'a> {
                             let base = self.base + off;
                             // A format suffix ({x:yyyy}) is accepted and ignored.
                             let src = split_format(&src);
-                            let mut p = Parser::new(src, base, self.locals.clone())?;
+                            let mut p =
+                                Parser::new(src, base, self.locals.clone(), self.depth + 1)?;
                             let e = p.expr()?;
                             p.end()?;
                             out.push(e);

@@ -9,7 +9,7 @@ mod offline;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
-use client::Client;
+use client::{Client, path_segment as seg};
 use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use gatehouse_gateway::GatewayConfig;
 use gatehouse_management::Bootstrap;
@@ -76,8 +76,11 @@ pub enum Command {
     },
     /// DELETE a path.
     Delete { path: String },
-    /// The service resource.
-    Service,
+    /// The service resource; `service delete --yes` deletes the instance.
+    Service {
+        #[command(subcommand)]
+        action: Option<ServiceCmd>,
+    },
     /// APIs.
     #[command(subcommand)]
     Api(ApiCmd),
@@ -242,6 +245,17 @@ pub struct RestoreArgs {
     /// The object storage key; default GATEHOUSE_STORAGE_KEY.
     #[arg(long)]
     pub access_key: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCmd {
+    /// Delete the instance: it stops serving, and its data directory is marked deleted so that
+    /// it does not start again by accident.
+    Delete {
+        /// Confirm the deletion (nothing is deleted without it).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -627,7 +641,26 @@ async fn execute(cli: Cli) -> Result<()> {
             client.send(reqwest::Method::DELETE, &path, None).await?;
             println!("deleted {path}");
         }
-        Command::Service => {
+        Command::Service {
+            action: Some(ServiceCmd::Delete { yes }),
+        } => {
+            let s = client.get("/").await?;
+            let name = s["name"].as_str().unwrap_or_default();
+            if !yes {
+                return Err(anyhow!(
+                    "deleting the service '{name}' stops it and marks its data deleted: run again with --yes to confirm"
+                ));
+            }
+            client
+                .send(
+                    reqwest::Method::DELETE,
+                    &format!("/?confirm={}", seg(name)),
+                    None,
+                )
+                .await?;
+            println!("deleted the service '{name}'");
+        }
+        Command::Service { action: None } => {
             let s = client.get("/").await?;
             if j {
                 print_json(&s);
@@ -663,7 +696,7 @@ async fn execute(cli: Cli) -> Result<()> {
                 )
                 .await?
             }
-            ApiCmd::Show { id } => print_json(&client.get(&format!("/apis/{id}")).await?),
+            ApiCmd::Show { id } => print_json(&client.get(&format!("/apis/{}", seg(&id))).await?),
             ApiCmd::Import {
                 id,
                 openapi,
@@ -687,9 +720,14 @@ async fn execute(cli: Cli) -> Result<()> {
                     props["serviceUrl"] = json!(u);
                 }
                 let api = client
-                    .put(&format!("/apis/{id}"), &json!({"properties": props}))
+                    .put(
+                        &format!("/apis/{}", seg(&id)),
+                        &json!({"properties": props}),
+                    )
                     .await?;
-                let ops = client.list_all(&format!("/apis/{id}/operations")).await?;
+                let ops = client
+                    .list_all(&format!("/apis/{}/operations", seg(&id)))
+                    .await?;
                 if j {
                     print_json(&api);
                 } else {
@@ -703,12 +741,19 @@ async fn execute(cli: Cli) -> Result<()> {
             }
             ApiCmd::Export { id } => print_json(
                 &client
-                    .get(&format!("/apis/{id}?export=true&format=openapi%2Bjson"))
+                    .get(&format!(
+                        "/apis/{}?export=true&format=openapi%2Bjson",
+                        seg(&id)
+                    ))
                     .await?,
             ),
             ApiCmd::Delete { id } => {
                 client
-                    .send(reqwest::Method::DELETE, &format!("/apis/{id}"), None)
+                    .send(
+                        reqwest::Method::DELETE,
+                        &format!("/apis/{}", seg(&id)),
+                        None,
+                    )
                     .await?;
                 println!("deleted API '{id}'");
             }
@@ -734,7 +779,9 @@ async fn execute(cli: Cli) -> Result<()> {
                 publish,
             } => {
                 let body = json!({"properties": {"displayName": display_name, "subscriptionRequired": !open, "state": if publish {"published"} else {"notPublished"}}});
-                let p = client.put(&format!("/products/{id}"), &body).await?;
+                let p = client
+                    .put(&format!("/products/{}", seg(&id)), &body)
+                    .await?;
                 if j {
                     print_json(&p)
                 } else {
@@ -743,7 +790,10 @@ async fn execute(cli: Cli) -> Result<()> {
             }
             ProductCmd::AddApi { product, api } => {
                 client
-                    .put(&format!("/products/{product}/apis/{api}"), &json!({}))
+                    .put(
+                        &format!("/products/{}/apis/{}", seg(&product), seg(&api)),
+                        &json!({}),
+                    )
                     .await?;
                 println!("API '{api}' added to product '{product}'");
             }
@@ -751,7 +801,7 @@ async fn execute(cli: Cli) -> Result<()> {
                 client
                     .send(
                         reqwest::Method::DELETE,
-                        &format!("/products/{id}?deleteSubscriptions=true"),
+                        &format!("/products/{}?deleteSubscriptions=true", seg(&id)),
                         None,
                     )
                     .await?;
@@ -782,11 +832,11 @@ async fn execute(cli: Cli) -> Result<()> {
             } => {
                 let mut props = json!({"scope": scope, "displayName": display_name.unwrap_or_else(|| id.clone()), "state": if submitted {"submitted"} else {"active"}});
                 if let Some(o) = owner {
-                    props["ownerId"] = json!(format!("/users/{o}"));
+                    props["ownerId"] = json!(format!("/users/{}", seg(&o)));
                 }
                 let s = client
                     .put(
-                        &format!("/subscriptions/{id}"),
+                        &format!("/subscriptions/{}", seg(&id)),
                         &json!({"properties": props}),
                     )
                     .await?;
@@ -801,7 +851,7 @@ async fn execute(cli: Cli) -> Result<()> {
             }
             SubscriptionCmd::Keys { id } => {
                 let k = client
-                    .post(&format!("/subscriptions/{id}/listSecrets"))
+                    .post(&format!("/subscriptions/{}/listSecrets", seg(&id)))
                     .await?;
                 if j {
                     print_json(&k);
@@ -814,7 +864,7 @@ async fn execute(cli: Cli) -> Result<()> {
                 client
                     .send(
                         reqwest::Method::DELETE,
-                        &format!("/subscriptions/{id}"),
+                        &format!("/subscriptions/{}", seg(&id)),
                         None,
                     )
                     .await?;
@@ -851,7 +901,10 @@ async fn execute(cli: Cli) -> Result<()> {
                     props["password"] = json!(pw);
                 }
                 let u = client
-                    .put(&format!("/users/{id}"), &json!({"properties": props}))
+                    .put(
+                        &format!("/users/{}", seg(&id)),
+                        &json!({"properties": props}),
+                    )
                     .await?;
                 if j {
                     print_json(&u)
@@ -863,7 +916,7 @@ async fn execute(cli: Cli) -> Result<()> {
                 client
                     .send(
                         reqwest::Method::DELETE,
-                        &format!("/users/{id}?deleteSubscriptions=true"),
+                        &format!("/users/{}?deleteSubscriptions=true", seg(&id)),
                         None,
                     )
                     .await?;

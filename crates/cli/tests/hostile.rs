@@ -315,3 +315,155 @@ async fn policies_cannot_overflow_a_stack() {
         "the log says which policy and why: {log}"
     );
 }
+
+/// Sends one raw HTTP/1.1 request (so that nothing normalises its path) and returns the status
+/// and the body.
+async fn raw_request(base: &str, method: &str, target: &str, token: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = if method == "PUT" {
+        r#"{"properties": {"displayName": "dots"}}"#
+    } else {
+        ""
+    };
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
+fn cli(cwd: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .current_dir(cwd)
+        .args(args)
+        .env_remove("GATEHOUSE_URL")
+        .env_remove("GATEHOUSE_TOKEN")
+        .env_remove("GATEHOUSE_DATA_DIR")
+        .output()
+        .unwrap()
+}
+
+/// Issue 17, item 2: `.` and `..` are never ids, no path resolves dot segments, the CLI encodes
+/// ids, and deleting the service takes its name as confirmation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_never_address_another_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Served::start(dir.path(), &[]);
+    let backend = EchoBackend::start().await.unwrap();
+    s.echo_api("victim", &backend).await;
+    s.put_ok(
+        "/products/p1",
+        json!({"properties": {"displayName": "P1", "state": "published"}}),
+    )
+    .await;
+
+    for (method, target) in [
+        ("PUT", "/products/.."),
+        ("PUT", "/products/."),
+        ("PUT", "/products/%2e%2e"),
+        ("PUT", "/products/%2E"),
+        ("DELETE", "/products/.."),
+        ("DELETE", "/products/%2e%2e"),
+        ("DELETE", "/products/p1/.."),
+        ("DELETE", "/subscriptions/../apis/victim"),
+        ("DELETE", "/products/x/../../apis/victim"),
+        ("GET", "/apis/victim/operations/.."),
+    ] {
+        let (status, body) = raw_request(&s.management, method, target, &s.token).await;
+        assert_eq!(status, 400, "{method} {target}: {body}");
+        assert!(body.contains("'.' or '..'"), "{method} {target}: {body}");
+        s.alive();
+    }
+    // An encoded slash stays inside its segment: here, an action that does not exist.
+    for target in [
+        "/subscriptions/x/..%2F..%2Fapis%2Fvictim",
+        "/products/p1%2F..%2F..%2Fapis%2Fvictim",
+    ] {
+        let (status, body) = raw_request(&s.management, "DELETE", target, &s.token).await;
+        assert!(status == 400 || status == 404, "DELETE {target}: {body}");
+        s.alive();
+    }
+    // DELETE / without the service's name as confirmation changes nothing.
+    for target in ["/", "/?confirm=true", "/?confirm=someone-else"] {
+        let (status, body) = raw_request(&s.management, "DELETE", target, &s.token).await;
+        assert_eq!(status, 400, "DELETE {target}: {body}");
+        assert!(body.contains("confirm=gatehouse"), "{body}");
+    }
+    let (status, _) = s.call("GET", "/apis/victim", None).await;
+    assert_eq!(status, 200, "the API is still there");
+    let (status, _) = s.call("GET", "/products/p1", None).await;
+    assert_eq!(status, 200);
+
+    // The CLI: ids are one path segment each, and '.' and '..' are refused before sending.
+    let d = s.process.data_dir.to_str().unwrap().to_string();
+    for args in [
+        vec!["subscription", "delete", "../apis/victim"],
+        vec!["product", "delete", ".."],
+        vec!["product", "delete", "."],
+        vec!["product", "create", "..", "--display-name", "x"],
+        vec!["api", "delete", "victim/.."],
+        vec!["delete", "/products/.."],
+        vec!["delete", "/products/x/../../apis/victim"],
+        vec!["service", "delete"],
+    ] {
+        let mut all = vec!["--data-dir", d.as_str()];
+        all.extend(args.iter().copied());
+        let out = cli(dir.path(), &all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(
+            stderr.trim().lines().count(),
+            1,
+            "{args:?}: one line: {stderr}"
+        );
+        s.alive();
+    }
+    // An id with a slash is one segment: it names a subscription that does not exist.
+    let out = cli(
+        dir.path(),
+        &[
+            "--data-dir",
+            &d,
+            "subscription",
+            "delete",
+            "a/../../apis/victim",
+        ],
+    );
+    assert!(!out.status.success());
+    let (status, _) = s.call("GET", "/apis/victim", None).await;
+    assert_eq!(status, 200, "the API is still there");
+    let (status, _) = s.call("GET", "/", None).await;
+    assert_eq!(status, 200, "the service is still there");
+
+    // The deliberate deletion works.
+    let out = cli(
+        dir.path(),
+        &["--data-dir", &d, "service", "delete", "--yes"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.process.exited().is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(s.process.exited().is_some(), "the deleted service stopped");
+}

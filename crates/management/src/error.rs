@@ -85,7 +85,7 @@ impl From<PathError> for ApiError {
             PathError::UnknownCollection(_) | PathError::NotAResource(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFound", format!("{e}."))
             }
-            PathError::InvalidId { .. } | PathError::Encoding(_) => {
+            PathError::InvalidId { .. } | PathError::Encoding(_) | PathError::DotSegment(_) => {
                 ApiError::bad_request(e.to_string())
             }
         }

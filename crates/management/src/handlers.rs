@@ -198,6 +198,7 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
 async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     authorize(&state, &parts.headers)?;
+    gatehouse_model::check_no_dot_segments(parts.uri.path())?;
     let query = parse_query(&parts.uri)?;
     let raw_path = parts.uri.path().to_string();
     let path = strip_arm_prefix(&raw_path).to_string();
@@ -227,7 +228,8 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
     }
     // Deleting the service is allowed while frozen: it is how a move retires its source.
     if method == Method::DELETE && path.trim_end_matches('/').is_empty() {
-        return crate::moving::delete_service(&state);
+        return crate::moving::delete_service(&state, query.get("confirm").map(String::as_str))
+            .await;
     }
     state.freeze.check(&method, last_segment)?;
     if path

@@ -186,9 +186,14 @@ pub async fn adopt_identity(state: &Arc<AppState>, body: &[u8]) -> Result<Respon
     crate::handlers::get_service(state).await
 }
 
-/// `DELETE /`: the instance stops serving and is marked deleted, so it does not start again by
-/// accident (APIM deletes the service; a move deletes the source this way).
-pub fn delete_service(state: &AppState) -> Result<Response, ApiError> {
+/// `DELETE /?confirm={service name}`: the instance stops serving and is marked deleted, so it
+/// does not start again by accident (APIM deletes the service; a move deletes the source this
+/// way). The confirmation names the service, so no path that a client normalised into `/`
+/// (`/products/..`) and no request meant for another instance deletes this one.
+pub async fn delete_service(
+    state: &Arc<AppState>,
+    confirm: Option<&str>,
+) -> Result<Response, ApiError> {
     let Some(delete) = &state.delete else {
         return Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -196,6 +201,18 @@ pub fn delete_service(state: &AppState) -> Result<Response, ApiError> {
             "This instance cannot be deleted through its API.",
         ));
     };
+    let name = blocking(&state.store, |s| {
+        s.read(|r| Ok(r.service()?.map(|svc| svc.name).unwrap_or_default()))
+    })
+    .await?;
+    if confirm != Some(name.as_str()) {
+        return Err(ApiError::invalid(
+            "confirm",
+            format!(
+                "Deleting the service '{name}' stops it and marks its data deleted: send DELETE /?confirm={name} to confirm (the CLI: gatehouse service delete --yes)"
+            ),
+        ));
+    }
     delete();
     Ok(json_response(
         StatusCode::ACCEPTED,

@@ -1,8 +1,8 @@
 //! Resource id validation, following APIM's limits (reference §3.1, §3.3).
 //!
 //! Invariant: an id that passes `validate` is a single non-empty path segment: it contains no
-//! `/`, no control character, none of APIM's forbidden characters `*#&+:<>?`, and fits the
-//! kind's length limit. API ids may carry a revision suffix `;rev=N` with N ≥ 1.
+//! `/`, no control character, none of APIM's forbidden characters `*#&+:<>?`, is not `.` or
+//! `..`, and fits the kind's length limit. API ids may carry a revision suffix `;rev=N` with N ≥ 1.
 
 use thiserror::Error;
 
@@ -34,6 +34,8 @@ pub enum IdError {
     PolicyId,
     #[error("the revision in '{0}' must be ';rev=' followed by a number from 1")]
     Revision(String),
+    #[error("'.' and '..' are not valid ids: in a URL they address the resource above")]
+    DotSegment,
 }
 
 const FORBIDDEN: &[char] = &['*', '#', '&', '+', ':', '<', '>', '?', '/', '\\', '%'];
@@ -52,7 +54,17 @@ fn check_common(id: &str, max: usize) -> Result<(), IdError> {
     if id.trim() != id {
         return Err(IdError::ForbiddenChar(' '));
     }
+    if is_dot_segment(id) {
+        return Err(IdError::DotSegment);
+    }
     Ok(())
+}
+
+/// Whether a (decoded) path segment is `.` or `..`, which URL resolution removes or turns into
+/// the parent: such a segment can never be an id, or a path to one resource would address
+/// another (`DELETE /products/..` is `DELETE /` once a client normalises it).
+pub fn is_dot_segment(segment: &str) -> bool {
+    segment == "." || segment == ".."
 }
 
 /// Splits `echo;rev=2` into `("echo", Some(2))`. Returns `None` for the revision when the id
@@ -132,6 +144,20 @@ mod tests {
     }
 
     #[test]
+    fn dot_segments_are_not_ids() {
+        for rule in [IdRule::Common { max: 80 }, IdRule::Api] {
+            assert_eq!(rule.validate("."), Err(IdError::DotSegment));
+            assert_eq!(rule.validate(".."), Err(IdError::DotSegment));
+            assert!(
+                rule.validate("...").is_ok(),
+                "three dots are an ordinary segment"
+            );
+            assert!(rule.validate(".hidden").is_ok());
+        }
+        assert_eq!(IdRule::Api.validate("..;rev=2"), Err(IdError::DotSegment));
+    }
+
+    #[test]
     fn fragment_pattern() {
         assert!(IdRule::Fragment.validate("my-frag_1").is_ok());
         assert!(IdRule::Fragment.validate("-bad").is_err());
@@ -148,12 +174,14 @@ mod tests {
                     prop_assert!(!id.contains('/'));
                     prop_assert!(!id.chars().any(|c| "*#&+:<>?".contains(c) || c.is_control()));
                     prop_assert!(id.chars().count() <= 256);
+                    prop_assert!(!is_dot_segment(&id));
                 }
             }
         }
 
         #[test]
         fn common_ids_within_limit_are_accepted(id in "[a-zA-Z0-9_.-][a-zA-Z0-9_. -]{0,78}[a-zA-Z0-9_.-]") {
+            prop_assume!(!is_dot_segment(&id));
             let rule = IdRule::Common { max: 80 };
             prop_assert!(rule.validate(&id).is_ok());
         }

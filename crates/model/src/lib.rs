@@ -12,9 +12,9 @@ pub mod props;
 pub mod snapshot;
 
 pub use filter::{Filter, FilterError};
-pub use id::{IdError, IdRule};
+pub use id::{IdError, IdRule, is_dot_segment};
 pub use kind::{KINDS, Kind, KindSpec};
-pub use path::{PathError, ResourcePath, Target, resolve, strip_arm_prefix};
+pub use path::{PathError, ResourcePath, Target, check_no_dot_segments, resolve, strip_arm_prefix};
 pub use props::FieldError;
 pub use snapshot::{
     HOSTNAME_TYPES, HostnameConfiguration, SKUS, ServiceSettings, Sku, Snapshot, StoredResource,

@@ -117,6 +117,10 @@ pub enum PathError {
     NotAResource(String),
     #[error("the path segment '{0}' is not valid percent-encoding or UTF-8")]
     Encoding(String),
+    #[error(
+        "the path '{0}' has a '.' or '..' segment: paths are taken as written, and '.' and '..' are never ids"
+    )]
+    DotSegment(String),
 }
 
 const ARM_PROVIDER: &str = "providers/Microsoft.ApiManagement/service/";
@@ -161,8 +165,22 @@ pub fn percent_decode(seg: &str) -> Result<String, PathError> {
     String::from_utf8(out).map_err(|_| PathError::Encoding(seg.to_string()))
 }
 
+/// Fails when any segment of `path`, percent-decoded, is `.` or `..`: a path addresses what it
+/// says, never what resolving its dot segments would give.
+pub fn check_no_dot_segments(path: &str) -> Result<(), PathError> {
+    let path_only = path.split(['?', '#']).next().unwrap_or_default();
+    for raw in path_only.split('/') {
+        let decoded = percent_decode(raw).unwrap_or_else(|_| raw.to_string());
+        if crate::id::is_dot_segment(&decoded) {
+            return Err(PathError::DotSegment(path_only.to_string()));
+        }
+    }
+    Ok(())
+}
+
 /// Resolves a path relative to the service (already stripped of any ARM prefix).
 pub fn resolve(path: &str) -> Result<Target, PathError> {
+    check_no_dot_segments(path)?;
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     if segments.is_empty() {
         return Ok(Target::Service);
@@ -279,6 +297,26 @@ mod tests {
             resolve("/apis/echo%3Brev%3D2"),
             Ok(Target::Resource(_))
         ));
+    }
+
+    #[test]
+    fn dot_segments_address_nothing() {
+        for p in [
+            "/products/..",
+            "/products/.",
+            "/products/%2e%2E",
+            "/products/%2E",
+            "/apis/x/../..",
+            "/./apis",
+            "/apis/x/operations/.%2e",
+        ] {
+            assert!(
+                matches!(resolve(p), Err(PathError::DotSegment(_))),
+                "{p}: {:?}",
+                resolve(p)
+            );
+        }
+        assert!(resolve("/products/...").is_ok());
     }
 
     #[test]

@@ -5,6 +5,21 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 use std::path::Path;
 
+/// An id as one path segment: every byte but ASCII letters, digits, `-`, `_`, `.` and `~`
+/// percent-encoded, so that no id can add a segment (`/`, `\\`), a query (`?`) or a fragment
+/// (`#`) to the path it is put in.
+pub fn path_segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[derive(Clone)]
 pub struct Client {
     base: String,
@@ -71,16 +86,25 @@ impl Client {
         Client::new(&url, &token)
     }
 
-    fn url(&self, path: &str) -> String {
+    /// The URL of a path below the service. A path with a `.` or `..` segment is refused here:
+    /// URL parsing would resolve it into another path (`/products/..` into `/`), so the request
+    /// would address something other than what was asked for.
+    fn url(&self, path: &str) -> Result<String> {
         if path.starts_with("http://") || path.starts_with("https://") {
-            return path.to_string();
+            return Ok(path.to_string());
         }
         let p = if path.starts_with('/') {
             path.to_string()
         } else {
             format!("/{path}")
         };
-        format!("{}{}", self.base, p)
+        let path_only = p.split('?').next().unwrap_or_default();
+        if gatehouse_model::check_no_dot_segments(path_only).is_err() || path_only.contains('\\') {
+            bail!(
+                "the path '{p}' has a '.', '..' or '\\' segment, which would address another resource: ids cannot be '.' or '..'"
+            );
+        }
+        Ok(format!("{}{}", self.base, p))
     }
 
     /// Sends a request; returns the JSON body (or `Null` for an empty one).
@@ -92,7 +116,7 @@ impl Client {
     ) -> Result<Value> {
         let mut req = self
             .http
-            .request(method.clone(), self.url(path))
+            .request(method.clone(), self.url(path)?)
             .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(b);
@@ -154,7 +178,7 @@ impl Client {
     pub async fn start_operation(&self, path: &str, body: &Value) -> Result<String> {
         let resp = self
             .http
-            .post(self.url(path))
+            .post(self.url(path)?)
             .bearer_auth(&self.token)
             .json(body)
             .send()

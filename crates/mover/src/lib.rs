@@ -791,10 +791,14 @@ impl Move {
         let Some(source) = &self.source else {
             return Ok(());
         };
-        if source.get("/").await.is_err() {
+        let Ok(service) = source.get("/").await else {
             return Ok(()); // already gone (a resumed move)
-        }
-        source.send(reqwest::Method::DELETE, "/", None).await?;
+        };
+        let name = service["name"].as_str().unwrap_or_default();
+        let confirmed = format!("/?confirm={}", client::path_segment(name));
+        source
+            .send(reqwest::Method::DELETE, &confirmed, None)
+            .await?;
         let deadline = Instant::now() + Duration::from_secs(60);
         while source.get("/").await.is_ok() {
             if Instant::now() > deadline {

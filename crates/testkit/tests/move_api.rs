@@ -233,7 +233,21 @@ async fn the_target_takes_the_name_and_a_deleted_instance_stops() {
         "contoso.gw.test"
     );
 
-    let (s, _) = t.call("DELETE", "/", None).await;
+    // Only with the service's name as the confirmation.
+    let (s, e) = t.call("DELETE", "/", None).await;
+    assert_eq!(s, 400, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("?confirm=contoso"),
+        "{e}"
+    );
+    let (s, _) = t.call("DELETE", "/?confirm=someone-else", None).await;
+    assert_eq!(s, 400);
+    let (s, _) = t.call("GET", "/", None).await;
+    assert_eq!(s, 200, "still serving");
+    let (s, _) = t.call("DELETE", "/?confirm=contoso", None).await;
     assert_eq!(s, 202);
     // It stops answering, and refuses to start again on its data directory.
     let mut gone = false;

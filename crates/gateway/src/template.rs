@@ -1,8 +1,11 @@
-//! APIM URL templates (`/users/{id}/orders/{*rest}?date={date}`) compiled once and matched
-//! against request paths without allocation on the miss path.
+//! APIM URL templates (`/users/{id}/orders/{*rest}?date={date}`, and APIM's wildcard
+//! operation `/*`) compiled once and matched against request paths without allocation on the
+//! miss path.
 //!
-//! Invariant: a more specific template (more literal segments, fewer wildcards) wins; that
-//! ordering is `Template::specificity`, used by the router to rank candidates.
+//! Invariant: of the templates matching a request, the most specific wins — more literal
+//! segments, then more segments mixing literals and parameters, then more query parameters,
+//! then no wildcard; that ordering is `Template::specificity`, used by the router to rank
+//! candidates. `docs/routing.md` has the rules as a table, each row a test.
 
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
@@ -18,8 +21,9 @@ enum Segment {
     Param(String),
     /// Literal text and parameters inside one segment, e.g. `{name}.{ext}`.
     Mixed(Vec<Part>),
-    /// `{*name}`: the rest of the path.
-    Wildcard(String),
+    /// `{*name}` or APIM's `*`: the rest of the path, any number of segments including none;
+    /// `{*name}` takes it as a parameter.
+    Wildcard(Option<String>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +32,7 @@ pub struct Template {
     /// Query parameters named in the template: `(query name, template parameter or literal)`.
     query: Vec<(String, Option<String>, Option<String>)>,
     literals: usize,
+    mixed: usize,
     wildcard: bool,
 }
 
@@ -53,11 +58,17 @@ impl Template {
     pub fn parse(template: &str) -> Template {
         let (path, query) = template.split_once('?').unwrap_or((template, ""));
         let mut segments = Vec::new();
-        let mut literals = 0;
+        let (mut literals, mut mixed) = (0, 0);
         let mut wildcard = false;
         for seg in path.split('/').filter(|s| !s.is_empty()) {
+            // A wildcard takes the rest: the management API refuses one that is not last.
+            if seg == "*" {
+                segments.push(Segment::Wildcard(None));
+                wildcard = true;
+                break;
+            }
             if let Some(name) = seg.strip_prefix("{*").and_then(|s| s.strip_suffix('}')) {
-                segments.push(Segment::Wildcard(name.to_string()));
+                segments.push(Segment::Wildcard(Some(name.to_string())));
                 wildcard = true;
                 break;
             }
@@ -68,7 +79,10 @@ impl Template {
                     segments.push(Segment::Literal(l.clone()));
                 }
                 [Part::Param(p)] => segments.push(Segment::Param(p.clone())),
-                _ => segments.push(Segment::Mixed(parts)),
+                _ => {
+                    mixed += 1;
+                    segments.push(Segment::Mixed(parts));
+                }
             }
         }
         let mut q = Vec::new();
@@ -83,13 +97,17 @@ impl Template {
             segments,
             query: q,
             literals,
+            mixed,
             wildcard,
         }
     }
 
-    /// Higher is more specific.
-    pub fn specificity(&self) -> (usize, usize, bool) {
-        (self.literals, self.segments.len(), !self.wildcard)
+    /// Higher is more specific: literal segments, then segments mixing literals and
+    /// parameters, then query parameters, then no wildcard. (Among templates that match one
+    /// path, those without a wildcard have as many segments as the path, so the count of
+    /// segments decides nothing a wildcard's absence does not.)
+    pub fn specificity(&self) -> (usize, usize, usize, bool) {
+        (self.literals, self.mixed, self.query.len(), !self.wildcard)
     }
 
     /// Matches a request path (percent-encoded, starting with `/`) and query string; returns the
@@ -118,7 +136,7 @@ impl Template {
         for (i, seg) in self.segments.iter().enumerate() {
             match seg {
                 Segment::Wildcard(name) => {
-                    if let Some(out) = captured.as_deref_mut() {
+                    if let (Some(out), Some(name)) = (captured.as_deref_mut(), name) {
                         let mut rest = String::new();
                         for (k, s) in segs.by_ref().enumerate() {
                             if k > 0 {
@@ -270,6 +288,12 @@ mod tests {
         assert!(root.matches("/", None).is_some());
         assert!(root.matches("/x", None).is_none());
         assert!(Template::parse("/a/b").specificity() > Template::parse("/a/{x}").specificity());
+        let star = Template::parse("/files/*");
+        assert!(star.matches("/files", None).unwrap().is_empty());
+        assert!(star.matches("/files/a/b", None).unwrap().is_empty());
+        assert!(star.matches("/other", None).is_none());
+        assert!(Template::parse("/").specificity() > Template::parse("/*").specificity());
+        assert!(Template::parse("/{id}").specificity() > Template::parse("/*").specificity());
     }
 
     #[test]
@@ -282,6 +306,8 @@ mod tests {
             "/search?q={term}&mode=full",
             "/a/B/{x}",
             "/{*rest}",
+            "/*",
+            "/files/*",
         ];
         let requests = [
             ("/", None),

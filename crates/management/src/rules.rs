@@ -719,6 +719,21 @@ fn operation_rules(
         ));
     }
     let used = template_parameters(&template).map_err(|e| ApiError::invalid("urlTemplate", e))?;
+    let path_part = template.split('?').next().unwrap_or_default();
+    let segments: Vec<&str> = path_part.split('/').filter(|s| !s.is_empty()).collect();
+    if let Some(i) = segments
+        .iter()
+        .position(|s| *s == "*" || s.starts_with("{*"))
+        .filter(|i| i + 1 < segments.len())
+    {
+        return Err(ApiError::invalid(
+            "urlTemplate",
+            format!(
+                "the wildcard '{}' must be the last segment of the urlTemplate '{template}': it matches the rest of the path",
+                segments[i]
+            ),
+        ));
+    }
     let declared: Vec<String> = props
         .get("templateParameters")
         .and_then(Value::as_array)

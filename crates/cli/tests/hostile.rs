@@ -467,3 +467,121 @@ async fn dot_segments_never_address_another_resource() {
     }
     assert!(s.process.exited().is_some(), "the deleted service stopped");
 }
+
+/// Writes raw bytes to `base` (a gateway URL), half-closes when asked, and reads until the
+/// server closes the connection (at most 10 s: a connection left open fails the test).
+async fn raw_exchange(base: &str, bytes: &[u8], half_close: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    if half_close {
+        stream.shutdown().await.unwrap();
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the gateway closes the connection")
+        .unwrap();
+    String::from_utf8_lossy(&answer).to_string()
+}
+
+/// Issue 17, item 4: an invalid chunked request body is the client's error — 400, the
+/// connection closed, a 4xx in the metrics — whether the body streams to the backend or a
+/// policy reads it first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_chunked_bodies_are_client_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = EchoBackend::start().await.unwrap();
+    let s = Served::start(dir.path(), &[]);
+    for api in ["streamed", "buffered"] {
+        s.echo_api(api, &backend).await;
+        s.put_ok(
+            &format!("/apis/{api}/operations/post"),
+            json!({"properties": {"displayName": "post", "method": "POST", "urlTemplate": "/x"}}),
+        )
+        .await;
+    }
+    let (status, body) = s
+        .policy(
+            "/apis/buffered/policies/policy",
+            &header_policy(
+                "x-length",
+                "@(context.Request.Body.As<string>().Length.ToString())",
+            ),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{body}");
+    s.gateway_until("/buffered/x", 200).await;
+    let head = |api: &str| {
+        format!("POST /{api}/x HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n")
+    };
+    for api in ["streamed", "buffered"] {
+        for (what, chunks, half_close) in [
+            ("a size that is not hex", "ZZZ\r\nabc\r\n0\r\n\r\n", false),
+            (
+                "a size that overflows",
+                "FFFFFFFFFFFFFFFFFFFFFF\r\nabc\r\n0\r\n\r\n",
+                false,
+            ),
+            ("a chunk without its CRLF", "3\r\nabcXY0\r\n\r\n", false),
+            ("a chunk cut short", "a\r\nabc", true),
+        ] {
+            let answer = raw_exchange(
+                &s.gateway,
+                format!("{}{chunks}", head(api)).as_bytes(),
+                half_close,
+            )
+            .await;
+            assert!(
+                answer.starts_with("HTTP/1.1 400 "),
+                "{api}, {what}: {}",
+                short(&answer)
+            );
+            assert!(
+                !answer.contains("BackendConnectionFailure")
+                    && !answer.contains("could not be reached"),
+                "{api}, {what}: {answer}"
+            );
+        }
+    }
+    // A valid chunked body still goes through, on a connection that stays usable.
+    let valid = format!("{}3\r\nabc\r\n0\r\n\r\n", head("streamed"));
+    let answer = raw_exchange(
+        &s.gateway,
+        format!(
+            "{valid}{}",
+            valid.replace("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n")
+        )
+        .as_bytes(),
+        false,
+    )
+    .await;
+    assert_eq!(
+        answer.matches("HTTP/1.1 200 ").count(),
+        2,
+        "{}",
+        short(&answer)
+    );
+
+    let (_, metrics) = s.call("GET", "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    for api in ["streamed", "buffered"] {
+        let line = |class: &str| {
+            metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with("gatehouse_gateway_requests_total{")
+                        && l.contains(&format!("api=\"{api}\""))
+                        && l.contains("operation=\"post\"")
+                        && l.contains(&format!("status_class=\"{class}\""))
+                })
+                .map(str::to_string)
+        };
+        assert!(
+            line("4xx").is_some_and(|l| l.ends_with(" 4")),
+            "{api}: {metrics}"
+        );
+        assert!(line("5xx").is_none(), "{api}: {metrics}");
+    }
+}

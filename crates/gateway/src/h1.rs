@@ -64,6 +64,8 @@ pub enum SendError {
     /// closed while it was idle. A request without a body can be sent again on a new one.
     NoResponse(String),
     Failed(String),
+    /// The client's request body could not be read ([`crate::proxy::ClientBodyError`]).
+    ClientBody(String),
 }
 
 /// The idle connections of one client connection, one per backend authority, most recently
@@ -187,9 +189,10 @@ impl Connection {
                 None => continue,
                 Some(None) => break,
                 Some(Some(Err(e))) => {
-                    return Err(SendError::Failed(format!(
-                        "reading the request body failed: {e}"
-                    )));
+                    return Err(match crate::proxy::client_body_error(e.as_ref()) {
+                        Some(detail) => SendError::ClientBody(detail),
+                        None => SendError::Failed(format!("reading the request body failed: {e}")),
+                    });
                 }
                 Some(Some(Ok(frame))) => frame,
             };

@@ -30,7 +30,7 @@
 use crate::Shared;
 use crate::deadline::Deadline;
 use crate::h1::line;
-use crate::proxy::{self, BoxError};
+use crate::proxy::{self, BoxError, ClientBodyError};
 use crate::request::{ClientRequest, RawHead, RequestHeaders, RequestId, name_is};
 use crate::server::{self, ClientConnection};
 use bytes::{Bytes, BytesMut};
@@ -153,7 +153,9 @@ impl hyper::body::Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Hyper(incoming) => Pin::new(incoming).poll_frame(cx).map_err(Into::into),
+            RequestBody::Hyper(incoming) => Pin::new(incoming)
+                .poll_frame(cx)
+                .map_err(|e| client_body(format!("the request body could not be read: {e}"))),
             RequestBody::Client(body) => body.poll_frame(cx),
         }
     }
@@ -196,7 +198,9 @@ impl ClientBody {
             match &mut reader.body {
                 BodyFraming::Done => return Poll::Ready(None),
                 BodyFraming::Broken => {
-                    return Poll::Ready(Some(Err("the request body could not be read".into())));
+                    return Poll::Ready(Some(Err(client_body(
+                        "the request body could not be read".into(),
+                    ))));
                 }
                 BodyFraming::Length(left) if !reader.buf.is_empty() => {
                     let data = take_counted(&mut reader.buf, left);
@@ -209,10 +213,9 @@ impl ClientBody {
                 BodyFraming::Chunked(state) => match state.step(&mut reader.buf) {
                     Err(e) => {
                         reader.body = BodyFraming::Broken;
-                        return Poll::Ready(Some(Err(format!(
+                        return Poll::Ready(Some(Err(client_body(format!(
                             "the request body is not valid chunked: {e}"
-                        )
-                        .into())));
+                        )))));
                     }
                     Ok(ChunkStep::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                     Ok(ChunkStep::End) => {
@@ -225,18 +228,24 @@ impl ClientBody {
             match ready!(reader.poll_fill(cx)) {
                 Ok(0) => {
                     reader.body = BodyFraming::Broken;
-                    return Poll::Ready(Some(Err(
+                    return Poll::Ready(Some(Err(client_body(
                         "the client closed the connection within the request body".into(),
-                    )));
+                    ))));
                 }
                 Ok(_) => {}
                 Err(e) => {
                     reader.body = BodyFraming::Broken;
-                    return Poll::Ready(Some(Err(Box::new(e))));
+                    return Poll::Ready(Some(Err(client_body(format!(
+                        "reading the request body failed: {e}"
+                    )))));
                 }
             }
         }
     }
+}
+
+fn client_body(message: String) -> BoxError {
+    Box::new(ClientBodyError(message))
 }
 
 /// Parses the request head at the front of `buf`, taking it out when complete.

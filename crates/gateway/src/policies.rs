@@ -1068,7 +1068,7 @@ pub async fn serve(
         let limited = http_body_util::Limited::new(body, shared.config.max_body_bytes as usize);
         match limited.collect().await {
             Ok(b) => ex.request_body = Some(b.to_bytes().to_vec()),
-            Err(_) => {
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
                 return Served::Answered(Outcome {
                     response: json_error(
                         StatusCode::PAYLOAD_TOO_LARGE,
@@ -1076,6 +1076,17 @@ pub async fn serve(
                     ),
                     backend_ms: None,
                     error_reason: Some("RequestEntityTooLarge"),
+                });
+            }
+            Err(e) => {
+                let detail = proxy::client_body_error(e.as_ref()).unwrap_or_else(|| e.to_string());
+                return Served::Answered(Outcome {
+                    response: json_error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("Bad request: {detail}."),
+                    ),
+                    backend_ms: None,
+                    error_reason: Some("ClientConnectionFailure"),
                 });
             }
         }

@@ -68,9 +68,30 @@ impl hyper::body::Body for Body {
     }
 }
 
+/// The client's request body could not be read (not valid chunked, shorter than declared, the
+/// client gone): the client's fault, not the backend's. Request bodies fail with this error so
+/// that a forward that failed because of it can be told apart however deep it is wrapped.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClientBodyError(pub String);
+
+/// The message of a [`ClientBodyError`] anywhere in `error`'s source chain.
+pub fn client_body_error(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(body) = e.downcast_ref::<ClientBodyError>() {
+            return Some(body.0.clone());
+        }
+        next = e.source();
+    }
+    None
+}
+
 /// Why forwarding failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
+    #[error("the client's request body could not be read: {0}")]
+    ClientBody(String),
     #[error("the backend could not be reached: {0}")]
     Connect(String),
     #[error("the backend did not answer within {0:?}")]
@@ -305,7 +326,10 @@ impl Backend {
             Err(_) => Err(ForwardError::Timeout(timeout)),
             Ok(Ok(resp)) => Ok(resp.map(Body::new)),
             Ok(Err(e)) if e.is_connect() => Err(ForwardError::Connect(source_chain(&e))),
-            Ok(Err(e)) => Err(ForwardError::Other(source_chain(&e))),
+            Ok(Err(e)) => Err(match client_body_error(&e) {
+                Some(detail) => ForwardError::ClientBody(detail),
+                None => ForwardError::Other(source_chain(&e)),
+            }),
         }
     }
 
@@ -408,6 +432,7 @@ impl From<h1::SendError> for ForwardError {
             h1::SendError::NoResponse(detail) | h1::SendError::Failed(detail) => {
                 ForwardError::Other(detail)
             }
+            h1::SendError::ClientBody(detail) => ForwardError::ClientBody(detail),
         }
     }
 }

@@ -322,6 +322,14 @@ pub(crate) fn forward_error(e: ForwardError, api: &ApiRoute) -> GatewayError {
             "Timeout",
             "Gateway timeout: the backend did not respond in time.",
         ),
+        ForwardError::ClientBody(detail) => {
+            tracing::info!(api = %api.id, error = %detail, "the client's request body could not be read");
+            GatewayError::new(
+                StatusCode::BAD_REQUEST,
+                "ClientConnectionFailure",
+                format!("Bad request: {detail}."),
+            )
+        }
         ForwardError::Connect(detail) | ForwardError::Other(detail) => {
             tracing::warn!(api = %api.id, error = %detail, "backend request failed");
             GatewayError::new(

@@ -5,7 +5,6 @@
 //! it can connect at once; the admin token file is mode 0600.
 
 use anyhow::{Context, Result};
-use axum::Router;
 use gatehouse_gateway::{Gateway, GatewayConfig};
 use gatehouse_management::{AppState, Bootstrap, Urls};
 use gatehouse_store::{Store, write_private_file};
@@ -33,6 +32,13 @@ pub struct ServeConfig {
     /// Storage accounts requests can name as `storageAccount`.
     pub storage_accounts:
         std::collections::HashMap<String, gatehouse_management::operations::StorageAccount>,
+    /// The management listener's limits (the gateway's are in `gateway`).
+    pub management_limits: gatehouse_listen::Limits,
+    /// HTTPS for the management API: its certificate and key, reloaded when they change.
+    pub management_tls: Option<gatehouse_listen::tls::PemFiles>,
+    /// Serve the management API in plain HTTP on an address other than loopback (its requests
+    /// carry the token and secrets: only behind a TLS proxy or on a trusted network).
+    pub insecure_management: bool,
 }
 
 impl ServeConfig {
@@ -47,8 +53,23 @@ impl ServeConfig {
             gateway: GatewayConfig::default(),
             backup_key: None,
             storage_accounts: Default::default(),
+            management_limits: gatehouse_listen::Limits::MANAGEMENT,
+            management_tls: None,
+            insecure_management: false,
         }
     }
+}
+
+/// Refuses a management API in plain HTTP on an address other than loopback: every request
+/// carries the token, and `listSecrets`, backups and restores carry keys.
+fn check_management_exposure(config: &ServeConfig) -> Result<()> {
+    let addr = config.management_listen;
+    if config.management_tls.is_none() && !addr.ip().is_loopback() && !config.insecure_management {
+        anyhow::bail!(
+            "refusing to serve the management API on {addr} without TLS: its requests carry the admin token and secrets; give --management-tls-cert and --management-tls-key, or --insecure-management if a TLS proxy or a private network protects it"
+        );
+    }
+    Ok(())
 }
 
 /// The contents of `<data-dir>/endpoints.json`.
@@ -56,6 +77,14 @@ impl ServeConfig {
 pub struct Endpoints {
     pub management: String,
     pub gateway: String,
+    /// The management API's certificate (PEM) when it is served over HTTPS, so that clients
+    /// finding the instance through its data directory trust it.
+    #[serde(
+        rename = "managementCertificate",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub management_certificate: Option<PathBuf>,
     pub name: String,
     pub region: String,
     pub pid: u32,
@@ -101,25 +130,25 @@ fn load_or_create_token(data_dir: &Path) -> Result<String> {
     }
 }
 
-fn base_url(addr: SocketAddr) -> String {
-    format!("http://{addr}")
+fn base_url(scheme: &str, addr: SocketAddr) -> String {
+    format!("{scheme}://{addr}")
 }
 
-async fn serve_until(
-    listener: TcpListener,
-    app: Router,
-    mut stop: watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
+/// The management API's TLS acceptor, its certificate watched until `stop`.
+fn management_acceptor(
+    files: &gatehouse_listen::tls::PemFiles,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio_rustls::TlsAcceptor> {
+    let tls = gatehouse_listen::tls::Reloading::load(files.clone(), "management API")?;
+    let acceptor = tls.acceptor(&[b"h2", b"http/1.1"])?;
+    tls.watch(std::time::Duration::from_secs(1), stop);
+    Ok(acceptor)
 }
 
 impl Instance {
     /// Opens the store, bootstraps the service, binds both listeners and starts serving.
     pub async fn start(config: ServeConfig) -> Result<Instance> {
+        check_management_exposure(&config)?;
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
@@ -158,13 +187,20 @@ impl Instance {
         let gw_listener = TcpListener::bind(config.gateway_listen)
             .await
             .with_context(|| format!("cannot listen on {} (gateway)", config.gateway_listen))?;
-        let management_url = base_url(mgmt_listener.local_addr()?);
-        let scheme = if config.gateway.tls.is_some() {
-            "https"
-        } else {
-            "http"
+        let (tx, rx) = watch::channel(false);
+        let management_tls = match &config.management_tls {
+            Some(files) => Some(management_acceptor(files, rx.clone())?),
+            None => None,
         };
-        let gateway_url = format!("{scheme}://{}", gw_listener.local_addr()?);
+        let scheme = |tls: bool| if tls { "https" } else { "http" };
+        let management_url = base_url(
+            scheme(management_tls.is_some()),
+            mgmt_listener.local_addr()?,
+        );
+        let gateway_url = base_url(
+            scheme(config.gateway.tls.is_some()),
+            gw_listener.local_addr()?,
+        );
         let gateway = Gateway::start(store.clone(), gw_listener, config.gateway.clone()).await?;
         let gateway_shared = gateway.shared.clone();
         let traffic_shared = gateway.shared.clone();
@@ -197,7 +233,6 @@ impl Instance {
                 let _ = deleted_tx.send(true);
             })),
         });
-        let (tx, rx) = watch::channel(false);
         {
             // A deleted instance stops serving at once, whoever hosts it.
             let (management_stop, gateway_stop) = (tx.clone(), gateway.stopper());
@@ -211,14 +246,22 @@ impl Instance {
                 }
             });
         }
-        let tasks = vec![tokio::spawn(serve_until(
+        let tasks = vec![tokio::spawn(gatehouse_listen::serve_router(
             mgmt_listener,
             gatehouse_management::router(state),
+            config.management_limits,
+            management_tls,
+            "management API",
             rx,
         ))];
         let endpoints = Endpoints {
             management: management_url.clone(),
             gateway: gateway_url.clone(),
+            management_certificate: config
+                .management_tls
+                .as_ref()
+                .map(|f| std::path::absolute(&f.cert))
+                .transpose()?,
             name: settings.name.clone(),
             region: settings.location.clone(),
             pid: std::process::id(),

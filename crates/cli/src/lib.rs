@@ -53,6 +53,10 @@ pub struct Target {
     /// Data directory of the instance (its endpoints.json and admin-token are read).
     #[arg(long, env = "GATEHOUSE_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
+    /// PEM certificates to trust for a management API over HTTPS (its CA, or its own
+    /// certificate); with --data-dir, the certificate endpoints.json names is trusted anyway.
+    #[arg(long, env = "GATEHOUSE_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -149,9 +153,31 @@ pub struct ServeArgs {
     /// JSON access log of the gateway: `stdout` or a file path (default: off).
     #[arg(long, env = "GATEHOUSE_ACCESS_LOG")]
     pub access_log: Option<String>,
-    /// Largest request head the gateway accepts, in bytes (431 beyond it).
+    /// Largest request head the gateway and the management API accept, in bytes (431 beyond
+    /// it; default 65536).
     #[arg(long, env = "GATEHOUSE_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
+    /// Seconds a client has to send a request head on either listener, from the connection's
+    /// start or its last response (default 30); the connection is closed after.
+    #[arg(long, env = "GATEHOUSE_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<u64>,
+    /// Client connections the gateway serves at once (default 10000).
+    #[arg(long, env = "GATEHOUSE_GATEWAY_MAX_CONNECTIONS")]
+    pub gateway_max_connections: Option<usize>,
+    /// Connections the management API serves at once (default 512).
+    #[arg(long, env = "GATEHOUSE_MANAGEMENT_MAX_CONNECTIONS")]
+    pub management_max_connections: Option<usize>,
+    /// PEM certificate chain for HTTPS on the management listener (with
+    /// --management-tls-key); reloaded when the file changes.
+    #[arg(long, env = "GATEHOUSE_MANAGEMENT_TLS_CERT")]
+    pub management_tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS on the management listener.
+    #[arg(long, env = "GATEHOUSE_MANAGEMENT_TLS_KEY")]
+    pub management_tls_key: Option<PathBuf>,
+    /// Serve the management API in plain HTTP on an address other than loopback (only behind a
+    /// TLS proxy or on a trusted network: its requests carry the token and secrets).
+    #[arg(long, env = "GATEHOUSE_INSECURE_MANAGEMENT")]
+    pub insecure_management: bool,
     /// Extra trusted root certificates (PEM) for HTTPS backends.
     #[arg(long, env = "GATEHOUSE_BACKEND_CA")]
     pub backend_ca: Option<PathBuf>,
@@ -186,6 +212,12 @@ pub struct FileConfig {
     pub gateway_tls_key: Option<PathBuf>,
     pub access_log: Option<String>,
     pub max_header_bytes: Option<usize>,
+    pub header_read_timeout: Option<u64>,
+    pub gateway_max_connections: Option<usize>,
+    pub management_max_connections: Option<usize>,
+    pub management_tls_cert: Option<PathBuf>,
+    pub management_tls_key: Option<PathBuf>,
+    pub insecure_management: Option<bool>,
     pub backend_ca: Option<PathBuf>,
     pub gateway_workers: Option<usize>,
 }
@@ -409,10 +441,63 @@ fn load_file_config(path: Option<&Path>) -> Result<Option<FileConfig>> {
     }
 }
 
+/// A certificate and key given together, or neither.
+fn pem_pair(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    flag: &str,
+) -> Result<Option<(PathBuf, PathBuf)>> {
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some((c, k))),
+        (None, None) => Ok(None),
+        _ => anyhow::bail!("--{flag}-tls-cert and --{flag}-tls-key go together"),
+    }
+}
+
+/// The management listener's settings: limits, TLS, and whether plain HTTP may leave loopback.
+fn management_listener(
+    args: &ServeArgs,
+    f: Option<&FileConfig>,
+) -> Result<(
+    gatehouse_listen::Limits,
+    Option<gatehouse_listen::tls::PemFiles>,
+    bool,
+)> {
+    let defaults = gatehouse_listen::Limits::MANAGEMENT;
+    let limits = gatehouse_listen::Limits {
+        header_read_timeout: args
+            .header_read_timeout
+            .or_else(|| f.and_then(|f| f.header_read_timeout))
+            .map_or(defaults.header_read_timeout, std::time::Duration::from_secs),
+        max_header_bytes: args
+            .max_header_bytes
+            .or_else(|| f.and_then(|f| f.max_header_bytes))
+            .unwrap_or(defaults.max_header_bytes),
+        max_connections: args
+            .management_max_connections
+            .or_else(|| f.and_then(|f| f.management_max_connections))
+            .unwrap_or(defaults.max_connections),
+    };
+    let tls = pem_pair(
+        args.management_tls_cert
+            .clone()
+            .or_else(|| f.and_then(|f| f.management_tls_cert.clone())),
+        args.management_tls_key
+            .clone()
+            .or_else(|| f.and_then(|f| f.management_tls_key.clone())),
+        "management",
+    )?
+    .map(|(cert, key)| gatehouse_listen::tls::PemFiles { cert, key });
+    let insecure =
+        args.insecure_management || f.and_then(|f| f.insecure_management).unwrap_or(false);
+    Ok((limits, tls, insecure))
+}
+
 /// Merges flags/environment (clap) over `gatehouse.toml` over defaults.
 pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
     let file = load_file_config(args.config.as_deref())?;
     let f = file.as_ref();
+    let (management_limits, management_tls, insecure_management) = management_listener(args, f)?;
     let pick = |a: &Option<String>, b: Option<&Option<String>>| {
         a.clone().or_else(|| b.and_then(|x| x.clone()))
     };
@@ -456,19 +541,24 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
                 .ok()
                 .filter(|k| !k.trim().is_empty()),
         },
+        management_limits,
+        management_tls,
+        insecure_management,
         gateway: GatewayConfig {
-            tls: match (
+            tls: pem_pair(
                 args.gateway_tls_cert
                     .clone()
                     .or_else(|| f.and_then(|f| f.gateway_tls_cert.clone())),
                 args.gateway_tls_key
                     .clone()
                     .or_else(|| f.and_then(|f| f.gateway_tls_key.clone())),
-            ) {
-                (Some(c), Some(k)) => Some((c, k)),
-                (None, None) => None,
-                _ => anyhow::bail!("--gateway-tls-cert and --gateway-tls-key go together"),
-            },
+                "gateway",
+            )?,
+            header_read_timeout: management_limits.header_read_timeout,
+            max_connections: args
+                .gateway_max_connections
+                .or_else(|| f.and_then(|f| f.gateway_max_connections))
+                .unwrap_or(gatehouse_listen::Limits::GATEWAY.max_connections),
             access_log: pick(&args.access_log, f.map(|f| &f.access_log)),
             max_header_bytes: args
                 .max_header_bytes
@@ -610,7 +700,9 @@ async fn execute(cli: Cli) -> Result<()> {
         Command::Serve(args) => return serve(&cli.target, args).await,
         Command::Backup(args) => return offline::backup(&cli.target, args, cli.json).await,
         Command::Restore(args) => return offline::restore(&cli.target, args, cli.json).await,
-        Command::Move(args) => return moving::run(args, cli.json).await,
+        Command::Move(args) => {
+            return moving::run(args, cli.json, cli.target.ca_file.as_deref()).await;
+        }
         _ => {}
     }
     let data_dir = data_dir_of(&cli.target, None);
@@ -618,6 +710,7 @@ async fn execute(cli: Cli) -> Result<()> {
         cli.target.url.as_deref(),
         cli.target.token.as_deref(),
         &data_dir,
+        cli.target.ca_file.as_deref(),
     )?;
     let j = cli.json;
     match cli.command {

@@ -106,12 +106,14 @@ fn side(
     url: &Option<String>,
     token: &Option<PathBuf>,
     which: &str,
+    ca_file: Option<&Path>,
 ) -> Result<Side> {
     match (dir, url, token) {
         (Some(d), None, None) => Ok(Side::DataDir(std::path::absolute(d)?)),
         (None, Some(u), Some(t)) => Ok(Side::Url {
             url: u.clone(),
             token_file: std::path::absolute(t)?,
+            ca_file: ca_file.map(std::path::absolute).transpose()?,
         }),
         (None, Some(_), None) => bail!("--{which} needs --{which}-token-file"),
         (None, None, _) => bail!("give the {which} with --{which}-data-dir or --{which} URL"),
@@ -139,7 +141,7 @@ fn state_path(args: &MoveArgs) -> Result<PathBuf> {
     Ok(std::path::absolute(dir.join("gatehouse-move.json"))?)
 }
 
-fn options(args: &MoveArgs, state: &Path) -> Result<MoveOptions> {
+fn options(args: &MoveArgs, state: &Path, ca_file: Option<&Path>) -> Result<MoveOptions> {
     let storage = args
         .storage
         .clone()
@@ -181,12 +183,14 @@ fn options(args: &MoveArgs, state: &Path) -> Result<MoveOptions> {
             &args.source,
             &args.source_token_file,
             "source",
+            ca_file,
         )?,
         target: side(
             &args.target_data_dir,
             &args.target,
             &args.target_token_file,
             "target",
+            ca_file,
         )?,
         storage,
         backup_name,
@@ -264,10 +268,10 @@ fn progress() -> gatehouse_mover::Events {
     })
 }
 
-pub async fn run(args: &MoveArgs, json_out: bool) -> Result<()> {
+pub async fn run(args: &MoveArgs, json_out: bool, ca_file: Option<&Path>) -> Result<()> {
     let state = state_path(args)?;
     if args.plan {
-        let opts = options(args, &state)?;
+        let opts = options(args, &state, ca_file)?;
         let steps = gatehouse_mover::plan(&opts);
         if json_out {
             let v: Vec<_> = steps
@@ -288,7 +292,7 @@ pub async fn run(args: &MoveArgs, json_out: bool) -> Result<()> {
         return Ok(());
     }
     if !args.resume {
-        let opts = options(args, &state)?;
+        let opts = options(args, &state, ca_file)?;
         gatehouse_mover::create(opts, &state)?;
     } else if !state.exists() {
         bail!(

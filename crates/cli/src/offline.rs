@@ -158,6 +158,7 @@ fn mode(target: &Target) -> Result<Mode> {
             target.url.as_deref(),
             target.token.as_deref(),
             &dir,
+            target.ca_file.as_deref(),
         )?));
     }
     Ok(Mode::Offline(dir))

@@ -585,3 +585,249 @@ async fn invalid_chunked_bodies_are_client_errors() {
         assert!(line("5xx").is_none(), "{api}: {metrics}");
     }
 }
+
+/// Opens `n` connections that send a request head one byte every 200 ms; returns, for each,
+/// after how long the server closed it (None: still open after `patience`).
+async fn slow_clients(base: &str, n: usize, patience: Duration) -> Vec<Option<Duration>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .to_string();
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let addr = addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let Ok(mut stream) = tokio::net::TcpStream::connect(&addr).await else {
+                return Some(Duration::ZERO);
+            };
+            let head = b"GET / HTTP/1.1\r\nHost: slow\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+            let mut buf = [0u8; 1024];
+            for byte in head.iter().cycle() {
+                if started.elapsed() > patience {
+                    return None;
+                }
+                if stream.write_all(&[*byte]).await.is_err() {
+                    return Some(started.elapsed());
+                }
+                // Closed by the server: a read answers at once with 0 bytes (or a reset).
+                match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+                    Ok(Ok(_)) => {} // an error answer (408) before the close
+                    Err(_) => {}
+                }
+            }
+            None
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// Issue 17, item 5 (and the gateway's missing connection limit): both listeners cut a client
+/// that trickles its head, refuse heads over the limit, and serve at most so many connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_listeners_have_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = EchoBackend::start().await.unwrap();
+    let mut s = Served::start(
+        dir.path(),
+        &[
+            "--header-read-timeout",
+            "2",
+            "--max-header-bytes",
+            "16384",
+            "--management-max-connections",
+            "8",
+            "--gateway-max-connections",
+            "8",
+        ],
+    );
+    s.echo_api("a", &backend).await;
+    for base in [s.management.clone(), s.gateway.clone()] {
+        // 20 slow clients: 8 are served until the 2 s head timeout, 12 refused at once.
+        let closed = slow_clients(&base, 20, Duration::from_secs(8)).await;
+        assert!(
+            closed.iter().all(Option::is_some),
+            "{base}: all closed: {closed:?}"
+        );
+        let late = closed
+            .iter()
+            .flatten()
+            .filter(|d| **d >= Duration::from_millis(1_500))
+            .count();
+        assert!(late <= 8, "{base}: at most 8 served: {closed:?}");
+        assert!(
+            closed.iter().flatten().all(|d| *d < Duration::from_secs(5)),
+            "{base}: {closed:?}"
+        );
+        s.alive();
+    }
+    let (status, _) = s.call("GET", "/", None).await;
+    assert_eq!(status, 200, "the management API serves again");
+    s.gateway_until("/a/x", 200).await;
+
+    // A head over 16 KiB: 431 from both.
+    let big = "x".repeat(20_000);
+    let r = s
+        .http
+        .get(format!("{}/", s.management))
+        .bearer_auth(&s.token)
+        .header("x-big", &big)
+        .send()
+        .await;
+    assert!(
+        r.as_ref().map_or(true, |r| r.status().as_u16() == 431),
+        "management: {:?}",
+        r.map(|r| r.status())
+    );
+    let r = s
+        .http
+        .get(format!("{}/a/x", s.gateway))
+        .header("x-big", &big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 431);
+    s.alive();
+}
+
+fn write_pair(dir: &Path, names: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let (c, k) = (dir.join("mgmt-cert.pem"), dir.join("mgmt-key.pem"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+/// Issue 17, item 10 (transport): the management API over HTTPS with a certificate reloaded
+/// when it changes, a refusal to serve it in plain HTTP beyond loopback, and a CLI that trusts
+/// the CA it is given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_api_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    // Plain HTTP on every interface: refused with one line, unless asked for.
+    let out = std::process::Command::new(BIN)
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--data-dir",
+            "open",
+            "--management-listen",
+            "0.0.0.0:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("without TLS") && stderr.contains("--insecure-management"),
+        "{stderr}"
+    );
+    let insecure = ServeProcess::spawn(
+        BIN,
+        dir.path(),
+        &[
+            "--data-dir",
+            "insecure",
+            "--management-listen",
+            "0.0.0.0:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--insecure-management",
+        ],
+        &[],
+    );
+    drop(insecure);
+
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let (cert, key) = write_pair(&certs, &["127.0.0.1", "localhost"]);
+    let s = Served::start(
+        dir.path(),
+        &[
+            "--management-tls-cert",
+            cert.to_str().unwrap(),
+            "--management-tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        s.management.starts_with("https://127.0.0.1:"),
+        "{}",
+        s.management
+    );
+    let d = s.process.data_dir.to_str().unwrap().to_string();
+    // Through the data directory, the CLI trusts the certificate endpoints.json names.
+    let out = cli(dir.path(), &["--data-dir", &d, "api", "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // By URL, only with the CA given.
+    let by_url = |ca: Option<&Path>| {
+        let mut args = vec![
+            "--url".to_string(),
+            s.management.clone(),
+            "--token".into(),
+            s.token.clone(),
+        ];
+        if let Some(ca) = ca {
+            args.extend(["--ca-file".into(), ca.to_str().unwrap().to_string()]);
+        }
+        args.extend(["api".into(), "list".into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(dir.path(), &args)
+    };
+    let out = by_url(None);
+    assert!(
+        !out.status.success(),
+        "an unknown certificate is not trusted"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+        1
+    );
+    let first_ca = dir.path().join("first-ca.pem");
+    std::fs::copy(&cert, &first_ca).unwrap();
+    let out = by_url(Some(&first_ca));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP on the TLS port gets nothing useful.
+    let plain = reqwest::Client::new()
+        .get(s.management.replace("https://", "http://"))
+        .bearer_auth(&s.token)
+        .send()
+        .await;
+    assert!(plain.map_or(true, |r| !r.status().is_success()));
+
+    // A renewed certificate is served without a restart; the old CA no longer verifies it.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (cert, _) = write_pair(&certs, &["127.0.0.1", "renewed.example"]);
+    let second_ca = dir.path().join("second-ca.pem");
+    std::fs::copy(&cert, &second_ca).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if by_url(Some(&second_ca)).status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate is served within seconds"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!by_url(Some(&first_ca)).status.success());
+}

@@ -59,6 +59,8 @@ pub struct GatewayConfig {
     /// Threads serving client connections, each running its own single-threaded event loop
     /// (0: one per CPU). A connection stays on the thread it was given at accept.
     pub workers: usize,
+    /// Client connections served at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
 }
 
 impl Default for GatewayConfig {
@@ -75,6 +77,7 @@ impl Default for GatewayConfig {
             drain_timeout: Duration::from_secs(30),
             backend_ca: None,
             workers: 0,
+            max_connections: gatehouse_listen::Limits::GATEWAY.max_connections,
         }
     }
 }
@@ -154,27 +157,21 @@ pub struct Gateway {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// The gateway's TLS: the certificate from PEM files, reloaded when they change (checked every
+/// second until the gateway stops).
 fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
+    stop: watch::Receiver<bool>,
 ) -> Result<tokio_rustls::TlsAcceptor> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("cannot read the gateway certificate {}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("cannot read the gateway private key {}", key.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .context("the gateway certificate and key do not match")?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    let files = gatehouse_listen::tls::PemFiles {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+    };
+    let tls = gatehouse_listen::tls::Reloading::load(files, "gateway")?;
+    let acceptor = tls.acceptor(&[b"h2", b"http/1.1"])?;
+    tls.watch(Duration::from_secs(1), stop);
+    Ok(acceptor)
 }
 
 impl Gateway {
@@ -184,8 +181,9 @@ impl Gateway {
         listener: TcpListener,
         config: GatewayConfig,
     ) -> Result<Gateway> {
+        let (stop, stop_rx) = watch::channel(false);
         let acceptor = match &config.tls {
-            Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+            Some((cert, key)) => Some(tls_acceptor(cert, key, stop_rx.clone())?),
             None => None,
         };
         let s = store.clone();
@@ -224,7 +222,6 @@ impl Gateway {
         shared
             .jwks
             .ensure(&shared.table.load().policies.openid_urls);
-        let (stop, stop_rx) = watch::channel(false);
         let local_addr = listener.local_addr()?;
         let tasks = vec![
             tokio::spawn(accept_loop(
@@ -300,6 +297,7 @@ async fn accept_loop(
         tracing::error!("no gateway worker could start; the gateway does not serve");
         return;
     }
+    let slots = gatehouse_listen::ConnectionSlots::new(shared.config.max_connections);
     let mut next = 0usize;
     loop {
         let (stream, remote) = tokio::select! {
@@ -313,13 +311,18 @@ async fn accept_loop(
             },
             _ = stopped(&mut stop) => break,
         };
+        let Some(slot) = slots.try_take() else {
+            tracing::warn!(%remote, max = slots.max(), "gateway: connection refused, the gateway serves its maximum of connections");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         // Out of this runtime's reactor; the worker registers it with its own.
         let Ok(stream) = stream.into_std() else {
             continue;
         };
         next = (next + 1) % workers.len();
-        if let Err(lost) = workers[next].connections.send((stream, remote)) {
+        if let Err(lost) = workers[next].connections.send((stream, remote, slot)) {
             tracing::error!("gateway worker {next} has stopped");
             drop(lost);
         }
@@ -337,9 +340,12 @@ async fn accept_loop(
     }
 }
 
+/// An accepted connection, with the slot it takes until it ends.
+type Accepted = (std::net::TcpStream, SocketAddr, gatehouse_listen::Slot);
+
 /// A thread with a single-threaded runtime serving the connections it is handed.
 struct Worker {
-    connections: tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>,
+    connections: tokio::sync::mpsc::UnboundedSender<Accepted>,
     done: tokio::sync::oneshot::Receiver<()>,
 }
 
@@ -374,7 +380,7 @@ impl Worker {
 /// HTTP/1.x connections are served by [`h1_server`]; HTTP/2 ones (h2c by prior knowledge on
 /// a plain listener, `h2` by ALPN over TLS) by hyper.
 async fn serve_connections(
-    mut incoming: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<Accepted>,
     shared: Arc<Shared>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
 ) {
@@ -386,7 +392,7 @@ async fn serve_connections(
         .timer(TokioTimer::new())
         .max_header_list_size(shared.config.max_header_bytes as u32);
     let h2 = Arc::new(builder);
-    while let Some((stream, remote)) = incoming.recv().await {
+    while let Some((stream, remote, slot)) = incoming.recv().await {
         let Ok(mut stream) = tokio::net::TcpStream::from_std(stream) else {
             continue;
         };
@@ -395,6 +401,7 @@ async fn serve_connections(
         let stop = stop_rx.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             // From the connection's start: the sniff or the TLS handshake, then the first head.
             let deadline = tokio::time::Instant::now() + shared.config.header_read_timeout;
             match acceptor {

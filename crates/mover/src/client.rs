@@ -20,6 +20,15 @@ pub fn path_segment(id: &str) -> String {
     out
 }
 
+/// The certificate of a management API served over HTTPS, as `endpoints.json` names it.
+fn management_certificate(data_dir: &Path) -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string(data_dir.join("endpoints.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v.get("managementCertificate")
+        .and_then(Value::as_str)
+        .map(std::path::PathBuf::from)
+}
+
 #[derive(Clone)]
 pub struct Client {
     base: String,
@@ -39,17 +48,41 @@ pub struct ApiFailure {
 
 impl Client {
     pub fn new(base: &str, token: &str) -> Result<Client> {
+        Client::trusting(base, token, None)
+    }
+
+    /// A client that also trusts the certificates in `ca_file` (PEM): the CA of a management
+    /// API served over HTTPS with a certificate of its own, or that certificate itself.
+    pub fn trusting(base: &str, token: &str, ca_file: Option<&Path>) -> Result<Client> {
+        let mut http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(120));
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} is not a PEM certificate bundle", path.display()))?;
+            if certs.is_empty() {
+                bail!("{} holds no PEM certificate", path.display());
+            }
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
         Ok(Client {
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(120))
-                .build()?,
+            http: http.build()?,
         })
     }
 
-    /// Finds the instance: explicit URL and token first, else the data directory's files.
-    pub fn locate(url: Option<&str>, token: Option<&str>, data_dir: &Path) -> Result<Client> {
+    /// Finds the instance: explicit URL and token first, else the data directory's files. The
+    /// client trusts `ca_file`, else the certificate the data directory's `endpoints.json`
+    /// names for a management API over HTTPS.
+    pub fn locate(
+        url: Option<&str>,
+        token: Option<&str>,
+        data_dir: &Path,
+        ca_file: Option<&Path>,
+    ) -> Result<Client> {
         let from_dir_url = || -> Result<String> {
             let path = data_dir.join("endpoints.json");
             let text = std::fs::read_to_string(&path).with_context(|| {
@@ -75,6 +108,7 @@ impl Client {
             })?;
             Ok(t.trim().to_string())
         };
+        let from_dir = url.is_none();
         let url = match url {
             Some(u) => u.to_string(),
             None => from_dir_url()?,
@@ -83,7 +117,12 @@ impl Client {
             Some(t) => t.to_string(),
             None => from_dir_token()?,
         };
-        Client::new(&url, &token)
+        let certificate = match ca_file {
+            Some(f) => Some(f.to_path_buf()),
+            None if from_dir => management_certificate(data_dir),
+            None => None,
+        };
+        Client::trusting(&url, &token, certificate.as_deref())
     }
 
     /// The URL of a path below the service. A path with a `.` or `..` segment is refused here:

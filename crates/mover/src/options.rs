@@ -15,19 +15,29 @@ use std::time::Duration;
 pub enum Side {
     /// A running instance's data directory (its `endpoints.json` and `admin-token`).
     DataDir(PathBuf),
-    /// A management URL and a file holding its admin token.
-    Url { url: String, token_file: PathBuf },
+    /// A management URL and a file holding its admin token (and, for a management API over
+    /// HTTPS with a certificate of its own, the CA file to trust).
+    Url {
+        url: String,
+        token_file: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_file: Option<PathBuf>,
+    },
 }
 
 impl Side {
     pub fn client(&self) -> Result<Client> {
         match self {
-            Side::DataDir(d) => Client::locate(None, None, d),
-            Side::Url { url, token_file } => {
+            Side::DataDir(d) => Client::locate(None, None, d, None),
+            Side::Url {
+                url,
+                token_file,
+                ca_file,
+            } => {
                 let token = std::fs::read_to_string(token_file).with_context(|| {
                     format!("cannot read the token file {}", token_file.display())
                 })?;
-                Client::new(url, token.trim())
+                Client::trusting(url, token.trim(), ca_file.as_deref())
             }
         }
     }

@@ -7,7 +7,7 @@
 use anyhow::{Context, Result};
 use gatehouse_gateway::{Gateway, GatewayConfig};
 use gatehouse_management::{AppState, Bootstrap, Urls};
-use gatehouse_store::{Store, write_private_file};
+use gatehouse_store::{DataDirLock, Store, write_private_file};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -100,6 +100,9 @@ pub struct Instance {
     shutdown: watch::Sender<bool>,
     deleted: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    /// Held while the instance runs: no other process serves, backs up or restores its data
+    /// directory meanwhile.
+    _lock: DataDirLock,
 }
 
 /// The marker a deleted instance leaves in its data directory; `serve` refuses to start there.
@@ -152,6 +155,7 @@ impl Instance {
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        let lock = DataDirLock::acquire(&data_dir, "gatehouse serve")?;
         let marker = data_dir.join(DELETED_MARKER);
         if let Ok(text) = std::fs::read_to_string(&marker) {
             anyhow::bail!(
@@ -288,6 +292,7 @@ impl Instance {
             shutdown: tx,
             deleted,
             tasks,
+            _lock: lock,
         })
     }
 

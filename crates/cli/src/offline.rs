@@ -153,7 +153,7 @@ fn mode(target: &Target) -> Result<Mode> {
         .data_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("./gatehouse-data"));
-    if target.url.is_some() || running_pid(&dir).is_some() {
+    if target.url.is_some() || gatehouse_store::DataDirLock::holder(&dir).is_some() {
         return Ok(Mode::Online(Client::locate(
             target.url.as_deref(),
             target.token.as_deref(),
@@ -162,14 +162,6 @@ fn mode(target: &Target) -> Result<Mode> {
         )?));
     }
     Ok(Mode::Offline(dir))
-}
-
-/// Whether the instance of this data directory is running (its endpoints.json names a live pid).
-fn running_pid(dir: &Path) -> Option<u32> {
-    let text = std::fs::read_to_string(dir.join("endpoints.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let pid = v.get("pid")?.as_u64()? as u32;
-    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
 fn bar(label: &str) -> Option<ProgressBar> {
@@ -218,7 +210,9 @@ async fn run_online(
     result
 }
 
-fn open_store(dir: &Path) -> Result<Store> {
+/// The stopped instance's store, with its data directory locked for `purpose` so that no
+/// `serve` starts on it meanwhile.
+fn open_store(dir: &Path, purpose: &str) -> Result<(Store, gatehouse_store::DataDirLock)> {
     if !dir.join("gatehouse.db").exists() {
         bail!(
             "{} holds no instance: start it once with `gatehouse serve --data-dir {}` to create it (with its own name, region and tier)",
@@ -226,7 +220,10 @@ fn open_store(dir: &Path) -> Result<Store> {
             dir.display()
         );
     }
-    Store::open_dir(dir).with_context(|| format!("cannot open the store in {}", dir.display()))
+    let lock = gatehouse_store::DataDirLock::acquire(dir, purpose)?;
+    let store = Store::open_dir(dir)
+        .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    Ok((store, lock))
 }
 
 /// The manifest of a stored archive (plain copy) and its size.
@@ -308,7 +305,7 @@ pub async fn backup(target: &Target, args: &BackupArgs, json: bool) -> Result<()
         Mode::Offline(dir) => dir,
     };
     let key = load_key(args.key_file.as_deref())?;
-    let store = open_store(&dir)?;
+    let (store, _lock) = open_store(&dir, "gatehouse backup")?;
     let tmp = tempfile::Builder::new()
         .prefix(".gatehouse-backup-")
         .tempfile()
@@ -378,7 +375,7 @@ pub async fn restore(target: &Target, args: &RestoreArgs, json: bool) -> Result<
         Mode::Offline(dir) => dir,
     };
     let key = load_key(args.key_file.as_deref())?;
-    let store = open_store(&dir)?;
+    let (store, _lock) = open_store(&dir, "gatehouse restore")?;
     // A remote archive is downloaded first; nothing is restored before it is all verified.
     let downloaded;
     let from: PathBuf = match &at {

@@ -831,3 +831,44 @@ async fn management_api_over_tls() {
     }
     assert!(!by_url(Some(&first_ca)).status.success());
 }
+
+/// Issue 17, item 6: one process per data directory — a second `serve` fails naming the first
+/// one's PID, and the first keeps its endpoints.json.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_has_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Served::start(dir.path(), &[]);
+    let endpoints = std::fs::read_to_string(first.process.data_dir.join("endpoints.json")).unwrap();
+    let pid = first.process.child.id().to_string();
+    let out = std::process::Command::new(BIN)
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--management-listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&pid) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(first.process.data_dir.join("endpoints.json")).unwrap(),
+        endpoints,
+        "the first instance's endpoints.json is untouched"
+    );
+    first.alive();
+    let (status, _) = first.call("GET", "/", None).await;
+    assert_eq!(status, 200);
+    // Once the first has stopped, the directory is free again.
+    assert!(first.process.terminate().success());
+    let second = Served::start(dir.path(), &[]);
+    let (status, _) = second.call("GET", "/", None).await;
+    assert_eq!(status, 200);
+}

@@ -9,6 +9,7 @@
 //! - readers use their own connections inside a read transaction, so they see one consistent
 //!   revision while writers go on (WAL snapshot isolation).
 
+mod lock;
 mod seal;
 
 use gatehouse_model::props::secret_pointers;
@@ -18,6 +19,7 @@ use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub use lock::{DataDirLock, LOCK_FILE, LockError};
 pub use seal::{SealError, Sealer, remove_fields};
 
 #[derive(Debug, thiserror::Error)]

@@ -37,10 +37,10 @@ pub struct MoveArgs {
     #[arg(long)]
     pub backup_name: Option<String>,
     /// The archive key (a passphrase of 12+ characters or an age secret key); default: a new
-    /// random one, kept beside the move file.
+    /// random one, kept beside the move file. Never inside the storage folder.
     #[arg(long)]
     pub key_file: Option<PathBuf>,
-    /// The move file (default: gatehouse-move.json in a local --storage folder, else here).
+    /// The move file (default: gatehouse-move.json here, in the working directory).
     #[arg(long)]
     pub state: Option<PathBuf>,
     /// Continue the move recorded in the move file.
@@ -129,16 +129,54 @@ fn local_folder(storage: &str) -> Option<PathBuf> {
     (!storage.contains("://")).then(|| PathBuf::from(storage))
 }
 
+/// The move file: `--state`, else `gatehouse-move.json` in the working directory — never in
+/// the storage folder by default, because the move's generated key is kept beside it.
 fn state_path(args: &MoveArgs) -> Result<PathBuf> {
-    if let Some(s) = &args.state {
-        return Ok(std::path::absolute(s)?);
+    let path = args
+        .state
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("gatehouse-move.json"));
+    Ok(std::path::absolute(path)?)
+}
+
+/// Whether `path` is inside the local storage folder `storage` (after resolving links).
+fn inside_storage(path: &Path, storage: Option<&Path>) -> bool {
+    let Some(storage) = storage.and_then(|s| std::fs::canonicalize(s).ok()) else {
+        return false;
+    };
+    let resolved = std::fs::canonicalize(path).ok().or_else(|| {
+        let parent = std::fs::canonicalize(path.parent()?).ok()?;
+        Some(parent.join(path.file_name()?))
+    });
+    resolved.is_some_and(|p| p.starts_with(&storage))
+}
+
+/// The archive key's file: `--key-file`, else a new random key beside the move file. Neither
+/// may be inside the storage folder: whoever can read the archives must not find their key.
+fn key_file(args: &MoveArgs, state: &Path, storage: Option<&Path>) -> Result<PathBuf> {
+    if let Some(k) = &args.key_file {
+        if inside_storage(k, storage) {
+            bail!(
+                "the key file {} is inside the storage folder: whoever reads the archive there would find its key; keep it elsewhere",
+                k.display()
+            );
+        }
+        let text = std::fs::read_to_string(k)
+            .with_context(|| format!("cannot read the key file {}", k.display()))?;
+        gatehouse_backup::BackupKey::parse(text.trim())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", k.display()))?;
+        return Ok(std::path::absolute(k)?);
     }
-    let dir = args
-        .storage
-        .as_deref()
-        .and_then(local_folder)
-        .unwrap_or_else(|| PathBuf::from("."));
-    Ok(std::path::absolute(dir.join("gatehouse-move.json"))?)
+    if inside_storage(state, storage) {
+        bail!(
+            "the move file {} is inside the storage folder, and the move's key would be written beside it: give --state outside the storage folder (or --key-file)",
+            state.display()
+        );
+    }
+    if args.plan {
+        return Ok(state.with_extension("key"));
+    }
+    gatehouse_mover::new_key_file(state)
 }
 
 fn options(args: &MoveArgs, state: &Path, ca_file: Option<&Path>) -> Result<MoveOptions> {
@@ -162,17 +200,7 @@ fn options(args: &MoveArgs, state: &Path, ca_file: Option<&Path>) -> Result<Move
             time::OffsetDateTime::now_utc().unix_timestamp()
         )
     });
-    let key_file = match &args.key_file {
-        Some(k) => {
-            let text = std::fs::read_to_string(k)
-                .with_context(|| format!("cannot read the key file {}", k.display()))?;
-            gatehouse_backup::BackupKey::parse(text.trim())
-                .map_err(|e| anyhow::anyhow!("{}: {e}", k.display()))?;
-            std::path::absolute(k)?
-        }
-        None if args.plan => PathBuf::from("(a new random key beside the move file)"),
-        None => gatehouse_mover::new_key_file(state)?,
-    };
+    let key_file = key_file(args, state, local_folder(&storage).as_deref())?;
     let overlay = match &args.overlay {
         Some(p) => Some(Overlay::read(p)?),
         None => None,

@@ -872,3 +872,110 @@ async fn a_data_directory_has_one_process() {
     let (status, _) = second.call("GET", "/", None).await;
     assert_eq!(status, 200);
 }
+
+/// Issue 17, item 7: a move keeps its generated key with its move file, never beside the
+/// archive; a key file or a move file inside the storage folder is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moves_key_never_sits_beside_its_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = ServeProcess::spawn(
+        BIN,
+        dir.path(),
+        &[
+            "--data-dir",
+            "src",
+            "--management-listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let target = ServeProcess::spawn(
+        BIN,
+        dir.path(),
+        &[
+            "--data-dir",
+            "dst",
+            "--management-listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let archives = dir.path().join("archives");
+    std::fs::create_dir_all(&archives).unwrap();
+    let key_in_storage = archives.join("mine.key");
+    std::fs::write(&key_in_storage, "a long passphrase for this archive").unwrap();
+    let base = |extra: &[&str]| {
+        let mut args = vec![
+            "move",
+            "--source-data-dir",
+            "src",
+            "--target-data-dir",
+            "dst",
+            "--storage",
+            "archives",
+            "--quiet-seconds",
+            "0.5",
+            "--max-drain-seconds",
+            "5",
+        ];
+        args.extend_from_slice(extra);
+        cli(dir.path(), &args)
+    };
+    for (extra, says) in [
+        (
+            vec!["--key-file", key_in_storage.to_str().unwrap()],
+            "key file",
+        ),
+        (vec!["--state", "archives/m.json"], "move file"),
+    ] {
+        let out = base(&extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?}");
+        assert!(
+            stderr.contains(says) && stderr.contains("inside the storage folder"),
+            "{stderr}"
+        );
+        let listed: Vec<String> = std::fs::read_dir(&archives)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(
+            listed,
+            vec!["mine.key".to_string()],
+            "nothing was written: {listed:?}"
+        );
+    }
+    let out = base(&["--keep-source"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    let key = dir.path().join("gatehouse-move.key");
+    assert!(key.exists(), "the key is kept beside the move file");
+    assert!(
+        report.contains(&key.display().to_string()),
+        "the report says where: {report}"
+    );
+    for entry in std::fs::read_dir(&archives).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().to_string();
+        assert!(
+            name == "mine.key" || name.ends_with(".ghbak"),
+            "only archives in storage: {name}"
+        );
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    drop((source, target));
+}

@@ -375,7 +375,7 @@ impl Env {
     }
 
     fn state(&self) -> PathBuf {
-        self.cwd().join("archives/gatehouse-move.json")
+        self.cwd().join("gatehouse-move.json")
     }
 
     fn move_args(&self, same_name: bool, extra: &[&str]) -> Vec<String> {
@@ -389,6 +389,8 @@ impl Env {
             &cwd.join("eastus").display().to_string(),
             "--storage",
             &cwd.join("archives").display().to_string(),
+            "--state",
+            &self.state().display().to_string(),
             "--dns",
             &format!("rfc2136://{}", self.knot.addr),
             "--dns-zone",

@@ -45,6 +45,8 @@ pub struct Report {
     pub failed_requests: u64,
     pub downtime_ms: u64,
     pub target_gateway: String,
+    /// Where the archive's key is (never beside the archive).
+    pub key_file: String,
     pub carried: Vec<Carried>,
     pub manual_steps_left: Vec<String>,
 }
@@ -142,6 +144,7 @@ impl Report {
             failed_requests: failed_source + failed_target,
             downtime_ms: s.downtime_ms,
             target_gateway,
+            key_file: o.key_file.display().to_string(),
             carried,
             manual_steps_left,
         }
@@ -175,6 +178,11 @@ impl Report {
                 s.duration_ms as f64 / 1000.0
             );
         }
+        let _ = writeln!(
+            out,
+            "  the archive's key is in {} (kept apart from the archive: keep it, or delete it with the archive)",
+            self.key_file
+        );
         let _ = writeln!(out, "  what was carried or set instead of by hand:");
         for c in &self.carried {
             let _ = writeln!(

@@ -979,3 +979,71 @@ async fn a_moves_key_never_sits_beside_its_archive() {
     }
     drop((source, target));
 }
+
+/// Whether any file under `dir` contains `needle`.
+fn found_in_files(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            hits.extend(found_in_files(&path, needle));
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            hits.push(path.display().to_string());
+        }
+    }
+    hits
+}
+
+/// Issue 17, item 8: a named value that becomes secret leaves no plaintext behind — not in
+/// the journal the API shows, not in the database or its write log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_made_secret_leaves_no_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Served::start(dir.path(), &[]);
+    let old = "plain-old-value-4f1c9a";
+    s.put_ok(
+        "/namedValues/token",
+        json!({"properties": {"displayName": "token", "value": old, "secret": false}}),
+    )
+    .await;
+    // Other writes between, so the old value is in several pages and journal entries.
+    for i in 0..20 {
+        s.put_ok(
+            &format!("/namedValues/other{i}"),
+            json!({"properties": {"displayName": format!("other{i}"), "value": "x", "secret": false}}),
+        )
+        .await;
+    }
+    s.put_ok(
+        "/namedValues/token",
+        json!({"properties": {"displayName": "token", "value": old, "tags": ["changed"], "secret": false}}),
+    )
+    .await;
+    let data_dir = s.process.data_dir.clone();
+    assert!(
+        !found_in_files(&data_dir, old.as_bytes()).is_empty(),
+        "the test sees plaintext before"
+    );
+
+    s.put_ok(
+        "/namedValues/token",
+        json!({"properties": {"displayName": "token", "value": old, "secret": true}}),
+    )
+    .await;
+    let (_, journal) = s.call("GET", "/journal?since=0", None).await;
+    assert!(
+        !journal.to_string().contains(old),
+        "GET /journal shows no plaintext"
+    );
+    let (_, with_secrets) = s.call("POST", "/journal/listSecrets?since=0", None).await;
+    assert!(
+        with_secrets.to_string().contains(old),
+        "listSecrets still opens it"
+    );
+    let (_, value) = s.call("POST", "/namedValues/token/listValue", None).await;
+    assert_eq!(value["value"], old);
+    let hits = found_in_files(&data_dir, old.as_bytes());
+    assert!(hits.is_empty(), "plaintext left in {hits:?}");
+}

@@ -1014,14 +1014,25 @@ async fn journal(
     let mut items = Vec::with_capacity(entries.len());
     for e in entries {
         let value = match (Kind::from_name(&e.kind), e.value) {
+            // Entries written before a field became secret were sealed when it did: they are
+            // opened for listSecrets, and left out of the public journal, like the others.
             (Some(kind), Some(Value::Object(mut m))) if with_secrets => {
-                let pointers = gatehouse_model::props::secret_pointers(kind, &m);
+                let mut pointers = gatehouse_model::props::secret_pointers(kind, &m);
+                pointers.extend(gatehouse_model::props::possible_secret_pointers(kind));
+                pointers.sort_unstable();
+                pointers.dedup();
                 sealer
                     .open_fields(&mut m, &pointers)
                     .map_err(|err| ApiError::internal(err.to_string()))?;
                 Some(Value::Object(m))
             }
-            (Some(kind), Some(Value::Object(m))) => {
+            (Some(kind), Some(Value::Object(mut m))) => {
+                for p in gatehouse_model::props::possible_secret_pointers(kind) {
+                    let field = p.trim_start_matches('/');
+                    if m.get(field).is_some_and(gatehouse_store::Sealer::is_sealed) {
+                        m.remove(field);
+                    }
+                }
                 Some(Value::Object(public_properties(kind, &m)))
             }
             (_, v) => v,

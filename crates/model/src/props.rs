@@ -502,6 +502,15 @@ pub fn secret_pointers(kind: Kind, props: &Map<String, Value>) -> Vec<&'static s
     }
 }
 
+/// The fields of a kind that are secret in some of its resources (a named value's `/value`
+/// when `secret` is true): where an entry written before a field became secret may hold it.
+pub fn possible_secret_pointers(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::NamedValue => &["/value"],
+        _ => &[],
+    }
+}
+
 /// Fields stored for the server's own use and never rendered (besides secrets).
 pub fn hidden_fields(kind: Kind) -> &'static [&'static str] {
     match kind {

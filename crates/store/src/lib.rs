@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS journal (
     refs TEXT
 );
 CREATE INDEX IF NOT EXISTS journal_by_revision ON journal (revision);
+CREATE INDEX IF NOT EXISTS journal_by_path ON journal (path);
 CREATE TABLE IF NOT EXISTS usage (
     bucket INTEGER NOT NULL,
     api TEXT NOT NULL,
@@ -174,6 +175,9 @@ fn configure(conn: &Connection) -> Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
+    // What a write removes or replaces is overwritten, not left in free space: a value that
+    // became secret must not survive in plaintext in the file.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     Ok(())
 }
 
@@ -235,6 +239,7 @@ impl Store {
             next: current + 1,
             at: now_rfc3339(),
             changes: 0,
+            scrub: false,
         };
         let value = f(&mut w)?;
         let changed = w.changes > 0;
@@ -247,7 +252,21 @@ impl Store {
             )
             .map_err(StoreError::from)?;
         }
-        w.tx.commit().map_err(StoreError::from)?;
+        let scrub = {
+            let w = w; // ends here, and with it the transaction's borrow of the connection
+            let scrub = w.scrub;
+            w.tx.commit().map_err(StoreError::from)?;
+            scrub
+        };
+        if scrub {
+            // The write log still holds the pages as they were, plaintext included: copy the
+            // new pages into the database and empty the log.
+            // The change is committed either way: a checkpoint that cannot finish (readers
+            // kept busy past the timeout) is reported, and SQLite's own checkpoints follow.
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "the write log could not be emptied after a value became secret");
+            }
+        }
         if changed {
             // Still under the writer lock, so followers never see revisions go backwards.
             self.committed.send_replace(revision);
@@ -627,6 +646,8 @@ pub struct WriteTx<'a> {
     next: u64,
     at: String,
     changes: u64,
+    /// A value became secret in this transaction: empty the write log after the commit.
+    scrub: bool,
 }
 
 impl Queries for WriteTx<'_> {
@@ -724,6 +745,7 @@ impl WriteTx<'_> {
     ) -> Result<u64> {
         let key = path.as_string();
         let pointers = secret_pointers(path.kind, &properties);
+        self.seal_history_of(&key, path.kind, &pointers)?;
         self.sealer.seal_fields(&mut properties, &pointers);
         let text = serde_json::to_string(&properties).expect("properties serialise");
         self.tx.execute(
@@ -750,6 +772,48 @@ impl WriteTx<'_> {
         }
         self.journal_with_refs(&key, path.kind.name(), "put", Some(&text), references)?;
         Ok(self.next)
+    }
+
+    /// When a field of `path` becomes secret (a named value turned `secret: true`), the
+    /// journal entries written before still hold it in plaintext: they are sealed in this
+    /// same transaction, and the write log is emptied after it commits.
+    fn seal_history_of(&mut self, path: &str, kind: Kind, secret: &[&str]) -> Result<()> {
+        let maybe = gatehouse_model::props::possible_secret_pointers(kind);
+        if secret.is_empty() || maybe.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(i64, String)> = {
+            let mut stmt = self.tx.prepare_cached(
+                "SELECT seq, value FROM journal WHERE path = ?1 AND value IS NOT NULL",
+            )?;
+            stmt.query_map(params![path], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for (seq, text) in rows {
+            let Ok(Value::Object(mut props)) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            let plain: Vec<&str> = secret
+                .iter()
+                .copied()
+                .filter(|p| maybe.contains(p))
+                .filter(|p| {
+                    props
+                        .get(p.trim_start_matches('/'))
+                        .is_some_and(|v| !v.is_null() && !Sealer::is_sealed(v))
+                })
+                .collect();
+            if plain.is_empty() {
+                continue;
+            }
+            self.sealer.seal_fields(&mut props, &plain);
+            let sealed = serde_json::to_string(&props).expect("properties serialise");
+            self.tx
+                .prepare_cached("UPDATE journal SET value = ?1 WHERE seq = ?2")?
+                .execute(params![sealed, seq])?;
+            self.scrub = true;
+        }
+        Ok(())
     }
 
     /// Starts replacing the whole configuration (a restore): removes every resource,

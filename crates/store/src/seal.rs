@@ -56,6 +56,11 @@ impl Sealer {
         Value::String(format!("{PREFIX}{}", STANDARD.encode(out)))
     }
 
+    /// Whether a value is sealed (`sealed:v1:…`).
+    pub fn is_sealed(value: &Value) -> bool {
+        value.as_str().is_some_and(|s| s.starts_with(PREFIX))
+    }
+
     pub fn open(&self, value: &Value) -> Result<Value, SealError> {
         let Some(s) = value.as_str().and_then(|s| s.strip_prefix(PREFIX)) else {
             // Not sealed (written before the field became secret): pass through.

@@ -257,8 +257,13 @@ pub enum BackupAction {
     },
     /// List the archives in a folder with their manifests.
     List { url: String },
-    /// Print a new random backup key (an age X25519 key) for a key file.
-    NewKey,
+    /// Make a new random backup key (an age X25519 key): into a new file readable only by
+    /// you with --out, else on standard output.
+    NewKey {
+        /// The key file to create (mode 0600); an existing file is never overwritten.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -256,12 +256,41 @@ fn print_backup_line(m: &Manifest, bytes: u64, secs: f64, at: &ArchiveAt) {
     );
 }
 
+/// `backup new-key`: a new key into a new 0600 file, or on standard output.
+fn new_key(out: Option<&Path>) -> Result<()> {
+    let key = BackupKey::generate();
+    let Some(path) = out else {
+        if !std::io::stdout().is_terminal() {
+            eprintln!(
+                "note: a file made by redirecting this output is readable by others under the usual umask; `gatehouse backup new-key --out FILE` creates it readable only by you"
+            );
+        }
+        println!("{key}");
+        return Ok(());
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            anyhow!("{} exists: a key file is never overwritten", path.display())
+        }
+        _ => anyhow!("cannot create {}: {e}", path.display()),
+    })?;
+    std::io::Write::write_all(&mut file, format!("{key}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "wrote a new backup key to {} (readable only by you); keep it apart from the archives",
+        path.display()
+    );
+    Ok(())
+}
+
 pub async fn backup(target: &Target, args: &BackupArgs, json: bool) -> Result<()> {
     match &args.action {
-        Some(BackupAction::NewKey) => {
-            println!("{}", BackupKey::generate());
-            return Ok(());
-        }
+        Some(BackupAction::NewKey { out }) => return new_key(out.as_deref()),
         Some(BackupAction::Inspect { url, key_file }) => {
             return inspect(
                 &ArchiveAt::parse(url, args.access_key.as_deref())?,

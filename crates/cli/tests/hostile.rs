@@ -1047,3 +1047,50 @@ async fn a_value_made_secret_leaves_no_plaintext() {
     let hits = found_in_files(&data_dir, old.as_bytes());
     assert!(hits.is_empty(), "plaintext left in {hits:?}");
 }
+
+/// Issue 17, item 9: `backup new-key --out` makes a key file only its owner can read, and never
+/// overwrites one.
+#[test]
+fn new_backup_keys_are_private_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli(dir.path(), &["backup", "new-key", "--out", "backup.key"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.path().join("backup.key");
+    let key = std::fs::read_to_string(&path).unwrap();
+    assert!(key.starts_with("AGE-SECRET-KEY-"), "{key}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let again = cli(dir.path(), &["backup", "new-key", "--out", "backup.key"]);
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("never overwritten") && stderr.trim().lines().count() == 1,
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        key,
+        "the first key stays"
+    );
+    // The key works for a backup of a stopped instance.
+    drop(ServeProcess::spawn(BIN, dir.path(), PORT_ZERO, &[]));
+    let out = cli(
+        dir.path(),
+        &["backup", "--to", "archive.ghbk", "--key-file", "backup.key"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -266,6 +266,8 @@ pub fn backup_to_file(
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     pub allow_tier_change: bool,
+    /// Who restores, for the journal (`None`: the store's own `system`).
+    pub actor: Option<String>,
 }
 
 /// What a restore would change, per resource type: `(added, changed, removed)` ids.
@@ -577,7 +579,11 @@ pub fn restore_from_file(
     let plan = verify(store, path, key, opts, false)?;
     let manifest = plan.manifest.expect("verify returns the manifest");
     let total = manifest.entity_count;
-    let committed = store.write(|tx| -> Result<u64, BackupError> {
+    let actor = opts
+        .actor
+        .as_deref()
+        .unwrap_or(gatehouse_store::SYSTEM_ACTOR);
+    let committed = store.write_as(actor, |tx| -> Result<u64, BackupError> {
         let target = tx.service()?.ok_or(StoreError::NoService)?;
         let merge = manifest.include.is_some();
         if !merge {

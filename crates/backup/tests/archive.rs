@@ -369,6 +369,7 @@ fn expiry_tiers_and_dry_runs() {
         &k,
         &RestoreOptions {
             allow_tier_change: true,
+            actor: None,
         },
         &mut no_progress(),
     )

@@ -110,6 +110,9 @@ pub enum Command {
     /// Move the instance to another region, machine or cloud: back up, restore into the
     /// target, replay later changes, verify, switch DNS, drain and delete the source.
     Move(Box<moving::MoveArgs>),
+    /// Scoped access tokens of the management API (the admin token manages them).
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// The change journal after a revision.
     Journal {
         #[arg(long, default_value_t = 0)]
@@ -282,6 +285,27 @@ pub struct RestoreArgs {
     /// The object storage key; default GATEHOUSE_STORAGE_KEY.
     #[arg(long)]
     pub access_key: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create a token; its value is printed this once.
+    Create {
+        /// reader (GET only, no secrets), contributor (changes resources) or operator
+        /// (backup, restore, freeze, move).
+        #[arg(long)]
+        role: String,
+        /// When it stops working: a duration (30d, 12h, 90m) or an RFC 3339 time.
+        #[arg(long)]
+        expires: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    List,
+    /// Revoke a token by its id: it stops working at once.
+    Revoke {
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -1047,6 +1071,7 @@ async fn execute(cli: Cli) -> Result<()> {
             )
             .await?
         }
+        Command::Token(cmd) => token(&client, cmd, j).await?,
         Command::Journal { since } => {
             let items = client.list_all(&format!("/journal?since={since}")).await?;
             if j {
@@ -1066,6 +1091,91 @@ async fn execute(cli: Cli) -> Result<()> {
                 println!("{t}");
                 println!("{} entries", items.len());
             }
+        }
+    }
+    Ok(())
+}
+
+/// An expiry as an RFC 3339 time: given as one, or as a duration from now (`30d`, `12h`,
+/// `90m`, `600s`).
+fn expiry(text: &str) -> Result<String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(t.format(&Rfc3339)?);
+    }
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: i64 = number
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| anyhow!("--expires must be a duration such as 30d, 12h or 90m, or an RFC 3339 time; '{text}' is neither"))?;
+    let span = match unit {
+        "d" => time::Duration::days(n),
+        "h" => time::Duration::hours(n),
+        "m" => time::Duration::minutes(n),
+        "s" => time::Duration::seconds(n),
+        _ => anyhow::bail!("--expires must end in d, h, m or s (or be an RFC 3339 time): '{text}'"),
+    };
+    Ok((time::OffsetDateTime::now_utc() + span).format(&Rfc3339)?)
+}
+
+async fn token(client: &Client, cmd: TokenCmd, json_out: bool) -> Result<()> {
+    match cmd {
+        TokenCmd::Create {
+            role,
+            expires,
+            description,
+        } => {
+            let mut body = json!({"role": role, "description": description});
+            if let Some(e) = expires {
+                body["expires"] = json!(expiry(&e)?);
+            }
+            let t = client
+                .send(reqwest::Method::POST, "/tokens", Some(&body))
+                .await?;
+            if json_out {
+                print_json(&t);
+            } else {
+                println!(
+                    "token {} ({}, expires {}):",
+                    t["id"].as_str().unwrap_or(""),
+                    t["role"].as_str().unwrap_or(""),
+                    t["expires"].as_str().unwrap_or("never")
+                );
+                println!("{}", t["value"].as_str().unwrap_or(""));
+                eprintln!("the value is shown only now: keep it safe");
+            }
+        }
+        TokenCmd::List => {
+            let list = client.get("/tokens").await?;
+            if json_out {
+                print_json(&list);
+                return Ok(());
+            }
+            let mut t = Table::new();
+            t.load_preset(UTF8_BORDERS_ONLY);
+            t.set_header(vec!["ID", "ROLE", "CREATED", "EXPIRES", "DESCRIPTION"]);
+            for item in list["value"].as_array().into_iter().flatten() {
+                let cell = |k: &str| item[k].as_str().unwrap_or("").to_string();
+                t.add_row(vec![
+                    cell("id"),
+                    cell("role"),
+                    cell("created"),
+                    cell("expires"),
+                    cell("description"),
+                ]);
+            }
+            println!("{t}");
+        }
+        TokenCmd::Revoke { id } => {
+            client
+                .send(
+                    reqwest::Method::DELETE,
+                    &format!("/tokens/{}", seg(&id)),
+                    None,
+                )
+                .await?;
+            println!("revoked token '{id}'");
         }
     }
     Ok(())

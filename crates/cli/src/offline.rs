@@ -423,6 +423,7 @@ pub async fn restore(target: &Target, args: &RestoreArgs, json: bool) -> Result<
     };
     let opts = RestoreOptions {
         allow_tier_change: args.allow_tier_change,
+        actor: None,
     };
     if args.dry_run {
         let plan = gatehouse_backup::verify(&store, &from, &key, &opts, true)

@@ -1094,3 +1094,190 @@ fn new_backup_keys_are_private_files() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 17, item 10 (scoped tokens): reader, contributor and operator tokens, created, listed
+/// and revoked by the admin through the CLI, stored hashed; each change journaled with the id
+/// of the token that made it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_tokens_can_only_do_their_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Served::start(dir.path(), &[]);
+    let d = s.process.data_dir.to_str().unwrap().to_string();
+    let create = |role: &str, extra: &[&str]| -> (String, String) {
+        let mut args = vec![
+            "--data-dir",
+            d.as_str(),
+            "--json",
+            "token",
+            "create",
+            "--role",
+            role,
+        ];
+        args.extend_from_slice(extra);
+        let out = cli(dir.path(), &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            v["id"].as_str().unwrap().into(),
+            v["value"].as_str().unwrap().into(),
+        )
+    };
+    let (reader_id, reader) = create("reader", &["--description", "dashboards"]);
+    let (contributor_id, contributor) = create("contributor", &[]);
+    let (operator_id, operator) = create("operator", &["--expires", "30d"]);
+    let (_, short_lived) = create("reader", &["--expires", "2s"]);
+    let as_token = |token: &str, method: &str, path: &str, body: Option<Value>| {
+        let mut req = s
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", s.management))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let api = json!({"properties": {"displayName": "A", "path": "a"}});
+    // Reader: reads, nothing else.
+    assert_eq!(as_token(&reader, "GET", "/apis", None).await.0, 200);
+    let (status, e) = as_token(&reader, "PUT", "/apis/a", Some(api.clone())).await;
+    assert_eq!(status, 403, "{e}");
+    assert_eq!(e["error"]["code"], "AuthorizationFailed");
+    assert!(e["error"]["message"].as_str().unwrap().contains(&reader_id));
+    assert_eq!(
+        as_token(&reader, "POST", "/subscriptions/master/listSecrets", None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        as_token(&reader, "POST", "/journal/listSecrets?since=0", None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(as_token(&reader, "GET", "/tokens", None).await.0, 403);
+    // Contributor: changes resources, not backups, moves or tokens.
+    assert_eq!(
+        as_token(&contributor, "PUT", "/apis/a", Some(api.clone()))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        as_token(
+            &contributor,
+            "POST",
+            "/subscriptions/master/listSecrets",
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        as_token(&contributor, "POST", "/freeze", Some(json!({"seconds": 5})))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        as_token(
+            &contributor,
+            "POST",
+            "/tokens",
+            Some(json!({"role": "reader"}))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        as_token(&contributor, "DELETE", "/?confirm=gatehouse", None)
+            .await
+            .0,
+        403
+    );
+    // Operator: freezes and backs up, changes no resource.
+    assert_eq!(
+        as_token(&operator, "PUT", "/apis/b", Some(api.clone()))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        as_token(
+            &operator,
+            "POST",
+            "/freeze",
+            Some(json!({"seconds": 5, "reason": "test"}))
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(as_token(&operator, "DELETE", "/freeze", None).await.0, 200);
+    let archives = dir.path().join("archives");
+    std::fs::create_dir_all(&archives).unwrap();
+    let backup = json!({"storageAccount": format!("file://{}", archives.display()), "containerName": "c", "backupName": "b.ghbk", "encryptionKey": "a long passphrase for this archive"});
+    assert_eq!(
+        as_token(&operator, "POST", "/backup", Some(backup)).await.0,
+        202
+    );
+
+    // The journal names the token that made each change, never a token's value.
+    let (_, journal) = s.call("GET", "/journal?since=0", None).await;
+    let entry = journal["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resourceId"] == "/apis/a")
+        .expect("the API's entry");
+    assert_eq!(entry["actor"], json!(contributor_id));
+    let text = journal.to_string();
+    for value in [&reader, &contributor, &operator] {
+        assert!(!text.contains(value.as_str()));
+    }
+    // Listed without values; stored hashed.
+    let out = cli(dir.path(), &["--data-dir", &d, "token", "list"]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains(&reader_id)
+            && listed.contains(&operator_id)
+            && listed.contains("dashboards"),
+        "{listed}"
+    );
+    assert!(!listed.contains("ght_"), "{listed}");
+    for value in [&reader, &contributor, &operator] {
+        let secret = value.rsplit('_').next().unwrap();
+        assert!(found_in_files(&s.process.data_dir, secret.as_bytes()).is_empty());
+    }
+    // Expired and revoked tokens stop working.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let (status, e) = as_token(&short_lived, "GET", "/apis", None).await;
+    assert_eq!(status, 401, "{e}");
+    let out = cli(
+        dir.path(),
+        &["--data-dir", &d, "token", "revoke", &reader_id],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(as_token(&reader, "GET", "/apis", None).await.0, 401);
+    // A bad role is refused with one line.
+    let out = cli(
+        dir.path(),
+        &["--data-dir", &d, "token", "create", "--role", "owner"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reader, contributor or operator"));
+}

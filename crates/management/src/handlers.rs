@@ -36,39 +36,6 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "AuthenticationFailed",
-            "Authentication failed. The 'Authorization' header is missing.",
-        ));
-    };
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    match token {
-        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => Ok(()),
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "InvalidAuthenticationToken",
-            "The access token is invalid.",
-        )),
-    }
-}
-
 fn parse_query(uri: &axum::http::Uri) -> Result<Query, ApiError> {
     let q = uri.query().unwrap_or("");
     let mut out = HashMap::new();
@@ -175,8 +142,9 @@ fn properties_of(body: &Map<String, Value>) -> Result<Map<String, Value>, ApiErr
     }
 }
 
-fn write_options(headers: &HeaderMap, query: &Query) -> WriteOptions {
+fn write_options(headers: &HeaderMap, query: &Query, actor: &str) -> WriteOptions {
     WriteOptions {
+        actor: actor.to_string(),
         if_match: headers
             .get(header::IF_MATCH)
             .and_then(|v| v.to_str().ok())
@@ -197,13 +165,21 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Respo
 
 async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    authorize(&state, &parts.headers)?;
+    let caller = crate::access::authenticate(&state, &parts.headers)?;
     gatehouse_model::check_no_dot_segments(parts.uri.path())?;
     let query = parse_query(&parts.uri)?;
     let raw_path = parts.uri.path().to_string();
     let path = strip_arm_prefix(&raw_path).to_string();
     let method = parts.method.clone();
+    crate::access::authorize(&caller, &method, &path)?;
     let body = read_body(body).await?;
+    if let Some(rest) = path
+        .strip_prefix("/tokens")
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    {
+        return tokens(&state, &method, rest, &body).await;
+    }
+    let actor = caller.id;
 
     if path.trim_end_matches('/').eq_ignore_ascii_case("/freeze") {
         return match method {
@@ -237,7 +213,7 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         .eq_ignore_ascii_case("/adoptIdentity")
     {
         return match method {
-            Method::POST => crate::moving::adopt_identity(&state, &body).await,
+            Method::POST => crate::moving::adopt_identity(&state, &body, &actor).await,
             _ => Err(method_not_allowed()),
         };
     }
@@ -257,7 +233,7 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
             if method != Method::POST {
                 return Err(method_not_allowed());
             }
-            let id = crate::operations::start(&state, kind, &body).await?;
+            let id = crate::operations::start(&state, kind, &body, &actor).await?;
             let base = state.urls.read().expect("urls lock").management.clone();
             let raw_trimmed = raw_path.trim_end_matches('/');
             let prefix = &raw_trimmed[..raw_trimmed.len() - name.len()];
@@ -331,7 +307,7 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
             return Err(method_not_allowed());
         }
         return if trimmed.to_ascii_lowercase().ends_with("apply") {
-            journal_apply(&state, &body).await
+            journal_apply(&state, &body, &actor).await
         } else {
             journal(&state, &raw_path, &query, true).await
         };
@@ -349,7 +325,7 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         }
         (Method::PATCH, Target::Service) => {
             let b = parse_json_body(&body)?;
-            blocking(&state.store, move |s| service::patch_service(s, &b)).await?;
+            blocking(&state.store, move |s| service::patch_service(s, &b, &actor)).await?;
             get_service(&state).await
         }
         (Method::GET, Target::Collection { kind, parent }) => {
@@ -364,7 +340,7 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
                 p,
                 b,
                 Mode::Put,
-                write_options(&parts.headers, &query),
+                write_options(&parts.headers, &query, &actor),
             )
             .await
         }
@@ -375,15 +351,68 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
                 p,
                 b,
                 Mode::Patch,
-                write_options(&parts.headers, &query),
+                write_options(&parts.headers, &query, &actor),
             )
             .await
         }
         (Method::DELETE, Target::Resource(p)) => {
-            delete(&state, p, write_options(&parts.headers, &query)).await
+            delete(&state, p, write_options(&parts.headers, &query, &actor)).await
         }
         (m, Target::Action { path, action }) => {
-            action_handler(&state, m, path, &action, &raw_path, &query).await
+            action_handler(&state, m, path, &action, &raw_path, &query, &actor).await
+        }
+        _ => Err(method_not_allowed()),
+    }
+}
+
+/// `/tokens`: the admin lists (`GET`), creates (`POST`, the value shown this once) and revokes
+/// (`DELETE /tokens/{id}`) scoped tokens (see [`crate::access`]).
+async fn tokens(
+    state: &Arc<AppState>,
+    method: &Method,
+    rest: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    use crate::access;
+    let id = rest.trim_matches('/').to_string();
+    let not_found = |id: &str| ApiError::not_found(&format!("Token '{id}'"));
+    match (method, id.is_empty()) {
+        (&Method::GET, true) => {
+            let all = blocking(&state.store, |s| Ok(s.tokens()?)).await?;
+            let value: Vec<Value> = all.iter().map(access::render).collect();
+            Ok(json_response(
+                StatusCode::OK,
+                json!({"value": value, "count": value.len()}),
+            ))
+        }
+        (&Method::POST, true) => {
+            let (role, expires, description) = access::token_request(&parse_json_body(body)?)?;
+            let (record, value) = access::issue(role, expires, description);
+            let stored = record.clone();
+            blocking(&state.store, move |s| Ok(s.add_token(&stored)?)).await?;
+            let mut out = access::render(&record);
+            out["value"] = json!(value);
+            Ok(json_response(StatusCode::CREATED, out))
+        }
+        (&Method::GET, false) => {
+            let found = blocking(&state.store, {
+                let id = id.clone();
+                move |s| Ok(s.token(&id)?)
+            })
+            .await?;
+            let t = found.ok_or_else(|| not_found(&id))?;
+            Ok(json_response(StatusCode::OK, access::render(&t)))
+        }
+        (&Method::DELETE, false) => {
+            let removed = blocking(&state.store, {
+                let id = id.clone();
+                move |s| Ok(s.remove_token(&id)?)
+            })
+            .await?;
+            if !removed {
+                return Err(not_found(&id));
+            }
+            Ok(StatusCode::NO_CONTENT.into_response())
         }
         _ => Err(method_not_allowed()),
     }
@@ -766,49 +795,52 @@ async fn put(
         && path.id().contains(";rev=")
         && props.get("isCurrent") == Some(&json!(true));
     let committed = blocking(&state.store, move |s| {
-        s.write(|tx| -> Result<(rules::Written, ResourcePath), ApiError> {
-            let path = canonicalize(tx, path)?;
-            let mut written = rules::put_resource(tx, &path, props, mode, &opts)?;
-            if let Some(api) = import {
-                // A re-import replaces the operations.
-                for op in tx.children(Kind::Operation, &path.as_string())? {
-                    let p = ResourcePath::parse_stored(&op.path)?;
-                    rules::delete_resource(tx, &p, &WriteOptions::default())?;
-                }
-                for (id, op_props) in api.operations {
-                    let mut parts = path.parts.clone();
-                    parts.push(("operations", id));
-                    let op_path = ResourcePath::new(Kind::Operation, parts);
-                    rules::put_resource(
-                        tx,
-                        &op_path,
-                        op_props,
-                        Mode::Put,
-                        &WriteOptions::default(),
-                    )
-                    .map_err(|e| {
-                        ApiError::invalid(
-                            "value",
-                            format!("operation '{}': {}", op_path.id(), e.message),
+        s.write_as(
+            &opts.actor.clone(),
+            |tx| -> Result<(rules::Written, ResourcePath), ApiError> {
+                let path = canonicalize(tx, path)?;
+                let mut written = rules::put_resource(tx, &path, props, mode, &opts)?;
+                if let Some(api) = import {
+                    // A re-import replaces the operations.
+                    for op in tx.children(Kind::Operation, &path.as_string())? {
+                        let p = ResourcePath::parse_stored(&op.path)?;
+                        rules::delete_resource(tx, &p, &WriteOptions::default())?;
+                    }
+                    for (id, op_props) in api.operations {
+                        let mut parts = path.parts.clone();
+                        parts.push(("operations", id));
+                        let op_path = ResourcePath::new(Kind::Operation, parts);
+                        rules::put_resource(
+                            tx,
+                            &op_path,
+                            op_props,
+                            Mode::Put,
+                            &WriteOptions::default(),
                         )
-                    })?;
+                        .map_err(|e| {
+                            ApiError::invalid(
+                                "value",
+                                format!("operation '{}': {}", op_path.id(), e.message),
+                            )
+                        })?;
+                    }
                 }
-            }
-            let mut final_path = path.clone();
-            if make_current {
-                rules::make_current(tx, &path)?;
-                final_path = ResourcePath::top(
-                    Kind::Api,
-                    gatehouse_model::id::split_revision(path.id())
-                        .expect("validated")
-                        .0,
-                );
-                written.resource = tx
-                    .get(&final_path.as_string())?
-                    .expect("current revision exists");
-            }
-            Ok((written, final_path))
-        })
+                let mut final_path = path.clone();
+                if make_current {
+                    rules::make_current(tx, &path)?;
+                    final_path = ResourcePath::top(
+                        Kind::Api,
+                        gatehouse_model::id::split_revision(path.id())
+                            .expect("validated")
+                            .0,
+                    );
+                    written.resource = tx
+                        .get(&final_path.as_string())?
+                        .expect("current revision exists");
+                }
+                Ok((written, final_path))
+            },
+        )
     })
     .await?;
     let (written, _) = committed.value;
@@ -836,7 +868,7 @@ async fn delete(
     opts: WriteOptions,
 ) -> Result<Response, ApiError> {
     let committed = blocking(&state.store, move |s| {
-        s.write(|tx| -> Result<bool, ApiError> {
+        s.write_as(&opts.actor.clone(), |tx| -> Result<bool, ApiError> {
             let path = canonicalize(tx, path)?;
             rules::delete_resource(tx, &path, &opts)
         })
@@ -862,8 +894,10 @@ async fn action_handler(
     action: &str,
     raw_path: &str,
     query: &Query,
+    actor: &str,
 ) -> Result<Response, ApiError> {
     let action_l = action.to_ascii_lowercase();
+    let actor = actor.to_string();
     match (method, path.kind, action_l.as_str()) {
         (Method::POST, Kind::Subscription, "listsecrets") => {
             let keys = blocking(&state.store, move |s| {
@@ -886,7 +920,7 @@ async fn action_handler(
                 "secondaryKey"
             };
             let committed = blocking(&state.store, move |s| {
-                s.write(|tx| -> Result<(), ApiError> {
+                s.write_as(&actor, |tx| -> Result<(), ApiError> {
                     let res = tx.get(&path.as_string())?;
                     let res = require(&res, Kind::Subscription)?.clone();
                     let mut props = res.properties.clone();
@@ -1045,6 +1079,7 @@ async fn journal(
             "resourceType": e.kind,
             "operation": e.op,
             "value": value,
+            "actor": e.actor,
         });
         if with_secrets {
             item["references"] = json!(e.refs);
@@ -1061,7 +1096,11 @@ async fn journal(
 /// `POST /journal/apply` with `{"value": [entries from /journal/listSecrets]}`: replays another
 /// instance's changes in one transaction (a move's catch-up). Idempotent: replaying an entry
 /// twice leaves the same state.
-async fn journal_apply(state: &Arc<AppState>, body: &[u8]) -> Result<Response, ApiError> {
+async fn journal_apply(
+    state: &Arc<AppState>,
+    body: &[u8],
+    actor: &str,
+) -> Result<Response, ApiError> {
     let b = parse_json_body(body)?;
     let list = b.get("value").and_then(Value::as_array).ok_or_else(|| {
         ApiError::invalid(
@@ -1092,11 +1131,13 @@ async fn journal_apply(state: &Arc<AppState>, body: &[u8]) -> Result<Response, A
             op,
             value: e.get("value").cloned().filter(|v| !v.is_null()),
             refs: crate::rules::string_list(e.get("references")),
+            actor: None,
         });
     }
     let count = entries.len();
+    let actor = actor.to_string();
     let committed = blocking(&state.store, move |s| {
-        s.write(|tx| -> Result<(), ApiError> {
+        s.write_as(&actor, |tx| -> Result<(), ApiError> {
             for e in &entries {
                 tx.apply_entry(e).map_err(|err| {
                     ApiError::bad_request(format!("cannot replay {}: {err}", e.path))

@@ -4,6 +4,7 @@
 //! the `listSecrets`/`listValue` actions; every error leaves as the ARM envelope (`error`).
 //! This crate knows nothing of the gateway's internals.
 
+pub mod access;
 pub mod certs;
 pub mod error;
 pub mod freeze;

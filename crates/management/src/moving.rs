@@ -154,7 +154,12 @@ pub fn drain(state: &AppState, method: &Method, body: &[u8]) -> Result<Response,
 
 /// `POST /adoptIdentity {"name", "hostnameConfigurations"}`: the target of a same-name move
 /// takes the source's service name and host names (APIM's option 2, without deleting first).
-pub async fn adopt_identity(state: &Arc<AppState>, body: &[u8]) -> Result<Response, ApiError> {
+pub async fn adopt_identity(
+    state: &Arc<AppState>,
+    body: &[u8],
+    actor: &str,
+) -> Result<Response, ApiError> {
+    let actor = actor.to_string();
     let b = parse_json_body(body)?;
     let name = b
         .get("name")
@@ -167,7 +172,7 @@ pub async fn adopt_identity(state: &Arc<AppState>, body: &[u8]) -> Result<Respon
         Some(v) => Some(service::parse_hostnames(v).map_err(|e| ApiError::validation(vec![e]))?),
     };
     blocking(&state.store, move |s| {
-        s.write(|tx| -> Result<(), ApiError> {
+        s.write_as(&actor, |tx| -> Result<(), ApiError> {
             let mut settings = tx
                 .service()?
                 .ok_or(gatehouse_store::StoreError::NoService)?;

@@ -107,6 +107,9 @@ pub struct BackupRestoreParameters {
     /// what they need; restoring such an archive merges it into the target.
     #[serde(default)]
     pub include: Option<Vec<String>>,
+    /// Who asked (for the journal of a restore): set by the server, never read from the body.
+    #[serde(skip)]
+    pub actor: String,
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -229,8 +232,10 @@ pub async fn start(
     state: &Arc<AppState>,
     kind: &'static str,
     body: &[u8],
+    actor: &str,
 ) -> Result<String, ApiError> {
-    let params = parse_params(body)?;
+    let mut params = parse_params(body)?;
+    params.actor = actor.to_string();
     let location = location(&state.operations, &params)?;
     let key = key_of(&state.operations, &params)?;
     let expires = params.expires_after.as_ref().map(parse_days).transpose()?;
@@ -353,6 +358,7 @@ async fn run(
     }
     let opts = RestoreOptions {
         allow_tier_change: params.allow_tier_change,
+        actor: Some(params.actor.clone()),
     };
     let dry_run = params.dry_run;
     let result = tokio::task::spawn_blocking(move || {

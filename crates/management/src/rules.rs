@@ -60,6 +60,8 @@ pub enum Mode {
 /// Options from the query string that change what a write or delete does.
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
+    /// Who makes the change, for the journal (`admin` or a token's id).
+    pub actor: String,
     pub if_match: Option<String>,
     pub delete_subscriptions: bool,
 }

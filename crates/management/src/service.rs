@@ -161,7 +161,11 @@ pub fn render_service(
 }
 
 /// `PATCH /`: publisher settings and the sku; the name and region belong to the instance.
-pub fn patch_service(store: &Store, body: &Map<String, Value>) -> Result<(), ApiError> {
+pub fn patch_service(
+    store: &Store,
+    body: &Map<String, Value>,
+    actor: &str,
+) -> Result<(), ApiError> {
     let mut errors = Vec::new();
     for key in body.keys() {
         match key.as_str() {
@@ -231,7 +235,7 @@ pub fn patch_service(store: &Store, body: &Map<String, Value>) -> Result<(), Api
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    store.write(|tx| -> Result<(), ApiError> {
+    store.write_as(actor, |tx| -> Result<(), ApiError> {
         let mut s = tx.service()?.ok_or(StoreError::NoService)?;
         let before = s.clone();
         if let Some(v) = props.get("publisherEmail").and_then(Value::as_str) {

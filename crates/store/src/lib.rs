@@ -11,6 +11,7 @@
 
 mod lock;
 mod seal;
+mod tokens;
 
 use gatehouse_model::props::secret_pointers;
 use gatehouse_model::{Kind, ResourcePath, ServiceSettings, Snapshot, StoredResource};
@@ -21,6 +22,7 @@ use std::sync::Mutex;
 
 pub use lock::{DataDirLock, LOCK_FILE, LockError};
 pub use seal::{SealError, Sealer, remove_fields};
+pub use tokens::TokenRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -114,7 +116,13 @@ pub struct JournalEntry {
     pub value: Option<Value>,
     /// The paths the new value references (so the entry can be replayed exactly).
     pub refs: Vec<String>,
+    /// Who made the change: `admin`, a token's id, or `system` (start-up, restores run by
+    /// the store's own tools); `None` for entries written before this was recorded.
+    pub actor: Option<String>,
 }
+
+/// The journal's actor for changes no caller made (bootstrap, offline tools).
+pub const SYSTEM_ACTOR: &str = "system";
 
 /// Usage counters of one 15-minute bucket for one (API, operation, product, subscription).
 /// Usage is operational data, not configuration: writing it does not bump the revision.
@@ -204,6 +212,14 @@ impl Store {
         if !has_refs {
             conn.execute_batch("ALTER TABLE journal ADD COLUMN refs TEXT")?;
         }
+        // Stores created before journal entries named who made them get the column.
+        let has_actor: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('journal') WHERE name = 'actor'")?
+            .exists([])?;
+        if !has_actor {
+            conn.execute_batch("ALTER TABLE journal ADD COLUMN actor TEXT")?;
+        }
+        conn.execute_batch(tokens::SCHEMA)?;
         let revision = current_revision(&conn)?;
         Ok(Store {
             writer: Mutex::new(conn),
@@ -228,6 +244,16 @@ impl Store {
         &self,
         f: impl FnOnce(&mut WriteTx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<Committed<T>, E> {
+        self.write_as(SYSTEM_ACTOR, f)
+    }
+
+    /// [`Store::write`] on behalf of `actor` (a token's id, never its value), which every
+    /// journal entry of the transaction records.
+    pub fn write_as<T, E: From<StoreError>>(
+        &self,
+        actor: &str,
+        f: impl FnOnce(&mut WriteTx<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<Committed<T>, E> {
         let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -240,6 +266,7 @@ impl Store {
             at: now_rfc3339(),
             changes: 0,
             scrub: false,
+            actor,
         };
         let value = f(&mut w)?;
         let changed = w.changes > 0;
@@ -302,6 +329,13 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
             .push(conn);
         result
+    }
+
+    fn give_back(&self, conn: Connection) {
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
     }
 
     fn take_reader(&self) -> Result<Connection> {
@@ -648,6 +682,8 @@ pub struct WriteTx<'a> {
     changes: u64,
     /// A value became secret in this transaction: empty the write log after the commit.
     scrub: bool,
+    /// Who makes the change, as the journal records it.
+    actor: &'a str,
 }
 
 impl Queries for WriteTx<'_> {
@@ -720,8 +756,8 @@ impl WriteTx<'_> {
     ) -> Result<()> {
         let refs = (!refs.is_empty()).then(|| serde_json::to_string(refs).expect("refs serialise"));
         self.tx
-            .prepare_cached("INSERT INTO journal (revision, at, path, kind, op, value, refs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
-            .execute(params![self.next as i64, self.at, path, kind, op, value, refs])?;
+            .prepare_cached("INSERT INTO journal (revision, at, path, kind, op, value, refs, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
+            .execute(params![self.next as i64, self.at, path, kind, op, value, refs, self.actor])?;
         self.changes += 1;
         Ok(())
     }
@@ -1149,7 +1185,7 @@ impl ReadTx<'_> {
             |r| r.get(0),
         )?;
         let mut stmt = self.tx.prepare_cached(
-            "SELECT seq, revision, at, path, kind, op, value, refs FROM journal
+            "SELECT seq, revision, at, path, kind, op, value, refs, actor FROM journal
              WHERE revision > ?1 ORDER BY seq LIMIT ?2 OFFSET ?3",
         )?;
         let rows = stmt.query_map(params![since as i64, top as i64, skip as i64], |r| {
@@ -1162,11 +1198,12 @@ impl ReadTx<'_> {
                 r.get::<_, String>(5)?,
                 r.get::<_, Option<String>>(6)?,
                 r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<String>>(8)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, revision, at, path, kind, op, value, refs) = row?;
+            let (seq, revision, at, path, kind, op, value, refs, actor) = row?;
             let corrupt =
                 |e: serde_json::Error| StoreError::Corrupt(format!("journal entry {seq}: {e}"));
             let value = value
@@ -1187,6 +1224,7 @@ impl ReadTx<'_> {
                 op,
                 value,
                 refs,
+                actor,
             });
         }
         Ok((out, total as u64))

@@ -640,3 +640,23 @@ paths:
         );
     }
 }
+
+#[cfg(test)]
+mod yaml_bombs {
+    /// Aliases that expand to 9^9 items are refused quickly, not expanded.
+    #[test]
+    fn an_alias_bomb_is_refused_quickly() {
+        let mut doc = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for w in names.windows(2) {
+            let refs = vec![format!("*{}", w[0]); 9].join(",");
+            doc.push_str(&format!("{}: &{} [{refs}]\n", w[1], w[1]));
+        }
+        let started = std::time::Instant::now();
+        let e = super::parse_text(&doc).unwrap_err();
+        assert!(e.contains("repetition limit"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+}

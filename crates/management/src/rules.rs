@@ -849,7 +849,82 @@ fn after_put(
                 }
             }
         }
+        Kind::NamedValue | Kind::PolicyFragment => {
+            if let Some(written) = tx.get(&path.as_string())? {
+                check_policies_using(tx, &written)
+                    .map_err(|PolicyBreak(m)| ApiError::invalid("value", m))?;
+            }
+        }
         _ => {}
+    }
+    Ok(())
+}
+
+/// Why a change to a named value or fragment is refused: a policy using it would not compile.
+#[derive(Debug)]
+struct PolicyBreak(String);
+
+impl From<StoreError> for PolicyBreak {
+    fn from(e: StoreError) -> PolicyBreak {
+        PolicyBreak(e.to_string())
+    }
+}
+
+/// The names a policy may use a named value or fragment by: its id, and a named value's
+/// display name.
+fn names_of(res: &StoredResource) -> Vec<String> {
+    let mut names = vec![res.name().to_string()];
+    if res.kind == Kind::NamedValue
+        && let Some(d) = str_of(&res.properties, "displayName")
+    {
+        names.push(d.to_string());
+    }
+    names
+}
+
+/// Compiles again, in this transaction, every policy and fragment that uses the named value
+/// or fragment `changed` (just written or deleted): a change that would leave one of them
+/// unable to compile — an expression that no longer parses, a fragment nested too deeply, one
+/// that is gone — is refused, naming it, instead of failing that API's requests later.
+fn check_policies_using(tx: &WriteTx<'_>, changed: &StoredResource) -> Result<(), PolicyBreak> {
+    let names = names_of(changed);
+    let uses = |value: &str| match changed.kind {
+        Kind::PolicyFragment => names.iter().any(|n| {
+            value.contains(&format!("fragment-id=\"{n}\""))
+                || value.contains(&format!("fragment-id='{n}'"))
+        }),
+        _ => names
+            .iter()
+            .any(|n| value.contains(&format!("{{{{{n}}}}}"))),
+    };
+    let kinds = [
+        Kind::GlobalPolicy,
+        Kind::ProductPolicy,
+        Kind::ApiPolicy,
+        Kind::OperationPolicy,
+        Kind::PolicyFragment,
+    ];
+    for kind in kinds {
+        for user in tx.all_of_kind(kind)? {
+            let value = str_of(&user.properties, "value").unwrap_or_default();
+            if user.path == changed.path || !uses(value) {
+                continue;
+            }
+            let format = str_of(&user.properties, "format").unwrap_or("xml");
+            let compiled = if kind == Kind::PolicyFragment {
+                gatehouse_policy::doc::check_fragment(value, format, &TxResolver(tx))
+            } else {
+                gatehouse_policy::parse_document(value, format, &TxResolver(tx)).map(|_| ())
+            };
+            if let Err(e) = compiled {
+                return Err(PolicyBreak(format!(
+                    "this change would break {} ({}), which uses {}: {e}",
+                    user.path,
+                    kind.spec().display,
+                    changed.path
+                )));
+            }
+        }
     }
     Ok(())
 }
@@ -973,8 +1048,14 @@ pub fn delete_resource(
     }
     // Children first, so the journal reads naturally when replayed.
     doomed.sort_by(|a, b| b.path.len().cmp(&a.path.len()).then(a.path.cmp(&b.path)));
-    for d in doomed {
+    for d in &doomed {
         tx.delete(&d.path)?;
+    }
+    for d in doomed
+        .iter()
+        .filter(|d| matches!(d.kind, Kind::NamedValue | Kind::PolicyFragment))
+    {
+        check_policies_using(tx, d).map_err(|PolicyBreak(m)| ApiError::conflict(m))?;
     }
     Ok(true)
 }

@@ -34,9 +34,16 @@ pub enum Op {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
-    Compare { field: Field, op: Op, value: Value },
-    And(Box<Filter>, Box<Filter>),
-    Or(Box<Filter>, Box<Filter>),
+    Compare {
+        field: Field,
+        op: Op,
+        value: Value,
+    },
+    /// All of them. Chains of `and` (and of `or`) are kept flat, so that a filter listing
+    /// thousands of names nests one level, not thousands.
+    And(Vec<Filter>),
+    /// Any of them.
+    Or(Vec<Filter>),
     Not(Box<Filter>),
 }
 
@@ -178,24 +185,30 @@ impl Parser {
         if self.depth > MAX_DEPTH {
             return self.err("expression nested too deeply");
         }
-        let mut left = self.and()?;
+        let mut any = vec![self.and()?];
         while self.keyword("or") {
             self.pos += 1;
-            let right = self.and()?;
-            left = Filter::Or(Box::new(left), Box::new(right));
+            any.push(self.and()?);
         }
         self.depth -= 1;
-        Ok(left)
+        Ok(if any.len() == 1 {
+            any.remove(0)
+        } else {
+            Filter::Or(any)
+        })
     }
 
     fn and(&mut self) -> Result<Filter, FilterError> {
-        let mut left = self.unary()?;
+        let mut all = vec![self.unary()?];
         while self.keyword("and") {
             self.pos += 1;
-            let right = self.unary()?;
-            left = Filter::And(Box::new(left), Box::new(right));
+            all.push(self.unary()?);
         }
-        Ok(left)
+        Ok(if all.len() == 1 {
+            all.remove(0)
+        } else {
+            Filter::And(all)
+        })
     }
 
     fn unary(&mut self) -> Result<Filter, FilterError> {
@@ -302,8 +315,8 @@ impl Filter {
     /// ignore case, as APIM's do.
     pub fn matches(&self, name: &str, properties: &Value) -> bool {
         match self {
-            Filter::And(a, b) => a.matches(name, properties) && b.matches(name, properties),
-            Filter::Or(a, b) => a.matches(name, properties) || b.matches(name, properties),
+            Filter::And(all) => all.iter().all(|f| f.matches(name, properties)),
+            Filter::Or(any) => any.iter().any(|f| f.matches(name, properties)),
             Filter::Not(a) => !a.matches(name, properties),
             Filter::Compare { field, op, value } => {
                 let actual = match field {
@@ -348,6 +361,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn long_chains_stay_flat() {
+        let names: Vec<String> = (0..5_000).map(|i| format!("name eq 'api{i}'")).collect();
+        let f = Filter::parse(&names.join(" or ")).unwrap();
+        assert!(matches!(&f, Filter::Or(any) if any.len() == 5_000));
+        let run = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || f.matches("api4999", &Value::Null) && !f.matches("x", &Value::Null))
+            .unwrap();
+        assert!(run.join().unwrap());
+    }
 
     #[test]
     fn parses_and_matches() {

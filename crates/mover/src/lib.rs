@@ -918,7 +918,7 @@ impl Move {
                 .to_string();
             let ops = self
                 .target
-                .list_all(&format!("/apis/{id}/operations"))
+                .list_all(&format!("/apis/{}/operations", client::path_segment(&id)))
                 .await?;
             for op in ops {
                 let p = &op["properties"];

@@ -4,7 +4,7 @@
 //! Invariant: applying an overlay is idempotent (each item is a PATCH or PUT of fixed values),
 //! so a resumed move applies it again safely, and again after every catch-up round.
 
-use crate::client::Client;
+use crate::client::{Client, path_segment};
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -162,7 +162,7 @@ impl Overlay {
         let mut done = Vec::new();
         let patch = reqwest::Method::PATCH;
         for (id, s) in &self.backends {
-            let path = format!("/backends/{id}");
+            let path = format!("/backends/{}", path_segment(id));
             target
                 .send(
                     patch.clone(),
@@ -176,7 +176,7 @@ impl Overlay {
             });
         }
         for (id, s) in &self.apis {
-            let path = format!("/apis/{id}");
+            let path = format!("/apis/{}", path_segment(id));
             target
                 .send(
                     patch.clone(),
@@ -190,7 +190,7 @@ impl Overlay {
             });
         }
         for (id, s) in &self.named_values {
-            let path = format!("/namedValues/{id}");
+            let path = format!("/namedValues/{}", path_segment(id));
             target
                 .send(
                     patch.clone(),
@@ -204,7 +204,7 @@ impl Overlay {
             });
         }
         for (id, c) in &self.certificates {
-            let path = format!("/certificates/{id}");
+            let path = format!("/certificates/{}", path_segment(id));
             let data = c.file.strip_prefix("base64:").unwrap_or(&c.file);
             let mut props = json!({"data": data});
             if let Some(p) = &c.password {
@@ -254,13 +254,15 @@ impl Overlay {
     pub async fn verify(&self, target: &Client) -> Result<Vec<String>> {
         let mut diffs = Vec::new();
         for (id, s) in &self.backends {
-            let v = target.get(&format!("/backends/{id}")).await?;
+            let v = target
+                .get(&format!("/backends/{}", path_segment(id)))
+                .await?;
             if v["properties"]["url"].as_str() != Some(s.url.as_str()) {
                 diffs.push(format!("/backends/{id}: url is not {}", s.url));
             }
         }
         for (id, s) in &self.apis {
-            let v = target.get(&format!("/apis/{id}")).await?;
+            let v = target.get(&format!("/apis/{}", path_segment(id))).await?;
             if v["properties"]["serviceUrl"].as_str() != Some(s.service_url.as_str()) {
                 diffs.push(format!("/apis/{id}: serviceUrl is not {}", s.service_url));
             }
@@ -269,7 +271,7 @@ impl Overlay {
             let v = target
                 .send(
                     reqwest::Method::POST,
-                    &format!("/namedValues/{id}/listValue"),
+                    &format!("/namedValues/{}/listValue", path_segment(id)),
                     None,
                 )
                 .await?;

@@ -1371,3 +1371,63 @@ async fn a_subscription_limit_keeps_its_count_over_changes_that_leave_it_in_plac
     e.policy(API, moved).await;
     assert_eq!(e.get("/echo/items/1").await.0, 200, "a limit elsewhere");
 }
+
+/// A change to a named value or fragment that would leave a policy using it unable to compile
+/// is refused, naming the policy; the gateway never ends up serving a broken policy.
+#[tokio::test]
+async fn changes_that_would_break_a_policy_are_refused() {
+    let e = env().await;
+    e.t.put_ok(
+        "/namedValues/tier",
+        json!({"properties": {"displayName": "tier", "value": "gold"}}),
+    )
+    .await;
+    e.t.put_ok("/policyFragments/stamp", json!({"properties": {"format": "rawxml", "value": "<fragment><set-header name=\"x-stamp\"><value>{{tier}}</value></set-header></fragment>"}})).await;
+    e.policy(API, "<policies><inbound><base /><include-fragment fragment-id=\"stamp\" /><set-header name=\"x-tier\"><value>@(\"{{tier}}\".ToUpper())</value></set-header></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>").await;
+    let (s, _, body) = e.get("/echo/items/1").await;
+    assert_eq!(s, 200);
+    assert_eq!(echo(&body)["headers"]["x-tier"], "GOLD");
+
+    // A value that breaks the expression it is substituted into.
+    let (s, err) =
+        e.t.call(
+            "PUT",
+            "/namedValues/tier",
+            Some(json!({"properties": {"displayName": "tier", "value": "gold\" + ("}})),
+        )
+        .await;
+    assert_eq!(s, 400, "{err}");
+    let msg = err["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("/apis/echo/policies/policy"), "{msg}");
+    // A fragment that nests too deeply where it is included.
+    let deep = format!(
+        "<fragment>{}<set-header name=\"x\"><value>1</value></set-header>{}</fragment>",
+        "<choose><when condition=\"@(true)\">".repeat(31),
+        "</when></choose>".repeat(31)
+    );
+    let (s, err) =
+        e.t.call(
+            "PUT",
+            "/policyFragments/stamp",
+            Some(json!({"properties": {"format": "rawxml", "value": deep}})),
+        )
+        .await;
+    assert_eq!(s, 400, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("levels deep"),
+        "{err}"
+    );
+    // Deleting what a policy uses.
+    let (s, err) = e.t.call("DELETE", "/policyFragments/stamp", None).await;
+    assert_eq!(s, 409, "{err}");
+    let (s, _) = e.t.call("DELETE", "/namedValues/tier", None).await;
+    assert_eq!(s, 409);
+    // Nothing changed: the policy still runs as before.
+    e.t.gateway_caught_up().await;
+    let (s, _, body) = e.get("/echo/items/1").await;
+    assert_eq!(s, 200);
+    assert_eq!(echo(&body)["headers"]["x-stamp"], "gold");
+}

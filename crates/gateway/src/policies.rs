@@ -510,10 +510,12 @@ impl Services for GatewayServices<'_> {
                 body: None,
             };
             if self.buffer_response {
-                let bytes = rbody.collect().await.map_err(|_| exec::Failure {
+                let limit = self.shared.config.max_body_bytes as usize;
+                let limited = http_body_util::Limited::new(rbody, limit);
+                let bytes = limited.collect().await.map_err(|_| exec::Failure {
                     status: 502,
                     reason: "BackendConnectionFailure",
-                    message: "Bad gateway: the backend's response could not be read.".into(),
+                    message: "Bad gateway: the backend's response could not be read, or is larger than a policy may read.".into(),
                     policy: "forward-request",
                     policy_id: None,
                     pos: Default::default(),
@@ -538,7 +540,7 @@ impl Services for GatewayServices<'_> {
                 .map_err(|e| e.to_string())?;
             let status = r.status();
             let headers = pairs_of(r.headers());
-            let body = r.bytes().await.map_err(|e| e.to_string())?;
+            let body = read_limited(r, self.shared.config.max_body_bytes).await?;
             Ok(ResponseParts {
                 status: status.as_u16(),
                 reason: status.canonical_reason().unwrap_or("").to_string(),
@@ -1380,33 +1382,48 @@ impl JwksCache {
     }
 }
 
+/// A response body, refused once it passes `max` bytes (it is held in memory).
+async fn read_limited(mut r: reqwest::Response, max: u64) -> Result<Vec<u8>, String> {
+    let too_large = || format!("the response is larger than {max} bytes");
+    if r.content_length().is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = r.chunk().await.map_err(|e| e.to_string())? {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The largest OpenID configuration or key set fetched.
+const MAX_JWKS_BYTES: u64 = 1024 * 1024;
+
 async fn fetch_jwks(config_url: &str) -> Result<Vec<Value>, String> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| e.to_string())?;
-    let config: Value = http
-        .get(config_url)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+    let get_json = |url: &str| {
+        let request = http.get(url);
+        async move {
+            let r = request
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| e.to_string())?;
+            let body = read_limited(r, MAX_JWKS_BYTES).await?;
+            serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string())
+        }
+    };
+    let config = get_json(config_url).await?;
     let jwks_uri = config
         .get("jwks_uri")
         .and_then(Value::as_str)
         .ok_or("the OpenID configuration has no jwks_uri")?;
-    let jwks: Value = http
-        .get(jwks_uri)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
+    let jwks = get_json(jwks_uri).await?;
     Ok(jwks
         .get("keys")
         .and_then(Value::as_array)

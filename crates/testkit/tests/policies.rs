@@ -1431,3 +1431,55 @@ async fn changes_that_would_break_a_policy_are_refused() {
     assert_eq!(s, 200);
     assert_eq!(echo(&body)["headers"]["x-stamp"], "gold");
 }
+
+/// What a policy reads of a response is held in memory, so it is bounded like a request body:
+/// a backend (or a send-request target) answering more fails the request, not the gateway.
+#[tokio::test]
+async fn responses_a_policy_reads_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = gatehouse_testkit::ServeConfig::ephemeral(dir.path());
+    config.gateway.max_body_bytes = 1024 * 1024;
+    let t = TestInstance::start_with(config).await.unwrap();
+    let big = axum::Router::new().fallback(|| async { "x".repeat(3 * 1024 * 1024) });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, big).await.unwrap() });
+    t.put_ok("/apis/big", json!({"properties": {"displayName": "big", "path": "big", "serviceUrl": url, "protocols": ["http"], "subscriptionRequired": false}})).await;
+    t.put_ok(
+        "/apis/big/operations/get",
+        json!({"properties": {"displayName": "get", "method": "GET", "urlTemplate": "/*"}}),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{}{path}", t.gateway_url())).send();
+
+    // Streamed as it comes when no policy reads it: any size.
+    t.gateway_caught_up().await;
+    let r = get("/big/plain").await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.bytes().await.unwrap().len(), 3 * 1024 * 1024);
+
+    // A policy reading the backend's body: 502, not a 3 MiB buffer.
+    let (s, b) = t.call("PUT", "/apis/big/policies/policy", Some(json!({"properties": {"format": "rawxml", "value": "<policies><inbound><base /></inbound><backend><base /></backend><outbound><base /><set-header name=\"x-len\"><value>@(context.Response.Body.As<string>().Length.ToString())</value></set-header></outbound><on-error><base /></on-error></policies>"}}))).await;
+    assert!(s == 200 || s == 201, "{b}");
+    t.gateway_caught_up().await;
+    let r = get("/big/read").await.unwrap();
+    assert_eq!(r.status().as_u16(), 502);
+
+    // send-request's answer too.
+    let policy = format!(
+        "<policies><inbound><base /><send-request mode=\"new\" response-variable-name=\"r\" timeout=\"10\"><set-url>{url}/x</set-url></send-request></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /><set-header name=\"x-reason\" exists-action=\"override\"><value>@(context.LastError.Reason)</value></set-header></on-error></policies>"
+    );
+    let (s, b) = t
+        .call(
+            "PUT",
+            "/apis/big/policies/policy",
+            Some(json!({"properties": {"format": "rawxml", "value": policy}})),
+        )
+        .await;
+    assert!(s == 200 || s == 201, "{b}");
+    t.gateway_caught_up().await;
+    let r = get("/big/send").await.unwrap();
+    assert_eq!(r.status().as_u16(), 500);
+    assert_eq!(r.headers()["x-reason"], "SendRequestFailure");
+}

@@ -261,12 +261,19 @@ struct Windows {
     /// Counters named by text, which clients can choose (by-key limits): SipHash, which
     /// chosen collisions do not slow down.
     named: HashMap<String, Window>,
+    /// When `named` holds this many, windows that count nothing any more are dropped (so keys
+    /// clients make up cannot grow it without bound).
+    sweep_at: usize,
 }
+
+/// The fewest named windows at which a sweep runs.
+const SWEEP_FLOOR: usize = 4096;
 
 struct Window {
     start: Instant,
     count: u64,
     previous: u64,
+    period: Duration,
 }
 
 impl Counters {
@@ -300,8 +307,32 @@ impl Counters {
                     .or_default();
                 count_in(policy, subscription, now, count)
             }
-            CounterKey::Text(name) => count_in(&mut windows.named, name, now, count),
+            CounterKey::Text(name) => {
+                windows.sweep_if_due(now);
+                count_in(&mut windows.named, name, now, count)
+            }
         }
+    }
+
+    /// Named windows being kept (for tests and metrics).
+    pub fn named_windows(&self) -> usize {
+        self.windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .named
+            .len()
+    }
+}
+
+impl Windows {
+    /// Drops the named windows that count nothing any more once there are `sweep_at` of them;
+    /// the next sweep waits until twice as many remain, so sweeping costs O(1) per call.
+    fn sweep_if_due(&mut self, now: Instant) {
+        if self.named.len() < self.sweep_at.max(SWEEP_FLOOR) {
+            return;
+        }
+        self.named.retain(|_, w| !w.is_spent(now));
+        self.sweep_at = (self.named.len() * 2).max(SWEEP_FLOOR);
     }
 }
 
@@ -320,10 +351,16 @@ fn count_in<S: std::hash::BuildHasher>(
         start: now,
         count: 0,
         previous: 0,
+        period: Duration::ZERO,
     }))
 }
 
 impl Window {
+    /// Whether the window and the one before it are over: it counts nothing any more.
+    fn is_spent(&self, now: Instant) -> bool {
+        now.duration_since(self.start) >= self.period.saturating_mul(2)
+    }
+
     fn count(
         &mut self,
         now: Instant,
@@ -333,6 +370,7 @@ impl Window {
         sliding: bool,
     ) -> Counted {
         let w = self;
+        w.period = period;
         let mut elapsed = now.duration_since(w.start);
         if elapsed >= period {
             let periods = (elapsed.as_secs_f64() / period.as_secs_f64()).floor() as u32;
@@ -402,6 +440,9 @@ fn outgoing(client: &reqwest::Client, req: Outgoing) -> reqwest::RequestBuilder 
 #[derive(Default)]
 pub struct Concurrency {
     in_use: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>>,
+    /// When `in_use` holds this many keys, those no request holds are dropped (keys may come
+    /// from clients), and the next sweep waits for twice as many.
+    sweep_at: std::sync::atomic::AtomicUsize,
 }
 
 struct Slot(Arc<std::sync::atomic::AtomicU64>);
@@ -414,10 +455,18 @@ impl Drop for Slot {
 
 impl Concurrency {
     fn acquire(&self, key: &str, max: u64) -> Option<Slot> {
-        let counter = lock(&self.in_use)
-            .entry(key.to_string())
-            .or_default()
-            .clone();
+        let counter = {
+            let mut in_use = lock(&self.in_use);
+            let sweep_at = self.sweep_at.load(std::sync::atomic::Ordering::Relaxed);
+            if in_use.len() >= sweep_at.max(SWEEP_FLOOR) {
+                in_use.retain(|_, c| Arc::strong_count(c) > 1);
+                self.sweep_at.store(
+                    (in_use.len() * 2).max(SWEEP_FLOOR),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+            in_use.entry(key.to_string()).or_default().clone()
+        };
         let mut current = counter.load(std::sync::atomic::Ordering::Acquire);
         loop {
             if current >= max {
@@ -1579,6 +1628,52 @@ fn backends(mirror: &ConfigMirror) -> HashMap<String, BackendInfo> {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod counter_tests {
+    use super::*;
+
+    /// Keys clients make up do not grow the counters without bound: spent windows are dropped.
+    #[test]
+    fn spent_named_windows_are_swept() {
+        let counters = Counters::default();
+        let start = Instant::now();
+        for i in 0..50_000u64 {
+            // A new key every call, each window 1 s long, a millisecond apart.
+            let now = start + Duration::from_millis(i);
+            counters.count(
+                CounterKey::Text(&format!("client-{i}")),
+                10,
+                1,
+                1,
+                true,
+                now,
+            );
+        }
+        assert!(
+            counters.named_windows() < 3 * SWEEP_FLOOR,
+            "{} windows kept",
+            counters.named_windows()
+        );
+    }
+
+    #[test]
+    fn concurrency_keys_nobody_holds_are_swept() {
+        let slots = Concurrency::default();
+        let held = slots.acquire("kept", 1).expect("a slot");
+        for i in 0..50_000 {
+            drop(slots.acquire(&format!("client-{i}"), 1));
+        }
+        let keys = lock(&slots.in_use).len();
+        assert!(keys < 3 * SWEEP_FLOOR, "{keys} keys kept");
+        assert!(
+            slots.acquire("kept", 1).is_none(),
+            "the held slot still counts"
+        );
+        drop(held);
+        assert!(slots.acquire("kept", 1).is_some());
+    }
 }
 
 #[cfg(test)]

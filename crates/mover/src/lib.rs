@@ -1,6 +1,6 @@
 //! `gatehouse move`: moves an instance to another region, machine or cloud while it serves.
 //!
-//! The steps (DESIGN.md "Moving an instance"): preflight → backup → restore → overlay →
+//! The steps (docs/design.md "Moving an instance"): preflight → backup → restore → overlay →
 //! catch-up → freeze and final delta → verify → (take the name) → DNS cutover → drain →
 //! clean up. With `--delete-source-first`, APIM's order: preflight → freeze → backup →
 //! delete the source → restore → overlay → verify → take the name → cutover → clean up.

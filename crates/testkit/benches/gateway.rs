@@ -492,7 +492,7 @@ fn main() {
     let (gw2, m2) = (free_port(), free_port());
     let g2 = gatehouse(&bin, &big_dir, gw2, m2);
 
-    // DESIGN.md's target configuration: a required key and a rate-limit policy.
+    // docs/design.md's target configuration: a required key and a rate-limit policy.
     let limited_dir = dir.path().join("rate-limited");
     populate(&limited_dir, 1, 1);
     set_api_policy(
@@ -669,7 +669,7 @@ fn main() {
         );
     }
     println!(
-        "added p99 at half load (DESIGN.md: under 1 ms): nginx reverse proxy {:+.2} ms, gatehouse with a key {:+.2} ms, with a key and a rate limit {:+.2} ms; at {LIGHT_RATE:.0}/s {:+.2}, {:+.2}, {:+.2} ms",
+        "added p99 at half load (docs/design.md: under 1 ms): nginx reverse proxy {:+.2} ms, gatehouse with a key {:+.2} ms, with a key and a rate limit {:+.2} ms; at {LIGHT_RATE:.0}/s {:+.2}, {:+.2}, {:+.2} ms",
         at_rate[1][3], at_rate[3][3], at_rate[4][3], at_rate[1][7], at_rate[3][7], at_rate[4][7]
     );
     let per_round = |t: usize| -> Vec<String> {

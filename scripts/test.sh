@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, lints, a bounded fuzzing run of the policy
-# parsers, then every test in the workspace.
+# The whole test suite, as CI runs it: formatting, the crate layering, lints (clippy.toml keeps
+# environment reads in the CLI's configuration), a bounded fuzzing run of the parsers, then every
+# test in the workspace.
 # It ends with one line of totals: "tests: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/test-deps.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== crate layers (ARCHITECTURE.md)"
+python3 scripts/check-layers.py
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== fuzz the policy and expression parsers (30 s each)"

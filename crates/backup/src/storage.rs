@@ -87,14 +87,29 @@ fn err(location: &str) -> impl Fn(object_store::Error) -> StorageError + '_ {
     }
 }
 
+/// How to reach a storage account: its key (Azure account key, S3 `KEY_ID:SECRET`, GCS service
+/// account JSON) and, for S3, its region (default `us-east-1`). The caller supplies both: this
+/// crate reads no environment.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub key: Option<String>,
+    pub region: Option<String>,
+}
+
+impl Access {
+    pub fn key(key: Option<String>) -> Access {
+        Access { key, region: None }
+    }
+}
+
 /// A store for an account and container (the bucket, the Azure container, or a sub-folder).
 pub fn open_container(
     account: &str,
     container: &str,
-    access_key: Option<&str>,
+    access: &Access,
 ) -> Result<(Arc<dyn ObjectStore>, String), StorageError> {
     plain_name("containerName", container)?;
-    let key = access_key.filter(|k| !k.is_empty());
+    let key = access.key.as_deref().filter(|k| !k.is_empty());
     let display = format!("{account}/{container}");
     let store: Arc<dyn ObjectStore> = if let Some(root) = account.strip_prefix("file://") {
         let dir = Path::new(root).join(container);
@@ -116,7 +131,7 @@ pub fn open_container(
             .with_bucket_name(container)
             .with_access_key_id(id)
             .with_secret_access_key(secret)
-            .with_region(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()))
+            .with_region(access.region.as_deref().unwrap_or("us-east-1"))
             .with_retry(retry());
         if !endpoint.is_empty() {
             b = b
@@ -176,10 +191,10 @@ impl Location {
         account: &str,
         container: &str,
         name: &str,
-        access_key: Option<&str>,
+        access: &Access,
     ) -> Result<Location, StorageError> {
         plain_name("backupName", name)?;
-        let (store, display) = open_container(account, container, access_key)?;
+        let (store, display) = open_container(account, container, access)?;
         Ok(Location {
             store,
             path: ObjectPath::from(name),
@@ -340,9 +355,9 @@ pub fn split_url(url: &str) -> Result<(String, String, String), StorageError> {
 pub async fn list(
     account: &str,
     container: &str,
-    access_key: Option<&str>,
+    access: &Access,
 ) -> Result<Vec<(String, u64)>, StorageError> {
-    let (store, display) = open_container(account, container, access_key)?;
+    let (store, display) = open_container(account, container, access)?;
     let mut out = Vec::new();
     let mut stream = store.list(None);
     while let Some(meta) = stream.next().await {

@@ -32,6 +32,8 @@ pub struct ServeConfig {
     /// Storage accounts requests can name as `storageAccount`.
     pub storage_accounts:
         std::collections::HashMap<String, gatehouse_management::operations::StorageAccount>,
+    /// The region of S3 storage accounts (`AWS_REGION`).
+    pub s3_region: Option<String>,
     /// The management listener's limits (the gateway's are in `gateway`).
     pub management_limits: gatehouse_listen::Limits,
     /// HTTPS for the management API: its certificate and key, reloaded when they change.
@@ -53,6 +55,7 @@ impl ServeConfig {
             gateway: GatewayConfig::default(),
             backup_key: None,
             storage_accounts: Default::default(),
+            s3_region: None,
             management_limits: gatehouse_listen::Limits::MANAGEMENT,
             management_tls: None,
             insecure_management: false,
@@ -221,7 +224,8 @@ impl Instance {
             operations: gatehouse_management::operations::Operations::new(
                 config.backup_key.clone(),
                 config.storage_accounts.clone(),
-            ),
+            )
+            .with_s3_region(config.s3_region.clone()),
             freeze: Default::default(),
             traffic: Some(Arc::new(move |on| traffic_shared.drain(on))),
             delete: Some(Arc::new(move || {

@@ -423,6 +423,13 @@ pub enum ListOnly {
     List,
 }
 
+/// A non-empty environment variable. The CLI is the one place that reads the environment
+/// (configuration); the library crates are given what they need.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn env_value(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
 /// Parses arguments, runs the command and maps failure to one line and exit code 1.
 pub fn run() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -548,9 +555,7 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
             .gateway_listen
             .or_else(|| f.and_then(|f| f.gateway_listen))
             .unwrap_or_else(|| "127.0.0.1:8000".parse().expect("valid")),
-        admin_token: std::env::var("GATEHOUSE_ADMIN_TOKEN")
-            .ok()
-            .filter(|t| !t.trim().is_empty()),
+        admin_token: env_value("GATEHOUSE_ADMIN_TOKEN"),
         storage_accounts: f.map(|f| f.storage_accounts.clone()).unwrap_or_default(),
         backup_key: match &args.backup_key_file {
             Some(f) => {
@@ -566,10 +571,9 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
                     .map_err(|e| anyhow!("{}: {e}", f.display()))?;
                 Some(line)
             }
-            None => std::env::var("GATEHOUSE_BACKUP_KEY")
-                .ok()
-                .filter(|k| !k.trim().is_empty()),
+            None => env_value("GATEHOUSE_BACKUP_KEY"),
         },
+        s3_region: env_value("AWS_REGION"),
         management_limits,
         management_tls,
         insecure_management,
@@ -1018,8 +1022,8 @@ async fn execute(cli: Cli) -> Result<()> {
                 let mut props =
                     json!({"email": email, "firstName": first_name, "lastName": last_name});
                 if let Some(var) = password_env {
-                    let pw = std::env::var(&var)
-                        .map_err(|_| anyhow!("the environment variable {var} is not set"))?;
+                    let pw = env_value(&var)
+                        .ok_or_else(|| anyhow!("the environment variable {var} is not set"))?;
                     props["password"] = json!(pw);
                 }
                 let u = client

@@ -328,8 +328,13 @@ pub async fn run(args: &MoveArgs, json_out: bool, ca_file: Option<&Path>) -> Res
             state.display()
         );
     }
+    let runtime = gatehouse_mover::Runtime {
+        events: progress(),
+        storage_key: crate::env_value("GATEHOUSE_STORAGE_KEY"),
+        kill_after: crate::env_value("GATEHOUSE_MOVE_FAULT"),
+    };
     let result = tokio::select! {
-        r = gatehouse_mover::run(&state, progress()) => r,
+        r = gatehouse_mover::run(&state, runtime) => r,
         _ = tokio::signal::ctrl_c() => {
             gatehouse_mover::interrupted(&state).await.ok();
             bail!(

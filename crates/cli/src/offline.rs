@@ -43,11 +43,9 @@ impl ArchiveAt {
             )));
         }
         let (account, container, name) = storage::split_url(url).map_err(|e| anyhow!("{e}"))?;
-        let key = access_key.map(str::to_string).or_else(|| {
-            std::env::var("GATEHOUSE_STORAGE_KEY")
-                .ok()
-                .filter(|k| !k.is_empty())
-        });
+        let key = access_key
+            .map(str::to_string)
+            .or_else(|| crate::env_value("GATEHOUSE_STORAGE_KEY"));
         Ok(ArchiveAt::Remote {
             account,
             container,
@@ -61,16 +59,15 @@ impl ArchiveAt {
             ArchiveAt::Local(p) => {
                 let (a, c, n) =
                     storage::split_url(&p.to_string_lossy()).map_err(|e| anyhow!("{e}"))?;
-                Location::new(&a, &c, &n, None).map_err(|e| anyhow!("{e}"))
+                Location::new(&a, &c, &n, &storage::Access::default()).map_err(|e| anyhow!("{e}"))
             }
             ArchiveAt::Remote {
                 account,
                 container,
                 name,
                 key,
-            } => {
-                Location::new(account, container, name, key.as_deref()).map_err(|e| anyhow!("{e}"))
-            }
+            } => Location::new(account, container, name, &access(key.clone()))
+                .map_err(|e| anyhow!("{e}")),
         }
     }
 
@@ -126,9 +123,9 @@ fn load_key_text(file: Option<&Path>) -> Result<String> {
                 .ok_or_else(|| anyhow!("the key file {} is empty", f.display()))?
                 .to_string()
         }
-        None => match std::env::var("GATEHOUSE_BACKUP_KEY") {
-            Ok(k) if !k.trim().is_empty() => k.trim().to_string(),
-            _ => bail!(
+        None => match crate::env_value("GATEHOUSE_BACKUP_KEY") {
+            Some(k) => k.trim().to_string(),
+            None => bail!(
                 "no backup key: pass --key-file FILE or set GATEHOUSE_BACKUP_KEY (create one with `gatehouse backup new-key`)"
             ),
         },
@@ -514,9 +511,7 @@ fn print_manifest(m: &Manifest, verified: bool) {
 async fn inspect(at: &ArchiveAt, key_file: Option<&Path>, json: bool) -> Result<()> {
     let key = match key_file {
         Some(_) => Some(load_key(key_file)?),
-        None => std::env::var("GATEHOUSE_BACKUP_KEY")
-            .ok()
-            .and_then(|k| BackupKey::parse(&k).ok()),
+        None => crate::env_value("GATEHOUSE_BACKUP_KEY").and_then(|k| BackupKey::parse(&k).ok()),
     };
     let (manifest, verified) = match key {
         Some(k) => {
@@ -564,6 +559,14 @@ async fn inspect(at: &ArchiveAt, key_file: Option<&Path>, json: bool) -> Result<
     Ok(())
 }
 
+/// How to reach object storage: the key, and the S3 region from `AWS_REGION`.
+fn access(key: Option<String>) -> storage::Access {
+    storage::Access {
+        key,
+        region: crate::env_value("AWS_REGION"),
+    }
+}
+
 async fn list(url: &str, access_key: Option<&str>, json: bool) -> Result<()> {
     let mut found: Vec<(String, Manifest, u64)> = Vec::new();
     let remote = ["az://", "s3://", "s3+http://", "s3+https://", "gs://"]
@@ -572,17 +575,16 @@ async fn list(url: &str, access_key: Option<&str>, json: bool) -> Result<()> {
     if remote {
         let with_name = format!("{}/x", url.trim_end_matches('/'));
         let (account, container, _) = storage::split_url(&with_name).map_err(|e| anyhow!("{e}"))?;
-        let key = access_key.map(str::to_string).or_else(|| {
-            std::env::var("GATEHOUSE_STORAGE_KEY")
-                .ok()
-                .filter(|k| !k.is_empty())
-        });
-        for (name, size) in storage::list(&account, &container, key.as_deref())
+        let key = access_key
+            .map(str::to_string)
+            .or_else(|| crate::env_value("GATEHOUSE_STORAGE_KEY"));
+        let access = access(key);
+        for (name, size) in storage::list(&account, &container, &access)
             .await
             .map_err(|e| anyhow!("{e}"))?
         {
-            let loc = Location::new(&account, &container, &name, key.as_deref())
-                .map_err(|e| anyhow!("{e}"))?;
+            let loc =
+                Location::new(&account, &container, &name, &access).map_err(|e| anyhow!("{e}"))?;
             if let Ok(m) = loc.plain_manifest().await {
                 found.push((name, m, size));
             }

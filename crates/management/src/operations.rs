@@ -49,6 +49,8 @@ pub struct Operations {
     /// Storage accounts configured on the server, by the name requests use as
     /// `storageAccount`: where they are (a storage URL) and their key.
     pub accounts: HashMap<String, StorageAccount>,
+    /// The region of S3 storage (`AWS_REGION` where the server starts); `us-east-1` if none.
+    pub s3_region: Option<String>,
 }
 
 /// A storage account configured on the server (`[storage-accounts.NAME]` in gatehouse.toml).
@@ -68,6 +70,12 @@ impl Operations {
             accounts,
             ..Default::default()
         }
+    }
+
+    /// S3 storage in `region` (else `us-east-1`).
+    pub fn with_s3_region(mut self, region: Option<String>) -> Self {
+        self.s3_region = region;
+        self
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Operation>> {
@@ -153,7 +161,11 @@ fn location(ops: &Operations, p: &BackupRestoreParameters) -> Result<Location, A
         }
         None => (p.storage_account.clone(), p.access_key.clone()),
     };
-    Location::new(&account, &p.container_name, &p.backup_name, key.as_deref())
+    let access = gatehouse_backup::storage::Access {
+        key,
+        region: ops.s3_region.clone(),
+    };
+    Location::new(&account, &p.container_name, &p.backup_name, &access)
         .map_err(|e| invalid(e.to_string()))
 }
 

@@ -269,6 +269,29 @@ pub enum MoveError {
     VerificationFailed(Vec<String>),
 }
 
+/// What a run of a move is given besides its move file: never written to it.
+pub struct Runtime {
+    /// Where progress is reported.
+    pub events: Events,
+    /// The object storage key (Azure account key, S3 `KEY_ID:SECRET`, GCS JSON), if the
+    /// storage needs one.
+    pub storage_key: Option<String>,
+    /// Fault injection for the resume tests: the process kills itself (SIGKILL) after this
+    /// step did its work and before it is recorded as done.
+    pub kill_after: Option<String>,
+}
+
+impl Runtime {
+    /// Reports to `events`, with no storage key and no fault.
+    pub fn new(events: Events) -> Runtime {
+        Runtime {
+            events,
+            storage_key: None,
+            kill_after: None,
+        }
+    }
+}
+
 /// A move in progress: its state, the two instances, and where to report.
 pub struct Move {
     state: MoveState,
@@ -276,11 +299,18 @@ pub struct Move {
     source: Option<Client>,
     target: Client,
     events: Events,
+    storage_key: Option<String>,
+    kill_after: Option<String>,
     http: reqwest::Client,
 }
 
 /// Runs (or resumes) the move recorded in `state_path` to its end and returns the report.
-pub async fn run(state_path: &Path, events: Events) -> Result<report::Report> {
+pub async fn run(state_path: &Path, runtime: Runtime) -> Result<report::Report> {
+    let Runtime {
+        events,
+        storage_key,
+        kill_after,
+    } = runtime;
     let state = MoveState::load(state_path)?;
     if let Some(outcome) = &state.outcome {
         bail!(
@@ -307,6 +337,8 @@ pub async fn run(state_path: &Path, events: Events) -> Result<report::Report> {
         source,
         target,
         events,
+        storage_key,
+        kill_after,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()?,
@@ -383,7 +415,7 @@ impl Move {
             let elapsed = started.elapsed().as_millis() as u64;
             match result {
                 Ok(detail) => {
-                    fault_point(name);
+                    self.fault_point(name);
                     let rec = self.state.step_mut(name);
                     rec.status = StepStatus::Done;
                     rec.duration_ms += elapsed;
@@ -608,10 +640,21 @@ impl Move {
             "backupName": name,
             "encryptionKey": key.trim(),
         });
-        if let Ok(k) = std::env::var("GATEHOUSE_STORAGE_KEY") {
+        if let Some(k) = &self.storage_key {
             body["accessKey"] = json!(k);
         }
         Ok(body)
+    }
+
+    /// Fault injection for the resume tests ([`Runtime::kill_after`]).
+    fn fault_point(&self, step: &str) {
+        if self.kill_after.as_deref() == Some(step) {
+            eprintln!("fault injection: kill -9 after the work of step {step}");
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &std::process::id().to_string()])
+                .status();
+            std::process::abort();
+        }
     }
 
     async fn operation(&self, client: &Client, path: &str, body: &Value) -> Result<Value> {
@@ -1243,18 +1286,6 @@ fn kind_of_collection(segment: &str) -> &str {
         "namedValues" => "namedValue",
         "certificates" => "certificate",
         other => other,
-    }
-}
-
-/// Fault injection for the resume tests: `GATEHOUSE_MOVE_FAULT=STEP` sends this process
-/// SIGKILL (kill -9) after STEP did its work and before it is recorded as done.
-fn fault_point(step: &str) {
-    if std::env::var("GATEHOUSE_MOVE_FAULT").is_ok_and(|s| s == step) {
-        eprintln!("GATEHOUSE_MOVE_FAULT: kill -9 after the work of step {step}");
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &std::process::id().to_string()])
-            .status();
-        std::process::abort();
     }
 }
 

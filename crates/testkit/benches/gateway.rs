@@ -441,6 +441,8 @@ fn main() {
         .and_then(|n| n.parse::<usize>().ok())
         .filter(|&n| n > 0)
         .unwrap_or(if quick { 1 } else { 3 });
+    // A benchmark is a program of its own: its configuration comes from its environment.
+    #[allow(clippy::disallowed_methods)]
     let bin = PathBuf::from(
         std::env::var("GATEHOUSE_BIN").unwrap_or_else(|_| "target/release/gatehouse".into()),
     );

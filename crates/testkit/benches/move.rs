@@ -99,7 +99,7 @@ async fn main() {
         dns_wait_ms: 10_000,
     };
     gatehouse_mover::create(options, &state).unwrap();
-    let report = gatehouse_mover::run(&state, Box::new(|_| {}))
+    let report = gatehouse_mover::run(&state, gatehouse_mover::Runtime::new(Box::new(|_| {})))
         .await
         .unwrap();
 

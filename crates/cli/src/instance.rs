@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use gatehouse_gateway::{Gateway, GatewayConfig};
 use gatehouse_management::{AppState, Bootstrap, Urls};
 use gatehouse_store::{DataDirLock, Store, write_private_file};
-use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -75,23 +74,7 @@ fn check_management_exposure(config: &ServeConfig) -> Result<()> {
     Ok(())
 }
 
-/// The contents of `<data-dir>/endpoints.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Endpoints {
-    pub management: String,
-    pub gateway: String,
-    /// The management API's certificate (PEM) when it is served over HTTPS, so that clients
-    /// finding the instance through its data directory trust it.
-    #[serde(
-        rename = "managementCertificate",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub management_certificate: Option<PathBuf>,
-    pub name: String,
-    pub region: String,
-    pub pid: u32,
-}
+pub use gatehouse_client::Endpoints;
 
 pub struct Instance {
     pub management_url: String,
@@ -109,7 +92,7 @@ pub struct Instance {
 }
 
 /// The marker a deleted instance leaves in its data directory; `serve` refuses to start there.
-pub const DELETED_MARKER: &str = "DELETED";
+pub use gatehouse_model::files::DELETED_MARKER;
 
 fn new_token() -> String {
     use base64::Engine;
@@ -124,7 +107,7 @@ fn new_token() -> String {
 }
 
 fn load_or_create_token(data_dir: &Path) -> Result<String> {
-    let path = data_dir.join("admin-token");
+    let path = data_dir.join(gatehouse_model::files::ADMIN_TOKEN);
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
         Ok(_) | Err(_) => {
@@ -245,7 +228,7 @@ impl Instance {
             // A deleted instance stops serving at once, whoever hosts it.
             let (management_stop, gateway_stop) = (tx.clone(), gateway.stopper());
             let mut deleted = deleted.clone();
-            let endpoints = data_dir.join("endpoints.json");
+            let endpoints = data_dir.join(gatehouse_model::files::ENDPOINTS);
             tokio::spawn(async move {
                 if deleted.wait_for(|d| *d).await.is_ok() {
                     let _ = management_stop.send(true);
@@ -275,8 +258,11 @@ impl Instance {
             pid: std::process::id(),
         };
         let text = serde_json::to_string_pretty(&endpoints)?;
-        write_private_file(&data_dir.join("endpoints.json"), text.as_bytes())
-            .context("cannot write endpoints.json")?;
+        write_private_file(
+            &data_dir.join(gatehouse_model::files::ENDPOINTS),
+            text.as_bytes(),
+        )
+        .context("cannot write endpoints.json")?;
         tracing::info!(
             name = %settings.name,
             region = %settings.location,
@@ -313,7 +299,7 @@ impl Instance {
         for t in self.tasks {
             t.await??;
         }
-        let _ = std::fs::remove_file(self.data_dir.join("endpoints.json"));
+        let _ = std::fs::remove_file(self.data_dir.join(gatehouse_model::files::ENDPOINTS));
         Ok(())
     }
 }

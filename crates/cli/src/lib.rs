@@ -2,7 +2,7 @@
 //! running instance's management API. Argument parsing, wiring and output only — the rules
 //! live in the management crate.
 
-pub use gatehouse_mover::client;
+pub use gatehouse_client as client;
 pub mod instance;
 mod moving;
 mod offline;
@@ -640,7 +640,10 @@ async fn serve(target: &Target, args: &ServeArgs) -> Result<()> {
     println!("gateway:        {}", instance.gateway_url);
     println!(
         "admin token:    {}",
-        instance.data_dir.join("admin-token").display()
+        instance
+            .data_dir
+            .join(gatehouse_model::files::ADMIN_TOKEN)
+            .display()
     );
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutting down: finishing requests in flight"),

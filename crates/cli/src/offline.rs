@@ -42,7 +42,8 @@ impl ArchiveAt {
                 url.strip_prefix("file://").unwrap_or(url),
             )));
         }
-        let (account, container, name) = storage::split_url(url).map_err(|e| anyhow!("{e}"))?;
+        let (account, container, name) =
+            gatehouse_client::storage_url::split_url(url).map_err(|e| anyhow!("{e}"))?;
         let key = access_key
             .map(str::to_string)
             .or_else(|| crate::env_value("GATEHOUSE_STORAGE_KEY"));
@@ -57,8 +58,8 @@ impl ArchiveAt {
     fn location(&self) -> Result<Location> {
         match self {
             ArchiveAt::Local(p) => {
-                let (a, c, n) =
-                    storage::split_url(&p.to_string_lossy()).map_err(|e| anyhow!("{e}"))?;
+                let (a, c, n) = gatehouse_client::storage_url::split_url(&p.to_string_lossy())
+                    .map_err(|e| anyhow!("{e}"))?;
                 Location::new(&a, &c, &n, &storage::Access::default()).map_err(|e| anyhow!("{e}"))
             }
             ArchiveAt::Remote {
@@ -75,8 +76,8 @@ impl ArchiveAt {
     fn api_params(&self) -> Result<serde_json::Value> {
         let (account, container, name, key) = match self {
             ArchiveAt::Local(p) => {
-                let (a, c, n) =
-                    storage::split_url(&p.to_string_lossy()).map_err(|e| anyhow!("{e}"))?;
+                let (a, c, n) = gatehouse_client::storage_url::split_url(&p.to_string_lossy())
+                    .map_err(|e| anyhow!("{e}"))?;
                 (a, c, n, None)
             }
             ArchiveAt::Remote {
@@ -210,7 +211,7 @@ async fn run_online(
 /// The stopped instance's store, with its data directory locked for `purpose` so that no
 /// `serve` starts on it meanwhile.
 fn open_store(dir: &Path, purpose: &str) -> Result<(Store, gatehouse_store::DataDirLock)> {
-    if !dir.join("gatehouse.db").exists() {
+    if !dir.join(gatehouse_model::files::DATABASE).exists() {
         bail!(
             "{} holds no instance: start it once with `gatehouse serve --data-dir {}` to create it (with its own name, region and tier)",
             dir.display(),
@@ -574,7 +575,8 @@ async fn list(url: &str, access_key: Option<&str>, json: bool) -> Result<()> {
         .any(|p| url.starts_with(p));
     if remote {
         let with_name = format!("{}/x", url.trim_end_matches('/'));
-        let (account, container, _) = storage::split_url(&with_name).map_err(|e| anyhow!("{e}"))?;
+        let (account, container, _) =
+            gatehouse_client::storage_url::split_url(&with_name).map_err(|e| anyhow!("{e}"))?;
         let key = access_key
             .map(str::to_string)
             .or_else(|| crate::env_value("GATEHOUSE_STORAGE_KEY"));

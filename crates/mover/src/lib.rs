@@ -14,7 +14,6 @@
 //!   and leaves the source serving;
 //! - this crate talks to instances only through their management API and gateways.
 
-pub mod client;
 pub mod dns;
 pub mod options;
 pub mod overlay;
@@ -22,11 +21,12 @@ pub mod report;
 pub mod state;
 
 use anyhow::{Context, Result, anyhow, bail};
-use client::Client;
 use dns::{Authority, RecordValue, TsigKey};
+use gatehouse_client::api::{Digest, KindDigest};
+use gatehouse_client::{Client, path_segment};
 use options::{DnsMode, MoveOptions};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 use state::{InstanceInfo, MoveState, StepRecord, StepStatus, Traffic};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -369,10 +369,7 @@ pub async fn interrupted(state_path: &Path) -> Result<()> {
     }
     if state.done("preflight") {
         let source = state.options.source.client()?;
-        source
-            .send(reqwest::Method::DELETE, "/freeze", None)
-            .await
-            .ok();
+        source.lift_freeze().await.ok();
     }
     Ok(())
 }
@@ -458,29 +455,22 @@ impl Move {
     }
 
     async fn info(client: &Client) -> Result<InstanceInfo> {
-        let s = client.get("/").await?;
-        let p = &s["properties"];
+        let s = client.service().await?;
         Ok(InstanceInfo {
-            name: s["name"].as_str().unwrap_or_default().to_string(),
-            region: s["location"].as_str().unwrap_or_default().to_string(),
-            sku: s["sku"]["name"].as_str().unwrap_or_default().to_string(),
-            management_url: p["managementApiUrl"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            gateway_url: p["gatewayUrl"].as_str().unwrap_or_default().to_string(),
-            hostnames: p["hostnameConfigurations"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default(),
+            name: s.name,
+            region: s.location,
+            sku: s.sku.name,
+            management_url: s.properties.management_api_url,
+            gateway_url: s.properties.gateway_url,
+            hostnames: s.properties.hostname_configurations,
         })
     }
 
     async fn traffic(client: &Client) -> Result<Traffic> {
-        let t = client.get("/drain").await?;
+        let t = client.traffic().await?;
         Ok(Traffic {
-            requests: t["requests"].as_u64().unwrap_or(0),
-            failed: t["failedRequests"].as_u64().unwrap_or(0),
+            requests: t.requests,
+            failed: t.failed_requests,
         })
     }
 
@@ -509,10 +499,7 @@ impl Move {
         if !o.force {
             let mut found = Vec::new();
             for kind in ["apis", "products", "users", "backends", "namedValues"] {
-                let page = self.target.get(&format!("/{kind}?$top=1")).await?;
-                let n = page["count"]
-                    .as_u64()
-                    .unwrap_or_else(|| page["value"].as_array().map_or(0, |v| v.len() as u64));
+                let n = self.target.count(kind).await?;
                 if n > 0 {
                     found.push(format!("{n} {kind}"));
                 }
@@ -529,13 +516,7 @@ impl Move {
         }
         self.state.source_traffic_start = Some(Self::traffic(source).await?);
         self.state.target_traffic_start = Some(Self::traffic(&self.target).await?);
-        self.target
-            .send(
-                reqwest::Method::POST,
-                "/drain",
-                Some(&json!({"enabled": false})),
-            )
-            .await?;
+        self.target.drain(false).await?;
         self.state.source = Some(src.clone());
         self.state.target = Some(tgt.clone());
         let mut detail = json!({
@@ -630,7 +611,7 @@ impl Move {
         let o = &self.state.options;
         let url = format!("{}/{}", o.storage.trim_end_matches('/'), o.backup_name);
         let (account, container, name) =
-            gatehouse_backup::storage::split_url(&url).map_err(|e| anyhow!("{e}"))?;
+            gatehouse_client::storage_url::split_url(&url).map_err(|e| anyhow!("{e}"))?;
         let key = std::fs::read_to_string(&o.key_file).with_context(|| {
             format!("cannot read the archive key file {}", o.key_file.display())
         })?;
@@ -682,11 +663,7 @@ impl Move {
             bail!("the source's backup did not report its revision");
         }
         if self.state.options.delete_source_first {
-            let d = self
-                .source()?
-                .send(reqwest::Method::POST, "/digest", Some(&json!({})))
-                .await?;
-            self.state.source_digest = Some(d);
+            self.state.source_digest = Some(self.source()?.digest(&[]).await?);
         }
         Ok(outcome.clone())
     }
@@ -725,28 +702,21 @@ impl Move {
             let mut last = since;
             let mut round = 0;
             loop {
-                let page = self
+                let entries = self
                     .source()?
-                    .send(
-                        reqwest::Method::POST,
-                        &format!("/journal/listSecrets?since={since}&$skip={skip}&$top={PAGE}"),
-                        None,
-                    )
-                    .await?;
-                let entries = page["value"].as_array().cloned().unwrap_or_default();
+                    .journal_with_secrets(since, skip as u64, PAGE as u64)
+                    .await?
+                    .value;
                 if entries.is_empty() {
                     break;
                 }
                 for e in &entries {
-                    last = last.max(e["revision"].as_u64().unwrap_or(0));
+                    let revision = e["revision"].as_u64().with_context(|| {
+                        format!("a journal entry of the source has no revision: {e}")
+                    })?;
+                    last = last.max(revision);
                 }
-                self.target
-                    .send(
-                        reqwest::Method::POST,
-                        "/journal/apply",
-                        Some(&json!({"value": entries})),
-                    )
-                    .await?;
+                self.target.apply_journal(&entries).await?;
                 skip += entries.len();
                 round += entries.len() as u64;
                 if entries.len() < PAGE {
@@ -781,11 +751,7 @@ impl Move {
             t.map_or("another region", |t| t.region.as_str())
         );
         self.source()?
-            .send(
-                reqwest::Method::POST,
-                "/freeze",
-                Some(&json!({"seconds": self.state.options.freeze_seconds, "reason": reason})),
-            )
+            .freeze(&json!({"seconds": self.state.options.freeze_seconds, "reason": reason}))
             .await?;
         Ok(())
     }
@@ -795,7 +761,7 @@ impl Move {
             return;
         }
         if let Some(s) = &self.source {
-            let _ = s.send(reqwest::Method::DELETE, "/freeze", None).await;
+            let _ = s.lift_freeze().await;
         }
     }
 
@@ -834,14 +800,10 @@ impl Move {
         let Some(source) = &self.source else {
             return Ok(());
         };
-        let Ok(service) = source.get("/").await else {
+        let Ok(service) = source.service().await else {
             return Ok(()); // already gone (a resumed move)
         };
-        let name = service["name"].as_str().unwrap_or_default();
-        let confirmed = format!("/?confirm={}", client::path_segment(name));
-        source
-            .send(reqwest::Method::DELETE, &confirmed, None)
-            .await?;
+        source.delete_service(&service.name).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
         while source.get("/").await.is_ok() {
             if Instant::now() > deadline {
@@ -854,29 +816,15 @@ impl Move {
 
     async fn verify(&mut self) -> Result<Value> {
         let delta = self.ensure_frozen_and_caught_up().await?;
-        self.target
-            .send(
-                reqwest::Method::POST,
-                "/drain",
-                Some(&json!({"enabled": false})),
-            )
-            .await?;
+        self.target.drain(false).await?;
         let ov = self.state.options.overlay.clone().unwrap_or_default();
-        let exclude = json!({"exclude": ov.paths()});
-        let target_digest = self
-            .target
-            .send(reqwest::Method::POST, "/digest", Some(&exclude))
-            .await?;
+        let exclude = ov.paths();
+        let target_digest = self.target.digest(&exclude).await?;
         // A delete-first move compares with the digest the frozen source gave before it was
         // deleted, taken whole: the kinds the overlay changes are compared by count only.
         let (compared, whole) = match &self.state.source_digest {
             Some(d) if self.state.options.delete_source_first => (d.clone(), true),
-            _ => (
-                self.source()?
-                    .send(reqwest::Method::POST, "/digest", Some(&exclude))
-                    .await?,
-                false,
-            ),
+            _ => (self.source()?.digest(&exclude).await?, false),
         };
         let overlay_paths = ov.paths();
         let overlay_kinds: Vec<&str> = overlay_paths
@@ -891,7 +839,7 @@ impl Move {
                 certs_added || (whole && overlay_kinds.contains(&kind)),
             )
         });
-        let kinds_compared = target_digest["kinds"].as_object().map_or(0, |k| k.len());
+        let kinds_compared = target_digest.kinds.len();
         problems.extend(ov.verify(&self.target).await?);
         let smoke = self.smoke().await?;
         problems.extend(smoke.1.iter().cloned());
@@ -901,7 +849,7 @@ impl Move {
         Ok(json!({
             "finalDelta": delta,
             "kindsCompared": kinds_compared,
-            "entities": target_digest["total"],
+            "entities": target_digest.total,
             "smokeRequests": smoke.0,
         }))
     }
@@ -947,13 +895,16 @@ impl Move {
         let apis = self.target.list_all("/apis").await?;
         let mut budget = 50;
         for api in apis {
-            let id = api["name"].as_str().unwrap_or_default().to_string();
+            let id = api["name"]
+                .as_str()
+                .with_context(|| format!("an API of the target has no name: {api}"))?
+                .to_string();
             if id.contains(";rev=") || api["properties"]["isCurrent"] == json!(false) {
                 continue;
             }
             let api_path = api["properties"]["path"]
                 .as_str()
-                .unwrap_or_default()
+                .with_context(|| format!("the API {id} of the target has no path"))?
                 .to_string();
             let header = api["properties"]["subscriptionKeyParameterNames"]["header"]
                 .as_str()
@@ -961,7 +912,7 @@ impl Move {
                 .to_string();
             let ops = self
                 .target
-                .list_all(&format!("/apis/{}/operations", client::path_segment(&id)))
+                .list_all(&format!("/apis/{}/operations", path_segment(&id)))
                 .await?;
             for op in ops {
                 let p = &op["properties"];
@@ -1042,13 +993,7 @@ impl Move {
                 hostnames.push(h);
             }
         }
-        self.target
-            .send(
-                reqwest::Method::POST,
-                "/adoptIdentity",
-                Some(&json!({"name": src.name, "hostnameConfigurations": hostnames})),
-            )
-            .await?;
+        self.target.adopt_identity(&src.name, &hostnames).await?;
         Ok(json!({"name": src.name}))
     }
 
@@ -1061,13 +1006,9 @@ impl Move {
                 .target
                 .as_ref()
                 .map(|t| t.management_url.clone())
-                .unwrap_or_default();
+                .ok_or_else(|| anyhow!("preflight has not recorded the target"))?;
             self.source()?
-                .send(
-                    reqwest::Method::POST,
-                    "/freeze",
-                    Some(&json!({"reason": "moved", "movedTo": target_url})),
-                )
+                .freeze(&json!({"reason": "moved", "movedTo": target_url}))
                 .await?;
             self.state.handed_over = true;
             self.save()?;
@@ -1156,21 +1097,14 @@ impl Move {
 
     async fn drain(&mut self) -> Result<Value> {
         let source = self.source()?.clone();
-        source
-            .send(
-                reqwest::Method::POST,
-                "/drain",
-                Some(&json!({"enabled": true})),
-            )
-            .await?;
+        source.drain(true).await?;
         let started = Instant::now();
         let quiet = self.state.options.quiet();
         let limit = self.state.options.max_drain();
         let mut last_count = None;
         let mut quiet_since = Instant::now();
         loop {
-            let t = source.get("/drain").await?;
-            let count = t["requests"].as_u64().unwrap_or(0);
+            let count = source.traffic().await?.requests;
             if last_count != Some(count) {
                 last_count = Some(count);
                 quiet_since = Instant::now();
@@ -1219,7 +1153,8 @@ impl Move {
         if let Some(dir) = self.state.options.source.data_dir() {
             // The instance removes endpoints.json when it has stopped.
             let deadline = Instant::now() + Duration::from_secs(30);
-            while dir.join("endpoints.json").exists() && Instant::now() < deadline {
+            while dir.join(gatehouse_model::files::ENDPOINTS).exists() && Instant::now() < deadline
+            {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             if dir.exists() {
@@ -1236,21 +1171,21 @@ impl Move {
 /// The differences between two digests, per type. `lenient(kind)` says whether to skip the
 /// count and the hash comparison of a type.
 fn compare_digests(
-    source: &Value,
-    target: &Value,
+    source: &Digest,
+    target: &Digest,
     lenient: impl Fn(&str) -> (bool, bool),
 ) -> Vec<String> {
-    let empty = serde_json::Map::new();
-    let skinds = source["kinds"].as_object().unwrap_or(&empty);
-    let tkinds = target["kinds"].as_object().unwrap_or(&empty);
+    let (skinds, tkinds) = (&source.kinds, &target.kinds);
     let kinds: std::collections::BTreeSet<&String> = skinds.keys().chain(tkinds.keys()).collect();
     let mut problems = Vec::new();
     for kind in kinds {
         let (skip_count, skip_hash) = lenient(kind);
-        let count = |m: &serde_json::Map<String, Value>| {
-            m.get(kind).map_or(0, |d| d["count"].as_u64().unwrap_or(0))
+        let count = |m: &std::collections::BTreeMap<String, KindDigest>| {
+            m.get(kind.as_str()).map_or(0, |d| d.count)
         };
-        let hash = |m: &serde_json::Map<String, Value>| m.get(kind).map(|d| d["hash"].clone());
+        let hash = |m: &std::collections::BTreeMap<String, KindDigest>| {
+            m.get(kind.as_str()).map(|d| d.hash.clone())
+        };
         let (sc, tc) = (count(skinds), count(tkinds));
         if sc != tc && !skip_count {
             problems.push(format!("{kind}: {sc} on the source, {tc} on the target"));

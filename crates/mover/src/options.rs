@@ -1,9 +1,9 @@
 //! What a move was asked to do. Kept in the move file so `--resume` needs nothing else; it
 //! holds paths to token and key files, never the secrets themselves.
 
-use crate::client::Client;
 use crate::overlay::Overlay;
 use anyhow::{Context, Result, bail};
+use gatehouse_client::Client;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -4,9 +4,9 @@
 //! Invariant: applying an overlay is idempotent (each item is a PATCH or PUT of fixed values),
 //! so a resumed move applies it again safely, and again after every catch-up round.
 
-use crate::client::{Client, path_segment};
 use anyhow::{Context, Result, bail};
 use base64::Engine;
+use gatehouse_client::{Client, path_segment};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

@@ -81,7 +81,7 @@ pub struct MoveState {
     pub changes_replayed: u64,
     /// The source's digest when it was frozen (a delete-first move compares against it).
     #[serde(default)]
-    pub source_digest: Option<Value>,
+    pub source_digest: Option<gatehouse_client::api::Digest>,
     /// Gateway traffic counters at preflight, to report what each side served during the move.
     #[serde(default)]
     pub source_traffic_start: Option<Traffic>,

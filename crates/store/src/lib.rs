@@ -197,8 +197,8 @@ impl Store {
             path: data_dir.to_path_buf(),
             source,
         })?;
-        let key = load_or_create_key(&data_dir.join("store.key"))?;
-        Store::open(&data_dir.join("gatehouse.db"), &key)
+        let key = load_or_create_key(&data_dir.join(gatehouse_model::files::STORE_KEY))?;
+        Store::open(&data_dir.join(gatehouse_model::files::DATABASE), &key)
     }
 
     pub fn open(db_path: &Path, key: &[u8; 32]) -> Result<Store> {

@@ -11,7 +11,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// The lock file's name in a data directory.
-pub const LOCK_FILE: &str = "gatehouse.lock";
+pub use gatehouse_model::files::LOCK as LOCK_FILE;
 
 /// A held lock on a data directory; released when dropped (or when the process ends).
 #[derive(Debug)]

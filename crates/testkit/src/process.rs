@@ -59,7 +59,11 @@ impl ServeProcess {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if self.data_dir.join("endpoints.json").exists() {
+            if self
+                .data_dir
+                .join(gatehouse_model::files::ENDPOINTS)
+                .exists()
+            {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -75,13 +79,14 @@ impl ServeProcess {
 
     pub fn endpoints(&self) -> Value {
         serde_json::from_str(
-            &std::fs::read_to_string(self.data_dir.join("endpoints.json")).expect("endpoints.json"),
+            &std::fs::read_to_string(self.data_dir.join(gatehouse_model::files::ENDPOINTS))
+                .expect("endpoints.json"),
         )
         .expect("endpoints.json is JSON")
     }
 
     pub fn token(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("admin-token"))
+        std::fs::read_to_string(self.data_dir.join(gatehouse_model::files::ADMIN_TOKEN))
             .expect("admin-token")
             .trim()
             .to_string()

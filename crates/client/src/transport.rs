@@ -22,7 +22,7 @@ pub fn path_segment(id: &str) -> String {
 
 /// The certificate of a management API served over HTTPS, as `endpoints.json` names it.
 fn management_certificate(data_dir: &Path) -> Option<std::path::PathBuf> {
-    let text = std::fs::read_to_string(data_dir.join("endpoints.json")).ok()?;
+    let text = std::fs::read_to_string(data_dir.join(gatehouse_model::files::ENDPOINTS)).ok()?;
     let v: Value = serde_json::from_str(&text).ok()?;
     v.get("managementCertificate")
         .and_then(Value::as_str)
@@ -84,7 +84,7 @@ impl Client {
         ca_file: Option<&Path>,
     ) -> Result<Client> {
         let from_dir_url = || -> Result<String> {
-            let path = data_dir.join("endpoints.json");
+            let path = data_dir.join(gatehouse_model::files::ENDPOINTS);
             let text = std::fs::read_to_string(&path).with_context(|| {
                 format!(
                     "no running instance found: cannot read {} (start one with `gatehouse serve`, or pass --url and --token)",
@@ -99,7 +99,7 @@ impl Client {
                 .ok_or_else(|| anyhow!("{} has no 'management' URL", path.display()))
         };
         let from_dir_token = || -> Result<String> {
-            let path = data_dir.join("admin-token");
+            let path = data_dir.join(gatehouse_model::files::ADMIN_TOKEN);
             let t = std::fs::read_to_string(&path).with_context(|| {
                 format!(
                     "no admin token: cannot read {} (pass --token or set GATEHOUSE_TOKEN)",

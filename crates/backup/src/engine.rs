@@ -271,14 +271,14 @@ pub struct RestoreOptions {
 }
 
 /// What a restore would change, per resource type: `(added, changed, removed)` ids.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RestorePlan {
     pub manifest: Option<Manifest>,
     pub changes: BTreeMap<String, KindDiff>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KindDiff {
     pub added: Vec<String>,
     pub changed: Vec<String>,

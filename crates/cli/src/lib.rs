@@ -443,12 +443,35 @@ pub fn run() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let json_out = cli.json;
     match runtime.block_on(execute(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", chain.join(": "));
+            report_error(&e, json_out);
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error on standard error: one line (`error: CODE: message`), or with `--json` one JSON
+/// object `{"error": {"code", "message", "status"}}` (the status when the API answered).
+fn report_error(e: &anyhow::Error, json_out: bool) {
+    let api = e.downcast_ref::<client::ApiFailure>();
+    let message = match api {
+        Some(f) => format!("{}{}", f.message, f.details),
+        None => format!("{e:#}"),
+    };
+    if json_out {
+        let body = json!({"error": {
+            "code": api.map_or("Error", |f| f.code.as_str()),
+            "message": message,
+            "status": api.map(|f| f.status),
+        }});
+        eprintln!("{body}");
+    } else {
+        match api {
+            Some(f) => eprintln!("error: {}: {message}", f.code),
+            None => eprintln!("error: {message}"),
         }
     }
 }
@@ -633,6 +656,7 @@ async fn serve(target: &Target, args: &ServeArgs) -> Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = serve_config(target, args)?;
     let instance = Instance::start(config).await?;
@@ -767,7 +791,7 @@ async fn execute(cli: Cli) -> Result<()> {
                 .await?,
         ),
         Command::Delete { path } => {
-            client.send(reqwest::Method::DELETE, &path, None).await?;
+            deleted(client.delete(&path).await?, &path)?;
             println!("deleted {path}");
         }
         Command::Service {
@@ -877,13 +901,8 @@ async fn execute(cli: Cli) -> Result<()> {
                     .await?,
             ),
             ApiCmd::Delete { id } => {
-                client
-                    .send(
-                        reqwest::Method::DELETE,
-                        &format!("/apis/{}", seg(&id)),
-                        None,
-                    )
-                    .await?;
+                let gone = client.delete(&format!("/apis/{}", seg(&id))).await?;
+                deleted(gone, &format!("API '{id}'"))?;
                 println!("deleted API '{id}'");
             }
         },
@@ -927,13 +946,10 @@ async fn execute(cli: Cli) -> Result<()> {
                 println!("API '{api}' added to product '{product}'");
             }
             ProductCmd::Delete { id } => {
-                client
-                    .send(
-                        reqwest::Method::DELETE,
-                        &format!("/products/{}?deleteSubscriptions=true", seg(&id)),
-                        None,
-                    )
+                let gone = client
+                    .delete(&format!("/products/{}?deleteSubscriptions=true", seg(&id)))
                     .await?;
+                deleted(gone, &format!("product '{id}'"))?;
                 println!("deleted product '{id}'");
             }
         },
@@ -990,13 +1006,10 @@ async fn execute(cli: Cli) -> Result<()> {
                 }
             }
             SubscriptionCmd::Delete { id } => {
-                client
-                    .send(
-                        reqwest::Method::DELETE,
-                        &format!("/subscriptions/{}", seg(&id)),
-                        None,
-                    )
+                let gone = client
+                    .delete(&format!("/subscriptions/{}", seg(&id)))
                     .await?;
+                deleted(gone, &format!("subscription '{id}'"))?;
                 println!("deleted subscription '{id}'");
             }
         },
@@ -1042,13 +1055,10 @@ async fn execute(cli: Cli) -> Result<()> {
                 }
             }
             UserCmd::Delete { id } => {
-                client
-                    .send(
-                        reqwest::Method::DELETE,
-                        &format!("/users/{}?deleteSubscriptions=true", seg(&id)),
-                        None,
-                    )
+                let gone = client
+                    .delete(&format!("/users/{}?deleteSubscriptions=true", seg(&id)))
                     .await?;
+                deleted(gone, &format!("user '{id}'"))?;
                 println!("deleted user '{id}'");
             }
         },
@@ -1175,15 +1185,18 @@ async fn token(client: &Client, cmd: TokenCmd, json_out: bool) -> Result<()> {
             println!("{t}");
         }
         TokenCmd::Revoke { id } => {
-            client
-                .send(
-                    reqwest::Method::DELETE,
-                    &format!("/tokens/{}", seg(&id)),
-                    None,
-                )
-                .await?;
+            client.delete(&format!("/tokens/{}", seg(&id))).await?;
             println!("revoked token '{id}'");
         }
     }
     Ok(())
+}
+
+/// A delete that found nothing is an error (the API answers 204 for it, as APIM does).
+fn deleted(found: bool, what: &str) -> Result<()> {
+    if found {
+        Ok(())
+    } else {
+        Err(anyhow!("there is no {what}: nothing was deleted"))
+    }
 }

@@ -46,6 +46,14 @@ pub struct MoveArgs {
     /// Continue the move recorded in the move file.
     #[arg(long)]
     pub resume: bool,
+    /// Drop the unfinished move recorded in the move file (before it handed over), lifting
+    /// the source's freeze, so that a move with other options can start.
+    #[arg(long, conflicts_with = "resume")]
+    pub abandon: bool,
+    /// Confirm that the source is deleted when the move ends (asked on a terminal otherwise;
+    /// not needed with --keep-source).
+    #[arg(long)]
+    pub yes: bool,
     /// Print the steps and what each will do; change nothing.
     #[arg(long)]
     pub plan: bool,
@@ -247,6 +255,27 @@ fn options(args: &MoveArgs, state: &Path, ca_file: Option<&Path>) -> Result<Move
     Ok(opts)
 }
 
+/// A move deletes its source at the end: asked on a terminal, `--yes` otherwise.
+fn confirm_source_deletion(opts: &gatehouse_mover::options::MoveOptions, yes: bool) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    let what = format!(
+        "this move deletes the source ({}) when it ends",
+        opts.source.describe()
+    );
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        bail!("{what}: pass --yes to confirm, or --keep-source to keep it as a read-only standby");
+    }
+    eprint!("{what}. Continue? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+        bail!("not confirmed: nothing was done");
+    }
+    Ok(())
+}
+
 /// Progress: a bar on a terminal, one line per step otherwise (both on standard error).
 fn progress() -> gatehouse_mover::Events {
     let bar: Arc<Mutex<Option<ProgressBar>>> = Arc::new(Mutex::new(None));
@@ -319,8 +348,16 @@ pub async fn run(args: &MoveArgs, json_out: bool, ca_file: Option<&Path>) -> Res
         }
         return Ok(());
     }
+    if args.abandon {
+        gatehouse_mover::abandon(&state).await?;
+        println!("abandoned the move recorded in {}", state.display());
+        return Ok(());
+    }
     if !args.resume {
         let opts = options(args, &state, ca_file)?;
+        if !opts.keep_source {
+            confirm_source_deletion(&opts, args.yes)?;
+        }
         gatehouse_mover::create(opts, &state)?;
     } else if !state.exists() {
         bail!(

@@ -9,7 +9,7 @@ use crate::client::Client;
 use crate::{BackupAction, BackupArgs, RestoreArgs, Target};
 use anyhow::{Context, Result, anyhow, bail};
 use gatehouse_backup::storage::{self, Location};
-use gatehouse_backup::{BackupKey, BackupOptions, Manifest, RestoreOptions, archive};
+use gatehouse_backup::{BackupKey, BackupOptions, Manifest, RestoreOptions, RestorePlan, archive};
 use gatehouse_store::Store;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -320,7 +320,7 @@ pub async fn backup(target: &Target, args: &BackupArgs, json: bool) -> Result<()
             }
             run_online(&client, "backup", body, "backup")
                 .await
-                .map_err(|e| anyhow!("BackupFailed: {e}"))?;
+                .map_err(|e| failed("BackupFailed", e))?;
             let (manifest, bytes) = stored_manifest(&at).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&manifest)?);
@@ -351,7 +351,7 @@ pub async fn backup(target: &Target, args: &BackupArgs, json: bool) -> Result<()
         include: args.include.clone(),
     };
     let manifest = gatehouse_backup::backup_to_file(&store, tmp.path(), &key, &opts, &mut progress)
-        .map_err(|e| anyhow!("BackupFailed: {e}"))?;
+        .map_err(|e| failed("BackupFailed", e))?;
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
@@ -361,7 +361,7 @@ pub async fn backup(target: &Target, args: &BackupArgs, json: bool) -> Result<()
         .location()?
         .upload(tmp.path())
         .await
-        .map_err(|e| anyhow!("BackupFailed: {e}"))?;
+        .map_err(|e| failed("BackupFailed", e))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&manifest)?);
     } else {
@@ -381,9 +381,13 @@ pub async fn restore(target: &Target, args: &RestoreArgs, json: bool) -> Result<
             body["allowTierChange"] = serde_json::json!(args.allow_tier_change);
             let result = run_online(&client, "restore", body, "restore")
                 .await
-                .map_err(|e| anyhow!("RestoreFailed: {e}"))?;
-            if json || args.dry_run {
+                .map_err(|e| failed("RestoreFailed", e))?;
+            if json {
                 println!("{}", serde_json::to_string_pretty(&result)?);
+            } else if args.dry_run {
+                let plan: RestorePlan = serde_json::from_value(result.clone())
+                    .context("the dry run's answer is not a restore plan")?;
+                print_plan(&plan);
             } else {
                 let (m, bytes) = stored_manifest(&at).await?;
                 println!(
@@ -415,7 +419,7 @@ pub async fn restore(target: &Target, args: &RestoreArgs, json: bool) -> Result<
                 .location()?
                 .download(downloaded.path())
                 .await
-                .map_err(|e| anyhow!("RestoreFailed: {e}"))?;
+                .map_err(|e| failed("RestoreFailed", e))?;
             downloaded.path().to_path_buf()
         }
     };
@@ -425,21 +429,11 @@ pub async fn restore(target: &Target, args: &RestoreArgs, json: bool) -> Result<
     };
     if args.dry_run {
         let plan = gatehouse_backup::verify(&store, &from, &key, &opts, true)
-            .map_err(|e| anyhow!("RestoreFailed: {e}"))?;
+            .map_err(|e| failed("RestoreFailed", e))?;
         if json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
-            if plan.changes.is_empty() {
-                println!("dry run: the archive matches the instance; nothing would change");
-            }
-            for (kind, d) in &plan.changes {
-                println!(
-                    "{kind:<16} +{} added  ~{} changed  -{} removed",
-                    d.added.len(),
-                    d.changed.len(),
-                    d.removed.len()
-                );
-            }
+            print_plan(&plan);
         }
         return Ok(());
     }
@@ -451,7 +445,7 @@ pub async fn restore(target: &Target, args: &RestoreArgs, json: bool) -> Result<
         }
     };
     let out = gatehouse_backup::restore_from_file(&store, &from, &key, &opts, &mut progress)
-        .map_err(|e| anyhow!("RestoreFailed: {e}"))?;
+        .map_err(|e| failed("RestoreFailed", e))?;
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
@@ -558,6 +552,32 @@ async fn inspect(at: &ArchiveAt, key_file: Option<&Path>, json: bool) -> Result<
         print_manifest(&manifest, verified);
     }
     Ok(())
+}
+
+/// An error of a backup or restore, said once: an error the API answered already names its
+/// code (`RestoreFailed: …`); any other gets `code` in front.
+fn failed(code: &str, e: impl Into<anyhow::Error>) -> anyhow::Error {
+    let e = e.into();
+    if e.downcast_ref::<gatehouse_client::ApiFailure>().is_some() {
+        return e;
+    }
+    anyhow!("{code}: {e:#}")
+}
+
+/// What a restore would change, per type, in one line each (the same whether the instance
+/// runs or not).
+fn print_plan(plan: &RestorePlan) {
+    if plan.changes.is_empty() {
+        println!("dry run: the archive matches the instance; nothing would change");
+    }
+    for (kind, d) in &plan.changes {
+        println!(
+            "{kind:<16} +{} added  ~{} changed  -{} removed",
+            d.added.len(),
+            d.changed.len(),
+            d.removed.len()
+        );
+    }
 }
 
 /// How to reach object storage: the key, and the S3 region from `AWS_REGION`.

@@ -173,7 +173,7 @@ fn quickstart_through_the_cli() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.starts_with("error: 404 ResourceNotFound: Api not found."),
+        err.starts_with("error: ResourceNotFound: Api not found."),
         "{err}"
     );
     let out = run(&["subscription", "create", "bad", "--scope", "/apis/ghost"]);
@@ -429,7 +429,8 @@ fn offline_backup_inspect_list_and_restore() {
             "--dry-run",
         ],
     ));
-    assert!(out.contains("\"/apis/echo\""), "{out}");
+    // The same short summary as on a stopped instance (below).
+    assert!(out.contains("api") && out.contains("+1 added"), "{out}");
     assert!(b.terminate().success());
     let out = ok(&cli(
         dir.path(),
@@ -511,4 +512,146 @@ fn offline_backup_inspect_list_and_restore() {
     .unwrap();
     assert_eq!(keys, keys_b);
     drop(b);
+}
+
+/// The CLI a person uses: a delete that finds nothing fails, an error is said once (and as JSON
+/// with --json), a dry run reads the same whether the instance runs or not, the server's log has
+/// no colour codes in a file, and a move that would delete its source asks first.
+#[test]
+fn errors_deletes_and_confirmations_read_well() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(
+        dir.path(),
+        &[
+            "--management-listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let out = cli(dir.path(), &["api", "delete", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("there is no API 'nope'") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    let out = cli(dir.path(), &["--json", "get", "/apis/nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err: Value = serde_json::from_slice(&out.stderr).expect("a JSON error");
+    assert_eq!(err["error"]["code"], "ResourceNotFound");
+    assert_eq!(err["error"]["status"], 404);
+
+    // Through the running instance: a wrong key said once, a dry run as a short summary.
+    ok(&cli(
+        dir.path(),
+        &["backup", "new-key", "--out", "backup.key"],
+    ));
+    ok(&cli(
+        dir.path(),
+        &["backup", "new-key", "--out", "wrong.key"],
+    ));
+    ok(&cli(
+        dir.path(),
+        &[
+            "backup",
+            "--to",
+            "archives/a.ghbk",
+            "--key-file",
+            "backup.key",
+        ],
+    ));
+    let out = cli(
+        dir.path(),
+        &[
+            "restore",
+            "--from",
+            "archives/a.ghbk",
+            "--key-file",
+            "wrong.key",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("RestoreFailed").count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: RestoreFailed: wrong backup key"),
+        "{err}"
+    );
+    let dry = ok(&cli(
+        dir.path(),
+        &[
+            "restore",
+            "--from",
+            "archives/a.ghbk",
+            "--key-file",
+            "backup.key",
+            "--dry-run",
+        ],
+    ));
+    assert!(
+        dry.contains("nothing would change") && !dry.contains("formatVersion"),
+        "{dry}"
+    );
+
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(
+        log.contains("instance started") && !log.contains('\u{1b}'),
+        "{log}"
+    );
+
+    // A move that would delete its source needs --yes when nobody can be asked.
+    let out = cli(
+        dir.path(),
+        &[
+            "move",
+            "--source-data-dir",
+            "gatehouse-data",
+            "--target-data-dir",
+            "other",
+            "--storage",
+            "archives",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--yes") && err.contains("--keep-source"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("gatehouse-move.json").exists(),
+        "nothing was recorded"
+    );
+
+    // A move whose preflight failed (no target) can be dropped and started again otherwise.
+    let attempt = |target: &str| {
+        cli(
+            dir.path(),
+            &[
+                "move",
+                "--keep-source",
+                "--source-data-dir",
+                "gatehouse-data",
+                "--target-data-dir",
+                target,
+                "--storage",
+                "archives",
+            ],
+        )
+    };
+    assert!(!attempt("missing").status.success());
+    let again = attempt("also-missing");
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("--abandon") && err.contains("gatehouse-move.json"),
+        "{err}"
+    );
+    ok(&cli(dir.path(), &["move", "--abandon"]));
+    assert!(!dir.path().join("gatehouse-move.json").exists());
+    let err = String::from_utf8_lossy(&attempt("also-missing").stderr).to_string();
+    assert!(
+        !err.contains("already recorded"),
+        "a new move started: {err}"
+    );
 }

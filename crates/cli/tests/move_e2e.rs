@@ -403,6 +403,7 @@ impl Env {
             "20",
             "--freeze-seconds",
             "10",
+            "--yes",
         ]
         .iter()
         .map(|a| a.to_string())

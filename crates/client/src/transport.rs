@@ -38,7 +38,7 @@ pub struct Client {
 
 /// An error the API answered with, as one readable line.
 #[derive(Debug, thiserror::Error)]
-#[error("{status} {code}: {message}{details}")]
+#[error("{code}: {message}{details}")]
 pub struct ApiFailure {
     pub status: u16,
     pub code: String,
@@ -153,6 +153,23 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value> {
+        Ok(self.exchange(method, path, body).await?.1)
+    }
+
+    /// Deletes what `path` names; false when there was nothing (APIM answers 204 then).
+    pub async fn delete(&self, path: &str) -> Result<bool> {
+        let (status, _) = self.exchange(reqwest::Method::DELETE, path, None).await?;
+        Ok(status != 204)
+    }
+
+    /// Sends a request; returns the success status and the JSON body (`Null` if empty), or
+    /// the API's error as an [`ApiFailure`].
+    pub async fn exchange(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value)> {
         let mut req = self
             .http
             .request(method.clone(), self.url(path)?)
@@ -203,12 +220,13 @@ impl Client {
             }
             .into());
         }
+        let status = status.as_u16();
         if text.trim().is_empty() {
-            return Ok(Value::Null);
+            return Ok((status, Value::Null));
         }
         match serde_json::from_str(&text) {
-            Ok(v) => Ok(v),
-            Err(_) => Ok(Value::String(text)),
+            Ok(v) => Ok((status, v)),
+            Err(_) => Ok((status, Value::String(text))),
         }
     }
 

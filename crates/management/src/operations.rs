@@ -255,12 +255,22 @@ pub async fn start(
         match location.exists().await {
             Ok(true) => {}
             Ok(false) => {
-                return Err(invalid(format!(
-                    "RestoreFailed: the backup '{}' does not exist in container '{}'",
-                    params.backup_name, params.container_name
-                )));
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "RestoreFailed",
+                    format!(
+                        "the backup '{}' does not exist in container '{}'",
+                        params.backup_name, params.container_name
+                    ),
+                ));
             }
-            Err(e) => return Err(invalid(format!("RestoreFailed: {e}"))),
+            Err(e) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "RestoreFailed",
+                    e.to_string(),
+                ));
+            }
         }
     }
     let id = uuid::Uuid::new_v4().simple().to_string();

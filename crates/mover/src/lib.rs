@@ -204,6 +204,29 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// Drops an unfinished move that has not handed over: lifts the source's freeze if it froze it,
+/// and removes the move file, so that a move with other options can start. A move past the
+/// hand-over (the target is authoritative, or the source is deleted) can only be resumed.
+pub async fn abandon(state_path: &Path) -> Result<()> {
+    let state = MoveState::load(state_path)?;
+    if state.outcome.is_none()
+        && (state.handed_over
+            || state
+                .step("delete-source")
+                .is_some_and(|s| s.status != StepStatus::Pending))
+    {
+        bail!(
+            "the move in {} has handed over to the target (or deleted the source): it can only be finished, with `gatehouse move --resume --state {}`",
+            state_path.display(),
+            state_path.display()
+        );
+    }
+    interrupted(state_path).await?;
+    std::fs::remove_file(state_path)
+        .with_context(|| format!("cannot remove {}", state_path.display()))?;
+    Ok(())
+}
+
 /// A new move: writes its move file and returns where it is.
 pub fn create(options: MoveOptions, state_path: &Path) -> Result<MoveState> {
     options.check()?;
@@ -211,7 +234,9 @@ pub fn create(options: MoveOptions, state_path: &Path) -> Result<MoveState> {
         let old = MoveState::load(state_path)?;
         if old.outcome.is_none() {
             bail!(
-                "a move is already recorded in {} and not finished; continue it with --resume",
+                "a move is already recorded in {} and not finished: continue it with `gatehouse move --resume --state {}`, or drop it with `gatehouse move --abandon --state {}`",
+                state_path.display(),
+                state_path.display(),
                 state_path.display()
             );
         }

@@ -24,7 +24,8 @@
 //! - A backend that answers before the request body is sent in full (a 413, say) stops the
 //!   upload: its answer is what the client gets, and the connection is not reused.
 
-use crate::proxy::{Body, BoxError, ClientHeaders, HeaderEdits, is_hop_by_hop_name};
+use crate::body::{Body, BoxError};
+use crate::headers::{ClientHeaders, HeaderEdits, is_hop_by_hop_name};
 use crate::request::{RequestHeaders, name_is};
 use bytes::{Bytes, BytesMut};
 use gatehouse_http1::{ChunkStep, ResponseFraming, ResponseHead, take_counted};
@@ -49,7 +50,7 @@ const COALESCE: usize = 16 * 1024;
 const WRITE_KEEP: usize = 4 * 1024;
 
 /// One plain-TCP connection to a backend.
-pub struct Connection {
+pub(crate) struct Connection {
     stream: TcpStream,
     read: BytesMut,
     write: Vec<u8>,
@@ -64,14 +65,14 @@ pub enum SendError {
     /// closed while it was idle. A request without a body can be sent again on a new one.
     NoResponse(String),
     Failed(String),
-    /// The client's request body could not be read ([`crate::proxy::ClientBodyError`]).
+    /// The client's request body could not be read ([`crate::body::ClientBodyError`]).
     ClientBody(String),
 }
 
 /// The idle connections of one client connection, one per backend authority, most recently
 /// used last.
 #[derive(Default)]
-pub struct Idle {
+pub(crate) struct Idle {
     connections: Mutex<Vec<(String, Connection)>>,
 }
 
@@ -81,7 +82,7 @@ const IDLE_BACKENDS: usize = 4;
 impl Idle {
     /// The connection kept for `authority`, if it is still usable, with the key it was kept
     /// under (handed back with the connection, so a kept connection costs no allocation).
-    pub fn take(&self, authority: &str) -> (String, Option<Connection>) {
+    pub(crate) fn take(&self, authority: &str) -> (String, Option<Connection>) {
         let mut kept = self.connections.lock().unwrap_or_else(|e| e.into_inner());
         match kept.iter().position(|(a, _)| a == authority) {
             Some(i) => {
@@ -102,7 +103,7 @@ impl Idle {
 }
 
 /// Where a connection goes when its exchange is complete.
-pub type ReturnTo = (Arc<Idle>, String);
+pub(crate) type ReturnTo = (Arc<Idle>, String);
 
 /// How the request body is framed on the wire.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -113,7 +114,7 @@ enum RequestFraming {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, host: HeaderValue) -> Connection {
+    pub(crate) fn new(stream: TcpStream, host: HeaderValue) -> Connection {
         Connection {
             stream,
             read: BytesMut::with_capacity(READ_SIZE),
@@ -132,7 +133,7 @@ impl Connection {
     /// Sends the request — its headers as `edits` change them, the path and query of its URI,
     /// the connection's `Host` — and reads the response head; the body is then read through
     /// [`Connection::into_response`].
-    pub async fn request(
+    pub(crate) async fn request(
         &mut self,
         parts: &hyper::http::request::Parts,
         edits: &HeaderEdits,
@@ -189,7 +190,7 @@ impl Connection {
                 None => continue,
                 Some(None) => break,
                 Some(Some(Err(e))) => {
-                    return Err(match crate::proxy::client_body_error(e.as_ref()) {
+                    return Err(match crate::body::client_body_error(e.as_ref()) {
                         Some(detail) => SendError::ClientBody(detail),
                         None => SendError::Failed(format!("reading the request body failed: {e}")),
                     });
@@ -323,7 +324,7 @@ impl Connection {
     /// client's connection is then closed rather than left waiting).
     /// With `raw`, the head's fields stay as read, in the body ([`Body::fields`], for a caller
     /// that writes them out as they are); otherwise they are in the response's map.
-    pub fn into_response(
+    pub(crate) fn into_response(
         self,
         head: ResponseHead,
         back: ReturnTo,

@@ -27,15 +27,18 @@
 //! - On shutdown an idle connection closes at once; one with a request in flight closes after
 //!   that response (`Connection: close`).
 
-use crate::Shared;
+use crate::context::ClientConnection;
 use crate::deadline::Deadline;
 use crate::h1::line;
-use crate::proxy::{self, BoxError, ClientBodyError};
-use crate::request::{ClientRequest, RawHead, RequestHeaders, RequestId, name_is};
-use crate::server::{self, ClientConnection};
+use crate::request::{
+    BodyFraming, ClientBody, ClientRequest, Expect, RawHead, ReadHalf, Reader, RequestBody,
+    RequestHeaders, RequestId, lock, name_is,
+};
+use crate::server;
+use crate::shared::Shared;
 use bytes::{Bytes, BytesMut};
-use gatehouse_http1::{ChunkState, ChunkStep, Refusal, RequestFraming, RequestHead, take_counted};
-use hyper::body::{Body as _, Frame, SizeHint};
+use gatehouse_http1::{Refusal, RequestFraming, RequestHead};
+use hyper::body::Body as _;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode, Version};
 use std::future::{Future, poll_fn};
@@ -43,13 +46,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-const READ_SIZE: usize = 8 * 1024;
 /// Body frames up to this size are copied next to the head (or their chunk framing) and
 /// written with it.
 const COALESCE: usize = 16 * 1024;
@@ -60,193 +62,6 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// What an HTTP/2 client sends first on a connection (RFC 9113 §3.4).
 pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// The read half of a client connection.
-pub(crate) type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
-
-/// The read side of a client connection: the socket's read half, what was read of it but not
-/// used yet, and where the request body being read stands.
-pub(crate) struct Reader {
-    io: ReadHalf,
-    buf: BytesMut,
-    body: BodyFraming,
-    expect: Expect,
-    /// The connection's task, woken when the body asks for a `100 Continue`.
-    connection_task: Option<Waker>,
-    /// The task reading the body, woken when the `100 Continue` is out.
-    body_task: Option<Waker>,
-}
-
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum BodyFraming {
-    Done,
-    Length(u64),
-    Chunked(ChunkState),
-    /// The body failed (malformed, or the client went away): the connection cannot be reused.
-    Broken,
-}
-
-impl From<RequestFraming> for BodyFraming {
-    fn from(framing: RequestFraming) -> BodyFraming {
-        match framing {
-            RequestFraming::Done => BodyFraming::Done,
-            RequestFraming::Length(n) => BodyFraming::Length(n),
-            RequestFraming::Chunked(state) => BodyFraming::Chunked(state),
-        }
-    }
-}
-
-/// Where a `100-continue` expectation stands.
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Expect {
-    /// Not expected, or already answered.
-    None,
-    /// Expected; nobody has read the body yet.
-    Owed,
-    /// The body wants to be read: the connection's task is to send `100 Continue`.
-    Wanted,
-}
-
-impl Reader {
-    pub(crate) fn new(io: ReadHalf, buf: BytesMut) -> Reader {
-        Reader {
-            io,
-            buf,
-            body: BodyFraming::Done,
-            expect: Expect::None,
-            connection_task: None,
-            body_task: None,
-        }
-    }
-
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.buf.reserve(READ_SIZE);
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
-    }
-}
-
-fn lock(reader: &Mutex<Reader>) -> std::sync::MutexGuard<'_, Reader> {
-    reader.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A request body: read from the client connection by whoever polls it, or hyper's (HTTP/2).
-pub enum RequestBody {
-    Empty,
-    Hyper(hyper::body::Incoming),
-    Client(ClientBody),
-}
-
-/// A request body read from an HTTP/1.x client connection.
-pub struct ClientBody {
-    reader: Arc<Mutex<Reader>>,
-    /// The declared length, if any.
-    length: Option<u64>,
-}
-
-impl hyper::body::Body for RequestBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Hyper(incoming) => Pin::new(incoming)
-                .poll_frame(cx)
-                .map_err(|e| client_body(format!("the request body could not be read: {e}"))),
-            RequestBody::Client(body) => body.poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Empty => true,
-            RequestBody::Hyper(incoming) => incoming.is_end_stream(),
-            RequestBody::Client(_) => false,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Hyper(incoming) => incoming.size_hint(),
-            RequestBody::Client(body) => body
-                .length
-                .map_or_else(SizeHint::default, SizeHint::with_exact),
-        }
-    }
-}
-
-impl ClientBody {
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut guard = lock(&self.reader);
-        let reader = &mut *guard;
-        match reader.expect {
-            Expect::None => {}
-            Expect::Owed | Expect::Wanted => {
-                reader.expect = Expect::Wanted;
-                reader.body_task = Some(cx.waker().clone());
-                if let Some(task) = &reader.connection_task {
-                    task.wake_by_ref();
-                }
-                return Poll::Pending;
-            }
-        }
-        loop {
-            match &mut reader.body {
-                BodyFraming::Done => return Poll::Ready(None),
-                BodyFraming::Broken => {
-                    return Poll::Ready(Some(Err(client_body(
-                        "the request body could not be read".into(),
-                    ))));
-                }
-                BodyFraming::Length(left) if !reader.buf.is_empty() => {
-                    let data = take_counted(&mut reader.buf, left);
-                    if *left == 0 {
-                        reader.body = BodyFraming::Done;
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                BodyFraming::Length(_) => {}
-                BodyFraming::Chunked(state) => match state.step(&mut reader.buf) {
-                    Err(e) => {
-                        reader.body = BodyFraming::Broken;
-                        return Poll::Ready(Some(Err(client_body(format!(
-                            "the request body is not valid chunked: {e}"
-                        )))));
-                    }
-                    Ok(ChunkStep::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    Ok(ChunkStep::End) => {
-                        reader.body = BodyFraming::Done;
-                        return Poll::Ready(None);
-                    }
-                    Ok(ChunkStep::NeedMore) => {}
-                },
-            }
-            match ready!(reader.poll_fill(cx)) {
-                Ok(0) => {
-                    reader.body = BodyFraming::Broken;
-                    return Poll::Ready(Some(Err(client_body(
-                        "the client closed the connection within the request body".into(),
-                    ))));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    reader.body = BodyFraming::Broken;
-                    return Poll::Ready(Some(Err(client_body(format!(
-                        "reading the request body failed: {e}"
-                    )))));
-                }
-            }
-        }
-    }
-}
-
-fn client_body(message: String) -> BoxError {
-    Box::new(ClientBodyError(message))
-}
 
 /// Parses the request head at the front of `buf`, taking it out when complete.
 fn take_head(buf: &mut BytesMut, max_head: usize) -> Result<Option<RequestHead>, Refusal> {
@@ -324,7 +139,7 @@ pub(crate) async fn serve<W: AsyncWrite + Unpin>(
             NextHead::Close => return,
             NextHead::Refused(refusal) => {
                 let answer = server::Answer {
-                    response: server::json_error(refusal.status, refusal.message),
+                    response: crate::context::json_error(refusal.status, refusal.message),
                     request_id: Some(shared.next_request_id()),
                 };
                 let _ =
@@ -672,8 +487,8 @@ fn encode_head(
             }
         } else if name == header::TRANSFER_ENCODING
             || name == header::CONNECTION
-            || proxy::is_hop_by_hop(name)
-            || (request_id.is_some() && name == proxy::X_REQUEST_ID)
+            || crate::headers::is_hop_by_hop(name)
+            || (request_id.is_some() && name == crate::headers::X_REQUEST_ID)
         {
         } else {
             dated |= name == header::DATE;
@@ -845,7 +660,7 @@ pub(crate) async fn sniff(
     deadline: Instant,
 ) -> Option<(bool, BytesMut)> {
     use tokio::io::AsyncReadExt;
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let mut buf = BytesMut::with_capacity(crate::request::READ_SIZE);
     let read = async {
         loop {
             match stream.read_buf(&mut buf).await {
@@ -871,7 +686,7 @@ pub(crate) async fn sniff(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::Body;
+    use crate::body::Body;
     use hyper::Response;
 
     #[test]
@@ -896,7 +711,7 @@ mod tests {
             );
             String::from_utf8(out).unwrap()
         };
-        let mut resp = Response::new(proxy::full("hello"));
+        let mut resp = Response::new(crate::body::full("hello"));
         resp.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
         resp.headers_mut().insert(
@@ -914,7 +729,7 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("connection"), "{text}");
-        let mut resp = Response::new(proxy::empty());
+        let mut resp = Response::new(crate::body::empty());
         resp.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("42"));
         let text = encode(resp, Version::HTTP_10, true, true);
@@ -924,7 +739,7 @@ mod tests {
         );
         assert!(text.contains("\r\nconnection: keep-alive\r\n"), "{text}");
         let text = encode(
-            Response::new(proxy::empty()),
+            Response::new(crate::body::empty()),
             Version::HTTP_11,
             false,
             false,
@@ -939,9 +754,9 @@ mod tests {
         let head = gatehouse_http1::take_response_head(&mut buf, false)
             .unwrap()
             .unwrap();
-        let mut resp = Response::new(proxy::empty());
+        let mut resp = Response::new(crate::body::empty());
         resp.headers_mut().insert(
-            proxy::X_REQUEST_ID.clone(),
+            crate::headers::X_REQUEST_ID.clone(),
             HeaderValue::from_static("from-policy"),
         );
         let (parts, _) = resp.into_parts();

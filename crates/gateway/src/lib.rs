@@ -6,147 +6,39 @@
 //! one consistent revision; secrets (keys) never reach logs or metrics. This crate knows the
 //! store and the model, never the management API.
 
+#![warn(unreachable_pub)]
+
+mod body;
+mod config;
+mod context;
 mod deadline;
-pub mod h1;
-pub mod h1_server;
-pub mod policies;
-pub mod proxy;
-pub mod reload;
-pub mod request;
-pub mod server;
-pub mod table;
-pub mod telemetry;
-pub mod template;
+mod h1;
+mod h1_server;
+mod headers;
+mod mirror;
+mod policies;
+mod proxy;
+mod reload;
+mod request;
+mod server;
+mod shared;
+mod table;
+mod telemetry;
+mod template;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
+pub use config::GatewayConfig;
 use gatehouse_store::Store;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+pub use shared::Shared;
+use shared::stopped;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use table::RoutingTable;
 use telemetry::{AccessLog, Stats, Traffic};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-/// Resolves when `stop` turns true (or its sender is gone).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Gateway settings.
-#[derive(Debug, Clone)]
-pub struct GatewayConfig {
-    /// PEM certificate chain and private key: serve HTTPS (HTTP/2 by ALPN) instead of plain
-    /// HTTP/1.1 and h2c.
-    pub tls: Option<(PathBuf, PathBuf)>,
-    pub max_header_bytes: usize,
-    pub max_body_bytes: u64,
-    pub header_read_timeout: Duration,
-    /// How long an HTTP/1.x client may take none of its response's bytes before its
-    /// connection is closed (nginx's `send_timeout`).
-    pub send_timeout: Duration,
-    pub backend_connect_timeout: Duration,
-    pub backend_response_timeout: Duration,
-    /// `stdout`, a file path, or `None` for no access log.
-    pub access_log: Option<String>,
-    /// How long shutdown waits for requests in flight.
-    pub drain_timeout: Duration,
-    /// Extra trusted root certificates (PEM) for HTTPS backends, e.g. an internal CA.
-    pub backend_ca: Option<PathBuf>,
-    /// Threads serving client connections, each running its own single-threaded event loop
-    /// (0: one per CPU). A connection stays on the thread it was given at accept.
-    pub workers: usize,
-    /// Client connections served at once; one more is closed as soon as it is accepted.
-    pub max_connections: usize,
-}
-
-impl Default for GatewayConfig {
-    fn default() -> Self {
-        GatewayConfig {
-            tls: None,
-            max_header_bytes: 64 * 1024,
-            max_body_bytes: 64 * 1024 * 1024,
-            header_read_timeout: Duration::from_secs(30),
-            send_timeout: Duration::from_secs(60),
-            backend_connect_timeout: Duration::from_secs(10),
-            backend_response_timeout: Duration::from_secs(240),
-            access_log: None,
-            drain_timeout: Duration::from_secs(30),
-            backend_ca: None,
-            workers: 0,
-            max_connections: gatehouse_listen::Limits::GATEWAY.max_connections,
-        }
-    }
-}
-
-/// State shared by every request.
-pub struct Shared {
-    pub table: Arc<ArcSwap<RoutingTable>>,
-    pub backend: proxy::Backend,
-    pub config: GatewayConfig,
-    pub access_log: AccessLog,
-    pub stats: Stats,
-    pub traffic: Traffic,
-    /// Rate-limit and quota counters (per gateway, as APIM counts per regional gateway).
-    pub counters: policies::Counters,
-    pub jwks: Arc<policies::JwksCache>,
-    pub cache: policies::PolicyCache,
-    pub concurrency: policies::Concurrency,
-    /// The client of send-request and send-one-way-request.
-    pub outbound: reqwest::Client,
-    pub store: Arc<Store>,
-    request_ids: RequestIds,
-}
-
-/// Request ids without a system call per request: a random prefix per process start and a
-/// counter, in UUID form.
-struct RequestIds {
-    prefix: u64,
-    counter: std::sync::atomic::AtomicU64,
-}
-
-impl Shared {
-    pub fn next_request_id(&self) -> request::RequestId {
-        let n = self
-            .request_ids
-            .counter
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
-        uuid::Uuid::from_u64_pair(self.request_ids.prefix, n)
-            .hyphenated()
-            .encode_lower(&mut text);
-        request::RequestId::Made(text)
-    }
-
-    /// Seconds since the Unix epoch.
-    pub fn clock_secs(&self) -> i64 {
-        self.clock_ms() / 1000
-    }
-
-    /// Milliseconds since the Unix epoch.
-    pub fn clock_ms(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0)
-    }
-
-    /// Prometheus text for this gateway.
-    pub fn render_metrics(&self) -> String {
-        self.stats.render()
-    }
-
-    /// Turns drain mode on or off and reports the traffic (see [`Traffic`]).
-    pub fn drain(&self, on: Option<bool>) -> serde_json::Value {
-        if let Some(on) = on {
-            self.traffic.set_draining(on);
-        }
-        self.traffic.render()
-    }
-}
 
 /// A running gateway.
 pub struct Gateway {
@@ -212,10 +104,7 @@ impl Gateway {
                 .build()
                 .context("cannot build the send-request client")?,
             store: store.clone(),
-            request_ids: RequestIds {
-                prefix: uuid::Uuid::new_v4().as_u64_pair().0,
-                counter: std::sync::atomic::AtomicU64::new(0),
-            },
+            request_ids: shared::RequestIds::new(),
             config,
         });
         shared.stats.set_revision(mirror.revision);
@@ -499,15 +388,16 @@ fn hyper_service(
     tls: bool,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
-    Response = hyper::Response<proxy::Body>,
+    Response = hyper::Response<crate::body::Body>,
     Error = std::convert::Infallible,
-    Future = impl Future<Output = Result<hyper::Response<proxy::Body>, std::convert::Infallible>> + Send,
+    Future = impl Future<Output = Result<hyper::Response<crate::body::Body>, std::convert::Infallible>>
+             + Send,
 > + Clone {
-    let client = Arc::new(server::ClientConnection::new(remote));
+    let client = Arc::new(crate::context::ClientConnection::new(remote));
     hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let answered = server::handle(
             shared.clone(),
-            request::ClientRequest::from_http(req.map(h1_server::RequestBody::Hyper)),
+            request::ClientRequest::from_http(req.map(request::RequestBody::Hyper)),
             remote,
             tls,
             client.clone(),

@@ -4,9 +4,9 @@
 //! Invariant: the mirror only ever moves to a revision read in one store transaction, so every
 //! table the gateway serves is a consistent configuration.
 
+use crate::mirror::{Change, ConfigMirror};
+use crate::shared::{Shared, stopped};
 use crate::table::RoutingTable;
-use crate::table::{Change, ConfigMirror};
-use crate::{Shared, stopped};
 use gatehouse_model::{Kind, ResourcePath};
 use gatehouse_store::{Store, StoreError};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use std::time::Instant;
 
 /// Reads the whole configuration, in one read transaction, into a mirror and a first table.
 /// Resources are streamed: the whole configuration is never held in memory at once.
-pub fn load(store: &Store) -> Result<(ConfigMirror, RoutingTable), StoreError> {
+pub(crate) fn load(store: &Store) -> Result<(ConfigMirror, RoutingTable), StoreError> {
     store.read(|r| {
         let mut mirror = ConfigMirror::new(r.revision(), r.service()?, []);
         r.for_each_resource(|res| {
@@ -35,7 +35,7 @@ pub fn load(store: &Store) -> Result<(ConfigMirror, RoutingTable), StoreError> {
 
 /// Moves the mirror to the store's current revision by re-reading what changed since; returns
 /// the changes (`None` when already current).
-pub fn catch_up(
+pub(crate) fn catch_up(
     store: &Store,
     mirror: &mut ConfigMirror,
 ) -> Result<Option<Vec<Change>>, StoreError> {
@@ -84,7 +84,7 @@ fn advance(
 }
 
 /// Follows the store until `stop` fires, swapping a new table in after each change.
-pub async fn follow(
+pub(crate) async fn follow(
     store: Arc<Store>,
     mut mirror: ConfigMirror,
     shared: Arc<Shared>,

@@ -6,123 +6,23 @@
 //! Invariant: a request loads the routing table once, at its start, and uses that table to the
 //! end: a configuration swap never changes a request in flight.
 
-use crate::policies::Served;
-use crate::proxy::{self, Body, ForwardError};
-use crate::request::{ClientRequest, RequestHeaders, RequestId};
-use crate::table::{
-    ApiRoute, OperationRoute, ProductInfo, RoutingTable, SubscriptionInfo, UserInfo,
+use crate::body::Body;
+use crate::context::{
+    ClientConnection, GatewayError, MSG_KEY_INVALID, MSG_KEY_MISSING, MSG_NOT_FOUND,
+    MSG_OPERATION_NOT_FOUND, RequestContext, Routed, STATUS_PATH, backend_headers, forward_error,
+    forward_timeout, json_error,
 };
+use crate::policies::Served;
+use crate::proxy::{self};
+use crate::request::{ClientRequest, RequestHeaders, RequestId};
+use crate::shared::Shared;
 use crate::telemetry::{AccessRecord, StatKey, bucket_of, without_param};
-use crate::{Shared, template};
-use hyper::header::{self, HeaderValue};
+use crate::template;
+use hyper::header::{self};
 use hyper::{Request, Response, StatusCode};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-
-pub const STATUS_PATH: &str = "/status-0123456789abcdef";
-
-/// What routing found that only the policy path takes on: the path after the API's, and the
-/// URL template's parameters.
-pub struct Routed {
-    pub rest: String,
-    pub parameters: Vec<(String, String)>,
-}
-
-/// What the pipeline knows about a request (the policy engine's `context`).
-pub struct RequestContext {
-    pub request_id: RequestId,
-    pub table: Arc<RoutingTable>,
-    pub api: Option<Arc<ApiRoute>>,
-    pub operation: Option<usize>,
-    /// Where the request path after the API's path starts ([`RequestContext::rest`]).
-    pub rest_start: usize,
-    pub product: Option<Arc<ProductInfo>>,
-    pub subscription: Option<Arc<SubscriptionInfo>>,
-    pub user: Option<Arc<UserInfo>>,
-    pub started: Instant,
-    /// A CORS preflight (OPTIONS with Access-Control-Request-Method): routed by the method it
-    /// asks about, without a key, and only cors policies run for it.
-    pub preflight: bool,
-    /// What trace policies wrote for this request: `(source, message)`, for the access log.
-    pub traces: std::sync::Mutex<Vec<(String, String)>>,
-    /// The client connection this request came on.
-    pub client: Arc<ClientConnection>,
-    /// Whether it speaks HTTP/1.x (one request at a time).
-    pub http1: bool,
-}
-
-/// What the gateway keeps per client connection.
-pub struct ClientConnection {
-    /// The client's address as `X-Forwarded-For` carries it.
-    pub forwarded_for: HeaderValue,
-    /// Its own backend connections (used by HTTP/1.x clients only).
-    pub backends: proxy::Affinity,
-}
-
-impl ClientConnection {
-    pub fn new(remote: SocketAddr) -> ClientConnection {
-        ClientConnection {
-            forwarded_for: proxy::forwarded_for(remote.ip()),
-            backends: proxy::Affinity::default(),
-        }
-    }
-}
-
-impl RequestContext {
-    /// The backend connections this request may use: its client connection's, when that sends
-    /// one request at a time.
-    pub fn affinity(&self) -> Option<&proxy::Affinity> {
-        self.http1.then_some(&self.client.backends)
-    }
-
-    /// The request path after the API's path (what is appended to the backend URL), from the
-    /// request's path.
-    pub fn rest<'p>(&self, path: &'p str) -> &'p str {
-        crate::table::rest_of(path, self.rest_start)
-    }
-
-    pub fn operation(&self) -> Option<&OperationRoute> {
-        self.api
-            .as_ref()
-            .zip(self.operation)
-            .map(|(a, i)| &a.operations[i])
-    }
-}
-
-/// An error that ends the request in on-error: status, APIM's reason and message.
-pub struct GatewayError {
-    pub status: StatusCode,
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl GatewayError {
-    pub fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
-        GatewayError {
-            status,
-            reason,
-            message: message.into(),
-        }
-    }
-}
-
-pub const MSG_NOT_FOUND: &str = "Resource not found";
-pub const MSG_OPERATION_NOT_FOUND: &str = "Unable to match incoming request to an operation.";
-pub const MSG_KEY_MISSING: &str = "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.";
-pub const MSG_KEY_INVALID: &str = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.";
-
-/// APIM's JSON error body (the request id header is added with the [`Answer`]).
-pub fn json_error(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({"statusCode": status.as_u16(), "message": message});
-    let mut resp = Response::new(proxy::full(body.to_string()));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    resp
-}
 
 /// Inbound: API, protocol, operation, subscription key.
 fn inbound(ctx: &mut RequestContext, req: &ClientRequest, tls: bool) -> Result<(), GatewayError> {
@@ -237,7 +137,7 @@ fn backend_request(
     ctx: &RequestContext,
     req: ClientRequest,
     tls: bool,
-) -> Result<(Request<Body>, proxy::HeaderEdits), GatewayError> {
+) -> Result<(Request<Body>, crate::headers::HeaderEdits), GatewayError> {
     let api = ctx.api.as_ref().expect("routed");
     let Some(service_url) = api.service_url.as_deref() else {
         return Err(GatewayError::new(
@@ -293,64 +193,16 @@ fn backend_request(
     edits.raw_response = true;
     match req.headers {
         RequestHeaders::Map(map) => *out.headers_mut() = map,
-        RequestHeaders::Raw(raw) => edits.headers = Some(proxy::ClientHeaders::Raw(raw)),
+        RequestHeaders::Raw(raw) => edits.headers = Some(crate::headers::ClientHeaders::Raw(raw)),
     }
     Ok((out, edits))
-}
-
-/// How the client's headers are made fit for the backend (see [`proxy::HeaderEdits`]).
-pub(crate) fn backend_headers(
-    api: &ApiRoute,
-    ctx: &RequestContext,
-    tls: bool,
-) -> proxy::HeaderEdits {
-    proxy::HeaderEdits {
-        key_header: api.key_header.clone(),
-        client: ctx.client.forwarded_for.clone(),
-        https: tls,
-        request_id: Some(ctx.request_id.clone()),
-        headers: None,
-        raw_response: false,
-    }
-}
-
-/// A failed forward as APIM answers it: 504 on a timeout, 502 otherwise.
-pub(crate) fn forward_error(e: ForwardError, api: &ApiRoute) -> GatewayError {
-    match e {
-        ForwardError::Timeout(_) => GatewayError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "Timeout",
-            "Gateway timeout: the backend did not respond in time.",
-        ),
-        ForwardError::ClientBody(detail) => {
-            tracing::info!(api = %api.id, error = %detail, "the client's request body could not be read");
-            GatewayError::new(
-                StatusCode::BAD_REQUEST,
-                "ClientConnectionFailure",
-                format!("Bad request: {detail}."),
-            )
-        }
-        ForwardError::Connect(detail) | ForwardError::Other(detail) => {
-            tracing::warn!(api = %api.id, error = %detail, "backend request failed");
-            GatewayError::new(
-                StatusCode::BAD_GATEWAY,
-                "BackendConnectionFailure",
-                "Bad gateway: the backend could not be reached.",
-            )
-        }
-    }
 }
 
 /// Outbound: response headers as the client should see them (the request id aside: see
 /// [`Answer`]).
 fn outbound(mut resp: Response<Body>) -> Response<Body> {
-    proxy::strip_hop_by_hop(resp.headers_mut());
+    crate::headers::strip_hop_by_hop(resp.headers_mut());
     resp
-}
-
-/// How long a policy's forward-request waits for the backend (at least a second).
-pub(crate) fn forward_timeout(forward: &gatehouse_policy::exec::Forward) -> std::time::Duration {
-    std::time::Duration::from_secs(forward.timeout_secs.max(1))
 }
 
 /// Where a request stands after inbound (and the policies, if any).
@@ -366,7 +218,7 @@ enum Step {
 /// response's header map — empty on the plain path, whose fields stay as the backend sent
 /// them — it would cost that map's two allocations per request. The writer leaves out any
 /// other `x-request-id` field (the backend's, a policy's): the gateway's id wins.
-pub struct Answer {
+pub(crate) struct Answer {
     pub response: Response<Body>,
     /// None for the health probe's answer.
     pub request_id: Option<RequestId>,
@@ -374,19 +226,19 @@ pub struct Answer {
 
 impl Answer {
     /// The response with its `x-request-id` header, for a writer that takes a header map.
-    pub fn into_response(self) -> Response<Body> {
+    pub(crate) fn into_response(self) -> Response<Body> {
         let mut response = self.response;
         if let Some(id) = self.request_id {
             response
                 .headers_mut()
-                .insert(proxy::X_REQUEST_ID.clone(), id.to_header_value());
+                .insert(crate::headers::X_REQUEST_ID.clone(), id.to_header_value());
         }
         response
     }
 }
 
 /// Serves one request through the phases and records what happened.
-pub async fn handle(
+pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: ClientRequest,
     remote: SocketAddr,
@@ -396,7 +248,7 @@ pub async fn handle(
     let started = Instant::now();
     let http1 = req.version < hyper::Version::HTTP_2;
     if req.uri.path() == STATUS_PATH {
-        let mut resp = Response::new(proxy::empty());
+        let mut resp = Response::new(crate::body::empty());
         *resp.status_mut() = StatusCode::OK;
         close_if_draining(&shared, http1, &mut resp);
         return Answer {
@@ -433,7 +285,7 @@ pub async fn handle(
     let routed = inbound(&mut ctx, &req, tls);
     let table = ctx.table.clone();
     let chain = match &routed {
-        Ok(()) if !table.policies.is_empty() => Some(table.policies.chain(&ctx)),
+        Ok(()) if !table.policies.is_empty() => Some(table.policies.chain(&ctx.scopes())),
         _ => None,
     };
     let step = match (routed, chain) {

@@ -5,8 +5,9 @@
 //! subscriptions are in `keys`; API and operation matching follow APIM (longest path prefix,
 //! version sets, `;rev=N`, most specific template).
 
+use crate::mirror::{Change, ConfigMirror};
 use crate::template::{Template, query_value};
-use gatehouse_model::{Kind, ServiceSettings, StoredResource, id::split_revision};
+use gatehouse_model::{Kind, StoredResource, id::split_revision};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -249,83 +250,6 @@ impl<'a> RouteInputs<'a> {
             products_of,
         }
     }
-}
-
-/// The in-memory mirror of the configuration the table is compiled from, by kind.
-#[derive(Debug, Clone, Default)]
-pub struct ConfigMirror {
-    pub revision: u64,
-    pub service: Option<ServiceSettings>,
-    by_kind: HashMap<Kind, HashMap<String, StoredResource>>,
-}
-
-impl ConfigMirror {
-    pub fn new(
-        revision: u64,
-        service: Option<ServiceSettings>,
-        resources: impl IntoIterator<Item = StoredResource>,
-    ) -> Self {
-        let mut m = ConfigMirror {
-            revision,
-            service,
-            by_kind: HashMap::new(),
-        };
-        for r in resources {
-            m.insert(r);
-        }
-        m
-    }
-
-    pub fn of(&self, kind: Kind) -> impl Iterator<Item = &StoredResource> {
-        self.by_kind.get(&kind).into_iter().flat_map(|m| m.values())
-    }
-
-    pub fn get(&self, kind: Kind, path: &str) -> Option<&StoredResource> {
-        self.by_kind.get(&kind).and_then(|m| m.get(path))
-    }
-
-    /// Keeps the resource if the gateway uses its kind, with only the properties it reads.
-    /// Subscriptions are not mirrored: the table's `subs` map holds what the gateway needs of
-    /// them, so 100,000 subscriptions are held once, compactly.
-    pub fn insert(&mut self, mut r: StoredResource) -> Option<StoredResource> {
-        let keep: &[&str] = match r.kind {
-            Kind::Api | Kind::ApiVersionSet | Kind::ProductApi | Kind::GroupUser => &[],
-            Kind::Operation => &["method", "urlTemplate"],
-            Kind::Product => &["displayName", "subscriptionRequired", "state"],
-            Kind::User => &["email", "firstName", "lastName"],
-            k if k.is_policy() || k == Kind::PolicyFragment => &["value", "format"],
-            Kind::NamedValue => &["displayName", "value"],
-            Kind::Backend => &["url", "credentials", "tls"],
-            _ => return None,
-        };
-        if !keep.is_empty() {
-            r.properties.retain(|k, _| keep.contains(&k.as_str()));
-        }
-        self.by_kind
-            .entry(r.kind)
-            .or_default()
-            .insert(r.path.clone(), r)
-    }
-
-    pub fn remove(&mut self, kind: Kind, path: &str) -> Option<StoredResource> {
-        self.by_kind.get_mut(&kind).and_then(|m| m.remove(path))
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_kind.values().map(HashMap::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// One resource that changed between two revisions.
-#[derive(Debug, Clone)]
-pub struct Change {
-    pub kind: Kind,
-    pub old: Option<StoredResource>,
-    pub new: Option<StoredResource>,
 }
 
 /// Kinds whose change means the route index must be rebuilt.
@@ -840,7 +764,7 @@ impl RoutingTable {
 
 /// The rest of a request path after its API's path, from where [`RoutingTable::find_api_at`]
 /// found it to start: `/` when nothing is left.
-pub fn rest_of(path: &str, start: usize) -> &str {
+pub(crate) fn rest_of(path: &str, start: usize) -> &str {
     match path.get(start..) {
         Some(rest) if !rest.is_empty() => rest,
         _ => "/",

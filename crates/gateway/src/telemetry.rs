@@ -86,7 +86,7 @@ impl AccessLog {
 }
 
 /// Removes one query parameter (the subscription key) from a query string.
-pub fn without_param(query: &str, name: &str) -> String {
+pub(crate) fn without_param(query: &str, name: &str) -> String {
     query
         .split('&')
         .filter(|p| {
@@ -347,7 +347,7 @@ impl Stats {
 }
 
 /// The 15-minute bucket a Unix time falls in.
-pub fn bucket_of(unix_secs: i64) -> i64 {
+pub(crate) fn bucket_of(unix_secs: i64) -> i64 {
     unix_secs - unix_secs.rem_euclid(900)
 }
 

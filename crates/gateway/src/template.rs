@@ -226,7 +226,7 @@ fn match_mixed(
 }
 
 /// Percent-decodes a path segment or query value (invalid escapes are kept as they are).
-pub fn decode(s: &str) -> String {
+pub(crate) fn decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -247,7 +247,7 @@ pub fn decode(s: &str) -> String {
 }
 
 /// The decoded value of query parameter `name`, if present.
-pub fn query_value(query: &str, name: &str) -> Option<String> {
+pub(crate) fn query_value(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (decode(&k.replace('+', " ")) == name).then(|| decode(&v.replace('+', " ")))

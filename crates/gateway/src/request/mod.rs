@@ -12,8 +12,11 @@
 //! are valid header values (httparse accepts no byte that `HeaderValue` refuses), so turning
 //! it into a map loses nothing.
 
-use crate::h1_server::RequestBody;
-pub use gatehouse_http1::{RawHead, name_is};
+mod body;
+
+pub(crate) use body::RequestBody;
+pub(crate) use body::{BodyFraming, ClientBody, Expect, READ_SIZE, ReadHalf, Reader, lock};
+pub(crate) use gatehouse_http1::{RawHead, name_is};
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, Uri, Version};
 
@@ -105,7 +108,7 @@ impl RequestHeaders {
 }
 
 /// A client's request: its head and its body.
-pub struct ClientRequest {
+pub(crate) struct ClientRequest {
     pub method: Method,
     pub uri: Uri,
     pub version: Version,
@@ -114,7 +117,7 @@ pub struct ClientRequest {
 }
 
 impl ClientRequest {
-    pub fn from_http(req: Request<RequestBody>) -> ClientRequest {
+    pub(crate) fn from_http(req: Request<RequestBody>) -> ClientRequest {
         let (parts, body) = req.into_parts();
         ClientRequest {
             method: parts.method,

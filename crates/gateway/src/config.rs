@@ -1,0 +1,50 @@
+//! The gateway's settings.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Gateway settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// PEM certificate chain and private key: serve HTTPS (HTTP/2 by ALPN) instead of plain
+    /// HTTP/1.1 and h2c.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub header_read_timeout: Duration,
+    /// How long an HTTP/1.x client may take none of its response's bytes before its
+    /// connection is closed (nginx's `send_timeout`).
+    pub send_timeout: Duration,
+    pub backend_connect_timeout: Duration,
+    pub backend_response_timeout: Duration,
+    /// `stdout`, a file path, or `None` for no access log.
+    pub access_log: Option<String>,
+    /// How long shutdown waits for requests in flight.
+    pub drain_timeout: Duration,
+    /// Extra trusted root certificates (PEM) for HTTPS backends, e.g. an internal CA.
+    pub backend_ca: Option<PathBuf>,
+    /// Threads serving client connections, each running its own single-threaded event loop
+    /// (0: one per CPU). A connection stays on the thread it was given at accept.
+    pub workers: usize,
+    /// Client connections served at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            tls: None,
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: 64 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
+            backend_connect_timeout: Duration::from_secs(10),
+            backend_response_timeout: Duration::from_secs(240),
+            access_log: None,
+            drain_timeout: Duration::from_secs(30),
+            backend_ca: None,
+            workers: 0,
+            max_connections: gatehouse_listen::Limits::GATEWAY.max_connections,
+        }
+    }
+}

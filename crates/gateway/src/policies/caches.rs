@@ -1,0 +1,183 @@
+//! The OpenID providers' keys validate-jwt uses, and the in-memory cache of cache-lookup,
+//! cache-store and the value policies.
+
+use gatehouse_policy::exec::Cached;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The keys of OpenID providers that validate-jwt policies name: fetched when a policy naming
+/// one is compiled, refreshed every hour, and at most every five minutes when a token names a
+/// key the cache does not have.
+#[derive(Default)]
+pub struct JwksCache {
+    entries: Mutex<HashMap<String, JwksEntry>>,
+}
+
+pub(super) struct JwksEntry {
+    pub(super) keys: Option<Arc<Vec<Value>>>,
+    pub(super) fetched: Option<Instant>,
+    pub(super) fetching: bool,
+}
+
+pub(super) const JWKS_REFRESH: Duration = Duration::from_secs(3600);
+
+pub(super) const JWKS_RETRY: Duration = Duration::from_secs(300);
+
+impl JwksCache {
+    /// Starts fetching the keys of every URL not fetched yet (from async context).
+    pub fn ensure(self: &Arc<Self>, urls: &[String]) {
+        for url in urls {
+            self.fetch_if_due(url, Duration::ZERO);
+        }
+    }
+
+    pub(super) fn fetch_if_due(self: &Arc<Self>, url: &str, min_age: Duration) {
+        {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let e = entries.entry(url.to_string()).or_insert(JwksEntry {
+                keys: None,
+                fetched: None,
+                fetching: false,
+            });
+            let due = e.fetched.is_none_or(|f| f.elapsed() >= min_age)
+                && (e.keys.is_none() || min_age > Duration::ZERO);
+            if e.fetching || !due {
+                return;
+            }
+            e.fetching = true;
+        }
+        let me = self.clone();
+        let url = url.to_string();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        handle.spawn(async move {
+            let result = fetch_jwks(&url).await;
+            let mut entries = me.entries.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = entries.get_mut(&url) {
+                e.fetching = false;
+                e.fetched = Some(Instant::now());
+                match result {
+                    Ok(keys) => e.keys = Some(Arc::new(keys)),
+                    Err(err) => tracing::warn!(url = %url, error = %err, "cannot fetch the OpenID provider's keys"),
+                }
+            }
+        });
+    }
+
+    /// The keys of `url` if fetched; schedules a refresh when they are old.
+    pub fn keys(self: &Arc<Self>, url: &str) -> Option<Vec<Value>> {
+        let keys = {
+            let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            entries.get(url).and_then(|e| e.keys.clone())
+        };
+        match &keys {
+            None => self.fetch_if_due(url, JWKS_RETRY),
+            Some(_) => self.fetch_if_due(url, JWKS_REFRESH),
+        }
+        keys.map(|k| k.as_ref().clone())
+    }
+}
+
+/// A response body, refused once it passes `max` bytes (it is held in memory).
+pub(super) async fn read_limited(mut r: reqwest::Response, max: u64) -> Result<Vec<u8>, String> {
+    let too_large = || format!("the response is larger than {max} bytes");
+    if r.content_length().is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = r.chunk().await.map_err(|e| e.to_string())? {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The largest OpenID configuration or key set fetched.
+pub(super) const MAX_JWKS_BYTES: u64 = 1024 * 1024;
+
+pub(super) async fn fetch_jwks(config_url: &str) -> Result<Vec<Value>, String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let get_json = |url: &str| {
+        let request = http.get(url);
+        async move {
+            let r = request
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| e.to_string())?;
+            let body = read_limited(r, MAX_JWKS_BYTES).await?;
+            serde_json::from_slice::<Value>(&body).map_err(|e| e.to_string())
+        }
+    };
+    let config = get_json(config_url).await?;
+    let jwks_uri = config
+        .get("jwks_uri")
+        .and_then(Value::as_str)
+        .ok_or("the OpenID configuration has no jwks_uri")?;
+    let jwks = get_json(jwks_uri).await?;
+    Ok(jwks
+        .get("keys")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default())
+}
+
+/// The gateway's in-memory cache (cache-lookup/cache-store and the value policies): entries
+/// expire after their duration; at most `CACHE_ENTRIES` are kept, expired ones dropped first.
+#[derive(Default)]
+pub struct PolicyCache {
+    entries: Mutex<HashMap<String, (Instant, Cached)>>,
+}
+
+pub(super) const CACHE_ENTRIES: usize = 10_000;
+
+impl PolicyCache {
+    pub(super) fn get(&self, key: &str) -> Option<Cached> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(key) {
+            Some((until, v)) if *until > Instant::now() => Some(v.clone()),
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub(super) fn put(&self, key: &str, value: Cached, ttl_secs: u64) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CACHE_ENTRIES && !entries.contains_key(key) {
+            let now = Instant::now();
+            entries.retain(|_, (until, _)| *until > now);
+            if entries.len() >= CACHE_ENTRIES {
+                // Still full: drop the entry that expires first.
+                if let Some(k) = entries
+                    .iter()
+                    .min_by_key(|(_, (u, _))| *u)
+                    .map(|(k, _)| k.clone())
+                {
+                    entries.remove(&k);
+                }
+            }
+        }
+        entries.insert(
+            key.to_string(),
+            (Instant::now() + Duration::from_secs(ttl_secs), value),
+        );
+    }
+
+    pub(super) fn remove(&self, key: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}

@@ -1,0 +1,385 @@
+//! What the policy engine asks of the gateway (`exec::Services`): forwarding, send-request,
+//! counters, slots, caches, backends; and `context`'s members from the routing results.
+
+use super::caches::*;
+use super::exchange::*;
+use super::limits::*;
+use crate::body::Body;
+use crate::context::{GatewayError, RequestContext};
+use crate::request::RequestHeaders;
+use crate::shared::Shared;
+use crate::table::{ApiRoute, ProductInfo, RoutingTable, SubscriptionInfo, UserInfo};
+use gatehouse_policy::exec::{
+    self, BackendInfo, BoxFut, Cached, Counted, CounterKey, Exchange, Forward, Outgoing,
+    ResponseParts, Services,
+};
+use gatehouse_policy::expr::V;
+use http_body_util::BodyExt;
+use hyper::header::{self};
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub(super) struct GatewayServices<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) ctx: &'a RequestContext,
+    pub(super) tls: bool,
+    /// The client's body until a forward sends it (unless a policy buffered it).
+    pub(super) request_body: Mutex<Option<crate::request::RequestBody>>,
+    /// The backend's body, streamed to the client when no policy needs it buffered.
+    pub(super) response_stream: Mutex<Option<Body>>,
+    pub(super) buffer_response: bool,
+    pub(super) backend_ms: Mutex<Option<f64>>,
+}
+
+pub(super) fn outgoing(client: &reqwest::Client, req: Outgoing) -> reqwest::RequestBuilder {
+    let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+    let mut r = client.request(method, &req.url);
+    for (k, v) in &req.headers {
+        if !matches!(
+            k.to_ascii_lowercase().as_str(),
+            "host" | "content-length" | "transfer-encoding" | "connection"
+        ) {
+            r = r.header(k, v);
+        }
+    }
+    if let Some(b) = req.body {
+        r = r.body(b);
+    }
+    r
+}
+
+impl Services for GatewayServices<'_> {
+    fn forward<'a>(
+        &'a self,
+        ex: &'a mut Exchange,
+        forward: Forward,
+    ) -> BoxFut<'a, Result<(), exec::Failure>> {
+        Box::pin(async move {
+            let body = lock(&self.request_body).take();
+            let started = Instant::now();
+            let to_failure = |e: GatewayError| exec::Failure {
+                status: e.status.as_u16(),
+                reason: e.reason,
+                message: e.message,
+                policy: "forward-request",
+                policy_id: None,
+                pos: Default::default(),
+                headers: Vec::new(),
+            };
+            let (request, prepared) =
+                prepare_exchange(self.shared, self.ctx, ex, forward, body, self.tls, None)
+                    .map_err(to_failure)?;
+            let mut resp = prepared
+                .send(request, self.shared, self.ctx)
+                .await
+                .map_err(to_failure)?;
+            // follow-redirects: up to 5 hops; 301/302/303 become GETs without a body.
+            let mut hops = 0;
+            while forward.follow_redirects && resp.status().is_redirection() && hops < 5 {
+                let location = match resp.body().fields() {
+                    Some(raw) => raw.get("location"),
+                    None => resp.headers().get(header::LOCATION).map(|v| v.as_bytes()),
+                };
+                let Some(location) = location
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .map(str::to_string)
+                else {
+                    break;
+                };
+                let mut next = ex.clone();
+                if matches!(resp.status().as_u16(), 301..=303) {
+                    next.method = "GET".into();
+                    next.request_body = None;
+                }
+                hops += 1;
+                // Boxed: redirects are rare, and this keeps every request's future small.
+                let (request, prepared) = prepare_exchange(
+                    self.shared,
+                    self.ctx,
+                    &next,
+                    forward,
+                    None,
+                    self.tls,
+                    Some(location),
+                )
+                .map_err(to_failure)?;
+                resp = Box::pin(prepared.send(request, self.shared, self.ctx))
+                    .await
+                    .map_err(to_failure)?;
+            }
+            *lock(&self.backend_ms) = Some(started.elapsed().as_secs_f64() * 1000.0);
+            ex.forward = Some(forward);
+            let (rparts, mut rbody) = resp.into_parts();
+            // The backend's fields stay as read until a policy reads or changes them.
+            let original: exec::OriginalHeaders = match rbody.take_fields() {
+                Some(raw) => Arc::new(crate::headers::RawFields(raw)),
+                None => Arc::new(rparts.headers),
+            };
+            let mut out = ResponseParts {
+                status: rparts.status.as_u16(),
+                reason: rparts.status.canonical_reason().unwrap_or("").to_string(),
+                headers: exec::Headers::with_original(original, listed),
+                body: None,
+            };
+            if self.buffer_response {
+                let limit = self.shared.config.max_body_bytes as usize;
+                let limited = http_body_util::Limited::new(rbody, limit);
+                let bytes = limited.collect().await.map_err(|_| exec::Failure {
+                    status: 502,
+                    reason: "BackendConnectionFailure",
+                    message: "Bad gateway: the backend's response could not be read, or is larger than a policy may read.".into(),
+                    policy: "forward-request",
+                    policy_id: None,
+                    pos: Default::default(),
+                    headers: Vec::new(),
+                })?;
+                out.body = Some(bytes.to_bytes().to_vec());
+                *lock(&self.response_stream) = None;
+            } else {
+                *lock(&self.response_stream) = Some(rbody);
+            }
+            ex.response = Some(out);
+            Ok(())
+        })
+    }
+
+    fn send(&self, req: Outgoing, timeout_secs: u64) -> BoxFut<'_, Result<ResponseParts, String>> {
+        Box::pin(async move {
+            let r = outgoing(&self.shared.outbound, req)
+                .timeout(Duration::from_secs(timeout_secs.max(1)))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = r.status();
+            let headers = pairs_of(r.headers());
+            let body = read_limited(r, self.shared.config.max_body_bytes).await?;
+            Ok(ResponseParts {
+                status: status.as_u16(),
+                reason: status.canonical_reason().unwrap_or("").to_string(),
+                headers: headers.into(),
+                body: Some(body.to_vec()),
+            })
+        })
+    }
+
+    fn send_one_way(&self, req: Outgoing) {
+        let r = outgoing(&self.shared.outbound, req).timeout(Duration::from_secs(60));
+        tokio::spawn(async move {
+            if let Err(e) = r.send().await {
+                tracing::warn!(error = %e, "send-one-way-request failed");
+            }
+        });
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFut<'_, ()> {
+        Box::pin(tokio::time::sleep(duration))
+    }
+
+    fn acquire(&self, key: &str, max: u64) -> Option<Box<dyn std::any::Any + Send>> {
+        self.shared
+            .concurrency
+            .acquire(key, max)
+            .map(|s| Box::new(s) as Box<dyn std::any::Any + Send>)
+    }
+
+    fn count(
+        &self,
+        key: CounterKey<'_>,
+        calls: u64,
+        period_secs: u64,
+        increment: u64,
+        sliding: bool,
+    ) -> Counted {
+        self.shared
+            .counters
+            .count(key, calls, period_secs, increment, sliding, Instant::now())
+    }
+
+    fn backend(&self, id: &str) -> Option<BackendInfo> {
+        self.ctx.table.policies.backends.get(id).cloned()
+    }
+
+    fn example(&self, status: u16, content_type: Option<&str>) -> Option<(String, String)> {
+        // Read when asked (mock-response is rare): the table does not keep response examples.
+        let api = self.ctx.api.as_ref()?;
+        let op = self.ctx.operation()?;
+        let stored = if api.is_current {
+            api.id.to_string()
+        } else {
+            format!("{};rev={}", api.id, api.revision)
+        };
+        let path = format!("/apis/{stored}/operations/{}", op.id);
+        let resource = self.shared.store.read(|r| r.get(&path)).ok()??;
+        let r = resource
+            .properties
+            .get("responses")?
+            .as_array()?
+            .iter()
+            .find(|r| r.get("statusCode").and_then(Value::as_u64) == Some(status as u64))?;
+        let reps = r.get("representations")?.as_array()?;
+        let rep = reps.iter().find(|x| {
+            content_type.is_none_or(|c| x.get("contentType").and_then(Value::as_str) == Some(c))
+        })?;
+        let ct = rep
+            .get("contentType")
+            .and_then(Value::as_str)
+            .unwrap_or("application/json")
+            .to_string();
+        let example = rep
+            .get("examples")
+            .and_then(|e| e.as_object())
+            .and_then(|m| m.values().next())
+            .and_then(|e| e.get("value"))
+            .or_else(|| rep.get("sample"))?;
+        let body = match example {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        Some((ct, body))
+    }
+
+    fn cache_get(&self, key: &str) -> Option<Cached> {
+        self.shared.cache.get(key)
+    }
+
+    fn cache_put(&self, key: &str, value: Cached, ttl_secs: u64) {
+        self.shared.cache.put(key, value, ttl_secs)
+    }
+
+    fn cache_remove(&self, key: &str) {
+        self.shared.cache.remove(key)
+    }
+
+    fn openid_keys(&self, config_url: &str) -> Option<Vec<Value>> {
+        self.shared.jwks.keys(config_url)
+    }
+
+    fn trace(&self, source: &str, message: &str) {
+        if let Ok(mut t) = self.ctx.traces.lock() {
+            t.push((source.to_string(), message.to_string()));
+        }
+        tracing::info!(target: "gatehouse::trace", request_id = %self.ctx.request_id, source, message, "trace");
+    }
+}
+
+/// The request's fixed `context` members, answered from the routing results when a policy
+/// reads one (most policies read none or a few).
+pub(super) struct RequestInfo {
+    pub(super) request_id: String,
+    /// When the request came (`context.Timestamp` is worked out from it when read).
+    pub(super) started: Instant,
+    pub(super) table: Arc<RoutingTable>,
+    pub(super) api: Option<Arc<ApiRoute>>,
+    pub(super) operation: Option<usize>,
+    pub(super) product: Option<Arc<ProductInfo>>,
+    pub(super) subscription: Option<Arc<SubscriptionInfo>>,
+    /// The client's headers, for the key the request came with (read only when a policy
+    /// asks for `Subscription.Key`).
+    pub(super) headers: Arc<RequestHeaders>,
+    pub(super) user: Option<Arc<UserInfo>>,
+}
+
+impl RequestInfo {
+    pub(super) fn new(ctx: &RequestContext, headers: Arc<RequestHeaders>) -> RequestInfo {
+        RequestInfo {
+            request_id: ctx.request_id.to_string(),
+            started: ctx.started,
+            table: ctx.table.clone(),
+            api: ctx.api.clone(),
+            operation: ctx.operation,
+            product: ctx.product.clone(),
+            subscription: ctx.subscription.clone(),
+            headers,
+            user: ctx.user.clone(),
+        }
+    }
+}
+
+impl exec::InfoSource for RequestInfo {
+    fn get(&self, member: &str) -> Option<V> {
+        let s = |v: &str| Some(V::Str(v.to_string()));
+        let (object, leaf) = member.split_once('.').unwrap_or((member, ""));
+        match (object, leaf) {
+            ("RequestId", "") => s(&self.request_id),
+            ("Timestamp", "") => Some(V::Time(
+                time::OffsetDateTime::now_utc() - self.started.elapsed(),
+            )),
+            ("Deployment", "Region") => s(&self.table.region),
+            ("Deployment", "ServiceName") => s(&self.table.service_name),
+            ("Deployment", "GatewayId") => s("managed"),
+            ("Api", leaf) => {
+                let api = self.api.as_ref()?;
+                match leaf {
+                    "Id" => s(&api.id),
+                    "Name" => s(&api.name),
+                    "Path" => s(&api.path),
+                    "ServiceUrl" => s(api.service_url.as_deref().unwrap_or("")),
+                    "Revision" => s(&api.revision.to_string()),
+                    "Version" => s(api.version.as_deref().unwrap_or("")),
+                    "IsCurrentRevision" => Some(V::Bool(api.is_current)),
+                    _ => None,
+                }
+            }
+            ("Operation", leaf) => {
+                let op = &self.api.as_ref()?.operations[self.operation?];
+                match leaf {
+                    "Id" | "Name" => s(&op.id),
+                    "Method" => s(&op.method),
+                    "UrlTemplate" => s(&op.url_template),
+                    _ => None,
+                }
+            }
+            ("Product", leaf) => {
+                let p = self.product.as_ref()?;
+                match leaf {
+                    "Id" => s(&p.id),
+                    "Name" => s(&p.name),
+                    "State" => s(&p.state),
+                    "SubscriptionRequired" => Some(V::Bool(p.subscription_required)),
+                    _ => None,
+                }
+            }
+            ("Subscription", leaf) => {
+                let sub = self.subscription.as_ref()?;
+                match leaf {
+                    "Id" => s(&sub.id),
+                    "Name" => s(&sub.name),
+                    "Key" => {
+                        let header = self.api.as_ref().map(|a| a.key_header.as_str());
+                        let sent = header.and_then(|h| self.headers.get_str(h));
+                        s(sent.unwrap_or(&sub.primary_key))
+                    }
+                    "PrimaryKey" => s(&sub.primary_key),
+                    "SecondaryKey" => s(&sub.secondary_key),
+                    _ => None,
+                }
+            }
+            ("User", leaf) => {
+                let u = self.user.as_ref()?;
+                match leaf {
+                    "Id" => s(&u.id),
+                    "Email" => s(&u.email),
+                    "FirstName" => s(&u.first_name),
+                    "LastName" => s(&u.last_name),
+                    "Groups" => Some(V::List(
+                        u.groups.iter().map(|g| V::Str(g.clone())).collect(),
+                    )),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn has(&self, object: &str) -> bool {
+        match object {
+            "Api" => self.api.is_some(),
+            "Operation" => self.operation.is_some(),
+            "Product" => self.product.is_some(),
+            "Subscription" => self.subscription.is_some(),
+            "User" => self.user.is_some(),
+            _ => false,
+        }
+    }
+}

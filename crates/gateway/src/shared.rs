@@ -1,0 +1,91 @@
+//! The state every worker holds: the routing table, the backend client, the settings, logs
+//! and counters, the policies' caches and limits.
+
+use crate::config::GatewayConfig;
+use crate::table::RoutingTable;
+use crate::telemetry::{AccessLog, Stats, Traffic};
+use crate::{policies, proxy, request};
+use arc_swap::ArcSwap;
+use gatehouse_store::Store;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// State shared by every request.
+pub struct Shared {
+    pub table: Arc<ArcSwap<RoutingTable>>,
+    pub backend: proxy::Backend,
+    pub config: GatewayConfig,
+    pub access_log: AccessLog,
+    pub stats: Stats,
+    pub traffic: Traffic,
+    /// Rate-limit and quota counters (per gateway, as APIM counts per regional gateway).
+    pub counters: policies::Counters,
+    pub jwks: Arc<policies::JwksCache>,
+    pub cache: policies::PolicyCache,
+    pub concurrency: policies::Concurrency,
+    /// The client of send-request and send-one-way-request.
+    pub outbound: reqwest::Client,
+    pub store: Arc<Store>,
+    pub(crate) request_ids: RequestIds,
+}
+
+/// Request ids without a system call per request: a random prefix per process start and a
+/// counter, in UUID form.
+pub(crate) struct RequestIds {
+    prefix: u64,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    pub fn next_request_id(&self) -> request::RequestId {
+        let n = self
+            .request_ids
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+        uuid::Uuid::from_u64_pair(self.request_ids.prefix, n)
+            .hyphenated()
+            .encode_lower(&mut text);
+        request::RequestId::Made(text)
+    }
+
+    /// Seconds since the Unix epoch.
+    pub fn clock_secs(&self) -> i64 {
+        self.clock_ms() / 1000
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn clock_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+
+    /// Prometheus text for this gateway.
+    pub fn render_metrics(&self) -> String {
+        self.stats.render()
+    }
+
+    /// Turns drain mode on or off and reports the traffic (see [`Traffic`]).
+    pub fn drain(&self, on: Option<bool>) -> serde_json::Value {
+        if let Some(on) = on {
+            self.traffic.set_draining(on);
+        }
+        self.traffic.render()
+    }
+}
+
+impl RequestIds {
+    pub(crate) fn new() -> RequestIds {
+        RequestIds {
+            prefix: uuid::Uuid::new_v4().as_u64_pair().0,
+            counter: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

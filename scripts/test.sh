@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 bash scripts/test-deps.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== crate layers (ARCHITECTURE.md)"
+echo "== crate layers (ARCHITECTURE.md) and module cycles"
 python3 scripts/check-layers.py
+python3 scripts/check-modules.py
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== fuzz the policy and expression parsers (30 s each)"

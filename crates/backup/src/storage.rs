@@ -260,7 +260,7 @@ impl Location {
 impl Location {
     /// Reads the plain manifest from the archive's trailer with two ranged reads (no key needed,
     /// not verified; see `archive::read_plain_manifest`).
-    pub async fn plain_manifest(&self) -> Result<crate::Manifest, StorageError> {
+    pub async fn plain_manifest(&self) -> Result<crate::archive::Manifest, StorageError> {
         let meta = self
             .store
             .head(&self.path)

@@ -367,8 +367,8 @@ pub async fn run(args: &MoveArgs, json_out: bool, ca_file: Option<&Path>) -> Res
     }
     let runtime = gatehouse_mover::Runtime {
         events: progress(),
-        storage_key: crate::env_value("GATEHOUSE_STORAGE_KEY"),
-        kill_after: crate::env_value("GATEHOUSE_MOVE_FAULT"),
+        storage_key: crate::env::env_value("GATEHOUSE_STORAGE_KEY"),
+        kill_after: crate::env::env_value("GATEHOUSE_MOVE_FAULT"),
     };
     let result = tokio::select! {
         r = gatehouse_mover::run(&state, runtime) => r,

@@ -5,11 +5,11 @@
 //! `gs://BUCKET/NAME`; the storage key from `--access-key` or `GATEHOUSE_STORAGE_KEY`).
 //! Progress on a terminal, and one line of figures at the end.
 
-use crate::client::Client;
-use crate::{BackupAction, BackupArgs, RestoreArgs, Target};
+use crate::args::{BackupAction, BackupArgs, RestoreArgs, Target};
 use anyhow::{Context, Result, anyhow, bail};
 use gatehouse_backup::storage::{self, Location};
 use gatehouse_backup::{BackupKey, BackupOptions, Manifest, RestoreOptions, RestorePlan, archive};
+use gatehouse_client::Client;
 use gatehouse_store::Store;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -46,7 +46,7 @@ impl ArchiveAt {
             gatehouse_client::storage_url::split_url(url).map_err(|e| anyhow!("{e}"))?;
         let key = access_key
             .map(str::to_string)
-            .or_else(|| crate::env_value("GATEHOUSE_STORAGE_KEY"));
+            .or_else(|| crate::env::env_value("GATEHOUSE_STORAGE_KEY"));
         Ok(ArchiveAt::Remote {
             account,
             container,
@@ -124,7 +124,7 @@ fn load_key_text(file: Option<&Path>) -> Result<String> {
                 .ok_or_else(|| anyhow!("the key file {} is empty", f.display()))?
                 .to_string()
         }
-        None => match crate::env_value("GATEHOUSE_BACKUP_KEY") {
+        None => match crate::env::env_value("GATEHOUSE_BACKUP_KEY") {
             Some(k) => k.trim().to_string(),
             None => bail!(
                 "no backup key: pass --key-file FILE or set GATEHOUSE_BACKUP_KEY (create one with `gatehouse backup new-key`)"
@@ -506,7 +506,9 @@ fn print_manifest(m: &Manifest, verified: bool) {
 async fn inspect(at: &ArchiveAt, key_file: Option<&Path>, json: bool) -> Result<()> {
     let key = match key_file {
         Some(_) => Some(load_key(key_file)?),
-        None => crate::env_value("GATEHOUSE_BACKUP_KEY").and_then(|k| BackupKey::parse(&k).ok()),
+        None => {
+            crate::env::env_value("GATEHOUSE_BACKUP_KEY").and_then(|k| BackupKey::parse(&k).ok())
+        }
     };
     let (manifest, verified) = match key {
         Some(k) => {
@@ -584,7 +586,7 @@ fn print_plan(plan: &RestorePlan) {
 fn access(key: Option<String>) -> storage::Access {
     storage::Access {
         key,
-        region: crate::env_value("AWS_REGION"),
+        region: crate::env::env_value("AWS_REGION"),
     }
 }
 
@@ -599,7 +601,7 @@ async fn list(url: &str, access_key: Option<&str>, json: bool) -> Result<()> {
             gatehouse_client::storage_url::split_url(&with_name).map_err(|e| anyhow!("{e}"))?;
         let key = access_key
             .map(str::to_string)
-            .or_else(|| crate::env_value("GATEHOUSE_STORAGE_KEY"));
+            .or_else(|| crate::env::env_value("GATEHOUSE_STORAGE_KEY"));
         let access = access(key);
         for (name, size) in storage::list(&account, &container, &access)
             .await

@@ -104,7 +104,11 @@ pub(crate) struct GatewayError {
 }
 
 impl GatewayError {
-    pub(crate) fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        status: StatusCode,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         GatewayError {
             status,
             reason,
@@ -115,7 +119,8 @@ impl GatewayError {
 
 pub(crate) const MSG_NOT_FOUND: &str = "Resource not found";
 
-pub(crate) const MSG_OPERATION_NOT_FOUND: &str = "Unable to match incoming request to an operation.";
+pub(crate) const MSG_OPERATION_NOT_FOUND: &str =
+    "Unable to match incoming request to an operation.";
 
 pub(crate) const MSG_KEY_MISSING: &str = "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.";
 

@@ -13,8 +13,8 @@
 //! an expired or revoked token is refused like an unknown one; every change is journaled with
 //! the caller's id (`admin` or the token's id), never a token's value.
 
-use crate::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use base64::Engine;
 use gatehouse_store::TokenRecord;

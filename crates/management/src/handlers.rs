@@ -4,8 +4,13 @@
 
 use crate::error::ApiError;
 use crate::render::{public_properties, render, render_resolved};
+use crate::respond::{
+    blocking, get_service, json_response, method_not_allowed, parse_json_body, service_body,
+    with_etag, with_revision,
+};
 use crate::rules::{self, Mode, WriteOptions, canonicalize};
-use crate::{AppState, openapi, service};
+use crate::state::AppState;
+use crate::{openapi, service};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -13,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use gatehouse_model::{
     Filter, Kind, ResourcePath, StoredResource, Target, resolve, strip_arm_prefix,
 };
-use gatehouse_store::Store;
 use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -24,17 +28,6 @@ const DEFAULT_PAGE: u64 = 100;
 const MAX_PAGE: u64 = 1000;
 
 type Query = HashMap<String, String>;
-
-/// Runs blocking store work off the async runtime.
-pub(crate) async fn blocking<T: Send + 'static>(
-    store: &Arc<Store>,
-    f: impl FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
-}
 
 fn parse_query(uri: &axum::http::Uri) -> Result<Query, ApiError> {
     let q = uri.query().unwrap_or("");
@@ -51,23 +44,6 @@ fn parse_query(uri: &axum::http::Uri) -> Result<Query, ApiError> {
         out.insert(dec(k)?, dec(v)?);
     }
     Ok(out)
-}
-
-pub(crate) fn json_response(status: StatusCode, body: Value) -> Response {
-    (status, axum::Json(body)).into_response()
-}
-
-fn with_etag(mut resp: Response, revision: u64) -> Response {
-    if let Ok(v) = HeaderValue::from_str(&rules::etag(revision)) {
-        resp.headers_mut().insert(header::ETAG, v);
-    }
-    resp
-}
-
-fn with_revision(mut resp: Response, revision: u64) -> Response {
-    resp.headers_mut()
-        .insert("x-gatehouse-revision", HeaderValue::from(revision));
-    resp
 }
 
 async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
@@ -87,36 +63,6 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
         Err(e) => Err(ApiError::bad_request(format!(
             "the request body could not be read: {e}"
         ))),
-    }
-}
-
-pub(crate) fn parse_json_body(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequestContent",
-            format!("The request body is not valid JSON: {e}"),
-        )
-    })?;
-    match v {
-        Value::Object(m) => Ok(m),
-        other => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequestContent",
-            format!(
-                "The request body must be a JSON object, not {}",
-                match other {
-                    Value::Array(_) => "an array",
-                    Value::String(_) => "a string",
-                    Value::Number(_) => "a number",
-                    Value::Bool(_) => "a boolean",
-                    _ => "null",
-                }
-            ),
-        )),
     }
 }
 
@@ -416,41 +362,6 @@ async fn tokens(
         }
         _ => Err(method_not_allowed()),
     }
-}
-
-pub(crate) fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "MethodNotAllowed",
-        "The HTTP method is not supported on this resource.",
-    )
-}
-
-pub(crate) async fn get_service(state: &Arc<AppState>) -> Result<Response, ApiError> {
-    let (body, rev) = service_body_at(state).await?;
-    Ok(with_etag(json_response(StatusCode::OK, body), rev))
-}
-
-async fn service_body(state: &Arc<AppState>) -> Result<Value, ApiError> {
-    Ok(service_body_at(state).await?.0)
-}
-
-async fn service_body_at(state: &Arc<AppState>) -> Result<(Value, u64), ApiError> {
-    let (s, rev) = blocking(&state.store, |s| {
-        s.read(|r| -> Result<_, ApiError> {
-            Ok((
-                r.service()?
-                    .ok_or_else(|| ApiError::internal("the service is not initialised"))?,
-                r.revision(),
-            ))
-        })
-    })
-    .await?;
-    let urls = state.urls.read().expect("urls lock").clone();
-    Ok((
-        service::render_service(&s, rev, &urls.management, &urls.gateway),
-        rev,
-    ))
 }
 
 fn next_link(raw_path: &str, query: &Query, base: &str, skip: u64, top: u64) -> String {

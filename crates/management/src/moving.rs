@@ -7,8 +7,9 @@
 //! references; it never contains a secret, only hashes.
 
 use crate::error::ApiError;
-use crate::handlers::{blocking, json_response, parse_json_body};
-use crate::{AppState, service};
+use crate::respond::{blocking, json_response, parse_json_body};
+use crate::service;
+use crate::state::AppState;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
@@ -147,7 +148,7 @@ pub fn drain(state: &AppState, method: &Method, body: &[u8]) -> Result<Response,
                     ApiError::invalid("enabled", "'enabled' must be true or false")
                 })?)
             }
-            _ => return Err(crate::handlers::method_not_allowed()),
+            _ => return Err(crate::respond::method_not_allowed()),
         };
     Ok(json_response(StatusCode::OK, traffic(enabled)))
 }
@@ -188,7 +189,7 @@ pub async fn adopt_identity(
         })
     })
     .await?;
-    crate::handlers::get_service(state).await
+    crate::respond::get_service(state).await
 }
 
 /// `DELETE /?confirm={service name}`: the instance stops serving and is marked deleted, so it

@@ -6,8 +6,8 @@
 //! Storage here is a `file://` URL (`storageAccount`), a folder (`containerName`) and a file
 //! name (`backupName`); the archive appears under its final name only when complete.
 
-use crate::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 use axum::http::StatusCode;
 use gatehouse_backup::storage::{Location, StorageError};
 use gatehouse_backup::{BackupKey, BackupOptions, RestoreOptions};

@@ -2,7 +2,9 @@
 //! APIM allows it in, with attributes of the right type; expressions are parsed here; named
 //! values (`{{name}}`) are substituted here, and fragments included.
 
+pub use crate::expr::Text;
 use crate::expr::{self, Code};
+pub use crate::jwt::{InlineKey, Jwt, RequiredClaim, TokenSource};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -63,22 +65,6 @@ impl Section {
     }
 }
 
-/// A value that is a literal or an expression.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Text {
-    Lit(String),
-    Expr(Arc<Code>),
-}
-
-impl Text {
-    pub fn literal(&self) -> Option<&str> {
-        match self {
-            Text::Lit(s) => Some(s),
-            Text::Expr(_) => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExistsAction {
     Override,
@@ -131,53 +117,6 @@ pub struct Cors {
     pub max_age: u64,
     pub headers: Vec<String>,
     pub expose: Vec<String>,
-}
-
-/// Where validate-jwt finds the token.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TokenSource {
-    Header(String),
-    Query(String),
-    Value(Text),
-}
-
-/// A key validate-jwt checks signatures with.
-#[derive(Debug, Clone, PartialEq)]
-pub enum InlineKey {
-    /// HS256/384/512: the base64 secret.
-    Symmetric(Vec<u8>),
-    /// RS256…: modulus and exponent, base64url.
-    Rsa { n: String, e: String },
-    /// A PEM public key (RSA or EC): Gatehouse's extension for inline ES256 keys.
-    Pem(String),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RequiredClaim {
-    pub name: String,
-    pub match_all: bool,
-    pub separator: Option<String>,
-    pub values: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Jwt {
-    pub source: TokenSource,
-    pub status: u16,
-    pub message: Option<String>,
-    pub require_expiration: bool,
-    pub require_scheme: Option<String>,
-    pub require_signed: bool,
-    pub clock_skew_secs: u64,
-    pub output_variable: Option<String>,
-    pub openid_urls: Vec<String>,
-    pub keys: Vec<InlineKey>,
-    pub audiences: Vec<String>,
-    pub issuers: Vec<String>,
-    pub claims: Vec<RequiredClaim>,
-    /// Tokens this policy instance already validated, and its decoded inline keys: compiled
-    /// once per document, so a configuration change starts afresh.
-    pub memo: crate::jwt::Memo,
 }
 
 #[derive(Debug, Clone, PartialEq)]

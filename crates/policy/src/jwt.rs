@@ -1,8 +1,7 @@
 //! validate-jwt: finds the token, checks its signature against inline keys or an OpenID
 //! provider's JWKS, then expiry, audiences, issuers and required claims, with APIM's reasons.
 
-use crate::doc::{InlineKey, Jwt, TokenSource};
-use crate::expr::V;
+use crate::expr::{Text, V};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
@@ -10,6 +9,53 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// Where validate-jwt finds the token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TokenSource {
+    Header(String),
+    Query(String),
+    Value(Text),
+}
+
+/// A key validate-jwt checks signatures with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InlineKey {
+    /// HS256/384/512: the base64 secret.
+    Symmetric(Vec<u8>),
+    /// RS256…: modulus and exponent, base64url.
+    Rsa { n: String, e: String },
+    /// A PEM public key (RSA or EC): Gatehouse's extension for inline ES256 keys.
+    Pem(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequiredClaim {
+    pub name: String,
+    pub match_all: bool,
+    pub separator: Option<String>,
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Jwt {
+    pub source: TokenSource,
+    pub status: u16,
+    pub message: Option<String>,
+    pub require_expiration: bool,
+    pub require_scheme: Option<String>,
+    pub require_signed: bool,
+    pub clock_skew_secs: u64,
+    pub output_variable: Option<String>,
+    pub openid_urls: Vec<String>,
+    pub keys: Vec<InlineKey>,
+    pub audiences: Vec<String>,
+    pub issuers: Vec<String>,
+    pub claims: Vec<RequiredClaim>,
+    /// Tokens this policy instance already validated, and its decoded inline keys: compiled
+    /// once per document, so a configuration change starts afresh.
+    pub memo: Memo,
+}
 
 /// Per policy instance: validated tokens (by SHA-256, until their expiry or five minutes) and
 /// the inline keys decoded once. Equal to any other memo: it is a cache, not configuration.

@@ -147,6 +147,22 @@ pub enum Stmt {
     Expr(Expr),
 }
 
+/// A value that is a literal or an expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Text {
+    Lit(String),
+    Expr(std::sync::Arc<Code>),
+}
+
+impl Text {
+    pub fn literal(&self) -> Option<&str> {
+        match self {
+            Text::Lit(s) => Some(s),
+            Text::Expr(_) => None,
+        }
+    }
+}
+
 /// A compiled expression: `@(…)` or `@{…}`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Code {

@@ -1,0 +1,379 @@
+//! The command line: every command and flag, with its help.
+
+use crate::moving;
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Self-hosted API management in one binary"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How client commands find their instance.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Management API base URL of the instance.
+    #[arg(long, env = "GATEHOUSE_URL", global = true)]
+    pub url: Option<String>,
+    /// Admin bearer token.
+    #[arg(
+        long,
+        env = "GATEHOUSE_TOKEN",
+        global = true,
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
+    pub token: Option<String>,
+    /// Data directory of the instance (its endpoints.json and admin-token are read).
+    #[arg(long, env = "GATEHOUSE_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// PEM certificates to trust for a management API over HTTPS (its CA, or its own
+    /// certificate); with --data-dir, the certificate endpoints.json names is trusted anyway.
+    #[arg(long, env = "GATEHOUSE_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run an instance (management API and gateway) on the embedded store.
+    Serve(Box<ServeArgs>),
+    /// GET a path of the management API (relative to the service).
+    Get { path: String },
+    /// PUT a path with a JSON body.
+    Put {
+        path: String,
+        /// File with the JSON body, or - for standard input.
+        #[arg(long)]
+        body: Option<String>,
+    },
+    /// PATCH a path with a JSON body.
+    Patch {
+        path: String,
+        #[arg(long)]
+        body: Option<String>,
+    },
+    /// DELETE a path.
+    Delete { path: String },
+    /// The service resource; `service delete --yes` deletes the instance.
+    Service {
+        #[command(subcommand)]
+        action: Option<ServiceCmd>,
+    },
+    /// APIs.
+    #[command(subcommand)]
+    Api(ApiCmd),
+    /// Products.
+    #[command(subcommand)]
+    Product(ProductCmd),
+    /// Subscriptions.
+    #[command(subcommand)]
+    Subscription(SubscriptionCmd),
+    /// Users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Groups.
+    #[command(subcommand)]
+    Group(ListOnly),
+    /// Named values.
+    #[command(subcommand, name = "namedvalue")]
+    NamedValue(ListOnly),
+    /// Back up an instance's data directory to an archive, or inspect and list archives.
+    Backup(BackupArgs),
+    /// Restore an archive into an instance's data directory (the instance must be stopped).
+    Restore(RestoreArgs),
+    /// Move the instance to another region, machine or cloud: back up, restore into the
+    /// target, replay later changes, verify, switch DNS, drain and delete the source.
+    Move(Box<moving::MoveArgs>),
+    /// Scoped access tokens of the management API (the admin token manages them).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// The change journal after a revision.
+    Journal {
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Configuration file (default: ./gatehouse.toml if present).
+    #[arg(long, env = "GATEHOUSE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Service name.
+    #[arg(long, env = "GATEHOUSE_NAME")]
+    pub name: Option<String>,
+    /// Region (location) of this instance.
+    #[arg(long, env = "GATEHOUSE_REGION")]
+    pub region: Option<String>,
+    /// Pricing tier: Developer, Basic, Standard or Premium.
+    #[arg(long, env = "GATEHOUSE_SKU")]
+    pub sku: Option<String>,
+    /// Units of the tier.
+    #[arg(long, env = "GATEHOUSE_CAPACITY")]
+    pub capacity: Option<u32>,
+    #[arg(long, env = "GATEHOUSE_PUBLISHER_EMAIL")]
+    pub publisher_email: Option<String>,
+    #[arg(long, env = "GATEHOUSE_PUBLISHER_NAME")]
+    pub publisher_name: Option<String>,
+    /// Management API listen address (port 0 picks a free port).
+    #[arg(long, env = "GATEHOUSE_MANAGEMENT_LISTEN")]
+    pub management_listen: Option<SocketAddr>,
+    /// Gateway listen address (port 0 picks a free port).
+    #[arg(long, env = "GATEHOUSE_GATEWAY_LISTEN")]
+    pub gateway_listen: Option<SocketAddr>,
+    /// PEM certificate chain for HTTPS on the gateway listener (with --gateway-tls-key).
+    #[arg(long, env = "GATEHOUSE_GATEWAY_TLS_CERT")]
+    pub gateway_tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS on the gateway listener.
+    #[arg(long, env = "GATEHOUSE_GATEWAY_TLS_KEY")]
+    pub gateway_tls_key: Option<PathBuf>,
+    /// JSON access log of the gateway: `stdout` or a file path (default: off).
+    #[arg(long, env = "GATEHOUSE_ACCESS_LOG")]
+    pub access_log: Option<String>,
+    /// Largest request head the gateway and the management API accept, in bytes (431 beyond
+    /// it; default 65536).
+    #[arg(long, env = "GATEHOUSE_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Seconds a client has to send a request head on either listener, from the connection's
+    /// start or its last response (default 30); the connection is closed after.
+    #[arg(long, env = "GATEHOUSE_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<u64>,
+    /// Client connections the gateway serves at once (default 10000).
+    #[arg(long, env = "GATEHOUSE_GATEWAY_MAX_CONNECTIONS")]
+    pub gateway_max_connections: Option<usize>,
+    /// Connections the management API serves at once (default 512).
+    #[arg(long, env = "GATEHOUSE_MANAGEMENT_MAX_CONNECTIONS")]
+    pub management_max_connections: Option<usize>,
+    /// PEM certificate chain for HTTPS on the management listener (with
+    /// --management-tls-key); reloaded when the file changes.
+    #[arg(long, env = "GATEHOUSE_MANAGEMENT_TLS_CERT")]
+    pub management_tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS on the management listener.
+    #[arg(long, env = "GATEHOUSE_MANAGEMENT_TLS_KEY")]
+    pub management_tls_key: Option<PathBuf>,
+    /// Serve the management API in plain HTTP on an address other than loopback (only behind a
+    /// TLS proxy or on a trusted network: its requests carry the token and secrets).
+    #[arg(long, env = "GATEHOUSE_INSECURE_MANAGEMENT")]
+    pub insecure_management: bool,
+    /// Extra trusted root certificates (PEM) for HTTPS backends.
+    #[arg(long, env = "GATEHOUSE_BACKEND_CA")]
+    pub backend_ca: Option<PathBuf>,
+    /// Gateway worker threads, each serving its share of client connections (default: one per
+    /// CPU).
+    #[arg(long, env = "GATEHOUSE_GATEWAY_WORKERS")]
+    pub gateway_workers: Option<usize>,
+    /// The default backup key: an age key file or a file holding a passphrase (else
+    /// GATEHOUSE_BACKUP_KEY).
+    #[arg(long, env = "GATEHOUSE_BACKUP_KEY_FILE")]
+    pub backup_key_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[command(subcommand)]
+    pub action: Option<BackupAction>,
+    /// Where the archive goes: a file path, file://, az://ACCOUNT/CONTAINER/NAME, s3://BUCKET/NAME,
+    /// s3+http://HOST:PORT/BUCKET/NAME or gs://BUCKET/NAME.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// The backup key: an age key file (AGE-SECRET-KEY-…) or a file holding a passphrase.
+    /// Default: the GATEHOUSE_BACKUP_KEY environment variable.
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Make the archive unrestorable after this many days.
+    #[arg(long)]
+    pub expires_after_days: Option<u64>,
+    /// Back up only these APIs and products (/apis/ID,/products/ID) with what they need;
+    /// restoring such an archive merges it into the target.
+    #[arg(long, value_delimiter = ',')]
+    pub include: Option<Vec<String>>,
+    /// The object storage key (Azure account key, S3 KEY_ID:SECRET, GCS service account JSON);
+    /// default GATEHOUSE_STORAGE_KEY.
+    #[arg(long, global = true, hide_env_values = true)]
+    pub access_key: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupAction {
+    /// Print an archive's manifest (verified when a key is given).
+    Inspect {
+        url: String,
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
+    /// List the archives in a folder with their manifests.
+    List { url: String },
+    /// Make a new random backup key (an age X25519 key): into a new file readable only by
+    /// you with --out, else on standard output.
+    NewKey {
+        /// The key file to create (mode 0600); an existing file is never overwritten.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The archive: a file path or an object storage URL (as for `backup --to`).
+    #[arg(long)]
+    pub from: String,
+    #[arg(long)]
+    pub key_file: Option<PathBuf>,
+    /// Restore into a different tier than the archive's.
+    #[arg(long)]
+    pub allow_tier_change: bool,
+    /// Show what would change, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The object storage key; default GATEHOUSE_STORAGE_KEY.
+    #[arg(long)]
+    pub access_key: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create a token; its value is printed this once.
+    Create {
+        /// reader (GET only, no secrets), contributor (changes resources) or operator
+        /// (backup, restore, freeze, move).
+        #[arg(long)]
+        role: String,
+        /// When it stops working: a duration (30d, 12h, 90m) or an RFC 3339 time.
+        #[arg(long)]
+        expires: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    List,
+    /// Revoke a token by its id: it stops working at once.
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCmd {
+    /// Delete the instance: it stops serving, and its data directory is marked deleted so that
+    /// it does not start again by accident.
+    Delete {
+        /// Confirm the deletion (nothing is deleted without it).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApiCmd {
+    List,
+    Show {
+        id: String,
+    },
+    /// Create or replace an API from an OpenAPI (3.x or Swagger 2) document, JSON or YAML.
+    Import {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        openapi: String,
+        /// URL path suffix of the API on the gateway (default: the id).
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long)]
+        service_url: Option<String>,
+        /// Protocols the gateway serves the API on (APIM's default: https only).
+        #[arg(long, value_delimiter = ',', default_value = "https")]
+        protocols: Vec<String>,
+    },
+    /// Print the API as an OpenAPI 3 document.
+    Export {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProductCmd {
+    List,
+    Create {
+        id: String,
+        #[arg(long)]
+        display_name: String,
+        /// Open product: no subscription key needed.
+        #[arg(long)]
+        open: bool,
+        #[arg(long)]
+        publish: bool,
+    },
+    /// Add an API to a product.
+    AddApi {
+        product: String,
+        api: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SubscriptionCmd {
+    List,
+    Create {
+        id: String,
+        /// /apis, /apis/{id} or /products/{id}
+        #[arg(long)]
+        scope: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Owner user id.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Leave the subscription in state 'submitted' instead of 'active'.
+        #[arg(long)]
+        submitted: bool,
+    },
+    /// Show the subscription's primary and secondary keys.
+    Keys {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    List,
+    Create {
+        id: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        first_name: String,
+        #[arg(long)]
+        last_name: String,
+        /// Read the password from this environment variable (never from a flag).
+        #[arg(long)]
+        password_env: Option<String>,
+    },
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ListOnly {
+    List,
+}

@@ -1,0 +1,502 @@
+//! Running a command: `serve`, and the client commands against a running instance.
+
+use crate::args::*;
+use crate::config::{data_dir_of, env_value, serve_config};
+use crate::instance::Instance;
+use crate::output::{print_json, read_body, show_list};
+use crate::{moving, offline};
+use anyhow::{Context, Result, anyhow};
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+use gatehouse_client::{Client, path_segment as seg};
+use serde_json::{Value, json};
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve(target: &Target, args: &ServeArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config = serve_config(target, args)?;
+    let instance = Instance::start(config).await?;
+    println!("management API: {}", instance.management_url);
+    println!("gateway:        {}", instance.gateway_url);
+    println!(
+        "admin token:    {}",
+        instance
+            .data_dir
+            .join(gatehouse_model::files::ADMIN_TOKEN)
+            .display()
+    );
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down: finishing requests in flight"),
+        _ = instance.deleted() => tracing::info!("the service was deleted: finishing requests in flight"),
+    }
+    instance.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub(crate) async fn execute(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Serve(args) => return serve(&cli.target, args).await,
+        Command::Backup(args) => return offline::backup(&cli.target, args, cli.json).await,
+        Command::Restore(args) => return offline::restore(&cli.target, args, cli.json).await,
+        Command::Move(args) => {
+            return moving::run(args, cli.json, cli.target.ca_file.as_deref()).await;
+        }
+        _ => {}
+    }
+    let data_dir = data_dir_of(&cli.target, None);
+    let client = Client::locate(
+        cli.target.url.as_deref(),
+        cli.target.token.as_deref(),
+        &data_dir,
+        cli.target.ca_file.as_deref(),
+    )?;
+    let j = cli.json;
+    match cli.command {
+        Command::Serve(_) | Command::Backup(_) | Command::Restore(_) | Command::Move(_) => {
+            unreachable!("handled above")
+        }
+        Command::Get { path } => print_json(&client.get(&path).await?),
+        Command::Put { path, body } => {
+            print_json(&client.put(&path, &read_body(body.as_deref())?).await?)
+        }
+        Command::Patch { path, body } => print_json(
+            &client
+                .send(
+                    reqwest::Method::PATCH,
+                    &path,
+                    Some(&read_body(body.as_deref())?),
+                )
+                .await?,
+        ),
+        Command::Delete { path } => {
+            deleted(client.delete(&path).await?, &path)?;
+            println!("deleted {path}");
+        }
+        Command::Service {
+            action: Some(ServiceCmd::Delete { yes }),
+        } => {
+            let s = client.get("/").await?;
+            let name = s["name"].as_str().unwrap_or_default();
+            if !yes {
+                return Err(anyhow!(
+                    "deleting the service '{name}' stops it and marks its data deleted: run again with --yes to confirm"
+                ));
+            }
+            client
+                .send(
+                    reqwest::Method::DELETE,
+                    &format!("/?confirm={}", seg(name)),
+                    None,
+                )
+                .await?;
+            println!("deleted the service '{name}'");
+        }
+        Command::Service { action: None } => {
+            let s = client.get("/").await?;
+            if j {
+                print_json(&s);
+            } else {
+                let p = &s["properties"];
+                println!("name:       {}", s["name"].as_str().unwrap_or(""));
+                println!("region:     {}", s["location"].as_str().unwrap_or(""));
+                println!(
+                    "sku:        {} ({} unit(s))",
+                    s["sku"]["name"].as_str().unwrap_or(""),
+                    s["sku"]["capacity"]
+                );
+                println!("gateway:    {}", p["gatewayUrl"].as_str().unwrap_or(""));
+                println!(
+                    "management: {}",
+                    p["managementApiUrl"].as_str().unwrap_or("")
+                );
+                println!("revision:   {}", p["revision"]);
+            }
+        }
+        Command::Api(cmd) => match cmd {
+            ApiCmd::List => {
+                show_list(
+                    &client,
+                    "/apis",
+                    j,
+                    &[
+                        ("DISPLAY NAME", "displayName"),
+                        ("PATH", "path"),
+                        ("SERVICE URL", "serviceUrl"),
+                        ("REVISION", "apiRevision"),
+                    ],
+                )
+                .await?
+            }
+            ApiCmd::Show { id } => print_json(&client.get(&format!("/apis/{}", seg(&id))).await?),
+            ApiCmd::Import {
+                id,
+                openapi,
+                path,
+                service_url,
+                protocols,
+            } => {
+                let doc = std::fs::read_to_string(&openapi)
+                    .with_context(|| format!("cannot read {openapi}"))?;
+                let format = if doc.trim_start().starts_with('{') {
+                    if doc.contains("\"swagger\"") {
+                        "swagger-json"
+                    } else {
+                        "openapi+json"
+                    }
+                } else {
+                    "openapi"
+                };
+                let mut props = json!({"format": format, "value": doc, "path": path.unwrap_or_else(|| id.clone()), "protocols": protocols});
+                if let Some(u) = service_url {
+                    props["serviceUrl"] = json!(u);
+                }
+                let api = client
+                    .put(
+                        &format!("/apis/{}", seg(&id)),
+                        &json!({"properties": props}),
+                    )
+                    .await?;
+                let ops = client
+                    .list_all(&format!("/apis/{}/operations", seg(&id)))
+                    .await?;
+                if j {
+                    print_json(&api);
+                } else {
+                    println!(
+                        "imported API '{id}' ({}) at path '/{}' with {} operation(s)",
+                        api["properties"]["displayName"].as_str().unwrap_or(""),
+                        api["properties"]["path"].as_str().unwrap_or(""),
+                        ops.len()
+                    );
+                }
+            }
+            ApiCmd::Export { id } => print_json(
+                &client
+                    .get(&format!(
+                        "/apis/{}?export=true&format=openapi%2Bjson",
+                        seg(&id)
+                    ))
+                    .await?,
+            ),
+            ApiCmd::Delete { id } => {
+                let gone = client.delete(&format!("/apis/{}", seg(&id))).await?;
+                deleted(gone, &format!("API '{id}'"))?;
+                println!("deleted API '{id}'");
+            }
+        },
+        Command::Product(cmd) => match cmd {
+            ProductCmd::List => {
+                show_list(
+                    &client,
+                    "/products",
+                    j,
+                    &[
+                        ("DISPLAY NAME", "displayName"),
+                        ("STATE", "state"),
+                        ("SUBSCRIPTION REQUIRED", "subscriptionRequired"),
+                    ],
+                )
+                .await?
+            }
+            ProductCmd::Create {
+                id,
+                display_name,
+                open,
+                publish,
+            } => {
+                let body = json!({"properties": {"displayName": display_name, "subscriptionRequired": !open, "state": if publish {"published"} else {"notPublished"}}});
+                let p = client
+                    .put(&format!("/products/{}", seg(&id)), &body)
+                    .await?;
+                if j {
+                    print_json(&p)
+                } else {
+                    println!("product '{id}' saved")
+                }
+            }
+            ProductCmd::AddApi { product, api } => {
+                client
+                    .put(
+                        &format!("/products/{}/apis/{}", seg(&product), seg(&api)),
+                        &json!({}),
+                    )
+                    .await?;
+                println!("API '{api}' added to product '{product}'");
+            }
+            ProductCmd::Delete { id } => {
+                let gone = client
+                    .delete(&format!("/products/{}?deleteSubscriptions=true", seg(&id)))
+                    .await?;
+                deleted(gone, &format!("product '{id}'"))?;
+                println!("deleted product '{id}'");
+            }
+        },
+        Command::Subscription(cmd) => match cmd {
+            SubscriptionCmd::List => {
+                show_list(
+                    &client,
+                    "/subscriptions",
+                    j,
+                    &[
+                        ("DISPLAY NAME", "displayName"),
+                        ("SCOPE", "scope"),
+                        ("OWNER", "ownerId"),
+                        ("STATE", "state"),
+                    ],
+                )
+                .await?
+            }
+            SubscriptionCmd::Create {
+                id,
+                scope,
+                display_name,
+                owner,
+                submitted,
+            } => {
+                let mut props = json!({"scope": scope, "displayName": display_name.unwrap_or_else(|| id.clone()), "state": if submitted {"submitted"} else {"active"}});
+                if let Some(o) = owner {
+                    props["ownerId"] = json!(format!("/users/{}", seg(&o)));
+                }
+                let s = client
+                    .put(
+                        &format!("/subscriptions/{}", seg(&id)),
+                        &json!({"properties": props}),
+                    )
+                    .await?;
+                if j {
+                    print_json(&s)
+                } else {
+                    println!(
+                        "subscription '{id}' saved (state {})",
+                        s["properties"]["state"].as_str().unwrap_or("")
+                    )
+                }
+            }
+            SubscriptionCmd::Keys { id } => {
+                let k = client
+                    .post(&format!("/subscriptions/{}/listSecrets", seg(&id)))
+                    .await?;
+                if j {
+                    print_json(&k);
+                } else {
+                    println!("primary:   {}", k["primaryKey"].as_str().unwrap_or(""));
+                    println!("secondary: {}", k["secondaryKey"].as_str().unwrap_or(""));
+                }
+            }
+            SubscriptionCmd::Delete { id } => {
+                let gone = client
+                    .delete(&format!("/subscriptions/{}", seg(&id)))
+                    .await?;
+                deleted(gone, &format!("subscription '{id}'"))?;
+                println!("deleted subscription '{id}'");
+            }
+        },
+        Command::User(cmd) => match cmd {
+            UserCmd::List => {
+                show_list(
+                    &client,
+                    "/users",
+                    j,
+                    &[
+                        ("EMAIL", "email"),
+                        ("FIRST NAME", "firstName"),
+                        ("LAST NAME", "lastName"),
+                        ("STATE", "state"),
+                    ],
+                )
+                .await?
+            }
+            UserCmd::Create {
+                id,
+                email,
+                first_name,
+                last_name,
+                password_env,
+            } => {
+                let mut props =
+                    json!({"email": email, "firstName": first_name, "lastName": last_name});
+                if let Some(var) = password_env {
+                    let pw = env_value(&var)
+                        .ok_or_else(|| anyhow!("the environment variable {var} is not set"))?;
+                    props["password"] = json!(pw);
+                }
+                let u = client
+                    .put(
+                        &format!("/users/{}", seg(&id)),
+                        &json!({"properties": props}),
+                    )
+                    .await?;
+                if j {
+                    print_json(&u)
+                } else {
+                    println!("user '{id}' saved")
+                }
+            }
+            UserCmd::Delete { id } => {
+                let gone = client
+                    .delete(&format!("/users/{}?deleteSubscriptions=true", seg(&id)))
+                    .await?;
+                deleted(gone, &format!("user '{id}'"))?;
+                println!("deleted user '{id}'");
+            }
+        },
+        Command::Group(ListOnly::List) => {
+            show_list(
+                &client,
+                "/groups",
+                j,
+                &[
+                    ("DISPLAY NAME", "displayName"),
+                    ("TYPE", "type"),
+                    ("BUILT IN", "builtIn"),
+                ],
+            )
+            .await?
+        }
+        Command::NamedValue(ListOnly::List) => {
+            show_list(
+                &client,
+                "/namedValues",
+                j,
+                &[
+                    ("DISPLAY NAME", "displayName"),
+                    ("SECRET", "secret"),
+                    ("VALUE", "value"),
+                ],
+            )
+            .await?
+        }
+        Command::Token(cmd) => token(&client, cmd, j).await?,
+        Command::Journal { since } => {
+            let items = client.list_all(&format!("/journal?since={since}")).await?;
+            if j {
+                print_json(&Value::Array(items));
+            } else {
+                let mut t = Table::new();
+                t.load_preset(UTF8_BORDERS_ONLY);
+                t.set_header(vec!["REVISION", "TIME", "OPERATION", "RESOURCE"]);
+                for e in &items {
+                    t.add_row(vec![
+                        e["revision"].to_string(),
+                        e["timestamp"].as_str().unwrap_or("").to_string(),
+                        e["operation"].as_str().unwrap_or("").to_string(),
+                        e["resourceId"].as_str().unwrap_or("").to_string(),
+                    ]);
+                }
+                println!("{t}");
+                println!("{} entries", items.len());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An expiry as an RFC 3339 time: given as one, or as a duration from now (`30d`, `12h`,
+/// `90m`, `600s`).
+fn expiry(text: &str) -> Result<String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(t.format(&Rfc3339)?);
+    }
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: i64 = number
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| anyhow!("--expires must be a duration such as 30d, 12h or 90m, or an RFC 3339 time; '{text}' is neither"))?;
+    let span = match unit {
+        "d" => time::Duration::days(n),
+        "h" => time::Duration::hours(n),
+        "m" => time::Duration::minutes(n),
+        "s" => time::Duration::seconds(n),
+        _ => anyhow::bail!("--expires must end in d, h, m or s (or be an RFC 3339 time): '{text}'"),
+    };
+    Ok((time::OffsetDateTime::now_utc() + span).format(&Rfc3339)?)
+}
+
+async fn token(client: &Client, cmd: TokenCmd, json_out: bool) -> Result<()> {
+    match cmd {
+        TokenCmd::Create {
+            role,
+            expires,
+            description,
+        } => {
+            let mut body = json!({"role": role, "description": description});
+            if let Some(e) = expires {
+                body["expires"] = json!(expiry(&e)?);
+            }
+            let t = client
+                .send(reqwest::Method::POST, "/tokens", Some(&body))
+                .await?;
+            if json_out {
+                print_json(&t);
+            } else {
+                println!(
+                    "token {} ({}, expires {}):",
+                    t["id"].as_str().unwrap_or(""),
+                    t["role"].as_str().unwrap_or(""),
+                    t["expires"].as_str().unwrap_or("never")
+                );
+                println!("{}", t["value"].as_str().unwrap_or(""));
+                eprintln!("the value is shown only now: keep it safe");
+            }
+        }
+        TokenCmd::List => {
+            let list = client.get("/tokens").await?;
+            if json_out {
+                print_json(&list);
+                return Ok(());
+            }
+            let mut t = Table::new();
+            t.load_preset(UTF8_BORDERS_ONLY);
+            t.set_header(vec!["ID", "ROLE", "CREATED", "EXPIRES", "DESCRIPTION"]);
+            for item in list["value"].as_array().into_iter().flatten() {
+                let cell = |k: &str| item[k].as_str().unwrap_or("").to_string();
+                t.add_row(vec![
+                    cell("id"),
+                    cell("role"),
+                    cell("created"),
+                    cell("expires"),
+                    cell("description"),
+                ]);
+            }
+            println!("{t}");
+        }
+        TokenCmd::Revoke { id } => {
+            client.delete(&format!("/tokens/{}", seg(&id))).await?;
+            println!("revoked token '{id}'");
+        }
+    }
+    Ok(())
+}
+
+/// A delete that found nothing is an error (the API answers 204 for it, as APIM does).
+fn deleted(found: bool, what: &str) -> Result<()> {
+    if found {
+        Ok(())
+    } else {
+        Err(anyhow!("there is no {what}: nothing was deleted"))
+    }
+}

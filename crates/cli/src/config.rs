@@ -1,0 +1,200 @@
+//! Configuration: flags over `GATEHOUSE_*` variables over `gatehouse.toml` over defaults. The
+//! one place that reads the environment (`env_value`): the libraries are given what they need.
+
+use crate::args::{ServeArgs, Target};
+pub(crate) use crate::env::env_value;
+use crate::instance::ServeConfig;
+use anyhow::{Context, Result, anyhow};
+use gatehouse_gateway::GatewayConfig;
+use gatehouse_management::Bootstrap;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// `gatehouse.toml`: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub name: Option<String>,
+    pub region: Option<String>,
+    pub sku: Option<String>,
+    pub capacity: Option<u32>,
+    pub publisher_email: Option<String>,
+    pub publisher_name: Option<String>,
+    pub management_listen: Option<SocketAddr>,
+    pub gateway_listen: Option<SocketAddr>,
+    /// `[storage-accounts.NAME]` tables: `url` and `access-key`.
+    #[serde(default)]
+    pub storage_accounts:
+        std::collections::HashMap<String, gatehouse_management::operations::StorageAccount>,
+    pub gateway_tls_cert: Option<PathBuf>,
+    pub gateway_tls_key: Option<PathBuf>,
+    pub access_log: Option<String>,
+    pub max_header_bytes: Option<usize>,
+    pub header_read_timeout: Option<u64>,
+    pub gateway_max_connections: Option<usize>,
+    pub management_max_connections: Option<usize>,
+    pub management_tls_cert: Option<PathBuf>,
+    pub management_tls_key: Option<PathBuf>,
+    pub insecure_management: Option<bool>,
+    pub backend_ca: Option<PathBuf>,
+    pub gateway_workers: Option<usize>,
+}
+
+pub(crate) fn data_dir_of(target: &Target, file: Option<&FileConfig>) -> PathBuf {
+    target
+        .data_dir
+        .clone()
+        .or_else(|| file.and_then(|f| f.data_dir.clone()))
+        .unwrap_or_else(|| PathBuf::from("./gatehouse-data"))
+}
+
+pub(crate) fn load_file_config(path: Option<&Path>) -> Result<Option<FileConfig>> {
+    let (path, required) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from("gatehouse.toml"), false),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let cfg: FileConfig =
+                toml::from_str(&text).with_context(|| format!("{} is invalid", path.display()))?;
+            Ok(Some(cfg))
+        }
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// A certificate and key given together, or neither.
+pub(crate) fn pem_pair(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    flag: &str,
+) -> Result<Option<(PathBuf, PathBuf)>> {
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some((c, k))),
+        (None, None) => Ok(None),
+        _ => anyhow::bail!("--{flag}-tls-cert and --{flag}-tls-key go together"),
+    }
+}
+
+/// The management listener's settings: limits, TLS, and whether plain HTTP may leave loopback.
+pub(crate) fn management_listener(
+    args: &ServeArgs,
+    f: Option<&FileConfig>,
+) -> Result<(
+    gatehouse_listen::Limits,
+    Option<gatehouse_listen::tls::PemFiles>,
+    bool,
+)> {
+    let defaults = gatehouse_listen::Limits::MANAGEMENT;
+    let limits = gatehouse_listen::Limits {
+        header_read_timeout: args
+            .header_read_timeout
+            .or_else(|| f.and_then(|f| f.header_read_timeout))
+            .map_or(defaults.header_read_timeout, std::time::Duration::from_secs),
+        max_header_bytes: args
+            .max_header_bytes
+            .or_else(|| f.and_then(|f| f.max_header_bytes))
+            .unwrap_or(defaults.max_header_bytes),
+        max_connections: args
+            .management_max_connections
+            .or_else(|| f.and_then(|f| f.management_max_connections))
+            .unwrap_or(defaults.max_connections),
+    };
+    let tls = pem_pair(
+        args.management_tls_cert
+            .clone()
+            .or_else(|| f.and_then(|f| f.management_tls_cert.clone())),
+        args.management_tls_key
+            .clone()
+            .or_else(|| f.and_then(|f| f.management_tls_key.clone())),
+        "management",
+    )?
+    .map(|(cert, key)| gatehouse_listen::tls::PemFiles { cert, key });
+    let insecure =
+        args.insecure_management || f.and_then(|f| f.insecure_management).unwrap_or(false);
+    Ok((limits, tls, insecure))
+}
+
+/// Merges flags/environment (clap) over `gatehouse.toml` over defaults.
+pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
+    let file = load_file_config(args.config.as_deref())?;
+    let f = file.as_ref();
+    let (management_limits, management_tls, insecure_management) = management_listener(args, f)?;
+    let pick = |a: &Option<String>, b: Option<&Option<String>>| {
+        a.clone().or_else(|| b.and_then(|x| x.clone()))
+    };
+    Ok(ServeConfig {
+        data_dir: data_dir_of(target, f),
+        bootstrap: Bootstrap {
+            name: pick(&args.name, f.map(|f| &f.name)),
+            region: pick(&args.region, f.map(|f| &f.region)),
+            sku: pick(&args.sku, f.map(|f| &f.sku)),
+            capacity: args.capacity.or_else(|| f.and_then(|f| f.capacity)),
+            publisher_email: pick(&args.publisher_email, f.map(|f| &f.publisher_email)),
+            publisher_name: pick(&args.publisher_name, f.map(|f| &f.publisher_name)),
+        },
+        management_listen: args
+            .management_listen
+            .or_else(|| f.and_then(|f| f.management_listen))
+            .unwrap_or_else(|| "127.0.0.1:8001".parse().expect("valid")),
+        gateway_listen: args
+            .gateway_listen
+            .or_else(|| f.and_then(|f| f.gateway_listen))
+            .unwrap_or_else(|| "127.0.0.1:8000".parse().expect("valid")),
+        admin_token: env_value("GATEHOUSE_ADMIN_TOKEN"),
+        storage_accounts: f.map(|f| f.storage_accounts.clone()).unwrap_or_default(),
+        backup_key: match &args.backup_key_file {
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read the backup key file {}", f.display()))?;
+                let line = text
+                    .lines()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty() && !l.starts_with('#'))
+                    .unwrap_or("")
+                    .to_string();
+                gatehouse_backup::BackupKey::parse(&line)
+                    .map_err(|e| anyhow!("{}: {e}", f.display()))?;
+                Some(line)
+            }
+            None => env_value("GATEHOUSE_BACKUP_KEY"),
+        },
+        s3_region: env_value("AWS_REGION"),
+        management_limits,
+        management_tls,
+        insecure_management,
+        gateway: GatewayConfig {
+            tls: pem_pair(
+                args.gateway_tls_cert
+                    .clone()
+                    .or_else(|| f.and_then(|f| f.gateway_tls_cert.clone())),
+                args.gateway_tls_key
+                    .clone()
+                    .or_else(|| f.and_then(|f| f.gateway_tls_key.clone())),
+                "gateway",
+            )?,
+            header_read_timeout: management_limits.header_read_timeout,
+            max_connections: args
+                .gateway_max_connections
+                .or_else(|| f.and_then(|f| f.gateway_max_connections))
+                .unwrap_or(gatehouse_listen::Limits::GATEWAY.max_connections),
+            access_log: pick(&args.access_log, f.map(|f| &f.access_log)),
+            max_header_bytes: args
+                .max_header_bytes
+                .or_else(|| f.and_then(|f| f.max_header_bytes))
+                .unwrap_or(GatewayConfig::default().max_header_bytes),
+            backend_ca: args
+                .backend_ca
+                .clone()
+                .or_else(|| f.and_then(|f| f.backend_ca.clone())),
+            workers: args
+                .gateway_workers
+                .or_else(|| f.and_then(|f| f.gateway_workers))
+                .unwrap_or(0),
+            ..GatewayConfig::default()
+        },
+    })
+}

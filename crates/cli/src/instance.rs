@@ -163,7 +163,7 @@ impl Instance {
             let b = config.bootstrap.clone();
             tokio::task::spawn_blocking(move || gatehouse_management::bootstrap(&store, &b))
                 .await?
-                .map_err(|e| anyhow::anyhow!("{}", e.message))?
+                .map_err(|e| anyhow::anyhow!("{}", e.internal.clone().unwrap_or(e.message)))?
         };
         let token = match &config.admin_token {
             Some(t) => t.clone(),

@@ -1,5 +1,9 @@
 //! The one mapping from errors to HTTP status and the ARM error envelope
 //! `{"error": {"code", "message", "details": [{"code", "target", "message"}]}}`.
+//!
+//! Invariant: what went wrong inside (store and SQL text, file paths, library errors) never
+//! reaches a client: an internal error answers 500 with a generic message that carries the
+//! request's id, and the details go to the log under that id.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -7,13 +11,35 @@ use gatehouse_model::{FieldError, PathError};
 use gatehouse_store::StoreError;
 use serde_json::json;
 
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{code}: {message}")]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
     pub details: Vec<FieldError>,
+    /// For an internal error: what went wrong, for the log only.
+    pub internal: Option<String>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.internal {
+            Some(detail) => write!(f, "{}: {detail}", self.code),
+            None => write!(f, "{}: {}", self.code, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+tokio::task_local! {
+    /// The id of the management request being served (set by the router's middleware).
+    pub static REQUEST_ID: String;
+}
+
+/// The id of the request being served, if one is.
+pub fn request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
 }
 
 impl ApiError {
@@ -23,6 +49,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: Vec::new(),
+            internal: None,
         }
     }
 
@@ -44,6 +71,7 @@ impl ApiError {
             code: "ValidationError",
             message,
             details,
+            internal: None,
         }
     }
 
@@ -67,15 +95,22 @@ impl ApiError {
         )
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+    /// An error inside the server: `detail` is logged with the request's id, never answered.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        ApiError {
+            internal: Some(detail.into()),
+            ..Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "The server could not complete the request.",
+            )
+        }
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store failure");
-        ApiError::internal(e.to_string())
+        ApiError::internal(format!("store failure: {e}"))
     }
 }
 
@@ -93,7 +128,14 @@ impl From<PathError> for ApiError {
 }
 
 impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        if let Some(detail) = &self.internal {
+            let id = request_id().unwrap_or_else(|| "-".into());
+            tracing::error!(request_id = %id, error = %detail, "internal error");
+            self.message = format!(
+                "The server could not complete the request; its log has the details under request id {id}."
+            );
+        }
         let details: Vec<_> = self
             .details
             .iter()
@@ -107,5 +149,30 @@ impl IntoResponse for ApiError {
             }
         });
         (self.status, axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn internal_details_stay_in_the_log() {
+        let secret_detail = "no such table: resources (/var/lib/gatehouse/gatehouse.db)";
+        let response = REQUEST_ID
+            .scope("req-123".into(), async {
+                ApiError::from(StoreError::Corrupt(secret_detail.into())).into_response()
+            })
+            .await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            !text.contains("gatehouse.db") && !text.contains("no such table"),
+            "{text}"
+        );
+        assert!(text.contains("req-123"), "{text}");
     }
 }

@@ -30,14 +30,21 @@ pub use error::ApiError;
 pub use service::{Bootstrap, bootstrap};
 pub use state::{AppState, DeleteHook, MetricsRenderer, TrafficControl, Urls};
 
-/// One log line per request: method, path, status, duration. Never headers or bodies.
+/// One log line per request: its id, method, path, status, duration — never headers or
+/// bodies. The id (a UUID, also answered as `x-ms-request-id`, as ARM does) is what an internal
+/// error's message names, so that its details can be found in the log.
 async fn access_log(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = Instant::now();
-    let resp = next.run(req).await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut resp = error::REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-ms-request-id", v);
+    }
     tracing::info!(
         target: "gatehouse::management",
+        request_id = %id,
         method = %method,
         path = %path,
         status = resp.status().as_u16(),

@@ -8,4 +8,4 @@ pub mod storage_url;
 pub mod transport;
 
 pub use api::Endpoints;
-pub use transport::{ApiFailure, Client, path_segment};
+pub use transport::{ApiFailure, Client, path_segment, polling};

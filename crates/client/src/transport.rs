@@ -266,6 +266,7 @@ impl Client {
         location: &str,
         mut progress: impl FnMut(u64),
     ) -> Result<Value> {
+        let mut waits = polling(std::time::Duration::from_millis(500));
         loop {
             let resp = self
                 .http
@@ -279,7 +280,9 @@ impl Client {
             match status {
                 202 => {
                     progress(v["percentComplete"].as_u64().unwrap_or(0));
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    if let Some(wait) = waits.next() {
+                        tokio::time::sleep(wait).await;
+                    }
                 }
                 200 => return Ok(v),
                 _ => {
@@ -324,4 +327,16 @@ impl Client {
         }
         Ok(out)
     }
+}
+
+/// The waits between polls of something that is usually done soon: 10 ms, then doubling up to
+/// `max`, without end — a small operation is seen done within milliseconds, a long one costs
+/// a request every `max`.
+pub fn polling(max: std::time::Duration) -> impl Iterator<Item = std::time::Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(10))
+        .with_max_delay(max)
+        .without_max_times()
+        .build()
 }

@@ -225,33 +225,19 @@ fn match_mixed(
     (pos == seg.len()).then_some(())
 }
 
-/// Percent-decodes a path segment or query value (invalid escapes are kept as they are).
+/// Percent-decodes a path segment (invalid escapes are kept as they are, invalid UTF-8
+/// replaced).
 pub(crate) fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let Some(b) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
-/// The decoded value of query parameter `name`, if present.
+/// The decoded value of query parameter `name` (`+` a space, as in forms), if present.
 pub(crate) fn query_value(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode(&k.replace('+', " ")) == name).then(|| decode(&v.replace('+', " ")))
-    })
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 #[cfg(test)]

@@ -830,11 +830,12 @@ impl Move {
         };
         source.delete_service(&service.name).await?;
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut waits = gatehouse_client::polling(Duration::from_millis(200));
         while source.get("/").await.is_ok() {
             if Instant::now() > deadline {
                 bail!("the source still answers 60 s after it was deleted");
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(waits.next().unwrap_or(Duration::from_millis(200))).await;
         }
         Ok(())
     }
@@ -1178,9 +1179,10 @@ impl Move {
         if let Some(dir) = self.state.options.source.data_dir() {
             // The instance removes endpoints.json when it has stopped.
             let deadline = Instant::now() + Duration::from_secs(30);
+            let mut waits = gatehouse_client::polling(Duration::from_millis(200));
             while dir.join(gatehouse_model::files::ENDPOINTS).exists() && Instant::now() < deadline
             {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(waits.next().unwrap_or(Duration::from_millis(200))).await;
             }
             if dir.exists() {
                 std::fs::remove_dir_all(dir)

@@ -10,6 +10,7 @@
 //!   revision while writers go on (WAL snapshot isolation).
 
 mod lock;
+mod migrations;
 mod seal;
 mod tokens;
 
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub use lock::{DataDirLock, LOCK_FILE, LockError};
+pub use migrations::SCHEMA_VERSION;
 pub use seal::{SealError, Sealer, remove_fields};
 pub use tokens::TokenRecord;
 
@@ -39,63 +41,13 @@ pub enum StoreError {
     },
     #[error("the store has not been initialised with a service")]
     NoService,
+    #[error(
+        "the store has schema version {found}, newer than this Gatehouse knows ({known}): run the release that wrote it, or a newer one"
+    )]
+    SchemaTooNew { found: usize, known: usize },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS resources (
-    path TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    parent TEXT NOT NULL,
-    name TEXT NOT NULL,
-    properties TEXT NOT NULL,
-    revision INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS resources_by_parent ON resources (parent, kind, name);
-CREATE TABLE IF NOT EXISTS refs (
-    from_path TEXT NOT NULL,
-    to_path TEXT NOT NULL,
-    PRIMARY KEY (from_path, to_path)
-);
-CREATE INDEX IF NOT EXISTS refs_by_target ON refs (to_path);
-CREATE TABLE IF NOT EXISTS journal (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    revision INTEGER NOT NULL,
-    at TEXT NOT NULL,
-    path TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    op TEXT NOT NULL,
-    value TEXT,
-    refs TEXT
-);
-CREATE INDEX IF NOT EXISTS journal_by_revision ON journal (revision);
-CREATE INDEX IF NOT EXISTS journal_by_path ON journal (path);
-CREATE TABLE IF NOT EXISTS usage (
-    bucket INTEGER NOT NULL,
-    api TEXT NOT NULL,
-    operation TEXT NOT NULL,
-    product TEXT NOT NULL,
-    subscription TEXT NOT NULL,
-    success INTEGER NOT NULL,
-    blocked INTEGER NOT NULL,
-    failed INTEGER NOT NULL,
-    other INTEGER NOT NULL,
-    bandwidth INTEGER NOT NULL,
-    api_time_sum REAL NOT NULL,
-    api_time_min REAL NOT NULL,
-    api_time_max REAL NOT NULL,
-    service_time_sum REAL NOT NULL,
-    service_time_min REAL NOT NULL,
-    service_time_max REAL NOT NULL,
-    service_calls INTEGER NOT NULL,
-    PRIMARY KEY (bucket, api, operation, product, subscription)
-);
-CREATE INDEX IF NOT EXISTS resources_by_path_prop ON resources (kind, lower(json_extract(properties, '$.path')));
-CREATE INDEX IF NOT EXISTS resources_by_email ON resources (kind, lower(json_extract(properties, '$.email')));
-CREATE INDEX IF NOT EXISTS resources_by_display_name ON resources (kind, lower(json_extract(properties, '$.displayName')));
-"#;
 
 /// Properties that `find_by_property` can look up through an index.
 pub const INDEXED_PROPERTIES: &[&str] = &["path", "email", "displayName"];
@@ -202,24 +154,9 @@ impl Store {
     }
 
     pub fn open(db_path: &Path, key: &[u8; 32]) -> Result<Store> {
-        let conn = Connection::open(db_path)?;
+        let mut conn = Connection::open(db_path)?;
         configure(&conn)?;
-        conn.execute_batch(SCHEMA)?;
-        // Stores created before the journal kept references get the column.
-        let has_refs: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('journal') WHERE name = 'refs'")?
-            .exists([])?;
-        if !has_refs {
-            conn.execute_batch("ALTER TABLE journal ADD COLUMN refs TEXT")?;
-        }
-        // Stores created before journal entries named who made them get the column.
-        let has_actor: bool = conn
-            .prepare("SELECT 1 FROM pragma_table_info('journal') WHERE name = 'actor'")?
-            .exists([])?;
-        if !has_actor {
-            conn.execute_batch("ALTER TABLE journal ADD COLUMN actor TEXT")?;
-        }
-        conn.execute_batch(tokens::SCHEMA)?;
+        migrations::migrate(&mut conn)?;
         let revision = current_revision(&conn)?;
         Ok(Store {
             writer: Mutex::new(conn),
@@ -419,33 +356,24 @@ fn load_or_create_key(path: &Path) -> Result<[u8; 32]> {
 }
 
 fn hex_decode(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
-    }
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
 }
 
-/// Writes a file readable only by its owner (mode 0600 on Unix), atomically by rename.
+/// Writes a file readable only by its owner (a temporary file, created 0600, renamed into
+/// place once written and synced: no reader ever sees half of it).
 pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(contents)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 /// Adds one usage row to its bucket's aggregate (or inserts it).

@@ -21,16 +21,6 @@ pub struct TokenRecord {
     pub description: Option<String>,
 }
 
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS tokens (
-    id TEXT PRIMARY KEY,
-    role TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    created TEXT NOT NULL,
-    expires TEXT,
-    description TEXT
-);";
-
 fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     Ok(TokenRecord {
         id: r.get(0)?,

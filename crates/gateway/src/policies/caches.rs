@@ -130,54 +130,61 @@ pub(super) async fn fetch_jwks(config_url: &str) -> Result<Vec<Value>, String> {
         .unwrap_or_default())
 }
 
-/// The gateway's in-memory cache (cache-lookup/cache-store and the value policies): entries
-/// expire after their duration; at most `CACHE_ENTRIES` are kept, expired ones dropped first.
-#[derive(Default)]
+/// The gateway's in-memory cache (cache-lookup/cache-store and the value policies): each entry
+/// expires after its own duration; at most `CACHE_ENTRIES` are kept, the least useful evicted
+/// first (moka's TinyLFU), so a full cache costs no scan per insert.
 pub struct PolicyCache {
-    entries: Mutex<HashMap<String, (Instant, Cached)>>,
+    entries: moka::sync::Cache<String, (Duration, Cached)>,
 }
 
 pub(super) const CACHE_ENTRIES: usize = 10_000;
 
+/// Each entry lives as long as the policy that stored it said.
+struct OwnDuration;
+
+impl moka::Expiry<String, (Duration, Cached)> for OwnDuration {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        value: &(Duration, Cached),
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(value.0)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        value: &(Duration, Cached),
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.0)
+    }
+}
+
+impl Default for PolicyCache {
+    fn default() -> PolicyCache {
+        PolicyCache {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(CACHE_ENTRIES as u64)
+                .expire_after(OwnDuration)
+                .build(),
+        }
+    }
+}
+
 impl PolicyCache {
     pub(super) fn get(&self, key: &str) -> Option<Cached> {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        match entries.get(key) {
-            Some((until, v)) if *until > Instant::now() => Some(v.clone()),
-            Some(_) => {
-                entries.remove(key);
-                None
-            }
-            None => None,
-        }
+        self.entries.get(key).map(|(_, v)| v)
     }
 
     pub(super) fn put(&self, key: &str, value: Cached, ttl_secs: u64) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= CACHE_ENTRIES && !entries.contains_key(key) {
-            let now = Instant::now();
-            entries.retain(|_, (until, _)| *until > now);
-            if entries.len() >= CACHE_ENTRIES {
-                // Still full: drop the entry that expires first.
-                if let Some(k) = entries
-                    .iter()
-                    .min_by_key(|(_, (u, _))| *u)
-                    .map(|(k, _)| k.clone())
-                {
-                    entries.remove(&k);
-                }
-            }
-        }
-        entries.insert(
-            key.to_string(),
-            (Instant::now() + Duration::from_secs(ttl_secs), value),
-        );
+        self.entries
+            .insert(key.to_string(), (Duration::from_secs(ttl_secs), value));
     }
 
     pub(super) fn remove(&self, key: &str) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+        self.entries.invalidate(key);
     }
 }

@@ -2,12 +2,12 @@
 
 use crate::args::*;
 use crate::config::{data_dir_of, env_value, serve_config};
-use crate::instance::Instance;
 use crate::output::{print_json, read_body, show_list};
 use crate::{moving, offline};
 use anyhow::{Context, Result, anyhow};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use gatehouse_client::{Client, path_segment as seg};
+use gatehouse_server::Instance;
 use serde_json::{Value, json};
 
 async fn shutdown_signal() {

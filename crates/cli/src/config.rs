@@ -3,10 +3,10 @@
 
 use crate::args::{ServeArgs, Target};
 pub(crate) use crate::env::env_value;
-use crate::instance::ServeConfig;
 use anyhow::{Context, Result, anyhow};
 use gatehouse_gateway::GatewayConfig;
 use gatehouse_management::Bootstrap;
+use gatehouse_server::ServeConfig;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -12,7 +12,7 @@ mod args;
 mod commands;
 mod config;
 mod env;
-pub mod instance;
+pub use gatehouse_server as instance;
 mod moving;
 mod offline;
 mod output;

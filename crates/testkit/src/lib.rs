@@ -5,7 +5,7 @@ pub mod dns;
 pub mod process;
 
 use anyhow::Result;
-pub use gatehouse_cli::instance::{Instance, ServeConfig};
+pub use gatehouse_server::{Instance, ServeConfig};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

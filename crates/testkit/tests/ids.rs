@@ -4,7 +4,7 @@
 //! or create exactly the resource they name, which a GET and a DELETE of the same path reach,
 //! while the resources beside it stay.
 
-use gatehouse_cli::client::{Client, path_segment};
+use gatehouse_client::{Client, path_segment};
 use gatehouse_testkit::TestInstance;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;

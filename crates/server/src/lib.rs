@@ -1,4 +1,4 @@
-//! Wiring of one running instance: the store, the management listener, the gateway listener,
+//! One running instance wired together: the store, the management listener, the gateway listener,
 //! `endpoints.json` and `admin-token`. Tests start it in-process on port 0.
 //!
 //! Invariant: `endpoints.json` is written only after both listeners are bound, so whoever reads

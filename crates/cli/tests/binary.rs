@@ -17,15 +17,8 @@ impl Server {
     }
 }
 
-fn cli(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .current_dir(cwd)
-        .args(args)
-        .env_remove("GATEHOUSE_URL")
-        .env_remove("GATEHOUSE_TOKEN")
-        .env_remove("GATEHOUSE_DATA_DIR")
-        .output()
-        .unwrap()
+fn cli(cwd: &Path, args: &[&str]) -> std::process::Output {
+    gatehouse_testkit::process::cli(BIN, cwd, args)
 }
 
 fn ok(out: &Output) -> String {

@@ -349,14 +349,7 @@ async fn raw_request(base: &str, method: &str, target: &str, token: &str) -> (u1
 }
 
 fn cli(cwd: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(BIN)
-        .current_dir(cwd)
-        .args(args)
-        .env_remove("GATEHOUSE_URL")
-        .env_remove("GATEHOUSE_TOKEN")
-        .env_remove("GATEHOUSE_DATA_DIR")
-        .output()
-        .unwrap()
+    gatehouse_testkit::process::cli(BIN, cwd, args)
 }
 
 /// Issue 17, item 2: `.` and `..` are never ids, no path resolves dot segments, the CLI encodes
@@ -1145,85 +1138,66 @@ async fn scoped_tokens_can_only_do_their_part() {
         }
     };
     let api = json!({"properties": {"displayName": "A", "path": "a"}});
-    // Reader: reads, nothing else.
-    assert_eq!(as_token(&reader, "GET", "/apis", None).await.0, 200);
-    let (status, e) = as_token(&reader, "PUT", "/apis/a", Some(api.clone())).await;
-    assert_eq!(status, 403, "{e}");
-    assert_eq!(e["error"]["code"], "AuthorizationFailed");
-    assert!(e["error"]["message"].as_str().unwrap().contains(&reader_id));
-    assert_eq!(
-        as_token(&reader, "POST", "/subscriptions/master/listSecrets", None)
-            .await
-            .0,
-        403
-    );
-    assert_eq!(
-        as_token(&reader, "POST", "/journal/listSecrets?since=0", None)
-            .await
-            .0,
-        403
-    );
-    assert_eq!(as_token(&reader, "GET", "/tokens", None).await.0, 403);
-    // Contributor: changes resources, not backups, moves or tokens.
-    assert_eq!(
-        as_token(&contributor, "PUT", "/apis/a", Some(api.clone()))
-            .await
-            .0,
-        201
-    );
-    assert_eq!(
-        as_token(
+    // What each role may do: (token, method, path, body, status).
+    let cases = [
+        (&reader, "GET", "/apis", None, 200),
+        (&reader, "PUT", "/apis/a", Some(api.clone()), 403),
+        (
+            &reader,
+            "POST",
+            "/subscriptions/master/listSecrets",
+            None,
+            403,
+        ),
+        (&reader, "POST", "/journal/listSecrets?since=0", None, 403),
+        (&reader, "GET", "/tokens", None, 403),
+        (&contributor, "PUT", "/apis/a", Some(api.clone()), 201),
+        (
             &contributor,
             "POST",
             "/subscriptions/master/listSecrets",
-            None
-        )
-        .await
-        .0,
-        200
-    );
-    assert_eq!(
-        as_token(&contributor, "POST", "/freeze", Some(json!({"seconds": 5})))
-            .await
-            .0,
-        403
-    );
-    assert_eq!(
-        as_token(
+            None,
+            200,
+        ),
+        (
+            &contributor,
+            "POST",
+            "/freeze",
+            Some(json!({"seconds": 5})),
+            403,
+        ),
+        (
             &contributor,
             "POST",
             "/tokens",
-            Some(json!({"role": "reader"}))
-        )
-        .await
-        .0,
-        403
-    );
-    assert_eq!(
-        as_token(&contributor, "DELETE", "/?confirm=gatehouse", None)
-            .await
-            .0,
-        403
-    );
-    // Operator: freezes and backs up, changes no resource.
-    assert_eq!(
-        as_token(&operator, "PUT", "/apis/b", Some(api.clone()))
-            .await
-            .0,
-        403
-    );
-    assert_eq!(
-        as_token(
+            Some(json!({"role": "reader"})),
+            403,
+        ),
+        (&contributor, "DELETE", "/?confirm=gatehouse", None, 403),
+        (&operator, "PUT", "/apis/b", Some(api.clone()), 403),
+        (
             &operator,
             "POST",
             "/freeze",
-            Some(json!({"seconds": 5, "reason": "test"}))
-        )
-        .await
-        .0,
-        200
+            Some(json!({"seconds": 5, "reason": "test"})),
+            200,
+        ),
+        (&operator, "DELETE", "/freeze", None, 200),
+    ];
+    for (token, method, path, body, expected) in cases {
+        let (status, answer) = as_token(token, method, path, body).await;
+        assert_eq!(status, expected, "{method} {path}: {answer}");
+        if status == 403 {
+            assert_eq!(answer["error"]["code"], "AuthorizationFailed");
+        }
+    }
+    let (_, refused) = as_token(&reader, "PUT", "/apis/a", Some(api)).await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&reader_id)
     );
-    assert_eq!(as_token(&operator, "DELETE", "/freeze", None).await.0, 200);
     let archives = dir.path().join("archives");
     std::fs::create_dir_all(&archives).unwrap();
     let backup = json!({"storageAccount": format!("file://{}", archives.display()), "containerName": "c", "backupName": "b.ghbk", "encryptionKey": "a long passphrase for this archive"});

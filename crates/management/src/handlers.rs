@@ -1083,3 +1083,37 @@ async fn reports(
     let records = crate::reports::report(kind, &rows, interval)?;
     Ok(page_response(state, records, skip, top, raw_path, query))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_link_keeps_the_query_and_moves_the_page() {
+        let mut q = Query::new();
+        q.insert("$filter".into(), "startswith(name,'a b')".into());
+        q.insert("$skip".into(), "0".into());
+        q.insert("api-version".into(), "2024-05-01".into());
+        let link = next_link("/apis", &q, "http://127.0.0.1:1/", 100, 100);
+        assert!(link.starts_with("http://127.0.0.1:1/apis?"), "{link}");
+        assert!(
+            link.contains("$top=100") && link.contains("$skip=100"),
+            "{link}"
+        );
+        assert!(
+            link.contains("$filter=startswith%28name%2C%27a%20b%27%29"),
+            "{link}"
+        );
+        assert_eq!(link.matches("$skip=").count(), 1, "{link}");
+    }
+
+    #[test]
+    fn a_query_with_broken_escapes_is_refused() {
+        let uri: axum::http::Uri = "/apis?$filter=%zz".parse().unwrap();
+        assert!(parse_query(&uri).is_err());
+        let uri: axum::http::Uri = "/apis?$top=5&x=a+b".parse().unwrap();
+        let q = parse_query(&uri).unwrap();
+        assert_eq!(q["$top"], "5");
+        assert_eq!(q["x"], "a b");
+    }
+}

@@ -1103,3 +1103,41 @@ impl gatehouse_policy::Resolver for TxResolver<'_, '_> {
         Some((s("value")?, s("format").unwrap_or_else(|| "xml".into())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_parameters_are_named_once_and_checked() {
+        assert_eq!(
+            template_parameters("/users/{id}/orders/{oid}?date={date}&again={id}").unwrap(),
+            vec!["id", "oid", "date"]
+        );
+        assert_eq!(template_parameters("/files/{*rest}").unwrap(), vec!["rest"]);
+        assert!(template_parameters("/a/{id").is_err());
+        assert!(template_parameters("/a/}").is_err());
+        assert!(template_parameters("/a/{}").is_err());
+        assert!(template_parameters("/*").unwrap().is_empty());
+    }
+
+    #[test]
+    fn references_are_kept_relative_to_the_service() {
+        let arm = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ApiManagement/service/contoso/products/p1";
+        assert_eq!(relative_ref(arm), "/products/p1");
+        assert_eq!(relative_ref("products/p1/"), "/products/p1");
+        assert_eq!(relative_ref("/apis"), "/apis");
+    }
+
+    #[test]
+    fn generated_keys_are_long_and_distinct() {
+        let (a, b) = (generate_key(), generate_key());
+        assert_ne!(a, b);
+        assert!(
+            a.len() >= 32 && a.chars().all(|c| c.is_ascii_hexdigit()),
+            "{a}"
+        );
+        assert_eq!(etag(7), etag(7));
+        assert_ne!(etag(7), etag(8));
+    }
+}

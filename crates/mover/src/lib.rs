@@ -1265,3 +1265,70 @@ pub fn new_key_file(state_path: &Path) -> Result<PathBuf> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(kinds: &[(&str, u64, &str)]) -> Digest {
+        Digest {
+            revision: 1,
+            total: kinds.iter().map(|k| k.1).sum(),
+            kinds: kinds
+                .iter()
+                .map(|(k, count, hash)| {
+                    (
+                        k.to_string(),
+                        KindDigest {
+                            count: *count,
+                            hash: hash.to_string(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn digests_compare_by_count_then_contents() {
+        let source = digest(&[("api", 2, "a"), ("backend", 1, "b")]);
+        assert!(compare_digests(&source, &source, |_| (false, false)).is_empty());
+        let fewer = digest(&[("api", 1, "a"), ("backend", 1, "b")]);
+        assert_eq!(
+            compare_digests(&source, &fewer, |_| (false, false)),
+            vec!["api: 2 on the source, 1 on the target"]
+        );
+        let changed = digest(&[("api", 2, "a"), ("backend", 1, "x")]);
+        assert_eq!(
+            compare_digests(&source, &changed, |_| (false, false)),
+            vec!["backend: the contents differ"]
+        );
+        // What the overlay changes is compared leniently.
+        assert!(compare_digests(&source, &changed, |k| (false, k == "backend")).is_empty());
+        let missing = digest(&[("api", 2, "a")]);
+        assert_eq!(
+            compare_digests(&source, &missing, |_| (false, false)).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn gateway_host_names_and_addresses() {
+        let hostnames = vec![
+            json!({"type": "Proxy", "hostName": "api.contoso.com"}),
+            json!({"type": "Management", "hostName": "mgmt.contoso.com"}),
+            json!({"hostName": "old.contoso.com"}),
+        ];
+        assert_eq!(
+            proxy_hostnames(&hostnames, Some("OLD.contoso.com")),
+            vec!["api.contoso.com"]
+        );
+        assert_eq!(
+            gateway_ipv4("http://127.0.0.3:8000/"),
+            Some("127.0.0.3".parse().unwrap())
+        );
+        assert_eq!(gateway_ipv4("https://gw.example.com"), None);
+        assert_eq!(kind_of_collection("namedValues"), "namedValue");
+        assert_eq!(kind_of_collection("products"), "products");
+    }
+}

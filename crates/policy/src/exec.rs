@@ -1934,3 +1934,55 @@ mod headers_tests {
         assert!(Headers::from(pairs).original().is_none());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry(interval: u64, delta: Option<u64>, max: Option<u64>) -> crate::doc::Retry {
+        crate::doc::Retry {
+            condition: std::sync::Arc::new(crate::expr::parse("@(true)").unwrap()),
+            count: 5,
+            interval_secs: interval,
+            max_interval_secs: max,
+            delta_secs: delta,
+            first_fast_retry: false,
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn retry_intervals_are_fixed_linear_or_exponential() {
+        let secs = |r: &crate::doc::Retry, n| retry_interval(r, n).as_secs();
+        let fixed = retry(2, None, None);
+        assert_eq!((secs(&fixed, 1), secs(&fixed, 4)), (2, 2));
+        let linear = retry(1, Some(3), None);
+        assert_eq!((secs(&linear, 1), secs(&linear, 3)), (1, 7));
+        let exponential = retry(1, Some(1), Some(10));
+        assert_eq!((secs(&exponential, 1), secs(&exponential, 2)), (2, 4));
+        assert_eq!(secs(&exponential, 20), 10, "capped by max-interval");
+    }
+
+    #[test]
+    fn ip_ranges_compare_within_one_family() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(in_range(ip("10.0.0.5"), ip("10.0.0.1"), ip("10.0.0.9")));
+        assert!(!in_range(ip("10.0.1.0"), ip("10.0.0.1"), ip("10.0.0.9")));
+        assert!(in_range(ip("::5"), ip("::1"), ip("::9")));
+        assert!(!in_range(ip("::5"), ip("10.0.0.1"), ip("10.0.0.9")));
+    }
+
+    #[test]
+    fn query_strings_keep_their_encoding() {
+        let pairs = parse_query("a=1&b=x%20y&&c");
+        assert_eq!(
+            pairs,
+            vec![
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), "x%20y".to_string()),
+                ("c".to_string(), String::new()),
+            ]
+        );
+        assert_eq!(query_string(&pairs), "a=1&b=x%20y&c");
+    }
+}

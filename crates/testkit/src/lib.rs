@@ -329,6 +329,60 @@ impl TestInstance {
         assert!(s == 200 || s == 201, "PUT {path}: {s} {b}");
     }
 
+    /// An API at path `id` forwarding to `service_url`, over `protocols`.
+    pub async fn api(&self, id: &str, service_url: &str, protocols: &[&str]) {
+        self.put_ok(
+            &format!("/apis/{id}"),
+            serde_json::json!({"properties": {"displayName": id, "path": id, "serviceUrl": service_url, "protocols": protocols}}),
+        )
+        .await;
+    }
+
+    /// An operation of `api`; its template parameters are declared from the template.
+    pub async fn operation(&self, api: &str, id: &str, method: &str, template: &str) {
+        let params: Vec<Value> = template
+            .split('{')
+            .skip(1)
+            .filter_map(|p| p.split('}').next())
+            .map(|p| serde_json::json!({"name": p.trim_start_matches('*'), "type": "string", "required": true}))
+            .collect();
+        self.put_ok(
+            &format!("/apis/{api}/operations/{id}"),
+            serde_json::json!({"properties": {"displayName": id, "method": method, "urlTemplate": template, "templateParameters": params}}),
+        )
+        .await;
+    }
+
+    /// A published product `starter` holding `api`, and an active subscription `s1` to it:
+    /// the subscription's primary and secondary keys.
+    pub async fn starter_subscription(&self, api: &str) -> (String, String) {
+        self.put_ok(
+            "/products/starter",
+            serde_json::json!({"properties": {"displayName": "Starter", "state": "published"}}),
+        )
+        .await;
+        self.put_ok(
+            &format!("/products/starter/apis/{api}"),
+            serde_json::json!({}),
+        )
+        .await;
+        self.subscription("s1", "/products/starter").await
+    }
+
+    /// An active subscription `id` to `scope`: its primary and secondary keys.
+    pub async fn subscription(&self, id: &str, scope: &str) -> (String, String) {
+        self.put_ok(
+            &format!("/subscriptions/{id}"),
+            serde_json::json!({"properties": {"scope": scope, "displayName": id, "state": "active"}}),
+        )
+        .await;
+        let (_, keys) = self
+            .call("POST", &format!("/subscriptions/{id}/listSecrets"), None)
+            .await;
+        let key = |k: &str| keys[k].as_str().expect("a key").to_string();
+        (key("primaryKey"), key("secondaryKey"))
+    }
+
     /// Starts a long-running operation (`/backup`, `/restore`): the `Location` to poll, or the
     /// status and body it was refused with.
     pub async fn start_operation(

@@ -120,3 +120,16 @@ impl Drop for ServeProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `BIN ARGS` in `cwd` as a client command (no GATEHOUSE_URL, _TOKEN or _DATA_DIR from
+/// the test's environment) and returns what it did.
+pub fn cli(bin: &str, cwd: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin)
+        .current_dir(cwd)
+        .args(args)
+        .env_remove("GATEHOUSE_URL")
+        .env_remove("GATEHOUSE_TOKEN")
+        .env_remove("GATEHOUSE_DATA_DIR")
+        .output()
+        .expect("the binary runs")
+}

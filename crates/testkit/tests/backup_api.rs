@@ -20,15 +20,7 @@ async fn backup_and_restore_between_instances_through_the_api() {
     let src = instance(&dir.path().join("src"), "contoso", "Standard").await;
     src.put_ok("/apis/echo", json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": backend.url, "protocols": ["http"]}})).await;
     src.put_ok("/apis/echo/operations/get", json!({"properties": {"displayName": "Get", "method": "GET", "urlTemplate": "/items/{id}", "templateParameters": [{"name": "id", "type": "string"}]}})).await;
-    src.put_ok(
-        "/subscriptions/s1",
-        json!({"properties": {"scope": "/apis/echo", "displayName": "S1", "state": "active"}}),
-    )
-    .await;
-    let (_, keys) = src
-        .call("POST", "/subscriptions/s1/listSecrets", None)
-        .await;
-    let key = keys["primaryKey"].as_str().unwrap().to_string();
+    let (key, _) = src.subscription("s1", "/apis/echo").await;
     let pass = "a backup passphrase for tests";
     let params = json!({"storageAccount": storage, "containerName": "backups", "backupName": "contoso.ghbk", "encryptionKey": pass});
 

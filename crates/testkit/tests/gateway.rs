@@ -8,12 +8,7 @@ const MISSING: &str = "Access denied due to missing subscription key. Make sure 
 const INVALID: &str = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.";
 
 async fn op(t: &TestInstance, api: &str, id: &str, method: &str, template: &str) {
-    let params: Vec<Value> = template
-        .split('{')
-        .skip(1)
-        .map(|p| json!({"name": p.split('}').next().unwrap().trim_start_matches('*'), "type": "string", "required": true}))
-        .collect();
-    t.put_ok(&format!("/apis/{api}/operations/{id}"), json!({"properties": {"displayName": id, "method": method, "urlTemplate": template, "templateParameters": params}})).await;
+    t.operation(api, id, method, template).await;
 }
 
 /// API `echo` at path `echo` → backend `/v1`, product `starter` with it, subscription `s1`.
@@ -25,19 +20,9 @@ async fn setup(t: &TestInstance, backend: &EchoBackend) -> (String, String) {
     op(t, "echo", "hang", "GET", "/hang").await;
     op(t, "echo", "search", "GET", "/search?q={term}").await;
     op(t, "echo", "files", "GET", "/files/{*path}").await;
-    t.put_ok(
-        "/products/starter",
-        json!({"properties": {"displayName": "Starter", "state": "published"}}),
-    )
-    .await;
-    t.put_ok("/products/starter/apis/echo", json!({})).await;
-    t.put_ok("/subscriptions/s1", json!({"properties": {"scope": "/products/starter", "displayName": "S1", "state": "active"}})).await;
-    let (_, keys) = t.call("POST", "/subscriptions/s1/listSecrets", None).await;
+    let keys = t.starter_subscription("echo").await;
     t.gateway_caught_up().await;
-    (
-        keys["primaryKey"].as_str().unwrap().to_string(),
-        keys["secondaryKey"].as_str().unwrap().to_string(),
-    )
+    keys
 }
 
 async fn gw(t: &TestInstance, method: &str, path: &str, key: Option<&str>) -> (u16, Value) {

@@ -17,26 +17,15 @@ async fn env() -> Env {
     let t = TestInstance::start().await.unwrap();
     let backend = EchoBackend::start().await.unwrap();
     t.put_ok("/apis/echo", json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": format!("{}/v1", backend.url), "protocols": ["http"]}})).await;
-    t.put_ok("/apis/echo/operations/get-item", json!({"properties": {"displayName": "get", "method": "GET", "urlTemplate": "/items/{id}", "templateParameters": [{"name": "id", "type": "string", "required": true}]}})).await;
-    t.put_ok(
-        "/apis/echo/operations/create-item",
-        json!({"properties": {"displayName": "create", "method": "POST", "urlTemplate": "/items"}}),
-    )
-    .await;
+    t.operation("echo", "get-item", "GET", "/items/{id}").await;
+    t.operation("echo", "create-item", "POST", "/items").await;
     t.put_ok("/apis/echo/operations/mocked", json!({"properties": {"displayName": "mocked", "method": "GET", "urlTemplate": "/mocked", "responses": [{"statusCode": 200, "representations": [{"contentType": "application/json", "examples": {"default": {"value": {"mock": true}}}}]}]}})).await;
-    t.put_ok(
-        "/products/starter",
-        json!({"properties": {"displayName": "Starter", "state": "published"}}),
-    )
-    .await;
-    t.put_ok("/products/starter/apis/echo", json!({})).await;
-    t.put_ok("/subscriptions/s1", json!({"properties": {"scope": "/products/starter", "displayName": "S1", "state": "active"}})).await;
-    let (_, keys) = t.call("POST", "/subscriptions/s1/listSecrets", None).await;
+    let (key, _) = t.starter_subscription("echo").await;
     t.gateway_caught_up().await;
     Env {
         t,
         backend,
-        key: keys["primaryKey"].as_str().unwrap().to_string(),
+        key,
         http: reqwest::Client::new(),
     }
 }

@@ -50,9 +50,13 @@ pub enum Command {
     /// Run an instance (management API and gateway) on the embedded store.
     Serve(Box<ServeArgs>),
     /// GET a path of the management API (relative to the service).
-    Get { path: String },
+    Get {
+        /// The resource path, e.g. /apis/echo (or a full ARM path).
+        path: String,
+    },
     /// PUT a path with a JSON body.
     Put {
+        /// The resource path, e.g. /namedValues/region.
         path: String,
         /// File with the JSON body, or - for standard input.
         #[arg(long)]
@@ -60,12 +64,17 @@ pub enum Command {
     },
     /// PATCH a path with a JSON body.
     Patch {
+        /// The resource path.
         path: String,
+        /// File with the JSON body, or - for standard input.
         #[arg(long)]
         body: Option<String>,
     },
     /// DELETE a path.
-    Delete { path: String },
+    Delete {
+        /// The resource path.
+        path: String,
+    },
     /// The service resource; `service delete --yes` deletes the instance.
     Service {
         #[command(subcommand)]
@@ -91,7 +100,8 @@ pub enum Command {
     NamedValue(ListOnly),
     /// Back up an instance's data directory to an archive, or inspect and list archives.
     Backup(BackupArgs),
-    /// Restore an archive into an instance's data directory (the instance must be stopped).
+    /// Restore an archive into a running instance: its configuration is replaced at once
+    /// (or merged, for a partial archive), without a restart.
     Restore(RestoreArgs),
     /// Move the instance to another region, machine or cloud: back up, restore into the
     /// target, replay later changes, verify, switch DNS, drain and delete the source.
@@ -101,6 +111,7 @@ pub enum Command {
     Token(TokenCmd),
     /// The change journal after a revision.
     Journal {
+        /// Show the changes after this revision (0: all that the journal keeps).
         #[arg(long, default_value_t = 0)]
         since: u64,
     },
@@ -123,8 +134,10 @@ pub struct ServeArgs {
     /// Units of the tier.
     #[arg(long, env = "GATEHOUSE_CAPACITY")]
     pub capacity: Option<u32>,
+    /// The publisher's email address (APIM's publisherEmail; notifications come from it).
     #[arg(long, env = "GATEHOUSE_PUBLISHER_EMAIL")]
     pub publisher_email: Option<String>,
+    /// The publisher's name, shown in the developer portal.
     #[arg(long, env = "GATEHOUSE_PUBLISHER_NAME")]
     pub publisher_name: Option<String>,
     /// Management API listen address (port 0 picks a free port).
@@ -209,12 +222,17 @@ pub struct BackupArgs {
 pub enum BackupAction {
     /// Print an archive's manifest (verified when a key is given).
     Inspect {
+        /// The archive: a file path or an object storage URL.
         url: String,
+        /// The backup key, to verify the archive's contents against its manifest.
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
     /// List the archives in a folder with their manifests.
-    List { url: String },
+    List {
+        /// The folder: a directory or an object storage URL (az://, s3://, gs://).
+        url: String,
+    },
     /// Make a new random backup key (an age X25519 key): into a new file readable only by
     /// you with --out, else on standard output.
     NewKey {
@@ -229,6 +247,7 @@ pub struct RestoreArgs {
     /// The archive: a file path or an object storage URL (as for `backup --to`).
     #[arg(long)]
     pub from: String,
+    /// The backup key the archive was made with; default GATEHOUSE_BACKUP_KEY.
     #[arg(long)]
     pub key_file: Option<PathBuf>,
     /// Restore into a different tier than the archive's.
@@ -253,12 +272,15 @@ pub enum TokenCmd {
         /// When it stops working: a duration (30d, 12h, 90m) or an RFC 3339 time.
         #[arg(long)]
         expires: Option<String>,
+        /// What the token is for, shown by `token list`.
         #[arg(long)]
         description: Option<String>,
     },
+    /// List the tokens: id, role, expiry, description (never their values).
     List,
     /// Revoke a token by its id: it stops working at once.
     Revoke {
+        /// The token's id, as `token list` shows it.
         id: String,
     },
 }
@@ -276,19 +298,25 @@ pub enum ServiceCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum ApiCmd {
+    /// List the APIs.
     List,
+    /// Show one API.
     Show {
+        /// The API's id.
         id: String,
     },
     /// Create or replace an API from an OpenAPI (3.x or Swagger 2) document, JSON or YAML.
     Import {
+        /// The API's id.
         #[arg(long)]
         id: String,
+        /// The document: a file path or an http(s) URL.
         #[arg(long)]
         openapi: String,
         /// URL path suffix of the API on the gateway (default: the id).
         #[arg(long)]
         path: Option<String>,
+        /// The backend's base URL (default: the document's first server).
         #[arg(long)]
         service_url: Option<String>,
         /// Protocols the gateway serves the API on (APIM's default: https only).
@@ -297,44 +325,60 @@ pub enum ApiCmd {
     },
     /// Print the API as an OpenAPI 3 document.
     Export {
+        /// The API's id.
         id: String,
     },
+    /// Delete an API with its operations, policies and subscriptions scoped to it.
     Delete {
+        /// The API's id.
         id: String,
     },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ProductCmd {
+    /// List the products.
     List,
+    /// Create or replace a product.
     Create {
+        /// The product's id.
         id: String,
+        /// The name developers see.
         #[arg(long)]
         display_name: String,
         /// Open product: no subscription key needed.
         #[arg(long)]
         open: bool,
+        /// Publish it (developers can see it and subscribe); else it stays notPublished.
         #[arg(long)]
         publish: bool,
     },
     /// Add an API to a product.
     AddApi {
+        /// The product's id.
         product: String,
+        /// The API's id.
         api: String,
     },
+    /// Delete a product and its subscriptions.
     Delete {
+        /// The product's id.
         id: String,
     },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum SubscriptionCmd {
+    /// List the subscriptions (without their keys).
     List,
+    /// Create a subscription with new random keys.
     Create {
+        /// The subscription's id.
         id: String,
         /// /apis, /apis/{id} or /products/{id}
         #[arg(long)]
         scope: String,
+        /// The subscription's name (default: the id).
         #[arg(long)]
         display_name: Option<String>,
         /// Owner user id.
@@ -346,34 +390,46 @@ pub enum SubscriptionCmd {
     },
     /// Show the subscription's primary and secondary keys.
     Keys {
+        /// The subscription's id.
         id: String,
     },
+    /// Delete a subscription: its keys stop working at once.
     Delete {
+        /// The subscription's id.
         id: String,
     },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum UserCmd {
+    /// List the users.
     List,
+    /// Create or replace a user.
     Create {
+        /// The user's id.
         id: String,
+        /// The user's email address (unique on the instance).
         #[arg(long)]
         email: String,
+        /// The user's first name.
         #[arg(long)]
         first_name: String,
+        /// The user's last name.
         #[arg(long)]
         last_name: String,
         /// Read the password from this environment variable (never from a flag).
         #[arg(long)]
         password_env: Option<String>,
     },
+    /// Delete a user and the subscriptions the user owns.
     Delete {
+        /// The user's id.
         id: String,
     },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ListOnly {
+    /// List them.
     List,
 }

@@ -19,6 +19,7 @@ pub struct MoveArgs {
     /// The source's management URL (with --source-token-file).
     #[arg(long)]
     pub source: Option<String>,
+    /// A file holding the source's operator or admin token.
     #[arg(long)]
     pub source_token_file: Option<PathBuf>,
     /// The target instance's data directory (it must be running).
@@ -27,6 +28,7 @@ pub struct MoveArgs {
     /// The target's management URL (with --target-token-file).
     #[arg(long)]
     pub target: Option<String>,
+    /// A file holding the target's admin token.
     #[arg(long)]
     pub target_token_file: Option<PathBuf>,
     /// Where the archive goes: a folder, file:///…, az://ACCOUNT/CONTAINER, s3://BUCKET,
@@ -69,6 +71,7 @@ pub struct MoveArgs {
     /// Move into a target that is not empty (its configuration is replaced).
     #[arg(long)]
     pub force: bool,
+    /// Move into a target of a different tier than the source's.
     #[arg(long)]
     pub allow_tier_change: bool,
     /// What differs in the target region (YAML or JSON): backends, apis, namedValues,
@@ -79,6 +82,7 @@ pub struct MoveArgs {
     /// manual://SERVER:PORT (you change the record; the move checks SERVER).
     #[arg(long)]
     pub dns: Option<String>,
+    /// The DNS zone the custom domain's record is in (with --dns), e.g. example.com.
     #[arg(long)]
     pub dns_zone: Option<String>,
     /// The TSIG key, as for knsupdate -y: ALGORITHM:NAME:BASE64SECRET.
@@ -96,6 +100,8 @@ pub struct MoveArgs {
     /// Also compare GET responses of source and target (status and body hash).
     #[arg(long)]
     pub shadow: bool,
+    /// The longest the source stays frozen (read-only) for the handover, 1 to 3600 seconds; the
+    /// freeze lifts by itself after it, so a move that dies never leaves the source frozen.
     #[arg(long, default_value_t = 60)]
     pub freeze_seconds: u64,
     /// The drain ends after this long without a request to the source…

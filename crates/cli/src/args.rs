@@ -92,12 +92,24 @@ pub enum Command {
     /// Users.
     #[command(subcommand)]
     User(UserCmd),
-    /// Groups.
+    /// Groups of users.
     #[command(subcommand)]
-    Group(ListOnly),
-    /// Named values.
+    Group(ResourceCmd),
+    /// Named values (use --set-env for a secret's value).
     #[command(subcommand, name = "namedvalue")]
-    NamedValue(ListOnly),
+    NamedValue(ResourceCmd),
+    /// Backends: the services APIs forward to.
+    #[command(subcommand)]
+    Backend(ResourceCmd),
+    /// Certificates (PEM via --set-file data=FILE, or a PFX as base64 with its password).
+    #[command(subcommand)]
+    Certificate(ResourceCmd),
+    /// Tags.
+    #[command(subcommand)]
+    Tag(ResourceCmd),
+    /// Policies: the global one, a product's, an API's or an operation's.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Back up an instance's data directory to an archive, or inspect and list archives.
     Backup(BackupArgs),
     /// Restore an archive into a running instance: its configuration is replaced at once
@@ -323,6 +335,20 @@ pub enum ApiCmd {
         #[arg(long, value_delimiter = ',', default_value = "https")]
         protocols: Vec<String>,
     },
+    /// Create or replace an API from its properties (displayName, path, serviceUrl, protocols).
+    Create {
+        /// The API's id.
+        id: String,
+        #[command(flatten)]
+        props: Properties,
+    },
+    /// Change the properties given and keep the others.
+    Update {
+        /// The API's id.
+        id: String,
+        #[command(flatten)]
+        props: Properties,
+    },
     /// Print the API as an OpenAPI 3 document.
     Export {
         /// The API's id.
@@ -339,6 +365,18 @@ pub enum ApiCmd {
 pub enum ProductCmd {
     /// List the products.
     List,
+    /// Show one product.
+    Show {
+        /// The product's id.
+        id: String,
+    },
+    /// Change the properties given and keep the others.
+    Update {
+        /// The product's id.
+        id: String,
+        #[command(flatten)]
+        props: Properties,
+    },
     /// Create or replace a product.
     Create {
         /// The product's id.
@@ -371,6 +409,18 @@ pub enum ProductCmd {
 pub enum SubscriptionCmd {
     /// List the subscriptions (without their keys).
     List,
+    /// Show one subscription (without its keys).
+    Show {
+        /// The subscription's id.
+        id: String,
+    },
+    /// Change the properties given and keep the others (state=suspended, say).
+    Update {
+        /// The subscription's id.
+        id: String,
+        #[command(flatten)]
+        props: Properties,
+    },
     /// Create a subscription with new random keys.
     Create {
         /// The subscription's id.
@@ -404,6 +454,18 @@ pub enum SubscriptionCmd {
 pub enum UserCmd {
     /// List the users.
     List,
+    /// Show one user.
+    Show {
+        /// The user's id.
+        id: String,
+    },
+    /// Change the properties given and keep the others.
+    Update {
+        /// The user's id.
+        id: String,
+        #[command(flatten)]
+        props: Properties,
+    },
     /// Create or replace a user.
     Create {
         /// The user's id.
@@ -428,8 +490,84 @@ pub enum UserCmd {
     },
 }
 
+/// The commands every kind of resource has.
 #[derive(Subcommand, Debug)]
-pub enum ListOnly {
-    /// List them.
+pub enum ResourceCmd {
+    /// List them (a table; every property with --json).
     List,
+    /// Show one.
+    Show {
+        /// Its id.
+        id: String,
+    },
+    /// Create one, or replace it, with the properties given.
+    Create {
+        /// Its id.
+        id: String,
+        #[command(flatten)]
+        props: Properties,
+    },
+    /// Change the properties given and keep the others.
+    Update {
+        /// Its id.
+        id: String,
+        #[command(flatten)]
+        props: Properties,
+    },
+    /// Delete one.
+    Delete {
+        /// Its id.
+        id: String,
+    },
+}
+
+/// A resource's properties, as APIM names them (displayName, url, secret …).
+#[derive(Args, Debug, Clone, Default)]
+pub struct Properties {
+    /// A property: NAME=VALUE; VALUE is JSON when it is a number, true/false, null, array or
+    /// object, else text (quote it as JSON to force text). Repeatable.
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+    /// A property whose value is a file's text (a PEM certificate, say): NAME=FILE. Repeatable.
+    #[arg(long, value_name = "NAME=FILE")]
+    pub set_file: Vec<String>,
+    /// A property whose value is an environment variable's, so that a secret never sits on
+    /// the command line: NAME=VARIABLE. Repeatable.
+    #[arg(long, value_name = "NAME=VARIABLE")]
+    pub set_env: Vec<String>,
+    /// A JSON file with the properties object (or a whole resource body), - for standard
+    /// input; --set and its kin apply after it.
+    #[arg(long)]
+    pub body: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// Print a policy's XML (the global policy without a scope flag).
+    Show(PolicyScope),
+    /// Create or replace a policy from an XML file; it is checked before it is saved.
+    #[command(visible_aliases = ["create", "update"])]
+    Set {
+        #[command(flatten)]
+        scope: PolicyScope,
+        /// The policy document (XML), or - for standard input.
+        #[arg(long)]
+        file: String,
+    },
+    /// Delete a policy: the scope then runs only what its parents' policies do.
+    Delete(PolicyScope),
+}
+
+/// Which policy: none of the flags for the global one.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PolicyScope {
+    /// An API's policy (with --operation: one of its operations').
+    #[arg(long)]
+    pub api: Option<String>,
+    /// An operation's policy (with --api).
+    #[arg(long)]
+    pub operation: Option<String>,
+    /// A product's policy.
+    #[arg(long)]
+    pub product: Option<String>,
 }

@@ -3,6 +3,7 @@
 use crate::args::*;
 use crate::config::{data_dir_of, env_value, serve_config};
 use crate::output::{print_json, read_body, show_list};
+use crate::resources::{self, *};
 use crate::{moving, offline};
 use anyhow::{Context, Result, anyhow};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
@@ -81,335 +82,255 @@ pub(crate) async fn execute(cli: Cli) -> Result<()> {
         Command::Put { path, body } => {
             print_json(&client.put(&path, &read_body(body.as_deref())?).await?)
         }
-        Command::Patch { path, body } => print_json(
-            &client
-                .send(
-                    reqwest::Method::PATCH,
-                    &path,
-                    Some(&read_body(body.as_deref())?),
-                )
-                .await?,
-        ),
+        Command::Patch { path, body } => {
+            let body = read_body(body.as_deref())?;
+            let changed = client
+                .send(reqwest::Method::PATCH, &path, Some(&body))
+                .await?;
+            print_json(&changed)
+        }
         Command::Delete { path } => {
-            deleted(client.delete(&path).await?, &path)?;
+            if !client.delete(&path).await? {
+                return Err(anyhow!("there is no {path}: nothing was deleted"));
+            }
             println!("deleted {path}");
         }
-        Command::Service {
-            action: Some(ServiceCmd::Delete { yes }),
-        } => {
-            let s = client.get("/").await?;
-            let name = s["name"].as_str().unwrap_or_default();
-            if !yes {
-                return Err(anyhow!(
-                    "deleting the service '{name}' stops it and marks its data deleted: run again with --yes to confirm"
-                ));
-            }
-            client
-                .send(
-                    reqwest::Method::DELETE,
-                    &format!("/?confirm={}", seg(name)),
-                    None,
-                )
-                .await?;
-            println!("deleted the service '{name}'");
-        }
-        Command::Service { action: None } => {
-            let s = client.get("/").await?;
-            if j {
-                print_json(&s);
-            } else {
-                let p = &s["properties"];
-                println!("name:       {}", s["name"].as_str().unwrap_or(""));
-                println!("region:     {}", s["location"].as_str().unwrap_or(""));
-                println!(
-                    "sku:        {} ({} unit(s))",
-                    s["sku"]["name"].as_str().unwrap_or(""),
-                    s["sku"]["capacity"]
-                );
-                println!("gateway:    {}", p["gatewayUrl"].as_str().unwrap_or(""));
-                println!(
-                    "management: {}",
-                    p["managementApiUrl"].as_str().unwrap_or("")
-                );
-                println!("revision:   {}", p["revision"]);
-            }
-        }
-        Command::Api(cmd) => match cmd {
-            ApiCmd::List => {
-                show_list(
-                    &client,
-                    "/apis",
-                    j,
-                    &[
-                        ("DISPLAY NAME", "displayName"),
-                        ("PATH", "path"),
-                        ("SERVICE URL", "serviceUrl"),
-                        ("REVISION", "apiRevision"),
-                    ],
-                )
-                .await?
-            }
-            ApiCmd::Show { id } => print_json(&client.get(&format!("/apis/{}", seg(&id))).await?),
-            ApiCmd::Import {
-                id,
-                openapi,
-                path,
-                service_url,
-                protocols,
-            } => {
-                let doc = std::fs::read_to_string(&openapi)
-                    .with_context(|| format!("cannot read {openapi}"))?;
-                let format = if doc.trim_start().starts_with('{') {
-                    if doc.contains("\"swagger\"") {
-                        "swagger-json"
-                    } else {
-                        "openapi+json"
-                    }
-                } else {
-                    "openapi"
-                };
-                let mut props = json!({"format": format, "value": doc, "path": path.unwrap_or_else(|| id.clone()), "protocols": protocols});
-                if let Some(u) = service_url {
-                    props["serviceUrl"] = json!(u);
-                }
-                let api = client
-                    .put(
-                        &format!("/apis/{}", seg(&id)),
-                        &json!({"properties": props}),
-                    )
-                    .await?;
-                let ops = client
-                    .list_all(&format!("/apis/{}/operations", seg(&id)))
-                    .await?;
-                if j {
-                    print_json(&api);
-                } else {
-                    println!(
-                        "imported API '{id}' ({}) at path '/{}' with {} operation(s)",
-                        api["properties"]["displayName"].as_str().unwrap_or(""),
-                        api["properties"]["path"].as_str().unwrap_or(""),
-                        ops.len()
-                    );
-                }
-            }
-            ApiCmd::Export { id } => print_json(
-                &client
-                    .get(&format!(
-                        "/apis/{}?export=true&format=openapi%2Bjson",
-                        seg(&id)
-                    ))
-                    .await?,
-            ),
-            ApiCmd::Delete { id } => {
-                let gone = client.delete(&format!("/apis/{}", seg(&id))).await?;
-                deleted(gone, &format!("API '{id}'"))?;
-                println!("deleted API '{id}'");
-            }
-        },
-        Command::Product(cmd) => match cmd {
-            ProductCmd::List => {
-                show_list(
-                    &client,
-                    "/products",
-                    j,
-                    &[
-                        ("DISPLAY NAME", "displayName"),
-                        ("STATE", "state"),
-                        ("SUBSCRIPTION REQUIRED", "subscriptionRequired"),
-                    ],
-                )
-                .await?
-            }
-            ProductCmd::Create {
-                id,
-                display_name,
-                open,
-                publish,
-            } => {
-                let body = json!({"properties": {"displayName": display_name, "subscriptionRequired": !open, "state": if publish {"published"} else {"notPublished"}}});
-                let p = client
-                    .put(&format!("/products/{}", seg(&id)), &body)
-                    .await?;
-                if j {
-                    print_json(&p)
-                } else {
-                    println!("product '{id}' saved")
-                }
-            }
-            ProductCmd::AddApi { product, api } => {
-                client
-                    .put(
-                        &format!("/products/{}/apis/{}", seg(&product), seg(&api)),
-                        &json!({}),
-                    )
-                    .await?;
-                println!("API '{api}' added to product '{product}'");
-            }
-            ProductCmd::Delete { id } => {
-                let gone = client
-                    .delete(&format!("/products/{}?deleteSubscriptions=true", seg(&id)))
-                    .await?;
-                deleted(gone, &format!("product '{id}'"))?;
-                println!("deleted product '{id}'");
-            }
-        },
-        Command::Subscription(cmd) => match cmd {
-            SubscriptionCmd::List => {
-                show_list(
-                    &client,
-                    "/subscriptions",
-                    j,
-                    &[
-                        ("DISPLAY NAME", "displayName"),
-                        ("SCOPE", "scope"),
-                        ("OWNER", "ownerId"),
-                        ("STATE", "state"),
-                    ],
-                )
-                .await?
-            }
-            SubscriptionCmd::Create {
-                id,
-                scope,
-                display_name,
-                owner,
-                submitted,
-            } => {
-                let mut props = json!({"scope": scope, "displayName": display_name.unwrap_or_else(|| id.clone()), "state": if submitted {"submitted"} else {"active"}});
-                if let Some(o) = owner {
-                    props["ownerId"] = json!(format!("/users/{}", seg(&o)));
-                }
-                let s = client
-                    .put(
-                        &format!("/subscriptions/{}", seg(&id)),
-                        &json!({"properties": props}),
-                    )
-                    .await?;
-                if j {
-                    print_json(&s)
-                } else {
-                    println!(
-                        "subscription '{id}' saved (state {})",
-                        s["properties"]["state"].as_str().unwrap_or("")
-                    )
-                }
-            }
-            SubscriptionCmd::Keys { id } => {
-                let k = client
-                    .post(&format!("/subscriptions/{}/listSecrets", seg(&id)))
-                    .await?;
-                if j {
-                    print_json(&k);
-                } else {
-                    println!("primary:   {}", k["primaryKey"].as_str().unwrap_or(""));
-                    println!("secondary: {}", k["secondaryKey"].as_str().unwrap_or(""));
-                }
-            }
-            SubscriptionCmd::Delete { id } => {
-                let gone = client
-                    .delete(&format!("/subscriptions/{}", seg(&id)))
-                    .await?;
-                deleted(gone, &format!("subscription '{id}'"))?;
-                println!("deleted subscription '{id}'");
-            }
-        },
-        Command::User(cmd) => match cmd {
-            UserCmd::List => {
-                show_list(
-                    &client,
-                    "/users",
-                    j,
-                    &[
-                        ("EMAIL", "email"),
-                        ("FIRST NAME", "firstName"),
-                        ("LAST NAME", "lastName"),
-                        ("STATE", "state"),
-                    ],
-                )
-                .await?
-            }
-            UserCmd::Create {
-                id,
-                email,
-                first_name,
-                last_name,
-                password_env,
-            } => {
-                let mut props =
-                    json!({"email": email, "firstName": first_name, "lastName": last_name});
-                if let Some(var) = password_env {
-                    let pw = env_value(&var)
-                        .ok_or_else(|| anyhow!("the environment variable {var} is not set"))?;
-                    props["password"] = json!(pw);
-                }
-                let u = client
-                    .put(
-                        &format!("/users/{}", seg(&id)),
-                        &json!({"properties": props}),
-                    )
-                    .await?;
-                if j {
-                    print_json(&u)
-                } else {
-                    println!("user '{id}' saved")
-                }
-            }
-            UserCmd::Delete { id } => {
-                let gone = client
-                    .delete(&format!("/users/{}?deleteSubscriptions=true", seg(&id)))
-                    .await?;
-                deleted(gone, &format!("user '{id}'"))?;
-                println!("deleted user '{id}'");
-            }
-        },
-        Command::Group(ListOnly::List) => {
-            show_list(
-                &client,
-                "/groups",
-                j,
-                &[
-                    ("DISPLAY NAME", "displayName"),
-                    ("TYPE", "type"),
-                    ("BUILT IN", "builtIn"),
-                ],
-            )
-            .await?
-        }
-        Command::NamedValue(ListOnly::List) => {
-            show_list(
-                &client,
-                "/namedValues",
-                j,
-                &[
-                    ("DISPLAY NAME", "displayName"),
-                    ("SECRET", "secret"),
-                    ("VALUE", "value"),
-                ],
-            )
-            .await?
-        }
+        Command::Service { action } => service(&client, action, j).await?,
+        Command::Api(cmd) => api(&client, cmd, j).await?,
+        Command::Product(cmd) => product(&client, cmd, j).await?,
+        Command::Subscription(cmd) => subscription(&client, cmd, j).await?,
+        Command::User(cmd) => user(&client, cmd, j).await?,
+        Command::Group(cmd) => resources::run(&client, &GROUP, cmd, j).await?,
+        Command::NamedValue(cmd) => resources::run(&client, &NAMED_VALUE, cmd, j).await?,
+        Command::Backend(cmd) => resources::run(&client, &BACKEND, cmd, j).await?,
+        Command::Certificate(cmd) => resources::run(&client, &CERTIFICATE, cmd, j).await?,
+        Command::Tag(cmd) => resources::run(&client, &TAG, cmd, j).await?,
+        Command::Policy(cmd) => resources::policy(&client, cmd, j).await?,
         Command::Token(cmd) => token(&client, cmd, j).await?,
-        Command::Journal { since } => {
-            let items = client.list_all(&format!("/journal?since={since}")).await?;
-            if j {
-                print_json(&Value::Array(items));
-            } else {
-                let mut t = Table::new();
-                t.load_preset(UTF8_BORDERS_ONLY);
-                t.set_header(vec!["REVISION", "TIME", "OPERATION", "RESOURCE"]);
-                for e in &items {
-                    t.add_row(vec![
-                        e["revision"].to_string(),
-                        e["timestamp"].as_str().unwrap_or("").to_string(),
-                        e["operation"].as_str().unwrap_or("").to_string(),
-                        e["resourceId"].as_str().unwrap_or("").to_string(),
-                    ]);
-                }
-                println!("{t}");
-                println!("{} entries", items.len());
+        Command::Journal { since } => journal(&client, since, j).await?,
+    }
+    Ok(())
+}
+
+async fn service(client: &Client, action: Option<ServiceCmd>, json: bool) -> Result<()> {
+    let Some(ServiceCmd::Delete { yes }) = action else {
+        let s = client.get("/").await?;
+        if json {
+            print_json(&s);
+            return Ok(());
+        }
+        let p = &s["properties"];
+        println!("name:       {}", s["name"].as_str().unwrap_or(""));
+        println!("region:     {}", s["location"].as_str().unwrap_or(""));
+        println!(
+            "sku:        {} ({} unit(s))",
+            s["sku"]["name"].as_str().unwrap_or(""),
+            s["sku"]["capacity"]
+        );
+        println!("gateway:    {}", p["gatewayUrl"].as_str().unwrap_or(""));
+        println!(
+            "management: {}",
+            p["managementApiUrl"].as_str().unwrap_or("")
+        );
+        println!("revision:   {}", p["revision"]);
+        return Ok(());
+    };
+    let name = client.service().await?.name;
+    if !yes {
+        return Err(anyhow!(
+            "deleting the service '{name}' stops it and marks its data deleted: run again with --yes to confirm"
+        ));
+    }
+    let confirmed = format!("/?confirm={}", seg(&name));
+    client
+        .send(reqwest::Method::DELETE, &confirmed, None)
+        .await?;
+    println!("deleted the service '{name}'");
+    Ok(())
+}
+
+async fn api(client: &Client, cmd: ApiCmd, j: bool) -> Result<()> {
+    match cmd {
+        ApiCmd::List => show_list(client, API.collection, j, API.columns).await,
+        ApiCmd::Show { id } => resources::show(client, &API, &id, j).await,
+        ApiCmd::Create { id, props } => resources::create(client, &API, &id, &props, j).await,
+        ApiCmd::Update { id, props } => resources::update(client, &API, &id, &props, j).await,
+        ApiCmd::Delete { id } => resources::delete(client, &API, &id).await,
+        ApiCmd::Export { id } => {
+            let path = format!("/apis/{}?export=true&format=openapi%2Bjson", seg(&id));
+            print_json(&client.get(&path).await?);
+            Ok(())
+        }
+        ApiCmd::Import {
+            id,
+            openapi,
+            path,
+            service_url,
+            protocols,
+        } => {
+            let doc = std::fs::read_to_string(&openapi)
+                .with_context(|| format!("cannot read {openapi}"))?;
+            let mut props = json!({"format": openapi_format(&doc), "value": doc, "path": path.unwrap_or_else(|| id.clone()), "protocols": protocols});
+            if let Some(u) = service_url {
+                props["serviceUrl"] = json!(u);
             }
+            let api = client
+                .put(&API.path_of(&id), &json!({"properties": props}))
+                .await?;
+            let ops = client
+                .list_all(&format!("/apis/{}/operations", seg(&id)))
+                .await?;
+            if j {
+                print_json(&api);
+            } else {
+                println!(
+                    "imported API '{id}' ({}) at path '/{}' with {} operation(s)",
+                    api["properties"]["displayName"].as_str().unwrap_or(""),
+                    api["properties"]["path"].as_str().unwrap_or(""),
+                    ops.len()
+                );
+            }
+            Ok(())
         }
     }
+}
+
+/// The import format APIM names for a document: Swagger 2 or OpenAPI 3, JSON or YAML.
+fn openapi_format(doc: &str) -> &'static str {
+    if !doc.trim_start().starts_with('{') {
+        "openapi"
+    } else if doc.contains("\"swagger\"") {
+        "swagger-json"
+    } else {
+        "openapi+json"
+    }
+}
+
+async fn product(client: &Client, cmd: ProductCmd, j: bool) -> Result<()> {
+    match cmd {
+        ProductCmd::List => show_list(client, PRODUCT.collection, j, PRODUCT.columns).await,
+        ProductCmd::Show { id } => resources::show(client, &PRODUCT, &id, j).await,
+        ProductCmd::Update { id, props } => {
+            resources::update(client, &PRODUCT, &id, &props, j).await
+        }
+        ProductCmd::Delete { id } => resources::delete(client, &PRODUCT, &id).await,
+        ProductCmd::Create {
+            id,
+            display_name,
+            open,
+            publish,
+        } => {
+            let state = if publish { "published" } else { "notPublished" };
+            let body = json!({"properties": {"displayName": display_name, "subscriptionRequired": !open, "state": state}});
+            let p = client.put(&PRODUCT.path_of(&id), &body).await?;
+            saved(&p, &format!("product '{id}' saved"), j);
+            Ok(())
+        }
+        ProductCmd::AddApi { product, api } => {
+            let link = format!("/products/{}/apis/{}", seg(&product), seg(&api));
+            client.put(&link, &json!({})).await?;
+            println!("API '{api}' added to product '{product}'");
+            Ok(())
+        }
+    }
+}
+
+async fn subscription(client: &Client, cmd: SubscriptionCmd, j: bool) -> Result<()> {
+    let kind = &SUBSCRIPTION;
+    match cmd {
+        SubscriptionCmd::List => show_list(client, kind.collection, j, kind.columns).await,
+        SubscriptionCmd::Show { id } => resources::show(client, kind, &id, j).await,
+        SubscriptionCmd::Update { id, props } => {
+            resources::update(client, kind, &id, &props, j).await
+        }
+        SubscriptionCmd::Delete { id } => resources::delete(client, kind, &id).await,
+        SubscriptionCmd::Create {
+            id,
+            scope,
+            display_name,
+            owner,
+            submitted,
+        } => {
+            let state = if submitted { "submitted" } else { "active" };
+            let mut props = json!({"scope": scope, "displayName": display_name.unwrap_or_else(|| id.clone()), "state": state});
+            if let Some(o) = owner {
+                props["ownerId"] = json!(format!("/users/{}", seg(&o)));
+            }
+            let body = json!({"properties": props});
+            let s = client.put(&kind.path_of(&id), &body).await?;
+            let state = s["properties"]["state"].as_str().unwrap_or("");
+            saved(&s, &format!("subscription '{id}' saved (state {state})"), j);
+            Ok(())
+        }
+        SubscriptionCmd::Keys { id } => {
+            let k = client
+                .post(&format!("/subscriptions/{}/listSecrets", seg(&id)))
+                .await?;
+            if j {
+                print_json(&k);
+            } else {
+                println!("primary:   {}", k["primaryKey"].as_str().unwrap_or(""));
+                println!("secondary: {}", k["secondaryKey"].as_str().unwrap_or(""));
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn user(client: &Client, cmd: UserCmd, j: bool) -> Result<()> {
+    match cmd {
+        UserCmd::List => show_list(client, USER.collection, j, USER.columns).await,
+        UserCmd::Show { id } => resources::show(client, &USER, &id, j).await,
+        UserCmd::Update { id, props } => resources::update(client, &USER, &id, &props, j).await,
+        UserCmd::Delete { id } => resources::delete(client, &USER, &id).await,
+        UserCmd::Create {
+            id,
+            email,
+            first_name,
+            last_name,
+            password_env,
+        } => {
+            let mut props = json!({"email": email, "firstName": first_name, "lastName": last_name});
+            if let Some(var) = password_env {
+                let pw = env_value(&var)
+                    .ok_or_else(|| anyhow!("the environment variable {var} is not set"))?;
+                props["password"] = json!(pw);
+            }
+            let body = json!({"properties": props});
+            let u = client.put(&USER.path_of(&id), &body).await?;
+            saved(&u, &format!("user '{id}' saved"), j);
+            Ok(())
+        }
+    }
+}
+
+fn saved(resource: &Value, summary: &str, json: bool) {
+    if json {
+        print_json(resource)
+    } else {
+        println!("{summary}")
+    }
+}
+
+async fn journal(client: &Client, since: u64, json: bool) -> Result<()> {
+    let items = client.list_all(&format!("/journal?since={since}")).await?;
+    if json {
+        print_json(&Value::Array(items));
+        return Ok(());
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_BORDERS_ONLY);
+    t.set_header(vec!["REVISION", "TIME", "OPERATION", "RESOURCE"]);
+    for e in &items {
+        t.add_row(vec![
+            e["revision"].to_string(),
+            e["timestamp"].as_str().unwrap_or("").to_string(),
+            e["operation"].as_str().unwrap_or("").to_string(),
+            e["resourceId"].as_str().unwrap_or("").to_string(),
+        ]);
+    }
+    println!("{t}");
+    println!("{} entries", items.len());
     Ok(())
 }
 
@@ -490,13 +411,4 @@ async fn token(client: &Client, cmd: TokenCmd, json_out: bool) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A delete that found nothing is an error (the API answers 204 for it, as APIM does).
-fn deleted(found: bool, what: &str) -> Result<()> {
-    if found {
-        Ok(())
-    } else {
-        Err(anyhow!("there is no {what}: nothing was deleted"))
-    }
 }

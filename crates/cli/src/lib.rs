@@ -5,7 +5,8 @@
 //! Modules, bottom up: `env` (environment variables), `output` (what is printed), `args` (the
 //! command line), `config`
 //! (settings from flags, environment and `gatehouse.toml`), `instance` (one running instance),
-//! `offline` and `moving` (backup, restore, move), `commands` (running a command).
+//! `offline` and `moving` (backup, restore, move), `resources` (the commands every resource
+//! kind shares, and policies), `commands` (running a command).
 
 pub use gatehouse_client as client;
 mod args;
@@ -16,6 +17,7 @@ pub use gatehouse_server as instance;
 mod moving;
 mod offline;
 mod output;
+mod resources;
 
 pub use args::{Cli, Command, ServeArgs, Target};
 pub use config::{FileConfig, serve_config};

@@ -648,3 +648,140 @@ fn errors_deletes_and_confirmations_read_well() {
         "a new move started: {err}"
     );
 }
+
+/// Every kind of resource has list, show, create, update and delete; a policy has show, set
+/// and delete at each scope; a secret comes from the environment, never the command line.
+#[test]
+fn every_kind_is_managed_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let _server = Server::spawn(
+        dir.path(),
+        &[
+            "--management-listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let run = |args: &[&str]| ok(&cli(dir.path(), args));
+
+    run(&["group", "create", "ops", "--set", "displayName=Operations"]);
+    run(&["group", "update", "ops", "--set", "description=On call"]);
+    let shown = run(&["group", "show", "ops"]);
+    assert!(
+        shown.contains("Operations") && shown.contains("On call"),
+        "{shown}"
+    );
+    assert!(run(&["group", "list"]).contains("Operations"));
+
+    let secret = Command::new(BIN)
+        .current_dir(dir.path())
+        .args([
+            "namedvalue",
+            "create",
+            "db",
+            "--set",
+            "displayName=db",
+            "--set",
+            "secret=true",
+            "--set-env",
+            "value=DB_PASSWORD",
+        ])
+        .env("DB_PASSWORD", "s3cret-value")
+        .env_remove("GATEHOUSE_URL")
+        .env_remove("GATEHOUSE_TOKEN")
+        .output()
+        .unwrap();
+    ok(&secret);
+    let listed = run(&["namedvalue", "list"]);
+    assert!(
+        listed.contains("db") && !listed.contains("s3cret-value"),
+        "{listed}"
+    );
+
+    run(&[
+        "backend",
+        "create",
+        "orders",
+        "--set",
+        "url=http://127.0.0.1:9/orders",
+        "--set",
+        "protocol=http",
+    ]);
+    run(&[
+        "backend",
+        "update",
+        "orders",
+        "--set",
+        "description=Orders service",
+    ]);
+    let backend: Value =
+        serde_json::from_str(&run(&["--json", "backend", "show", "orders"])).unwrap();
+    assert_eq!(backend["properties"]["url"], "http://127.0.0.1:9/orders");
+    assert_eq!(backend["properties"]["description"], "Orders service");
+
+    let cert = rcgen::generate_simple_self_signed(vec!["api.example.com".to_string()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
+    run(&[
+        "certificate",
+        "create",
+        "edge",
+        "--set-file",
+        "data=cert.pem",
+    ]);
+    let listed = run(&["certificate", "list"]);
+    assert!(
+        listed.contains("edge") && listed.contains("CN="),
+        "{listed}"
+    );
+
+    run(&["tag", "create", "public", "--set", "displayName=Public"]);
+    assert!(run(&["tag", "show", "public"]).contains("Public"));
+
+    run(&[
+        "api",
+        "create",
+        "echo",
+        "--set",
+        "displayName=Echo",
+        "--set",
+        "path=echo",
+        "--set",
+        "serviceUrl=http://127.0.0.1:9",
+        "--set",
+        r#"protocols=["http"]"#,
+    ]);
+    assert!(run(&["api", "show", "echo"]).contains("http://127.0.0.1:9"));
+    std::fs::write(
+        dir.path().join("policy.xml"),
+        r#"<policies><inbound><base /><set-header name="x-team" exists-action="override"><value>ops</value></set-header></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#,
+    )
+    .unwrap();
+    run(&["policy", "set", "--api", "echo", "--file", "policy.xml"]);
+    assert!(run(&["policy", "show", "--api", "echo"]).contains("x-team"));
+    run(&["policy", "delete", "--api", "echo"]);
+    let out = cli(dir.path(), &["policy", "show", "--api", "echo"]);
+    assert!(!out.status.success());
+
+    let bad = cli(
+        dir.path(),
+        &["policy", "set", "--file", "policy.xml", "--operation", "x"],
+    );
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--operation needs --api"), "{err}");
+    let bad = cli(dir.path(), &["backend", "update", "orders"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("nothing to update"));
+
+    for (kind, id) in [
+        ("group", "ops"),
+        ("namedvalue", "db"),
+        ("backend", "orders"),
+        ("certificate", "edge"),
+        ("tag", "public"),
+    ] {
+        run(&[kind, "delete", id]);
+        let again = cli(dir.path(), &[kind, "delete", id]);
+        assert_eq!(again.status.code(), Some(1), "{kind}");
+    }
+}

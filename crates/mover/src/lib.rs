@@ -1010,7 +1010,9 @@ impl Move {
         let own = Self::info(&self.target).await?.hostnames;
         let mut hostnames = src.hostnames.clone();
         for h in own {
-            let name = h["hostName"].as_str().unwrap_or_default();
+            let name = h["hostName"].as_str().ok_or_else(|| {
+                anyhow!("the target's hostnameConfigurations has an entry without hostName")
+            })?;
             if !hostnames.iter().any(|x| {
                 x["hostName"]
                     .as_str()

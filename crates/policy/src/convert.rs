@@ -4,6 +4,28 @@
 
 use serde_json::{Map, Value};
 
+/// Why a body could not be converted (APIM's `ConversionFailure`): where the parser stopped.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConvertError {
+    #[error("the body is not JSON: {message} at line {line}, column {column}")]
+    NotJson {
+        message: String,
+        line: usize,
+        column: usize,
+    },
+    #[error("the body is not XML: {message} at line {line}, column {column}")]
+    NotXml {
+        message: String,
+        line: u32,
+        column: u32,
+    },
+    #[error("the JSON is nested more than {0} levels deep")]
+    TooDeep(usize),
+}
+
+/// How deeply a converted JSON document may nest.
+const MAX_DEPTH: usize = 64;
+
 fn element_name(key: &str) -> String {
     let mut out: String = key
         .chars()
@@ -38,9 +60,9 @@ fn escape(s: &str, out: &mut String) {
     }
 }
 
-fn write_value(name: &str, v: &Value, out: &mut String, depth: usize) -> Result<(), String> {
-    if depth > 64 {
-        return Err("the JSON is nested too deeply".into());
+fn write_value(name: &str, v: &Value, out: &mut String, depth: usize) -> Result<(), ConvertError> {
+    if depth > MAX_DEPTH {
+        return Err(ConvertError::TooDeep(MAX_DEPTH));
     }
     match v {
         Value::Array(items) => {
@@ -87,8 +109,17 @@ fn write_value(name: &str, v: &Value, out: &mut String, depth: usize) -> Result<
 }
 
 /// A JSON document as XML under `<Document>`.
-pub fn json_to_xml(json: &str) -> Result<String, String> {
-    let v: Value = serde_json::from_str(json).map_err(|e| format!("the body is not JSON: {e}"))?;
+pub fn json_to_xml(json: &str) -> Result<String, ConvertError> {
+    let v: Value = serde_json::from_str(json).map_err(|e| ConvertError::NotJson {
+        message: e
+            .to_string()
+            .split(" at line ")
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        line: e.line(),
+        column: e.column(),
+    })?;
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>");
     match &v {
         Value::Object(m) => {
@@ -155,8 +186,17 @@ fn node_to_json(node: roxmltree::Node, direct: bool, depth: usize) -> Value {
 }
 
 /// An XML document as JSON: `{"root": {...}}`.
-pub fn xml_to_json(xml: &str, direct: bool) -> Result<String, String> {
-    let doc = roxmltree::Document::parse(xml).map_err(|e| format!("the body is not XML: {e}"))?;
+pub fn xml_to_json(xml: &str, direct: bool) -> Result<String, ConvertError> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| ConvertError::NotXml {
+        message: e
+            .to_string()
+            .split(" at ")
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        line: e.pos().row,
+        column: e.pos().col,
+    })?;
     let root = doc.root_element();
     let mut m = Map::new();
     m.insert(
@@ -183,7 +223,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(j, r#"{"order":{"@id":"7","item":["a","b"],"note":"hi"}}"#);
-        assert!(json_to_xml("{").is_err());
-        assert!(xml_to_json("<a>", false).is_err());
+        assert!(matches!(
+            json_to_xml("{\n  \"a\": ]"),
+            Err(ConvertError::NotJson { line: 2, .. })
+        ));
+        assert!(matches!(
+            xml_to_json("<a>", false),
+            Err(ConvertError::NotXml { line: 1, .. })
+        ));
+        let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        assert_eq!(
+            json_to_xml(&format!("{{\"a\": {deep}}}")),
+            Err(ConvertError::TooDeep(MAX_DEPTH))
+        );
     }
 }

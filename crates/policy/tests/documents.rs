@@ -2,7 +2,8 @@
 //! the line, the column and the reason.
 
 use gatehouse_policy::doc::{NoResolver, check_fragment};
-use gatehouse_policy::{Policy, Resolver, Section, parse_document};
+use gatehouse_policy::policies::{control::Choose, headers::SetHeader, request::ForwardRequest};
+use gatehouse_policy::{Resolver, Section, parse_document};
 use proptest::prelude::*;
 
 struct Values;
@@ -63,23 +64,18 @@ fn a_realistic_document_parses() {
         }
     };
     let inbound = doc.section(Section::Inbound).unwrap();
-    assert_eq!(inbound[0].policy, Policy::Base);
-    assert!(matches!(inbound[1].policy, Policy::Choose { .. }));
+    assert!(inbound[0].is_base());
+    assert!(inbound[1].policy_as::<Choose>().is_some());
     assert_eq!(
         inbound[3].name, "set-header",
         "the fragment's policy is inlined"
     );
-    match &inbound[4].policy {
-        Policy::SetHeader { name, .. } => assert_eq!(name, "x-tier", "named value substituted"),
-        p => panic!("{p:?}"),
-    }
-    assert!(matches!(
-        doc.section(Section::Backend).unwrap()[0].policy,
-        Policy::ForwardRequest {
-            timeout_secs: 20,
-            ..
-        }
-    ));
+    let header = inbound[4].policy_as::<SetHeader>().expect("set-header");
+    assert_eq!(header.name, "x-tier", "named value substituted");
+    let forward = doc.section(Section::Backend).unwrap()[0]
+        .policy_as::<ForwardRequest>()
+        .expect("forward-request");
+    assert_eq!(forward.0.timeout_secs, 20);
 }
 
 #[test]

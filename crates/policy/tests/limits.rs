@@ -22,7 +22,7 @@ fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 struct Ip;
 
 impl Env for Ip {
-    fn member(&self, path: &str) -> Result<V, String> {
+    fn member(&self, path: &str) -> Result<V, expr::EvalError> {
         Ok(match path {
             "Request.IpAddress" => V::Str("10.0.19.99".into()),
             p => V::Ctx(p.into()),
@@ -31,7 +31,7 @@ impl Env for Ip {
     fn lookup(&self, _: &str, _: &str) -> Option<V> {
         None
     }
-    fn body(&self, _: &str) -> Result<String, String> {
+    fn body(&self, _: &str) -> Result<String, expr::EvalError> {
         Ok(String::new())
     }
 }

@@ -369,11 +369,12 @@ impl TestInstance {
         self.subscription("s1", "/products/starter").await
     }
 
-    /// An active subscription `id` to `scope`: its primary and secondary keys.
+    /// An active subscription `id` to `scope`, named as its id in capitals (so that a test tells
+    /// `Subscription.Id` from `Subscription.Name`): its primary and secondary keys.
     pub async fn subscription(&self, id: &str, scope: &str) -> (String, String) {
         self.put_ok(
             &format!("/subscriptions/{id}"),
-            serde_json::json!({"properties": {"scope": scope, "displayName": id, "state": "active"}}),
+            serde_json::json!({"properties": {"scope": scope, "displayName": id.to_uppercase(), "state": "active"}}),
         )
         .await;
         let (_, keys) = self

@@ -11,7 +11,7 @@ use crate::shared::Shared;
 use crate::table::{ApiRoute, ProductInfo, RoutingTable, SubscriptionInfo, UserInfo};
 use gatehouse_policy::exec::{
     self, BackendInfo, BoxFut, Cached, Counted, CounterKey, Exchange, Forward, Outgoing,
-    ResponseParts, Services,
+    ResponseParts, SendError, Services,
 };
 use gatehouse_policy::expr::V;
 use http_body_util::BodyExt;
@@ -144,16 +144,29 @@ impl Services for GatewayServices<'_> {
         })
     }
 
-    fn send(&self, req: Outgoing, timeout_secs: u64) -> BoxFut<'_, Result<ResponseParts, String>> {
+    fn send(
+        &self,
+        req: Outgoing,
+        timeout_secs: u64,
+    ) -> BoxFut<'_, Result<ResponseParts, SendError>> {
         Box::pin(async move {
+            let timeout = timeout_secs.max(1);
             let r = outgoing(&self.shared.outbound, req)
-                .timeout(Duration::from_secs(timeout_secs.max(1)))
+                .timeout(Duration::from_secs(timeout))
                 .send()
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| {
+                    if e.is_timeout() {
+                        SendError::Timeout(timeout)
+                    } else {
+                        SendError::Unreachable(e.to_string())
+                    }
+                })?;
             let status = r.status();
             let headers = pairs_of(r.headers());
-            let body = read_limited(r, self.shared.config.max_body_bytes).await?;
+            let body = read_limited(r, self.shared.config.max_body_bytes)
+                .await
+                .map_err(SendError::Unreadable)?;
             Ok(ResponseParts {
                 status: status.as_u16(),
                 reason: status.canonical_reason().unwrap_or("").to_string(),

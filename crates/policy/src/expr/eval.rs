@@ -8,23 +8,18 @@ use std::collections::HashMap;
 pub trait Env {
     /// The context value at a dotted path (`Request.Method`): a leaf value, or `V::Ctx(path)`
     /// for an object whose members are read further.
-    fn member(&self, path: &str) -> Result<V, String>;
+    fn member(&self, path: &str) -> Result<V, EvalError>;
     /// An entry of a context map (`Request.Headers`, `Request.Url.Query`, `Variables`,
     /// `Request.MatchedParameters`, `Response.Headers`) by key; headers as a list of values.
     fn lookup(&self, map: &str, key: &str) -> Option<V>;
     /// The body of `Request` or `Response`, as text.
-    fn body(&self, message: &str) -> Result<String, String>;
+    fn body(&self, message: &str) -> Result<String, EvalError>;
 }
 
 /// A failure while evaluating: APIM reports it as `ExpressionValueEvaluationFailure`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
 pub struct EvalError(pub String);
-
-impl std::fmt::Display for EvalError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 type R = Result<V, EvalError>;
 
@@ -96,7 +91,7 @@ fn run(
 }
 
 fn truthy(v: &V) -> Result<bool, EvalError> {
-    v.truthy().map_err(EvalError)
+    v.truthy()
 }
 
 fn num(v: &V) -> Option<f64> {
@@ -333,7 +328,7 @@ fn member(t: V, name: &str, env: &dyn Env) -> R {
             } else {
                 format!("{path}.{name}")
             };
-            env.member(&full).map_err(EvalError)
+            env.member(&full)
         }
         V::Str(s) if name == "Length" => Ok(V::Int(s.chars().count() as i64)),
         V::List(l) if name == "Length" || name == "Count" => Ok(V::Int(l.len() as i64)),
@@ -459,7 +454,7 @@ fn ctx_call(path: &str, name: &str, generic: Option<&str>, args: Vec<V>, env: &d
         }
         "As" if path.ends_with(".Body") => {
             let message = path.trim_end_matches(".Body");
-            let text = env.body(message).map_err(EvalError)?;
+            let text = env.body(message)?;
             match generic.unwrap_or("string") {
                 "string" | "String" => Ok(V::Str(text)),
                 "JObject" | "JToken" | "JArray" => serde_json::from_str(&text)
@@ -554,9 +549,7 @@ fn static_call(t: &str, name: &str, args: Vec<V>) -> R {
         },
         ("Math", "Min" | "Max") => {
             let (x, y) = (a0()?, arg(&args, 1, name)?);
-            let less = binary("<", x.clone(), y.clone())?
-                .truthy()
-                .map_err(EvalError)?;
+            let less = binary("<", x.clone(), y.clone())?.truthy()?;
             Ok(if (name == "Min") == less { x } else { y })
         }
         ("Math", "Abs") => match a0()? {

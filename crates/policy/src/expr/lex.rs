@@ -41,190 +41,238 @@ fn escape(c: char) -> Option<char> {
     })
 }
 
-pub fn lex(src: &str) -> Result<Vec<Spanned>, ExprError> {
-    let chars: Vec<(usize, char)> = src.char_indices().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    let at = |i: usize| chars.get(i).map(|c| c.1);
-    let off = |i: usize| chars.get(i).map_or(src.len(), |c| c.0);
-    while i < chars.len() {
-        let c = chars[i].1;
-        let start = off(i);
-        if c.is_whitespace() {
-            i += 1;
-            continue;
+/// The lexer's place in the source: characters with their byte offsets.
+struct Lexer<'s> {
+    src: &'s str,
+    chars: Vec<(usize, char)>,
+    i: usize,
+}
+
+impl Lexer<'_> {
+    fn at(&self, i: usize) -> Option<char> {
+        self.chars.get(i).map(|c| c.1)
+    }
+
+    /// The byte offset of character `i` (the source's end past the last).
+    fn off(&self, i: usize) -> usize {
+        self.chars.get(i).map_or(self.src.len(), |c| c.0)
+    }
+
+    /// The next character, taken.
+    fn take(&mut self) -> Option<char> {
+        let c = self.at(self.i)?;
+        self.i += 1;
+        Some(c)
+    }
+
+    fn skip_line(&mut self) {
+        while self.at(self.i).is_some_and(|c| c != '\n') {
+            self.i += 1;
         }
-        if c == '/' && at(i + 1) == Some('/') {
-            while i < chars.len() && chars[i].1 != '\n' {
-                i += 1;
+    }
+
+    fn ident(&mut self) -> Tok {
+        let mut s = String::new();
+        while let Some(d) = self
+            .at(self.i)
+            .filter(|d| d.is_ascii_alphanumeric() || *d == '_')
+        {
+            s.push(d);
+            self.i += 1;
+        }
+        Tok::Ident(s)
+    }
+
+    fn number(&mut self, start: usize) -> Result<Tok, ExprError> {
+        let mut s = String::new();
+        let mut double = false;
+        while let Some(d) = self.at(self.i) {
+            let fraction =
+                d == '.' && !double && self.at(self.i + 1).is_some_and(|e| e.is_ascii_digit());
+            if !(d.is_ascii_digit() || fraction) {
+                break;
             }
-            continue;
+            double |= fraction;
+            s.push(d);
+            self.i += 1;
         }
-        if c.is_ascii_alphabetic() || c == '_' {
-            let mut s = String::new();
-            while let Some(d) = at(i).filter(|d| d.is_ascii_alphanumeric() || *d == '_') {
-                s.push(d);
-                i += 1;
-            }
-            out.push((Tok::Ident(s), start));
-            continue;
+        // Suffixes: L, d, m, f.
+        if let Some(suffix) = self.at(self.i).filter(|d| "LldDmMfF".contains(*d)) {
+            double |= !matches!(suffix, 'L' | 'l');
+            self.i += 1;
         }
-        if c.is_ascii_digit() {
-            let mut s = String::new();
-            let mut double = false;
-            while let Some(d) = at(i) {
-                if d.is_ascii_digit() {
-                    s.push(d);
-                } else if d == '.' && !double && at(i + 1).is_some_and(|e| e.is_ascii_digit()) {
-                    double = true;
-                    s.push(d);
-                } else {
-                    break;
+        if double {
+            return s
+                .parse()
+                .map(Tok::Double)
+                .map_err(|_| ExprError::at(start, "bad number"));
+        }
+        s.parse()
+            .map(Tok::Int)
+            .map_err(|_| ExprError::at(start, format!("the number {s} is too large")))
+    }
+
+    /// An escape after `\\` in a string.
+    fn escaped(&mut self) -> Result<char, ExprError> {
+        let e = self.at(self.i).and_then(escape).ok_or_else(|| {
+            ExprError::at(self.off(self.i), "unknown escape sequence in a string")
+        })?;
+        self.i += 1;
+        Ok(e)
+    }
+
+    /// `"…"` or `@"…"` (verbatim: no escapes, `""` for a quote), the opening quote taken.
+    fn string(&mut self, start: usize, verbatim: bool) -> Result<Tok, ExprError> {
+        let mut s = String::new();
+        loop {
+            let d = self
+                .take()
+                .ok_or_else(|| ExprError::at(start, "a string is not closed"))?;
+            match d {
+                '"' if verbatim && self.at(self.i) == Some('"') => {
+                    s.push('"');
+                    self.i += 1;
                 }
-                i += 1;
+                '"' => return Ok(Tok::Str(s)),
+                '\\' if !verbatim => s.push(self.escaped()?),
+                d => s.push(d),
             }
-            // Suffixes: L, d, m, f.
-            if at(i).is_some_and(|d| matches!(d, 'L' | 'l' | 'd' | 'D' | 'm' | 'M' | 'f' | 'F')) {
-                if at(i).is_some_and(|d| !matches!(d, 'L' | 'l')) {
-                    double = true;
-                }
-                i += 1;
-            }
-            let tok =
-                if double {
-                    Tok::Double(s.parse().map_err(|_| ExprError::at(start, "bad number"))?)
-                } else {
-                    Tok::Int(s.parse().map_err(|_| {
-                        ExprError::at(start, format!("the number {s} is too large"))
-                    })?)
-                };
-            out.push((tok, start));
-            continue;
         }
-        if c == '"' || (c == '@' && at(i + 1) == Some('"')) {
-            let verbatim = c == '@';
-            i += if verbatim { 2 } else { 1 };
-            let mut s = String::new();
-            loop {
-                let Some(d) = at(i) else {
-                    return Err(ExprError::at(start, "a string is not closed"));
-                };
-                i += 1;
-                if d == '"' {
-                    if verbatim && at(i) == Some('"') {
-                        s.push('"');
-                        i += 1;
-                        continue;
+    }
+
+    /// `$"…{expr}…"`, the `$"` taken.
+    fn interpolated(&mut self, start: usize) -> Result<Tok, ExprError> {
+        let mut parts = Vec::new();
+        let mut lit = String::new();
+        loop {
+            let d = self
+                .take()
+                .ok_or_else(|| ExprError::at(start, "an interpolated string is not closed"))?;
+            match d {
+                '"' => break,
+                '\\' => lit.push(self.escaped()?),
+                '{' | '}' if self.at(self.i) == Some(d) => {
+                    lit.push(d);
+                    self.i += 1;
+                }
+                '{' => {
+                    if !lit.is_empty() {
+                        parts.push(InterpPart::Lit(std::mem::take(&mut lit)));
                     }
-                    break;
+                    parts.push(self.hole()?);
                 }
-                if d == '\\' && !verbatim {
-                    let e = at(i).and_then(escape).ok_or_else(|| {
-                        ExprError::at(off(i), "unknown escape sequence in a string")
-                    })?;
-                    s.push(e);
-                    i += 1;
-                    continue;
-                }
-                s.push(d);
+                d => lit.push(d),
             }
-            out.push((Tok::Str(s), start));
-            continue;
         }
-        if c == '$' && at(i + 1) == Some('"') {
-            i += 2;
-            let mut parts = Vec::new();
-            let mut lit = String::new();
-            loop {
-                let Some(d) = at(i) else {
-                    return Err(ExprError::at(start, "an interpolated string is not closed"));
-                };
-                i += 1;
-                match d {
-                    '"' => break,
-                    '\\' => {
-                        let e = at(i).and_then(escape).ok_or_else(|| {
-                            ExprError::at(off(i), "unknown escape sequence in a string")
-                        })?;
-                        lit.push(e);
-                        i += 1;
-                    }
-                    '{' if at(i) == Some('{') => {
-                        lit.push('{');
-                        i += 1;
-                    }
-                    '}' if at(i) == Some('}') => {
-                        lit.push('}');
-                        i += 1;
-                    }
-                    '{' => {
-                        if !lit.is_empty() {
-                            parts.push(InterpPart::Lit(std::mem::take(&mut lit)));
-                        }
-                        let hole_start = off(i);
-                        let mut depth = 1;
-                        let mut hole = String::new();
-                        let mut in_str = false;
-                        loop {
-                            let Some(h) = at(i) else {
-                                return Err(ExprError::at(
-                                    hole_start,
-                                    "a {…} in an interpolated string is not closed",
-                                ));
-                            };
-                            i += 1;
-                            if h == '"' {
-                                in_str = !in_str;
-                            } else if !in_str && h == '{' {
-                                depth += 1;
-                            } else if !in_str && h == '}' {
-                                depth -= 1;
-                                if depth == 0 {
-                                    break;
-                                }
-                            }
-                            hole.push(h);
-                        }
-                        parts.push(InterpPart::Hole(hole, hole_start));
-                    }
-                    d => lit.push(d),
+        if !lit.is_empty() {
+            parts.push(InterpPart::Lit(lit));
+        }
+        Ok(Tok::Interp(parts))
+    }
+
+    /// The source of a `{…}` in an interpolated string, the `{` taken.
+    fn hole(&mut self) -> Result<InterpPart, ExprError> {
+        let hole_start = self.off(self.i);
+        let mut depth = 1;
+        let mut hole = String::new();
+        let mut in_str = false;
+        loop {
+            let h = self.take().ok_or_else(|| {
+                ExprError::at(hole_start, "a {…} in an interpolated string is not closed")
+            })?;
+            if h == '"' {
+                in_str = !in_str;
+            } else if !in_str && h == '{' {
+                depth += 1;
+            } else if !in_str && h == '}' {
+                depth -= 1;
+                if depth == 0 {
+                    return Ok(InterpPart::Hole(hole, hole_start));
                 }
             }
-            if !lit.is_empty() {
-                parts.push(InterpPart::Lit(lit));
+            hole.push(h);
+        }
+    }
+
+    fn char_literal(&mut self, start: usize) -> Result<Tok, ExprError> {
+        let i = self.i;
+        let (ch, len) = match (self.at(i + 1), self.at(i + 2), self.at(i + 3)) {
+            (Some('\\'), Some(e), Some('\'')) => (
+                escape(e).ok_or_else(|| ExprError::at(start, "unknown escape in a char"))?,
+                4,
+            ),
+            (Some(ch), Some('\''), _) => (ch, 3),
+            _ => {
+                return Err(ExprError::at(
+                    start,
+                    "a char literal must be one character in single quotes",
+                ));
             }
-            out.push((Tok::Interp(parts), start));
-            continue;
-        }
-        if c == '\'' {
-            let (ch, len) = match (at(i + 1), at(i + 2), at(i + 3)) {
-                (Some('\\'), Some(e), Some('\'')) => (
-                    escape(e).ok_or_else(|| ExprError::at(start, "unknown escape in a char"))?,
-                    4,
-                ),
-                (Some(ch), Some('\''), _) => (ch, 3),
-                _ => {
-                    return Err(ExprError::at(
-                        start,
-                        "a char literal must be one character in single quotes",
-                    ));
-                }
-            };
-            out.push((Tok::Char(ch), start));
-            i += len;
-            continue;
-        }
-        let rest: String = chars[i..chars.len().min(i + 2)]
-            .iter()
-            .map(|c| c.1)
-            .collect();
+        };
+        self.i += len;
+        Ok(Tok::Char(ch))
+    }
+
+    fn punct(&mut self, start: usize, c: char) -> Result<Tok, ExprError> {
+        let end = self.chars.len().min(self.i + 2);
+        let rest: String = self.chars[self.i..end].iter().map(|c| c.1).collect();
         match PUNCTS.iter().find(|p| rest.starts_with(**p)) {
             Some(p) => {
-                out.push((Tok::Punct(p), start));
-                i += p.chars().count();
+                self.i += p.chars().count();
+                Ok(Tok::Punct(p))
             }
-            None => return Err(ExprError::at(start, format!("unexpected character '{c}'"))),
+            None => Err(ExprError::at(start, format!("unexpected character '{c}'"))),
         }
+    }
+
+    /// The next token, or `None` at the end.
+    fn token(&mut self) -> Result<Option<Spanned>, ExprError> {
+        loop {
+            let Some(c) = self.at(self.i) else {
+                return Ok(None);
+            };
+            let start = self.off(self.i);
+            let next = self.at(self.i + 1);
+            let tok = match c {
+                c if c.is_whitespace() => {
+                    self.i += 1;
+                    continue;
+                }
+                '/' if next == Some('/') => {
+                    self.skip_line();
+                    continue;
+                }
+                c if c.is_ascii_alphabetic() || c == '_' => self.ident(),
+                c if c.is_ascii_digit() => self.number(start)?,
+                '"' => {
+                    self.i += 1;
+                    self.string(start, false)?
+                }
+                '@' if next == Some('"') => {
+                    self.i += 2;
+                    self.string(start, true)?
+                }
+                '$' if next == Some('"') => {
+                    self.i += 2;
+                    self.interpolated(start)?
+                }
+                '\'' => self.char_literal(start)?,
+                c => self.punct(start, c)?,
+            };
+            return Ok(Some((tok, start)));
+        }
+    }
+}
+
+pub fn lex(src: &str) -> Result<Vec<Spanned>, ExprError> {
+    let mut lexer = Lexer {
+        src,
+        chars: src.char_indices().collect(),
+        i: 0,
+    };
+    let mut out = Vec::new();
+    while let Some(token) = lexer.token()? {
+        out.push(token);
     }
     Ok(out)
 }

@@ -13,10 +13,10 @@ pub use eval::{Env, EvalError, eval_code};
 pub use parse::MAX_NESTING;
 
 use base64::Engine;
-use std::fmt;
 
 /// A parse error at a byte offset of the expression's source.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message} (at character {})", .offset + 1)]
 pub struct ExprError {
     pub offset: usize,
     pub message: String,
@@ -33,12 +33,6 @@ impl ExprError {
     fn shift(mut self, by: usize) -> ExprError {
         self.offset += by;
         self
-    }
-}
-
-impl fmt::Display for ExprError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (at character {})", self.message, self.offset + 1)
     }
 }
 
@@ -64,11 +58,11 @@ pub enum V {
 }
 
 impl V {
-    pub fn truthy(&self) -> Result<bool, String> {
+    pub fn truthy(&self) -> Result<bool, EvalError> {
         match self {
             V::Bool(b) => Ok(*b),
             V::Json(serde_json::Value::Bool(b)) => Ok(*b),
-            other => Err(format!("{} is not a bool", other.type_name())),
+            other => Err(EvalError(format!("{} is not a bool", other.type_name()))),
         }
     }
 

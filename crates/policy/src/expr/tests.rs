@@ -7,7 +7,7 @@ struct TestEnv {
 }
 
 impl Env for TestEnv {
-    fn member(&self, path: &str) -> Result<V, String> {
+    fn member(&self, path: &str) -> Result<V, EvalError> {
         Ok(match path {
             "Request.Method" => V::Str("GET".into()),
             "Deployment.Region" => V::Str("eastus".into()),
@@ -26,7 +26,7 @@ impl Env for TestEnv {
             _ => None,
         }
     }
-    fn body(&self, _: &str) -> Result<String, String> {
+    fn body(&self, _: &str) -> Result<String, EvalError> {
         Ok(r#"{"id": 7, "name": "x"}"#.into())
     }
 }

@@ -5,6 +5,7 @@
 //! reaches a client: an internal error answers 500 with a generic message that carries the
 //! request's id, and the details go to the log under that id.
 
+use crate::rules::RuleError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use gatehouse_model::{FieldError, PathError};
@@ -114,6 +115,20 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<RuleError> for ApiError {
+    fn from(e: RuleError) -> Self {
+        match e {
+            RuleError::NotFound(display) => ApiError::not_found(&display),
+            RuleError::Invalid(details) => ApiError::validation(details),
+            RuleError::Malformed(message) => ApiError::bad_request(message),
+            RuleError::Path(e) => e.into(),
+            RuleError::Conflict(message) => ApiError::conflict(message),
+            RuleError::Stale => ApiError::precondition_failed(),
+            RuleError::Internal(detail) => ApiError::internal(detail),
+        }
+    }
+}
+
 impl From<PathError> for ApiError {
     fn from(e: PathError) -> Self {
         match e {
@@ -174,5 +189,43 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("req-123"), "{text}");
+    }
+
+    #[test]
+    fn each_rule_error_has_one_status_and_code() {
+        let cases = [
+            (
+                RuleError::not_found("Api"),
+                404,
+                "ResourceNotFound",
+                "Api not found.",
+            ),
+            (
+                RuleError::invalid("path", "too long"),
+                400,
+                "ValidationError",
+                "too long",
+            ),
+            (
+                RuleError::malformed("bad revision"),
+                400,
+                "ValidationError",
+                "bad revision",
+            ),
+            (RuleError::conflict("in use"), 409, "Conflict", "in use"),
+            (RuleError::Stale, 412, "PreconditionFailed", ""),
+            (RuleError::Internal("disk".into()), 500, "InternalError", ""),
+        ];
+        for (rule, status, code, message) in cases {
+            let api = ApiError::from(rule);
+            assert_eq!((api.status.as_u16(), api.code), (status, code));
+            assert!(api.message.starts_with(message), "{}", api.message);
+        }
+        let stored = ApiError::from(RuleError::Internal("disk".into()));
+        assert_eq!(
+            stored.internal.as_deref(),
+            Some("disk"),
+            "logged, not answered"
+        );
     }
 }

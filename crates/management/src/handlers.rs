@@ -729,10 +729,7 @@ async fn put(
                             &WriteOptions::default(),
                         )
                         .map_err(|e| {
-                            ApiError::invalid(
-                                "value",
-                                format!("operation '{}': {}", op_path.id(), e.message),
-                            )
+                            ApiError::invalid("value", format!("operation '{}': {e}", op_path.id()))
                         })?;
                     }
                 }
@@ -781,7 +778,7 @@ async fn delete(
     let committed = blocking(&state.store, move |s| {
         s.write_as(&opts.actor.clone(), |tx| -> Result<bool, ApiError> {
             let path = canonicalize(tx, path)?;
-            rules::delete_resource(tx, &path, &opts)
+            Ok(rules::delete_resource(tx, &path, &opts)?)
         })
     })
     .await?;

@@ -6,13 +6,63 @@
 //! the service (`/apis/echo`), whatever form the caller used.
 
 use crate::certs;
-use crate::error::ApiError;
-use axum::http::StatusCode;
 use gatehouse_model::props::{check_input, check_required};
+use gatehouse_model::{FieldError, PathError};
 use gatehouse_model::{Kind, ResourcePath, StoredResource, id::split_revision, strip_arm_prefix};
 use gatehouse_store::{StoreError, WriteTx};
 use rand::RngCore;
 use serde_json::{Map, Value, json};
+
+/// Why a rule refused a change, in the domain's terms; `error::ApiError` maps it to a status
+/// and an envelope, in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    /// The resource, its parent, or one it references does not exist (its kind's name).
+    #[error("{0} not found.")]
+    NotFound(String),
+    /// Fields with values the kind does not accept.
+    #[error("{}", .0.first().map_or("invalid fields", |f| f.message.as_str()))]
+    Invalid(Vec<FieldError>),
+    /// The request as a whole does not make sense (an id that does not parse).
+    #[error("{0}")]
+    Malformed(String),
+    /// A path that names no resource, or not in the form a resource takes.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The change conflicts with what is there (built in, in use, a restricted delete).
+    #[error("{0}")]
+    Conflict(String),
+    /// If-Match names a version that is no longer current.
+    #[error("the entity has been modified since it was read")]
+    Stale,
+    /// A failure below the rules (the store, hashing): not the client's doing.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl RuleError {
+    pub fn not_found(display: &str) -> RuleError {
+        RuleError::NotFound(display.to_string())
+    }
+
+    pub fn invalid(target: &str, message: impl Into<String>) -> RuleError {
+        RuleError::Invalid(vec![FieldError::new(target, message)])
+    }
+
+    pub fn malformed(message: impl Into<String>) -> RuleError {
+        RuleError::Malformed(message.into())
+    }
+
+    pub fn conflict(message: impl Into<String>) -> RuleError {
+        RuleError::Conflict(message.into())
+    }
+}
+
+impl From<StoreError> for RuleError {
+    fn from(e: StoreError) -> Self {
+        RuleError::Internal(format!("store failure: {e}"))
+    }
+}
 
 /// Read access shared by read and write transactions.
 pub trait Lookup {
@@ -98,7 +148,7 @@ pub fn etag(revision: u64) -> String {
 fn check_if_match(
     existing: Option<&StoredResource>,
     if_match: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<(), RuleError> {
     let Some(wanted) = if_match else {
         return Ok(());
     };
@@ -117,20 +167,20 @@ fn check_if_match(
     if matches {
         Ok(())
     } else {
-        Err(ApiError::precondition_failed())
+        Err(RuleError::Stale)
     }
 }
 
 /// Maps an API id `x;rev=N` to `x` when N is the current revision, so both address the same
 /// resource as in APIM.
-pub fn canonicalize(q: &impl Lookup, path: ResourcePath) -> Result<ResourcePath, ApiError> {
+pub fn canonicalize(q: &impl Lookup, path: ResourcePath) -> Result<ResourcePath, RuleError> {
     let Some((collection, id)) = path.parts.first() else {
         return Ok(path);
     };
     if *collection != "apis" {
         return Ok(path);
     }
-    let (base, Some(rev)) = split_revision(id).map_err(|e| ApiError::bad_request(e.to_string()))?
+    let (base, Some(rev)) = split_revision(id).map_err(|e| RuleError::malformed(e.to_string()))?
     else {
         return Ok(path);
     };
@@ -166,7 +216,7 @@ fn require_exists(
     field: &str,
     what: &str,
     expected: &[Kind],
-) -> Result<String, ApiError> {
+) -> Result<String, RuleError> {
     let rel = relative_ref(target);
     let ok = match gatehouse_model::resolve(&rel) {
         Ok(gatehouse_model::Target::Resource(p)) if expected.contains(&p.kind) => {
@@ -177,7 +227,7 @@ fn require_exists(
     if ok {
         Ok(rel)
     } else {
-        Err(ApiError::invalid(
+        Err(RuleError::invalid(
             field,
             format!("'{field}' refers to {what} '{target}', which does not exist"),
         ))
@@ -216,19 +266,19 @@ pub fn put_resource(
     input: Map<String, Value>,
     mode: Mode,
     opts: &WriteOptions,
-) -> Result<Written, ApiError> {
+) -> Result<Written, RuleError> {
     let key = path.as_string();
     let existing = tx.get(&key)?;
     check_if_match(existing.as_ref(), opts.if_match.as_deref())?;
     if mode == Mode::Patch && existing.is_none() {
-        return Err(ApiError::not_found(path.kind.spec().display));
+        return Err(RuleError::not_found(path.kind.spec().display));
     }
     if let Some(parent) = path.ancestor(path.parts.len() - 1)
         && tx.get(&parent.as_string())?.is_none()
     {
-        return Err(ApiError::not_found(parent.kind.spec().display));
+        return Err(RuleError::not_found(parent.kind.spec().display));
     }
-    let input = check_input(path.kind, &input).map_err(ApiError::validation)?;
+    let input = check_input(path.kind, &input).map_err(RuleError::Invalid)?;
     let mut props = match (&existing, mode) {
         (Some(e), Mode::Patch) => {
             let mut p = e.properties.clone();
@@ -238,7 +288,7 @@ pub fn put_resource(
         _ => input.clone(),
     };
     let refs = apply_rules(tx, path, &mut props, &input, existing.as_ref())?;
-    check_required(path.kind, &props).map_err(ApiError::validation)?;
+    check_required(path.kind, &props).map_err(RuleError::Invalid)?;
     let revision = tx.put(path, props.clone(), &refs)?;
     after_put(tx, path, existing.as_ref())?;
     let resource = tx.get(&key)?.unwrap_or(StoredResource {
@@ -261,7 +311,7 @@ fn apply_rules(
     props: &mut Map<String, Value>,
     input: &Map<String, Value>,
     existing: Option<&StoredResource>,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<String>, RuleError> {
     let mut refs = Vec::new();
     // Server-kept fields survive a PUT that does not mention them.
     let keep = |props: &mut Map<String, Value>, names: &[&str]| {
@@ -282,14 +332,14 @@ fn apply_rules(
             let format = str_of(props, "format").unwrap_or("xml").to_string();
             let value = str_of(props, "value").unwrap_or_default().to_string();
             gatehouse_policy::parse_document(&value, &format, &TxResolver(tx))
-                .map_err(|e| ApiError::invalid("value", e.to_string()))?;
+                .map_err(|e| RuleError::invalid("value", e.to_string()))?;
             props.insert("format".into(), json!(format.trim_end_matches("-link")));
         }
         Kind::PolicyFragment => {
             let format = str_of(props, "format").unwrap_or("xml").to_string();
             let value = str_of(props, "value").unwrap_or_default().to_string();
             gatehouse_policy::doc::check_fragment(&value, &format, &TxResolver(tx))
-                .map_err(|e| ApiError::invalid("value", e.to_string()))?;
+                .map_err(|e| RuleError::invalid("value", e.to_string()))?;
             props.insert("format".into(), json!(format));
         }
         Kind::Product => {
@@ -299,7 +349,7 @@ fn apply_rules(
             if props.get("subscriptionRequired") == Some(&json!(false))
                 && props.get("approvalRequired") == Some(&json!(true))
             {
-                return Err(ApiError::invalid(
+                return Err(RuleError::invalid(
                     "approvalRequired",
                     "'approvalRequired' can be true only when 'subscriptionRequired' is true",
                 ));
@@ -318,14 +368,14 @@ fn apply_rules(
                 } else {
                     require_exists(tx, &scope, "scope", "the scope", &[Kind::Api, Kind::Product])
                         .map_err(|_| {
-                            ApiError::invalid(
+                            RuleError::invalid(
                                 "scope",
                                 format!("Subscription scope '{scope}' is invalid: it must be '/apis', '/apis/{{apiId}}' or '/products/{{productId}}' of an existing API or product"),
                             )
                         })?
                 };
                 if normalised.contains(";rev=") {
-                    return Err(ApiError::invalid(
+                    return Err(RuleError::invalid(
                         "scope",
                         "A subscription cannot be scoped to an API revision",
                     ));
@@ -356,7 +406,7 @@ fn apply_rules(
             keep(props, &["passwordHash", "registrationDate"]);
             let email = str_of(props, "email").unwrap_or_default().to_string();
             if !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
-                return Err(ApiError::invalid(
+                return Err(RuleError::invalid(
                     "email",
                     format!("'{email}' is not a valid email address"),
                 ));
@@ -366,7 +416,7 @@ fn apply_rules(
                     && str_of(&other.properties, "email")
                         .is_some_and(|e| e.eq_ignore_ascii_case(&email))
                 {
-                    return Err(ApiError::invalid(
+                    return Err(RuleError::invalid(
                         "email",
                         format!("Email '{email}' is already in use by another user"),
                     ));
@@ -387,15 +437,14 @@ fn apply_rules(
             if let Some(e) = existing
                 && e.properties.get("builtIn") == Some(&json!(true))
             {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "Conflict",
-                    format!("The built-in group '{}' cannot be changed.", path.id()),
-                ));
+                return Err(RuleError::conflict(format!(
+                    "The built-in group '{}' cannot be changed.",
+                    path.id()
+                )));
             }
             match str_of(input, "type") {
                 Some("system") => {
-                    return Err(ApiError::invalid(
+                    return Err(RuleError::invalid(
                         "type",
                         "'type' can be 'custom' or 'external'; system groups are built in",
                     ));
@@ -413,7 +462,7 @@ fn apply_rules(
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
             {
-                return Err(ApiError::invalid(
+                return Err(RuleError::invalid(
                     "displayName",
                     format!(
                         "'displayName' may contain only letters, digits, '-', '.' and '_'; '{name}' does not match ^[A-Za-z0-9-._]+$"
@@ -425,7 +474,7 @@ fn apply_rules(
                     && str_of(&other.properties, "displayName")
                         .is_some_and(|d| d.eq_ignore_ascii_case(&name))
                 {
-                    return Err(ApiError::invalid(
+                    return Err(RuleError::invalid(
                         "displayName",
                         format!(
                             "A named value with displayName '{name}' already exists ({})",
@@ -435,20 +484,20 @@ fn apply_rules(
                 }
             }
             if props.contains_key("keyVault") {
-                return Err(ApiError::invalid(
+                return Err(RuleError::invalid(
                     "keyVault",
                     "Key Vault references are not supported by Gatehouse; give the value itself (mark it secret to seal it)",
                 ));
             }
             if !props.contains_key("value") {
-                return Err(ApiError::invalid("value", "'value' is required"));
+                return Err(RuleError::invalid("value", "'value' is required"));
             }
             props.entry("secret").or_insert(json!(false));
         }
         Kind::Backend => {
             let url = str_of(props, "url").unwrap_or_default();
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ApiError::invalid(
+                return Err(RuleError::invalid(
                     "url",
                     format!("'url' must be an absolute http or https URL; '{url}' is not"),
                 ));
@@ -470,7 +519,7 @@ fn apply_rules(
         }
         Kind::Certificate => {
             if props.contains_key("keyVault") {
-                return Err(ApiError::invalid(
+                return Err(RuleError::invalid(
                     "keyVault",
                     "Key Vault certificates are not supported by Gatehouse; upload the PFX ('data' and 'password') or PEM ('data')",
                 ));
@@ -483,7 +532,7 @@ fn apply_rules(
                         .and_then(Value::as_str)
                         .unwrap_or_default();
                     let parsed =
-                        certs::parse(&data, password).map_err(|e| ApiError::invalid("data", e))?;
+                        certs::parse(&data, password).map_err(|e| RuleError::invalid("data", e))?;
                     props.insert("subject".into(), json!(parsed.subject));
                     props.insert("thumbprint".into(), json!(parsed.thumbprint));
                     props.insert("expirationDate".into(), json!(parsed.expiration_date));
@@ -495,7 +544,7 @@ fn apply_rules(
                 _ => {
                     props.remove("password");
                     if existing.is_none() {
-                        return Err(ApiError::invalid(
+                        return Err(RuleError::invalid(
                             "data",
                             "'data' is required: a base64-encoded PFX (with 'password') or a PEM certificate",
                         ));
@@ -523,7 +572,7 @@ fn apply_rules(
             if let Some(field) = needed
                 && !props.contains_key(field)
             {
-                return Err(ApiError::invalid(
+                return Err(RuleError::invalid(
                     field,
                     format!("'{field}' is required when 'versioningScheme' is '{scheme}'"),
                 ));
@@ -547,13 +596,13 @@ fn apply_rules(
             let target_kind = path.kind.spec().link_target.expect("link kind");
             let id = path.id();
             if target_kind == Kind::Api && id.contains(";rev=") {
-                return Err(ApiError::bad_request(
+                return Err(RuleError::malformed(
                     "A product contains APIs, not API revisions; link the API id without ';rev='",
                 ));
             }
             let target = ResourcePath::top(target_kind, id).as_string();
             if tx.get(&target)?.is_none() {
-                return Err(ApiError::not_found(target_kind.spec().display));
+                return Err(RuleError::not_found(target_kind.spec().display));
             }
             props.clear();
             refs.push(target);
@@ -563,13 +612,13 @@ fn apply_rules(
     Ok(refs)
 }
 
-fn hash_password(password: &str) -> Result<String, ApiError> {
+fn hash_password(password: &str) -> Result<String, RuleError> {
     use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
     let salt = SaltString::generate(&mut OsRng);
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| ApiError::internal(format!("password hashing failed: {e}")))
+        .map_err(|e| RuleError::Internal(format!("password hashing failed: {e}")))
 }
 
 /// Checks a password against a stored Argon2 hash.
@@ -590,14 +639,13 @@ fn api_rules(
     props: &mut Map<String, Value>,
     existing: Option<&StoredResource>,
     refs: &mut Vec<String>,
-) -> Result<(), ApiError> {
-    let (base, rev) =
-        split_revision(path.id()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+) -> Result<(), RuleError> {
+    let (base, rev) = split_revision(path.id()).map_err(|e| RuleError::malformed(e.to_string()))?;
     if let Some(rev) = rev {
         // A non-current revision: it starts as a copy of the current one.
         let current = tx
             .get(&format!("/apis/{base}"))?
-            .ok_or_else(|| ApiError::not_found("Api"))?;
+            .ok_or_else(|| RuleError::not_found("Api"))?;
         if existing.is_none() {
             for (k, v) in &current.properties {
                 if !props.contains_key(k) && k != "isCurrent" && k != "apiRevisionDescription" {
@@ -630,7 +678,7 @@ fn api_rules(
                 .as_str()
                 .is_some_and(|p| ["http", "https", "ws", "wss"].contains(&p));
             if !ok {
-                return Err(ApiError::invalid(
+                return Err(RuleError::invalid(
                     "protocols",
                     format!("'protocols' items must be http, https, ws or wss; {p} is not"),
                 ));
@@ -644,7 +692,7 @@ fn api_rules(
             || url.starts_with("ws://")
             || url.starts_with("wss://"))
     {
-        return Err(ApiError::invalid(
+        return Err(RuleError::invalid(
             "serviceUrl",
             format!("'serviceUrl' must be an absolute URL; '{url}' is not"),
         ));
@@ -685,7 +733,7 @@ fn api_rules(
             let distinct_versions =
                 my_set.is_some() && my_set == other_set && other_version != my_version;
             if !distinct_versions {
-                return Err(ApiError::invalid(
+                return Err(RuleError::invalid(
                     "path",
                     format!(
                         "The path '{api_path}' is already used by {}; API paths must be unique (versions of one version set excepted)",
@@ -702,12 +750,12 @@ fn operation_rules(
     tx: &mut WriteTx<'_>,
     path: &ResourcePath,
     props: &mut Map<String, Value>,
-) -> Result<(), ApiError> {
+) -> Result<(), RuleError> {
     let method = str_of(props, "method")
         .unwrap_or_default()
         .to_ascii_uppercase();
     if method.is_empty() || !method.chars().all(|c| c.is_ascii_alphabetic()) {
-        return Err(ApiError::invalid(
+        return Err(RuleError::invalid(
             "method",
             format!("'method' must be an HTTP method; '{method}' is not"),
         ));
@@ -715,12 +763,12 @@ fn operation_rules(
     props.insert("method".into(), json!(method));
     let template = str_of(props, "urlTemplate").unwrap_or_default().to_string();
     if !template.starts_with('/') {
-        return Err(ApiError::invalid(
+        return Err(RuleError::invalid(
             "urlTemplate",
             format!("'urlTemplate' must start with '/'; '{template}' does not"),
         ));
     }
-    let used = template_parameters(&template).map_err(|e| ApiError::invalid("urlTemplate", e))?;
+    let used = template_parameters(&template).map_err(|e| RuleError::invalid("urlTemplate", e))?;
     let path_part = template.split('?').next().unwrap_or_default();
     let segments: Vec<&str> = path_part.split('/').filter(|s| !s.is_empty()).collect();
     if let Some(i) = segments
@@ -728,7 +776,7 @@ fn operation_rules(
         .position(|s| *s == "*" || s.starts_with("{*"))
         .filter(|i| i + 1 < segments.len())
     {
-        return Err(ApiError::invalid(
+        return Err(RuleError::invalid(
             "urlTemplate",
             format!(
                 "the wildcard '{}' must be the last segment of the urlTemplate '{template}': it matches the rest of the path",
@@ -747,7 +795,7 @@ fn operation_rules(
         .unwrap_or_default();
     for name in &used {
         if !declared.iter().any(|d| d == name) {
-            return Err(ApiError::invalid(
+            return Err(RuleError::invalid(
                 "templateParameters",
                 format!(
                     "All template parameters used in the UriTemplate must be defined in the Operation: '{name}' is not"
@@ -757,7 +805,7 @@ fn operation_rules(
     }
     for name in &declared {
         if !used.iter().any(|u| u == name) {
-            return Err(ApiError::invalid(
+            return Err(RuleError::invalid(
                 "templateParameters",
                 format!("Template parameter '{name}' is not used in the urlTemplate '{template}'"),
             ));
@@ -770,7 +818,7 @@ fn operation_rules(
             && str_of(&other.properties, "urlTemplate")
                 .is_some_and(|t| t.eq_ignore_ascii_case(&template))
         {
-            return Err(ApiError::invalid(
+            return Err(RuleError::invalid(
                 "urlTemplate",
                 format!(
                     "Operation {} already has method {method} and urlTemplate '{template}'",
@@ -815,7 +863,7 @@ fn after_put(
     tx: &mut WriteTx<'_>,
     path: &ResourcePath,
     existing: Option<&StoredResource>,
-) -> Result<(), ApiError> {
+) -> Result<(), RuleError> {
     match path.kind {
         Kind::User if existing.is_none() => {
             // New users are developers, as in APIM.
@@ -832,7 +880,7 @@ fn after_put(
         }
         Kind::Api => {
             let (base, rev) =
-                split_revision(path.id()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                split_revision(path.id()).map_err(|e| RuleError::malformed(e.to_string()))?;
             if rev.is_some() && existing.is_none() {
                 // Copy the current revision's operations and policies into the new revision.
                 let base_path = format!("/apis/{base}");
@@ -843,7 +891,7 @@ fn after_put(
                     ) {
                         let new_path =
                             format!("{}{}", path.as_string(), &child.path[base_path.len()..]);
-                        let p = ResourcePath::parse_stored(&new_path).map_err(ApiError::from)?;
+                        let p = ResourcePath::parse_stored(&new_path).map_err(RuleError::from)?;
                         tx.put(&p, child.properties, &[])?;
                     }
                 }
@@ -852,7 +900,7 @@ fn after_put(
         Kind::NamedValue | Kind::PolicyFragment => {
             if let Some(written) = tx.get(&path.as_string())? {
                 check_policies_using(tx, &written)
-                    .map_err(|PolicyBreak(m)| ApiError::invalid("value", m))?;
+                    .map_err(|PolicyBreak(m)| RuleError::invalid("value", m))?;
             }
         }
         _ => {}
@@ -932,13 +980,13 @@ fn check_policies_using(tx: &WriteTx<'_>, changed: &StoredResource) -> Result<()
 /// Makes the revision at `rev_path` (`/apis/x;rev=N`) the current one: the current API moves
 /// to `/apis/x;rev=M` and the revision takes its place. Links to `/apis/x` keep pointing at the
 /// API, now served by the new current revision.
-pub fn make_current(tx: &mut WriteTx<'_>, rev_path: &ResourcePath) -> Result<(), ApiError> {
+pub fn make_current(tx: &mut WriteTx<'_>, rev_path: &ResourcePath) -> Result<(), RuleError> {
     let (base, _) =
-        split_revision(rev_path.id()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        split_revision(rev_path.id()).map_err(|e| RuleError::malformed(e.to_string()))?;
     let base_path = ResourcePath::top(Kind::Api, base);
     let current = tx
         .get(&base_path.as_string())?
-        .ok_or_else(|| ApiError::not_found("Api"))?;
+        .ok_or_else(|| RuleError::not_found("Api"))?;
     let old_rev = str_of(&current.properties, "apiRevision")
         .unwrap_or("1")
         .to_string();
@@ -989,7 +1037,7 @@ pub fn delete_resource(
     tx: &mut WriteTx<'_>,
     path: &ResourcePath,
     opts: &WriteOptions,
-) -> Result<bool, ApiError> {
+) -> Result<bool, RuleError> {
     let key = path.as_string();
     let Some(existing) = tx.get(&key)? else {
         return Ok(false);
@@ -997,13 +1045,13 @@ pub fn delete_resource(
     check_if_match(Some(&existing), opts.if_match.as_deref())?;
     match path.kind {
         Kind::Group if existing.properties.get("builtIn") == Some(&json!(true)) => {
-            return Err(ApiError::conflict(format!(
+            return Err(RuleError::conflict(format!(
                 "The built-in group '{}' cannot be deleted.",
                 path.id()
             )));
         }
         Kind::Subscription if path.id() == MASTER_SUBSCRIPTION => {
-            return Err(ApiError::conflict(
+            return Err(RuleError::conflict(
                 "The built-in all-access subscription 'master' cannot be deleted.",
             ));
         }
@@ -1041,7 +1089,7 @@ pub fn delete_resource(
             };
             match on_delete(&r, res.kind, opts) {
                 OnDelete::Cascade => queue.push(r),
-                OnDelete::Restrict(msg) => return Err(ApiError::conflict(msg)),
+                OnDelete::Restrict(msg) => return Err(RuleError::conflict(msg)),
             }
         }
         doomed.push(res);
@@ -1055,7 +1103,7 @@ pub fn delete_resource(
         .iter()
         .filter(|d| matches!(d.kind, Kind::NamedValue | Kind::PolicyFragment))
     {
-        check_policies_using(tx, d).map_err(|PolicyBreak(m)| ApiError::conflict(m))?;
+        check_policies_using(tx, d).map_err(|PolicyBreak(m)| RuleError::conflict(m))?;
     }
     Ok(true)
 }

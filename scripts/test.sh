@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, the crate layering, lints (clippy.toml keeps
+# The whole test suite, as CI runs it: formatting, the crate layering, unused dependencies, lints (clippy.toml keeps
 # environment reads in the CLI's configuration), a bounded fuzzing run of the parsers, then every
 # test in the workspace.
 # It ends with one line of totals: "tests: N passed, N failed".
@@ -11,6 +11,11 @@ cargo fmt --all -- --check
 echo "== crate layers (ARCHITECTURE.md) and module cycles"
 python3 scripts/check-layers.py
 python3 scripts/check-modules.py
+echo "== unused dependencies (cargo-machete)"
+if ! command -v cargo-machete >/dev/null 2>&1; then
+  cargo install cargo-machete --version 0.9.2 --locked --quiet
+fi
+cargo machete
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== fuzz the policy and expression parsers (30 s each)"

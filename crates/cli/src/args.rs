@@ -310,19 +310,14 @@ pub enum ServiceCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum ApiCmd {
-    /// List the APIs.
-    List,
-    /// Show one API.
-    Show {
-        /// The API's id.
-        id: String,
-    },
+    #[command(flatten)]
+    Common(Common),
     /// Create or replace an API from an OpenAPI (3.x or Swagger 2) document, JSON or YAML.
     Import {
         /// The API's id.
         #[arg(long)]
         id: String,
-        /// The document: a file path or an http(s) URL.
+        /// The document's file (OpenAPI 3.x or Swagger 2, JSON or YAML).
         #[arg(long)]
         openapi: String,
         /// URL path suffix of the API on the gateway (default: the id).
@@ -342,20 +337,8 @@ pub enum ApiCmd {
         #[command(flatten)]
         props: Properties,
     },
-    /// Change the properties given and keep the others.
-    Update {
-        /// The API's id.
-        id: String,
-        #[command(flatten)]
-        props: Properties,
-    },
     /// Print the API as an OpenAPI 3 document.
     Export {
-        /// The API's id.
-        id: String,
-    },
-    /// Delete an API with its operations, policies and subscriptions scoped to it.
-    Delete {
         /// The API's id.
         id: String,
     },
@@ -363,20 +346,8 @@ pub enum ApiCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum ProductCmd {
-    /// List the products.
-    List,
-    /// Show one product.
-    Show {
-        /// The product's id.
-        id: String,
-    },
-    /// Change the properties given and keep the others.
-    Update {
-        /// The product's id.
-        id: String,
-        #[command(flatten)]
-        props: Properties,
-    },
+    #[command(flatten)]
+    Common(Common),
     /// Create or replace a product.
     Create {
         /// The product's id.
@@ -398,29 +369,12 @@ pub enum ProductCmd {
         /// The API's id.
         api: String,
     },
-    /// Delete a product and its subscriptions.
-    Delete {
-        /// The product's id.
-        id: String,
-    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum SubscriptionCmd {
-    /// List the subscriptions (without their keys).
-    List,
-    /// Show one subscription (without its keys).
-    Show {
-        /// The subscription's id.
-        id: String,
-    },
-    /// Change the properties given and keep the others (state=suspended, say).
-    Update {
-        /// The subscription's id.
-        id: String,
-        #[command(flatten)]
-        props: Properties,
-    },
+    #[command(flatten)]
+    Common(Common),
     /// Create a subscription with new random keys.
     Create {
         /// The subscription's id.
@@ -443,29 +397,12 @@ pub enum SubscriptionCmd {
         /// The subscription's id.
         id: String,
     },
-    /// Delete a subscription: its keys stop working at once.
-    Delete {
-        /// The subscription's id.
-        id: String,
-    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum UserCmd {
-    /// List the users.
-    List,
-    /// Show one user.
-    Show {
-        /// The user's id.
-        id: String,
-    },
-    /// Change the properties given and keep the others.
-    Update {
-        /// The user's id.
-        id: String,
-        #[command(flatten)]
-        props: Properties,
-    },
+    #[command(flatten)]
+    Common(Common),
     /// Create or replace a user.
     Create {
         /// The user's id.
@@ -483,29 +420,31 @@ pub enum UserCmd {
         #[arg(long)]
         password_env: Option<String>,
     },
-    /// Delete a user and the subscriptions the user owns.
-    Delete {
-        /// The user's id.
-        id: String,
-    },
 }
 
-/// The commands every kind of resource has.
+/// The commands of a kind of resource whose create takes its properties as they are.
 #[derive(Subcommand, Debug)]
 pub enum ResourceCmd {
-    /// List them (a table; every property with --json).
-    List,
-    /// Show one.
-    Show {
-        /// Its id.
-        id: String,
-    },
+    #[command(flatten)]
+    Common(Common),
     /// Create one, or replace it, with the properties given.
     Create {
         /// Its id.
         id: String,
         #[command(flatten)]
         props: Properties,
+    },
+}
+
+/// The commands every kind of resource has (create's flags differ by kind).
+#[derive(Subcommand, Debug)]
+pub enum Common {
+    /// List them (a table; every property with --json).
+    List,
+    /// Show one.
+    Show {
+        /// Its id.
+        id: String,
     },
     /// Change the properties given and keep the others.
     Update {

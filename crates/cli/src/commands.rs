@@ -2,7 +2,7 @@
 
 use crate::args::*;
 use crate::config::{data_dir_of, env_value, serve_config};
-use crate::output::{print_json, read_body, show_list};
+use crate::output::{print_json, read_body};
 use crate::resources::{self, *};
 use crate::{moving, offline};
 use anyhow::{Context, Result, anyhow};
@@ -151,11 +151,8 @@ async fn service(client: &Client, action: Option<ServiceCmd>, json: bool) -> Res
 
 async fn api(client: &Client, cmd: ApiCmd, j: bool) -> Result<()> {
     match cmd {
-        ApiCmd::List => show_list(client, API.collection, j, API.columns).await,
-        ApiCmd::Show { id } => resources::show(client, &API, &id, j).await,
+        ApiCmd::Common(cmd) => resources::common(client, &API, cmd, j).await,
         ApiCmd::Create { id, props } => resources::create(client, &API, &id, &props, j).await,
-        ApiCmd::Update { id, props } => resources::update(client, &API, &id, &props, j).await,
-        ApiCmd::Delete { id } => resources::delete(client, &API, &id).await,
         ApiCmd::Export { id } => {
             let path = format!("/apis/{}?export=true&format=openapi%2Bjson", seg(&id));
             print_json(&client.get(&path).await?);
@@ -208,12 +205,7 @@ fn openapi_format(doc: &str) -> &'static str {
 
 async fn product(client: &Client, cmd: ProductCmd, j: bool) -> Result<()> {
     match cmd {
-        ProductCmd::List => show_list(client, PRODUCT.collection, j, PRODUCT.columns).await,
-        ProductCmd::Show { id } => resources::show(client, &PRODUCT, &id, j).await,
-        ProductCmd::Update { id, props } => {
-            resources::update(client, &PRODUCT, &id, &props, j).await
-        }
-        ProductCmd::Delete { id } => resources::delete(client, &PRODUCT, &id).await,
+        ProductCmd::Common(cmd) => resources::common(client, &PRODUCT, cmd, j).await,
         ProductCmd::Create {
             id,
             display_name,
@@ -238,12 +230,7 @@ async fn product(client: &Client, cmd: ProductCmd, j: bool) -> Result<()> {
 async fn subscription(client: &Client, cmd: SubscriptionCmd, j: bool) -> Result<()> {
     let kind = &SUBSCRIPTION;
     match cmd {
-        SubscriptionCmd::List => show_list(client, kind.collection, j, kind.columns).await,
-        SubscriptionCmd::Show { id } => resources::show(client, kind, &id, j).await,
-        SubscriptionCmd::Update { id, props } => {
-            resources::update(client, kind, &id, &props, j).await
-        }
-        SubscriptionCmd::Delete { id } => resources::delete(client, kind, &id).await,
+        SubscriptionCmd::Common(cmd) => resources::common(client, kind, cmd, j).await,
         SubscriptionCmd::Create {
             id,
             scope,
@@ -279,10 +266,7 @@ async fn subscription(client: &Client, cmd: SubscriptionCmd, j: bool) -> Result<
 
 async fn user(client: &Client, cmd: UserCmd, j: bool) -> Result<()> {
     match cmd {
-        UserCmd::List => show_list(client, USER.collection, j, USER.columns).await,
-        UserCmd::Show { id } => resources::show(client, &USER, &id, j).await,
-        UserCmd::Update { id, props } => resources::update(client, &USER, &id, &props, j).await,
-        UserCmd::Delete { id } => resources::delete(client, &USER, &id).await,
+        UserCmd::Common(cmd) => resources::common(client, &USER, cmd, j).await,
         UserCmd::Create {
             id,
             email,

@@ -1,7 +1,7 @@
 //! The resource commands every kind shares: list, show, create, update, delete — one table of
 //! kinds (their collection path and list columns) instead of a copy per kind — and policies.
 
-use crate::args::{PolicyCmd, PolicyScope, Properties, ResourceCmd};
+use crate::args::{Common, PolicyCmd, PolicyScope, Properties, ResourceCmd};
 use crate::env::env_value;
 use crate::output::{print_json, read_body, show_list};
 use anyhow::{Context, Result, anyhow, bail};
@@ -116,18 +116,25 @@ impl Kind {
     }
 }
 
-/// Runs a shared resource command on a kind.
+/// Runs a resource command of a kind whose create takes properties as they are.
 pub(crate) async fn run(client: &Client, kind: &Kind, cmd: ResourceCmd, json: bool) -> Result<()> {
     match cmd {
-        ResourceCmd::List => show_list(client, kind.collection, json, kind.columns).await,
-        ResourceCmd::Show { id } => show(client, kind, &id, json).await,
+        ResourceCmd::Common(cmd) => common(client, kind, cmd, json).await,
         ResourceCmd::Create { id, props } => create(client, kind, &id, &props, json).await,
-        ResourceCmd::Update { id, props } => update(client, kind, &id, &props, json).await,
-        ResourceCmd::Delete { id } => delete(client, kind, &id).await,
     }
 }
 
-pub(crate) async fn show(client: &Client, kind: &Kind, id: &str, json: bool) -> Result<()> {
+/// Runs list, show, update or delete on a kind.
+pub(crate) async fn common(client: &Client, kind: &Kind, cmd: Common, json: bool) -> Result<()> {
+    match cmd {
+        Common::List => show_list(client, kind.collection, json, kind.columns).await,
+        Common::Show { id } => show(client, kind, &id, json).await,
+        Common::Update { id, props } => update(client, kind, &id, &props, json).await,
+        Common::Delete { id } => delete(client, kind, &id).await,
+    }
+}
+
+async fn show(client: &Client, kind: &Kind, id: &str, json: bool) -> Result<()> {
     let resource = client.get(&kind.path_of(id)).await?;
     if json {
         print_json(&resource);
@@ -152,7 +159,7 @@ pub(crate) async fn create(
 }
 
 /// PATCH: only the properties given change.
-pub(crate) async fn update(
+async fn update(
     client: &Client,
     kind: &Kind,
     id: &str,
@@ -172,7 +179,7 @@ pub(crate) async fn update(
 }
 
 /// A delete that finds nothing is an error (the API answers 204 for it, as APIM does).
-pub(crate) async fn delete(client: &Client, kind: &Kind, id: &str) -> Result<()> {
+async fn delete(client: &Client, kind: &Kind, id: &str) -> Result<()> {
     let path = format!("{}{}", kind.path_of(id), kind.delete_query);
     if !client.delete(&path).await? {
         bail!("there is no {} '{id}': nothing was deleted", kind.noun);

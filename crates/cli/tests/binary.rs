@@ -15,6 +15,17 @@ impl Server {
     fn spawn(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> ServeProcess {
         ServeProcess::spawn(BIN, cwd, args, envs)
     }
+
+    /// `serve` in `cwd` with both listeners on free ports.
+    fn on_free_ports(cwd: &Path) -> ServeProcess {
+        let ports = [
+            "--management-listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+        ];
+        Server::spawn(cwd, &ports, &[])
+    }
 }
 
 fn cli(cwd: &Path, args: &[&str]) -> std::process::Output {
@@ -513,16 +524,7 @@ fn offline_backup_inspect_list_and_restore() {
 #[test]
 fn errors_deletes_and_confirmations_read_well() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::spawn(
-        dir.path(),
-        &[
-            "--management-listen",
-            "127.0.0.1:0",
-            "--gateway-listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let server = Server::on_free_ports(dir.path());
     let out = cli(dir.path(), &["api", "delete", "nope"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -654,16 +656,7 @@ fn errors_deletes_and_confirmations_read_well() {
 #[test]
 fn every_kind_is_managed_the_same_way() {
     let dir = tempfile::tempdir().unwrap();
-    let _server = Server::spawn(
-        dir.path(),
-        &[
-            "--management-listen",
-            "127.0.0.1:0",
-            "--gateway-listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let _server = Server::on_free_ports(dir.path());
     let run = |args: &[&str]| ok(&cli(dir.path(), args));
 
     run(&["group", "create", "ops", "--set", "displayName=Operations"]);

@@ -141,6 +141,74 @@ pub fn escape_raw_expressions(raw: &str) -> String {
     out
 }
 
+/// The inverse of [`escape_raw_expressions`]: turns a document stored as `xml` into its
+/// `rawxml` form, with the entities inside `@(…)` and `@{…}` written as the characters they
+/// stand for (what APIM answers for `format=rawxml`, and what APIOps keeps in `policy.xml`).
+pub fn unescape_xml_expressions(xml: &str) -> String {
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(at) = rest.find("@(").into_iter().chain(rest.find("@{")).min() {
+        out.push_str(&rest[..at]);
+        let (open, close) = if rest[at + 1..].starts_with('(') {
+            ('(', ')')
+        } else {
+            ('{', '}')
+        };
+        out.push('@');
+        out.push(open);
+        rest = &rest[at + 2..];
+        let mut depth = 1;
+        let mut in_str: Option<char> = None;
+        let mut escaped = false;
+        while depth > 0 {
+            let Some((d, len)) = decode_one(rest) else {
+                break;
+            };
+            rest = &rest[len..];
+            match in_str {
+                Some(_) if escaped => escaped = false,
+                Some(_) if d == '\\' => escaped = true,
+                Some(q) if d == q => in_str = None,
+                Some(_) => {}
+                None if d == '"' || d == '\'' => in_str = Some(d),
+                None if d == open => depth += 1,
+                None if d == close => depth -= 1,
+                None => {}
+            }
+            out.push(d);
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// How a document in APIM's raw form (a `policy.xml` of APIOps) is best stored: `xml` when the
+/// text is well-formed XML whose expressions hold no entity (then both readings agree and the
+/// text is kept as it is), `rawxml` otherwise.
+pub fn stored_format_of_raw(raw: &str) -> &'static str {
+    if unescape_xml_expressions(raw) == raw && roxmltree::Document::parse(raw).is_ok() {
+        "xml"
+    } else {
+        "rawxml"
+    }
+}
+
+/// The first character of `s`, decoding one XML entity; with the bytes it took.
+fn decode_one(s: &str) -> Option<(char, usize)> {
+    for (entity, c) in [
+        ("&amp;", '&'),
+        ("&lt;", '<'),
+        ("&gt;", '>'),
+        ("&quot;", '"'),
+        ("&apos;", '\''),
+    ] {
+        if s.starts_with(entity) {
+            return Some((c, entity.len()));
+        }
+    }
+    s.chars().next().map(|c| (c, c.len_utf8()))
+}
+
 fn push_escaped(out: &mut String, c: char) {
     match c {
         '&' => out.push_str("&amp;"),
@@ -270,4 +338,32 @@ pub fn check_fragment(
         }
     }
     Err(last.expect("four sections tried"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{escape_raw_expressions, stored_format_of_raw, unescape_xml_expressions};
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_stored_xml_document_turns_raw_and_back() {
+        let xml = r#"<policies><inbound><choose><when condition="@(context.Variables.GetValueOrDefault&lt;string&gt;(&quot;a&quot;) == &quot;b&quot; &amp;&amp; 1 &lt; 2)"><set-body>@{ return "x &lt; \"y\""; }</set-body></when></choose></inbound></policies>"#;
+        let raw = unescape_xml_expressions(xml);
+        assert!(
+            raw.contains(r#"GetValueOrDefault<string>("a") == "b" && 1 < 2)"#),
+            "{raw}"
+        );
+        assert!(raw.contains(r#"return "x < \"y\""; }"#), "{raw}");
+        assert_eq!(stored_format_of_raw(&raw), "rawxml");
+        let plain = "<policies><inbound><set-header name=\"a\"><value>@(\"b\")</value></set-header></inbound></policies>";
+        assert_eq!(unescape_xml_expressions(plain), plain);
+        assert_eq!(stored_format_of_raw(plain), "xml");
+    }
+
+    proptest! {
+        #[test]
+        fn unescaping_undoes_escaping(raw in r#"[a-z<>&"'\\(){}@ ;=]{0,40}"#) {
+            prop_assert_eq!(unescape_xml_expressions(&escape_raw_expressions(&raw)), raw);
+        }
+    }
 }

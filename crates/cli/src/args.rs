@@ -118,6 +118,12 @@ pub enum Command {
     /// Move the instance to another region, machine or cloud: back up, restore into the
     /// target, replay later changes, verify, switch DNS, drain and delete the source.
     Move(Box<moving::MoveArgs>),
+    /// Write the configuration as a folder in APIOps's layout (policy.xml, apis/, products/,
+    /// named values/, …): what Git holds and APIOps's publisher applies. No secret is written.
+    Export(crate::folder::ExportArgs),
+    /// Apply a folder in APIOps's layout (from `gatehouse export` or APIOps's extractor) in
+    /// one transaction: all of it or nothing. --plan shows the changes and makes none.
+    Import(crate::folder::ImportArgs),
     /// Scoped access tokens of the management API (the admin token manages them).
     #[command(subcommand)]
     Token(TokenCmd),

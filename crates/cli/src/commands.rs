@@ -108,6 +108,8 @@ pub(crate) async fn execute(cli: Cli) -> Result<()> {
         Command::Policy(cmd) => resources::policy(&client, cmd, j).await?,
         Command::Token(cmd) => token(&client, cmd, j).await?,
         Command::Journal { since } => journal(&client, since, j).await?,
+        Command::Export(args) => crate::folder::export(&client, &args, j).await?,
+        Command::Import(args) => crate::folder::import(&client, &args, j).await?,
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ mod args;
 mod commands;
 mod config;
 mod env;
+mod folder;
 pub use gatehouse_server as instance;
 mod moving;
 mod offline;

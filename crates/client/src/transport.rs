@@ -46,6 +46,44 @@ pub struct ApiFailure {
     pub details: String,
 }
 
+/// The API's error envelope as an [`ApiFailure`]; with several details, each is listed.
+fn failure(status: u16, text: &str) -> ApiFailure {
+    let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let err = v.get("error");
+    let details = err
+        .and_then(|e| e.get("details"))
+        .and_then(Value::as_array)
+        .filter(|d| d.len() > 1)
+        .map(|d| {
+            let parts: Vec<String> = d
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{}: {}",
+                        x.get("target").and_then(Value::as_str).unwrap_or(""),
+                        x.get("message").and_then(Value::as_str).unwrap_or("")
+                    )
+                })
+                .collect();
+            format!(" ({})", parts.join("; "))
+        })
+        .unwrap_or_default();
+    ApiFailure {
+        status,
+        code: err
+            .and_then(|e| e.get("code"))
+            .and_then(Value::as_str)
+            .unwrap_or("Error")
+            .to_string(),
+        message: err
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| text.chars().take(200).collect()),
+        details,
+    }
+}
+
 impl Client {
     pub fn new(base: &str, token: &str) -> Result<Client> {
         Client::trusting(base, token, None)
@@ -184,41 +222,7 @@ impl Client {
         let status = resp.status();
         let text = resp.text().await.context("cannot read the response")?;
         if !status.is_success() {
-            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let err = v.get("error");
-            let details = err
-                .and_then(|e| e.get("details"))
-                .and_then(Value::as_array)
-                .filter(|d| d.len() > 1)
-                .map(|d| {
-                    let parts: Vec<String> = d
-                        .iter()
-                        .map(|x| {
-                            format!(
-                                "{}: {}",
-                                x.get("target").and_then(Value::as_str).unwrap_or(""),
-                                x.get("message").and_then(Value::as_str).unwrap_or("")
-                            )
-                        })
-                        .collect();
-                    format!(" ({})", parts.join("; "))
-                })
-                .unwrap_or_default();
-            return Err(ApiFailure {
-                status: status.as_u16(),
-                code: err
-                    .and_then(|e| e.get("code"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("Error")
-                    .to_string(),
-                message: err
-                    .and_then(|e| e.get("message"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| text.chars().take(200).collect()),
-                details,
-            }
-            .into());
+            return Err(failure(status.as_u16(), &text).into());
         }
         let status = status.as_u16();
         if text.trim().is_empty() {
@@ -228,6 +232,42 @@ impl Client {
             Ok(v) => Ok((status, v)),
             Err(_) => Ok((status, Value::String(text))),
         }
+    }
+
+    /// GETs `path` and returns the body as bytes (an export's zip).
+    pub async fn download(&self, path: &str) -> Result<Vec<u8>> {
+        let resp = self
+            .http
+            .get(self.url(path)?)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the management API at {}", self.base))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.context("cannot read the response")?;
+        if !status.is_success() {
+            return Err(failure(status.as_u16(), &String::from_utf8_lossy(&bytes)).into());
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// POSTs `bytes` as `content_type` (an import's archive); returns the JSON answer.
+    pub async fn upload(&self, path: &str, bytes: Vec<u8>, content_type: &str) -> Result<Value> {
+        let resp = self
+            .http
+            .post(self.url(path)?)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(bytes)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the management API at {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await.context("cannot read the response")?;
+        if !status.is_success() {
+            return Err(failure(status.as_u16(), &text).into());
+        }
+        serde_json::from_str(&text).context("the answer is not JSON")
     }
 
     /// Starts a long-running operation (`POST` answered with 202 and a `Location`); returns the

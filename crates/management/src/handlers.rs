@@ -46,8 +46,8 @@ fn parse_query(uri: &axum::http::Uri) -> Result<Query, ApiError> {
     Ok(out)
 }
 
-async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, MAX_BODY);
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e)
@@ -57,7 +57,10 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
             Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLarge",
-                format!("The request body is larger than the limit of {MAX_BODY} bytes (4 MiB)."),
+                format!(
+                    "The request body is larger than the limit of {limit} bytes ({} MiB).",
+                    limit >> 20
+                ),
             ))
         }
         Err(e) => Err(ApiError::bad_request(format!(
@@ -101,6 +104,59 @@ fn write_options(headers: &HeaderMap, query: &Query, actor: &str) -> WriteOption
     }
 }
 
+/// `GET /export` and `POST /import`: the configuration as a folder (see `folder`).
+async fn folder_route(
+    state: &Arc<AppState>,
+    method: &Method,
+    path: &str,
+    query: &Query,
+    body: &[u8],
+    actor: &str,
+) -> Result<Option<Response>, ApiError> {
+    let trimmed = path.trim_end_matches('/');
+    let flag = |name: &str| {
+        query
+            .get(name)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    };
+    if trimmed.eq_ignore_ascii_case("/export") {
+        if *method != Method::GET {
+            return Err(method_not_allowed());
+        }
+        let include = query
+            .get("include")
+            .map(|v| {
+                v.split(',')
+                    .map(str::to_string)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let zip = crate::folder::export(state, include).await?;
+        return Ok(Some(
+            ([(header::CONTENT_TYPE, "application/zip")], zip).into_response(),
+        ));
+    }
+    if trimmed.eq_ignore_ascii_case("/import") {
+        if *method != Method::POST {
+            return Err(method_not_allowed());
+        }
+        let opts = crate::folder::ImportOptions {
+            plan: flag("plan"),
+            prune: flag("prune"),
+            overrides: query.get("overrides").cloned(),
+            actor: actor.to_string(),
+        };
+        let plan = crate::folder::import(state, body, opts).await?;
+        let value = serde_json::to_value(&plan).map_err(|e| ApiError::internal(e.to_string()))?;
+        return Ok(Some(with_revision(
+            json_response(StatusCode::OK, value),
+            plan.revision,
+        )));
+    }
+    Ok(None)
+}
+
 /// The entry point for every management request.
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
     match handle(state, req).await {
@@ -118,7 +174,13 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
     let path = strip_arm_prefix(&raw_path).to_string();
     let method = parts.method.clone();
     crate::access::authorize(&caller, &method, &path)?;
-    let body = read_body(body).await?;
+    let is_import = path.trim_end_matches('/').eq_ignore_ascii_case("/import");
+    let limit = if is_import {
+        crate::folder::MAX_IMPORT_BODY
+    } else {
+        MAX_BODY
+    };
+    let body = read_body(body, limit).await?;
     if let Some(rest) = path
         .strip_prefix("/tokens")
         .filter(|r| r.is_empty() || r.starts_with('/'))
@@ -164,6 +226,9 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         };
     }
 
+    if let Some(resp) = folder_route(&state, &method, &path, &query, &body, &actor).await? {
+        return Ok(resp);
+    }
     if path == "/metrics"
         && let Some(render) = &state.metrics
     {

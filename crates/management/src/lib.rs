@@ -7,6 +7,7 @@
 pub mod access;
 pub mod certs;
 pub mod error;
+pub mod folder;
 pub mod freeze;
 pub mod handlers;
 pub mod moving;

@@ -209,6 +209,15 @@ fn param_json(p: &Parameter) -> Value {
     let d = p.parameter_data_ref();
     let mut o =
         json!({"name": d.name, "type": schema_type(p), "required": d.required, "values": []});
+    if let openapiv3::ParameterSchemaOrContent::Schema(ReferenceOr::Item(s)) = &d.format {
+        let schema = serde_json::to_value(s).unwrap_or(Value::Null);
+        if let Some(values) = schema.get("enum").filter(|v| v.is_array()) {
+            o["values"] = values.clone();
+        }
+        if let Some(default) = schema.get("default") {
+            o["defaultValue"] = default.clone();
+        }
+    }
     if let Some(desc) = &d.description {
         o["description"] = json!(desc);
     }
@@ -297,8 +306,11 @@ pub fn import(text: &str) -> Result<ImportedApi, String> {
                         if let ReferenceOr::Item(ex) = ex
                             && let Some(v) = &ex.value
                         {
-                            examples
-                                .insert(name.clone(), json!({"value": v, "summary": ex.summary}));
+                            let mut e = json!({"value": v});
+                            if let Some(summary) = &ex.summary {
+                                e["summary"] = json!(summary);
+                            }
+                            examples.insert(name.clone(), e);
                         }
                     }
                     if !examples.is_empty() {
@@ -358,6 +370,28 @@ pub fn import(text: &str) -> Result<ImportedApi, String> {
     })
 }
 
+/// An operation's parameter as OpenAPI writes it: what the import reads back unchanged
+/// (description, allowed values as `enum`, the default).
+fn parameter_out(place: &str, p: &Value) -> Value {
+    let required = place == "path" || p.get("required") == Some(&json!(true));
+    let mut schema = json!({"type": p.get("type").cloned().unwrap_or(json!("string"))});
+    if let Some(values) = p
+        .get("values")
+        .and_then(Value::as_array)
+        .filter(|v| !v.is_empty())
+    {
+        schema["enum"] = Value::Array(values.clone());
+    }
+    if let Some(d) = p.get("defaultValue").filter(|d| !d.is_null()) {
+        schema["default"] = d.clone();
+    }
+    let mut out = json!({"name": p["name"], "in": place, "required": required, "schema": schema});
+    if let Some(d) = p.get("description").filter(|d| !d.is_null()) {
+        out["description"] = d.clone();
+    }
+    out
+}
+
 /// An OpenAPI 3 document of an API and its operations.
 pub fn export(
     api: &Map<String, Value>,
@@ -375,22 +409,16 @@ pub fn export(
             .unwrap_or("GET")
             .to_lowercase();
         let mut params = Vec::new();
-        for p in op
-            .get("templateParameters")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            params.push(json!({"name": p["name"], "in": "path", "required": true, "schema": {"type": p.get("type").cloned().unwrap_or(json!("string"))}}));
-        }
-        for p in op
-            .get("request")
-            .and_then(|r| r.get("queryParameters"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            params.push(json!({"name": p["name"], "in": "query", "required": p.get("required").cloned().unwrap_or(json!(false)), "schema": {"type": p.get("type").cloned().unwrap_or(json!("string"))}}));
+        let request = op.get("request");
+        let lists = [
+            ("path", op.get("templateParameters")),
+            ("query", request.and_then(|r| r.get("queryParameters"))),
+            ("header", request.and_then(|r| r.get("headers"))),
+        ];
+        for (place, list) in lists {
+            for p in list.and_then(Value::as_array).into_iter().flatten() {
+                params.push(parameter_out(place, p));
+            }
         }
         let mut responses = Map::new();
         for r in op
@@ -419,10 +447,12 @@ pub fn export(
                     let exs: Map<String, Value> = ex
                         .iter()
                         .map(|(k, v)| {
-                            (
-                                k.clone(),
-                                json!({"value": v.get("value").cloned().unwrap_or(Value::Null)}),
-                            )
+                            let mut ex =
+                                json!({"value": v.get("value").cloned().unwrap_or(Value::Null)});
+                            if let Some(s) = v.get("summary").filter(|s| !s.is_null()) {
+                                ex["summary"] = s.clone();
+                            }
+                            (k.clone(), ex)
                         })
                         .collect();
                     media.insert("examples".into(), Value::Object(exs));

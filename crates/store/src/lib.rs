@@ -624,6 +624,31 @@ impl Queries for WriteTx<'_> {
 }
 
 impl WriteTx<'_> {
+    /// Runs `f` inside a savepoint of this transaction. `f` answers whether to keep what it
+    /// did; when it says no, or fails, everything it wrote is undone (journal included) as
+    /// if it had not run — so a caller can try a change, look at the result, and take it back
+    /// (an import's plan, or skipping a change that turns out to change nothing).
+    pub fn attempt<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> std::result::Result<(T, bool), E>,
+    ) -> std::result::Result<T, E> {
+        self.tx
+            .execute_batch("SAVEPOINT attempt")
+            .map_err(StoreError::from)?;
+        let (changes, scrub) = (self.changes, self.scrub);
+        let outcome = f(self);
+        let keep = matches!(outcome, Ok((_, true)));
+        let sql = if keep {
+            "RELEASE attempt"
+        } else {
+            self.changes = changes;
+            self.scrub = scrub;
+            "ROLLBACK TO attempt; RELEASE attempt"
+        };
+        self.tx.execute_batch(sql).map_err(StoreError::from)?;
+        outcome.map(|(value, _)| value)
+    }
+
     /// The revision this transaction will commit as, if it changes anything.
     pub fn next_revision(&self) -> u64 {
         self.next
@@ -1183,6 +1208,60 @@ mod tests {
 
     fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn an_attempt_taken_back_leaves_no_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path()).unwrap();
+        let tag = |id: &str| ResourcePath::top(Kind::Tag, id);
+        let c = store
+            .write(|w| -> Result<()> {
+                w.attempt(|w| {
+                    Ok::<_, StoreError>((
+                        w.put(&tag("kept"), obj(json!({"displayName": "k"})), &[])?,
+                        true,
+                    ))
+                })?;
+                w.attempt(|w| {
+                    Ok::<_, StoreError>((
+                        w.put(&tag("undone"), obj(json!({"displayName": "u"})), &[])?,
+                        false,
+                    ))
+                })?;
+                let failed: Result<()> = w.attempt(|w| {
+                    w.put(&tag("failed"), obj(json!({"displayName": "f"})), &[])?;
+                    Err(StoreError::Corrupt("on purpose".into()))
+                });
+                assert!(failed.is_err());
+                Ok(())
+            })
+            .unwrap();
+        assert!(c.changed);
+        let (kept, undone, failed, journal) = store
+            .read(|r| -> Result<_> {
+                Ok((
+                    r.get("/tags/kept")?.is_some(),
+                    r.get("/tags/undone")?.is_some(),
+                    r.get("/tags/failed")?.is_some(),
+                    r.changed_paths_since(0)?,
+                ))
+            })
+            .unwrap();
+        assert!(kept && !undone && !failed);
+        assert_eq!(journal, vec!["/tags/kept".to_string()]);
+        let c = store
+            .write(|w| -> Result<()> {
+                w.attempt(|w| {
+                    Ok::<_, StoreError>((
+                        w.put(&tag("undone"), obj(json!({"displayName": "u"})), &[])?,
+                        false,
+                    ))
+                })?;
+                Ok(())
+            })
+            .unwrap();
+        assert!(!c.changed, "an attempt taken back is no change");
     }
 
     #[test]

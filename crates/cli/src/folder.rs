@@ -1,0 +1,196 @@
+//! `gatehouse export` and `gatehouse import`: the configuration as a folder in APIOps's
+//! layout, moved over the management API (`GET /export`, `POST /import`) as an archive.
+//!
+//! The override file's `{#TOKEN#}` placeholders are replaced here, from this process's
+//! environment, so that secrets come from where the pipeline runs.
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use gatehouse_apiops::{archive, dir, overrides};
+use gatehouse_client::Client;
+use serde_json::Value;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// The folder to write (created if missing; must be empty unless --clean).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Export only these resources and what is below them, e.g. /apis/echo,/products/starter.
+    #[arg(long, value_delimiter = ',')]
+    pub include: Vec<String>,
+    /// Remove what an earlier export wrote (the root policy.xml and the collection folders)
+    /// before writing; other files in the folder stay.
+    #[arg(long)]
+    pub clean: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ImportArgs {
+    /// The folder to read (APIOps's layout, as `gatehouse export` or APIOps's extractor
+    /// writes it).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// An APIOps publisher override file (configuration.<env>.yaml); its {#TOKEN#}
+    /// placeholders are replaced from the environment variables they name.
+    #[arg(long)]
+    pub overrides: Option<PathBuf>,
+    /// Show what would change, and change nothing.
+    #[arg(long)]
+    pub plan: bool,
+    /// Also delete what the folder's collections lack (listed first, asked before).
+    #[arg(long)]
+    pub prune: bool,
+    /// Apply a prune without asking.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+pub async fn export(client: &Client, args: &ExportArgs, json: bool) -> Result<()> {
+    prepare_export_dir(args)?;
+    let mut path = "/export".to_string();
+    if !args.include.is_empty() {
+        path.push_str(&format!("?include={}", args.include.join(",")));
+    }
+    let zip = client.download(&path).await?;
+    let files = archive::read(&zip, archive::LIMITS).context("the export is not a readable zip")?;
+    dir::write_dir(&args.dir, &files)?;
+    if json {
+        crate::output::print_json(&serde_json::json!({"dir": args.dir, "files": files.len()}));
+    } else {
+        println!("exported {} files to {}", files.len(), args.dir.display());
+    }
+    Ok(())
+}
+
+fn prepare_export_dir(args: &ExportArgs) -> Result<()> {
+    if args.clean {
+        for p in dir::exported_names(&args.dir)? {
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            }
+            .with_context(|| format!("cannot remove {}", p.display()))?;
+        }
+    }
+    let not_empty = std::fs::read_dir(&args.dir)
+        .map(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() != ".git")))
+        .unwrap_or(false);
+    if not_empty && !args.clean {
+        bail!(
+            "{} is not empty: pass --clean to replace what an earlier export wrote, or choose an empty folder",
+            args.dir.display()
+        );
+    }
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))
+}
+
+pub async fn import(client: &Client, args: &ImportArgs, json: bool) -> Result<()> {
+    if !args.dir.is_dir() {
+        bail!("{} is not a folder", args.dir.display());
+    }
+    let mut files = dir::read_dir(&args.dir)?;
+    let mut query = Vec::new();
+    if let Some(path) = &args.overrides {
+        let (name, text) = read_overrides(path)?;
+        files.insert(name.clone(), text.into_bytes());
+        query.push(format!("overrides={}", encode(&name)));
+    }
+    if args.prune {
+        query.push("prune=true".into());
+    }
+    let body = archive::tar_gz(&files);
+    let send = |plan: bool| {
+        let mut q = query.clone();
+        if plan {
+            q.push("plan=true".into());
+        }
+        let url = format!("/import?{}", q.join("&"));
+        let body = body.clone();
+        async move { client.upload(&url, body, "application/gzip").await }
+    };
+    if args.plan {
+        return show(&send(true).await?, json);
+    }
+    if args.prune && !args.yes {
+        let plan = send(true).await?;
+        let deleted = plan["deleted"].as_array().map_or(0, Vec::len);
+        if deleted > 0 && !confirm(&plan, deleted)? {
+            bail!("nothing was changed");
+        }
+    }
+    show(&send(false).await?, json)
+}
+
+fn read_overrides(path: &PathBuf) -> Result<(String, String)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the override file {}", path.display()))?;
+    let text = overrides::substitute_tokens(&text, |name| std::env::var(name).ok())
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("overrides.yaml")
+        .to_string();
+    Ok((name, text))
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Lists the deletions and asks; without a terminal to ask on, refuses.
+fn confirm(plan: &Value, deleted: usize) -> Result<bool> {
+    for d in plan["deleted"].as_array().into_iter().flatten() {
+        eprintln!("- {}", d["id"].as_str().unwrap_or(""));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "the import would delete {deleted} resources (listed above): run it with --yes to confirm, or without --prune"
+        );
+    }
+    eprint!("Delete these {deleted} resources? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+fn show(plan: &Value, json: bool) -> Result<()> {
+    if json {
+        crate::output::print_json(plan);
+        return Ok(());
+    }
+    let list = |key: &str| plan[key].as_array().cloned().unwrap_or_default();
+    for c in list("created") {
+        println!("+ {}  ({})", text(&c["id"]), text(&c["file"]));
+    }
+    for c in list("updated") {
+        let props: Vec<&str> = c["properties"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!("~ {}  {}", text(&c["id"]), props.join(", "));
+    }
+    for c in list("deleted") {
+        println!("- {}  ({})", text(&c["id"]), text(&c["reason"]));
+    }
+    for s in list("skipped") {
+        println!("! {}: {}", text(&s["file"]), text(&s["reason"]));
+    }
+    println!("{}", text(&plan["summary"]));
+    Ok(())
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}

@@ -1,0 +1,453 @@
+//! A whole configuration as a folder of files in APIOps's layout: `GET /export` (a zip) and
+//! `POST /import` (a zip or tar; plan, apply, prune).
+//!
+//! Invariants: an import is one store transaction — every resource goes through the same
+//! rules as a PUT, so a folder with one bad file changes nothing and the error names the
+//! file; a resource whose result would equal what is stored is not written (its attempt is
+//! taken back), so applying a folder twice writes nothing the second time; a plan runs the
+//! very same code and takes everything back. Exports hold no secret.
+
+use crate::error::ApiError;
+use crate::openapi;
+use crate::render::public_properties;
+use crate::respond::blocking;
+use crate::rules::{self, Mode, WriteOptions};
+use crate::state::AppState;
+use gatehouse_apiops::overrides::Overrides;
+use gatehouse_apiops::read::{Desired, order_of};
+use gatehouse_apiops::{Files, Item, Skipped, Specification, archive, layout};
+use gatehouse_model::{Kind, ResourcePath};
+use gatehouse_store::WriteTx;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// The largest archive `POST /import` takes.
+pub const MAX_IMPORT_BODY: usize = 64 << 20;
+
+/// What an import changes (or, for a plan, would change).
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub applied: bool,
+    pub revision: u64,
+    pub created: Vec<Change>,
+    pub updated: Vec<Change>,
+    pub deleted: Vec<Change>,
+    pub unchanged: Vec<String>,
+    pub skipped: Vec<SkippedFile>,
+    pub summary: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Change {
+    pub id: String,
+    /// The file that asks for it (for a deletion: why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For an update: the properties that change.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub properties: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SkippedFile {
+    pub file: String,
+    pub reason: String,
+}
+
+impl From<Skipped> for SkippedFile {
+    fn from(s: Skipped) -> Self {
+        SkippedFile {
+            file: s.file,
+            reason: s.reason,
+        }
+    }
+}
+
+/// How an import runs.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    pub plan: bool,
+    pub prune: bool,
+    /// The override file's path inside the archive.
+    pub overrides: Option<String>,
+    pub actor: String,
+}
+
+/// `GET /export`: the configuration (or the resources below `include`) as a zip.
+pub async fn export(state: &Arc<AppState>, include: Vec<String>) -> Result<Vec<u8>, ApiError> {
+    let files = export_files(state, include).await?;
+    Ok(archive::zip(&files))
+}
+
+/// The files of an export.
+pub async fn export_files(state: &Arc<AppState>, include: Vec<String>) -> Result<Files, ApiError> {
+    blocking(&state.store, move |s| {
+        s.read(|r| -> Result<Files, ApiError> {
+            let mut items = Vec::new();
+            let mut operations: BTreeMap<String, Vec<(String, Map<String, Value>)>> =
+                BTreeMap::new();
+            r.for_each_resource(|res| {
+                if !included(&res.path, &include) {
+                    return Ok(());
+                }
+                let properties = public_properties(res.kind, &res.properties);
+                if res.kind == Kind::Operation {
+                    let api = res.path[..res.path.find("/operations/").unwrap_or(0)].to_string();
+                    operations
+                        .entry(api)
+                        .or_default()
+                        .push((res.name().to_string(), properties.clone()));
+                }
+                items.push(Item {
+                    path: res.path.clone(),
+                    kind: res.kind,
+                    properties,
+                    file: String::new(),
+                });
+                Ok(())
+            })?;
+            let specs = specifications(&items, &operations);
+            Ok(gatehouse_apiops::write::export(&items, &specs).files)
+        })
+    })
+    .await
+}
+
+fn included(path: &str, include: &[String]) -> bool {
+    include.is_empty()
+        || include.iter().any(|p| {
+            let p = p.trim_end_matches('/');
+            path == p
+                || path.starts_with(&format!("{p}/"))
+                || path.starts_with(&format!("{p};rev="))
+        })
+}
+
+/// Each API's OpenAPI document, with a server relative to the gateway so that the same
+/// configuration exports the same bytes from any instance.
+fn specifications(
+    items: &[Item],
+    operations: &BTreeMap<String, Vec<(String, Map<String, Value>)>>,
+) -> Vec<Specification> {
+    items
+        .iter()
+        .filter(|i| i.kind == Kind::Api)
+        .map(|api| {
+            let ops = operations.get(&api.path).map(Vec::as_slice).unwrap_or(&[]);
+            let doc = openapi::export(&api.properties, "", ops);
+            let text = serde_norway::to_string(&doc).expect("JSON values serialise as YAML");
+            Specification {
+                api: api.path.clone(),
+                extension: "yaml".into(),
+                text,
+                file: String::new(),
+            }
+        })
+        .collect()
+}
+
+/// `POST /import`: reads the archive, then plans or applies it.
+pub async fn import(
+    state: &Arc<AppState>,
+    body: &[u8],
+    opts: ImportOptions,
+) -> Result<Plan, ApiError> {
+    let mut files = archive::read(body, archive::LIMITS).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "InvalidArchive",
+            e.to_string(),
+        )
+    })?;
+    let overrides = match &opts.overrides {
+        None => None,
+        Some(name) => {
+            let bytes = files.remove(name).ok_or_else(|| {
+                ApiError::invalid("overrides", format!("the archive holds no file '{name}'"))
+            })?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                ApiError::invalid("overrides", format!("{name}: the file is not UTF-8"))
+            })?;
+            Some(
+                Overrides::parse(name, &text)
+                    .map_err(|e| ApiError::invalid("overrides", e.to_string()))?,
+            )
+        }
+    };
+    let desired = gatehouse_apiops::read::read(&files, overrides.as_ref()).map_err(file_errors)?;
+    let operations = parse_specifications(&desired)?;
+    blocking(&state.store, move |s| {
+        let committed = s.write_as(&opts.actor.clone(), |tx| {
+            let keep = !opts.plan;
+            tx.attempt(|tx| Ok::<_, ApiError>((apply(tx, &desired, &operations, &opts)?, keep)))
+        })?;
+        let mut plan = committed.value;
+        plan.applied = !opts.plan;
+        plan.revision = committed.revision;
+        plan.skipped = desired.skipped.iter().cloned().map(Into::into).collect();
+        plan.summary = summary(&plan);
+        Ok(plan)
+    })
+    .await
+}
+
+/// Errors in files: each detail's target is its file; one error's message names it too.
+fn file_errors(errors: Vec<gatehouse_apiops::FileError>) -> ApiError {
+    let mut e = ApiError::validation(
+        errors
+            .iter()
+            .map(|e| gatehouse_model::FieldError::new(&e.file, &e.message))
+            .collect(),
+    );
+    e.message = match errors.as_slice() {
+        [one] => one.to_string(),
+        many => format!("{} files have errors:", many.len()),
+    };
+    e
+}
+
+/// The operations each specification describes, by API path; an unreadable one is an error
+/// naming its file. GraphQL, WSDL and WADL descriptions are noted, not read.
+type Operations = BTreeMap<String, Vec<(String, Map<String, Value>)>>;
+
+fn parse_specifications(desired: &Desired) -> Result<Operations, ApiError> {
+    let mut out = Operations::new();
+    let mut errors = Vec::new();
+    for spec in &desired.specifications {
+        if !matches!(spec.extension.as_str(), "yaml" | "yml" | "json") {
+            continue;
+        }
+        match openapi::import(&spec.text) {
+            Ok(api) => {
+                out.insert(spec.api.clone(), api.operations);
+            }
+            Err(e) => errors.push(gatehouse_apiops::FileError::new(spec.file.clone(), e)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(file_errors(errors))
+    }
+}
+
+fn apply(
+    tx: &mut WriteTx<'_>,
+    desired: &Desired,
+    operations: &Operations,
+    opts: &ImportOptions,
+) -> Result<Plan, ApiError> {
+    let mut plan = Plan::default();
+    let secrets = kept_secrets(tx, desired)?;
+    let mut wanted: BTreeSet<String> = BTreeSet::new();
+    for item in &desired.items {
+        let mut props = item.properties.clone();
+        if let Some(value) = secrets.get(&item.path) {
+            props.insert("value".into(), value.clone());
+        }
+        let path = ResourcePath::parse_stored(&item.path).map_err(ApiError::from)?;
+        put_one(tx, &path, props, &item.file, &mut plan)?;
+        wanted.insert(item.path.clone());
+        if item.kind == Kind::Api
+            && let Some(ops) = operations.get(&item.path)
+        {
+            let file = spec_file(desired, &item.path);
+            apply_operations(tx, &path, ops, &file, &mut plan, &mut wanted)?;
+        }
+    }
+    if opts.prune {
+        prune(tx, desired, &wanted, &mut plan)?;
+    }
+    Ok(plan)
+}
+
+fn spec_file(desired: &Desired, api: &str) -> String {
+    desired
+        .specifications
+        .iter()
+        .find(|s| s.api == api)
+        .map(|s| s.file.clone())
+        .unwrap_or_default()
+}
+
+/// Secret named values the folder gives no value: the instance's own value is kept; one the
+/// instance does not have is an error (never an empty secret).
+fn kept_secrets(tx: &WriteTx<'_>, desired: &Desired) -> Result<BTreeMap<String, Value>, ApiError> {
+    let mut kept = BTreeMap::new();
+    let mut missing = Vec::new();
+    for item in &desired.secrets_without_value {
+        match tx.get(&item.path)?.and_then(|r| r.properties.get("value").cloned()) {
+            Some(v) if !v.is_null() => {
+                kept.insert(item.path.clone(), v);
+            }
+            _ => missing.push(gatehouse_apiops::FileError::new(
+                &item.file,
+                format!(
+                    "the secret named value '{}' has no value: give it one in the overrides file (namedValues: - name: {0}, properties: {{value: …}}), e.g. from an environment variable as {{#TOKEN#}}",
+                    item.path.trim_start_matches("/namedValues/")
+                ),
+            )),
+        }
+    }
+    if missing.is_empty() {
+        Ok(kept)
+    } else {
+        Err(file_errors(missing))
+    }
+}
+
+/// Puts one resource as PUT does, keeping the write only if it changes something.
+fn put_one(
+    tx: &mut WriteTx<'_>,
+    path: &ResourcePath,
+    props: Map<String, Value>,
+    file: &str,
+    plan: &mut Plan,
+) -> Result<(), ApiError> {
+    let key = path.as_string();
+    let before = tx.get(&key)?.map(|r| r.properties);
+    let changed = tx.attempt(|tx| {
+        rules::put_resource(tx, path, props, Mode::Put, &WriteOptions::default())
+            .map_err(|e| in_file(file, e.into()))?;
+        let after = tx.get(&key)?.map(|r| r.properties).unwrap_or_default();
+        let changed = match &before {
+            None => Some(Vec::new()),
+            Some(b) => Some(changed_properties(b, &after)).filter(|c| !c.is_empty()),
+        };
+        let keep = changed.is_some();
+        Ok::<_, ApiError>((changed, keep))
+    })?;
+    let change = |properties| Change {
+        id: key.clone(),
+        file: Some(file.to_string()),
+        reason: None,
+        properties,
+    };
+    match (before.is_some(), changed) {
+        (false, _) => plan.created.push(change(Vec::new())),
+        (true, Some(props)) => plan.updated.push(change(props)),
+        (true, None) => plan.unchanged.push(key),
+    }
+    Ok(())
+}
+
+fn in_file(file: &str, mut e: ApiError) -> ApiError {
+    e.message = format!("{file}: {}", e.message);
+    for d in &mut e.details {
+        d.message = format!("{file}: {}", d.message);
+    }
+    e
+}
+
+/// The top-level properties whose values differ.
+fn changed_properties(before: &Map<String, Value>, after: &Map<String, Value>) -> Vec<String> {
+    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .cloned()
+        .collect()
+}
+
+/// An API's operations become exactly those of its specification, as APIM's import does.
+fn apply_operations(
+    tx: &mut WriteTx<'_>,
+    api: &ResourcePath,
+    ops: &[(String, Map<String, Value>)],
+    file: &str,
+    plan: &mut Plan,
+    wanted: &mut BTreeSet<String>,
+) -> Result<(), ApiError> {
+    let api_key = api.as_string();
+    for existing in tx.children(Kind::Operation, &api_key)? {
+        if !ops.iter().any(|(id, _)| existing.name() == id) {
+            let p = ResourcePath::parse_stored(&existing.path).map_err(ApiError::from)?;
+            rules::delete_resource(tx, &p, &WriteOptions::default())
+                .map_err(|e| in_file(file, e.into()))?;
+            plan.deleted.push(Change {
+                id: existing.path.clone(),
+                file: Some(file.to_string()),
+                reason: Some("not in the API's specification".into()),
+                properties: Vec::new(),
+            });
+        }
+    }
+    for (id, props) in ops {
+        let mut parts = api.parts.clone();
+        parts.push(("operations", id.clone()));
+        let path = ResourcePath::new(Kind::Operation, parts);
+        put_one(tx, &path, props.clone(), file, plan)?;
+        wanted.insert(path.as_string());
+    }
+    Ok(())
+}
+
+/// Deletes what the folder's present folders hold in the instance but not in the folder.
+fn prune(
+    tx: &mut WriteTx<'_>,
+    desired: &Desired,
+    wanted: &BTreeSet<String>,
+    plan: &mut Plan,
+) -> Result<(), ApiError> {
+    let mut doomed = Vec::new();
+    let kinds: BTreeSet<Kind> = layout::ENTRIES.iter().map(|e| e.kind).collect();
+    for kind in kinds {
+        let entry = layout::entries_of(kind).next().expect("listed");
+        for res in tx.all_of_kind(kind)? {
+            if wanted.contains(&res.path) || never_pruned(&res) {
+                continue;
+            }
+            let path = ResourcePath::parse_stored(&res.path).map_err(ApiError::from)?;
+            let file = layout::file_of(entry, &path);
+            let segs: Vec<&str> = file.split('/').collect();
+            let owner = match entry.folder.len() {
+                0 => continue,
+                2 => segs[0].to_string(),
+                _ => format!("{}/{}", segs[0], segs[1]),
+            };
+            if desired.folders.contains(&owner) {
+                doomed.push((order_of(kind), path, owner));
+            }
+        }
+    }
+    doomed.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then_with(|| a.1.as_string().cmp(&b.1.as_string()))
+    });
+    for (_, path, owner) in doomed {
+        let key = path.as_string();
+        if rules::delete_resource(tx, &path, &WriteOptions::default())
+            .map_err(|e| in_file(&owner, e.into()))?
+        {
+            plan.deleted.push(Change {
+                id: key,
+                file: None,
+                reason: Some(format!("not in the folder, and '{owner}' is (prune)")),
+                properties: Vec::new(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What an export never writes, so a prune never deletes it.
+fn never_pruned(res: &gatehouse_model::StoredResource) -> bool {
+    (res.kind == Kind::Group && res.properties.get("builtIn") == Some(&Value::Bool(true)))
+        || res.path == format!("/subscriptions/{}", rules::MASTER_SUBSCRIPTION)
+}
+
+fn summary(plan: &Plan) -> String {
+    format!(
+        "{}{} created, {} updated, {} deleted, {} unchanged; {} files left out",
+        if plan.applied { "" } else { "plan: " },
+        plan.created.len(),
+        plan.updated.len(),
+        plan.deleted.len(),
+        plan.unchanged.len(),
+        plan.skipped.len()
+    )
+}

@@ -396,8 +396,12 @@ async fn an_instance_round_trips_through_files() {
 /// A folder as APIOps's extractor writes it from an APIM instance (full ARM ids, read-only
 /// properties, a Swagger 2 specification, raw policy expressions, a release file).
 fn apim_folder(dir: &Path, backend: &str) {
-    let arm = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.ApiManagement/service/apim-dev";
-    write(dir, "policy.xml", r#"<policies>
+    let arm =
+        "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.ApiManagement/service/apim-dev";
+    write(
+        dir,
+        "policy.xml",
+        r#"<policies>
   <inbound>
     <choose>
       <when condition="@(context.Request.Headers.GetValueOrDefault("x-debug", "") == "1")">
@@ -408,10 +412,23 @@ fn apim_folder(dir: &Path, backend: &str) {
   <backend><forward-request /></backend>
   <outbound />
   <on-error />
-</policies>"#);
-    write(dir, "named values/orders-key/namedValueInformation.json", r#"{"properties": {"displayName": "orders-key", "secret": true, "tags": []}}"#);
-    write(dir, "version sets/orders/versionSetInformation.json", r#"{"properties": {"displayName": "Orders", "versioningScheme": "Segment"}}"#);
-    write(dir, "apis/orders/apiInformation.json", &format!(r#"{{
+</policies>"#,
+    );
+    write(
+        dir,
+        "named values/orders-key/namedValueInformation.json",
+        r#"{"properties": {"displayName": "orders-key", "secret": true, "tags": []}}"#,
+    );
+    write(
+        dir,
+        "version sets/orders/versionSetInformation.json",
+        r#"{"properties": {"displayName": "Orders", "versioningScheme": "Segment"}}"#,
+    );
+    write(
+        dir,
+        "apis/orders/apiInformation.json",
+        &format!(
+            r#"{{
   "properties": {{
     "apiRevision": "1",
     "apiVersion": "v1",
@@ -427,8 +444,13 @@ fn apim_folder(dir: &Path, backend: &str) {
     "subscriptionRequired": true,
     "type": "http"
   }}
-}}"#));
-    write(dir, "apis/orders/specification.json", r#"{
+}}"#
+        ),
+    );
+    write(
+        dir,
+        "apis/orders/specification.json",
+        r#"{
   "swagger": "2.0",
   "info": {"title": "Orders API", "version": "v1"},
   "host": "apim-dev.azure-api.net",
@@ -444,8 +466,12 @@ fn apim_folder(dir: &Path, backend: &str) {
       }
     }
   }
-}"#);
-    write(dir, "apis/orders/policy.xml", r#"<policies>
+}"#,
+    );
+    write(
+        dir,
+        "apis/orders/policy.xml",
+        r#"<policies>
   <inbound>
     <base />
     <set-header name="x-orders-key" exists-action="override"><value>{{orders-key}}</value></set-header>
@@ -453,12 +479,35 @@ fn apim_folder(dir: &Path, backend: &str) {
   <backend><base /></backend>
   <outbound><base /></outbound>
   <on-error><base /></on-error>
-</policies>"#);
-    write(dir, "apis/orders/releases/r1/apiReleaseInformation.json", r#"{"properties": {"notes": "first"}}"#);
-    write(dir, "products/orders-product/productInformation.json", r#"{"properties": {"displayName": "Orders", "description": "Orders for partners", "subscriptionRequired": true, "approvalRequired": false, "state": "published"}}"#);
-    write(dir, "products/orders-product/apis/orders/productApiInformation.json", "{}");
-    write(dir, "subscriptions/partner/subscriptionInformation.json", &format!(r#"{{"properties": {{"displayName": "Partner", "scope": "{arm}/products/orders-product", "state": "active", "allowTracing": false}}}}"#));
-    write(dir, "tags/extra/tagInformation.json", r#"{"properties": {"displayName": "Extra"}}"#);
+</policies>"#,
+    );
+    write(
+        dir,
+        "apis/orders/releases/r1/apiReleaseInformation.json",
+        r#"{"properties": {"notes": "first"}}"#,
+    );
+    write(
+        dir,
+        "products/orders-product/productInformation.json",
+        r#"{"properties": {"displayName": "Orders", "description": "Orders for partners", "subscriptionRequired": true, "approvalRequired": false, "state": "published"}}"#,
+    );
+    write(
+        dir,
+        "products/orders-product/apis/orders/productApiInformation.json",
+        "{}",
+    );
+    write(
+        dir,
+        "subscriptions/partner/subscriptionInformation.json",
+        &format!(
+            r#"{{"properties": {{"displayName": "Partner", "scope": "{arm}/products/orders-product", "state": "active", "allowTracing": false}}}}"#
+        ),
+    );
+    write(
+        dir,
+        "tags/extra/tagInformation.json",
+        r#"{"properties": {"displayName": "Extra"}}"#,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -472,14 +521,31 @@ async fn an_apiops_folder_from_apim_imports_and_serves() {
     std::fs::write(&overrides, "apimServiceName: apim-prod\nnamedValues:\n  - name: orders-key\n    properties:\n      value: \"{#ORDERS_KEY#}\"\n").unwrap();
     let dir = folder.to_str().unwrap();
     let env = [("ORDERS_KEY", "k-123")];
-    let import = ["import", "--dir", dir, "--overrides", overrides.to_str().unwrap()];
+    let import = [
+        "import",
+        "--dir",
+        dir,
+        "--overrides",
+        overrides.to_str().unwrap(),
+    ];
 
     let out = ok(&node.cli(&import, &env));
-    assert!(out.contains("! apis/orders/releases/r1/apiReleaseInformation.json: API releases"), "{out}");
-    assert!(out.contains("+ /apis/orders/operations/get-item  (apis/orders/specification.json)"), "{out}");
+    assert!(
+        out.contains("! apis/orders/releases/r1/apiReleaseInformation.json: API releases"),
+        "{out}"
+    );
+    assert!(
+        out.contains("+ /apis/orders/operations/get-item  (apis/orders/specification.json)"),
+        "{out}"
+    );
     let (_, api) = node.call("GET", "/apis/orders", None).await;
-    assert_eq!(api["properties"]["apiVersionSetId"], "/apiVersionSets/orders", "{api}");
-    let (_, keys) = node.call("POST", "/subscriptions/partner/listSecrets", None).await;
+    assert_eq!(
+        api["properties"]["apiVersionSetId"], "/apiVersionSets/orders",
+        "{api}"
+    );
+    let (_, keys) = node
+        .call("POST", "/subscriptions/partner/listSecrets", None)
+        .await;
     let key = keys["primaryKey"].as_str().unwrap().to_string();
 
     let gateway_get = |debug: &'static str| {
@@ -493,7 +559,10 @@ async fn an_apiops_folder_from_apim_imports_and_serves() {
                 .send()
                 .await
                 .unwrap();
-            (resp.status().as_u16(), resp.json::<Value>().await.unwrap_or(Value::Null))
+            (
+                resp.status().as_u16(),
+                resp.json::<Value>().await.unwrap_or(Value::Null),
+            )
         }
     };
     let mut served = (0, Value::Null);
@@ -516,36 +585,65 @@ async fn an_apiops_folder_from_apim_imports_and_serves() {
 
     // One bad policy: nothing changes, and the error says where.
     let good = std::fs::read_to_string(folder.join("apis/orders/policy.xml")).unwrap();
-    write(&folder, "products/orders-product/productInformation.json", r#"{"properties": {"displayName": "Orders, renamed", "subscriptionRequired": true, "state": "published"}}"#);
-    write(&folder, "apis/orders/policy.xml", "<policies>\n  <inbound>\n    <set-header name=\"a\" exists-action=\"sometimes\"><value>x</value></set-header>\n  </inbound>\n</policies>");
+    write(
+        &folder,
+        "products/orders-product/productInformation.json",
+        r#"{"properties": {"displayName": "Orders, renamed", "subscriptionRequired": true, "state": "published"}}"#,
+    );
+    write(
+        &folder,
+        "apis/orders/policy.xml",
+        "<policies>\n  <inbound>\n    <set-header name=\"a\" exists-action=\"sometimes\"><value>x</value></set-header>\n  </inbound>\n</policies>",
+    );
     let err = failed(&node.cli(&import, &env));
-    assert!(err.contains("apis/orders/policy.xml") && err.contains("line 3"), "{err}");
+    assert!(
+        err.contains("apis/orders/policy.xml") && err.contains("line 3"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert_eq!(node.revision().await, revision, "a failed import changes nothing");
+    assert_eq!(
+        node.revision().await,
+        revision,
+        "a failed import changes nothing"
+    );
     let (_, product) = node.call("GET", "/products/orders-product", None).await;
     assert_eq!(product["properties"]["displayName"], "Orders");
     write(&folder, "apis/orders/policy.xml", &good);
 
     // The plan names the update and its property; applying it is one more revision.
     let plan = ok(&node.cli(&[&import[..], &["--plan"]].concat(), &env));
-    assert!(plan.contains("~ /products/orders-product  description, displayName"), "{plan}");
+    assert!(
+        plan.contains("~ /products/orders-product  description, displayName"),
+        "{plan}"
+    );
     ok(&node.cli(&import, &env));
     assert_eq!(node.revision().await, revision + 1);
 
     // Without --prune nothing is deleted; with it, the plan lists the deletion first.
     std::fs::remove_dir_all(folder.join("tags/extra")).unwrap();
-    write(&folder, "tags/kept/tagInformation.json", r#"{"properties": {"displayName": "Kept"}}"#);
+    write(
+        &folder,
+        "tags/kept/tagInformation.json",
+        r#"{"properties": {"displayName": "Kept"}}"#,
+    );
     let out = ok(&node.cli(&import, &env));
     assert!(!out.contains("- /tags/extra"), "{out}");
     let plan = ok(&node.cli(&[&import[..], &["--plan", "--prune"]].concat(), &env));
-    assert!(plan.contains("- /tags/extra  (not in the folder, and 'tags' is (prune))"), "{plan}");
+    assert!(
+        plan.contains("- /tags/extra  (not in the folder, and 'tags' is (prune))"),
+        "{plan}"
+    );
     assert!(!plan.contains("- /apis/"), "{plan}");
     let err = failed(&node.cli(&[&import[..], &["--prune"]].concat(), &env));
     assert!(err.contains("--yes"), "{err}");
     assert_eq!(node.call("GET", "/tags/extra", None).await.0, 200);
     ok(&node.cli(&[&import[..], &["--prune", "--yes"]].concat(), &env));
     assert_eq!(node.call("GET", "/tags/extra", None).await.0, 404);
-    assert_eq!(node.call("GET", "/subscriptions/master", None).await.0, 200, "the built-in subscription stays");
+    assert_eq!(
+        node.call("GET", "/subscriptions/master", None).await.0,
+        200,
+        "the built-in subscription stays"
+    );
     drop(node.process);
 }
 
@@ -563,7 +661,13 @@ async fn the_api_takes_zip_and_tar_and_refuses_archives_that_escape() {
         let url = format!("{}/import{query}", node.url);
         let token = node.token.clone();
         async move {
-            let r = reqwest::Client::new().post(url).bearer_auth(token).body(body).send().await.unwrap();
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     };
@@ -578,13 +682,20 @@ async fn the_api_takes_zip_and_tar_and_refuses_archives_that_escape() {
 
     // A zip whose entry climbs out of the folder.
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    w.start_file("../../etc/evil", zip::write::SimpleFileOptions::default()).unwrap();
+    w.start_file("../../etc/evil", zip::write::SimpleFileOptions::default())
+        .unwrap();
     std::io::Write::write_all(&mut w, b"x").unwrap();
     let evil = w.finish().unwrap().into_inner();
     let (s, e) = post(evil, "").await;
     assert_eq!(s, 400);
     assert_eq!(e["error"]["code"], "InvalidArchive");
-    assert!(e["error"]["message"].as_str().unwrap().contains("../../etc/evil"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("../../etc/evil"),
+        "{e}"
+    );
 
     // GET /export is a zip of the same layout.
     let zip = reqwest::Client::new()
@@ -596,7 +707,13 @@ async fn the_api_takes_zip_and_tar_and_refuses_archives_that_escape() {
         .bytes()
         .await
         .unwrap();
-    let exported = gatehouse_apiops::archive::read(&zip, gatehouse_apiops::archive::LIMITS).unwrap();
-    assert_eq!(exported["tags/t1/tagInformation.json"], gatehouse_apiops::json::info_file(&serde_json::from_str(r#"{"displayName": "T1"}"#).unwrap()));
+    let exported =
+        gatehouse_apiops::archive::read(&zip, gatehouse_apiops::archive::LIMITS).unwrap();
+    assert_eq!(
+        exported["tags/t1/tagInformation.json"],
+        gatehouse_apiops::json::info_file(
+            &serde_json::from_str(r#"{"displayName": "T1"}"#).unwrap()
+        )
+    );
     drop(node.process);
 }

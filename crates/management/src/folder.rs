@@ -311,6 +311,11 @@ fn put_one(
 ) -> Result<(), ApiError> {
     let key = path.as_string();
     let before = tx.get(&key)?.map(|r| r.properties);
+    if before.as_ref() == Some(&props) {
+        // Stored exactly as asked (policies, operations): a PUT would store the same.
+        plan.unchanged.push(key);
+        return Ok(());
+    }
     let changed = tx.attempt(|tx| {
         rules::put_resource(tx, path, props, Mode::Put, &WriteOptions::default())
             .map_err(|e| in_file(file, e.into()))?;

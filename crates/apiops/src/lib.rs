@@ -11,6 +11,7 @@
 //! [`Skipped`] entry with its reason) or fails naming the file — nothing is dropped silently.
 
 pub mod archive;
+pub mod arm;
 pub mod dir;
 pub mod json;
 pub mod layout;

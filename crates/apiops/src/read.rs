@@ -55,7 +55,16 @@ pub fn read(files: &Files, overrides: Option<&Overrides>) -> Result<Desired, Vec
     if !errors.is_empty() {
         return Err(errors);
     }
-    let mut items: Vec<Item> = items.into_values().collect();
+    Ok(complete(desired, items.into_values().collect(), overrides))
+}
+
+/// Completes what a source (a folder, a template) asks for: the overrides merged in, the
+/// properties kept to the model, secrets without a value found, the items in order.
+pub fn complete(
+    mut desired: Desired,
+    mut items: Vec<Item>,
+    overrides: Option<&Overrides>,
+) -> Desired {
     if let Some(o) = overrides {
         desired.skipped.extend(o.apply(&mut items));
     }
@@ -68,7 +77,7 @@ pub fn read(files: &Files, overrides: Option<&Overrides>) -> Result<Desired, Vec
     items.sort_by_key(|i| (order_of(i.kind), i.path.clone()));
     desired.items = items;
     desired.skipped.sort();
-    Ok(desired)
+    desired
 }
 
 fn read_file(
@@ -185,12 +194,15 @@ fn is_secret_without_value(item: &Item) -> bool {
         && p.get("keyVault").is_none_or(Value::is_null)
 }
 
-/// Where a kind comes in the order of application.
+/// Where a kind comes in the order of application: the layout's order, with operations
+/// (which a template lists, and a folder's specification implies) right after APIs.
 pub fn order_of(kind: Kind) -> usize {
-    layout::ENTRIES
-        .iter()
-        .position(|e| e.kind == kind)
-        .unwrap_or(usize::MAX)
+    let of = |k: Kind| layout::ENTRIES.iter().position(|e| e.kind == k);
+    match kind {
+        Kind::Operation => of(Kind::Api).map(|p| 2 * p + 1),
+        k => of(k).map(|p| 2 * p),
+    }
+    .unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]

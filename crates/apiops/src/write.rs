@@ -90,7 +90,7 @@ fn raw_policy(props: &Map<String, Value>) -> String {
 
 /// The properties a file carries: configuration only, without what the server computes
 /// (creation dates, thumbprints), and a fragment's text goes to its `policy.xml`.
-fn exported_properties(res: &Item) -> Map<String, Value> {
+pub(crate) fn exported_properties(res: &Item) -> Map<String, Value> {
     let schema = fields(res.kind);
     let mut props = res.properties.clone();
     props.retain(|name, _| {

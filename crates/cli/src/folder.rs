@@ -10,13 +10,19 @@ use gatehouse_apiops::{archive, dir, overrides};
 use gatehouse_client::Client;
 use serde_json::Value;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug, Clone)]
 pub struct ExportArgs {
     /// The folder to write (created if missing; must be empty unless --clean).
+    #[arg(long, required_unless_present = "out")]
+    pub dir: Option<PathBuf>,
+    /// `apiops` (a folder, the default) or `arm` (an ARM deployment template, to --out).
+    #[arg(long, default_value = "apiops", value_parser = ["apiops", "arm"])]
+    pub format: String,
+    /// The template file to write (with --format arm).
     #[arg(long)]
-    pub dir: PathBuf,
+    pub out: Option<PathBuf>,
     /// Export only these resources and what is below them, e.g. /apis/echo,/products/starter.
     #[arg(long, value_delimiter = ',')]
     pub include: Vec<String>,
@@ -30,11 +36,18 @@ pub struct ExportArgs {
 pub struct ImportArgs {
     /// The folder to read (APIOps's layout, as `gatehouse export` or APIOps's extractor
     /// writes it).
+    #[arg(long, required_unless_present = "arm", conflicts_with = "arm")]
+    pub dir: Option<PathBuf>,
+    /// An ARM deployment template to read instead (as `gatehouse export --format arm` or
+    /// Azure's "Export template" writes it).
     #[arg(long)]
-    pub dir: PathBuf,
+    pub arm: Option<PathBuf>,
+    /// The template's parameters file ({"parameters": {name: {"value": …}}}), with --arm.
+    #[arg(long, requires = "arm")]
+    pub parameters: Option<PathBuf>,
     /// An APIOps publisher override file (configuration.<env>.yaml); its {#TOKEN#}
     /// placeholders are replaced from the environment variables they name.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "arm")]
     pub overrides: Option<PathBuf>,
     /// Show what would change, and change nothing.
     #[arg(long)]
@@ -48,25 +61,48 @@ pub struct ImportArgs {
 }
 
 pub async fn export(client: &Client, args: &ExportArgs, json: bool) -> Result<()> {
-    prepare_export_dir(args)?;
-    let mut path = "/export".to_string();
-    if !args.include.is_empty() {
-        path.push_str(&format!("?include={}", args.include.join(",")));
-    }
-    let zip = client.download(&path).await?;
-    let files = archive::read(&zip, archive::LIMITS).context("the export is not a readable zip")?;
-    dir::write_dir(&args.dir, &files)?;
-    if json {
-        crate::output::print_json(&serde_json::json!({"dir": args.dir, "files": files.len()}));
+    let include = if args.include.is_empty() {
+        String::new()
     } else {
-        println!("exported {} files to {}", files.len(), args.dir.display());
+        format!("&include={}", encode(&args.include.join(",")))
+    };
+    if args.format == "arm" {
+        let out = args
+            .out
+            .as_ref()
+            .ok_or_else(|| anyhow!("--format arm writes a template: pass --out FILE"))?;
+        let template = client.get(&format!("/export?format=arm{include}")).await?;
+        let text = serde_json::to_string_pretty(&template)? + "\n";
+        std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
+        let n = template["resources"].as_array().map_or(0, Vec::len);
+        if json {
+            crate::output::print_json(&serde_json::json!({"out": out, "resources": n}));
+        } else {
+            println!("exported {n} resources to {}", out.display());
+        }
+        return Ok(());
+    }
+    let dir = args
+        .dir
+        .as_ref()
+        .ok_or_else(|| anyhow!("pass --dir DIR (or --format arm --out FILE)"))?;
+    prepare_export_dir(dir, args.clean)?;
+    let zip = client
+        .download(&format!("/export?format=apiops{include}"))
+        .await?;
+    let files = archive::read(&zip, archive::LIMITS).context("the export is not a readable zip")?;
+    dir::write_dir(dir, &files)?;
+    if json {
+        crate::output::print_json(&serde_json::json!({"dir": dir, "files": files.len()}));
+    } else {
+        println!("exported {} files to {}", files.len(), dir.display());
     }
     Ok(())
 }
 
-fn prepare_export_dir(args: &ExportArgs) -> Result<()> {
-    if args.clean {
-        for p in dir::exported_names(&args.dir)? {
+fn prepare_export_dir(target: &Path, clean: bool) -> Result<()> {
+    if clean {
+        for p in dir::exported_names(target)? {
             if p.is_dir() {
                 std::fs::remove_dir_all(&p)
             } else {
@@ -75,34 +111,40 @@ fn prepare_export_dir(args: &ExportArgs) -> Result<()> {
             .with_context(|| format!("cannot remove {}", p.display()))?;
         }
     }
-    let not_empty = std::fs::read_dir(&args.dir)
+    let not_empty = std::fs::read_dir(target)
         .map(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name() != ".git")))
         .unwrap_or(false);
-    if not_empty && !args.clean {
+    if not_empty && !clean {
         bail!(
             "{} is not empty: pass --clean to replace what an earlier export wrote, or choose an empty folder",
-            args.dir.display()
+            target.display()
         );
     }
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("cannot create {}", args.dir.display()))
+    std::fs::create_dir_all(target).with_context(|| format!("cannot create {}", target.display()))
 }
 
 pub async fn import(client: &Client, args: &ImportArgs, json: bool) -> Result<()> {
-    if !args.dir.is_dir() {
-        bail!("{} is not a folder", args.dir.display());
-    }
-    let mut files = dir::read_dir(&args.dir)?;
     let mut query = Vec::new();
-    if let Some(path) = &args.overrides {
-        let (name, text) = read_overrides(path)?;
-        files.insert(name.clone(), text.into_bytes());
-        query.push(format!("overrides={}", encode(&name)));
-    }
+    let (body, content_type) = match (&args.arm, &args.dir) {
+        (Some(template), _) => {
+            query.push("format=arm".to_string());
+            (
+                template_body(template, args.parameters.as_deref())?,
+                "application/json",
+            )
+        }
+        (None, Some(folder)) => {
+            query.push("format=apiops".to_string());
+            (
+                folder_body(folder, args.overrides.as_deref(), &mut query)?,
+                "application/gzip",
+            )
+        }
+        (None, None) => bail!("pass --dir DIR or --arm TEMPLATE"),
+    };
     if args.prune {
         query.push("prune=true".into());
     }
-    let body = archive::tar_gz(&files);
     let send = |plan: bool| {
         let mut q = query.clone();
         if plan {
@@ -110,7 +152,7 @@ pub async fn import(client: &Client, args: &ImportArgs, json: bool) -> Result<()
         }
         let url = format!("/import?{}", q.join("&"));
         let body = body.clone();
-        async move { client.upload(&url, body, "application/gzip").await }
+        async move { client.upload(&url, body, content_type).await }
     };
     if args.plan {
         return show(&send(true).await?, json);
@@ -125,10 +167,41 @@ pub async fn import(client: &Client, args: &ImportArgs, json: bool) -> Result<()
     show(&send(false).await?, json)
 }
 
-fn read_overrides(path: &PathBuf) -> Result<(String, String)> {
+/// The folder as a gzip'd tar, with the override file (placeholders replaced) beside it.
+fn folder_body(
+    folder: &Path,
+    overrides: Option<&Path>,
+    query: &mut Vec<String>,
+) -> Result<Vec<u8>> {
+    if !folder.is_dir() {
+        bail!("{} is not a folder", folder.display());
+    }
+    let mut files = dir::read_dir(folder)?;
+    if let Some(path) = overrides {
+        let (name, text) = read_overrides(path)?;
+        files.insert(name.clone(), text.into_bytes());
+        query.push(format!("overrides={}", encode(&name)));
+    }
+    Ok(archive::tar_gz(&files))
+}
+
+fn template_body(template: &Path, parameters: Option<&Path>) -> Result<Vec<u8>> {
+    let read = |p: &Path| -> Result<Value> {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", p.display()))
+    };
+    let mut body = serde_json::json!({"template": read(template)?});
+    if let Some(p) = parameters {
+        body["parameters"] = read(p)?;
+    }
+    Ok(serde_json::to_vec(&body)?)
+}
+
+fn read_overrides(path: &Path) -> Result<(String, String)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the override file {}", path.display()))?;
-    let text = overrides::substitute_tokens(&text, |name| std::env::var(name).ok())
+    let text = overrides::substitute_tokens(&text, crate::env::env_value)
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let name = path
         .file_name()

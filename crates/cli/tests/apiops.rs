@@ -390,7 +390,49 @@ async fn an_instance_round_trips_through_files() {
     ok(&b.cli(&["export", "--dir", second.to_str().unwrap()], &[]));
     assert_eq!(tree(&first), tree(&second));
 
-    drop((a.process, b.process));
+    // The same instance as an ARM template, deployed into a third, empty instance.
+    let c = start(root.path(), "c");
+    let template = root.path().join("template.json");
+    ok(&a.cli(
+        &[
+            "export",
+            "--format",
+            "arm",
+            "--out",
+            template.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let t: Value = serde_json::from_str(&std::fs::read_to_string(&template).unwrap()).unwrap();
+    assert_eq!(t["resources"][0]["type"], "Microsoft.ApiManagement/service");
+    assert_eq!(
+        t["parameters"]["namedValue_db_password"]["type"],
+        "securestring"
+    );
+    assert!(!t.to_string().contains("hunter2"));
+    let err = failed(&c.cli(&["import", "--arm", template.to_str().unwrap()], &[]));
+    assert!(
+        err.contains("'namedValue_db_password' has no value"),
+        "{err}"
+    );
+    let params = root.path().join("params.json");
+    std::fs::write(&params, r#"{"parameters": {"serviceName": {"value": "contoso-west"}, "namedValue_db_password": {"value": "hunter2"}}}"#).unwrap();
+    let arm = [
+        "import",
+        "--arm",
+        template.to_str().unwrap(),
+        "--parameters",
+        params.to_str().unwrap(),
+    ];
+    ok(&c.cli(&arm, &[]));
+    assert_eq!(
+        a.digest(SECRET_BEARING).await,
+        c.digest(SECRET_BEARING).await
+    );
+    let again = ok(&c.cli(&arm, &[]));
+    assert!(again.contains("0 created, 0 updated, 0 deleted"), "{again}");
+
+    drop((a.process, b.process, c.process));
 }
 
 /// A folder as APIOps's extractor writes it from an APIM instance (full ARM ids, read-only

@@ -15,7 +15,7 @@ use crate::rules::{self, Mode, WriteOptions};
 use crate::state::AppState;
 use gatehouse_apiops::overrides::Overrides;
 use gatehouse_apiops::read::{Desired, order_of};
-use gatehouse_apiops::{Files, Item, Skipped, Specification, archive, layout};
+use gatehouse_apiops::{Files, Item, Skipped, Specification, archive, arm, layout};
 use gatehouse_model::{Kind, ResourcePath};
 use gatehouse_store::WriteTx;
 use serde::Serialize;
@@ -78,6 +78,17 @@ pub struct ImportOptions {
     pub actor: String,
 }
 
+/// Operations (id, properties) by their API's path.
+type Operations = BTreeMap<String, Vec<(String, Map<String, Value>)>>;
+
+/// What an export reads: the resources (secrets removed), their references, the service.
+struct Exported {
+    items: Vec<Item>,
+    operations: Operations,
+    references: BTreeMap<String, Vec<String>>,
+    service: Option<gatehouse_model::ServiceSettings>,
+}
+
 /// `GET /export`: the configuration (or the resources below `include`) as a zip.
 pub async fn export(state: &Arc<AppState>, include: Vec<String>) -> Result<Vec<u8>, ApiError> {
     let files = export_files(state, include).await?;
@@ -86,11 +97,40 @@ pub async fn export(state: &Arc<AppState>, include: Vec<String>) -> Result<Vec<u
 
 /// The files of an export.
 pub async fn export_files(state: &Arc<AppState>, include: Vec<String>) -> Result<Files, ApiError> {
+    let e = read_exported(state, include).await?;
+    let specs = specifications(&e.items, &e.operations);
+    Ok(gatehouse_apiops::write::export(&e.items, &specs).files)
+}
+
+/// `GET /export?format=arm`: an ARM deployment template of the configuration.
+pub async fn export_template(
+    state: &Arc<AppState>,
+    include: Vec<String>,
+) -> Result<Value, ApiError> {
+    let e = read_exported(state, include).await?;
+    let s = e
+        .service
+        .ok_or_else(|| ApiError::internal("the service has no settings"))?;
+    let service = arm::ServiceInfo {
+        name: s.name,
+        location: s.location,
+        sku: s.sku.name,
+        capacity: s.sku.capacity,
+        publisher_email: s.publisher_email,
+        publisher_name: s.publisher_name,
+    };
+    Ok(arm::export(&service, &e.items, &e.references))
+}
+
+async fn read_exported(state: &Arc<AppState>, include: Vec<String>) -> Result<Exported, ApiError> {
     blocking(&state.store, move |s| {
-        s.read(|r| -> Result<Files, ApiError> {
-            let mut items = Vec::new();
-            let mut operations: BTreeMap<String, Vec<(String, Map<String, Value>)>> =
-                BTreeMap::new();
+        s.read(|r| -> Result<Exported, ApiError> {
+            let mut e = Exported {
+                items: Vec::new(),
+                operations: BTreeMap::new(),
+                references: BTreeMap::new(),
+                service: r.service()?,
+            };
             r.for_each_resource(|res| {
                 if !included(&res.path, &include) {
                     return Ok(());
@@ -98,12 +138,12 @@ pub async fn export_files(state: &Arc<AppState>, include: Vec<String>) -> Result
                 let properties = public_properties(res.kind, &res.properties);
                 if res.kind == Kind::Operation {
                     let api = res.path[..res.path.find("/operations/").unwrap_or(0)].to_string();
-                    operations
+                    e.operations
                         .entry(api)
                         .or_default()
                         .push((res.name().to_string(), properties.clone()));
                 }
-                items.push(Item {
+                e.items.push(Item {
                     path: res.path.clone(),
                     kind: res.kind,
                     properties,
@@ -111,8 +151,11 @@ pub async fn export_files(state: &Arc<AppState>, include: Vec<String>) -> Result
                 });
                 Ok(())
             })?;
-            let specs = specifications(&items, &operations);
-            Ok(gatehouse_apiops::write::export(&items, &specs).files)
+            r.for_each_ref(|from, to| {
+                e.references.entry(from).or_default().push(to);
+                Ok(())
+            })?;
+            Ok(e)
         })
     })
     .await
@@ -130,10 +173,7 @@ fn included(path: &str, include: &[String]) -> bool {
 
 /// Each API's OpenAPI document, with a server relative to the gateway so that the same
 /// configuration exports the same bytes from any instance.
-fn specifications(
-    items: &[Item],
-    operations: &BTreeMap<String, Vec<(String, Map<String, Value>)>>,
-) -> Vec<Specification> {
+fn specifications(items: &[Item], operations: &Operations) -> Vec<Specification> {
     items
         .iter()
         .filter(|i| i.kind == Kind::Api)
@@ -151,12 +191,39 @@ fn specifications(
         .collect()
 }
 
-/// `POST /import`: reads the archive, then plans or applies it.
+/// What an import reads: a folder's archive, or an ARM template (with its parameters).
+pub enum Source<'a> {
+    Archive(&'a [u8]),
+    Template(&'a [u8]),
+}
+
+/// `POST /import`: reads the source, then plans or applies it.
 pub async fn import(
     state: &Arc<AppState>,
-    body: &[u8],
+    source: Source<'_>,
     opts: ImportOptions,
 ) -> Result<Plan, ApiError> {
+    let desired = match source {
+        Source::Archive(body) => read_archive(body, &opts)?,
+        Source::Template(body) => read_template(body)?,
+    };
+    let operations = parse_specifications(&desired)?;
+    blocking(&state.store, move |s| {
+        let committed = s.write_as(&opts.actor.clone(), |tx| {
+            let keep = !opts.plan;
+            tx.attempt(|tx| Ok::<_, ApiError>((apply(tx, &desired, &operations, &opts)?, keep)))
+        })?;
+        let mut plan = committed.value;
+        plan.applied = !opts.plan;
+        plan.revision = committed.revision;
+        plan.skipped = desired.skipped.iter().cloned().map(Into::into).collect();
+        plan.summary = summary(&plan);
+        Ok(plan)
+    })
+    .await
+}
+
+fn read_archive(body: &[u8], opts: &ImportOptions) -> Result<Desired, ApiError> {
     let mut files = archive::read(body, archive::LIMITS).map_err(|e| {
         ApiError::new(
             axum::http::StatusCode::BAD_REQUEST,
@@ -173,27 +240,20 @@ pub async fn import(
             let text = String::from_utf8(bytes).map_err(|_| {
                 ApiError::invalid("overrides", format!("{name}: the file is not UTF-8"))
             })?;
-            Some(
-                Overrides::parse(name, &text)
-                    .map_err(|e| ApiError::invalid("overrides", e.to_string()))?,
-            )
+            Some(Overrides::parse(name, &text).map_err(|e| file_errors(vec![e]))?)
         }
     };
-    let desired = gatehouse_apiops::read::read(&files, overrides.as_ref()).map_err(file_errors)?;
-    let operations = parse_specifications(&desired)?;
-    blocking(&state.store, move |s| {
-        let committed = s.write_as(&opts.actor.clone(), |tx| {
-            let keep = !opts.plan;
-            tx.attempt(|tx| Ok::<_, ApiError>((apply(tx, &desired, &operations, &opts)?, keep)))
-        })?;
-        let mut plan = committed.value;
-        plan.applied = !opts.plan;
-        plan.revision = committed.revision;
-        plan.skipped = desired.skipped.iter().cloned().map(Into::into).collect();
-        plan.summary = summary(&plan);
-        Ok(plan)
-    })
-    .await
+    gatehouse_apiops::read::read(&files, overrides.as_ref()).map_err(file_errors)
+}
+
+/// A body `{"template": {…}, "parameters": {…}}` (or the template alone).
+fn read_template(body: &[u8]) -> Result<Desired, ApiError> {
+    let body = crate::respond::parse_json_body(body)?;
+    let (template, parameters) = match body.get("template") {
+        Some(t) => (t.clone(), body.get("parameters").cloned()),
+        None => (Value::Object(body), None),
+    };
+    arm::read(&template, parameters.as_ref()).map_err(file_errors)
 }
 
 /// Errors in files: each detail's target is its file; one error's message names it too.
@@ -213,8 +273,6 @@ fn file_errors(errors: Vec<gatehouse_apiops::FileError>) -> ApiError {
 
 /// The operations each specification describes, by API path; an unreadable one is an error
 /// naming its file. GraphQL, WSDL and WADL descriptions are noted, not read.
-type Operations = BTreeMap<String, Vec<(String, Map<String, Value>)>>;
-
 fn parse_specifications(desired: &Desired) -> Result<Operations, ApiError> {
     let mut out = Operations::new();
     let mut errors = Vec::new();

@@ -132,10 +132,24 @@ async fn folder_route(
                     .collect()
             })
             .unwrap_or_default();
-        let zip = crate::folder::export(state, include).await?;
-        return Ok(Some(
-            ([(header::CONTENT_TYPE, "application/zip")], zip).into_response(),
-        ));
+        return Ok(Some(match query.get("format").map(String::as_str) {
+            None | Some("apiops") => {
+                let zip = crate::folder::export(state, include).await?;
+                ([(header::CONTENT_TYPE, "application/zip")], zip).into_response()
+            }
+            Some("arm") => json_response(
+                StatusCode::OK,
+                crate::folder::export_template(state, include).await?,
+            ),
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "format",
+                    format!(
+                        "the export format '{other}' is not supported; use apiops (a zip) or arm (a template)"
+                    ),
+                ));
+            }
+        }));
     }
     if trimmed.eq_ignore_ascii_case("/import") {
         if *method != Method::POST {
@@ -147,7 +161,19 @@ async fn folder_route(
             overrides: query.get("overrides").cloned(),
             actor: actor.to_string(),
         };
-        let plan = crate::folder::import(state, body, opts).await?;
+        let source = match query.get("format").map(String::as_str) {
+            None | Some("apiops") => crate::folder::Source::Archive(body),
+            Some("arm") => crate::folder::Source::Template(body),
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "format",
+                    format!(
+                        "the import format '{other}' is not supported; use apiops (a zip or tar) or arm (a template)"
+                    ),
+                ));
+            }
+        };
+        let plan = crate::folder::import(state, source, opts).await?;
         let value = serde_json::to_value(&plan).map_err(|e| ApiError::internal(e.to_string()))?;
         return Ok(Some(with_revision(
             json_response(StatusCode::OK, value),

@@ -6,7 +6,7 @@
 //! unpacked sizes are bounded, so a small body cannot unpack into a huge one; writing is
 //! deterministic (sorted entries, fixed timestamps).
 
-use crate::Files;
+use crate::item::Files;
 use std::io::{Cursor, Read, Write};
 
 /// Bounds on what an archive may unpack to.

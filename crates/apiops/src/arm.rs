@@ -8,8 +8,9 @@
 //! and references — `parameters()`, `variables()`, `concat()`, `resourceId()` — are evaluated;
 //! any other expression is an error naming the resource, never a literal string.
 
+use crate::item::{FileError, Item, Skipped, Specification};
+use crate::layout;
 use crate::read::{Desired, complete};
-use crate::{FileError, Item, Skipped, Specification, layout};
 use gatehouse_model::{Kind, ResourcePath};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;

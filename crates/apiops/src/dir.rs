@@ -3,8 +3,8 @@
 //! Invariant: reading skips `.git` and follows no symbolic link; writing creates only paths
 //! that [`archive::clean_path`](crate::archive::clean_path) accepts, below the folder.
 
-use crate::Files;
 use crate::archive::{ArchiveError, LIMITS, clean_path};
+use crate::item::Files;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]

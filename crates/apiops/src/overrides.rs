@@ -6,7 +6,7 @@
 //! parsing ([`substitute_tokens`], from the environment of whoever runs the import); one left
 //! in the file is an error, never a literal value.
 
-use crate::{FileError, Item, Skipped};
+use crate::item::{FileError, Item, Skipped};
 use gatehouse_model::{Kind, ResourcePath};
 use serde_json::{Map, Value};
 

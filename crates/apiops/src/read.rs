@@ -4,9 +4,10 @@
 //! [`Skipped`] note with its reason; a file that cannot be read is an error naming it, and
 //! all such errors are reported together.
 
+use crate::item::{FileError, Files, Item, Skipped, Specification};
+use crate::json;
 use crate::layout::{self, Content, Recognized};
 use crate::overrides::Overrides;
-use crate::{FileError, Files, Item, Skipped, Specification, json};
 use gatehouse_model::props::{Access, fields};
 use gatehouse_model::{Kind, ResourcePath};
 use gatehouse_policy::doc::stored_format_of_raw;

@@ -4,8 +4,9 @@
 //! this module leaves out what APIOps leaves out (the built-in `master` subscription, system
 //! groups, operations — the specification carries them) and notes what it cannot carry.
 
+use crate::item::{Files, Item, Skipped, Specification};
+use crate::json;
 use crate::layout::{self, Content};
-use crate::{Files, Item, Skipped, Specification, json};
 use gatehouse_model::props::{Access, fields};
 use gatehouse_model::{Kind, ResourcePath};
 use gatehouse_policy::doc::unescape_xml_expressions;

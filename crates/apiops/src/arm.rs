@@ -405,6 +405,7 @@ fn eval_value(v: &Value, scope: &Scope) -> Result<Value, String> {
                 text: &s[1..s.len() - 1],
                 at: 0,
                 scope,
+                depth: 0,
             };
             let value = p.expr()?;
             p.skip_ws();
@@ -433,7 +434,11 @@ struct Parser<'a> {
     text: &'a str,
     at: usize,
     scope: &'a Scope,
+    depth: usize,
 }
+
+/// How deep calls may nest in one expression (templates nest a handful).
+const MAX_DEPTH: usize = 32;
 
 impl Parser<'_> {
     fn skip_ws(&mut self) {
@@ -456,7 +461,12 @@ impl Parser<'_> {
         if name.is_empty() {
             return Err(format!("expected a value at {}", self.at + 1));
         }
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(format!("calls nest deeper than {MAX_DEPTH}"));
+        }
         let args = self.args()?;
+        self.depth -= 1;
         match (name, args.as_slice()) {
             ("parameters", [Value::String(n)]) => self
                 .scope

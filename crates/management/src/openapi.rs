@@ -125,6 +125,55 @@ fn swagger2_to_openapi3(mut doc: Value) -> Result<Value, String> {
     Ok(serde_json::from_str(&text).expect("round trip"))
 }
 
+/// Rewrites an OpenAPI 3.1 document (JSON Schema 2020-12) into the 3.0 shape the parser reads:
+/// `type: [t, "null"]` → `type: t, nullable: true`; numeric `exclusiveMinimum`/`Maximum` →
+/// bounds; `const` → a one-value `enum`; a schema's `examples` list → `example`; webhooks and
+/// the dialect dropped (they describe no operation of the API).
+fn openapi31_to_30(mut doc: Value) -> Value {
+    if let Value::Object(m) = &mut doc {
+        m.insert("openapi".into(), json!("3.0.3"));
+        m.remove("webhooks");
+        m.remove("jsonSchemaDialect");
+    }
+    downgrade_schemas(&mut doc);
+    doc
+}
+
+fn downgrade_schemas(v: &mut Value) {
+    match v {
+        Value::Array(a) => a.iter_mut().for_each(downgrade_schemas),
+        Value::Object(m) => {
+            if let Some(Value::Array(types)) = m.get("type").cloned() {
+                let named: Vec<&Value> = types.iter().filter(|t| *t != "null").collect();
+                if named.len() < types.len() {
+                    m.insert("nullable".into(), json!(true));
+                }
+                match named.first() {
+                    Some(t) => m.insert("type".into(), (*t).clone()),
+                    None => m.remove("type"),
+                };
+            }
+            for (bound, plain) in [("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")] {
+                if let Some(n) = m.get(bound).filter(|n| n.is_number()).cloned() {
+                    m.insert(plain.into(), n);
+                    m.insert(bound.into(), json!(true));
+                }
+            }
+            if let Some(c) = m.remove("const") {
+                m.insert("enum".into(), json!([c]));
+            }
+            if let Some(Value::Array(examples)) = m.get("examples").cloned() {
+                m.remove("examples");
+                if let Some(first) = examples.into_iter().next() {
+                    m.insert("example".into(), first);
+                }
+            }
+            m.values_mut().for_each(downgrade_schemas);
+        }
+        _ => {}
+    }
+}
+
 fn convert_params(params: &Value) -> Value {
     let Some(arr) = params.as_array() else {
         return params.clone();
@@ -233,6 +282,12 @@ pub fn import(text: &str) -> Result<ImportedApi, String> {
         .is_some_and(|v| v.starts_with('2'))
     {
         swagger2_to_openapi3(raw)?
+    } else if raw
+        .get("openapi")
+        .and_then(Value::as_str)
+        .is_some_and(|v| v.starts_with("3.1"))
+    {
+        openapi31_to_30(raw)
     } else if raw
         .get("openapi")
         .and_then(Value::as_str)
@@ -688,5 +743,56 @@ mod yaml_bombs {
         let e = super::parse_text(&doc).unwrap_err();
         assert!(e.contains("repetition limit"), "{e}");
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod openapi_31 {
+    use super::import;
+
+    /// OpenAPI 3.1 (JSON Schema 2020-12): type arrays, numeric exclusive bounds, `const`,
+    /// schema `examples` lists, webhooks, `$ref` with siblings.
+    #[test]
+    fn an_openapi_31_document_imports() {
+        let doc = r##"
+openapi: 3.1.0
+jsonSchemaDialect: https://json-schema.org/draft/2020-12/schema
+info: {title: Pets, version: "1", summary: Pets API, license: {name: MIT, identifier: MIT}}
+webhooks:
+  newPet:
+    post:
+      responses: {"200": {description: ok}}
+paths:
+  /pets/{id}:
+    get:
+      operationId: getPet
+      parameters:
+        - name: id
+          in: path
+          required: true
+          schema: {type: [integer, "null"], exclusiveMinimum: 0, examples: [1, 2]}
+        - name: kind
+          in: query
+          schema: {const: dog}
+      responses:
+        "200":
+          description: A pet
+          content:
+            application/json:
+              schema:
+                $ref: "#/components/schemas/Pet"
+                description: the pet
+components:
+  schemas:
+    Pet:
+      type: object
+      properties:
+        name: {type: [string, "null"]}
+"##;
+        let api = import(doc).unwrap();
+        assert_eq!(api.operations.len(), 1);
+        let op = &api.operations[0].1;
+        assert_eq!(op["templateParameters"][0]["type"], "integer");
+        assert_eq!(op["request"]["queryParameters"][0]["values"][0], "dog");
     }
 }

@@ -372,9 +372,11 @@ fn resource(r: &Value, scope: &Scope, at: &str) -> Result<Option<Read>, Read> {
     {
         let extension = match format.as_str() {
             Some("openapi" | "openapi+json" | "swagger-json") => "json",
+            Some("wsdl") => "wsdl",
+            Some("wadl-xml") => "wadl",
             other => {
                 return Err(error(format!(
-                    "the API import format {other:?} is not supported in a template; use openapi or openapi+json"
+                    "the API import format {other:?} is not supported in a template; use openapi, openapi+json, swagger-json, wsdl or wadl-xml (a document, not a link)"
                 )));
             }
         };

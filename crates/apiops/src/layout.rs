@@ -95,6 +95,11 @@ pub static ENTRIES: &[Entry] = &[
     ),
     info(Kind::Product, &["products", "*"], "productInformation.json"),
     info(Kind::Api, &["apis", "*"], "apiInformation.json"),
+    info(
+        Kind::ApiSchema,
+        &["apis", "*", "schemas", "*"],
+        "apiSchemaInformation.json",
+    ),
     entry(Kind::ApiPolicy, &["apis", "*"], Content::Policy),
     entry(
         Kind::OperationPolicy,
@@ -154,11 +159,6 @@ pub static NOT_HELD: &[(&[&str], &str, &str)] = &[
         &["apis", "*", "releases", "*"],
         "apiReleaseInformation.json",
         "API releases (change logs) are not part of Gatehouse's model",
-    ),
-    (
-        &["apis", "*", "schemas", "*"],
-        "apiSchemaInformation.json",
-        "API schemas are not part of Gatehouse's model; the specification carries them",
     ),
     (
         &["gateways", "*"],

@@ -12,6 +12,7 @@ mod body;
 mod config;
 mod context;
 mod deadline;
+mod graphql;
 mod h1;
 mod h1_server;
 mod headers;

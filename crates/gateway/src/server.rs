@@ -16,6 +16,7 @@ use crate::policies::Served;
 use crate::proxy::{self};
 use crate::request::{ClientRequest, RequestHeaders, RequestId};
 use crate::shared::Shared;
+use crate::table::ApiKind;
 use crate::telemetry::{AccessRecord, StatKey, bucket_of, without_param};
 use crate::template;
 use hyper::header::{self};
@@ -51,11 +52,18 @@ fn inbound(ctx: &mut RequestContext, req: &ClientRequest, tls: bool) -> Result<(
     .flatten();
     ctx.preflight = preflight_method.is_some();
     let method = preflight_method.unwrap_or(req.method.as_str());
+    let soap = match api.kind {
+        ApiKind::Soap => soap_action(headers),
+        _ => None,
+    };
     let found = api.operations.iter().enumerate().find_map(|(i, op)| {
         if !(op.method.eq_ignore_ascii_case(method) || op.method == "*") {
             return None;
         }
-        op.template.is_match(rest, query).then_some(i)
+        match (&soap, &op.soap_action) {
+            (Some(action), Some(wanted)) => (action == wanted).then_some(i),
+            _ => op.template.is_match(rest, query).then_some(i),
+        }
     });
     let op_index = found.ok_or_else(|| {
         GatewayError::new(
@@ -127,6 +135,28 @@ fn inbound(ctx: &mut RequestContext, req: &ClientRequest, tls: bool) -> Result<(
             Ok(())
         }
     }
+}
+
+/// The schema a routed GraphQL API checks queries against, if it has one.
+fn graphql_schema(ctx: &RequestContext) -> Option<Arc<crate::graphql::GraphQlSchema>> {
+    match &ctx.api.as_ref()?.kind {
+        ApiKind::GraphQl(schema) => schema.clone(),
+        _ => None,
+    }
+}
+
+/// A SOAP request's action: SOAP 1.1's `SOAPAction` header (quotes removed), else SOAP 1.2's
+/// `action` parameter of the content type.
+fn soap_action(headers: &RequestHeaders) -> Option<String> {
+    if let Some(a) = headers.get_str("soapaction") {
+        return Some(a.trim().trim_matches('"').to_string()).filter(|a| !a.is_empty());
+    }
+    let ct = headers.get_str("content-type")?;
+    ct.split(';').find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        k.eq_ignore_ascii_case("action")
+            .then(|| v.trim_matches('"').to_string())
+    })
 }
 
 /// Backend: builds the backend request from the client's, with the edits its headers get on
@@ -283,66 +313,80 @@ pub(crate) async fn handle(
     let mut answered = None;
     let mut error_reason = None;
     let routed = inbound(&mut ctx, &req, tls);
+    let checked = match (&routed, graphql_schema(&ctx)) {
+        (Ok(()), Some(schema)) if !ctx.preflight => {
+            crate::graphql::check(&schema, req, shared.config.max_body_bytes).await
+        }
+        _ => Ok(req),
+    };
     let table = ctx.table.clone();
     let chain = match &routed {
         Ok(()) if !table.policies.is_empty() => Some(table.policies.chain(&ctx.scopes())),
         _ => None,
     };
-    let step = match (routed, chain) {
-        (Err(e), _) => Err(e),
-        (Ok(()), Some(Err(broken))) => {
-            tracing::error!(error = %broken, "request refused: its policy does not compile");
-            Err(GatewayError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "PolicyNotCompiled",
-                "Internal server error",
-            ))
+    let step = match checked {
+        Err(refusal) => {
+            error_reason = Some("GraphQlQueryInvalid");
+            Ok(Step::Answered(refusal))
         }
-        (Ok(()), Some(Ok(chain)))
-            if !ctx.preflight
-                && let Some(counted) = gatehouse_policy::exec::counted_forward(&chain) =>
-        {
-            // Only limits to count, then the request goes as it came: no exchange to build.
-            match crate::policies::count_call(&shared, &ctx, &counted) {
-                Ok(()) => Ok(Step::Forward(req, Some(forward_timeout(&counted.forward)))),
-                Err(refused) => {
-                    error_reason = Some(refused.reason);
-                    Ok(Step::Answered(refused.response))
+        Ok(req) => match (routed, chain) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(Err(broken))) => {
+                tracing::error!(error = %broken, "request refused: its policy does not compile");
+                Err(GatewayError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "PolicyNotCompiled",
+                    "Internal server error",
+                ))
+            }
+            (Ok(()), Some(Ok(chain)))
+                if !ctx.preflight
+                    && let Some(counted) = gatehouse_policy::exec::counted_forward(&chain) =>
+            {
+                // Only limits to count, then the request goes as it came: no exchange to build.
+                match crate::policies::count_call(&shared, &ctx, &counted) {
+                    Ok(()) => Ok(Step::Forward(req, Some(forward_timeout(&counted.forward)))),
+                    Err(refused) => {
+                        error_reason = Some(refused.reason);
+                        Ok(Step::Answered(refused.response))
+                    }
                 }
             }
-        }
-        (Ok(()), Some(Ok(chain))) if !chain.is_empty() => {
-            // Boxed: the policy path's future is large, and every request's future would
-            // otherwise be as large (and copied whole each time a request starts).
-            let rest = ctx.rest(req.uri.path());
-            let routed = Routed {
-                // Taken here: routing only asked whether the template matches.
-                parameters: ctx
-                    .operation()
-                    .and_then(|op| op.template.matches(rest, req.uri.query()))
-                    .unwrap_or_default(),
-                rest: rest.to_string(),
-            };
-            let served = Box::pin(crate::policies::serve(
-                &shared, &ctx, chain, req, routed, remote, tls,
-            ))
-            .await;
-            match served {
-                Served::Answered(out) => {
-                    backend_ms = out.backend_ms;
-                    error_reason = out.error_reason;
-                    Ok(Step::Answered(out.response))
+            (Ok(()), Some(Ok(chain))) if !chain.is_empty() => {
+                // Boxed: the policy path's future is large, and every request's future would
+                // otherwise be as large (and copied whole each time a request starts).
+                let rest = ctx.rest(req.uri.path());
+                let routed = Routed {
+                    // Taken here: routing only asked whether the template matches.
+                    parameters: ctx
+                        .operation()
+                        .and_then(|op| op.template.matches(rest, req.uri.query()))
+                        .unwrap_or_default(),
+                    rest: rest.to_string(),
+                };
+                let served = Box::pin(crate::policies::serve(
+                    &shared, &ctx, chain, req, routed, remote, tls,
+                ))
+                .await;
+                match served {
+                    Served::Answered(out) => {
+                        backend_ms = out.backend_ms;
+                        error_reason = out.error_reason;
+                        Ok(Step::Answered(out.response))
+                    }
+                    // The request is the client's, unchanged: routing's results still hold.
+                    Served::Forward { request, timeout } => {
+                        Ok(Step::Forward(request, Some(timeout)))
+                    }
                 }
-                // The request is the client's, unchanged: routing's results still hold.
-                Served::Forward { request, timeout } => Ok(Step::Forward(request, Some(timeout))),
             }
-        }
-        (Ok(()), _) if ctx.preflight => Err(GatewayError::new(
-            StatusCode::NOT_FOUND,
-            "OperationNotFound",
-            MSG_OPERATION_NOT_FOUND,
-        )),
-        (Ok(()), _) => Ok(Step::Forward(req, None)),
+            (Ok(()), _) if ctx.preflight => Err(GatewayError::new(
+                StatusCode::NOT_FOUND,
+                "OperationNotFound",
+                MSG_OPERATION_NOT_FOUND,
+            )),
+            (Ok(()), _) => Ok(Step::Forward(req, None)),
+        },
     };
     let result = match step {
         Ok(Step::Answered(resp)) => Ok(resp),

@@ -25,6 +25,20 @@ pub struct OperationRoute {
     pub method: String,
     pub url_template: String,
     pub template: Template,
+    /// A SOAP operation's action (`/?soapAction={action}`), matched against the request's.
+    pub soap_action: Option<String>,
+}
+
+/// What kind of API a route serves, and what that kind needs at request time.
+#[derive(Debug, Clone, Default)]
+pub enum ApiKind {
+    #[default]
+    Http,
+    /// Operations chosen by the request's SOAP action.
+    Soap,
+    /// Queries checked against the schema (when the API has one) before they are forwarded.
+    GraphQl(Option<Arc<crate::graphql::GraphQlSchema>>),
+    WebSocket,
 }
 
 #[derive(Debug)]
@@ -57,6 +71,7 @@ pub struct ApiRoute {
     pub version: Option<String>,
     pub scheme: Option<VersionScheme>,
     pub operations: Vec<OperationRoute>,
+    pub kind: ApiKind,
     /// Products containing this API, in id order.
     pub products: Vec<Arc<ProductInfo>>,
 }
@@ -180,6 +195,8 @@ struct RouteInputs<'a> {
     operations: HashMap<&'a str, Vec<&'a StoredResource>>,
     /// API id → products containing it.
     products_of: HashMap<&'a str, Vec<Arc<ProductInfo>>>,
+    /// API path → its GraphQL schema's SDL.
+    graphql: HashMap<&'a str, &'a str>,
 }
 
 impl<'a> RouteInputs<'a> {
@@ -244,10 +261,23 @@ impl<'a> RouteInputs<'a> {
                 operations.entry(api_path).or_default().push(op);
             }
         }
+        let mut graphql = HashMap::new();
+        for schema in mirror.of(Kind::ApiSchema) {
+            let api_path = parent_of(&schema.path);
+            if let Some(sdl) = schema
+                .properties
+                .get("document")
+                .and_then(|d| d.get("value"))
+                .and_then(Value::as_str)
+            {
+                graphql.insert(api_path, sdl);
+            }
+        }
         RouteInputs {
             version_sets,
             operations,
             products_of,
+            graphql,
         }
     }
 }
@@ -256,7 +286,12 @@ impl<'a> RouteInputs<'a> {
 fn affects_routes(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::Api | Kind::Operation | Kind::Product | Kind::ProductApi | Kind::ApiVersionSet
+        Kind::Api
+            | Kind::Operation
+            | Kind::Product
+            | Kind::ProductApi
+            | Kind::ApiVersionSet
+            | Kind::ApiSchema
     )
 }
 
@@ -351,12 +386,15 @@ impl Routes {
                                 .unwrap_or("GET")
                                 .to_ascii_uppercase(),
                             template: Template::parse(&template),
+                            soap_action: soap_action_of(&template),
                             url_template: template,
                         }
                     })
                     .collect()
             })
             .unwrap_or_default();
+        let kind = api_kind(p, inputs.graphql.get(api.path.as_str()).copied());
+        implicit_operations(&kind, &mut operations);
         // Most specific first, so the first match wins.
         operations.sort_by(|a, b| {
             b.template
@@ -397,6 +435,7 @@ impl Routes {
                 .unwrap_or("subscription-key")
                 .to_string(),
             operations,
+            kind,
             products: inputs.products_of.get(base).cloned().unwrap_or_default(),
             version: version.clone(),
             scheme: scheme.clone(),
@@ -419,6 +458,52 @@ impl Routes {
     }
 }
 
+/// `/?soapAction=urn:x` → `urn:x` (how a SOAP pass-through operation names its action).
+fn soap_action_of(template: &str) -> Option<String> {
+    let query = template.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix("soapAction="))
+        .map(str::to_string)
+}
+
+fn api_kind(p: &Map<String, Value>, graphql_sdl: Option<&str>) -> ApiKind {
+    match s(p, "type") {
+        Some("soap") => ApiKind::Soap,
+        Some("websocket") => ApiKind::WebSocket,
+        Some("graphql") => ApiKind::GraphQl(graphql_sdl.and_then(|sdl| match crate::graphql::GraphQlSchema::parse(sdl) {
+            Ok(schema) => Some(Arc::new(schema)),
+            Err(e) => {
+                tracing::error!(error = %e, "a GraphQL API's schema does not parse: its queries are forwarded unchecked");
+                None
+            }
+        })),
+        _ => ApiKind::Http,
+    }
+}
+
+/// A pass-through GraphQL API answers at its root (POST and GET), a WebSocket API's handshake
+/// is a GET of its root: when such an API has no operations of its own, these stand in.
+fn implicit_operations(kind: &ApiKind, operations: &mut Vec<OperationRoute>) {
+    if !operations.is_empty() {
+        return;
+    }
+    let implicit: &[(&str, &str)] = match kind {
+        ApiKind::GraphQl(_) => &[("query", "POST"), ("query-get", "GET")],
+        ApiKind::WebSocket => &[("onHandshake", "GET")],
+        _ => &[],
+    };
+    for (id, method) in implicit {
+        operations.push(OperationRoute {
+            id: Arc::from(*id),
+            method: (*method).to_string(),
+            url_template: "/".into(),
+            template: Template::parse("/"),
+            soap_action: None,
+        });
+    }
+}
+
 /// The API ids whose routes a change touches.
 fn affected_apis(mirror: &ConfigMirror, changes: &[Change]) -> std::collections::HashSet<String> {
     let mut ids = std::collections::HashSet::new();
@@ -433,7 +518,7 @@ fn affected_apis(mirror: &ConfigMirror, changes: &[Change]) -> std::collections:
     for c in changes {
         for r in [&c.old, &c.new].into_iter().flatten() {
             match c.kind {
-                Kind::Api | Kind::Operation => {
+                Kind::Api | Kind::Operation | Kind::ApiSchema => {
                     ids.insert(api_of_path(&r.path));
                 }
                 Kind::ProductApi => {

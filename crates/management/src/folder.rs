@@ -8,11 +8,11 @@
 //! very same code and takes everything back. Exports hold no secret.
 
 use crate::error::ApiError;
-use crate::openapi;
 use crate::render::public_properties;
 use crate::respond::blocking;
 use crate::rules::{self, Mode, WriteOptions};
 use crate::state::AppState;
+use crate::{openapi, specs};
 use gatehouse_apiops::overrides::Overrides;
 use gatehouse_apiops::read::{Desired, order_of};
 use gatehouse_apiops::{Files, Item, Skipped, Specification, archive, arm, layout};
@@ -97,8 +97,8 @@ pub async fn export(state: &Arc<AppState>, include: Vec<String>) -> Result<Vec<u
 
 /// The files of an export.
 pub async fn export_files(state: &Arc<AppState>, include: Vec<String>) -> Result<Files, ApiError> {
-    let e = read_exported(state, include).await?;
-    let specs = specifications(&e.items, &e.operations);
+    let mut e = read_exported(state, include).await?;
+    let specs = specifications(&mut e.items, &e.operations);
     Ok(gatehouse_apiops::write::export(&e.items, &specs).files)
 }
 
@@ -171,24 +171,49 @@ fn included(path: &str, include: &[String]) -> bool {
         })
 }
 
-/// Each API's OpenAPI document, with a server relative to the gateway so that the same
-/// configuration exports the same bytes from any instance.
-fn specifications(items: &[Item], operations: &Operations) -> Vec<Specification> {
-    items
-        .iter()
-        .filter(|i| i.kind == Kind::Api)
-        .map(|api| {
-            let ops = operations.get(&api.path).map(Vec::as_slice).unwrap_or(&[]);
-            let doc = openapi::export(&api.properties, "", ops);
-            let text = serde_norway::to_string(&doc).expect("JSON values serialise as YAML");
-            Specification {
-                api: api.path.clone(),
-                extension: "yaml".into(),
-                text,
-                file: String::new(),
+/// Each API's description: a GraphQL API's schema, a SOAP API's WSDL, else an OpenAPI
+/// document with a server relative to the gateway (so that the same configuration exports the
+/// same bytes from any instance). The schemas written this way are left out of `items`.
+fn specifications(items: &mut Vec<Item>, operations: &Operations) -> Vec<Specification> {
+    let document = |api: &Item, id: &str| -> Option<(String, String)> {
+        let path = format!("{}/schemas/{id}", api.path);
+        items
+            .iter()
+            .find(|i| i.path == path)
+            .and_then(|s| s.properties.get("document")?.get("value")?.as_str())
+            .map(|text| (path, text.to_string()))
+    };
+    let mut specs = Vec::new();
+    let mut carried = BTreeSet::new();
+    for api in items.iter().filter(|i| i.kind == Kind::Api) {
+        let kept = match api.properties.get("type").and_then(Value::as_str) {
+            Some("graphql") => document(api, specs::GRAPHQL_SCHEMA.0).map(|d| (d, "graphql")),
+            Some("soap") => document(api, specs::WSDL_SCHEMA.0).map(|d| (d, "wsdl")),
+            _ => None,
+        };
+        let (extension, text) = match kept {
+            Some(((schema, text), ext)) => {
+                carried.insert(schema);
+                (ext, text)
             }
-        })
-        .collect()
+            None => {
+                let ops = operations.get(&api.path).map(Vec::as_slice).unwrap_or(&[]);
+                let doc = openapi::export(&api.properties, "", ops);
+                (
+                    "yaml",
+                    serde_norway::to_string(&doc).expect("JSON values serialise as YAML"),
+                )
+            }
+        };
+        specs.push(Specification {
+            api: api.path.clone(),
+            extension: extension.into(),
+            text,
+            file: String::new(),
+        });
+    }
+    items.retain(|i| !carried.contains(&i.path));
+    specs
 }
 
 /// What an import reads: a folder's archive, or an ARM template (with its parameters).
@@ -207,11 +232,11 @@ pub async fn import(
         Source::Archive(body) => read_archive(body, &opts)?,
         Source::Template(body) => read_template(body)?,
     };
-    let operations = parse_specifications(&desired)?;
+    let parsed = parse_specifications(&desired)?;
     blocking(&state.store, move |s| {
         let committed = s.write_as(&opts.actor.clone(), |tx| {
             let keep = !opts.plan;
-            tx.attempt(|tx| Ok::<_, ApiError>((apply(tx, &desired, &operations, &opts)?, keep)))
+            tx.attempt(|tx| Ok::<_, ApiError>((apply(tx, &desired, &parsed, &opts)?, keep)))
         })?;
         let mut plan = committed.value;
         plan.applied = !opts.plan;
@@ -271,18 +296,20 @@ fn file_errors(errors: Vec<gatehouse_apiops::FileError>) -> ApiError {
     e
 }
 
-/// The operations each specification describes, by API path; an unreadable one is an error
-/// naming its file. GraphQL, WSDL and WADL descriptions are noted, not read.
-fn parse_specifications(desired: &Desired) -> Result<Operations, ApiError> {
-    let mut out = Operations::new();
+/// What each specification describes, by API path; an unreadable one is an error naming its
+/// file.
+type Parsed = BTreeMap<String, openapi::ImportedApi>;
+
+fn parse_specifications(desired: &Desired) -> Result<Parsed, ApiError> {
+    let mut out = Parsed::new();
     let mut errors = Vec::new();
     for spec in &desired.specifications {
-        if !matches!(spec.extension.as_str(), "yaml" | "yml" | "json") {
+        let Some(kind) = specs::SpecKind::from_extension(&spec.extension) else {
             continue;
-        }
-        match openapi::import(&spec.text) {
+        };
+        match specs::import(kind, &spec.text) {
             Ok(api) => {
-                out.insert(spec.api.clone(), api.operations);
+                out.insert(spec.api.clone(), api);
             }
             Err(e) => errors.push(gatehouse_apiops::FileError::new(spec.file.clone(), e)),
         }
@@ -297,7 +324,7 @@ fn parse_specifications(desired: &Desired) -> Result<Operations, ApiError> {
 fn apply(
     tx: &mut WriteTx<'_>,
     desired: &Desired,
-    operations: &Operations,
+    parsed: &Parsed,
     opts: &ImportOptions,
 ) -> Result<Plan, ApiError> {
     let mut plan = Plan::default();
@@ -308,14 +335,23 @@ fn apply(
         if let Some(value) = secrets.get(&item.path) {
             props.insert("value".into(), value.clone());
         }
+        let spec = parsed.get(&item.path).filter(|_| item.kind == Kind::Api);
+        if let Some(t) = spec.and_then(|s| s.api_type) {
+            props.entry("type").or_insert(Value::String(t.into()));
+        }
         let path = ResourcePath::parse_stored(&item.path).map_err(ApiError::from)?;
         put_one(tx, &path, props, &item.file, &mut plan)?;
         wanted.insert(item.path.clone());
-        if item.kind == Kind::Api
-            && let Some(ops) = operations.get(&item.path)
-        {
+        if let Some(spec) = spec {
             let file = spec_file(desired, &item.path);
-            apply_operations(tx, &path, ops, &file, &mut plan, &mut wanted)?;
+            if let Some((id, schema)) = &spec.schema {
+                let mut parts = path.parts.clone();
+                parts.push(("schemas", id.clone()));
+                let schema_path = ResourcePath::new(Kind::ApiSchema, parts);
+                put_one(tx, &schema_path, schema.clone(), &file, &mut plan)?;
+                wanted.insert(schema_path.as_string());
+            }
+            apply_operations(tx, &path, &spec.operations, &file, &mut plan, &mut wanted)?;
         }
     }
     if opts.prune {

@@ -710,15 +710,6 @@ async fn fetch_link(url: &str) -> Result<String, ApiError> {
     })
 }
 
-const IMPORT_FORMATS: &[&str] = &[
-    "openapi",
-    "openapi+json",
-    "swagger-json",
-    "openapi-link",
-    "openapi+json-link",
-    "swagger-link-json",
-];
-
 async fn put(
     state: &Arc<AppState>,
     path: ResourcePath,
@@ -734,15 +725,15 @@ async fn put(
             .and_then(Value::as_str)
             .map(str::to_string)
     {
-        if !IMPORT_FORMATS.contains(&format.as_str()) {
-            return Err(ApiError::invalid(
+        let (kind, link) = crate::specs::SpecKind::from_format(&format).ok_or_else(|| {
+            ApiError::invalid(
                 "format",
                 format!(
                     "the import format '{format}' is not supported; use one of {}",
-                    IMPORT_FORMATS.join(", ")
+                    crate::specs::FORMATS
                 ),
-            ));
-        }
+            )
+        })?;
         let value = props
             .remove("value")
             .and_then(|v| v.as_str().map(str::to_string))
@@ -753,12 +744,17 @@ async fn put(
                 )
             })?;
         props.remove("format");
-        let text = if format.contains("link") {
+        let text = if link {
             fetch_link(&value).await?
         } else {
             value
         };
-        let api = openapi::import(&text).map_err(|e| ApiError::invalid("value", e))?;
+        let api = crate::specs::import(kind, &text).map_err(|e| ApiError::invalid("value", e))?;
+        if let Some(t) = api.api_type
+            && !props.contains_key("type")
+        {
+            props.insert("type".into(), json!(t));
+        }
         if !props.contains_key("displayName")
             && let Some(t) = &api.display_name
         {
@@ -803,6 +799,18 @@ async fn put(
                 let path = canonicalize(tx, path)?;
                 let mut written = rules::put_resource(tx, &path, props, mode, &opts)?;
                 if let Some(api) = import {
+                    if let Some((id, schema)) = api.schema {
+                        let mut parts = path.parts.clone();
+                        parts.push(("schemas", id));
+                        let schema_path = ResourcePath::new(Kind::ApiSchema, parts);
+                        rules::put_resource(
+                            tx,
+                            &schema_path,
+                            schema,
+                            Mode::Put,
+                            &WriteOptions::default(),
+                        )?;
+                    }
                     // A re-import replaces the operations.
                     for op in tx.children(Kind::Operation, &path.as_string())? {
                         let p = ResourcePath::parse_stored(&op.path)?;

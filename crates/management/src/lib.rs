@@ -18,6 +18,7 @@ pub mod reports;
 mod respond;
 pub mod rules;
 pub mod service;
+pub mod specs;
 mod state;
 
 use axum::Router;

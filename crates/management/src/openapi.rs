@@ -14,6 +14,10 @@ pub struct ImportedApi {
     pub description: Option<String>,
     pub service_url: Option<String>,
     pub operations: Vec<(String, Map<String, Value>)>,
+    /// The API's `type` the description implies (`soap`, `graphql`), if not plain HTTP.
+    pub api_type: Option<&'static str>,
+    /// The description kept as the API's schema: its id and properties.
+    pub schema: Option<(String, Map<String, Value>)>,
 }
 
 /// Parses JSON or YAML into a JSON value.
@@ -153,7 +157,10 @@ fn downgrade_schemas(v: &mut Value) {
                     None => m.remove("type"),
                 };
             }
-            for (bound, plain) in [("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")] {
+            for (bound, plain) in [
+                ("exclusiveMinimum", "minimum"),
+                ("exclusiveMaximum", "maximum"),
+            ] {
                 if let Some(n) = m.get(bound).filter(|n| n.is_number()).cloned() {
                     m.insert(plain.into(), n);
                     m.insert(bound.into(), json!(true));
@@ -422,6 +429,8 @@ pub fn import(text: &str) -> Result<ImportedApi, String> {
         description: doc.info.description.clone(),
         service_url: doc.servers.first().map(|s| s.url.clone()),
         operations,
+        api_type: None,
+        schema: None,
     })
 }
 

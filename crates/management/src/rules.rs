@@ -581,6 +581,7 @@ fn apply_rules(
         Kind::Logger => {
             props.entry("isBuffered").or_insert(json!(true));
         }
+        Kind::ApiSchema => schema_rules(props)?,
         Kind::Diagnostic | Kind::ApiDiagnostic => {
             let logger = str_of(props, "loggerId").unwrap_or_default().to_string();
             let rel = require_exists(tx, &logger, "loggerId", "the logger", &[Kind::Logger])?;
@@ -1029,6 +1030,51 @@ fn on_delete(referrer: &StoredResource, target_kind: Kind, opts: &WriteOptions) 
             referrer.path
         )),
     }
+}
+
+/// The content type of a GraphQL API's schema (APIM's).
+pub const GRAPHQL_CONTENT_TYPE: &str = "application/vnd.ms-azure-apim.graphql.schema";
+
+/// A schema's document is an object; a GraphQL schema's SDL must be valid, since the gateway
+/// checks every query against it.
+fn schema_rules(props: &Map<String, Value>) -> Result<(), RuleError> {
+    if str_of(props, "contentType") == Some(GRAPHQL_CONTENT_TYPE) {
+        let sdl = props
+            .get("document")
+            .and_then(|d| d.get("value"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                RuleError::invalid(
+                    "document",
+                    "a GraphQL schema's 'document.value' must hold its SDL",
+                )
+            })?;
+        check_graphql_schema(sdl).map_err(|e| RuleError::invalid("document", e))?;
+    }
+    Ok(())
+}
+
+/// Whether `sdl` is a valid GraphQL schema; the first problems, with line and column.
+pub fn check_graphql_schema(sdl: &str) -> Result<(), String> {
+    apollo_compiler::Schema::parse_and_validate(sdl, "schema.graphql")
+        .map(|_| ())
+        .map_err(|e| {
+            let problems: Vec<String> = e
+                .errors
+                .iter()
+                .take(3)
+                .map(|d| {
+                    let j = d.to_json();
+                    let at = j
+                        .locations
+                        .first()
+                        .map(|l| format!("line {}, column {}: ", l.line, l.column))
+                        .unwrap_or_default();
+                    format!("{at}{}", j.message)
+                })
+                .collect();
+            format!("the GraphQL schema is not valid: {}", problems.join("; "))
+        })
 }
 
 /// Deletes a resource with everything APIM deletes with it, in the caller's transaction.

@@ -34,6 +34,7 @@ pub enum Kind {
     Logger,
     Diagnostic,
     ApiDiagnostic,
+    ApiSchema,
 }
 
 /// Static facts about a kind.
@@ -278,6 +279,15 @@ pub static KINDS: &[KindSpec] = &[
         name: "apiDiagnostic",
         arm_type: "apis/diagnostics",
         display: "Diagnostic",
+        id_rule: COMMON,
+        link_target: None,
+    },
+    KindSpec {
+        kind: Kind::ApiSchema,
+        collections: &["apis", "schemas"],
+        name: "apiSchema",
+        arm_type: "apis/schemas",
+        display: "Schema",
         id_rule: COMMON,
         link_target: None,
     },

@@ -278,6 +278,14 @@ const DIAGNOSTIC: &[Field] = &[
     f("metrics", Ty::Bool),
 ];
 
+/// An API's schema: GraphQL's SDL, a SOAP API's WSDL, a WADL, or definitions a specification
+/// shares (`document.value` holds text; `definitions`/`components` JSON).
+const SCHEMA: &[Field] = &[
+    req("contentType", s(1, 200)),
+    req("document", Ty::Object),
+    ro("provisioningState"),
+];
+
 /// Links carry no properties of their own; whatever GET shows comes from the target.
 const LINK: &[Field] = &[];
 
@@ -300,6 +308,7 @@ pub fn fields(kind: Kind) -> &'static [Field] {
         Kind::ApiVersionSet => VERSION_SET,
         Kind::Logger => LOGGER,
         Kind::Diagnostic | Kind::ApiDiagnostic => DIAGNOSTIC,
+        Kind::ApiSchema => SCHEMA,
         Kind::ProductApi
         | Kind::ProductGroup
         | Kind::ProductTag

@@ -88,6 +88,8 @@ pub(crate) enum RequestBody {
     Empty,
     Hyper(hyper::body::Incoming),
     Client(ClientBody),
+    /// Read whole already (a GraphQL query that was checked); yielded once.
+    Full(Option<Bytes>),
 }
 
 /// A request body read from an HTTP/1.x client connection.
@@ -111,6 +113,7 @@ impl hyper::body::Body for RequestBody {
                 .poll_frame(cx)
                 .map_err(|e| client_body(format!("the request body could not be read: {e}"))),
             RequestBody::Client(body) => body.poll_frame(cx),
+            RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -119,6 +122,7 @@ impl hyper::body::Body for RequestBody {
             RequestBody::Empty => true,
             RequestBody::Hyper(incoming) => incoming.is_end_stream(),
             RequestBody::Client(_) => false,
+            RequestBody::Full(bytes) => bytes.is_none(),
         }
     }
 
@@ -129,6 +133,9 @@ impl hyper::body::Body for RequestBody {
             RequestBody::Client(body) => body
                 .length
                 .map_or_else(SizeHint::default, SizeHint::with_exact),
+            RequestBody::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
         }
     }
 }

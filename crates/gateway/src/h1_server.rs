@@ -36,6 +36,7 @@ use crate::request::{
 };
 use crate::server;
 use crate::shared::Shared;
+use crate::websocket;
 use bytes::{Bytes, BytesMut};
 use gatehouse_http1::{Refusal, RequestFraming, RequestHead};
 use hyper::body::Body as _;
@@ -149,6 +150,10 @@ pub(crate) async fn serve<W: AsyncWrite + Unpin>(
                 return;
             }
         };
+        if websocket::wants_tunnel(&shared, &head) {
+            tunnel(&shared, head, reader, write, remote, tls).await;
+            return;
+        }
         let version = head.version;
         let head_request = head.method == Method::HEAD;
         let mut keep_alive = head.keep_alive;
@@ -222,6 +227,36 @@ pub(crate) async fn serve<W: AsyncWrite + Unpin>(
         }
         // A kept connection keeps a head-sized write buffer, not the largest body's.
         out.shrink_to(4 * 1024);
+    }
+}
+
+/// Serves a WebSocket upgrade to its end: the refusal, or the tunnel until it closes.
+async fn tunnel<W: AsyncWrite + Unpin>(
+    shared: &Shared,
+    head: RequestHead,
+    reader: Reader,
+    mut write: SendTimeout<W>,
+    remote: SocketAddr,
+    tls: bool,
+) {
+    match websocket::open_tunnel(shared, head, remote, tls).await {
+        Ok(opened) => {
+            if write.write_all(&opened.answer).await.is_ok()
+                && write.write_all(&opened.early).await.is_ok()
+            {
+                websocket::join(reader, write, opened).await;
+            }
+        }
+        Err(response) => {
+            let answer = server::Answer {
+                response,
+                request_id: Some(shared.next_request_id()),
+            };
+            let mut out = Vec::new();
+            let _ =
+                write_response(&mut write, &mut out, answer, Version::HTTP_11, false, false).await;
+            let _ = write.shutdown().await;
+        }
     }
 }
 

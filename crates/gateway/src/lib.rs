@@ -26,6 +26,7 @@ mod shared;
 mod table;
 mod telemetry;
 mod template;
+mod websocket;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;

@@ -34,6 +34,8 @@ pub struct Backend {
     lenient_chain: Pool,
     pub response_timeout: Duration,
     connect_timeout: Duration,
+    /// TLS for WebSocket backends (`wss://`): HTTP/1.1 only, certificates checked in full.
+    websocket_tls: tokio_rustls::TlsConnector,
 }
 
 /// How strictly a backend's certificate is checked.
@@ -171,13 +173,24 @@ impl Backend {
                 .pool_max_idle_per_host(256)
                 .build(https))
         };
+        let websocket_tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .context("default TLS versions are supported")?
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
         Ok(Backend {
+            websocket_tls: tokio_rustls::TlsConnector::from(std::sync::Arc::new(websocket_tls)),
             client: pool(TlsCheck::Full)?,
             lenient_name: pool(TlsCheck::ChainOnly)?,
             lenient_chain: pool(TlsCheck::None)?,
             response_timeout,
             connect_timeout,
         })
+    }
+
+    /// The TLS connector for `wss://` WebSocket backends.
+    pub(crate) fn websocket_tls(&self) -> &tokio_rustls::TlsConnector {
+        &self.websocket_tls
     }
 
     /// Sends the request; the response body streams from the backend. With an `affinity` (the

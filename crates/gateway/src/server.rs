@@ -145,6 +145,73 @@ fn graphql_schema(ctx: &RequestContext) -> Option<Arc<crate::graphql::GraphQlSch
     }
 }
 
+/// Where a routed WebSocket handshake goes.
+pub(crate) struct HandshakeTarget {
+    pub url: hyper::Uri,
+    /// The subscription key's header, which the backend does not get.
+    pub key_header: hyper::header::HeaderName,
+}
+
+/// Routes a WebSocket handshake as any request is routed — API, protocol, operation,
+/// subscription key — and says where it goes: the API's service URL with the rest of the
+/// path and the query (without the key's parameter).
+pub(crate) fn route_handshake(
+    shared: &Shared,
+    req: &ClientRequest,
+    tls: bool,
+    client: Arc<ClientConnection>,
+) -> Result<HandshakeTarget, GatewayError> {
+    let mut ctx = RequestContext {
+        request_id: shared.next_request_id(),
+        table: shared.table.load_full(),
+        api: None,
+        operation: None,
+        rest_start: 0,
+        product: None,
+        subscription: None,
+        user: None,
+        started: Instant::now(),
+        preflight: false,
+        traces: Default::default(),
+        client,
+        http1: true,
+    };
+    inbound(&mut ctx, req, tls)?;
+    let api = ctx.api.as_ref().expect("routed");
+    let base = api.service_url.as_deref().ok_or_else(|| {
+        GatewayError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "BackendNotConfigured",
+            "The API has no backend service URL.",
+        )
+    })?;
+    let rest = ctx.rest(req.uri.path());
+    let query = req
+        .uri
+        .query()
+        .map(|q| without_param(q, &api.key_query))
+        .unwrap_or_default();
+    let mut url = format!("{base}{}", if rest == "/" { "" } else { rest });
+    if url.split_once("://").is_none_or(|(_, r)| !r.contains('/')) {
+        url.push('/');
+    }
+    if !query.is_empty() {
+        url.push('?');
+        url.push_str(&query);
+    }
+    let url = url.parse().map_err(|_| {
+        GatewayError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "BackendUrlInvalid",
+            "The backend URL is not valid.",
+        )
+    })?;
+    Ok(HandshakeTarget {
+        url,
+        key_header: api.key_header.clone(),
+    })
+}
+
 /// A SOAP request's action: SOAP 1.1's `SOAPAction` header (quotes removed), else SOAP 1.2's
 /// `action` parameter of the content type.
 fn soap_action(headers: &RequestHeaders) -> Option<String> {

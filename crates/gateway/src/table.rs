@@ -419,8 +419,8 @@ impl Routes {
             backend_base: s(p, "serviceUrl")
                 .filter(|u| !u.is_empty())
                 .and_then(|u| BackendBase::split(u.trim_end_matches('/'))),
-            allow_http: protocols.contains(&"http"),
-            allow_https: protocols.contains(&"https"),
+            allow_http: protocols.contains(&"http") || protocols.contains(&"ws"),
+            allow_https: protocols.contains(&"https") || protocols.contains(&"wss"),
             subscription_required: b(p, "subscriptionRequired", true),
             key_header: names
                 .and_then(|n| n.get("header"))
@@ -488,17 +488,17 @@ fn implicit_operations(kind: &ApiKind, operations: &mut Vec<OperationRoute>) {
     if !operations.is_empty() {
         return;
     }
-    let implicit: &[(&str, &str)] = match kind {
-        ApiKind::GraphQl(_) => &[("query", "POST"), ("query-get", "GET")],
-        ApiKind::WebSocket => &[("onHandshake", "GET")],
+    let implicit: &[(&str, &str, &str)] = match kind {
+        ApiKind::GraphQl(_) => &[("query", "POST", "/"), ("query-get", "GET", "/")],
+        ApiKind::WebSocket => &[("onHandshake", "GET", "/*")],
         _ => &[],
     };
-    for (id, method) in implicit {
+    for (id, method, template) in implicit {
         operations.push(OperationRoute {
             id: Arc::from(*id),
             method: (*method).to_string(),
-            url_template: "/".into(),
-            template: Template::parse("/"),
+            url_template: (*template).into(),
+            template: Template::parse(template),
             soap_action: None,
         });
     }

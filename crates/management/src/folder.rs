@@ -186,7 +186,11 @@ fn specifications(items: &mut Vec<Item>, operations: &Operations) -> Vec<Specifi
     let mut specs = Vec::new();
     let mut carried = BTreeSet::new();
     for api in items.iter().filter(|i| i.kind == Kind::Api) {
-        let kept = match api.properties.get("type").and_then(Value::as_str) {
+        let kind = api.properties.get("type").and_then(Value::as_str);
+        if kind == Some("websocket") {
+            continue; // described by its API alone, as APIM exports it
+        }
+        let kept = match kind {
             Some("graphql") => document(api, specs::GRAPHQL_SCHEMA.0).map(|d| (d, "graphql")),
             Some("soap") => document(api, specs::WSDL_SCHEMA.0).map(|d| (d, "wsdl")),
             _ => None,

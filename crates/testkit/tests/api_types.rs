@@ -284,3 +284,102 @@ async fn openapi_31_yaml_and_swagger_json_import() {
     let (s, _) = t.call("GET", "/apis/s2/operations/postS", None).await;
     assert_eq!(s, 200);
 }
+
+/// A WebSocket echo backend: answers each text frame with "echo: " + it, and reports the
+/// handshake's path and headers as its first message. (Its handshake callback's error type is
+/// tungstenite's, large by its design.)
+#[allow(clippy::result_large_err)]
+async fn websocket_backend() -> String {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = String::new();
+                let callback = |req: &Request, resp: Response| {
+                    let key = req.headers().get("ocp-apim-subscription-key").is_some();
+                    seen = format!("{} key:{key}", req.uri());
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else {
+                    return;
+                };
+                let _ = ws.send(Message::text(seen)).await;
+                while let Some(Ok(msg)) = ws.next().await {
+                    match msg {
+                        Message::Text(t) => {
+                            let _ = ws.send(Message::text(format!("echo: {t}"))).await;
+                        }
+                        Message::Binary(b) => {
+                            let _ = ws.send(Message::binary(b)).await;
+                        }
+                        Message::Close(_) => break,
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    format!("ws://{addr}")
+}
+
+#[tokio::test]
+async fn a_websocket_api_tunnels_frames_after_checking_the_key() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let t = TestInstance::start().await.unwrap();
+    let backend = websocket_backend().await;
+    t.put_ok("/apis/chat", json!({"properties": {"displayName": "Chat", "path": "chat", "type": "websocket", "serviceUrl": backend, "protocols": ["ws"]}})).await;
+    let (key, _) = t.starter_subscription("chat").await;
+    t.gateway_caught_up().await;
+    let ws_url = t.gateway_url().replacen("http://", "ws://", 1);
+
+    // Without a key: refused on the handshake, nothing reaches the backend.
+    let err = tokio_tungstenite::connect_async(format!("{ws_url}/chat"))
+        .await
+        .unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 401),
+        other => panic!("{other}"),
+    }
+
+    let mut req = format!("{ws_url}/chat/room1?x=1")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Ocp-Apim-Subscription-Key", key.parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    let first = ws.next().await.unwrap().unwrap();
+    assert_eq!(
+        first.into_text().unwrap().as_str(),
+        "/room1?x=1 key:false",
+        "the key is not passed on"
+    );
+    for i in 0..20 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let got = ws.next().await.unwrap().unwrap();
+        assert_eq!(
+            got.into_text().unwrap().as_str(),
+            format!("echo: hello {i}")
+        );
+    }
+    let big = vec![7u8; 300_000];
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    let got = ws.next().await.unwrap().unwrap();
+    assert_eq!(got.into_data().as_ref(), big.as_slice());
+    ws.close(None).await.unwrap();
+
+    // A plain HTTP request to the same API still routes (and is not an upgrade).
+    let r = t
+        .http
+        .get(format!("{}/chat", t.gateway_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}

@@ -13,6 +13,7 @@
 pub mod archive;
 pub mod arm;
 pub mod dir;
+pub mod filter;
 pub mod item;
 pub mod json;
 pub mod layout;

@@ -6,7 +6,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use gatehouse_apiops::{archive, dir, overrides};
+use gatehouse_apiops::{archive, dir, filter, overrides};
 use gatehouse_client::Client;
 use serde_json::Value;
 use std::io::IsTerminal;
@@ -26,6 +26,10 @@ pub struct ExportArgs {
     /// Export only these resources and what is below them, e.g. /apis/echo,/products/starter.
     #[arg(long, value_delimiter = ',')]
     pub include: Vec<String>,
+    /// An APIOps extractor filter file (configuration.extractor.yaml): only the resources it
+    /// names, by type (a type it does not name: all of them).
+    #[arg(long)]
+    pub filter: Option<PathBuf>,
     /// Remove what an earlier export wrote (the root policy.xml and the collection folders)
     /// before writing; other files in the folder stay.
     #[arg(long)]
@@ -86,11 +90,23 @@ pub async fn export(client: &Client, args: &ExportArgs, json: bool) -> Result<()
         .dir
         .as_ref()
         .ok_or_else(|| anyhow!("pass --dir DIR (or --format arm --out FILE)"))?;
+    let filter = match &args.filter {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the filter file {}", path.display()))?;
+            Some(filter::Filter::parse(&path.display().to_string(), &text)?)
+        }
+    };
     prepare_export_dir(dir, args.clean)?;
     let zip = client
         .download(&format!("/export?format=apiops{include}"))
         .await?;
-    let files = archive::read(&zip, archive::LIMITS).context("the export is not a readable zip")?;
+    let mut files =
+        archive::read(&zip, archive::LIMITS).context("the export is not a readable zip")?;
+    if let Some(f) = filter {
+        files = f.apply(files);
+    }
     dir::write_dir(dir, &files)?;
     if json {
         crate::output::print_json(&serde_json::json!({"dir": dir, "files": files.len()}));

@@ -294,6 +294,35 @@ async fn an_instance_round_trips_through_files() {
         "{api_policy}"
     );
 
+    // An APIOps extractor filter keeps what it names, per type.
+    let filtered = root.path().join("filtered");
+    let filter = root.path().join("configuration.extractor.yaml");
+    std::fs::write(
+        &filter,
+        "apis:\n  - echo:\n      operations: []\nnamedValues: [region]\n",
+    )
+    .unwrap();
+    ok(&a.cli(
+        &[
+            "export",
+            "--dir",
+            filtered.to_str().unwrap(),
+            "--filter",
+            filter.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let f = tree(&filtered);
+    assert!(f.contains_key("apis/echo/apiInformation.json"));
+    assert!(
+        !f.keys().any(|k| k.contains("/operations/")),
+        "{:?}",
+        f.keys()
+    );
+    assert!(f.contains_key("named values/region/namedValueInformation.json"));
+    assert!(!f.contains_key("named values/db-password/namedValueInformation.json"));
+    assert!(f.contains_key("products/starter/productInformation.json"));
+
     // The secret has no value in the folder: a plan into the empty instance says so.
     let err = failed(&b.cli(&["import", "--dir", first.to_str().unwrap(), "--plan"], &[]));
     assert!(

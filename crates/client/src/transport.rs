@@ -215,16 +215,8 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the management API at {}", self.base))?;
-        let status = resp.status();
-        let text = resp.text().await.context("cannot read the response")?;
-        if !status.is_success() {
-            return Err(failure(status.as_u16(), &text).into());
-        }
-        let status = status.as_u16();
+        let (status, bytes) = self.send_bytes(req).await?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         if text.trim().is_empty() {
             return Ok((status, Value::Null));
         }
@@ -234,12 +226,10 @@ impl Client {
         }
     }
 
-    /// GETs `path` and returns the body as bytes (an export's zip).
-    pub async fn download(&self, path: &str) -> Result<Vec<u8>> {
-        let resp = self
-            .http
-            .get(self.url(path)?)
-            .bearer_auth(&self.token)
+    /// Sends a request; the success status and the body's bytes, or the API's error as an
+    /// [`ApiFailure`].
+    async fn send_bytes(&self, req: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>)> {
+        let resp = req
             .send()
             .await
             .with_context(|| format!("cannot reach the management API at {}", self.base))?;
@@ -248,26 +238,25 @@ impl Client {
         if !status.is_success() {
             return Err(failure(status.as_u16(), &String::from_utf8_lossy(&bytes)).into());
         }
-        Ok(bytes.to_vec())
+        Ok((status.as_u16(), bytes.to_vec()))
+    }
+
+    /// GETs `path` and returns the body as bytes (an export's zip).
+    pub async fn download(&self, path: &str) -> Result<Vec<u8>> {
+        let req = self.http.get(self.url(path)?).bearer_auth(&self.token);
+        Ok(self.send_bytes(req).await?.1)
     }
 
     /// POSTs `bytes` as `content_type` (an import's archive); returns the JSON answer.
     pub async fn upload(&self, path: &str, bytes: Vec<u8>, content_type: &str) -> Result<Value> {
-        let resp = self
+        let req = self
             .http
             .post(self.url(path)?)
             .bearer_auth(&self.token)
             .header(reqwest::header::CONTENT_TYPE, content_type)
-            .body(bytes)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the management API at {}", self.base))?;
-        let status = resp.status();
-        let text = resp.text().await.context("cannot read the response")?;
-        if !status.is_success() {
-            return Err(failure(status.as_u16(), &text).into());
-        }
-        serde_json::from_str(&text).context("the answer is not JSON")
+            .body(bytes);
+        let (_, answer) = self.send_bytes(req).await?;
+        serde_json::from_slice(&answer).context("the answer is not JSON")
     }
 
     /// Starts a long-running operation (`POST` answered with 202 and a `Location`); returns the

@@ -5,11 +5,9 @@
 //! Invariant: a request that is checked reaches the backend with exactly the body it came with.
 
 use crate::body::Body;
-use crate::request::{ClientRequest, RequestBody};
+use crate::request::ClientRequest;
 use apollo_compiler::validation::Valid;
 use apollo_compiler::{ExecutableDocument, Schema};
-use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -89,21 +87,16 @@ pub(crate) async fn check(
     max_body: u64,
 ) -> Result<ClientRequest, Response<Body>> {
     let limit = (max_body as usize).min(MAX_QUERY_BYTES);
-    let body = std::mem::replace(&mut req.body, RequestBody::Empty);
-    let bytes: Bytes = match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => {
-            return Err(refusal(message(&format!(
-                "The request body is larger than {limit} bytes, or could not be read."
-            ))));
-        }
+    let Some(bytes) = req.buffer_body(limit).await else {
+        return Err(refusal(message(&format!(
+            "The request body is larger than {limit} bytes, or could not be read."
+        ))));
     };
     let query = query_of(&req, &bytes).map_err(refusal)?;
     let errors = schema.errors(&query);
     if !errors.is_empty() {
         return Err(refusal(errors));
     }
-    req.body = RequestBody::Full(Some(bytes));
     Ok(req)
 }
 

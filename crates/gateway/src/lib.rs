@@ -23,6 +23,7 @@ mod reload;
 mod request;
 mod server;
 mod shared;
+mod soap;
 mod table;
 mod telemetry;
 mod template;

@@ -44,6 +44,8 @@ impl ConfigMirror {
     pub fn insert(&mut self, mut r: StoredResource) -> Option<StoredResource> {
         let keep: &[&str] = match r.kind {
             Kind::Api | Kind::ApiVersionSet | Kind::ProductApi | Kind::GroupUser => &[],
+            // A SOAP operation's request names the Body element that routes it.
+            Kind::Operation if is_soap_operation(&r) => &["method", "urlTemplate", "request"],
             Kind::Operation => &["method", "urlTemplate"],
             Kind::Product => &["displayName", "subscriptionRequired", "state"],
             Kind::User => &["email", "firstName", "lastName"],
@@ -74,6 +76,13 @@ impl ConfigMirror {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn is_soap_operation(r: &StoredResource) -> bool {
+    r.properties
+        .get("urlTemplate")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|t| t.contains("soapAction="))
 }
 
 /// One resource that changed between two revisions.

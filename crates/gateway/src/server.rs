@@ -26,7 +26,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Inbound: API, protocol, operation, subscription key.
-fn inbound(ctx: &mut RequestContext, req: &ClientRequest, tls: bool) -> Result<(), GatewayError> {
+/// The reason inbound gives when a SOAP request names no action: its body must be read to
+/// find the operation (then inbound runs again with the Body's first element).
+const SOAP_BODY_NEEDED: &str = "SoapBodyNeeded";
+
+fn inbound(
+    ctx: &mut RequestContext,
+    req: &ClientRequest,
+    tls: bool,
+    soap_element: Option<&str>,
+) -> Result<(), GatewayError> {
     let path = req.uri.path();
     let query = req.uri.query();
     let headers = &req.headers;
@@ -53,24 +62,30 @@ fn inbound(ctx: &mut RequestContext, req: &ClientRequest, tls: bool) -> Result<(
     ctx.preflight = preflight_method.is_some();
     let method = preflight_method.unwrap_or(req.method.as_str());
     let soap = match api.kind {
-        ApiKind::Soap => soap_action(headers),
+        ApiKind::Soap => crate::soap::action(headers),
         _ => None,
     };
     let found = api.operations.iter().enumerate().find_map(|(i, op)| {
         if !(op.method.eq_ignore_ascii_case(method) || op.method == "*") {
             return None;
         }
-        match (&soap, &op.soap_action) {
-            (Some(action), Some(wanted)) => (action == wanted).then_some(i),
+        match (&soap, &op.soap_action, soap_element, &op.soap_element) {
+            (Some(action), Some(wanted), _, _) => (action == wanted).then_some(i),
+            (None, _, Some(element), Some(wanted)) => (element == wanted).then_some(i),
             _ => op.template.is_match(rest, query).then_some(i),
         }
     });
+    let body_needed = matches!(api.kind, ApiKind::Soap)
+        && soap.is_none()
+        && soap_element.is_none()
+        && api.operations.iter().any(|o| o.soap_element.is_some());
     let op_index = found.ok_or_else(|| {
-        GatewayError::new(
-            StatusCode::NOT_FOUND,
-            "OperationNotFound",
-            MSG_OPERATION_NOT_FOUND,
-        )
+        let reason = if body_needed {
+            SOAP_BODY_NEEDED
+        } else {
+            "OperationNotFound"
+        };
+        GatewayError::new(StatusCode::NOT_FOUND, reason, MSG_OPERATION_NOT_FOUND)
     })?;
     ctx.operation = Some(op_index);
     ctx.rest_start = rest_start;
@@ -176,7 +191,7 @@ pub(crate) fn route_handshake(
         client,
         http1: true,
     };
-    inbound(&mut ctx, req, tls)?;
+    inbound(&mut ctx, req, tls, None)?;
     let api = ctx.api.as_ref().expect("routed");
     let base = api.service_url.as_deref().ok_or_else(|| {
         GatewayError::new(
@@ -209,20 +224,6 @@ pub(crate) fn route_handshake(
     Ok(HandshakeTarget {
         url,
         key_header: api.key_header.clone(),
-    })
-}
-
-/// A SOAP request's action: SOAP 1.1's `SOAPAction` header (quotes removed), else SOAP 1.2's
-/// `action` parameter of the content type.
-fn soap_action(headers: &RequestHeaders) -> Option<String> {
-    if let Some(a) = headers.get_str("soapaction") {
-        return Some(a.trim().trim_matches('"').to_string()).filter(|a| !a.is_empty());
-    }
-    let ct = headers.get_str("content-type")?;
-    ct.split(';').find_map(|p| {
-        let (k, v) = p.trim().split_once('=')?;
-        k.eq_ignore_ascii_case("action")
-            .then(|| v.trim_matches('"').to_string())
     })
 }
 
@@ -379,7 +380,15 @@ pub(crate) async fn handle(
     let mut backend_ms = None;
     let mut answered = None;
     let mut error_reason = None;
-    let routed = inbound(&mut ctx, &req, tls);
+    let mut req = req;
+    let mut routed = inbound(&mut ctx, &req, tls, None);
+    if matches!(&routed, Err(e) if e.reason == SOAP_BODY_NEEDED) {
+        let element = match req.buffer_body(crate::soap::MAX_ROUTING_BODY).await {
+            Some(body) => crate::soap::body_element(&body),
+            None => String::new(),
+        };
+        routed = inbound(&mut ctx, &req, tls, Some(&element));
+    }
     let checked = match (&routed, graphql_schema(&ctx)) {
         (Ok(()), Some(schema)) if !ctx.preflight => {
             crate::graphql::check(&schema, req, shared.config.max_body_bytes).await

@@ -27,6 +27,8 @@ pub struct OperationRoute {
     pub template: Template,
     /// A SOAP operation's action (`/?soapAction={action}`), matched against the request's.
     pub soap_action: Option<String>,
+    /// A SOAP operation's Body element, for a request that names no action.
+    pub soap_element: Option<String>,
 }
 
 /// What kind of API a route serves, and what that kind needs at request time.
@@ -387,6 +389,14 @@ impl Routes {
                                 .to_ascii_uppercase(),
                             template: Template::parse(&template),
                             soap_action: soap_action_of(&template),
+                            soap_element: op
+                                .properties
+                                .get("request")
+                                .and_then(|r| r.get("representations"))
+                                .and_then(|r| r.get(0))
+                                .and_then(|r| r.get("typeName"))
+                                .and_then(Value::as_str)
+                                .map(str::to_string),
                             url_template: template,
                         }
                     })
@@ -500,6 +510,7 @@ fn implicit_operations(kind: &ApiKind, operations: &mut Vec<OperationRoute>) {
             url_template: (*template).into(),
             template: Template::parse(template),
             soap_action: None,
+            soap_element: None,
         });
     }
 }

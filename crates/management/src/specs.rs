@@ -292,13 +292,14 @@ fn wsdl(text: &str) -> Result<ImportedApi, String> {
             .and_then(|c| c.attribute("soapAction"))
             .unwrap_or(name);
         let id = unique_id(&operations, &sanitize(name));
+        let element = body_element(root, binding, op, name);
         let props = json!({
             "displayName": name,
             "method": "POST",
             "urlTemplate": format!("/?soapAction={action}"),
             "templateParameters": [],
             "description": "",
-            "request": {"queryParameters": [], "headers": [], "representations": [{"contentType": "text/xml"}]},
+            "request": {"queryParameters": [], "headers": [], "representations": [{"contentType": "text/xml", "typeName": element}]},
             "responses": [{"statusCode": 200, "description": "", "representations": [{"contentType": "text/xml"}], "headers": []}],
         });
         operations.push((id, props.as_object().cloned().unwrap_or_default()));
@@ -323,6 +324,48 @@ fn wsdl(text: &str) -> Result<ImportedApi, String> {
         api_type: Some("soap"),
         schema: kept(WSDL_SCHEMA, text),
     })
+}
+
+/// The `style` of a WSDL node's SOAP child (`soap:binding`, `soap:operation`).
+fn soap_style(n: roxmltree::Node) -> Option<String> {
+    n.children()
+        .find(|c| {
+            c.tag_name()
+                .namespace()
+                .is_some_and(|ns| SOAP_NS.contains(&ns))
+        })
+        .and_then(|c| c.attribute("style"))
+        .map(str::to_string)
+}
+
+fn local(qname: &str) -> &str {
+    qname.rsplit(':').next().unwrap_or(qname)
+}
+
+/// The first element of a request's SOAP Body for this operation (how a request without a
+/// SOAP action is routed): the operation's name for RPC style, else its input message's part
+/// element (document style), else the operation's name.
+fn body_element(
+    root: roxmltree::Node,
+    binding: roxmltree::Node,
+    op: roxmltree::Node,
+    name: &str,
+) -> String {
+    if soap_style(op).or(soap_style(binding)).as_deref() == Some("rpc") {
+        return name.to_string();
+    }
+    let port_type = binding.attribute("type").map(local).unwrap_or_default();
+    children(root, "portType")
+        .filter(|p| p.attribute("name") == Some(port_type))
+        .flat_map(|p| children(p, "operation"))
+        .find(|o| o.attribute("name") == Some(name))
+        .and_then(|o| children(o, "input").next())
+        .and_then(|i| i.attribute("message"))
+        .map(local)
+        .and_then(|m| children(root, "message").find(|n| n.attribute("name") == Some(m)))
+        .and_then(|m| children(m, "part").find_map(|p| p.attribute("element")))
+        .map(|e| local(e).to_string())
+        .unwrap_or_else(|| name.to_string())
 }
 
 /// A GraphQL schema (SDL) for a pass-through API: checked now, kept, and used by the gateway

@@ -21,7 +21,13 @@ const WADL: &str = r#"<application xmlns="http://wadl.dev.java.net/2009/02" xmln
   </resources>
 </application>"#;
 
-const WSDL: &str = r#"<definitions xmlns="http://schemas.xmlsoap.org/wsdl/" xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" xmlns:soap12="http://schemas.xmlsoap.org/wsdl/soap12/" name="Calc">
+const WSDL: &str = r#"<definitions xmlns="http://schemas.xmlsoap.org/wsdl/" xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" xmlns:soap12="http://schemas.xmlsoap.org/wsdl/soap12/" xmlns:tns="urn:calc" name="Calc">
+  <message name="AddIn"><part name="parameters" element="tns:AddRequest"/></message>
+  <message name="SubtractIn"><part name="parameters" element="tns:SubtractRequest"/></message>
+  <portType name="CalcPort">
+    <operation name="Add"><input message="tns:AddIn"/></operation>
+    <operation name="Subtract"><input message="tns:SubtractIn"/></operation>
+  </portType>
   <binding name="CalcSoap" type="tns:CalcPort">
     <soap:binding transport="http://schemas.xmlsoap.org/soap/http"/>
     <operation name="Add"><soap:operation soapAction="http://tempuri.org/Add"/></operation>
@@ -142,6 +148,28 @@ async fn a_wsdl_is_a_soap_pass_through_routed_by_action() {
     assert_eq!(b["headers"]["x-op"], "subtract");
     let (s, _) = send(vec![("SOAPAction", "http://tempuri.org/Multiply")]).await;
     assert_eq!(s, 404);
+    // No action at all: the Body's first element names the operation (its input element).
+    let by_body = "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body><c:SubtractRequest xmlns:c=\"urn:calc\"><a>5</a></c:SubtractRequest></s:Body></s:Envelope>";
+    let r = t
+        .http
+        .post(format!("{}/calc", t.gateway_url()))
+        .header("content-type", "text/xml")
+        .body(by_body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["headers"]["x-op"], "subtract");
+    assert_eq!(b["body"], by_body, "the backend gets the body as sent");
+    let r = t
+        .http
+        .post(format!("{}/calc", t.gateway_url()))
+        .body("<s:Envelope xmlns:s=\"x\"><s:Body><Divide/></s:Body></s:Envelope>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 
     // Exported as the WSDL it came as, and imported from it into another instance.
     let files = export(&t).await;

@@ -117,6 +117,21 @@ pub(crate) struct ClientRequest {
 }
 
 impl ClientRequest {
+    /// Reads the whole body (at most `limit` bytes) and keeps it in the request, so that it
+    /// still goes to the backend unchanged; `None` when it is larger or cannot be read (the
+    /// request then has no body left to send).
+    pub(crate) async fn buffer_body(&mut self, limit: usize) -> Option<bytes::Bytes> {
+        use http_body_util::BodyExt;
+        let body = std::mem::replace(&mut self.body, RequestBody::Empty);
+        let bytes = http_body_util::Limited::new(body, limit)
+            .collect()
+            .await
+            .ok()?
+            .to_bytes();
+        self.body = RequestBody::Full(Some(bytes.clone()));
+        Some(bytes)
+    }
+
     pub(crate) fn from_http(req: Request<RequestBody>) -> ClientRequest {
         let (parts, body) = req.into_parts();
         ClientRequest {

@@ -6,10 +6,12 @@
 #     127.0.0.1:8014, access key "test", secret "test", with the bucket "backups";
 #   - Knot DNS (Debian's knot and knot-dnsutils), the authoritative server the move's RFC 2136
 #     cutover is tested against. Each test starts its own knotd on a free port with its own
-#     zone (gatehouse-testkit's `Knot`); here it is installed and checked once with an update.
+#     zone (gatehouse-testkit's `Knot`); here it is installed and checked once with an update;
+#   - APIM's JavaScript SDK (@azure/arm-apimanagement, pinned by tests/apim-sdk/package-lock.json).
 # A fresh machine has only the Rust toolchain, Python, Node and Debian's package manager.
 # Stop the servers with: bash scripts/test-deps.sh stop
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 DEPS="${GATEHOUSE_DEPS:-$HOME/.cache/gatehouse-test-deps}"
 RUN="${GATEHOUSE_DEPS_RUN:-/tmp/gatehouse-test-deps}"
@@ -46,6 +48,12 @@ need cargo
 need node
 need npm
 need python3
+
+# APIM's JavaScript SDK for tests/apim-sdk (versions pinned by its package-lock.json).
+if [ ! -d tests/apim-sdk/node_modules/@azure/arm-apimanagement ]; then
+  echo "test-deps: installing APIM's JavaScript SDK (tests/apim-sdk)"
+  npm ci --prefix tests/apim-sdk --no-audit --no-fund --loglevel=error >/dev/null
+fi
 
 # Azurite.
 if [ ! -x "$DEPS/azurite/node_modules/.bin/azurite-blob" ]; then

@@ -185,10 +185,39 @@ async fn folder_route(
 
 /// The entry point for every management request.
 pub async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    match handle(state, req).await {
+    let arm = crate::arm::prefix_of(req.uri().path());
+    let resp = match handle(state, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    };
+    match arm {
+        Some(arm) => with_arm_ids(resp, &arm.prefix).await,
+        None => resp,
     }
+}
+
+/// A JSON answer to a request through the ARM prefix, with its resources' ids and references
+/// as full ARM ids (`arm::to_arm_ids`).
+async fn with_arm_ids(resp: Response, prefix: &str) -> Response {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return ApiError::internal("a response body could not be read").into_response();
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    crate::arm::to_arm_ids(&mut value, prefix);
+    let text = value.to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(text))
 }
 
 async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
@@ -200,6 +229,14 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
     let path = strip_arm_prefix(&raw_path).to_string();
     let method = parts.method.clone();
     crate::access::authorize(&caller, &method, &path)?;
+    crate::arm::check_api_version(query.get("api-version").map(String::as_str))?;
+    if let Some(arm) = crate::arm::prefix_of(&raw_path) {
+        let name = blocking(&state.store, |s| {
+            Ok(s.read(|r| r.service())?.map(|s| s.name))
+        })
+        .await?;
+        crate::arm::check_service(&arm, name.as_deref().unwrap_or_default())?;
+    }
     let is_import = path.trim_end_matches('/').eq_ignore_ascii_case("/import");
     let limit = if is_import {
         crate::folder::MAX_IMPORT_BODY

@@ -5,6 +5,7 @@
 //! This crate knows nothing of the gateway's internals.
 
 pub mod access;
+pub mod arm;
 pub mod certs;
 pub mod error;
 pub mod folder;

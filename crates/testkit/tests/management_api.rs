@@ -806,8 +806,16 @@ async fn revisions_and_arm_paths() {
     assert_eq!(old["properties"]["isCurrent"], false);
     let (_, old_ops) = t.call("GET", "/apis/echo;rev=1/operations", None).await;
     assert_eq!(old_ops["count"], 1);
-    // The ARM-prefixed path and api-version work as the short ones.
-    let arm = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.ApiManagement/service/contoso";
+    // The ARM-prefixed path and api-version work as the short ones, with full ARM ids; another
+    // service name is ARM's 404, an api-version Gatehouse does not speak ARM's 400.
+    let other = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.ApiManagement/service/contoso";
+    let (s, e) = t.call("GET", &format!("{other}/apis/echo?api-version=2024-05-01"), None).await;
+    assert_eq!(s, 404);
+    assert!(e["error"]["message"].as_str().unwrap().contains("'Microsoft.ApiManagement/service/contoso' under resource group 'rg1' was not found"), "{e}");
+    let (s, e) = t.call("GET", "/apis/echo?api-version=2001-01-01", None).await;
+    assert_eq!(s, 400);
+    assert_eq!(e["error"]["code"], "InvalidApiVersionParameter");
+    let arm = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.ApiManagement/service/gatehouse";
     let (s, a) = t
         .call(
             "GET",
@@ -817,6 +825,9 @@ async fn revisions_and_arm_paths() {
         .await;
     assert_eq!(s, 200);
     assert_eq!(a["properties"]["apiRevision"], "2");
+    assert_eq!(a["id"], format!("{arm}/apis/echo"));
+    let (_, short) = t.call("GET", "/apis/echo", None).await;
+    assert_eq!(short["id"], "/apis/echo", "relative on the short path");
     let (s, svc) = t
         .call("GET", &format!("{arm}?api-version=2024-05-01"), None)
         .await;

@@ -1,0 +1,214 @@
+// APIM's own JavaScript SDK (@azure/arm-apimanagement, api-version 2024-05-01) driven against a
+// running Gatehouse instance, unchanged but for how the token is sent: over plain http on
+// loopback, through a pipeline policy (the SDK's bearer policy refuses non-TLS URLs).
+//
+// Environment: GATEHOUSE_URL (management base URL), GATEHOUSE_TOKEN, GATEHOUSE_SERVICE (its
+// name), BACKEND_URL (an HTTP backend for APIs). Prints one line per call ("ok NAME" or
+// "FAIL NAME: why") and ends with "sdk: N passed, M failed"; exits non-zero on a failure.
+
+import { ApiManagementClient } from "@azure/arm-apimanagement";
+
+const url = process.env.GATEHOUSE_URL;
+const token = process.env.GATEHOUSE_TOKEN;
+const service = process.env.GATEHOUSE_SERVICE;
+const backend = process.env.BACKEND_URL ?? "http://127.0.0.1:9";
+const sub = "00000000-0000-0000-0000-000000000000";
+const rg = "rg";
+
+const credential = {
+  getToken: async () => ({ token, expiresOnTimestamp: Date.now() + 3600_000 }),
+};
+const client = new ApiManagementClient(credential, sub, {
+  endpoint: url,
+  allowInsecureConnection: true,
+  // Poll quickly: the server says when to poll again (Retry-After) where it matters.
+  updateIntervalInMs: 50,
+});
+client.pipeline.removePolicy({ name: "bearerTokenAuthenticationPolicy" });
+client.pipeline.addPolicy({
+  name: "gatehouseToken",
+  sendRequest: (request, next) => {
+    request.headers.set("authorization", `Bearer ${token}`);
+    request.allowInsecureConnection = true;
+    return next(request);
+  },
+});
+
+let passed = 0;
+const failed = [];
+async function step(name, fn) {
+  try {
+    await fn();
+    passed++;
+    console.log(`ok ${name}`);
+  } catch (e) {
+    failed.push(name);
+    const detail = e?.message ?? String(e);
+    console.log(`FAIL ${name}: ${detail.split("\n")[0]}`);
+  }
+}
+function expect(cond, what) {
+  if (!cond) throw new Error(`expected ${what}`);
+}
+async function all(iter) {
+  const out = [];
+  for await (const x of iter) out.push(x);
+  return out;
+}
+const armId = (rest) =>
+  `/subscriptions/${sub}/resourceGroups/${rg}/providers/Microsoft.ApiManagement/service/${service}${rest}`;
+
+const spec = JSON.stringify({
+  openapi: "3.0.1",
+  info: { title: "Pets", version: "1" },
+  paths: {
+    "/pets/{id}": {
+      get: {
+        operationId: "getPet",
+        parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }],
+        responses: { 200: { description: "ok" } },
+      },
+    },
+  },
+});
+
+await step("service get", async () => {
+  const s = await client.apiManagementService.get(rg, service);
+  expect(s.name === service, `name ${service}, got ${s.name}`);
+});
+
+await step("apiVersionSet createOrUpdate", async () => {
+  await client.apiVersionSet.createOrUpdate(rg, service, "vs", {
+    displayName: "Pets",
+    versioningScheme: "Segment",
+  });
+});
+
+await step("api beginCreateOrUpdateAndWait (OpenAPI import)", async () => {
+  const api = await client.api.beginCreateOrUpdateAndWait(rg, service, "pets", {
+    path: "pets",
+    format: "openapi+json",
+    value: spec,
+    serviceUrl: backend,
+    protocols: ["https", "http"],
+  });
+  expect(api.displayName === "Pets", `displayName Pets, got ${api.displayName}`);
+});
+
+await step("api get", async () => {
+  const api = await client.api.get(rg, service, "pets");
+  expect(api.path === "pets", "path pets");
+});
+
+await step("api update (If-Match *)", async () => {
+  const api = await client.api.update(rg, service, "pets", "*", { description: "All pets" });
+  expect(api.description === "All pets", "description updated");
+});
+
+await step("api listByService", async () => {
+  const apis = await all(client.api.listByService(rg, service));
+  expect(apis.some((a) => a.name === "pets"), "pets listed");
+});
+
+await step("apiOperation listByApi", async () => {
+  const ops = await all(client.apiOperation.listByApi(rg, service, "pets"));
+  expect(ops.some((o) => o.name === "getPet"), "getPet listed");
+});
+
+await step("apiOperation createOrUpdate", async () => {
+  await client.apiOperation.createOrUpdate(rg, service, "pets", "addPet", {
+    displayName: "Add a pet",
+    method: "POST",
+    urlTemplate: "/pets",
+  });
+});
+
+await step("apiPolicy createOrUpdate", async () => {
+  await client.apiPolicy.createOrUpdate(rg, service, "pets", "policy", {
+    value: "<policies><inbound><base /></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>",
+    format: "xml",
+  });
+});
+
+await step("product createOrUpdate + productApi", async () => {
+  await client.product.createOrUpdate(rg, service, "starter", {
+    displayName: "Starter",
+    subscriptionRequired: true,
+    state: "published",
+  });
+  await client.productApi.createOrUpdate(rg, service, "starter", "pets");
+});
+
+await step("user createOrUpdate", async () => {
+  await client.user.createOrUpdate(rg, service, "alice", {
+    email: "alice@example.com",
+    firstName: "Alice",
+    lastName: "A",
+  });
+});
+
+await step("subscription createOrUpdate + listSecrets", async () => {
+  await client.subscription.createOrUpdate(rg, service, "s1", {
+    displayName: "S1",
+    scope: armId("/products/starter"),
+    ownerId: armId("/users/alice"),
+    state: "active",
+  });
+  const keys = await client.subscription.listSecrets(rg, service, "s1");
+  expect(keys.primaryKey?.length === 32, "a 32-character primary key");
+});
+
+await step("namedValue beginCreateOrUpdateAndWait + listValue", async () => {
+  await client.namedValue.beginCreateOrUpdateAndWait(rg, service, "db", {
+    displayName: "db",
+    value: "s3cret",
+    secret: true,
+  });
+  const v = await client.namedValue.listValue(rg, service, "db");
+  expect(v.value === "s3cret", "the secret's value");
+  const got = await client.namedValue.get(rg, service, "db");
+  expect(got.value === undefined, "no value in GET");
+});
+
+await step("tag createOrUpdate", async () => {
+  await client.tag.createOrUpdate(rg, service, "public", { displayName: "Public" });
+});
+
+await step("policyFragment beginCreateOrUpdateAndWait", async () => {
+  await client.policyFragment.beginCreateOrUpdateAndWait(rg, service, "frag", {
+    value: "<fragment><base /></fragment>".replace("<base />", ""),
+    format: "xml",
+  });
+});
+
+// Ids and references in ARM form under the ARM prefix (item 2).
+await step("ids are full ARM ids", async () => {
+  const api = await client.api.get(rg, service, "pets");
+  expect(api.id === armId("/apis/pets"), `id ${armId("/apis/pets")}, got ${api.id}`);
+  const s = await client.subscription.get(rg, service, "s1");
+  expect(s.scope === armId("/products/starter"), `scope as ARM id, got ${s.scope}`);
+});
+
+// Deletes (item 1).
+await step("user beginDeleteAndWait", async () => {
+  await client.user.beginDeleteAndWait(rg, service, "alice", "*", { deleteSubscriptions: true });
+});
+
+await step("api beginDeleteAndWait", async () => {
+  await client.apiOperation.delete(rg, service, "pets", "addPet", "*");
+  await client.productApi.delete(rg, service, "starter", "pets");
+  await client.api.beginDeleteAndWait(rg, service, "pets", "*");
+});
+
+await step("a mistyped service name is 404", async () => {
+  try {
+    await client.api.listByService(rg, `${service}-typo`).next();
+  } catch (e) {
+    expect(e.statusCode === 404, `404, got ${e.statusCode}`);
+    return;
+  }
+  throw new Error("expected a 404");
+});
+
+console.log(`sdk: ${passed} passed, ${failed.length} failed`);
+process.exit(failed.length ? 1 : 0);

@@ -40,6 +40,10 @@ async fn apims_javascript_sdk_works_unchanged() {
         .env("GATEHOUSE_TOKEN", server.token())
         .env("GATEHOUSE_SERVICE", "contoso")
         .env("BACKEND_URL", &backend.url)
+        .env(
+            "STORAGE_URL",
+            format!("file://{}", root.path().join("storage").display()),
+        )
         .output()
         .await
         .expect("node runs");

@@ -104,6 +104,33 @@ fn write_options(headers: &HeaderMap, query: &Query, actor: &str) -> WriteOption
     }
 }
 
+/// ARM's polling headers for a long-running operation: `Location` (its result),
+/// `Azure-AsyncOperation` (its status) and `Retry-After`.
+fn poll_headers(resp: &mut Response, base: &str, id: &str, api_version: Option<&String>) {
+    let version = api_version
+        .map(|v| format!("?api-version={v}"))
+        .unwrap_or_default();
+    let headers = resp.headers_mut();
+    for (name, url) in [
+        (
+            header::LOCATION.as_str(),
+            format!("{base}/operationresults/{id}{version}"),
+        ),
+        (
+            "azure-asyncoperation",
+            format!("{base}/operationstatuses/{id}{version}"),
+        ),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&url) {
+            headers.insert(name, v);
+        }
+    }
+    headers.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(crate::operations::RETRY_AFTER_SECONDS),
+    );
+}
+
 /// `GET /export` and `POST /import`: the configuration as a folder (see `folder`).
 async fn folder_route(
     state: &Arc<AppState>,
@@ -311,17 +338,27 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
             let base = state.urls.read().expect("urls lock").management.clone();
             let raw_trimmed = raw_path.trim_end_matches('/');
             let prefix = &raw_trimmed[..raw_trimmed.len() - name.len()];
-            let location = format!(
-                "{}{}/operationresults/{id}",
-                base.trim_end_matches('/'),
-                prefix
-            );
+            let base = format!("{}{}", base.trim_end_matches('/'), prefix);
             let mut resp = StatusCode::ACCEPTED.into_response();
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                resp.headers_mut().insert(header::LOCATION, v);
-            }
+            poll_headers(&mut resp, &base, &id, query.get("api-version"));
             return Ok(resp);
         }
+    }
+    if let Some(id) = trimmed.strip_prefix("/operationstatuses/") {
+        if method != Method::GET {
+            return Err(method_not_allowed());
+        }
+        let op = state.operations.get(id).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                format!("Operation '{id}' not found."),
+            )
+        })?;
+        return Ok(json_response(
+            StatusCode::OK,
+            crate::operations::status_body(id, &op),
+        ));
     }
     if let Some(id) = trimmed.strip_prefix("/operationresults/") {
         if method != Method::GET {
@@ -338,15 +375,14 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         return match status {
             crate::operations::OpStatus::Running => {
                 let base = state.urls.read().expect("urls lock").management.clone();
+                let raw_trimmed = raw_path.trim_end_matches('/');
+                let prefix = &raw_trimmed[..raw_trimmed.len() - trimmed.len()];
+                let base = format!("{}{}", base.trim_end_matches('/'), prefix);
                 let mut resp = json_response(
                     StatusCode::ACCEPTED,
                     crate::operations::progress_body(id, &op),
                 );
-                if let Ok(v) =
-                    HeaderValue::from_str(&format!("{}{}", base.trim_end_matches('/'), raw_path))
-                {
-                    resp.headers_mut().insert(header::LOCATION, v);
-                }
+                poll_headers(&mut resp, &base, id, query.get("api-version"));
                 Ok(resp)
             }
             crate::operations::OpStatus::Succeeded(None) => {

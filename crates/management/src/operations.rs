@@ -51,6 +51,10 @@ pub struct Operations {
     pub accounts: HashMap<String, StorageAccount>,
     /// The region of S3 storage (`AWS_REGION` where the server starts); `us-east-1` if none.
     pub s3_region: Option<String>,
+    /// Where the key made at the first backup without one lives (`backup.key` in the data
+    /// directory, 0600), so that a stock APIM client — which cannot send `encryptionKey` —
+    /// gets encrypted backups it can restore.
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// A storage account configured on the server (`[storage-accounts.NAME]` in gatehouse.toml).
@@ -70,6 +74,12 @@ impl Operations {
             accounts,
             ..Default::default()
         }
+    }
+
+    /// The file a key made at first use is kept in.
+    pub fn with_key_file(mut self, path: std::path::PathBuf) -> Self {
+        self.key_file = Some(path);
+        self
     }
 
     /// S3 storage in `region` (else `us-east-1`).
@@ -196,13 +206,42 @@ fn parse_days(v: &Value) -> Result<std::time::Duration, ApiError> {
     }
 }
 
-fn key_of(ops: &Operations, p: &BackupRestoreParameters) -> Result<BackupKey, ApiError> {
-    let text = p
-        .encryption_key
-        .clone()
-        .or_else(|| ops.default_key.clone())
-        .ok_or_else(|| invalid("no backup key: pass 'encryptionKey', or start the instance with --backup-key-file or GATEHOUSE_BACKUP_KEY"))?;
-    BackupKey::parse(&text).map_err(invalid)
+/// The key a backup or restore uses: the request's `encryptionKey`, else the instance's
+/// configured key, else the one kept in the data directory — made there by the first backup
+/// that needs it (said in the operation's outcome as `keyCreated`). Returns whether it was
+/// made now.
+fn key_of(
+    ops: &Operations,
+    p: &BackupRestoreParameters,
+    kind: &str,
+) -> Result<(BackupKey, Option<String>), ApiError> {
+    if let Some(text) = p.encryption_key.clone().or_else(|| ops.default_key.clone()) {
+        return Ok((BackupKey::parse(&text).map_err(invalid)?, None));
+    }
+    let no_key = || {
+        invalid(
+            "no backup key: pass 'encryptionKey', or start the instance with --backup-key-file or GATEHOUSE_BACKUP_KEY",
+        )
+    };
+    let path = ops.key_file.as_ref().ok_or_else(no_key)?;
+    if path.exists() {
+        return Ok((BackupKey::from_file(path).map_err(invalid)?, None));
+    }
+    if kind != "backup" {
+        return Err(no_key());
+    }
+    let text = BackupKey::generate();
+    gatehouse_store::write_private_file(path, format!("{text}\n").as_bytes()).map_err(|e| {
+        ApiError::internal(format!(
+            "the backup key could not be written to {}: {e}",
+            path.display()
+        ))
+    })?;
+    tracing::warn!(path = %path.display(), "made a backup key for a backup that named none: keep a copy of it, restores need it");
+    Ok((
+        BackupKey::parse(&text).map_err(invalid)?,
+        Some(path.display().to_string()),
+    ))
 }
 
 fn failure(kind: &'static str, e: gatehouse_backup::BackupError) -> OpStatus {
@@ -249,7 +288,7 @@ pub async fn start(
     let mut params = parse_params(body)?;
     params.actor = actor.to_string();
     let location = location(&state.operations, &params)?;
-    let key = key_of(&state.operations, &params)?;
+    let (key, key_created) = key_of(&state.operations, &params, kind)?;
     let expires = params.expires_after.as_ref().map(parse_days).transpose()?;
     if kind == "restore" {
         match location.exists().await {
@@ -304,6 +343,12 @@ pub async fn start(
     let op_id = id.clone();
     tokio::spawn(async move {
         let status = run(&st, kind, &op, location, key, params, expires).await;
+        if let Some(path) = key_created {
+            let mut outcome = op.outcome.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(Value::Object(o)) = outcome.as_mut() {
+                o.insert("keyCreated".into(), json!(path));
+            }
+        }
         if let OpStatus::Failed { message, .. } = &status {
             tracing::warn!(operation = %op_id, error = %message, "{kind} failed");
         }
@@ -423,6 +468,25 @@ async fn run(
 }
 
 /// The body of a `202` while running: APIM-style status with progress.
+/// How long a client should wait before it polls an operation again (`Retry-After`, seconds):
+/// backups of small instances end within a second.
+pub const RETRY_AFTER_SECONDS: u64 = 1;
+
+/// An operation's status as ARM's `Azure-AsyncOperation` URL answers it (always 200).
+pub fn status_body(id: &str, op: &Operation) -> Value {
+    let status = op.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match status {
+        OpStatus::Running => progress_body(id, op),
+        OpStatus::Succeeded(_) => {
+            json!({"id": id, "name": id, "status": "Succeeded", "operation": op.kind, "percentComplete": 100})
+        }
+        OpStatus::Failed { code, message, .. } => json!({
+            "id": id, "name": id, "status": "Failed", "operation": op.kind,
+            "error": {"code": code, "message": message},
+        }),
+    }
+}
+
 pub fn progress_body(id: &str, op: &Operation) -> Value {
     let done = op.done.load(Ordering::Relaxed);
     let total = op.total.load(Ordering::Relaxed);

@@ -13,3 +13,6 @@ pub const STORE_KEY: &str = "store.key";
 pub const LOCK: &str = "gatehouse.lock";
 /// Left by a deleted instance; `serve` refuses to start over it.
 pub const DELETED_MARKER: &str = "DELETED";
+/// The backup key made by the first backup that named none (an age identity, 0600): a stock
+/// APIM client cannot send `encryptionKey`.
+pub const BACKUP_KEY: &str = "backup.key";

@@ -208,7 +208,8 @@ impl Instance {
                 config.backup_key.clone(),
                 config.storage_accounts.clone(),
             )
-            .with_s3_region(config.s3_region.clone()),
+            .with_s3_region(config.s3_region.clone())
+            .with_key_file(config.data_dir.join(gatehouse_model::files::BACKUP_KEY)),
             freeze: Default::default(),
             traffic: Some(Arc::new(move |on| traffic_shared.drain(on))),
             delete: Some(Arc::new(move || {

@@ -809,10 +809,23 @@ async fn revisions_and_arm_paths() {
     // The ARM-prefixed path and api-version work as the short ones, with full ARM ids; another
     // service name is ARM's 404, an api-version Gatehouse does not speak ARM's 400.
     let other = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.ApiManagement/service/contoso";
-    let (s, e) = t.call("GET", &format!("{other}/apis/echo?api-version=2024-05-01"), None).await;
+    let (s, e) = t
+        .call(
+            "GET",
+            &format!("{other}/apis/echo?api-version=2024-05-01"),
+            None,
+        )
+        .await;
     assert_eq!(s, 404);
-    assert!(e["error"]["message"].as_str().unwrap().contains("'Microsoft.ApiManagement/service/contoso' under resource group 'rg1' was not found"), "{e}");
-    let (s, e) = t.call("GET", "/apis/echo?api-version=2001-01-01", None).await;
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains(
+            "'Microsoft.ApiManagement/service/contoso' under resource group 'rg1' was not found"
+        ),
+        "{e}"
+    );
+    let (s, e) = t
+        .call("GET", "/apis/echo?api-version=2001-01-01", None)
+        .await;
     assert_eq!(s, 400);
     assert_eq!(e["error"]["code"], "InvalidApiVersionParameter");
     let arm = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg1/providers/Microsoft.ApiManagement/service/gatehouse";

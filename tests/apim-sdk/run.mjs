@@ -189,6 +189,23 @@ await step("ids are full ARM ids", async () => {
   expect(s.scope === armId("/products/starter"), `scope as ARM id, got ${s.scope}`);
 });
 
+await step("apiExport get (openapi+json-link, then the link)", async () => {
+  const r = await client.apiExport.get(rg, service, "pets", "openapi+json-link", "true");
+  expect(r.exportResultFormat === "openapi-link", `format openapi-link, got ${r.exportResultFormat}`);
+  const link = r.value?.link;
+  expect(typeof link === "string", "a link");
+  const doc = await (await fetch(link)).json();
+  expect(doc.openapi === "3.0.1" && doc.paths["/pets/{id}"], "the OpenAPI document behind the link");
+});
+
+await step("apiExport get (swagger-link, wadl-link)", async () => {
+  for (const format of ["swagger-link", "wadl-link"]) {
+    const r = await client.apiExport.get(rg, service, "pets", format, "true");
+    const text = await (await fetch(r.value.link)).text();
+    expect(text.includes(format === "wadl-link" ? "<application" : "\"swagger\":\"2.0\""), `${format}: ${text.slice(0, 80)}`);
+  }
+});
+
 // Backup and restore as a stock client sends them: no `encryptionKey` (its model has none);
 // the server's key is made at first use. Polling follows Retry-After, so a small backup is
 // seen done within seconds, not the client's default interval.

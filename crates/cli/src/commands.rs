@@ -157,7 +157,7 @@ async fn api(client: &Client, cmd: ApiCmd, j: bool) -> Result<()> {
         ApiCmd::Create { id, props } => resources::create(client, &API, &id, &props, j).await,
         ApiCmd::Export { id } => {
             let path = format!("/apis/{}?export=true&format=openapi%2Bjson", seg(&id));
-            print_json(&client.get(&path).await?);
+            print_json(&client.get(&path).await?["value"]);
             Ok(())
         }
         ApiCmd::Import {

@@ -249,6 +249,19 @@ async fn with_arm_ids(resp: Response, prefix: &str) -> Response {
 
 async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
+    if parts.method == Method::GET
+        && let Some(token) = parts.uri.path().strip_prefix("/exports/")
+    {
+        // A download link of an API export: the URL is the capability (no bearer token).
+        let (content_type, bytes) = state.downloads.get(token).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                "The download link is unknown or has expired.",
+            )
+        })?;
+        return Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response());
+    }
     let caller = crate::access::authenticate(&state, &parts.headers)?;
     gatehouse_model::check_no_dot_segments(parts.uri.path())?;
     let query = parse_query(&parts.uri)?;
@@ -704,7 +717,7 @@ async fn get_resource(
         && path.kind == Kind::Api;
     let format = query.get("format").cloned().unwrap_or_default();
     let gateway = state.urls.read().expect("urls lock").gateway.clone();
-    let (resource, rendered, ops) = blocking(&state.store, move |s| {
+    let (resource, rendered, ops, schemas) = blocking(&state.store, move |s| {
         s.read(|r| -> Result<_, ApiError> {
             let path = canonicalize(r, path)?;
             let res = r
@@ -712,15 +725,17 @@ async fn get_resource(
                 .ok_or_else(|| ApiError::not_found(path.kind.spec().display))?;
             let rendered = render_resolved(r, &res)?
                 .ok_or_else(|| ApiError::not_found(path.kind.spec().display))?;
-            let ops = if export {
-                r.children(Kind::Operation, &res.path)?
+            let (ops, schemas) = if export {
+                let ops = r
+                    .children(Kind::Operation, &res.path)?
                     .into_iter()
                     .map(|o| (o.name().to_string(), o.properties))
-                    .collect()
+                    .collect();
+                (ops, r.children(Kind::ApiSchema, &res.path)?)
             } else {
-                Vec::new()
+                (Vec::new(), Vec::new())
             };
-            Ok((res, rendered, ops))
+            Ok((res, rendered, ops, schemas))
         })
     })
     .await?;
@@ -728,28 +743,62 @@ async fn get_resource(
         return Ok(with_etag(StatusCode::OK.into_response(), resource.revision));
     }
     if export {
-        let doc = openapi::export(&resource.properties, &gateway, &ops);
-        let resp = match format.as_str() {
-            "openapi+json" | "openapi-json" | "" => json_response(StatusCode::OK, doc),
-            "openapi" | "openapi-yaml" => {
-                let text =
-                    serde_norway::to_string(&doc).map_err(|e| ApiError::internal(e.to_string()))?;
-                ([(header::CONTENT_TYPE, "application/yaml")], text).into_response()
-            }
-            other => {
-                return Err(ApiError::invalid(
-                    "format",
-                    format!(
-                        "export format '{other}' is not supported; use openapi+json or openapi"
-                    ),
-                ));
-            }
-        };
+        let resp = export_answer(state, &resource, &ops, &schemas, &format, &gateway)?;
         return Ok(with_etag(resp, resource.revision));
     }
     Ok(with_etag(
         json_response(StatusCode::OK, rendered),
         resource.revision,
+    ))
+}
+
+/// APIM's export answer, `{"id", "format", "value"}` (`crate::export`).
+fn export_answer(
+    state: &Arc<AppState>,
+    api: &gatehouse_model::StoredResource,
+    ops: &[(String, Map<String, Value>)],
+    schemas: &[gatehouse_model::StoredResource],
+    format: &str,
+    gateway: &str,
+) -> Result<Response, ApiError> {
+    let (doc, link, named) = crate::export::parse_format(format).ok_or_else(|| {
+        ApiError::invalid(
+            "format",
+            format!(
+                "the export format '{format}' is not supported; use one of {}",
+                crate::export::FORMATS
+            ),
+        )
+    })?;
+    let kept = |id: &str| {
+        schemas
+            .iter()
+            .find(|s| s.name() == id)
+            .and_then(|s| s.properties.get("document")?.get("value")?.as_str())
+    };
+    let source = crate::export::Source {
+        api: &api.properties,
+        operations: ops,
+        wsdl: kept("wsdl"),
+        wadl: kept("wadl"),
+        gateway,
+    };
+    let (document, content_type) =
+        crate::export::document(doc, &source).map_err(|e| ApiError::invalid("format", e))?;
+    let value = if link {
+        let bytes = match &document {
+            Value::String(text) => text.clone().into_bytes(),
+            other => other.to_string().into_bytes(),
+        };
+        let token = state.downloads.put(content_type, bytes);
+        let base = state.urls.read().expect("urls lock").management.clone();
+        json!({"link": format!("{}/exports/{token}", base.trim_end_matches('/'))})
+    } else {
+        document
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        json!({"id": api.path, "format": named, "value": value}),
     ))
 }
 

@@ -8,6 +8,7 @@ pub mod access;
 pub mod arm;
 pub mod certs;
 pub mod error;
+pub mod export;
 pub mod folder;
 pub mod freeze;
 pub mod handlers;

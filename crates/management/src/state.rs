@@ -36,4 +36,6 @@ pub struct AppState {
     pub traffic: Option<TrafficControl>,
     /// Called by `DELETE /`, when the host allows deleting the instance.
     pub delete: Option<DeleteHook>,
+    /// Documents behind API export download links.
+    pub downloads: crate::export::Downloads,
 }

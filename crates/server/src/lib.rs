@@ -211,6 +211,7 @@ impl Instance {
             .with_s3_region(config.s3_region.clone())
             .with_key_file(config.data_dir.join(gatehouse_model::files::BACKUP_KEY)),
             freeze: Default::default(),
+            downloads: Default::default(),
             traffic: Some(Arc::new(move |on| traffic_shared.drain(on))),
             delete: Some(Arc::new(move || {
                 let note = format!(

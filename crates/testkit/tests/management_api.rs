@@ -909,7 +909,7 @@ async fn openapi_import_and_export() {
     );
 
     // Export, then import the export as another API: same operations.
-    let (s, doc) = t
+    let (s, answer) = t
         .call(
             "GET",
             "/apis/petstore?export=true&format=openapi%2Bjson",
@@ -917,6 +917,8 @@ async fn openapi_import_and_export() {
         )
         .await;
     assert_eq!(s, 200);
+    assert_eq!(answer["format"], "openapi+json");
+    let doc = answer["value"].clone();
     assert_eq!(doc["openapi"], "3.0.1");
     assert!(doc["paths"]["/pets/{petId}"]["get"].is_object());
     assert!(

@@ -77,6 +77,45 @@ await step("service get", async () => {
   expect(s.name === service, `name ${service}, got ${s.name}`);
 });
 
+await step("service listByResourceGroup, list", async () => {
+  const mine = await all(client.apiManagementService.listByResourceGroup(rg));
+  expect(mine.length === 1 && mine[0].name === service, "this instance");
+  const every = await all(client.apiManagementService.list());
+  expect(every.length === 1, "this instance");
+});
+
+await step("service checkNameAvailability", async () => {
+  const taken = await client.apiManagementService.checkNameAvailability({ name: service });
+  expect(taken.nameAvailable === false && taken.reason === "AlreadyExists", "this name is taken");
+  const free = await client.apiManagementService.checkNameAvailability({ name: "another-one" });
+  expect(free.nameAvailable === true, "another name is free");
+  const bad = await client.apiManagementService.checkNameAvailability({ name: "1-bad" });
+  expect(bad.reason === "Invalid", "an invalid name");
+});
+
+await step("service beginCreateOrUpdateAndWait (this instance)", async () => {
+  const current = await client.apiManagementService.get(rg, service);
+  const s = await client.apiManagementService.beginCreateOrUpdateAndWait(rg, service, {
+    location: current.location,
+    sku: { name: current.sku.name, capacity: 1 },
+    publisherEmail: "ops@example.com",
+    publisherName: "Ops",
+  });
+  expect(s.publisherEmail === "ops@example.com", "updated");
+  try {
+    await client.apiManagementService.beginCreateOrUpdateAndWait(rg, service, {
+      location: "somewhere-else",
+      sku: { name: current.sku.name, capacity: 1 },
+      publisherEmail: "ops@example.com",
+      publisherName: "Ops",
+    });
+  } catch (e) {
+    expect(e.statusCode === 400, `400 for another location, got ${e.statusCode}`);
+    return;
+  }
+  throw new Error("another location was accepted");
+});
+
 await step("apiVersionSet createOrUpdate", async () => {
   await client.apiVersionSet.createOrUpdate(rg, service, "vs", {
     displayName: "Pets",

@@ -284,6 +284,9 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         MAX_BODY
     };
     let body = read_body(body, limit).await?;
+    if let Some(route) = crate::arm::provider_route(&raw_path) {
+        return crate::arm::serve_provider(&state, route, &method, &body).await;
+    }
     if let Some(rest) = path
         .strip_prefix("/tokens")
         .filter(|r| r.is_empty() || r.starts_with('/'))
@@ -449,6 +452,11 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         (Method::PATCH, Target::Service) => {
             let b = parse_json_body(&body)?;
             blocking(&state.store, move |s| service::patch_service(s, &b, &actor)).await?;
+            get_service(&state).await
+        }
+        (Method::PUT, Target::Service) => {
+            let b = parse_json_body(&body)?;
+            blocking(&state.store, move |s| service::put_service(s, &b, &actor)).await?;
             get_service(&state).await
         }
         (Method::GET, Target::Collection { kind, parent }) => {

@@ -161,6 +161,36 @@ pub fn render_service(
 }
 
 /// `PATCH /`: publisher settings and the sku; the name and region belong to the instance.
+/// `PUT` of the service (ARM's create-or-update) on a running instance: the instance exists,
+/// so this updates it — its name and location must be this instance's (a move changes them,
+/// not a PUT); tier and settings are applied as a PATCH applies them.
+pub fn put_service(store: &Store, body: &Map<String, Value>, actor: &str) -> Result<(), ApiError> {
+    let current = store
+        .read(|r| r.service())?
+        .ok_or_else(|| ApiError::internal("the service has no settings"))?;
+    let same = |a: &str, b: &str| {
+        let norm = |s: &str| s.replace(' ', "").to_ascii_lowercase();
+        norm(a) == norm(b)
+    };
+    let mut rest = body.clone();
+    for (key, have) in [("name", &current.name), ("location", &current.location)] {
+        if let Some(v) = rest.remove(key) {
+            match v.as_str() {
+                Some(given) if same(given, have) => {}
+                _ => {
+                    return Err(ApiError::invalid(
+                        key,
+                        format!(
+                            "'{key}' must be this instance's ('{have}'): a service's {key} is not changed by PUT (a move changes it)"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    patch_service(store, &rest, actor)
+}
+
 pub fn patch_service(
     store: &Store,
     body: &Map<String, Value>,

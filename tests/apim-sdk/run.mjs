@@ -220,6 +220,93 @@ await step("policyFragment beginCreateOrUpdateAndWait", async () => {
   });
 });
 
+// The collections clients expect (stored with APIM's shapes; the developer portal that would
+// use the portal's ones is not built yet).
+await step("identityProvider createOrUpdate + listSecrets", async () => {
+  await client.identityProvider.createOrUpdate(rg, service, "aad", {
+    clientId: "client-1",
+    clientSecret: "idp-secret",
+    allowedTenants: ["contoso.onmicrosoft.com"],
+  });
+  const got = await client.identityProvider.get(rg, service, "aad");
+  expect(got.clientSecret === undefined && got.clientId === "client-1", "no secret in GET");
+  const secrets = await client.identityProvider.listSecrets(rg, service, "aad");
+  expect(secrets.clientSecret === "idp-secret", "the secret from listSecrets");
+});
+
+await step("authorizationServer, openIdConnectProvider + listSecrets", async () => {
+  await client.authorizationServer.createOrUpdate(rg, service, "oauth", {
+    displayName: "OAuth",
+    clientRegistrationEndpoint: "https://login.example/register",
+    authorizationEndpoint: "https://login.example/authorize",
+    grantTypes: ["authorizationCode"],
+    clientId: "c",
+    clientSecret: "as-secret",
+  });
+  expect((await client.authorizationServer.listSecrets(rg, service, "oauth")).clientSecret === "as-secret", "its secret");
+  await client.openIdConnectProvider.createOrUpdate(rg, service, "oidc", {
+    displayName: "OIDC",
+    metadataEndpoint: "https://login.example/.well-known/openid-configuration",
+    clientId: "c",
+    clientSecret: "oidc-secret",
+  });
+  expect((await client.openIdConnectProvider.listSecrets(rg, service, "oidc")).clientSecret === "oidc-secret", "its secret");
+});
+
+await step("cache, emailTemplate, signInSettings", async () => {
+  await client.cache.createOrUpdate(rg, service, "default", {
+    connectionString: "redis.example:6380,password=x,ssl=True",
+    useFromLocation: "default",
+  });
+  const c = await client.cache.get(rg, service, "default");
+  expect(c.connectionString === undefined, "no connection string in GET");
+  await client.emailTemplate.createOrUpdate(rg, service, "newIssueNotificationMessage", {
+    subject: "New issue",
+    body: "<!DOCTYPE html><html><body>$IssueName</body></html>",
+  });
+  await client.signInSettings.createOrUpdate(rg, service, { enabled: true });
+  expect((await client.signInSettings.get(rg, service)).enabled === true, "sign-in enabled");
+});
+
+await step("tenantAccess create + listSecrets", async () => {
+  await client.tenantAccess.create(rg, service, "access", "*", { enabled: true });
+  const s = await client.tenantAccess.listSecrets(rg, service, "access");
+  expect(s.primaryKey?.length === 32 && s.enabled === true, "keys and enabled");
+});
+
+await step("apiRelease, apiIssue, apiWiki, productWiki", async () => {
+  await client.apiRelease.createOrUpdate(rg, service, "pets", "r1", { apiId: armId("/apis/pets"), notes: "first" });
+  const r = await client.apiRelease.get(rg, service, "pets", "r1");
+  expect(r.apiId === armId("/apis/pets"), `apiId as ARM id, got ${r.apiId}`);
+  await client.apiIssue.createOrUpdate(rg, service, "pets", "i1", {
+    title: "Broken",
+    description: "It is broken",
+    userId: armId("/users/alice"),
+  });
+  const issues = await all(client.issue.listByService(rg, service));
+  expect(issues.some((i) => i.name === "i1"), "the issue in /issues");
+  await client.apiWiki.createOrUpdate(rg, service, "pets", { documents: [{ documentationId: "doc1" }] });
+  await client.productWiki.createOrUpdate(rg, service, "starter", { documents: [{ documentationId: "doc1" }] });
+});
+
+await step("apiProduct listByApis, api listByTags", async () => {
+  const products = await all(client.apiProduct.listByApis(rg, service, "pets"));
+  expect(products.some((p) => p.name === "starter"), "starter contains pets");
+  await client.tag.assignToApi(rg, service, "pets", "public");
+  const byTags = await all(client.api.listByTags(rg, service));
+  expect(byTags.some((t) => t.tag?.name === "Public" && t.api?.name === "pets"), `pets by its tag: ${JSON.stringify(byTags)}`);
+});
+
+await step("user getSharedAccessToken, generateSsoUrl", async () => {
+  const t = await client.user.getSharedAccessToken(rg, service, "alice", {
+    keyType: "primary",
+    expiry: new Date(Date.now() + 3600_000),
+  });
+  expect(t.value?.startsWith("alice&"), `a token for alice, got ${t.value}`);
+  const sso = await client.user.generateSsoUrl(rg, service, "alice");
+  expect(sso.value?.includes("token="), "an SSO URL");
+});
+
 // Ids and references in ARM form under the ARM prefix (item 2).
 await step("ids are full ARM ids", async () => {
   const api = await client.api.get(rg, service, "pets");

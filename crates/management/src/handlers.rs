@@ -444,6 +444,17 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
             _ => Err(method_not_allowed()),
         };
     }
+    if method == Method::GET {
+        let derived = match trimmed.to_ascii_lowercase().as_str() {
+            "/apisbytags" => Some(crate::catalog::apis_by_tags(&state).await?),
+            "/issues" => Some(crate::catalog::all_issues(&state).await?),
+            _ => None,
+        };
+        if let Some(items) = derived {
+            let (skip, top) = paging(&query)?;
+            return Ok(page_response(&state, items, skip, top, &raw_path, &query));
+        }
+    }
     let target = resolve(&path)?;
     match (method, target) {
         (Method::GET, Target::Service) | (Method::HEAD, Target::Service) => {
@@ -490,7 +501,7 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
             delete(&state, p, write_options(&parts.headers, &query, &actor)).await
         }
         (m, Target::Action { path, action }) => {
-            action_handler(&state, m, path, &action, &raw_path, &query, &actor).await
+            action_handler(&state, m, path, &action, &raw_path, &query, &actor, &body).await
         }
         _ => Err(method_not_allowed()),
     }
@@ -981,7 +992,17 @@ async fn put(
     })
     .await?;
     let (written, _) = committed.value;
-    let status = if written.created {
+    let kind = written.resource.kind;
+    // APIM's contract: the portal settings and tenant access answer 200 to a PUT that creates
+    // them (they always exist in APIM); a PATCH of the portal settings, 204.
+    let singleton = matches!(kind, Kind::PortalSetting | Kind::TenantAccess);
+    if kind == Kind::PortalSetting && mode == Mode::Patch {
+        return Ok(with_revision(
+            StatusCode::NO_CONTENT.into_response(),
+            committed.revision,
+        ));
+    }
+    let status = if written.created && !singleton {
         StatusCode::CREATED
     } else {
         StatusCode::OK
@@ -1024,6 +1045,7 @@ fn require(res: &Option<StoredResource>, kind: Kind) -> Result<&StoredResource, 
         .ok_or_else(|| ApiError::not_found(kind.spec().display))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn action_handler(
     state: &Arc<AppState>,
     method: Method,
@@ -1032,10 +1054,38 @@ async fn action_handler(
     raw_path: &str,
     query: &Query,
     actor: &str,
+    body: &[u8],
 ) -> Result<Response, ApiError> {
     let action_l = action.to_ascii_lowercase();
     let actor = actor.to_string();
     match (method, path.kind, action_l.as_str()) {
+        (Method::POST, kind, "listsecrets") if crate::catalog::has_secrets(kind) => {
+            Ok(json_response(
+                StatusCode::OK,
+                crate::catalog::list_secrets(state, path).await?,
+            ))
+        }
+        (Method::GET, Kind::Api, "products") => {
+            let (skip, top) = paging(query)?;
+            let items = crate::catalog::api_products(state, path).await?;
+            Ok(page_response(state, items, skip, top, raw_path, query))
+        }
+        (Method::POST, Kind::User, "token") => {
+            let b = parse_json_body(body)?;
+            let b = b
+                .get("properties")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or(b);
+            Ok(json_response(
+                StatusCode::OK,
+                crate::catalog::user_token(state, path, &b).await?,
+            ))
+        }
+        (Method::POST, Kind::User, "generatessourl") => Ok(json_response(
+            StatusCode::OK,
+            crate::catalog::sso_url(state, path).await?,
+        )),
         (Method::POST, Kind::Subscription, "listsecrets") => {
             let keys = blocking(&state.store, move |s| {
                 s.read(|r| -> Result<Value, ApiError> {

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod arm;
+pub mod catalog;
 pub mod certs;
 pub mod error;
 pub mod export;

@@ -210,6 +210,91 @@ fn relative_ref(value: &str) -> String {
     s.trim_end_matches('/').to_string()
 }
 
+/// The ids APIM allows for a kind whose resources have fixed names.
+fn check_fixed_id(path: &ResourcePath, allowed: &[&str]) -> Result<(), RuleError> {
+    if allowed.contains(&path.id()) {
+        return Ok(());
+    }
+    Err(RuleError::malformed(format!(
+        "'{}' is not a {} name; use one of {}",
+        path.id(),
+        path.kind.spec().display,
+        allowed.join(", ")
+    )))
+}
+
+/// APIM's email templates, by name.
+const EMAIL_TEMPLATES: &[&str] = &[
+    "applicationApprovedNotificationMessage",
+    "accountClosedDeveloper",
+    "quotaLimitApproachingDeveloperNotificationMessage",
+    "newDeveloperNotificationMessage",
+    "emailChangeIdentityDefault",
+    "inviteUserNotificationMessage",
+    "newCommentNotificationMessage",
+    "confirmSignUpIdentityDefault",
+    "newIssueNotificationMessage",
+    "purchaseDeveloperNotificationMessage",
+    "passwordResetIdentityDefault",
+    "passwordResetByAdminNotificationMessage",
+    "rejectDeveloperNotificationMessage",
+    "requestDeveloperNotificationMessage",
+];
+
+/// The developer portal's resources, stored with APIM's shapes (the portal is not built yet):
+/// fixed names where APIM fixes them, references that must exist.
+fn portal_rules(
+    tx: &WriteTx<'_>,
+    path: &ResourcePath,
+    props: &mut Map<String, Value>,
+    refs: &mut Vec<String>,
+) -> Result<(), RuleError> {
+    match path.kind {
+        Kind::IdentityProvider => {
+            check_fixed_id(
+                path,
+                &[
+                    "facebook",
+                    "google",
+                    "microsoft",
+                    "twitter",
+                    "aad",
+                    "aadB2C",
+                ],
+            )?;
+            props.insert("type".into(), json!(path.id()));
+        }
+        Kind::EmailTemplate => {
+            check_fixed_id(path, EMAIL_TEMPLATES)?;
+            props.insert("isDefault".into(), json!(false));
+        }
+        Kind::PortalSetting => check_fixed_id(path, &["signin", "signup", "delegation"])?,
+        Kind::ApiWiki | Kind::ProductWiki => check_fixed_id(path, &["default"])?,
+        Kind::ApiRelease => {
+            let api = str_of(props, "apiId").unwrap_or_default().to_string();
+            let rel = require_exists(tx, &api, "apiId", "the API", &[Kind::Api])?;
+            refs.push(rel.clone());
+            props.insert("apiId".into(), json!(rel));
+            let now = now_rfc3339();
+            props.entry("createdDateTime").or_insert(json!(now.clone()));
+            props.insert("updatedDateTime".into(), json!(now));
+        }
+        Kind::ApiIssue => {
+            let user = str_of(props, "userId").unwrap_or_default().to_string();
+            let rel = require_exists(tx, &user, "userId", "the user", &[Kind::User])?;
+            refs.push(rel.clone());
+            props.insert("userId".into(), json!(rel));
+            props.insert("apiId".into(), json!(path.parent_string()));
+            props.entry("state").or_insert(json!("proposed"));
+            props
+                .entry("createdDate")
+                .or_insert_with(|| json!(now_rfc3339()));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn require_exists(
     q: &impl Lookup,
     target: &str,
@@ -582,6 +667,24 @@ fn apply_rules(
             props.entry("isBuffered").or_insert(json!(true));
         }
         Kind::ApiSchema => schema_rules(props)?,
+        Kind::TenantAccess => {
+            check_fixed_id(path, &["access", "gitAccess"])?;
+            keep(props, &["primaryKey", "secondaryKey"]);
+            props
+                .entry("primaryKey")
+                .or_insert_with(|| json!(generate_key()));
+            props
+                .entry("secondaryKey")
+                .or_insert_with(|| json!(generate_key()));
+            props.entry("enabled").or_insert(json!(false));
+        }
+        Kind::IdentityProvider
+        | Kind::EmailTemplate
+        | Kind::PortalSetting
+        | Kind::ApiWiki
+        | Kind::ProductWiki
+        | Kind::ApiRelease
+        | Kind::ApiIssue => portal_rules(tx, path, props, &mut refs)?,
         Kind::Diagnostic | Kind::ApiDiagnostic => {
             let logger = str_of(props, "loggerId").unwrap_or_default().to_string();
             let rel = require_exists(tx, &logger, "loggerId", "the logger", &[Kind::Logger])?;
@@ -1024,6 +1127,8 @@ fn on_delete(referrer: &StoredResource, target_kind: Kind, opts: &WriteOptions) 
             )),
             _ => OnDelete::Cascade,
         },
+        // A user's issues go with the user; a release goes with its API.
+        Kind::ApiIssue | Kind::ApiRelease => OnDelete::Cascade,
         _ => OnDelete::Restrict(format!(
             "{} is in use by {}; remove that reference first",
             target_kind.spec().display,

@@ -286,7 +286,115 @@ const SCHEMA: &[Field] = &[
     ro("provisioningState"),
 ];
 
-/// Links carry no properties of their own; whatever GET shows comes from the target.
+const RELEASE: &[Field] = &[
+    req("apiId", s(1, 2000)),
+    f("notes", ANY_STR),
+    ro("createdDateTime"),
+    ro("updatedDateTime"),
+];
+
+const ISSUE: &[Field] = &[
+    req("title", s(1, 1000)),
+    req("description", ANY_STR),
+    req("userId", s(1, 2000)),
+    f("apiId", s(0, 2000)),
+    f(
+        "state",
+        Ty::Enum(&["proposed", "open", "removed", "resolved", "closed"]),
+    ),
+    f("createdDate", ANY_STR),
+];
+
+const WIKI: &[Field] = &[f("documents", Ty::Array { max: 100 })];
+
+const IDENTITY_PROVIDER: &[Field] = &[
+    req("clientId", s(1, 2000)),
+    wo("clientSecret", s(1, 2000)),
+    f(
+        "type",
+        Ty::Enum(&[
+            "facebook",
+            "google",
+            "microsoft",
+            "twitter",
+            "aad",
+            "aadB2C",
+        ]),
+    ),
+    f("signinTenant", s(0, 2000)),
+    f("allowedTenants", Ty::Array { max: 32 }),
+    f("authority", s(0, 2000)),
+    f("signupPolicyName", s(0, 2000)),
+    f("signinPolicyName", s(0, 2000)),
+    f("profileEditingPolicyName", s(0, 2000)),
+    f("passwordResetPolicyName", s(0, 2000)),
+    f("clientLibrary", s(0, 16)),
+];
+
+const AUTHORIZATION_SERVER: &[Field] = &[
+    req("displayName", s(1, 50)),
+    req("clientRegistrationEndpoint", s(1, 2000)),
+    req("authorizationEndpoint", s(1, 2000)),
+    req("grantTypes", Ty::Array { max: 4 }),
+    req("clientId", s(1, 2000)),
+    wo("clientSecret", s(0, 2000)),
+    f("description", ANY_STR),
+    f("authorizationMethods", Ty::Array { max: 8 }),
+    f("clientAuthenticationMethod", Ty::Array { max: 2 }),
+    f("tokenBodyParameters", Ty::Array { max: 100 }),
+    f("tokenEndpoint", s(0, 2000)),
+    f("supportState", Ty::Bool),
+    f("defaultScope", s(0, 2000)),
+    f("bearerTokenSendingMethods", Ty::Array { max: 2 }),
+    wo("resourceOwnerUsername", s(0, 2000)),
+    wo("resourceOwnerPassword", s(0, 2000)),
+    f("useInTestConsole", Ty::Bool),
+    f("useInApiDocumentation", Ty::Bool),
+];
+
+const OPENID_PROVIDER: &[Field] = &[
+    req("displayName", s(1, 50)),
+    req("metadataEndpoint", s(1, 2000)),
+    req("clientId", s(1, 2000)),
+    wo("clientSecret", s(0, 2000)),
+    f("description", ANY_STR),
+    f("useInTestConsole", Ty::Bool),
+    f("useInApiDocumentation", Ty::Bool),
+];
+
+const CACHE: &[Field] = &[
+    req("connectionString", s(1, 300)),
+    req("useFromLocation", s(1, 256)),
+    f("description", s(0, 2000)),
+    f("resourceId", s(0, 2000)),
+];
+
+const EMAIL_TEMPLATE: &[Field] = &[
+    f("subject", s(1, 1000)),
+    f("body", ANY_STR),
+    f("title", ANY_STR),
+    f("description", ANY_STR),
+    f("parameters", Ty::Array { max: 100 }),
+    ro("isDefault"),
+];
+
+const PORTAL_SETTING: &[Field] = &[
+    f("enabled", Ty::Bool),
+    f("termsOfService", Ty::Object),
+    f("url", s(0, 2000)),
+    wo("validationKey", s(0, 2000)),
+    f("subscriptions", Ty::Object),
+    f("userRegistration", Ty::Object),
+];
+
+const TENANT_ACCESS: &[Field] = &[
+    f("enabled", Ty::Bool),
+    wo("primaryKey", s(1, 256)),
+    wo("secondaryKey", s(1, 256)),
+    ro("principalId"),
+];
+
+/// Links carry no properties of their own/// Links carry no properties of their own; whatever GET shows comes from the target.
 const LINK: &[Field] = &[];
 
 pub fn fields(kind: Kind) -> &'static [Field] {
@@ -309,6 +417,16 @@ pub fn fields(kind: Kind) -> &'static [Field] {
         Kind::Logger => LOGGER,
         Kind::Diagnostic | Kind::ApiDiagnostic => DIAGNOSTIC,
         Kind::ApiSchema => SCHEMA,
+        Kind::ApiRelease => RELEASE,
+        Kind::ApiIssue => ISSUE,
+        Kind::ApiWiki | Kind::ProductWiki => WIKI,
+        Kind::IdentityProvider => IDENTITY_PROVIDER,
+        Kind::AuthorizationServer => AUTHORIZATION_SERVER,
+        Kind::OpenIdConnectProvider => OPENID_PROVIDER,
+        Kind::Cache => CACHE,
+        Kind::EmailTemplate => EMAIL_TEMPLATE,
+        Kind::PortalSetting => PORTAL_SETTING,
+        Kind::TenantAccess => TENANT_ACCESS,
         Kind::ProductApi
         | Kind::ProductGroup
         | Kind::ProductTag
@@ -507,6 +625,15 @@ pub fn secret_pointers(kind: Kind, props: &Map<String, Value>) -> Vec<&'static s
         Kind::Certificate => vec!["/privateKey", "/password", "/data"],
         Kind::Logger => vec!["/credentials"],
         Kind::Backend => vec!["/proxy/password"],
+        Kind::IdentityProvider | Kind::OpenIdConnectProvider => vec!["/clientSecret"],
+        Kind::AuthorizationServer => vec![
+            "/clientSecret",
+            "/resourceOwnerUsername",
+            "/resourceOwnerPassword",
+        ],
+        Kind::Cache => vec!["/connectionString"],
+        Kind::PortalSetting => vec!["/validationKey"],
+        Kind::TenantAccess => vec!["/primaryKey", "/secondaryKey"],
         _ => vec![],
     }
 }
@@ -527,6 +654,15 @@ pub fn hidden_fields(kind: Kind) -> &'static [&'static str] {
         Kind::Certificate => &["privateKey", "password", "data", "certificatePem"],
         Kind::Subscription => &["primaryKey", "secondaryKey"],
         Kind::Logger => &["credentials"],
+        Kind::IdentityProvider | Kind::OpenIdConnectProvider => &["clientSecret"],
+        Kind::AuthorizationServer => &[
+            "clientSecret",
+            "resourceOwnerUsername",
+            "resourceOwnerPassword",
+        ],
+        Kind::Cache => &["connectionString"],
+        Kind::PortalSetting => &["validationKey"],
+        Kind::TenantAccess => &["primaryKey", "secondaryKey"],
         _ => &[],
     }
 }

@@ -146,13 +146,29 @@ fn parse_params(body: &[u8]) -> Result<BackupRestoreParameters, ApiError> {
 }
 
 fn location(ops: &Operations, p: &BackupRestoreParameters) -> Result<Location, ApiError> {
-    if p.access_type
-        .as_deref()
-        .is_some_and(|t| !t.eq_ignore_ascii_case("AccessKey"))
-    {
+    // A managed identity is the server's own credential for the account: the storage
+    // account configured on the server under that name (`[storage-accounts.NAME]`).
+    let identity = match p.access_type.as_deref() {
+        None => false,
+        Some(t) if t.eq_ignore_ascii_case("AccessKey") => false,
+        Some(t)
+            if t.eq_ignore_ascii_case("SystemAssignedManagedIdentity")
+                || t.eq_ignore_ascii_case("UserAssignedManagedIdentity") =>
+        {
+            true
+        }
+        Some(t) => {
+            return Err(invalid(format!(
+                "accessType '{t}' is not supported: use AccessKey, SystemAssignedManagedIdentity or UserAssignedManagedIdentity"
+            )));
+        }
+    };
+    if identity && !ops.accounts.contains_key(&p.storage_account) {
         return Err(invalid(format!(
-            "accessType '{}' is not supported: Gatehouse has no managed identities; give the storage account's accessKey",
-            p.access_type.as_deref().unwrap_or("")
+            "accessType '{}' uses the credentials configured on the server for the storage account, and none is configured for '{}': add [storage-accounts.{}] to gatehouse.toml",
+            p.access_type.as_deref().unwrap_or_default(),
+            p.storage_account,
+            p.storage_account
         )));
     }
     // A name configured on the server wins; the request's accessKey, if any, overrides its key.

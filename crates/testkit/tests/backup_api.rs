@@ -282,3 +282,43 @@ async fn changes_after_a_backup_replay_onto_the_restored_target() {
     );
     assert_eq!(contents(&dst), before);
 }
+
+/// A stock client backing up with a managed identity: the identity is the server's own
+/// credential for the account, the storage account configured under that name.
+#[tokio::test]
+async fn a_managed_identity_uses_the_account_configured_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut config = gatehouse_testkit::ServeConfig::ephemeral(&data);
+    config.storage_accounts.insert(
+        "archive".into(),
+        gatehouse_management::operations::StorageAccount {
+            url: format!("file://{}", dir.path().join("storage").display()),
+            access_key: None,
+        },
+    );
+    let t = TestInstance::start_with(config).await.unwrap();
+    let (s, done) = t
+        .run_operation(
+            "backup",
+            &json!({"storageAccount": "archive", "containerName": "backups", "backupName": "mi.ghbk", "accessType": "SystemAssignedManagedIdentity"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{done}");
+    assert!(dir.path().join("storage/backups/mi.ghbk").is_file());
+    let (s, e) = t
+        .start_operation(
+            "backup",
+            &json!({"storageAccount": "elsewhere", "containerName": "backups", "backupName": "x", "accessType": "UserAssignedManagedIdentity", "clientId": "c"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(s, 400);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[storage-accounts.elsewhere]"),
+        "{e}"
+    );
+}

@@ -209,6 +209,12 @@ pub struct ServeArgs {
     /// GATEHOUSE_BACKUP_KEY).
     #[arg(long, env = "GATEHOUSE_BACKUP_KEY_FILE")]
     pub backup_key_file: Option<PathBuf>,
+    /// The Azure subscription id the ARM-prefixed paths must name (default: any).
+    #[arg(long, env = "GATEHOUSE_ARM_SUBSCRIPTION_ID")]
+    pub arm_subscription_id: Option<String>,
+    /// The resource group the ARM-prefixed paths must name (default: any).
+    #[arg(long, env = "GATEHOUSE_ARM_RESOURCE_GROUP")]
+    pub arm_resource_group: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -40,6 +40,8 @@ pub struct FileConfig {
     pub insecure_management: Option<bool>,
     pub backend_ca: Option<PathBuf>,
     pub gateway_workers: Option<usize>,
+    pub arm_subscription_id: Option<String>,
+    pub arm_resource_group: Option<String>,
 }
 
 pub(crate) fn data_dir_of(target: &Target, file: Option<&FileConfig>) -> PathBuf {
@@ -163,6 +165,10 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
             None => env_value("GATEHOUSE_BACKUP_KEY"),
         },
         s3_region: env_value("AWS_REGION"),
+        arm_scope: gatehouse_management::arm::ArmScope {
+            subscription: pick(&args.arm_subscription_id, f.map(|f| &f.arm_subscription_id)),
+            resource_group: pick(&args.arm_resource_group, f.map(|f| &f.arm_resource_group)),
+        },
         management_limits,
         management_tls,
         insecure_management,

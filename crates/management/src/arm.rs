@@ -149,8 +149,40 @@ pub async fn serve_provider(
     }
 }
 
-/// ARM's answer for a service that is not this one.
-pub fn check_service(arm: &ArmPrefix, name: &str) -> Result<(), ApiError> {
+/// The subscription and resource group an instance answers to under the ARM prefix (`None`:
+/// any, the default — an instance outside Azure has neither).
+#[derive(Debug, Clone, Default)]
+pub struct ArmScope {
+    pub subscription: Option<String>,
+    pub resource_group: Option<String>,
+}
+
+/// ARM's answer for a prefix that names another subscription, resource group or service.
+pub fn check_service(arm: &ArmPrefix, scope: &ArmScope, name: &str) -> Result<(), ApiError> {
+    if let Some(s) = &scope.subscription
+        && !s.eq_ignore_ascii_case(&arm.subscription)
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "SubscriptionNotFound",
+            format!(
+                "The subscription '{}' could not be found.",
+                arm.subscription
+            ),
+        ));
+    }
+    if let Some(rg) = &scope.resource_group
+        && !rg.eq_ignore_ascii_case(&arm.resource_group)
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceGroupNotFound",
+            format!(
+                "Resource group '{}' could not be found.",
+                arm.resource_group
+            ),
+        ));
+    }
     if arm.service.eq_ignore_ascii_case(name) {
         return Ok(());
     }
@@ -256,11 +288,24 @@ mod tests {
             )
             .is_none()
         );
-        assert!(check_service(&p, "CONTOSO").is_ok());
+        let any = ArmScope::default();
+        assert!(check_service(&p, &any, "CONTOSO").is_ok());
         assert_eq!(
-            check_service(&p, "other").unwrap_err().status,
+            check_service(&p, &any, "other").unwrap_err().status,
             StatusCode::NOT_FOUND
         );
+        let pinned = ArmScope {
+            subscription: Some("s1".into()),
+            resource_group: Some("other-rg".into()),
+        };
+        let e = check_service(&p, &pinned, "contoso").unwrap_err();
+        assert_eq!(e.code, "ResourceGroupNotFound");
+        let pinned = ArmScope {
+            subscription: Some("s2".into()),
+            resource_group: None,
+        };
+        let e = check_service(&p, &pinned, "contoso").unwrap_err();
+        assert_eq!(e.code, "SubscriptionNotFound");
         assert!(check_api_version(Some("2024-05-01")).is_ok());
         assert!(check_api_version(None).is_ok());
         let e = check_api_version(Some("2099-01-01")).unwrap_err();

@@ -275,7 +275,7 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
             Ok(s.read(|r| r.service())?.map(|s| s.name))
         })
         .await?;
-        crate::arm::check_service(&arm, name.as_deref().unwrap_or_default())?;
+        crate::arm::check_service(&arm, &state.arm_scope, name.as_deref().unwrap_or_default())?;
     }
     let is_import = path.trim_end_matches('/').eq_ignore_ascii_case("/import");
     let limit = if is_import {

@@ -38,4 +38,6 @@ pub struct AppState {
     pub delete: Option<DeleteHook>,
     /// Documents behind API export download links.
     pub downloads: crate::export::Downloads,
+    /// The subscription and resource group the ARM-prefixed paths must name.
+    pub arm_scope: crate::arm::ArmScope,
 }

@@ -28,6 +28,8 @@ pub struct ServeConfig {
     /// The key archives are encrypted with when a request gives none (a passphrase or an age
     /// secret key).
     pub backup_key: Option<String>,
+    /// The subscription and resource group ARM-prefixed paths must name (default: any).
+    pub arm_scope: gatehouse_management::arm::ArmScope,
     /// Storage accounts requests can name as `storageAccount`.
     pub storage_accounts:
         std::collections::HashMap<String, gatehouse_management::operations::StorageAccount>,
@@ -54,6 +56,7 @@ impl ServeConfig {
             gateway: GatewayConfig::default(),
             backup_key: None,
             storage_accounts: Default::default(),
+            arm_scope: Default::default(),
             s3_region: None,
             management_limits: gatehouse_listen::Limits::MANAGEMENT,
             management_tls: None,
@@ -212,6 +215,7 @@ impl Instance {
             .with_key_file(config.data_dir.join(gatehouse_model::files::BACKUP_KEY)),
             freeze: Default::default(),
             downloads: Default::default(),
+            arm_scope: config.arm_scope.clone(),
             traffic: Some(Arc::new(move |on| traffic_shared.drain(on))),
             delete: Some(Arc::new(move || {
                 let note = format!(

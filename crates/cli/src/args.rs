@@ -215,6 +215,17 @@ pub struct ServeArgs {
     /// The resource group the ARM-prefixed paths must name (default: any).
     #[arg(long, env = "GATEHOUSE_ARM_RESOURCE_GROUP")]
     pub arm_resource_group: Option<String>,
+    /// Where Key Vault named values are read from: an https:// base URL answering
+    /// GET {base}/{name} with {"value": …} (Key Vault's secrets endpoint), or a file:// folder
+    /// with one file per secret.
+    #[arg(long, env = "GATEHOUSE_SECRET_SOURCE")]
+    pub secret_source: Option<String>,
+    /// A file holding the bearer token for an https:// secret source.
+    #[arg(long, env = "GATEHOUSE_SECRET_SOURCE_TOKEN_FILE")]
+    pub secret_source_token_file: Option<PathBuf>,
+    /// Seconds between reads of every Key Vault named value (default 14400, APIM's four hours).
+    #[arg(long, env = "GATEHOUSE_SECRET_REFRESH_SECONDS")]
+    pub secret_refresh_seconds: Option<u64>,
 }
 
 #[derive(Args, Debug)]

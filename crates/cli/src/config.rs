@@ -42,6 +42,44 @@ pub struct FileConfig {
     pub gateway_workers: Option<usize>,
     pub arm_subscription_id: Option<String>,
     pub arm_resource_group: Option<String>,
+    pub secret_source: Option<String>,
+    pub secret_source_token_file: Option<PathBuf>,
+    pub secret_refresh_seconds: Option<u64>,
+}
+
+/// `--secret-source` with its token file, if any.
+fn secret_source(
+    args: &ServeArgs,
+    f: Option<&FileConfig>,
+) -> Result<Option<gatehouse_management::keyvault::SecretSource>> {
+    let Some(url) = args
+        .secret_source
+        .clone()
+        .or_else(|| f.and_then(|f| f.secret_source.clone()))
+    else {
+        return Ok(None);
+    };
+    let token = match args
+        .secret_source_token_file
+        .clone()
+        .or_else(|| f.and_then(|f| f.secret_source_token_file.clone()))
+    {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .with_context(|| {
+                    format!(
+                        "cannot read the secret source token file {}",
+                        path.display()
+                    )
+                })?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    gatehouse_management::keyvault::SecretSource::parse(&url, token)
+        .map(Some)
+        .map_err(|e| anyhow!("--secret-source: {e}"))
 }
 
 pub(crate) fn data_dir_of(target: &Target, file: Option<&FileConfig>) -> PathBuf {
@@ -165,6 +203,13 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
             None => env_value("GATEHOUSE_BACKUP_KEY"),
         },
         s3_region: env_value("AWS_REGION"),
+        secret_source: secret_source(args, f)?,
+        secret_refresh: std::time::Duration::from_secs(
+            args.secret_refresh_seconds
+                .or_else(|| f.and_then(|f| f.secret_refresh_seconds))
+                .unwrap_or(4 * 3600)
+                .max(1),
+        ),
         arm_scope: gatehouse_management::arm::ArmScope {
             subscription: pick(&args.arm_subscription_id, f.map(|f| &f.arm_subscription_id)),
             resource_group: pick(&args.arm_resource_group, f.map(|f| &f.arm_resource_group)),

@@ -991,7 +991,24 @@ async fn put(
         )
     })
     .await?;
-    let (written, _) = committed.value;
+    let (mut written, _) = committed.value;
+    let mut revision = committed.revision;
+    if written.resource.kind == Kind::NamedValue
+        && written.resource.properties.contains_key("keyVault")
+    {
+        // A secret-store reference is read at once, so the answer says how that went.
+        let path = ResourcePath::parse_stored(&written.resource.path)?;
+        crate::keyvault::refresh_one(state, path).await?;
+        let key = written.resource.path.clone();
+        let (res, rev) = blocking(&state.store, move |s| {
+            Ok(s.read(|r| Ok::<_, gatehouse_store::StoreError>((r.get(&key)?, r.revision())))?)
+        })
+        .await?;
+        if let Some(res) = res {
+            written.resource = res;
+        }
+        revision = rev;
+    }
     let kind = written.resource.kind;
     // APIM's contract: the portal settings and tenant access answer 200 to a PUT that creates
     // them (they always exist in APIM); a PATCH of the portal settings, 204.
@@ -999,7 +1016,7 @@ async fn put(
     if kind == Kind::PortalSetting && mode == Mode::Patch {
         return Ok(with_revision(
             StatusCode::NO_CONTENT.into_response(),
-            committed.revision,
+            revision,
         ));
     }
     let status = if written.created && !singleton {
@@ -1016,7 +1033,7 @@ async fn put(
     let (body, rev) = rendered;
     Ok(with_revision(
         with_etag(json_response(status, body.unwrap_or(Value::Null)), rev),
-        committed.revision,
+        revision,
     ))
 }
 
@@ -1122,6 +1139,14 @@ async fn action_handler(
                 StatusCode::NO_CONTENT.into_response(),
                 committed.revision,
             ))
+        }
+        (Method::POST, Kind::NamedValue, "refreshsecret") => {
+            if !crate::keyvault::refresh_one(state, path.clone()).await? {
+                return Err(ApiError::bad_request(
+                    "The named value is not a Key Vault reference: it has no secret to refresh.",
+                ));
+            }
+            get_resource(state, path, query, false).await
         }
         (Method::POST, Kind::NamedValue, "listvalue") => {
             let v = blocking(&state.store, move |s| {

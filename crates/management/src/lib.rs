@@ -13,6 +13,7 @@ pub mod export;
 pub mod folder;
 pub mod freeze;
 pub mod handlers;
+pub mod keyvault;
 pub mod moving;
 pub mod openapi;
 pub mod operations;

@@ -210,7 +210,55 @@ fn relative_ref(value: &str) -> String {
     s.trim_end_matches('/').to_string()
 }
 
-/// The ids APIM allows for a kind whose resources have fixed names.
+/// A named value read from a secret store (APIM's Key Vault reference): always secret; its
+/// value is what the secret source last answered (`keyvault`), kept while the reference is the
+/// same, with the outcome of the last read in `keyVault.lastStatus`.
+fn key_vault_rules(
+    props: &mut Map<String, Value>,
+    existing: Option<&StoredResource>,
+) -> Result<(), RuleError> {
+    let id = props
+        .get("keyVault")
+        .and_then(|k| k.get("secretIdentifier"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if id.is_empty() || id.len() > 2000 {
+        return Err(RuleError::invalid(
+            "keyVault.secretIdentifier",
+            "'keyVault.secretIdentifier' must name the secret (e.g. https://contoso.vault.azure.net/secrets/db-password)",
+        ));
+    }
+    props.insert("secret".into(), json!(true));
+    let same = existing.filter(|e| {
+        e.properties
+            .get("keyVault")
+            .and_then(|k| k.get("secretIdentifier"))
+            .and_then(Value::as_str)
+            == Some(id.as_str())
+    });
+    if let Some(e) = same {
+        if !props.contains_key("value")
+            && let Some(v) = e.properties.get("value")
+        {
+            props.insert("value".into(), v.clone());
+        }
+        let had = e
+            .properties
+            .get("keyVault")
+            .and_then(|k| k.get("lastStatus"))
+            .cloned();
+        if let (Some(kv), Some(status)) = (
+            props.get_mut("keyVault").and_then(Value::as_object_mut),
+            had,
+        ) {
+            kv.entry("lastStatus").or_insert(status);
+        }
+    }
+    Ok(())
+}
+
+/// The ids APIM allows for a kind whose resources have fixed names./// The ids APIM allows for a kind whose resources have fixed names.
 fn check_fixed_id(path: &ResourcePath, allowed: &[&str]) -> Result<(), RuleError> {
     if allowed.contains(&path.id()) {
         return Ok(());
@@ -569,12 +617,8 @@ fn apply_rules(
                 }
             }
             if props.contains_key("keyVault") {
-                return Err(RuleError::invalid(
-                    "keyVault",
-                    "Key Vault references are not supported by Gatehouse; give the value itself (mark it secret to seal it)",
-                ));
-            }
-            if !props.contains_key("value") {
+                key_vault_rules(props, existing)?;
+            } else if !props.contains_key("value") {
                 return Err(RuleError::invalid("value", "'value' is required"));
             }
             props.entry("secret").or_insert(json!(false));

@@ -40,4 +40,6 @@ pub struct AppState {
     pub downloads: crate::export::Downloads,
     /// The subscription and resource group the ARM-prefixed paths must name.
     pub arm_scope: crate::arm::ArmScope,
+    /// Where secret-store named values are read from (`--secret-source`).
+    pub secret_source: Option<crate::keyvault::SecretSource>,
 }

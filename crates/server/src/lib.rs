@@ -30,6 +30,9 @@ pub struct ServeConfig {
     pub backup_key: Option<String>,
     /// The subscription and resource group ARM-prefixed paths must name (default: any).
     pub arm_scope: gatehouse_management::arm::ArmScope,
+    /// Where secret-store (Key Vault) named values are read from, and how often.
+    pub secret_source: Option<gatehouse_management::keyvault::SecretSource>,
+    pub secret_refresh: std::time::Duration,
     /// Storage accounts requests can name as `storageAccount`.
     pub storage_accounts:
         std::collections::HashMap<String, gatehouse_management::operations::StorageAccount>,
@@ -57,6 +60,8 @@ impl ServeConfig {
             backup_key: None,
             storage_accounts: Default::default(),
             arm_scope: Default::default(),
+            secret_source: None,
+            secret_refresh: std::time::Duration::from_secs(4 * 3600),
             s3_region: None,
             management_limits: gatehouse_listen::Limits::MANAGEMENT,
             management_tls: None,
@@ -216,6 +221,7 @@ impl Instance {
             freeze: Default::default(),
             downloads: Default::default(),
             arm_scope: config.arm_scope.clone(),
+            secret_source: config.secret_source.clone(),
             traffic: Some(Arc::new(move |on| traffic_shared.drain(on))),
             delete: Some(Arc::new(move || {
                 let note = format!(
@@ -240,6 +246,21 @@ impl Instance {
                     let _ = management_stop.send(true);
                     let _ = gateway_stop.send(true);
                     let _ = std::fs::remove_file(endpoints);
+                }
+            });
+        }
+        if state.secret_source.is_some() {
+            // Secret-store named values: read at start, then on APIM's schedule. Stopped with
+            // the runtime (the task holds nothing that must be finished).
+            let refresher = gatehouse_management::keyvault::refresh_forever(
+                state.clone(),
+                config.secret_refresh,
+            );
+            let mut stop = deleted.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = refresher => {}
+                    _ = stop.wait_for(|d| *d) => {}
                 }
             });
         }

@@ -51,7 +51,7 @@ pub struct FileConfig {
 fn secret_source(
     args: &ServeArgs,
     f: Option<&FileConfig>,
-) -> Result<Option<gatehouse_management::keyvault::SecretSource>> {
+) -> Result<Option<gatehouse_management::secret_source::SecretSource>> {
     let Some(url) = args
         .secret_source
         .clone()
@@ -77,7 +77,7 @@ fn secret_source(
         ),
         None => None,
     };
-    gatehouse_management::keyvault::SecretSource::parse(&url, token)
+    gatehouse_management::secret_source::SecretSource::parse(&url, token)
         .map(Some)
         .map_err(|e| anyhow!("--secret-source: {e}"))
 }

@@ -284,8 +284,8 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         MAX_BODY
     };
     let body = read_body(body, limit).await?;
-    if let Some(route) = crate::arm::provider_route(&raw_path) {
-        return crate::arm::serve_provider(&state, route, &method, &body).await;
+    if let Some(route) = crate::provider::provider_route(&raw_path) {
+        return crate::provider::serve_provider(&state, route, &method, &body).await;
     }
     if let Some(rest) = path
         .strip_prefix("/tokens")

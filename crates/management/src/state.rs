@@ -41,5 +41,5 @@ pub struct AppState {
     /// The subscription and resource group the ARM-prefixed paths must name.
     pub arm_scope: crate::arm::ArmScope,
     /// Where secret-store named values are read from (`--secret-source`).
-    pub secret_source: Option<crate::keyvault::SecretSource>,
+    pub secret_source: Option<crate::secret_source::SecretSource>,
 }

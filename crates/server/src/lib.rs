@@ -31,7 +31,7 @@ pub struct ServeConfig {
     /// The subscription and resource group ARM-prefixed paths must name (default: any).
     pub arm_scope: gatehouse_management::arm::ArmScope,
     /// Where secret-store (Key Vault) named values are read from, and how often.
-    pub secret_source: Option<gatehouse_management::keyvault::SecretSource>,
+    pub secret_source: Option<gatehouse_management::secret_source::SecretSource>,
     pub secret_refresh: std::time::Duration,
     /// Storage accounts requests can name as `storageAccount`.
     pub storage_accounts:

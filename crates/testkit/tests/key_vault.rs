@@ -2,7 +2,7 @@
 //! the named value is written, on `refreshSecret` and on a schedule; it never shows in GET; a
 //! failed read keeps the last value and says why in `keyVault.lastStatus`; policies use it.
 
-use gatehouse_management::keyvault::SecretSource;
+use gatehouse_management::secret_source::SecretSource;
 use gatehouse_testkit::{EchoBackend, ServeConfig, TestInstance};
 use serde_json::{Value, json};
 

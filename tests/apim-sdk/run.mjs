@@ -268,7 +268,9 @@ await step("cache, emailTemplate, signInSettings", async () => {
   expect((await client.signInSettings.get(rg, service)).enabled === true, "sign-in enabled");
 });
 
-await step("tenantAccess create + listSecrets", async () => {
+await step("tenantAccess get, create + listSecrets", async () => {
+  const git = await client.tenantAccess.get(rg, service, "gitAccess");
+  expect(git.enabled === false, "gitAccess exists, disabled");
   await client.tenantAccess.create(rg, service, "access", "*", { enabled: true });
   const s = await client.tenantAccess.listSecrets(rg, service, "access");
   expect(s.primaryKey?.length === 32 && s.enabled === true, "keys and enabled");

@@ -199,9 +199,33 @@ async fn tenant_key(state: &Arc<AppState>, secondary: bool) -> Result<String, Ap
     } else {
         "primaryKey"
     };
-    let committed = blocking(&state.store, move |s| {
-        s.write(|tx| -> Result<String, ApiError> {
-            let path = ResourcePath::top(Kind::TenantAccess, "access");
+    let path = ResourcePath::top(Kind::TenantAccess, "access");
+    ensure_tenant_access(state, &path).await?;
+    let res = blocking(&state.store, move |s| {
+        Ok(s.read(|r| r.get(&path.as_string()))?)
+    })
+    .await?
+    .ok_or_else(|| ApiError::internal("tenant access missing"))?;
+    Ok(res
+        .properties
+        .get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// APIM always has `tenant/access` and `tenant/gitAccess`: made (disabled, with keys) the
+/// first time anything reads one.
+pub async fn ensure_tenant_access(
+    state: &Arc<AppState>,
+    path: &ResourcePath,
+) -> Result<(), ApiError> {
+    if path.kind != Kind::TenantAccess || !matches!(path.id(), "access" | "gitAccess") {
+        return Ok(());
+    }
+    let path = path.clone();
+    blocking(&state.store, move |s| {
+        s.write(|tx| -> Result<(), ApiError> {
             if tx.get(&path.as_string())?.is_none() {
                 crate::rules::put_resource(
                     tx,
@@ -211,19 +235,11 @@ async fn tenant_key(state: &Arc<AppState>, secondary: bool) -> Result<String, Ap
                     &Default::default(),
                 )?;
             }
-            let res = tx
-                .get(&path.as_string())?
-                .ok_or_else(|| ApiError::internal("tenant access missing"))?;
-            Ok(res
-                .properties
-                .get(field)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string())
+            Ok(())
         })
     })
     .await?;
-    Ok(committed.value)
+    Ok(())
 }
 
 /// `POST /users/{id}/generateSsoUrl`: where the user would sign in to the developer portal

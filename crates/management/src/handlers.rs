@@ -473,7 +473,10 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         (Method::GET, Target::Collection { kind, parent }) => {
             list(&state, kind, parent, &raw_path, &query).await
         }
-        (Method::GET, Target::Resource(p)) => get_resource(&state, p, &query, false).await,
+        (Method::GET, Target::Resource(p)) => {
+            crate::catalog::ensure_tenant_access(&state, &p).await?;
+            get_resource(&state, p, &query, false).await
+        }
         (Method::HEAD, Target::Resource(p)) => get_resource(&state, p, &query, true).await,
         (Method::PUT, Target::Resource(p)) => {
             let b = parse_json_body(&body)?;
@@ -1077,6 +1080,7 @@ async fn action_handler(
     let actor = actor.to_string();
     match (method, path.kind, action_l.as_str()) {
         (Method::POST, kind, "listsecrets") if crate::catalog::has_secrets(kind) => {
+            crate::catalog::ensure_tenant_access(state, &path).await?;
             Ok(json_response(
                 StatusCode::OK,
                 crate::catalog::list_secrets(state, path).await?,

@@ -86,9 +86,11 @@ impl Gateway {
             .await?
             .context("cannot load the configuration")?;
         let (mirror, first) = mirror;
+        let websocket_apis = first.has_websocket_apis();
         let table = Arc::new(ArcSwap::from_pointee(first));
         let shared = Arc::new(Shared {
             table: table.clone(),
+            websocket_apis: websocket_apis.into(),
             backend: proxy::Backend::new(
                 config.backend_connect_timeout,
                 config.backend_response_timeout,

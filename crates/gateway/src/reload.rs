@@ -111,7 +111,7 @@ pub(crate) async fn follow(
                     Ok(Some(t)) => {
                         let rev = t.revision;
                         shared.jwks.ensure(&t.policies.openid_urls);
-                        shared.table.store(Arc::new(t));
+                        shared.set_table(t);
                         shared.stats.set_revision(rev);
                         tracing::debug!(
                             revision = rev,

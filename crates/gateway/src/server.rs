@@ -338,7 +338,7 @@ impl Answer {
 /// Serves one request through the phases and records what happened.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    req: ClientRequest,
+    mut req: ClientRequest,
     remote: SocketAddr,
     tls: bool,
     client: Arc<ClientConnection>,
@@ -380,7 +380,6 @@ pub(crate) async fn handle(
     let mut backend_ms = None;
     let mut answered = None;
     let mut error_reason = None;
-    let mut req = req;
     let mut routed = inbound(&mut ctx, &req, tls, None);
     if matches!(&routed, Err(e) if e.reason == SOAP_BODY_NEEDED) {
         let element = match req.buffer_body(crate::soap::MAX_ROUTING_BODY).await {
@@ -389,23 +388,25 @@ pub(crate) async fn handle(
         };
         routed = inbound(&mut ctx, &req, tls, Some(&element));
     }
-    let checked = match (&routed, graphql_schema(&ctx)) {
+    let refused = match (&routed, graphql_schema(&ctx)) {
         (Ok(()), Some(schema)) if !ctx.preflight => {
-            crate::graphql::check(&schema, req, shared.config.max_body_bytes).await
+            crate::graphql::check(&schema, &mut req, shared.config.max_body_bytes)
+                .await
+                .err()
         }
-        _ => Ok(req),
+        _ => None,
     };
     let table = ctx.table.clone();
     let chain = match &routed {
         Ok(()) if !table.policies.is_empty() => Some(table.policies.chain(&ctx.scopes())),
         _ => None,
     };
-    let step = match checked {
-        Err(refusal) => {
+    let step = match refused {
+        Some(refusal) => {
             error_reason = Some("GraphQlQueryInvalid");
             Ok(Step::Answered(refusal))
         }
-        Ok(req) => match (routed, chain) {
+        None => match (routed, chain) {
             (Err(e), _) => Err(e),
             (Ok(()), Some(Err(broken))) => {
                 tracing::error!(error = %broken, "request refused: its policy does not compile");

@@ -13,6 +13,9 @@ use tokio::sync::watch;
 /// State shared by every request.
 pub struct Shared {
     pub table: Arc<ArcSwap<RoutingTable>>,
+    /// Whether the table has WebSocket APIs: read for every request head, so kept beside the
+    /// table rather than behind it (set with each table, by `set_table`).
+    pub(crate) websocket_apis: std::sync::atomic::AtomicBool,
     pub backend: proxy::Backend,
     pub config: GatewayConfig,
     pub access_log: AccessLog,
@@ -37,6 +40,15 @@ pub(crate) struct RequestIds {
 }
 
 impl Shared {
+    /// Serves `table` from now on.
+    pub(crate) fn set_table(&self, table: RoutingTable) {
+        self.websocket_apis.store(
+            table.has_websocket_apis(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.table.store(Arc::new(table));
+    }
+
     pub fn next_request_id(&self) -> request::RequestId {
         let n = self
             .request_ids

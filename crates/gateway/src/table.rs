@@ -188,6 +188,9 @@ struct Routes {
     /// API id → the routing paths its revisions are under (to replace one API cheaply).
     paths_of: ConfigMap<Arc<str>, Vec<String>>,
     api_count: usize,
+    /// Routes of WebSocket APIs: while there are none, no request head is looked at for an
+    /// upgrade (the check stays off the request path).
+    websocket_routes: usize,
 }
 
 /// What compiling API routes needs besides the API itself.
@@ -336,6 +339,9 @@ impl Routes {
                             if gone && a.is_current {
                                 self.api_count -= 1;
                             }
+                            if gone && matches!(a.kind, ApiKind::WebSocket) {
+                                self.websocket_routes -= 1;
+                            }
                             !gone
                         });
                         if list.is_empty() {
@@ -459,6 +465,9 @@ impl Routes {
         };
         if route.is_current {
             self.api_count += 1;
+        }
+        if matches!(route.kind, ApiKind::WebSocket) {
+            self.websocket_routes += 1;
         }
         let paths = self.paths_of.entry(id).or_default();
         if !paths.contains(&key) {
@@ -796,6 +805,11 @@ impl RoutingTable {
 
     pub fn api_count(&self) -> usize {
         self.routes.api_count
+    }
+
+    /// Whether any API is a WebSocket API.
+    pub fn has_websocket_apis(&self) -> bool {
+        self.routes.websocket_routes > 0
     }
 
     pub fn key(&self, key: &str) -> Option<&KeyEntry> {

@@ -35,7 +35,10 @@ fn has_token(head: &RequestHead, name: &str, token: &str) -> bool {
 
 /// Whether `head` asks to upgrade to a WebSocket on an API of type `websocket`.
 pub(crate) fn wants_tunnel(shared: &Shared, head: &RequestHead) -> bool {
-    if head.method != hyper::Method::GET
+    if !shared
+        .websocket_apis
+        .load(std::sync::atomic::Ordering::Relaxed)
+        || head.method != hyper::Method::GET
         || head.version != hyper::Version::HTTP_11
         || !has_token(head, "upgrade", "websocket")
         || !has_token(head, "connection", "upgrade")

@@ -247,28 +247,94 @@ async fn with_arm_ids(resp: Response, prefix: &str) -> Response {
     Response::from_parts(parts, axum::body::Body::from(text))
 }
 
+/// One authenticated request as the routes see it.
+struct Call {
+    state: Arc<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    raw_path: String,
+    /// The path below the service (the ARM prefix stripped).
+    path: String,
+    query: Query,
+    body: bytes::Bytes,
+    /// Who makes the request, for the journal.
+    actor: String,
+}
+
+impl Call {
+    fn trimmed(&self) -> &str {
+        self.path.trim_end_matches('/')
+    }
+
+    fn is(&self, route: &str) -> bool {
+        self.trimmed().eq_ignore_ascii_case(route)
+    }
+
+    /// The base URL of this request's service, as the request addressed it (with or without
+    /// the ARM prefix, without the path below the service), for URLs the answer gives.
+    fn service_base(&self) -> String {
+        let base = self
+            .state
+            .urls
+            .read()
+            .expect("urls lock")
+            .management
+            .clone();
+        let raw = self.raw_path.trim_end_matches('/');
+        let prefix = &raw[..raw.len() - self.trimmed().len()];
+        format!("{}{}", base.trim_end_matches('/'), prefix)
+    }
+}
+
 async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     if parts.method == Method::GET
         && let Some(token) = parts.uri.path().strip_prefix("/exports/")
     {
-        // A download link of an API export: the URL is the capability (no bearer token).
-        let (content_type, bytes) = state.downloads.get(token).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFound",
-                "The download link is unknown or has expired.",
-            )
-        })?;
-        return Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response());
+        return download(&state, token);
     }
+    let call = admit(state, parts, body).await?;
+    if let Some(resp) = account_route(&call).await? {
+        return Ok(resp);
+    }
+    if let Some(resp) = move_route(&call).await? {
+        return Ok(resp);
+    }
+    let last_segment = call.trimmed().rsplit('/').next();
+    call.state.freeze.check(&call.method, last_segment)?;
+    if let Some(resp) = instance_route(&call).await? {
+        return Ok(resp);
+    }
+    if let Some(resp) = operation_route(&call).await? {
+        return Ok(resp);
+    }
+    resource_route(call).await
+}
+
+/// A download link of an API export: the URL is the capability (no bearer token).
+fn download(state: &AppState, token: &str) -> Result<Response, ApiError> {
+    let (content_type, bytes) = state.downloads.get(token).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            "The download link is unknown or has expired.",
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
+}
+
+/// Authentication, authorization, the ARM prefix's checks, then the body (within its limit).
+async fn admit(
+    state: Arc<AppState>,
+    parts: axum::http::request::Parts,
+    body: Body,
+) -> Result<Call, ApiError> {
     let caller = crate::access::authenticate(&state, &parts.headers)?;
     gatehouse_model::check_no_dot_segments(parts.uri.path())?;
     let query = parse_query(&parts.uri)?;
     let raw_path = parts.uri.path().to_string();
     let path = strip_arm_prefix(&raw_path).to_string();
-    let method = parts.method.clone();
-    crate::access::authorize(&caller, &method, &path)?;
+    crate::access::authorize(&caller, &parts.method, &path)?;
     crate::arm::check_api_version(query.get("api-version").map(String::as_str))?;
     if let Some(arm) = crate::arm::prefix_of(&raw_path) {
         let name = blocking(&state.store, |s| {
@@ -277,197 +343,270 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
         .await?;
         crate::arm::check_service(&arm, &state.arm_scope, name.as_deref().unwrap_or_default())?;
     }
-    let is_import = path.trim_end_matches('/').eq_ignore_ascii_case("/import");
-    let limit = if is_import {
+    let limit = if path.trim_end_matches('/').eq_ignore_ascii_case("/import") {
         crate::folder::MAX_IMPORT_BODY
     } else {
         MAX_BODY
     };
     let body = read_body(body, limit).await?;
-    if let Some(route) = crate::provider::provider_route(&raw_path) {
-        return crate::provider::serve_provider(&state, route, &method, &body).await;
+    Ok(Call {
+        state,
+        method: parts.method,
+        headers: parts.headers,
+        raw_path,
+        path,
+        query,
+        body,
+        actor: caller.id,
+    })
+}
+
+/// ARM's provider-level requests and the scoped tokens.
+async fn account_route(call: &Call) -> Result<Option<Response>, ApiError> {
+    if let Some(route) = crate::provider::provider_route(&call.raw_path) {
+        let resp =
+            crate::provider::serve_provider(&call.state, route, &call.method, &call.body).await?;
+        return Ok(Some(resp));
     }
-    if let Some(rest) = path
+    match call
+        .path
         .strip_prefix("/tokens")
         .filter(|r| r.is_empty() || r.starts_with('/'))
     {
-        return tokens(&state, &method, rest, &body).await;
+        Some(rest) => Ok(Some(
+            tokens(&call.state, &call.method, rest, &call.body).await?,
+        )),
+        None => Ok(None),
     }
-    let actor = caller.id;
+}
 
-    if path.trim_end_matches('/').eq_ignore_ascii_case("/freeze") {
-        return match method {
-            Method::GET => Ok(json_response(StatusCode::OK, state.freeze.render())),
-            Method::POST => Ok(json_response(StatusCode::OK, state.freeze.start(&body)?)),
+/// What a move asks of an instance before the freeze is checked: the freeze itself, drain,
+/// digest, and deleting the service (how a move retires its source, allowed while frozen).
+async fn move_route(call: &Call) -> Result<Option<Response>, ApiError> {
+    let (state, method) = (&call.state, &call.method);
+    let resp = if call.is("/freeze") {
+        match *method {
+            Method::GET => json_response(StatusCode::OK, state.freeze.render()),
+            Method::POST => json_response(StatusCode::OK, state.freeze.start(&call.body)?),
             Method::DELETE => {
                 state.freeze.lift();
-                Ok(json_response(StatusCode::OK, state.freeze.render()))
+                json_response(StatusCode::OK, state.freeze.render())
             }
-            _ => Err(method_not_allowed()),
-        };
-    }
-    let last_segment = path.trim_end_matches('/').rsplit('/').next();
-    if path.trim_end_matches('/').eq_ignore_ascii_case("/drain") {
-        return crate::moving::drain(&state, &method, &body);
-    }
-    if path.trim_end_matches('/').eq_ignore_ascii_case("/digest") {
-        return match method {
-            Method::POST => crate::moving::digest(&state, &body).await,
-            _ => Err(method_not_allowed()),
-        };
-    }
-    // Deleting the service is allowed while frozen: it is how a move retires its source.
-    if method == Method::DELETE && path.trim_end_matches('/').is_empty() {
-        return crate::moving::delete_service(&state, query.get("confirm").map(String::as_str))
-            .await;
-    }
-    state.freeze.check(&method, last_segment)?;
-    if path
-        .trim_end_matches('/')
-        .eq_ignore_ascii_case("/adoptIdentity")
-    {
-        return match method {
-            Method::POST => crate::moving::adopt_identity(&state, &body, &actor).await,
-            _ => Err(method_not_allowed()),
-        };
-    }
+            _ => return Err(method_not_allowed()),
+        }
+    } else if call.is("/drain") {
+        crate::moving::drain(state, method, &call.body)?
+    } else if call.is("/digest") {
+        match *method {
+            Method::POST => crate::moving::digest(state, &call.body).await?,
+            _ => return Err(method_not_allowed()),
+        }
+    } else if *method == Method::DELETE && call.trimmed().is_empty() {
+        let confirm = call.query.get("confirm").map(String::as_str);
+        crate::moving::delete_service(state, confirm).await?
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(resp))
+}
 
-    if let Some(resp) = folder_route(&state, &method, &path, &query, &body, &actor).await? {
-        return Ok(resp);
+/// Instance-wide requests: adopting an identity, configuration as files, metrics, the journal,
+/// reports, and the derived collections.
+async fn instance_route(call: &Call) -> Result<Option<Response>, ApiError> {
+    let (state, method, query) = (&call.state, &call.method, &call.query);
+    if call.is("/adoptIdentity") {
+        return match *method {
+            Method::POST => Ok(Some(
+                crate::moving::adopt_identity(state, &call.body, &call.actor).await?,
+            )),
+            _ => Err(method_not_allowed()),
+        };
     }
-    if path == "/metrics"
+    let folder = folder_route(state, method, &call.path, query, &call.body, &call.actor).await?;
+    if folder.is_some() {
+        return Ok(folder);
+    }
+    if call.path == "/metrics"
         && let Some(render) = &state.metrics
     {
-        return Ok((
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            render(),
-        )
-            .into_response());
-    }
-    let trimmed = path.trim_end_matches('/');
-    for (name, kind) in [("/backup", "backup"), ("/restore", "restore")] {
-        if trimmed.eq_ignore_ascii_case(name) {
-            if method != Method::POST {
-                return Err(method_not_allowed());
-            }
-            let id = crate::operations::start(&state, kind, &body, &actor).await?;
-            let base = state.urls.read().expect("urls lock").management.clone();
-            let raw_trimmed = raw_path.trim_end_matches('/');
-            let prefix = &raw_trimmed[..raw_trimmed.len() - name.len()];
-            let base = format!("{}{}", base.trim_end_matches('/'), prefix);
-            let mut resp = StatusCode::ACCEPTED.into_response();
-            poll_headers(&mut resp, &base, &id, query.get("api-version"));
-            return Ok(resp);
-        }
-    }
-    if let Some(id) = trimmed.strip_prefix("/operationstatuses/") {
-        if method != Method::GET {
-            return Err(method_not_allowed());
-        }
-        let op = state.operations.get(id).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFound",
-                format!("Operation '{id}' not found."),
-            )
-        })?;
-        return Ok(json_response(
-            StatusCode::OK,
-            crate::operations::status_body(id, &op),
+        let text = render();
+        return Ok(Some(
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         ));
     }
-    if let Some(id) = trimmed.strip_prefix("/operationresults/") {
-        if method != Method::GET {
+    if let Some(kind) = call.path.strip_prefix("/reports/") {
+        return match *method {
+            Method::GET => Ok(Some(
+                reports(state, &kind.to_ascii_lowercase(), &call.raw_path, query).await?,
+            )),
+            _ => Err(method_not_allowed()),
+        };
+    }
+    if let Some(resp) = journal_route(call).await? {
+        return Ok(Some(resp));
+    }
+    derived_route(call).await
+}
+
+/// `GET /journal`, `POST /journal/listSecrets`, `POST /journal/apply`.
+async fn journal_route(call: &Call) -> Result<Option<Response>, ApiError> {
+    let (state, raw_path, query) = (&call.state, &call.raw_path, &call.query);
+    let resp = if call.is("/journal/listSecrets") || call.is("/journal/apply") {
+        if call.method != Method::POST {
             return Err(method_not_allowed());
         }
-        let op = state.operations.get(id).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFound",
-                format!("Operation '{id}' not found."),
-            )
-        })?;
-        let status = op.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        return match status {
-            crate::operations::OpStatus::Running => {
-                let base = state.urls.read().expect("urls lock").management.clone();
-                let raw_trimmed = raw_path.trim_end_matches('/');
-                let prefix = &raw_trimmed[..raw_trimmed.len() - trimmed.len()];
-                let base = format!("{}{}", base.trim_end_matches('/'), prefix);
-                let mut resp = json_response(
-                    StatusCode::ACCEPTED,
-                    crate::operations::progress_body(id, &op),
-                );
-                poll_headers(&mut resp, &base, id, query.get("api-version"));
-                Ok(resp)
+        if call.is("/journal/apply") {
+            journal_apply(state, &call.body, &call.actor).await?
+        } else {
+            journal(state, raw_path, query, true).await?
+        }
+    } else if call.is("/journal") {
+        match call.method {
+            Method::GET => journal(state, raw_path, query, false).await?,
+            _ => return Err(method_not_allowed()),
+        }
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(resp))
+}
+
+/// Collections derived from stored resources (`crate::catalog`).
+async fn derived_route(call: &Call) -> Result<Option<Response>, ApiError> {
+    if call.method != Method::GET {
+        return Ok(None);
+    }
+    let items = match call.trimmed().to_ascii_lowercase().as_str() {
+        "/apisbytags" => crate::catalog::apis_by_tags(&call.state).await?,
+        "/issues" => crate::catalog::all_issues(&call.state).await?,
+        _ => return Ok(None),
+    };
+    let (skip, top) = paging(&call.query)?;
+    Ok(Some(page_response(
+        &call.state,
+        items,
+        skip,
+        top,
+        &call.raw_path,
+        &call.query,
+    )))
+}
+
+/// APIM's long-running backup and restore: starting one, its status, its result.
+async fn operation_route(call: &Call) -> Result<Option<Response>, ApiError> {
+    let state = &call.state;
+    for (name, kind) in [("/backup", "backup"), ("/restore", "restore")] {
+        if call.is(name) {
+            if call.method != Method::POST {
+                return Err(method_not_allowed());
             }
-            crate::operations::OpStatus::Succeeded(None) => {
-                let outcome = op.outcome.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                match outcome {
-                    None => get_service(&state).await,
-                    Some(outcome) => {
-                        let mut body = service_body(&state).await?;
-                        body["outcome"] = outcome;
-                        Ok(json_response(StatusCode::OK, body))
-                    }
+            let id = crate::operations::start(state, kind, &call.body, &call.actor).await?;
+            let mut resp = StatusCode::ACCEPTED.into_response();
+            poll_headers(
+                &mut resp,
+                &call.service_base(),
+                &id,
+                call.query.get("api-version"),
+            );
+            return Ok(Some(resp));
+        }
+    }
+    let trimmed = call.trimmed();
+    let (id, results) = match (
+        trimmed.strip_prefix("/operationstatuses/"),
+        trimmed.strip_prefix("/operationresults/"),
+    ) {
+        (Some(id), _) => (id, false),
+        (None, Some(id)) => (id, true),
+        (None, None) => return Ok(None),
+    };
+    if call.method != Method::GET {
+        return Err(method_not_allowed());
+    }
+    let op = state.operations.get(id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            format!("Operation '{id}' not found."),
+        )
+    })?;
+    if !results {
+        let body = crate::operations::status_body(id, &op);
+        return Ok(Some(json_response(StatusCode::OK, body)));
+    }
+    operation_result(call, id, &op).await.map(Some)
+}
+
+/// `GET …/operationresults/{id}`: 202 while running (with the polling headers), then the
+/// service (with the operation's outcome) or the operation's error.
+async fn operation_result(
+    call: &Call,
+    id: &str,
+    op: &crate::operations::Operation,
+) -> Result<Response, ApiError> {
+    let status = op.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match status {
+        crate::operations::OpStatus::Running => {
+            let mut resp = json_response(
+                StatusCode::ACCEPTED,
+                crate::operations::progress_body(id, op),
+            );
+            poll_headers(
+                &mut resp,
+                &call.service_base(),
+                id,
+                call.query.get("api-version"),
+            );
+            Ok(resp)
+        }
+        crate::operations::OpStatus::Succeeded(None) => {
+            let outcome = op.outcome.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            match outcome {
+                None => get_service(&call.state).await,
+                Some(outcome) => {
+                    let mut body = service_body(&call.state).await?;
+                    body["outcome"] = outcome;
+                    Ok(json_response(StatusCode::OK, body))
                 }
             }
-            crate::operations::OpStatus::Succeeded(Some(v)) => Ok(json_response(StatusCode::OK, v)),
-            crate::operations::OpStatus::Failed {
-                status,
-                code,
-                message,
-            } => Err(ApiError::new(status, code, message)),
-        };
-    }
-    if let Some(kind) = path.strip_prefix("/reports/") {
-        return match method {
-            Method::GET => reports(&state, &kind.to_ascii_lowercase(), &raw_path, &query).await,
-            _ => Err(method_not_allowed()),
-        };
-    }
-    if trimmed.eq_ignore_ascii_case("/journal/listSecrets")
-        || trimmed.eq_ignore_ascii_case("/journal/apply")
-    {
-        if method != Method::POST {
-            return Err(method_not_allowed());
         }
-        return if trimmed.to_ascii_lowercase().ends_with("apply") {
-            journal_apply(&state, &body, &actor).await
-        } else {
-            journal(&state, &raw_path, &query, true).await
-        };
+        crate::operations::OpStatus::Succeeded(Some(v)) => Ok(json_response(StatusCode::OK, v)),
+        crate::operations::OpStatus::Failed {
+            status,
+            code,
+            message,
+        } => Err(ApiError::new(status, code, message)),
     }
-    if path.trim_end_matches('/').eq_ignore_ascii_case("/journal") {
-        return match method {
-            Method::GET => journal(&state, &raw_path, &query, false).await,
-            _ => Err(method_not_allowed()),
-        };
-    }
-    if method == Method::GET {
-        let derived = match trimmed.to_ascii_lowercase().as_str() {
-            "/apisbytags" => Some(crate::catalog::apis_by_tags(&state).await?),
-            "/issues" => Some(crate::catalog::all_issues(&state).await?),
-            _ => None,
-        };
-        if let Some(items) = derived {
-            let (skip, top) = paging(&query)?;
-            return Ok(page_response(&state, items, skip, top, &raw_path, &query));
-        }
-    }
-    let target = resolve(&path)?;
-    match (method, target) {
+}
+
+/// The service and its resources: collections, resources and their actions.
+async fn resource_route(call: Call) -> Result<Response, ApiError> {
+    let Call {
+        state,
+        method,
+        headers,
+        raw_path,
+        path,
+        query,
+        body,
+        actor,
+    } = call;
+    let options = || write_options(&headers, &query, &actor);
+    match (method, resolve(&path)?) {
         (Method::GET, Target::Service) | (Method::HEAD, Target::Service) => {
             get_service(&state).await
         }
-        (Method::PATCH, Target::Service) => {
+        (m @ (Method::PATCH | Method::PUT), Target::Service) => {
             let b = parse_json_body(&body)?;
-            blocking(&state.store, move |s| service::patch_service(s, &b, &actor)).await?;
-            get_service(&state).await
-        }
-        (Method::PUT, Target::Service) => {
-            let b = parse_json_body(&body)?;
-            blocking(&state.store, move |s| service::put_service(s, &b, &actor)).await?;
+            let actor = actor.clone();
+            blocking(&state.store, move |s| {
+                if m == Method::PUT {
+                    service::put_service(s, &b, &actor)
+                } else {
+                    service::patch_service(s, &b, &actor)
+                }
+            })
+            .await?;
             get_service(&state).await
         }
         (Method::GET, Target::Collection { kind, parent }) => {
@@ -478,31 +617,15 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
             get_resource(&state, p, &query, false).await
         }
         (Method::HEAD, Target::Resource(p)) => get_resource(&state, p, &query, true).await,
-        (Method::PUT, Target::Resource(p)) => {
-            let b = parse_json_body(&body)?;
-            put(
-                &state,
-                p,
-                b,
-                Mode::Put,
-                write_options(&parts.headers, &query, &actor),
-            )
-            .await
+        (m @ (Method::PUT | Method::PATCH), Target::Resource(p)) => {
+            let mode = if m == Method::PUT {
+                Mode::Put
+            } else {
+                Mode::Patch
+            };
+            put(&state, p, parse_json_body(&body)?, mode, options()).await
         }
-        (Method::PATCH, Target::Resource(p)) => {
-            let b = parse_json_body(&body)?;
-            put(
-                &state,
-                p,
-                b,
-                Mode::Patch,
-                write_options(&parts.headers, &query, &actor),
-            )
-            .await
-        }
-        (Method::DELETE, Target::Resource(p)) => {
-            delete(&state, p, write_options(&parts.headers, &query, &actor)).await
-        }
+        (Method::DELETE, Target::Resource(p)) => delete(&state, p, options()).await,
         (m, Target::Action { path, action }) => {
             action_handler(&state, m, path, &action, &raw_path, &query, &actor, &body).await
         }

@@ -64,6 +64,31 @@ impl ClientConnection {
 }
 
 impl RequestContext {
+    /// A request not routed yet, on `table`.
+    pub(crate) fn start(
+        request_id: RequestId,
+        table: Arc<RoutingTable>,
+        started: Instant,
+        client: Arc<ClientConnection>,
+        http1: bool,
+    ) -> RequestContext {
+        RequestContext {
+            request_id,
+            table,
+            api: None,
+            operation: None,
+            rest_start: 0,
+            product: None,
+            subscription: None,
+            user: None,
+            started,
+            preflight: false,
+            traces: Default::default(),
+            client,
+            http1,
+        }
+    }
+
     /// Where the request was routed, as its policies are looked up.
     pub(crate) fn scopes(&self) -> crate::policies::Scopes<'_> {
         crate::policies::Scopes {

@@ -176,21 +176,13 @@ pub(crate) fn route_handshake(
     tls: bool,
     client: Arc<ClientConnection>,
 ) -> Result<HandshakeTarget, GatewayError> {
-    let mut ctx = RequestContext {
-        request_id: shared.next_request_id(),
-        table: shared.table.load_full(),
-        api: None,
-        operation: None,
-        rest_start: 0,
-        product: None,
-        subscription: None,
-        user: None,
-        started: Instant::now(),
-        preflight: false,
-        traces: Default::default(),
+    let mut ctx = RequestContext::start(
+        shared.next_request_id(),
+        shared.table.load_full(),
+        Instant::now(),
         client,
-        http1: true,
-    };
+        true,
+    );
     inbound(&mut ctx, req, tls, None)?;
     let api = ctx.api.as_ref().expect("routed");
     let base = api.service_url.as_deref().ok_or_else(|| {
@@ -362,21 +354,8 @@ pub(crate) async fn handle(
         path: req.uri.path().to_string(),
         query: req.uri.query().map(str::to_string),
     });
-    let mut ctx = RequestContext {
-        request_id,
-        table: shared.table.load_full(),
-        api: None,
-        operation: None,
-        rest_start: 0,
-        product: None,
-        subscription: None,
-        user: None,
-        started,
-        preflight: false,
-        traces: Default::default(),
-        client,
-        http1,
-    };
+    let mut ctx =
+        RequestContext::start(request_id, shared.table.load_full(), started, client, http1);
     let mut backend_ms = None;
     let mut answered = None;
     let mut error_reason = None;

@@ -211,7 +211,9 @@ fn convert_params(params: &Value) -> Value {
     )
 }
 
-fn sanitize_id(raw: &str) -> String {
+/// An operation id from a name a document gives: letters, digits, `-`, `_` and `.`, at most
+/// 80 characters.
+pub(crate) fn sanitize_id(raw: &str) -> String {
     let mut s: String = raw
         .chars()
         .map(|c| {

@@ -299,17 +299,7 @@ fn portal_rules(
 ) -> Result<(), RuleError> {
     match path.kind {
         Kind::IdentityProvider => {
-            check_fixed_id(
-                path,
-                &[
-                    "facebook",
-                    "google",
-                    "microsoft",
-                    "twitter",
-                    "aad",
-                    "aadB2C",
-                ],
-            )?;
+            check_fixed_id(path, gatehouse_model::props::IDENTITY_PROVIDERS)?;
             props.insert("type".into(), json!(path.id()));
         }
         Kind::EmailTemplate => {

@@ -210,7 +210,7 @@ fn wadl_resource(
                 template.replace(['/', '{', '}'], "-")
             )
         });
-        let id = unique_id(ops, &sanitize(&id));
+        let id = unique_id(ops, &crate::openapi::sanitize_id(&id));
         let mut props = Map::new();
         props.insert(
             "displayName".into(),
@@ -230,22 +230,6 @@ fn wadl_resource(
         wadl_resource(child, &path, &params, ops)?;
     }
     Ok(())
-}
-
-fn sanitize(raw: &str) -> String {
-    let s: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let s = s.trim_matches('-');
-    let s: String = s.chars().take(75).collect();
-    if s.is_empty() { "operation".into() } else { s }
 }
 
 fn unique_id(ops: &[(String, Map<String, Value>)], base: &str) -> String {
@@ -291,7 +275,7 @@ fn wsdl(text: &str) -> Result<ImportedApi, String> {
             .find(|c| soap(c) && c.tag_name().name() == "operation")
             .and_then(|c| c.attribute("soapAction"))
             .unwrap_or(name);
-        let id = unique_id(&operations, &sanitize(name));
+        let id = unique_id(&operations, &crate::openapi::sanitize_id(name));
         let element = body_element(root, binding, op, name);
         let props = json!({
             "displayName": name,

@@ -307,20 +307,20 @@ const ISSUE: &[Field] = &[
 
 const WIKI: &[Field] = &[f("documents", Ty::Array { max: 100 })];
 
+/// The identity providers APIM's developer portal signs in with (their resource ids).
+pub const IDENTITY_PROVIDERS: &[&str] = &[
+    "facebook",
+    "google",
+    "microsoft",
+    "twitter",
+    "aad",
+    "aadB2C",
+];
+
 const IDENTITY_PROVIDER: &[Field] = &[
     req("clientId", s(1, 2000)),
     wo("clientSecret", s(1, 2000)),
-    f(
-        "type",
-        Ty::Enum(&[
-            "facebook",
-            "google",
-            "microsoft",
-            "twitter",
-            "aad",
-            "aadB2C",
-        ]),
-    ),
+    f("type", Ty::Enum(IDENTITY_PROVIDERS)),
     f("signinTenant", s(0, 2000)),
     f("allowedTenants", Ty::Array { max: 32 }),
     f("authority", s(0, 2000)),

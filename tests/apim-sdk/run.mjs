@@ -309,6 +309,23 @@ await step("user getSharedAccessToken, generateSsoUrl", async () => {
   expect(sso.value?.includes("token="), "an SSO URL");
 });
 
+await step("gateway createOrUpdate, gatewayApi, listKeys, generateToken", async () => {
+  await client.gateway.createOrUpdate(rg, service, "edge", {
+    locationData: { name: "westeurope", city: "Amsterdam" },
+    description: "Edge gateway",
+  });
+  await client.gatewayApi.createOrUpdate(rg, service, "edge", "pets", { provisioningState: "created" });
+  const apis = await all(client.gatewayApi.listByService(rg, service, "edge"));
+  expect(apis.some((a) => a.name === "pets"), "pets on the gateway");
+  const keys = await client.gateway.listKeys(rg, service, "edge");
+  expect(keys.primary?.length === 32, "its keys");
+  const token = await client.gateway.generateToken(rg, service, "edge", {
+    keyType: "primary",
+    expiry: new Date(Date.now() + 7 * 86400_000),
+  });
+  expect(token.value?.startsWith("edge&"), `APIM's token format, got ${token.value}`);
+});
+
 // Ids and references in ARM form under the ARM prefix (item 2).
 await step("ids are full ARM ids", async () => {
   const api = await client.api.get(rg, service, "pets");

@@ -151,26 +151,20 @@ pub static ENTRIES: &[Entry] = &[
         &["subscriptions", "*"],
         "subscriptionInformation.json",
     ),
+    info(Kind::Gateway, &["gateways", "*"], "gatewayInformation.json"),
+    info(
+        Kind::GatewayApi,
+        &["gateways", "*", "apis", "*"],
+        "gatewayApiInformation.json",
+    ),
 ];
 
 /// APIOps files Gatehouse knows of but does not hold, with the reason.
-pub static NOT_HELD: &[(&[&str], &str, &str)] = &[
-    (
-        &["apis", "*", "releases", "*"],
-        "apiReleaseInformation.json",
-        "API releases (change logs) are not part of Gatehouse's model",
-    ),
-    (
-        &["gateways", "*"],
-        "gatewayInformation.json",
-        "self-hosted gateway resources are not part of Gatehouse's model yet",
-    ),
-    (
-        &["gateways", "*", "apis", "*"],
-        "gatewayApiInformation.json",
-        "self-hosted gateway resources are not part of Gatehouse's model yet",
-    ),
-];
+pub static NOT_HELD: &[(&[&str], &str, &str)] = &[(
+    &["apis", "*", "releases", "*"],
+    "apiReleaseInformation.json",
+    "API releases (change logs) are not part of Gatehouse's model",
+)];
 
 pub const POLICY_FILE: &str = "policy.xml";
 

@@ -30,6 +30,7 @@ const SECTIONS: &[(&str, Kind)] = &[
     ("groups", Kind::Group),
     ("subscriptions", Kind::Subscription),
     ("apis", Kind::Api),
+    ("gateways", Kind::Gateway),
     ("policies", Kind::GlobalPolicy),
     ("servicePolicies", Kind::GlobalPolicy),
 ];
@@ -44,7 +45,7 @@ const CHILD_SECTIONS: &[(Kind, &str, Kind)] = &[
 ];
 
 /// Sections APIOps knows that Gatehouse does not hold.
-const NOT_HELD: &[&str] = &["gateways", "workspaces", "releases"];
+const NOT_HELD: &[&str] = &["workspaces", "releases"];
 
 /// Replaces every `{#NAME#}` with `lookup(NAME)`; a name without a value is an error naming it.
 pub fn substitute_tokens(

@@ -224,6 +224,8 @@ async fn populate(a: &Node, backend: &str) {
     a.put("/products/starter/groups/partners", json!({})).await;
     a.put("/products/starter/tags/public", json!({})).await;
     a.put("/subscriptions/s1", json!({"displayName": "Alice's", "scope": "/products/starter", "ownerId": "/users/alice", "state": "active"})).await;
+    a.put("/gateways/edge", json!({"locationData": {"name": "westeurope"}, "description": "Edge"})).await;
+    a.put("/gateways/edge/apis/echo", json!({})).await;
 }
 
 /// What the export leaves out on purpose: secret values, keys, passwords, credentials.
@@ -233,6 +235,7 @@ const SECRET_BEARING: &[&str] = &[
     "/subscriptions/master",
     "/users/alice",
     "/loggers/appinsights",
+    "/gateways/edge",
 ];
 
 #[tokio::test(flavor = "multi_thread")]
@@ -272,6 +275,8 @@ async fn an_instance_round_trips_through_files() {
         "tags/public/products/starter/tagProductInformation.json",
         "subscriptions/s1/subscriptionInformation.json",
         "groups/partners/groupInformation.json",
+        "gateways/edge/gatewayInformation.json",
+        "gateways/edge/apis/echo/gatewayApiInformation.json",
     ] {
         assert!(files.contains_key(f), "{f} missing from {:?}", files.keys());
     }

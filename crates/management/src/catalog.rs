@@ -260,3 +260,97 @@ pub async fn sso_url(state: &Arc<AppState>, user: ResourcePath) -> Result<Value,
     let encoded: String = form_urlencoded::byte_serialize(value.as_bytes()).collect();
     Ok(json!({"value": format!("{}/signin-sso?token={encoded}", base.trim_end_matches('/'))}))
 }
+
+/// A self-hosted gateway's keys and tokens: `listKeys` (`{primary, secondary}`),
+/// `regenerateKey` (`{keyType}`; 204, the tokens made with the old key stop working) and
+/// `generateToken` (`{keyType, expiry}` at most 30 days ahead; `{value}`).
+pub async fn gateway_action(
+    state: &Arc<AppState>,
+    path: ResourcePath,
+    action: &str,
+    body: &[u8],
+    actor: &str,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let b = crate::respond::parse_json_body(body)?;
+    let b = b
+        .get("properties")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or(b);
+    let key_field = |b: &Map<String, Value>| -> Result<&'static str, ApiError> {
+        match b.get("keyType").and_then(Value::as_str) {
+            Some("primary") => Ok("primaryKey"),
+            Some("secondary") => Ok("secondaryKey"),
+            _ => Err(ApiError::invalid(
+                "keyType",
+                "'keyType' must be primary or secondary",
+            )),
+        }
+    };
+    let key = path.as_string();
+    let read = {
+        let key = key.clone();
+        blocking(&state.store, move |s| {
+            s.read(|r| r.get(&key))?
+                .ok_or_else(|| ApiError::not_found("Gateway"))
+        })
+    };
+    match action {
+        "listkeys" => {
+            let g = read.await?;
+            let keys = json!({"primary": g.properties.get("primaryKey"), "secondary": g.properties.get("secondaryKey")});
+            Ok(crate::respond::json_response(
+                axum::http::StatusCode::OK,
+                keys,
+            ))
+        }
+        "generatetoken" => {
+            let field = key_field(&b)?;
+            let expiry = b
+                .get("expiry")
+                .and_then(Value::as_str)
+                .and_then(|e| {
+                    time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .ok_or_else(|| ApiError::invalid("expiry", "'expiry' must be an ISO 8601 time"))?;
+            let now = time::OffsetDateTime::now_utc();
+            if expiry <= now || expiry - now > crate::gateway_tokens::MAX_LIFETIME {
+                return Err(ApiError::invalid(
+                    "expiry",
+                    "'expiry' must be in the future and at most 30 days ahead",
+                ));
+            }
+            let g = read.await?;
+            let secret = g
+                .properties
+                .get(field)
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let value = crate::gateway_tokens::issue(path.id(), secret, expiry);
+            Ok(crate::respond::json_response(
+                axum::http::StatusCode::OK,
+                json!({"value": value}),
+            ))
+        }
+        _ => {
+            let field = key_field(&b)?;
+            let actor = actor.to_string();
+            blocking(&state.store, move |s| {
+                s.write_as(&actor, |tx| -> Result<(), ApiError> {
+                    let g = tx
+                        .get(&key)?
+                        .ok_or_else(|| ApiError::not_found("Gateway"))?;
+                    let mut props = g.properties.clone();
+                    props.insert(field.into(), json!(crate::rules::generate_key()));
+                    let refs = tx.references_of(&key)?;
+                    tx.put(&path, props, &refs)?;
+                    Ok(())
+                })
+            })
+            .await?;
+            Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+        }
+    }
+}

@@ -1209,6 +1209,9 @@ async fn action_handler(
                 crate::catalog::list_secrets(state, path).await?,
             ))
         }
+        (Method::POST, Kind::Gateway, "listkeys" | "generatetoken" | "regeneratekey") => {
+            crate::catalog::gateway_action(state, path, &action_l, body, &actor).await
+        }
         (Method::GET, Kind::Api, "products") => {
             let (skip, top) = paging(query)?;
             let items = crate::catalog::api_products(state, path).await?;

@@ -12,6 +12,7 @@ pub mod error;
 pub mod export;
 pub mod folder;
 pub mod freeze;
+pub mod gateway_tokens;
 pub mod handlers;
 pub mod keyvault;
 pub mod moving;

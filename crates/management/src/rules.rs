@@ -258,7 +258,42 @@ fn key_vault_rules(
     Ok(())
 }
 
-/// The ids APIM allows for a kind whose resources have fixed names./// The ids APIM allows for a kind whose resources have fixed names.
+/// A self-hosted gateway: not the reserved `managed`, and where it is (`locationData.name`
+/// required, each part at most 256 characters).
+fn gateway_rules(path: &ResourcePath, props: &Map<String, Value>) -> Result<(), RuleError> {
+    if path.id().eq_ignore_ascii_case("managed") {
+        return Err(RuleError::malformed(
+            "'managed' is the name of the built-in gateway; choose another gateway id",
+        ));
+    }
+    let location = props.get("locationData").and_then(Value::as_object);
+    let name = location.and_then(|l| l.get("name")).and_then(Value::as_str);
+    if name.is_none_or(str::is_empty) {
+        return Err(RuleError::invalid(
+            "locationData.name",
+            "'locationData.name' is required: where the gateway runs (e.g. a region)",
+        ));
+    }
+    for (key, v) in location.into_iter().flatten() {
+        let ok = match key.as_str() {
+            "name" | "city" | "district" | "countryOrRegion" => {
+                v.as_str().is_some_and(|s| s.chars().count() <= 256) || v.is_null()
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(RuleError::invalid(
+                &format!("locationData.{key}"),
+                format!(
+                    "'locationData.{key}' must be a string of at most 256 characters (name, city, district, countryOrRegion)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The ids APIM allows for a kind whose resources have fixed names./// The ids APIM allows for a kind whose resources have fixed names./// The ids APIM allows for a kind whose resources have fixed names.
 fn check_fixed_id(path: &ResourcePath, allowed: &[&str]) -> Result<(), RuleError> {
     if allowed.contains(&path.id()) {
         return Ok(());
@@ -711,6 +746,42 @@ fn apply_rules(
                 .entry("secondaryKey")
                 .or_insert_with(|| json!(generate_key()));
             props.entry("enabled").or_insert(json!(false));
+        }
+        Kind::Gateway => {
+            gateway_rules(path, props)?;
+            keep(props, &["primaryKey", "secondaryKey"]);
+            props
+                .entry("primaryKey")
+                .or_insert_with(|| json!(generate_key()));
+            props
+                .entry("secondaryKey")
+                .or_insert_with(|| json!(generate_key()));
+        }
+        Kind::GatewayHostnameConfiguration => {
+            if let Some(cert) = str_of(props, "certificateId").map(str::to_string)
+                && !cert.is_empty()
+            {
+                let rel = require_exists(
+                    tx,
+                    &cert,
+                    "certificateId",
+                    "the certificate",
+                    &[Kind::Certificate],
+                )?;
+                refs.push(rel.clone());
+                props.insert("certificateId".into(), json!(rel));
+            }
+        }
+        Kind::GatewayCertificateAuthority => {
+            let cert = format!("/certificates/{}", path.id());
+            refs.push(require_exists(
+                tx,
+                &cert,
+                "certificateId",
+                "the certificate",
+                &[Kind::Certificate],
+            )?);
+            props.entry("isTrusted").or_insert(json!(false));
         }
         Kind::IdentityProvider
         | Kind::EmailTemplate

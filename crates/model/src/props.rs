@@ -394,6 +394,26 @@ const TENANT_ACCESS: &[Field] = &[
     ro("principalId"),
 ];
 
+const GATEWAY: &[Field] = &[
+    req("locationData", Ty::Object),
+    f("description", s(0, 1000)),
+    wo("primaryKey", s(1, 256)),
+    wo("secondaryKey", s(1, 256)),
+];
+
+const GATEWAY_HOSTNAME: &[Field] = &[
+    req("hostname", s(1, 2000)),
+    f("certificateId", s(0, 2000)),
+    f("negotiateClientCertificate", Ty::Bool),
+    f("tls10Enabled", Ty::Bool),
+    f("tls11Enabled", Ty::Bool),
+    f("http2Enabled", Ty::Bool),
+];
+
+const GATEWAY_CA: &[Field] = &[f("isTrusted", Ty::Bool)];
+
+const GATEWAY_API: &[Field] = &[ro("provisioningState")];
+
 /// Links carry no properties of their own/// Links carry no properties of their own; whatever GET shows comes from the target.
 const LINK: &[Field] = &[];
 
@@ -427,12 +447,17 @@ pub fn fields(kind: Kind) -> &'static [Field] {
         Kind::EmailTemplate => EMAIL_TEMPLATE,
         Kind::PortalSetting => PORTAL_SETTING,
         Kind::TenantAccess => TENANT_ACCESS,
+        Kind::Gateway => GATEWAY,
+        Kind::GatewayHostnameConfiguration => GATEWAY_HOSTNAME,
+        Kind::GatewayCertificateAuthority => GATEWAY_CA,
         Kind::ProductApi
         | Kind::ProductGroup
         | Kind::ProductTag
         | Kind::GroupUser
         | Kind::ApiTag
         | Kind::OperationTag => LINK,
+        // APIM's association body, `{"properties": {"provisioningState": "created"}}`.
+        Kind::GatewayApi => GATEWAY_API,
     }
 }
 
@@ -633,7 +658,7 @@ pub fn secret_pointers(kind: Kind, props: &Map<String, Value>) -> Vec<&'static s
         ],
         Kind::Cache => vec!["/connectionString"],
         Kind::PortalSetting => vec!["/validationKey"],
-        Kind::TenantAccess => vec!["/primaryKey", "/secondaryKey"],
+        Kind::TenantAccess | Kind::Gateway => vec!["/primaryKey", "/secondaryKey"],
         _ => vec![],
     }
 }
@@ -662,7 +687,7 @@ pub fn hidden_fields(kind: Kind) -> &'static [&'static str] {
         ],
         Kind::Cache => &["connectionString"],
         Kind::PortalSetting => &["validationKey"],
-        Kind::TenantAccess => &["primaryKey", "secondaryKey"],
+        Kind::TenantAccess | Kind::Gateway => &["primaryKey", "secondaryKey"],
         _ => &[],
     }
 }

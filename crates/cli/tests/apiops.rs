@@ -224,7 +224,11 @@ async fn populate(a: &Node, backend: &str) {
     a.put("/products/starter/groups/partners", json!({})).await;
     a.put("/products/starter/tags/public", json!({})).await;
     a.put("/subscriptions/s1", json!({"displayName": "Alice's", "scope": "/products/starter", "ownerId": "/users/alice", "state": "active"})).await;
-    a.put("/gateways/edge", json!({"locationData": {"name": "westeurope"}, "description": "Edge"})).await;
+    a.put(
+        "/gateways/edge",
+        json!({"locationData": {"name": "westeurope"}, "description": "Edge"}),
+    )
+    .await;
     a.put("/gateways/edge/apis/echo", json!({})).await;
 }
 
@@ -752,6 +756,21 @@ async fn the_api_takes_zip_and_tar_and_refuses_archives_that_escape() {
     assert_eq!(plan["created"][0]["id"], "/tags/t1");
     assert_eq!(plan["applied"], false);
     assert_eq!(node.call("GET", "/tags/t1", None).await.0, 404);
+    // During a freeze (a move's final delta) a plan is answered, an apply refused.
+    let (s, _) = node
+        .call(
+            "POST",
+            "/freeze",
+            Some(json!({"seconds": 60, "reason": "test"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, plan) = post(gatehouse_apiops::archive::zip(&files), "?plan=true").await;
+    assert_eq!(s, 200, "{plan}");
+    let (s, refused) = post(gatehouse_apiops::archive::zip(&files), "").await;
+    assert_eq!(s, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "ServiceIsBeingMoved");
+    node.call("DELETE", "/freeze", None).await;
     let (s, done) = post(gatehouse_apiops::archive::tar_gz(&files), "").await;
     assert_eq!(s, 200, "{done}");
     assert_eq!(node.call("GET", "/tags/t1", None).await.0, 200);

@@ -110,7 +110,10 @@ impl FreezeState {
             Method::PUT | Method::PATCH | Method::DELETE => true,
             Method::POST => !action.is_some_and(|a| {
                 let a = a.to_ascii_lowercase();
-                a == "listsecrets" || a == "listvalue" || a == "backup"
+                matches!(
+                    a.as_str(),
+                    "listsecrets" | "listvalue" | "listkeys" | "generatetoken" | "backup"
+                )
             }),
             _ => false,
         };

@@ -300,8 +300,16 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
     if let Some(resp) = move_route(&call).await? {
         return Ok(resp);
     }
-    let last_segment = call.trimmed().rsplit('/').next();
-    call.state.freeze.check(&call.method, last_segment)?;
+    // A plan changes nothing, so it is answered during a freeze too.
+    let plan = call.is("/import")
+        && call
+            .query
+            .get("plan")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if !plan {
+        let last_segment = call.trimmed().rsplit('/').next();
+        call.state.freeze.check(&call.method, last_segment)?;
+    }
     if let Some(resp) = instance_route(&call).await? {
         return Ok(resp);
     }

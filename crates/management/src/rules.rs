@@ -122,6 +122,14 @@ pub fn now_rfc3339() -> String {
         .expect("formatting the current time cannot fail")
 }
 
+/// A primary and a secondary key where there are none yet (subscriptions, gateways, tenant
+/// access).
+fn with_keys(props: &mut Map<String, Value>) {
+    for field in ["primaryKey", "secondaryKey"] {
+        props.entry(field).or_insert_with(|| json!(generate_key()));
+    }
+}
+
 /// A new subscription key: 32 hex characters, as APIM generates them.
 pub fn generate_key() -> String {
     let mut b = [0u8; 16];
@@ -550,12 +558,7 @@ fn apply_rules(
             }
             props.entry("state").or_insert(json!("submitted"));
             props.entry("allowTracing").or_insert(json!(false));
-            props
-                .entry("primaryKey")
-                .or_insert_with(|| json!(generate_key()));
-            props
-                .entry("secondaryKey")
-                .or_insert_with(|| json!(generate_key()));
+            with_keys(props);
             props
                 .entry("createdDate")
                 .or_insert_with(|| json!(now_rfc3339()));
@@ -739,23 +742,13 @@ fn apply_rules(
         Kind::TenantAccess => {
             check_fixed_id(path, &["access", "gitAccess"])?;
             keep(props, &["primaryKey", "secondaryKey"]);
-            props
-                .entry("primaryKey")
-                .or_insert_with(|| json!(generate_key()));
-            props
-                .entry("secondaryKey")
-                .or_insert_with(|| json!(generate_key()));
+            with_keys(props);
             props.entry("enabled").or_insert(json!(false));
         }
         Kind::Gateway => {
             gateway_rules(path, props)?;
             keep(props, &["primaryKey", "secondaryKey"]);
-            props
-                .entry("primaryKey")
-                .or_insert_with(|| json!(generate_key()));
-            props
-                .entry("secondaryKey")
-                .or_insert_with(|| json!(generate_key()));
+            with_keys(props);
         }
         Kind::GatewayHostnameConfiguration => {
             if let Some(cert) = str_of(props, "certificateId").map(str::to_string)

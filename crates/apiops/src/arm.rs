@@ -578,12 +578,7 @@ mod tests {
     use super::*;
 
     fn item(path: &str, kind: Kind, props: Value) -> Item {
-        Item {
-            path: path.into(),
-            kind,
-            properties: props.as_object().unwrap().clone(),
-            file: String::new(),
-        }
+        Item::from_json(path, kind, props)
     }
 
     #[test]

@@ -19,6 +19,19 @@ pub struct Item {
     pub file: String,
 }
 
+#[cfg(test)]
+impl Item {
+    /// A resource from a JSON object of properties, read from no file (for tests).
+    pub(crate) fn from_json(path: &str, kind: Kind, properties: Value) -> Item {
+        Item {
+            path: path.into(),
+            kind,
+            properties: properties.as_object().cloned().unwrap_or_default(),
+            file: String::new(),
+        }
+    }
+}
+
 /// An API's specification file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Specification {

@@ -251,12 +251,7 @@ mod tests {
     use serde_json::json;
 
     fn item(path: &str, kind: Kind, props: Value) -> Item {
-        Item {
-            path: path.into(),
-            kind,
-            properties: props.as_object().unwrap().clone(),
-            file: "f".into(),
-        }
+        Item::from_json(path, kind, props)
     }
 
     #[test]

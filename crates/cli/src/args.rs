@@ -49,6 +49,10 @@ pub struct Target {
 pub enum Command {
     /// Run an instance (management API and gateway) on the embedded store.
     Serve(Box<ServeArgs>),
+    /// Run a self-hosted gateway that follows a primary instance (APIM's self-hosted gateway):
+    /// only the gateway, configured over one stream, serving from its own copy when the
+    /// primary is unreachable. Its data directory is --data-dir; --ca-file trusts the primary.
+    Gateway(Box<GatewayArgs>),
     /// GET a path of the management API (relative to the service).
     Get {
         /// The resource path, e.g. /apis/echo (or a full ARM path).
@@ -133,6 +137,41 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         since: u64,
     },
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct GatewayArgs {
+    /// The primary's management API base URL, e.g. https://primary.example.com:8001.
+    #[arg(long, env = "GATEHOUSE_PRIMARY")]
+    pub primary: String,
+    /// The gateway resource this process serves as (`/gateways/{id}` on the primary).
+    #[arg(long, env = "GATEHOUSE_GATEWAY_ID")]
+    pub gateway_id: String,
+    /// File holding the gateway token (the `value` of `POST /gateways/{id}/generateToken`);
+    /// tokens rotated by the primary are written back to it.
+    #[arg(long, env = "GATEHOUSE_GATEWAY_TOKEN_FILE")]
+    pub token_file: PathBuf,
+    /// Gateway listen address (port 0 picks a free port; default 127.0.0.1:8000).
+    #[arg(long, env = "GATEHOUSE_GATEWAY_LISTEN")]
+    pub gateway_listen: Option<SocketAddr>,
+    /// The region this gateway serves in (reported to the primary).
+    #[arg(long, env = "GATEHOUSE_REGION")]
+    pub region: Option<String>,
+    /// PEM certificate chain for HTTPS on the gateway listener (with --gateway-tls-key).
+    #[arg(long, env = "GATEHOUSE_GATEWAY_TLS_CERT")]
+    pub gateway_tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS on the gateway listener.
+    #[arg(long, env = "GATEHOUSE_GATEWAY_TLS_KEY")]
+    pub gateway_tls_key: Option<PathBuf>,
+    /// JSON access log of the gateway: `stdout` or a file path (default: off).
+    #[arg(long, env = "GATEHOUSE_ACCESS_LOG")]
+    pub access_log: Option<String>,
+    /// Extra trusted root certificates (PEM) for HTTPS backends.
+    #[arg(long, env = "GATEHOUSE_BACKEND_CA")]
+    pub backend_ca: Option<PathBuf>,
+    /// Gateway worker threads (default: one per CPU).
+    #[arg(long, env = "GATEHOUSE_GATEWAY_WORKERS")]
+    pub gateway_workers: Option<usize>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -226,6 +265,10 @@ pub struct ServeArgs {
     /// Seconds between reads of every Key Vault named value (default 14400, APIM's four hours).
     #[arg(long, env = "GATEHOUSE_SECRET_REFRESH_SECONDS")]
     pub secret_refresh_seconds: Option<u64>,
+    /// Seconds journal entries are kept at least (default 604800, a week); longer while a
+    /// connected self-hosted gateway has not applied them.
+    #[arg(long, env = "GATEHOUSE_JOURNAL_RETENTION_SECONDS")]
+    pub journal_retention_seconds: Option<u64>,
 }
 
 #[derive(Args, Debug)]

@@ -27,7 +27,8 @@ async fn shutdown_signal() {
     }
 }
 
-async fn serve(target: &Target, args: &ServeArgs) -> Result<()> {
+/// Logs to standard error, at `GATEHOUSE_LOG` (default `info`).
+fn start_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
@@ -36,6 +37,10 @@ async fn serve(target: &Target, args: &ServeArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+async fn serve(target: &Target, args: &ServeArgs) -> Result<()> {
+    start_logging();
     let config = serve_config(target, args)?;
     let instance = Instance::start(config).await?;
     println!("management API: {}", instance.management_url);
@@ -56,9 +61,22 @@ async fn serve(target: &Target, args: &ServeArgs) -> Result<()> {
     Ok(())
 }
 
+async fn gateway(target: &Target, args: &crate::args::GatewayArgs) -> Result<()> {
+    start_logging();
+    let config = crate::config::regional_config(target, args)?;
+    let node = gatehouse_regional::RegionalGateway::start(config).await?;
+    println!("gateway:        {}", node.gateway_url);
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing requests in flight");
+    node.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
 pub(crate) async fn execute(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Serve(args) => return serve(&cli.target, args).await,
+        Command::Gateway(args) => return gateway(&cli.target, args).await,
         Command::Backup(args) => return offline::backup(&cli.target, args, cli.json).await,
         Command::Restore(args) => return offline::restore(&cli.target, args, cli.json).await,
         Command::Move(args) => {
@@ -75,7 +93,11 @@ pub(crate) async fn execute(cli: Cli) -> Result<()> {
     )?;
     let j = cli.json;
     match cli.command {
-        Command::Serve(_) | Command::Backup(_) | Command::Restore(_) | Command::Move(_) => {
+        Command::Serve(_)
+        | Command::Gateway(_)
+        | Command::Backup(_)
+        | Command::Restore(_)
+        | Command::Move(_) => {
             unreachable!("handled above")
         }
         Command::Get { path } => print_json(&client.get(&path).await?),

@@ -45,6 +45,7 @@ pub struct FileConfig {
     pub secret_source: Option<String>,
     pub secret_source_token_file: Option<PathBuf>,
     pub secret_refresh_seconds: Option<u64>,
+    pub journal_retention_seconds: Option<u64>,
 }
 
 /// `--secret-source` with its token file, if any.
@@ -204,6 +205,13 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
         },
         s3_region: env_value("AWS_REGION"),
         secret_source: secret_source(args, f)?,
+        journal_retention: args
+            .journal_retention_seconds
+            .or_else(|| f.and_then(|f| f.journal_retention_seconds))
+            .map_or(
+                gatehouse_server::DEFAULT_JOURNAL_RETENTION,
+                std::time::Duration::from_secs,
+            ),
         secret_refresh: std::time::Duration::from_secs(
             args.secret_refresh_seconds
                 .or_else(|| f.and_then(|f| f.secret_refresh_seconds))
@@ -245,6 +253,35 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
                 .gateway_workers
                 .or_else(|| f.and_then(|f| f.gateway_workers))
                 .unwrap_or(0),
+            ..GatewayConfig::default()
+        },
+    })
+}
+
+/// What `gatehouse gateway` runs, from its flags and environment.
+pub fn regional_config(
+    target: &Target,
+    args: &crate::args::GatewayArgs,
+) -> Result<gatehouse_regional::RegionalConfig> {
+    Ok(gatehouse_regional::RegionalConfig {
+        primary: args.primary.clone(),
+        gateway_id: args.gateway_id.clone(),
+        token_file: args.token_file.clone(),
+        data_dir: data_dir_of(target, None),
+        gateway_listen: args
+            .gateway_listen
+            .unwrap_or_else(|| "127.0.0.1:8000".parse().expect("valid")),
+        region: args.region.clone(),
+        primary_ca: target.ca_file.clone(),
+        gateway: GatewayConfig {
+            tls: pem_pair(
+                args.gateway_tls_cert.clone(),
+                args.gateway_tls_key.clone(),
+                "gateway",
+            )?,
+            access_log: args.access_log.clone(),
+            backend_ca: args.backend_ca.clone(),
+            workers: args.gateway_workers.unwrap_or(0),
             ..GatewayConfig::default()
         },
     })

@@ -28,6 +28,10 @@ pub struct GatewayConfig {
     pub workers: usize,
     /// Client connections served at once; one more is closed as soon as it is accepted.
     pub max_connections: usize,
+    /// A self-hosted gateway's id: serve only the APIs linked to it. `None`: every API.
+    pub serves_gateway: Option<String>,
+    /// The region reported in metrics (`gatehouse gateway --region`).
+    pub region: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -45,6 +49,8 @@ impl Default for GatewayConfig {
             backend_ca: None,
             workers: 0,
             max_connections: gatehouse_listen::Limits::GATEWAY.max_connections,
+            serves_gateway: None,
+            region: None,
         }
     }
 }

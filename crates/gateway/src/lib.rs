@@ -82,7 +82,8 @@ impl Gateway {
             None => None,
         };
         let s = store.clone();
-        let mirror = tokio::task::spawn_blocking(move || reload::load(&s))
+        let serves = config.serves_gateway.clone();
+        let mirror = tokio::task::spawn_blocking(move || reload::load(&s, serves.as_deref()))
             .await?
             .context("cannot load the configuration")?;
         let (mirror, first) = mirror;
@@ -110,6 +111,7 @@ impl Gateway {
                 .context("cannot build the send-request client")?,
             store: store.clone(),
             request_ids: shared::RequestIds::new(),
+            refusal: Default::default(),
             config,
         });
         shared.stats.set_revision(mirror.revision);

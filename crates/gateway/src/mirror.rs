@@ -10,6 +10,9 @@ use std::collections::HashMap;
 pub struct ConfigMirror {
     pub revision: u64,
     pub service: Option<ServiceSettings>,
+    /// A self-hosted gateway's id: only the APIs linked to it (`/gateways/{id}/apis/{api}`)
+    /// are served. `None` is the built-in gateway, which serves every API.
+    pub serves: Option<String>,
     by_kind: HashMap<Kind, HashMap<String, StoredResource>>,
 }
 
@@ -22,6 +25,7 @@ impl ConfigMirror {
         let mut m = ConfigMirror {
             revision,
             service,
+            serves: None,
             by_kind: HashMap::new(),
         };
         for r in resources {
@@ -34,6 +38,19 @@ impl ConfigMirror {
         self.by_kind.get(&kind).into_iter().flat_map(|m| m.values())
     }
 
+    /// Whether this gateway serves the API (any revision of it).
+    pub fn serves_api(&self, api: &StoredResource) -> bool {
+        let Some(gateway) = &self.serves else {
+            return true;
+        };
+        let base = api.name().split(";rev=").next().unwrap_or_default();
+        self.get(
+            Kind::GatewayApi,
+            &format!("/gateways/{gateway}/apis/{base}"),
+        )
+        .is_some()
+    }
+
     pub fn get(&self, kind: Kind, path: &str) -> Option<&StoredResource> {
         self.by_kind.get(&kind).and_then(|m| m.get(path))
     }
@@ -43,7 +60,11 @@ impl ConfigMirror {
     /// them, so 100,000 subscriptions are held once, compactly.
     pub fn insert(&mut self, mut r: StoredResource) -> Option<StoredResource> {
         let keep: &[&str] = match r.kind {
-            Kind::Api | Kind::ApiVersionSet | Kind::ProductApi | Kind::GroupUser => &[],
+            Kind::Api
+            | Kind::ApiVersionSet
+            | Kind::ProductApi
+            | Kind::GroupUser
+            | Kind::GatewayApi => &[],
             // A SOAP operation's request names the Body element that routes it.
             Kind::Operation if is_soap_operation(&r) => &["method", "urlTemplate", "request"],
             Kind::Operation => &["method", "urlTemplate"],

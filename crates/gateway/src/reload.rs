@@ -14,9 +14,13 @@ use std::time::Instant;
 
 /// Reads the whole configuration, in one read transaction, into a mirror and a first table.
 /// Resources are streamed: the whole configuration is never held in memory at once.
-pub(crate) fn load(store: &Store) -> Result<(ConfigMirror, RoutingTable), StoreError> {
+pub(crate) fn load(
+    store: &Store,
+    serves: Option<&str>,
+) -> Result<(ConfigMirror, RoutingTable), StoreError> {
     store.read(|r| {
         let mut mirror = ConfigMirror::new(r.revision(), r.service()?, []);
+        mirror.serves = serves.map(str::to_string);
         r.for_each_resource(|res| {
             if res.kind != Kind::Subscription {
                 mirror.insert(res);
@@ -76,7 +80,7 @@ fn advance(
     current: &RoutingTable,
 ) -> Result<Option<RoutingTable>, StoreError> {
     if store.read(|r| r.replaced_since(mirror.revision))? {
-        let (m, table) = load(store)?;
+        let (m, table) = load(store, mirror.serves.as_deref())?;
         *mirror = m;
         return Ok(Some(table));
     }
@@ -91,6 +95,8 @@ pub(crate) async fn follow(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut revisions = store.subscribe();
+    // A revision committed between the first load and this subscription is caught up at once.
+    revisions.mark_changed();
     loop {
         tokio::select! {
             changed = revisions.changed() => if changed.is_err() { return },

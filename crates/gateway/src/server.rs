@@ -359,7 +359,14 @@ pub(crate) async fn handle(
     let mut backend_ms = None;
     let mut answered = None;
     let mut error_reason = None;
-    let mut routed = inbound(&mut ctx, &req, tls, None);
+    let mut routed = match shared.refusal.reason() {
+        None => inbound(&mut ctx, &req, tls, None),
+        Some(reason) => Err(GatewayError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "GatewayUnavailable",
+            format!("This gateway does not serve: {reason}"),
+        )),
+    };
     if matches!(&routed, Err(e) if e.reason == SOAP_BODY_NEEDED) {
         let element = match req.buffer_body(crate::soap::MAX_ROUTING_BODY).await {
             Some(body) => crate::soap::body_element(&body),

@@ -30,6 +30,31 @@ pub struct Shared {
     pub outbound: reqwest::Client,
     pub store: Arc<Store>,
     pub(crate) request_ids: RequestIds,
+    /// Set when the gateway must not serve (a self-hosted gateway whose token its primary
+    /// refused): every request is answered 503 with this reason rather than from a
+    /// configuration that may be stale.
+    pub(crate) refusal: Refusal,
+}
+
+/// Whether the gateway refuses traffic, and why; read per request through one atomic load.
+#[derive(Default)]
+pub(crate) struct Refusal {
+    on: std::sync::atomic::AtomicBool,
+    reason: std::sync::Mutex<String>,
+}
+
+impl Refusal {
+    pub(crate) fn reason(&self) -> Option<String> {
+        if !self.on.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        Some(
+            self.reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
 }
 
 /// Request ids without a system call per request: a random prefix per process start and a
@@ -40,6 +65,24 @@ pub(crate) struct RequestIds {
 }
 
 impl Shared {
+    /// Refuses every request with 503 and `reason` from now on (`None`: serve again).
+    pub fn refuse(&self, reason: Option<String>) {
+        let on = reason.is_some();
+        *self
+            .refusal
+            .reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = reason.unwrap_or_default();
+        self.refusal
+            .on
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the gateway refuses traffic (see [`Shared::refuse`]).
+    pub fn refusing(&self) -> bool {
+        self.refusal.reason().is_some()
+    }
+
     /// Serves `table` from now on.
     pub(crate) fn set_table(&self, table: RoutingTable) {
         self.websocket_apis.store(

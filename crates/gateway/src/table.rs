@@ -297,6 +297,7 @@ fn affects_routes(kind: Kind) -> bool {
             | Kind::ProductApi
             | Kind::ApiVersionSet
             | Kind::ApiSchema
+            | Kind::GatewayApi
     )
 }
 
@@ -322,7 +323,7 @@ impl Routes {
     fn compile(mirror: &ConfigMirror) -> Routes {
         let inputs = RouteInputs::gather(mirror, None);
         let mut routes = Routes::default();
-        for api in mirror.of(Kind::Api) {
+        for api in mirror.of(Kind::Api).filter(|a| mirror.serves_api(a)) {
             routes.add(api, &inputs);
         }
         routes
@@ -352,7 +353,7 @@ impl Routes {
             }
         }
         let inputs = RouteInputs::gather(mirror, Some(ids));
-        for api in mirror.of(Kind::Api) {
+        for api in mirror.of(Kind::Api).filter(|a| mirror.serves_api(a)) {
             let base = api.name().split(";rev=").next().unwrap_or_default();
             if ids.contains(base) {
                 self.add(api, &inputs);
@@ -541,7 +542,7 @@ fn affected_apis(mirror: &ConfigMirror, changes: &[Change]) -> std::collections:
                 Kind::Api | Kind::Operation | Kind::ApiSchema => {
                     ids.insert(api_of_path(&r.path));
                 }
-                Kind::ProductApi => {
+                Kind::ProductApi | Kind::GatewayApi => {
                     ids.insert(r.name().to_string());
                 }
                 Kind::Product => {

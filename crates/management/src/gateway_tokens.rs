@@ -72,8 +72,26 @@ pub fn issue(gateway: &str, key: &str, expiry: OffsetDateTime) -> String {
     format!("{gateway}&{stamp}&{sig}")
 }
 
+/// A token that was accepted: the gateway it is for, the key field that signed it, its expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub gateway: String,
+    /// `primaryKey` or `secondaryKey`.
+    pub key_field: &'static str,
+    pub expiry: OffsetDateTime,
+}
+
 /// The gateway a token is for, if it is valid now.
 pub fn verify(q: &impl Lookup, token: &str, now: OffsetDateTime) -> Result<String, TokenError> {
+    verify_detailed(q, token, now).map(|c| c.gateway)
+}
+
+/// [`verify`], also telling which key signed the token and until when it is valid.
+pub fn verify_detailed(
+    q: &impl Lookup,
+    token: &str,
+    now: OffsetDateTime,
+) -> Result<Checked, TokenError> {
     let mut parts = token.splitn(3, '&');
     let (Some(gateway), Some(stamp), Some(sig)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(TokenError::Malformed);
@@ -89,16 +107,19 @@ pub fn verify(q: &impl Lookup, token: &str, now: OffsetDateTime) -> Result<Strin
         .map_err(|e| TokenError::Store(e.to_string()))?
         .filter(|r| r.kind == Kind::Gateway)
         .ok_or_else(|| TokenError::UnknownGateway(gateway.to_string()))?;
-    let matches = ["primaryKey", "secondaryKey"].iter().any(|k| {
+    let signed_by = ["primaryKey", "secondaryKey"].into_iter().find(|k| {
         res.properties
             .get(*k)
             .and_then(Value::as_str)
             .is_some_and(|key| bool::from(signature(key, gateway, stamp).ct_eq(&given)))
     });
-    if matches {
-        Ok(gateway.to_string())
-    } else {
-        Err(TokenError::BadSignature)
+    match signed_by {
+        Some(key_field) => Ok(Checked {
+            gateway: gateway.to_string(),
+            key_field,
+            expiry,
+        }),
+        None => Err(TokenError::BadSignature),
     }
 }
 

@@ -293,6 +293,19 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
     {
         return download(&state, token);
     }
+    if let Some(rest) = parts.uri.path().strip_prefix(crate::gateway_link::PREFIX) {
+        let query = parse_query(&parts.uri)?;
+        let body = read_body(body, MAX_BODY).await?;
+        return crate::gateway_link::serve(
+            &state,
+            &parts.method,
+            &parts.headers,
+            rest,
+            &query,
+            &body,
+        )
+        .await;
+    }
     let call = admit(state, parts, body).await?;
     if let Some(resp) = account_route(&call).await? {
         return Ok(resp);
@@ -899,10 +912,35 @@ async fn get_resource(
         let resp = export_answer(state, &resource, &ops, &schemas, &format, &gateway)?;
         return Ok(with_etag(resp, resource.revision));
     }
+    let mut rendered = rendered;
+    if resource.kind == Kind::Gateway {
+        rendered["properties"]["nodes"] = json!(gateway_nodes(state, resource.name()).await?);
+    }
     Ok(with_etag(
         json_response(StatusCode::OK, rendered),
         resource.revision,
     ))
+}
+
+/// The nodes of a self-hosted gateway as they last reported, with their lag behind this
+/// instance in revisions and in time.
+async fn gateway_nodes(state: &Arc<AppState>, gateway: &str) -> Result<Vec<Value>, ApiError> {
+    let (state, gateway) = (state.clone(), gateway.to_string());
+    blocking(&state.store.clone(), move |s| {
+        s.read(|r| -> Result<_, ApiError> {
+            let committed_at = |after: u64| {
+                r.first_commit_after(after).ok().flatten().and_then(|at| {
+                    time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+                })
+            };
+            Ok(state
+                .gateway_nodes
+                .render(&gateway, r.revision(), committed_at))
+        })
+    })
+    .await
 }
 
 /// APIM's export answer, `{"id", "format", "value"}` (`crate::export`).
@@ -1391,25 +1429,27 @@ async fn journal(
         })?,
     };
     let (entries, total) = blocking(&state.store, move |s| {
-        s.read(|r| r.journal(since, skip, top).map_err(ApiError::from))
+        s.read(|r| {
+            // Since 0 lists what is kept; a later revision asks for every change after it.
+            let floor = r.journal_floor()?;
+            if since > 0 && since < floor {
+                return Err(ApiError::new(
+                    StatusCode::GONE,
+                    "JournalCompacted",
+                    format!("The journal no longer holds the changes after revision {since}: it was compacted through revision {floor}. Take a snapshot (a backup) instead."),
+                ));
+            }
+            r.journal(since, skip, top).map_err(ApiError::from)
+        })
     })
     .await?;
     let sealer = state.store.sealer();
     let mut items = Vec::with_capacity(entries.len());
     for e in entries {
         let value = match (Kind::from_name(&e.kind), e.value) {
+            (_, v) if with_secrets => crate::render::opened_entry_value(sealer, &e.kind, v)?,
             // Entries written before a field became secret were sealed when it did: they are
-            // opened for listSecrets, and left out of the public journal, like the others.
-            (Some(kind), Some(Value::Object(mut m))) if with_secrets => {
-                let mut pointers = gatehouse_model::props::secret_pointers(kind, &m);
-                pointers.extend(gatehouse_model::props::possible_secret_pointers(kind));
-                pointers.sort_unstable();
-                pointers.dedup();
-                sealer
-                    .open_fields(&mut m, &pointers)
-                    .map_err(|err| ApiError::internal(err.to_string()))?;
-                Some(Value::Object(m))
-            }
+            // left out of the public journal, like the others.
             (Some(kind), Some(Value::Object(mut m))) => {
                 for p in gatehouse_model::props::possible_secret_pointers(kind) {
                     let field = p.trim_start_matches('/');

@@ -50,3 +50,26 @@ pub fn render_resolved(q: &impl Lookup, res: &StoredResource) -> Result<Option<V
         }
     }
 }
+
+/// A journal entry's value with its secrets opened, for whoever replays it elsewhere (a
+/// move's catch-up, a regional gateway). Entries written before a field became secret were
+/// sealed when it did, so every field that may be secret is opened.
+pub fn opened_entry_value(
+    sealer: &gatehouse_store::Sealer,
+    kind: &str,
+    value: Option<Value>,
+) -> Result<Option<Value>, ApiError> {
+    match (Kind::from_name(kind), value) {
+        (Some(kind), Some(Value::Object(mut m))) => {
+            let mut pointers = secret_pointers(kind, &m);
+            pointers.extend(gatehouse_model::props::possible_secret_pointers(kind));
+            pointers.sort_unstable();
+            pointers.dedup();
+            sealer
+                .open_fields(&mut m, &pointers)
+                .map_err(|err| ApiError::internal(err.to_string()))?;
+            Ok(Some(Value::Object(m)))
+        }
+        (_, v) => Ok(v),
+    }
+}

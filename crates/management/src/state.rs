@@ -42,4 +42,8 @@ pub struct AppState {
     pub arm_scope: crate::arm::ArmScope,
     /// Where secret-store named values are read from (`--secret-source`).
     pub secret_source: Option<crate::secret_source::SecretSource>,
+    /// What the nodes of self-hosted gateways last reported.
+    pub gateway_nodes: crate::gateway_nodes::Nodes,
+    /// Turns `true` when the instance stops: long-lived answers (gateway streams) end then.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }

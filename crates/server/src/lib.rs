@@ -33,6 +33,8 @@ pub struct ServeConfig {
     /// Where secret-store (Key Vault) named values are read from, and how often.
     pub secret_source: Option<gatehouse_management::secret_source::SecretSource>,
     pub secret_refresh: std::time::Duration,
+    /// How long journal entries are kept at least (longer while a gateway needs them).
+    pub journal_retention: std::time::Duration,
     /// Storage accounts requests can name as `storageAccount`.
     pub storage_accounts:
         std::collections::HashMap<String, gatehouse_management::operations::StorageAccount>,
@@ -62,6 +64,7 @@ impl ServeConfig {
             arm_scope: Default::default(),
             secret_source: None,
             secret_refresh: std::time::Duration::from_secs(4 * 3600),
+            journal_retention: DEFAULT_JOURNAL_RETENTION,
             s3_region: None,
             management_limits: gatehouse_listen::Limits::MANAGEMENT,
             management_tls: None,
@@ -69,6 +72,11 @@ impl ServeConfig {
         }
     }
 }
+
+/// Journal entries are kept a week by default: long enough for a move, a gateway offline over
+/// a weekend, and `gatehouse journal` audits of recent changes.
+pub const DEFAULT_JOURNAL_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// Refuses a management API in plain HTTP on an address other than loopback: every request
 /// carries the token, and `listSecrets`, backups and restores carry keys.
@@ -222,6 +230,8 @@ impl Instance {
             downloads: Default::default(),
             arm_scope: config.arm_scope.clone(),
             secret_source: config.secret_source.clone(),
+            gateway_nodes: Default::default(),
+            stopping: rx.clone(),
             traffic: Some(Arc::new(move |on| traffic_shared.drain(on))),
             delete: Some(Arc::new(move || {
                 let note = format!(
@@ -264,6 +274,10 @@ impl Instance {
                 }
             });
         }
+        tokio::spawn(gatehouse_management::retention::retain_forever(
+            state.clone(),
+            config.journal_retention,
+        ));
         let tasks = vec![tokio::spawn(gatehouse_listen::serve_router(
             mgmt_listener,
             gatehouse_management::router(state),

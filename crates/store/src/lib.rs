@@ -156,6 +156,7 @@ impl Store {
     pub fn open(db_path: &Path, key: &[u8; 32]) -> Result<Store> {
         let mut conn = Connection::open(db_path)?;
         configure(&conn)?;
+        use_incremental_vacuum(&conn)?;
         migrations::migrate(&mut conn)?;
         let revision = current_revision(&conn)?;
         Ok(Store {
@@ -326,10 +327,78 @@ impl Store {
         Ok(())
     }
 
+    /// Removes the journal entries of revisions up to `through` (they are history no one
+    /// needs any more: the configuration itself is untouched, no revision is bumped) and
+    /// records the floor, so a consumer asking for changes since an older revision is told to
+    /// take a snapshot instead. Returns how many entries were removed.
+    pub fn compact_journal(&self, through: u64) -> Result<u64> {
+        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let floor = journal_floor(&tx)?;
+        let through = through.min(current_revision(&tx)?);
+        if through <= floor {
+            return Ok(0);
+        }
+        let removed = tx.execute(
+            "DELETE FROM journal WHERE revision <= ?1",
+            params![through as i64],
+        )?;
+        set_meta(&tx, JOURNAL_FLOOR, &through.to_string())?;
+        tx.commit()?;
+        // Give the freed pages back to the file system (the database is in incremental
+        // auto-vacuum mode), so the file shrinks rather than only stopping to grow.
+        conn.execute_batch("PRAGMA incremental_vacuum")?;
+        Ok(removed as u64)
+    }
+
+    /// Sets an operational value (not configuration: no revision, no journal entry).
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        let conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        set_meta(&conn, key, value)
+    }
+
     /// Follows committed revisions: the receiver sees every new revision (possibly coalesced).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.committed.subscribe()
     }
+}
+
+/// Puts the database in incremental auto-vacuum mode (once: a database made before this mode
+/// is rewritten by one VACUUM), so that compacting the journal can shrink the file.
+fn use_incremental_vacuum(conn: &Connection) -> Result<()> {
+    const INCREMENTAL: i64 = 2;
+    let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+    if mode != INCREMENTAL {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        conn.execute_batch("VACUUM")?;
+    }
+    Ok(())
+}
+
+/// The meta key of the highest revision whose journal entries were compacted away.
+const JOURNAL_FLOOR: &str = "journal_floor";
+
+fn journal_floor(conn: &Connection) -> Result<u64> {
+    Ok(get_meta(conn, JOURNAL_FLOOR)?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
 }
 
 fn load_or_create_key(path: &Path) -> Result<[u8; 32]> {
@@ -647,6 +716,12 @@ impl WriteTx<'_> {
         };
         self.tx.execute_batch(sql).map_err(StoreError::from)?;
         outcome.map(|(value, _)| value)
+    }
+
+    /// Sets an operational value in this transaction (no journal entry, no change counted),
+    /// e.g. the primary revision a regional gateway's copy has reached with these changes.
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        set_meta(&self.tx, key, value)
     }
 
     /// The revision this transaction will commit as, if it changes anything.
@@ -1097,8 +1172,46 @@ impl ReadTx<'_> {
         Ok(())
     }
 
-    /// Whether a whole-configuration replace (a restore) was committed after `since`.
+    /// When the first revision after `revision` was committed (RFC 3339), if the journal has it.
+    pub fn first_commit_after(&self, revision: u64) -> Result<Option<String>> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT at FROM journal WHERE revision > ?1 ORDER BY seq LIMIT 1",
+                params![revision as i64],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// The last revision committed before `at` (RFC 3339 UTC, as the journal records times).
+    pub fn last_revision_before(&self, at: &str) -> Result<Option<u64>> {
+        let rev: Option<i64> = self.tx.query_row(
+            "SELECT max(revision) FROM journal WHERE at < ?1",
+            params![at],
+            |r| r.get(0),
+        )?;
+        Ok(rev.map(|r| r as u64))
+    }
+
+    /// An operational value set with `set_meta`.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        get_meta(self.tx, key)
+    }
+
+    /// The highest revision whose journal entries were compacted away (0: none were): the
+    /// changes after an older revision can no longer be read from the journal.
+    pub fn journal_floor(&self) -> Result<u64> {
+        journal_floor(self.tx)
+    }
+
+    /// Whether the changes after `since` cannot be replayed from the journal: a
+    /// whole-configuration replace (a restore) was committed after it, or the journal was
+    /// compacted past it. Whoever follows from `since` must reload everything.
     pub fn replaced_since(&self, since: u64) -> Result<bool> {
+        if since < self.journal_floor()? {
+            return Ok(true);
+        }
         let n: i64 = self.tx.query_row(
             "SELECT count(*) FROM journal WHERE revision > ?1 AND op = 'replace'",
             params![since as i64],
@@ -1129,31 +1242,81 @@ impl ReadTx<'_> {
         Ok(())
     }
 
+    /// The journal entries of whole revisions after `since`, oldest first: as many revisions
+    /// as fit in about `max_entries` entries, and always at least the first one, however large
+    /// (a consumer applies a revision at once or not at all).
+    pub fn journal_revisions(&self, since: u64, max_entries: u64) -> Result<Vec<JournalEntry>> {
+        let at_limit: Option<i64> = self
+            .tx
+            .query_row(
+                "SELECT revision FROM journal WHERE revision > ?1 ORDER BY seq LIMIT 1 OFFSET ?2",
+                params![since as i64, max_entries as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let through = match at_limit {
+            None => u64::MAX,
+            Some(rev) => {
+                let first: i64 = self.tx.query_row(
+                    "SELECT min(revision) FROM journal WHERE revision > ?1",
+                    params![since as i64],
+                    |r| r.get(0),
+                )?;
+                if rev == first {
+                    rev as u64
+                } else {
+                    rev as u64 - 1
+                }
+            }
+        };
+        let (entries, _) = self.journal_between(since, through, 0, u64::MAX >> 1)?;
+        Ok(entries)
+    }
+
     /// Journal entries with revision greater than `since`, oldest first, at most `top`,
     /// skipping `skip` entries.
     pub fn journal(&self, since: u64, skip: u64, top: u64) -> Result<(Vec<JournalEntry>, u64)> {
+        self.journal_between(since, u64::MAX >> 1, skip, top)
+    }
+
+    fn journal_between(
+        &self,
+        since: u64,
+        through: u64,
+        skip: u64,
+        top: u64,
+    ) -> Result<(Vec<JournalEntry>, u64)> {
+        let through = through.min(i64::MAX as u64) as i64;
         let total: i64 = self.tx.query_row(
-            "SELECT count(*) FROM journal WHERE revision > ?1",
-            params![since as i64],
+            "SELECT count(*) FROM journal WHERE revision > ?1 AND revision <= ?2",
+            params![since as i64, through],
             |r| r.get(0),
         )?;
         let mut stmt = self.tx.prepare_cached(
             "SELECT seq, revision, at, path, kind, op, value, refs, actor FROM journal
-             WHERE revision > ?1 ORDER BY seq LIMIT ?2 OFFSET ?3",
+             WHERE revision > ?1 AND revision <= ?2 ORDER BY seq LIMIT ?3 OFFSET ?4",
         )?;
-        let rows = stmt.query_map(params![since as i64, top as i64, skip as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, Option<String>>(7)?,
-                r.get::<_, Option<String>>(8)?,
-            ))
-        })?;
+        let rows = stmt.query_map(
+            params![
+                since as i64,
+                through,
+                top.min(i64::MAX as u64) as i64,
+                skip.min(i64::MAX as u64) as i64
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                ))
+            },
+        )?;
         let mut out = Vec::new();
         for row in rows {
             let (seq, revision, at, path, kind, op, value, refs, actor) = row?;

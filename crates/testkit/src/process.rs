@@ -16,18 +16,29 @@ impl ServeProcess {
     /// Starts `BIN serve ARGS` in `cwd` with a clean environment of GATEHOUSE_* variables plus
     /// `envs`, and waits until it has written `endpoints.json`.
     pub fn spawn(bin: &str, cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> ServeProcess {
+        ServeProcess::spawn_command(bin, cwd, "serve", args, envs)
+    }
+
+    /// [`ServeProcess::spawn`] for another serving command (`gateway`).
+    pub fn spawn_command(
+        bin: &str,
+        cwd: &Path,
+        command: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> ServeProcess {
         let data_dir = args
             .iter()
             .position(|a| *a == "--data-dir")
             .map(|i| cwd.join(args[i + 1]))
             .unwrap_or_else(|| cwd.join("gatehouse-data"));
         let log = cwd.join(format!(
-            "serve-{}.log",
+            "{command}-{}.log",
             data_dir.file_name().unwrap_or_default().to_string_lossy()
         ));
         let mut cmd = Command::new(bin);
         cmd.current_dir(cwd)
-            .arg("serve")
+            .arg(command)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::from(

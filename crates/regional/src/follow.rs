@@ -1,0 +1,192 @@
+//! Following the primary: connect, apply what the stream brings to the copy, reconnect with
+//! backoff when it breaks, and say what state the node is in.
+//!
+//! Invariants: while the primary is unreachable the copy — and so the gateway — stays at its
+//! last revision (fail static); only a refused token stops the gateway serving, and a
+//! token that works again (a new token file, the key restored) lets it serve again.
+
+use crate::link::{Link, LinkError, LinkEvent};
+use crate::replica::{self, Snapshot};
+use futures::StreamExt;
+use gatehouse_store::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What the node is doing, as its heartbeats and the gateway read it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeState {
+    /// The primary revision the copy is at.
+    pub revision: u64,
+    /// Why the gateway must not serve (its token was refused), if so.
+    pub refused: Option<String>,
+    /// Whether the stream is connected now.
+    pub connected: bool,
+}
+
+/// The follower of one primary.
+pub struct Follower {
+    pub store: Arc<Store>,
+    pub link: Link,
+    pub token_file: PathBuf,
+    pub gateway_id: String,
+    pub state: watch::Sender<NodeState>,
+}
+
+/// Reads the token file: the `value` `generateToken` answered, for this gateway.
+pub fn read_token(path: &std::path::Path, gateway_id: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?;
+    let token = text.trim().to_string();
+    if !is_token_of(&token, gateway_id) {
+        return Err(format!(
+            "{} does not hold a token of gateway '{gateway_id}' (the value generateToken answers: '{gateway_id}&yyyyMMddHHmm&signature')",
+            path.display()
+        ));
+    }
+    Ok(token)
+}
+
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+const LAST_RETRY: Duration = Duration::from_secs(5);
+
+impl Follower {
+    /// Follows until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut wait = FIRST_RETRY;
+        loop {
+            let since = self.state.borrow().revision;
+            let outcome = match read_token(&self.token_file, &self.gateway_id) {
+                Ok(token) => self.session(&token, since).await,
+                Err(e) => Err((LinkError::Refused(e), false)),
+            };
+            self.state.send_modify(|s| s.connected = false);
+            let progressed = match outcome {
+                Ok(()) => true,
+                Err((LinkError::Refused(why), progressed)) => {
+                    tracing::error!(gateway = %self.gateway_id, reason = %why, "the gateway does not serve: its token was refused; put a valid token in the token file");
+                    self.state.send_modify(|s| s.refused = Some(why));
+                    progressed
+                }
+                Err((e, progressed)) => {
+                    tracing::warn!(gateway = %self.gateway_id, error = %e, revision = since, "lost the primary; serving the configuration at the last revision applied");
+                    progressed
+                }
+            };
+            wait = if progressed {
+                FIRST_RETRY
+            } else {
+                (wait * 2).min(LAST_RETRY)
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// One connection: until it ends. The flag says whether it applied anything (so the next
+    /// attempt need not back off).
+    async fn session(&self, token: &str, since: u64) -> Result<(), (LinkError, bool)> {
+        let events = self.link.open(token, since).await.map_err(|e| (e, false))?;
+        self.state.send_modify(|s| {
+            s.refused = None;
+            s.connected = true;
+        });
+        tracing::info!(gateway = %self.gateway_id, primary = %self.link.primary(), since, "following the primary");
+        let mut events = std::pin::pin!(events);
+        let mut snapshot: Option<Snapshot> = None;
+        let mut progressed = false;
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| (e, progressed))?;
+            match self.on_event(event, &mut snapshot).await {
+                Ok(applied) => progressed |= applied,
+                Err(e) => return Err((e, progressed)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one event; answers whether it applied a revision.
+    async fn on_event(
+        &self,
+        event: LinkEvent,
+        snapshot: &mut Option<Snapshot>,
+    ) -> Result<bool, LinkError> {
+        match event {
+            LinkEvent::Snapshot { revision, service } => {
+                *snapshot = Some(Snapshot {
+                    revision,
+                    service: *service,
+                    items: Vec::new(),
+                });
+            }
+            LinkEvent::Resources(items) => match snapshot {
+                Some(s) => s.items.extend(items),
+                None => return Err(LinkError::Protocol("resources outside a snapshot".into())),
+            },
+            LinkEvent::SnapshotEnd { revision } => {
+                let s = snapshot
+                    .take()
+                    .filter(|s| s.revision == revision)
+                    .ok_or_else(|| {
+                        LinkError::Protocol("a snapshot's end without its start".into())
+                    })?;
+                let count = s.items.len();
+                self.apply(move |store| replica::apply_snapshot(store, &s))
+                    .await?;
+                tracing::info!(
+                    revision,
+                    resources = count,
+                    "took the primary's whole configuration"
+                );
+                return Ok(true);
+            }
+            LinkEvent::Changes { revision, entries } => {
+                self.apply(move |store| {
+                    replica::apply_changes(store, revision, &entries).map(|()| revision)
+                })
+                .await?;
+                return Ok(true);
+            }
+            LinkEvent::Token(value) => self.save_token(&value),
+            LinkEvent::Refused(why) => return Err(LinkError::Refused(why)),
+        }
+        Ok(false)
+    }
+
+    async fn apply(
+        &self,
+        f: impl FnOnce(&Store) -> Result<u64, gatehouse_store::StoreError> + Send + 'static,
+    ) -> Result<(), LinkError> {
+        let store = self.store.clone();
+        let revision = tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| LinkError::Protocol(e.to_string()))?
+            .map_err(|e| LinkError::Protocol(format!("cannot apply it to the local copy: {e}")))?;
+        self.state.send_modify(|s| s.revision = revision);
+        Ok(())
+    }
+
+    /// Keeps a rotated token (atomically replaced, owner-only), so a restart uses it.
+    fn save_token(&self, value: &str) {
+        if !is_token_of(value, &self.gateway_id) {
+            tracing::warn!("the primary sent a token for another gateway; ignored");
+            return;
+        }
+        match gatehouse_store::write_private_file(&self.token_file, format!("{value}\n").as_bytes())
+        {
+            Ok(()) => tracing::info!(gateway = %self.gateway_id, "gateway token rotated"),
+            Err(e) => {
+                tracing::error!(error = %e, file = %self.token_file.display(), "cannot save the rotated gateway token")
+            }
+        }
+    }
+}
+
+/// Whether `token` has the shape of a token of `gateway_id` (the primary checks the rest).
+fn is_token_of(token: &str, gateway_id: &str) -> bool {
+    let id = token.split('&').next().unwrap_or_default();
+    token.matches('&').count() >= 2 && id.eq_ignore_ascii_case(gateway_id)
+}

@@ -1,0 +1,287 @@
+//! `gatehouse gateway`: a self-hosted gateway that runs only the gateway (the same code as
+//! `gatehouse serve`), configured from a primary instance over one stream, serving from its own
+//! copy of the configuration — also when the primary is gone, also across its own restart —
+//! and reporting its state to the primary every few seconds.
+//!
+//! Modules, bottom up: `replica` (the local copy in the data directory), `link` (the stream and
+//! heartbeats over HTTP), `follow` (the loop that ties them and reconnects).
+//!
+//! Invariants: the gateway serves only once it has a configuration (its copy, or the first
+//! snapshot); `endpoints.json` is written only after the listener is bound; the data
+//! directory is locked for the process's life.
+
+pub mod follow;
+pub mod link;
+pub mod replica;
+
+use anyhow::{Context, Result};
+use follow::{Follower, NodeState};
+use gatehouse_gateway::{Gateway, GatewayConfig};
+use gatehouse_store::{DataDirLock, Store};
+use link::Link;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How often a node reports to its primary (also at once after each revision it applies).
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// Everything `gatehouse gateway` needs.
+#[derive(Debug, Clone)]
+pub struct RegionalConfig {
+    /// The primary's management base URL.
+    pub primary: String,
+    pub gateway_id: String,
+    /// Holds the `value` `generateToken` answered; rotated tokens are written back to it.
+    pub token_file: PathBuf,
+    pub data_dir: PathBuf,
+    pub gateway_listen: SocketAddr,
+    pub region: Option<String>,
+    /// Extra trusted roots (PEM) for a primary whose certificate a private CA issued.
+    pub primary_ca: Option<PathBuf>,
+    pub gateway: GatewayConfig,
+}
+
+impl RegionalConfig {
+    /// A configuration for tests: loopback, port 0.
+    pub fn ephemeral(primary: &str, gateway_id: &str, token_file: &Path, data_dir: &Path) -> Self {
+        RegionalConfig {
+            primary: primary.to_string(),
+            gateway_id: gateway_id.to_string(),
+            token_file: token_file.to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
+            gateway_listen: "127.0.0.1:0".parse().expect("valid"),
+            region: None,
+            primary_ca: None,
+            gateway: GatewayConfig::default(),
+        }
+    }
+}
+
+/// A running self-hosted gateway.
+pub struct RegionalGateway {
+    pub gateway_url: String,
+    pub gateway: Gateway,
+    pub store: Arc<Store>,
+    pub state: watch::Receiver<NodeState>,
+    data_dir: PathBuf,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    _lock: DataDirLock,
+}
+
+/// The node's id, kept in its data directory so that it stays the same across restarts.
+fn node_id(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_string());
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    gatehouse_store::write_private_file(&path, format!("{id}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
+impl RegionalGateway {
+    /// Opens the copy, starts following the primary, and serves once a configuration is there.
+    pub async fn start(config: RegionalConfig) -> Result<RegionalGateway> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        let lock = DataDirLock::acquire(&data_dir, "gatehouse gateway")?;
+        follow::read_token(&config.token_file, &config.gateway_id).map_err(anyhow::Error::msg)?;
+        let store = {
+            let dir = data_dir.clone();
+            Arc::new(
+                tokio::task::spawn_blocking(move || Store::open_dir(&dir))
+                    .await?
+                    .with_context(|| {
+                        format!("cannot open the gateway's copy in {}", data_dir.display())
+                    })?,
+            )
+        };
+        let ca = match &config.primary_ca {
+            Some(p) => {
+                Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?)
+            }
+            None => None,
+        };
+        let link = Link::new(&config.primary, ca.as_deref())?;
+        let revision = replica::primary_revision(&store)?;
+        let (state_tx, state) = watch::channel(NodeState {
+            revision,
+            ..Default::default()
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let follower = Follower {
+            store: store.clone(),
+            link: link.clone(),
+            token_file: config.token_file.clone(),
+            gateway_id: config.gateway_id.clone(),
+            state: state_tx,
+        };
+        let mut tasks = vec![tokio::spawn(follower.run(stop_rx.clone()))];
+        if revision == 0 {
+            first_configuration(state.clone()).await?;
+        } else {
+            tracing::info!(
+                revision,
+                "serving the local copy of the configuration while the primary is reached"
+            );
+        }
+        let listener = TcpListener::bind(config.gateway_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (gateway)", config.gateway_listen))?;
+        let scheme = if config.gateway.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let gateway_url = format!("{scheme}://{}", listener.local_addr()?);
+        let mut gw_config = config.gateway.clone();
+        gw_config.serves_gateway = Some(config.gateway_id.clone());
+        gw_config.region = config.region.clone();
+        let gateway = Gateway::start(store.clone(), listener, gw_config).await?;
+        tasks.push(tokio::spawn(mirror_refusal(
+            state.clone(),
+            gateway.shared.clone(),
+            stop_rx.clone(),
+        )));
+        let reporter = Reporter {
+            link,
+            token_file: config.token_file.clone(),
+            gateway_id: config.gateway_id.clone(),
+            node: node_id(&data_dir)?,
+            region: config.region.clone(),
+            address: gateway_url.clone(),
+        };
+        tasks.push(tokio::spawn(reporter.run(state.clone(), stop_rx)));
+        write_endpoints(&config, &store, &gateway_url)?;
+        tracing::info!(gateway = %gateway_url, primary = %config.primary, id = %config.gateway_id, "self-hosted gateway started");
+        Ok(RegionalGateway {
+            gateway_url,
+            gateway,
+            store,
+            state,
+            data_dir,
+            stop,
+            tasks,
+            _lock: lock,
+        })
+    }
+
+    /// Stops following, drains requests in flight, removes `endpoints.json`.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.gateway.shutdown().await;
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        let _ = std::fs::remove_file(self.data_dir.join(gatehouse_model::files::ENDPOINTS));
+    }
+}
+
+/// Waits for the first snapshot; a refused token with no copy to serve ends the start.
+async fn first_configuration(mut state: watch::Receiver<NodeState>) -> Result<()> {
+    tracing::info!("no local copy yet: waiting for the primary's configuration");
+    let s = state
+        .wait_for(|s| s.revision > 0 || s.refused.is_some())
+        .await
+        .context("the follower stopped")?
+        .clone();
+    match s.refused {
+        Some(why) if s.revision == 0 => {
+            anyhow::bail!("the primary refused the gateway token: {why}")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The gateway answers 503 while its token is refused, and serves again once it is not.
+async fn mirror_refusal(
+    mut state: watch::Receiver<NodeState>,
+    shared: Arc<gatehouse_gateway::Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let refused = state.borrow_and_update().refused.clone();
+        shared.refuse(refused);
+        tokio::select! {
+            r = state.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn write_endpoints(config: &RegionalConfig, store: &Store, gateway_url: &str) -> Result<()> {
+    let name = store
+        .read(|r| r.service())
+        .ok()
+        .flatten()
+        .map(|s| s.name)
+        .unwrap_or_default();
+    let endpoints = gatehouse_client::Endpoints {
+        management: config.primary.clone(),
+        gateway: gateway_url.to_string(),
+        management_certificate: None,
+        name,
+        region: config.region.clone().unwrap_or_default(),
+        pid: std::process::id(),
+    };
+    let text = serde_json::to_string_pretty(&endpoints)?;
+    gatehouse_store::write_private_file(
+        &config.data_dir.join(gatehouse_model::files::ENDPOINTS),
+        text.as_bytes(),
+    )
+    .context("cannot write endpoints.json")
+}
+
+/// Sends heartbeats: every [`HEARTBEAT_EVERY`] and after each change of the node's state.
+struct Reporter {
+    link: Link,
+    token_file: PathBuf,
+    gateway_id: String,
+    node: String,
+    region: Option<String>,
+    address: String,
+}
+
+impl Reporter {
+    async fn run(self, mut state: watch::Receiver<NodeState>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let now = state.borrow_and_update().clone();
+            self.report(&now).await;
+            tokio::select! {
+                _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+                r = state.changed() => if r.is_err() { return },
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn report(&self, now: &NodeState) {
+        let Ok(token) = follow::read_token(&self.token_file, &self.gateway_id) else {
+            return;
+        };
+        let beat = json!({
+            "node": self.node,
+            "region": self.region,
+            "version": env!("CARGO_PKG_VERSION"),
+            "address": self.address,
+            "revision": now.revision,
+            "state": if now.refused.is_some() { "refusing" } else { "serving" },
+            "failures": [],
+        });
+        if let Err(e) = self.link.heartbeat(&token, &beat).await {
+            tracing::debug!(error = %e, "heartbeat not delivered");
+        }
+    }
+}

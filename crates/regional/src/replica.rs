@@ -1,0 +1,102 @@
+//! The gateway's own copy of its primary's configuration: a store in its data directory that
+//! takes the primary's snapshots and revisions, so that the same gateway code as `serve`
+//! follows it, and a restart while the primary is gone starts from it.
+//!
+//! Invariants: a snapshot or a batch of whole revisions is applied in one store transaction,
+//! together with the primary revision it brings the copy to (so the copy is never between two
+//! primary revisions); secret values are sealed with the gateway's own key (`store.key`).
+
+use gatehouse_model::{ResourcePath, ServiceSettings};
+use gatehouse_store::{JournalEntry, Store, StoreError};
+use serde_json::{Map, Value, json};
+
+/// The meta key of the primary revision the copy is at.
+const PRIMARY_REVISION: &str = "primary_revision";
+
+/// Local journal entries kept behind the newest: the in-process gateway follows at once, so a
+/// short history is enough (one that falls behind reloads).
+const LOCAL_HISTORY: u64 = 1000;
+
+/// One resource of a snapshot.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotItem {
+    pub resource_id: String,
+    pub value: Map<String, Value>,
+    #[serde(default)]
+    pub references: Vec<String>,
+}
+
+/// A whole configuration as the primary streamed it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub revision: u64,
+    pub service: ServiceSettings,
+    pub items: Vec<SnapshotItem>,
+}
+
+/// The primary revision the copy is at (0: no copy yet).
+pub fn primary_revision(store: &Store) -> Result<u64, StoreError> {
+    store.read(|r| {
+        Ok(r.meta(PRIMARY_REVISION)?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    })
+}
+
+/// Replaces the copy with a snapshot; returns its primary revision.
+pub fn apply_snapshot(store: &Store, snapshot: &Snapshot) -> Result<u64, StoreError> {
+    store.write(|w| {
+        w.replace_all(&json!({
+            "primaryRevision": snapshot.revision,
+            "resources": snapshot.items.len(),
+        }))?;
+        w.restore_service(&snapshot.service)?;
+        for item in &snapshot.items {
+            let path = parse(&item.resource_id)?;
+            w.restore_resource(&path, item.value.clone())?;
+            for to in &item.references {
+                w.restore_ref(&item.resource_id, to)?;
+            }
+        }
+        w.set_meta(PRIMARY_REVISION, &snapshot.revision.to_string())
+    })?;
+    compact(store)?;
+    Ok(snapshot.revision)
+}
+
+/// Applies whole primary revisions, through `revision`, in one transaction.
+pub fn apply_changes(
+    store: &Store,
+    revision: u64,
+    entries: &[JournalEntry],
+) -> Result<(), StoreError> {
+    store.write(|w| {
+        for e in entries {
+            if e.path == "/" && e.op == "put" {
+                let settings: ServiceSettings = serde_json::from_value(
+                    e.value.clone().unwrap_or(Value::Null),
+                )
+                .map_err(|err| StoreError::Corrupt(format!("the service's settings: {err}")))?;
+                w.set_service(&settings)?;
+            } else {
+                w.apply_entry(e)?;
+            }
+        }
+        w.set_meta(PRIMARY_REVISION, &revision.to_string())
+    })?;
+    compact(store)
+}
+
+fn compact(store: &Store) -> Result<(), StoreError> {
+    let local = store.revision()?;
+    if local > 2 * LOCAL_HISTORY && local % LOCAL_HISTORY == 0 {
+        store.compact_journal(local - LOCAL_HISTORY)?;
+    }
+    Ok(())
+}
+
+fn parse(path: &str) -> Result<ResourcePath, StoreError> {
+    ResourcePath::parse_stored(path)
+        .map_err(|e| StoreError::Corrupt(format!("the primary sent '{path}': {e}")))
+}

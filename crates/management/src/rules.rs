@@ -746,8 +746,6 @@ fn apply_rules(
             props.entry("enabled").or_insert(json!(false));
         }
         Kind::Gateway => {
-            // What GET shows of the gateway's nodes is reported by them, never written.
-            props.remove("nodes");
             gateway_rules(path, props)?;
             keep(props, &["primaryKey", "secondaryKey"]);
             with_keys(props);

@@ -399,6 +399,8 @@ const GATEWAY: &[Field] = &[
     f("description", s(0, 1000)),
     wo("primaryKey", s(1, 256)),
     wo("secondaryKey", s(1, 256)),
+    // What the gateway's nodes report (shown by GET, never written).
+    ro("nodes"),
 ];
 
 const GATEWAY_HOSTNAME: &[Field] = &[

@@ -347,7 +347,10 @@ impl Store {
         tx.commit()?;
         // Give the freed pages back to the file system (the database is in incremental
         // auto-vacuum mode), so the file shrinks rather than only stopping to grow.
-        conn.execute_batch("PRAGMA incremental_vacuum")?;
+        // Stepped to its end: each step frees pages, one call to `execute` would stop early.
+        let mut vacuum = conn.prepare("PRAGMA incremental_vacuum")?;
+        let mut steps = vacuum.query([])?;
+        while steps.next()?.is_some() {}
         Ok(removed as u64)
     }
 
@@ -1504,6 +1507,52 @@ mod tests {
             })
             .unwrap();
         assert!(store.read(|r| r.get("/tags/u")).unwrap().is_some());
+    }
+
+    #[test]
+    fn compaction_keeps_the_configuration_and_tells_followers_to_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_dir(dir.path()).unwrap();
+        let tag = |id: &str| ResourcePath::top(Kind::Tag, id);
+        for i in 0..10 {
+            store
+                .write(|w| -> Result<()> {
+                    w.put(
+                        &tag(&format!("t{i}")),
+                        obj(json!({"displayName": "x"})),
+                        &[],
+                    )?;
+                    w.put(
+                        &tag(&format!("u{i}")),
+                        obj(json!({"displayName": "y"})),
+                        &[],
+                    )?;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        // Whole revisions only: 4 entries are 2 revisions; 3 are only the first.
+        let first = store.read(|r| r.journal_revisions(0, 4)).unwrap();
+        assert_eq!(first.len(), 4);
+        assert_eq!(first.last().unwrap().revision, 2);
+        assert_eq!(store.read(|r| r.journal_revisions(0, 3)).unwrap().len(), 2);
+        // A revision larger than the limit still comes whole.
+        let one = store.read(|r| r.journal_revisions(0, 1)).unwrap();
+        assert_eq!(one.len(), 2);
+
+        assert_eq!(store.compact_journal(6).unwrap(), 12);
+        assert_eq!(store.compact_journal(6).unwrap(), 0, "nothing twice");
+        store
+            .read(|r| -> Result<()> {
+                assert_eq!(r.journal_floor()?, 6);
+                assert!(r.replaced_since(5)?, "a follower at 5 must reload");
+                assert!(!r.replaced_since(6)?);
+                assert_eq!(r.resource_count()?, 20, "the configuration is untouched");
+                assert_eq!(r.journal(6, 0, 100)?.1, 8);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.revision().unwrap(), 10, "compaction is no revision");
     }
 
     #[test]

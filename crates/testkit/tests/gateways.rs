@@ -136,3 +136,113 @@ async fn gateways_their_apis_keys_and_tokens() {
     assert_eq!(s, 204);
     assert_eq!(verify(&value), Err(TokenError::BadSignature));
 }
+
+/// The gateway link on the primary: only a valid gateway token opens it (never the admin
+/// token), the stream starts with the whole configuration, heartbeats show on the gateway, and
+/// what they show cannot be written.
+#[tokio::test]
+async fn the_gateway_link_takes_gateway_tokens_and_shows_nodes() {
+    let t = TestInstance::start().await.unwrap();
+    t.put_ok(
+        "/gateways/west",
+        json!({"properties": {"locationData": {"name": "westeurope"}}}),
+    )
+    .await;
+    let expiry = (time::OffsetDateTime::now_utc() + time::Duration::days(20))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (_, token) = t
+        .call(
+            "POST",
+            "/gateways/west/generateToken",
+            Some(json!({"keyType": "secondary", "expiry": expiry})),
+        )
+        .await;
+    let token = token["value"].as_str().unwrap().to_string();
+    let http = reqwest::Client::new();
+    let link = |path: &str, auth: Option<String>| {
+        let mut r = http.get(format!("{}/gateway-link/{path}", t.url));
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r
+    };
+    // Neither nothing nor the admin token opens the stream.
+    for auth in [None, Some(format!("Bearer {}", t.token))] {
+        let r = link("stream", auth).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "GatewayTokenInvalid", "{body}");
+    }
+    // A valid token: the stream opens with a snapshot of the configuration.
+    let mut r = link("stream?since=0", Some(format!("GatewayKey {token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let mut seen = String::new();
+    while !seen.contains("event: snapshot-end") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), r.chunk())
+            .await
+            .expect("the snapshot arrives")
+            .unwrap()
+            .expect("more of the stream");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.starts_with("event: snapshot\n"), "{seen}");
+    assert!(seen.contains("/gateways/west"), "{seen}");
+    drop(r);
+
+    // A heartbeat shows on the gateway; a malformed one is refused.
+    let beat = |body: serde_json::Value| {
+        http.post(format!("{}/gateway-link/heartbeat", t.url))
+            .header("authorization", format!("GatewayKey {token}"))
+            .json(&body)
+            .send()
+    };
+    let r = beat(json!({"node": "", "revision": 1})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = beat(json!({"node": "n1", "region": "westeurope", "version": "1", "revision": 1, "state": "serving"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, g) = t.call("GET", "/gateways/west", None).await;
+    let nodes = &g["properties"]["nodes"];
+    assert_eq!(nodes[0]["node"], "n1", "{g}");
+    assert_eq!(nodes[0]["connected"], true);
+    assert!(nodes[0]["lagRevisions"].as_u64().unwrap() >= 1, "{g}");
+    // What nodes report is not configuration: a PUT of it is ignored.
+    let mut props = g["properties"].clone();
+    props["nodes"] = json!([{"node": "forged"}]);
+    t.put_ok("/gateways/west", json!({"properties": props}))
+        .await;
+    let (_, g) = t.call("GET", "/gateways/west", None).await;
+    assert_eq!(g["properties"]["nodes"][0]["node"], "n1", "{g}");
+}
+
+/// Changes after a compacted revision are refused with a clear error, not answered partially.
+#[tokio::test]
+async fn a_compacted_journal_says_so() {
+    let t = TestInstance::start().await.unwrap();
+    for i in 0..3 {
+        t.put_ok(
+            &format!("/tags/t{i}"),
+            json!({"properties": {"displayName": "t"}}),
+        )
+        .await;
+    }
+    let store = &t.instance.as_ref().unwrap().store;
+    let revision = store.revision().unwrap();
+    assert!(store.compact_journal(revision - 1).unwrap() > 0);
+    let (s, e) = t.call("GET", "/journal?since=1", None).await;
+    assert_eq!(s, 410, "{e}");
+    assert_eq!(e["error"]["code"], "JournalCompacted");
+    let (s, e) = t
+        .call("GET", &format!("/journal?since={}", revision - 1), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(e["value"].as_array().unwrap().len(), 1, "{e}");
+    let (s, e) = t.call("GET", "/journal?since=0", None).await;
+    assert_eq!((s, e["value"].as_array().unwrap().len()), (200, 1));
+}

@@ -226,6 +226,49 @@ async fn regional_gateways_follow_serve_alone_and_catch_up() {
         "east does not serve an API linked only to west"
     );
 
+    // Subscription keys work on a gateway, which holds only their digests: neither a wrong key
+    // nor the digest itself opens the API.
+    primary
+        .put(
+            "/apis/keyed",
+            json!({"properties": {"displayName": "keyed", "path": "keyed",
+              "serviceUrl": backend.url, "protocols": ["http"]}}),
+        )
+        .await;
+    primary
+        .put(
+            "/apis/keyed/operations/get",
+            json!({"properties": {"displayName": "get", "method": "GET", "urlTemplate": "/*"}}),
+        )
+        .await;
+    primary.put("/gateways/west/apis/keyed", json!({})).await;
+    primary
+        .put(
+            "/subscriptions/s1",
+            json!({"properties": {"scope": "/apis/keyed", "displayName": "S1", "state": "active"}}),
+        )
+        .await;
+    let (_, keys) = primary
+        .call("POST", "/subscriptions/s1/listSecrets", None)
+        .await;
+    let key = keys["primaryKey"].as_str().unwrap().to_string();
+    let keyed = |k: &str| {
+        http.get(format!("{w}/keyed/a"))
+            .header("Ocp-Apim-Subscription-Key", k)
+            .send()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while keyed(&key).await.unwrap().status() != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the key does not open the API on the gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(keyed("wrong").await.unwrap().status(), 401);
+    let digest = gatehouse_model::keys::subscription_key_digest(&key);
+    assert_eq!(keyed(&digest).await.unwrap().status(), 401);
+
     // A change on the primary is served by both within a second.
     primary.api("second", &backend.url, &["west", "east"]).await;
     let took = until_all(

@@ -174,6 +174,9 @@ pub struct RoutingTable {
     pub region: String,
     routes: Arc<Routes>,
     keys: ConfigMap<String, KeyEntry>,
+    /// A self-hosted gateway's table: `keys` holds digests of the keys (`model::keys`), and a
+    /// presented key is digested before it is looked up.
+    keys_are_digests: bool,
     /// Active subscriptions by id (their keys and owner), to update `keys` per change.
     subs: ConfigMap<Arc<str>, Arc<SubscriptionInfo>>,
     /// Every scope's policy document, compiled; rebuilt when a policy, fragment, named value
@@ -705,6 +708,7 @@ impl RoutingTable {
             region,
             routes: Arc::new(Routes::compile(mirror)),
             keys,
+            keys_are_digests: mirror.serves.is_some(),
             subs,
             policies: Arc::new(crate::policies::Policies::compile(mirror)),
         })
@@ -799,6 +803,7 @@ impl RoutingTable {
             region,
             routes,
             keys,
+            keys_are_digests: self.keys_are_digests,
             subs,
             policies,
         }
@@ -814,6 +819,11 @@ impl RoutingTable {
     }
 
     pub fn key(&self, key: &str) -> Option<&KeyEntry> {
+        if self.keys_are_digests {
+            return self
+                .keys
+                .get(&gatehouse_model::keys::subscription_key_digest(key));
+        }
         self.keys.get(key)
     }
 

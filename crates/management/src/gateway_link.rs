@@ -22,6 +22,7 @@ use crate::state::AppState;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use gatehouse_model::Kind;
 use gatehouse_store::{JournalEntry, Store, StoreError};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -303,10 +304,14 @@ fn read_snapshot(store: &Store) -> Result<SnapshotParts, StoreError> {
                 chunks.push(Vec::new());
             }
             let references = refs.remove(&res.path).unwrap_or_default();
+            let mut value = res.properties;
+            if res.kind == Kind::Subscription {
+                digest_keys(&mut value);
+            }
             if let Some(c) = chunks.last_mut() {
                 c.push(json!({
                     "resourceId": res.path,
-                    "value": res.properties,
+                    "value": value,
                     "references": references,
                 }));
             }
@@ -359,13 +364,28 @@ async fn send_changes(
     }
 }
 
+/// A subscription's keys as a gateway gets them: digests (`gatehouse_model::keys`).
+fn digest_keys(props: &mut serde_json::Map<String, Value>) {
+    for field in ["primaryKey", "secondaryKey"] {
+        if let Some(Value::String(key)) = props.get_mut(field) {
+            *key = gatehouse_model::keys::subscription_key_digest(key);
+        }
+    }
+}
+
 fn entry_json(sealer: &gatehouse_store::Sealer, e: JournalEntry) -> Result<Value, ApiError> {
+    let mut value = opened_entry_value(sealer, &e.kind, e.value)?;
+    if Kind::from_name(&e.kind) == Some(Kind::Subscription)
+        && let Some(Value::Object(props)) = value.as_mut()
+    {
+        digest_keys(props);
+    }
     Ok(json!({
         "revision": e.revision,
         "resourceId": e.path,
         "resourceType": e.kind,
         "operation": e.op,
-        "value": opened_entry_value(sealer, &e.kind, e.value)?,
+        "value": value,
         "references": e.refs,
     }))
 }

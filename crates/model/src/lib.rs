@@ -7,6 +7,7 @@
 pub mod files;
 pub mod filter;
 pub mod id;
+pub mod keys;
 pub mod kind;
 pub mod path;
 pub mod props;

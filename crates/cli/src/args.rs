@@ -139,24 +139,12 @@ pub enum Command {
     },
 }
 
+/// The gateway listener's flags, shared by `serve` and `gateway`.
 #[derive(Args, Debug, Clone, Default)]
-pub struct GatewayArgs {
-    /// The primary's management API base URL, e.g. https://primary.example.com:8001.
-    #[arg(long, env = "GATEHOUSE_PRIMARY")]
-    pub primary: String,
-    /// The gateway resource this process serves as (`/gateways/{id}` on the primary).
-    #[arg(long, env = "GATEHOUSE_GATEWAY_ID")]
-    pub gateway_id: String,
-    /// File holding the gateway token (the `value` of `POST /gateways/{id}/generateToken`);
-    /// tokens rotated by the primary are written back to it.
-    #[arg(long, env = "GATEHOUSE_GATEWAY_TOKEN_FILE")]
-    pub token_file: PathBuf,
-    /// Gateway listen address (port 0 picks a free port; default 127.0.0.1:8000).
+pub struct GatewayFlags {
+    /// Gateway listen address (port 0 picks a free port).
     #[arg(long, env = "GATEHOUSE_GATEWAY_LISTEN")]
     pub gateway_listen: Option<SocketAddr>,
-    /// The region this gateway serves in (reported to the primary).
-    #[arg(long, env = "GATEHOUSE_REGION")]
-    pub region: Option<String>,
     /// PEM certificate chain for HTTPS on the gateway listener (with --gateway-tls-key).
     #[arg(long, env = "GATEHOUSE_GATEWAY_TLS_CERT")]
     pub gateway_tls_cert: Option<PathBuf>,
@@ -169,13 +157,35 @@ pub struct GatewayArgs {
     /// Extra trusted root certificates (PEM) for HTTPS backends.
     #[arg(long, env = "GATEHOUSE_BACKEND_CA")]
     pub backend_ca: Option<PathBuf>,
-    /// Gateway worker threads (default: one per CPU).
+    /// Gateway worker threads, each serving its share of client connections (default: one per
+    /// CPU).
     #[arg(long, env = "GATEHOUSE_GATEWAY_WORKERS")]
     pub gateway_workers: Option<usize>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub gateway: GatewayFlags,
+    /// The primary's management API base URL, e.g. https://primary.example.com:8001.
+    #[arg(long, env = "GATEHOUSE_PRIMARY")]
+    pub primary: String,
+    /// The gateway resource this process serves as (`/gateways/{id}` on the primary).
+    #[arg(long, env = "GATEHOUSE_GATEWAY_ID")]
+    pub gateway_id: String,
+    /// File holding the gateway token (the `value` of `POST /gateways/{id}/generateToken`);
+    /// tokens rotated by the primary are written back to it.
+    #[arg(long, env = "GATEHOUSE_GATEWAY_TOKEN_FILE")]
+    pub token_file: PathBuf,
+    /// The region this gateway serves in (reported to the primary).
+    #[arg(long, env = "GATEHOUSE_REGION")]
+    pub region: Option<String>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub gateway: GatewayFlags,
     /// Configuration file (default: ./gatehouse.toml if present).
     #[arg(long, env = "GATEHOUSE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -200,18 +210,6 @@ pub struct ServeArgs {
     /// Management API listen address (port 0 picks a free port).
     #[arg(long, env = "GATEHOUSE_MANAGEMENT_LISTEN")]
     pub management_listen: Option<SocketAddr>,
-    /// Gateway listen address (port 0 picks a free port).
-    #[arg(long, env = "GATEHOUSE_GATEWAY_LISTEN")]
-    pub gateway_listen: Option<SocketAddr>,
-    /// PEM certificate chain for HTTPS on the gateway listener (with --gateway-tls-key).
-    #[arg(long, env = "GATEHOUSE_GATEWAY_TLS_CERT")]
-    pub gateway_tls_cert: Option<PathBuf>,
-    /// PEM private key for HTTPS on the gateway listener.
-    #[arg(long, env = "GATEHOUSE_GATEWAY_TLS_KEY")]
-    pub gateway_tls_key: Option<PathBuf>,
-    /// JSON access log of the gateway: `stdout` or a file path (default: off).
-    #[arg(long, env = "GATEHOUSE_ACCESS_LOG")]
-    pub access_log: Option<String>,
     /// Largest request head the gateway and the management API accept, in bytes (431 beyond
     /// it; default 65536).
     #[arg(long, env = "GATEHOUSE_MAX_HEADER_BYTES")]
@@ -237,13 +235,6 @@ pub struct ServeArgs {
     /// TLS proxy or on a trusted network: its requests carry the token and secrets).
     #[arg(long, env = "GATEHOUSE_INSECURE_MANAGEMENT")]
     pub insecure_management: bool,
-    /// Extra trusted root certificates (PEM) for HTTPS backends.
-    #[arg(long, env = "GATEHOUSE_BACKEND_CA")]
-    pub backend_ca: Option<PathBuf>,
-    /// Gateway worker threads, each serving its share of client connections (default: one per
-    /// CPU).
-    #[arg(long, env = "GATEHOUSE_GATEWAY_WORKERS")]
-    pub gateway_workers: Option<usize>,
     /// The default backup key: an age key file or a file holding a passphrase (else
     /// GATEHOUSE_BACKUP_KEY).
     #[arg(long, env = "GATEHOUSE_BACKUP_KEY_FILE")]

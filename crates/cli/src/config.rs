@@ -182,6 +182,7 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
             .or_else(|| f.and_then(|f| f.management_listen))
             .unwrap_or_else(|| "127.0.0.1:8001".parse().expect("valid")),
         gateway_listen: args
+            .gateway
             .gateway_listen
             .or_else(|| f.and_then(|f| f.gateway_listen))
             .unwrap_or_else(|| "127.0.0.1:8000".parse().expect("valid")),
@@ -227,10 +228,12 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
         insecure_management,
         gateway: GatewayConfig {
             tls: pem_pair(
-                args.gateway_tls_cert
+                args.gateway
+                    .gateway_tls_cert
                     .clone()
                     .or_else(|| f.and_then(|f| f.gateway_tls_cert.clone())),
-                args.gateway_tls_key
+                args.gateway
+                    .gateway_tls_key
                     .clone()
                     .or_else(|| f.and_then(|f| f.gateway_tls_key.clone())),
                 "gateway",
@@ -240,16 +243,18 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
                 .gateway_max_connections
                 .or_else(|| f.and_then(|f| f.gateway_max_connections))
                 .unwrap_or(gatehouse_listen::Limits::GATEWAY.max_connections),
-            access_log: pick(&args.access_log, f.map(|f| &f.access_log)),
+            access_log: pick(&args.gateway.access_log, f.map(|f| &f.access_log)),
             max_header_bytes: args
                 .max_header_bytes
                 .or_else(|| f.and_then(|f| f.max_header_bytes))
                 .unwrap_or(GatewayConfig::default().max_header_bytes),
             backend_ca: args
+                .gateway
                 .backend_ca
                 .clone()
                 .or_else(|| f.and_then(|f| f.backend_ca.clone())),
             workers: args
+                .gateway
                 .gateway_workers
                 .or_else(|| f.and_then(|f| f.gateway_workers))
                 .unwrap_or(0),
@@ -269,19 +274,20 @@ pub fn regional_config(
         token_file: args.token_file.clone(),
         data_dir: data_dir_of(target, None),
         gateway_listen: args
+            .gateway
             .gateway_listen
             .unwrap_or_else(|| "127.0.0.1:8000".parse().expect("valid")),
         region: args.region.clone(),
         primary_ca: target.ca_file.clone(),
         gateway: GatewayConfig {
             tls: pem_pair(
-                args.gateway_tls_cert.clone(),
-                args.gateway_tls_key.clone(),
+                args.gateway.gateway_tls_cert.clone(),
+                args.gateway.gateway_tls_key.clone(),
                 "gateway",
             )?,
-            access_log: args.access_log.clone(),
-            backend_ca: args.backend_ca.clone(),
-            workers: args.gateway_workers.unwrap_or(0),
+            access_log: args.gateway.access_log.clone(),
+            backend_ca: args.gateway.backend_ca.clone(),
+            workers: args.gateway.gateway_workers.unwrap_or(0),
             ..GatewayConfig::default()
         },
     })

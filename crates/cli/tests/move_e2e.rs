@@ -256,6 +256,154 @@ fn writer(
     })
 }
 
+/// Self-hosted gateways following the source (`gatehouse gateway`), with traffic on them.
+struct Regional {
+    processes: Vec<ServeProcess>,
+    urls: Vec<String>,
+    stats: Arc<ClientStats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Regional {
+    async fn start(env: &Env, stop: Arc<AtomicBool>) -> Regional {
+        let cwd = env.cwd();
+        let mut processes = Vec::new();
+        for g in ["west", "east"] {
+            env.source
+                .ok(
+                    "PUT",
+                    &format!("/gateways/{g}"),
+                    json!({"properties": {"locationData": {"name": g}}}),
+                )
+                .await;
+            env.source
+                .ok("PUT", &format!("/gateways/{g}/apis/echo"), json!({}))
+                .await;
+            let t = env
+                .source
+                .ok(
+                    "POST",
+                    &format!("/gateways/{g}/generateToken"),
+                    json!({"keyType": "primary", "expiry": soon(20)}),
+                )
+                .await;
+            std::fs::write(cwd.join(format!("{g}.token")), t["value"].as_str().unwrap()).unwrap();
+            let (dir, token) = (format!("gw-{g}"), format!("{g}.token"));
+            processes.push(ServeProcess::spawn_command(
+                BIN,
+                cwd,
+                "gateway",
+                &[
+                    "--data-dir",
+                    &dir,
+                    "--primary",
+                    &env.source.url,
+                    "--gateway-id",
+                    g,
+                    "--token-file",
+                    &token,
+                    "--gateway-listen",
+                    "127.0.0.1:0",
+                ],
+                &[("GATEHOUSE_LOG", "info")],
+            ));
+        }
+        let urls: Vec<String> = processes
+            .iter()
+            .map(|p| p.endpoints()["gateway"].as_str().unwrap().to_string())
+            .collect();
+        let stats = Arc::new(ClientStats::default());
+        let (key, targets, st) = (env.key.clone(), urls.clone(), stats.clone());
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                for u in &targets {
+                    let r = http
+                        .get(format!("{u}/echo/fixed"))
+                        .header("Ocp-Apim-Subscription-Key", &key)
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == 200 => {
+                            st.ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => {
+                            st.failed.fetch_add(1, Ordering::Relaxed);
+                            let what = other
+                                .map(|r| r.status().to_string())
+                                .unwrap_or_else(|e| e.to_string());
+                            st.errors.lock().unwrap().push(format!("{u}: {what}"));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        Regional {
+            processes,
+            urls,
+            stats,
+            task,
+        }
+    }
+
+    /// No request failed on the gateways; they follow the target now.
+    async fn check(self, target: &Side) {
+        self.task.await.unwrap();
+        let (ok, failed) = (
+            self.stats.ok.load(Ordering::Relaxed),
+            self.stats.failed.load(Ordering::Relaxed),
+        );
+        eprintln!("self-hosted gateways: {ok} ok, {failed} failed");
+        assert!(ok > 20, "too little traffic on the gateways: {ok}");
+        assert_eq!(
+            failed,
+            0,
+            "requests failed on the gateways: {:?}",
+            self.stats.errors.lock().unwrap()
+        );
+        target
+            .ok("PUT", "/apis/after", json!({"properties": {"displayName": "After", "path": "after", "serviceUrl": "http://127.0.0.1:9", "protocols": ["http"], "subscriptionRequired": false}}))
+            .await;
+        target
+            .ok(
+                "PUT",
+                "/apis/after/operations/get",
+                json!({"properties": {"displayName": "get", "method": "GET", "urlTemplate": "/*"}}),
+            )
+            .await;
+        for g in ["west", "east"] {
+            target
+                .ok("PUT", &format!("/gateways/{g}/apis/after"), json!({}))
+                .await;
+        }
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        for (u, p) in self.urls.iter().zip(&self.processes) {
+            // Routed (the backend is unreachable: not 404) once the gateway follows the target.
+            while http
+                .get(format!("{u}/after/x"))
+                .send()
+                .await
+                .map_or(true, |r| r.status() == 404)
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{u} does not follow the target: {}",
+                    std::fs::read_to_string(&p.log).unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn soon(days: i64) -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::days(days))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
 struct Scenario {
     same_name: bool,
     /// APIM's order: delete the source, then restore (with downtime).
@@ -266,6 +414,8 @@ struct Scenario {
     traffic: bool,
     /// Move with a region overlay (a second backend, a named value, the custom host name).
     overlay: bool,
+    /// Two self-hosted gateways follow the source, with keyed traffic on them all along.
+    gateways: bool,
 }
 
 impl Scenario {
@@ -276,6 +426,7 @@ impl Scenario {
             fault: None,
             traffic: true,
             overlay: false,
+            gateways: false,
         }
     }
 }
@@ -441,6 +592,11 @@ async fn scenario(s: Scenario) {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
+    let regional = if s.gateways {
+        Some(Regional::start(&env, stop.clone()).await)
+    } else {
+        None
+    };
     let stats = Arc::new(ClientStats::default());
     let acked = Arc::new(Mutex::new(Vec::new()));
     let (client_task, writer_task) = if s.traffic {
@@ -583,6 +739,10 @@ async fn scenario(s: Scenario) {
         assert!(acked.len() > 10, "the writer made changes: {}", acked.len());
     }
 
+    if let Some(r) = regional {
+        r.check(target).await;
+    }
+
     // Every acknowledged change is on the target, with its last value.
     let echo = ("/apis/echo".to_string(), "Echo".to_string());
     for (path, name) in acked.iter().chain(std::iter::once(&echo)) {
@@ -620,6 +780,7 @@ async fn scenario(s: Scenario) {
 async fn move_to_another_region_keeps_its_own_name() {
     scenario(Scenario {
         overlay: true,
+        gateways: true,
         ..Scenario::plain(false)
     })
     .await;

@@ -78,6 +78,25 @@ impl Shared {
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The policies of the table being served that did not compile: `{resourceId, error,
+    /// serving}` (`previous`: the scope runs its last good document; `none`: its requests get
+    /// 500 `PolicyNotCompiled`).
+    pub fn policy_failures(&self) -> Vec<serde_json::Value> {
+        let table = self.table.load();
+        table
+            .policies
+            .failures
+            .iter()
+            .map(|(path, (error, kept))| {
+                serde_json::json!({
+                    "resourceId": path,
+                    "error": error,
+                    "serving": if *kept { "previous" } else { "none" },
+                })
+            })
+            .collect()
+    }
+
     /// Whether the gateway refuses traffic (see [`Shared::refuse`]).
     pub fn refusing(&self) -> bool {
         self.refusal.reason().is_some()

@@ -22,6 +22,8 @@ pub struct Freeze {
 #[derive(Default)]
 pub struct FreezeState {
     current: Mutex<Option<Freeze>>,
+    /// Woken when the freeze starts or lifts (gateway streams watch for a hand-over).
+    pub changed: tokio::sync::Notify,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,11 +98,18 @@ impl FreezeState {
             moved_to: req.moved_to,
         };
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+        self.changed.notify_waiters();
         Ok(self.render())
     }
 
     pub fn lift(&self) {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.changed.notify_waiters();
+    }
+
+    /// The management URL of the instance this one handed over to, once a move has.
+    pub fn moved_to(&self) -> Option<String> {
+        self.current().and_then(|f| f.moved_to)
     }
 
     /// Refuses a write while frozen. `action` is the last path segment of a POST (reading

@@ -7,7 +7,9 @@
 //! connection: the whole configuration when `N` is 0 or its changes are no longer in the
 //! journal (`snapshot`, `resources`…, `snapshot-end`), then every committed revision as it
 //! commits (`changes`), a fresh token when the current one nears its expiry (`token`), and
-//! `refused` when the token stops being valid (expired, key regenerated, gateway deleted).
+//! `refused` when the token stops being valid (expired, key regenerated, gateway deleted), and
+//! `moved` when a move has handed the instance over to another (its management URL): the
+//! gateways follow the new instance, which accepts their tokens (the gateway keys moved).
 //!
 //! Invariants: a `changes` event carries whole revisions; values carry their secrets in
 //! plaintext (the gateway seals them with its own key), so the stream is only ever answered
@@ -194,9 +196,15 @@ async fn produce(
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     checks.tick().await;
     loop {
+        if let Some(url) = state.freeze.moved_to() {
+            send(tx, "moved", &json!({"primary": url})).await?;
+            tracing::info!(gateway = %verified.gateway, to = %url, "gateway sent to the instance this one handed over to");
+            return Ok(());
+        }
         at = send_changes(state, tx, at).await?;
         let recheck_due = tokio::select! {
             _ = revisions.changed() => false,
+            () = state.freeze.changed.notified() => false,
             _ = checks.tick() => true,
             stop = stopping.wait_for(|s| *s) => {
                 drop(stop);

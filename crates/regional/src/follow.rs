@@ -55,8 +55,12 @@ impl Follower {
     /// Follows until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut wait = FIRST_RETRY;
+        // After a move the new primary's revisions are not the old one's: start with a snapshot.
+        let mut since_override = None;
         loop {
-            let since = self.state.borrow().revision;
+            let since = since_override
+                .take()
+                .unwrap_or_else(|| self.state.borrow().revision);
             let outcome = match read_token(&self.token_file, &self.gateway_id) {
                 Ok(token) => self.session(&token, since).await,
                 Err(e) => Err((LinkError::Refused(e), false)),
@@ -64,6 +68,23 @@ impl Follower {
             self.state.send_modify(|s| s.connected = false);
             let progressed = match outcome {
                 Ok(()) => true,
+                Err((LinkError::Moved(url), _)) => {
+                    tracing::info!(gateway = %self.gateway_id, from = %self.link.primary(), to = %url, "the primary handed over after a move; following the new one");
+                    self.link.repoint(&url);
+                    let store = self.store.clone();
+                    let followed = url.clone();
+                    let saved = tokio::task::spawn_blocking(move || {
+                        replica::set_followed_primary(&store, &followed)
+                    })
+                    .await;
+                    if !matches!(saved, Ok(Ok(()))) {
+                        tracing::warn!(
+                            "cannot remember the new primary; a restart follows --primary"
+                        );
+                    }
+                    since_override = Some(0);
+                    true
+                }
                 Err((LinkError::Refused(why), progressed)) => {
                     tracing::error!(gateway = %self.gateway_id, reason = %why, "the gateway does not serve: its token was refused; put a valid token in the token file");
                     self.state.send_modify(|s| s.refused = Some(why));
@@ -152,6 +173,7 @@ impl Follower {
             }
             LinkEvent::Token(value) => self.save_token(&value),
             LinkEvent::Refused(why) => return Err(LinkError::Refused(why)),
+            LinkEvent::Moved(url) => return Err(LinkError::Moved(url)),
         }
         Ok(false)
     }

@@ -113,7 +113,11 @@ impl RegionalGateway {
             }
             None => None,
         };
-        let link = Link::new(&config.primary, ca.as_deref())?;
+        let primary = replica::effective_primary(&store, &config.primary)?;
+        if primary != config.primary {
+            tracing::info!(configured = %config.primary, following = %primary, "following the instance a move handed over to");
+        }
+        let link = Link::new(&primary, ca.as_deref())?;
         let revision = replica::primary_revision(&store)?;
         let (state_tx, state) = watch::channel(NodeState {
             revision,
@@ -155,6 +159,7 @@ impl RegionalGateway {
             stop_rx.clone(),
         )));
         let reporter = Reporter {
+            shared: gateway.shared.clone(),
             link,
             token_file: config.token_file.clone(),
             gateway_id: config.gateway_id.clone(),
@@ -246,6 +251,7 @@ fn write_endpoints(config: &RegionalConfig, store: &Store, gateway_url: &str) ->
 
 /// Sends heartbeats: every [`HEARTBEAT_EVERY`] and after each change of the node's state.
 struct Reporter {
+    shared: Arc<gatehouse_gateway::Shared>,
     link: Link,
     token_file: PathBuf,
     gateway_id: String,
@@ -278,7 +284,7 @@ impl Reporter {
             "address": self.address,
             "revision": now.revision,
             "state": if now.refused.is_some() { "refusing" } else { "serving" },
-            "failures": [],
+            "failures": self.shared.policy_failures(),
         });
         if let Err(e) = self.link.heartbeat(&token, &beat).await {
             tracing::debug!(error = %e, "heartbeat not delivered");

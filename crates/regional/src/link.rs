@@ -28,6 +28,9 @@ pub enum LinkError {
     Unreachable(String),
     #[error("the primary sent what this gateway does not understand: {0}")]
     Protocol(String),
+    /// A move handed the primary over to the instance at this URL.
+    #[error("the primary handed over to {0}")]
+    Moved(String),
 }
 
 /// One event of the configuration stream.
@@ -51,6 +54,8 @@ pub enum LinkEvent {
     Token(String),
     /// The token stopped being valid.
     Refused(String),
+    /// The primary handed over to another instance (a move): follow that one.
+    Moved(String),
 }
 
 #[derive(Deserialize)]
@@ -95,11 +100,12 @@ impl From<WireEntry> for JournalEntry {
     }
 }
 
-/// The primary's management API, as a gateway reaches it.
+/// The primary's management API, as a gateway reaches it. Clones share the primary's URL, so
+/// that the heartbeats follow the stream to a new primary after a move.
 #[derive(Debug, Clone)]
 pub struct Link {
     client: reqwest::Client,
-    primary: String,
+    primary: std::sync::Arc<std::sync::RwLock<String>>,
 }
 
 fn field<T: serde::de::DeserializeOwned>(name: &str, data: &str) -> Result<T, LinkError> {
@@ -140,6 +146,13 @@ fn decode(name: &str, data: &str) -> Result<Option<LinkEvent>, LinkError> {
                 .unwrap_or("the token is no longer valid")
                 .to_string(),
         ),
+        "moved" => LinkEvent::Moved(
+            field::<Value>(name, data)?["primary"]
+                .as_str()
+                .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+                .ok_or_else(|| LinkError::Protocol("'moved' without the new primary's URL".into()))?
+                .to_string(),
+        ),
         // Events a newer primary sends that this gateway does not know are left alone.
         _ => return Ok(None),
     }))
@@ -178,12 +191,23 @@ impl Link {
             .map_err(|e| LinkError::Protocol(e.to_string()))?;
         Ok(Link {
             client,
-            primary: primary.trim_end_matches('/').to_string(),
+            primary: std::sync::Arc::new(std::sync::RwLock::new(
+                primary.trim_end_matches('/').to_string(),
+            )),
         })
     }
 
-    pub fn primary(&self) -> &str {
-        &self.primary
+    pub fn primary(&self) -> String {
+        self.primary
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Follows another primary from now on (every clone does).
+    pub fn repoint(&self, primary: &str) {
+        *self.primary.write().unwrap_or_else(|e| e.into_inner()) =
+            primary.trim_end_matches('/').to_string();
     }
 
     /// Opens the configuration stream from `since` (0: a whole snapshot first).
@@ -192,7 +216,7 @@ impl Link {
         token: &str,
         since: u64,
     ) -> Result<impl Stream<Item = Result<LinkEvent, LinkError>> + use<>, LinkError> {
-        let url = format!("{}/gateway-link/stream?since={since}", self.primary);
+        let url = format!("{}/gateway-link/stream?since={since}", self.primary());
         let resp = self
             .client
             .get(&url)
@@ -219,7 +243,7 @@ impl Link {
 
     /// Reports the node's state; answers the primary's current revision.
     pub async fn heartbeat(&self, token: &str, beat: &Value) -> Result<u64, LinkError> {
-        let url = format!("{}/gateway-link/heartbeat", self.primary);
+        let url = format!("{}/gateway-link/heartbeat", self.primary());
         let resp = self
             .client
             .post(&url)

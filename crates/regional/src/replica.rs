@@ -35,6 +35,31 @@ pub struct Snapshot {
     pub items: Vec<SnapshotItem>,
 }
 
+/// The meta keys of the `--primary` the gateway was started with, and of the primary it
+/// follows now (another after a move handed over).
+const CONFIGURED_PRIMARY: &str = "configured_primary";
+const FOLLOWED_PRIMARY: &str = "followed_primary";
+
+/// The primary to follow: the one a move sent the gateway to, as long as it is started with the
+/// same `--primary` as then; otherwise `configured` (the operator chose another).
+pub fn effective_primary(store: &Store, configured: &str) -> Result<String, StoreError> {
+    let (was, followed) = store
+        .read(|r| Ok::<_, StoreError>((r.meta(CONFIGURED_PRIMARY)?, r.meta(FOLLOWED_PRIMARY)?)))?;
+    if was.as_deref() == Some(configured)
+        && let Some(followed) = followed
+    {
+        return Ok(followed);
+    }
+    store.set_meta(CONFIGURED_PRIMARY, configured)?;
+    store.set_meta(FOLLOWED_PRIMARY, configured)?;
+    Ok(configured.to_string())
+}
+
+/// Remembers the primary a move handed over to.
+pub fn set_followed_primary(store: &Store, url: &str) -> Result<(), StoreError> {
+    store.set_meta(FOLLOWED_PRIMARY, url)
+}
+
 /// The primary revision the copy is at (0: no copy yet).
 pub fn primary_revision(store: &Store) -> Result<u64, StoreError> {
     store.read(|r| {

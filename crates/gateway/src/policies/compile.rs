@@ -39,6 +39,10 @@ pub struct Policies {
     pub(super) backends: HashMap<String, BackendInfo>,
     /// OpenID configuration URLs of validate-jwt policies, whose keys the gateway keeps.
     pub openid_urls: Vec<String>,
+    /// Policies that did not compile, by path: the message, and whether the scope still runs
+    /// its previous document (a policy a gateway cannot run is never skipped: a scope with a
+    /// previous document keeps it, one without answers 500 `PolicyNotCompiled`).
+    pub failures: std::collections::BTreeMap<String, (String, bool)>,
 }
 
 pub(super) struct MirrorResolver<'a>(&'a ConfigMirror);
@@ -115,6 +119,7 @@ impl Policies {
             operations: self.operations.clone(),
             backends: self.backends.clone(),
             openid_urls: Vec::new(),
+            failures: self.failures.clone(),
         };
         let mut named: Vec<String> = Vec::new();
         let mut fragments_changed = false;
@@ -164,17 +169,22 @@ impl Policies {
 
     pub(super) fn place(&mut self, kind: Kind, path: &str, compiled: Option<Compiled>) {
         let seg = segments(path);
-        match (kind, seg.as_slice()) {
-            (Kind::GlobalPolicy, _) => self.global = compiled,
-            (Kind::ProductPolicy, ["products", id, ..]) => {
-                put(&mut self.products, id.to_string(), compiled)
+        let slot = match (kind, seg.as_slice()) {
+            (Kind::GlobalPolicy, _) => {
+                let kept = keep_previous(&mut self.failures, path, self.global.as_ref(), compiled);
+                self.global = kept;
+                return;
             }
-            (Kind::ApiPolicy, ["apis", id, ..]) => put(&mut self.apis, id.to_string(), compiled),
+            (Kind::ProductPolicy, ["products", id, ..]) => (&mut self.products, id.to_string()),
+            (Kind::ApiPolicy, ["apis", id, ..]) => (&mut self.apis, id.to_string()),
             (Kind::OperationPolicy, ["apis", api, "operations", op, ..]) => {
-                put(&mut self.operations, format!("{api}/{op}"), compiled)
+                (&mut self.operations, format!("{api}/{op}"))
             }
-            _ => {}
-        }
+            _ => return,
+        };
+        let (map, key) = slot;
+        let kept = keep_previous(&mut self.failures, path, map.get(&key), compiled);
+        put(map, key, kept);
     }
 
     pub(super) fn collect_openid_urls(&mut self) {
@@ -239,6 +249,30 @@ pub(super) const POLICY_KINDS: [Kind; 4] = [
     Kind::ApiPolicy,
     Kind::OperationPolicy,
 ];
+
+/// What a scope runs after its policy was compiled again: the new document; or, when it does
+/// not compile and the scope ran a document before, that one — the failure recorded either way.
+fn keep_previous(
+    failures: &mut std::collections::BTreeMap<String, (String, bool)>,
+    path: &str,
+    previous: Option<&Compiled>,
+    compiled: Option<Compiled>,
+) -> Option<Compiled> {
+    match (compiled, previous) {
+        (Some(Err(e)), Some(Ok(doc))) => {
+            failures.insert(path.to_string(), (e, true));
+            Some(Ok(doc.clone()))
+        }
+        (Some(Err(e)), _) => {
+            failures.insert(path.to_string(), (e.clone(), false));
+            Some(Err(e))
+        }
+        (other, _) => {
+            failures.remove(path);
+            other
+        }
+    }
+}
 
 pub(super) fn put(map: &mut ById<Compiled>, key: String, compiled: Option<Compiled>) {
     match compiled {
@@ -360,6 +394,41 @@ mod tests {
             path,
             json!({"format": "rawxml", "value": format!(r#"<policies><inbound><set-header name="x" exists-action="override"><value>{header_value}</value></set-header></inbound></policies>"#)}),
         )
+    }
+
+    #[test]
+    fn a_policy_that_does_not_compile_keeps_the_previous_one_and_says_so() {
+        let good = policy("/apis/a/policies/policy", "one");
+        let mut mirror = ConfigMirror::new(1, None, [good.clone()]);
+        let first = Policies::compile(&mirror);
+        assert!(first.failures.is_empty());
+        let broken = res(
+            Kind::ApiPolicy,
+            "/apis/a/policies/policy",
+            json!({"format": "rawxml", "value": "<policies><inbound><no-such-policy /></inbound></policies>"}),
+        );
+        mirror.insert(broken.clone());
+        let change = |old: &StoredResource, new: &StoredResource| Change {
+            kind: Kind::ApiPolicy,
+            old: Some(old.clone()),
+            new: Some(new.clone()),
+        };
+        let second = first.next(&mirror, &[change(&good, &broken)]);
+        assert!(Arc::ptr_eq(
+            second.apis["a"].as_ref().unwrap(),
+            first.apis["a"].as_ref().unwrap()
+        ));
+        let (error, kept) = &second.failures["/apis/a/policies/policy"];
+        assert!(*kept && error.contains("no-such-policy"), "{error}");
+        // Fixed: the failure goes.
+        let fixed = policy("/apis/a/policies/policy", "two");
+        mirror.insert(fixed.clone());
+        let third = second.next(&mirror, &[change(&broken, &fixed)]);
+        assert!(third.failures.is_empty());
+        // With nothing to fall back on, the scope fails, and says so.
+        let fresh = Policies::compile(&ConfigMirror::new(1, None, [broken]));
+        assert!(fresh.apis["a"].is_err());
+        assert!(!fresh.failures["/apis/a/policies/policy"].1);
     }
 
     #[test]

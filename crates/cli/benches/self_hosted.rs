@@ -52,10 +52,12 @@ impl Api {
     }
 }
 
+// The child goes back to the caller, which kills it when the measurement ends.
+#[allow(clippy::zombie_processes)]
 fn spawn(cwd: &Path, args: &[&str], data_dir: &str) -> (Child, String) {
     let endpoints = cwd.join(data_dir).join("endpoints.json");
     let _ = std::fs::remove_file(&endpoints);
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .current_dir(cwd)
         .args(["--data-dir", data_dir])
         .args(args)
@@ -71,7 +73,11 @@ fn spawn(cwd: &Path, args: &[&str], data_dir: &str) -> (Child, String) {
         {
             return (child, v["gateway"].as_str().unwrap_or_default().to_string());
         }
-        assert!(Instant::now() < deadline, "{data_dir} did not start");
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{data_dir} did not start");
+        }
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -279,8 +285,10 @@ async fn main() {
     let _ = served(&http, &format!("{url}/api0/x"), &format!("v{changes}"), t).await;
     let static_start = t.elapsed();
     let _ = restarted.kill();
+    let _ = restarted.wait();
     for (mut c, _) in nodes {
         let _ = c.kill();
+        let _ = c.wait();
     }
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;

@@ -332,6 +332,28 @@ async fn regional_gateways_follow_serve_alone_and_catch_up() {
     )
     .await;
 
+    // Usage counted on the gateways — also while the primary was down — reaches the primary's
+    // reports, by region.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, report) = primary.call("GET", "/reports/byRegion", None).await;
+        assert_eq!(s, 200, "{report}");
+        let served_in =
+            |region: &str| {
+                report["value"].as_array().into_iter().flatten().any(|r| {
+                    r["region"] == region && r["callCountSuccess"].as_u64().unwrap_or(0) > 0
+                })
+            };
+        if served_in("westeurope") && served_in("eastus") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateways' usage did not reach the primary: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
     // A revoked token (its key regenerated): the gateway refuses traffic rather than serve a
     // configuration it can no longer follow; a new token makes it serve again.
     let (s, _) = primary

@@ -429,9 +429,17 @@ async fn flush_usage(store: Arc<Store>, shared: Arc<Shared>, mut stop: watch::Re
 }
 
 async fn flush_once(store: &Arc<Store>, shared: &Shared) {
-    let rows = shared.stats.drain_usage();
+    let mut rows = shared.stats.drain_usage();
     if rows.is_empty() {
         return;
+    }
+    // The region the calls were served in: a self-hosted gateway's own, else the instance's.
+    let region = match &shared.config.region {
+        Some(r) => r.clone(),
+        None => shared.table.load().region.clone(),
+    };
+    for row in &mut rows {
+        row.region = region.clone();
     }
     let s = store.clone();
     match tokio::task::spawn_blocking(move || s.add_usage(&rows)).await {

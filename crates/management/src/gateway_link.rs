@@ -103,6 +103,7 @@ pub async fn serve(
             Ok(stream(state.clone(), token, verified, since))
         }
         (&Method::POST, "heartbeat") => heartbeat(state, &verified.gateway, body).await,
+        (&Method::POST, "usage") => usage(state, &verified.gateway, body).await,
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "ResourceNotFound",
@@ -127,6 +128,35 @@ async fn heartbeat(
     state.gateway_nodes.report(gateway, beat);
     let revision = blocking(&state.store, |s| Ok(s.revision()?)).await?;
     Ok(json_response(StatusCode::OK, json!({"revision": revision})))
+}
+
+/// The most usage rows one report may carry.
+const MAX_USAGE_ROWS: usize = 50_000;
+
+/// `POST /gateway-link/usage` with `{"value": [usage rows]}`: a gateway's usage joins the
+/// instance's (its reports then cover every region). Rows without a region are the gateway's.
+async fn usage(state: &Arc<AppState>, gateway: &str, body: &[u8]) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Report {
+        value: Vec<gatehouse_store::UsageRow>,
+    }
+    let mut report: Report = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid("value", format!("the usage report is not valid: {e}")))?;
+    if report.value.len() > MAX_USAGE_ROWS {
+        return Err(ApiError::invalid(
+            "value",
+            format!("a usage report carries at most {MAX_USAGE_ROWS} rows"),
+        ));
+    }
+    for row in &mut report.value {
+        if row.region.is_empty() {
+            row.region = gateway.to_string();
+        }
+    }
+    let rows = report.value;
+    let count = rows.len();
+    blocking(&state.store, move |s| Ok(s.add_usage(&rows)?)).await?;
+    Ok(json_response(StatusCode::OK, json!({"rows": count})))
 }
 
 fn stream(state: Arc<AppState>, token: String, verified: Verified, since: u64) -> Response {

@@ -148,6 +148,7 @@ pub fn report(kind: &str, rows: &[UsageRow], interval_secs: i64) -> Result<Vec<V
             "byproduct" => r.product.clone(),
             "bysubscription" => r.subscription.clone(),
             "bytime" => (r.bucket - r.bucket.rem_euclid(interval_secs)).to_string(),
+            "byregion" => r.region.clone(),
             _ => return None,
         })
     };
@@ -157,7 +158,7 @@ pub fn report(kind: &str, rows: &[UsageRow], interval_secs: i64) -> Result<Vec<V
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
                 "ResourceNotFound",
-                format!("Report '{kind}' is not available; use byApi, byOperation, byProduct, bySubscription or byTime."),
+                format!("Report '{kind}' is not available; use byApi, byOperation, byProduct, bySubscription, byRegion or byTime."),
             )
         })?;
         if kind != "bytime" && k.is_empty() {
@@ -189,6 +190,10 @@ pub fn report(kind: &str, rows: &[UsageRow], interval_secs: i64) -> Result<Vec<V
                 "byproduct" => {
                     rec.insert("name".into(), json!(k));
                     rec.insert("productId".into(), json!(format!("/products/{k}")));
+                }
+                "byregion" => {
+                    rec.insert("name".into(), json!(k));
+                    rec.insert("region".into(), json!(k));
                 }
                 "bysubscription" => {
                     rec.insert("name".into(), json!(k));

@@ -167,7 +167,11 @@ impl RegionalGateway {
             region: config.region.clone(),
             address: gateway_url.clone(),
         };
-        tasks.push(tokio::spawn(reporter.run(state.clone(), stop_rx)));
+        tasks.push(tokio::spawn(reporter.run(
+            store.clone(),
+            state.clone(),
+            stop_rx,
+        )));
         write_endpoints(&config, &store, &gateway_url)?;
         tracing::info!(gateway = %gateway_url, primary = %config.primary, id = %config.gateway_id, "self-hosted gateway started");
         Ok(RegionalGateway {
@@ -261,15 +265,39 @@ struct Reporter {
 }
 
 impl Reporter {
-    async fn run(self, mut state: watch::Receiver<NodeState>, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        self,
+        store: Arc<Store>,
+        mut state: watch::Receiver<NodeState>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         loop {
             let now = state.borrow_and_update().clone();
             self.report(&now).await;
+            self.ship_usage(&store).await;
             tokio::select! {
                 _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
                 r = state.changed() => if r.is_err() { return },
                 _ = stop.changed() => return,
             }
+        }
+    }
+
+    /// Sends the usage the gateway counted since the last time; kept for the next time when
+    /// the primary cannot take it.
+    async fn ship_usage(&self, store: &Arc<Store>) {
+        let Ok(token) = follow::read_token(&self.token_file, &self.gateway_id) else {
+            return;
+        };
+        let s = store.clone();
+        let rows = match tokio::task::spawn_blocking(move || s.take_usage()).await {
+            Ok(Ok(rows)) if !rows.is_empty() => rows,
+            _ => return,
+        };
+        if let Err(e) = self.link.usage(&token, &rows).await {
+            tracing::debug!(error = %e, rows = rows.len(), "usage not delivered; kept for the next report");
+            let s = store.clone();
+            let _ = tokio::task::spawn_blocking(move || s.add_usage(&rows)).await;
         }
     }
 

@@ -241,6 +241,29 @@ impl Link {
         Ok(events)
     }
 
+    /// Sends usage rows to the primary.
+    pub async fn usage(
+        &self,
+        token: &str,
+        rows: &[gatehouse_store::UsageRow],
+    ) -> Result<(), LinkError> {
+        let url = format!("{}/gateway-link/usage", self.primary());
+        let resp = self
+            .client
+            .post(&url)
+            .timeout(Duration::from_secs(10))
+            .header(reqwest::header::AUTHORIZATION, authorization(token))
+            .json(&serde_json::json!({ "value": rows }))
+            .send()
+            .await
+            .map_err(|e| LinkError::Unreachable(e.to_string()))?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            reqwest::StatusCode::UNAUTHORIZED => Err(LinkError::Refused(refusal_of(resp).await)),
+            _ => Err(LinkError::Unreachable(refusal_of(resp).await)),
+        }
+    }
+
     /// Reports the node's state; answers the primary's current revision.
     pub async fn heartbeat(&self, token: &str, beat: &Value) -> Result<u64, LinkError> {
         let url = format!("{}/gateway-link/heartbeat", self.primary());

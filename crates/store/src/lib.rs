@@ -98,6 +98,9 @@ pub struct UsageRow {
     pub service_time_min_ms: f64,
     pub service_time_max_ms: f64,
     pub service_calls: u64,
+    /// Where the calls were served: the gateway's region (`""` for rows from before regions).
+    #[serde(default)]
+    pub region: String,
 }
 
 /// A page of a listing.
@@ -317,6 +320,21 @@ impl Store {
         Ok(())
     }
 
+    /// Takes every usage row out of the store, in one transaction (a self-hosted gateway
+    /// sending its usage to its primary; on failure it adds them back).
+    pub fn take_usage(&self) -> Result<Vec<UsageRow>> {
+        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rows = {
+            let mut stmt = tx.prepare_cached("SELECT * FROM usage")?;
+            let rows = stmt.query_map([], usage_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        tx.execute("DELETE FROM usage", [])?;
+        tx.commit()?;
+        Ok(rows)
+    }
+
     /// Copies the database file with SQLite's online backup API (the physical floor a logical
     /// backup is measured against).
     pub fn copy_database_to(&self, dest: &Path) -> Result<()> {
@@ -449,10 +467,33 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 }
 
 /// Adds one usage row to its bucket's aggregate (or inserts it).
+fn usage_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UsageRow> {
+    Ok(UsageRow {
+        bucket: r.get(0)?,
+        api: r.get(1)?,
+        operation: r.get(2)?,
+        product: r.get(3)?,
+        subscription: r.get(4)?,
+        success: r.get::<_, i64>(5)? as u64,
+        blocked: r.get::<_, i64>(6)? as u64,
+        failed: r.get::<_, i64>(7)? as u64,
+        other: r.get::<_, i64>(8)? as u64,
+        bandwidth: r.get::<_, i64>(9)? as u64,
+        api_time_sum_ms: r.get(10)?,
+        api_time_min_ms: r.get(11)?,
+        api_time_max_ms: r.get(12)?,
+        service_time_sum_ms: r.get(13)?,
+        service_time_min_ms: r.get(14)?,
+        service_time_max_ms: r.get(15)?,
+        service_calls: r.get::<_, i64>(16)? as u64,
+        region: r.get(17)?,
+    })
+}
+
 fn upsert_usage(conn: &Connection, r: &UsageRow) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
-         ON CONFLICT (bucket, api, operation, product, subscription) DO UPDATE SET
+        "INSERT INTO usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+         ON CONFLICT (bucket, api, operation, product, subscription, region) DO UPDATE SET
            success = success + excluded.success,
            blocked = blocked + excluded.blocked,
            failed = failed + excluded.failed,
@@ -485,7 +526,8 @@ fn upsert_usage(conn: &Connection, r: &UsageRow) -> Result<()> {
         r.service_time_sum_ms,
         r.service_time_min_ms,
         r.service_time_max_ms,
-        r.service_calls as i64
+        r.service_calls as i64,
+        r.region
     ])?;
     Ok(())
 }
@@ -1100,29 +1142,9 @@ impl ReadTx<'_> {
     /// Usage rows with `from <= bucket < to` (Unix seconds).
     pub fn usage(&self, from: i64, to: i64) -> Result<Vec<UsageRow>> {
         let mut stmt = self.tx.prepare_cached(
-            "SELECT * FROM usage WHERE bucket >= ?1 AND bucket < ?2 ORDER BY bucket, api, operation, product, subscription",
+            "SELECT * FROM usage WHERE bucket >= ?1 AND bucket < ?2 ORDER BY bucket, api, operation, product, subscription, region",
         )?;
-        let rows = stmt.query_map(params![from, to], |r| {
-            Ok(UsageRow {
-                bucket: r.get(0)?,
-                api: r.get(1)?,
-                operation: r.get(2)?,
-                product: r.get(3)?,
-                subscription: r.get(4)?,
-                success: r.get::<_, i64>(5)? as u64,
-                blocked: r.get::<_, i64>(6)? as u64,
-                failed: r.get::<_, i64>(7)? as u64,
-                other: r.get::<_, i64>(8)? as u64,
-                bandwidth: r.get::<_, i64>(9)? as u64,
-                api_time_sum_ms: r.get(10)?,
-                api_time_min_ms: r.get(11)?,
-                api_time_max_ms: r.get(12)?,
-                service_time_sum_ms: r.get(13)?,
-                service_time_min_ms: r.get(14)?,
-                service_time_max_ms: r.get(15)?,
-                service_calls: r.get::<_, i64>(16)? as u64,
-            })
-        })?;
+        let rows = stmt.query_map(params![from, to], usage_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

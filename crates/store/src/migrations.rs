@@ -72,6 +72,32 @@ CREATE TABLE IF NOT EXISTS tokens (
     description TEXT
 );
 CREATE INDEX IF NOT EXISTS journal_by_path ON journal (path);"#,
+    // 4: usage by region (self-hosted gateways report theirs to the primary): the region joins
+    // the key, so the table is made again with it.
+    r#"CREATE TABLE usage_by_region (
+    bucket INTEGER NOT NULL,
+    api TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    product TEXT NOT NULL,
+    subscription TEXT NOT NULL,
+    success INTEGER NOT NULL,
+    blocked INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    other INTEGER NOT NULL,
+    bandwidth INTEGER NOT NULL,
+    api_time_sum REAL NOT NULL,
+    api_time_min REAL NOT NULL,
+    api_time_max REAL NOT NULL,
+    service_time_sum REAL NOT NULL,
+    service_time_min REAL NOT NULL,
+    service_time_max REAL NOT NULL,
+    service_calls INTEGER NOT NULL,
+    region TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (bucket, api, operation, product, subscription, region)
+);
+INSERT INTO usage_by_region SELECT *, '' FROM usage;
+DROP TABLE usage;
+ALTER TABLE usage_by_region RENAME TO usage;"#,
 ];
 
 /// The schema version this build knows.

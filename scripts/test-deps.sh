@@ -7,6 +7,8 @@
 #   - Knot DNS (Debian's knot and knot-dnsutils), the authoritative server the move's RFC 2136
 #     cutover is tested against. Each test starts its own knotd on a free port with its own
 #     zone (gatehouse-testkit's `Knot`); here it is installed and checked once with an update;
+#   - Redis (Debian's redis-server), through which self-hosted gateways share rate limits. Each
+#     test starts its own redis-server on a free port (gatehouse-testkit's `RedisServer`);
 #   - APIM's JavaScript SDK (@azure/arm-apimanagement, pinned by tests/apim-sdk/package-lock.json).
 # A fresh machine has only the Rust toolchain, Python, Node and Debian's package manager.
 # Stop the servers with: bash scripts/test-deps.sh stop
@@ -97,6 +99,16 @@ if ! port_open 8014; then
   echo $! >"$RUN/s3s.pid"
 fi
 wait_port 8014 s3s-fs
+
+# Redis.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "test-deps: installing redis-server"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends redis-server >/dev/null 2>&1 \
+    || { apt-get update >/dev/null && apt-get install -y --no-install-recommends redis-server >/dev/null; }
+fi
+need redis-server
+echo "test-deps: $(redis-server --version | cut -d' ' -f1-3)"
 
 # Knot DNS.
 if ! command -v knotd >/dev/null 2>&1 || ! command -v knsupdate >/dev/null 2>&1; then

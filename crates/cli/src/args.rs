@@ -142,6 +142,10 @@ pub enum Command {
 /// The gateway listener's flags, shared by `serve` and `gateway`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct GatewayFlags {
+    /// Share rate limits and quotas with other gateways through this Redis server
+    /// (`redis://HOST:PORT`); without it each gateway counts alone, as APIM's do.
+    #[arg(long, env = "GATEHOUSE_COUNTERS")]
+    pub counters: Option<String>,
     /// Gateway listen address (port 0 picks a free port).
     #[arg(long, env = "GATEHOUSE_GATEWAY_LISTEN")]
     pub gateway_listen: Option<SocketAddr>,

@@ -253,6 +253,7 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
                 .backend_ca
                 .clone()
                 .or_else(|| f.and_then(|f| f.backend_ca.clone())),
+            counters: counters_url(&args.gateway)?,
             workers: args
                 .gateway
                 .gateway_workers
@@ -288,7 +289,18 @@ pub fn regional_config(
             access_log: args.gateway.access_log.clone(),
             backend_ca: args.gateway.backend_ca.clone(),
             workers: args.gateway.gateway_workers.unwrap_or(0),
+            counters: counters_url(&args.gateway)?,
             ..GatewayConfig::default()
         },
     })
+}
+
+/// `--counters`: a `redis://` URL (checked here, so a typo stops the start with one line).
+fn counters_url(flags: &crate::args::GatewayFlags) -> Result<Option<String>> {
+    match &flags.counters {
+        Some(url) if !url.starts_with("redis://") => Err(anyhow!(
+            "--counters must be a redis:// URL (redis://HOST:PORT), not '{url}'"
+        )),
+        other => Ok(other.clone()),
+    }
 }

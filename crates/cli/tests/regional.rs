@@ -95,27 +95,33 @@ fn start_primary(cwd: &Path, mgmt: u16, extra: &[&str]) -> ServeProcess {
 }
 
 fn start_gateway(cwd: &Path, primary: &str, id: &str, region: &str) -> ServeProcess {
+    start_gateway_with(cwd, primary, id, region, &[])
+}
+
+fn start_gateway_with(
+    cwd: &Path,
+    primary: &str,
+    id: &str,
+    region: &str,
+    extra: &[&str],
+) -> ServeProcess {
     let (dir, token) = (format!("gw-{id}"), format!("{id}.token"));
-    ServeProcess::spawn_command(
-        BIN,
-        cwd,
-        "gateway",
-        &[
-            "--data-dir",
-            &dir,
-            "--primary",
-            primary,
-            "--gateway-id",
-            id,
-            "--token-file",
-            &token,
-            "--gateway-listen",
-            "127.0.0.1:0",
-            "--region",
-            region,
-        ],
-        &[],
-    )
+    let mut args = vec![
+        "--data-dir",
+        &dir,
+        "--primary",
+        primary,
+        "--gateway-id",
+        id,
+        "--token-file",
+        &token,
+        "--gateway-listen",
+        "127.0.0.1:0",
+        "--region",
+        region,
+    ];
+    args.extend_from_slice(extra);
+    ServeProcess::spawn_command(BIN, cwd, "gateway", &args, &[])
 }
 
 fn gateway_url(p: &ServeProcess) -> String {
@@ -497,4 +503,92 @@ async fn an_expired_or_forged_token_is_refused_at_start() {
             "{err}"
         );
     }
+}
+
+/// With `--counters redis://…`, a rate limit holds across gateways; with Redis gone, each
+/// gateway counts alone and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_shared_through_redis() {
+    let mut redis = gatehouse_testkit::redis::RedisServer::start().unwrap();
+    let counters = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let backend = EchoBackend::start().await.unwrap();
+    let mgmt = free_port();
+    let _primary_process = start_primary(cwd, mgmt, &["--counters", &counters]);
+    let http = reqwest::Client::new();
+    let primary = Primary {
+        url: format!("http://127.0.0.1:{mgmt}"),
+        token: _primary_process.token(),
+        http: http.clone(),
+    };
+    for (id, region) in [("west", "westeurope"), ("east", "eastus")] {
+        primary
+            .put(
+                &format!("/gateways/{id}"),
+                json!({"properties": {"locationData": {"name": region}}}),
+            )
+            .await;
+        std::fs::write(cwd.join(format!("{id}.token")), primary.token_of(id).await).unwrap();
+    }
+    for (api, calls) in [("limited", 10), ("alone", 3)] {
+        primary.api(api, &backend.url, &["west", "east"]).await;
+        primary
+            .put(
+                &format!("/apis/{api}/policies/policy"),
+                json!({"properties": {"format": "rawxml", "value": format!(
+                    "<policies><inbound><rate-limit-by-key calls=\"{calls}\" renewal-period=\"60\" counter-key=\"{api}\" /></inbound><backend><forward-request /></backend><outbound /><on-error /></policies>")}}),
+            )
+            .await;
+    }
+    let extra = ["--counters", counters.as_str()];
+    let west = start_gateway_with(cwd, &primary.url, "west", "westeurope", &extra);
+    let east = start_gateway_with(cwd, &primary.url, "east", "eastus", &extra);
+    let urls = [gateway_url(&west), gateway_url(&east)];
+    until_all(
+        &http,
+        &[
+            format!("{}/alone/a", urls[0]),
+            format!("{}/alone/a", urls[1]),
+        ],
+        200,
+        Duration::from_secs(5),
+    )
+    .await;
+    // The checks above spent one call of "alone" on each gateway; "limited" is untouched.
+
+    // 16 calls alternating between the gateways, 300 ms apart (the gateways exchange counts
+    // every 100 ms): the limit of 10 holds for both together.
+    let mut statuses = Vec::new();
+    for i in 0..16 {
+        statuses.push(status_of(&http, &format!("{}/limited/x", urls[i % 2])).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(
+        ok, 10,
+        "the shared limit let {ok} of 16 through: {statuses:?}"
+    );
+    assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
+
+    // Redis gone: each gateway counts alone ("alone": 3 per window, one call spent on each).
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut per_gateway = Vec::new();
+    for u in &urls {
+        let mut ok = 0;
+        for _ in 0..4 {
+            if status_of(&http, &format!("{u}/alone/y")).await == 200 {
+                ok += 1;
+            }
+        }
+        per_gateway.push(ok);
+    }
+    assert_eq!(
+        per_gateway,
+        vec![2, 2],
+        "each gateway allows its own 3 (one spent) once Redis is gone"
+    );
+    let log = std::fs::read_to_string(&west.log).unwrap();
+    assert!(log.contains("rate limits count per gateway"), "{log}");
 }

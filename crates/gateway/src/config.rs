@@ -32,6 +32,9 @@ pub struct GatewayConfig {
     pub serves_gateway: Option<String>,
     /// The region reported in metrics (`gatehouse gateway --region`).
     pub region: Option<String>,
+    /// A Redis server (`redis://HOST:PORT`) through which rate limits and quotas are shared
+    /// with other gateways; `None`: this gateway counts alone (as APIM's self-hosted gateways).
+    pub counters: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -51,6 +54,7 @@ impl Default for GatewayConfig {
             max_connections: gatehouse_listen::Limits::GATEWAY.max_connections,
             serves_gateway: None,
             region: None,
+            counters: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 mod body;
 mod config;
 mod context;
+mod counters;
 mod deadline;
 mod graphql;
 mod h1;
@@ -89,6 +90,10 @@ impl Gateway {
         let (mirror, first) = mirror;
         let websocket_apis = first.has_websocket_apis();
         let table = Arc::new(ArcSwap::from_pointee(first));
+        let shared_counts = config
+            .counters
+            .as_ref()
+            .map(|_| Arc::new(counters::SharedCounts::default()));
         let shared = Arc::new(Shared {
             table: table.clone(),
             websocket_apis: websocket_apis.into(),
@@ -101,7 +106,10 @@ impl Gateway {
                 .context("cannot open the access log")?,
             stats: Stats::default(),
             traffic: Traffic::default(),
-            counters: Default::default(),
+            counters: match &shared_counts {
+                Some(s) => policies::Counters::shared_with(s.clone()),
+                None => Default::default(),
+            },
             jwks: Default::default(),
             cache: Default::default(),
             concurrency: Default::default(),
@@ -119,7 +127,7 @@ impl Gateway {
             .jwks
             .ensure(&shared.table.load().policies.openid_urls);
         let local_addr = listener.local_addr()?;
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(accept_loop(
                 listener,
                 shared.clone(),
@@ -132,8 +140,11 @@ impl Gateway {
                 shared.clone(),
                 stop_rx.clone(),
             )),
-            tokio::spawn(flush_usage(store.clone(), shared.clone(), stop_rx)),
+            tokio::spawn(flush_usage(store.clone(), shared.clone(), stop_rx.clone())),
         ];
+        if let (Some(counts), Some(url)) = (shared_counts, shared.config.counters.clone()) {
+            tasks.push(tokio::spawn(counts.sync_forever(url, stop_rx)));
+        }
         Ok(Gateway {
             local_addr,
             shared,

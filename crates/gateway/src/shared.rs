@@ -138,7 +138,15 @@ impl Shared {
 
     /// Prometheus text for this gateway.
     pub fn render_metrics(&self) -> String {
-        self.stats.render()
+        let mut out = self.stats.render();
+        if let Some(on) = self.counters.sharing() {
+            out.push_str("# HELP gatehouse_gateway_counters_shared Whether rate limits are counted with the other gateways through Redis now (0: this gateway counts alone).\n# TYPE gatehouse_gateway_counters_shared gauge\n");
+            out.push_str(&format!(
+                "gatehouse_gateway_counters_shared {}\n",
+                u8::from(on)
+            ));
+        }
+        out
     }
 
     /// Turns drain mode on or off and reports the traffic (see [`Traffic`]).

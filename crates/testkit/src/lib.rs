@@ -3,6 +3,7 @@
 
 pub mod dns;
 pub mod process;
+pub mod redis;
 
 use anyhow::Result;
 pub use gatehouse_server::{Instance, ServeConfig};

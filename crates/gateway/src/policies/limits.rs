@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Rate-limit and quota counters, by key.
+/// Rate-limit and quota counters, by key; with Redis, also what other gateways counted.
 #[derive(Default)]
 pub struct Counters {
     windows: Mutex<Windows>,
+    shared: Option<Arc<crate::counters::SharedCounts>>,
 }
 
 #[derive(Default)]
@@ -38,6 +39,41 @@ pub(super) struct Window {
 }
 
 impl Counters {
+    /// Counters that add what other gateways counted (`--counters redis://…`).
+    pub(crate) fn shared_with(shared: Arc<crate::counters::SharedCounts>) -> Counters {
+        Counters {
+            windows: Mutex::default(),
+            shared: Some(shared),
+        }
+    }
+
+    /// Whether counts are shared through Redis now (`None`: not configured).
+    pub fn sharing(&self) -> Option<bool> {
+        self.shared.as_ref().map(|s| s.is_shared())
+    }
+
+    /// The Redis key of this limit's window and its end, and what other gateways counted in it,
+    /// when counts are shared (a limit without a period is not: it never renews).
+    fn shared_window(
+        &self,
+        key: &CounterKey<'_>,
+        period_secs: u64,
+    ) -> Option<(&crate::counters::SharedCounts, String, u64, u64)> {
+        let shared = self.shared.as_deref().filter(|_| period_secs > 0)?;
+        let limit = match key {
+            CounterKey::Subscription {
+                subscription,
+                policy,
+                line,
+                column,
+            } => format!("{policy}:{line}:{column}:{subscription}"),
+            CounterKey::Text(t) => format!("text:{t}"),
+        };
+        let (redis_key, end) = crate::counters::window_key(&limit, period_secs);
+        let others = shared.others(&redis_key);
+        Some((shared, redis_key, end, others))
+    }
+
     /// Counts a call made at `now`.
     pub(super) fn count(
         &self,
@@ -53,7 +89,24 @@ impl Counters {
         } else {
             Duration::from_secs(period_secs)
         };
-        let count = |w: &mut Window| w.count(now, period, calls, increment, sliding);
+        let shared = self.shared_window(&key, period_secs);
+        let others = shared.as_ref().map_or(0, |s| s.3);
+        let count = |w: &mut Window| w.count(now, period, calls, increment, sliding, others);
+        let counted = self.count_locally(key, now, count);
+        if counted.allowed
+            && let Some((counts, redis_key, end, _)) = shared
+        {
+            counts.add(redis_key, increment, end);
+        }
+        counted
+    }
+
+    fn count_locally(
+        &self,
+        key: CounterKey<'_>,
+        now: Instant,
+        count: impl FnOnce(&mut Window) -> Counted,
+    ) -> Counted {
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         match key {
             CounterKey::Subscription {
@@ -129,6 +182,7 @@ impl Window {
         calls: u64,
         increment: u64,
         sliding: bool,
+        others: u64,
     ) -> Counted {
         let w = self;
         w.period = period;
@@ -146,7 +200,7 @@ impl Window {
         } else {
             0.0
         };
-        let used = w.count as f64 + w.previous as f64 * weight;
+        let used = (w.count + others) as f64 + w.previous as f64 * weight;
         let retry_after = (period - elapsed).as_secs().max(1);
         if used + increment as f64 > calls as f64 {
             return Counted {

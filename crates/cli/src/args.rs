@@ -181,6 +181,10 @@ pub struct GatewayArgs {
     /// tokens rotated by the primary are written back to it.
     #[arg(long, env = "GATEHOUSE_GATEWAY_TOKEN_FILE")]
     pub token_file: PathBuf,
+    /// Serve Prometheus metrics (`GET /metrics`, no token, labelled with the region) on this
+    /// address; keep it on loopback or a private network (default: not served).
+    #[arg(long, env = "GATEHOUSE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The region this gateway serves in (reported to the primary).
     #[arg(long, env = "GATEHOUSE_REGION")]
     pub region: Option<String>,

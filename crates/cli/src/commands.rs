@@ -66,6 +66,9 @@ async fn gateway(target: &Target, args: &crate::args::GatewayArgs) -> Result<()>
     let config = crate::config::regional_config(target, args)?;
     let node = gatehouse_regional::RegionalGateway::start(config).await?;
     println!("gateway:        {}", node.gateway_url);
+    if let Some(url) = &node.metrics_url {
+        println!("metrics:        {url}");
+    }
     shutdown_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
     node.shutdown().await;

@@ -280,6 +280,7 @@ pub fn regional_config(
             .unwrap_or_else(|| "127.0.0.1:8000".parse().expect("valid")),
         region: args.region.clone(),
         primary_ca: target.ca_file.clone(),
+        metrics_listen: args.metrics_listen,
         gateway: GatewayConfig {
             tls: pem_pair(
                 args.gateway.gateway_tls_cert.clone(),

@@ -215,7 +215,13 @@ async fn regional_gateways_follow_serve_alone_and_catch_up() {
     primary.api("westonly", &backend.url, &["west"]).await;
 
     // Both follow; each serves only its own APIs.
-    let mut west = start_gateway(cwd, &primary.url, "west", "westeurope");
+    let mut west = start_gateway_with(
+        cwd,
+        &primary.url,
+        "west",
+        "westeurope",
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
     let mut east = Some(start_gateway(cwd, &primary.url, "east", "eastus"));
     let (w, e) = (gateway_url(&west), gateway_url(east.as_ref().unwrap()));
     until_all(
@@ -287,6 +293,25 @@ async fn regional_gateways_follow_serve_alone_and_catch_up() {
     assert!(
         took < Duration::from_secs(1),
         "the change took {took:?} to reach both gateways"
+    );
+
+    // The gateway's own metrics, labelled with its region.
+    let metrics_url = west.endpoints()["metrics"].as_str().unwrap().to_string();
+    let metrics = http
+        .get(&metrics_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gatehouse_gateway_primary_connected{region=\"westeurope\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gatehouse_gateway_requests_total{region=\"westeurope\",api=\"echo\""),
+        "{metrics}"
     );
 
     // The primary shows each node, its region and its lag.

@@ -21,6 +21,9 @@ pub struct Endpoints {
         skip_serializing_if = "Option::is_none"
     )]
     pub management_certificate: Option<PathBuf>,
+    /// A self-hosted gateway's metrics URL (`gatehouse gateway --metrics-listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
     pub name: String,
     pub region: String,
     pub pid: u32,

@@ -12,6 +12,7 @@
 
 pub mod follow;
 pub mod link;
+pub mod metrics;
 pub mod replica;
 
 use anyhow::{Context, Result};
@@ -44,6 +45,8 @@ pub struct RegionalConfig {
     pub region: Option<String>,
     /// Extra trusted roots (PEM) for a primary whose certificate a private CA issued.
     pub primary_ca: Option<PathBuf>,
+    /// Where `GET /metrics` (Prometheus, no token) is served; `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
     pub gateway: GatewayConfig,
 }
 
@@ -58,6 +61,7 @@ impl RegionalConfig {
             gateway_listen: "127.0.0.1:0".parse().expect("valid"),
             region: None,
             primary_ca: None,
+            metrics_listen: None,
             gateway: GatewayConfig::default(),
         }
     }
@@ -66,6 +70,8 @@ impl RegionalConfig {
 /// A running self-hosted gateway.
 pub struct RegionalGateway {
     pub gateway_url: String,
+    /// Where the metrics are served, with `--metrics-listen`.
+    pub metrics_url: Option<String>,
     pub gateway: Gateway,
     pub store: Arc<Store>,
     pub state: watch::Receiver<NodeState>,
@@ -172,10 +178,30 @@ impl RegionalGateway {
             state.clone(),
             stop_rx,
         )));
-        write_endpoints(&config, &store, &gateway_url)?;
+        let metrics_url = match config.metrics_listen {
+            Some(addr) => {
+                let region = config
+                    .region
+                    .clone()
+                    .unwrap_or_else(|| config.gateway_id.clone());
+                let (url, task) = serve_metrics(
+                    addr,
+                    gateway.shared.clone(),
+                    state.clone(),
+                    region,
+                    stop.subscribe(),
+                )
+                .await?;
+                tasks.push(task);
+                Some(url)
+            }
+            None => None,
+        };
+        write_endpoints(&config, &store, &gateway_url, metrics_url.clone())?;
         tracing::info!(gateway = %gateway_url, primary = %config.primary, id = %config.gateway_id, "self-hosted gateway started");
         Ok(RegionalGateway {
             gateway_url,
+            metrics_url,
             gateway,
             store,
             state,
@@ -196,6 +222,54 @@ impl RegionalGateway {
         }
         let _ = std::fs::remove_file(self.data_dir.join(gatehouse_model::files::ENDPOINTS));
     }
+}
+
+/// Serves `GET /metrics` on `addr` until `stop`.
+async fn serve_metrics(
+    addr: SocketAddr,
+    shared: Arc<gatehouse_gateway::Shared>,
+    state: watch::Receiver<NodeState>,
+    region: String,
+    stop: watch::Receiver<bool>,
+) -> Result<(String, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (metrics)"))?;
+    let url = format!("http://{}/metrics", listener.local_addr()?);
+    let render = move || {
+        let text = shared.render_metrics() + &metrics::link_state(&state.borrow());
+        metrics::with_region(&text, &region)
+    };
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let body = render();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    body,
+                )
+            }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        if let Err(e) = gatehouse_listen::serve_router(
+            listener,
+            app,
+            gatehouse_listen::Limits::MANAGEMENT,
+            None,
+            "metrics",
+            stop,
+        )
+        .await
+        {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    });
+    Ok((url, task))
 }
 
 /// Waits for the first snapshot; a refused token with no copy to serve ends the start.
@@ -230,7 +304,12 @@ async fn mirror_refusal(
     }
 }
 
-fn write_endpoints(config: &RegionalConfig, store: &Store, gateway_url: &str) -> Result<()> {
+fn write_endpoints(
+    config: &RegionalConfig,
+    store: &Store,
+    gateway_url: &str,
+    metrics: Option<String>,
+) -> Result<()> {
     let name = store
         .read(|r| r.service())
         .ok()
@@ -241,6 +320,7 @@ fn write_endpoints(config: &RegionalConfig, store: &Store, gateway_url: &str) ->
         management: config.primary.clone(),
         gateway: gateway_url.to_string(),
         management_certificate: None,
+        metrics,
         name,
         region: config.region.clone().unwrap_or_default(),
         pid: std::process::id(),

@@ -294,6 +294,7 @@ impl Instance {
                 .as_ref()
                 .map(|f| std::path::absolute(&f.cert))
                 .transpose()?,
+            metrics: None,
             name: settings.name.clone(),
             region: settings.location.clone(),
             pid: std::process::id(),

@@ -6,7 +6,7 @@
 //! token that works again (a new token file, the key restored) lets it serve again.
 
 use crate::link::{Link, LinkError, LinkEvent};
-use crate::replica::{self, Snapshot};
+use crate::replica::{self, SnapshotPart};
 use futures::StreamExt;
 use gatehouse_store::Store;
 use std::path::PathBuf;
@@ -23,6 +23,15 @@ pub struct NodeState {
     pub refused: Option<String>,
     /// Whether the stream is connected now.
     pub connected: bool,
+}
+
+/// A snapshot being received: its resources go to a writer thread as they arrive, which
+/// writes them in one transaction (dropping this mid-way undoes it).
+struct SnapshotInFlight {
+    revision: u64,
+    count: usize,
+    parts: std::sync::mpsc::Sender<SnapshotPart>,
+    writer: tokio::task::JoinHandle<Result<u64, gatehouse_store::StoreError>>,
 }
 
 /// The follower of one primary.
@@ -117,7 +126,7 @@ impl Follower {
         });
         tracing::info!(gateway = %self.gateway_id, primary = %self.link.primary(), since, "following the primary");
         let mut events = std::pin::pin!(events);
-        let mut snapshot: Option<Snapshot> = None;
+        let mut snapshot: Option<SnapshotInFlight> = None;
         let mut progressed = false;
         while let Some(event) = events.next().await {
             let event = event.map_err(|e| (e, progressed))?;
@@ -133,20 +142,33 @@ impl Follower {
     async fn on_event(
         &self,
         event: LinkEvent,
-        snapshot: &mut Option<Snapshot>,
+        snapshot: &mut Option<SnapshotInFlight>,
     ) -> Result<bool, LinkError> {
         match event {
             LinkEvent::Snapshot { revision, service } => {
-                *snapshot = Some(Snapshot {
+                let (parts, received) = std::sync::mpsc::channel();
+                let store = self.store.clone();
+                let writer = tokio::task::spawn_blocking(move || {
+                    replica::apply_streamed(&store, revision, &service, received)
+                });
+                *snapshot = Some(SnapshotInFlight {
                     revision,
-                    service: *service,
-                    items: Vec::new(),
+                    count: 0,
+                    parts,
+                    writer,
                 });
             }
-            LinkEvent::Resources(items) => match snapshot {
-                Some(s) => s.items.extend(items),
-                None => return Err(LinkError::Protocol("resources outside a snapshot".into())),
-            },
+            LinkEvent::Resources(items) => {
+                let s = snapshot
+                    .as_mut()
+                    .ok_or_else(|| LinkError::Protocol("resources outside a snapshot".into()))?;
+                s.count += items.len();
+                if s.parts.send(SnapshotPart::Items(items)).is_err() {
+                    // The writer stopped: its error says why.
+                    let s = snapshot.take().expect("just used");
+                    return finish(s).await.map(|_| false);
+                }
+            }
             LinkEvent::SnapshotEnd { revision } => {
                 let s = snapshot
                     .take()
@@ -154,9 +176,10 @@ impl Follower {
                     .ok_or_else(|| {
                         LinkError::Protocol("a snapshot's end without its start".into())
                     })?;
-                let count = s.items.len();
-                self.apply(move |store| replica::apply_snapshot(store, &s))
-                    .await?;
+                let _ = s.parts.send(SnapshotPart::End);
+                let count = s.count;
+                let revision = finish(s).await?;
+                self.state.send_modify(|st| st.revision = revision);
                 tracing::info!(
                     revision,
                     resources = count,
@@ -205,6 +228,17 @@ impl Follower {
             }
         }
     }
+}
+
+/// Waits for a snapshot's writer: the primary revision the copy is at now.
+async fn finish(s: SnapshotInFlight) -> Result<u64, LinkError> {
+    drop(s.parts);
+    s.writer
+        .await
+        .map_err(|e| LinkError::Protocol(e.to_string()))?
+        .map_err(|e| {
+            LinkError::Protocol(format!("cannot apply the snapshot to the local copy: {e}"))
+        })
 }
 
 /// Whether `token` has the shape of a token of `gateway_id` (the primary checks the rest).

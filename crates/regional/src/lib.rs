@@ -106,11 +106,15 @@ impl RegionalGateway {
         let store = {
             let dir = data_dir.clone();
             Arc::new(
-                tokio::task::spawn_blocking(move || Store::open_dir(&dir))
-                    .await?
-                    .with_context(|| {
-                        format!("cannot open the gateway's copy in {}", data_dir.display())
-                    })?,
+                tokio::task::spawn_blocking(move || {
+                    let store = Store::open_dir(&dir)?;
+                    store.drop_lookup_indexes()?;
+                    Ok::<_, gatehouse_store::StoreError>(store)
+                })
+                .await?
+                .with_context(|| {
+                    format!("cannot open the gateway's copy in {}", data_dir.display())
+                })?,
             )
         };
         let ca = match &config.primary_ca {

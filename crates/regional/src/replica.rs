@@ -27,14 +27,6 @@ pub struct SnapshotItem {
     pub references: Vec<String>,
 }
 
-/// A whole configuration as the primary streamed it.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub revision: u64,
-    pub service: ServiceSettings,
-    pub items: Vec<SnapshotItem>,
-}
-
 /// The meta keys of the `--primary` the gateway was started with, and of the primary it
 /// follows now (another after a move handed over).
 const CONFIGURED_PRIMARY: &str = "configured_primary";
@@ -69,25 +61,47 @@ pub fn primary_revision(store: &Store) -> Result<u64, StoreError> {
     })
 }
 
-/// Replaces the copy with a snapshot; returns its primary revision.
-pub fn apply_snapshot(store: &Store, snapshot: &Snapshot) -> Result<u64, StoreError> {
+/// A part of a snapshot as it arrives: resources, then the end. A channel closed before the
+/// end (the stream broke) undoes everything.
+pub enum SnapshotPart {
+    Items(Vec<SnapshotItem>),
+    End,
+}
+
+/// Replaces the copy with a snapshot whose resources arrive on `parts` while it is written —
+/// in one transaction, so the copy is the old configuration or the whole new one.
+pub fn apply_streamed(
+    store: &Store,
+    revision: u64,
+    service: &ServiceSettings,
+    parts: std::sync::mpsc::Receiver<SnapshotPart>,
+) -> Result<u64, StoreError> {
     store.write(|w| {
-        w.replace_all(&json!({
-            "primaryRevision": snapshot.revision,
-            "resources": snapshot.items.len(),
-        }))?;
-        w.restore_service(&snapshot.service)?;
-        for item in &snapshot.items {
-            let path = parse(&item.resource_id)?;
-            w.restore_resource(&path, item.value.clone())?;
-            for to in &item.references {
-                w.restore_ref(&item.resource_id, to)?;
+        w.replace_all(&json!({"primaryRevision": revision}))?;
+        w.restore_service(service)?;
+        loop {
+            match parts.recv() {
+                Ok(SnapshotPart::Items(items)) => {
+                    for item in items {
+                        let path = parse(&item.resource_id)?;
+                        for to in &item.references {
+                            w.restore_ref(&item.resource_id, to)?;
+                        }
+                        w.restore_resource(&path, item.value)?;
+                    }
+                }
+                Ok(SnapshotPart::End) => break,
+                Err(_) => {
+                    return Err(StoreError::Corrupt(
+                        "the snapshot was cut off before its end".into(),
+                    ));
+                }
             }
         }
-        w.set_meta(PRIMARY_REVISION, &snapshot.revision.to_string())
+        w.set_meta(PRIMARY_REVISION, &revision.to_string())
     })?;
     compact(store)?;
-    Ok(snapshot.revision)
+    Ok(revision)
 }
 
 /// Applies whole primary revisions, through `revision`, in one transaction.

@@ -372,6 +372,19 @@ impl Store {
         Ok(removed as u64)
     }
 
+    /// Drops the indexes that serve the management API's lookups by property (uniqueness of
+    /// paths, emails, display names): a read-only copy — a self-hosted gateway's — never makes
+    /// them, and without them it takes a snapshot faster. Lookups still work, by scanning.
+    pub fn drop_lookup_indexes(&self) -> Result<()> {
+        let conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        conn.execute_batch(
+            "DROP INDEX IF EXISTS resources_by_path_prop;
+             DROP INDEX IF EXISTS resources_by_email;
+             DROP INDEX IF EXISTS resources_by_display_name;",
+        )?;
+        Ok(())
+    }
+
     /// Sets an operational value (not configuration: no revision, no journal entry).
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         let conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());

@@ -19,6 +19,14 @@ struct Primary {
 }
 
 impl Primary {
+    fn of(process: &ServeProcess, port: u16) -> Primary {
+        Primary {
+            url: format!("http://127.0.0.1:{port}"),
+            token: process.token(),
+            http: reqwest::Client::new(),
+        }
+    }
+
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self
             .http
@@ -53,6 +61,18 @@ impl Primary {
         for g in gateways {
             self.put(&format!("/gateways/{g}/apis/{id}"), json!({}))
                 .await;
+        }
+    }
+
+    /// Gateways `west` (westeurope) and `east` (eastus), their tokens in `{id}.token`.
+    async fn west_and_east(&self, cwd: &Path) {
+        for (id, region) in [("west", "westeurope"), ("east", "eastus")] {
+            self.put(
+                &format!("/gateways/{id}"),
+                json!({"properties": {"locationData": {"name": region}}}),
+            )
+            .await;
+            std::fs::write(cwd.join(format!("{id}.token")), self.token_of(id).await).unwrap();
         }
     }
 
@@ -196,21 +216,9 @@ async fn regional_gateways_follow_serve_alone_and_catch_up() {
         mgmt,
         &["--journal-retention-seconds", "2"],
     ));
-    let http = reqwest::Client::new();
-    let primary = Primary {
-        url: format!("http://127.0.0.1:{mgmt}"),
-        token: primary_process.as_ref().unwrap().token(),
-        http: http.clone(),
-    };
-    for (id, region) in [("west", "westeurope"), ("east", "eastus")] {
-        primary
-            .put(
-                &format!("/gateways/{id}"),
-                json!({"properties": {"locationData": {"name": region}}}),
-            )
-            .await;
-        std::fs::write(cwd.join(format!("{id}.token")), primary.token_of(id).await).unwrap();
-    }
+    let primary = Primary::of(primary_process.as_ref().unwrap(), mgmt);
+    let http = primary.http.clone();
+    primary.west_and_east(cwd).await;
     primary.api("echo", &backend.url, &["west", "east"]).await;
     primary.api("westonly", &backend.url, &["west"]).await;
 
@@ -486,11 +494,7 @@ async fn an_expired_or_forged_token_is_refused_at_start() {
     let cwd = dir.path();
     let mgmt = free_port();
     let process = start_primary(cwd, mgmt, &[]);
-    let primary = Primary {
-        url: format!("http://127.0.0.1:{mgmt}"),
-        token: process.token(),
-        http: reqwest::Client::new(),
-    };
+    let primary = Primary::of(&process, mgmt);
     primary
         .put(
             "/gateways/west",
@@ -541,21 +545,9 @@ async fn rate_limits_are_shared_through_redis() {
     let backend = EchoBackend::start().await.unwrap();
     let mgmt = free_port();
     let _primary_process = start_primary(cwd, mgmt, &["--counters", &counters]);
-    let http = reqwest::Client::new();
-    let primary = Primary {
-        url: format!("http://127.0.0.1:{mgmt}"),
-        token: _primary_process.token(),
-        http: http.clone(),
-    };
-    for (id, region) in [("west", "westeurope"), ("east", "eastus")] {
-        primary
-            .put(
-                &format!("/gateways/{id}"),
-                json!({"properties": {"locationData": {"name": region}}}),
-            )
-            .await;
-        std::fs::write(cwd.join(format!("{id}.token")), primary.token_of(id).await).unwrap();
-    }
+    let primary = Primary::of(&_primary_process, mgmt);
+    let http = primary.http.clone();
+    primary.west_and_east(cwd).await;
     for (api, calls) in [("limited", 10), ("alone", 3)] {
         primary.api(api, &backend.url, &["west", "east"]).await;
         primary

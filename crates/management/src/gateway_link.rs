@@ -309,56 +309,52 @@ async fn recheck(
 
 /// Sends the whole configuration at one revision; returns that revision.
 async fn send_snapshot(state: &Arc<AppState>, tx: &mpsc::Sender<Event>) -> Result<u64, StreamEnd> {
-    let store = state.store.clone();
-    let (revision, service, chunks) = tokio::task::spawn_blocking(move || read_snapshot(&store))
+    let (store, events) = (state.store.clone(), tx.clone());
+    tokio::task::spawn_blocking(move || stream_snapshot(&store, &events))
         .await
-        .map_err(|e| StreamEnd::Api(e.to_string()))??;
-    let count: usize = chunks.iter().map(Vec::len).sum();
-    send(
-        tx,
-        "snapshot",
-        &json!({"revision": revision, "service": service, "resources": count}),
-    )
-    .await?;
-    for chunk in chunks {
-        send(tx, "resources", &Value::Array(chunk)).await?;
-    }
-    send(tx, "snapshot-end", &json!({"revision": revision})).await?;
-    Ok(revision)
+        .map_err(|e| StreamEnd::Api(e.to_string()))?
 }
 
-type SnapshotParts = (u64, Value, Vec<Vec<Value>>);
-
-fn read_snapshot(store: &Store) -> Result<SnapshotParts, StoreError> {
-    store.read(|r| {
+/// Reads the configuration in one read transaction and sends it while it reads, so the
+/// gateway writes the first resources while the last are read. The bounded channel holds the
+/// reader back to the connection's pace (the read transaction stays open that long: writers
+/// go on, the write log is checkpointed only after).
+fn stream_snapshot(store: &Store, tx: &mpsc::Sender<Event>) -> Result<u64, StreamEnd> {
+    let send = |name: &str, data: &Value| {
+        tx.blocking_send(Event::default().event(name).data(data.to_string()))
+            .map_err(|_| StoreError::Corrupt("the gateway disconnected during a snapshot".into()))
+    };
+    let revision = store.read(|r| -> Result<u64, StoreError> {
         let mut refs: HashMap<String, Vec<String>> = HashMap::new();
         r.for_each_ref(|from, to| {
             refs.entry(from).or_default().push(to);
             Ok(())
         })?;
-        let mut chunks = vec![Vec::new()];
+        let service = serde_json::to_value(r.service()?.ok_or(StoreError::NoService)?)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let head =
+            json!({"revision": r.revision(), "service": service, "resources": r.resource_count()?});
+        send("snapshot", &head)?;
+        let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK);
         r.for_each_resource(|res| {
-            if chunks.last().is_some_and(|c| c.len() >= SNAPSHOT_CHUNK) {
-                chunks.push(Vec::new());
-            }
             let references = refs.remove(&res.path).unwrap_or_default();
             let mut value = res.properties;
             if res.kind == Kind::Subscription {
                 digest_keys(&mut value);
             }
-            if let Some(c) = chunks.last_mut() {
-                c.push(json!({
-                    "resourceId": res.path,
-                    "value": value,
-                    "references": references,
-                }));
+            chunk.push(json!({"resourceId": res.path, "value": value, "references": references}));
+            if chunk.len() >= SNAPSHOT_CHUNK {
+                send("resources", &Value::Array(std::mem::take(&mut chunk)))?;
             }
             Ok(())
         })?;
-        let service = serde_json::to_value(r.service()?.ok_or(StoreError::NoService)?)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok((r.revision(), service, chunks))
-    })
+        if !chunk.is_empty() {
+            send("resources", &Value::Array(chunk))?;
+        }
+        send("snapshot-end", &json!({"revision": r.revision()}))?;
+        Ok(r.revision())
+    })?;
+    Ok(revision)
 }
 
 /// Sends every revision after `at` that is committed now; returns the last one sent. A

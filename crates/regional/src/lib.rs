@@ -29,6 +29,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+/// Usage rows per report to the primary (a row is about 300 bytes of JSON).
+const USAGE_ROWS_PER_REPORT: usize = 5_000;
+
 /// How often a node reports to its primary (also at once after each revision it applies).
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
@@ -378,10 +381,15 @@ impl Reporter {
             Ok(Ok(rows)) if !rows.is_empty() => rows,
             _ => return,
         };
-        if let Err(e) = self.link.usage(&token, &rows).await {
-            tracing::debug!(error = %e, rows = rows.len(), "usage not delivered; kept for the next report");
-            let s = store.clone();
-            let _ = tokio::task::spawn_blocking(move || s.add_usage(&rows)).await;
+        // In parts that stay well inside the primary's request size limit.
+        for (i, part) in rows.chunks(USAGE_ROWS_PER_REPORT).enumerate() {
+            if let Err(e) = self.link.usage(&token, part).await {
+                let unsent = rows[i * USAGE_ROWS_PER_REPORT..].to_vec();
+                tracing::debug!(error = %e, rows = unsent.len(), "usage not delivered; kept for the next report");
+                let s = store.clone();
+                let _ = tokio::task::spawn_blocking(move || s.add_usage(&unsent)).await;
+                return;
+            }
         }
     }
 

@@ -12,6 +12,7 @@
 //! Run: `cargo bench -p gatehouse-cli --bench self_hosted` (`-- --quick`: 1,000 APIs, 200 changes).
 
 use futures::StreamExt;
+use gatehouse_testkit::process::{cpu_seconds, free_port, rss_mib};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -82,30 +83,6 @@ fn spawn(cwd: &Path, args: &[&str], data_dir: &str) -> (Child, String) {
     }
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn policy(version: usize) -> Value {
     json!({"properties": {"format": "rawxml", "value": format!(
         "<policies><inbound><return-response><set-status code=\"200\" /><set-body>v{version}</set-body></return-response></inbound><backend /><outbound /><on-error /></policies>")}})
@@ -164,11 +141,7 @@ async fn main() {
     let (apis, changes) = if quick { (1_000, 200) } else { (10_000, 1_000) };
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let (mut primary, primary_gateway) = spawn(
         cwd,

@@ -5,7 +5,7 @@
 //! a gateway that fell behind the journal's retention takes a snapshot.
 
 use gatehouse_testkit::EchoBackend;
-use gatehouse_testkit::process::ServeProcess;
+use gatehouse_testkit::process::{ServeProcess, free_port};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -90,14 +90,6 @@ impl Primary {
         assert_eq!(s, 200, "{b}");
         b["value"].as_str().unwrap().to_string()
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_primary(cwd: &Path, mgmt: u16, extra: &[&str]) -> ServeProcess {

@@ -86,23 +86,6 @@ fn nginx_worker(master: u32) -> u32 {
     }
 }
 
-/// User + system CPU seconds a process has used.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime, in clock ticks (100 per second on Linux).
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -114,14 +97,6 @@ fn wait_port(port: u16) {
         assert!(Instant::now() < deadline, "nothing listens on {port}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Writes an instance's configuration straight into a data directory.
@@ -479,7 +454,10 @@ fn main() {
 
     let one_dir = dir.path().join("one");
     let key = populate(&one_dir, 1, 1);
-    let (gw1, m1) = (free_port(), free_port());
+    let (gw1, m1) = (
+        gatehouse_testkit::process::free_port(),
+        gatehouse_testkit::process::free_port(),
+    );
     let g1 = gatehouse(&bin, &one_dir, gw1, m1);
 
     let (apis, subs) = if quick {
@@ -491,7 +469,10 @@ fn main() {
     let started = Instant::now();
     populate(&big_dir, apis, subs);
     let populate_s = started.elapsed().as_secs_f64();
-    let (gw2, m2) = (free_port(), free_port());
+    let (gw2, m2) = (
+        gatehouse_testkit::process::free_port(),
+        gatehouse_testkit::process::free_port(),
+    );
     let g2 = gatehouse(&bin, &big_dir, gw2, m2);
 
     // docs/design.md's target configuration: a required key and a rate-limit policy.
@@ -501,13 +482,19 @@ fn main() {
         &limited_dir,
         r#"<policies><inbound><base /><rate-limit calls="1000000000" renewal-period="60" /></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"#,
     );
-    let (gw4, m4) = (free_port(), free_port());
+    let (gw4, m4) = (
+        gatehouse_testkit::process::free_port(),
+        gatehouse_testkit::process::free_port(),
+    );
     let g4 = gatehouse(&bin, &limited_dir, gw4, m4);
 
     let policy_dir = dir.path().join("policies");
     populate(&policy_dir, 1, 1);
     let token = add_policy_stack(&policy_dir);
-    let (gw3, m3) = (free_port(), free_port());
+    let (gw3, m3) = (
+        gatehouse_testkit::process::free_port(),
+        gatehouse_testkit::process::free_port(),
+    );
     let g3 = gatehouse(&bin, &policy_dir, gw3, m3);
 
     let keyed = vec![("Ocp-Apim-Subscription-Key".to_string(), key.clone())];
@@ -572,9 +559,11 @@ fn main() {
     let mut runs: Vec<Vec<(WrkResult, f64)>> = targets.iter().map(|_| Vec::new()).collect();
     for _ in 0..rounds {
         for (i, (label, url, headers, (pid, _))) in targets.iter().enumerate() {
-            let cpu_before = cpu_secs(*pid);
+            let cpu_before = gatehouse_testkit::process::cpu_seconds(*pid);
             let r = wrk(url, headers, secs);
-            let cpu_us = (cpu_secs(*pid) - cpu_before) / (r.rps * secs as f64) * 1e6;
+            let cpu_us = (gatehouse_testkit::process::cpu_seconds(*pid) - cpu_before)
+                / (r.rps * secs as f64)
+                * 1e6;
             assert_eq!(r.non2xx, 0, "{label}: non-2xx responses under load");
             runs[i].push((r, cpu_us));
         }

@@ -144,3 +144,38 @@ pub fn cli(bin: &str, cwd: &Path, args: &[&str]) -> std::process::Output {
         .output()
         .expect("the binary runs")
 }
+
+/// A loopback TCP port free now (a process started next can bind it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("loopback has a free port")
+}
+
+/// User + system CPU seconds a process has used (`/proc/PID/stat`; 0 if unreadable).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime, in clock ticks (100 per second on Linux).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A process's resident memory in MiB (`/proc/PID/status`; 0 if unreadable).
+pub fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}

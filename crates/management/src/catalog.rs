@@ -163,14 +163,7 @@ pub async fn user_token(
         ));
     }
     let secondary = body.get("keyType").and_then(Value::as_str) == Some("secondary");
-    let stamp = format!(
-        "{:04}{:02}{:02}{:02}{:02}",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute()
-    );
+    let stamp = crate::gateway_tokens::stamp(at);
     let key = tenant_key(state, secondary).await?;
     blocking(&state.store, {
         let user = user.clone();

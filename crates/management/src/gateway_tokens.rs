@@ -29,7 +29,8 @@ pub enum TokenError {
 /// The longest a token may live.
 pub const MAX_LIFETIME: time::Duration = time::Duration::days(30);
 
-fn stamp(at: OffsetDateTime) -> String {
+/// APIM's expiry stamp in tokens, `yyyyMMddHHmm` (UTC).
+pub(crate) fn stamp(at: OffsetDateTime) -> String {
     format!(
         "{:04}{:02}{:02}{:02}{:02}",
         at.year(),

@@ -479,7 +479,7 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Adds one usage row to its bucket's aggregate (or inserts it).
+/// One row of the usage table, as read.
 fn usage_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UsageRow> {
     Ok(UsageRow {
         bucket: r.get(0)?,
@@ -503,6 +503,7 @@ fn usage_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UsageRow> {
     })
 }
 
+/// Adds one usage row to its bucket's aggregate (or inserts it).
 fn upsert_usage(conn: &Connection, r: &UsageRow) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)

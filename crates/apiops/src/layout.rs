@@ -157,6 +157,32 @@ pub static ENTRIES: &[Entry] = &[
         &["gateways", "*", "apis", "*"],
         "gatewayApiInformation.json",
     ),
+    // The developer portal's content: APIOps leaves it out (APIM's backup too); Gatehouse
+    // carries it in a `portal/` folder.
+    Entry {
+        extension: true,
+        ..info(
+            Kind::ContentType,
+            &["portal", "contentTypes", "*"],
+            "contentTypeInformation.json",
+        )
+    },
+    Entry {
+        extension: true,
+        ..info(
+            Kind::ContentItem,
+            &["portal", "contentTypes", "*", "contentItems", "*"],
+            "contentItemInformation.json",
+        )
+    },
+    Entry {
+        extension: true,
+        ..info(
+            Kind::PortalRevision,
+            &["portal", "revisions", "*"],
+            "portalRevisionInformation.json",
+        )
+    },
 ];
 
 /// APIOps files Gatehouse knows of but does not hold, with the reason.

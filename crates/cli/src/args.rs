@@ -218,6 +218,12 @@ pub struct ServeArgs {
     /// Management API listen address (port 0 picks a free port).
     #[arg(long, env = "GATEHOUSE_MANAGEMENT_LISTEN")]
     pub management_listen: Option<SocketAddr>,
+    /// Developer portal listen address (default 127.0.0.1:8002; port 0 picks a free port).
+    #[arg(long, env = "GATEHOUSE_PORTAL_LISTEN")]
+    pub portal_listen: Option<SocketAddr>,
+    /// Serve no developer portal.
+    #[arg(long, env = "GATEHOUSE_NO_PORTAL", conflicts_with = "portal_listen")]
+    pub no_portal: bool,
     /// Largest request head the gateway and the management API accept, in bytes (431 beyond
     /// it; default 65536).
     #[arg(long, env = "GATEHOUSE_MAX_HEADER_BYTES")]

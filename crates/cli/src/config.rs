@@ -24,6 +24,7 @@ pub struct FileConfig {
     pub publisher_name: Option<String>,
     pub management_listen: Option<SocketAddr>,
     pub gateway_listen: Option<SocketAddr>,
+    pub portal_listen: Option<SocketAddr>,
     /// `[storage-accounts.NAME]` tables: `url` and `access-key`.
     #[serde(default)]
     pub storage_accounts:
@@ -186,6 +187,11 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
             .gateway_listen
             .or_else(|| f.and_then(|f| f.gateway_listen))
             .unwrap_or_else(|| "127.0.0.1:8000".parse().expect("valid")),
+        portal_listen: (!args.no_portal).then(|| {
+            args.portal_listen
+                .or_else(|| f.and_then(|f| f.portal_listen))
+                .unwrap_or_else(|| "127.0.0.1:8002".parse().expect("valid"))
+        }),
         admin_token: env_value("GATEHOUSE_ADMIN_TOKEN"),
         storage_accounts: f.map(|f| f.storage_accounts.clone()).unwrap_or_default(),
         backup_key: match &args.backup_key_file {

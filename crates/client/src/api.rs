@@ -24,6 +24,9 @@ pub struct Endpoints {
     /// A self-hosted gateway's metrics URL (`gatehouse gateway --metrics-listen`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
+    /// The developer portal's URL (`gatehouse serve --portal-listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portal: Option<String>,
     pub name: String,
     pub region: String,
     pub pid: u32,

@@ -50,6 +50,9 @@ pub async fn serve_router(
         let (app, builders, tls, stop) = (app.clone(), builders.clone(), tls.clone(), stop.clone());
         tokio::spawn(async move {
             let _slot = slot;
+            // Handlers that need the client's address (the portal's sign-in limiter) read it
+            // as `ConnectInfo`.
+            let app = app.layer(axum::Extension(axum::extract::ConnectInfo(remote)));
             serve_connection(stream, app, &builders, tls, limits, stop).await;
         });
     }

@@ -20,6 +20,7 @@ pub mod keyvault;
 pub mod moving;
 pub mod openapi;
 pub mod operations;
+pub mod portal_content;
 pub mod provider;
 pub mod render;
 pub mod reports;

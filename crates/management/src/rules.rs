@@ -5,7 +5,7 @@
 //! transaction, so a rule that fails leaves nothing written; references are stored relative to
 //! the service (`/apis/echo`), whatever form the caller used.
 
-use crate::certs;
+use crate::{certs, portal_content};
 use gatehouse_model::props::{check_input, check_required};
 use gatehouse_model::{FieldError, PathError};
 use gatehouse_model::{Kind, ResourcePath, StoredResource, id::split_revision, strip_arm_prefix};
@@ -494,6 +494,11 @@ fn apply_rules(
     match path.kind {
         Kind::Api => api_rules(tx, path, props, existing, &mut refs)?,
         Kind::Operation => operation_rules(tx, path, props)?,
+        Kind::ContentType => {
+            props.entry("version").or_insert(json!("1.0.0"));
+        }
+        Kind::ContentItem => content_item_rules(tx, path, props, &mut refs)?,
+        Kind::PortalRevision => portal_revision_rules(tx, path, props, input, existing)?,
         k if k.is_policy() => {
             let format = str_of(props, "format").unwrap_or("xml").to_string();
             let value = str_of(props, "value").unwrap_or_default().to_string();
@@ -1061,6 +1066,108 @@ pub fn template_parameters(template: &str) -> Result<Vec<String>, String> {
 }
 
 /// Side effects of a write that touch other resources.
+/// A content item of a built-in type is checked as the portal will use it; a style's logo
+/// must name an image, which is then kept from deletion by the reference.
+fn content_item_rules(
+    tx: &mut WriteTx<'_>,
+    path: &ResourcePath,
+    props: &mut Map<String, Value>,
+    refs: &mut Vec<String>,
+) -> Result<(), RuleError> {
+    let type_id = path.parts[0].1.clone();
+    portal_content::check_item(&type_id, props)
+        .map_err(|e| RuleError::invalid(e.field, e.message))?;
+    if type_id == "page" {
+        let permalink = str_of(props, "permalink").unwrap_or_default().to_string();
+        for other in tx.children(Kind::ContentItem, "/contentTypes/page")? {
+            if other.path != path.as_string()
+                && str_of(&other.properties, "permalink") == Some(permalink.as_str())
+            {
+                return Err(RuleError::invalid(
+                    "permalink",
+                    format!(
+                        "The permalink '{permalink}' is already used by {}",
+                        other.path
+                    ),
+                ));
+            }
+        }
+    }
+    if type_id == "styles"
+        && let Some(logo) = str_of(props, "logo").filter(|l| !l.is_empty())
+    {
+        let blob = format!("/contentTypes/blob/contentItems/{logo}");
+        if tx.get(&blob)?.is_none() {
+            return Err(RuleError::invalid(
+                "logo",
+                format!("'logo' names the image '{logo}', which does not exist ({blob})"),
+            ));
+        }
+        refs.push(blob);
+    }
+    Ok(())
+}
+
+/// Publishing: a new revision captures every content item (unless it brings its own copy, as an
+/// import does) and becomes current. Making an older revision current is a revert.
+fn portal_revision_rules(
+    tx: &mut WriteTx<'_>,
+    path: &ResourcePath,
+    props: &mut Map<String, Value>,
+    input: &Map<String, Value>,
+    existing: Option<&StoredResource>,
+) -> Result<(), RuleError> {
+    let now = now_rfc3339();
+    if let Some(e) = existing {
+        for k in ["content", "createdDateTime", "status"] {
+            if let Some(v) = e.properties.get(k) {
+                props.entry(k).or_insert(v.clone());
+            }
+        }
+        if input.get("isCurrent") == Some(&json!(false))
+            && e.properties.get("isCurrent") == Some(&json!(true))
+        {
+            return Err(RuleError::invalid(
+                "isCurrent",
+                "The current revision stays current until another revision is made current",
+            ));
+        }
+    }
+    if !props.contains_key("content") {
+        let mut content = Map::new();
+        for item in tx.all_of_kind(Kind::ContentItem)? {
+            let p = ResourcePath::parse_stored(&item.path).map_err(RuleError::from)?;
+            content.insert(
+                portal_content::content_key(&p.parts[0].1, p.id()),
+                Value::Object(item.properties),
+            );
+        }
+        props.insert("content".into(), Value::Object(content));
+    }
+    props
+        .entry("isCurrent")
+        .or_insert(json!(existing.is_none()));
+    props.insert("status".into(), json!("completed"));
+    props.entry("statusDetails").or_insert(json!("Published"));
+    props.entry("createdDateTime").or_insert(json!(now.clone()));
+    props.insert("updatedDateTime".into(), json!(now));
+    if props.get("isCurrent") == Some(&json!(true)) {
+        for other in tx.all_of_kind(Kind::PortalRevision)? {
+            if other.path != path.as_string()
+                && other.properties.get("isCurrent") == Some(&json!(true))
+            {
+                let mut p = other.properties.clone();
+                p.insert("isCurrent".into(), json!(false));
+                let refs = tx.references_of(&other.path)?;
+                let other_path =
+                    ResourcePath::parse_stored(&other.path).map_err(RuleError::from)?;
+                tx.put(&other_path, p, &refs)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn after_put(
     tx: &mut WriteTx<'_>,
     path: &ResourcePath,
@@ -1302,6 +1409,21 @@ pub fn delete_resource(
         Kind::Subscription if path.id() == MASTER_SUBSCRIPTION => {
             return Err(RuleError::conflict(
                 "The built-in all-access subscription 'master' cannot be deleted.",
+            ));
+        }
+        Kind::ContentType
+            if portal_content::BUILT_IN_TYPES
+                .iter()
+                .any(|t| t.0 == path.id()) =>
+        {
+            return Err(RuleError::conflict(format!(
+                "The built-in content type '{}' cannot be deleted.",
+                path.id()
+            )));
+        }
+        Kind::PortalRevision if existing.properties.get("isCurrent") == Some(&json!(true)) => {
+            return Err(RuleError::conflict(
+                "The current portal revision cannot be deleted; make another revision current first.",
             ));
         }
         _ => {}

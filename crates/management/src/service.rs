@@ -125,6 +125,7 @@ pub fn bootstrap(store: &Store, b: &Bootstrap) -> Result<ServiceSettings, ApiErr
                 &[],
             )?;
         }
+        ensure_portal_content(tx)?;
         Ok(s)
     })?;
     Ok(committed.value)
@@ -365,4 +366,37 @@ pub fn valid_dns_name(name: &str) -> bool {
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
+}
+
+/// The portal's built-in content types, and its default home page and styles, on the first
+/// start (also of an instance made before the portal existed). Changes nothing once they exist.
+fn ensure_portal_content(tx: &mut gatehouse_store::WriteTx<'_>) -> Result<(), ApiError> {
+    use crate::portal_content::{BUILT_IN_TYPES, default_items};
+    let mut created = false;
+    for (id, name, description) in BUILT_IN_TYPES {
+        let path = ResourcePath::top(Kind::ContentType, id);
+        if tx.get(&path.as_string())?.is_none() {
+            let mut p = Map::new();
+            p.insert("name".into(), json!(name));
+            p.insert("description".into(), json!(description));
+            p.insert("version".into(), json!("1.0.0"));
+            tx.put(&path, p, &[])?;
+            created = true;
+        }
+    }
+    if created {
+        for (type_id, item_id, props) in default_items() {
+            let path = ResourcePath::new(
+                Kind::ContentItem,
+                vec![
+                    ("contentTypes", type_id.to_string()),
+                    ("contentItems", item_id.to_string()),
+                ],
+            );
+            if tx.get(&path.as_string())?.is_none() {
+                tx.put(&path, props, &[])?;
+            }
+        }
+    }
+    Ok(())
 }

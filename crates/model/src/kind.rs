@@ -50,6 +50,9 @@ pub enum Kind {
     GatewayApi,
     GatewayHostnameConfiguration,
     GatewayCertificateAuthority,
+    ContentType,
+    ContentItem,
+    PortalRevision,
 }
 
 /// Static facts about a kind.
@@ -439,6 +442,33 @@ pub static KINDS: &[KindSpec] = &[
         arm_type: "gateways/certificateAuthorities",
         display: "GatewayCertificateAuthority",
         id_rule: COMMON,
+        link_target: None,
+    },
+    KindSpec {
+        kind: Kind::ContentType,
+        collections: &["contentTypes"],
+        name: "contentType",
+        arm_type: "contentTypes",
+        display: "ContentType",
+        id_rule: COMMON,
+        link_target: None,
+    },
+    KindSpec {
+        kind: Kind::ContentItem,
+        collections: &["contentTypes", "contentItems"],
+        name: "contentItem",
+        arm_type: "contentTypes/contentItems",
+        display: "ContentItem",
+        id_rule: COMMON,
+        link_target: None,
+    },
+    KindSpec {
+        kind: Kind::PortalRevision,
+        collections: &["portalRevisions"],
+        name: "portalRevision",
+        arm_type: "portalRevisions",
+        display: "PortalRevision",
+        id_rule: IdRule::Common { max: 256 },
         link_target: None,
     },
 ];

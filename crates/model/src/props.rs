@@ -385,6 +385,47 @@ const PORTAL_SETTING: &[Field] = &[
     wo("validationKey", s(0, 2000)),
     f("subscriptions", Ty::Object),
     f("userRegistration", Ty::Object),
+    // Gatehouse: whether a new account of the portal's sign-up is active at once
+    // (`automatic`) or waits for an administrator (`administrator`).
+    f("approval", Ty::Enum(&["automatic", "administrator"])),
+];
+
+const CONTENT_TYPE: &[Field] = &[
+    f("name", s(0, 250)),
+    f("description", s(0, 1000)),
+    f("schema", Ty::Object),
+    f("version", s(0, 50)),
+];
+
+/// The developer portal's content items. APIM's items are free-form; Gatehouse's built-in
+/// content types (`page`, `styles`, `blob`) use these fields, checked per type by the rules.
+const CONTENT_ITEM: &[Field] = &[
+    f("title", s(0, 200)),
+    f("permalink", s(0, 200)),
+    f("description", s(0, 1000)),
+    f("body", s(0, 256 * 1024)),
+    f("format", Ty::Enum(&["markdown", "html"])),
+    f("navOrder", Ty::Int { min: 0, max: 1000 }),
+    f("siteTitle", s(0, 100)),
+    f("primaryColor", s(0, 7)),
+    f("accentColor", s(0, 7)),
+    f("logo", s(0, 80)),
+    f("footer", s(0, 2000)),
+    f("contentType", s(0, 100)),
+    // An image of at most 1 MiB, base64-encoded.
+    f("data", s(0, 1_400_000)),
+];
+
+const PORTAL_REVISION: &[Field] = &[
+    f("description", s(0, 2000)),
+    f("isCurrent", Ty::Bool),
+    ro("status"),
+    ro("statusDetails"),
+    ro("createdDateTime"),
+    ro("updatedDateTime"),
+    // The published content: every content item at the time of publishing (captured by the
+    // server when absent, so an export carries it and an import restores it).
+    f("content", Ty::Object),
 ];
 
 const TENANT_ACCESS: &[Field] = &[
@@ -449,6 +490,9 @@ pub fn fields(kind: Kind) -> &'static [Field] {
         Kind::EmailTemplate => EMAIL_TEMPLATE,
         Kind::PortalSetting => PORTAL_SETTING,
         Kind::TenantAccess => TENANT_ACCESS,
+        Kind::ContentType => CONTENT_TYPE,
+        Kind::ContentItem => CONTENT_ITEM,
+        Kind::PortalRevision => PORTAL_REVISION,
         Kind::Gateway => GATEWAY,
         Kind::GatewayHostnameConfiguration => GATEWAY_HOSTNAME,
         Kind::GatewayCertificateAuthority => GATEWAY_CA,

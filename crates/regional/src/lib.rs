@@ -324,6 +324,7 @@ fn write_endpoints(
         .map(|s| s.name)
         .unwrap_or_default();
     let endpoints = gatehouse_client::Endpoints {
+        portal: None,
         management: config.primary.clone(),
         gateway: gateway_url.to_string(),
         management_certificate: None,

@@ -22,6 +22,8 @@ pub struct ServeConfig {
     pub bootstrap: Bootstrap,
     pub management_listen: SocketAddr,
     pub gateway_listen: SocketAddr,
+    /// The developer portal's listener (`None`: no portal).
+    pub portal_listen: Option<SocketAddr>,
     /// From `GATEHOUSE_ADMIN_TOKEN`; otherwise the token in `admin-token` (created if absent).
     pub admin_token: Option<String>,
     pub gateway: GatewayConfig,
@@ -57,6 +59,7 @@ impl ServeConfig {
             bootstrap: Bootstrap::default(),
             management_listen: "127.0.0.1:0".parse().expect("valid"),
             gateway_listen: "127.0.0.1:0".parse().expect("valid"),
+            portal_listen: Some("127.0.0.1:0".parse().expect("valid")),
             admin_token: None,
             gateway: GatewayConfig::default(),
             backup_key: None,
@@ -95,6 +98,8 @@ pub use gatehouse_client::Endpoints;
 pub struct Instance {
     pub management_url: String,
     pub gateway_url: String,
+    /// The developer portal's URL, when it is served.
+    pub portal_url: Option<String>,
     pub token: String,
     pub data_dir: PathBuf,
     pub store: Arc<Store>,
@@ -193,6 +198,14 @@ impl Instance {
         let gw_listener = TcpListener::bind(config.gateway_listen)
             .await
             .with_context(|| format!("cannot listen on {} (gateway)", config.gateway_listen))?;
+        let portal_listener = match config.portal_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (developer portal)"))?,
+            ),
+            None => None,
+        };
         let (tx, rx) = watch::channel(false);
         let management_tls = match &config.management_tls {
             Some(files) => Some(management_acceptor(files, rx.clone())?),
@@ -278,14 +291,33 @@ impl Instance {
             state.clone(),
             config.journal_retention,
         ));
-        let tasks = vec![tokio::spawn(gatehouse_listen::serve_router(
+        let mut tasks = Vec::new();
+        let portal_url = match portal_listener {
+            Some(listener) => {
+                let url = base_url("http", listener.local_addr()?);
+                let key = gatehouse_portal::PortalKey::load_or_create(&data_dir)
+                    .context("cannot read or write the portal's key (portal.key)")?;
+                let portal = gatehouse_portal::PortalState::new(state.clone(), key);
+                tasks.push(tokio::spawn(gatehouse_listen::serve_router(
+                    listener,
+                    gatehouse_portal::router(portal),
+                    gatehouse_listen::Limits::MANAGEMENT,
+                    None,
+                    "developer portal",
+                    rx.clone(),
+                )));
+                Some(url)
+            }
+            None => None,
+        };
+        tasks.push(tokio::spawn(gatehouse_listen::serve_router(
             mgmt_listener,
             gatehouse_management::router(state),
             config.management_limits,
             management_tls,
             "management API",
             rx,
-        ))];
+        )));
         let endpoints = Endpoints {
             management: management_url.clone(),
             gateway: gateway_url.clone(),
@@ -295,6 +327,7 @@ impl Instance {
                 .map(|f| std::path::absolute(&f.cert))
                 .transpose()?,
             metrics: None,
+            portal: portal_url.clone(),
             name: settings.name.clone(),
             region: settings.location.clone(),
             pid: std::process::id(),
@@ -311,12 +344,14 @@ impl Instance {
             sku = %settings.sku.name,
             management = %management_url,
             gateway = %gateway_url,
+            portal = %portal_url.as_deref().unwrap_or("off"),
             data_dir = %data_dir.display(),
             "instance started"
         );
         Ok(Instance {
             management_url,
             gateway_url,
+            portal_url,
             token,
             data_dir,
             store,

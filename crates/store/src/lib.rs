@@ -1114,6 +1114,14 @@ impl ReadTx<'_> {
         self.q_children(kind, parent)
     }
 
+    /// All resources of a kind anywhere in the tree, in path order.
+    pub fn all_of_kind(&self, kind: Kind) -> Result<Vec<StoredResource>> {
+        self.q_query(
+            "SELECT path, kind, properties, revision FROM resources WHERE kind = ?1 ORDER BY path",
+            &[&kind.name()],
+        )
+    }
+
     /// One page of a collection in id order; `hide_revisions` leaves out `;rev=` API ids.
     pub fn page(
         &self,

@@ -2,6 +2,7 @@
 //! and talk to them over real HTTP.
 
 pub mod dns;
+pub mod portal;
 pub mod process;
 pub mod redis;
 
@@ -229,6 +230,12 @@ impl Drop for EchoBackend {
 }
 
 impl TestInstance {
+    /// The developer portal's base URL.
+    pub fn portal_url(&self) -> String {
+        let inst = self.instance.as_ref().expect("running");
+        inst.portal_url.clone().expect("the portal is served")
+    }
+
     /// The gateway's base URL.
     pub fn gateway_url(&self) -> String {
         self.instance.as_ref().expect("running").gateway_url.clone()

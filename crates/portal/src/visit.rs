@@ -1,0 +1,348 @@
+//! What visitors read: the home page and the site's pages, the API catalogue, an API's
+//! reference and definition, products, images, and the portal's own stylesheet and script.
+
+use crate::apidoc;
+use crate::catalog::Catalog;
+use crate::error::PortalError;
+use crate::markdown;
+use crate::state::PortalState;
+use crate::view::Ctx;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+pub type Portal = State<Arc<PortalState>>;
+/// The client's address, when the listener knows it (the sign-in limiter counts by it).
+#[derive(Debug, Clone, Copy)]
+pub struct Remote(pub Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Remote {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Remote(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0),
+        ))
+    }
+}
+
+/// Loads the request's context and turns a failure into its page.
+pub async fn page<F, Fut>(
+    state: &Arc<PortalState>,
+    headers: &HeaderMap,
+    remote: Remote,
+    path: &str,
+    f: F,
+) -> Response
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: std::future::Future<Output = (Ctx, Result<Response, PortalError>)>,
+{
+    let ctx = match Ctx::load(state, headers, remote.0, path).await {
+        Ok(c) => c,
+        Err(e) => return (e.status(), e.to_string()).into_response(),
+    };
+    let (ctx, result) = f(ctx).await;
+    match result {
+        Ok(mut resp) => {
+            ctx.add_cookies(resp.headers_mut());
+            resp
+        }
+        Err(PortalError::SignInRequired) if !path.starts_with("/signin") => {
+            let mut resp = crate::view::see_other(&format!("/signin?next={}", urlencode(path)));
+            ctx.add_cookies(resp.headers_mut());
+            resp
+        }
+        Err(e) => ctx.error_page(state, &e),
+    }
+}
+
+pub fn urlencode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// The home page and the administrator's pages, by permalink.
+pub async fn content_page(
+    State(state): Portal,
+    uri: Uri,
+    headers: HeaderMap,
+    remote: Remote,
+) -> Response {
+    let path = uri.path().to_string();
+    page(
+        &state.clone(),
+        &headers,
+        remote,
+        &path.clone(),
+        |ctx| async move {
+            let st = state.clone();
+            let permalink = path.clone();
+            let found = state
+                .read(move |r| Ok(st.content.get(r)?.page(&permalink)))
+                .await;
+            let result = match found {
+                Ok(Some(p)) => ctx.render(&state, StatusCode::OK, "page.html", json!({"page": p})),
+                Ok(None) => Err(PortalError::NotFound),
+                Err(e) => Err(e),
+            };
+            (ctx, result)
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize, Default)]
+pub struct CatalogQuery {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    tag: String,
+}
+
+pub async fn apis(
+    State(state): Portal,
+    Query(query): Query<CatalogQuery>,
+    headers: HeaderMap,
+    remote: Remote,
+) -> Response {
+    page(
+        &state.clone(),
+        &headers,
+        remote,
+        "/apis",
+        |ctx| async move {
+            let viewer = ctx.viewer.clone();
+            let result = async {
+                let catalog = state.read(move |r| Catalog::load(r, &viewer)).await?;
+                let found = catalog.search(&query.q, &query.tag);
+                ctx.render(
+                    &state,
+                    StatusCode::OK,
+                    "apis.html",
+                    json!({
+                        "apis": found, "total": catalog.apis.len(), "tags": catalog.tags(),
+                        "q": query.q, "tag": query.tag,
+                    }),
+                )
+            }
+            .await;
+            (ctx, result)
+        },
+    )
+    .await
+}
+
+pub async fn api(
+    State(state): Portal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    remote: Remote,
+) -> Response {
+    let path = format!("/apis/{id}");
+    page(&state.clone(), &headers, remote, &path, |ctx| async move {
+        let viewer = ctx.viewer.clone();
+        let result = async {
+            let (catalog, ops, description) = state
+                .read({
+                    let id = id.clone();
+                    move |r| {
+                        let catalog = Catalog::load(r, &viewer)?;
+                        let card = catalog.api(&id)?.clone();
+                        let ops = apidoc::operations(r, &id)?;
+                        Ok((catalog, ops, card.description))
+                    }
+                })
+                .await?;
+            let api = catalog.api(&id)?;
+            ctx.render(
+                &state,
+                StatusCode::OK,
+                "api.html",
+                json!({
+                    "api": api, "operations": ops, "products": catalog.products_of(&id),
+                    "description_html": markdown::to_safe_html(&description, "markdown"),
+                    "gateway": state.gateway_url(),
+                }),
+            )
+        }
+        .await;
+        (ctx, result)
+    })
+    .await
+}
+
+pub async fn definition(
+    State(state): Portal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    remote: Remote,
+) -> Response {
+    let path = format!("/apis/{id}/definition");
+    page(&state.clone(), &headers, remote, &path, |ctx| async move {
+        let viewer = ctx.viewer.clone();
+        let gateway = state.gateway_url();
+        let result = state
+            .read(move |r| {
+                Catalog::load(r, &viewer)?.api(&id)?;
+                apidoc::definition(r, &id, &gateway)
+            })
+            .await
+            .map(|(name, media, bytes)| {
+                let mut resp = bytes.into_response();
+                let h = resp.headers_mut();
+                h.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+                if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+                    h.insert(header::CONTENT_DISPOSITION, v);
+                }
+                resp
+            });
+        (ctx, result)
+    })
+    .await
+}
+
+pub async fn products(State(state): Portal, headers: HeaderMap, remote: Remote) -> Response {
+    page(
+        &state.clone(),
+        &headers,
+        remote,
+        "/products",
+        |ctx| async move {
+            let viewer = ctx.viewer.clone();
+            let result = async {
+                let catalog = state.read(move |r| Catalog::load(r, &viewer)).await?;
+                ctx.render(
+                    &state,
+                    StatusCode::OK,
+                    "products.html",
+                    json!({"products": catalog.products}),
+                )
+            }
+            .await;
+            (ctx, result)
+        },
+    )
+    .await
+}
+
+pub async fn product(
+    State(state): Portal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    remote: Remote,
+) -> Response {
+    let path = format!("/products/{id}");
+    page(&state.clone(), &headers, remote, &path, |ctx| async move {
+        let viewer = ctx.viewer.clone();
+        let result = async {
+            let pid = id.clone();
+            let (catalog, held) = state
+                .read(move |r| {
+                    let held = match &viewer.user {
+                        Some(u) => crate::subscribe::held(r, u, &pid)?,
+                        None => 0,
+                    };
+                    Ok((Catalog::load(r, &viewer)?, held))
+                })
+                .await?;
+            let product = catalog.product(&id)?;
+            ctx.render(
+                &state,
+                StatusCode::OK,
+                "product.html",
+                json!({"product": product, "held": held}),
+            )
+        }
+        .await;
+        (ctx, result)
+    })
+    .await
+}
+
+/// A published image, by id.
+pub async fn media(State(state): Portal, Path(id): Path<String>) -> Response {
+    let st = state.clone();
+    let image = state.read(move |r| Ok(st.content.get(r)?.image(&id))).await;
+    image_response(image)
+}
+
+pub fn image_response(image: Result<Option<(String, Vec<u8>)>, PortalError>) -> Response {
+    match image {
+        Ok(Some((media, bytes))) => {
+            let mut resp = bytes.into_response();
+            if let Ok(v) = HeaderValue::from_str(&media) {
+                resp.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            resp
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, "no such image").into_response(),
+        Err(e) => (e.status(), e.to_string()).into_response(),
+    }
+}
+
+fn asset(media: &'static str, body: &'static str) -> Response {
+    let mut resp = body.into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    resp
+}
+
+pub async fn stylesheet() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../static/portal.css"),
+    )
+}
+
+pub async fn script() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../static/portal.js"),
+    )
+}
+
+fn hex_colour(c: &str, fallback: &'static str) -> String {
+    let ok = c.len() == 7 && c.starts_with('#') && c[1..].chars().all(|h| h.is_ascii_hexdigit());
+    if ok {
+        c.to_string()
+    } else {
+        fallback.to_string()
+    }
+}
+
+/// The site's colours as CSS variables (a stylesheet, so the CSP needs no inline styles).
+pub async fn theme(State(state): Portal) -> Response {
+    let st = state.clone();
+    let site = state.read(move |r| Ok(st.content.get(r)?.site())).await;
+    let Ok(site) = site else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "").into_response();
+    };
+    let css = format!(
+        ":root {{ --primary: {}; --accent: {}; }}\n",
+        hex_colour(&site.primary, "#0b5cad"),
+        hex_colour(&site.accent, "#e8f0fb")
+    );
+    let mut resp = css.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}

@@ -88,7 +88,7 @@ measure() { # label, port, key, command...
 # A Gatehouse instance with API `bench`, key `key0…`, and optionally an API policy.
 instance() { # dir, policy xml or ""
   local dir=$1 policy=$2
-  GATEHOUSE_LOG=warn "$bin" serve --data-dir "$dir" --gateway-listen 127.0.0.1:$gateway_port --management-listen 127.0.0.1:$management_port >"$dir.log" 2>&1 &
+  GATEHOUSE_LOG=warn "$bin" serve --data-dir "$dir" --no-portal --gateway-listen 127.0.0.1:$gateway_port --management-listen 127.0.0.1:$management_port >"$dir.log" 2>&1 &
   local pid=$!
   wait_port $management_port
   export GATEHOUSE_DATA_DIR=$dir
@@ -110,5 +110,5 @@ for case in plain limited; do
   label="gatehouse, key required"
   [ $case = limited ] && label="gatehouse, key + rate-limit policy"
   GATEHOUSE_GATEWAY_WORKERS=1 TOKIO_WORKER_THREADS=1 GATEHOUSE_LOG=warn measure "$label" $gateway_port $key \
-    "$bin" serve --data-dir "$work/$case" --gateway-listen 127.0.0.1:$gateway_port --management-listen 127.0.0.1:$management_port
+    "$bin" serve --data-dir "$work/$case" --no-portal --gateway-listen 127.0.0.1:$gateway_port --management-listen 127.0.0.1:$management_port
 done

@@ -9,6 +9,8 @@
 #     zone (gatehouse-testkit's `Knot`); here it is installed and checked once with an update;
 #   - Redis (Debian's redis-server), through which self-hosted gateways share rate limits. Each
 #     test starts its own redis-server on a free port (gatehouse-testkit's `RedisServer`);
+#   - Chromium and chromedriver (Debian's chromium and chromium-driver), the real browser the
+#     developer portal's tests drive through WebDriver; each test starts its own chromedriver;
 #   - APIM's JavaScript SDK (@azure/arm-apimanagement, pinned by tests/apim-sdk/package-lock.json).
 # A fresh machine has only the Rust toolchain, Python, Node and Debian's package manager.
 # Stop the servers with: bash scripts/test-deps.sh stop
@@ -109,6 +111,17 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 need redis-server
 echo "test-deps: $(redis-server --version | cut -d' ' -f1-3)"
+
+# Chromium and chromedriver for the developer portal's browser tests (about 300 MB).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "test-deps: installing chromium and chromium-driver"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1 \
+    || { apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null; }
+fi
+need chromium
+need chromedriver
+echo "test-deps: $(chromedriver --version | cut -d' ' -f1-2)"
 
 # Knot DNS.
 if ! command -v knotd >/dev/null 2>&1 || ! command -v knsupdate >/dev/null 2>&1; then

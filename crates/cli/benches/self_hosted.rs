@@ -149,6 +149,8 @@ async fn main() {
             "serve",
             "--management-listen",
             &listen,
+            "--portal-listen",
+            "127.0.0.1:0",
             "--gateway-listen",
             "127.0.0.1:0",
         ],

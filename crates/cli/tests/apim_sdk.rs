@@ -25,6 +25,8 @@ async fn apims_javascript_sdk_works_unchanged() {
             "d",
             "--management-listen",
             "127.0.0.1:0",
+            "--portal-listen",
+            "127.0.0.1:0",
             "--gateway-listen",
             "127.0.0.1:0",
             "--name",

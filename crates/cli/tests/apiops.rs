@@ -30,6 +30,8 @@ fn start(root: &Path, name: &str) -> Node {
             name,
             "--management-listen",
             "127.0.0.1:0",
+            "--portal-listen",
+            "127.0.0.1:0",
             "--gateway-listen",
             "127.0.0.1:0",
         ],

@@ -21,6 +21,8 @@ impl Server {
         let ports = [
             "--management-listen",
             "127.0.0.1:0",
+            "--portal-listen",
+            "127.0.0.1:0",
             "--gateway-listen",
             "127.0.0.1:0",
         ];
@@ -97,6 +99,8 @@ fn quickstart_through_the_cli() {
             "--data-dir",
             "d",
             "--management-listen",
+            "127.0.0.1:0",
+            "--portal-listen",
             "127.0.0.1:0",
             "--gateway-listen",
             "127.0.0.1:0",
@@ -291,6 +295,8 @@ fn offline_backup_inspect_list_and_restore() {
     let dir = tempfile::tempdir().unwrap();
     let listen = [
         "--management-listen",
+        "127.0.0.1:0",
+        "--portal-listen",
         "127.0.0.1:0",
         "--gateway-listen",
         "127.0.0.1:0",

@@ -12,6 +12,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 const PORT_ZERO: &[&str] = &[
     "--management-listen",
     "127.0.0.1:0",
+    "--portal-listen",
+    "127.0.0.1:0",
     "--gateway-listen",
     "127.0.0.1:0",
 ];
@@ -714,6 +716,8 @@ async fn management_api_over_tls() {
             "open",
             "--management-listen",
             "0.0.0.0:0",
+            "--portal-listen",
+            "127.0.0.1:0",
             "--gateway-listen",
             "127.0.0.1:0",
         ])
@@ -733,6 +737,8 @@ async fn management_api_over_tls() {
             "insecure",
             "--management-listen",
             "0.0.0.0:0",
+            "--portal-listen",
+            "127.0.0.1:0",
             "--gateway-listen",
             "127.0.0.1:0",
             "--insecure-management",
@@ -839,6 +845,8 @@ async fn a_data_directory_has_one_process() {
             "serve",
             "--management-listen",
             "127.0.0.1:0",
+            "--portal-listen",
+            "127.0.0.1:0",
             "--gateway-listen",
             "127.0.0.1:0",
         ])
@@ -879,6 +887,8 @@ async fn a_moves_key_never_sits_beside_its_archive() {
             "src",
             "--management-listen",
             "127.0.0.1:0",
+            "--portal-listen",
+            "127.0.0.1:0",
             "--gateway-listen",
             "127.0.0.1:0",
         ],
@@ -891,6 +901,8 @@ async fn a_moves_key_never_sits_beside_its_archive() {
             "--data-dir",
             "dst",
             "--management-listen",
+            "127.0.0.1:0",
+            "--portal-listen",
             "127.0.0.1:0",
             "--gateway-listen",
             "127.0.0.1:0",

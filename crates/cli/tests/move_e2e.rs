@@ -52,6 +52,8 @@ impl Side {
                 region,
                 "--management-listen",
                 "127.0.0.1:0",
+                "--portal-listen",
+                "127.0.0.1:0",
                 "--gateway-listen",
                 gateway,
             ],

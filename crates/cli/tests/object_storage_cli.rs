@@ -39,6 +39,8 @@ fn serve(cwd: &std::path::Path, data_dir: &str, name: &str) -> std::process::Chi
             name,
             "--management-listen",
             "127.0.0.1:0",
+            "--portal-listen",
+            "127.0.0.1:0",
             "--gateway-listen",
             "127.0.0.1:0",
         ])

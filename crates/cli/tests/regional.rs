@@ -99,6 +99,8 @@ fn start_primary(cwd: &Path, mgmt: u16, extra: &[&str]) -> ServeProcess {
         "primary",
         "--management-listen",
         &listen,
+        "--portal-listen",
+        "127.0.0.1:0",
         "--gateway-listen",
         "127.0.0.1:0",
     ];

@@ -186,6 +186,8 @@ fn gatehouse(bin: &Path, data: &Path, port: u16, mgmt: u16) -> Proc {
             "serve",
             "--data-dir",
             data.to_str().unwrap(),
+            "--portal-listen",
+            "127.0.0.1:0",
             "--gateway-listen",
             &format!("127.0.0.1:{port}"),
             "--management-listen",

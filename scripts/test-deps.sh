@@ -9,6 +9,7 @@
 #     zone (gatehouse-testkit's `Knot`); here it is installed and checked once with an update;
 #   - Redis (Debian's redis-server), through which self-hosted gateways share rate limits. Each
 #     test starts its own redis-server on a free port (gatehouse-testkit's `RedisServer`);
+#   - aiosmtpd (PyPI), the SMTP server the portal's email tests start on free ports;
 #   - Chromium and chromedriver (Debian's chromium and chromium-driver), the real browser the
 #     developer portal's tests drive through WebDriver; each test starts its own chromedriver;
 #   - APIM's JavaScript SDK (@azure/arm-apimanagement, pinned by tests/apim-sdk/package-lock.json).
@@ -111,6 +112,13 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 need redis-server
 echo "test-deps: $(redis-server --version | cut -d' ' -f1-3)"
+
+# aiosmtpd (PyPI), the SMTP server the portal's email tests send to.
+if ! python3 -c "import aiosmtpd" >/dev/null 2>&1; then
+  echo "test-deps: installing aiosmtpd 1.4.6"
+  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd==1.4.6 2>&1 | grep -v "Running pip as the 'root' user" || true
+fi
+python3 -c "import aiosmtpd" || { echo "test-deps: aiosmtpd could not be installed" >&2; exit 1; }
 
 # Chromium and chromedriver for the developer portal's browser tests (about 300 MB).
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then

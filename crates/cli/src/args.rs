@@ -221,6 +221,16 @@ pub struct ServeArgs {
     /// Developer portal listen address (default 127.0.0.1:8002; port 0 picks a free port).
     #[arg(long, env = "GATEHOUSE_PORTAL_LISTEN")]
     pub portal_listen: Option<SocketAddr>,
+    /// The portal's public URL (behind a proxy), for the links in its emails.
+    #[arg(long, env = "GATEHOUSE_PORTAL_URL")]
+    pub portal_url: Option<String>,
+    /// SMTP server for the portal's emails (sign-up confirmation, password reset):
+    /// `smtp://[user:password@]host[:port]`, `…?tls=starttls`, or `smtps://…`.
+    #[arg(long, env = "GATEHOUSE_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The portal's email sender (default: the publisher email).
+    #[arg(long, env = "GATEHOUSE_SMTP_FROM")]
+    pub smtp_from: Option<String>,
     /// Serve no developer portal.
     #[arg(long, env = "GATEHOUSE_NO_PORTAL", conflicts_with = "portal_listen")]
     pub no_portal: bool,

@@ -25,6 +25,9 @@ pub struct FileConfig {
     pub management_listen: Option<SocketAddr>,
     pub gateway_listen: Option<SocketAddr>,
     pub portal_listen: Option<SocketAddr>,
+    pub portal_url: Option<String>,
+    pub smtp_url: Option<String>,
+    pub smtp_from: Option<String>,
     /// `[storage-accounts.NAME]` tables: `url` and `access-key`.
     #[serde(default)]
     pub storage_accounts:
@@ -192,6 +195,9 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
                 .or_else(|| f.and_then(|f| f.portal_listen))
                 .unwrap_or_else(|| "127.0.0.1:8002".parse().expect("valid"))
         }),
+        portal_url: pick(&args.portal_url, f.map(|f| &f.portal_url)),
+        smtp_url: pick(&args.smtp_url, f.map(|f| &f.smtp_url)),
+        smtp_from: pick(&args.smtp_from, f.map(|f| &f.smtp_from)),
         admin_token: env_value("GATEHOUSE_ADMIN_TOKEN"),
         storage_accounts: f.map(|f| f.storage_accounts.clone()).unwrap_or_default(),
         backup_key: match &args.backup_key_file {

@@ -133,6 +133,21 @@ async fn configure(source: &Side, backend: &EchoBackend) -> String {
     source
         .ok("PUT", "/products/starter/apis/echo", json!({}))
         .await;
+    // The developer portal's content, published: APIM's move leaves it to be redone by hand.
+    source
+        .ok(
+            "PUT",
+            "/contentTypes/page/contentItems/home",
+            json!({"properties": {"title": "Home", "permalink": "/", "body": "# Contoso APIs, moved with the instance"}}),
+        )
+        .await;
+    source
+        .ok(
+            "PUT",
+            "/portalRevisions/before-move",
+            json!({"properties": {"description": "before the move"}}),
+        )
+        .await;
     source
         .ok(
             "PUT",
@@ -663,6 +678,23 @@ async fn scenario(s: Scenario) {
         assert_eq!(report["downtimeMs"], 0, "{report}");
     }
     let target = &env.target;
+
+    // The target's portal shows the source's published content.
+    let portal = target.process.endpoints()["portal"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let home = reqwest::get(&portal).await.unwrap().text().await.unwrap();
+    assert!(
+        home.contains("Contoso APIs, moved with the instance"),
+        "{home}"
+    );
+    assert!(
+        report["carried"]
+            .to_string()
+            .contains("developer portal content"),
+        "{report}"
+    );
 
     // DNS now sends clients to eastus.
     if s.same_name {

@@ -285,6 +285,11 @@ fn carried(s: &MoveState) -> Vec<Carried> {
             manual: false,
         },
         Carried {
+            item: "developer portal content",
+            handled: "carried in the archive: pages, look, images and published revisions are resources of the instance, so the target's portal shows the same site (APIM leaves portal content out of its backups)".into(),
+            manual: false,
+        },
+        Carried {
             item: "analytics (usage data)",
             handled: "carried in the archive".into(),
             manual: false,

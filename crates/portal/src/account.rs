@@ -160,14 +160,7 @@ async fn signin_inner(
     };
     match props.get("state").and_then(Value::as_str) {
         Some("active") => {}
-        Some("pending") => {
-            return Ok(ctx.message(
-                state,
-                StatusCode::FORBIDDEN,
-                "Not active yet",
-                "Your account waits for an administrator's approval.",
-            ));
-        }
+        Some("pending") => return pending_sign_in(state, ctx, &user).await,
         _ => {
             return Ok(ctx.message(
                 state,
@@ -313,13 +306,11 @@ async fn signup_inner(
     props.insert("firstName".into(), json!(first));
     props.insert("lastName".into(), json!(last));
     props.insert("password".into(), json!(password));
+    let confirm_by_mail = !settings.approval && state.mailer.is_some();
+    let pending = settings.approval || confirm_by_mail;
     props.insert(
         "state".into(),
-        json!(if settings.approval {
-            "pending"
-        } else {
-            "active"
-        }),
+        json!(if pending { "pending" } else { "active" }),
     );
     let id = uuid::Uuid::new_v4().simple().to_string();
     let path = ResourcePath::top(Kind::User, &id);
@@ -337,6 +328,17 @@ async fn signup_inner(
             "Thank you",
             "Your account was created. It can be used once an administrator approves it.",
         ));
+    }
+    if confirm_by_mail {
+        let email = user
+            .get("email")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        return Ok(match send_confirmation(state, &id, &email).await {
+            Ok(()) => ctx.message(state, StatusCode::OK, "Confirm your email", "We sent you a link to confirm your email address. Open it to start using your account."),
+            Err(_) => ctx.message(state, StatusCode::SERVICE_UNAVAILABLE, "Email not sent", "Your account was created, but the confirmation email could not be sent. Sign in later to get a new link."),
+        });
     }
     let hash = user
         .get("passwordHash")
@@ -498,6 +500,260 @@ pub async fn close_account(
                     session::set_cookie(SESSION_COOKIE, "", 0, ctx.secure, "Lax"),
                 );
                 Ok(resp)
+            }
+            .await;
+            (ctx, r)
+        },
+    )
+    .await
+}
+
+/// How long the link of a confirmation email works.
+const CONFIRM_LIFETIME_SECS: i64 = 48 * 3600;
+/// How long the link of a password-reset email works.
+const RESET_LIFETIME_SECS: i64 = 3600;
+
+async fn send_confirmation(
+    state: &Arc<PortalState>,
+    user_id: &str,
+    email: &str,
+) -> Result<(), PortalError> {
+    let mailer = state.mailer.as_ref().ok_or(PortalError::Forbidden)?;
+    let token = session::issue_token(
+        &state.key,
+        "confirm",
+        user_id,
+        "",
+        session::now_unix() + CONFIRM_LIFETIME_SECS,
+    );
+    let body = format!(
+        "Welcome!\n\nConfirm your email address to start using your account:\n\n{}/confirm/{token}\n\nThe link works for 48 hours. If you did not sign up, ignore this email.\n",
+        state.public_url
+    );
+    mailer
+        .send(email, "Confirm your email address", body)
+        .await
+        .map_err(PortalError::Invalid)
+}
+
+/// A sign-in with the right password to an account that is not active yet: it waits for an
+/// administrator, or for its email to be confirmed — then a new link is sent.
+async fn pending_sign_in(
+    state: &Arc<PortalState>,
+    ctx: &Ctx,
+    user: &viewer::User,
+) -> Result<Response, PortalError> {
+    let settings = signup_settings(state).await?;
+    if settings.approval || state.mailer.is_none() {
+        return Ok(ctx.message(
+            state,
+            StatusCode::FORBIDDEN,
+            "Not active yet",
+            "Your account waits for an administrator's approval.",
+        ));
+    }
+    Ok(match send_confirmation(state, &user.id, &user.email).await {
+        Ok(()) => ctx.message(state, StatusCode::FORBIDDEN, "Confirm your email", "Your email address is not confirmed yet. We sent you a new link."),
+        Err(_) => ctx.message(state, StatusCode::SERVICE_UNAVAILABLE, "Email not sent", "Your email address is not confirmed yet, and a new link could not be sent. Try again later."),
+    })
+}
+
+pub async fn confirm(
+    axum::extract::State(state): Portal,
+    axum::extract::Path(token): axum::extract::Path<String>,
+    headers: HeaderMap,
+    remote: Remote,
+) -> Response {
+    page(&state.clone(), &headers, remote, "/confirm", |ctx| async move {
+        let r = async {
+            let claim = session::read_token(&state.key, "confirm", &token, session::now_unix())
+                .ok_or_else(|| PortalError::Invalid("This confirmation link is not valid or has expired. Sign in to get a new one.".into()))?;
+            let path = ResourcePath::top(Kind::User, &claim.user_id);
+            let hash = state
+                .write(format!("portal:{}", claim.user_id), move |tx| {
+                    let existing = tx.get(&path.as_string())?.ok_or(PortalError::NotFound)?;
+                    let p = &existing.properties;
+                    if p.get("state").and_then(Value::as_str) == Some("pending") {
+                        let mut props = Map::new();
+                        props.insert("state".into(), json!("active"));
+                        rules::put_resource(tx, &path, props, Mode::Patch, &WriteOptions::default())?;
+                    }
+                    Ok(p.get("passwordHash").and_then(Value::as_str).unwrap_or_default().to_string())
+                })
+                .await?;
+            Ok(signed_in(&ctx, &state, &claim.user_id, &session::fingerprint(&hash), "/apis"))
+        }
+        .await;
+        (ctx, r)
+    })
+    .await
+}
+
+pub async fn reset_form(
+    axum::extract::State(state): Portal,
+    headers: HeaderMap,
+    remote: Remote,
+) -> Response {
+    page(
+        &state.clone(),
+        &headers,
+        remote,
+        "/reset",
+        |ctx| async move {
+            let r = ctx.render(
+                &state,
+                StatusCode::OK,
+                "reset.html",
+                json!({"can_mail": state.mailer.is_some()}),
+            );
+            (ctx, r)
+        },
+    )
+    .await
+}
+
+/// Sends a reset link if the account exists and is active; answers the same either way, so the
+/// form does not tell which emails have accounts. Requests count against the sign-in limiter.
+pub async fn reset_request(
+    axum::extract::State(state): Portal,
+    headers: HeaderMap,
+    remote: Remote,
+    Form(f): Fields,
+) -> Response {
+    page(&state.clone(), &headers, remote, "/reset", |ctx| async move {
+        let r = async {
+            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            let mailer = state.mailer.clone().ok_or(PortalError::Forbidden)?;
+            let email = field(&f, "email").trim().to_string();
+            if let Err(wait) = state.limiter.check(&email, &ctx.address) {
+                return Err(PortalError::TooManyAttempts(wait.as_secs().div_ceil(60).max(1)));
+            }
+            state.limiter.failed(&email, &ctx.address);
+            let lookup = email.clone();
+            let user = state
+                .read(move |r| {
+                    Ok(match viewer::find_by_email(r, &lookup)? {
+                        Some(res) if res.properties.get("state").and_then(Value::as_str) == Some("active") => Some(viewer::user_of(r, &res)?),
+                        _ => None,
+                    })
+                })
+                .await?;
+            if let Some(user) = user {
+                let token = session::issue_token(&state.key, "reset", &user.id, &user.fingerprint, session::now_unix() + RESET_LIFETIME_SECS);
+                let body = format!(
+                    "Someone asked to reset the password of your account.\n\nChoose a new password here:\n\n{}/reset/{token}\n\nThe link works for one hour, once. If it was not you, ignore this email: your password stays as it is.\n",
+                    state.public_url
+                );
+                // A failure is logged; the answer stays the same.
+                let _ = mailer.send(&user.email, "Reset your password", body).await;
+            }
+            Ok(ctx.message(&state, StatusCode::OK, "Check your email", "If an account uses this address, we sent it a link to choose a new password."))
+        }
+        .await;
+        (ctx, r)
+    })
+    .await
+}
+
+/// The user a reset link names, while the link holds (unexpired, password unchanged since).
+async fn reset_claim(state: &Arc<PortalState>, token: &str) -> Result<viewer::User, PortalError> {
+    let invalid = || {
+        PortalError::Invalid(
+            "This link is not valid any more: it has expired or was used. Ask for a new one."
+                .into(),
+        )
+    };
+    let claim =
+        session::read_token(&state.key, "reset", token, session::now_unix()).ok_or_else(invalid)?;
+    let path = format!("/users/{}", claim.user_id);
+    let user = state
+        .read(move |r| {
+            Ok(match r.get(&path)? {
+                Some(res) => Some(viewer::user_of(r, &res)?),
+                None => None,
+            })
+        })
+        .await?
+        .ok_or_else(invalid)?;
+    if user.fingerprint != claim.fingerprint {
+        return Err(invalid());
+    }
+    Ok(user)
+}
+
+pub async fn new_password_form(
+    axum::extract::State(state): Portal,
+    axum::extract::Path(token): axum::extract::Path<String>,
+    headers: HeaderMap,
+    remote: Remote,
+) -> Response {
+    page(
+        &state.clone(),
+        &headers,
+        remote,
+        "/reset",
+        |ctx| async move {
+            let r = match reset_claim(&state, &token).await {
+                Ok(_) => ctx.render(
+                    &state,
+                    StatusCode::OK,
+                    "new_password.html",
+                    json!({"token": token}),
+                ),
+                Err(e) => Err(e),
+            };
+            (ctx, r)
+        },
+    )
+    .await
+}
+
+pub async fn new_password(
+    axum::extract::State(state): Portal,
+    axum::extract::Path(token): axum::extract::Path<String>,
+    headers: HeaderMap,
+    remote: Remote,
+    Form(f): Fields,
+) -> Response {
+    page(
+        &state.clone(),
+        &headers,
+        remote,
+        "/reset",
+        |ctx| async move {
+            let r = async {
+                ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+                let user = reset_claim(&state, &token).await?;
+                let password = field(&f, "password").to_string();
+                check_password(&password)?;
+                let path = ResourcePath::top(Kind::User, &user.id);
+                let hash = state
+                    .write(format!("portal:{}", user.id), move |tx| {
+                        let mut props = Map::new();
+                        props.insert("password".into(), json!(password));
+                        let w = rules::put_resource(
+                            tx,
+                            &path,
+                            props,
+                            Mode::Patch,
+                            &WriteOptions::default(),
+                        )?;
+                        Ok(w.resource
+                            .properties
+                            .get("passwordHash")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string())
+                    })
+                    .await?;
+                state.limiter.succeeded(&user.email);
+                Ok(signed_in(
+                    &ctx,
+                    &state,
+                    &user.id,
+                    &session::fingerprint(&hash),
+                    "/profile?done=password",
+                ))
             }
             .await;
             (ctx, r)

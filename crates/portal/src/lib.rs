@@ -20,6 +20,7 @@ pub mod apidoc;
 pub mod catalog;
 pub mod content;
 pub mod error;
+pub mod mail;
 pub mod markdown;
 pub mod secret;
 pub mod session;
@@ -38,8 +39,9 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use std::sync::Arc;
 
+pub use mail::Mailer;
 pub use secret::PortalKey;
-pub use state::PortalState;
+pub use state::{PortalOptions, PortalState};
 
 /// The Content-Security-Policy of every page: scripts and styles from the portal only, images
 /// from the portal (and `data:`), forms posting to the portal, no framing.
@@ -83,6 +85,15 @@ pub fn router(state: Arc<PortalState>) -> Router {
         .route("/signin", get(account::signin_form).post(account::signin))
         .route("/signup", get(account::signup_form).post(account::signup))
         .route("/signout", post(account::signout))
+        .route("/confirm/{token}", get(account::confirm))
+        .route(
+            "/reset",
+            get(account::reset_form).post(account::reset_request),
+        )
+        .route(
+            "/reset/{token}",
+            get(account::new_password_form).post(account::new_password),
+        )
         .route("/profile", get(account::profile))
         .route("/profile/password", post(account::change_password))
         .route("/profile/close", post(account::close_account))

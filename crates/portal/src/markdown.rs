@@ -29,7 +29,7 @@ mod tests {
     #[test]
     fn markdown_renders_and_scripts_do_not() {
         let html = to_safe_html(
-            "# Hi\n\n<script>alert(1)</script> [x](javascript:alert(1)) **b**",
+            "# Hi\n\n**b** [x](javascript:alert(1))\n\n<script>alert(1)</script>",
             "markdown",
         );
         assert!(html.contains("<h1>Hi</h1>"));

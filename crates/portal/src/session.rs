@@ -45,16 +45,39 @@ pub fn now_unix() -> i64 {
 
 /// A session cookie's value for the user.
 pub fn issue(key: &PortalKey, user_id: &str, fingerprint: &str, now: i64) -> String {
-    let expires = now + SESSION_LIFETIME_SECS;
+    issue_token(
+        key,
+        "session",
+        user_id,
+        fingerprint,
+        now + SESSION_LIFETIME_SECS,
+    )
+}
+
+/// The claim of a session cookie, if it is signed by us and has not expired.
+pub fn read(key: &PortalKey, value: &str, now: i64) -> Option<Claim> {
+    read_token(key, "session", value, now)
+}
+
+/// A signed token naming a user for one purpose until `expires` (sessions, and the links of
+/// emails: sign-up confirmation, password reset). The password fingerprint makes a reset link
+/// work once: the reset changes the password, and with it the fingerprint.
+pub fn issue_token(
+    key: &PortalKey,
+    purpose: &str,
+    user_id: &str,
+    fingerprint: &str,
+    expires: i64,
+) -> String {
     let body = format!("{}.{expires}.{fingerprint}", secret::encode(user_id));
-    let sig = key.sign("session", &body);
+    let sig = key.sign(purpose, &body);
     format!("{body}.{sig}")
 }
 
-/// The claim of a cookie value, if it is signed by us and has not expired.
-pub fn read(key: &PortalKey, value: &str, now: i64) -> Option<Claim> {
+/// The claim of a token made by [`issue_token`] for `purpose`, if it holds at `now`.
+pub fn read_token(key: &PortalKey, purpose: &str, value: &str, now: i64) -> Option<Claim> {
     let (body, sig) = value.rsplit_once('.')?;
-    if !key.verify("session", body, sig) {
+    if !key.verify(purpose, body, sig) {
         return None;
     }
     let mut parts = body.split('.');
@@ -212,6 +235,18 @@ mod tests {
         let forged = v.replacen(&secret::encode("alice.b"), &secret::encode("bob"), 1);
         assert!(read(&key, &forged, 1001).is_none());
         assert!(read(&PortalKey::random(), &v, 1001).is_none());
+    }
+
+    #[test]
+    fn a_token_is_good_for_its_purpose_only() {
+        let key = PortalKey::random();
+        let t = issue_token(&key, "reset", "u", "fp", 2000);
+        assert!(read_token(&key, "reset", &t, 1000).is_some());
+        assert!(read_token(&key, "confirm", &t, 1000).is_none());
+        assert!(
+            read(&key, &t, 1000).is_none(),
+            "a reset link is not a session"
+        );
     }
 
     #[test]

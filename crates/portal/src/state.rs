@@ -20,10 +20,23 @@ pub struct PortalState {
     pub content: crate::content::ContentCache,
     /// The portal is served over HTTPS (its cookies are then always `Secure`).
     pub https: bool,
+    /// Where email is sent through (sign-up confirmation, password reset); none without SMTP.
+    pub mailer: Option<crate::mail::Mailer>,
+    /// The portal's public base URL, for the links in emails (never taken from a request's
+    /// `Host`, which a client chooses).
+    pub public_url: String,
+}
+
+/// What the hosting process tells the portal.
+#[derive(Debug, Clone, Default)]
+pub struct PortalOptions {
+    pub mailer: Option<crate::mail::Mailer>,
+    pub public_url: String,
+    pub https: bool,
 }
 
 impl PortalState {
-    pub fn new(app: Arc<AppState>, key: PortalKey) -> Arc<PortalState> {
+    pub fn new(app: Arc<AppState>, key: PortalKey, options: PortalOptions) -> Arc<PortalState> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(30))
@@ -37,7 +50,9 @@ impl PortalState {
             http,
             templates: crate::view::Templates::new(),
             content: Default::default(),
-            https: false,
+            https: options.https,
+            mailer: options.mailer,
+            public_url: options.public_url.trim_end_matches('/').to_string(),
         })
     }
 

@@ -48,6 +48,11 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../templates/admin_page.html"),
     ),
     ("message.html", include_str!("../templates/message.html")),
+    ("reset.html", include_str!("../templates/reset.html")),
+    (
+        "new_password.html",
+        include_str!("../templates/new_password.html"),
+    ),
 ];
 
 pub struct Templates(Environment<'static>);

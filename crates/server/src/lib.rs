@@ -24,6 +24,12 @@ pub struct ServeConfig {
     pub gateway_listen: SocketAddr,
     /// The developer portal's listener (`None`: no portal).
     pub portal_listen: Option<SocketAddr>,
+    /// The portal's public URL, for the links in its emails (default: its listener's URL).
+    pub portal_url: Option<String>,
+    /// The SMTP server the portal sends email through (`smtp://…`, `smtps://…`).
+    pub smtp_url: Option<String>,
+    /// The portal's email sender (default: the service's publisher email).
+    pub smtp_from: Option<String>,
     /// From `GATEHOUSE_ADMIN_TOKEN`; otherwise the token in `admin-token` (created if absent).
     pub admin_token: Option<String>,
     pub gateway: GatewayConfig,
@@ -60,6 +66,9 @@ impl ServeConfig {
             management_listen: "127.0.0.1:0".parse().expect("valid"),
             gateway_listen: "127.0.0.1:0".parse().expect("valid"),
             portal_listen: Some("127.0.0.1:0".parse().expect("valid")),
+            portal_url: None,
+            smtp_url: None,
+            smtp_from: None,
             admin_token: None,
             gateway: GatewayConfig::default(),
             backup_key: None,
@@ -297,7 +306,28 @@ impl Instance {
                 let url = base_url("http", listener.local_addr()?);
                 let key = gatehouse_portal::PortalKey::load_or_create(&data_dir)
                     .context("cannot read or write the portal's key (portal.key)")?;
-                let portal = gatehouse_portal::PortalState::new(state.clone(), key);
+                let mailer =
+                    match &config.smtp_url {
+                        Some(smtp) => {
+                            let from = config
+                                .smtp_from
+                                .clone()
+                                .unwrap_or_else(|| settings.publisher_email.clone());
+                            Some(gatehouse_portal::Mailer::new(smtp, &from).map_err(|e| {
+                                anyhow::anyhow!("cannot send the portal's email: {e}")
+                            })?)
+                        }
+                        None => None,
+                    };
+                let options = gatehouse_portal::PortalOptions {
+                    mailer,
+                    public_url: config.portal_url.clone().unwrap_or_else(|| url.clone()),
+                    https: config
+                        .portal_url
+                        .as_deref()
+                        .is_some_and(|u| u.starts_with("https://")),
+                };
+                let portal = gatehouse_portal::PortalState::new(state.clone(), key, options);
                 tasks.push(tokio::spawn(gatehouse_listen::serve_router(
                     listener,
                     gatehouse_portal::router(portal),

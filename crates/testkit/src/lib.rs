@@ -5,6 +5,7 @@ pub mod dns;
 pub mod portal;
 pub mod process;
 pub mod redis;
+pub mod smtp;
 
 use anyhow::Result;
 pub use gatehouse_server::{Instance, ServeConfig};

@@ -950,3 +950,99 @@ async fn portal_content_travels_in_backups_and_exports() {
     );
     assert!(files.keys().any(|k| k.starts_with("portal/revisions/")));
 }
+
+/// The portal's link in an email (`/confirm/…` or `/reset/…`), as a path.
+fn link_in(mail: &str, portal: &str, kind: &str) -> String {
+    let text = mail.replace("=\n", "");
+    let at = text
+        .find(&format!("{portal}/{kind}/"))
+        .unwrap_or_else(|| panic!("no {kind} link in {mail}"));
+    let link: String = text[at..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    link.trim_start_matches(portal).to_string()
+}
+
+#[tokio::test]
+async fn with_smtp_accounts_confirm_their_email_and_reset_forgotten_passwords() {
+    let smtp = gatehouse_testkit::smtp::SmtpServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = gatehouse_testkit::ServeConfig::ephemeral(dir.path());
+    config.smtp_url = Some(smtp.url());
+    config.smtp_from = Some("portal@example.com".into());
+    let t = TestInstance::start_with(config).await.unwrap();
+    let portal = t.portal_url();
+    let mut v = Visitor::new(&portal);
+    let signed_up = v.sign_up("mia@example.com", PASSWORD).await;
+    assert!(
+        signed_up.html.contains("We sent you a link"),
+        "{}",
+        signed_up.html
+    );
+    assert!(
+        !v.cookies.contains_key("gh_session"),
+        "not signed in before confirming"
+    );
+    let first = smtp.wait_for("mia@example.com", 1).await;
+    assert!(
+        first.contains("From: portal@example.com") && first.contains("Confirm your email"),
+        "{first}"
+    );
+    // Signing in before confirming sends a new link.
+    let early = v.sign_in("mia@example.com", PASSWORD).await;
+    assert_eq!(early.status, 403);
+    assert!(early.html.contains("We sent you a new link"));
+    smtp.wait_for("mia@example.com", 2).await;
+    let confirmed = v.get(&link_in(&first, &portal, "confirm")).await;
+    assert_eq!(confirmed.status, 303, "{}", confirmed.html);
+    assert_eq!(v.get("/profile").await.status, 200);
+    let (_, users) = t
+        .call("GET", "/users?$filter=email eq 'mia@example.com'", None)
+        .await;
+    assert_eq!(users["value"][0]["properties"]["state"], "active");
+    assert_eq!(v.get("/confirm/forged.token.x.y").await.status, 400);
+
+    // A forgotten password: the link works once, and an unknown address gets the same answer.
+    let mut forgot = Visitor::new(&portal);
+    forgot.get("/reset").await;
+    let asked = forgot.post("/reset", &[("email", "mia@example.com")]).await;
+    assert!(asked.html.contains("If an account uses this address"));
+    forgot.get("/reset").await;
+    let unknown = forgot
+        .post("/reset", &[("email", "nobody@example.com")])
+        .await;
+    assert_eq!(
+        unknown.html,
+        asked.html.replace("mia@example.com", "nobody@example.com")
+    );
+    let reset_mail = smtp.wait_for("mia@example.com", 3).await;
+    let link = link_in(&reset_mail, &portal, "reset");
+    forgot.get(&link).await;
+    let done = forgot
+        .post(&link, &[("password", "a brand new password")])
+        .await;
+    assert_eq!(done.status, 303, "{}", done.html);
+    assert_eq!(forgot.get("/profile").await.status, 200);
+    forgot.get("/reset").await;
+    assert_eq!(
+        forgot.get(&link).await.status,
+        400,
+        "a reset link works once"
+    );
+    assert_eq!(
+        Visitor::new(&portal)
+            .sign_in("mia@example.com", "a brand new password")
+            .await
+            .status,
+        303
+    );
+    assert!(
+        !smtp
+            .messages()
+            .iter()
+            .any(|m| m.contains("nobody@example.com"))
+    );
+    // The old session (signed in before the reset) ended with the password change.
+    assert_eq!(v.get("/profile").await.status, 303);
+}

@@ -230,6 +230,7 @@ async fn a_visitor_and_an_administrator_use_the_portal_in_a_browser() {
     fill(&admin, "#email", "boss@example.com").await;
     fill(&admin, "#password", PASSWORD).await;
     click(&admin, "main form button[type=submit]").await;
+    wait_text(&admin, "Sign out").await;
     admin.goto(&format!("{portal}/admin")).await.unwrap();
     wait_text(&admin, "Ada gold").await;
     click(&admin, "form[action$='/approve'] button").await;
@@ -272,6 +273,7 @@ async fn a_visitor_and_an_administrator_use_the_portal_in_a_browser() {
     fill(&c, "#email", "ada@example.com").await;
     fill(&c, "#password", PASSWORD).await;
     click(&c, "main form button[type=submit]").await;
+    wait_text(&c, "Sign out").await;
     c.goto(&format!("{}/subscriptions", moved.portal_url()))
         .await
         .unwrap();

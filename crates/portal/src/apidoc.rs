@@ -151,7 +151,7 @@ pub fn operations(r: &ReadTx<'_>, api_id: &str) -> Result<Vec<OperationView>, Po
         .iter()
         .map(operation_view)
         .collect();
-    ops.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    ops.sort_by_key(|a| a.name.to_lowercase());
     Ok(ops)
 }
 

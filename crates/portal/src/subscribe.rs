@@ -317,6 +317,9 @@ pub async fn show(
     .await
 }
 
+/// Reads a form into the change it asks for and the confirmation to show.
+type ChangeOf = fn(&HashMap<String, String>) -> Result<(Change, &'static str), PortalError>;
+
 /// What a subscription action changes.
 enum Change {
     Regenerate(&'static str),
@@ -330,7 +333,7 @@ async fn change(
     headers: HeaderMap,
     remote: Remote,
     f: HashMap<String, String>,
-    what: fn(&HashMap<String, String>) -> Result<(Change, &'static str), PortalError>,
+    what: ChangeOf,
 ) -> Response {
     let State(state) = state;
     let path = format!("/subscriptions/{id}");

@@ -42,7 +42,7 @@ async fn load(t: &TestInstance, apis: usize) {
                     "responses": [{"statusCode": 200, "description": "OK", "representations": [{"contentType": "application/json", "examples": {"default": {"value": {"id": 1, "name": "x"}}}}]}]}})).await;
             }
             t.put_ok(&format!("/products/p{}/apis/api{i:04}", i % products), json!({})).await;
-            if i % 10 == 0 {
+            if i.is_multiple_of(10) {
                 t.put_ok(&format!("/apis/api{i:04}/tags/bench"), json!({})).await;
             }
         }

@@ -12,6 +12,8 @@
 #   - aiosmtpd (PyPI), the SMTP server the portal's email tests start on free ports;
 #   - Chromium and chromedriver (Debian's chromium and chromium-driver), the real browser the
 #     developer portal's tests drive through WebDriver; each test starts its own chromedriver;
+#   - oidc-provider (npm, pinned by tests/oidc-provider/package-lock.json), the OpenID Connect
+#     provider the portal's sign-in tests start on free ports;
 #   - APIM's JavaScript SDK (@azure/arm-apimanagement, pinned by tests/apim-sdk/package-lock.json).
 # A fresh machine has only the Rust toolchain, Python, Node and Debian's package manager.
 # Stop the servers with: bash scripts/test-deps.sh stop
@@ -58,6 +60,13 @@ need python3
 if [ ! -d tests/apim-sdk/node_modules/@azure/arm-apimanagement ]; then
   echo "test-deps: installing APIM's JavaScript SDK (tests/apim-sdk)"
   npm ci --prefix tests/apim-sdk --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
+# A real OpenID Connect provider for the portal's sign-in tests (versions pinned by its
+# package-lock.json); each test starts its own on a free port.
+if [ ! -d tests/oidc-provider/node_modules/oidc-provider ]; then
+  echo "test-deps: installing oidc-provider (tests/oidc-provider)"
+  npm ci --prefix tests/oidc-provider --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
 # Azurite.

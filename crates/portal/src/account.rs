@@ -27,7 +27,7 @@ pub fn field<'a>(f: &'a HashMap<String, String>, name: &str) -> &'a str {
 }
 
 /// A `next` target that stays on this site.
-fn local_target(next: &str) -> &str {
+pub fn local_target(next: &str) -> &str {
     if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
         next
     } else {
@@ -47,7 +47,7 @@ fn check_password(p: &str) -> Result<(), PortalError> {
 }
 
 /// The response that signs `user` in and goes to `to`.
-fn signed_in(
+pub fn signed_in(
     ctx: &Ctx,
     state: &PortalState,
     user_id: &str,
@@ -78,6 +78,20 @@ fn signed_out(ctx: &Ctx, to: &str) -> Response {
     resp
 }
 
+/// The identity providers the sign-in page offers: id and button label (those that speak
+/// OpenID Connect).
+async fn identity_providers(state: &Arc<PortalState>) -> Result<Vec<Value>, PortalError> {
+    let list = state
+        .read(|r| Ok(r.children(Kind::IdentityProvider, "")?))
+        .await?;
+    Ok(list
+        .iter()
+        .map(|p| p.path.rsplit('/').next().unwrap_or_default().to_string())
+        .filter(|id| crate::oidc::provider(id, &Map::new()).is_ok())
+        .map(|id| json!({"id": id, "label": crate::oidc::label(&id)}))
+        .collect())
+}
+
 pub async fn signin_form(
     axum::extract::State(state): Portal,
     Query(q): Query<HashMap<String, String>>,
@@ -91,7 +105,15 @@ pub async fn signin_form(
         "/signin",
         |ctx| async move {
             let next = local_target(field(&q, "next")).to_string();
-            let r = ctx.render(&state, StatusCode::OK, "signin.html", json!({"next": next}));
+            let r = match identity_providers(&state).await {
+                Ok(providers) => ctx.render(
+                    &state,
+                    StatusCode::OK,
+                    "signin.html",
+                    json!({"next": next, "providers": providers}),
+                ),
+                Err(e) => Err(e),
+            };
             (ctx, r)
         },
     )
@@ -148,13 +170,14 @@ async fn signin_inner(
     let Some((user, props)) = user.filter(|(_, p)| rules::verify_password(&password, &hash(p)))
     else {
         state.limiter.failed(&email, &ctx.address);
+        let providers = identity_providers(state).await?;
         return ctx.render(
             state,
             StatusCode::UNAUTHORIZED,
             "signin.html",
             json!({
                 "error": "The email or the password is not correct.", "email": email,
-                "next": local_target(field(f, "next")),
+                "next": local_target(field(f, "next")), "providers": providers,
             }),
         );
     };
@@ -208,14 +231,14 @@ pub async fn signout(
 
 /// Sign-up settings: APIM's `/portalsettings/signup` (`enabled`, `termsOfService`) and
 /// Gatehouse's `approval`.
-struct SignupSettings {
-    enabled: bool,
-    terms: String,
-    terms_required: bool,
-    approval: bool,
+pub struct SignupSettings {
+    pub enabled: bool,
+    pub terms: String,
+    pub terms_required: bool,
+    pub approval: bool,
 }
 
-async fn signup_settings(state: &Arc<PortalState>) -> Result<SignupSettings, PortalError> {
+pub async fn signup_settings(state: &Arc<PortalState>) -> Result<SignupSettings, PortalError> {
     let res = state.read(|r| Ok(r.get("/portalsettings/signup")?)).await?;
     let p = res
         .map(|r| Value::Object(r.properties))

@@ -20,8 +20,10 @@ pub mod apidoc;
 pub mod catalog;
 pub mod content;
 pub mod error;
+pub mod federated;
 pub mod mail;
 pub mod markdown;
+pub mod oidc;
 pub mod secret;
 pub mod session;
 pub mod state;
@@ -86,6 +88,8 @@ pub fn router(state: Arc<PortalState>) -> Router {
         .route("/signup", get(account::signup_form).post(account::signup))
         .route("/signout", post(account::signout))
         .route("/confirm/{token}", get(account::confirm))
+        .route("/oidc/{provider}/start", get(federated::start))
+        .route("/oidc/{provider}/callback", get(federated::callback))
         .route(
             "/reset",
             get(account::reset_form).post(account::reset_request),

@@ -25,6 +25,8 @@ pub struct PortalState {
     /// The portal's public base URL, for the links in emails (never taken from a request's
     /// `Host`, which a client chooses).
     pub public_url: String,
+    /// OpenID Connect providers' discovery documents and keys.
+    pub discovery: crate::oidc::DiscoveryCache,
 }
 
 /// What the hosting process tells the portal.
@@ -53,6 +55,7 @@ impl PortalState {
             https: options.https,
             mailer: options.mailer,
             public_url: options.public_url.trim_end_matches('/').to_string(),
+            discovery: Default::default(),
         })
     }
 

@@ -2,6 +2,7 @@
 //! and talk to them over real HTTP.
 
 pub mod dns;
+pub mod oidc;
 pub mod portal;
 pub mod process;
 pub mod redis;

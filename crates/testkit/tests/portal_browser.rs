@@ -280,3 +280,69 @@ async fn a_visitor_and_an_administrator_use_the_portal_in_a_browser() {
     wait_text(&c, "Ada's app").await;
     c.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_employee_signs_in_through_the_company_identity_provider() {
+    let t = TestInstance::start().await.unwrap();
+    let portal = t.portal_url();
+    let idp = gatehouse_testkit::oidc::OidcProvider::start(
+        "gatehouse-portal",
+        "an idp client secret",
+        &format!("{portal}/oidc/aad/callback"),
+    );
+    // APIM's identity provider resource; `authority` as a URL names the company's own issuer.
+    t.put_ok("/identityProviders/aad", json!({"properties": {"clientId": "gatehouse-portal", "clientSecret": "an idp client secret", "authority": idp.issuer}})).await;
+    // An existing account with the same (verified) email gets the identity linked.
+    t.put_ok("/users/bob", json!({"properties": {"email": "bob@idp.example.com", "firstName": "Bob", "lastName": "Builder", "password": PASSWORD}})).await;
+    let driver = Driver::start();
+    let profiles = tempfile::tempdir().unwrap();
+    for (login, expected_name) in [("alice", "Alice Federated"), ("bob", "Bob Builder")] {
+        let c = driver.browser(&profiles.path().join(login)).await;
+        c.goto(&format!("{portal}/signin?next=/subscriptions"))
+            .await
+            .unwrap();
+        click(&c, "a[href^='/oidc/aad/start']").await;
+        // The provider's own login page, then its consent page.
+        fill(&c, "input[name=login]", login).await;
+        fill(&c, "input[name=password]", "anything").await;
+        click(&c, "button[type=submit]").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !c.current_url().await.unwrap().as_str().starts_with(&portal) {
+            if let Ok(button) = c.find(Locator::Css("button[type=submit]")).await {
+                let _ = button.click().await;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never came back from the provider: {}",
+                body(&c).await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        wait_text(&c, "Your subscriptions").await;
+        c.goto(&format!("{portal}/profile")).await.unwrap();
+        wait_text(&c, expected_name).await;
+        wait_text(&c, &format!("{login}@idp.example.com")).await;
+        c.close().await.unwrap();
+    }
+    let (_, users) = t
+        .call(
+            "GET",
+            "/users?$filter=email eq 'alice@idp.example.com'",
+            None,
+        )
+        .await;
+    assert_eq!(
+        users["value"][0]["properties"]["identities"],
+        json!([{"provider": "aad", "id": "alice"}])
+    );
+    let (_, bob) = t.call("GET", "/users/bob", None).await;
+    assert_eq!(
+        bob["properties"]["identities"],
+        json!([{"provider": "aad", "id": "bob"}])
+    );
+    // A forged callback (no flow cookie, made-up state) is refused.
+    let forged = reqwest::get(format!("{portal}/oidc/aad/callback?code=x&state=y"))
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 400);
+}

@@ -13,7 +13,8 @@ use gatehouse_model::{Kind, StoredResource};
 use gatehouse_store::ReadTx;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 fn text(props: &Map<String, Value>, name: &str) -> String {
     props
@@ -188,5 +189,36 @@ impl Catalog {
             .iter()
             .filter(|p| p.apis.iter().any(|a| a.id == api))
             .collect()
+    }
+}
+
+/// Catalogs by the store revision and the groups they were made for: pages between two changes
+/// share them instead of reading every API again. Only the current revision's are kept.
+#[derive(Clone, Default)]
+pub struct CatalogCache(Arc<Mutex<(u64, HashMap<(Vec<String>, bool), Arc<Catalog>>)>>);
+
+/// The most group sets remembered per revision (each visitor's groups are one).
+const MAX_CACHED: usize = 256;
+
+impl CatalogCache {
+    pub fn get(&self, r: &ReadTx<'_>, viewer: &Viewer) -> Result<Arc<Catalog>, PortalError> {
+        let mut groups = viewer.groups();
+        groups.sort();
+        let key = (groups, viewer.is_admin());
+        {
+            let cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.0 == r.revision()
+                && let Some(c) = cache.1.get(&key)
+            {
+                return Ok(c.clone());
+            }
+        }
+        let catalog = Arc::new(Catalog::load(r, viewer)?);
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.0 != r.revision() || cache.1.len() >= MAX_CACHED {
+            *cache = (r.revision(), HashMap::new());
+        }
+        cache.1.insert(key, catalog.clone());
+        Ok(catalog)
     }
 }

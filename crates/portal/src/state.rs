@@ -18,6 +18,7 @@ pub struct PortalState {
     pub http: reqwest::Client,
     pub templates: crate::view::Templates,
     pub content: crate::content::ContentCache,
+    pub catalogs: crate::catalog::CatalogCache,
     /// The portal is served over HTTPS (its cookies are then always `Secure`).
     pub https: bool,
     /// Where email is sent through (sign-up confirmation, password reset); none without SMTP.
@@ -52,6 +53,7 @@ impl PortalState {
             http,
             templates: crate::view::Templates::new(),
             content: Default::default(),
+            catalogs: Default::default(),
             https: options.https,
             mailer: options.mailer,
             public_url: options.public_url.trim_end_matches('/').to_string(),

@@ -7,7 +7,6 @@
 //! subscriptions are never shown, named or changed.
 
 use crate::account::{Fields, field};
-use crate::catalog::Catalog;
 use crate::error::PortalError;
 use crate::view::see_other;
 use crate::viewer::User;
@@ -142,9 +141,10 @@ pub async fn subscribe(
             ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
             let user = ctx.viewer.require_user()?.clone();
             let viewer = ctx.viewer.clone();
+            let cat = state.catalogs.clone();
             let pid = product.clone();
             let card = state
-                .read(move |r| Ok(Catalog::load(r, &viewer)?.product(&pid)?.clone()))
+                .read(move |r| Ok(cat.get(r, &viewer)?.product(&pid)?.clone()))
                 .await?;
             if !card.subscription_required {
                 return Err(PortalError::Invalid(

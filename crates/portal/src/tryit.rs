@@ -9,7 +9,7 @@
 
 use crate::account::{Fields, field};
 use crate::apidoc::{self, OperationView};
-use crate::catalog::{ApiCard, Catalog};
+use crate::catalog::ApiCard;
 use crate::error::PortalError;
 use crate::state::PortalState;
 use crate::subscribe;
@@ -58,10 +58,11 @@ async fn load(
     op_id: &str,
 ) -> Result<Loaded, PortalError> {
     let viewer = ctx.viewer.clone();
+    let cat = state.catalogs.clone();
     let (api_id, op_id) = (api_id.to_string(), op_id.to_string());
     state
         .read(move |r| {
-            let catalog = Catalog::load(r, &viewer)?;
+            let catalog = cat.get(r, &viewer)?;
             let api = catalog.api(&api_id)?.clone();
             let op_res = r
                 .get(&format!("/apis/{api_id}/operations/{op_id}"))?

@@ -2,7 +2,6 @@
 //! reference and definition, products, images, and the portal's own stylesheet and script.
 
 use crate::apidoc;
-use crate::catalog::Catalog;
 use crate::error::PortalError;
 use crate::markdown;
 use crate::state::PortalState;
@@ -121,8 +120,9 @@ pub async fn apis(
         "/apis",
         |ctx| async move {
             let viewer = ctx.viewer.clone();
+            let cat = state.catalogs.clone();
             let result = async {
-                let catalog = state.read(move |r| Catalog::load(r, &viewer)).await?;
+                let catalog = state.read(move |r| cat.get(r, &viewer)).await?;
                 let found = catalog.search(&query.q, &query.tag);
                 ctx.render(
                     &state,
@@ -150,12 +150,13 @@ pub async fn api(
     let path = format!("/apis/{id}");
     page(&state.clone(), &headers, remote, &path, |ctx| async move {
         let viewer = ctx.viewer.clone();
+        let cat = state.catalogs.clone();
         let result = async {
             let (catalog, ops, description) = state
                 .read({
                     let id = id.clone();
                     move |r| {
-                        let catalog = Catalog::load(r, &viewer)?;
+                        let catalog = cat.get(r, &viewer)?;
                         let card = catalog.api(&id)?.clone();
                         let ops = apidoc::operations(r, &id)?;
                         Ok((catalog, ops, card.description))
@@ -189,10 +190,11 @@ pub async fn definition(
     let path = format!("/apis/{id}/definition");
     page(&state.clone(), &headers, remote, &path, |ctx| async move {
         let viewer = ctx.viewer.clone();
+        let cat = state.catalogs.clone();
         let gateway = state.gateway_url();
         let result = state
             .read(move |r| {
-                Catalog::load(r, &viewer)?.api(&id)?;
+                cat.get(r, &viewer)?.api(&id)?;
                 apidoc::definition(r, &id, &gateway)
             })
             .await
@@ -218,8 +220,9 @@ pub async fn products(State(state): Portal, headers: HeaderMap, remote: Remote) 
         "/products",
         |ctx| async move {
             let viewer = ctx.viewer.clone();
+            let cat = state.catalogs.clone();
             let result = async {
-                let catalog = state.read(move |r| Catalog::load(r, &viewer)).await?;
+                let catalog = state.read(move |r| cat.get(r, &viewer)).await?;
                 ctx.render(
                     &state,
                     StatusCode::OK,
@@ -243,6 +246,7 @@ pub async fn product(
     let path = format!("/products/{id}");
     page(&state.clone(), &headers, remote, &path, |ctx| async move {
         let viewer = ctx.viewer.clone();
+        let cat = state.catalogs.clone();
         let result = async {
             let pid = id.clone();
             let (catalog, held) = state
@@ -251,7 +255,7 @@ pub async fn product(
                         Some(u) => crate::subscribe::held(r, u, &pid)?,
                         None => 0,
                     };
-                    Ok((Catalog::load(r, &viewer)?, held))
+                    Ok((cat.get(r, &viewer)?, held))
                 })
                 .await?;
             let product = catalog.product(&id)?;

@@ -404,6 +404,28 @@ pub async fn profile(
     .await
 }
 
+/// Sets a user's password (as a PATCH through the rules: Argon2, journaled); the new hash.
+async fn set_password(
+    state: &Arc<PortalState>,
+    user_id: &str,
+    password: String,
+) -> Result<String, PortalError> {
+    let path = ResourcePath::top(Kind::User, user_id);
+    state
+        .write(format!("portal:{user_id}"), move |tx| {
+            let mut props = Map::new();
+            props.insert("password".into(), json!(password));
+            let w = rules::put_resource(tx, &path, props, Mode::Patch, &WriteOptions::default())?;
+            Ok(w.resource
+                .properties
+                .get("passwordHash")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string())
+        })
+        .await
+}
+
 /// Checks the signed-in user's password again (for changes that need it).
 async fn recheck_password(
     state: &Arc<PortalState>,
@@ -445,26 +467,7 @@ pub async fn change_password(
                 recheck_password(&state, &user.id, field(&f, "current")).await?;
                 let password = field(&f, "password").to_string();
                 check_password(&password)?;
-                let path = ResourcePath::top(Kind::User, &user.id);
-                let hash = state
-                    .write(format!("portal:{}", user.id), move |tx| {
-                        let mut props = Map::new();
-                        props.insert("password".into(), json!(password));
-                        let w = rules::put_resource(
-                            tx,
-                            &path,
-                            props,
-                            Mode::Patch,
-                            &WriteOptions::default(),
-                        )?;
-                        Ok(w.resource
-                            .properties
-                            .get("passwordHash")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string())
-                    })
-                    .await?;
+                let hash = set_password(&state, &user.id, password).await?;
                 // Every other session of the account ends (their fingerprint no longer matches);
                 // this one goes on with a new cookie.
                 Ok(signed_in(
@@ -749,26 +752,7 @@ pub async fn new_password(
                 let user = reset_claim(&state, &token).await?;
                 let password = field(&f, "password").to_string();
                 check_password(&password)?;
-                let path = ResourcePath::top(Kind::User, &user.id);
-                let hash = state
-                    .write(format!("portal:{}", user.id), move |tx| {
-                        let mut props = Map::new();
-                        props.insert("password".into(), json!(password));
-                        let w = rules::put_resource(
-                            tx,
-                            &path,
-                            props,
-                            Mode::Patch,
-                            &WriteOptions::default(),
-                        )?;
-                        Ok(w.resource
-                            .properties
-                            .get("passwordHash")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_string())
-                    })
-                    .await?;
+                let hash = set_password(&state, &user.id, password).await?;
                 state.limiter.succeeded(&user.email);
                 Ok(signed_in(
                     &ctx,

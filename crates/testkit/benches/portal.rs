@@ -70,6 +70,25 @@ async fn measure(v: &mut Visitor, path: &str, n: usize) -> (f64, f64, usize) {
     (p(0.5), p(0.99), bytes)
 }
 
+/// p50 and p99 of GETs of `path`, each right after a change (the portal's caches are cold:
+/// it reads the catalogue and the content again).
+async fn measure_cold(t: &TestInstance, v: &mut Visitor, path: &str, n: usize) -> (f64, f64) {
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        t.put_ok(
+            &format!("/tags/cold-{}", i % 8),
+            json!({"properties": {"displayName": format!("cold {i}")}}),
+        )
+        .await;
+        let started = Instant::now();
+        assert_eq!(v.get(path).await.status, 200);
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let p = |q: f64| ms(times[((times.len() - 1) as f64 * q).round() as usize]);
+    (p(0.5), p(0.99))
+}
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -117,5 +136,20 @@ async fn main() {
         }
         println!("{name:<26} {g50:>10.2} {g99:>10.2} {u50:>10.2} {u99:>10.2} {bytes:>9}");
     }
-    println!("result: every page p99 ≤ {worst:.1} ms with {apis} APIs (target < 50 ms)");
+    let api_page = if quick {
+        "/apis/api0005"
+    } else {
+        "/apis/api0500"
+    };
+    for (name, path) in [("API catalogue (all)", "/apis"), ("an API", api_page)] {
+        let (c50, c99) = measure_cold(&t, &mut guest, path, n / 2).await;
+        worst = worst.max(c99);
+        println!(
+            "{:<26} {c50:>10.2} {c99:>10.2}   (guest, right after a change: caches cold)",
+            format!("{name}, cold")
+        );
+    }
+    println!(
+        "result: every page p99 ≤ {worst:.1} ms with {apis} APIs, caches cold or warm (target < 50 ms)"
+    );
 }

@@ -5,11 +5,11 @@
 //! so the form does not tell which emails have accounts.
 
 use crate::error::PortalError;
+use crate::handler::{Fields, Portal, Remote, field, page};
 use crate::session::{self, SESSION_COOKIE};
 use crate::state::PortalState;
 use crate::view::{Ctx, see_other};
 use crate::viewer;
-use crate::visit::{Portal, Remote, page};
 use axum::Form;
 use axum::extract::Query;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -19,12 +19,6 @@ use gatehouse_model::{Kind, ResourcePath};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
-
-pub type Fields = Form<HashMap<String, String>>;
-
-pub fn field<'a>(f: &'a HashMap<String, String>, name: &str) -> &'a str {
-    f.get(name).map(String::as_str).unwrap_or_default()
-}
 
 /// A `next` target that stays on this site.
 pub fn local_target(next: &str) -> &str {

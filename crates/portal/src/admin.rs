@@ -6,12 +6,12 @@
 //! journal entries, named `portal:<user>`), so the portal's content is in backups, exports and
 //! moves like any other resource.
 
-use crate::account::{Fields, field};
 use crate::content::Content;
 use crate::error::PortalError;
+use crate::handler::{Fields, field};
+use crate::handler::{Portal, Remote, image_response, page};
 use crate::state::PortalState;
 use crate::view::{Ctx, see_other};
-use crate::visit::{Portal, Remote, image_response, page};
 use axum::Form;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};

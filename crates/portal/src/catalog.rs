@@ -195,7 +195,10 @@ impl Catalog {
 /// Catalogs by the store revision and the groups they were made for: pages between two changes
 /// share them instead of reading every API again. Only the current revision's are kept.
 #[derive(Clone, Default)]
-pub struct CatalogCache(Arc<Mutex<(u64, HashMap<(Vec<String>, bool), Arc<Catalog>>)>>);
+pub struct CatalogCache(Arc<Mutex<Cached>>);
+
+/// The revision the catalogs are of, and the catalogs by (sorted groups, administrator).
+type Cached = (u64, HashMap<(Vec<String>, bool), Arc<Catalog>>);
 
 /// The most group sets remembered per revision (each visitor's groups are one).
 const MAX_CACHED: usize = 256;

@@ -3,12 +3,12 @@
 
 use crate::account::{local_target, signed_in, signup_settings};
 use crate::error::PortalError;
+use crate::handler::{Portal, Remote, page};
 use crate::oidc::{self, FLOW_COOKIE, Flow, Identity, Reach};
 use crate::secret;
 use crate::session;
 use crate::state::PortalState;
 use crate::view::{Ctx, see_other};
-use crate::visit::{Portal, Remote, page};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;

@@ -6,8 +6,9 @@
 //! CSRF fields, the sign-in limiter), `markdown` (administrators' text → sanitised HTML),
 //! `error`, `viewer` (who asks), `catalog` (what they may see, by APIM's visibility rules),
 //! `apidoc` (an API's reference and definition), `content` (the site's published pages, look
-//! and images), `view` (templates and the per-request context), `state`, then the pages:
-//! `visit`, `account`, `subscribe`, `tryit`, `admin`.
+//! and images), `templates`, `state`, `view` (the per-request context), `handler` (what every
+//! page handler shares), then the pages: `visit`, `account`, `subscribe`, `tryit`, `admin`,
+//! `federated` (sign-in through an OpenID Connect provider, whose protocol is `oidc`).
 //!
 //! Invariants: every POST carries a CSRF field that matches its visitor's cookie; every page
 //! is escaped by default and sent with a Content-Security-Policy that allows no inline script;
@@ -21,6 +22,7 @@ pub mod catalog;
 pub mod content;
 pub mod error;
 pub mod federated;
+pub mod handler;
 pub mod mail;
 pub mod markdown;
 pub mod oidc;
@@ -28,6 +30,7 @@ pub mod secret;
 pub mod session;
 pub mod state;
 pub mod subscribe;
+pub mod templates;
 pub mod tryit;
 pub mod view;
 pub mod viewer;

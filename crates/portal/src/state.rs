@@ -16,7 +16,7 @@ pub struct PortalState {
     pub limiter: SignInLimiter,
     /// The gateway the try-it console sends requests to (the instance's own).
     pub http: reqwest::Client,
-    pub templates: crate::view::Templates,
+    pub templates: crate::templates::Templates,
     pub content: crate::content::ContentCache,
     pub catalogs: crate::catalog::CatalogCache,
     /// The portal is served over HTTPS (its cookies are then always `Secure`).
@@ -51,7 +51,7 @@ impl PortalState {
             revoked: Revoked::default(),
             limiter: SignInLimiter::default(),
             http,
-            templates: crate::view::Templates::new(),
+            templates: crate::templates::Templates::new(),
             content: Default::default(),
             catalogs: Default::default(),
             https: options.https,

@@ -6,11 +6,11 @@
 //! answers "not found" for any subscription the user does not own — another user's
 //! subscriptions are never shown, named or changed.
 
-use crate::account::{Fields, field};
 use crate::error::PortalError;
+use crate::handler::{Fields, field};
+use crate::handler::{Portal, Remote, page};
 use crate::view::see_other;
 use crate::viewer::User;
-use crate::visit::{Portal, Remote, page};
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};

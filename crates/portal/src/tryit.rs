@@ -7,14 +7,14 @@
 //! visitor owns; the key is sent in a header and never shown in the result; the answer shown is
 //! at most [`MAX_BODY`] bytes.
 
-use crate::account::{Fields, field};
 use crate::apidoc::{self, OperationView};
 use crate::catalog::ApiCard;
 use crate::error::PortalError;
+use crate::handler::{Fields, field};
+use crate::handler::{Portal, Remote, page};
 use crate::state::PortalState;
 use crate::subscribe;
 use crate::view::Ctx;
-use crate::visit::{Portal, Remote, page};
 use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};

@@ -97,9 +97,9 @@ pub async fn signin_form(
         &headers,
         remote,
         "/signin",
-        |ctx| async move {
+        async move |ctx| {
             let next = local_target(field(&q, "next")).to_string();
-            let r = match identity_providers(&state).await {
+            match identity_providers(&state).await {
                 Ok(providers) => ctx.render(
                     &state,
                     StatusCode::OK,
@@ -107,8 +107,7 @@ pub async fn signin_form(
                     json!({"next": next, "providers": providers}),
                 ),
                 Err(e) => Err(e),
-            };
-            (ctx, r)
+            }
         },
     )
     .await
@@ -125,10 +124,7 @@ pub async fn signin(
         &headers,
         remote,
         "/signin",
-        |ctx| async move {
-            let r = signin_inner(&state, &ctx, &f).await;
-            (ctx, r)
-        },
+        async move |ctx| signin_inner(&state, ctx, &f).await,
     )
     .await
 }
@@ -208,16 +204,14 @@ pub async fn signout(
         &headers,
         remote,
         "/signout",
-        |ctx| async move {
-            let r = ctx
-                .check_csrf(&state, f.get("csrf").map(String::as_str))
+        async move |ctx| {
+            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))
                 .map(|()| {
                     if let Some(c) = &ctx.session {
                         state.revoked.revoke(c);
                     }
-                    signed_out(&ctx, "/")
-                });
-            (ctx, r)
+                    signed_out(ctx, "/")
+                })
         },
     )
     .await
@@ -256,15 +250,11 @@ pub async fn signup_form(
     headers: HeaderMap,
     remote: Remote,
 ) -> Response {
-    page(&state.clone(), &headers, remote, "/signup", |ctx| async move {
-        let r = async {
+    page(&state.clone(), &headers, remote, "/signup", async move |ctx| {
             let s = signup_settings(&state).await?;
             ctx.render(&state, StatusCode::OK, "signup.html", json!({
                 "enabled": s.enabled, "terms": s.terms, "terms_required": s.terms_required, "form": {},
             }))
-        }
-        .await;
-        (ctx, r)
     })
     .await
 }
@@ -275,8 +265,8 @@ pub async fn signup(
     remote: Remote,
     Form(f): Fields,
 ) -> Response {
-    page(&state.clone(), &headers, remote, "/signup", |ctx| async move {
-        let r = match signup_inner(&state, &ctx, &f).await {
+    page(&state.clone(), &headers, remote, "/signup", async move |ctx| {
+        match signup_inner(&state, ctx, &f).await {
             Err(PortalError::Invalid(message)) => signup_settings(&state).await.and_then(|s| {
                 ctx.render(&state, StatusCode::BAD_REQUEST, "signup.html", json!({
                     "enabled": s.enabled, "terms": s.terms, "terms_required": s.terms_required,
@@ -285,8 +275,7 @@ pub async fn signup(
                 }))
             }),
             other => other,
-        };
-        (ctx, r)
+        }
     })
     .await
 }
@@ -381,8 +370,8 @@ pub async fn profile(
         &headers,
         remote,
         "/profile",
-        |ctx| async move {
-            let r = ctx.viewer.require_user().and_then(|u| {
+        async move |ctx| {
+            ctx.viewer.require_user().and_then(|u| {
                 let done =
                     (field(&q, "done") == "password").then_some("Your password was changed.");
                 ctx.render(
@@ -391,8 +380,7 @@ pub async fn profile(
                     "profile.html",
                     json!({"user": u, "done": done}),
                 )
-            });
-            (ctx, r)
+            })
         },
     )
     .await
@@ -454,26 +442,22 @@ pub async fn change_password(
         &headers,
         remote,
         "/profile",
-        |ctx| async move {
-            let r = async {
-                ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
-                let user = ctx.viewer.require_user()?.clone();
-                recheck_password(&state, &user.id, field(&f, "current")).await?;
-                let password = field(&f, "password").to_string();
-                check_password(&password)?;
-                let hash = set_password(&state, &user.id, password).await?;
-                // Every other session of the account ends (their fingerprint no longer matches);
-                // this one goes on with a new cookie.
-                Ok(signed_in(
-                    &ctx,
-                    &state,
-                    &user.id,
-                    &session::fingerprint(&hash),
-                    "/profile?done=password",
-                ))
-            }
-            .await;
-            (ctx, r)
+        async move |ctx| {
+            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            let user = ctx.viewer.require_user()?.clone();
+            recheck_password(&state, &user.id, field(&f, "current")).await?;
+            let password = field(&f, "password").to_string();
+            check_password(&password)?;
+            let hash = set_password(&state, &user.id, password).await?;
+            // Every other session of the account ends (their fingerprint no longer matches);
+            // this one goes on with a new cookie.
+            Ok(signed_in(
+                ctx,
+                &state,
+                &user.id,
+                &session::fingerprint(&hash),
+                "/profile?done=password",
+            ))
         },
     )
     .await
@@ -490,39 +474,35 @@ pub async fn close_account(
         &headers,
         remote,
         "/profile",
-        |ctx| async move {
-            let r = async {
-                ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
-                let user = ctx.viewer.require_user()?.clone();
-                recheck_password(&state, &user.id, field(&f, "password")).await?;
-                let path = ResourcePath::top(Kind::User, &user.id);
-                state
-                    .write(format!("portal:{}", user.id), move |tx| {
-                        let opts = WriteOptions {
-                            delete_subscriptions: true,
-                            ..WriteOptions::default()
-                        };
-                        rules::delete_resource(tx, &path, &opts)?;
-                        Ok(())
-                    })
-                    .await?;
-                if let Some(c) = &ctx.session {
-                    state.revoked.revoke(c);
-                }
-                let mut resp = ctx.message(
-                    &state,
-                    StatusCode::OK,
-                    "Account closed",
-                    "Your account and its subscriptions were deleted.",
-                );
-                resp.headers_mut().append(
-                    header::SET_COOKIE,
-                    session::set_cookie(SESSION_COOKIE, "", 0, ctx.secure, "Lax"),
-                );
-                Ok(resp)
+        async move |ctx| {
+            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            let user = ctx.viewer.require_user()?.clone();
+            recheck_password(&state, &user.id, field(&f, "password")).await?;
+            let path = ResourcePath::top(Kind::User, &user.id);
+            state
+                .write(format!("portal:{}", user.id), move |tx| {
+                    let opts = WriteOptions {
+                        delete_subscriptions: true,
+                        ..WriteOptions::default()
+                    };
+                    rules::delete_resource(tx, &path, &opts)?;
+                    Ok(())
+                })
+                .await?;
+            if let Some(c) = &ctx.session {
+                state.revoked.revoke(c);
             }
-            .await;
-            (ctx, r)
+            let mut resp = ctx.message(
+                &state,
+                StatusCode::OK,
+                "Account closed",
+                "Your account and its subscriptions were deleted.",
+            );
+            resp.headers_mut().append(
+                header::SET_COOKIE,
+                session::set_cookie(SESSION_COOKIE, "", 0, ctx.secure, "Lax"),
+            );
+            Ok(resp)
         },
     )
     .await
@@ -584,8 +564,7 @@ pub async fn confirm(
     headers: HeaderMap,
     remote: Remote,
 ) -> Response {
-    page(&state.clone(), &headers, remote, "/confirm", |ctx| async move {
-        let r = async {
+    page(&state.clone(), &headers, remote, "/confirm", async move |ctx| {
             let claim = session::read_token(&state.key, "confirm", &token, session::now_unix())
                 .ok_or_else(|| PortalError::Invalid("This confirmation link is not valid or has expired. Sign in to get a new one.".into()))?;
             let path = ResourcePath::top(Kind::User, &claim.user_id);
@@ -601,10 +580,7 @@ pub async fn confirm(
                     Ok(p.get("passwordHash").and_then(Value::as_str).unwrap_or_default().to_string())
                 })
                 .await?;
-            Ok(signed_in(&ctx, &state, &claim.user_id, &session::fingerprint(&hash), "/apis"))
-        }
-        .await;
-        (ctx, r)
+            Ok(signed_in(ctx, &state, &claim.user_id, &session::fingerprint(&hash), "/apis"))
     })
     .await
 }
@@ -619,14 +595,13 @@ pub async fn reset_form(
         &headers,
         remote,
         "/reset",
-        |ctx| async move {
-            let r = ctx.render(
+        async move |ctx| {
+            ctx.render(
                 &state,
                 StatusCode::OK,
                 "reset.html",
                 json!({"can_mail": state.mailer.is_some()}),
-            );
-            (ctx, r)
+            )
         },
     )
     .await
@@ -640,8 +615,7 @@ pub async fn reset_request(
     remote: Remote,
     Form(f): Fields,
 ) -> Response {
-    page(&state.clone(), &headers, remote, "/reset", |ctx| async move {
-        let r = async {
+    page(&state.clone(), &headers, remote, "/reset", async move |ctx| {
             ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
             let mailer = state.mailer.clone().ok_or(PortalError::Forbidden)?;
             let email = field(&f, "email").trim().to_string();
@@ -668,9 +642,6 @@ pub async fn reset_request(
                 let _ = mailer.send(&user.email, "Reset your password", body).await;
             }
             Ok(ctx.message(&state, StatusCode::OK, "Check your email", "If an account uses this address, we sent it a link to choose a new password."))
-        }
-        .await;
-        (ctx, r)
     })
     .await
 }
@@ -712,17 +683,14 @@ pub async fn new_password_form(
         &headers,
         remote,
         "/reset",
-        |ctx| async move {
-            let r = match reset_claim(&state, &token).await {
-                Ok(_) => ctx.render(
-                    &state,
-                    StatusCode::OK,
-                    "new_password.html",
-                    json!({"token": token}),
-                ),
-                Err(e) => Err(e),
-            };
-            (ctx, r)
+        async move |ctx| match reset_claim(&state, &token).await {
+            Ok(_) => ctx.render(
+                &state,
+                StatusCode::OK,
+                "new_password.html",
+                json!({"token": token}),
+            ),
+            Err(e) => Err(e),
         },
     )
     .await
@@ -740,24 +708,20 @@ pub async fn new_password(
         &headers,
         remote,
         "/reset",
-        |ctx| async move {
-            let r = async {
-                ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
-                let user = reset_claim(&state, &token).await?;
-                let password = field(&f, "password").to_string();
-                check_password(&password)?;
-                let hash = set_password(&state, &user.id, password).await?;
-                state.limiter.succeeded(&user.email);
-                Ok(signed_in(
-                    &ctx,
-                    &state,
-                    &user.id,
-                    &session::fingerprint(&hash),
-                    "/profile?done=password",
-                ))
-            }
-            .await;
-            (ctx, r)
+        async move |ctx| {
+            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            let user = reset_claim(&state, &token).await?;
+            let password = field(&f, "password").to_string();
+            check_password(&password)?;
+            let hash = set_password(&state, &user.id, password).await?;
+            state.limiter.succeeded(&user.email);
+            Ok(signed_in(
+                ctx,
+                &state,
+                &user.id,
+                &session::fingerprint(&hash),
+                "/profile?done=password",
+            ))
         },
     )
     .await

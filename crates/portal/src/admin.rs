@@ -99,16 +99,12 @@ pub async fn overview(
         &headers,
         remote,
         "/admin",
-        |ctx| async move {
-            let r = async {
-                ctx.viewer.require_admin()?;
-                let values = state.read(overview_values).await?;
-                let mut values = values;
-                values["done"] = json!(done_text(field(&q, "done")));
-                ctx.render(&state, StatusCode::OK, "admin.html", values)
-            }
-            .await;
-            (ctx, r)
+        async move |ctx| {
+            ctx.viewer.require_admin()?;
+            let values = state.read(overview_values).await?;
+            let mut values = values;
+            values["done"] = json!(done_text(field(&q, "done")));
+            ctx.render(&state, StatusCode::OK, "admin.html", values)
         },
     )
     .await
@@ -171,29 +167,25 @@ pub async fn edit_page(
     remote: Remote,
 ) -> Response {
     let path = format!("/admin/pages/{id}");
-    page(&state.clone(), &headers, remote, &path, |ctx| async move {
-        let r = async {
-            ctx.viewer.require_admin()?;
-            let new = id == "new";
-            let p = if new {
-                Map::new()
-            } else {
-                let key = format!("/contentTypes/page/contentItems/{id}");
-                state
-                    .read(move |r| Ok(r.get(&key)?))
-                    .await?
-                    .ok_or(PortalError::NotFound)?
-                    .properties
-            };
-            ctx.render(
-                &state,
-                StatusCode::OK,
-                "admin_page.html",
-                json!({"id": id, "new": new, "page": p}),
-            )
-        }
-        .await;
-        (ctx, r)
+    page(&state.clone(), &headers, remote, &path, async move |ctx| {
+        ctx.viewer.require_admin()?;
+        let new = id == "new";
+        let p = if new {
+            Map::new()
+        } else {
+            let key = format!("/contentTypes/page/contentItems/{id}");
+            state
+                .read(move |r| Ok(r.get(&key)?))
+                .await?
+                .ok_or(PortalError::NotFound)?
+                .properties
+        };
+        ctx.render(
+            &state,
+            StatusCode::OK,
+            "admin_page.html",
+            json!({"id": id, "new": new, "page": p}),
+        )
     })
     .await
 }
@@ -206,33 +198,29 @@ pub async fn save_page(
     Form(f): Fields,
 ) -> Response {
     let path = format!("/admin/pages/{id}");
-    page(&state.clone(), &headers, remote, &path, |ctx| async move {
-        let r = async {
-            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
-            let id = if id == "new" {
-                field(&f, "id").to_string()
-            } else {
-                id
-            };
-            let mut props = Map::new();
-            for name in ["title", "permalink", "body", "format"] {
-                props.insert(name.into(), json!(field(&f, name)));
-            }
-            let nav = field(&f, "navOrder").trim();
-            if !nav.is_empty() {
-                let n: i64 = nav.parse().map_err(|_| {
-                    PortalError::Invalid(
-                        "The position in the navigation must be a number from 0 to 1000.".into(),
-                    )
-                })?;
-                props.insert("navOrder".into(), json!(n));
-            }
-            let p = checked("/contentTypes/page/contentItems", &id, "page id")?;
-            admin_write(&state, &ctx, p, props, Mode::Put).await?;
-            Ok(see_other("/admin?done=page"))
+    page(&state.clone(), &headers, remote, &path, async move |ctx| {
+        ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+        let id = if id == "new" {
+            field(&f, "id").to_string()
+        } else {
+            id
+        };
+        let mut props = Map::new();
+        for name in ["title", "permalink", "body", "format"] {
+            props.insert(name.into(), json!(field(&f, name)));
         }
-        .await;
-        (ctx, r)
+        let nav = field(&f, "navOrder").trim();
+        if !nav.is_empty() {
+            let n: i64 = nav.parse().map_err(|_| {
+                PortalError::Invalid(
+                    "The position in the navigation must be a number from 0 to 1000.".into(),
+                )
+            })?;
+            props.insert("navOrder".into(), json!(n));
+        }
+        let p = checked("/contentTypes/page/contentItems", &id, "page id")?;
+        admin_write(&state, ctx, p, props, Mode::Put).await?;
+        Ok(see_other("/admin?done=page"))
     })
     .await
 }
@@ -248,25 +236,21 @@ pub async fn save_styles(
         &headers,
         remote,
         "/admin",
-        |ctx| async move {
-            let r = async {
-                ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
-                let mut props = Map::new();
-                for name in ["siteTitle", "primaryColor", "accentColor", "logo", "footer"] {
-                    props.insert(name.into(), json!(field(&f, name)));
-                }
-                admin_write(
-                    &state,
-                    &ctx,
-                    item_path("styles", "default"),
-                    props,
-                    Mode::Put,
-                )
-                .await?;
-                Ok(see_other("/admin?done=styles"))
+        async move |ctx| {
+            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            let mut props = Map::new();
+            for name in ["siteTitle", "primaryColor", "accentColor", "logo", "footer"] {
+                props.insert(name.into(), json!(field(&f, name)));
             }
-            .await;
-            (ctx, r)
+            admin_write(
+                &state,
+                ctx,
+                item_path("styles", "default"),
+                props,
+                Mode::Put,
+            )
+            .await?;
+            Ok(see_other("/admin?done=styles"))
         },
     )
     .await
@@ -305,26 +289,21 @@ pub async fn upload_image(
         &headers,
         remote,
         "/admin",
-        |ctx| async move {
-            let r = async {
-                let (f, file) = read_upload(form).await?;
-                ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
-                let (declared, bytes) = file.ok_or_else(|| {
-                    PortalError::Invalid("Choose an image file to upload.".into())
-                })?;
-                let id = field(&f, "id").to_string();
-                let p = checked("/contentTypes/blob/contentItems", &id, "image name")?;
-                let mut props = Map::new();
-                props.insert("contentType".into(), json!(declared));
-                props.insert(
-                    "data".into(),
-                    json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
-                );
-                admin_write(&state, &ctx, p, props, Mode::Put).await?;
-                Ok(see_other("/admin?done=image"))
-            }
-            .await;
-            (ctx, r)
+        async move |ctx| {
+            let (f, file) = read_upload(form).await?;
+            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            let (declared, bytes) =
+                file.ok_or_else(|| PortalError::Invalid("Choose an image file to upload.".into()))?;
+            let id = field(&f, "id").to_string();
+            let p = checked("/contentTypes/blob/contentItems", &id, "image name")?;
+            let mut props = Map::new();
+            props.insert("contentType".into(), json!(declared));
+            props.insert(
+                "data".into(),
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            );
+            admin_write(&state, ctx, p, props, Mode::Put).await?;
+            Ok(see_other("/admin?done=image"))
         },
     )
     .await
@@ -358,26 +337,22 @@ pub async fn publish(
         &headers,
         remote,
         "/admin",
-        |ctx| async move {
-            let r = async {
-                ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
-                let stamp = time::OffsetDateTime::now_utc();
-                let id = format!("{}{:03}", stamp.unix_timestamp(), stamp.millisecond());
-                let mut props = Map::new();
-                props.insert("description".into(), json!(field(&f, "description")));
-                props.insert("isCurrent".into(), json!(true));
-                admin_write(
-                    &state,
-                    &ctx,
-                    ResourcePath::top(Kind::PortalRevision, &id),
-                    props,
-                    Mode::Put,
-                )
-                .await?;
-                Ok(see_other("/admin?done=published"))
-            }
-            .await;
-            (ctx, r)
+        async move |ctx| {
+            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            let stamp = time::OffsetDateTime::now_utc();
+            let id = format!("{}{:03}", stamp.unix_timestamp(), stamp.millisecond());
+            let mut props = Map::new();
+            props.insert("description".into(), json!(field(&f, "description")));
+            props.insert("isCurrent".into(), json!(true));
+            admin_write(
+                &state,
+                ctx,
+                ResourcePath::top(Kind::PortalRevision, &id),
+                props,
+                Mode::Put,
+            )
+            .await?;
+            Ok(see_other("/admin?done=published"))
         },
     )
     .await
@@ -395,23 +370,19 @@ pub async fn make_current(
         &headers,
         remote,
         "/admin",
-        |ctx| async move {
-            let r = async {
-                ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
-                let mut props = Map::new();
-                props.insert("isCurrent".into(), json!(true));
-                admin_write(
-                    &state,
-                    &ctx,
-                    checked("/portalRevisions", &id, "revision")?,
-                    props,
-                    Mode::Patch,
-                )
-                .await?;
-                Ok(see_other("/admin?done=reverted"))
-            }
-            .await;
-            (ctx, r)
+        async move |ctx| {
+            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            let mut props = Map::new();
+            props.insert("isCurrent".into(), json!(true));
+            admin_write(
+                &state,
+                ctx,
+                checked("/portalRevisions", &id, "revision")?,
+                props,
+                Mode::Patch,
+            )
+            .await?;
+            Ok(see_other("/admin?done=reverted"))
         },
     )
     .await
@@ -431,17 +402,13 @@ async fn set_state(
         &headers,
         remote,
         "/admin",
-        |ctx| async move {
-            let r = async {
-                ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
-                let path = checked(path.0, &path.1, "id")?;
-                let mut props = Map::new();
-                props.insert("state".into(), json!(to));
-                admin_write(&state, &ctx, path, props, Mode::Patch).await?;
-                Ok(see_other(&format!("/admin?done={done}")))
-            }
-            .await;
-            (ctx, r)
+        async move |ctx| {
+            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            let path = checked(path.0, &path.1, "id")?;
+            let mut props = Map::new();
+            props.insert("state".into(), json!(to));
+            admin_write(&state, ctx, path, props, Mode::Patch).await?;
+            Ok(see_other(&format!("/admin?done={done}")))
         },
     )
     .await

@@ -39,34 +39,28 @@ pub async fn start(
         &headers,
         remote,
         "/signin",
-        |ctx| async move {
-            let r = async {
-                let p = configured(&state, &id).await?;
-                let d = state.discovery.get(&state.http, &p.issuer, false).await?;
-                let flow = Flow {
-                    provider: id.clone(),
-                    state: secret::random_token(),
-                    nonce: secret::random_token(),
-                    next: local_target(q.get("next").map(String::as_str).unwrap_or("/"))
-                        .to_string(),
-                    expires: session::now_unix() + oidc::FLOW_LIFETIME_SECS,
-                };
-                let mut resp =
-                    see_other(&oidc::authorization_url(&state.public_url, &p, &d, &flow));
-                resp.headers_mut().append(
-                    header::SET_COOKIE,
-                    session::set_cookie(
-                        FLOW_COOKIE,
-                        &oidc::seal_flow(&state.key, &flow),
-                        oidc::FLOW_LIFETIME_SECS,
-                        ctx.secure,
-                        "Lax",
-                    ),
-                );
-                Ok(resp)
-            }
-            .await;
-            (ctx, r)
+        async move |ctx| {
+            let p = configured(&state, &id).await?;
+            let d = state.discovery.get(&state.http, &p.issuer, false).await?;
+            let flow = Flow {
+                provider: id.clone(),
+                state: secret::random_token(),
+                nonce: secret::random_token(),
+                next: local_target(q.get("next").map(String::as_str).unwrap_or("/")).to_string(),
+                expires: session::now_unix() + oidc::FLOW_LIFETIME_SECS,
+            };
+            let mut resp = see_other(&oidc::authorization_url(&state.public_url, &p, &d, &flow));
+            resp.headers_mut().append(
+                header::SET_COOKIE,
+                session::set_cookie(
+                    FLOW_COOKIE,
+                    &oidc::seal_flow(&state.key, &flow),
+                    oidc::FLOW_LIFETIME_SECS,
+                    ctx.secure,
+                    "Lax",
+                ),
+            );
+            Ok(resp)
         },
     )
     .await
@@ -85,8 +79,8 @@ pub async fn callback(
         &headers,
         remote,
         "/signin",
-        |ctx| async move {
-            let r = callback_inner(&state, &ctx, &id, &q, cookie.as_deref())
+        async move |ctx| {
+            callback_inner(&state, ctx, &id, &q, cookie.as_deref())
                 .await
                 .map(|mut resp| {
                     resp.headers_mut().append(
@@ -94,8 +88,7 @@ pub async fn callback(
                         session::set_cookie(FLOW_COOKIE, "", 0, ctx.secure, "Lax"),
                     );
                     resp
-                });
-            (ctx, r)
+                })
         },
     )
     .await

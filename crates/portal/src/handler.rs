@@ -34,7 +34,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Remote {
 }
 
 /// Loads the request's context and turns a failure into its page.
-pub async fn page<F, Fut>(
+pub async fn page<F>(
     state: &Arc<PortalState>,
     headers: &HeaderMap,
     remote: Remote,
@@ -42,14 +42,13 @@ pub async fn page<F, Fut>(
     f: F,
 ) -> Response
 where
-    F: FnOnce(Ctx) -> Fut,
-    Fut: std::future::Future<Output = (Ctx, Result<Response, PortalError>)>,
+    F: AsyncFnOnce(&Ctx) -> Result<Response, PortalError>,
 {
     let ctx = match Ctx::load(state, headers, remote.0, path).await {
         Ok(c) => c,
         Err(e) => return (e.status(), e.to_string()).into_response(),
     };
-    let (ctx, result) = f(ctx).await;
+    let result = f(&ctx).await;
     match result {
         Ok(mut resp) => {
             ctx.add_cookies(resp.headers_mut());

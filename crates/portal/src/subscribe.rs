@@ -136,80 +136,76 @@ pub async fn subscribe(
     Form(f): Fields,
 ) -> Response {
     let path = format!("/products/{product}");
-    page(&state.clone(), &headers, remote, &path, |ctx| async move {
-        let r = async {
-            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
-            let user = ctx.viewer.require_user()?.clone();
-            let viewer = ctx.viewer.clone();
-            let cat = state.catalogs.clone();
-            let pid = product.clone();
-            let card = state
-                .read(move |r| Ok(cat.get(r, &viewer)?.product(&pid)?.clone()))
-                .await?;
-            if !card.subscription_required {
-                return Err(PortalError::Invalid(
-                    "This product is open: its APIs need no key.".into(),
-                ));
-            }
-            if !card.terms.is_empty() && field(&f, "terms") != "yes" {
-                return Err(PortalError::Invalid(
-                    "Agree to the product's terms of use to subscribe.".into(),
-                ));
-            }
-            let name = field(&f, "name").trim().to_string();
-            if name.is_empty() || name.chars().count() > 100 {
-                return Err(PortalError::Invalid(
-                    "The subscription's name must have 1 to 100 characters.".into(),
-                ));
-            }
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            let sid = id.clone();
-            state
-                .write(format!("portal:{}", user.id), move |tx| {
-                    let scope = format!("/products/{}", card.id);
-                    let held = tx
-                        .all_of_kind(Kind::Subscription)?
-                        .iter()
-                        .filter(|s| {
-                            text(&s.properties, "ownerId") == user.path()
-                                && text(&s.properties, "scope") == scope
-                                && HELD.contains(&text(&s.properties, "state").as_str())
-                        })
-                        .count();
-                    if let Some(limit) = card.subscriptions_limit
-                        && held as i64 >= limit
-                    {
-                        return Err(PortalError::Invalid(format!(
-                            "You already hold {held} subscription(s) to {}, the most it allows.",
-                            card.name
-                        )));
-                    }
-                    let mut props = Map::new();
-                    props.insert("scope".into(), json!(scope));
-                    props.insert("ownerId".into(), json!(user.path()));
-                    props.insert("displayName".into(), json!(name));
-                    props.insert(
-                        "state".into(),
-                        json!(if card.approval_required {
-                            "submitted"
-                        } else {
-                            "active"
-                        }),
-                    );
-                    let path = ResourcePath::top(Kind::Subscription, &sid);
-                    rules::put_resource(tx, &path, props, Mode::Put, &WriteOptions::default())?;
-                    Ok(card.approval_required)
-                })
-                .await
-                .map(|waits| {
-                    see_other(&format!(
-                        "/subscriptions/{id}?done={}",
-                        if waits { "submitted" } else { "created" }
-                    ))
-                })
+    page(&state.clone(), &headers, remote, &path, async move |ctx| {
+        ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+        let user = ctx.viewer.require_user()?.clone();
+        let viewer = ctx.viewer.clone();
+        let cat = state.catalogs.clone();
+        let pid = product.clone();
+        let card = state
+            .read(move |r| Ok(cat.get(r, &viewer)?.product(&pid)?.clone()))
+            .await?;
+        if !card.subscription_required {
+            return Err(PortalError::Invalid(
+                "This product is open: its APIs need no key.".into(),
+            ));
         }
-        .await;
-        (ctx, r)
+        if !card.terms.is_empty() && field(&f, "terms") != "yes" {
+            return Err(PortalError::Invalid(
+                "Agree to the product's terms of use to subscribe.".into(),
+            ));
+        }
+        let name = field(&f, "name").trim().to_string();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(PortalError::Invalid(
+                "The subscription's name must have 1 to 100 characters.".into(),
+            ));
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let sid = id.clone();
+        state
+            .write(format!("portal:{}", user.id), move |tx| {
+                let scope = format!("/products/{}", card.id);
+                let held = tx
+                    .all_of_kind(Kind::Subscription)?
+                    .iter()
+                    .filter(|s| {
+                        text(&s.properties, "ownerId") == user.path()
+                            && text(&s.properties, "scope") == scope
+                            && HELD.contains(&text(&s.properties, "state").as_str())
+                    })
+                    .count();
+                if let Some(limit) = card.subscriptions_limit
+                    && held as i64 >= limit
+                {
+                    return Err(PortalError::Invalid(format!(
+                        "You already hold {held} subscription(s) to {}, the most it allows.",
+                        card.name
+                    )));
+                }
+                let mut props = Map::new();
+                props.insert("scope".into(), json!(scope));
+                props.insert("ownerId".into(), json!(user.path()));
+                props.insert("displayName".into(), json!(name));
+                props.insert(
+                    "state".into(),
+                    json!(if card.approval_required {
+                        "submitted"
+                    } else {
+                        "active"
+                    }),
+                );
+                let path = ResourcePath::top(Kind::Subscription, &sid);
+                rules::put_resource(tx, &path, props, Mode::Put, &WriteOptions::default())?;
+                Ok(card.approval_required)
+            })
+            .await
+            .map(|waits| {
+                see_other(&format!(
+                    "/subscriptions/{id}?done={}",
+                    if waits { "submitted" } else { "created" }
+                ))
+            })
     })
     .await
 }
@@ -225,26 +221,22 @@ pub async fn list(
         &headers,
         remote,
         "/subscriptions",
-        |ctx| async move {
-            let r = async {
-                let user = ctx.viewer.require_user()?.clone();
-                let subs = state
-                    .read(move |r| {
-                        of_user(r, &user)?
-                            .iter()
-                            .map(|s| view(r, s))
-                            .collect::<Result<Vec<_>, _>>()
-                    })
-                    .await?;
-                ctx.render(
-                    &state,
-                    StatusCode::OK,
-                    "subscriptions.html",
-                    json!({"subscriptions": subs, "done": done_text(field(&q, "done"))}),
-                )
-            }
-            .await;
-            (ctx, r)
+        async move |ctx| {
+            let user = ctx.viewer.require_user()?.clone();
+            let subs = state
+                .read(move |r| {
+                    of_user(r, &user)?
+                        .iter()
+                        .map(|s| view(r, s))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .await?;
+            ctx.render(
+                &state,
+                StatusCode::OK,
+                "subscriptions.html",
+                json!({"subscriptions": subs, "done": done_text(field(&q, "done"))}),
+            )
         },
     )
     .await
@@ -295,24 +287,20 @@ pub async fn show(
     remote: Remote,
 ) -> Response {
     let path = format!("/subscriptions/{id}");
-    page(&state.clone(), &headers, remote, &path, |ctx| async move {
-        let r = async {
-            let user = ctx.viewer.require_user()?.clone();
-            let (sub, usage) = state
-                .read(move |r| {
-                    let s = own(r, &user, &id)?;
-                    Ok((view(r, &s)?, usage(r, &id)?))
-                })
-                .await?;
-            ctx.render(
-                &state,
-                StatusCode::OK,
-                "subscription.html",
-                json!({"sub": sub, "usage": usage, "done": done_text(field(&q, "done"))}),
-            )
-        }
-        .await;
-        (ctx, r)
+    page(&state.clone(), &headers, remote, &path, async move |ctx| {
+        let user = ctx.viewer.require_user()?.clone();
+        let (sub, usage) = state
+            .read(move |r| {
+                let s = own(r, &user, &id)?;
+                Ok((view(r, &s)?, usage(r, &id)?))
+            })
+            .await?;
+        ctx.render(
+            &state,
+            StatusCode::OK,
+            "subscription.html",
+            json!({"sub": sub, "usage": usage, "done": done_text(field(&q, "done"))}),
+        )
     })
     .await
 }
@@ -342,35 +330,31 @@ async fn change(
         &headers,
         remote,
         &path.clone(),
-        |ctx| async move {
-            let r = async {
-                ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
-                let user = ctx.viewer.require_user()?.clone();
-                let (change, done) = what(&f)?;
-                let sid = id.clone();
-                state
-                    .write(format!("portal:{}", user.id), move |tx| {
-                        let p = own_in_write(tx, &user, &sid)?;
-                        let mut props = Map::new();
-                        match change {
-                            Change::Regenerate(field) => {
-                                props.insert(field.into(), json!(rules::generate_key()));
-                            }
-                            Change::Rename(name) => {
-                                props.insert("displayName".into(), json!(name));
-                            }
-                            Change::Cancel => {
-                                props.insert("state".into(), json!("cancelled"));
-                            }
+        async move |ctx| {
+            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            let user = ctx.viewer.require_user()?.clone();
+            let (change, done) = what(&f)?;
+            let sid = id.clone();
+            state
+                .write(format!("portal:{}", user.id), move |tx| {
+                    let p = own_in_write(tx, &user, &sid)?;
+                    let mut props = Map::new();
+                    match change {
+                        Change::Regenerate(field) => {
+                            props.insert(field.into(), json!(rules::generate_key()));
                         }
-                        rules::put_resource(tx, &p, props, Mode::Patch, &WriteOptions::default())?;
-                        Ok(())
-                    })
-                    .await?;
-                Ok(see_other(&format!("/subscriptions/{id}?done={done}")))
-            }
-            .await;
-            (ctx, r)
+                        Change::Rename(name) => {
+                            props.insert("displayName".into(), json!(name));
+                        }
+                        Change::Cancel => {
+                            props.insert("state".into(), json!("cancelled"));
+                        }
+                    }
+                    rules::put_resource(tx, &p, props, Mode::Patch, &WriteOptions::default())?;
+                    Ok(())
+                })
+                .await?;
+            Ok(see_other(&format!("/subscriptions/{id}?done={done}")))
         },
     )
     .await

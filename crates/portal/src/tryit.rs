@@ -134,18 +134,14 @@ pub async fn operation(
     remote: Remote,
 ) -> Response {
     let path = format!("/apis/{api}/operations/{op}");
-    page(&state.clone(), &headers, remote, &path, |ctx| async move {
-        let r = async {
-            let l = load(&state, &ctx, &api, &op).await?;
-            ctx.render(
-                &state,
-                StatusCode::OK,
-                "operation.html",
-                page_values(&state, &l, None),
-            )
-        }
-        .await;
-        (ctx, r)
+    page(&state.clone(), &headers, remote, &path, async move |ctx| {
+        let l = load(&state, ctx, &api, &op).await?;
+        ctx.render(
+            &state,
+            StatusCode::OK,
+            "operation.html",
+            page_values(&state, &l, None),
+        )
     })
     .await
 }
@@ -322,32 +318,28 @@ pub async fn try_it(
 ) -> Response {
     let fragment = headers.get("x-portal-fragment").is_some();
     let path = format!("/apis/{api}/operations/{op}");
-    page(&state.clone(), &headers, remote, &path, |ctx| async move {
-        let r = async {
-            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
-            let l = load(&state, &ctx, &api, &op).await?;
-            let result = match send(&state, &l, &f).await {
-                Ok(v) => v,
-                Err(PortalError::Invalid(m)) => {
-                    json!({"method": l.op.method, "url": "", "error": m})
-                }
-                Err(e) => return Err(e),
-            };
-            if fragment {
-                let html = state
-                    .templates
-                    .render("tryit_result.html", &json!({"result": result}))?;
-                return Ok((StatusCode::OK, Html(html)).into_response());
+    page(&state.clone(), &headers, remote, &path, async move |ctx| {
+        ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+        let l = load(&state, ctx, &api, &op).await?;
+        let result = match send(&state, &l, &f).await {
+            Ok(v) => v,
+            Err(PortalError::Invalid(m)) => {
+                json!({"method": l.op.method, "url": "", "error": m})
             }
-            ctx.render(
-                &state,
-                StatusCode::OK,
-                "operation.html",
-                page_values(&state, &l, Some(result)),
-            )
+            Err(e) => return Err(e),
+        };
+        if fragment {
+            let html = state
+                .templates
+                .render("tryit_result.html", &json!({"result": result}))?;
+            return Ok((StatusCode::OK, Html(html)).into_response());
         }
-        .await;
-        (ctx, r)
+        ctx.render(
+            &state,
+            StatusCode::OK,
+            "operation.html",
+            page_values(&state, &l, Some(result)),
+        )
     })
     .await
 }

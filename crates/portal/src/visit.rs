@@ -24,18 +24,16 @@ pub async fn content_page(
         &headers,
         remote,
         &path.clone(),
-        |ctx| async move {
+        async move |ctx| {
             let st = state.clone();
             let permalink = path.clone();
             let found = state
                 .read(move |r| Ok(st.content.get(r)?.page(&permalink)))
                 .await;
-            let result = match found {
-                Ok(Some(p)) => ctx.render(&state, StatusCode::OK, "page.html", json!({"page": p})),
-                Ok(None) => Err(PortalError::NotFound),
-                Err(e) => Err(e),
-            };
-            (ctx, result)
+            match found? {
+                Some(p) => ctx.render(&state, StatusCode::OK, "page.html", json!({"page": p})),
+                None => Err(PortalError::NotFound),
+            }
         },
     )
     .await
@@ -60,24 +58,20 @@ pub async fn apis(
         &headers,
         remote,
         "/apis",
-        |ctx| async move {
+        async move |ctx| {
             let viewer = ctx.viewer.clone();
             let cat = state.catalogs.clone();
-            let result = async {
-                let catalog = state.read(move |r| cat.get(r, &viewer)).await?;
-                let found = catalog.search(&query.q, &query.tag);
-                ctx.render(
-                    &state,
-                    StatusCode::OK,
-                    "apis.html",
-                    json!({
-                        "apis": found, "total": catalog.apis.len(), "tags": catalog.tags(),
-                        "q": query.q, "tag": query.tag,
-                    }),
-                )
-            }
-            .await;
-            (ctx, result)
+            let catalog = state.read(move |r| cat.get(r, &viewer)).await?;
+            let found = catalog.search(&query.q, &query.tag);
+            ctx.render(
+                &state,
+                StatusCode::OK,
+                "apis.html",
+                json!({
+                    "apis": found, "total": catalog.apis.len(), "tags": catalog.tags(),
+                    "q": query.q, "tag": query.tag,
+                }),
+            )
         },
     )
     .await
@@ -90,35 +84,31 @@ pub async fn api(
     remote: Remote,
 ) -> Response {
     let path = format!("/apis/{id}");
-    page(&state.clone(), &headers, remote, &path, |ctx| async move {
+    page(&state.clone(), &headers, remote, &path, async move |ctx| {
         let viewer = ctx.viewer.clone();
         let cat = state.catalogs.clone();
-        let result = async {
-            let (catalog, ops, description) = state
-                .read({
-                    let id = id.clone();
-                    move |r| {
-                        let catalog = cat.get(r, &viewer)?;
-                        let card = catalog.api(&id)?.clone();
-                        let ops = apidoc::operations(r, &id)?;
-                        Ok((catalog, ops, card.description))
-                    }
-                })
-                .await?;
-            let api = catalog.api(&id)?;
-            ctx.render(
-                &state,
-                StatusCode::OK,
-                "api.html",
-                json!({
-                    "api": api, "operations": ops, "products": catalog.products_of(&id),
-                    "description_html": markdown::to_safe_html(&description, "markdown"),
-                    "gateway": state.gateway_url(),
-                }),
-            )
-        }
-        .await;
-        (ctx, result)
+        let (catalog, ops, description) = state
+            .read({
+                let id = id.clone();
+                move |r| {
+                    let catalog = cat.get(r, &viewer)?;
+                    let card = catalog.api(&id)?.clone();
+                    let ops = apidoc::operations(r, &id)?;
+                    Ok((catalog, ops, card.description))
+                }
+            })
+            .await?;
+        let api = catalog.api(&id)?;
+        ctx.render(
+            &state,
+            StatusCode::OK,
+            "api.html",
+            json!({
+                "api": api, "operations": ops, "products": catalog.products_of(&id),
+                "description_html": markdown::to_safe_html(&description, "markdown"),
+                "gateway": state.gateway_url(),
+            }),
+        )
     })
     .await
 }
@@ -130,11 +120,11 @@ pub async fn definition(
     remote: Remote,
 ) -> Response {
     let path = format!("/apis/{id}/definition");
-    page(&state.clone(), &headers, remote, &path, |ctx| async move {
+    page(&state.clone(), &headers, remote, &path, async move |ctx| {
         let viewer = ctx.viewer.clone();
         let cat = state.catalogs.clone();
         let gateway = state.gateway_url();
-        let result = state
+        state
             .read(move |r| {
                 cat.get(r, &viewer)?.api(&id)?;
                 apidoc::definition(r, &id, &gateway)
@@ -148,8 +138,7 @@ pub async fn definition(
                     h.insert(header::CONTENT_DISPOSITION, v);
                 }
                 resp
-            });
-        (ctx, result)
+            })
     })
     .await
 }
@@ -160,20 +149,16 @@ pub async fn products(State(state): Portal, headers: HeaderMap, remote: Remote) 
         &headers,
         remote,
         "/products",
-        |ctx| async move {
+        async move |ctx| {
             let viewer = ctx.viewer.clone();
             let cat = state.catalogs.clone();
-            let result = async {
-                let catalog = state.read(move |r| cat.get(r, &viewer)).await?;
-                ctx.render(
-                    &state,
-                    StatusCode::OK,
-                    "products.html",
-                    json!({"products": catalog.products}),
-                )
-            }
-            .await;
-            (ctx, result)
+            let catalog = state.read(move |r| cat.get(r, &viewer)).await?;
+            ctx.render(
+                &state,
+                StatusCode::OK,
+                "products.html",
+                json!({"products": catalog.products}),
+            )
         },
     )
     .await
@@ -186,30 +171,26 @@ pub async fn product(
     remote: Remote,
 ) -> Response {
     let path = format!("/products/{id}");
-    page(&state.clone(), &headers, remote, &path, |ctx| async move {
+    page(&state.clone(), &headers, remote, &path, async move |ctx| {
         let viewer = ctx.viewer.clone();
         let cat = state.catalogs.clone();
-        let result = async {
-            let pid = id.clone();
-            let (catalog, held) = state
-                .read(move |r| {
-                    let held = match &viewer.user {
-                        Some(u) => crate::subscribe::held(r, u, &pid)?,
-                        None => 0,
-                    };
-                    Ok((cat.get(r, &viewer)?, held))
-                })
-                .await?;
-            let product = catalog.product(&id)?;
-            ctx.render(
-                &state,
-                StatusCode::OK,
-                "product.html",
-                json!({"product": product, "held": held}),
-            )
-        }
-        .await;
-        (ctx, result)
+        let pid = id.clone();
+        let (catalog, held) = state
+            .read(move |r| {
+                let held = match &viewer.user {
+                    Some(u) => crate::subscribe::held(r, u, &pid)?,
+                    None => 0,
+                };
+                Ok((cat.get(r, &viewer)?, held))
+            })
+            .await?;
+        let product = catalog.product(&id)?;
+        ctx.render(
+            &state,
+            StatusCode::OK,
+            "product.html",
+            json!({"product": product, "held": held}),
+        )
     })
     .await
 }

@@ -35,6 +35,9 @@ pub struct GatewayConfig {
     /// A Redis server (`redis://HOST:PORT`) through which rate limits and quotas are shared
     /// with other gateways; `None`: this gateway counts alone (as APIM's self-hosted gateways).
     pub counters: Option<String>,
+    /// The developer portal's base URL (`http://127.0.0.1:8002`): requests whose host is one of
+    /// the service's `DeveloperPortal` host names are passed to it. `None`: no portal here.
+    pub portal: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -55,6 +58,7 @@ impl Default for GatewayConfig {
             serves_gateway: None,
             region: None,
             counters: None,
+            portal: None,
         }
     }
 }

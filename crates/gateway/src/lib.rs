@@ -120,6 +120,10 @@ impl Gateway {
             store: store.clone(),
             request_ids: shared::RequestIds::new(),
             refusal: Default::default(),
+            portal_route: config
+                .portal
+                .as_deref()
+                .map(|url| Arc::new(table::portal_route(url))),
             config,
         });
         shared.stats.set_revision(mirror.revision);

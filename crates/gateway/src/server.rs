@@ -16,7 +16,7 @@ use crate::policies::Served;
 use crate::proxy::{self};
 use crate::request::{ClientRequest, RequestHeaders, RequestId};
 use crate::shared::Shared;
-use crate::table::ApiKind;
+use crate::table::{ApiKind, ApiRoute, RoutingTable};
 use crate::telemetry::{AccessRecord, StatKey, bucket_of, without_param};
 use crate::template;
 use hyper::header::{self};
@@ -35,17 +35,21 @@ fn inbound(
     req: &ClientRequest,
     tls: bool,
     soap_element: Option<&str>,
+    portal: Option<&Arc<ApiRoute>>,
 ) -> Result<(), GatewayError> {
     let path = req.uri.path();
     let query = req.uri.query();
     let headers = &req.headers;
     let table = ctx.table.clone();
-    let (api, rest_start) = table
-        .find_api_at(path, query, |name| {
+    let found = match portal {
+        Some(route) => Some((route.clone(), 0)),
+        None => table.find_api_at(path, query, |name| {
             headers
                 .get_str(&name.to_ascii_lowercase())
                 .map(str::to_string)
-        })
+        }),
+    };
+    let (api, rest_start) = found
         .ok_or_else(|| GatewayError::new(StatusCode::NOT_FOUND, "ApiNotFound", MSG_NOT_FOUND))?;
     let rest = crate::table::rest_of(path, rest_start);
     if (tls && !api.allow_https) || (!tls && !api.allow_http) {
@@ -183,7 +187,7 @@ pub(crate) fn route_handshake(
         client,
         true,
     );
-    inbound(&mut ctx, req, tls, None)?;
+    inbound(&mut ctx, req, tls, None, None)?;
     let api = ctx.api.as_ref().expect("routed");
     let base = api.service_url.as_deref().ok_or_else(|| {
         GatewayError::new(
@@ -327,6 +331,32 @@ impl Answer {
     }
 }
 
+/// The portal's route, when the request is for one of the service's `DeveloperPortal` host
+/// names and the portal runs here. With no such host name (the usual case) this is one check.
+fn portal_route<'a>(
+    shared: &'a Shared,
+    table: &RoutingTable,
+    req: &ClientRequest,
+) -> Option<&'a Arc<ApiRoute>> {
+    if table.portal_hosts.is_empty() {
+        return None;
+    }
+    let route = shared.portal_route.as_ref()?;
+    let host = req
+        .headers
+        .get_str("host")
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))?;
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    table
+        .portal_hosts
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(name))
+        .then_some(route)
+}
+
 /// Serves one request through the phases and records what happened.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
@@ -359,8 +389,9 @@ pub(crate) async fn handle(
     let mut backend_ms = None;
     let mut answered = None;
     let mut error_reason = None;
+    let portal = portal_route(&shared, &ctx.table, &req);
     let mut routed = match shared.refusal.reason() {
-        None => inbound(&mut ctx, &req, tls, None),
+        None => inbound(&mut ctx, &req, tls, None, portal),
         Some(reason) => Err(GatewayError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "GatewayUnavailable",
@@ -372,7 +403,7 @@ pub(crate) async fn handle(
             Some(body) => crate::soap::body_element(&body),
             None => String::new(),
         };
-        routed = inbound(&mut ctx, &req, tls, Some(&element));
+        routed = inbound(&mut ctx, &req, tls, Some(&element), portal);
     }
     let refused = match (&routed, graphql_schema(&ctx)) {
         (Ok(()), Some(schema)) if !ctx.preflight => {
@@ -384,7 +415,10 @@ pub(crate) async fn handle(
     };
     let table = ctx.table.clone();
     let chain = match &routed {
-        Ok(()) if !table.policies.is_empty() => Some(table.policies.chain(&ctx.scopes())),
+        // The portal's own pages are not an API: the service's policies do not apply to them.
+        Ok(()) if !table.policies.is_empty() && portal.is_none() => {
+            Some(table.policies.chain(&ctx.scopes()))
+        }
         _ => None,
     };
     let step = match refused {

@@ -34,6 +34,8 @@ pub struct Shared {
     /// refused): every request is answered 503 with this reason rather than from a
     /// configuration that may be stale.
     pub(crate) refusal: Refusal,
+    /// Where requests to the developer portal's host names go (`GatewayConfig::portal`).
+    pub(crate) portal_route: Option<Arc<crate::table::ApiRoute>>,
 }
 
 /// Whether the gateway refuses traffic, and why; read per request through one atomic load.

@@ -172,6 +172,9 @@ pub struct RoutingTable {
     pub revision: u64,
     pub service_name: String,
     pub region: String,
+    /// The service's `DeveloperPortal` host names, lower-cased: requests to them go to the
+    /// portal (empty — the usual case — costs a request one length check).
+    pub portal_hosts: Vec<String>,
     routes: Arc<Routes>,
     keys: ConfigMap<String, KeyEntry>,
     /// A self-hosted gateway's table: `keys` holds digests of the keys (`model::keys`), and a
@@ -637,6 +640,52 @@ fn remove_keys_of(keys: &mut ConfigMap<String, KeyEntry>, info: &SubscriptionInf
     }
 }
 
+/// The service's `DeveloperPortal` host names, lower-cased.
+fn portal_hosts(mirror: &ConfigMirror) -> Vec<String> {
+    mirror
+        .service
+        .iter()
+        .flat_map(|s| &s.hostname_configurations)
+        .filter(|h| h.kind.eq_ignore_ascii_case("DeveloperPortal"))
+        .map(|h| h.host_name.to_ascii_lowercase())
+        .collect()
+}
+
+/// The route of requests to the developer portal's host names: every method and path, no
+/// subscription, no key looked for, forwarded to the portal as they came.
+pub(crate) fn portal_route(url: &str) -> ApiRoute {
+    ApiRoute {
+        id: Arc::from(PORTAL_ROUTE_ID),
+        name: "Developer portal".into(),
+        revision: 1,
+        is_current: true,
+        path: String::new(),
+        service_url: Some(url.trim_end_matches('/').to_string()),
+        backend_base: BackendBase::split(url.trim_end_matches('/')),
+        allow_http: true,
+        allow_https: true,
+        subscription_required: false,
+        // No request carries this header: a visitor's request is never taken for a key.
+        key_header: hyper::header::HeaderName::from_static("x-gatehouse-portal-no-key"),
+        key_query: String::new(),
+        version: None,
+        scheme: None,
+        operations: vec![OperationRoute {
+            id: Arc::from("any"),
+            method: "*".into(),
+            url_template: "/*".into(),
+            template: Template::parse("/*"),
+            soap_action: None,
+            soap_element: None,
+        }],
+        kind: ApiKind::Http,
+        products: Vec::new(),
+    }
+}
+
+/// The id the portal's route goes by (in metrics and the access log).
+pub(crate) const PORTAL_ROUTE_ID: &str = "developer-portal";
+
 fn service_names(mirror: &ConfigMirror) -> (String, String) {
     mirror
         .service
@@ -706,6 +755,7 @@ impl RoutingTable {
             revision: mirror.revision,
             service_name,
             region,
+            portal_hosts: portal_hosts(mirror),
             routes: Arc::new(Routes::compile(mirror)),
             keys,
             keys_are_digests: mirror.serves.is_some(),
@@ -801,6 +851,7 @@ impl RoutingTable {
             revision: mirror.revision,
             service_name,
             region,
+            portal_hosts: portal_hosts(mirror),
             routes,
             keys,
             keys_are_digests: self.keys_are_digests,

@@ -229,7 +229,13 @@ impl Instance {
             scheme(config.gateway.tls.is_some()),
             gw_listener.local_addr()?,
         );
-        let gateway = Gateway::start(store.clone(), gw_listener, config.gateway.clone()).await?;
+        let mut gateway_config = config.gateway.clone();
+        if let Some(listener) = &portal_listener {
+            // Requests to the service's DeveloperPortal host names reach the portal through
+            // the gateway's listener too.
+            gateway_config.portal = Some(base_url("http", listener.local_addr()?));
+        }
+        let gateway = Gateway::start(store.clone(), gw_listener, gateway_config).await?;
         let gateway_shared = gateway.shared.clone();
         let traffic_shared = gateway.shared.clone();
         let (deleted_tx, deleted) = watch::channel(false);

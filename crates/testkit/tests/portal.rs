@@ -1046,3 +1046,88 @@ async fn with_smtp_accounts_confirm_their_email_and_reset_forgotten_passwords() 
     // The old session (signed in before the reset) ended with the password change.
     assert_eq!(v.get("/profile").await.status, 303);
 }
+
+#[tokio::test]
+async fn the_gateway_serves_the_portal_on_its_developer_portal_host_name() {
+    let (t, _backend) = instance_with_catalogue().await;
+    // A global policy that refuses every API call: the portal's pages are not an API call.
+    t.put_ok("/policies/policy", json!({"properties": {"value": "<policies><inbound><return-response><set-status code=\"403\" reason=\"Closed\" /></return-response></inbound><backend><forward-request /></backend><outbound /><on-error /></policies>"}})).await;
+    let (s, b) = t.call("PATCH", "/", Some(json!({"properties": {"hostnameConfigurations": [{"type": "DeveloperPortal", "hostName": "developer.contoso.test"}]}}))).await;
+    assert!(s == 200 || s == 202, "{s} {b}");
+    t.gateway_caught_up().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let gateway = t.gateway_url();
+    let get = |path: &str, host: &str| {
+        http.get(format!("{gateway}{path}"))
+            .header("host", host)
+            .send()
+    };
+    for host in ["developer.contoso.test", "Developer.Contoso.TEST:443"] {
+        let home = get("/", host).await.unwrap();
+        assert_eq!(home.status(), 200, "{host}");
+        assert!(home.headers().contains_key("content-security-policy"));
+        assert!(home.text().await.unwrap().contains("Welcome"));
+    }
+    let apis = get("/apis?q=weather", "developer.contoso.test")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(apis.contains("Weather"), "{apis}");
+    // A form posts through the gateway too (cookies and CSRF pass as they came).
+    let form = get("/signin", "developer.contoso.test").await.unwrap();
+    let cookie = form
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = gatehouse_testkit::portal::Page {
+        status: 200,
+        html: form.text().await.unwrap(),
+        headers: Default::default(),
+        location: None,
+    };
+    let posted = http
+        .post(format!("{gateway}/signin"))
+        .header("host", "developer.contoso.test")
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "csrf={}&email=nobody%40example.com&password=whatever1",
+            page.csrf().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        posted.status(),
+        401,
+        "a failed sign-in, answered by the portal"
+    );
+    // Any other host is the gateway's as before: an API call without a key is refused, with
+    // a key it meets the global policy.
+    let api = get("/weather/forecast/Oslo", "api.contoso.test")
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 401);
+    let (key, _) = t.subscription("k1", "/products/starter").await;
+    t.gateway_caught_up().await;
+    let keyed = http
+        .get(format!("{gateway}/weather/forecast/Oslo"))
+        .header("host", "api.contoso.test")
+        .header("ocp-apim-subscription-key", key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyed.status(), 403);
+    assert_eq!(get("/", "api.contoso.test").await.unwrap().status(), 404);
+}

@@ -134,7 +134,7 @@ async fn signin_inner(
     ctx: &Ctx,
     f: &HashMap<String, String>,
 ) -> Result<Response, PortalError> {
-    ctx.check_csrf(state, f.get("csrf").map(String::as_str))?;
+    ctx.check_csrf(state, f)?;
     let email = field(f, "email").trim().to_string();
     let password = field(f, "password").to_string();
     if let Err(wait) = state.limiter.check(&email, &ctx.address) {
@@ -205,13 +205,12 @@ pub async fn signout(
         remote,
         "/signout",
         async move |ctx| {
-            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))
-                .map(|()| {
-                    if let Some(c) = &ctx.session {
-                        state.revoked.revoke(c);
-                    }
-                    signed_out(ctx, "/")
-                })
+            ctx.check_csrf(&state, &f).map(|()| {
+                if let Some(c) = &ctx.session {
+                    state.revoked.revoke(c);
+                }
+                signed_out(ctx, "/")
+            })
         },
     )
     .await
@@ -285,7 +284,7 @@ async fn signup_inner(
     ctx: &Ctx,
     f: &HashMap<String, String>,
 ) -> Result<Response, PortalError> {
-    ctx.check_csrf(state, f.get("csrf").map(String::as_str))?;
+    ctx.check_csrf(state, f)?;
     let settings = signup_settings(state).await?;
     if !settings.enabled {
         return Err(PortalError::Forbidden);
@@ -443,7 +442,7 @@ pub async fn change_password(
         remote,
         "/profile",
         async move |ctx| {
-            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            ctx.check_csrf(&state, &f)?;
             let user = ctx.viewer.require_user()?.clone();
             recheck_password(&state, &user.id, field(&f, "current")).await?;
             let password = field(&f, "password").to_string();
@@ -475,7 +474,7 @@ pub async fn close_account(
         remote,
         "/profile",
         async move |ctx| {
-            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            ctx.check_csrf(&state, &f)?;
             let user = ctx.viewer.require_user()?.clone();
             recheck_password(&state, &user.id, field(&f, "password")).await?;
             let path = ResourcePath::top(Kind::User, &user.id);
@@ -616,7 +615,7 @@ pub async fn reset_request(
     Form(f): Fields,
 ) -> Response {
     page(&state.clone(), &headers, remote, "/reset", async move |ctx| {
-            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            ctx.check_csrf(&state, &f)?;
             let mailer = state.mailer.clone().ok_or(PortalError::Forbidden)?;
             let email = field(&f, "email").trim().to_string();
             if let Err(wait) = state.limiter.check(&email, &ctx.address) {
@@ -709,7 +708,7 @@ pub async fn new_password(
         remote,
         "/reset",
         async move |ctx| {
-            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            ctx.check_csrf(&state, &f)?;
             let user = reset_claim(&state, &token).await?;
             let password = field(&f, "password").to_string();
             check_password(&password)?;

@@ -199,7 +199,7 @@ pub async fn save_page(
 ) -> Response {
     let path = format!("/admin/pages/{id}");
     page(&state.clone(), &headers, remote, &path, async move |ctx| {
-        ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+        ctx.check_csrf(&state, &f)?;
         let id = if id == "new" {
             field(&f, "id").to_string()
         } else {
@@ -237,7 +237,7 @@ pub async fn save_styles(
         remote,
         "/admin",
         async move |ctx| {
-            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            ctx.check_csrf(&state, &f)?;
             let mut props = Map::new();
             for name in ["siteTitle", "primaryColor", "accentColor", "logo", "footer"] {
                 props.insert(name.into(), json!(field(&f, name)));
@@ -291,7 +291,7 @@ pub async fn upload_image(
         "/admin",
         async move |ctx| {
             let (f, file) = read_upload(form).await?;
-            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            ctx.check_csrf(&state, &f)?;
             let (declared, bytes) =
                 file.ok_or_else(|| PortalError::Invalid("Choose an image file to upload.".into()))?;
             let id = field(&f, "id").to_string();
@@ -338,7 +338,7 @@ pub async fn publish(
         remote,
         "/admin",
         async move |ctx| {
-            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            ctx.check_csrf(&state, &f)?;
             let stamp = time::OffsetDateTime::now_utc();
             let id = format!("{}{:03}", stamp.unix_timestamp(), stamp.millisecond());
             let mut props = Map::new();
@@ -371,7 +371,7 @@ pub async fn make_current(
         remote,
         "/admin",
         async move |ctx| {
-            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            ctx.check_csrf(&state, &f)?;
             let mut props = Map::new();
             props.insert("isCurrent".into(), json!(true));
             admin_write(
@@ -403,7 +403,7 @@ async fn set_state(
         remote,
         "/admin",
         async move |ctx| {
-            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            ctx.check_csrf(&state, &f)?;
             let path = checked(path.0, &path.1, "id")?;
             let mut props = Map::new();
             props.insert("state".into(), json!(to));

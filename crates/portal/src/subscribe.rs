@@ -137,7 +137,7 @@ pub async fn subscribe(
 ) -> Response {
     let path = format!("/products/{product}");
     page(&state.clone(), &headers, remote, &path, async move |ctx| {
-        ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+        ctx.check_csrf(&state, &f)?;
         let user = ctx.viewer.require_user()?.clone();
         let viewer = ctx.viewer.clone();
         let cat = state.catalogs.clone();
@@ -331,7 +331,7 @@ async fn change(
         remote,
         &path.clone(),
         async move |ctx| {
-            ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+            ctx.check_csrf(&state, &f)?;
             let user = ctx.viewer.require_user()?.clone();
             let (change, done) = what(&f)?;
             let sid = id.clone();

@@ -319,7 +319,7 @@ pub async fn try_it(
     let fragment = headers.get("x-portal-fragment").is_some();
     let path = format!("/apis/{api}/operations/{op}");
     page(&state.clone(), &headers, remote, &path, async move |ctx| {
-        ctx.check_csrf(&state, f.get("csrf").map(String::as_str))?;
+        ctx.check_csrf(&state, &f)?;
         let l = load(&state, ctx, &api, &op).await?;
         let result = match send(&state, &l, &f).await {
             Ok(v) => v,

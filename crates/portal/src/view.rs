@@ -75,8 +75,13 @@ impl Ctx {
         })
     }
 
-    /// Refuses a form whose CSRF field does not match the visitor's cookie.
-    pub fn check_csrf(&self, state: &PortalState, field: Option<&str>) -> Result<(), PortalError> {
+    /// Refuses a form whose CSRF field (`csrf`) does not match the visitor's cookie.
+    pub fn check_csrf(
+        &self,
+        state: &PortalState,
+        form: &std::collections::HashMap<String, String>,
+    ) -> Result<(), PortalError> {
+        let field = form.get("csrf").map(String::as_str);
         if !self.new_csrf && session::csrf_ok(&state.key, Some(&self.csrf_cookie), field) {
             Ok(())
         } else {

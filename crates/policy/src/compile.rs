@@ -181,10 +181,8 @@ impl<'a, 'd> Ctx<'a, 'd> {
         match self.text_value(node, raw)? {
             Text::Expr(c) => Ok(c),
             Text::Lit(l) => match l.trim() {
-                "true" | "True" => Ok(Arc::new(Code::Expr(expr::Expr::Lit(expr::V::Bool(true))))),
-                "false" | "False" => {
-                    Ok(Arc::new(Code::Expr(expr::Expr::Lit(expr::V::Bool(false)))))
-                }
+                "true" | "True" => Ok(Arc::new(Code::literal(expr::V::Bool(true)))),
+                "false" | "False" => Ok(Arc::new(Code::literal(expr::V::Bool(false)))),
                 _ => self.err(
                     node,
                     format!(

@@ -447,7 +447,28 @@ fn pairs_lookup(pairs: &[(String, String)], key: &str) -> Option<V> {
         .filter(|(k, _)| k.eq_ignore_ascii_case(key))
         .map(|(_, v)| V::Str(v.clone()))
         .collect();
-    (!vals.is_empty()).then_some(V::List(vals))
+    (!vals.is_empty()).then(|| V::list(vals))
+}
+
+/// Pairs grouped by name (first appearance order), each with its list of values.
+fn pairs_entries(pairs: &[(String, String)], lists: bool) -> Vec<(String, V)> {
+    let mut out: Vec<(String, Vec<V>)> = Vec::new();
+    for (k, v) in pairs {
+        match out.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(k)) {
+            Some((_, vals)) => vals.push(V::Str(v.clone())),
+            None => out.push((k.clone(), vec![V::Str(v.clone())])),
+        }
+    }
+    out.into_iter()
+        .map(|(k, mut vals)| {
+            let v = if !lists && vals.len() == 1 {
+                vals.remove(0)
+            } else {
+                V::list(vals)
+            };
+            (k, v)
+        })
+        .collect()
 }
 
 fn parse_query(q: &str) -> Vec<(String, String)> {
@@ -542,12 +563,12 @@ impl Env for Exchange {
                 .as_ref()
                 .and_then(|r| pairs_lookup(&r.headers, key)),
             "Request.Url.Query" => pairs_lookup(&self.query, key).map(|v| match v {
-                V::List(mut l) if l.len() == 1 => l.remove(0),
+                V::List(l) if l.lock().len() == 1 => l.lock().remove(0),
                 v => v,
             }),
             "Request.OriginalUrl.Query" => pairs_lookup(&parse_query(&self.original_query), key)
                 .map(|v| match v {
-                    V::List(mut l) if l.len() == 1 => l.remove(0),
+                    V::List(l) if l.lock().len() == 1 => l.lock().remove(0),
                     v => v,
                 }),
             "Request.MatchedParameters" => self
@@ -557,6 +578,34 @@ impl Env for Exchange {
                 .map(|(_, v)| V::Str(v.clone())),
             "Variables" => self.variables.get(key).cloned(),
             _ => None,
+        }
+    }
+
+    fn entries(&self, map: &str) -> Vec<(String, V)> {
+        match map {
+            "Request.Headers" => pairs_entries(&self.request_headers, true),
+            "Response.Headers" => self
+                .response
+                .as_ref()
+                .map(|r| pairs_entries(&r.headers, true))
+                .unwrap_or_default(),
+            "Request.Url.Query" => pairs_entries(&self.query, false),
+            "Request.OriginalUrl.Query" => pairs_entries(&parse_query(&self.original_query), false),
+            "Request.MatchedParameters" => self
+                .matched_parameters
+                .iter()
+                .map(|(k, v)| (k.clone(), V::Str(v.clone())))
+                .collect(),
+            "Variables" => {
+                let mut vars: Vec<(String, V)> = self
+                    .variables
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                vars.sort_by(|a, b| a.0.cmp(&b.0));
+                vars
+            }
+            _ => Vec::new(),
         }
     }
 

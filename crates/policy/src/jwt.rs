@@ -348,5 +348,5 @@ fn check_claims(jwt: &Jwt, claims: &Value) -> Result<(), Refused> {
 
 /// The claims as `context.Variables[output-token-variable-name]` holds them.
 pub fn as_variable(claims: Value) -> V {
-    V::Json(claims)
+    V::json(claims)
 }

@@ -375,8 +375,12 @@ impl exec::InfoSource for RequestInfo {
                     "Email" => s(&u.email),
                     "FirstName" => s(&u.first_name),
                     "LastName" => s(&u.last_name),
-                    "Groups" => Some(V::List(
-                        u.groups.iter().map(|g| V::Str(g.clone())).collect(),
+                    // IEnumerable<IGroup>: each with its Id and Name.
+                    "Groups" => Some(V::list(
+                        u.groups
+                            .iter()
+                            .map(|g| V::json(serde_json::json!({ "Id": g, "Name": g })))
+                            .collect(),
                     )),
                     _ => None,
                 }

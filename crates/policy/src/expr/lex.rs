@@ -23,9 +23,13 @@ pub enum InterpPart {
 /// A token and the byte offset it starts at (for error positions).
 pub type Spanned = (Tok, usize);
 
+/// Longest first where one is a prefix of another. `<<` and `>>` are not tokens: `>>` closes
+/// two generic argument lists (`List<List<int>>`), so the parser reads shifts from two adjacent
+/// `<` or `>`.
 const PUNCTS: &[&str] = &[
-    "?.", "??", "==", "!=", "<=", ">=", "&&", "||", "=>", "++", "--", "+=", "-=", "+", "-", "*",
-    "/", "%", "<", ">", "!", "?", ":", ".", ",", "(", ")", "[", "]", "{", "}", ";", "=",
+    "??=", "?.", "?[", "??", "==", "!=", "<=", ">=", "&&", "||", "=>", "++", "--", "+=", "-=",
+    "*=", "/=", "%=", "&=", "|=", "^=", "+", "-", "*", "/", "%", "<", ">", "!", "?", ":", ".", ",",
+    "(", ")", "[", "]", "{", "}", ";", "=", "&", "|", "^", "~",
 ];
 
 fn escape(c: char) -> Option<char> {
@@ -96,9 +100,25 @@ impl Lexer<'_> {
             s.push(d);
             self.i += 1;
         }
-        // Suffixes: L, d, m, f.
-        if let Some(suffix) = self.at(self.i).filter(|d| "LldDmMfF".contains(*d)) {
-            double |= !matches!(suffix, 'L' | 'l');
+        if matches!(self.at(self.i), Some('e' | 'E'))
+            && self
+                .at(self.i + 1)
+                .is_some_and(|d| d.is_ascii_digit() || d == '-' || d == '+')
+        {
+            double = true;
+            s.push('e');
+            self.i += 1;
+            while let Some(d) = self
+                .at(self.i)
+                .filter(|d| d.is_ascii_digit() || *d == '-' || *d == '+')
+            {
+                s.push(d);
+                self.i += 1;
+            }
+        }
+        // Suffixes: L, U, UL, d, m, f.
+        while let Some(suffix) = self.at(self.i).filter(|d| "LlUudDmMfF".contains(*d)) {
+            double |= !matches!(suffix, 'L' | 'l' | 'U' | 'u');
             self.i += 1;
         }
         if double {
@@ -140,8 +160,38 @@ impl Lexer<'_> {
         }
     }
 
-    /// `$"…{expr}…"`, the `$"` taken.
-    fn interpolated(&mut self, start: usize) -> Result<Tok, ExprError> {
+    fn skip_block_comment(&mut self, start: usize) -> Result<(), ExprError> {
+        self.i += 2;
+        loop {
+            match (self.at(self.i), self.at(self.i + 1)) {
+                (Some('*'), Some('/')) => {
+                    self.i += 2;
+                    return Ok(());
+                }
+                (Some(_), _) => self.i += 1,
+                (None, _) => return Err(ExprError::at(start, "a /* comment is not closed")),
+            }
+        }
+    }
+
+    /// `0x1F` (and its `L`/`U` suffixes).
+    fn hex(&mut self, start: usize) -> Result<Tok, ExprError> {
+        self.i += 2;
+        let mut s = String::new();
+        while let Some(d) = self.at(self.i).filter(char::is_ascii_hexdigit) {
+            s.push(d);
+            self.i += 1;
+        }
+        while self.at(self.i).is_some_and(|d| "uUlL".contains(d)) {
+            self.i += 1;
+        }
+        i64::from_str_radix(&s, 16)
+            .map(Tok::Int)
+            .map_err(|_| ExprError::at(start, "bad hexadecimal number"))
+    }
+
+    /// `$"…{expr}…"` (or `$@"…"`, verbatim), the opening taken.
+    fn interpolated(&mut self, start: usize, verbatim: bool) -> Result<Tok, ExprError> {
         let mut parts = Vec::new();
         let mut lit = String::new();
         loop {
@@ -149,8 +199,12 @@ impl Lexer<'_> {
                 .take()
                 .ok_or_else(|| ExprError::at(start, "an interpolated string is not closed"))?;
             match d {
+                '"' if verbatim && self.at(self.i) == Some('"') => {
+                    lit.push('"');
+                    self.i += 1;
+                }
                 '"' => break,
-                '\\' => lit.push(self.escaped()?),
+                '\\' if !verbatim => lit.push(self.escaped()?),
                 '{' | '}' if self.at(self.i) == Some(d) => {
                     lit.push(d);
                     self.i += 1;
@@ -214,7 +268,7 @@ impl Lexer<'_> {
     }
 
     fn punct(&mut self, start: usize, c: char) -> Result<Tok, ExprError> {
-        let end = self.chars.len().min(self.i + 2);
+        let end = self.chars.len().min(self.i + 3);
         let rest: String = self.chars[self.i..end].iter().map(|c| c.1).collect();
         match PUNCTS.iter().find(|p| rest.starts_with(**p)) {
             Some(p) => {
@@ -242,6 +296,11 @@ impl Lexer<'_> {
                     self.skip_line();
                     continue;
                 }
+                '/' if next == Some('*') => {
+                    self.skip_block_comment(start)?;
+                    continue;
+                }
+                '0' if matches!(next, Some('x' | 'X')) => self.hex(start)?,
                 c if c.is_ascii_alphabetic() || c == '_' => self.ident(),
                 c if c.is_ascii_digit() => self.number(start)?,
                 '"' => {
@@ -254,7 +313,15 @@ impl Lexer<'_> {
                 }
                 '$' if next == Some('"') => {
                     self.i += 2;
-                    self.interpolated(start)?
+                    self.interpolated(start, false)?
+                }
+                '$' if next == Some('@') && self.at(self.i + 2) == Some('"') => {
+                    self.i += 3;
+                    self.interpolated(start, true)?
+                }
+                '@' if next == Some('$') && self.at(self.i + 2) == Some('"') => {
+                    self.i += 3;
+                    self.interpolated(start, true)?
                 }
                 '\'' => self.char_literal(start)?,
                 c => self.punct(start, c)?,

@@ -5,14 +5,22 @@
 //! `context` member, variable or type) is a parse error; evaluation failures are values of
 //! [`EvalError`], which the gateway turns into `ExpressionValueEvaluationFailure`.
 
+mod ast;
+mod clock;
+mod construct;
 mod eval;
 mod lex;
+mod library;
 mod parse;
+mod stmt;
+mod types;
+mod value;
+mod xtree;
 
-pub use eval::{Env, EvalError, eval_code};
+pub use ast::{Body, Expr, Stmt};
+pub use eval::{MAX_CALL_DEPTH, MAX_STEPS, eval_code};
 pub use parse::MAX_NESTING;
-
-use base64::Engine;
+pub use value::{Env, EvalError, Json, V};
 
 /// A parse error at a byte offset of the expression's source.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -36,111 +44,6 @@ impl ExprError {
     }
 }
 
-/// A runtime value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum V {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Double(f64),
-    Str(String),
-    Bytes(Vec<u8>),
-    List(Vec<V>),
-    Json(serde_json::Value),
-    /// Seconds since the Unix epoch, UTC (DateTime).
-    Time(time::OffsetDateTime),
-    /// An object of the policy context, by its dotted path (`Request.Headers`).
-    Ctx(String),
-    /// A static type (`string`, `DateTime`, …) whose members are being reached.
-    Type(String),
-    /// A `StringComparison` value: true for a case-insensitive comparison.
-    Comparison(bool),
-}
-
-impl V {
-    pub fn truthy(&self) -> Result<bool, EvalError> {
-        match self {
-            V::Bool(b) => Ok(*b),
-            V::Json(serde_json::Value::Bool(b)) => Ok(*b),
-            other => Err(EvalError(format!("{} is not a bool", other.type_name()))),
-        }
-    }
-
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            V::Null => "null",
-            V::Bool(_) => "bool",
-            V::Int(_) => "int",
-            V::Double(_) => "double",
-            V::Str(_) => "string",
-            V::Bytes(_) => "byte[]",
-            V::List(_) => "array",
-            V::Json(_) => "JToken",
-            V::Time(_) => "DateTime",
-            V::Ctx(_) => "context object",
-            V::Type(_) => "type",
-            V::Comparison(_) => "StringComparison",
-        }
-    }
-
-    /// The value as text, as C#'s `ToString()` would give it.
-    pub fn text(&self) -> String {
-        match self {
-            V::Null => String::new(),
-            V::Bool(b) => if *b { "True" } else { "False" }.into(),
-            V::Int(n) => n.to_string(),
-            V::Double(d) => d.to_string(),
-            V::Str(s) => s.clone(),
-            V::Bytes(b) => base64::engine::general_purpose::STANDARD.encode(b),
-            V::List(l) => l.iter().map(V::text).collect::<Vec<_>>().join(","),
-            V::Json(serde_json::Value::String(s)) => s.clone(),
-            V::Json(j) => j.to_string(),
-            V::Time(t) => t
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-            V::Ctx(p) => p.clone(),
-            V::Type(t) => t.clone(),
-            V::Comparison(_) => "StringComparison".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Expr {
-    Lit(V),
-    Interp(Vec<Expr>),
-    Context,
-    Local(String),
-    Static(String),
-    Member(Box<Expr>, String),
-    /// `target?.member` and `target?.Method(…)`: null when the target is null.
-    NullSafe(Box<Expr>, Box<Expr>),
-    /// The placeholder of the target inside a `NullSafe` access.
-    Target,
-    /// `out var name` (or `out T name`) in TryParse calls: the local it assigns.
-    OutVar(String),
-    /// target.Method<T>(args)
-    Call(Box<Expr>, String, Option<String>, Vec<Expr>),
-    Index(Box<Expr>, Box<Expr>),
-    Unary(&'static str, Box<Expr>),
-    /// `first op₁ x₁ op₂ x₂ …`, applied from the left: the left-associative binary operators
-    /// of one expression level kept flat, so that a chain of any length (an allow-list written
-    /// as 5,000 `||`) costs neither recursion nor a deep tree.
-    Binary(Box<Expr>, Vec<(&'static str, Expr)>),
-    Cond(Box<Expr>, Box<Expr>, Box<Expr>),
-    Cast(String, Box<Expr>),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Stmt {
-    Var(String, Expr),
-    Assign(String, Expr),
-    If(Expr, Vec<Stmt>, Vec<Stmt>),
-    Foreach(String, Expr, Vec<Stmt>),
-    Return(Expr),
-    Expr(Expr),
-}
-
 /// A value that is a literal or an expression.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Text {
@@ -157,17 +60,25 @@ impl Text {
     }
 }
 
-/// A compiled expression: `@(…)` or `@{…}`.
+/// A compiled expression: `@(…)` or `@{…}`, with the size of the frame its locals need.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Code {
-    Expr(Expr),
-    Block(Vec<Stmt>),
+pub struct Code {
+    pub body: Body,
+    pub slots: usize,
 }
 
 impl Code {
+    /// A constant.
+    pub fn literal(v: V) -> Code {
+        Code {
+            body: Body::Expr(Expr::Lit(v)),
+            slots: 0,
+        }
+    }
+
     /// Whether evaluating this may read a message body (the gateway then buffers it).
     pub fn reads_body(&self) -> bool {
-        format!("{self:?}").contains("\"Body\"")
+        format!("{:?}", self.body).contains("\"Body\"")
     }
 }
 
@@ -176,11 +87,13 @@ pub fn parse(src: &str) -> Result<Code, ExprError> {
     let t = src.trim();
     if let Some(inner) = t.strip_prefix("@(").and_then(|r| r.strip_suffix(')')) {
         let lead = src.len() - src.trim_start().len() + 2;
-        return parse::parse_code(inner, false).map_err(|e| e.shift(lead));
+        let (body, slots) = parse::parse_code(inner, false).map_err(|e| e.shift(lead))?;
+        return Ok(Code { body, slots });
     }
     if let Some(inner) = t.strip_prefix("@{").and_then(|r| r.strip_suffix('}')) {
         let lead = src.len() - src.trim_start().len() + 2;
-        return parse::parse_code(inner, true).map_err(|e| e.shift(lead));
+        let (body, slots) = parse::parse_code(inner, true).map_err(|e| e.shift(lead))?;
+        return Ok(Code { body, slots });
     }
     Err(ExprError::at(0, "an expression is written @(…) or @{ … }"))
 }
@@ -201,6 +114,28 @@ const CONTEXT_MEMBERS: &[&str] = &[
     "Api.Revision",
     "Api.Version",
     "Api.IsCurrentRevision",
+    "Api.Protocols",
+    "Api.SubscriptionKeyParameterNames",
+    "Api.SubscriptionKeyParameterNames.Header",
+    "Api.SubscriptionKeyParameterNames.Query",
+    "Api.ServiceUrl.Host",
+    "Api.ServiceUrl.Path",
+    "Api.ServiceUrl.Port",
+    "Api.ServiceUrl.Query",
+    "Api.ServiceUrl.QueryString",
+    "Api.ServiceUrl.Scheme",
+    "Backend",
+    "Backend.Id",
+    "Backend.Type",
+    "Deployment.Gateway",
+    "Deployment.Gateway.Id",
+    "Deployment.Gateway.InstanceId",
+    "Deployment.Gateway.IsManaged",
+    "Deployment.ServiceId",
+    "Workspace",
+    "Workspace.Id",
+    "Workspace.Name",
+    "Tracing",
     "Deployment",
     "Deployment.Region",
     "Deployment.ServiceName",
@@ -224,6 +159,10 @@ const CONTEXT_MEMBERS: &[&str] = &[
     "Product.Name",
     "Product.State",
     "Product.SubscriptionRequired",
+    "Product.ApprovalRequired",
+    "Product.SubscriptionsLimit",
+    "Product.SubscriptionLimit",
+    "Product.Groups",
     "Request",
     "Request.Body",
     "Request.Headers",
@@ -257,6 +196,8 @@ const CONTEXT_MEMBERS: &[&str] = &[
     "Subscription.PrimaryKey",
     "Subscription.SecondaryKey",
     "Subscription.CreatedDate",
+    "Subscription.StartDate",
+    "Subscription.EndDate",
     "Timestamp",
     "User",
     "User.Id",
@@ -264,11 +205,49 @@ const CONTEXT_MEMBERS: &[&str] = &[
     "User.FirstName",
     "User.LastName",
     "User.Groups",
+    "User.Note",
+    "User.RegistrationDate",
+    "User.Identities",
     "Variables",
 ];
 
+/// Whether `context.<path>` can be read: a member of the context, a member of a map
+/// (`Headers.Count`), or a member of a value the context gives (`Timestamp.Year`,
+/// `Request.Method.Length`, `Elapsed.TotalMilliseconds`).
 pub fn context_path_known(path: &str) -> bool {
-    CONTEXT_MEMBERS.contains(&path)
+    if CONTEXT_MEMBERS.contains(&path) {
+        return true;
+    }
+    let Some((parent, name)) = path.rsplit_once('.') else {
+        return false;
+    };
+    const OBJECTS: &[&str] = &[
+        "Api",
+        "Deployment",
+        "LastError",
+        "Operation",
+        "Product",
+        "Request",
+        "Response",
+        "Subscription",
+        "User",
+        "Request.Url",
+        "Request.OriginalUrl",
+        "Request.Body",
+        "Response.Body",
+        "Backend",
+        "Workspace",
+        "Deployment.Gateway",
+        "Api.ServiceUrl",
+        "Api.SubscriptionKeyParameterNames",
+    ];
+    if library::is_context_map(parent) {
+        return matches!(name, "Count" | "Keys" | "Values");
+    }
+    CONTEXT_MEMBERS.contains(&parent) && !OBJECTS.contains(&parent) && types::is_member(name)
+        || (!CONTEXT_MEMBERS.contains(&parent)
+            && context_path_known(parent)
+            && types::is_member(name))
 }
 
 #[cfg(test)]

@@ -169,7 +169,7 @@ fn response_value(r: &ResponseParts) -> V {
         .iter()
         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
         .collect();
-    V::Json(serde_json::json!({
+    V::json(serde_json::json!({
         "StatusCode": r.status,
         "StatusReason": r.reason,
         "Headers": headers,

@@ -9,9 +9,47 @@
 
 use crate::exchange::ExistsAction;
 use crate::expr::{self, Code, Text};
-use crate::node::{Node, Policy};
+use crate::node::{Node, Num, Policy};
 use crate::position::{Pos, Section};
 use std::sync::Arc;
+
+/// Decodes XML's predefined and numeric character entities; anything else is kept as written.
+pub fn decode_entities(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('&') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let entity = tail.find(';').filter(|e| *e <= 10).map(|e| &tail[1..e]);
+        let decoded = entity.and_then(|e| match e {
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "amp" => Some('&'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            n if n.starts_with("#x") || n.starts_with("#X") => {
+                u32::from_str_radix(&n[2..], 16).ok().and_then(char::from_u32)
+            }
+            n if n.starts_with('#') => n[1..].parse().ok().and_then(char::from_u32),
+            _ => None,
+        });
+        match (decoded, entity) {
+            (Some(c), Some(e)) => {
+                out.push(c);
+                rest = &tail[e.len() + 2..];
+            }
+            _ => {
+                out.push('&');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
 
 /// A policy document error: where and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -136,8 +174,10 @@ impl<'a, 'd> Ctx<'a, 'd> {
                 return Ok(out);
             };
             let name = after[..j].trim();
+            // APIM puts named values into the document before reading it as XML, so an
+            // entity in one (`&lt;=` in an expression) is read as its character.
             match self.resolver.named_value(name) {
-                Some(v) => out.push_str(&v),
+                Some(v) => out.push_str(&decode_entities(&v)),
                 None => {
                     return self.err(node, format!("the named value '{name}' does not exist"));
                 }
@@ -250,6 +290,29 @@ impl<'a, 'd> Ctx<'a, 'd> {
                 Ok(n) => self.err(node, format!("'{name}' must be at most {max}, not {n}")),
                 Err(_) => self.err(node, format!("'{name}' must be a whole number, not '{v}'")),
             },
+        }
+    }
+
+    /// A whole number where APIM allows a policy expression too (`duration`, `timeout`,
+    /// `count`, …): a literal is checked now, an expression when it runs.
+    pub fn number_or_expr(
+        &mut self,
+        node: roxmltree::Node,
+        name: &'static str,
+        default: Option<u64>,
+        max: u64,
+    ) -> Res<Num> {
+        let substituted = match node.attribute(name) {
+            Some(v) => Some(self.substitute(node, v)?),
+            None => None,
+        };
+        match substituted {
+            Some(s) if expr::is_expression(&s) => {
+                let raw = node.attribute(name).unwrap_or_default();
+                let code = self.code(node, raw)?;
+                Ok(Num::Expr { code, name, max })
+            }
+            _ => self.number(node, name, default, max).map(Num::Lit),
         }
     }
 

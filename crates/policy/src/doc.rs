@@ -220,11 +220,41 @@ fn push_escaped(out: &mut String, c: char) {
 }
 
 fn xml_of(value: &str, format: &str) -> String {
+    let value = tolerate_comments(value);
     if format.starts_with("rawxml") {
-        escape_raw_expressions(value)
+        escape_raw_expressions(&value)
     } else {
-        value.to_string()
+        value.into_owned()
     }
+}
+
+/// APIM accepts comments that XML does not (`<!-- a -- b -->`, `<!-- x --->`): their `--`
+/// become `- ` — the same length, so positions in errors stay true — and the comments are
+/// dropped as any comment is.
+fn tolerate_comments(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains("<!--") {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("<!--") {
+        out.push_str(&rest[..start + 4]);
+        let body_and_rest = &rest[start + 4..];
+        let Some(end) = body_and_rest.find("-->") else {
+            out.push_str(body_and_rest);
+            return std::borrow::Cow::Owned(out);
+        };
+        let mut body = body_and_rest[..end].replace("--", "- ");
+        if body.ends_with('-') {
+            body.pop();
+            body.push(' ');
+        }
+        out.push_str(&body);
+        out.push_str("-->");
+        rest = &body_and_rest[end + 3..];
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
 }
 
 fn not_xml(e: roxmltree::Error) -> PolicyError {

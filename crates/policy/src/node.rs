@@ -11,6 +11,7 @@ use crate::expr::{self, Code, Text, V};
 use crate::position::{Pos, Section};
 use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 
 /// One compiled policy element.
 pub trait Policy: fmt::Debug + Send + Sync + Any {
@@ -261,5 +262,41 @@ impl<'a> At<'a> {
             "ExpressionValueEvaluationFailure",
             format!("Expression evaluation failed. {e}"),
         )
+    }
+}
+
+/// A whole-number attribute where APIM allows a policy expression: a literal checked when the
+/// document is saved, or an expression whose value is checked against the same bound when it
+/// runs (a value out of range fails the request as APIM's evaluation failure does).
+#[derive(Debug, Clone)]
+pub enum Num {
+    Lit(u64),
+    Expr {
+        code: Arc<Code>,
+        name: &'static str,
+        max: u64,
+    },
+}
+
+impl At<'_> {
+    pub fn number(&self, n: &Num, ex: &Exchange) -> Result<u64, Flow> {
+        let (code, name, max) = match n {
+            Num::Lit(v) => return Ok(*v),
+            Num::Expr { code, name, max } => (code, name, *max),
+        };
+        let v = expr::eval_code(code, ex).map_err(|e| self.eval_failure(e))?;
+        let n = match &v {
+            V::Int(i) => Some(*i),
+            V::Double(d) if d.fract() == 0.0 => Some(*d as i64),
+            V::Str(s) => s.trim().parse().ok(),
+            _ => None,
+        };
+        match n.and_then(|n| u64::try_from(n).ok()) {
+            Some(n) if n <= max => Ok(n),
+            _ => Err(self.eval_failure(expr::EvalError(format!(
+                "'{name}' must be a whole number from 0 to {max}, not '{}'",
+                v.text()
+            )))),
+        }
     }
 }

@@ -4,7 +4,7 @@
 use crate::compile::{Ctx, Res, XNode};
 use crate::exchange::{Cached, Exchange, Flow};
 use crate::expr::Text;
-use crate::node::{At, Policy, Run};
+use crate::node::{At, Num, Policy, Run};
 use crate::position::Section;
 
 /// cache-lookup: a GET answered from the cache, or its key kept for cache-store.
@@ -110,7 +110,7 @@ impl CacheLookup {
 /// cache-store: a 200 response with a body, under the key cache-lookup found.
 #[derive(Debug)]
 pub struct CacheStore {
-    pub duration_secs: u64,
+    pub duration_secs: Num,
 }
 
 pub fn parse_cache_store<'a>(
@@ -122,7 +122,7 @@ pub fn parse_cache_store<'a>(
     cx.check_attrs(node, &["duration", "cache-response"])?;
     cx.reads_body = true;
     Ok(Box::new(CacheStore {
-        duration_secs: cx.number(node, "duration", Some(3600), 365 * 86_400)?,
+        duration_secs: cx.number_or_expr(node, "duration", Some(3600), 365 * 86_400)?,
     }))
 }
 
@@ -132,8 +132,11 @@ impl Policy for CacheStore {
             && r.status == 200
             && r.body.is_some()
         {
-            at.svc
-                .cache_put(key, Cached::Response(r.clone()), self.duration_secs);
+            let secs = match at.number(&self.duration_secs, ex) {
+                Ok(s) => s,
+                Err(flow) => return Run::Done(flow),
+            };
+            at.svc.cache_put(key, Cached::Response(r.clone()), secs);
         }
         Run::Done(Flow::Next)
     }
@@ -199,7 +202,7 @@ impl CacheLookupValue {
 pub struct CacheStoreValue {
     pub key: Text,
     pub value: Text,
-    pub duration_secs: u64,
+    pub duration_secs: Num,
 }
 
 pub fn parse_cache_store_value<'a>(
@@ -211,7 +214,7 @@ pub fn parse_cache_store_value<'a>(
     Ok(Box::new(CacheStoreValue {
         key: cx.required(node, "key")?,
         value: cx.required(node, "value")?,
-        duration_secs: cx.number(node, "duration", None, 365 * 86_400)?,
+        duration_secs: cx.number_or_expr(node, "duration", None, 365 * 86_400)?,
     }))
 }
 
@@ -229,8 +232,8 @@ impl CacheStoreValue {
     fn apply(&self, at: At<'_>, ex: &mut Exchange) -> Result<(), Flow> {
         let key = at.text(&self.key, ex)?;
         let value = at.value(&self.value, ex)?;
-        at.svc
-            .cache_put(&value_key(&key), Cached::Value(value), self.duration_secs);
+        let secs = at.number(&self.duration_secs, ex)?;
+        at.svc.cache_put(&value_key(&key), Cached::Value(value), secs);
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 use crate::compile::{Ctx, Res, XNode};
 use crate::exchange::{Exchange, Flow};
 use crate::expr::{Code, Text};
-use crate::node::{At, Node, Policy, Run};
+use crate::node::{At, Node, Num, Policy, Run};
 use crate::position::Section;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,8 +88,8 @@ impl Policy for Choose {
 #[derive(Debug)]
 pub struct Retry {
     pub condition: Arc<Code>,
-    pub count: u64,
-    pub interval_secs: u64,
+    pub count: Num,
+    pub interval_secs: Num,
     pub max_interval_secs: Option<u64>,
     pub delta_secs: Option<u64>,
     pub first_fast_retry: bool,
@@ -116,8 +116,8 @@ pub fn parse_retry<'a>(
         return cx.err(node, "<retry> needs the attribute 'condition'");
     };
     let condition = cx.code(node, condition)?;
-    let count = cx.number(node, "count", None, 50)?;
-    if count == 0 {
+    let count = cx.number_or_expr(node, "count", None, 50)?;
+    if matches!(count, Num::Lit(0)) {
         return cx.err(node, "'count' must be from 1 to 50");
     }
     // A retried forward-request sends the body again: buffer it.
@@ -131,7 +131,7 @@ pub fn parse_retry<'a>(
     Ok(Box::new(Retry {
         condition,
         count,
-        interval_secs: cx.number(node, "interval", None, 300)?,
+        interval_secs: cx.number_or_expr(node, "interval", None, 300)?,
         max_interval_secs: optional(cx, "max-interval")?,
         delta_secs: optional(cx, "delta")?,
         first_fast_retry: cx.boolean(node, "first-fast-retry", false)?,
@@ -148,13 +148,18 @@ impl Policy for Retry {
                 if matches!(flow, Flow::Respond) {
                     return flow;
                 }
+                let limits = at.number(&self.count, ex).and_then(|c| Ok((c, at.number(&self.interval_secs, ex)?)));
+                let (count, interval) = match limits {
+                    Ok(l) => l,
+                    Err(failed) => return failed,
+                };
                 match at.condition(&self.condition, ex) {
-                    Ok(true) if attempt < self.count => {}
+                    Ok(true) if attempt < count => {}
                     Ok(_) => return flow,
                     Err(failed) => return failed,
                 }
                 attempt += 1;
-                let wait = self.interval(attempt);
+                let wait = self.interval(interval, attempt);
                 let fast = attempt == 1 && self.first_fast_retry;
                 if !fast && !wait.is_zero() {
                     at.svc.sleep(wait).await;
@@ -170,8 +175,8 @@ impl Policy for Retry {
 
 impl Retry {
     /// The wait before attempt `n` (1-based): fixed, linear or exponential, capped.
-    fn interval(&self, n: u64) -> Duration {
-        let base = self.interval_secs as f64;
+    fn interval(&self, interval_secs: u64, n: u64) -> Duration {
+        let base = interval_secs as f64;
         let secs = match (self.delta_secs, self.max_interval_secs) {
             (None, _) => base,
             (Some(d), None) => base + n.saturating_sub(1) as f64 * d as f64,
@@ -232,6 +237,76 @@ impl Policy for LimitConcurrency {
     }
 }
 
+/// wait: its policies (send-request, cache-lookup-value, choose) run at once; the section goes
+/// on when all of them (`for="all"`) or the first (`for="any"`) finished. Each runs on its own
+/// copy of the request, and what it set in `context.Variables` is kept — that is how these
+/// policies give their results. The first failure or response among those finished wins.
+#[derive(Debug)]
+pub struct Wait {
+    pub any: bool,
+    pub body: Vec<Node>,
+}
+
+pub fn parse_wait<'a>(
+    cx: &mut Ctx<'a, '_>,
+    node: XNode<'a>,
+    section: Section,
+) -> Res<Box<dyn Policy>> {
+    cx.check_attrs(node, &["for"])?;
+    let any = cx.choice(node, "for", &["all", "any"])? == "any";
+    for c in cx.children(node)? {
+        let name = c.tag_name().name();
+        if !matches!(name, "send-request" | "cache-lookup-value" | "choose") {
+            return cx.err(
+                c,
+                format!("<wait> may contain <send-request>, <cache-lookup-value> and <choose>, not <{name}>"),
+            );
+        }
+    }
+    Ok(Box::new(Wait {
+        any,
+        body: cx.nested(node, section)?,
+    }))
+}
+
+impl Policy for Wait {
+    fn run<'a>(&'a self, at: At<'a>, ex: &'a mut Exchange) -> Run<'a> {
+        Run::Wait(Box::pin(async move {
+            let runs = self.body.iter().map(|node| {
+                let mut copy = ex.clone();
+                Box::pin(async move {
+                    let flow = at.nested(std::slice::from_ref(node), &mut copy).await;
+                    (flow, copy.variables)
+                })
+            });
+            let finished = if self.body.is_empty() {
+                Vec::new()
+            } else if self.any {
+                let (first, _, _) = futures::future::select_all(runs).await;
+                vec![first]
+            } else {
+                futures::future::join_all(runs).await
+            };
+            let mut outcome = Flow::Next;
+            for (flow, variables) in finished {
+                for (k, v) in variables {
+                    if ex.variables.get(&k) != Some(&v) {
+                        ex.variables.insert(k, v);
+                    }
+                }
+                if matches!(outcome, Flow::Next) {
+                    outcome = flow;
+                }
+            }
+            outcome
+        }))
+    }
+
+    fn nested(&self, visit: &mut dyn FnMut(&[Node])) {
+        visit(&self.body);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,8 +314,8 @@ mod tests {
     fn retry(interval: u64, delta: Option<u64>, max: Option<u64>) -> Retry {
         Retry {
             condition: Arc::new(crate::expr::parse("@(true)").unwrap()),
-            count: 5,
-            interval_secs: interval,
+            count: Num::Lit(5),
+            interval_secs: Num::Lit(interval),
             max_interval_secs: max,
             delta_secs: delta,
             first_fast_retry: false,
@@ -250,7 +325,10 @@ mod tests {
 
     #[test]
     fn retry_intervals_are_fixed_linear_or_exponential() {
-        let secs = |r: &Retry, n| r.interval(n).as_secs();
+        let secs = |r: &Retry, n| match r.interval_secs {
+            Num::Lit(i) => r.interval(i, n).as_secs(),
+            _ => unreachable!("literal intervals"),
+        };
         let fixed = retry(2, None, None);
         assert_eq!((secs(&fixed, 1), secs(&fixed, 4)), (2, 2));
         let linear = retry(1, Some(3), None);

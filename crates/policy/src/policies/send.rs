@@ -4,7 +4,7 @@
 use crate::compile::{Ctx, Res, XNode};
 use crate::exchange::{Exchange, ExistsAction, Flow, Outgoing, ResponseParts, set_pairs};
 use crate::expr::{Text, V};
-use crate::node::{At, Policy, Run};
+use crate::node::{At, Num, Policy, Run};
 use crate::position::Section;
 
 /// What send-request sets on its request, in order.
@@ -25,7 +25,7 @@ pub enum SendStep {
 pub struct SendRequest {
     pub mode_copy: bool,
     pub variable: Option<String>,
-    pub timeout_secs: u64,
+    pub timeout_secs: Num,
     pub ignore_error: bool,
     pub one_way: bool,
     pub steps: Vec<SendStep>,
@@ -62,7 +62,7 @@ pub fn parse_send_request<'a>(
     Ok(Box::new(SendRequest {
         mode_copy,
         variable,
-        timeout_secs: cx.number(node, "timeout", Some(60), 240)?,
+        timeout_secs: cx.number_or_expr(node, "timeout", Some(60), 240)?,
         ignore_error: cx.boolean(node, "ignore-error", false)?,
         one_way,
         steps,
@@ -96,15 +96,15 @@ fn parse_step<'a>(cx: &mut Ctx<'a, '_>, c: XNode<'a>, parent: &str) -> Res<SendS
 impl Policy for SendRequest {
     fn run<'a>(&'a self, at: At<'a>, ex: &'a mut Exchange) -> Run<'a> {
         Run::Wait(Box::pin(async move {
-            let req = match self.request(at, ex) {
-                Ok(req) => req,
+            let (req, timeout) = match self.request(at, ex).and_then(|r| Ok((r, at.number(&self.timeout_secs, ex)?))) {
+                Ok(r) => r,
                 Err(flow) => return flow,
             };
             if self.one_way {
                 at.svc.send_one_way(req);
                 return Flow::Next;
             }
-            let answer = match at.svc.send(req, self.timeout_secs).await {
+            let answer = match at.svc.send(req, timeout).await {
                 Ok(r) => response_value(&r),
                 Err(_) if self.ignore_error => V::Null,
                 Err(e) => {

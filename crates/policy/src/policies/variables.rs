@@ -50,7 +50,12 @@ pub struct Trace {
 pub fn parse_trace<'a>(cx: &mut Ctx<'a, '_>, node: XNode<'a>, _: Section) -> Res<Box<dyn Policy>> {
     cx.check_attrs(node, &["source", "severity"])?;
     let mut message = Text::Lit(String::new());
-    for c in cx.children(node)? {
+    // APIM takes the message as text inside <trace> too.
+    let text = cx.element_text(node);
+    if !text.trim().is_empty() {
+        message = cx.text_value(node, text.trim())?;
+    }
+    for c in node.children().filter(|c| c.is_element()) {
         match c.tag_name().name() {
             "message" => {
                 let text = cx.element_text(c);

@@ -24,6 +24,8 @@ pub mod policies;
 pub mod position;
 mod stack;
 #[cfg(test)]
+mod corpus;
+#[cfg(test)]
 mod testing;
 
 pub use doc::{

@@ -89,10 +89,10 @@ fn hmac(t: &str, args: &[V]) -> R {
         Some(k) => Some(library::bytes_of(k)?),
         None => Some(library::random_key()),
     };
-    Ok(V::native(Native::Hash {
+    Ok(V::Obj(Shared::new(Obj::Hash {
         algorithm: t.to_string(),
         key,
-    }))
+    })))
 }
 
 /// `new T(args)` (initializers are applied by the caller).
@@ -185,7 +185,7 @@ pub fn object(t: &str, args: Vec<V>) -> R {
         }
         "object" | "Object" => Ok(V::json(serde_json::json!({}))),
         h if h.starts_with("HMAC") => hmac(h, &args),
-        h if h.starts_with("SHA") => Ok(V::native(Native::Hash { algorithm: h.to_string(), key: None })),
+        h if h.starts_with("SHA") => Ok(V::Obj(Shared::new(Obj::Hash { algorithm: h.to_string(), key: None }))),
         e if is_exception(e) => Ok(V::native(Native::Exception {
             kind: e.to_string(),
             message: args.first().map(V::text).unwrap_or_else(|| format!("Exception of type 'System.{e}' was thrown.")),

@@ -217,7 +217,8 @@ impl Parser<'_> {
                     Stmt::Continue
                 })
             }
-            "goto" | "lock" | "using" | "unsafe" | "fixed" | "yield" => Err(self.err(format!(
+            "using" => self.using(),
+            "goto" | "lock" | "unsafe" | "fixed" | "yield" => Err(self.err(format!(
                 "'{word}' statements are not supported in policy expressions"
             ))),
             _ => self.simple_statement(),
@@ -342,6 +343,41 @@ impl Parser<'_> {
                 body,
             })),
         ))
+    }
+
+    /// `using (var h = new HMACSHA256(k)) { … }` and `using var h = …;`: nothing here holds
+    /// a resource to release, so it is the declaration and its block.
+    fn using(&mut self) -> Result<Stmt, ExprError> {
+        self.pos += 1;
+        let scope = self.locals.len();
+        let mut out = Vec::new();
+        if self.eat("(") {
+            match self.attempt(Self::declaration_head) {
+                Some(t) => {
+                    let d = self.declaration_in_parens(t)?;
+                    out.push(d);
+                }
+                None => {
+                    out.push(Stmt::Expr(self.expr()?));
+                    self.expect(")")?;
+                }
+            }
+            out.extend(self.body()?);
+            self.locals.truncate(scope);
+            return Ok(Stmt::Block(out));
+        }
+        let t = self.declaration_head()?;
+        self.declaration(t)
+    }
+
+    /// The declaration of `using (T x = …)`, up to its `)`.
+    fn declaration_in_parens(&mut self, _t: String) -> Result<Stmt, ExprError> {
+        let name = self.ident()?;
+        self.expect("=")?;
+        let value = self.expr()?;
+        self.expect(")")?;
+        let slot = self.declare(name)?;
+        Ok(Stmt::Var(slot, value))
     }
 
     fn condition(&mut self) -> Result<Expr, ExprError> {

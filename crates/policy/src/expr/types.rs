@@ -48,6 +48,8 @@ const IMPLEMENTED: &[&str] = &[
     "Tuple",
     "Enum",
     "UriBuilder",
+    // The values of DateTime.DayOfWeek, compared with DayOfWeek.Saturday.
+    "DayOfWeek",
     // Newtonsoft.Json(.Linq)
     "Formatting",
     "JArray",
@@ -666,6 +668,18 @@ const MEMBERS: &[&str] = &[
     "DisableFormatting",
     // enumeration values
     "RemoveEmptyEntries",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+    "Thumbprint",
+    "SubjectName",
+    "NotAfter",
+    "NotBefore",
+    "SerialNumber",
     "TrimEntries",
     "AwayFromZero",
     "ToEven",

@@ -255,11 +255,6 @@ pub enum Native {
     /// `XNamespace`: `ns + "local"` is an expanded name.
     Namespace(String),
     XAttribute(String, String),
-    /// A keyed or plain hash algorithm (`HMACSHA256`, `SHA256`, `MD5`, …) and its key.
-    Hash {
-        algorithm: String,
-        key: Option<Vec<u8>>,
-    },
     Encoding(&'static str),
     /// A lambda or local function: its parameters' slots and body (the interpreter's).
     Function(Arc<super::ast::Lambda>),
@@ -273,6 +268,12 @@ pub enum Obj {
     Queue(std::collections::VecDeque<V>),
     Stack(Vec<V>),
     UriBuilder(url::Url),
+    /// A keyed or plain hash algorithm (`HMACSHA256`, `SHA256`, `MD5`, …) and its key (which
+    /// `new HMACSHA256 { Key = k }` sets).
+    Hash {
+        algorithm: String,
+        key: Option<Vec<u8>>,
+    },
 }
 
 /// A `Dictionary<K, V>`: insertion-ordered entries (policy dictionaries are small, so a scan
@@ -426,7 +427,6 @@ impl V {
                 Native::Exception { .. } => "Exception",
                 Native::Namespace(_) => "XNamespace",
                 Native::XAttribute(..) => "XAttribute",
-                Native::Hash { .. } => "HashAlgorithm",
                 Native::Encoding(_) => "Encoding",
                 Native::Function(_) => "Func",
             },
@@ -436,6 +436,7 @@ impl V {
                 Obj::Queue(_) => "Queue",
                 Obj::Stack(_) => "Stack",
                 Obj::UriBuilder(_) => "UriBuilder",
+                Obj::Hash { .. } => "HashAlgorithm",
             },
         }
     }
@@ -472,7 +473,6 @@ impl V {
                 Native::Exception { kind, message } => format!("System.{kind}: {message}"),
                 Native::Namespace(n) => n.clone(),
                 Native::XAttribute(n, v) => format!("{n}=\"{v}\""),
-                Native::Hash { algorithm, .. } => algorithm.clone(),
                 Native::Encoding(e) => e.to_string(),
                 Native::Function(_) => "System.Func".into(),
             },
@@ -482,6 +482,7 @@ impl V {
                 Obj::Queue(_) => "System.Collections.Generic.Queue`1".into(),
                 Obj::Stack(_) => "System.Collections.Generic.Stack`1".into(),
                 Obj::UriBuilder(u) => u.to_string(),
+                Obj::Hash { algorithm, .. } => algorithm.clone(),
             },
         }
     }

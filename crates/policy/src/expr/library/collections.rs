@@ -366,6 +366,23 @@ fn dict_call(d: &Shared<Dict>, name: &str, args: Vec<V>) -> R {
             .lock()
             .get(&a0()?)
             .unwrap_or_else(|| args.get(1).cloned().unwrap_or(V::Null))),
+        // APIM's extensions on AsFormUrlEncodedContent()'s dictionary.
+        "ToFormUrlEncodedContent" | "ToQueryString" => {
+            let mut out = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &d.lock().entries {
+                match v.items().filter(|_| !matches!(v, V::Str(_))) {
+                    Some(values) => {
+                        for x in values {
+                            out.append_pair(&k.text(), &x.text());
+                        }
+                    }
+                    None => {
+                        out.append_pair(&k.text(), &v.text());
+                    }
+                }
+            }
+            Ok(V::Str(out.finish()))
+        }
         "Clear" => {
             d.lock().entries.clear();
             Ok(V::Null)

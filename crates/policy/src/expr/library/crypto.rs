@@ -1,7 +1,7 @@
 //! `System.Security.Cryptography` hashes and HMACs, `Encoding`, and random bytes — the pieces
 //! APIM policies use to sign requests (SAS tokens, HMAC signatures) and to hash keys.
 
-use super::super::value::{EvalError, Native, R, V, arg, check_len, fail, int};
+use super::super::value::{EvalError, Native, Obj, R, V, arg, check_len, fail, int};
 use hmac::{KeyInit, Mac};
 use sha2::Digest;
 
@@ -115,10 +115,10 @@ pub fn random_bytes(n: usize) -> Result<Vec<u8>, EvalError> {
 }
 
 pub fn member(v: &V, name: &str) -> Option<R> {
-    let V::Native(n) = v else { return None };
-    match (&**n, name) {
-        (Native::Hash { key, .. }, "Key") => Some(Ok(V::bytes(key.clone().unwrap_or_default()))),
-        (Native::Hash { algorithm, .. }, "HashSize") => {
+    let V::Obj(o) = v else { return None };
+    match (&*o.lock(), name) {
+        (Obj::Hash { key, .. }, "Key") => Some(Ok(V::bytes(key.clone().unwrap_or_default()))),
+        (Obj::Hash { algorithm, .. }, "HashSize") => {
             Some(digest(algorithm, Some(b"k"), b"").map(|d| V::Int(d.len() as i64 * 8)))
         }
         _ => None,
@@ -126,35 +126,32 @@ pub fn member(v: &V, name: &str) -> Option<R> {
 }
 
 pub fn call(v: &V, name: &str, args: &[V]) -> Option<R> {
+    if let V::Obj(o) = v {
+        let (algorithm, key) = match &*o.lock() {
+            Obj::Hash { algorithm, key } => (algorithm.clone(), key.clone()),
+            _ => return None,
+        };
+        return match name {
+            "ComputeHash" => Some((|| {
+                let mut data = bytes_of(&arg(args, 0, name)?)?;
+                if let (Some(offset), Some(count)) = (args.get(1).and_then(int), args.get(2).and_then(int)) {
+                    let (o, c) = (offset.max(0) as usize, count.max(0) as usize);
+                    data = data.get(o..o + c).ok_or_else(|| EvalError("ComputeHash: the range is outside the array".into()))?.to_vec();
+                }
+                digest(&algorithm, key.as_deref(), &data).map(V::bytes)
+            })()),
+            "Dispose" | "Initialize" | "Clear" => Some(Ok(V::Null)),
+            _ => None,
+        };
+    }
     let V::Native(n) = v else { return None };
     match (&**n, name) {
-        (Native::Hash { algorithm, key }, "ComputeHash") => Some((|| {
-            let mut data = bytes_of(&arg(args, 0, name)?)?;
-            if let (Some(offset), Some(count)) =
-                (args.get(1).and_then(int), args.get(2).and_then(int))
-            {
-                let (o, c) = (offset.max(0) as usize, count.max(0) as usize);
-                data = data
-                    .get(o..o + c)
-                    .ok_or_else(|| EvalError("ComputeHash: the range is outside the array".into()))?
-                    .to_vec();
-            }
-            digest(algorithm, key.as_deref(), &data).map(V::bytes)
-        })()),
-        (Native::Hash { .. }, "Dispose" | "Initialize" | "Clear") => Some(Ok(V::Null)),
-        (Native::Encoding(e), "GetBytes") => {
-            Some(arg(args, 0, name).map(|s| V::bytes(encode(e, &s.text()))))
-        }
-        (Native::Encoding(e), "GetByteCount") => {
-            Some(arg(args, 0, name).map(|s| V::Int(encode(e, &s.text()).len() as i64)))
-        }
+        (Native::Encoding(e), "GetBytes") => Some(arg(args, 0, name).map(|s| V::bytes(encode(e, &s.text())))),
+        (Native::Encoding(e), "GetByteCount") => Some(arg(args, 0, name).map(|s| V::Int(encode(e, &s.text()).len() as i64))),
         (Native::Encoding(e), "GetString") => Some((|| {
             let b = bytes_of(&arg(args, 0, name)?)?;
             let b = match (args.get(1).and_then(int), args.get(2).and_then(int)) {
-                (Some(o), Some(c)) => b
-                    .get(o.max(0) as usize..(o + c).max(0) as usize)
-                    .ok_or_else(|| EvalError("GetString: the range is outside the array".into()))?
-                    .to_vec(),
+                (Some(o), Some(c)) => b.get(o.max(0) as usize..(o + c).max(0) as usize).ok_or_else(|| EvalError("GetString: the range is outside the array".into()))?.to_vec(),
                 _ => b,
             };
             Ok(V::Str(decode(e, &b)))

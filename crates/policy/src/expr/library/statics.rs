@@ -58,6 +58,7 @@ pub fn member(t: &str, name: &str) -> R {
         ("Guid", "Empty") => Ok(V::Str("00000000-0000-0000-0000-000000000000".into())),
         ("BitConverter", "IsLittleEndian") => Ok(V::Bool(true)),
         ("JTokenType", n) => enum_value("JTokenType", n),
+        ("DayOfWeek", n) => enum_value("DayOfWeek", n),
         ("Formatting", n) => enum_value("Formatting", n),
         ("StringSplitOptions", n) => enum_value("StringSplitOptions", n),
         ("RegexOptions", n) => enum_value("RegexOptions", n),
@@ -267,10 +268,10 @@ pub fn call(h: &mut dyn Host, t: &str, name: &str, generic: Option<&str>, args: 
                 if !crypto::is_hash(&algorithm) {
                     return fail(format!("{algorithm} is not a hash algorithm"));
                 }
-                Ok(V::native(Native::Hash {
+                Ok(V::Obj(Shared::new(Obj::Hash {
                     algorithm,
                     key: None,
-                }))
+                })))
             }
             "HashData" if t.starts_with("HMAC") => {
                 let key = crypto::bytes_of(&a0()?)?;
@@ -1342,6 +1343,12 @@ pub fn set_native_member(v: &V, name: &str, value: V) -> Result<(), EvalError> {
         return fail(format!("{}.{name} cannot be set", v.type_name()));
     };
     let mut obj = o.lock();
+    if let Obj::Hash { key, .. } = &mut *obj
+        && name == "Key"
+    {
+        *key = Some(crypto::bytes_of(&value)?);
+        return Ok(());
+    }
     let Obj::UriBuilder(u) = &mut *obj else {
         return fail(format!("{name} cannot be set here"));
     };

@@ -19,6 +19,7 @@ pub mod exchange;
 pub mod exec;
 pub mod expr;
 pub mod jwt;
+pub mod liquid_body;
 pub mod node;
 pub mod policies;
 pub mod position;

@@ -98,6 +98,23 @@ pub fn parse(src: &str) -> Result<Code, ExprError> {
     Err(ExprError::at(0, "an expression is written @(…) or @{ … }"))
 }
 
+/// A date in text (ISO 8601, RFC 1123, `/Date(ms)/`, …) written with a .NET format string, as
+/// Liquid's `Date` filter in APIM does; `None` when the text is not a date.
+pub fn format_date(text: &str, format: &str) -> Option<String> {
+    let t = match text
+        .trim()
+        .strip_prefix("/Date(")
+        .and_then(|r| r.strip_suffix(")/"))
+    {
+        Some(ms) => time::OffsetDateTime::from_unix_timestamp_nanos(
+            ms.split(['+', '-']).next()?.parse::<i128>().ok()? * 1_000_000,
+        )
+        .ok()?,
+        None => clock::parse(text)?,
+    };
+    Some(clock::format(t, format))
+}
+
 /// Whether a text is an expression (starts with `@(` or `@{`).
 pub fn is_expression(text: &str) -> bool {
     let t = text.trim_start();

@@ -2,6 +2,7 @@
 
 use crate::compile::{Ctx, Res, XNode};
 use crate::convert;
+use crate::liquid_body;
 use crate::exchange::{Exchange, ExistsAction, Flow, set_pairs};
 use crate::expr::Text;
 use crate::node::{At, Policy, Run};
@@ -26,11 +27,15 @@ pub fn parse_set_body<'a>(
     _: Section,
 ) -> Res<Box<dyn Policy>> {
     cx.check_attrs(node, &["template", "xsi-nil", "parse-date"])?;
-    if node.attribute("template").is_some_and(|t| t != "none") {
-        return cx.err(
-            node,
-            "set-body templates (liquid) are not supported; use an expression",
-        );
+    match cx.literal(node, "template")?.as_deref() {
+        None | Some("none") => {}
+        Some("liquid") => return parse_liquid(cx, node),
+        Some(other) => {
+            return cx.err(
+                node,
+                format!("set-body template=\"{other}\" is not a template kind; APIM has only \"liquid\""),
+            );
+        }
     }
     let text = cx.element_text(node);
     Ok(Box::new(SetBody(cx.text_value(node, &text)?)))
@@ -46,6 +51,124 @@ impl Policy for SetBody {
             Err(flow) => Run::Done(flow),
         }
     }
+}
+
+/// set-body template="liquid": the element's content (text and elements, as written) is the
+/// template; `{{name}}` named values are not substituted in it (they are Liquid's syntax).
+#[derive(Debug)]
+pub struct SetBodyLiquid(pub liquid_body::Template);
+
+fn parse_liquid<'a>(cx: &mut Ctx<'a, '_>, node: XNode<'a>) -> Res<Box<dyn Policy>> {
+    let source = inner_source(cx, node);
+    cx.reads_body = true;
+    match liquid_body::compile(&source) {
+        Ok(t) => Ok(Box::new(SetBodyLiquid(t))),
+        Err(e) => cx.err(node, format!("the liquid template does not parse: {e}")),
+    }
+}
+
+/// An element's content as written in the document, entities decoded.
+fn inner_source(cx: &Ctx<'_, '_>, node: XNode<'_>) -> String {
+    let text = cx.doc.input_text();
+    let range = node.range();
+    let whole = &text[range.clone()];
+    let start = whole.find('>').map_or(whole.len(), |i| i + 1);
+    let end = whole.rfind("</").filter(|e| *e >= start).unwrap_or(start);
+    crate::compile::decode_entities(whole[start..end].trim()).into_owned()
+}
+
+impl Policy for SetBodyLiquid {
+    fn run<'a>(&'a self, at: At<'a>, ex: &'a mut Exchange) -> Run<'a> {
+        let body = liquid_input(at.section, ex);
+        let context = liquid_context(ex);
+        match liquid_body::render(&self.0, body, context) {
+            Ok(out) => {
+                *body_of(at.section, ex) = Some(out.into_bytes());
+                Run::Done(Flow::Next)
+            }
+            Err(e) => Run::Done(at.fail(
+                500,
+                "ExpressionValueEvaluationFailure",
+                format!("The liquid template could not be rendered: {e}"),
+            )),
+        }
+    }
+}
+
+/// `body` as a template sees it: JSON for a JSON content type, the JSON of the XML for an XML
+/// one, the text otherwise; nothing inside return-response (it has no body yet).
+fn liquid_input(section: Section, ex: &Exchange) -> serde_json::Value {
+    let (headers, body) = if ex.on_response(section) {
+        let r = ex.response.as_ref().expect("on_response");
+        (&r.headers, &r.body)
+    } else {
+        (&ex.request_headers, &ex.request_body)
+    };
+    let text = String::from_utf8_lossy(body.as_deref().unwrap_or_default()).into_owned();
+    let content_type = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.to_ascii_lowercase())
+        .unwrap_or_default();
+    let media = content_type.split(';').next().unwrap_or("").trim().to_string();
+    let is = |exact: &[&str], suffix: &str| exact.contains(&media.as_str()) || media.ends_with(suffix);
+    if is(&["application/json", "text/json"], "+json") {
+        return serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    }
+    if is(&["application/xml", "text/xml"], "+xml") {
+        return convert::xml_to_json(&text, true)
+            .ok()
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or(serde_json::Value::String(text));
+    }
+    serde_json::Value::String(text)
+}
+
+/// `context` as a template sees it (APIM's bindable members).
+fn liquid_context(ex: &Exchange) -> serde_json::Value {
+    let headers = |pairs: &[(String, String)]| {
+        let mut m = serde_json::Map::new();
+        for (k, v) in pairs {
+            m.entry(k.clone())
+                .and_modify(|e| {
+                    if let serde_json::Value::String(s) = e {
+                        s.push(',');
+                        s.push_str(v);
+                    }
+                })
+                .or_insert_with(|| serde_json::Value::String(v.clone()));
+        }
+        serde_json::Value::Object(m)
+    };
+    let query: serde_json::Map<String, serde_json::Value> = ex
+        .query
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let url = serde_json::json!({
+        "Scheme": ex.scheme, "Host": ex.host, "Port": ex.port, "Path": ex.backend_path,
+        "Query": query, "QueryString": crate::exchange::query_string(&ex.query),
+    });
+    let original = serde_json::json!({
+        "Scheme": ex.scheme, "Host": ex.host, "Port": ex.port, "Path": ex.original_path,
+        "QueryString": ex.original_query,
+    });
+    let params: serde_json::Map<String, serde_json::Value> = ex
+        .matched_parameters
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::json!({
+        "Request": {
+            "Url": url, "OriginalUrl": original, "Method": ex.method, "OriginalMethod": ex.method,
+            "IpAddress": ex.ip.map(|i| i.to_string()), "MatchedParameters": params,
+            "HasBody": ex.request_body.as_ref().is_some_and(|b| !b.is_empty()),
+            "Headers": headers(&ex.request_headers),
+        },
+        "Response": ex.response.as_ref().map(|r| serde_json::json!({
+            "StatusCode": r.status, "Headers": headers(&r.headers),
+        })),
+    })
 }
 
 #[derive(Debug)]

@@ -46,7 +46,8 @@ impl Resolver for CorpusResolver {
 /// The backend and every send-request answer 200 with JSON; the rest is [`Fake`]'s.
 struct CorpusServices(Fake);
 
-const BACKEND_BODY: &str = r#"{"minutely":1,"hourly":2,"daily":3,"flags":4,"current":5,"password":"p"}"#;
+const BACKEND_BODY: &str =
+    r#"{"minutely":1,"hourly":2,"daily":3,"flags":4,"current":5,"password":"p"}"#;
 
 fn json_response(body: &str) -> ResponseParts {
     ResponseParts {
@@ -54,7 +55,10 @@ fn json_response(body: &str) -> ResponseParts {
         reason: "OK".into(),
         headers: vec![
             ("Content-Type".to_string(), "application/json".to_string()),
-            ("Cache-Control".to_string(), "public, max-age=300".to_string()),
+            (
+                "Cache-Control".to_string(),
+                "public, max-age=300".to_string(),
+            ),
         ]
         .into(),
         body: Some(body.as_bytes().to_vec()),
@@ -111,6 +115,17 @@ impl Services for CorpusServices {
     fn cache_remove(&self, key: &str) {
         self.0.cache_remove(key)
     }
+    fn log_to(&self, logger: &str, message: String) -> Result<(), String> {
+        self.0.trace(logger, &message);
+        Ok(())
+    }
+    fn identity_token<'a>(
+        &'a self,
+        resource: &'a str,
+        _: Option<&'a str>,
+    ) -> BoxFut<'a, Result<String, String>> {
+        Box::pin(async move { Ok(format!("token-for-{resource}")) })
+    }
 }
 
 fn b64url(s: &str) -> String {
@@ -129,10 +144,16 @@ fn sample() -> Exchange {
     );
     let headers = [
         ("Authorization", format!("Bearer {jwt}")),
-        ("User-Agent", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)".into()),
+        (
+            "User-Agent",
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)".into(),
+        ),
         ("Content-Type", "application/json".into()),
         ("X-Region", "eu".into()),
-        ("X-Basic", base64::engine::general_purpose::STANDARD.encode("ann:pw")),
+        (
+            "X-Basic",
+            base64::engine::general_purpose::STANDARD.encode("ann:pw"),
+        ),
         ("X-Signature", "00".into()),
         ("Ocp-Apim-Subscription-Key", "k1".into()),
     ];
@@ -172,10 +193,13 @@ fn sample() -> Exchange {
     ] {
         ex.info.insert(k, V::Str(v.to_string()));
     }
-    ex.info.insert("Timestamp", V::Time(time::OffsetDateTime::now_utc()));
+    ex.info
+        .insert("Timestamp", V::Time(time::OffsetDateTime::now_utc()));
     ex.info.insert(
         "User.Groups",
-        V::list(vec![V::json(serde_json::json!({"Id": "developers", "Name": "Developers"}))]),
+        V::list(vec![V::json(
+            serde_json::json!({"Id": "developers", "Name": "Developers"}),
+        )]),
     );
     ex
 }
@@ -226,8 +250,14 @@ fn check(expect: &str, ex: &Exchange, failed: &Option<Failure>) -> Option<String
     let (what, want) = expect.split_once(':')?;
     let want = want.trim();
     let (name, value) = want.split_once(" = ").unwrap_or(("", want));
-    let text = |b: &Option<Vec<u8>>| String::from_utf8_lossy(b.as_deref().unwrap_or_default()).into_owned();
-    let response_body = ex.response.as_ref().map(|r| text(&r.body)).unwrap_or_default();
+    let text = |b: &Option<Vec<u8>>| {
+        String::from_utf8_lossy(b.as_deref().unwrap_or_default()).into_owned()
+    };
+    let response_body = ex
+        .response
+        .as_ref()
+        .map(|r| text(&r.body))
+        .unwrap_or_default();
     let got: Option<String> = match what.trim() {
         "status" => Some(match (failed, &ex.response) {
             (Some(f), _) => f.status.to_string(),
@@ -235,17 +265,42 @@ fn check(expect: &str, ex: &Exchange, failed: &Option<Failure>) -> Option<String
             (None, None) => "none".into(),
         }),
         "request-header" => header(&ex.request_headers, name),
-        "request-header-starts" => header(&ex.request_headers, name)
-            .map(|h| if h.starts_with(value) { value.to_string() } else { h }),
+        "request-header-starts" => header(&ex.request_headers, name).map(|h| {
+            if h.starts_with(value) {
+                value.to_string()
+            } else {
+                h
+            }
+        }),
         "request-query" => header(&ex.query, name),
         "request-path" => Some(ex.backend_path.clone()),
         "backend-url" => ex.backend_url.clone(),
-        "request-body-contains" => Some(text(&ex.request_body)).map(|b| if b.contains(value) { value.to_string() } else { b }),
-        "request-body-lacks" => Some(text(&ex.request_body)).map(|b| if b.contains(value) { b } else { value.to_string() }),
+        "request-body-contains" => Some(text(&ex.request_body)).map(|b| {
+            if b.contains(value) {
+                value.to_string()
+            } else {
+                b
+            }
+        }),
+        "request-body-lacks" => Some(text(&ex.request_body)).map(|b| {
+            if b.contains(value) {
+                b
+            } else {
+                value.to_string()
+            }
+        }),
         "response-header" => ex.response.as_ref().and_then(|r| header(&r.headers, name)),
         "response-body" => Some(response_body),
-        "response-body-contains" => Some(if response_body.contains(value) { value.to_string() } else { response_body }),
-        "response-body-lacks" => Some(if response_body.contains(value) { response_body } else { value.to_string() }),
+        "response-body-contains" => Some(if response_body.contains(value) {
+            value.to_string()
+        } else {
+            response_body
+        }),
+        "response-body-lacks" => Some(if response_body.contains(value) {
+            response_body
+        } else {
+            value.to_string()
+        }),
         other => return Some(format!("unknown expectation '{other}'")),
     };
     (got.as_deref() != Some(value)).then(|| format!("{expect}: got {got:?}"))
@@ -262,11 +317,19 @@ fn the_corpus_of_real_policies_is_accepted_and_runs() {
     files.sort();
     let (mut accepted, mut refused, mut broken) = (0, Vec::new(), Vec::new());
     for path in &files {
-        let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let text = std::fs::read_to_string(path).expect("a corpus file");
         // As pasted: well-formed XML is read as `xml`; APIM's raw form (quotes and `<`, `&&`
         // inside expressions unescaped, as APIOps stores policy.xml) as `rawxml`.
-        let format = if roxmltree::Document::parse(&text).is_ok() { "xml" } else { "rawxml" };
+        let format = if roxmltree::Document::parse(&text).is_ok() {
+            "xml"
+        } else {
+            "rawxml"
+        };
         let doc = match parse_document(&text, format, &CorpusResolver) {
             Ok(doc) => doc,
             Err(e) => {
@@ -284,11 +347,16 @@ fn the_corpus_of_real_policies_is_accepted_and_runs() {
             .lines()
             .filter_map(|l| l.trim().strip_prefix("<!-- expect ")?.strip_suffix(" -->"))
             .collect();
-        let expects_failure = expects.iter().any(|e| e.starts_with("status: 4") || e.starts_with("status: 5"));
+        let expects_failure = expects
+            .iter()
+            .any(|e| e.starts_with("status: 4") || e.starts_with("status: 5"));
         if let Some(f) = &failed
             && !expects_failure
         {
-            broken.push(format!("{name}: failed with {} {}: {}", f.status, f.reason, f.message));
+            broken.push(format!(
+                "{name}: failed with {} {}: {}",
+                f.status, f.reason, f.message
+            ));
             continue;
         }
         for e in expects {
@@ -307,13 +375,20 @@ fn the_corpus_of_real_policies_is_accepted_and_runs() {
     for r in &refused {
         println!("  refused  {r}");
     }
-    assert!(broken.is_empty(), "documents that compile but do not run as APIM would:\n{}", broken.join("\n"));
+    assert!(
+        broken.is_empty(),
+        "documents that compile but do not run as APIM would:\n{}",
+        broken.join("\n")
+    );
     assert!(
         percent >= MIN_ACCEPTED_PERCENT,
         "{percent}% of the corpus accepted, below {MIN_ACCEPTED_PERCENT}%"
     );
     // A refusal names the policy or construct it is about.
     for r in &refused {
-        assert!(r.contains('<') || r.contains('\''), "a refusal that names nothing: {r}");
+        assert!(
+            r.contains('<') || r.contains('\''),
+            "a refusal that names nothing: {r}"
+        );
     }
 }

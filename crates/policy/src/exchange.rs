@@ -352,6 +352,38 @@ pub trait Services: Sync {
     fn cache_get(&self, key: &str) -> Option<Cached>;
     fn cache_put(&self, key: &str, value: Cached, ttl_secs: u64);
     fn cache_remove(&self, key: &str);
+    /// emit-metric: one sample of a custom metric.
+    fn emit_metric(&self, _metric: Metric) {}
+    /// log-to-eventhub: a message to the logger `logger` (a logger resource); `Err` says why it
+    /// was not taken (the request goes on: APIM logs asynchronously too).
+    fn log_to(&self, logger: &str, _message: String) -> Result<(), String> {
+        Err(format!("the logger '{logger}' does not exist"))
+    }
+    /// authentication-managed-identity: an access token for `resource` from the instance's
+    /// token source (and the client id of a user-assigned identity).
+    fn identity_token<'a>(
+        &'a self,
+        _resource: &'a str,
+        _client_id: Option<&'a str>,
+    ) -> BoxFut<'a, Result<String, String>> {
+        Box::pin(async { Err("this gateway has no identity token source configured".into()) })
+    }
+    /// Where Entra ID tenants' OpenID configurations are read (validate-azure-ad-token).
+    fn entra_authority(&self) -> String {
+        ENTRA_AUTHORITY.into()
+    }
+}
+
+/// Entra ID's (Azure AD's) public authority.
+pub const ENTRA_AUTHORITY: &str = "https://login.microsoftonline.com";
+
+/// A custom metric's sample (emit-metric).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub namespace: String,
+    pub name: String,
+    pub value: f64,
+    pub dimensions: Vec<(String, String)>,
 }
 
 /// What the cache policies keep.

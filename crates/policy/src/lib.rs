@@ -14,6 +14,8 @@
 
 pub mod compile;
 pub mod convert;
+#[cfg(test)]
+mod corpus;
 pub mod doc;
 pub mod exchange;
 pub mod exec;
@@ -24,8 +26,6 @@ pub mod node;
 pub mod policies;
 pub mod position;
 mod stack;
-#[cfg(test)]
-mod corpus;
 #[cfg(test)]
 mod testing;
 

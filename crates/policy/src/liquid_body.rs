@@ -84,10 +84,12 @@ impl Filter for DateFilter {
     fn evaluate(&self, input: &dyn ValueView, runtime: &dyn Runtime) -> Result<Value> {
         let args = self.args.evaluate(runtime)?;
         let text = input.to_kstr().into_owned();
-        Ok(match crate::expr::format_date(&text, args.format.as_str()) {
-            Some(s) => Value::scalar(s),
-            None => input.to_value(),
-        })
+        Ok(
+            match crate::expr::format_date(&text, args.format.as_str()) {
+                Some(s) => Value::scalar(s),
+                None => input.to_value(),
+            },
+        )
     }
 }
 
@@ -123,10 +125,14 @@ fn parser() -> &'static std::result::Result<liquid::Parser, String> {
 /// Parses a template (when the policy is saved).
 pub fn compile(source: &str) -> std::result::Result<Template, String> {
     let parser = parser().as_ref().map_err(Clone::clone)?;
-    parser
-        .parse(source)
-        .map(Template)
-        .map_err(|e| e.to_string().lines().next().unwrap_or("").trim().to_string())
+    parser.parse(source).map(Template).map_err(|e| {
+        e.to_string()
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    })
 }
 
 /// Renders with `body` and `context` (JSON values, as the policy builds them). A member a
@@ -144,8 +150,14 @@ pub fn render(
     let Node::Object(_) = &globals else {
         unreachable!("built as an object")
     };
-    t.0.render(&globals)
-        .map_err(|e| e.to_string().lines().next().unwrap_or("").trim().to_string())
+    t.0.render(&globals).map_err(|e| {
+        e.to_string()
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    })
 }
 
 /// A value of the data a template reads: objects answer every key (a missing one with nil).
@@ -237,7 +249,9 @@ impl ValueView for Node {
             Node::Scalar(v) => v.clone(),
             Node::Missing => Value::Nil,
             Node::Array(a) => Value::Array(a.iter().map(Node::to_value).collect()),
-            Node::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), v.to_value())).collect()),
+            Node::Object(o) => {
+                Value::Object(o.iter().map(|(k, v)| (k.clone(), v.to_value())).collect())
+            }
         }
     }
     fn as_scalar(&self) -> Option<ScalarCow<'_>> {
@@ -284,8 +298,15 @@ impl ArrayView for Node {
     }
     fn get(&self, index: i64) -> Option<&dyn ValueView> {
         let Node::Array(a) = self else { return None };
-        let i = if index < 0 { a.len() as i64 + index } else { index };
-        usize::try_from(i).ok().and_then(|i| <[Node]>::get(a, i)).map(|n| n as &dyn ValueView)
+        let i = if index < 0 {
+            a.len() as i64 + index
+        } else {
+            index
+        };
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| <[Node]>::get(a, i))
+            .map(|n| n as &dyn ValueView)
     }
 }
 
@@ -342,19 +363,36 @@ mod tests {
 
     fn run(src: &str, body: serde_json::Value) -> String {
         let t = compile(src).unwrap_or_else(|e| panic!("{src}: {e}"));
-        render(&t, body, json!({"Request": {"Method": "POST"}})).unwrap_or_else(|e| panic!("{src}: {e}"))
+        render(&t, body, json!({"Request": {"Method": "POST"}}))
+            .unwrap_or_else(|e| panic!("{src}: {e}"))
     }
 
     #[test]
     fn apims_filters_dates_and_missing_members() {
-        let body = json!({"name": "ann", "items": [{"n": 1}, {"n": 2}], "when": "2026-12-07T10:05:00Z"});
+        let body =
+            json!({"name": "ann", "items": [{"n": 1}, {"n": 2}], "when": "2026-12-07T10:05:00Z"});
         for (src, want) in [
-            ("{{ body.name | Upcase }}-{{ body.name | upcase }}", "ANN-ANN"),
-            ("{{ body.missing.deeper }}|{{ body.missing | Default: 'none' }}", "|none"),
-            ("{% for i in body.items %}{{ i.n | Times: 10 }},{% endfor %}", "10,20,"),
+            (
+                "{{ body.name | Upcase }}-{{ body.name | upcase }}",
+                "ANN-ANN",
+            ),
+            (
+                "{{ body.missing.deeper }}|{{ body.missing | Default: 'none' }}",
+                "|none",
+            ),
+            (
+                "{% for i in body.items %}{{ i.n | Times: 10 }},{% endfor %}",
+                "10,20,",
+            ),
             ("{{ body.when | Date: 'yyyyMMddTHH:mm' }}", "20261207T10:05"),
-            ("{{ body.items | Size }} {{ context.Request.Method }}", "2 POST"),
-            ("{% if body.name == 'ann' %}yes{% else %}no{% endif %}", "yes"),
+            (
+                "{{ body.items | Size }} {{ context.Request.Method }}",
+                "2 POST",
+            ),
+            (
+                "{% if body.name == 'ann' %}yes{% else %}no{% endif %}",
+                "yes",
+            ),
             ("{{ 'a b' | UrlEncode }} {{ 3 | AtLeast: 5 }}", "a%20b 5"),
         ] {
             assert_eq!(run(src, body.clone()), want, "{src}");

@@ -164,3 +164,85 @@ mod tests {
         assert!(!in_range(ip("::5"), ip("10.0.0.1"), ip("10.0.0.9")));
     }
 }
+
+/// authentication-managed-identity: an access token for `resource` from the instance's token
+/// source, into the Authorization header (or a variable).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedIdentity {
+    pub resource: Text,
+    pub client_id: Option<Text>,
+    pub variable: Option<String>,
+    pub ignore_error: bool,
+}
+
+pub fn parse_managed_identity(cx: &mut Ctx<'_, '_>, node: XNode<'_>) -> Res<ManagedIdentity> {
+    cx.check_attrs(
+        node,
+        &[
+            "resource",
+            "client-id",
+            "output-token-variable-name",
+            "ignore-error",
+        ],
+    )?;
+    Ok(ManagedIdentity {
+        resource: cx.required(node, "resource")?,
+        client_id: cx.attr_text(node, "client-id")?,
+        variable: cx.literal(node, "output-token-variable-name")?,
+        ignore_error: cx.boolean(node, "ignore-error", false)?,
+    })
+}
+
+pub fn parse_authentication_managed_identity<'a>(
+    cx: &mut Ctx<'a, '_>,
+    node: XNode<'a>,
+    section: Section,
+) -> Res<Box<dyn Policy>> {
+    cx.allowed_in(node, section, &[Section::Inbound])?;
+    Ok(Box::new(parse_managed_identity(cx, node)?))
+}
+
+impl ManagedIdentity {
+    /// The token (or `None` when it failed and errors are ignored).
+    pub async fn token(&self, at: At<'_>, ex: &Exchange) -> Result<Option<String>, Flow> {
+        let resource = at.text(&self.resource, ex)?;
+        let client_id = match &self.client_id {
+            Some(c) => Some(at.text(c, ex)?),
+            None => None,
+        };
+        match at.svc.identity_token(&resource, client_id.as_deref()).await {
+            Ok(t) => Ok(Some(t)),
+            Err(_) if self.ignore_error => Ok(None),
+            Err(why) => Err(at.fail(
+                500,
+                "ManagedIdentityTokenFailure",
+                format!("Unable to get an access token for the resource '{resource}': {why}"),
+            )),
+        }
+    }
+}
+
+impl Policy for ManagedIdentity {
+    fn run<'a>(&'a self, at: At<'a>, ex: &'a mut Exchange) -> Run<'a> {
+        Run::Wait(Box::pin(async move {
+            match self.token(at, ex).await {
+                Ok(Some(token)) => {
+                    match &self.variable {
+                        Some(v) => {
+                            ex.variables.insert(v.clone(), crate::expr::V::Str(token));
+                        }
+                        None => set_pairs(
+                            &mut ex.request_headers,
+                            "Authorization",
+                            ExistsAction::Override,
+                            vec![format!("Bearer {token}")],
+                        ),
+                    }
+                    Flow::Next
+                }
+                Ok(None) => Flow::Next,
+                Err(flow) => flow,
+            }
+        }))
+    }
+}

@@ -2,9 +2,9 @@
 
 use crate::compile::{Ctx, Res, XNode};
 use crate::convert;
-use crate::liquid_body;
 use crate::exchange::{Exchange, ExistsAction, Flow, set_pairs};
 use crate::expr::Text;
+use crate::liquid_body;
 use crate::node::{At, Policy, Run};
 use crate::position::Section;
 
@@ -33,7 +33,9 @@ pub fn parse_set_body<'a>(
         Some(other) => {
             return cx.err(
                 node,
-                format!("set-body template=\"{other}\" is not a template kind; APIM has only \"liquid\""),
+                format!(
+                    "set-body template=\"{other}\" is not a template kind; APIM has only \"liquid\""
+                ),
             );
         }
     }
@@ -110,8 +112,14 @@ fn liquid_input(section: Section, ex: &Exchange) -> serde_json::Value {
         .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
         .map(|(_, v)| v.to_ascii_lowercase())
         .unwrap_or_default();
-    let media = content_type.split(';').next().unwrap_or("").trim().to_string();
-    let is = |exact: &[&str], suffix: &str| exact.contains(&media.as_str()) || media.ends_with(suffix);
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let is =
+        |exact: &[&str], suffix: &str| exact.contains(&media.as_str()) || media.ends_with(suffix);
     if is(&["application/json", "text/json"], "+json") {
         return serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
     }
@@ -320,5 +328,113 @@ impl Convert {
             vec![new_type.into()],
         );
         Ok(())
+    }
+}
+
+/// jsonp: a response to a request with the callback parameter becomes `callback(body)`.
+#[derive(Debug)]
+pub struct Jsonp {
+    pub parameter: String,
+}
+
+pub fn parse_jsonp<'a>(
+    cx: &mut Ctx<'a, '_>,
+    node: XNode<'a>,
+    section: Section,
+) -> Res<Box<dyn Policy>> {
+    cx.allowed_in(node, section, &[Section::Outbound])?;
+    cx.check_attrs(node, &["callback-parameter-name"])?;
+    cx.reads_body = true;
+    Ok(Box::new(Jsonp {
+        parameter: cx.name_attr(node, "callback-parameter-name")?,
+    }))
+}
+
+impl Policy for Jsonp {
+    fn run<'a>(&'a self, _: At<'a>, ex: &'a mut Exchange) -> Run<'a> {
+        let callback = form_urlencoded::parse(ex.original_query.as_bytes())
+            .find(|(k, _)| *k == self.parameter)
+            .map(|(_, v)| v.into_owned());
+        // Only a JavaScript name: anything else would let the caller inject a script.
+        let valid = |c: &str| {
+            !c.is_empty()
+                && c.split('.').all(|p| {
+                    p.chars()
+                        .next()
+                        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_' || f == '$')
+                        && p.chars()
+                            .all(|x| x.is_ascii_alphanumeric() || x == '_' || x == '$')
+                })
+        };
+        if let (Some(cb), Some(r)) = (callback.filter(|c| valid(c)), ex.response.as_mut()) {
+            let body = r.body.take().unwrap_or_default();
+            let mut out = format!("{cb}(").into_bytes();
+            out.extend_from_slice(&body);
+            out.push(b')');
+            r.body = Some(out);
+            set_pairs(
+                &mut r.headers,
+                "Content-Type",
+                ExistsAction::Override,
+                vec!["application/javascript".into()],
+            );
+        }
+        Run::Done(Flow::Next)
+    }
+}
+
+/// redirect-content-urls: in a response, the backend's base URL becomes the gateway's (so the
+/// links a backend writes point through the gateway); in a request, the other way.
+#[derive(Debug)]
+pub struct RedirectContentUrls;
+
+pub fn parse_redirect_content_urls<'a>(
+    cx: &mut Ctx<'a, '_>,
+    node: XNode<'a>,
+    section: Section,
+) -> Res<Box<dyn Policy>> {
+    cx.allowed_in(node, section, &[Section::Inbound, Section::Outbound])?;
+    cx.check_attrs(node, &[])?;
+    cx.reads_body = true;
+    Ok(Box::new(RedirectContentUrls))
+}
+
+impl Policy for RedirectContentUrls {
+    fn run<'a>(&'a self, at: At<'a>, ex: &'a mut Exchange) -> Run<'a> {
+        let info = |k: &str| ex.info.get(k).map(|v| v.text()).unwrap_or_default();
+        let backend = ex
+            .backend_url
+            .clone()
+            .unwrap_or_else(|| info("Api.ServiceUrl"))
+            .trim_end_matches('/')
+            .to_string();
+        let default_port = matches!((ex.scheme, ex.port), ("http", 80) | ("https", 443));
+        let port = if default_port || ex.port == 0 {
+            String::new()
+        } else {
+            format!(":{}", ex.port)
+        };
+        let path = info("Api.Path");
+        let gateway = format!(
+            "{}://{}{port}{}{}",
+            ex.scheme,
+            ex.host,
+            if path.is_empty() { "" } else { "/" },
+            path.trim_matches('/')
+        );
+        if backend.is_empty() {
+            return Run::Done(Flow::Next);
+        }
+        let (from, to) = if ex.on_response(at.section) {
+            (backend, gateway)
+        } else {
+            (gateway, backend)
+        };
+        if let Some(body) = body_of(at.section, ex).as_mut() {
+            *body = String::from_utf8_lossy(body)
+                .replace(&from, &to)
+                .into_bytes();
+        }
+        Run::Done(Flow::Next)
     }
 }

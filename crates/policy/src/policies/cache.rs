@@ -233,7 +233,8 @@ impl CacheStoreValue {
         let key = at.text(&self.key, ex)?;
         let value = at.value(&self.value, ex)?;
         let secs = at.number(&self.duration_secs, ex)?;
-        at.svc.cache_put(&value_key(&key), Cached::Value(value), secs);
+        at.svc
+            .cache_put(&value_key(&key), Cached::Value(value), secs);
         Ok(())
     }
 }

@@ -148,7 +148,9 @@ impl Policy for Retry {
                 if matches!(flow, Flow::Respond) {
                     return flow;
                 }
-                let limits = at.number(&self.count, ex).and_then(|c| Ok((c, at.number(&self.interval_secs, ex)?)));
+                let limits = at
+                    .number(&self.count, ex)
+                    .and_then(|c| Ok((c, at.number(&self.interval_secs, ex)?)));
                 let (count, interval) = match limits {
                     Ok(l) => l,
                     Err(failed) => return failed,

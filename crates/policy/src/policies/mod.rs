@@ -11,6 +11,7 @@ pub mod control;
 pub mod cors;
 pub mod headers;
 pub mod limits;
+pub mod observe;
 pub mod request;
 pub mod respond;
 pub mod send;
@@ -32,6 +33,8 @@ pub const TABLE: &[(&str, Parse)] = &[
     ("find-and-replace", body::parse_find_and_replace),
     ("json-to-xml", body::parse_convert),
     ("xml-to-json", body::parse_convert),
+    ("jsonp", body::parse_jsonp),
+    ("redirect-content-urls", body::parse_redirect_content_urls),
     ("set-status", respond::parse_set_status),
     ("return-response", respond::parse_return_response),
     ("mock-response", respond::parse_mock_response),
@@ -44,6 +47,16 @@ pub const TABLE: &[(&str, Parse)] = &[
     ("ip-filter", access::parse_ip_filter),
     ("authentication-basic", access::parse_authentication_basic),
     ("validate-jwt", validate_jwt::parse_validate_jwt),
+    (
+        "validate-azure-ad-token",
+        validate_jwt::parse_validate_azure_ad_token,
+    ),
+    (
+        "authentication-managed-identity",
+        access::parse_authentication_managed_identity,
+    ),
+    ("emit-metric", observe::parse_emit_metric),
+    ("log-to-eventhub", observe::parse_log_to_eventhub),
     ("cors", cors::parse_cors),
     ("rate-limit", limits::parse_limit),
     ("rate-limit-by-key", limits::parse_limit),
@@ -65,7 +78,6 @@ pub fn find(name: &str) -> Option<(&'static str, Parse)> {
 
 /// APIM policies this engine does not run yet: refused by name at write time.
 pub const KNOWN_UNSUPPORTED: &[&str] = &[
-    "validate-azure-ad-token",
     "validate-client-certificate",
     "validate-content",
     "validate-parameters",
@@ -73,14 +85,9 @@ pub const KNOWN_UNSUPPORTED: &[&str] = &[
     "validate-status-code",
     "validate-graphql-request",
     "authentication-certificate",
-    "authentication-managed-identity",
     "xsl-transform",
-    "redirect-content-urls",
-    "jsonp",
     "cross-domain",
     "proxy",
-    "log-to-eventhub",
-    "emit-metric",
     "get-authorization-context",
     "set-backend-service-dapr",
     "publish-to-dapr",

@@ -18,6 +18,8 @@ pub enum SendStep {
         values: Vec<Text>,
     },
     Body(Text),
+    /// The token of authentication-managed-identity into the request's Authorization header.
+    Identity(super::access::ManagedIdentity),
 }
 
 /// send-request, or send-one-way-request when `one_way`.
@@ -86,7 +88,10 @@ fn parse_step<'a>(cx: &mut Ctx<'a, '_>, c: XNode<'a>, parent: &str) -> Res<SendS
                 values: cx.values(c)?,
             }
         }
-        inner @ ("authentication-certificate" | "authentication-managed-identity" | "proxy") => {
+        "authentication-managed-identity" => {
+            SendStep::Identity(super::access::parse_managed_identity(cx, c)?)
+        }
+        inner @ ("authentication-certificate" | "proxy") => {
             return cx.err(c, format!("<{inner}> inside <{parent}> is not supported"));
         }
         other => return cx.err(c, format!("<{parent}> has no element <{other}>")),
@@ -96,10 +101,27 @@ fn parse_step<'a>(cx: &mut Ctx<'a, '_>, c: XNode<'a>, parent: &str) -> Res<SendS
 impl Policy for SendRequest {
     fn run<'a>(&'a self, at: At<'a>, ex: &'a mut Exchange) -> Run<'a> {
         Run::Wait(Box::pin(async move {
-            let (req, timeout) = match self.request(at, ex).and_then(|r| Ok((r, at.number(&self.timeout_secs, ex)?))) {
+            let (mut req, timeout) = match self
+                .request(at, ex)
+                .and_then(|r| Ok((r, at.number(&self.timeout_secs, ex)?)))
+            {
                 Ok(r) => r,
                 Err(flow) => return flow,
             };
+            for step in &self.steps {
+                if let SendStep::Identity(identity) = step {
+                    match identity.token(at, ex).await {
+                        Ok(Some(token)) => set_pairs(
+                            &mut req.headers,
+                            "Authorization",
+                            ExistsAction::Override,
+                            vec![format!("Bearer {token}")],
+                        ),
+                        Ok(None) => {}
+                        Err(flow) => return flow,
+                    }
+                }
+            }
             if self.one_way {
                 at.svc.send_one_way(req);
                 return Flow::Next;
@@ -149,6 +171,7 @@ impl SendRequest {
                     values,
                 } => set_pairs(&mut req.headers, name, *action, at.texts(values, ex)?),
                 SendStep::Body(t) => req.body = Some(at.text(t, ex)?.into_bytes()),
+                SendStep::Identity(_) => {}
             }
         }
         if req.url.is_empty() {

@@ -214,3 +214,197 @@ impl ValidateJwt {
         }
     }
 }
+
+/// validate-azure-ad-token: validate-jwt against an Entra ID tenant — its OpenID configuration
+/// and issuers — with the token's client application (`azp`, or `appid` in v1 tokens) among
+/// the allowed ones.
+#[derive(Debug)]
+pub struct ValidateAzureAdToken {
+    pub tenant: String,
+    pub client_ids: Vec<String>,
+    /// For Entra ID's public authority.
+    pub jwt: Jwt,
+    /// For another authority (the gateway's `entra-authority`, a sovereign cloud or a test
+    /// issuer): the same checks with that authority's issuer, made on first use.
+    pub elsewhere: std::sync::OnceLock<(String, Jwt)>,
+}
+
+pub fn parse_validate_azure_ad_token<'a>(
+    cx: &mut Ctx<'a, '_>,
+    node: XNode<'a>,
+    section: Section,
+) -> Res<Box<dyn Policy>> {
+    cx.allowed_in(node, section, &[Section::Inbound])?;
+    cx.check_attrs(
+        node,
+        &[
+            "tenant-id",
+            "header-name",
+            "query-parameter-name",
+            "token-value",
+            "failed-validation-httpcode",
+            "failed-validation-error-message",
+            "output-token-variable-name",
+        ],
+    )?;
+    let tenant = cx.literal(node, "tenant-id")?.unwrap_or_default();
+    if tenant.is_empty()
+        || !tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+    {
+        return cx.err(
+            node,
+            "<validate-azure-ad-token> needs 'tenant-id': a tenant's id or domain name",
+        );
+    }
+    let source = if ["header-name", "query-parameter-name", "token-value"]
+        .iter()
+        .any(|a| node.attribute(*a).is_some())
+    {
+        token_source(cx, node)?
+    } else {
+        TokenSource::Header("Authorization".into())
+    };
+    let mut jwt = Jwt {
+        source,
+        status: cx.number(node, "failed-validation-httpcode", Some(401), 599)? as u16,
+        message: cx.literal(node, "failed-validation-error-message")?,
+        require_expiration: true,
+        require_scheme: None,
+        require_signed: true,
+        clock_skew_secs: 0,
+        output_variable: cx.literal(node, "output-token-variable-name")?,
+        openid_urls: vec![entra_config_url(crate::exchange::ENTRA_AUTHORITY, &tenant)],
+        keys: Vec::new(),
+        audiences: Vec::new(),
+        issuers: entra_issuers(crate::exchange::ENTRA_AUTHORITY, &tenant),
+        claims: Vec::new(),
+        memo: Default::default(),
+    };
+    let mut client_ids = Vec::new();
+    for c in cx.children(node)? {
+        match c.tag_name().name() {
+            "client-application-ids" => client_ids = cx.item_texts(c, "application-id")?,
+            "backend-application-ids" => {
+                for id in cx.item_texts(c, "application-id")? {
+                    jwt.audiences.push(format!("api://{id}"));
+                    jwt.audiences.push(id);
+                }
+            }
+            "audiences" => jwt.audiences.extend(cx.item_texts(c, "audience")?),
+            "required-claims" => {
+                for claim in cx.children(c)? {
+                    jwt.claims.push(required_claim(cx, claim)?);
+                }
+            }
+            "decryption-keys" => {
+                return cx.err(c, "encrypted tokens (decryption-keys) are not supported");
+            }
+            other => {
+                return cx.err(
+                    c,
+                    format!("<validate-azure-ad-token> has no element <{other}>"),
+                );
+            }
+        }
+    }
+    if client_ids.is_empty() {
+        return cx.err(node, "<validate-azure-ad-token> needs <client-application-ids> with at least one <application-id>");
+    }
+    Ok(Box::new(ValidateAzureAdToken {
+        tenant,
+        client_ids,
+        jwt,
+        elsewhere: Default::default(),
+    }))
+}
+
+/// A tenant's OpenID configuration under an authority (always read from Entra ID's URL: the
+/// gateway maps it to its configured authority).
+fn entra_config_url(authority: &str, tenant: &str) -> String {
+    format!("{authority}/{tenant}/v2.0/.well-known/openid-configuration")
+}
+
+fn entra_issuers(authority: &str, tenant: &str) -> Vec<String> {
+    vec![
+        format!("{authority}/{tenant}/v2.0"),
+        format!("https://sts.windows.net/{tenant}/"),
+    ]
+}
+
+impl ValidateAzureAdToken {
+    fn checks(&self, authority: &str) -> &Jwt {
+        if authority == crate::exchange::ENTRA_AUTHORITY {
+            return &self.jwt;
+        }
+        let (made_for, jwt) = self.elsewhere.get_or_init(|| {
+            let mut jwt = self.jwt.clone();
+            jwt.issuers = entra_issuers(authority, &self.tenant);
+            (authority.to_string(), jwt)
+        });
+        if made_for == authority {
+            jwt
+        } else {
+            &self.jwt
+        }
+    }
+
+    fn apply(&self, at: At<'_>, ex: &mut Exchange) -> Result<(), Flow> {
+        let jwt = self.checks(&at.svc.entra_authority());
+        let value = match &jwt.source {
+            TokenSource::Value(t) => Some(at.text(t, ex)?),
+            _ => None,
+        };
+        let query = |q: &str| {
+            ex.query
+                .iter()
+                .find(|(k, _)| k == q)
+                .map(|(_, v)| v.clone())
+        };
+        let header = |h: &str| ex.header(h).map(str::to_string);
+        let fail = |reason: &'static str, message: String| {
+            at.fail(jwt.status, reason, jwt.message.clone().unwrap_or(message))
+        };
+        let token =
+            jwt::extract(jwt, header, query, value).map_err(|r| fail(r.reason, r.message))?;
+        let keys = at
+            .svc
+            .openid_keys(&self.jwt.openid_urls[0])
+            .unwrap_or_default();
+        let claims = jwt::validate(jwt, &token, &keys).map_err(|r| fail(r.reason, r.message))?;
+        let client = claims
+            .get("azp")
+            .or_else(|| claims.get("appid"))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        if !self
+            .client_ids
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(client))
+        {
+            return Err(fail(
+                "TokenClaimNotFound",
+                "The token's client application is not allowed.".into(),
+            ));
+        }
+        if let Some(v) = &jwt.output_variable {
+            ex.variables.insert(v.clone(), jwt::as_variable(claims));
+        }
+        Ok(())
+    }
+}
+
+impl Policy for ValidateAzureAdToken {
+    fn run<'a>(&'a self, at: At<'a>, ex: &'a mut Exchange) -> Run<'a> {
+        Run::of(self.apply(at, ex))
+    }
+
+    fn leaves_request_alone(&self) -> bool {
+        true
+    }
+
+    fn openid_urls(&self) -> &[String] {
+        &self.jwt.openid_urls
+    }
+}

@@ -134,9 +134,16 @@ pub fn call(v: &V, name: &str, args: &[V]) -> Option<R> {
         return match name {
             "ComputeHash" => Some((|| {
                 let mut data = bytes_of(&arg(args, 0, name)?)?;
-                if let (Some(offset), Some(count)) = (args.get(1).and_then(int), args.get(2).and_then(int)) {
+                if let (Some(offset), Some(count)) =
+                    (args.get(1).and_then(int), args.get(2).and_then(int))
+                {
                     let (o, c) = (offset.max(0) as usize, count.max(0) as usize);
-                    data = data.get(o..o + c).ok_or_else(|| EvalError("ComputeHash: the range is outside the array".into()))?.to_vec();
+                    data = data
+                        .get(o..o + c)
+                        .ok_or_else(|| {
+                            EvalError("ComputeHash: the range is outside the array".into())
+                        })?
+                        .to_vec();
                 }
                 digest(&algorithm, key.as_deref(), &data).map(V::bytes)
             })()),
@@ -146,12 +153,19 @@ pub fn call(v: &V, name: &str, args: &[V]) -> Option<R> {
     }
     let V::Native(n) = v else { return None };
     match (&**n, name) {
-        (Native::Encoding(e), "GetBytes") => Some(arg(args, 0, name).map(|s| V::bytes(encode(e, &s.text())))),
-        (Native::Encoding(e), "GetByteCount") => Some(arg(args, 0, name).map(|s| V::Int(encode(e, &s.text()).len() as i64))),
+        (Native::Encoding(e), "GetBytes") => {
+            Some(arg(args, 0, name).map(|s| V::bytes(encode(e, &s.text()))))
+        }
+        (Native::Encoding(e), "GetByteCount") => {
+            Some(arg(args, 0, name).map(|s| V::Int(encode(e, &s.text()).len() as i64)))
+        }
         (Native::Encoding(e), "GetString") => Some((|| {
             let b = bytes_of(&arg(args, 0, name)?)?;
             let b = match (args.get(1).and_then(int), args.get(2).and_then(int)) {
-                (Some(o), Some(c)) => b.get(o.max(0) as usize..(o + c).max(0) as usize).ok_or_else(|| EvalError("GetString: the range is outside the array".into()))?.to_vec(),
+                (Some(o), Some(c)) => b
+                    .get(o.max(0) as usize..(o + c).max(0) as usize)
+                    .ok_or_else(|| EvalError("GetString: the range is outside the array".into()))?
+                    .to_vec(),
                 _ => b,
             };
             Ok(V::Str(decode(e, &b)))

@@ -165,6 +165,23 @@ pub struct GatewayFlags {
     /// CPU).
     #[arg(long, env = "GATEHOUSE_GATEWAY_WORKERS")]
     pub gateway_workers: Option<usize>,
+    /// authentication-managed-identity's tokens: an OAuth 2.0 token endpoint that grants
+    /// client credentials (with --identity-client-id and a secret).
+    #[arg(long, env = "GATEHOUSE_IDENTITY_TOKEN_URL")]
+    pub identity_token_url: Option<String>,
+    /// The client id sent to --identity-token-url.
+    #[arg(long, env = "GATEHOUSE_IDENTITY_CLIENT_ID")]
+    pub identity_client_id: Option<String>,
+    /// File holding the client secret for --identity-token-url (or GATEHOUSE_IDENTITY_CLIENT_SECRET).
+    #[arg(long, env = "GATEHOUSE_IDENTITY_CLIENT_SECRET_FILE")]
+    pub identity_client_secret_file: Option<PathBuf>,
+    /// Take managed-identity tokens from Azure's instance metadata service (in Azure).
+    #[arg(long, env = "GATEHOUSE_IDENTITY_IMDS")]
+    pub identity_imds: bool,
+    /// Where validate-azure-ad-token reads tenants' OpenID configurations (default: Entra ID's
+    /// public authority, https://login.microsoftonline.com).
+    #[arg(long, env = "GATEHOUSE_ENTRA_AUTHORITY")]
+    pub entra_authority: Option<String>,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -50,6 +50,58 @@ pub struct FileConfig {
     pub secret_source_token_file: Option<PathBuf>,
     pub secret_refresh_seconds: Option<u64>,
     pub journal_retention_seconds: Option<u64>,
+    pub identity_token_url: Option<String>,
+    pub identity_client_id: Option<String>,
+    pub identity_client_secret_file: Option<PathBuf>,
+    pub identity_imds: Option<bool>,
+    pub entra_authority: Option<String>,
+}
+
+/// authentication-managed-identity's token source, from the flags (over `gatehouse.toml`).
+fn identity_source(
+    flags: &crate::args::GatewayFlags,
+    f: Option<&FileConfig>,
+) -> Result<Option<gatehouse_gateway::IdentitySource>> {
+    if flags.identity_imds || f.and_then(|f| f.identity_imds).unwrap_or(false) {
+        return Ok(Some(gatehouse_gateway::IdentitySource::Imds {
+            endpoint: gatehouse_gateway::IMDS_ENDPOINT.into(),
+        }));
+    }
+    let Some(token_url) = flags
+        .identity_token_url
+        .clone()
+        .or_else(|| f.and_then(|f| f.identity_token_url.clone()))
+    else {
+        return Ok(None);
+    };
+    if !(token_url.starts_with("https://") || token_url.starts_with("http://")) {
+        return Err(anyhow!(
+            "--identity-token-url must be an http(s) URL, not '{token_url}'"
+        ));
+    }
+    let client_id = flags
+        .identity_client_id
+        .clone()
+        .or_else(|| f.and_then(|f| f.identity_client_id.clone()))
+        .ok_or_else(|| anyhow!("--identity-token-url needs --identity-client-id"))?;
+    let secret_file = flags
+        .identity_client_secret_file
+        .clone()
+        .or_else(|| f.and_then(|f| f.identity_client_secret_file.clone()));
+    let client_secret = match secret_file {
+        Some(path) => std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the identity client secret file {}", path.display()))?
+            .trim()
+            .to_string(),
+        None => env_value("GATEHOUSE_IDENTITY_CLIENT_SECRET").ok_or_else(|| {
+            anyhow!("--identity-token-url needs a client secret: --identity-client-secret-file or GATEHOUSE_IDENTITY_CLIENT_SECRET")
+        })?,
+    };
+    Ok(Some(gatehouse_gateway::IdentitySource::ClientCredentials {
+        token_url,
+        client_id,
+        client_secret,
+    }))
 }
 
 /// `--secret-source` with its token file, if any.
@@ -271,6 +323,12 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
                 .gateway_workers
                 .or_else(|| f.and_then(|f| f.gateway_workers))
                 .unwrap_or(0),
+            identity: identity_source(&args.gateway, f)?,
+            entra_authority: args
+                .gateway
+                .entra_authority
+                .clone()
+                .or_else(|| f.and_then(|f| f.entra_authority.clone())),
             ..GatewayConfig::default()
         },
     })
@@ -303,6 +361,8 @@ pub fn regional_config(
             backend_ca: args.gateway.backend_ca.clone(),
             workers: args.gateway.gateway_workers.unwrap_or(0),
             counters: counters_url(&args.gateway)?,
+            identity: identity_source(&args.gateway, None)?,
+            entra_authority: args.gateway.entra_authority.clone(),
             ..GatewayConfig::default()
         },
     })

@@ -38,7 +38,49 @@ pub struct GatewayConfig {
     /// The developer portal's base URL (`http://127.0.0.1:8002`): requests whose host is one of
     /// the service's `DeveloperPortal` host names are passed to it. `None`: no portal here.
     pub portal: Option<String>,
+    /// Where authentication-managed-identity gets tokens (`None`: the policy fails, or is
+    /// skipped with ignore-error).
+    pub identity: Option<IdentitySource>,
+    /// Where validate-azure-ad-token reads tenants' OpenID configurations and expects their
+    /// issuers: Entra ID's public authority unless set (a sovereign cloud, or a test issuer).
+    pub entra_authority: Option<String>,
 }
+
+/// A token source standing in for Azure's managed identity.
+#[derive(Clone, PartialEq)]
+pub enum IdentitySource {
+    /// OAuth 2.0 client credentials at a token endpoint (Entra ID's, or any server's).
+    ClientCredentials {
+        token_url: String,
+        client_id: String,
+        client_secret: String,
+    },
+    /// Azure's instance metadata service, when Gatehouse runs in Azure.
+    Imds { endpoint: String },
+}
+
+impl std::fmt::Debug for IdentitySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IdentitySource::ClientCredentials {
+                token_url,
+                client_id,
+                ..
+            } => f
+                .debug_struct("ClientCredentials")
+                .field("token_url", token_url)
+                .field("client_id", client_id)
+                .field("client_secret", &"***")
+                .finish(),
+            IdentitySource::Imds { endpoint } => {
+                f.debug_struct("Imds").field("endpoint", endpoint).finish()
+            }
+        }
+    }
+}
+
+/// Azure's instance metadata token endpoint.
+pub const IMDS_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -58,6 +100,8 @@ impl Default for GatewayConfig {
             serves_gateway: None,
             region: None,
             counters: None,
+            identity: None,
+            entra_authority: None,
             portal: None,
         }
     }

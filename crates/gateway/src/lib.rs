@@ -32,7 +32,7 @@ mod websocket;
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
-pub use config::GatewayConfig;
+pub use config::{GatewayConfig, IMDS_ENDPOINT, IdentitySource};
 use gatehouse_store::Store;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 pub use shared::Shared;
@@ -110,7 +110,12 @@ impl Gateway {
                 Some(s) => policies::Counters::shared_with(s.clone()),
                 None => Default::default(),
             },
-            jwks: Default::default(),
+            jwks: Arc::new(policies::JwksCache::with_authority(
+                config.entra_authority.clone(),
+            )),
+            identity: policies::Identity::new(config.identity.clone()),
+            custom_metrics: Default::default(),
+            log_sinks: Default::default(),
             cache: Default::default(),
             concurrency: Default::default(),
             outbound: reqwest::Client::builder()

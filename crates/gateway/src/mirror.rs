@@ -73,6 +73,8 @@ impl ConfigMirror {
             k if k.is_policy() || k == Kind::PolicyFragment => &["value", "format"],
             Kind::NamedValue => &["displayName", "value"],
             Kind::Backend => &["url", "credentials", "tls"],
+            // log-to-eventhub's sinks.
+            Kind::Logger => &["credentials"],
             // Only a GraphQL API's schema: the gateway checks queries against it.
             Kind::ApiSchema if r.path.ends_with("/schemas/graphql") => &["document"],
             _ => return None,

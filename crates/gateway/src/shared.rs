@@ -36,6 +36,12 @@ pub struct Shared {
     pub(crate) refusal: Refusal,
     /// Where requests to the developer portal's host names go (`GatewayConfig::portal`).
     pub(crate) portal_route: Option<Arc<crate::table::ApiRoute>>,
+    /// authentication-managed-identity's token source and its cached tokens.
+    pub(crate) identity: policies::Identity,
+    /// emit-metric's series.
+    pub(crate) custom_metrics: policies::CustomMetrics,
+    /// log-to-eventhub's sinks.
+    pub(crate) log_sinks: policies::LogSinks,
 }
 
 /// Whether the gateway refuses traffic, and why; read per request through one atomic load.
@@ -141,6 +147,7 @@ impl Shared {
     /// Prometheus text for this gateway.
     pub fn render_metrics(&self) -> String {
         let mut out = self.stats.render();
+        self.custom_metrics.render(&mut out);
         if let Some(on) = self.counters.sharing() {
             out.push_str("# HELP gatehouse_gateway_counters_shared Whether rate limits are counted with the other gateways through Redis now (0: this gateway counts alone).\n# TYPE gatehouse_gateway_counters_shared gauge\n");
             out.push_str(&format!(

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 pub struct JwksCache {
     entries: Mutex<HashMap<String, JwksEntry>>,
+    /// Entra ID's authority as configured: configurations under the public authority are
+    /// read from here instead (the cache stays keyed by the URL policies name).
+    entra_authority: Option<String>,
 }
 
 pub(super) struct JwksEntry {
@@ -26,6 +29,24 @@ pub(super) const JWKS_REFRESH: Duration = Duration::from_secs(3600);
 pub(super) const JWKS_RETRY: Duration = Duration::from_secs(300);
 
 impl JwksCache {
+    pub fn with_authority(entra_authority: Option<String>) -> JwksCache {
+        JwksCache {
+            entries: Mutex::default(),
+            entra_authority: entra_authority.map(|a| a.trim_end_matches('/').to_string()),
+        }
+    }
+
+    /// Where `url`'s configuration is read.
+    fn source(&self, url: &str) -> String {
+        match (
+            &self.entra_authority,
+            url.strip_prefix(gatehouse_policy::exec::ENTRA_AUTHORITY),
+        ) {
+            (Some(authority), Some(rest)) => format!("{authority}{rest}"),
+            _ => url.to_string(),
+        }
+    }
+
     /// Starts fetching the keys of every URL not fetched yet (from async context).
     pub fn ensure(self: &Arc<Self>, urls: &[String]) {
         for url in urls {
@@ -50,11 +71,12 @@ impl JwksCache {
         }
         let me = self.clone();
         let url = url.to_string();
+        let source = self.source(&url);
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
         handle.spawn(async move {
-            let result = fetch_jwks(&url).await;
+            let result = fetch_jwks(&source).await;
             let mut entries = me.entries.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(e) = entries.get_mut(&url) {
                 e.fetching = false;

@@ -37,6 +37,8 @@ pub struct Policies {
     /// By `{api stored id}/{operation id}`.
     pub(super) operations: ById<Compiled>,
     pub(super) backends: HashMap<String, BackendInfo>,
+    /// Logger resources' sinks (or why a logger has none), by logger id.
+    pub(super) loggers: HashMap<String, Result<super::outside::Sink, String>>,
     /// OpenID configuration URLs of validate-jwt policies, whose keys the gateway keeps.
     pub openid_urls: Vec<String>,
     /// Policies that did not compile, by path: the message, and whether the scope still runs
@@ -85,7 +87,7 @@ pub(crate) fn affects_policies(kind: Kind) -> bool {
     kind.is_policy()
         || matches!(
             kind,
-            Kind::PolicyFragment | Kind::NamedValue | Kind::Backend
+            Kind::PolicyFragment | Kind::NamedValue | Kind::Backend | Kind::Logger
         )
 }
 
@@ -103,6 +105,7 @@ impl Policies {
             }
         }
         p.backends = backends(mirror);
+        p.loggers = loggers(mirror);
         p.collect_openid_urls();
         p
     }
@@ -118,6 +121,7 @@ impl Policies {
             apis: self.apis.clone(),
             operations: self.operations.clone(),
             backends: self.backends.clone(),
+            loggers: self.loggers.clone(),
             openid_urls: Vec::new(),
             failures: self.failures.clone(),
         };
@@ -140,6 +144,7 @@ impl Policies {
                 }
                 Kind::PolicyFragment => fragments_changed = true,
                 Kind::Backend => p.backends = backends(mirror),
+                Kind::Logger => p.loggers = loggers(mirror),
                 _ => {}
             }
         }
@@ -305,6 +310,24 @@ pub(super) fn compile_one(
             tracing::error!(policy = %r.path, error = %e, "a policy does not compile; its requests fail until it is fixed");
             format!("the policy {} does not compile: {e}", r.path)
         })
+}
+
+/// Each logger's sink: its `credentials.connectionString` as a `file://` or `http(s)://` URL.
+pub(super) fn loggers(
+    mirror: &ConfigMirror,
+) -> HashMap<String, Result<super::outside::Sink, String>> {
+    mirror
+        .of(Kind::Logger)
+        .map(|l| {
+            let connection = l
+                .properties
+                .get("credentials")
+                .and_then(|c| c.get("connectionString"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            (l.name().to_string(), super::outside::Sink::of(connection))
+        })
+        .collect()
 }
 
 pub(super) fn backends(mirror: &ConfigMirror) -> HashMap<String, BackendInfo> {

@@ -11,10 +11,12 @@ mod caches;
 mod compile;
 mod exchange;
 mod limits;
+mod outside;
 mod serve;
 mod services;
 
 pub(crate) use caches::{JwksCache, PolicyCache};
 pub(crate) use compile::{Policies, Scopes, affects_policies};
 pub(crate) use limits::{Concurrency, Counters};
+pub(crate) use outside::{CustomMetrics, Identity, LogSinks};
 pub(crate) use serve::{Served, count_call, serve};

@@ -268,6 +268,39 @@ impl Services for GatewayServices<'_> {
         self.shared.jwks.keys(config_url)
     }
 
+    fn emit_metric(&self, metric: exec::Metric) {
+        self.shared.custom_metrics.record(metric);
+    }
+
+    fn log_to(&self, logger: &str, message: String) -> Result<(), String> {
+        let sink = match self.ctx.table.policies.loggers.get(logger) {
+            None => return Err(format!("the logger '{logger}' does not exist")),
+            Some(Err(why)) => return Err(format!("the logger '{logger}': {why}")),
+            Some(Ok(sink)) => sink,
+        };
+        self.shared
+            .log_sinks
+            .write(sink, message, &self.shared.outbound)
+            .inspect_err(|why| tracing::warn!(logger, error = %why, "log-to-eventhub: a message was not written"))
+    }
+
+    fn identity_token<'a>(
+        &'a self,
+        resource: &'a str,
+        client_id: Option<&'a str>,
+    ) -> BoxFut<'a, Result<String, String>> {
+        Box::pin(self.shared.identity.token(resource, client_id))
+    }
+
+    fn entra_authority(&self) -> String {
+        self.shared
+            .config
+            .entra_authority
+            .clone()
+            .map(|a| a.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| exec::ENTRA_AUTHORITY.into())
+    }
+
     fn trace(&self, source: &str, message: &str) {
         if let Ok(mut t) = self.ctx.traces.lock() {
             t.push((source.to_string(), message.to_string()));

@@ -38,42 +38,15 @@ pub fn member(env: &dyn Env, path: &str, name: &str) -> R {
             n => fail(format!("context.{path}.{n} is not supported")),
         };
     }
-    if let Some(url) = full
-        .strip_suffix(&format!(".{name}"))
-        .filter(|p| p.ends_with("ServiceUrl"))
-    {
-        return service_url(env, url, name);
-    }
     let v = env.member(&full)?;
     Ok(match (full.as_str(), v) {
         ("Elapsed", V::Double(s)) => V::Span(time::Duration::seconds_f64(s)),
+        // IUrl: `context.Api.ServiceUrl.Host`, and the URL as its text.
+        (p, V::Str(s)) if p.ends_with("ServiceUrl") => match url::Url::parse(&s) {
+            Ok(u) => V::native(value::Native::Uri(u)),
+            Err(_) => V::Str(s),
+        },
         (_, v) => v,
-    })
-}
-
-/// `context.Api.ServiceUrl.Host` and its siblings, from the URL the gateway gives as text.
-fn service_url(env: &dyn Env, path: &str, name: &str) -> R {
-    let text = env.member(path)?.text();
-    let Ok(u) = url::Url::parse(&text) else {
-        return Ok(V::Null);
-    };
-    Ok(match name {
-        "Host" => V::Str(u.host_str().unwrap_or("").to_string()),
-        "Port" => V::Int(u.port_or_known_default().unwrap_or(0) as i64),
-        "Scheme" => V::Str(u.scheme().to_string()),
-        "Path" => V::Str(u.path().to_string()),
-        "QueryString" => V::Str(u.query().map(|q| format!("?{q}")).unwrap_or_default()),
-        "Query" => {
-            let mut d = value::Dict::default();
-            for (k, v) in u.query_pairs() {
-                d.insert(
-                    V::Str(k.into_owned()),
-                    V::list(vec![V::Str(v.into_owned())]),
-                );
-            }
-            V::Dict(Shared::new(d))
-        }
-        n => return fail(format!("IUrl.{n} is not supported")),
     })
 }
 

@@ -1,0 +1,388 @@
+//! Policies that reach outside the gateway, through a real instance and real local peers: a
+//! client-credentials token endpoint standing in for managed identity, an Entra-shaped OpenID
+//! issuer for validate-azure-ad-token, `/metrics` for emit-metric, a file and an HTTP collector
+//! for log-to-eventhub; and Liquid and wait, end to end.
+
+use axum::extract::State;
+use gatehouse_server::ServeConfig;
+use gatehouse_testkit::{EchoBackend, TestInstance};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+
+struct Env {
+    t: TestInstance,
+    _backend: EchoBackend,
+    key: String,
+    _dir: tempfile::TempDir,
+}
+
+/// API `echo` (GET and POST /items) in product `starter`, with `config` changed by `tune`.
+async fn env(tune: impl FnOnce(&mut ServeConfig)) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServeConfig::ephemeral(&dir.path().join("data"));
+    tune(&mut config);
+    let t = TestInstance::start_with(config).await.unwrap();
+    let backend = EchoBackend::start().await.unwrap();
+    t.put_ok("/apis/echo", json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": backend.url.clone(), "protocols": ["http"]}})).await;
+    t.operation("echo", "get-item", "GET", "/items").await;
+    t.operation("echo", "create-item", "POST", "/items").await;
+    let (key, _) = t.starter_subscription("echo").await;
+    Env {
+        t,
+        _backend: backend,
+        key,
+        _dir: dir,
+    }
+}
+
+impl Env {
+    async fn policy(&self, inbound: &str, outbound: &str) {
+        let xml = format!(
+            "<policies><inbound><base />{inbound}</inbound><backend><base /></backend><outbound><base />{outbound}</outbound><on-error><base /></on-error></policies>"
+        );
+        let (s, b) = self
+            .t
+            .call(
+                "PUT",
+                "/apis/echo/policies/policy",
+                Some(json!({"properties": {"format": "rawxml", "value": xml}})),
+            )
+            .await;
+        assert!(s == 200 || s == 201, "{s} {b}");
+        self.t.gateway_caught_up().await;
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let mut req = self
+            .t
+            .http
+            .request(
+                method.parse().unwrap(),
+                format!("{}/echo/items", self.t.gateway_url()),
+            )
+            .header("Ocp-Apim-Subscription-Key", &self.key);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b.to_string());
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+/// Starts an axum app on a free loopback port; its base URL.
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// A client-credentials token endpoint: `svc` / `s3cret` get `token-N` (N counts grants).
+async fn token_endpoint(seen: Seen) -> String {
+    async fn grant(State(seen): State<Seen>, body: String) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let form: std::collections::HashMap<String, String> =
+            form_urlencoded::parse(body.as_bytes())
+                .into_owned()
+                .collect();
+        let ok = form.get("grant_type").map(String::as_str) == Some("client_credentials")
+            && form.get("client_id").map(String::as_str) == Some("svc")
+            && form.get("client_secret").map(String::as_str) == Some("s3cret");
+        if !ok {
+            return (
+                axum::http::StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"error": "invalid_client"})),
+            )
+                .into_response();
+        }
+        let mut seen = seen.lock().unwrap();
+        seen.push(form.get("resource").cloned().unwrap_or_default());
+        axum::Json(json!({"access_token": format!("token-{}", seen.len()), "expires_in": 3600, "token_type": "Bearer"})).into_response()
+    }
+    serve(
+        axum::Router::new()
+            .route("/token", axum::routing::post(grant))
+            .with_state(seen),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn managed_identity_takes_tokens_from_the_configured_source_and_caches_them() {
+    let seen: Seen = Default::default();
+    let base = token_endpoint(seen.clone()).await;
+    let e = env(|c| {
+        c.gateway.identity = Some(gatehouse_gateway::IdentitySource::ClientCredentials {
+            token_url: format!("{base}/token"),
+            client_id: "svc".into(),
+            client_secret: "s3cret".into(),
+        })
+    })
+    .await;
+    e.policy(
+        r#"<authentication-managed-identity resource="https://storage.azure.com/" />"#,
+        "",
+    )
+    .await;
+    for _ in 0..3 {
+        let (s, b) = e.send("GET", &[], None).await;
+        assert_eq!(s, 200, "{b}");
+        let echoed: Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(echoed["headers"]["authorization"], "Bearer token-1");
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["https://storage.azure.com/"],
+        "one grant, then the cached token"
+    );
+
+    // Into a variable, and inside send-request.
+    e.policy(
+        r#"<authentication-managed-identity resource="https://vault.azure.net" output-token-variable-name="msi" />
+           <set-header name="x-token" exists-action="override"><value>@((string)context.Variables["msi"])</value></set-header>"#,
+        "",
+    )
+    .await;
+    let (s, b) = e.send("GET", &[], None).await;
+    assert_eq!(s, 200, "{b}");
+    let echoed: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(echoed["headers"]["x-token"], "token-2");
+    assert!(echoed["headers"].get("authorization").is_none());
+}
+
+#[tokio::test]
+async fn managed_identity_failures_answer_500_or_are_ignored_and_never_show_the_secret() {
+    let e = env(|c| {
+        c.gateway.identity = Some(gatehouse_gateway::IdentitySource::ClientCredentials {
+            token_url: "http://127.0.0.1:9/token".into(),
+            client_id: "svc".into(),
+            client_secret: "very-secret-value".into(),
+        })
+    })
+    .await;
+    e.policy(
+        r#"<authentication-managed-identity resource="https://storage.azure.com/" />"#,
+        "",
+    )
+    .await;
+    let (s, b) = e.send("GET", &[], None).await;
+    assert_eq!(s, 500, "{b}");
+    assert!(!b.contains("very-secret-value"), "{b}");
+    e.policy(r#"<authentication-managed-identity resource="https://storage.azure.com/" ignore-error="true" />"#, "").await;
+    let (s, b) = e.send("GET", &[], None).await;
+    assert_eq!(s, 200, "{b}");
+}
+
+/// An Entra-shaped issuer for tenant `contoso`: its OpenID configuration and keys.
+async fn entra_issuer() -> String {
+    let n = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/jwt-rs256.n"
+    ))
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = json!({"issuer": format!("{base}/contoso/v2.0"), "jwks_uri": format!("{base}/contoso/discovery/v2.0/keys")});
+    let jwk = json!({"kty": "RSA", "kid": "k1", "use": "sig", "n": n.trim(), "e": "AQAB"});
+    let app = axum::Router::new()
+        .route(
+            "/contoso/v2.0/.well-known/openid-configuration",
+            axum::routing::get(move || async move { axum::Json(config) }),
+        )
+        .route(
+            "/contoso/discovery/v2.0/keys",
+            axum::routing::get(move || async move { axum::Json(json!({"keys": [jwk]})) }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+fn rs256(claims: Value) -> String {
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/jwt-rs256.pem"
+    ))
+    .unwrap();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("k1".into());
+    encode(&header, &claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap()
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[tokio::test]
+async fn validate_azure_ad_token_checks_tenant_issuer_signature_client_and_claims() {
+    let base = entra_issuer().await;
+    let authority = base.clone();
+    let e = env(move |c| c.gateway.entra_authority = Some(authority)).await;
+    e.policy(
+        r#"<validate-azure-ad-token tenant-id="contoso" output-token-variable-name="jwt">
+             <client-application-ids><application-id>11111111-1111-1111-1111-111111111111</application-id></client-application-ids>
+             <audiences><audience>api://orders</audience></audiences>
+             <required-claims><claim name="roles" match="any"><value>Orders.Read</value></claim></required-claims>
+           </validate-azure-ad-token>"#,
+        "",
+    )
+    .await;
+    let claims = |over: Value| {
+        let mut c = json!({"iss": format!("{base}/contoso/v2.0"), "aud": "api://orders", "azp": "11111111-1111-1111-1111-111111111111", "roles": ["Orders.Read"], "exp": now() + 300, "sub": "u"});
+        for (k, v) in over.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let call = |token: String| {
+        let e = &e;
+        async move {
+            e.send(
+                "GET",
+                &[("Authorization", &format!("Bearer {token}"))],
+                None,
+            )
+            .await
+            .0
+        }
+    };
+    // The gateway fetches the tenant's keys when the policy is compiled.
+    let good = rs256(claims(json!({})));
+    let mut status = 0;
+    for _ in 0..100 {
+        status = call(good.clone()).await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 200);
+    assert_eq!(
+        call(rs256(claims(
+            json!({"azp": "22222222-2222-2222-2222-222222222222"})
+        )))
+        .await,
+        401,
+        "another client application"
+    );
+    assert_eq!(
+        call(rs256(claims(
+            json!({"iss": format!("{base}/fabrikam/v2.0")})
+        )))
+        .await,
+        401,
+        "another tenant's issuer"
+    );
+    assert_eq!(
+        call(rs256(claims(json!({"aud": "api://other"})))).await,
+        401,
+        "another audience"
+    );
+    assert_eq!(
+        call(rs256(claims(json!({"roles": ["Orders.Write"]})))).await,
+        401,
+        "a claim missing"
+    );
+    assert_eq!(
+        call(rs256(claims(json!({"exp": now() - 60})))).await,
+        401,
+        "expired"
+    );
+    assert_eq!(e.send("GET", &[], None).await.0, 401, "no token");
+}
+
+#[tokio::test]
+async fn emit_metric_shows_in_metrics_and_log_to_eventhub_writes_to_its_sinks() {
+    let collected: Seen = Default::default();
+    async fn collect(State(seen): State<Seen>, body: String) -> &'static str {
+        seen.lock().unwrap().push(body);
+        "ok"
+    }
+    let collector = serve(
+        axum::Router::new()
+            .route("/events", axum::routing::post(collect))
+            .with_state(collected.clone()),
+    )
+    .await;
+    let e = env(|_| {}).await;
+    let file = e._dir.path().join("events.log");
+    for (id, url) in [
+        ("file-logger", format!("file://{}", file.display())),
+        ("http-logger", format!("{collector}/events")),
+    ] {
+        e.t.put_ok(&format!("/loggers/{id}"), json!({"properties": {"loggerType": "azureEventHub", "credentials": {"name": "hub", "connectionString": url}}})).await;
+    }
+    e.policy(
+        r#"<emit-metric name="Orders" value="@(2.5)" namespace="shop"><dimension name="API ID" /><dimension name="Tier" value="@(context.Request.Headers.GetValueOrDefault("X-Tier", "none"))" /></emit-metric>
+           <log-to-eventhub logger-id="file-logger">@(string.Join(",", context.Request.Method, context.Api.Id))</log-to-eventhub>
+           <log-to-eventhub logger-id="http-logger">@(new JObject(new JProperty("api", context.Api.Id)).ToString(Newtonsoft.Json.Formatting.None))</log-to-eventhub>
+           <log-to-eventhub logger-id="no-such-logger">lost</log-to-eventhub>"#,
+        "",
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(e.send("GET", &[("X-Tier", "gold")], None).await.0, 200);
+    }
+    let (s, text) = e.t.call("GET", "/metrics", None).await;
+    assert_eq!(s, 200);
+    let text = text.as_str().unwrap().to_string();
+    assert!(text.contains(r#"gatehouse_policy_metric_sum{namespace="shop",name="Orders",api_id="echo",tier="gold"} 5"#), "{text}");
+    assert!(text.contains(r#"gatehouse_policy_metric_count{namespace="shop",name="Orders",api_id="echo",tier="gold"} 2"#), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "GET,echo\nGET,echo\n"
+    );
+    for _ in 0..100 {
+        if collected.lock().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        *collected.lock().unwrap(),
+        [r#"{"api":"echo"}"#, r#"{"api":"echo"}"#]
+    );
+    // The logger's connection string is a secret: never shown.
+    let (_, logger) = e.t.call("GET", "/loggers/http-logger", None).await;
+    assert!(!logger.to_string().contains(&collector), "{logger}");
+}
+
+#[tokio::test]
+async fn liquid_templates_and_wait_run_in_the_gateway() {
+    let e = env(|_| {}).await;
+    e.policy(
+        r#"<set-body template="liquid">{"order": {"id": "{{body.customer.purchase.identifier}}", "summary": "{{body.customer.purchase.orderShortDesc | Upcase}}", "method": "{{context.Request.Method}}", "none": "{{body.missing.field}}"}}</set-body>
+           <wait for="all">
+             <send-request mode="new" response-variable-name="a" timeout="20" ignore-error="false"><set-url>@(context.Api.ServiceUrl.Scheme + "://" + context.Api.ServiceUrl.Host + ":" + context.Api.ServiceUrl.Port + "/fixed")</set-url></send-request>
+             <send-request mode="new" response-variable-name="b" timeout="20" ignore-error="false"><set-url>@(context.Api.ServiceUrl.Scheme + "://" + context.Api.ServiceUrl.Host + ":" + context.Api.ServiceUrl.Port + "/slow?ms=50")</set-url></send-request>
+           </wait>
+           <set-header name="x-both" exists-action="override"><value>@(((IResponse)context.Variables["a"]).StatusCode + "," + ((IResponse)context.Variables["b"]).StatusCode)</value></set-header>"#,
+        "",
+    )
+    .await;
+    let (s, b) = e
+        .send(
+            "POST",
+            &[("Content-Type", "application/json")],
+            Some(r#"{"customer":{"purchase":{"identifier":"p-1","orderShortDesc":"short"}}}"#),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let echoed: Value = serde_json::from_str(&b).unwrap();
+    let sent: Value = serde_json::from_str(echoed["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sent,
+        json!({"order": {"id": "p-1", "summary": "SHORT", "method": "POST", "none": ""}})
+    );
+    assert_eq!(echoed["headers"]["x-both"], "200,200");
+}

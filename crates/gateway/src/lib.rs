@@ -116,6 +116,7 @@ impl Gateway {
             identity: policies::Identity::new(config.identity.clone()),
             custom_metrics: Default::default(),
             log_sinks: Default::default(),
+            backend_health: Default::default(),
             cache: Default::default(),
             concurrency: Default::default(),
             outbound: reqwest::Client::builder()

@@ -72,7 +72,14 @@ impl ConfigMirror {
             Kind::User => &["email", "firstName", "lastName"],
             k if k.is_policy() || k == Kind::PolicyFragment => &["value", "format"],
             Kind::NamedValue => &["displayName", "value"],
-            Kind::Backend => &["url", "credentials", "tls"],
+            Kind::Backend => &[
+                "url",
+                "credentials",
+                "tls",
+                "type",
+                "pool",
+                "circuitBreaker",
+            ],
             // log-to-eventhub's sinks.
             Kind::Logger => &["credentials"],
             // Only a GraphQL API's schema: the gateway checks queries against it.

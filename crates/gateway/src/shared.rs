@@ -42,6 +42,8 @@ pub struct Shared {
     pub(crate) custom_metrics: policies::CustomMetrics,
     /// log-to-eventhub's sinks.
     pub(crate) log_sinks: policies::LogSinks,
+    /// Pools' turns and backends' circuit breakers.
+    pub(crate) backend_health: policies::BackendHealth,
 }
 
 /// Whether the gateway refuses traffic, and why; read per request through one atomic load.

@@ -415,6 +415,52 @@ fn merge(target: &mut Map<String, Value>, patch: Map<String, Value>) {
     }
 }
 
+/// A pool backend: its members exist and are single backends (a pool holds no pool); a pool
+/// has no URL of its own.
+fn pool_rules(
+    tx: &impl Lookup,
+    path: &str,
+    props: &mut Map<String, Value>,
+    refs: &mut Vec<String>,
+) -> Result<(), RuleError> {
+    use gatehouse_model::backend;
+    let members = backend::pool(props).map_err(|e| RuleError::invalid(&e.field, e.message))?;
+    backend::circuit_breaker(props).map_err(|e| RuleError::invalid(&e.field, e.message))?;
+    if props.get("url").is_some_and(|u| !u.is_null()) {
+        return Err(RuleError::invalid(
+            "url",
+            "a Pool backend has no 'url': its members have theirs",
+        ));
+    }
+    for (i, m) in members.iter().enumerate() {
+        let field = format!("pool.services[{i}].id");
+        let member_path = format!("/backends/{}", m.backend);
+        if member_path == path {
+            return Err(RuleError::invalid(&field, "a pool cannot contain itself"));
+        }
+        let Some(member) = tx.lookup(&member_path)? else {
+            return Err(RuleError::invalid(
+                &field,
+                format!(
+                    "'{field}' refers to the backend '{}', which does not exist",
+                    m.backend
+                ),
+            ));
+        };
+        if backend::is_pool(&member.properties) {
+            return Err(RuleError::invalid(
+                &field,
+                format!(
+                    "the backend '{}' is a pool: a pool's members are single backends",
+                    m.backend
+                ),
+            ));
+        }
+        refs.push(member_path);
+    }
+    Ok(())
+}
+
 fn str_of<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
     m.get(k).and_then(Value::as_str)
 }
@@ -656,7 +702,13 @@ fn apply_rules(
             }
             props.entry("secret").or_insert(json!(false));
         }
+        Kind::Backend if gatehouse_model::backend::is_pool(props) => {
+            pool_rules(tx, &path.as_string(), props, &mut refs)?;
+        }
         Kind::Backend => {
+            props.entry("protocol").or_insert(json!("http"));
+            gatehouse_model::backend::circuit_breaker(props)
+                .map_err(|e| RuleError::invalid(&e.field, e.message))?;
             let url = str_of(props, "url").unwrap_or_default();
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(RuleError::invalid(

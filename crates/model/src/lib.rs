@@ -4,6 +4,7 @@
 //! This crate knows nothing of HTTP, SQL or storage: it is pure data and validation, shared by
 //! every other crate.
 
+pub mod backend;
 pub mod files;
 pub mod filter;
 pub mod id;

@@ -208,8 +208,9 @@ const NAMED_VALUE: &[Field] = &[
 ];
 
 const BACKEND: &[Field] = &[
-    req("url", s(1, 2000)),
-    req("protocol", Ty::Enum(&["http", "soap"])),
+    // Required of a single backend; a pool has none (checked by the backend rules).
+    f("url", s(1, 2000)),
+    f("protocol", Ty::Enum(&["http", "soap"])),
     f("title", s(0, 300)),
     f("description", s(0, 2000)),
     f("resourceId", s(0, 2000)),

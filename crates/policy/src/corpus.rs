@@ -95,6 +95,8 @@ impl Services for CorpusServices {
             headers: Vec::new(),
             query: Vec::new(),
             authorization: None,
+            entity: "orders-1".into(),
+            unavailable: None,
         })
     }
     fn example(&self, s: u16, t: Option<&str>) -> Option<(String, String)> {

@@ -158,6 +158,8 @@ pub struct Exchange {
     pub cache_key: Option<String>,
     /// The chosen backend entity's `tls` checks `(chain, name)`; `None` checks everything.
     pub backend_tls: Option<(bool, bool)>,
+    /// The backend entity set-backend-service chose (for its circuit breaker).
+    pub backend_entity: Option<String>,
 }
 
 /// Where the request's fixed facts come from: the gateway's routing results, read only when a
@@ -239,6 +241,12 @@ pub struct BackendInfo {
     pub headers: Vec<(String, String)>,
     pub query: Vec<(String, String)>,
     pub authorization: Option<(String, String)>,
+    /// The backend entity the request goes to (a pool's chosen member): its circuit breaker
+    /// counts the outcome.
+    pub entity: String,
+    /// Set when no backend can take the request (its circuit breaker is open, or every member
+    /// of the pool's is): the seconds until one may.
+    pub unavailable: Option<u64>,
 }
 
 /// The outcome of counting a call against a limit.

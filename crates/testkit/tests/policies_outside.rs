@@ -386,3 +386,133 @@ async fn liquid_templates_and_wait_run_in_the_gateway() {
     );
     assert_eq!(echoed["headers"]["x-both"], "200,200");
 }
+
+#[tokio::test]
+async fn pools_balance_by_weight_and_priority_and_breakers_open_and_answer_503() {
+    let e = env(|_| {}).await;
+    let echo = e._backend.url.clone();
+    let breaker = json!({"rules": [{"name": "five-hundreds", "failureCondition": {"count": 2, "interval": "PT1M", "statusCodeRanges": [{"min": 500, "max": 599}], "errorReasons": ["Server errors"]}, "tripDuration": "PT1M"}]});
+    for (id, path) in [("one", "/one"), ("two", "/two"), ("three", "/three")] {
+        e.t.put_ok(&format!("/backends/{id}"), json!({"properties": {"url": format!("{echo}{path}"), "protocol": "http", "circuitBreaker": breaker}})).await;
+    }
+    e.t.put_ok("/backends/pool", json!({"properties": {"type": "Pool", "pool": {"services": [
+        {"id": "/subscriptions/s/resourceGroups/g/providers/Microsoft.ApiManagement/service/x/backends/one", "priority": 1, "weight": 3},
+        {"id": "/backends/two", "priority": 1, "weight": 1},
+        {"id": "/backends/three", "priority": 2}
+    ]}}})).await;
+    e.policy(r#"<set-backend-service backend-id="pool" />"#, "")
+        .await;
+    let mut hits = std::collections::HashMap::<String, usize>::new();
+    for _ in 0..8 {
+        let (s, b) = e.send("GET", &[], None).await;
+        assert_eq!(s, 200, "{b}");
+        let path = serde_json::from_str::<Value>(&b).unwrap()["path"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        *hits.entry(path).or_default() += 1;
+    }
+    assert_eq!((hits["/one/items"], hits["/two/items"]), (6, 2), "{hits:?}");
+    // `one` stops answering: two failures open its breaker; `two` takes the group's traffic.
+    e.t.put_ok("/backends/one", json!({"properties": {"url": "http://127.0.0.1:9/one", "protocol": "http", "circuitBreaker": breaker}})).await;
+    e.t.gateway_caught_up().await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(e.send("GET", &[], None).await.0);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s != 200).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[statuses.len() - 4..].iter().all(|s| *s == 200),
+        "{statuses:?}"
+    );
+    // `two` too: the lower priority group, `three`, takes over.
+    e.t.put_ok("/backends/two", json!({"properties": {"url": "http://127.0.0.1:9/two", "protocol": "http", "circuitBreaker": breaker}})).await;
+    e.t.gateway_caught_up().await;
+    for _ in 0..4 {
+        e.send("GET", &[], None).await;
+    }
+    let (s, b) = e.send("GET", &[], None).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&b).unwrap()["path"],
+        "/three/items"
+    );
+    // And `three`: nothing is left, so 503 with the time to wait.
+    e.t.put_ok("/backends/three", json!({"properties": {"url": "http://127.0.0.1:9/three", "protocol": "http", "circuitBreaker": breaker}})).await;
+    e.t.gateway_caught_up().await;
+    for _ in 0..2 {
+        e.send("GET", &[], None).await;
+    }
+    let r =
+        e.t.http
+            .get(format!("{}/echo/items", e.t.gateway_url()))
+            .header("Ocp-Apim-Subscription-Key", &e.key)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+}
+
+#[tokio::test]
+async fn pool_and_breaker_definitions_are_checked_when_written() {
+    let e = env(|_| {}).await;
+    let echo = e._backend.url.clone();
+    e.t.put_ok(
+        "/backends/one",
+        json!({"properties": {"url": format!("{echo}/one"), "protocol": "http"}}),
+    )
+    .await;
+    e.t.put_ok(
+        "/backends/pool",
+        json!({"properties": {"type": "Pool", "pool": {"services": [{"id": "/backends/one"}]}}}),
+    )
+    .await;
+    for (body, says) in [
+        (
+            json!({"type": "Pool", "pool": {"services": [{"id": "/backends/pool"}]}}),
+            "is a pool",
+        ),
+        (
+            json!({"type": "Pool", "pool": {"services": [{"id": "/backends/nope"}]}}),
+            "does not exist",
+        ),
+        (
+            json!({"type": "Pool", "pool": {"services": []}}),
+            "at least one backend",
+        ),
+        (
+            json!({"type": "Pool", "url": "http://x", "pool": {"services": [{"id": "/backends/one"}]}}),
+            "has no 'url'",
+        ),
+        (
+            json!({"url": "http://x", "protocol": "http", "circuitBreaker": {"rules": [{}, {}]}}),
+            "at most one",
+        ),
+        (
+            json!({"url": "http://x", "protocol": "http", "circuitBreaker": {"rules": [{"failureCondition": {"count": 1, "interval": "1 minute", "statusCodeRanges": [{"min": 500, "max": 599}]}, "tripDuration": "PT1M"}]}}),
+            "ISO 8601",
+        ),
+        (
+            json!({"url": "http://x", "protocol": "http", "circuitBreaker": {"rules": [{"failureCondition": {"interval": "PT1M", "statusCodeRanges": [{"min": 500, "max": 599}]}, "tripDuration": "PT1M"}]}}),
+            "'count' and 'percentage'",
+        ),
+    ] {
+        let (s, b) =
+            e.t.call("PUT", "/backends/bad", Some(json!({"properties": body})))
+                .await;
+        assert_eq!(s, 400, "{b}");
+        assert!(b.to_string().contains(says), "{says}: {b}");
+    }
+    let (s, _) = e.t.call("GET", "/backends/bad", None).await;
+    assert_eq!(s, 404, "nothing was written");
+}

@@ -37,6 +37,10 @@ pub struct Policies {
     /// By `{api stored id}/{operation id}`.
     pub(super) operations: ById<Compiled>,
     pub(super) backends: HashMap<String, BackendInfo>,
+    /// Pool backends' members, by pool id.
+    pub(super) pools: HashMap<String, Vec<gatehouse_model::backend::PoolMember>>,
+    /// Backends' circuit breaker rules, by backend id.
+    pub(super) breakers: HashMap<String, gatehouse_model::backend::CircuitBreaker>,
     /// Logger resources' sinks (or why a logger has none), by logger id.
     pub(super) loggers: HashMap<String, Result<super::outside::Sink, String>>,
     /// OpenID configuration URLs of validate-jwt policies, whose keys the gateway keeps.
@@ -105,6 +109,7 @@ impl Policies {
             }
         }
         p.backends = backends(mirror);
+        (p.pools, p.breakers) = pools_and_breakers(mirror);
         p.loggers = loggers(mirror);
         p.collect_openid_urls();
         p
@@ -121,6 +126,8 @@ impl Policies {
             apis: self.apis.clone(),
             operations: self.operations.clone(),
             backends: self.backends.clone(),
+            pools: self.pools.clone(),
+            breakers: self.breakers.clone(),
             loggers: self.loggers.clone(),
             openid_urls: Vec::new(),
             failures: self.failures.clone(),
@@ -143,7 +150,10 @@ impl Policies {
                     }
                 }
                 Kind::PolicyFragment => fragments_changed = true,
-                Kind::Backend => p.backends = backends(mirror),
+                Kind::Backend => {
+                    p.backends = backends(mirror);
+                    (p.pools, p.breakers) = pools_and_breakers(mirror);
+                }
                 Kind::Logger => p.loggers = loggers(mirror),
                 _ => {}
             }
@@ -312,6 +322,41 @@ pub(super) fn compile_one(
         })
 }
 
+/// Pool backends' members and every backend's circuit breaker rule (the management API checked
+/// them; one that no longer reads is left out and logged).
+#[allow(clippy::type_complexity)]
+pub(super) fn pools_and_breakers(
+    mirror: &ConfigMirror,
+) -> (
+    HashMap<String, Vec<gatehouse_model::backend::PoolMember>>,
+    HashMap<String, gatehouse_model::backend::CircuitBreaker>,
+) {
+    use gatehouse_model::backend;
+    let (mut pools, mut breakers) = (HashMap::new(), HashMap::new());
+    for b in mirror.of(Kind::Backend) {
+        if backend::is_pool(&b.properties) {
+            match backend::pool(&b.properties) {
+                Ok(members) => {
+                    pools.insert(b.name().to_string(), members);
+                }
+                Err(e) => {
+                    tracing::error!(backend = %b.path, error = %e.message, "a pool backend does not read")
+                }
+            }
+        }
+        match backend::circuit_breaker(&b.properties) {
+            Ok(Some(rule)) => {
+                breakers.insert(b.name().to_string(), rule);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(backend = %b.path, error = %e.message, "a circuit breaker does not read")
+            }
+        }
+    }
+    (pools, breakers)
+}
+
 /// Each logger's sink: its `credentials.connectionString` as a `file://` or `http(s)://` URL.
 pub(super) fn loggers(
     mirror: &ConfigMirror,
@@ -375,6 +420,8 @@ pub(super) fn backends(mirror: &ConfigMirror) -> HashMap<String, BackendInfo> {
                 headers: pairs("header"),
                 query: pairs("query"),
                 authorization,
+                entity: b.name().to_string(),
+                unavailable: None,
                 validate_chain: props
                     .get("tls")
                     .and_then(|t| t.get("validateCertificateChain"))

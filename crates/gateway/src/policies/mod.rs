@@ -10,6 +10,7 @@
 mod caches;
 mod compile;
 mod exchange;
+mod health;
 mod limits;
 mod outside;
 mod serve;
@@ -17,6 +18,7 @@ mod services;
 
 pub(crate) use caches::{JwksCache, PolicyCache};
 pub(crate) use compile::{Policies, Scopes, affects_policies};
+pub(crate) use health::BackendHealth;
 pub(crate) use limits::{Concurrency, Counters};
 pub(crate) use outside::{CustomMetrics, Identity, LogSinks};
 pub(crate) use serve::{Served, count_call, serve};

@@ -70,10 +70,19 @@ impl Services for GatewayServices<'_> {
             let (request, prepared) =
                 prepare_exchange(self.shared, self.ctx, ex, forward, body, self.tls, None)
                     .map_err(to_failure)?;
-            let mut resp = prepared
-                .send(request, self.shared, self.ctx)
-                .await
-                .map_err(to_failure)?;
+            let sent = prepared.send(request, self.shared, self.ctx).await;
+            let answer = sent.as_ref().ok().map(|r| {
+                let retry_after = match r.body().fields() {
+                    Some(raw) => raw.get("retry-after"),
+                    None => r.headers().get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+                };
+                let secs = retry_after
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                (r.status().as_u16(), secs.map(Duration::from_secs))
+            });
+            self.count_for_breaker(ex, answer);
+            let mut resp = sent.map_err(to_failure)?;
             // follow-redirects: up to 5 hops; 301/302/303 become GETs without a body.
             let mut hops = 0;
             while forward.follow_redirects && resp.status().is_redirection() && hops < 5 {
@@ -210,7 +219,27 @@ impl Services for GatewayServices<'_> {
     }
 
     fn backend(&self, id: &str) -> Option<BackendInfo> {
-        self.ctx.table.policies.backends.get(id).cloned()
+        let policies = &self.ctx.table.policies;
+        let health = &self.shared.backend_health;
+        let now = Instant::now();
+        if let Some(members) = policies.pools.get(id) {
+            return Some(match health.choose(id, members, now) {
+                Ok(m) => policies.backends.get(&m.backend)?.clone(),
+                Err(wait) => BackendInfo {
+                    url: String::new(),
+                    validate_chain: true,
+                    validate_name: true,
+                    headers: Vec::new(),
+                    query: Vec::new(),
+                    authorization: None,
+                    entity: id.to_string(),
+                    unavailable: Some(wait.as_secs().max(1)),
+                },
+            });
+        }
+        let mut b = policies.backends.get(id)?.clone();
+        b.unavailable = health.open_for(id, now).map(|d| d.as_secs().max(1));
+        Some(b)
     }
 
     fn example(&self, status: u16, content_type: Option<&str>) -> Option<(String, String)> {
@@ -306,6 +335,26 @@ impl Services for GatewayServices<'_> {
             t.push((source.to_string(), message.to_string()));
         }
         tracing::info!(target: "gatehouse::trace", request_id = %self.ctx.request_id, source, message, "trace");
+    }
+}
+
+impl GatewayServices<'_> {
+    /// Counts a call to the backend entity set-backend-service chose against its circuit
+    /// breaker: its status, or `None` when it did not answer.
+    fn count_for_breaker(&self, ex: &Exchange, answer: Option<(u16, Option<Duration>)>) {
+        let Some(entity) = &ex.backend_entity else {
+            return;
+        };
+        let Some(rule) = self.ctx.table.policies.breakers.get(entity) else {
+            return;
+        };
+        self.shared.backend_health.record(
+            entity,
+            rule,
+            answer.map(|(s, _)| s),
+            answer.and_then(|(_, r)| r),
+            Instant::now(),
+        );
     }
 }
 

@@ -161,7 +161,19 @@ impl SetBackendService {
                 format!("The backend '{id}' does not exist."),
             ));
         };
+        if let Some(secs) = backend.unavailable {
+            let mut failure = at.failure(
+                503,
+                "BackendUnavailable",
+                format!("The backend '{id}' is unavailable: its circuit breaker is open."),
+            );
+            failure
+                .headers
+                .push(("Retry-After".into(), secs.max(1).to_string()));
+            return Err(Flow::Fail(failure));
+        }
         ex.backend_url = Some(backend.url);
+        ex.backend_entity = Some(backend.entity);
         ex.backend_tls = Some((backend.validate_chain, backend.validate_name));
         for (k, v) in backend.headers {
             set_pairs(&mut ex.request_headers, &k, ExistsAction::Override, vec![v]);

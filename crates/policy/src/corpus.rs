@@ -117,6 +117,16 @@ impl Services for CorpusServices {
     fn cache_remove(&self, key: &str) {
         self.0.cache_remove(key)
     }
+    fn operation_definition(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({
+            "templateParameters": [{"name": "id", "required": true, "type": "integer"}],
+            "request": {
+                "queryParameters": [{"name": "version", "type": "integer"}],
+                "headers": [{"name": "Authorization", "required": true}]
+            },
+            "responses": [{"statusCode": 200, "headers": []}]
+        }))
+    }
     fn log_to(&self, logger: &str, message: String) -> Result<(), String> {
         self.0.trace(logger, &message);
         Ok(())

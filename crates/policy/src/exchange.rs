@@ -376,6 +376,11 @@ pub trait Services: Sync {
     ) -> BoxFut<'a, Result<String, String>> {
         Box::pin(async { Err("this gateway has no identity token source configured".into()) })
     }
+    /// The matched operation's definition (its `templateParameters`, `request` and
+    /// `responses`, as the management API stores them), for the validate-* policies.
+    fn operation_definition(&self) -> Option<serde_json::Value> {
+        None
+    }
     /// Where Entra ID tenants' OpenID configurations are read (validate-azure-ad-token).
     fn entra_authority(&self) -> String {
         ENTRA_AUTHORITY.into()

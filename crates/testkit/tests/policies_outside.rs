@@ -516,3 +516,64 @@ async fn pool_and_breaker_definitions_are_checked_when_written() {
     let (s, _) = e.t.call("GET", "/backends/bad", None).await;
     assert_eq!(s, 404, "nothing was written");
 }
+
+#[tokio::test]
+async fn validation_policies_check_against_the_operations_definition() {
+    let e = env(|_| {}).await;
+    e.t.put_ok("/apis/echo/operations/get-item", json!({"properties": {"displayName": "get", "method": "GET", "urlTemplate": "/items",
+        "request": {"queryParameters": [{"name": "page", "type": "integer", "required": false}], "headers": [{"name": "X-Tenant", "type": "string", "required": true}]},
+        "responses": [{"statusCode": 200, "headers": [{"name": "X-Page", "type": "integer"}]}]}})).await;
+    e.policy(
+        r#"<validate-parameters specified-parameter-action="prevent" unspecified-parameter-action="ignore" errors-variable-name="requestErrors" />"#,
+        r#"<validate-status-code unspecified-status-code-action="prevent" errors-variable-name="statusErrors" />"#,
+    )
+    .await;
+    let get = |path: &'static str, headers: Vec<(&'static str, &'static str)>| {
+        let e = &e;
+        async move {
+            let mut req =
+                e.t.http
+                    .get(format!("{}/echo/{path}", e.t.gateway_url()))
+                    .header("Ocp-Apim-Subscription-Key", &e.key);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("items?page=2", vec![("X-Tenant", "t1")]).await.0, 200);
+    let (s, b) = get("items?page=two", vec![("X-Tenant", "t1")]).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("'page' is not of type integer"), "{b}");
+    let (s, b) = get("items", vec![]).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("'X-Tenant' is required"), "{b}");
+    // A status the operation does not declare is refused as a bad gateway.
+    e.t.put_ok(
+        "/apis/echo/operations/get-item",
+        json!({"properties": {"displayName": "get", "method": "GET", "urlTemplate": "/items",
+        "responses": [{"statusCode": 201}]}}),
+    )
+    .await;
+    e.t.gateway_caught_up().await;
+    let (s, b) = get("items", vec![]).await;
+    assert_eq!(s, 502, "{b}");
+    assert!(b.contains("status 200 is not defined"), "{b}");
+    // detect: recorded in the variable, the response goes on.
+    e.policy(
+        "",
+        r#"<validate-status-code unspecified-status-code-action="detect" errors-variable-name="statusErrors" />
+           <set-header name="x-errors" exists-action="override"><value>@(((List<object>)context.Variables["statusErrors"]).Count.ToString())</value></set-header>"#,
+    )
+    .await;
+    let r =
+        e.t.http
+            .get(format!("{}/echo/items", e.t.gateway_url()))
+            .header("Ocp-Apim-Subscription-Key", &e.key)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["x-errors"], "1");
+}

@@ -281,6 +281,20 @@ impl Services for GatewayServices<'_> {
         Some((ct, body))
     }
 
+    fn operation_definition(&self) -> Option<Value> {
+        // Read when asked, as `example` is: the table keeps only what routing needs.
+        let api = self.ctx.api.as_ref()?;
+        let op = self.ctx.operation()?;
+        let stored = if api.is_current {
+            api.id.to_string()
+        } else {
+            format!("{};rev={}", api.id, api.revision)
+        };
+        let path = format!("/apis/{stored}/operations/{}", op.id);
+        let resource = self.shared.store.read(|r| r.get(&path)).ok()??;
+        Some(Value::Object(resource.properties))
+    }
+
     fn cache_get(&self, key: &str) -> Option<Cached> {
         self.shared.cache.get(key)
     }

@@ -15,6 +15,7 @@ pub mod observe;
 pub mod request;
 pub mod respond;
 pub mod send;
+pub mod validate;
 pub mod validate_jwt;
 pub mod variables;
 
@@ -56,6 +57,9 @@ pub const TABLE: &[(&str, Parse)] = &[
         access::parse_authentication_managed_identity,
     ),
     ("emit-metric", observe::parse_emit_metric),
+    ("validate-parameters", validate::parse_validate_parameters),
+    ("validate-headers", validate::parse_validate_headers),
+    ("validate-status-code", validate::parse_validate_status_code),
     ("log-to-eventhub", observe::parse_log_to_eventhub),
     ("cors", cors::parse_cors),
     ("rate-limit", limits::parse_limit),
@@ -80,9 +84,6 @@ pub fn find(name: &str) -> Option<(&'static str, Parse)> {
 pub const KNOWN_UNSUPPORTED: &[&str] = &[
     "validate-client-certificate",
     "validate-content",
-    "validate-parameters",
-    "validate-headers",
-    "validate-status-code",
     "validate-graphql-request",
     "authentication-certificate",
     "xsl-transform",

@@ -114,7 +114,7 @@ pub fn set_index(t: &V, i: &V, v: V) -> Result<(), EvalError> {
     }
 }
 
-pub fn call(h: &mut dyn Host, t: &V, name: &str, args: Vec<V>) -> R {
+pub fn call(h: &mut dyn Host, t: &V, name: &str, args: &[V]) -> R {
     match t {
         V::List(l) => list_call(h, l, name, args),
         V::Set(s) => set_call(h, s, name, args),
@@ -126,7 +126,7 @@ pub fn call(h: &mut dyn Host, t: &V, name: &str, args: Vec<V>) -> R {
                 let src = b.lock().clone();
                 copy_into(
                     &src,
-                    &arg(&args, 0, name)?,
+                    &arg(args, 0, name)?,
                     args.get(1).and_then(int).unwrap_or(0),
                 )
             }
@@ -149,8 +149,8 @@ fn copy_into(src: &[u8], dest: &V, at: i64) -> R {
     Ok(V::Null)
 }
 
-fn list_call(h: &mut dyn Host, l: &Shared<Vec<V>>, name: &str, args: Vec<V>) -> R {
-    let a0 = || arg(&args, 0, name);
+fn list_call(h: &mut dyn Host, l: &Shared<Vec<V>>, name: &str, args: &[V]) -> R {
+    let a0 = || arg(args, 0, name);
     match name {
         "Add" => {
             let x = a0()?;
@@ -168,7 +168,7 @@ fn list_call(h: &mut dyn Host, l: &Shared<Vec<V>>, name: &str, args: Vec<V>) -> 
         }
         "Insert" => {
             let i = int(&a0()?).unwrap_or(-1);
-            let x = arg(&args, 1, name)?;
+            let x = arg(args, 1, name)?;
             let mut l = l.lock();
             if i < 0 || i as usize > l.len() {
                 return fail("Insert: the index is outside the list");
@@ -267,8 +267,8 @@ fn list_call(h: &mut dyn Host, l: &Shared<Vec<V>>, name: &str, args: Vec<V>) -> 
     }
 }
 
-fn set_call(h: &mut dyn Host, s: &Shared<Vec<V>>, name: &str, args: Vec<V>) -> R {
-    let a0 = || arg(&args, 0, name);
+fn set_call(h: &mut dyn Host, s: &Shared<Vec<V>>, name: &str, args: &[V]) -> R {
+    let a0 = || arg(args, 0, name);
     match name {
         "Add" => {
             let x = a0()?;
@@ -324,13 +324,13 @@ fn set_call(h: &mut dyn Host, s: &Shared<Vec<V>>, name: &str, args: Vec<V>) -> R
     }
 }
 
-fn dict_call(d: &Shared<Dict>, name: &str, args: Vec<V>) -> R {
-    let a0 = || arg(&args, 0, name);
+fn dict_call(d: &Shared<Dict>, name: &str, args: &[V]) -> R {
+    let a0 = || arg(args, 0, name);
     match name {
         "Add" | "TryAdd" => {
-            let (k, v) = match args.as_slice() {
+            let (k, v) = match args {
                 [V::Pair(p)] => (p.0.clone(), p.1.clone()),
-                _ => (a0()?, arg(&args, 1, name)?),
+                _ => (a0()?, arg(args, 1, name)?),
             };
             let mut d = d.lock();
             if d.position(&k).is_some() {

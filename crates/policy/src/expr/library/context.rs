@@ -50,11 +50,11 @@ pub fn member(env: &dyn Env, path: &str, name: &str) -> R {
     })
 }
 
-pub fn call(h: &mut dyn Host, path: &str, name: &str, generic: Option<&str>, args: Vec<V>) -> R {
+pub fn call(h: &mut dyn Host, path: &str, name: &str, generic: Option<&str>, args: &[V]) -> R {
     let env = h.env();
     match name {
         "GetValueOrDefault" => {
-            let key = arg(&args, 0, name)?.text();
+            let key = arg(args, 0, name)?.text();
             let default = args.get(1).cloned().unwrap_or(V::Null);
             Ok(match env.lookup(path, &key) {
                 Some(V::List(values)) if path != "Variables" => V::Str(
@@ -73,7 +73,7 @@ pub fn call(h: &mut dyn Host, path: &str, name: &str, generic: Option<&str>, arg
             })
         }
         "ContainsKey" => {
-            let key = arg(&args, 0, name)?.text();
+            let key = arg(args, 0, name)?.text();
             Ok(V::Bool(env.lookup(path, &key).is_some()))
         }
         "As" if path.ends_with(".Body") => {

@@ -72,9 +72,9 @@ pub fn member(j: &Json, name: &str) -> R {
     }
 }
 
-pub fn call(h: &mut dyn Host, j: &Json, name: &str, generic: Option<&str>, args: Vec<V>) -> R {
+pub fn call(h: &mut dyn Host, j: &Json, name: &str, generic: Option<&str>, args: &[V]) -> R {
     let v = j.get();
-    let key = || arg(&args, 0, name).map(|k| k.text());
+    let key = || arg(args, 0, name).map(|k| k.text());
     match name {
         "ToString" => {
             let indented = !matches!(args.first(), Some(V::Enum(_, f)) if f == "None");
@@ -145,7 +145,7 @@ pub fn call(h: &mut dyn Host, j: &Json, name: &str, generic: Option<&str>, args:
             };
             context::body_as(&text, generic.unwrap_or("string"))
         }
-        "Add" | "AddFirst" => add(j, &args, name == "AddFirst"),
+        "Add" | "AddFirst" => add(j, args, name == "AddFirst"),
         "Remove" if args.is_empty() => remove_self(j),
         "Remove" => {
             let k = key()?;
@@ -156,7 +156,7 @@ pub fn call(h: &mut dyn Host, j: &Json, name: &str, generic: Option<&str>, args:
             })))
         }
         "RemoveAt" => {
-            let i = super::super::value::int(&arg(&args, 0, name)?).unwrap_or(-1);
+            let i = super::super::value::int(&arg(args, 0, name)?).unwrap_or(-1);
             j.with_mut(|x| match x.and_then(J::as_array_mut) {
                 Some(a) if i >= 0 && (i as usize) < a.len() => {
                     a.remove(i as usize);
@@ -174,8 +174,8 @@ pub fn call(h: &mut dyn Host, j: &Json, name: &str, generic: Option<&str>, args:
             Ok(V::Null)
         }
         "Insert" => {
-            let i = super::super::value::int(&arg(&args, 0, name)?).unwrap_or(-1);
-            let item = to_json(&arg(&args, 1, name)?);
+            let i = super::super::value::int(&arg(args, 0, name)?).unwrap_or(-1);
+            let item = to_json(&arg(args, 1, name)?);
             j.with_mut(|x| match x.and_then(J::as_array_mut) {
                 Some(a) if i >= 0 && (i as usize) <= a.len() => {
                     a.insert(i as usize, item);
@@ -185,17 +185,17 @@ pub fn call(h: &mut dyn Host, j: &Json, name: &str, generic: Option<&str>, args:
             })
         }
         "Replace" | "ReplaceWith" => {
-            let new = to_json(&arg(&args, 0, name)?);
+            let new = to_json(&arg(args, 0, name)?);
             j.with_mut(|x| x.map(|x| *x = new));
             Ok(V::Null)
         }
         "Merge" => {
-            let other = to_json(&arg(&args, 0, name)?);
+            let other = to_json(&arg(args, 0, name)?);
             j.with_mut(|x| merge(x, other));
             Ok(V::Null)
         }
         "IndexOf" => {
-            let item = to_json(&arg(&args, 0, name)?);
+            let item = to_json(&arg(args, 0, name)?);
             Ok(V::Int(
                 v.as_array()
                     .and_then(|a| a.iter().position(|x| *x == item))

@@ -119,8 +119,8 @@ fn distinct(items: Vec<V>) -> Vec<V> {
     out
 }
 
-pub fn call(h: &mut dyn Host, items: Vec<V>, name: &str, generic: Option<&str>, args: Vec<V>) -> R {
-    let f0 = func(&args, 0).cloned();
+pub fn call(h: &mut dyn Host, items: Vec<V>, name: &str, generic: Option<&str>, args: &[V]) -> R {
+    let f0 = func(args, 0).cloned();
     let one = |found: Option<V>, or_default: bool, what: &str| match found {
         Some(v) => Ok(v),
         None if or_default => Ok(V::Null),
@@ -238,7 +238,7 @@ pub fn call(h: &mut dyn Host, items: Vec<V>, name: &str, generic: Option<&str>, 
             Ok(V::list(keyed.into_iter().map(|(_, x)| x).collect()))
         }
         "Skip" | "Take" => {
-            let n = index_arg(&args, 0, name)?.max(0) as usize;
+            let n = index_arg(args, 0, name)?.max(0) as usize;
             Ok(V::list(if name == "Skip" {
                 items.into_iter().skip(n).collect()
             } else {
@@ -280,7 +280,7 @@ pub fn call(h: &mut dyn Host, items: Vec<V>, name: &str, generic: Option<&str>, 
         "ToHashSet" => Ok(V::Set(Shared::new(distinct(items)))),
         "ToDictionary" | "ToLookup" => {
             let key = f0.ok_or_else(|| EvalError(format!("{name} needs a key function")))?;
-            let value = func(&args, 1).cloned();
+            let value = func(args, 1).cloned();
             let mut d = Dict::default();
             for x in &items {
                 let k = h.invoke(&key, vec![x.clone()])?;
@@ -296,7 +296,7 @@ pub fn call(h: &mut dyn Host, items: Vec<V>, name: &str, generic: Option<&str>, 
             Ok(V::Dict(Shared::new(d)))
         }
         "Contains" => {
-            let x = arg(&args, 0, name)?;
+            let x = arg(args, 0, name)?;
             let ic = args
                 .iter()
                 .any(|a| matches!(a, V::Comparison(true)) || a.type_name() == "StringComparer");
@@ -309,26 +309,26 @@ pub fn call(h: &mut dyn Host, items: Vec<V>, name: &str, generic: Option<&str>, 
             })))
         }
         "Aggregate" => {
-            let (mut acc, f, start) = match (func(&args, 0), func(&args, 1)) {
+            let (mut acc, f, start) = match (func(args, 0), func(args, 1)) {
                 (Some(f), _) => {
                     let Some(first) = items.first().cloned() else {
                         return fail("Sequence contains no elements");
                     };
                     (first, f.clone(), 1)
                 }
-                (None, Some(f)) => (arg(&args, 0, name)?, f.clone(), 0),
+                (None, Some(f)) => (arg(args, 0, name)?, f.clone(), 0),
                 _ => return fail("Aggregate needs a function"),
             };
             for x in items.into_iter().skip(start) {
                 acc = h.invoke(&f, vec![acc, x])?;
             }
-            match func(&args, 2) {
+            match func(args, 2) {
                 Some(result) => h.invoke(result, vec![acc]),
                 None => Ok(acc),
             }
         }
         "Concat" | "Union" | "Intersect" | "Except" => {
-            let other = super::enumerate(h.env(), arg(&args, 0, name)?)?;
+            let other = super::enumerate(h.env(), arg(args, 0, name)?)?;
             check_len(items.len() + other.len())?;
             Ok(V::list(match name {
                 "Concat" => items.into_iter().chain(other).collect(),
@@ -350,7 +350,7 @@ pub fn call(h: &mut dyn Host, items: Vec<V>, name: &str, generic: Option<&str>, 
         "Distinct" => Ok(V::list(distinct(items))),
         "Reverse" => Ok(V::list(items.into_iter().rev().collect())),
         "Append" | "Prepend" => {
-            let x = arg(&args, 0, name)?;
+            let x = arg(args, 0, name)?;
             let mut items = items;
             if name == "Append" {
                 items.push(x)
@@ -360,7 +360,7 @@ pub fn call(h: &mut dyn Host, items: Vec<V>, name: &str, generic: Option<&str>, 
             Ok(V::list(items))
         }
         "ElementAt" | "ElementAtOrDefault" => {
-            let i = index_arg(&args, 0, name)?;
+            let i = index_arg(args, 0, name)?;
             let found = usize::try_from(i).ok().and_then(|i| items.get(i).cloned());
             match found {
                 Some(v) => Ok(v),
@@ -374,14 +374,14 @@ pub fn call(h: &mut dyn Host, items: Vec<V>, name: &str, generic: Option<&str>, 
             items
         })),
         "SequenceEqual" => {
-            let other = super::enumerate(h.env(), arg(&args, 0, name)?)?;
+            let other = super::enumerate(h.env(), arg(args, 0, name)?)?;
             Ok(V::Bool(
                 items.len() == other.len() && items.iter().zip(&other).all(|(a, b)| equal(a, b)),
             ))
         }
         "Zip" => {
-            let other = super::enumerate(h.env(), arg(&args, 0, name)?)?;
-            let f = func(&args, 1).cloned();
+            let other = super::enumerate(h.env(), arg(args, 0, name)?)?;
+            let f = func(args, 1).cloned();
             let mut out = Vec::new();
             for (a, b) in items.into_iter().zip(other) {
                 out.push(match &f {

@@ -74,7 +74,7 @@ pub fn member(h: &mut dyn Host, t: V, name: &str) -> R {
 
 pub fn call(h: &mut dyn Host, t: V, name: &str, generic: Option<&str>, args: Vec<V>) -> R {
     match (&t, name) {
-        (V::Type(ty), _) => return statics::call(h, ty, name, generic, args),
+        (V::Type(ty), _) => return statics::call(h, ty, name, generic, &args),
         (V::Null, _) => {
             return fail(format!(
                 "Object reference not set to an instance of an object (calling {name} on null)"
@@ -88,26 +88,26 @@ pub fn call(h: &mut dyn Host, t: V, name: &str, generic: Option<&str>, args: Vec
         _ => {}
     }
     let own = match &t {
-        V::Ctx(path) => context::call(h, path, name, generic, args.clone()),
-        V::Str(s) => strings::call(s, name, args.clone()),
-        V::Json(j) => json::call(h, j, name, generic, args.clone()),
-        V::Xml(x) => xml::call(x, name, args.clone()),
-        V::Time(_) | V::Span(_) => times::call(&t, name, args.clone()),
-        V::Int(_) | V::Double(_) | V::Bool(_) => numbers::call(&t, name, args.clone()),
+        V::Ctx(path) => context::call(h, path, name, generic, &args),
+        V::Str(s) => strings::call(s, name, &args),
+        V::Json(j) => json::call(h, j, name, generic, &args),
+        V::Xml(x) => xml::call(x, name, &args),
+        V::Time(_) | V::Span(_) => times::call(&t, name, &args),
+        V::Int(_) | V::Double(_) | V::Bool(_) => numbers::call(&t, name, &args),
         V::Native(_) | V::Obj(_) => crypto::call(&t, name, &args)
-            .unwrap_or_else(|| statics::native_call(h, &t, name, args.clone())),
+            .unwrap_or_else(|| statics::native_call(h, &t, name, &args)),
         V::Pair(_) if name == "ToString" => Ok(V::Str(t.text())),
         V::Enum(..) | V::Comparison(_) if name == "ToString" => Ok(V::Str(t.text())),
         V::Pair(p) if name == "Remove" => match &p.1 {
             V::Json(j) => json::remove_self(j),
             _ => fail("only a JProperty can be removed"),
         },
-        _ => collections::call(h, &t, name, args.clone()),
+        _ => collections::call(h, &t, name, &args),
     };
     match own {
         Err(e) if e.0 == UNKNOWN && linq::has(name) => {
             let items = enumerate(h.env(), t)?;
-            linq::call(h, items, name, generic, args)
+            linq::call(h, items, name, generic, &args)
         }
         Err(e) if e.0 == UNKNOWN && name == "ToString" && args.is_empty() => Ok(V::Str(t.text())),
         Err(e) if e.0 == UNKNOWN => fail(format!("{}.{name} is not supported", t.type_name())),

@@ -76,14 +76,14 @@ pub fn to_integer(t: &str, v: &V) -> R {
     Ok(V::Int(n))
 }
 
-pub fn call(v: &V, name: &str, args: Vec<V>) -> R {
+pub fn call(v: &V, name: &str, args: &[V]) -> R {
     match name {
         "ToString" => match args.first() {
             Some(f) if !matches!(f, V::Null) => format_value(v, &f.text()).map(V::Str),
             _ => Ok(V::Str(v.text())),
         },
         "CompareTo" => {
-            let o = arg(&args, 0, name)?;
+            let o = arg(args, 0, name)?;
             let (a, b) = (num(v).unwrap_or(0.0), num(&o).unwrap_or(0.0));
             Ok(V::Int(a.partial_cmp(&b).map_or(0, |o| o as i64)))
         }

@@ -78,10 +78,10 @@ pub fn member(t: &str, name: &str) -> R {
     }
 }
 
-pub fn call(h: &mut dyn Host, t: &str, name: &str, generic: Option<&str>, args: Vec<V>) -> R {
-    let a0 = || arg(&args, 0, name);
+pub fn call(h: &mut dyn Host, t: &str, name: &str, generic: Option<&str>, args: &[V]) -> R {
+    let a0 = || arg(args, 0, name);
     match t {
-        "string" | "String" => string_static(name, &args),
+        "string" | "String" => string_static(name, args),
         "int" | "Int32" | "long" | "Int64" | "short" | "Int16" | "byte" | "Byte" | "uint"
         | "UInt32" | "ulong" | "UInt64" | "sbyte" | "SByte" | "ushort" | "UInt16" => match name {
             "Parse" => {
@@ -101,7 +101,7 @@ pub fn call(h: &mut dyn Host, t: &str, name: &str, generic: Option<&str>, args: 
                 .parse::<f64>()
                 .map(V::Double)
                 .map_err(|_| EvalError(format!("{t}.Parse: the text is not a number"))),
-            "Round" | "Floor" | "Ceiling" | "Truncate" => math(name, &args),
+            "Round" | "Floor" | "Ceiling" | "Truncate" => math(name, args),
             n => fail(format!("{t}.{n} is not supported")),
         },
         "bool" | "Boolean" => match (name, a0()?.text().trim().to_ascii_lowercase().as_str()) {
@@ -124,10 +124,10 @@ pub fn call(h: &mut dyn Host, t: &str, name: &str, generic: Option<&str>, args: 
                 n => return fail(format!("char.{n} is not supported")),
             })
         }
-        "DateTime" | "DateTimeOffset" => date_static(name, &args),
-        "TimeSpan" => span_static(name, &args),
-        "Convert" => convert(name, &args),
-        "Math" => math(name, &args),
+        "DateTime" | "DateTimeOffset" => date_static(name, args),
+        "TimeSpan" => span_static(name, args),
+        "Convert" => convert(name, args),
+        "Math" => math(name, args),
         "Guid" => match name {
             "NewGuid" => Ok(V::Str(uuid::Uuid::new_v4().to_string())),
             "Parse" => uuid::Uuid::parse_str(a0()?.text().trim())
@@ -135,13 +135,13 @@ pub fn call(h: &mut dyn Host, t: &str, name: &str, generic: Option<&str>, args: 
                 .map_err(|_| EvalError("Guid.Parse: the text is not a GUID".into())),
             n => fail(format!("Guid.{n} is not supported")),
         },
-        "BitConverter" => bit_converter(name, &args),
-        "Array" => array_static(h, name, &args),
+        "BitConverter" => bit_converter(name, args),
+        "Array" => array_static(h, name, args),
         "Enumerable" => match name {
             "Range" => {
                 let (start, count) = (
                     int(&a0()?).unwrap_or(0),
-                    int(&arg(&args, 1, name)?).unwrap_or(0).max(0),
+                    int(&arg(args, 1, name)?).unwrap_or(0).max(0),
                 );
                 check_len(count as usize)?;
                 Ok(V::list(
@@ -149,14 +149,14 @@ pub fn call(h: &mut dyn Host, t: &str, name: &str, generic: Option<&str>, args: 
                 ))
             }
             "Repeat" => {
-                let count = int(&arg(&args, 1, name)?).unwrap_or(0).max(0) as usize;
+                let count = int(&arg(args, 1, name)?).unwrap_or(0).max(0) as usize;
                 check_len(count)?;
                 Ok(V::list(vec![a0()?; count]))
             }
             "Empty" => Ok(V::list(Vec::new())),
             n => {
                 let items = super::enumerate(h.env(), a0()?)?;
-                super::linq::call(h, items, n, generic, args[1..].to_vec())
+                super::linq::call(h, items, n, generic, &args[1..])
             }
         },
         "Encoding" => match name {
@@ -193,13 +193,9 @@ pub fn call(h: &mut dyn Host, t: &str, name: &str, generic: Option<&str>, args: 
                     .map_err(|e| EvalError(format!("the text is not JSON: {e}")))?;
                 let v = V::Json(Json::new(j));
                 match generic {
-                    Some(t) => super::json::call(
-                        h,
-                        &Json::new(to_json(&v)),
-                        "ToObject",
-                        Some(t),
-                        Vec::new(),
-                    ),
+                    Some(t) => {
+                        super::json::call(h, &Json::new(to_json(&v)), "ToObject", Some(t), &[])
+                    }
                     None => Ok(v),
                 }
             }
@@ -223,8 +219,8 @@ pub fn call(h: &mut dyn Host, t: &str, name: &str, generic: Option<&str>, args: 
             "CreateNull" => Ok(V::json(serde_json::Value::Null)),
             n => fail(format!("{t}.{n} is not supported")),
         },
-        "Regex" => regex_static(h, name, &args),
-        "Uri" => uri_static(name, &args),
+        "Regex" => regex_static(h, name, args),
+        "Uri" => uri_static(name, args),
         "WebUtility" => {
             let s = a0()?.text();
             Ok(V::Str(match name {
@@ -249,7 +245,7 @@ pub fn call(h: &mut dyn Host, t: &str, name: &str, generic: Option<&str>, args: 
                     1 => (0, int(&a0()?).unwrap_or(1)),
                     _ => (
                         int(&a0()?).unwrap_or(0),
-                        int(&arg(&args, 1, name)?).unwrap_or(1),
+                        int(&arg(args, 1, name)?).unwrap_or(1),
                     ),
                 };
                 if hi <= lo {
@@ -275,7 +271,7 @@ pub fn call(h: &mut dyn Host, t: &str, name: &str, generic: Option<&str>, args: 
             }
             "HashData" if t.starts_with("HMAC") => {
                 let key = crypto::bytes_of(&a0()?)?;
-                let data = crypto::bytes_of(&arg(&args, 1, name)?)?;
+                let data = crypto::bytes_of(&arg(args, 1, name)?)?;
                 crypto::digest(t, Some(&key), &data).map(V::bytes)
             }
             "HashData" => crypto::digest(t, None, &crypto::bytes_of(&a0()?)?).map(V::bytes),
@@ -283,7 +279,7 @@ pub fn call(h: &mut dyn Host, t: &str, name: &str, generic: Option<&str>, args: 
         },
         "Tuple" | "KeyValuePair" if name == "Create" => match args.len() {
             2 => Ok(V::pair(args[0].clone(), args[1].clone())),
-            _ => Ok(V::list(args)),
+            _ => Ok(V::list(args.to_vec())),
         },
         "XElement" | "XDocument" | "XNode" if name == "Parse" => {
             let root = super::super::xtree::parse(&a0()?.text()).map_err(EvalError)?;
@@ -796,7 +792,7 @@ fn array_static(h: &mut dyn Host, name: &str, args: &[V]) -> R {
         ("Exists" | "Find" | "FindAll" | "TrueForAll" | "FindIndex", arr) => {
             let items = super::enumerate(h.env(), arr)?;
             let list = V::list(items);
-            super::collections::call(h, &list, name, args[1..].to_vec())
+            super::collections::call(h, &list, name, &args[1..])
         }
         ("Empty", _) => Ok(V::list(Vec::new())),
         (n, _) => fail(format!("Array.{n} is not supported")),
@@ -870,7 +866,7 @@ fn regex_static(h: &mut dyn Host, name: &str, args: &[V]) -> R {
             if name == "Replace" {
                 call_args.push(arg(args, 2, name)?);
             }
-            regex_call(h, &r, name, call_args)
+            regex_call(h, &r, name, &call_args)
         }
     }
 }
@@ -908,8 +904,8 @@ fn match_at(r: &Arc<regex::Regex>, input: &Arc<str>, from: usize) -> V {
     }
 }
 
-fn regex_call(h: &mut dyn Host, r: &Arc<regex::Regex>, name: &str, args: Vec<V>) -> R {
-    let input = arg(&args, 0, name)?.text();
+fn regex_call(h: &mut dyn Host, r: &Arc<regex::Regex>, name: &str, args: &[V]) -> R {
+    let input = arg(args, 0, name)?.text();
     match name {
         "IsMatch" => Ok(V::Bool(r.is_match(&input))),
         "Match" => Ok(match_at(r, &Arc::from(input.as_str()), 0)),
@@ -929,7 +925,7 @@ fn regex_call(h: &mut dyn Host, r: &Arc<regex::Regex>, name: &str, args: Vec<V>)
             }
             Ok(V::list(out))
         }
-        "Replace" => match arg(&args, 1, name)? {
+        "Replace" => match arg(args, 1, name)? {
             f @ V::Native(_) if f.type_name() == "Func" => {
                 let input_arc: Arc<str> = Arc::from(input.as_str());
                 let mut out = String::new();
@@ -1165,7 +1161,7 @@ pub fn native_index(v: &V, i: &V) -> R {
     }
 }
 
-pub fn native_call(h: &mut dyn Host, v: &V, name: &str, args: Vec<V>) -> R {
+pub fn native_call(h: &mut dyn Host, v: &V, name: &str, args: &[V]) -> R {
     match v {
         V::Native(n) => match (&**n, name) {
             (Native::Regex(r), _) if name != "ToString" => regex_call(h, r, name, args),
@@ -1176,14 +1172,14 @@ pub fn native_call(h: &mut dyn Host, v: &V, name: &str, args: Vec<V>) -> R {
                 "NextMatch",
             ) => Ok(match_at(regex, input, *next)),
             (Native::Match { groups, .. }, "Result") => {
-                let mut out = arg(&args, 0, name)?.text();
+                let mut out = arg(args, 0, name)?.text();
                 for (i, g) in groups.iter().enumerate().rev() {
                     out = out.replace(&format!("${i}"), g.as_ref().map_or("", |g| g.1.as_str()));
                 }
                 Ok(V::Str(out))
             }
             (Native::Uri(u), "GetLeftPart") => {
-                let part = arg(&args, 0, name)?.text();
+                let part = arg(args, 0, name)?.text();
                 let mut u = u.clone();
                 if part != "Query" {
                     u.set_query(None);
@@ -1207,9 +1203,9 @@ pub fn native_call(h: &mut dyn Host, v: &V, name: &str, args: Vec<V>) -> R {
     }
 }
 
-fn obj_call(h: &mut dyn Host, v: &V, o: &Shared<Obj>, name: &str, args: Vec<V>) -> R {
+fn obj_call(h: &mut dyn Host, v: &V, o: &Shared<Obj>, name: &str, args: &[V]) -> R {
     let _ = h;
-    let a0 = || arg(&args, 0, name);
+    let a0 = || arg(args, 0, name);
     let mut obj = o.lock();
     match (&mut *obj, name) {
         (
@@ -1222,7 +1218,7 @@ fn obj_call(h: &mut dyn Host, v: &V, o: &Shared<Obj>, name: &str, args: Vec<V>) 
                     s.push_str(&args.first().map(V::text).unwrap_or_default());
                     s.push_str("\r\n");
                 }
-                "AppendFormat" => s.push_str(&format(&args)?.text()),
+                "AppendFormat" => s.push_str(&format(args)?.text()),
                 "Insert" => {
                     let at = int(&a0()?).unwrap_or(-1);
                     let count = s.chars().count() as i64;
@@ -1230,13 +1226,13 @@ fn obj_call(h: &mut dyn Host, v: &V, o: &Shared<Obj>, name: &str, args: Vec<V>) 
                         return fail("Insert: the index is outside the builder");
                     }
                     let byte = s.char_indices().nth(at as usize).map_or(s.len(), |c| c.0);
-                    s.insert_str(byte, &arg(&args, 1, name)?.text());
+                    s.insert_str(byte, &arg(args, 1, name)?.text());
                 }
-                "Replace" => *s = s.replace(&a0()?.text(), &arg(&args, 1, name)?.text()),
+                "Replace" => *s = s.replace(&a0()?.text(), &arg(args, 1, name)?.text()),
                 "Remove" => {
                     let (at, len) = (
                         int(&a0()?).unwrap_or(-1),
-                        int(&arg(&args, 1, name)?).unwrap_or(-1),
+                        int(&arg(args, 1, name)?).unwrap_or(-1),
                     );
                     let c: Vec<char> = s.chars().collect();
                     if at < 0 || len < 0 || (at + len) as usize > c.len() {
@@ -1260,7 +1256,7 @@ fn obj_call(h: &mut dyn Host, v: &V, o: &Shared<Obj>, name: &str, args: Vec<V>) 
                 1 => (0, int(&a0()?).unwrap_or(0)),
                 _ => (
                     int(&a0()?).unwrap_or(0),
-                    int(&arg(&args, 1, name)?).unwrap_or(0),
+                    int(&arg(args, 1, name)?).unwrap_or(0),
                 ),
             };
             if hi < lo {

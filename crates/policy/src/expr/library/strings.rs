@@ -31,29 +31,29 @@ fn index_arg(args: &[V], n: usize, method: &str) -> Result<i64, EvalError> {
     int(&arg(args, n, method)?).ok_or_else(|| EvalError(format!("{method} needs a number")))
 }
 
-pub fn call(s: &str, name: &str, args: Vec<V>) -> R {
-    let a0 = || arg(&args, 0, name).map(|v| v.text());
-    let ic = ignore_case(&args);
+pub fn call(s: &str, name: &str, args: &[V]) -> R {
+    let a0 = || arg(args, 0, name).map(|v| v.text());
+    let ic = ignore_case(args);
     let fold = |x: &str| if ic { x.to_lowercase() } else { x.to_string() };
     match name {
         "Contains" => Ok(V::Bool(fold(s).contains(&fold(&a0()?)))),
         "StartsWith" => Ok(V::Bool(fold(s).starts_with(&fold(&a0()?)))),
         "EndsWith" => Ok(V::Bool(fold(s).ends_with(&fold(&a0()?)))),
-        "Equals" => Ok(V::Bool(match arg(&args, 0, name)? {
+        "Equals" => Ok(V::Bool(match arg(args, 0, name)? {
             V::Null => false,
             v => fold(s) == fold(&v.text()),
         })),
         "CompareTo" => Ok(V::Int(compare(s, &a0()?, false))),
         "ToLower" | "ToLowerInvariant" => Ok(V::Str(s.to_lowercase())),
         "ToUpper" | "ToUpperInvariant" => Ok(V::Str(s.to_uppercase())),
-        "Trim" | "TrimStart" | "TrimEnd" => Ok(V::Str(trim(s, name, &args))),
+        "Trim" | "TrimStart" | "TrimEnd" => Ok(V::Str(trim(s, name, args))),
         "ToString" | "Normalize" | "Clone" => Ok(V::Str(s.to_string())),
         "Replace" => {
             let from = a0()?;
             if from.is_empty() {
                 return fail("String cannot be of zero length (Replace)");
             }
-            let to = arg(&args, 1, name)?.text();
+            let to = arg(args, 1, name)?.text();
             let out = if ic {
                 replace_ignore_case(s, &from, &to)
             } else {
@@ -62,9 +62,9 @@ pub fn call(s: &str, name: &str, args: Vec<V>) -> R {
             check_len(out.len())?;
             Ok(V::Str(out))
         }
-        "IndexOf" | "LastIndexOf" => index_of(s, name, &args),
+        "IndexOf" | "LastIndexOf" => index_of(s, name, args),
         "IndexOfAny" => {
-            let set: Vec<char> = arg(&args, 0, name)?
+            let set: Vec<char> = arg(args, 0, name)?
                 .items()
                 .unwrap_or_default()
                 .iter()
@@ -77,11 +77,11 @@ pub fn call(s: &str, name: &str, args: Vec<V>) -> R {
                     .map_or(-1, |p| p as i64),
             ))
         }
-        "Split" => Ok(split(s, &args)),
-        "Substring" => substring(s, &args),
+        "Split" => Ok(split(s, args)),
+        "Substring" => substring(s, args),
         "Remove" => {
             let c = chars(s);
-            let start = index_arg(&args, 0, name)?;
+            let start = index_arg(args, 0, name)?;
             let count = match args.get(1) {
                 Some(v) => int(v).unwrap_or(0),
                 None => c.len() as i64 - start,
@@ -97,18 +97,18 @@ pub fn call(s: &str, name: &str, args: Vec<V>) -> R {
         }
         "Insert" => {
             let c = chars(s);
-            let at = index_arg(&args, 0, name)?;
+            let at = index_arg(args, 0, name)?;
             if at < 0 || at as usize > c.len() {
                 return fail("Insert: the index is outside the string");
             }
-            let ins = arg(&args, 1, name)?.text();
+            let ins = arg(args, 1, name)?.text();
             let at = at as usize;
             Ok(V::Str(
                 c[..at].iter().collect::<String>() + &ins + &c[at..].iter().collect::<String>(),
             ))
         }
         "PadLeft" | "PadRight" => {
-            let width = index_arg(&args, 0, name)?.max(0) as usize;
+            let width = index_arg(args, 0, name)?.max(0) as usize;
             check_len(width)?;
             let pad = args
                 .get(1)

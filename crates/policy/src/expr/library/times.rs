@@ -77,7 +77,7 @@ fn add_months(t: OffsetDateTime, months: i64) -> Option<OffsetDateTime> {
     Some(t.replace_date(date))
 }
 
-pub fn call(v: &V, name: &str, args: Vec<V>) -> R {
+pub fn call(v: &V, name: &str, args: &[V]) -> R {
     match v {
         V::Time(t) => time_call(*t, name, args),
         V::Span(d) => span_call(*d, name, args),
@@ -85,22 +85,22 @@ pub fn call(v: &V, name: &str, args: Vec<V>) -> R {
     }
 }
 
-fn time_call(t: OffsetDateTime, name: &str, args: Vec<V>) -> R {
+fn time_call(t: OffsetDateTime, name: &str, args: &[V]) -> R {
     let add = |secs: f64| checked(t.checked_add(Duration::seconds_f64(secs)));
     match name {
-        "AddMilliseconds" => add(number(&args, name)? / 1000.0),
-        "AddSeconds" => add(number(&args, name)?),
-        "AddMinutes" => add(number(&args, name)? * 60.0),
-        "AddHours" => add(number(&args, name)? * 3600.0),
-        "AddDays" => add(number(&args, name)? * 86400.0),
-        "AddTicks" => add(number(&args, name)? / 1e7),
-        "AddMonths" => checked(add_months(t, number(&args, name)? as i64)),
-        "AddYears" => checked(add_months(t, number(&args, name)? as i64 * 12)),
-        "Add" => match arg(&args, 0, name)? {
+        "AddMilliseconds" => add(number(args, name)? / 1000.0),
+        "AddSeconds" => add(number(args, name)?),
+        "AddMinutes" => add(number(args, name)? * 60.0),
+        "AddHours" => add(number(args, name)? * 3600.0),
+        "AddDays" => add(number(args, name)? * 86400.0),
+        "AddTicks" => add(number(args, name)? / 1e7),
+        "AddMonths" => checked(add_months(t, number(args, name)? as i64)),
+        "AddYears" => checked(add_months(t, number(args, name)? as i64 * 12)),
+        "Add" => match arg(args, 0, name)? {
             V::Span(d) => checked(t.checked_add(d)),
             _ => fail("DateTime.Add needs a TimeSpan"),
         },
-        "Subtract" => match arg(&args, 0, name)? {
+        "Subtract" => match arg(args, 0, name)? {
             V::Span(d) => checked(t.checked_sub(d)),
             V::Time(o) => Ok(V::Span(t - o)),
             _ => fail("DateTime.Subtract needs a TimeSpan or a DateTime"),
@@ -112,7 +112,7 @@ fn time_call(t: OffsetDateTime, name: &str, args: Vec<V>) -> R {
             None | Some(V::Null) => V::Time(t).text(),
             Some(f) => clock::format(t, &f.text()),
         })),
-        "CompareTo" => match arg(&args, 0, name)? {
+        "CompareTo" => match arg(args, 0, name)? {
             V::Time(o) => Ok(V::Int(t.cmp(&o) as i64)),
             _ => fail("DateTime.CompareTo needs a DateTime"),
         },
@@ -121,16 +121,16 @@ fn time_call(t: OffsetDateTime, name: &str, args: Vec<V>) -> R {
     }
 }
 
-fn span_call(d: Duration, name: &str, args: Vec<V>) -> R {
+fn span_call(d: Duration, name: &str, args: &[V]) -> R {
     match name {
-        "Add" | "Subtract" => match arg(&args, 0, name)? {
+        "Add" | "Subtract" => match arg(args, 0, name)? {
             V::Span(o) => Ok(V::Span(if name == "Add" { d + o } else { d - o })),
             _ => fail(format!("TimeSpan.{name} needs a TimeSpan")),
         },
         "Negate" => Ok(V::Span(-d)),
         "Duration" => Ok(V::Span(d.abs())),
         "ToString" => Ok(V::Str(V::Span(d).text())),
-        "CompareTo" => match arg(&args, 0, name)? {
+        "CompareTo" => match arg(args, 0, name)? {
             V::Span(o) => Ok(V::Int(d.cmp(&o) as i64)),
             _ => fail("TimeSpan.CompareTo needs a TimeSpan"),
         },

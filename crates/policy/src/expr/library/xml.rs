@@ -83,7 +83,7 @@ fn name_arg(args: &[V]) -> Option<String> {
     args.first().filter(|a| !a.is_null()).map(V::text)
 }
 
-pub fn call(x: &Xml, name: &str, args: Vec<V>) -> R {
+pub fn call(x: &Xml, name: &str, args: &[V]) -> R {
     let target = if x.doc
         && !matches!(
             name,
@@ -104,7 +104,7 @@ pub fn call(x: &Xml, name: &str, args: Vec<V>) -> R {
         }
         "Element" | "Elements" | "Descendants" | "DescendantsAndSelf" if x.doc => {
             let r = root(x);
-            let n = name_arg(&args);
+            let n = name_arg(args);
             let mut out = Vec::new();
             if r.with(|e| e.is_some_and(|e| n.as_deref().is_none_or(|n| e.name == n))) {
                 out.push(r.clone());
@@ -119,17 +119,17 @@ pub fn call(x: &Xml, name: &str, args: Vec<V>) -> R {
         }
         "Element" => {
             let mut out = Vec::new();
-            find(x, Some(&arg(&args, 0, name)?.text()), false, &mut out);
+            find(x, Some(&arg(args, 0, name)?.text()), false, &mut out);
             Ok(out.into_iter().next().map_or(V::Null, V::Xml))
         }
         "Elements" | "Nodes" => {
             let mut out = Vec::new();
-            find(x, name_arg(&args).as_deref(), false, &mut out);
+            find(x, name_arg(args).as_deref(), false, &mut out);
             list(out)
         }
         "Descendants" | "DescendantsAndSelf" => {
             let mut out = Vec::new();
-            let n = name_arg(&args);
+            let n = name_arg(args);
             if name == "DescendantsAndSelf"
                 && x.with(|e| e.is_some_and(|e| n.as_deref().is_none_or(|n| e.name == n)))
             {
@@ -139,7 +139,7 @@ pub fn call(x: &Xml, name: &str, args: Vec<V>) -> R {
             list(out)
         }
         "Attribute" => {
-            let n = arg(&args, 0, name)?.text();
+            let n = arg(args, 0, name)?.text();
             Ok(x.with(|e| {
                 e.and_then(|e| {
                     e.attribute(&n)
@@ -159,20 +159,20 @@ pub fn call(x: &Xml, name: &str, args: Vec<V>) -> R {
             .unwrap_or_default()
         }))),
         "SetValue" => {
-            let text = arg(&args, 0, name)?.text();
+            let text = arg(args, 0, name)?.text();
             x.with_mut(|e| e.map(|e| e.children = vec![XNode::Text(text)]));
             Ok(V::Null)
         }
         "SetAttributeValue" => {
-            let n = arg(&args, 0, name)?.text();
-            let v = arg(&args, 1, name)?;
+            let n = arg(args, 0, name)?.text();
+            let v = arg(args, 1, name)?;
             let v = (!v.is_null()).then(|| v.text());
             x.with_mut(|e| e.map(|e| e.set_attribute(&n, v)));
             Ok(V::Null)
         }
         "SetElementValue" => {
-            let n = arg(&args, 0, name)?.text();
-            let v = arg(&args, 1, name)?;
+            let n = arg(args, 0, name)?.text();
+            let v = arg(args, 1, name)?;
             x.with_mut(|e| {
                 let Some(e) = e else { return };
                 let at = e
@@ -201,7 +201,7 @@ pub fn call(x: &Xml, name: &str, args: Vec<V>) -> R {
         "Add" | "AddFirst" | "ReplaceNodes" | "ReplaceAll" => {
             let mut nodes = Vec::new();
             let mut attrs = Vec::new();
-            for a in &args {
+            for a in args {
                 content(a, &mut nodes, &mut attrs)?;
             }
             x.with_mut(|e| {
@@ -255,7 +255,7 @@ pub fn call(x: &Xml, name: &str, args: Vec<V>) -> R {
         }
         "ReplaceWith" => {
             let mut nodes = Vec::new();
-            content(&arg(&args, 0, name)?, &mut nodes, &mut Vec::new())?;
+            content(&arg(args, 0, name)?, &mut nodes, &mut Vec::new())?;
             let Some((last, up)) = x.path.split_last() else {
                 return match nodes.pop() {
                     Some(XNode::Element(new)) => {
@@ -323,7 +323,7 @@ pub fn content(
 pub fn set_member(x: &Xml, name: &str, v: V) -> Result<(), EvalError> {
     match name {
         "Value" => {
-            call(x, "SetValue", vec![v])?;
+            call(x, "SetValue", &[v])?;
             Ok(())
         }
         "Name" => {

@@ -244,15 +244,7 @@ impl Services for GatewayServices<'_> {
 
     fn example(&self, status: u16, content_type: Option<&str>) -> Option<(String, String)> {
         // Read when asked (mock-response is rare): the table does not keep response examples.
-        let api = self.ctx.api.as_ref()?;
-        let op = self.ctx.operation()?;
-        let stored = if api.is_current {
-            api.id.to_string()
-        } else {
-            format!("{};rev={}", api.id, api.revision)
-        };
-        let path = format!("/apis/{stored}/operations/{}", op.id);
-        let resource = self.shared.store.read(|r| r.get(&path)).ok()??;
+        let resource = self.operation_resource()?;
         let r = resource
             .properties
             .get("responses")?
@@ -282,17 +274,7 @@ impl Services for GatewayServices<'_> {
     }
 
     fn operation_definition(&self) -> Option<Value> {
-        // Read when asked, as `example` is: the table keeps only what routing needs.
-        let api = self.ctx.api.as_ref()?;
-        let op = self.ctx.operation()?;
-        let stored = if api.is_current {
-            api.id.to_string()
-        } else {
-            format!("{};rev={}", api.id, api.revision)
-        };
-        let path = format!("/apis/{stored}/operations/{}", op.id);
-        let resource = self.shared.store.read(|r| r.get(&path)).ok()??;
-        Some(Value::Object(resource.properties))
+        Some(Value::Object(self.operation_resource()?.properties))
     }
 
     fn cache_get(&self, key: &str) -> Option<Cached> {
@@ -353,6 +335,20 @@ impl Services for GatewayServices<'_> {
 }
 
 impl GatewayServices<'_> {
+    /// The matched operation as stored, read when a policy asks (the table keeps only what
+    /// routing needs).
+    fn operation_resource(&self) -> Option<gatehouse_model::StoredResource> {
+        let api = self.ctx.api.as_ref()?;
+        let op = self.ctx.operation()?;
+        let stored = if api.is_current {
+            api.id.to_string()
+        } else {
+            format!("{};rev={}", api.id, api.revision)
+        };
+        let path = format!("/apis/{stored}/operations/{}", op.id);
+        self.shared.store.read(|r| r.get(&path)).ok()?
+    }
+
     /// Counts a call to the backend entity set-backend-service chose against its circuit
     /// breaker: its status, or `None` when it did not answer.
     fn count_for_breaker(&self, ex: &Exchange, answer: Option<(u16, Option<Duration>)>) {

@@ -178,40 +178,47 @@ impl Policy for ValidateJwt {
     }
 }
 
-impl ValidateJwt {
-    fn apply(&self, at: At<'_>, ex: &mut Exchange) -> Result<(), Flow> {
-        let jwt = &self.0;
-        let value = match &jwt.source {
-            TokenSource::Value(t) => Some(at.text(t, ex)?),
-            _ => None,
-        };
-        let query = |q: &str| {
-            ex.query
-                .iter()
-                .find(|(k, _)| k == q)
-                .map(|(_, v)| v.clone())
-        };
-        let header = |h: &str| ex.header(h).map(str::to_string);
-        let result = jwt::extract(jwt, header, query, value).and_then(|token| {
-            let keys: Vec<_> = jwt
-                .openid_urls
+/// The token's claims once `jwt`'s checks pass, with the keys of the configurations at
+/// `urls`; else the configured failure.
+fn checked_claims(
+    jwt: &Jwt,
+    urls: &[String],
+    at: At<'_>,
+    ex: &Exchange,
+) -> Result<serde_json::Value, Flow> {
+    let value = match &jwt.source {
+        TokenSource::Value(t) => Some(at.text(t, ex)?),
+        _ => None,
+    };
+    let query = |q: &str| {
+        ex.query
+            .iter()
+            .find(|(k, _)| k == q)
+            .map(|(_, v)| v.clone())
+    };
+    let header = |h: &str| ex.header(h).map(str::to_string);
+    jwt::extract(jwt, header, query, value)
+        .and_then(|token| {
+            let keys: Vec<_> = urls
                 .iter()
                 .flat_map(|url| at.svc.openid_keys(url).unwrap_or_default())
                 .collect();
             jwt::validate(jwt, &token, &keys)
-        });
-        match result {
-            Ok(claims) => {
-                if let Some(v) = &jwt.output_variable {
-                    ex.variables.insert(v.clone(), jwt::as_variable(claims));
-                }
-                Ok(())
-            }
-            Err(refused) => {
-                let message = jwt.message.clone().unwrap_or(refused.message);
-                Err(at.fail(jwt.status, refused.reason, message))
-            }
+        })
+        .map_err(|refused| {
+            let message = jwt.message.clone().unwrap_or(refused.message);
+            at.fail(jwt.status, refused.reason, message)
+        })
+}
+
+impl ValidateJwt {
+    fn apply(&self, at: At<'_>, ex: &mut Exchange) -> Result<(), Flow> {
+        let jwt = &self.0;
+        let claims = checked_claims(jwt, &jwt.openid_urls, at, ex)?;
+        if let Some(v) = &jwt.output_variable {
+            ex.variables.insert(v.clone(), jwt::as_variable(claims));
         }
+        Ok(())
     }
 }
 
@@ -352,27 +359,10 @@ impl ValidateAzureAdToken {
 
     fn apply(&self, at: At<'_>, ex: &mut Exchange) -> Result<(), Flow> {
         let jwt = self.checks(&at.svc.entra_authority());
-        let value = match &jwt.source {
-            TokenSource::Value(t) => Some(at.text(t, ex)?),
-            _ => None,
-        };
-        let query = |q: &str| {
-            ex.query
-                .iter()
-                .find(|(k, _)| k == q)
-                .map(|(_, v)| v.clone())
-        };
-        let header = |h: &str| ex.header(h).map(str::to_string);
+        let claims = checked_claims(jwt, &self.jwt.openid_urls, at, ex)?;
         let fail = |reason: &'static str, message: String| {
             at.fail(jwt.status, reason, jwt.message.clone().unwrap_or(message))
         };
-        let token =
-            jwt::extract(jwt, header, query, value).map_err(|r| fail(r.reason, r.message))?;
-        let keys = at
-            .svc
-            .openid_keys(&self.jwt.openid_urls[0])
-            .unwrap_or_default();
-        let claims = jwt::validate(jwt, &token, &keys).map_err(|r| fail(r.reason, r.message))?;
         let client = claims
             .get("azp")
             .or_else(|| claims.get("appid"))

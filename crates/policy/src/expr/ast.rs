@@ -12,6 +12,9 @@ pub enum Expr {
     Lit(V),
     Interp(Vec<(Expr, Option<String>)>),
     Context,
+    /// A member of `context` bound to its whole dotted path when parsed
+    /// (`context.Request.Headers` → `Request.Headers`): read in one step.
+    CtxPath(String),
     Local(Slot),
     Static(String),
     Member(Box<Expr>, String),

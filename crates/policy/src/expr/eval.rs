@@ -298,6 +298,7 @@ impl Interp<'_> {
                 Ok(V::Str(s))
             }
             Expr::Context => Ok(V::Ctx(String::new())),
+            Expr::CtxPath(path) => library::context_path(self.env, path),
             Expr::Local(s) | Expr::Target(s) => Ok(self.slots[*s].clone()),
             Expr::Static(t) => Ok(V::Type(t.clone())),
             Expr::Member(target, name) => {

@@ -78,7 +78,8 @@ impl Code {
 
     /// Whether evaluating this may read a message body (the gateway then buffers it).
     pub fn reads_body(&self) -> bool {
-        format!("{:?}", self.body).contains("\"Body\"")
+        // `"Body"` as a member, or the end of a bound path (`"Request.Body"`).
+        format!("{:?}", self.body).contains("Body\"")
     }
 }
 
@@ -135,12 +136,6 @@ const CONTEXT_MEMBERS: &[&str] = &[
     "Api.SubscriptionKeyParameterNames",
     "Api.SubscriptionKeyParameterNames.Header",
     "Api.SubscriptionKeyParameterNames.Query",
-    "Api.ServiceUrl.Host",
-    "Api.ServiceUrl.Path",
-    "Api.ServiceUrl.Port",
-    "Api.ServiceUrl.Query",
-    "Api.ServiceUrl.QueryString",
-    "Api.ServiceUrl.Scheme",
     "Backend",
     "Backend.Id",
     "Backend.Type",
@@ -239,6 +234,11 @@ const CONTEXT_MEMBERS: &[&str] = &[
 /// Whether `context.<path>` can be read: a member of the context, a member of a map
 /// (`Headers.Count`), or a member of a value the context gives (`Timestamp.Year`,
 /// `Request.Method.Length`, `Elapsed.TotalMilliseconds`).
+/// Whether `path` is a member of the context itself (not a member of a value it gives).
+pub(crate) fn is_context_member(path: &str) -> bool {
+    CONTEXT_MEMBERS.contains(&path)
+}
+
 pub fn context_path_known(path: &str) -> bool {
     if CONTEXT_MEMBERS.contains(&path) {
         return true;
@@ -263,7 +263,6 @@ pub fn context_path_known(path: &str) -> bool {
         "Backend",
         "Workspace",
         "Deployment.Gateway",
-        "Api.ServiceUrl",
         "Api.SubscriptionKeyParameterNames",
     ];
     if library::is_context_map(parent) {

@@ -674,6 +674,15 @@ impl<'a> Parser<'a> {
                     format!("context.{full} is not a member of the policy context"),
                 ));
             }
+            // A member of the context itself (not of a value it gives) is read in one step —
+            // except past an object a request may lack, whose members are then a null
+            // reference, as in APIM.
+            let foldable = matches!(e, Expr::Context | Expr::CtxPath(_))
+                && super::is_context_member(&full)
+                && !matches!(path.as_str(), "Subscription" | "User" | "Product");
+            if foldable {
+                return Ok(Expr::CtxPath(full));
+            }
         }
         Ok(Expr::Member(Box::new(e), name))
     }
@@ -1001,6 +1010,7 @@ pub(super) fn context_chain(e: &Expr) -> Option<String> {
     };
     match e {
         Expr::Context => Some(String::new()),
+        Expr::CtxPath(p) => Some(p.clone()),
         Expr::NullSafe(inner, access) => match access.as_ref() {
             Expr::Member(_, name) => context_chain(inner).map(|p| join(p, name)),
             _ => None,

@@ -38,8 +38,14 @@ pub fn member(env: &dyn Env, path: &str, name: &str) -> R {
             n => fail(format!("context.{path}.{n} is not supported")),
         };
     }
-    let v = env.member(&full)?;
-    Ok(match (full.as_str(), v) {
+    value(env, &full)
+}
+
+/// The context's member at `full` (`Request.Method`, `Elapsed`, `Api.ServiceUrl`), typed as
+/// APIM types it.
+pub fn value(env: &dyn Env, full: &str) -> R {
+    let v = env.member(full)?;
+    Ok(match (full, v) {
         ("Elapsed", V::Double(s)) => V::Span(time::Duration::seconds_f64(s)),
         // IUrl: `context.Api.ServiceUrl.Host`, and the URL as its text.
         (p, V::Str(s)) if p.ends_with("ServiceUrl") => match url::Url::parse(&s) {

@@ -32,6 +32,11 @@ pub fn is_context_map(path: &str) -> bool {
     context::MAPS.contains(&path)
 }
 
+/// `context.<path>` read in one step.
+pub fn context_path(env: &dyn Env, path: &str) -> R {
+    context::value(env, path)
+}
+
 /// The items a `foreach` or a LINQ operator walks.
 pub fn enumerate(env: &dyn Env, v: V) -> Result<Vec<V>, EvalError> {
     if let V::Ctx(path) = &v {

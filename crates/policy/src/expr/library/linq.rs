@@ -7,59 +7,8 @@ use super::super::value::{
 };
 use std::cmp::Ordering;
 
-const METHODS: &[&str] = &[
-    "Select",
-    "SelectMany",
-    "Where",
-    "Any",
-    "All",
-    "First",
-    "FirstOrDefault",
-    "Last",
-    "LastOrDefault",
-    "Single",
-    "SingleOrDefault",
-    "Count",
-    "LongCount",
-    "Sum",
-    "Min",
-    "Max",
-    "Average",
-    "OrderBy",
-    "OrderByDescending",
-    "ThenBy",
-    "ThenByDescending",
-    "Skip",
-    "Take",
-    "SkipWhile",
-    "TakeWhile",
-    "ToArray",
-    "ToList",
-    "ToDictionary",
-    "ToHashSet",
-    "Contains",
-    "Aggregate",
-    "Concat",
-    "Distinct",
-    "Reverse",
-    "ElementAt",
-    "ElementAtOrDefault",
-    "DefaultIfEmpty",
-    "SequenceEqual",
-    "Zip",
-    "Union",
-    "Intersect",
-    "Except",
-    "GroupBy",
-    "Cast",
-    "OfType",
-    "Append",
-    "Prepend",
-    "ToLookup",
-];
-
 pub fn has(name: &str) -> bool {
-    METHODS.contains(&name)
+    super::super::types::LINQ.contains(&name)
 }
 
 fn func(args: &[V], n: usize) -> Option<&V> {

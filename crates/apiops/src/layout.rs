@@ -75,6 +75,11 @@ pub static ENTRIES: &[Entry] = &[
         Content::FragmentValue,
     ),
     info(Kind::Group, &["groups", "*"], "groupInformation.json"),
+    info(
+        Kind::GlobalSchema,
+        &["schemas", "*"],
+        "schemaInformation.json",
+    ),
     Entry {
         extension: true,
         ..info(Kind::User, &["users", "*"], "userInformation.json")

@@ -53,6 +53,8 @@ pub struct Source<'a> {
     /// The API's kept WSDL or WADL, if any.
     pub wsdl: Option<&'a str>,
     pub wadl: Option<&'a str>,
+    /// The document of the API's kept `openapi` schema (its components), if any.
+    pub components: Option<&'a Value>,
     pub gateway: &'a str,
 }
 
@@ -60,11 +62,11 @@ pub struct Source<'a> {
 pub fn document(doc: Document, src: &Source<'_>) -> Result<(Value, &'static str), String> {
     Ok(match doc {
         Document::OpenApiJson => (
-            openapi::export(src.api, src.gateway, src.operations),
+            openapi::export(src.api, src.gateway, src.operations, src.components),
             "application/json",
         ),
         Document::OpenApiYaml => {
-            let v = openapi::export(src.api, src.gateway, src.operations);
+            let v = openapi::export(src.api, src.gateway, src.operations, src.components);
             let text = serde_norway::to_string(&v).map_err(|e| e.to_string())?;
             (json!(text), "application/yaml")
         }
@@ -84,7 +86,7 @@ pub fn document(doc: Document, src: &Source<'_>) -> Result<(Value, &'static str)
 
 /// The API as Swagger 2.0.
 fn swagger2(src: &Source<'_>) -> Value {
-    let v3 = openapi::export(src.api, src.gateway, src.operations);
+    let v3 = openapi::export(src.api, src.gateway, src.operations, src.components);
     let server = v3["servers"][0]["url"].as_str().unwrap_or_default();
     let (scheme, rest) = server.split_once("://").unwrap_or(("https", server));
     let (host, base) = rest
@@ -245,6 +247,7 @@ mod tests {
             operations: ops,
             wsdl: None,
             wadl: None,
+            components: None,
             gateway: "https://gw.example",
         }
     }

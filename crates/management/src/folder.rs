@@ -8,6 +8,7 @@
 //! very same code and takes everything back. Exports hold no secret.
 
 use crate::error::ApiError;
+use crate::openapi_schemas::OPENAPI_SCHEMA;
 use crate::render::public_properties;
 use crate::respond::blocking;
 use crate::rules::{self, Mode, WriteOptions};
@@ -202,7 +203,15 @@ fn specifications(items: &mut Vec<Item>, operations: &Operations) -> Vec<Specifi
             }
             None => {
                 let ops = operations.get(&api.path).map(Vec::as_slice).unwrap_or(&[]);
-                let doc = openapi::export(&api.properties, "", ops);
+                let schema = format!("{}/schemas/{}", api.path, OPENAPI_SCHEMA.0);
+                let components = items
+                    .iter()
+                    .find(|i| i.path == schema)
+                    .and_then(|s| s.properties.get("document"));
+                if components.is_some() {
+                    carried.insert(schema);
+                }
+                let doc = openapi::export(&api.properties, "", ops, components);
                 (
                     "yaml",
                     serde_norway::to_string(&doc).expect("JSON values serialise as YAML"),

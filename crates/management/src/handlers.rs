@@ -972,6 +972,10 @@ fn export_answer(
         operations: ops,
         wsdl: kept("wsdl"),
         wadl: kept("wadl"),
+        components: schemas
+            .iter()
+            .find(|s| s.name() == crate::openapi_schemas::OPENAPI_SCHEMA.0)
+            .and_then(|s| s.properties.get("document")),
         gateway,
     };
     let (document, content_type) =

@@ -19,6 +19,7 @@ pub mod handlers;
 pub mod keyvault;
 pub mod moving;
 pub mod openapi;
+pub mod openapi_schemas;
 pub mod operations;
 pub mod portal_content;
 pub mod provider;

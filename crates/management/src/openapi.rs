@@ -3,6 +3,7 @@
 //! Import is all-or-nothing: the document is parsed and turned into the API's properties and
 //! its operations before anything is written; a broken document is an error naming the problem.
 
+use crate::openapi_schemas::{Schemas, schema_reference, type_name};
 use crate::rules::template_parameters;
 use openapiv3::{OpenAPI, Parameter, ReferenceOr};
 use serde_json::{Map, Value, json};
@@ -59,8 +60,15 @@ fn swagger2_to_openapi3(mut doc: Value) -> Result<Value, String> {
     if produces.is_empty() {
         produces.push("application/json".to_string());
     }
+    let mut consumes = crate::rules::string_list(obj.get("consumes"));
+    if consumes.is_empty() {
+        consumes.push("application/json".to_string());
+    }
     let mut out = Map::new();
     out.insert("openapi".into(), json!("3.0.0"));
+    if let Some(definitions) = obj.get("definitions").filter(|d| d.is_object()) {
+        out.insert("components".into(), json!({"schemas": definitions}));
+    }
     out.insert(
         "info".into(),
         obj.get("info")
@@ -91,6 +99,11 @@ fn swagger2_to_openapi3(mut doc: Value) -> Result<Value, String> {
                 let mut new_op = op.clone();
                 if let Some(params) = op.get("parameters") {
                     new_op.insert("parameters".into(), convert_params(params));
+                    let own = crate::rules::string_list(op.get("consumes"));
+                    let types = if own.is_empty() { &consumes } else { &own };
+                    if let Some(body) = body_of(params, types) {
+                        new_op.insert("requestBody".into(), body);
+                    }
                 }
                 let mut responses = Map::new();
                 if let Some(r) = op.get("responses").and_then(Value::as_object) {
@@ -211,6 +224,22 @@ fn convert_params(params: &Value) -> Value {
     )
 }
 
+/// A Swagger 2 `in: body` parameter as an OpenAPI 3 request body.
+fn body_of(params: &Value, consumes: &[String]) -> Option<Value> {
+    let body = params
+        .as_array()?
+        .iter()
+        .find(|p| p.get("in").and_then(Value::as_str) == Some("body"))?;
+    let schema = body.get("schema").cloned().unwrap_or(json!({}));
+    let content: Map<String, Value> = consumes
+        .iter()
+        .map(|ct| (ct.clone(), json!({"schema": schema})))
+        .collect();
+    Some(
+        json!({"content": content, "required": body.get("required").cloned().unwrap_or(json!(false))}),
+    )
+}
+
 /// An operation id from a name a document gives: letters, digits, `-`, `_` and `.`, at most
 /// 80 characters.
 pub(crate) fn sanitize_id(raw: &str) -> String {
@@ -309,7 +338,7 @@ pub fn import(text: &str) -> Result<ImportedApi, String> {
                 .into(),
         );
     };
-    let doc: OpenAPI = serde_path_to_error::deserialize(raw).map_err(|e| {
+    let doc: OpenAPI = serde_path_to_error::deserialize(raw.clone()).map_err(|e| {
         format!(
             "the OpenAPI document is invalid at '{}': {}",
             e.path(),
@@ -317,6 +346,7 @@ pub fn import(text: &str) -> Result<ImportedApi, String> {
         )
     })?;
     let mut operations: Vec<(String, Map<String, Value>)> = Vec::new();
+    let mut schemas = Schemas::of_document(&raw);
     for (path, item) in doc.paths.iter() {
         let ReferenceOr::Item(item) = item else {
             return Err(format!(
@@ -350,40 +380,6 @@ pub fn import(text: &str) -> Result<ImportedApi, String> {
                 }
             }
             template_params.retain(|p| used.iter().any(|u| p["name"] == json!(u)));
-            let mut responses = Vec::new();
-            for (code, resp) in &op.responses.responses {
-                let ReferenceOr::Item(resp) = resp else {
-                    continue;
-                };
-                let status = match code {
-                    openapiv3::StatusCode::Code(c) => *c,
-                    openapiv3::StatusCode::Range(r) => *r * 100,
-                };
-                let mut reps = Vec::new();
-                for (ct, media) in &resp.content {
-                    let mut rep = json!({"contentType": ct});
-                    let mut examples = Map::new();
-                    if let Some(ex) = &media.example {
-                        examples.insert("default".into(), json!({"value": ex}));
-                    }
-                    for (name, ex) in &media.examples {
-                        if let ReferenceOr::Item(ex) = ex
-                            && let Some(v) = &ex.value
-                        {
-                            let mut e = json!({"value": v});
-                            if let Some(summary) = &ex.summary {
-                                e["summary"] = json!(summary);
-                            }
-                            examples.insert(name.clone(), e);
-                        }
-                    }
-                    if !examples.is_empty() {
-                        rep["examples"] = Value::Object(examples);
-                    }
-                    reps.push(rep);
-                }
-                responses.push(json!({"statusCode": status, "description": resp.description, "representations": reps, "headers": []}));
-            }
             let base_name = op
                 .operation_id
                 .as_deref()
@@ -401,6 +397,8 @@ pub fn import(text: &str) -> Result<ImportedApi, String> {
                 name = format!("{}-{n}", base_name.chars().take(75).collect::<String>());
                 n += 1;
             }
+            let responses = responses_of(&op.responses, &mut schemas, &name);
+            let request_reps = request_representations(&doc, op, &mut schemas, &name)?;
             let display = op
                 .summary
                 .clone()
@@ -420,7 +418,7 @@ pub fn import(text: &str) -> Result<ImportedApi, String> {
             }
             props.insert(
                 "request".into(),
-                json!({"queryParameters": query_params, "headers": headers, "representations": []}),
+                json!({"queryParameters": query_params, "headers": headers, "representations": request_reps}),
             );
             props.insert("responses".into(), json!(responses));
             operations.push((name, props));
@@ -432,8 +430,117 @@ pub fn import(text: &str) -> Result<ImportedApi, String> {
         service_url: doc.servers.first().map(|s| s.url.clone()),
         operations,
         api_type: None,
-        schema: None,
+        schema: schemas.kept(),
     })
+}
+
+/// An operation's responses with their representations (content type, type, examples).
+fn responses_of(responses: &openapiv3::Responses, schemas: &mut Schemas, op: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for (code, resp) in &responses.responses {
+        let ReferenceOr::Item(resp) = resp else {
+            continue;
+        };
+        let status = match code {
+            openapiv3::StatusCode::Code(c) => *c,
+            openapiv3::StatusCode::Range(r) => *r * 100,
+        };
+        let suffix = format!("Response{status}");
+        let reps: Vec<Value> = resp
+            .content
+            .iter()
+            .map(|(ct, media)| {
+                let mut rep = schemas.representation(ct, media, &type_name(op, &suffix));
+                if let Some(examples) = examples_of(media) {
+                    rep.insert("examples".into(), examples);
+                }
+                Value::Object(rep)
+            })
+            .collect();
+        out.push(json!({"statusCode": status, "description": resp.description, "representations": reps, "headers": []}));
+    }
+    out
+}
+
+fn examples_of(media: &openapiv3::MediaType) -> Option<Value> {
+    let mut examples = Map::new();
+    if let Some(ex) = &media.example {
+        examples.insert("default".into(), json!({"value": ex}));
+    }
+    for (name, ex) in &media.examples {
+        if let ReferenceOr::Item(ex) = ex
+            && let Some(v) = &ex.value
+        {
+            let mut e = json!({"value": v});
+            if let Some(summary) = &ex.summary {
+                e["summary"] = json!(summary);
+            }
+            examples.insert(name.clone(), e);
+        }
+    }
+    (!examples.is_empty()).then_some(Value::Object(examples))
+}
+
+/// The representations of an operation's request body (a reference into
+/// `components.requestBodies` is followed).
+fn request_representations(
+    doc: &OpenAPI,
+    op: &openapiv3::Operation,
+    schemas: &mut Schemas,
+    name: &str,
+) -> Result<Vec<Value>, String> {
+    let body = match &op.request_body {
+        None => return Ok(Vec::new()),
+        Some(ReferenceOr::Item(body)) => body,
+        Some(ReferenceOr::Reference { reference }) => {
+            let key = reference
+                .strip_prefix("#/components/requestBodies/")
+                .ok_or_else(|| {
+                    format!("the request body reference '{reference}' is not supported")
+                })?;
+            match doc
+                .components
+                .as_ref()
+                .and_then(|c| c.request_bodies.get(key))
+            {
+                Some(ReferenceOr::Item(body)) => body,
+                _ => {
+                    return Err(format!(
+                        "the request body reference '{reference}' does not resolve"
+                    ));
+                }
+            }
+        }
+    };
+    let suggested = type_name(name, "Request");
+    Ok(body
+        .content
+        .iter()
+        .map(|(ct, media)| {
+            let mut rep = schemas.representation(ct, media, &suggested);
+            if let Some(examples) = examples_of(media) {
+                rep.insert("examples".into(), examples);
+            }
+            Value::Object(rep)
+        })
+        .collect())
+}
+
+/// An operation's request representations as an OpenAPI request body.
+fn request_body_out(request: Option<&Value>) -> Option<Value> {
+    let reps = request?.get("representations")?.as_array()?;
+    let content: Map<String, Value> = reps
+        .iter()
+        .filter_map(|rep| {
+            let ct = rep.get("contentType")?.as_str()?;
+            let mut media = Map::new();
+            if let Some(schema) = schema_reference(rep) {
+                media.insert("schema".into(), schema);
+            }
+            Some((ct.to_string(), Value::Object(media)))
+        })
+        .collect();
+    (!content.is_empty()).then(|| json!({"content": content}))
 }
 
 /// An operation's parameter as OpenAPI writes it: what the import reads back unchanged
@@ -459,10 +566,13 @@ fn parameter_out(place: &str, p: &Value) -> Value {
 }
 
 /// An OpenAPI 3 document of an API and its operations.
+/// `kept` is the document of the API's kept `openapi` schema (`{"components": …}`), whose
+/// types the representations name.
 pub fn export(
     api: &Map<String, Value>,
     gateway_url: &str,
     operations: &[(String, Map<String, Value>)],
+    kept: Option<&Value>,
 ) -> Value {
     let path = api.get("path").and_then(Value::as_str).unwrap_or("");
     let mut paths = Map::new();
@@ -523,6 +633,9 @@ pub fn export(
                         .collect();
                     media.insert("examples".into(), Value::Object(exs));
                 }
+                if let Some(schema) = schema_reference(rep) {
+                    media.insert("schema".into(), schema);
+                }
                 content.insert(ct.to_string(), Value::Object(media));
             }
             let mut resp =
@@ -544,13 +657,16 @@ pub fn export(
         if let Some(d) = op.get("description") {
             o["description"] = d.clone();
         }
+        if let Some(body) = request_body_out(request) {
+            o["requestBody"] = body;
+        }
         let entry = paths
             .entry(url_path.to_string())
             .or_insert_with(|| json!({}));
         entry[method] = o;
     }
     let server = format!("{}/{}", gateway_url.trim_end_matches('/'), path);
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.1",
         "info": {
             "title": api.get("displayName").cloned().unwrap_or(json!("")),
@@ -559,7 +675,11 @@ pub fn export(
         },
         "servers": [{"url": server.trim_end_matches('/')}],
         "paths": paths,
-    })
+    });
+    if let Some(components) = kept.and_then(|k| k.get("components")) {
+        doc["components"] = components.clone();
+    }
+    doc
 }
 
 #[cfg(test)]
@@ -630,6 +750,36 @@ paths:
                 ["id"],
             "a"
         );
+    }
+
+    /// Types travel: Swagger 2's `definitions` and body parameters, OpenAPI 3's components and
+    /// inline schemas, into the kept schema and back out as references.
+    #[test]
+    fn body_types_are_kept_and_exported() {
+        let doc = r##"{"swagger":"2.0","info":{"title":"S","version":"1"},"consumes":["application/json"],
+          "definitions":{"Item":{"type":"object","required":["id"],"properties":{"id":{"type":"string"}}}},
+          "paths":{"/items":{"post":{"operationId":"add-item","parameters":[{"name":"body","in":"body","schema":{"$ref":"#/definitions/Item"}}],
+          "responses":{"201":{"description":"ok","schema":{"type":"object","properties":{"ok":{"type":"boolean"}}}}}}}}}"##;
+        let api = import(doc).unwrap();
+        let op = &api.operations[0].1;
+        assert_eq!(op["request"]["representations"][0]["typeName"], "Item");
+        assert_eq!(
+            op["responses"][0]["representations"][0]["typeName"],
+            "AddItemResponse201"
+        );
+        let (id, schema) = api.schema.unwrap();
+        assert_eq!(id, "openapi");
+        let types = &schema["document"]["components"]["schemas"];
+        assert!(types["Item"].is_object() && types["AddItemResponse201"].is_object());
+        let out = export(&Map::new(), "", &api.operations, schema.get("document"));
+        let post = &out["paths"]["/items"]["post"];
+        assert_eq!(
+            post["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Item"
+        );
+        assert_eq!(out["components"]["schemas"]["Item"]["required"][0], "id");
+        let again = import(&out.to_string()).unwrap();
+        assert_eq!(again.operations[0].1["request"], op["request"]);
     }
 
     use proptest::prelude::*;

@@ -796,6 +796,7 @@ fn apply_rules(
             props.entry("isBuffered").or_insert(json!(true));
         }
         Kind::ApiSchema => schema_rules(props)?,
+        Kind::GlobalSchema => global_schema_rules(props)?,
         Kind::TenantAccess => {
             check_fixed_id(path, &["access", "gitAccess"])?;
             keep(props, &["primaryKey", "secondaryKey"]);
@@ -1412,6 +1413,32 @@ fn schema_rules(props: &Map<String, Value>) -> Result<(), RuleError> {
                 )
             })?;
         check_graphql_schema(sdl).map_err(|e| RuleError::invalid("document", e))?;
+    }
+    Ok(())
+}
+
+/// A service-level schema: a JSON one holds a usable JSON schema in `document` (or as text in
+/// `value`); an XML one holds its text in `value`.
+fn global_schema_rules(props: &Map<String, Value>) -> Result<(), RuleError> {
+    let document = match (props.get("document"), str_of(props, "value")) {
+        (Some(d), _) => Some(d.clone()),
+        (None, Some(text)) if str_of(props, "schemaType") == Some("json") => Some(
+            serde_json::from_str(text)
+                .map_err(|e| RuleError::invalid("value", format!("the schema is not JSON: {e}")))?,
+        ),
+        (None, Some(_)) => None,
+        (None, None) => {
+            return Err(RuleError::invalid(
+                "document",
+                "a schema needs its 'document' (JSON) or 'value' (XML)",
+            ));
+        }
+    };
+    if str_of(props, "schemaType") == Some("json") {
+        let document = document
+            .ok_or_else(|| RuleError::invalid("document", "a JSON schema needs its 'document'"))?;
+        gatehouse_policy::policies::content::check_schema(&document)
+            .map_err(|e| RuleError::invalid("document", e))?;
     }
     Ok(())
 }

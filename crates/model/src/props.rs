@@ -287,6 +287,16 @@ const SCHEMA: &[Field] = &[
     ro("provisioningState"),
 ];
 
+/// A service-level schema (`/schemas/{id}`) for validate-content: a JSON schema in
+/// `document`, or an XML schema as text in `value`.
+const GLOBAL_SCHEMA: &[Field] = &[
+    req("schemaType", Ty::Enum(&["json", "xml"])),
+    f("description", s(0, 2000)),
+    f("value", ANY_STR),
+    f("document", Ty::Object),
+    ro("provisioningState"),
+];
+
 const RELEASE: &[Field] = &[
     req("apiId", s(1, 2000)),
     f("notes", ANY_STR),
@@ -481,6 +491,7 @@ pub fn fields(kind: Kind) -> &'static [Field] {
         Kind::Logger => LOGGER,
         Kind::Diagnostic | Kind::ApiDiagnostic => DIAGNOSTIC,
         Kind::ApiSchema => SCHEMA,
+        Kind::GlobalSchema => GLOBAL_SCHEMA,
         Kind::ApiRelease => RELEASE,
         Kind::ApiIssue => ISSUE,
         Kind::ApiWiki | Kind::ProductWiki => WIKI,

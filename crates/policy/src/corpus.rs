@@ -122,10 +122,30 @@ impl Services for CorpusServices {
             "templateParameters": [{"name": "id", "required": true, "type": "integer"}],
             "request": {
                 "queryParameters": [{"name": "version", "type": "integer"}],
-                "headers": [{"name": "Authorization", "required": true}]
+                "headers": [{"name": "Authorization", "required": true}],
+                "representations": [{"contentType": "application/json", "schemaId": "openapi", "typeName": "Order"}]
             },
             "responses": [{"statusCode": 200, "headers": []}]
         }))
+    }
+    fn content_schema(&self, id: &str, global: bool) -> Option<crate::exchange::SchemaDocument> {
+        let document = match (id, global) {
+            ("openapi", false) => serde_json::json!({"components": {"schemas": {
+                "Order": {"type": "object", "required": ["id", "items"], "properties": {
+                    "id": {"type": "integer"}, "name": {"type": "string", "nullable": true},
+                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}}}},
+                "Item": {"type": "object", "properties": {"sku": {"type": "string"}, "qty": {"type": "integer", "minimum": 1}}}
+            }}}),
+            ("order-v2", true) => serde_json::json!({
+                "$schema": "http://json-schema.org/draft-07/schema#",
+                "definitions": {"order": {"type": "object", "properties": {"id": {"type": "string"}}}}
+            }),
+            _ => return None,
+        };
+        Some(crate::exchange::SchemaDocument {
+            key: format!("{id}@1"),
+            document,
+        })
     }
     fn log_to(&self, logger: &str, message: String) -> Result<(), String> {
         self.0.trace(logger, &message);

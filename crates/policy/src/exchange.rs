@@ -381,10 +381,25 @@ pub trait Services: Sync {
     fn operation_definition(&self) -> Option<serde_json::Value> {
         None
     }
+    /// A schema for validate-content: the matched API's schema `id` (`/apis/{api}/schemas/{id}`,
+    /// whose document holds `components`), or with `global` the instance's (`/schemas/{id}`).
+    fn content_schema(&self, _id: &str, _global: bool) -> Option<SchemaDocument> {
+        None
+    }
     /// Where Entra ID tenants' OpenID configurations are read (validate-azure-ad-token).
     fn entra_authority(&self) -> String {
         ENTRA_AUTHORITY.into()
     }
+}
+
+/// A stored schema as validate-content reads it.
+#[derive(Debug, Clone)]
+pub struct SchemaDocument {
+    /// Changes whenever the schema does (its path and revision): compiled validators are
+    /// cached under it.
+    pub key: String,
+    /// The JSON document (a JSON schema, or `{"components": …}` for an API's OpenAPI types).
+    pub document: serde_json::Value,
 }
 
 /// Entra ID's (Azure AD's) public authority.

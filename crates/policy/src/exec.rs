@@ -12,7 +12,7 @@
 pub use crate::exchange::{
     BackendInfo, BoxFut, Cached, Count, Counted, CounterKey, ENTRA_AUTHORITY, Exchange, Failure,
     Flow, Forward, Headers, Info, InfoSource, LastError, ListHeaders, Metric, OriginalHeaders,
-    Outgoing, ResponseParts, SendError, Services, query_string,
+    Outgoing, ResponseParts, SchemaDocument, SendError, Services, query_string,
 };
 use crate::expr::V;
 pub use crate::node::{At, Chain, Kind, Node, Policy, Run};

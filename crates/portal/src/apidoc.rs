@@ -196,6 +196,10 @@ pub fn definition(
         operations: &ops,
         wsdl: wsdl.as_deref(),
         wadl: wadl.as_deref(),
+        components: schemas
+            .iter()
+            .find(|s| s.path.ends_with("/schemas/openapi"))
+            .and_then(|s| s.properties.get("document")),
         gateway,
     };
     let (doc, ext) = if wsdl.is_some() {

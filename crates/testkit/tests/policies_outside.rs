@@ -577,3 +577,137 @@ async fn validation_policies_check_against_the_operations_definition() {
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.headers()["x-errors"], "1");
 }
+
+/// An OpenAPI description whose request and response bodies have schemas: one named in
+/// `components`, one inline (nullable, as OpenAPI 3.0 writes it).
+const ORDERS_OPENAPI: &str = r##"{"openapi": "3.0.1", "info": {"title": "Orders", "version": "1"},
+  "paths": {"/orders": {"post": {"operationId": "create-order",
+    "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Order"}}}},
+    "responses": {"200": {"description": "ok", "content": {"application/json": {"schema":
+      {"type": "object", "required": ["method", "path"], "properties": {"method": {"type": "string", "enum": ["POST"]}, "note": {"type": "string", "nullable": true}}}}}}}}}},
+  "components": {"schemas": {"Order": {"type": "object", "required": ["id", "lines"], "properties": {
+    "id": {"type": "integer"}, "lines": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Line"}}}},
+    "Line": {"type": "object", "properties": {"sku": {"type": "string"}, "qty": {"type": "integer", "minimum": 1}}}}}}"##;
+
+#[tokio::test]
+async fn validate_content_checks_bodies_against_the_imported_definition_and_stored_schemas() {
+    let e = env(|_| {}).await;
+    let backend = e._backend.url.clone();
+    e.t.put_ok("/apis/orders", json!({"properties": {"path": "orders-api", "format": "openapi+json", "value": ORDERS_OPENAPI, "serviceUrl": backend, "protocols": ["http"]}})).await;
+    e.t.put_ok("/products/starter/apis/orders", json!({})).await;
+    // The import keeps the types, as APIM does: one schema, representations naming them.
+    let (s, op) =
+        e.t.call("GET", "/apis/orders/operations/create-order", None)
+            .await;
+    assert_eq!(s, 200, "{op}");
+    let rep = &op["properties"]["request"]["representations"][0];
+    assert_eq!(
+        (rep["schemaId"].as_str(), rep["typeName"].as_str()),
+        (Some("openapi"), Some("Order"))
+    );
+    let response_type = op["properties"]["responses"][0]["representations"][0]["typeName"].clone();
+    assert_eq!(response_type, "CreateOrderResponse200");
+    let (s, schema) = e.t.call("GET", "/apis/orders/schemas/openapi", None).await;
+    assert_eq!(s, 200, "{schema}");
+    assert!(schema["properties"]["document"]["components"]["schemas"]["Line"].is_object());
+    let policy = r#"<policies><inbound><base /><validate-content unspecified-content-type-action="prevent" max-size="1024" size-exceeded-action="prevent" errors-variable-name="bodyErrors"><content type="application/json" validate-as="json" action="prevent" /></validate-content></inbound><backend><base /></backend><outbound><base /><validate-content unspecified-content-type-action="ignore" max-size="4096" size-exceeded-action="prevent"><content type="application/json" validate-as="json" action="prevent" /></validate-content></outbound><on-error><base /></on-error></policies>"#;
+    e.t.put_ok(
+        "/apis/orders/policies/policy",
+        json!({"properties": {"format": "rawxml", "value": policy}}),
+    )
+    .await;
+    e.t.gateway_caught_up().await;
+    let post = |ct: &'static str, body: String| {
+        let e = &e;
+        async move {
+            let r =
+                e.t.http
+                    .post(format!("{}/orders-api/orders", e.t.gateway_url()))
+                    .header("Ocp-Apim-Subscription-Key", &e.key)
+                    .header("Content-Type", ct)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (s, b) = post(
+        "application/json",
+        r#"{"id": 1, "lines": [{"sku": "a", "qty": 2}]}"#.into(),
+    )
+    .await;
+    assert_eq!(
+        s, 200,
+        "a conforming body passes, and so does the echo's answer: {b}"
+    );
+    let (s, b) = post(
+        "application/json",
+        r#"{"id": "one", "lines": [{"sku": "a", "qty": 2}]}"#.into(),
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("does not conform to the definition which is associated with the content type application/json"), "{b}");
+    assert!(b.contains("Path: 'id'"), "{b}");
+    let (s, b) = post(
+        "application/json",
+        r#"{"id": 1, "lines": [{"qty": 0}]}"#.into(),
+    )
+    .await;
+    assert_eq!(
+        s, 400,
+        "a referenced type inside the type is checked too: {b}"
+    );
+    assert!(b.contains("lines.0.qty"), "{b}");
+    let (s, b) = post("text/plain", "hello".into()).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b.contains("Unspecified content type text/plain is not allowed"),
+        "{b}"
+    );
+    let (s, b) = post(
+        "application/json",
+        format!(r#"{{"id": 1, "lines": [], "pad": "{}"}}"#, "x".repeat(2000)),
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b.contains("exceeds the configured limit of 1024 bytes"),
+        "{b}"
+    );
+
+    // A stored schema of the instance, named by schema-id with a reference into it.
+    let (s, b) = e.t.call("PUT", "/schemas/order-v2", Some(json!({"properties": {"schemaType": "json",
+        "document": {"$schema": "http://json-schema.org/draft-07/schema#", "definitions": {"order": {"type": "object", "required": ["ref"], "properties": {"ref": {"type": "string", "pattern": "^O-[0-9]+$"}}}}}}}))).await;
+    assert!(s == 200 || s == 201, "{s} {b}");
+    let (s, b) =
+        e.t.call(
+            "PUT",
+            "/schemas/broken",
+            Some(json!({"properties": {"schemaType": "json", "document": {"type": 12}}})),
+        )
+        .await;
+    assert_eq!(
+        s, 400,
+        "a schema that is not one is refused when written: {b}"
+    );
+    let policy = r##"<policies><inbound><base /><validate-content unspecified-content-type-action="prevent" max-size="1024" size-exceeded-action="prevent" errors-variable-name="bodyErrors"><content type="application/json" validate-as="json" action="detect" schema-id="order-v2" schema-ref="#/definitions/order" /></validate-content><set-header name="x-errors" exists-action="override"><value>@(context.Variables.ContainsKey("bodyErrors") ? ((List<object>)context.Variables["bodyErrors"]).Count.ToString() : "0")</value></set-header></inbound><backend><base /></backend><outbound><base /></outbound><on-error><base /></on-error></policies>"##;
+    e.t.put_ok(
+        "/apis/orders/policies/policy",
+        json!({"properties": {"format": "rawxml", "value": policy}}),
+    )
+    .await;
+    e.t.gateway_caught_up().await;
+    let (s, b) = post("application/json", r#"{"ref": "X-1"}"#.into()).await;
+    assert_eq!(s, 200, "detect lets the request go on: {b}");
+    let echoed: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(echoed["headers"]["x-errors"], "1", "{b}");
+    let (_, b) = post("application/json", r#"{"ref": "O-17"}"#.into()).await;
+    let echoed: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(echoed["headers"]["x-errors"], "0", "{b}");
+    // A policy naming an XML schema is refused when written, saying why.
+    let (s, b) = e.t.call("PUT", "/apis/orders/policies/policy", Some(json!({"properties": {"format": "rawxml",
+        "value": r#"<policies><inbound><validate-content unspecified-content-type-action="prevent" max-size="1024" size-exceeded-action="prevent"><content type="text/xml" validate-as="xml" action="prevent" /></validate-content></inbound></policies>"#}}))).await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b.to_string().contains("XML Schema validator"), "{b}");
+}

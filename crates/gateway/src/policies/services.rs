@@ -277,6 +277,25 @@ impl Services for GatewayServices<'_> {
         Some(Value::Object(self.operation_resource()?.properties))
     }
 
+    fn content_schema(&self, id: &str, global: bool) -> Option<exec::SchemaDocument> {
+        let path = if global {
+            format!("/schemas/{id}")
+        } else {
+            format!("{}/schemas/{id}", self.api_path()?)
+        };
+        let stored = self.shared.store.read(|r| r.get(&path)).ok()??;
+        let props = &stored.properties;
+        let document = match props.get("document") {
+            Some(d) if d.is_object() => d.clone(),
+            // A schema given as text (`value`) is read as JSON.
+            _ => serde_json::from_str(props.get("value")?.as_str()?).ok()?,
+        };
+        Some(exec::SchemaDocument {
+            key: format!("{path}@{}", stored.revision),
+            document,
+        })
+    }
+
     fn cache_get(&self, key: &str) -> Option<Cached> {
         self.shared.cache.get(key)
     }
@@ -337,15 +356,19 @@ impl Services for GatewayServices<'_> {
 impl GatewayServices<'_> {
     /// The matched operation as stored, read when a policy asks (the table keeps only what
     /// routing needs).
-    fn operation_resource(&self) -> Option<gatehouse_model::StoredResource> {
+    /// The stored path of the matched API revision.
+    fn api_path(&self) -> Option<String> {
         let api = self.ctx.api.as_ref()?;
-        let op = self.ctx.operation()?;
-        let stored = if api.is_current {
-            api.id.to_string()
+        Some(if api.is_current {
+            format!("/apis/{}", api.id)
         } else {
-            format!("{};rev={}", api.id, api.revision)
-        };
-        let path = format!("/apis/{stored}/operations/{}", op.id);
+            format!("/apis/{};rev={}", api.id, api.revision)
+        })
+    }
+
+    fn operation_resource(&self) -> Option<gatehouse_model::StoredResource> {
+        let op = self.ctx.operation()?;
+        let path = format!("{}/operations/{}", self.api_path()?, op.id);
         self.shared.store.read(|r| r.get(&path)).ok()?
     }
 

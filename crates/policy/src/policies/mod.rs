@@ -7,6 +7,7 @@
 pub mod access;
 pub mod body;
 pub mod cache;
+pub mod content;
 pub mod control;
 pub mod cors;
 pub mod headers;
@@ -58,6 +59,7 @@ pub const TABLE: &[(&str, Parse)] = &[
     ),
     ("emit-metric", observe::parse_emit_metric),
     ("validate-parameters", validate::parse_validate_parameters),
+    ("validate-content", content::parse_validate_content),
     ("validate-headers", validate::parse_validate_headers),
     ("validate-status-code", validate::parse_validate_status_code),
     ("log-to-eventhub", observe::parse_log_to_eventhub),
@@ -83,7 +85,6 @@ pub fn find(name: &str) -> Option<(&'static str, Parse)> {
 /// APIM policies this engine does not run yet: refused by name at write time.
 pub const KNOWN_UNSUPPORTED: &[&str] = &[
     "validate-client-certificate",
-    "validate-content",
     "validate-graphql-request",
     "authentication-certificate",
     "xsl-transform",

@@ -20,7 +20,12 @@ pub enum Action {
     Ignore,
 }
 
-fn action(cx: &Ctx<'_, '_>, node: XNode<'_>, name: &str, default: Option<Action>) -> Res<Action> {
+pub(crate) fn action(
+    cx: &Ctx<'_, '_>,
+    node: XNode<'_>,
+    name: &str,
+    default: Option<Action>,
+) -> Res<Action> {
     match cx.literal(node, name)?.as_deref() {
         Some("prevent") => Ok(Action::Prevent),
         Some("detect") => Ok(Action::Detect),
@@ -69,12 +74,18 @@ fn overrides(
 }
 
 /// A finding: the error object, and what its action says.
-struct Finding {
+pub(crate) struct Finding {
     error: Value,
     action: Action,
 }
 
-fn finding(name: &str, kind: &str, rule: &str, details: String, action: Action) -> Finding {
+pub(crate) fn finding(
+    name: &str,
+    kind: &str,
+    rule: &str,
+    details: String,
+    action: Action,
+) -> Finding {
     let word = match action {
         Action::Prevent => "prevent",
         Action::Detect => "detect",
@@ -87,7 +98,7 @@ fn finding(name: &str, kind: &str, rule: &str, details: String, action: Action) 
 }
 
 /// Records the findings; the first `prevent` one stops the request.
-fn conclude(
+pub(crate) fn conclude(
     at: At<'_>,
     ex: &mut Exchange,
     variable: &Option<String>,
@@ -122,7 +133,7 @@ fn conclude(
 }
 
 /// The operation's definition, or the policy's error when the request has no operation.
-fn definition(at: At<'_>) -> Result<Value, Flow> {
+pub(crate) fn definition(at: At<'_>) -> Result<Value, Flow> {
     at.svc.operation_definition().ok_or_else(|| {
         at.fail(
             500,
@@ -385,7 +396,7 @@ pub fn parse_validate_headers<'a>(
 }
 
 /// The operation's declared response for a status (an exact code, or `default`).
-fn response_for(op: &Value, status: u16) -> Option<&Value> {
+pub(crate) fn response_for(op: &Value, status: u16) -> Option<&Value> {
     let responses = op.get("responses")?.as_array()?;
     responses
         .iter()

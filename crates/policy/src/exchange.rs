@@ -160,6 +160,52 @@ pub struct Exchange {
     pub backend_tls: Option<(bool, bool)>,
     /// The backend entity set-backend-service chose (for its circuit breaker).
     pub backend_entity: Option<String>,
+    /// Counters the request's bytes are charged to once it is answered (bandwidth quotas).
+    pub charges: Vec<Charge>,
+}
+
+/// A counter charged once the response is known: a bandwidth quota's (the request's and
+/// response's bytes), or a by-key limit's whose `increment-condition` is evaluated against
+/// the response, as APIM does. The request that crosses the limit goes through; the next is
+/// refused.
+#[derive(Debug, Clone)]
+pub struct Charge {
+    pub key: String,
+    /// The limit, in bytes or calls.
+    pub limit: u64,
+    pub period_secs: u64,
+    pub sliding: bool,
+    pub amount: Amount,
+}
+
+#[derive(Debug, Clone)]
+pub enum Amount {
+    Bytes,
+    Calls {
+        increment: u64,
+        condition: std::sync::Arc<crate::expr::Code>,
+    },
+}
+
+impl Charge {
+    /// What to add, with the exchange's response in place and `bytes` exchanged (a condition
+    /// that fails to evaluate counts nothing).
+    pub fn amount(&self, ex: &Exchange, bytes: u64) -> u64 {
+        match &self.amount {
+            Amount::Bytes => bytes,
+            Amount::Calls {
+                increment,
+                condition,
+            } => {
+                let counted = crate::expr::eval_code(condition, ex).and_then(|v| v.truthy());
+                if counted.unwrap_or(false) {
+                    *increment
+                } else {
+                    0
+                }
+            }
+        }
+    }
 }
 
 /// Where the request's fixed facts come from: the gateway's routing results, read only when a

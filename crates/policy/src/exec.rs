@@ -10,9 +10,9 @@
 //! trait.
 
 pub use crate::exchange::{
-    BackendInfo, BoxFut, Cached, Count, Counted, CounterKey, ENTRA_AUTHORITY, Exchange, Failure,
-    Flow, Forward, Headers, Info, InfoSource, LastError, ListHeaders, Metric, OriginalHeaders,
-    Outgoing, ResponseParts, SchemaDocument, SendError, Services, query_string,
+    BackendInfo, BoxFut, Cached, Charge, Count, Counted, CounterKey, ENTRA_AUTHORITY, Exchange,
+    Failure, Flow, Forward, Headers, Info, InfoSource, LastError, ListHeaders, Metric,
+    OriginalHeaders, Outgoing, ResponseParts, SchemaDocument, SendError, Services, query_string,
 };
 use crate::expr::V;
 pub use crate::node::{At, Chain, Kind, Node, Policy, Run};

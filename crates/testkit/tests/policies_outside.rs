@@ -711,3 +711,63 @@ async fn validate_content_checks_bodies_against_the_imported_definition_and_stor
     assert_eq!(s, 400, "{b}");
     assert!(b.to_string().contains("XML Schema validator"), "{b}");
 }
+
+#[tokio::test]
+async fn a_bandwidth_quota_counts_bytes_both_ways_and_refuses_once_spent() {
+    let e = env(|_| {}).await;
+    e.policy(
+        r#"<quota-by-key calls="1000" bandwidth="2" renewal-period="3600" counter-key="@(context.Subscription.Id)" />"#,
+        "",
+    )
+    .await;
+    // Each exchange is ~1 KB: a 700-byte body goes out and comes back inside the echo.
+    let body = "x".repeat(700);
+    let mut answered = Vec::new();
+    for _ in 0..4 {
+        answered.push(e.send("POST", &[], Some(&body)).await);
+    }
+    assert_eq!(answered[0].0, 200, "{}", answered[0].1);
+    assert_eq!(
+        answered[1].0, 200,
+        "the call that crosses the quota goes through"
+    );
+    let (s, b) = &answered[2];
+    assert_eq!(*s, 403, "{b}");
+    assert!(
+        b.contains("Out of bandwidth quota. Quota will be replenished in"),
+        "{b}"
+    );
+    assert_eq!(answered[3].0, 403);
+}
+
+#[tokio::test]
+async fn an_increment_condition_on_the_response_counts_only_the_calls_it_selects() {
+    let e = env(|_| {}).await;
+    e.t.operation("echo", "status", "GET", "/items/status/{code}")
+        .await;
+    e.policy(
+        r#"<rate-limit-by-key calls="2" renewal-period="60" counter-key="@(context.Subscription.Id)" increment-condition="@(context.Response.StatusCode >= 200 && context.Response.StatusCode < 300)" />"#,
+        "",
+    )
+    .await;
+    let get = |code: u16| {
+        let e = &e;
+        async move {
+            e.t.http
+                .get(format!("{}/echo/items/status/{code}", e.t.gateway_url()))
+                .header("Ocp-Apim-Subscription-Key", &e.key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(get(500).await, 500, "failures are not counted");
+    }
+    assert_eq!(get(200).await, 200);
+    assert_eq!(get(200).await, 200);
+    assert_eq!(get(200).await, 429, "two successes spend the limit");
+    assert_eq!(get(500).await, 429);
+}

@@ -253,10 +253,50 @@ pub(crate) async fn serve(
             ex.response = Some(error_parts(500, "Internal server error", &[]));
         }
     }
+    if !ex.charges.is_empty() {
+        settle_charges(shared, &ex);
+    }
     let parts = ex.response.take().unwrap_or_default();
     Served::Answered(Outcome {
         response: build_response(&ex, parts, stream),
         backend_ms,
         error_reason,
     })
+}
+
+/// Charges the counters the request was let through on, now that its answer is known: a
+/// bandwidth quota with the body bytes both ways (the buffered or declared request length,
+/// the response's buffered length or its Content-Length), a conditional limit with its
+/// increment if the condition holds. A charge never takes a counter past its limit.
+fn settle_charges(shared: &Shared, ex: &Exchange) {
+    let declared = |v: Option<&str>| v.and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
+    let request = match &ex.request_body {
+        Some(b) => b.len() as u64,
+        None => declared(ex.header("content-length")),
+    };
+    let answer = ex.response.as_ref().map_or(0, |r| match &r.body {
+        Some(b) => b.len() as u64,
+        None => declared(r.header("content-length")),
+    });
+    let now = std::time::Instant::now();
+    for c in &ex.charges {
+        let amount = c.amount(ex, request + answer);
+        if amount == 0 {
+            continue;
+        }
+        let key = CounterKey::Text(&c.key);
+        let left = shared
+            .counters
+            .count(key, c.limit, c.period_secs, 0, c.sliding, now)
+            .remaining;
+        let key = CounterKey::Text(&c.key);
+        shared.counters.count(
+            key,
+            c.limit,
+            c.period_secs,
+            amount.min(left),
+            c.sliding,
+            now,
+        );
+    }
 }

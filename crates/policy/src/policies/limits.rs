@@ -3,7 +3,7 @@
 
 use crate::compile::{Ctx, Res, XNode};
 use crate::exchange::{
-    Count, Counted, CounterKey, Exchange, ExistsAction, Failure, Flow, set_pairs,
+    Amount, Charge, Count, Counted, CounterKey, Exchange, ExistsAction, Failure, Flow, set_pairs,
 };
 use crate::expr::{Code, Text, V};
 use crate::node::{At, Node, Policy, Run};
@@ -25,6 +25,8 @@ pub struct RateLimit {
     pub remaining_variable: Option<String>,
     /// Per-API and per-operation limits inside rate-limit and quota (`<api>`, `<operation>`).
     pub scoped: Vec<ScopedLimit>,
+    /// A quota's `bandwidth`, in kilobytes.
+    pub bandwidth_kb: Option<u64>,
 }
 
 /// A limit for one API (by name or id), or one operation of it.
@@ -73,12 +75,15 @@ pub fn parse_limit<'a>(
     if by_key && !cx.children(node)?.is_empty() {
         return cx.err(node, format!("<{name}> has no child elements"));
     }
-    if node.attribute("bandwidth").is_some() {
-        return cx.err(node, "quota 'bandwidth' is not supported; use 'calls'");
-    }
+    let bandwidth_kb = match node.attribute("bandwidth") {
+        Some(_) => Some(cx.number(node, "bandwidth", None, MOST_CALLS / 1024)?),
+        None => None,
+    };
+    // A quota may count calls, bytes, or both.
+    let calls_default = bandwidth_kb.map(|_| MOST_CALLS);
     let max_period = if quota { MOST_CALLS } else { 300 };
     let mut limit = RateLimit {
-        calls: cx.number(node, "calls", None, MOST_CALLS)?,
+        calls: cx.number(node, "calls", calls_default, MOST_CALLS)?,
         period_secs: cx.number(node, "renewal-period", None, max_period)?,
         key: if by_key {
             Some(cx.required(node, "counter-key")?)
@@ -96,6 +101,7 @@ pub fn parse_limit<'a>(
         retry_after_variable: cx.literal(node, "retry-after-variable-name")?,
         remaining_variable: cx.literal(node, "remaining-calls-variable-name")?,
         scoped: Vec::new(),
+        bandwidth_kb,
     };
     if !by_key {
         for api in cx.children(node)? {
@@ -160,7 +166,12 @@ impl Policy for Limit {
     }
 
     fn leaves_request_alone(&self) -> bool {
-        self.limit.remaining_header.is_none() && self.limit.total_header.is_none()
+        // A bandwidth quota needs the full path: its charge is made when the answer is sent.
+        // So does a condition: it is evaluated against the response.
+        self.limit.remaining_header.is_none()
+            && self.limit.total_header.is_none()
+            && self.limit.bandwidth_kb.is_none()
+            && self.limit.condition.is_none()
     }
 
     fn counts_only(&self) -> bool {
@@ -202,14 +213,33 @@ impl Limit {
                 CounterKey::per_subscription(at.node.name, at.node.pos, &subscription)
             }
         };
-        let increment = match &limit.condition {
-            Some(c) if !at.condition(c, ex)? => 0,
-            _ => limit.increment,
+        // With an increment-condition the call is counted once answered (the condition may
+        // read the response); here it is only checked against what is counted so far.
+        let increment = if limit.condition.is_some() {
+            0
+        } else {
+            limit.increment
         };
         let count = |key: CounterKey<'_>, calls, period, increment, sliding| {
             at.svc.count(key, calls, period, increment, sliding)
         };
-        let (c, calls) = self.count(key, increment, &|k| ex.info.get(k), &count);
+        if let Some(kb) = limit.bandwidth_kb {
+            self.check_bandwidth(at, ex, &key, kb)?;
+        }
+        let (mut c, calls) = self.count(key, increment, &|k| ex.info.get(k), &count);
+        if let Some(condition) = &limit.condition {
+            c.allowed &= c.remaining > 0;
+            ex.charges.push(Charge {
+                key: key.to_string(),
+                limit: limit.calls,
+                period_secs: limit.period_secs,
+                sliding: !self.quota,
+                amount: Amount::Calls {
+                    increment: limit.increment,
+                    condition: condition.clone(),
+                },
+            });
+        }
         if let Some(v) = &limit.remaining_variable {
             ex.variables.insert(v.clone(), V::Int(c.remaining as i64));
         }
@@ -228,6 +258,46 @@ impl Limit {
         };
         tell(&limit.remaining_header, c.remaining);
         tell(&limit.total_header, calls);
+        Ok(())
+    }
+
+    /// Refuses the call when the bandwidth counter is spent; else charges the request's bytes to
+    /// it once answered.
+    fn check_bandwidth(
+        &self,
+        at: At<'_>,
+        ex: &mut Exchange,
+        key: &CounterKey<'_>,
+        kb: u64,
+    ) -> Result<(), Flow> {
+        let charge = Charge {
+            key: format!("bandwidth:{key}"),
+            limit: kb.saturating_mul(1024),
+            period_secs: self.limit.period_secs,
+            sliding: false,
+            amount: Amount::Bytes,
+        };
+        let c = at.svc.count(
+            CounterKey::Text(&charge.key),
+            charge.limit,
+            charge.period_secs,
+            0,
+            false,
+        );
+        if c.remaining == 0 {
+            let s = c.retry_after_secs;
+            let left = format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60);
+            return Err(Flow::Fail(Failure {
+                status: 403,
+                reason: "QuotaExceeded",
+                message: format!("Out of bandwidth quota. Quota will be replenished in {left}."),
+                policy: at.node.name,
+                policy_id: at.node.id.clone(),
+                pos: at.node.pos,
+                headers: vec![("Retry-After".into(), s.to_string())],
+            }));
+        }
+        ex.charges.push(charge);
         Ok(())
     }
 

@@ -176,6 +176,7 @@ pub(crate) fn backend_headers(
         request_id: Some(ctx.request_id.clone()),
         headers: None,
         raw_response: false,
+        policy: Vec::new(),
     }
 }
 

@@ -25,7 +25,7 @@
 //!   upload: its answer is what the client gets, and the connection is not reused.
 
 use crate::body::{Body, BoxError};
-use crate::headers::{ClientHeaders, HeaderEdits, is_hop_by_hop_name};
+use crate::headers::{ClientHeaders, HeaderEdits, PolicyEdit, is_hop_by_hop_name};
 use crate::request::{RequestHeaders, name_is};
 use bytes::{Bytes, BytesMut};
 use gatehouse_http1::{ChunkStep, ResponseFraming, ResponseHead, take_counted};
@@ -472,12 +472,18 @@ fn client_fields<'h, I: Iterator<Item = (&'h [u8], &'h [u8], &'h [u8])>>(
             || (edits.request_id.is_some()
                 && (name_is(name, b"x-request-id") || name_is(name, b"request-id")))
             || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+            || PolicyEdit::replaces(&edits.policy, name)
         {
         } else if !as_read.is_empty() {
             out.extend_from_slice(as_read);
             out.extend_from_slice(b"\r\n");
         } else {
             line(out, name, value);
+        }
+    }
+    for p in &edits.policy {
+        for v in &p.values {
+            line(out, p.name.as_str().as_bytes(), v.as_bytes());
         }
     }
     match forwarded_for {
@@ -729,6 +735,23 @@ mod tests {
                         Some(ClientHeaders::Shared(m)) => Some(ClientHeaders::Shared(m.clone())),
                     },
                     raw_response: false,
+                    policy: vec![
+                        PolicyEdit {
+                            name: HeaderName::from_static("cookie"),
+                            replace: true,
+                            values: vec![HeaderValue::from_static("c=3")],
+                        },
+                        PolicyEdit {
+                            name: HeaderName::from_static("accept"),
+                            replace: false,
+                            values: vec![HeaderValue::from_static("text/plain")],
+                        },
+                        PolicyEdit {
+                            name: HeaderName::from_static("x-priority"),
+                            replace: true,
+                            values: vec![],
+                        },
+                    ],
                 };
                 let mut applied = headers.clone();
                 edits.apply(&mut applied);

@@ -66,6 +66,76 @@ pub struct HeaderEdits {
     /// Whether the response's fields may stay as read ([`Body::fields`]): for a caller that
     /// writes them to the client as they are, rather than reading them.
     pub raw_response: bool,
+    /// What set-header policies changed, one entry per name (see [`PolicyEdit::collapse`]).
+    pub policy: Vec<PolicyEdit>,
+}
+
+/// A header a policy set: the client's values dropped (`replace`) or kept, then `values` after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyEdit {
+    pub name: HeaderName,
+    pub replace: bool,
+    pub values: Vec<HeaderValue>,
+}
+
+/// Names the gateway itself writes or removes on the way: a policy edit naming one is sent
+/// the slower way (a map built from the policies' pairs) so that both ways agree.
+fn gateway_owned(name: &HeaderName, key_header: &HeaderName) -> bool {
+    name == key_header
+        || is_hop_by_hop(name)
+        || [
+            &hyper::header::HOST,
+            &hyper::header::CONTENT_LENGTH,
+            &hyper::header::EXPECT,
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &X_REQUEST_ID,
+            &REQUEST_ID,
+        ]
+        .contains(&name)
+}
+
+impl PolicyEdit {
+    /// A policy exchange's edits in order, as one entry per name; `None` when one cannot be
+    /// applied on the way (a name the gateway owns, a name or value that is not valid).
+    pub fn collapse(
+        edits: &[gatehouse_policy::exec::HeaderEdit],
+        key_header: &HeaderName,
+    ) -> Option<Vec<PolicyEdit>> {
+        let mut out: Vec<PolicyEdit> = Vec::with_capacity(edits.len());
+        for e in edits {
+            let name = HeaderName::from_bytes(e.name.as_bytes()).ok()?;
+            if gateway_owned(&name, key_header) {
+                return None;
+            }
+            let values = e
+                .values
+                .iter()
+                .map(|v| HeaderValue::from_str(v).ok())
+                .collect::<Option<Vec<_>>>()?;
+            match out.iter_mut().find(|p| p.name == name) {
+                Some(p) if e.replace => {
+                    p.replace = true;
+                    p.values = values;
+                }
+                Some(p) => p.values.extend(values),
+                None => out.push(PolicyEdit {
+                    name,
+                    replace: e.replace,
+                    values,
+                }),
+            }
+        }
+        Some(out)
+    }
+
+    /// Whether a client's field is replaced by a policy.
+    pub(crate) fn replaces(edits: &[PolicyEdit], name: &[u8]) -> bool {
+        edits
+            .iter()
+            .any(|p| p.replace && p.name.as_str().as_bytes().eq_ignore_ascii_case(name))
+    }
 }
 
 /// A backend response's fields as read, as a policy exchange keeps them (its original
@@ -83,6 +153,14 @@ pub enum ClientHeaders {
 
 impl HeaderEdits {
     pub fn apply(&self, headers: &mut HeaderMap) {
+        for p in &self.policy {
+            if p.replace {
+                headers.remove(&p.name);
+            }
+            for v in &p.values {
+                headers.append(p.name.clone(), v.clone());
+            }
+        }
         strip_hop_by_hop(headers);
         headers.remove(&self.key_header);
         let host = headers.remove(hyper::header::HOST);

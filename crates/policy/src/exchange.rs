@@ -18,13 +18,37 @@ pub type ListHeaders = fn(&OriginalHeaders) -> Vec<(String, String)>;
 /// Header pairs in order, as policies read and change them.
 ///
 /// The gateway may hand over the message's header map as it arrived, with a way to list it as
-/// pairs: the pairs are made only when a policy first reads them (most policies never do), and
-/// every mutable access drops the original, so an original still attached always says what the
-/// pairs say and the gateway can send it as it came instead of rebuilding a map.
+/// pairs: the pairs are made only when a policy first reads them (most policies never do).
+/// `set-header` on such headers records an edit instead of listing them, so the gateway can
+/// send the original with the edits applied as it writes them. Any other mutable access drops
+/// the original. Invariant: while the original is attached, the original with the edits
+/// applied in order says exactly what the pairs say.
 #[derive(Clone, Default)]
 pub struct Headers {
     pairs: std::sync::OnceLock<Vec<(String, String)>>,
     original: Option<(OriginalHeaders, ListHeaders)>,
+    edits: Vec<HeaderEdit>,
+}
+
+/// A change to a header on top of an original: its values replaced (`replace`, none to
+/// delete it) or more values appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaderEdit {
+    pub name: String,
+    pub replace: bool,
+    pub values: Vec<String>,
+}
+
+/// Edits kept on top of an original before they are applied to a listing instead.
+const MAX_EDITS: usize = 32;
+
+impl HeaderEdit {
+    fn apply(&self, pairs: &mut Vec<(String, String)>) {
+        if self.replace {
+            pairs.retain(|(k, _)| !k.eq_ignore_ascii_case(&self.name));
+        }
+        pairs.extend(self.values.iter().map(|v| (self.name.clone(), v.clone())));
+    }
 }
 
 impl Headers {
@@ -33,25 +57,58 @@ impl Headers {
         Headers {
             pairs: std::sync::OnceLock::new(),
             original: Some((original, pairs_of)),
+            edits: Vec::new(),
         }
     }
 
     /// The original, while nothing has changed the pairs.
     pub fn original(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
-        self.original.as_ref().map(|(o, _)| o.as_ref())
+        self.original_shared().map(|o| o.as_ref())
     }
 
     /// The original, shared, while nothing has changed the pairs.
     pub fn original_shared(&self) -> Option<&OriginalHeaders> {
-        self.original.as_ref().map(|(o, _)| o)
+        match &self.original {
+            Some((o, _)) if self.edits.is_empty() => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The original and the edits made on top of it, while no other change was made.
+    pub fn original_with_edits(&self) -> Option<(&OriginalHeaders, &[HeaderEdit])> {
+        self.original.as_ref().map(|(o, _)| (o, self.edits.as_slice()))
     }
 
     /// The original, while nothing has changed the pairs; else the headers back.
     pub fn into_original(self) -> Result<OriginalHeaders, Headers> {
         match self.original {
-            Some((original, _)) => Ok(original),
-            None => Err(self),
+            Some((original, _)) if self.edits.is_empty() => Ok(original),
+            _ => Err(self),
         }
+    }
+
+    /// Sets `name` as `action` says (see [`set_pairs`]); on an original, as an edit when the
+    /// action does not depend on what is there.
+    pub fn set(&mut self, name: &str, action: ExistsAction, values: Vec<String>) {
+        let as_edit = self.original.is_some()
+            && action != ExistsAction::Skip
+            && self.edits.len() < MAX_EDITS;
+        if !as_edit {
+            return set_pairs(self, name, action, values);
+        }
+        let edit = HeaderEdit {
+            name: name.to_string(),
+            replace: action != ExistsAction::Append,
+            values: if action == ExistsAction::Delete {
+                Vec::new()
+            } else {
+                values
+            },
+        };
+        if let Some(pairs) = self.pairs.get_mut() {
+            edit.apply(pairs);
+        }
+        self.edits.push(edit);
     }
 }
 
@@ -59,7 +116,13 @@ impl std::ops::Deref for Headers {
     type Target = Vec<(String, String)>;
     fn deref(&self) -> &Self::Target {
         self.pairs.get_or_init(|| match &self.original {
-            Some((original, pairs_of)) => pairs_of(original),
+            Some((original, pairs_of)) => {
+                let mut pairs = pairs_of(original);
+                for e in &self.edits {
+                    e.apply(&mut pairs);
+                }
+                pairs
+            }
             None => Vec::new(),
         })
     }
@@ -69,6 +132,7 @@ impl std::ops::DerefMut for Headers {
     fn deref_mut(&mut self) -> &mut Self::Target {
         let _ = std::ops::Deref::deref(self);
         self.original = None;
+        self.edits.clear();
         self.pairs.get_mut().expect("initialised just above")
     }
 }
@@ -78,6 +142,7 @@ impl From<Vec<(String, String)>> for Headers {
         Headers {
             pairs: std::sync::OnceLock::from(pairs),
             original: None,
+            edits: Vec::new(),
         }
     }
 }

@@ -11,7 +11,7 @@
 
 pub use crate::exchange::{
     BackendInfo, BoxFut, Cached, Charge, Count, Counted, CounterKey, ENTRA_AUTHORITY, Exchange,
-    Failure, Flow, Forward, Headers, Info, InfoSource, LastError, ListHeaders, Metric,
+    Failure, Flow, Forward, HeaderEdit, Headers, Info, InfoSource, LastError, ListHeaders, Metric,
     OriginalHeaders, Outgoing, ResponseParts, SchemaDocument, SendError, Services, query_string,
 };
 use crate::expr::V;

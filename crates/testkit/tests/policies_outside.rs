@@ -771,3 +771,37 @@ async fn an_increment_condition_on_the_response_counts_only_the_calls_it_selects
     assert_eq!(get(200).await, 429, "two successes spend the limit");
     assert_eq!(get(500).await, 429);
 }
+
+#[tokio::test]
+async fn set_header_edits_reach_the_backend_over_the_clients_headers() {
+    let e = env(|_| {}).await;
+    let edits = r#"<set-header name="User-Agent" exists-action="override"><value>gatehouse-test</value></set-header>
+           <set-header name="X-Drop" exists-action="delete" />
+           <set-header name="Accept" exists-action="append"><value>text/plain</value></set-header>
+           <set-header name="X-New" exists-action="override"><value>@(context.Request.Headers.GetValueOrDefault("X-Tier", "none"))</value></set-header>
+           <set-header name="X-Count" exists-action="override"><value>@(context.Request.Headers.Count.ToString())</value></set-header>"#;
+    // Edits on the client's headers as they arrived, and (with a skip, which must look at
+    // them) on headers the policies listed: the backend sees the same.
+    let skip = r#"<set-header name="X-Skipped" exists-action="skip"><value>policy</value></set-header>"#;
+    for inbound in [edits.to_string(), format!("{skip}{edits}")] {
+        e.policy(&inbound, "").await;
+        let (s, b) = e
+            .send(
+                "GET",
+                &[("User-Agent", "client"), ("X-Drop", "1"), ("Accept", "application/json"), ("X-Tier", "gold"), ("X-Skipped", "client")],
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        let echoed: Value = serde_json::from_str(&b).unwrap();
+        let h = &echoed["headers"];
+        assert_eq!(h["user-agent"], "gatehouse-test", "{h}");
+        assert!(h.get("x-drop").is_none(), "{h}");
+        assert_eq!(h["accept"], "text/plain", "the appended value comes after the client's: {h}");
+        assert_eq!(h["x-new"], "gold");
+        assert_eq!(h["x-skipped"], "client");
+        assert!(h.get("ocp-apim-subscription-key").is_none(), "{h}");
+        assert!(h["x-forwarded-for"].is_string(), "{h}");
+        assert_eq!(h["x-count"], "7", "the client's six headers less X-Drop, with User-Agent and X-New, and the key: {h}");
+    }
+}

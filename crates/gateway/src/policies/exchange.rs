@@ -4,6 +4,7 @@
 use crate::body::Body;
 use crate::context::{GatewayError, RequestContext};
 use crate::proxy;
+use crate::headers::PolicyEdit;
 use crate::request::RequestHeaders;
 use crate::shared::Shared;
 use bytes::Bytes;
@@ -282,14 +283,17 @@ pub(super) fn prepare_exchange(
             crate::body::full(Bytes::from(b.clone()))
         }
         (None, body) => {
-            // Unchanged headers go on shared, not copied.
-            match ex
-                .request_headers
-                .original_shared()
-                .and_then(|o| o.clone().downcast::<RequestHeaders>().ok())
-            {
-                Some(original) => {
-                    edits.headers = Some(crate::headers::ClientHeaders::Shared(original))
+            // The client's headers go on shared, not copied, with what set-header changed
+            // applied as they are written.
+            let shared_with = |(original, changes): (&exec::OriginalHeaders, &[exec::HeaderEdit])| {
+                let original = original.clone().downcast::<RequestHeaders>().ok()?;
+                let policy = PolicyEdit::collapse(changes, &api.key_header)?;
+                Some((original, policy))
+            };
+            match ex.request_headers.original_with_edits().and_then(shared_with) {
+                Some((original, policy)) => {
+                    edits.headers = Some(crate::headers::ClientHeaders::Shared(original));
+                    edits.policy = policy;
                 }
                 None => headers = header_map(&ex.request_headers),
             }

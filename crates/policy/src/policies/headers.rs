@@ -53,14 +53,14 @@ impl Policy for SetHeader {
 impl SetHeader {
     fn apply(&self, at: At<'_>, ex: &mut Exchange) -> Result<(), crate::exchange::Flow> {
         let values = at.texts(&self.values, ex)?;
-        let pairs = if self.query {
-            &mut ex.query
+        if self.query {
+            set_pairs(&mut ex.query, &self.name, self.action, values);
         } else if ex.on_response(at.section) {
-            &mut *ex.response.as_mut().expect("on_response").headers
+            let response = ex.response.as_mut().expect("on_response");
+            response.headers.set(&self.name, self.action, values);
         } else {
-            &mut *ex.request_headers
-        };
-        set_pairs(pairs, &self.name, self.action, values);
+            ex.request_headers.set(&self.name, self.action, values);
+        }
         Ok(())
     }
 }

@@ -15,6 +15,16 @@ pub type OriginalHeaders = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 /// Lists an original as header pairs.
 pub type ListHeaders = fn(&OriginalHeaders) -> Vec<(String, String)>;
 
+/// Calls back with each value an original has for a name (compared without case).
+pub type FindHeader = fn(&OriginalHeaders, &str, &mut dyn FnMut(&str));
+
+/// How the gateway's form of headers is read: listed whole, or one name looked up.
+#[derive(Clone, Copy)]
+pub struct ReadHeaders {
+    pub list: ListHeaders,
+    pub find: FindHeader,
+}
+
 /// Header pairs in order, as policies read and change them.
 ///
 /// The gateway may hand over the message's header map as it arrived, with a way to list it as
@@ -26,7 +36,7 @@ pub type ListHeaders = fn(&OriginalHeaders) -> Vec<(String, String)>;
 #[derive(Clone, Default)]
 pub struct Headers {
     pairs: std::sync::OnceLock<Vec<(String, String)>>,
-    original: Option<(OriginalHeaders, ListHeaders)>,
+    original: Option<(OriginalHeaders, ReadHeaders)>,
     edits: Vec<HeaderEdit>,
 }
 
@@ -52,12 +62,39 @@ impl HeaderEdit {
 }
 
 impl Headers {
-    /// Headers listed from `original` by `pairs_of` when first read.
-    pub fn with_original(original: OriginalHeaders, pairs_of: ListHeaders) -> Headers {
+    /// Headers read from `original` by `read`: listed when first read whole.
+    pub fn with_original(original: OriginalHeaders, read: ReadHeaders) -> Headers {
         Headers {
             pairs: std::sync::OnceLock::new(),
-            original: Some((original, pairs_of)),
+            original: Some((original, read)),
             edits: Vec::new(),
+        }
+    }
+
+    /// Calls back with each value of `name` (compared without case), without listing an
+    /// original that is still attached.
+    pub fn each_value(&self, name: &str, f: &mut dyn FnMut(&str)) {
+        let named = |k: &str| k.eq_ignore_ascii_case(name);
+        if let Some(pairs) = self.pairs.get() {
+            pairs
+                .iter()
+                .filter(|(k, _)| named(k))
+                .for_each(|(_, v)| f(v));
+            return;
+        }
+        let Some((original, read)) = &self.original else {
+            return;
+        };
+        // The last edit that replaced the name decides what of the original is left.
+        let start = self.edits.iter().rposition(|e| e.replace && named(&e.name));
+        if start.is_none() {
+            (read.find)(original, name, f);
+        }
+        for e in self.edits[start.unwrap_or(0)..]
+            .iter()
+            .filter(|e| named(&e.name))
+        {
+            e.values.iter().for_each(|v| f(v));
         }
     }
 
@@ -76,7 +113,9 @@ impl Headers {
 
     /// The original and the edits made on top of it, while no other change was made.
     pub fn original_with_edits(&self) -> Option<(&OriginalHeaders, &[HeaderEdit])> {
-        self.original.as_ref().map(|(o, _)| (o, self.edits.as_slice()))
+        self.original
+            .as_ref()
+            .map(|(o, _)| (o, self.edits.as_slice()))
     }
 
     /// The original, while nothing has changed the pairs; else the headers back.
@@ -90,9 +129,8 @@ impl Headers {
     /// Sets `name` as `action` says (see [`set_pairs`]); on an original, as an edit when the
     /// action does not depend on what is there.
     pub fn set(&mut self, name: &str, action: ExistsAction, values: Vec<String>) {
-        let as_edit = self.original.is_some()
-            && action != ExistsAction::Skip
-            && self.edits.len() < MAX_EDITS;
+        let as_edit =
+            self.original.is_some() && action != ExistsAction::Skip && self.edits.len() < MAX_EDITS;
         if !as_edit {
             return set_pairs(self, name, action, values);
         }
@@ -116,8 +154,8 @@ impl std::ops::Deref for Headers {
     type Target = Vec<(String, String)>;
     fn deref(&self) -> &Self::Target {
         self.pairs.get_or_init(|| match &self.original {
-            Some((original, pairs_of)) => {
-                let mut pairs = pairs_of(original);
+            Some((original, read)) => {
+                let mut pairs = (read.list)(original);
                 for e in &self.edits {
                     e.apply(&mut pairs);
                 }
@@ -612,6 +650,12 @@ impl Exchange {
     }
 }
 
+fn headers_lookup(headers: &Headers, key: &str) -> Option<V> {
+    let mut vals = Vec::new();
+    headers.each_value(key, &mut |v| vals.push(V::Str(v.to_string())));
+    (!vals.is_empty()).then(|| V::list(vals))
+}
+
 fn pairs_lookup(pairs: &[(String, String)], key: &str) -> Option<V> {
     let vals: Vec<V> = pairs
         .iter()
@@ -728,11 +772,11 @@ impl Env for Exchange {
 
     fn lookup(&self, map: &str, key: &str) -> Option<V> {
         match map {
-            "Request.Headers" => pairs_lookup(&self.request_headers, key),
+            "Request.Headers" => headers_lookup(&self.request_headers, key),
             "Response.Headers" => self
                 .response
                 .as_ref()
-                .and_then(|r| pairs_lookup(&r.headers, key)),
+                .and_then(|r| headers_lookup(&r.headers, key)),
             "Request.Url.Query" => pairs_lookup(&self.query, key).map(|v| match v {
                 V::List(l) if l.lock().len() == 1 => l.lock().remove(0),
                 v => v,
@@ -818,7 +862,12 @@ mod headers_tests {
             let n = o.downcast_ref::<u32>().unwrap();
             vec![("a".to_string(), n.to_string())]
         };
-        let mut h = Headers::with_original(Arc::new(1u32), list);
+        let find = |o: &super::OriginalHeaders, name: &str, f: &mut dyn FnMut(&str)| {
+            if name.eq_ignore_ascii_case("a") {
+                f(&o.downcast_ref::<u32>().unwrap().to_string())
+            }
+        };
+        let mut h = Headers::with_original(Arc::new(1u32), super::ReadHeaders { list, find });
         assert_eq!(*h, pairs, "listed when first read");
         assert_eq!(h.original().and_then(|o| o.downcast_ref::<u32>()), Some(&1));
         let copy = h.clone();
@@ -829,6 +878,57 @@ mod headers_tests {
             "a copy made before keeps its own"
         );
         assert!(Headers::from(pairs).original().is_none());
+    }
+
+    /// Edits on an original read the same before and after it is listed, and say what
+    /// set_pairs would have made of the listing.
+    #[test]
+    fn edits_on_an_original_read_as_the_listing_changed_in_order() {
+        use super::{ExistsAction, ReadHeaders, set_pairs};
+        type Pairs = Vec<(String, String)>;
+        let list = |o: &super::OriginalHeaders| o.downcast_ref::<Pairs>().unwrap().clone();
+        let find = |o: &super::OriginalHeaders, name: &str, f: &mut dyn FnMut(&str)| {
+            for (k, v) in o.downcast_ref::<Pairs>().unwrap() {
+                if k.eq_ignore_ascii_case(name) {
+                    f(v)
+                }
+            }
+        };
+        let original: Pairs = [("a", "1"), ("b", "2"), ("a", "3")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let steps = [
+            ("A", ExistsAction::Append, vec!["4"]),
+            ("b", ExistsAction::Override, vec!["5", "6"]),
+            ("c", ExistsAction::Append, vec!["7"]),
+            ("a", ExistsAction::Delete, vec![]),
+            ("a", ExistsAction::Append, vec!["8"]),
+        ];
+        let mut h = Headers::with_original(Arc::new(original.clone()), ReadHeaders { list, find });
+        let mut expected = original;
+        for (name, action, values) in steps {
+            let values: Vec<String> = values.into_iter().map(String::from).collect();
+            h.set(name, action, values.clone());
+            set_pairs(&mut expected, name, action, values);
+            assert!(h.original().is_none() && h.original_with_edits().is_some());
+            for n in ["a", "B", "c", "d"] {
+                let mut seen = Vec::new();
+                h.each_value(n, &mut |v| seen.push(v.to_string()));
+                let want: Vec<String> = expected
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                assert_eq!(seen, want, "{n} after {name}");
+            }
+        }
+        let names = |p: &Pairs| {
+            p.iter()
+                .map(|(k, v)| format!("{}={v}", k.to_lowercase()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&h), names(&expected), "listed with the edits applied");
     }
 }
 

@@ -12,7 +12,8 @@
 pub use crate::exchange::{
     BackendInfo, BoxFut, Cached, Charge, Count, Counted, CounterKey, ENTRA_AUTHORITY, Exchange,
     Failure, Flow, Forward, HeaderEdit, Headers, Info, InfoSource, LastError, ListHeaders, Metric,
-    OriginalHeaders, Outgoing, ResponseParts, SchemaDocument, SendError, Services, query_string,
+    OriginalHeaders, Outgoing, ReadHeaders, ResponseParts, SchemaDocument, SendError, Services,
+    query_string,
 };
 use crate::expr::V;
 pub use crate::node::{At, Chain, Kind, Node, Policy, Run};

@@ -782,13 +782,20 @@ async fn set_header_edits_reach_the_backend_over_the_clients_headers() {
            <set-header name="X-Count" exists-action="override"><value>@(context.Request.Headers.Count.ToString())</value></set-header>"#;
     // Edits on the client's headers as they arrived, and (with a skip, which must look at
     // them) on headers the policies listed: the backend sees the same.
-    let skip = r#"<set-header name="X-Skipped" exists-action="skip"><value>policy</value></set-header>"#;
+    let skip =
+        r#"<set-header name="X-Skipped" exists-action="skip"><value>policy</value></set-header>"#;
     for inbound in [edits.to_string(), format!("{skip}{edits}")] {
         e.policy(&inbound, "").await;
         let (s, b) = e
             .send(
                 "GET",
-                &[("User-Agent", "client"), ("X-Drop", "1"), ("Accept", "application/json"), ("X-Tier", "gold"), ("X-Skipped", "client")],
+                &[
+                    ("User-Agent", "client"),
+                    ("X-Drop", "1"),
+                    ("Accept", "application/json"),
+                    ("X-Tier", "gold"),
+                    ("X-Skipped", "client"),
+                ],
                 None,
             )
             .await;
@@ -797,11 +804,17 @@ async fn set_header_edits_reach_the_backend_over_the_clients_headers() {
         let h = &echoed["headers"];
         assert_eq!(h["user-agent"], "gatehouse-test", "{h}");
         assert!(h.get("x-drop").is_none(), "{h}");
-        assert_eq!(h["accept"], "text/plain", "the appended value comes after the client's: {h}");
+        assert_eq!(
+            h["accept"], "text/plain",
+            "the appended value comes after the client's: {h}"
+        );
         assert_eq!(h["x-new"], "gold");
         assert_eq!(h["x-skipped"], "client");
         assert!(h.get("ocp-apim-subscription-key").is_none(), "{h}");
         assert!(h["x-forwarded-for"].is_string(), "{h}");
-        assert_eq!(h["x-count"], "7", "the client's six headers less X-Drop, with User-Agent and X-New, and the key: {h}");
+        assert_eq!(
+            h["x-count"], "7",
+            "the client's six headers less X-Drop, with User-Agent and X-New, and the key: {h}"
+        );
     }
 }

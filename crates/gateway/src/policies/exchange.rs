@@ -3,8 +3,8 @@
 
 use crate::body::Body;
 use crate::context::{GatewayError, RequestContext};
-use crate::proxy;
 use crate::headers::PolicyEdit;
+use crate::proxy;
 use crate::request::RequestHeaders;
 use crate::shared::Shared;
 use bytes::Bytes;
@@ -14,7 +14,42 @@ use hyper::{Request, Response, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A header map handed to the policies ([`exec::Headers::with_original`]), listed as pairs.
+/// How the policies read the header maps handed to them ([`exec::Headers::with_original`]).
+pub(super) const READ_HEADERS: exec::ReadHeaders = exec::ReadHeaders {
+    list: listed,
+    find: found,
+};
+
+/// The values of one header in a header map handed to the policies.
+fn found(original: &exec::OriginalHeaders, name: &str, f: &mut dyn FnMut(&str)) {
+    let in_map = |map: &hyper::HeaderMap, f: &mut dyn FnMut(&str)| {
+        map.get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .for_each(f)
+    };
+    let in_raw = |raw: &crate::request::RawHead, f: &mut dyn FnMut(&str)| {
+        raw.iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .for_each(f)
+    };
+    if let Some(map) = original.downcast_ref::<hyper::HeaderMap>() {
+        return in_map(map, f);
+    }
+    if let Some(crate::headers::RawFields(raw)) =
+        original.downcast_ref::<crate::headers::RawFields>()
+    {
+        return in_raw(raw, f);
+    }
+    match original.downcast_ref::<RequestHeaders>() {
+        Some(RequestHeaders::Map(map)) => in_map(map, f),
+        Some(RequestHeaders::Raw(raw)) => in_raw(raw, f),
+        None => {}
+    }
+}
+
+/// A header map handed to the policies, listed as pairs.
 pub(super) fn listed(original: &exec::OriginalHeaders) -> Vec<(String, String)> {
     if let Some(map) = original.downcast_ref::<hyper::HeaderMap>() {
         return pairs_of(map);
@@ -285,12 +320,17 @@ pub(super) fn prepare_exchange(
         (None, body) => {
             // The client's headers go on shared, not copied, with what set-header changed
             // applied as they are written.
-            let shared_with = |(original, changes): (&exec::OriginalHeaders, &[exec::HeaderEdit])| {
-                let original = original.clone().downcast::<RequestHeaders>().ok()?;
-                let policy = PolicyEdit::collapse(changes, &api.key_header)?;
-                Some((original, policy))
-            };
-            match ex.request_headers.original_with_edits().and_then(shared_with) {
+            let shared_with =
+                |(original, changes): (&exec::OriginalHeaders, &[exec::HeaderEdit])| {
+                    let original = original.clone().downcast::<RequestHeaders>().ok()?;
+                    let policy = PolicyEdit::collapse(changes, &api.key_header)?;
+                    Some((original, policy))
+                };
+            match ex
+                .request_headers
+                .original_with_edits()
+                .and_then(shared_with)
+            {
                 Some((original, policy)) => {
                     edits.headers = Some(crate::headers::ClientHeaders::Shared(original));
                     edits.policy = policy;

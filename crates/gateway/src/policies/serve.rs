@@ -130,7 +130,7 @@ pub(crate) async fn serve(
             })
             .filter(|(k, _)| k != &api.key_query)
             .collect(),
-        request_headers: exec::Headers::with_original(headers.clone(), listed),
+        request_headers: exec::Headers::with_original(headers.clone(), READ_HEADERS),
         ip: Some(remote.ip()),
         info: exec::Info::from_source(Arc::new(RequestInfo::new(ctx, headers.clone()))),
         matched_parameters: routed.parameters,

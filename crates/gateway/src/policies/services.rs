@@ -128,7 +128,7 @@ impl Services for GatewayServices<'_> {
             let mut out = ResponseParts {
                 status: rparts.status.as_u16(),
                 reason: rparts.status.canonical_reason().unwrap_or("").to_string(),
-                headers: exec::Headers::with_original(original, listed),
+                headers: exec::Headers::with_original(original, READ_HEADERS),
                 body: None,
             };
             if self.buffer_response {

@@ -674,12 +674,11 @@ impl<'a> Parser<'a> {
                     format!("context.{full} is not a member of the policy context"),
                 ));
             }
-            // A member of the context itself (not of a value it gives) is read in one step —
-            // except past an object a request may lack, whose members are then a null
-            // reference, as in APIM.
-            let foldable = matches!(e, Expr::Context | Expr::CtxPath(_))
-                && super::is_context_member(&full)
-                && !matches!(path.as_str(), "Subscription" | "User" | "Product");
+            // A member of the context itself (not of a value it gives) is read in one step
+            // (past an object a request may lack, reading fails as a null reference would:
+            // `library::context_path`).
+            let foldable =
+                matches!(e, Expr::Context | Expr::CtxPath(_)) && super::is_context_member(&full);
             if foldable {
                 return Ok(Expr::CtxPath(full));
             }

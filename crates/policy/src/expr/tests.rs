@@ -496,3 +496,19 @@ fn evaluation_is_bounded() {
         assert!(e.contains(says), "{src}: {e}");
     }
 }
+
+/// `context.Subscription.Id` is read in one step, yet a request without a subscription makes
+/// it a null reference as in APIM (and `?.` still reads as null).
+#[test]
+fn members_past_an_absent_subscription_are_a_null_reference() {
+    let ex = crate::exchange::Exchange::default();
+    let code = parse("@(context.Subscription.Id)").unwrap();
+    let e = eval_code(&code, &ex).unwrap_err();
+    assert!(e.to_string().contains("reading Id of null"), "{e}");
+    let code = parse("@(context.Subscription?.Id ?? \"none\")").unwrap();
+    assert_eq!(eval_code(&code, &ex).unwrap().text(), "none");
+    let mut ex = crate::exchange::Exchange::default();
+    ex.info.insert("Subscription.Id", V::Str("s1".into()));
+    let code = parse("@(context.Subscription.Id)").unwrap();
+    assert_eq!(eval_code(&code, &ex).unwrap().text(), "s1");
+}

@@ -34,7 +34,18 @@ pub fn is_context_map(path: &str) -> bool {
 
 /// `context.<path>` read in one step.
 pub fn context_path(env: &dyn Env, path: &str) -> R {
-    context::value(env, path)
+    let v = context::value(env, path)?;
+    if v.is_null()
+        && let Some((object, name)) = path.split_once('.')
+        && matches!(object, "Subscription" | "User" | "Product")
+        && env.member(object)?.is_null()
+    {
+        // As `context.Subscription.Id` on a request without a subscription, in APIM.
+        return fail(format!(
+            "Object reference not set to an instance of an object (reading {name} of null)"
+        ));
+    }
+    Ok(v)
 }
 
 /// The items a `foreach` or a LINQ operator walks.

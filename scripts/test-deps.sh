@@ -9,6 +9,9 @@
 #     zone (gatehouse-testkit's `Knot`); here it is installed and checked once with an update;
 #   - Redis (Debian's redis-server), through which self-hosted gateways share rate limits. Each
 #     test starts its own redis-server on a free port (gatehouse-testkit's `RedisServer`);
+#   - PostgreSQL (Debian's postgresql), the control plane's shared store. Each test starts
+#     its own cluster in a temporary directory, run as the postgres user on a free port
+#     (gatehouse-testkit's `PostgresServer`); here it is installed;
 #   - aiosmtpd (PyPI), the SMTP server the portal's email tests start on free ports;
 #   - Chromium and chromedriver (Debian's chromium and chromium-driver), the real browser the
 #     developer portal's tests drive through WebDriver; each test starts its own chromedriver;
@@ -113,6 +116,16 @@ fi
 wait_port 8014 s3s-fs
 
 # Redis.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "test-deps: installing postgresql"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y --no-install-recommends postgresql >/dev/null 2>&1 \
+    || { apt-get update >/dev/null && apt-get install -y --no-install-recommends postgresql >/dev/null; }
+fi
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "test-deps: PostgreSQL's initdb is missing after installing postgresql" >&2; exit 1; }
+id postgres >/dev/null 2>&1 || { echo "test-deps: the postgres user is missing (Debian's postgresql creates it)" >&2; exit 1; }
+echo "test-deps: PostgreSQL $(ls -d /usr/lib/postgresql/*/ | xargs -n1 basename | sort -n | tail -1)"
+
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "test-deps: installing redis-server"
   export DEBIAN_FRONTEND=noninteractive

@@ -11,6 +11,7 @@
 
 mod lock;
 mod migrations;
+pub mod pg;
 mod seal;
 mod tokens;
 
@@ -39,6 +40,8 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
     #[error("the store has not been initialised with a service")]
     NoService,
     #[error(

@@ -4,6 +4,7 @@
 pub mod dns;
 pub mod oidc;
 pub mod portal;
+pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod smtp;

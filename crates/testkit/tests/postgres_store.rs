@@ -1,0 +1,97 @@
+//! The control plane's schema on a real PostgreSQL (Debian's, its own cluster per test binary):
+//! migrations applied once when nodes start together, a newer schema refused, a server that is
+//! down waited for (and said so, without the password), a refusal reported at once.
+
+use gatehouse_store::pg::{self, PG_SCHEMA_VERSION};
+use gatehouse_testkit::postgres::PostgresServer;
+use std::time::{Duration, Instant};
+
+/// A server of the test's own (stopped when the test ends, however it ends).
+fn server() -> PostgresServer {
+    PostgresServer::start().expect("PostgreSQL for the tests")
+}
+
+#[test]
+fn migrations_run_once_when_nodes_start_together() {
+    let s = server();
+    let url = s.create_database("migrate_together").unwrap();
+    let nodes: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut client = pg::connect(&url, Duration::from_secs(10), |_| {}).unwrap();
+                pg::migrate(&mut client)
+            })
+        })
+        .collect();
+    for n in nodes {
+        assert_eq!(n.join().unwrap().unwrap(), PG_SCHEMA_VERSION);
+    }
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let row = client
+        .query_one("SELECT count(*), max(version) FROM gatehouse_schema", &[])
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+    assert_eq!(row.get::<_, i32>(1) as usize, PG_SCHEMA_VERSION);
+    for table in ["meta", "resources", "refs", "journal", "usage", "tokens", "leases"] {
+        client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .unwrap_or_else(|e| panic!("{table}: {e}"));
+    }
+    // A node starting later finds nothing to do.
+    assert_eq!(pg::migrate(&mut client).unwrap(), PG_SCHEMA_VERSION);
+}
+
+#[test]
+fn a_schema_newer_than_this_build_is_refused_in_one_line() {
+    let s = server();
+    let url = s.create_database("migrate_newer").unwrap();
+    let mut client = pg::connect(&url, Duration::from_secs(10), |_| {}).unwrap();
+    pg::migrate(&mut client).unwrap();
+    client
+        .execute("UPDATE gatehouse_schema SET version = version + 1", &[])
+        .unwrap();
+    let e = pg::migrate(&mut client).unwrap_err().to_string();
+    assert!(e.contains("newer than this Gatehouse knows"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
+}
+
+#[test]
+fn a_server_that_is_down_is_waited_for_and_the_wait_is_said() {
+    let s = server();
+    s.create_database("wait").unwrap();
+    s.stop().unwrap();
+    // trust authentication ignores the password: it is here to be kept out of messages.
+    let url = format!("postgres://postgres:hunter2@127.0.0.1:{}/wait", s.port);
+    let back = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(1500));
+            s.start_again().unwrap();
+        });
+        let mut said = Vec::new();
+        let client = pg::connect(&url, Duration::from_secs(30), |line| said.push(line.to_string()));
+        (client, said)
+    });
+    let (client, said) = back;
+    let mut client = client.expect("connected once the server was back");
+    assert_eq!(pg::migrate(&mut client).unwrap(), PG_SCHEMA_VERSION);
+    assert!(!said.is_empty(), "the wait is said");
+    for line in &said {
+        assert!(line.contains("is not reachable") && line.contains("trying again"), "{line}");
+        assert!(line.contains("postgres:***@127.0.0.1"), "{line}");
+        assert!(!line.contains("hunter2"), "{line}");
+    }
+}
+
+#[test]
+fn a_refusal_retrying_cannot_cure_is_reported_at_once() {
+    let s = server();
+    let url = s.url("no_such_database");
+    let started = Instant::now();
+    let e = pg::connect(&url, Duration::from_secs(30), |_| {})
+        .err()
+        .expect("no such database")
+        .to_string();
+    assert!(started.elapsed() < Duration::from_secs(5), "not retried");
+    assert!(e.contains("does not exist"), "{e}");
+}

@@ -12,6 +12,7 @@
 mod lock;
 mod migrations;
 pub mod pg;
+pub mod pg_engine;
 mod seal;
 mod tokens;
 

@@ -76,7 +76,15 @@ impl PostgresServer {
         as_postgres(
             &bin,
             "initdb",
-            &["-D", &data_arg, "-A", "trust", "-U", "postgres", "--no-sync"],
+            &[
+                "-D",
+                &data_arg,
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
         )?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -129,7 +137,14 @@ impl PostgresServer {
         as_postgres(
             &self.bin,
             "pg_ctl",
-            &["-D", &self.data.to_string_lossy(), "-m", "immediate", "-w", "stop"],
+            &[
+                "-D",
+                &self.data.to_string_lossy(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
         )
     }
 
@@ -141,7 +156,14 @@ impl PostgresServer {
     /// Creates database `name` (a fresh one per test keeps tests apart on one server).
     pub fn create_database(&self, name: &str) -> Result<String> {
         let out = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
             .args(["-v", "ON_ERROR_STOP=1", "-Atc"])
             .arg(format!("CREATE DATABASE \"{name}\""))
             .output()

@@ -13,20 +13,28 @@ mod lock;
 mod migrations;
 pub mod pg;
 pub mod pg_engine;
+mod queries;
+mod read;
 mod seal;
+mod sql;
 mod tokens;
+mod write;
 
-use gatehouse_model::props::secret_pointers;
-use gatehouse_model::{Kind, ResourcePath, ServiceSettings, Snapshot, StoredResource};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use serde_json::{Map, Value};
+use gatehouse_model::{Snapshot, StoredResource};
+use queries::{JOURNAL_FLOOR, current_revision, journal_floor, set_meta};
+use rusqlite::{Connection, TransactionBehavior};
+use serde_json::Value;
+use sql::{Arg, Db};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub use lock::{DataDirLock, LOCK_FILE, LockError};
 pub use migrations::SCHEMA_VERSION;
+pub use read::ReadTx;
 pub use seal::{SealError, Sealer, remove_fields};
 pub use tokens::TokenRecord;
+use write::WriteConn;
+pub use write::WriteTx;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -114,20 +122,33 @@ pub struct Page {
     pub total: u64,
 }
 
+/// Where an instance's configuration lives.
+enum Backend {
+    /// The embedded store: one SQLite file, a writer and a pool of readers.
+    Sqlite {
+        writer: Mutex<Connection>,
+        readers: Mutex<Vec<Connection>>,
+        db_path: PathBuf,
+        /// The latest committed revision, for whoever follows changes (the gateway).
+        committed: tokio::sync::watch::Sender<u64>,
+    },
+    /// PostgreSQL, shared by several nodes.
+    Postgres(pg_engine::Engine),
+}
+
 pub struct Store {
-    writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
-    db_path: PathBuf,
+    backend: Backend,
     sealer: Sealer,
-    /// The latest committed revision, for whoever follows changes (the gateway).
-    committed: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("db_path", &self.db_path)
-            .finish()
+        match &self.backend {
+            Backend::Sqlite { db_path, .. } => {
+                f.debug_struct("Store").field("db_path", db_path).finish()
+            }
+            Backend::Postgres(_) => f.debug_struct("Store").field("on", &"postgres").finish(),
+        }
     }
 }
 
@@ -165,18 +186,39 @@ impl Store {
         configure(&conn)?;
         use_incremental_vacuum(&conn)?;
         migrations::migrate(&mut conn)?;
-        let revision = current_revision(&conn)?;
+        let revision = current_revision(Db::Sqlite(&conn))?;
         Ok(Store {
-            writer: Mutex::new(conn),
-            readers: Mutex::new(Vec::new()),
-            db_path: db_path.to_path_buf(),
+            backend: Backend::Sqlite {
+                writer: Mutex::new(conn),
+                readers: Mutex::new(Vec::new()),
+                db_path: db_path.to_path_buf(),
+                committed: tokio::sync::watch::channel(revision).0,
+            },
             sealer: Sealer::new(key),
-            committed: tokio::sync::watch::channel(revision).0,
         })
     }
 
-    pub fn db_path(&self) -> &Path {
-        &self.db_path
+    /// Opens the store on PostgreSQL at `url` (whose schema [`pg::migrate`] brought up to
+    /// date), sealing with `key` — the same key on every node of the instance.
+    pub fn open_postgres(url: &str, key: &[u8; 32]) -> Result<Store> {
+        let engine = pg_engine::Engine::start(url, 0)?;
+        let revision = {
+            let tx = engine.begin()?;
+            current_revision(Db::Pg(&tx))?
+        };
+        engine.committed(revision);
+        Ok(Store {
+            backend: Backend::Postgres(engine),
+            sealer: Sealer::new(key),
+        })
+    }
+
+    /// The SQLite file, for the embedded store.
+    pub fn db_path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Sqlite { db_path, .. } => Some(db_path),
+            Backend::Postgres(_) => None,
+        }
     }
 
     pub fn sealer(&self) -> &Sealer {
@@ -199,55 +241,15 @@ impl Store {
         actor: &str,
         f: impl FnOnce(&mut WriteTx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<Committed<T>, E> {
-        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(StoreError::from)?;
-        let current = current_revision(&tx)?;
-        let mut w = WriteTx {
-            tx,
-            sealer: &self.sealer,
-            next: current + 1,
-            at: now_rfc3339(),
-            changes: 0,
-            scrub: false,
-            actor,
-        };
-        let value = f(&mut w)?;
-        let changed = w.changes > 0;
-        let revision = if changed { w.next } else { current };
-        if changed {
-            w.tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('revision', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![revision.to_string()],
-            )
-            .map_err(StoreError::from)?;
-        }
-        let scrub = {
-            let w = w; // ends here, and with it the transaction's borrow of the connection
-            let scrub = w.scrub;
-            w.tx.commit().map_err(StoreError::from)?;
-            scrub
-        };
-        if scrub {
-            // The write log still holds the pages as they were, plaintext included: copy the
-            // new pages into the database and empty the log.
-            // The change is committed either way: a checkpoint that cannot finish (readers
-            // kept busy past the timeout) is reported, and SQLite's own checkpoints follow.
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "the write log could not be emptied after a value became secret");
+        match &self.backend {
+            Backend::Sqlite {
+                writer, committed, ..
+            } => {
+                let mut conn = writer.lock().unwrap_or_else(|e| e.into_inner());
+                sqlite_write(&mut conn, &self.sealer, actor, committed, f)
             }
+            Backend::Postgres(engine) => pg_write(engine, &self.sealer, actor, f),
         }
-        if changed {
-            // Still under the writer lock, so followers never see revisions go backwards.
-            self.committed.send_replace(revision);
-        }
-        Ok(Committed {
-            value,
-            revision,
-            changed,
-        })
     }
 
     /// Runs `f` against one consistent read view of the store.
@@ -255,41 +257,58 @@ impl Store {
         &self,
         f: impl FnOnce(&ReadTx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        let conn = self.take_reader()?;
-        let result = (|| {
-            let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
-            // The first read pins the WAL snapshot for the whole transaction.
-            let revision = current_revision(&tx)?;
-            let r = ReadTx {
-                tx: &tx,
-                sealer: &self.sealer,
-                revision,
-            };
-            let out = f(&r);
-            drop(tx);
-            out
-        })();
-        self.readers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(conn);
-        result
-    }
-
-    fn give_back(&self, conn: Connection) {
-        self.readers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(conn);
-    }
-
-    fn take_reader(&self) -> Result<Connection> {
-        if let Some(c) = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            return Ok(c);
+        match &self.backend {
+            Backend::Sqlite {
+                readers, db_path, ..
+            } => {
+                let conn = take_reader(readers, db_path)?;
+                let result = (|| {
+                    let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
+                    // The first read pins the WAL snapshot for the whole transaction.
+                    let revision = current_revision(Db::Sqlite(&tx))?;
+                    let r = ReadTx {
+                        db: Db::Sqlite(&tx),
+                        sealer: &self.sealer,
+                        revision,
+                    };
+                    let out = f(&r);
+                    drop(tx);
+                    out
+                })();
+                readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+                result
+            }
+            Backend::Postgres(engine) => {
+                let tx = engine.begin_read()?;
+                let revision = current_revision(Db::Pg(&tx))?;
+                let r = ReadTx {
+                    db: Db::Pg(&tx),
+                    sealer: &self.sealer,
+                    revision,
+                };
+                f(&r)
+            }
         }
-        let conn = Connection::open(&self.db_path)?;
-        configure(&conn)?;
-        Ok(conn)
+    }
+
+    /// Runs `f` in a transaction that changes no configuration (no revision, no journal):
+    /// operational data — usage, tokens, meta values.
+    pub(crate) fn operational<T>(&self, f: impl FnOnce(Db<'_>) -> Result<T>) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite { writer, .. } => {
+                let mut conn = writer.lock().unwrap_or_else(|e| e.into_inner());
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let out = f(Db::Sqlite(&tx))?;
+                tx.commit()?;
+                Ok(out)
+            }
+            Backend::Postgres(engine) => {
+                let tx = engine.begin()?;
+                let out = f(Db::Pg(&tx))?;
+                tx.commit()?;
+                Ok(out)
+            }
+        }
     }
 
     /// The whole configuration at one revision.
@@ -313,36 +332,29 @@ impl Store {
         self.read(|r| Ok(r.revision()))
     }
 
-    /// Adds usage counters to the stored aggregates (sums add, minima and maxima merge).
+    /// Adds usage rows to their buckets' aggregates (no revision, no journal).
     pub fn add_usage(&self, rows: &[UsageRow]) -> Result<()> {
-        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for r in rows {
-            upsert_usage(&tx, r)?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.operational(|db| rows.iter().try_for_each(|r| upsert_usage(db, r)))
     }
 
-    /// Takes every usage row out of the store, in one transaction (a self-hosted gateway
-    /// sending its usage to its primary; on failure it adds them back).
+    /// Takes every usage row out of the store (a self-hosted gateway's, sent to its primary).
     pub fn take_usage(&self) -> Result<Vec<UsageRow>> {
-        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let rows = {
-            let mut stmt = tx.prepare_cached("SELECT * FROM usage")?;
-            let rows = stmt.query_map([], usage_row)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()?
-        };
-        tx.execute("DELETE FROM usage", [])?;
-        tx.commit()?;
-        Ok(rows)
+        self.operational(|db| {
+            let rows = db.rows("SELECT * FROM usage ORDER BY bucket", &[])?;
+            db.exec("DELETE FROM usage", &[])?;
+            rows.iter().map(usage_of).collect()
+        })
     }
 
     /// Copies the database file with SQLite's online backup API (the physical floor a logical
     /// backup is measured against).
     pub fn copy_database_to(&self, dest: &Path) -> Result<()> {
-        let src = Connection::open(&self.db_path)?;
+        let Backend::Sqlite { db_path, .. } = &self.backend else {
+            return Err(StoreError::Postgres(
+                "a PostgreSQL store has no database file to copy (use pg_dump)".into(),
+            ));
+        };
+        let src = Connection::open(db_path)?;
         let mut dst = Connection::open(dest)?;
         let backup = rusqlite::backup::Backup::new(&src, &mut dst)?;
         backup.run_to_completion(1024, std::time::Duration::ZERO, None)?;
@@ -354,51 +366,186 @@ impl Store {
     /// records the floor, so a consumer asking for changes since an older revision is told to
     /// take a snapshot instead. Returns how many entries were removed.
     pub fn compact_journal(&self, through: u64) -> Result<u64> {
-        let mut conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let floor = journal_floor(&tx)?;
-        let through = through.min(current_revision(&tx)?);
-        if through <= floor {
-            return Ok(0);
-        }
-        let removed = tx.execute(
-            "DELETE FROM journal WHERE revision <= ?1",
-            params![through as i64],
-        )?;
-        set_meta(&tx, JOURNAL_FLOOR, &through.to_string())?;
-        tx.commit()?;
-        // Give the freed pages back to the file system (the database is in incremental
-        // auto-vacuum mode), so the file shrinks rather than only stopping to grow.
-        // Stepped to its end: each step frees pages, one call to `execute` would stop early.
-        let mut vacuum = conn.prepare("PRAGMA incremental_vacuum")?;
-        let mut steps = vacuum.query([])?;
-        while steps.next()?.is_some() {}
-        Ok(removed as u64)
+        let removed = match &self.backend {
+            Backend::Sqlite { writer, .. } => {
+                let mut conn = writer.lock().unwrap_or_else(|e| e.into_inner());
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let removed = compact(Db::Sqlite(&tx), through)?;
+                tx.commit()?;
+                if removed > 0 {
+                    incremental_vacuum(&conn)?;
+                }
+                removed
+            }
+            Backend::Postgres(engine) => {
+                // Under the write lock, so that no write commits a revision in between.
+                let (tx, _) = engine.begin_write()?;
+                let removed = compact(Db::Pg(&tx), through)?;
+                tx.commit()?;
+                removed
+            }
+        };
+        Ok(removed)
     }
 
     /// Drops the indexes that serve the management API's lookups by property (uniqueness of
     /// paths, emails, display names): a read-only copy — a self-hosted gateway's — never makes
     /// them, and without them it takes a snapshot faster. Lookups still work, by scanning.
     pub fn drop_lookup_indexes(&self) -> Result<()> {
-        let conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        conn.execute_batch(
-            "DROP INDEX IF EXISTS resources_by_path_prop;
-             DROP INDEX IF EXISTS resources_by_email;
-             DROP INDEX IF EXISTS resources_by_display_name;",
-        )?;
-        Ok(())
+        self.operational(|db| {
+            db.batch(
+                "DROP INDEX IF EXISTS resources_by_path_prop;
+                 DROP INDEX IF EXISTS resources_by_email;
+                 DROP INDEX IF EXISTS resources_by_display_name;",
+            )
+        })
     }
 
     /// Sets an operational value (not configuration: no revision, no journal entry).
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        let conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        set_meta(&conn, key, value)
+        self.operational(|db| set_meta(db, key, value))
     }
 
-    /// Follows committed revisions: the receiver sees every new revision (possibly coalesced).
+    /// Follows committed revisions: the receiver sees every new revision (possibly coalesced);
+    /// on PostgreSQL, every node's.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.committed.subscribe()
+        match &self.backend {
+            Backend::Sqlite { committed, .. } => committed.subscribe(),
+            Backend::Postgres(engine) => engine.subscribe(),
+        }
     }
+}
+
+/// A write on SQLite: one IMMEDIATE transaction; the revision bumped iff something changed.
+fn sqlite_write<T, E: From<StoreError>>(
+    connection: &mut Connection,
+    sealer: &Sealer,
+    actor: &str,
+    committed: &tokio::sync::watch::Sender<u64>,
+    f: impl FnOnce(&mut WriteTx<'_>) -> std::result::Result<T, E>,
+) -> std::result::Result<Committed<T>, E> {
+    let (value, revision, changed, scrub) = {
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
+        let current = current_revision(Db::Sqlite(&tx))?;
+        let mut w = WriteTx {
+            conn: WriteConn::Sqlite(tx),
+            sealer,
+            next: current + 1,
+            at: now_rfc3339(),
+            changes: 0,
+            scrub: false,
+            actor,
+        };
+        let value = f(&mut w)?;
+        let changed = w.changes > 0;
+        let revision = if changed { w.next } else { current };
+        if changed {
+            set_meta(w.conn.db(), "revision", &revision.to_string())?;
+        }
+        let WriteTx { conn, scrub, .. } = w;
+        let WriteConn::Sqlite(tx) = conn else {
+            unreachable!("made above as SQLite")
+        };
+        tx.commit().map_err(StoreError::from)?;
+        (value, revision, changed, scrub)
+    };
+    if scrub {
+        // The write log still holds the pages as they were, plaintext included: copy the
+        // new pages into the database and empty the log.
+        // The change is committed either way: a checkpoint that cannot finish (readers
+        // kept busy past the timeout) is reported, and SQLite's own checkpoints follow.
+        if let Err(e) = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "the write log could not be emptied after a value became secret");
+        }
+    }
+    if changed {
+        // Still under the writer lock, so followers never see revisions go backwards.
+        committed.send_replace(revision);
+    }
+    Ok(Committed {
+        value,
+        revision,
+        changed,
+    })
+}
+
+/// A write on PostgreSQL: a transaction holding the instance's write lock (so nodes take
+/// turns); the revision bumped and announced iff something changed.
+fn pg_write<T, E: From<StoreError>>(
+    engine: &pg_engine::Engine,
+    sealer: &Sealer,
+    actor: &str,
+    f: impl FnOnce(&mut WriteTx<'_>) -> std::result::Result<T, E>,
+) -> std::result::Result<Committed<T>, E> {
+    let (tx, current) = engine.begin_write()?;
+    let mut w = WriteTx {
+        conn: WriteConn::Pg(tx),
+        sealer,
+        next: current + 1,
+        at: now_rfc3339(),
+        changes: 0,
+        scrub: false,
+        actor,
+    };
+    let value = f(&mut w)?;
+    let changed = w.changes > 0;
+    let revision = if changed { w.next } else { current };
+    let WriteTx { conn, scrub, .. } = w;
+    let WriteConn::Pg(tx) = conn else {
+        unreachable!("made above as PostgreSQL")
+    };
+    if changed {
+        engine.commit_write(tx, revision)?;
+    } else {
+        tx.commit()?;
+    }
+    if scrub {
+        // Old row versions keep the plaintext until vacuumed.
+        if let Err(e) = engine.vacuum("journal") {
+            tracing::warn!(error = %e, "the journal could not be vacuumed after a value became secret");
+        }
+    }
+    Ok(Committed {
+        value,
+        revision,
+        changed,
+    })
+}
+
+/// Removes the journal up to `through` (at most the current revision) and records the floor.
+fn compact(db: Db<'_>, through: u64) -> Result<u64> {
+    let floor = journal_floor(db)?;
+    let through = through.min(current_revision(db)?);
+    if through <= floor {
+        return Ok(0);
+    }
+    let removed = db.exec(
+        "DELETE FROM journal WHERE revision <= ?1",
+        &[Arg::Int(through as i64)],
+    )?;
+    set_meta(db, JOURNAL_FLOOR, &through.to_string())?;
+    Ok(removed)
+}
+
+/// Gives the freed pages back to the file system (the database is in incremental auto-vacuum
+/// mode), so the file shrinks rather than only stopping to grow. Stepped to its end: each
+/// step frees pages, one call to `execute` would stop early.
+fn incremental_vacuum(conn: &Connection) -> Result<()> {
+    let mut vacuum = conn.prepare("PRAGMA incremental_vacuum")?;
+    let mut steps = vacuum.query([])?;
+    while steps.next()?.is_some() {}
+    Ok(())
+}
+
+fn take_reader(readers: &Mutex<Vec<Connection>>, db_path: &Path) -> Result<Connection> {
+    if let Some(c) = readers.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+        return Ok(c);
+    }
+    let conn = Connection::open(db_path)?;
+    configure(&conn)?;
+    Ok(conn)
 }
 
 /// Puts the database in incremental auto-vacuum mode (once: a database made before this mode
@@ -410,32 +557,6 @@ fn use_incremental_vacuum(conn: &Connection) -> Result<()> {
         conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
         conn.execute_batch("VACUUM")?;
     }
-    Ok(())
-}
-
-/// The meta key of the highest revision whose journal entries were compacted away.
-const JOURNAL_FLOOR: &str = "journal_floor";
-
-fn journal_floor(conn: &Connection) -> Result<u64> {
-    Ok(get_meta(conn, JOURNAL_FLOOR)?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0))
-}
-
-fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>> {
-    Ok(conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
-            r.get(0)
-        })
-        .optional()?)
-}
-
-fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
-    conn.execute(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        params![key, value],
-    )?;
     Ok(())
 }
 
@@ -484,84 +605,79 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 }
 
 /// One row of the usage table, as read.
-fn usage_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UsageRow> {
+fn usage_of(r: &sql::Row) -> Result<UsageRow> {
     Ok(UsageRow {
-        bucket: r.get(0)?,
-        api: r.get(1)?,
-        operation: r.get(2)?,
-        product: r.get(3)?,
-        subscription: r.get(4)?,
-        success: r.get::<_, i64>(5)? as u64,
-        blocked: r.get::<_, i64>(6)? as u64,
-        failed: r.get::<_, i64>(7)? as u64,
-        other: r.get::<_, i64>(8)? as u64,
-        bandwidth: r.get::<_, i64>(9)? as u64,
-        api_time_sum_ms: r.get(10)?,
-        api_time_min_ms: r.get(11)?,
-        api_time_max_ms: r.get(12)?,
-        service_time_sum_ms: r.get(13)?,
-        service_time_min_ms: r.get(14)?,
-        service_time_max_ms: r.get(15)?,
-        service_calls: r.get::<_, i64>(16)? as u64,
-        region: r.get(17)?,
+        bucket: r.int(0)?,
+        api: r.text(1)?,
+        operation: r.text(2)?,
+        product: r.text(3)?,
+        subscription: r.text(4)?,
+        success: r.int(5)? as u64,
+        blocked: r.int(6)? as u64,
+        failed: r.int(7)? as u64,
+        other: r.int(8)? as u64,
+        bandwidth: r.int(9)? as u64,
+        api_time_sum_ms: r.real(10)?,
+        api_time_min_ms: r.real(11)?,
+        api_time_max_ms: r.real(12)?,
+        service_time_sum_ms: r.real(13)?,
+        service_time_min_ms: r.real(14)?,
+        service_time_max_ms: r.real(15)?,
+        service_calls: r.int(16)? as u64,
+        region: r.text(17)?,
     })
 }
 
 /// Adds one usage row to its bucket's aggregate (or inserts it).
-fn upsert_usage(conn: &Connection, r: &UsageRow) -> Result<()> {
-    conn.prepare_cached(
+fn upsert_usage(db: Db<'_>, r: &UsageRow) -> Result<()> {
+    // Two-argument min/max: SQLite's scalar functions, PostgreSQL's LEAST and GREATEST.
+    let (min, max) = match db.dialect() {
+        sql::Dialect::Sqlite => ("min", "max"),
+        sql::Dialect::Postgres => ("LEAST", "GREATEST"),
+    };
+    let statement = format!(
         "INSERT INTO usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
          ON CONFLICT (bucket, api, operation, product, subscription, region) DO UPDATE SET
-           success = success + excluded.success,
-           blocked = blocked + excluded.blocked,
-           failed = failed + excluded.failed,
-           other = other + excluded.other,
-           bandwidth = bandwidth + excluded.bandwidth,
-           api_time_sum = api_time_sum + excluded.api_time_sum,
-           api_time_min = min(api_time_min, excluded.api_time_min),
-           api_time_max = max(api_time_max, excluded.api_time_max),
-           service_time_sum = service_time_sum + excluded.service_time_sum,
-           service_time_min = CASE WHEN service_calls = 0 THEN excluded.service_time_min
-                                   WHEN excluded.service_calls = 0 THEN service_time_min
-                                   ELSE min(service_time_min, excluded.service_time_min) END,
-           service_time_max = max(service_time_max, excluded.service_time_max),
-           service_calls = service_calls + excluded.service_calls",
-    )?
-    .execute(params![
-        r.bucket,
-        r.api,
-        r.operation,
-        r.product,
-        r.subscription,
-        r.success as i64,
-        r.blocked as i64,
-        r.failed as i64,
-        r.other as i64,
-        r.bandwidth as i64,
-        r.api_time_sum_ms,
-        r.api_time_min_ms,
-        r.api_time_max_ms,
-        r.service_time_sum_ms,
-        r.service_time_min_ms,
-        r.service_time_max_ms,
-        r.service_calls as i64,
-        r.region
-    ])?;
+           success = usage.success + excluded.success,
+           blocked = usage.blocked + excluded.blocked,
+           failed = usage.failed + excluded.failed,
+           other = usage.other + excluded.other,
+           bandwidth = usage.bandwidth + excluded.bandwidth,
+           api_time_sum = usage.api_time_sum + excluded.api_time_sum,
+           api_time_min = {min}(usage.api_time_min, excluded.api_time_min),
+           api_time_max = {max}(usage.api_time_max, excluded.api_time_max),
+           service_time_sum = usage.service_time_sum + excluded.service_time_sum,
+           service_time_min = CASE WHEN usage.service_calls = 0 THEN excluded.service_time_min
+                                   WHEN excluded.service_calls = 0 THEN usage.service_time_min
+                                   ELSE {min}(usage.service_time_min, excluded.service_time_min) END,
+           service_time_max = {max}(usage.service_time_max, excluded.service_time_max),
+           service_calls = usage.service_calls + excluded.service_calls"
+    );
+    let int = |n: u64| Arg::Int(n.min(i64::MAX as u64) as i64);
+    db.exec(
+        &statement,
+        &[
+            Arg::Int(r.bucket),
+            Arg::Text(&r.api),
+            Arg::Text(&r.operation),
+            Arg::Text(&r.product),
+            Arg::Text(&r.subscription),
+            int(r.success),
+            int(r.blocked),
+            int(r.failed),
+            int(r.other),
+            int(r.bandwidth),
+            Arg::Real(r.api_time_sum_ms),
+            Arg::Real(r.api_time_min_ms),
+            Arg::Real(r.api_time_max_ms),
+            Arg::Real(r.service_time_sum_ms),
+            Arg::Real(r.service_time_min_ms),
+            Arg::Real(r.service_time_max_ms),
+            int(r.service_calls),
+            Arg::Text(&r.region),
+        ],
+    )?;
     Ok(())
-}
-
-fn current_revision(conn: &Connection) -> Result<u64> {
-    let v: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'revision'", [], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    match v {
-        None => Ok(0),
-        Some(s) => s
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("revision '{s}' is not a number"))),
-    }
 }
 
 /// The result of a write transaction.
@@ -574,1061 +690,29 @@ pub struct Committed<T> {
     pub changed: bool,
 }
 
-fn row_to_resource(
-    sealer: &Sealer,
-    path: String,
-    kind: String,
-    props: String,
-    revision: i64,
-) -> Result<StoredResource> {
-    let kind = Kind::from_name(&kind)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown kind '{kind}' at {path}")))?;
-    let mut properties: Map<String, Value> = serde_json::from_str(&props)
-        .map_err(|e| StoreError::Corrupt(format!("properties of {path}: {e}")))?;
-    let pointers = secret_pointers(kind, &properties);
-    sealer.open_fields(&mut properties, &pointers)?;
-    Ok(StoredResource {
-        path,
-        kind,
-        properties,
-        revision: revision as u64,
-    })
-}
-
-/// Queries shared by read and write transactions.
-trait Queries {
-    fn conn(&self) -> &Connection;
-    fn sealer(&self) -> &Sealer;
-
-    fn q_get(&self, path: &str) -> Result<Option<StoredResource>> {
-        let row = self
-            .conn()
-            .query_row(
-                "SELECT kind, properties, revision FROM resources WHERE path = ?1",
-                params![path],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                    ))
-                },
-            )
-            .optional()?;
-        row.map(|(k, p, rev)| row_to_resource(self.sealer(), path.to_string(), k, p, rev))
-            .transpose()
-    }
-
-    fn q_query(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<StoredResource>> {
-        let mut stmt = self.conn().prepare_cached(sql)?;
-        let rows = stmt.query_map(args, |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (path, kind, props, rev) = row?;
-            out.push(row_to_resource(self.sealer(), path, kind, props, rev)?);
-        }
-        Ok(out)
-    }
-
-    fn q_children(&self, kind: Kind, parent: &str) -> Result<Vec<StoredResource>> {
-        self.q_query(
-            "SELECT path, kind, properties, revision FROM resources
-             WHERE parent = ?1 AND kind = ?2 ORDER BY name",
-            &[&parent, &kind.name()],
-        )
-    }
-
-    fn q_page(
-        &self,
-        kind: Kind,
-        parent: &str,
-        skip: u64,
-        top: u64,
-        hide_revisions: bool,
-    ) -> Result<Page> {
-        let hide = hide_revisions as i64;
-        let total: i64 = self.conn().query_row(
-            "SELECT count(*) FROM resources WHERE parent = ?1 AND kind = ?2
-             AND (?3 = 0 OR instr(name, ';rev=') = 0)",
-            params![parent, kind.name(), hide],
-            |r| r.get(0),
-        )?;
-        let items = self.q_query(
-            "SELECT path, kind, properties, revision FROM resources
-             WHERE parent = ?1 AND kind = ?2 AND (?5 = 0 OR instr(name, ';rev=') = 0)
-             ORDER BY name LIMIT ?3 OFFSET ?4",
-            &[&parent, &kind.name(), &(top as i64), &(skip as i64), &hide],
-        )?;
-        Ok(Page {
-            items,
-            total: total as u64,
-        })
-    }
-
-    fn q_descendants(&self, path: &str) -> Result<Vec<StoredResource>> {
-        let lo = format!("{path}/");
-        let hi = format!("{path}0"); // '0' sorts right after '/'
-        self.q_query(
-            "SELECT path, kind, properties, revision FROM resources
-             WHERE path >= ?1 AND path < ?2 ORDER BY path",
-            &[&lo, &hi],
-        )
-    }
-
-    fn q_referrers(&self, path: &str) -> Result<Vec<String>> {
-        let lo = format!("{path}/");
-        let hi = format!("{path}0");
-        let mut stmt = self.conn().prepare_cached(
-            "SELECT DISTINCT from_path FROM refs
-             WHERE to_path = ?1 OR (to_path >= ?2 AND to_path < ?3) ORDER BY from_path",
-        )?;
-        let rows = stmt.query_map(params![path, lo, hi], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-    }
-
-    fn q_references_of(&self, path: &str) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn()
-            .prepare_cached("SELECT to_path FROM refs WHERE from_path = ?1 ORDER BY to_path")?;
-        let rows = stmt.query_map(params![path], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    fn q_find_by_property(
-        &self,
-        kind: Kind,
-        field: &str,
-        value: &str,
-    ) -> Result<Vec<StoredResource>> {
-        if !INDEXED_PROPERTIES.contains(&field) {
-            return Err(StoreError::Corrupt(format!(
-                "'{field}' is not an indexed property"
-            )));
-        }
-        let sql = format!(
-            "SELECT path, kind, properties, revision FROM resources
-             WHERE kind = ?1 AND lower(json_extract(properties, '$.{field}')) = lower(?2) ORDER BY path"
-        );
-        self.q_query(&sql, &[&kind.name(), &value])
-    }
-
-    fn q_service(&self) -> Result<Option<ServiceSettings>> {
-        let v: Option<String> = self
-            .conn()
-            .query_row("SELECT value FROM meta WHERE key = 'service'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        v.map(|s| {
-            serde_json::from_str(&s)
-                .map_err(|e| StoreError::Corrupt(format!("service settings: {e}")))
-        })
-        .transpose()
-    }
-}
-
-pub struct WriteTx<'a> {
-    tx: rusqlite::Transaction<'a>,
-    sealer: &'a Sealer,
-    next: u64,
-    at: String,
-    changes: u64,
-    /// A value became secret in this transaction: empty the write log after the commit.
-    scrub: bool,
-    /// Who makes the change, as the journal records it.
-    actor: &'a str,
-}
-
-impl Queries for WriteTx<'_> {
-    fn conn(&self) -> &Connection {
-        &self.tx
-    }
-    fn sealer(&self) -> &Sealer {
-        self.sealer
-    }
-}
-
-impl WriteTx<'_> {
-    /// Runs `f` inside a savepoint of this transaction. `f` answers whether to keep what it
-    /// did; when it says no, or fails, everything it wrote is undone (journal included) as
-    /// if it had not run — so a caller can try a change, look at the result, and take it back
-    /// (an import's plan, or skipping a change that turns out to change nothing).
-    pub fn attempt<T, E: From<StoreError>>(
-        &mut self,
-        f: impl FnOnce(&mut Self) -> std::result::Result<(T, bool), E>,
-    ) -> std::result::Result<T, E> {
-        self.tx
-            .execute_batch("SAVEPOINT attempt")
-            .map_err(StoreError::from)?;
-        let (changes, scrub) = (self.changes, self.scrub);
-        let outcome = f(self);
-        let keep = matches!(outcome, Ok((_, true)));
-        let sql = if keep {
-            "RELEASE attempt"
-        } else {
-            self.changes = changes;
-            self.scrub = scrub;
-            "ROLLBACK TO attempt; RELEASE attempt"
-        };
-        self.tx.execute_batch(sql).map_err(StoreError::from)?;
-        outcome.map(|(value, _)| value)
-    }
-
-    /// Sets an operational value in this transaction (no journal entry, no change counted),
-    /// e.g. the primary revision a regional gateway's copy has reached with these changes.
-    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
-        set_meta(&self.tx, key, value)
-    }
-
-    /// The revision this transaction will commit as, if it changes anything.
-    pub fn next_revision(&self) -> u64 {
-        self.next
-    }
-
-    pub fn get(&self, path: &str) -> Result<Option<StoredResource>> {
-        self.q_get(path)
-    }
-
-    pub fn children(&self, kind: Kind, parent: &str) -> Result<Vec<StoredResource>> {
-        self.q_children(kind, parent)
-    }
-
-    /// All resources below `path` (not `path` itself), in path order.
-    pub fn descendants(&self, path: &str) -> Result<Vec<StoredResource>> {
-        self.q_descendants(path)
-    }
-
-    /// Paths of resources that reference `path` or anything below it.
-    pub fn referrers(&self, path: &str) -> Result<Vec<String>> {
-        self.q_referrers(path)
-    }
-
-    /// Resources of `kind` whose string property `field` (one of `INDEXED_PROPERTIES`) equals
-    /// `value`, ignoring case. Uses an expression index, so uniqueness checks stay fast at scale.
-    pub fn find_by_property(
-        &self,
-        kind: Kind,
-        field: &str,
-        value: &str,
-    ) -> Result<Vec<StoredResource>> {
-        self.q_find_by_property(kind, field, value)
-    }
-
-    /// All resources of a kind anywhere in the tree.
-    pub fn all_of_kind(&self, kind: Kind) -> Result<Vec<StoredResource>> {
-        self.q_query(
-            "SELECT path, kind, properties, revision FROM resources WHERE kind = ?1 ORDER BY path",
-            &[&kind.name()],
-        )
-    }
-
-    pub fn service(&self) -> Result<Option<ServiceSettings>> {
-        self.q_service()
-    }
-
-    fn journal(&mut self, path: &str, kind: &str, op: &str, value: Option<&str>) -> Result<()> {
-        self.journal_with_refs(path, kind, op, value, &[])
-    }
-
-    fn journal_with_refs(
-        &mut self,
-        path: &str,
-        kind: &str,
-        op: &str,
-        value: Option<&str>,
-        refs: &[String],
-    ) -> Result<()> {
-        let refs = (!refs.is_empty()).then(|| serde_json::to_string(refs).expect("refs serialise"));
-        self.tx
-            .prepare_cached("INSERT INTO journal (revision, at, path, kind, op, value, refs, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
-            .execute(params![self.next as i64, self.at, path, kind, op, value, refs, self.actor])?;
-        self.changes += 1;
-        Ok(())
-    }
-
-    pub fn set_service(&mut self, settings: &ServiceSettings) -> Result<()> {
-        let text = serde_json::to_string(settings).expect("settings serialise");
-        self.tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('service', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![text],
-        )?;
-        self.journal("/", "service", "put", Some(&text))
-    }
-
-    /// Creates or replaces one resource, with the paths it references. Returns its new revision.
-    pub fn put(
-        &mut self,
-        path: &ResourcePath,
-        mut properties: Map<String, Value>,
-        references: &[String],
-    ) -> Result<u64> {
-        let key = path.as_string();
-        let pointers = secret_pointers(path.kind, &properties);
-        self.seal_history_of(&key, path.kind, &pointers)?;
-        self.sealer.seal_fields(&mut properties, &pointers);
-        let text = serde_json::to_string(&properties).expect("properties serialise");
-        self.tx.execute(
-            "INSERT INTO resources (path, kind, parent, name, properties, revision)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (path) DO UPDATE SET properties = excluded.properties,
-                                              revision = excluded.revision",
-            params![
-                key,
-                path.kind.name(),
-                path.parent_string(),
-                path.id(),
-                text,
-                self.next as i64
-            ],
-        )?;
-        self.tx
-            .execute("DELETE FROM refs WHERE from_path = ?1", params![key])?;
-        for r in references {
-            self.tx.execute(
-                "INSERT OR IGNORE INTO refs (from_path, to_path) VALUES (?1, ?2)",
-                params![key, r],
-            )?;
-        }
-        self.journal_with_refs(&key, path.kind.name(), "put", Some(&text), references)?;
-        Ok(self.next)
-    }
-
-    /// When a field of `path` becomes secret (a named value turned `secret: true`), the
-    /// journal entries written before still hold it in plaintext: they are sealed in this
-    /// same transaction, and the write log is emptied after it commits.
-    fn seal_history_of(&mut self, path: &str, kind: Kind, secret: &[&str]) -> Result<()> {
-        let maybe = gatehouse_model::props::possible_secret_pointers(kind);
-        if secret.is_empty() || maybe.is_empty() {
-            return Ok(());
-        }
-        let rows: Vec<(i64, String)> = {
-            let mut stmt = self.tx.prepare_cached(
-                "SELECT seq, value FROM journal WHERE path = ?1 AND value IS NOT NULL",
-            )?;
-            stmt.query_map(params![path], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?
-        };
-        for (seq, text) in rows {
-            let Ok(Value::Object(mut props)) = serde_json::from_str::<Value>(&text) else {
-                continue;
-            };
-            let plain: Vec<&str> = secret
-                .iter()
-                .copied()
-                .filter(|p| maybe.contains(p))
-                .filter(|p| {
-                    props
-                        .get(p.trim_start_matches('/'))
-                        .is_some_and(|v| !v.is_null() && !Sealer::is_sealed(v))
-                })
-                .collect();
-            if plain.is_empty() {
-                continue;
-            }
-            self.sealer.seal_fields(&mut props, &plain);
-            let sealed = serde_json::to_string(&props).expect("properties serialise");
-            self.tx
-                .prepare_cached("UPDATE journal SET value = ?1 WHERE seq = ?2")?
-                .execute(params![sealed, seq])?;
-            self.scrub = true;
-        }
-        Ok(())
-    }
-
-    /// Starts replacing the whole configuration (a restore): removes every resource,
-    /// reference and usage row, and journals one `replace` entry. Follow with
-    /// `restore_resource`/`restore_ref`/`restore_usage`; all of it commits or none does.
-    pub fn replace_all(&mut self, summary: &Value) -> Result<()> {
-        self.tx.execute("DELETE FROM resources", [])?;
-        self.tx.execute("DELETE FROM refs", [])?;
-        self.tx.execute("DELETE FROM usage", [])?;
-        let text = serde_json::to_string(summary).expect("summary serialises");
-        self.journal("/", "service", "replace", Some(&text))
-    }
-
-    /// Inserts one resource during a replace (journaled by the `replace` entry, not one by one).
-    pub fn restore_resource(
-        &mut self,
-        path: &ResourcePath,
-        mut properties: Map<String, Value>,
-    ) -> Result<()> {
-        let pointers = secret_pointers(path.kind, &properties);
-        self.sealer.seal_fields(&mut properties, &pointers);
-        let text = serde_json::to_string(&properties).expect("properties serialise");
-        self.tx
-            .prepare_cached(
-                "INSERT INTO resources (path, kind, parent, name, properties, revision) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![path.as_string(), path.kind.name(), path.parent_string(), path.id(), text, self.next as i64])?;
-        Ok(())
-    }
-
-    /// Inserts one reference during a replace.
-    pub fn restore_ref(&mut self, from: &str, to: &str) -> Result<()> {
-        self.tx
-            .prepare_cached("INSERT OR IGNORE INTO refs (from_path, to_path) VALUES (?1, ?2)")?
-            .execute(params![from, to])?;
-        Ok(())
-    }
-
-    /// Inserts one usage row during a replace.
-    pub fn restore_usage(&mut self, r: &UsageRow) -> Result<()> {
-        upsert_usage(&self.tx, r)
-    }
-
-    /// Replaces the service settings without a journal entry of their own (during a replace).
-    pub fn restore_service(&mut self, settings: &ServiceSettings) -> Result<()> {
-        let text = serde_json::to_string(settings).expect("settings serialise");
-        self.tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('service', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![text],
-        )?;
-        Ok(())
-    }
-
-    /// Replays one journal entry of another instance (a move's catch-up): the resource as it
-    /// was written there, with its references; secret fields arrive in plaintext and are
-    /// sealed with this store's key. Entries of the service itself are region-bound and are
-    /// skipped; a `replace` (a restore on the source) cannot be replayed piecewise.
-    pub fn apply_entry(&mut self, entry: &JournalEntry) -> Result<()> {
-        if entry.path == "/" {
-            if entry.op == "replace" {
-                return Err(StoreError::Corrupt(format!(
-                    "revision {} restored a whole archive on the source; it cannot be replayed entry by entry (take a new backup)",
-                    entry.revision
-                )));
-            }
-            return Ok(());
-        }
-        let path = ResourcePath::parse_stored(&entry.path)
-            .map_err(|e| StoreError::Corrupt(format!("journal entry {}: {e}", entry.seq)))?;
-        match (entry.op.as_str(), &entry.value) {
-            ("put", Some(Value::Object(props))) => {
-                self.put(&path, props.clone(), &entry.refs)?;
-            }
-            ("delete", _) => {
-                self.delete(&entry.path)?;
-            }
-            (op, _) => {
-                return Err(StoreError::Corrupt(format!(
-                    "journal entry {}: cannot replay '{op}' without a value",
-                    entry.seq
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Deletes one resource (not its descendants). Returns whether it existed.
-    pub fn delete(&mut self, path: &str) -> Result<bool> {
-        let kind: Option<String> = self
-            .tx
-            .query_row(
-                "SELECT kind FROM resources WHERE path = ?1",
-                params![path],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(kind) = kind else {
-            return Ok(false);
-        };
-        self.tx
-            .execute("DELETE FROM resources WHERE path = ?1", params![path])?;
-        self.tx
-            .execute("DELETE FROM refs WHERE from_path = ?1", params![path])?;
-        self.journal(path, &kind, "delete", None)?;
-        Ok(true)
-    }
-
-    /// The paths a resource references.
-    pub fn references_of(&self, path: &str) -> Result<Vec<String>> {
-        self.q_references_of(path)
-    }
-
-    /// Renames every resource at or below `from` to live below `to` (same kinds), e.g. when an
-    /// API revision becomes current. With `rewrite_refs`, whoever referenced the old paths
-    /// references the new ones afterwards.
-    pub fn move_tree(
-        &mut self,
-        from: &ResourcePath,
-        to: &ResourcePath,
-        rewrite_refs: bool,
-    ) -> Result<()> {
-        let from_s = from.as_string();
-        let to_s = to.as_string();
-        let mut all = Vec::new();
-        if let Some(root) = self.get(&from_s)? {
-            all.push(root);
-        }
-        all.extend(self.descendants(&from_s)?);
-        for res in all {
-            let new_path = format!("{to_s}{}", &res.path[from_s.len()..]);
-            let parsed = ResourcePath::parse_stored(&new_path)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let refs = self.references_of(&res.path)?;
-            self.delete(&res.path)?;
-            self.put(&parsed, res.properties, &refs)?;
-        }
-        if !rewrite_refs {
-            return Ok(());
-        }
-        self.tx.execute(
-            "UPDATE OR IGNORE refs SET to_path = ?2 || substr(to_path, length(?1) + 1)
-             WHERE to_path = ?1 OR to_path LIKE ?1 || '/%'",
-            params![from_s, to_s],
-        )?;
-        Ok(())
-    }
-}
-
-pub struct ReadTx<'a> {
-    tx: &'a rusqlite::Transaction<'a>,
-    sealer: &'a Sealer,
-    revision: u64,
-}
-
-impl Queries for ReadTx<'_> {
-    fn conn(&self) -> &Connection {
-        self.tx
-    }
-    fn sealer(&self) -> &Sealer {
-        self.sealer
-    }
-}
-
-impl ReadTx<'_> {
-    /// The revision this read view is at.
-    pub fn revision(&self) -> u64 {
-        self.revision
-    }
-
-    pub fn get(&self, path: &str) -> Result<Option<StoredResource>> {
-        self.q_get(path)
-    }
-
-    pub fn children(&self, kind: Kind, parent: &str) -> Result<Vec<StoredResource>> {
-        self.q_children(kind, parent)
-    }
-
-    /// All resources of a kind anywhere in the tree, in path order.
-    pub fn all_of_kind(&self, kind: Kind) -> Result<Vec<StoredResource>> {
-        self.q_query(
-            "SELECT path, kind, properties, revision FROM resources WHERE kind = ?1 ORDER BY path",
-            &[&kind.name()],
-        )
-    }
-
-    /// One page of a collection in id order; `hide_revisions` leaves out `;rev=` API ids.
-    pub fn page(
-        &self,
-        kind: Kind,
-        parent: &str,
-        skip: u64,
-        top: u64,
-        hide_revisions: bool,
-    ) -> Result<Page> {
-        self.q_page(kind, parent, skip, top, hide_revisions)
-    }
-
-    pub fn service(&self) -> Result<Option<ServiceSettings>> {
-        self.q_service()
-    }
-
-    pub fn referrers(&self, path: &str) -> Result<Vec<String>> {
-        self.q_referrers(path)
-    }
-
-    /// Streams every resource in path order without holding them all in memory.
-    pub fn for_each_resource(&self, mut f: impl FnMut(StoredResource) -> Result<()>) -> Result<()> {
-        let mut stmt = self
-            .tx
-            .prepare("SELECT path, kind, properties, revision FROM resources ORDER BY path")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let res = row_to_resource(
-                self.sealer,
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-            )?;
-            f(res)?;
-        }
-        Ok(())
-    }
-
-    /// Usage rows with `from <= bucket < to` (Unix seconds).
-    pub fn usage(&self, from: i64, to: i64) -> Result<Vec<UsageRow>> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT * FROM usage WHERE bucket >= ?1 AND bucket < ?2 ORDER BY bucket, api, operation, product, subscription, region",
-        )?;
-        let rows = stmt.query_map(params![from, to], usage_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// The distinct paths changed after revision `since` (`"/"` is the service settings).
-    pub fn changed_paths_since(&self, since: u64) -> Result<Vec<String>> {
-        let mut stmt = self
-            .tx
-            .prepare_cached("SELECT DISTINCT path FROM journal WHERE revision > ?1")?;
-        let rows = stmt.query_map(params![since as i64], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// All resources below `path` (not `path` itself), in path order.
-    pub fn descendants(&self, path: &str) -> Result<Vec<StoredResource>> {
-        self.q_descendants(path)
-    }
-
-    /// The paths a resource references.
-    pub fn references_of(&self, path: &str) -> Result<Vec<String>> {
-        self.q_references_of(path)
-    }
-
-    /// Resources of `kind` whose indexed string property equals `value`, ignoring case.
-    pub fn find_by_property(
-        &self,
-        kind: Kind,
-        field: &str,
-        value: &str,
-    ) -> Result<Vec<StoredResource>> {
-        self.q_find_by_property(kind, field, value)
-    }
-
-    /// How many resources the store holds.
-    pub fn resource_count(&self) -> Result<u64> {
-        let n: i64 = self
-            .tx
-            .query_row("SELECT count(*) FROM resources", [], |r| r.get(0))?;
-        Ok(n as u64)
-    }
-
-    /// Streams every reference `(from, to)`.
-    pub fn for_each_ref(&self, mut f: impl FnMut(String, String) -> Result<()>) -> Result<()> {
-        let mut stmt = self
-            .tx
-            .prepare("SELECT from_path, to_path FROM refs ORDER BY from_path, to_path")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            f(row.get(0)?, row.get(1)?)?;
-        }
-        Ok(())
-    }
-
-    /// When the first revision after `revision` was committed (RFC 3339), if the journal has it.
-    pub fn first_commit_after(&self, revision: u64) -> Result<Option<String>> {
-        Ok(self
-            .tx
-            .query_row(
-                "SELECT at FROM journal WHERE revision > ?1 ORDER BY seq LIMIT 1",
-                params![revision as i64],
-                |r| r.get(0),
-            )
-            .optional()?)
-    }
-
-    /// The last revision committed before `at` (RFC 3339 UTC, as the journal records times).
-    pub fn last_revision_before(&self, at: &str) -> Result<Option<u64>> {
-        let rev: Option<i64> = self.tx.query_row(
-            "SELECT max(revision) FROM journal WHERE at < ?1",
-            params![at],
-            |r| r.get(0),
-        )?;
-        Ok(rev.map(|r| r as u64))
-    }
-
-    /// An operational value set with `set_meta`.
-    pub fn meta(&self, key: &str) -> Result<Option<String>> {
-        get_meta(self.tx, key)
-    }
-
-    /// The highest revision whose journal entries were compacted away (0: none were): the
-    /// changes after an older revision can no longer be read from the journal.
-    pub fn journal_floor(&self) -> Result<u64> {
-        journal_floor(self.tx)
-    }
-
-    /// Whether the changes after `since` cannot be replayed from the journal: a
-    /// whole-configuration replace (a restore) was committed after it, or the journal was
-    /// compacted past it. Whoever follows from `since` must reload everything.
-    pub fn replaced_since(&self, since: u64) -> Result<bool> {
-        if since < self.journal_floor()? {
-            return Ok(true);
-        }
-        let n: i64 = self.tx.query_row(
-            "SELECT count(*) FROM journal WHERE revision > ?1 AND op = 'replace'",
-            params![since as i64],
-            |r| r.get(0),
-        )?;
-        Ok(n > 0)
-    }
-
-    /// Streams every resource of one kind in path order.
-    pub fn for_each_of_kind(
-        &self,
-        kind: Kind,
-        mut f: impl FnMut(StoredResource) -> Result<()>,
-    ) -> Result<()> {
-        let mut stmt = self.tx.prepare(
-            "SELECT path, kind, properties, revision FROM resources WHERE kind = ?1 ORDER BY path",
-        )?;
-        let mut rows = stmt.query(params![kind.name()])?;
-        while let Some(row) = rows.next()? {
-            f(row_to_resource(
-                self.sealer,
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-            )?)?;
-        }
-        Ok(())
-    }
-
-    /// The journal entries of whole revisions after `since`, oldest first: as many revisions
-    /// as fit in about `max_entries` entries, and always at least the first one, however large
-    /// (a consumer applies a revision at once or not at all).
-    pub fn journal_revisions(&self, since: u64, max_entries: u64) -> Result<Vec<JournalEntry>> {
-        let at_limit: Option<i64> = self
-            .tx
-            .query_row(
-                "SELECT revision FROM journal WHERE revision > ?1 ORDER BY seq LIMIT 1 OFFSET ?2",
-                params![since as i64, max_entries as i64],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let through = match at_limit {
-            None => u64::MAX,
-            Some(rev) => {
-                let first: i64 = self.tx.query_row(
-                    "SELECT min(revision) FROM journal WHERE revision > ?1",
-                    params![since as i64],
-                    |r| r.get(0),
-                )?;
-                if rev == first {
-                    rev as u64
-                } else {
-                    rev as u64 - 1
-                }
-            }
-        };
-        let (entries, _) = self.journal_between(since, through, 0, u64::MAX >> 1)?;
-        Ok(entries)
-    }
-
-    /// Journal entries with revision greater than `since`, oldest first, at most `top`,
-    /// skipping `skip` entries.
-    pub fn journal(&self, since: u64, skip: u64, top: u64) -> Result<(Vec<JournalEntry>, u64)> {
-        self.journal_between(since, u64::MAX >> 1, skip, top)
-    }
-
-    fn journal_between(
-        &self,
-        since: u64,
-        through: u64,
-        skip: u64,
-        top: u64,
-    ) -> Result<(Vec<JournalEntry>, u64)> {
-        let through = through.min(i64::MAX as u64) as i64;
-        let total: i64 = self.tx.query_row(
-            "SELECT count(*) FROM journal WHERE revision > ?1 AND revision <= ?2",
-            params![since as i64, through],
-            |r| r.get(0),
-        )?;
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT seq, revision, at, path, kind, op, value, refs, actor FROM journal
-             WHERE revision > ?1 AND revision <= ?2 ORDER BY seq LIMIT ?3 OFFSET ?4",
-        )?;
-        let rows = stmt.query_map(
-            params![
-                since as i64,
-                through,
-                top.min(i64::MAX as u64) as i64,
-                skip.min(i64::MAX as u64) as i64
-            ],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, Option<String>>(8)?,
-                ))
-            },
-        )?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, revision, at, path, kind, op, value, refs, actor) = row?;
-            let corrupt =
-                |e: serde_json::Error| StoreError::Corrupt(format!("journal entry {seq}: {e}"));
-            let value = value
-                .map(|v| serde_json::from_str(&v))
-                .transpose()
-                .map_err(corrupt)?;
-            let refs = refs
-                .map(|v| serde_json::from_str(&v))
-                .transpose()
-                .map_err(corrupt)?
-                .unwrap_or_default();
-            out.push(JournalEntry {
-                seq: seq as u64,
-                revision: revision as u64,
-                at,
-                path,
-                kind,
-                op,
-                value,
-                refs,
-                actor,
-            });
-        }
-        Ok((out, total as u64))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    //! The contract both stores keep is tested in `gatehouse-testkit`'s `store_contract`
+    //! (against SQLite and PostgreSQL); here, what only the SQLite file shows.
     use super::*;
-    use gatehouse_model::Sku;
+    use gatehouse_model::{Kind, ResourcePath};
     use serde_json::json;
 
-    fn settings() -> ServiceSettings {
-        ServiceSettings {
-            name: "contoso".into(),
-            location: "westeurope".into(),
-            sku: Sku {
-                name: "Developer".into(),
-                capacity: 1,
-            },
-            publisher_email: "a@b.c".into(),
-            publisher_name: "A".into(),
-            notification_sender_email: None,
-            created_at_utc: now_rfc3339(),
-            hostname_configurations: Vec::new(),
-        }
-    }
-
-    fn obj(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
-    }
-
     #[test]
-    fn an_attempt_taken_back_leaves_no_trace() {
+    fn secrets_are_sealed_in_the_file_and_its_write_log() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_dir(dir.path()).unwrap();
-        let tag = |id: &str| ResourcePath::top(Kind::Tag, id);
-        let c = store
-            .write(|w| -> Result<()> {
-                w.attempt(|w| {
-                    Ok::<_, StoreError>((
-                        w.put(&tag("kept"), obj(json!({"displayName": "k"})), &[])?,
-                        true,
-                    ))
-                })?;
-                w.attempt(|w| {
-                    Ok::<_, StoreError>((
-                        w.put(&tag("undone"), obj(json!({"displayName": "u"})), &[])?,
-                        false,
-                    ))
-                })?;
-                let failed: Result<()> = w.attempt(|w| {
-                    w.put(&tag("failed"), obj(json!({"displayName": "f"})), &[])?;
-                    Err(StoreError::Corrupt("on purpose".into()))
-                });
-                assert!(failed.is_err());
-                Ok(())
-            })
-            .unwrap();
-        assert!(c.changed);
-        let (kept, undone, failed, journal) = store
-            .read(|r| -> Result<_> {
-                Ok((
-                    r.get("/tags/kept")?.is_some(),
-                    r.get("/tags/undone")?.is_some(),
-                    r.get("/tags/failed")?.is_some(),
-                    r.changed_paths_since(0)?,
-                ))
-            })
-            .unwrap();
-        assert!(kept && !undone && !failed);
-        assert_eq!(journal, vec!["/tags/kept".to_string()]);
-        let c = store
-            .write(|w| -> Result<()> {
-                w.attempt(|w| {
-                    Ok::<_, StoreError>((
-                        w.put(&tag("undone"), obj(json!({"displayName": "u"})), &[])?,
-                        false,
-                    ))
-                })?;
-                Ok(())
-            })
-            .unwrap();
-        assert!(!c.changed, "an attempt taken back is no change");
-    }
-
-    #[test]
-    fn writes_bump_revision_and_journal_seals_secrets() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_dir(dir.path()).unwrap();
-        let c = store
-            .write(|w| -> Result<()> { w.set_service(&settings()) })
-            .unwrap();
-        assert_eq!(c.revision, 1);
         let sub = ResourcePath::top(Kind::Subscription, "s1");
-        let c = store
-            .write(|w| -> Result<u64> {
-                w.put(
-                    &sub,
-                    obj(json!({"scope": "/apis", "displayName": "S", "primaryKey": "topsecret"})),
-                    &["/apis".into()],
-                )
-            })
+        let props = json!({"scope": "/apis", "displayName": "S", "primaryKey": "topsecret"});
+        store
+            .write(|w| w.put(&sub, props.as_object().unwrap().clone(), &[]))
             .unwrap();
-        assert_eq!(c.revision, 2);
-        // No change → no bump.
-        let c = store.write(|_w| -> Result<()> { Ok(()) }).unwrap();
-        assert_eq!(c.revision, 2);
-        assert!(!c.changed);
         let got = store.read(|r| r.get("/subscriptions/s1")).unwrap().unwrap();
         assert_eq!(got.properties["primaryKey"], "topsecret");
-        assert_eq!(got.revision, 2);
-        // Sealed on disk and in the journal.
-        let raw = std::fs::read(store.db_path()).unwrap();
-        let wal = std::fs::read(store.db_path().with_extension("db-wal")).unwrap_or_default();
+        let db_path = store.db_path().unwrap();
+        let raw = std::fs::read(db_path).unwrap();
+        let wal = std::fs::read(db_path.with_extension("db-wal")).unwrap_or_default();
         let hay = [raw, wal].concat();
         assert!(!hay.windows(9).any(|w| w == b"topsecret"));
-        let (entries, total) = store.read(|r| r.journal(1, 0, 100)).unwrap();
-        assert_eq!(total, 1);
-        assert_eq!(entries[0].path, "/subscriptions/s1");
-        assert!(
-            entries[0].value.as_ref().unwrap()["primaryKey"]
-                .as_str()
-                .unwrap()
-                .starts_with("sealed:v1:")
-        );
-    }
-
-    #[test]
-    fn failed_transaction_changes_nothing_and_reads_are_consistent() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_dir(dir.path()).unwrap();
-        store
-            .write(|w| -> Result<()> { w.set_service(&settings()) })
-            .unwrap();
-        let r: std::result::Result<Committed<()>, StoreError> = store.write(|w| {
-            w.put(
-                &ResourcePath::top(Kind::Tag, "t"),
-                obj(json!({"displayName": "T"})),
-                &[],
-            )?;
-            Err(StoreError::Corrupt("boom".into()))
-        });
-        assert!(r.is_err());
-        assert!(store.read(|r| r.get("/tags/t")).unwrap().is_none());
-        assert_eq!(store.revision().unwrap(), 1);
-
-        // A reader holding a view does not see a later write.
-        store
-            .read(|r| -> Result<()> {
-                store.write(|w| -> Result<u64> {
-                    w.put(
-                        &ResourcePath::top(Kind::Tag, "u"),
-                        obj(json!({"displayName": "U"})),
-                        &[],
-                    )
-                })?;
-                assert!(r.get("/tags/u")?.is_none());
-                assert_eq!(r.revision(), 1);
-                Ok(())
-            })
-            .unwrap();
-        assert!(store.read(|r| r.get("/tags/u")).unwrap().is_some());
-    }
-
-    #[test]
-    fn compaction_keeps_the_configuration_and_tells_followers_to_reload() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_dir(dir.path()).unwrap();
-        let tag = |id: &str| ResourcePath::top(Kind::Tag, id);
-        for i in 0..10 {
-            store
-                .write(|w| -> Result<()> {
-                    w.put(
-                        &tag(&format!("t{i}")),
-                        obj(json!({"displayName": "x"})),
-                        &[],
-                    )?;
-                    w.put(
-                        &tag(&format!("u{i}")),
-                        obj(json!({"displayName": "y"})),
-                        &[],
-                    )?;
-                    Ok(())
-                })
-                .unwrap();
-        }
-        // Whole revisions only: 4 entries are 2 revisions; 3 are only the first.
-        let first = store.read(|r| r.journal_revisions(0, 4)).unwrap();
-        assert_eq!(first.len(), 4);
-        assert_eq!(first.last().unwrap().revision, 2);
-        assert_eq!(store.read(|r| r.journal_revisions(0, 3)).unwrap().len(), 2);
-        // A revision larger than the limit still comes whole.
-        let one = store.read(|r| r.journal_revisions(0, 1)).unwrap();
-        assert_eq!(one.len(), 2);
-
-        assert_eq!(store.compact_journal(6).unwrap(), 12);
-        assert_eq!(store.compact_journal(6).unwrap(), 0, "nothing twice");
-        store
-            .read(|r| -> Result<()> {
-                assert_eq!(r.journal_floor()?, 6);
-                assert!(r.replaced_since(5)?, "a follower at 5 must reload");
-                assert!(!r.replaced_since(6)?);
-                assert_eq!(r.resource_count()?, 20, "the configuration is untouched");
-                assert_eq!(r.journal(6, 0, 100)?.1, 8);
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(store.revision().unwrap(), 10, "compaction is no revision");
-    }
-
-    #[test]
-    fn descendants_and_referrers() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_dir(dir.path()).unwrap();
-        store
-            .write(|w| -> Result<()> {
-                w.put(&ResourcePath::top(Kind::Api, "a"), obj(json!({})), &[])?;
-                w.put(&ResourcePath::top(Kind::Api, "ab"), obj(json!({})), &[])?;
-                let op = ResourcePath::new(
-                    Kind::Operation,
-                    vec![("apis", "a".into()), ("operations", "o".into())],
-                );
-                w.put(&op, obj(json!({})), &[])?;
-                w.put(
-                    &ResourcePath::top(Kind::Subscription, "s"),
-                    obj(json!({})),
-                    &["/apis/a".into()],
-                )?;
-                assert_eq!(w.descendants("/apis/a")?.len(), 1);
-                assert_eq!(
-                    w.referrers("/apis/a")?,
-                    vec!["/subscriptions/s".to_string()]
-                );
-                assert!(w.referrers("/apis/ab")?.is_empty());
-                Ok(())
-            })
-            .unwrap();
     }
 }

@@ -159,6 +159,32 @@ impl Engine {
         })
     }
 
+    /// Begins a read-only transaction that sees one snapshot throughout.
+    pub fn begin_read(&self) -> Result<PgTx<'_>> {
+        let client = self.connection()?;
+        let c = client.clone();
+        self.call(async move {
+            c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+        })
+        .map_err(pg)?;
+        Ok(PgTx {
+            engine: self,
+            client: Some(client),
+        })
+    }
+
+    /// Vacuums a table (outside any transaction), so old row versions leave the table.
+    pub fn vacuum(&self, table: &str) -> Result<()> {
+        let client = self.connection()?;
+        let (c, sql) = (client.clone(), format!("VACUUM {table}"));
+        let done = self
+            .call(async move { c.batch_execute(&sql).await })
+            .map_err(pg);
+        self.give_back(client);
+        done
+    }
+
     /// Begins a write: a transaction holding the instance's write lock (so writes from every
     /// node take turns, and revisions have no gaps and no duplicates), with the revision it
     /// starts from.

@@ -3,8 +3,8 @@
 //! They are the instance's own credentials, not configuration: no revision, no journal entry,
 //! not in backups.
 
+use crate::sql::{Arg, Row};
 use crate::{Result, Store};
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 /// A stored token, without its secret.
@@ -21,55 +21,64 @@ pub struct TokenRecord {
     pub description: Option<String>,
 }
 
-fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+fn record(r: &Row) -> Result<TokenRecord> {
     Ok(TokenRecord {
-        id: r.get(0)?,
-        role: r.get(1)?,
-        hash: r.get(2)?,
-        created: r.get(3)?,
-        expires: r.get(4)?,
-        description: r.get(5)?,
+        id: r.text(0)?,
+        role: r.text(1)?,
+        hash: r.text(2)?,
+        created: r.text(3)?,
+        expires: r.opt_text(4)?,
+        description: r.opt_text(5)?,
     })
 }
 
 impl Store {
     /// Adds a token (its id must be new).
     pub fn add_token(&self, t: &TokenRecord) -> Result<()> {
-        let conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        conn.execute(
-            "INSERT INTO tokens (id, role, hash, created, expires, description) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![t.id, t.role, t.hash, t.created, t.expires, t.description],
-        )?;
-        Ok(())
+        self.operational(|db| {
+            db.exec(
+                "INSERT INTO tokens (id, role, hash, created, expires, description) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                &[
+                    Arg::Text(&t.id),
+                    Arg::Text(&t.role),
+                    Arg::Text(&t.hash),
+                    Arg::Text(&t.created),
+                    Arg::OptText(t.expires.as_deref()),
+                    Arg::OptText(t.description.as_deref()),
+                ],
+            )
+            .map(|_| ())
+        })
     }
 
     /// Revokes a token; false if there was none by that id.
     pub fn remove_token(&self, id: &str) -> Result<bool> {
-        let conn = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(conn.execute("DELETE FROM tokens WHERE id = ?1", params![id])? > 0)
+        self.operational(|db| {
+            Ok(db.exec("DELETE FROM tokens WHERE id = ?1", &[Arg::Text(id)])? > 0)
+        })
     }
 
     pub fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
-        let conn = self.take_reader()?;
-        let found = conn
-            .query_row(
+        self.read(|r| {
+            r.db.first(
                 "SELECT id, role, hash, created, expires, description FROM tokens WHERE id = ?1",
-                params![id],
-                record,
-            )
-            .optional()?;
-        self.give_back(conn);
-        Ok(found)
+                &[Arg::Text(id)],
+            )?
+            .map(|row| record(&row))
+            .transpose()
+        })
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenRecord>> {
-        let conn = self.take_reader()?;
-        let all = conn
-            .prepare("SELECT id, role, hash, created, expires, description FROM tokens ORDER BY created, id")?
-            .query_map([], record)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        self.give_back(conn);
-        Ok(all)
+        self.read(|r| {
+            r.db.rows(
+                "SELECT id, role, hash, created, expires, description FROM tokens ORDER BY created, id",
+                &[],
+            )?
+            .iter()
+            .map(record)
+            .collect()
+        })
     }
 }
 

@@ -192,13 +192,10 @@ fn a_commit_on_one_node_reaches_the_others_followers() {
             .build()
             .unwrap();
         rt.block_on(async {
-            tokio::time::timeout(
-                Duration::from_secs(5),
-                follower.wait_for(|r| *r > current),
-            )
-            .await
-            .expect("seen on the other node within 5 s")
-            .unwrap();
+            tokio::time::timeout(Duration::from_secs(5), follower.wait_for(|r| *r > current))
+                .await
+                .expect("seen on the other node within 5 s")
+                .unwrap();
         });
         waits.push(started.elapsed());
     }

@@ -280,6 +280,13 @@ pub struct ServeArgs {
     /// GATEHOUSE_BACKUP_KEY).
     #[arg(long, env = "GATEHOUSE_BACKUP_KEY_FILE")]
     pub backup_key_file: Option<PathBuf>,
+    /// The shared store: a PostgreSQL URL (`postgres://user@host/db?sslmode=…`) several
+    /// `serve` nodes share; without it, the embedded store in the data directory.
+    #[arg(long, env = "GATEHOUSE_STORE")]
+    pub store: Option<String>,
+    /// How long to wait for the shared store while it does not answer (default 600).
+    #[arg(long, env = "GATEHOUSE_STORE_WAIT_SECONDS")]
+    pub store_wait_seconds: Option<u64>,
     /// The Azure subscription id the ARM-prefixed paths must name (default: any).
     #[arg(long, env = "GATEHOUSE_ARM_SUBSCRIPTION_ID")]
     pub arm_subscription_id: Option<String>,

@@ -55,6 +55,26 @@ pub struct FileConfig {
     pub identity_client_secret_file: Option<PathBuf>,
     pub identity_imds: Option<bool>,
     pub entra_authority: Option<String>,
+    pub store: Option<String>,
+    pub store_wait_seconds: Option<u64>,
+}
+
+/// The shared store's URL, checked: PostgreSQL's, or none for the embedded store.
+fn store_url(args: &ServeArgs, f: Option<&FileConfig>) -> Result<Option<String>> {
+    let Some(url) = args
+        .store
+        .clone()
+        .or_else(|| f.and_then(|f| f.store.clone()))
+    else {
+        return Ok(None);
+    };
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Some(url));
+    }
+    Err(anyhow!(
+        "--store must be a PostgreSQL URL (postgres://user@host/database), not '{}'; without --store the embedded store in the data directory is used",
+        gatehouse_store::pg::redact_url(&url)
+    ))
 }
 
 /// authentication-managed-identity's token source, from the flags (over `gatehouse.toml`).
@@ -225,6 +245,12 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
     };
     Ok(ServeConfig {
         data_dir: data_dir_of(target, f),
+        store_url: store_url(args, f)?,
+        store_wait: std::time::Duration::from_secs(
+            args.store_wait_seconds
+                .or_else(|| f.and_then(|f| f.store_wait_seconds))
+                .unwrap_or(gatehouse_server::DEFAULT_STORE_WAIT.as_secs()),
+        ),
         bootstrap: Bootstrap {
             name: pick(&args.name, f.map(|f| &f.name)),
             region: pick(&args.region, f.map(|f| &f.region)),

@@ -19,6 +19,11 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
+    /// The shared store (`postgres://…`, several nodes on one instance); `None`: the embedded
+    /// SQLite store in `data_dir`. Never logged with its password.
+    pub store_url: Option<String>,
+    /// How long `serve` waits for an unreachable shared store before giving up.
+    pub store_wait: std::time::Duration,
     pub bootstrap: Bootstrap,
     pub management_listen: SocketAddr,
     pub gateway_listen: SocketAddr,
@@ -62,6 +67,8 @@ impl ServeConfig {
     pub fn ephemeral(data_dir: &Path) -> Self {
         ServeConfig {
             data_dir: data_dir.to_path_buf(),
+            store_url: None,
+            store_wait: DEFAULT_STORE_WAIT,
             bootstrap: Bootstrap::default(),
             management_listen: "127.0.0.1:0".parse().expect("valid"),
             gateway_listen: "127.0.0.1:0".parse().expect("valid"),
@@ -84,6 +91,10 @@ impl ServeConfig {
         }
     }
 }
+
+/// How long `serve` waits for a shared store that does not answer: a PostgreSQL restarted
+/// with the nodes, or failing over, comes back well within it.
+pub const DEFAULT_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Journal entries are kept a week by default: long enough for a move, a gateway offline over
 /// a weekend, and `gatehouse journal` audits of recent changes.
@@ -164,6 +175,28 @@ fn management_acceptor(
     Ok(acceptor)
 }
 
+/// The node's store: the embedded one in the data directory, or the shared one, waited for
+/// (saying so) while it does not answer.
+async fn open_store(config: &ServeConfig) -> Result<Store> {
+    let dir = config.data_dir.clone();
+    let url = config.store_url.clone();
+    let wait = config.store_wait;
+    let opened = tokio::task::spawn_blocking(move || {
+        Store::open_for_node(&dir, url.as_deref(), wait, |line| tracing::warn!("{line}"))
+    })
+    .await?;
+    match &config.store_url {
+        None => opened
+            .with_context(|| format!("cannot open the store in {}", config.data_dir.display())),
+        Some(url) => opened.with_context(|| {
+            format!(
+                "cannot open the store at {}",
+                gatehouse_store::pg::redact_url(url)
+            )
+        }),
+    }
+}
+
 impl Instance {
     /// Opens the store, bootstraps the service, binds both listeners and starts serving.
     pub async fn start(config: ServeConfig) -> Result<Instance> {
@@ -181,12 +214,7 @@ impl Instance {
                 marker.display()
             );
         }
-        let store = {
-            let dir = data_dir.clone();
-            tokio::task::spawn_blocking(move || Store::open_dir(&dir))
-                .await?
-                .with_context(|| format!("cannot open the store in {}", data_dir.display()))?
-        };
+        let store = open_store(&config).await?;
         let store = Arc::new(store);
         let settings = {
             let store = store.clone();

@@ -213,6 +213,62 @@ impl Store {
         })
     }
 
+    /// Opens the store a node serves from: the embedded SQLite file in `data_dir`, or with a
+    /// `postgres://` URL the shared database (waited for while unreachable — `waiting` hears
+    /// why —, migrated, and checked to seal with this node's key, `data_dir`'s `store.key`).
+    pub fn open_for_node(
+        data_dir: &Path,
+        url: Option<&str>,
+        wait: std::time::Duration,
+        waiting: impl FnMut(&str),
+    ) -> Result<Store> {
+        let Some(url) = url else {
+            return Store::open_dir(data_dir);
+        };
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let key_path = data_dir.join(gatehouse_model::files::STORE_KEY);
+        let key = load_or_create_key(&key_path)?;
+        let mut client = pg::connect(url, wait, waiting)?;
+        pg::migrate(&mut client)?;
+        drop(client);
+        let store = Store::open_postgres(url, &key)?;
+        store.check_key(&key_path)?;
+        Ok(store)
+    }
+
+    /// Makes sure every node seals with the same key: the first to open the database leaves a
+    /// sealed value in it, and a node whose key cannot open it is refused.
+    fn check_key(&self, key_path: &Path) -> Result<()> {
+        const CHECK: &str = "seal_check";
+        let mut probe = serde_json::Map::new();
+        probe.insert("check".into(), Value::String("gatehouse".into()));
+        self.sealer.seal_fields(&mut probe, &["/check"]);
+        let sealed = Value::Object(probe).to_string();
+        // The first node's probe stays (nodes starting together race to write it).
+        let found = self.operational(|db| {
+            db.exec(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                &[Arg::Text(CHECK), Arg::Text(&sealed)],
+            )?;
+            queries::get_meta(db, CHECK)
+        })?;
+        let mut probe: serde_json::Map<String, Value> = found
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        let opened = self.sealer.open_fields(&mut probe, &["/check"]).is_ok()
+            && probe.get("check") == Some(&Value::String("gatehouse".into()));
+        if opened {
+            return Ok(());
+        }
+        Err(StoreError::Corrupt(format!(
+            "this node's store key ({}) is not the one the instance's other nodes seal with: copy store.key from one of them",
+            key_path.display()
+        )))
+    }
+
     /// The SQLite file, for the embedded store.
     pub fn db_path(&self) -> Option<&Path> {
         match &self.backend {

@@ -1,0 +1,191 @@
+//! Several `gatehouse serve` nodes on one PostgreSQL (Debian's, a cluster of the test's own),
+//! as real processes: a write on any node reaches every node's gateway, a node killed with
+//! kill -9 leaves the others serving and writing, a node whose store key differs is refused,
+//! and a node started while PostgreSQL is down waits for it and says so.
+
+use gatehouse_testkit::EchoBackend;
+use gatehouse_testkit::postgres::PostgresServer;
+use gatehouse_testkit::process::{ServeProcess, free_port};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+const TOKEN: &str = "shared-admin-token-0123456789abcdef";
+
+struct Node {
+    process: ServeProcess,
+    management: String,
+    gateway: String,
+}
+
+fn node(cwd: &Path, name: &str, store: &str) -> Node {
+    let (m, g) = (free_port(), free_port());
+    let args = [
+        "--data-dir",
+        name,
+        "--store",
+        store,
+        "--management-listen",
+        &format!("127.0.0.1:{m}"),
+        "--gateway-listen",
+        &format!("127.0.0.1:{g}"),
+        "--no-portal",
+    ];
+    let process = ServeProcess::spawn(BIN, cwd, &args, &[("GATEHOUSE_ADMIN_TOKEN", TOKEN)]);
+    Node {
+        process,
+        management: format!("http://127.0.0.1:{m}"),
+        gateway: format!("http://127.0.0.1:{g}"),
+    }
+}
+
+async fn call(node: &Node, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(
+            method.parse().unwrap(),
+            format!("{}{path}", node.management),
+        )
+        .bearer_auth(TOKEN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("the node answers");
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(Value::Null),
+    )
+}
+
+async fn put_api(node: &Node, id: &str, backend: &str) {
+    for (path, body) in [
+        (
+            format!("/apis/{id}"),
+            json!({"properties": {"displayName": id, "path": id, "serviceUrl": backend, "protocols": ["http"], "subscriptionRequired": false}}),
+        ),
+        (
+            format!("/apis/{id}/operations/get"),
+            json!({"properties": {"displayName": "get", "method": "GET", "urlTemplate": "/*"}}),
+        ),
+    ] {
+        let (s, b) = call(node, "PUT", &path, Some(body)).await;
+        assert!(s == 200 || s == 201, "PUT {path}: {s} {b}");
+    }
+}
+
+/// How long until `node`'s gateway serves `/{id}/x` (at most 10 s).
+async fn until_served(node: &Node, id: &str) -> Duration {
+    let started = Instant::now();
+    let http = reqwest::Client::new();
+    loop {
+        let ok = http
+            .get(format!("{}/{id}/x", node.gateway))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().as_u16() == 200);
+        if ok {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{id} never served on {}",
+            node.gateway
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_one_postgres_share_the_instance_and_survive_each_other() {
+    let pg = PostgresServer::start().unwrap();
+    let url = pg.create_database("instance").unwrap();
+    let backend = EchoBackend::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(dir.path(), "a", &url);
+    // The nodes of one instance seal with one key: b gets a's.
+    std::fs::create_dir_all(dir.path().join("b")).unwrap();
+    std::fs::copy(
+        dir.path().join("a/store.key"),
+        dir.path().join("b/store.key"),
+    )
+    .unwrap();
+    let b = node(dir.path(), "b", &url);
+
+    put_api(&a, "one", &backend.url).await;
+    let seen = until_served(&b, "one").await;
+    println!("a write on node a served by node b's gateway after {seen:?}");
+    put_api(&b, "two", &backend.url).await;
+    until_served(&a, "two").await;
+    let (s, on_a) = call(&a, "GET", "/apis/two", None).await;
+    assert_eq!(s, 200);
+    let (_, on_b) = call(&b, "GET", "/apis/two", None).await;
+    assert_eq!(on_a, on_b, "one instance, whichever node answers");
+
+    // Node b dies mid-flight; a goes on writing and serving.
+    let mut b = b;
+    b.process.child.kill().unwrap();
+    b.process.child.wait().unwrap();
+    put_api(&a, "three", &backend.url).await;
+    until_served(&a, "three").await;
+    let b = node(dir.path(), "b", &url);
+    until_served(&b, "three").await;
+
+    // A node whose key is not the instance's is refused, in one line.
+    let out = std::process::Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["serve", "--data-dir", "c", "--store", &url, "--no-portal"])
+        .args([
+            "--management-listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+        ])
+        .env("GATEHOUSE_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("store key") && err.contains("copy store.key"),
+        "{err}"
+    );
+    drop((a, b));
+}
+
+#[test]
+fn a_node_started_while_postgres_is_down_waits_and_says_so() {
+    let pg = PostgresServer::start().unwrap();
+    pg.create_database("later").unwrap();
+    pg.stop().unwrap();
+    let url = format!("postgres://postgres:hunter2@127.0.0.1:{}/later", pg.port);
+    let dir = tempfile::tempdir().unwrap();
+    let n = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_secs(2));
+            pg.start_again().unwrap();
+        });
+        node(dir.path(), "n", &url)
+    });
+    let log = std::fs::read_to_string(&n.process.log).unwrap();
+    assert!(
+        log.contains("is not reachable") && log.contains("trying again"),
+        "{log}"
+    );
+    assert!(log.contains("postgres:***@127.0.0.1"), "{log}");
+    assert!(
+        !log.contains("hunter2"),
+        "the password is never written: {log}"
+    );
+    // And a URL that is no PostgreSQL one is refused at once.
+    let out = gatehouse_testkit::process::cli(
+        BIN,
+        dir.path(),
+        &["serve", "--data-dir", "m", "--store", "mysql://u:pw@h/db"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--store must be a PostgreSQL URL") && !err.contains(":pw@"),
+        "{err}"
+    );
+}

@@ -87,6 +87,9 @@ fn advance(
     Ok(catch_up(store, mirror)?.map(|changes| current.next(mirror, &changes)))
 }
 
+/// How soon a reload that failed is tried again.
+const RELOAD_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Follows the store until `stop` fires, swapping a new table in after each change.
 pub(crate) async fn follow(
     store: Arc<Store>,
@@ -126,9 +129,14 @@ pub(crate) async fn follow(
                         );
                     }
                     Ok(None) => {}
-                    // The next revision retries; meanwhile the previous table keeps serving.
+                    // Tried again shortly (a shared store restarting comes back), and at the
+                    // next revision; meanwhile the previous table keeps serving.
                     Err(e) => {
-                        tracing::error!(error = %e, "configuration reload failed; still serving the previous revision")
+                        tracing::error!(error = %e, "configuration reload failed; still serving the previous revision");
+                        tokio::select! {
+                            _ = tokio::time::sleep(RELOAD_RETRY) => revisions.mark_changed(),
+                            _ = stopped(&mut stop) => return,
+                        }
                     }
                 }
             }

@@ -111,7 +111,17 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::internal(format!("store failure: {e}"))
+        match e {
+            StoreError::Unavailable(detail) => ApiError {
+                internal: Some(format!("store unavailable: {detail}")),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "The configuration store cannot be reached at the moment, so the request was not confirmed. Try again.",
+                )
+            },
+            e => ApiError::internal(format!("store failure: {e}")),
+        }
     }
 }
 
@@ -125,6 +135,7 @@ impl From<RuleError> for ApiError {
             RuleError::Conflict(message) => ApiError::conflict(message),
             RuleError::Stale => ApiError::precondition_failed(),
             RuleError::Internal(detail) => ApiError::internal(detail),
+            RuleError::Unavailable(detail) => StoreError::Unavailable(detail).into(),
         }
     }
 }
@@ -144,12 +155,17 @@ impl From<PathError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(mut self) -> Response {
+        let unavailable = self.status == StatusCode::SERVICE_UNAVAILABLE;
         if let Some(detail) = &self.internal {
             let id = request_id().unwrap_or_else(|| "-".into());
-            tracing::error!(request_id = %id, error = %detail, "internal error");
-            self.message = format!(
-                "The server could not complete the request; its log has the details under request id {id}."
-            );
+            if unavailable {
+                tracing::warn!(request_id = %id, error = %detail, "the store is unavailable");
+            } else {
+                tracing::error!(request_id = %id, error = %detail, "internal error");
+                self.message = format!(
+                    "The server could not complete the request; its log has the details under request id {id}."
+                );
+            }
         }
         let details: Vec<_> = self
             .details
@@ -163,7 +179,14 @@ impl IntoResponse for ApiError {
                 "details": details,
             }
         });
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if unavailable {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 

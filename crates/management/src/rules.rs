@@ -38,6 +38,9 @@ pub enum RuleError {
     /// A failure below the rules (the store, hashing): not the client's doing.
     #[error("{0}")]
     Internal(String),
+    /// The shared store cannot be reached now: the request may be tried again.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl RuleError {
@@ -60,7 +63,10 @@ impl RuleError {
 
 impl From<StoreError> for RuleError {
     fn from(e: StoreError) -> Self {
-        RuleError::Internal(format!("store failure: {e}"))
+        match e {
+            StoreError::Unavailable(detail) => RuleError::Unavailable(detail),
+            e => RuleError::Internal(format!("store failure: {e}")),
+        }
     }
 }
 
@@ -548,15 +554,19 @@ fn apply_rules(
         k if k.is_policy() => {
             let format = str_of(props, "format").unwrap_or("xml").to_string();
             let value = str_of(props, "value").unwrap_or_default().to_string();
-            gatehouse_policy::parse_document(&value, &format, &TxResolver(tx))
-                .map_err(|e| RuleError::invalid("value", e.to_string()))?;
+            let resolver = TxResolver::new(tx);
+            let parsed = gatehouse_policy::parse_document(&value, &format, &resolver);
+            resolver.failure()?;
+            parsed.map_err(|e| RuleError::invalid("value", e.to_string()))?;
             props.insert("format".into(), json!(format.trim_end_matches("-link")));
         }
         Kind::PolicyFragment => {
             let format = str_of(props, "format").unwrap_or("xml").to_string();
             let value = str_of(props, "value").unwrap_or_default().to_string();
-            gatehouse_policy::doc::check_fragment(&value, &format, &TxResolver(tx))
-                .map_err(|e| RuleError::invalid("value", e.to_string()))?;
+            let resolver = TxResolver::new(tx);
+            let checked = gatehouse_policy::doc::check_fragment(&value, &format, &resolver);
+            resolver.failure()?;
+            checked.map_err(|e| RuleError::invalid("value", e.to_string()))?;
             props.insert("format".into(), json!(format));
         }
         Kind::Product => {
@@ -1262,7 +1272,7 @@ fn after_put(
         Kind::NamedValue | Kind::PolicyFragment => {
             if let Some(written) = tx.get(&path.as_string())? {
                 check_policies_using(tx, &written)
-                    .map_err(|PolicyBreak(m)| RuleError::invalid("value", m))?;
+                    .map_err(|b| b.into_rule_error(|m| RuleError::invalid("value", m)))?;
             }
         }
         _ => {}
@@ -1270,13 +1280,27 @@ fn after_put(
     Ok(())
 }
 
-/// Why a change to a named value or fragment is refused: a policy using it would not compile.
+/// Why a change to a named value or fragment is refused: a policy using it would not compile,
+/// or the store could not be read to tell.
 #[derive(Debug)]
-struct PolicyBreak(String);
+enum PolicyBreak {
+    Breaks(String),
+    Store(StoreError),
+}
 
 impl From<StoreError> for PolicyBreak {
     fn from(e: StoreError) -> PolicyBreak {
-        PolicyBreak(e.to_string())
+        PolicyBreak::Store(e)
+    }
+}
+
+impl PolicyBreak {
+    /// As the rules answer it: `refuse` says how a break is refused.
+    fn into_rule_error(self, refuse: impl FnOnce(String) -> RuleError) -> RuleError {
+        match self {
+            PolicyBreak::Breaks(m) => refuse(m),
+            PolicyBreak::Store(e) => e.into(),
+        }
     }
 }
 
@@ -1321,13 +1345,15 @@ fn check_policies_using(tx: &WriteTx<'_>, changed: &StoredResource) -> Result<()
                 continue;
             }
             let format = str_of(&user.properties, "format").unwrap_or("xml");
+            let resolver = TxResolver::new(tx);
             let compiled = if kind == Kind::PolicyFragment {
-                gatehouse_policy::doc::check_fragment(value, format, &TxResolver(tx))
+                gatehouse_policy::doc::check_fragment(value, format, &resolver)
             } else {
-                gatehouse_policy::parse_document(value, format, &TxResolver(tx)).map(|_| ())
+                gatehouse_policy::parse_document(value, format, &resolver).map(|_| ())
             };
+            resolver.failure()?;
             if let Err(e) = compiled {
-                return Err(PolicyBreak(format!(
+                return Err(PolicyBreak::Breaks(format!(
                     "this change would break {} ({}), which uses {}: {e}",
                     user.path,
                     kind.spec().display,
@@ -1553,27 +1579,51 @@ pub fn delete_resource(
         .iter()
         .filter(|d| matches!(d.kind, Kind::NamedValue | Kind::PolicyFragment))
     {
-        check_policies_using(tx, d).map_err(|PolicyBreak(m)| RuleError::conflict(m))?;
+        check_policies_using(tx, d).map_err(|b| b.into_rule_error(RuleError::conflict))?;
     }
     Ok(true)
 }
 
 /// Named values and fragments as a policy being written sees them: in the same transaction.
-struct TxResolver<'a, 'b>(&'a WriteTx<'b>);
+/// A store that cannot be read is not a missing value: the failure is kept for the caller
+/// ([`TxResolver::failure`]), which answers it rather than the compiler's complaint.
+struct TxResolver<'a, 'b> {
+    tx: &'a WriteTx<'b>,
+    failed: std::cell::RefCell<Option<StoreError>>,
+}
+
+impl<'a, 'b> TxResolver<'a, 'b> {
+    fn new(tx: &'a WriteTx<'b>) -> Self {
+        TxResolver {
+            tx,
+            failed: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// The store failure met while resolving, if any.
+    fn failure(&self) -> Result<(), StoreError> {
+        match self.failed.borrow_mut().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn kept<T>(&self, read: Result<T, StoreError>) -> Option<T> {
+        read.map_err(|e| *self.failed.borrow_mut() = Some(e)).ok()
+    }
+}
 
 impl gatehouse_policy::Resolver for TxResolver<'_, '_> {
     fn named_value(&self, name: &str) -> Option<String> {
-        let by_id = self
-            .0
-            .get(&ResourcePath::top(Kind::NamedValue, name).as_string())
-            .ok()
-            .flatten();
+        let path = ResourcePath::top(Kind::NamedValue, name).as_string();
+        let by_id = self.kept(self.tx.get(&path)).flatten();
         let found = match by_id {
             Some(r) => Some(r),
             None => self
-                .0
-                .find_by_property(Kind::NamedValue, "displayName", name)
-                .ok()
+                .kept(
+                    self.tx
+                        .find_by_property(Kind::NamedValue, "displayName", name),
+                )
                 .and_then(|v| v.into_iter().next()),
         }?;
         Some(
@@ -1587,11 +1637,8 @@ impl gatehouse_policy::Resolver for TxResolver<'_, '_> {
     }
 
     fn fragment(&self, id: &str) -> Option<(String, String)> {
-        let f = self
-            .0
-            .get(&ResourcePath::top(Kind::PolicyFragment, id).as_string())
-            .ok()
-            .flatten()?;
+        let path = ResourcePath::top(Kind::PolicyFragment, id).as_string();
+        let f = self.kept(self.tx.get(&path)).flatten()?;
         let s = |k: &str| {
             f.properties
                 .get(k)

@@ -51,6 +51,10 @@ pub enum StoreError {
     },
     #[error("PostgreSQL: {0}")]
     Postgres(String),
+    /// The shared store cannot be reached now (down, restarting, the connection cut): the
+    /// operation may be tried again.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
     #[error("the store has not been initialised with a service")]
     NoService,
     #[error(

@@ -39,15 +39,24 @@ pub struct Engine {
     committed: tokio::sync::watch::Sender<u64>,
 }
 
+/// A driver error as the store's: unavailability (the server down or going down, the
+/// connection cut) apart from a statement's own failure.
 fn pg(e: tokio_postgres::Error) -> StoreError {
-    let text = match e.as_db_error() {
-        Some(db) => db.message().to_string(),
-        None => match std::error::Error::source(&e) {
+    match e.as_db_error() {
+        Some(db) => {
+            let code = db.code().code();
+            // Class 57: operator intervention (shutdown, starting up); 08: connection.
+            if code.starts_with("57") || code.starts_with("08") {
+                StoreError::Unavailable(db.message().to_string())
+            } else {
+                StoreError::Postgres(db.message().to_string())
+            }
+        }
+        None => StoreError::Unavailable(match std::error::Error::source(&e) {
             Some(cause) => format!("{e}: {cause}"),
             None => e.to_string(),
-        },
-    };
-    StoreError::Postgres(text)
+        }),
+    }
 }
 
 /// Connects, with the connection driven by a task on the current runtime; notifications go
@@ -59,7 +68,13 @@ async fn open(
     let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .map_err(|e| {
-            StoreError::Postgres(format!("cannot connect to {}: {}", redact_url(url), pg(e)))
+            let at = redact_url(url);
+            match pg(e) {
+                StoreError::Unavailable(m) => {
+                    StoreError::Unavailable(format!("cannot connect to {at}: {m}"))
+                }
+                other => StoreError::Postgres(format!("cannot connect to {at}: {other}")),
+            }
         })?;
     tokio::spawn(async move {
         while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
@@ -149,29 +164,39 @@ impl Engine {
 
     /// Begins a transaction on a connection of its own.
     pub fn begin(&self) -> Result<PgTx<'_>> {
-        let client = self.connection()?;
-        let c = client.clone();
-        self.call(async move { c.batch_execute("BEGIN").await })
-            .map_err(pg)?;
-        Ok(PgTx {
-            engine: self,
-            client: Some(client),
-        })
+        self.open_transaction("BEGIN")
     }
 
     /// Begins a read-only transaction that sees one snapshot throughout.
     pub fn begin_read(&self) -> Result<PgTx<'_>> {
-        let client = self.connection()?;
-        let c = client.clone();
-        self.call(async move {
-            c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                .await
-        })
-        .map_err(pg)?;
-        Ok(PgTx {
-            engine: self,
-            client: Some(client),
-        })
+        self.open_transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    }
+
+    /// Begins a transaction with `begin`. A pooled connection the server has dropped (it
+    /// restarted while the connection was idle) is found out here: the pool is emptied and a
+    /// new connection tried once.
+    fn open_transaction(&self, begin: &'static str) -> Result<PgTx<'_>> {
+        let mut retried = false;
+        loop {
+            let client = self.connection()?;
+            let c = client.clone();
+            match self
+                .call(async move { c.batch_execute(begin).await })
+                .map_err(pg)
+            {
+                Ok(()) => {
+                    return Ok(PgTx {
+                        engine: self,
+                        client: Some(client),
+                    });
+                }
+                Err(StoreError::Unavailable(_)) if !retried => {
+                    self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    retried = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Vacuums a table (outside any transaction), so old row versions leave the table.
@@ -231,13 +256,7 @@ impl Engine {
 
     /// Records a revision this node committed.
     pub fn committed(&self, revision: u64) {
-        self.committed.send_if_modified(|r| {
-            let newer = revision > *r;
-            if newer {
-                *r = revision;
-            }
-            newer
-        });
+        advance(&self.committed, revision);
     }
 
     /// Listens for other nodes' commits for as long as the engine lives, reconnecting with a
@@ -256,15 +275,17 @@ impl Engine {
                         .is_ok()
                 {
                     delay = Duration::from_millis(100);
+                    // Commits made while no one listened: the revision they reached.
+                    if let Ok(Some(row)) = client
+                        .query_opt("SELECT value FROM meta WHERE key = 'revision'", &[])
+                        .await
+                        && let Ok(revision) = row.get::<_, String>(0).parse::<u64>()
+                    {
+                        advance(&committed, revision);
+                    }
                     while let Some(payload) = rx.recv().await {
                         if let Ok(revision) = payload.parse::<u64>() {
-                            committed.send_if_modified(|r| {
-                                let newer = revision > *r;
-                                if newer {
-                                    *r = revision;
-                                }
-                                newer
-                            });
+                            advance(&committed, revision);
                         }
                     }
                 }
@@ -273,6 +294,17 @@ impl Engine {
             }
         });
     }
+}
+
+/// Moves the followed revision forward (never back).
+fn advance(committed: &tokio::sync::watch::Sender<u64>, revision: u64) {
+    committed.send_if_modified(|r| {
+        let newer = revision > *r;
+        if newer {
+            *r = revision;
+        }
+        newer
+    });
 }
 
 /// One transaction on one pooled connection: rolled back unless committed.

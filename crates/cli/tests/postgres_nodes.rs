@@ -265,6 +265,7 @@ async fn a_postgres_restart_under_load_loses_nothing_acknowledged_and_fails_no_g
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(700)).await;
+    // Kept until the end: dropping the server stops it.
     let _pg = tokio::task::spawn_blocking(move || {
         pg.stop().unwrap();
         std::thread::sleep(Duration::from_secs(1));
@@ -272,12 +273,9 @@ async fn a_postgres_restart_under_load_loses_nothing_acknowledged_and_fails_no_g
         pg
     })
     .await
-    .map(|pg| {
-        std::thread::sleep(Duration::from_millis(1500));
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        pg
-    })
     .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut all = Vec::new();
     let mut refused = 0;
     for w in writers {

@@ -39,26 +39,33 @@ struct Side {
 }
 
 impl Side {
-    fn start(cwd: &Path, dir: &str, name: &str, region: &str, gateway: &str) -> Side {
-        let process = ServeProcess::spawn(
-            BIN,
-            cwd,
-            &[
-                "--data-dir",
-                dir,
-                "--name",
-                name,
-                "--region",
-                region,
-                "--management-listen",
-                "127.0.0.1:0",
-                "--portal-listen",
-                "127.0.0.1:0",
-                "--gateway-listen",
-                gateway,
-            ],
-            &[("GATEHOUSE_LOG", "warn")],
-        );
+    /// An instance in `cwd/dir`, on the embedded store or on the shared `store`.
+    fn start(
+        cwd: &Path,
+        dir: &str,
+        name: &str,
+        region: &str,
+        gateway: &str,
+        store: Option<&str>,
+    ) -> Side {
+        let mut args = vec![
+            "--data-dir",
+            dir,
+            "--name",
+            name,
+            "--region",
+            region,
+            "--management-listen",
+            "127.0.0.1:0",
+            "--portal-listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            gateway,
+        ];
+        if let Some(url) = store {
+            args.extend(["--store", url]);
+        }
+        let process = ServeProcess::spawn(BIN, cwd, &args, &[("GATEHOUSE_LOG", "warn")]);
         let url = process.endpoints()["management"]
             .as_str()
             .unwrap()
@@ -433,6 +440,10 @@ struct Scenario {
     overlay: bool,
     /// Two self-hosted gateways follow the source, with keyed traffic on them all along.
     gateways: bool,
+    /// The target's control plane on PostgreSQL (the source's stays embedded).
+    target_on_postgres: bool,
+    /// The source's control plane on PostgreSQL (the target's embedded): the move back.
+    source_on_postgres: bool,
 }
 
 impl Scenario {
@@ -444,6 +455,8 @@ impl Scenario {
             traffic: true,
             overlay: false,
             gateways: false,
+            target_on_postgres: false,
+            source_on_postgres: false,
         }
     }
 }
@@ -467,10 +480,29 @@ struct Env {
     source: Side,
     target: Side,
     key: String,
+    /// The PostgreSQL of a side on it (stopped when the test ends), and the source's database.
+    _postgres: Option<gatehouse_testkit::postgres::PostgresServer>,
+    source_store: Option<String>,
 }
 
 impl Env {
     async fn start(same_name: bool) -> Env {
+        Env::start_on(same_name, (false, false)).await
+    }
+
+    /// With `on_postgres`, the source's (first) or the target's (second) control plane on a
+    /// PostgreSQL of the test's own.
+    async fn start_on(same_name: bool, on_postgres: (bool, bool)) -> Env {
+        let postgres = (on_postgres.0 || on_postgres.1)
+            .then(|| gatehouse_testkit::postgres::PostgresServer::start().unwrap());
+        let store_of = |wanted: bool, db: &str| {
+            postgres
+                .as_ref()
+                .filter(|_| wanted)
+                .map(|pg| pg.create_database(db).unwrap())
+        };
+        let source_store = store_of(on_postgres.0, "westeurope");
+        let target_store = store_of(on_postgres.1, "eastus");
         let dir = tempfile::tempdir().unwrap();
         let cwd = dir.path();
         let port = shared_port();
@@ -492,6 +524,7 @@ impl Env {
             source_name,
             "westeurope",
             &format!("127.0.0.2:{port}"),
+            source_store.as_deref(),
         );
         let target = Side::start(
             cwd,
@@ -499,6 +532,7 @@ impl Env {
             target_name,
             "eastus",
             &format!("127.0.0.3:{port}"),
+            target_store.as_deref(),
         );
         let source_host = if same_name {
             "contoso-apim"
@@ -535,6 +569,8 @@ impl Env {
             source,
             target,
             key,
+            _postgres: postgres,
+            source_store,
         }
     }
 
@@ -588,7 +624,7 @@ impl Env {
 }
 
 async fn scenario(s: Scenario) {
-    let env = Env::start(s.same_name).await;
+    let env = Env::start_on(s.same_name, (s.source_on_postgres, s.target_on_postgres)).await;
     let (cwd, port, key) = (env.cwd().to_path_buf(), env.port, env.key.clone());
     let eastus_backend = EchoBackend::start().await.unwrap();
     let mut extra: Vec<String> = Vec::new();
@@ -808,6 +844,27 @@ async fn scenario(s: Scenario) {
         !cwd.join("westeurope").exists(),
         "the source's data directory was removed"
     );
+    // A source on PostgreSQL is marked deleted there: no node starts on it again.
+    if let Some(url) = &env.source_store {
+        let out = gatehouse_testkit::process::cli(
+            BIN,
+            &cwd,
+            &[
+                "serve",
+                "--data-dir",
+                "again",
+                "--store",
+                url,
+                "--no-portal",
+            ],
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("was deleted through the management API"),
+            "{err}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -823,6 +880,26 @@ async fn move_to_another_region_keeps_its_own_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn move_with_the_same_name_without_downtime() {
     scenario(Scenario::plain(true)).await;
+}
+
+/// The move onto a control plane on PostgreSQL, and back, keeps every promise: no failed
+/// request, no lost change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn move_from_the_embedded_store_onto_postgres() {
+    scenario(Scenario {
+        target_on_postgres: true,
+        ..Scenario::plain(false)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn move_from_postgres_back_to_the_embedded_store() {
+    scenario(Scenario {
+        source_on_postgres: true,
+        ..Scenario::plain(true)
+    })
+    .await;
 }
 
 fn plan_steps(same_name: bool) -> Vec<String> {

@@ -268,6 +268,7 @@ impl Instance {
         let traffic_shared = gateway.shared.clone();
         let (deleted_tx, deleted) = watch::channel(false);
         let delete_marker = marker.clone();
+        let deleted_store = store.clone();
         let state = Arc::new(AppState {
             store: store.clone(),
             token: token.clone(),
@@ -298,6 +299,12 @@ impl Instance {
                 );
                 if let Err(e) = write_private_file(&delete_marker, note.as_bytes()) {
                     tracing::error!(error = %e, "cannot write the deleted marker");
+                }
+                // A shared store is marked too: no node starts on it again.
+                if deleted_store.db_path().is_none()
+                    && let Err(e) = deleted_store.set_meta(gatehouse_store::DELETED_META, &note)
+                {
+                    tracing::error!(error = %e, "cannot mark the shared store deleted");
                 }
                 let _ = deleted_tx.send(true);
             })),

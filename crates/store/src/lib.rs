@@ -51,6 +51,11 @@ pub enum StoreError {
     },
     #[error("PostgreSQL: {0}")]
     Postgres(String),
+    /// The service in a shared store was deleted (`DELETE /`): no node serves it again.
+    #[error(
+        "the service there was {0}; no node serves it again (restore its backup into another database)"
+    )]
+    Deleted(String),
     /// The shared store cannot be reached now (down, restarting, the connection cut): the
     /// operation may be tried again.
     #[error("the store is unavailable: {0}")]
@@ -64,6 +69,9 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The meta key that marks a shared store's service deleted.
+pub const DELETED_META: &str = "deleted";
 
 /// Properties that `find_by_property` can look up through an index.
 pub const INDEXED_PROPERTIES: &[&str] = &["path", "email", "displayName"];
@@ -237,6 +245,9 @@ impl Store {
         let key = load_or_create_key(&key_path)?;
         let mut client = pg::connect(url, wait, waiting)?;
         pg::migrate(&mut client)?;
+        if let Some(note) = pg::meta(&mut client, DELETED_META)? {
+            return Err(StoreError::Deleted(note));
+        }
         drop(client);
         let store = Store::open_postgres(url, &key)?;
         store.check_key(&key_path)?;

@@ -174,10 +174,17 @@ pub fn migrate(client: &mut postgres::Client) -> Result<usize> {
     let mut tx = client.transaction().map_err(pg)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(pg)?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS gatehouse_schema (id INT PRIMARY KEY CHECK (id = 1), version INT NOT NULL)",
-    )
-    .map_err(pg)?;
+    // Made once (asked first, so that later starts log no "already exists" notice).
+    let made: Option<String> = tx
+        .query_one("SELECT to_regclass('gatehouse_schema')::text", &[])
+        .map_err(pg)?
+        .get(0);
+    if made.is_none() {
+        tx.batch_execute(
+            "CREATE TABLE gatehouse_schema (id INT PRIMARY KEY CHECK (id = 1), version INT NOT NULL)",
+        )
+        .map_err(pg)?;
+    }
     let found: i32 = tx
         .query_opt("SELECT version FROM gatehouse_schema WHERE id = 1", &[])
         .map_err(pg)?
@@ -202,6 +209,14 @@ pub fn migrate(client: &mut postgres::Client) -> Result<usize> {
     }
     tx.commit().map_err(pg)?;
     Ok(PG_SCHEMA_VERSION)
+}
+
+/// An operational value of the store (`meta`), read before the store is opened.
+pub fn meta(client: &mut postgres::Client, key: &str) -> Result<Option<String>> {
+    Ok(client
+        .query_opt("SELECT value FROM meta WHERE key = $1", &[&key])
+        .map_err(pg)?
+        .map(|row| row.get(0)))
 }
 
 #[cfg(test)]

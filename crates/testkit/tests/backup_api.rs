@@ -322,3 +322,57 @@ async fn a_managed_identity_uses_the_account_configured_on_the_server() {
         "{e}"
     );
 }
+
+/// An archive of an instance on the embedded store restores into one on PostgreSQL, and the
+/// other way, each serving the source's API with its keys and secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archives_restore_across_the_embedded_store_and_postgres() {
+    let backend = EchoBackend::start().await.unwrap();
+    let pg = gatehouse_testkit::postgres::PostgresServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = format!("file://{}", dir.path().join("storage").display());
+    let pass = "a backup passphrase for tests";
+    let on = |data: &str, store: Option<String>| {
+        let mut c = ServeConfig::ephemeral(&dir.path().join(data));
+        c.store_url = store;
+        c
+    };
+    let sqlite = TestInstance::start_with(on("sqlite", None)).await.unwrap();
+    sqlite.put_ok("/apis/echo", json!({"properties": {"displayName": "Echo", "path": "echo", "serviceUrl": backend.url, "protocols": ["http"]}})).await;
+    sqlite
+        .put_ok(
+            "/apis/echo/operations/get",
+            json!({"properties": {"displayName": "Get", "method": "GET", "urlTemplate": "/*"}}),
+        )
+        .await;
+    sqlite
+        .put_ok(
+            "/namedValues/token",
+            json!({"properties": {"displayName": "token", "value": "s3cret", "secret": true}}),
+        )
+        .await;
+    let (key, _) = sqlite.subscription("s1", "/apis/echo").await;
+    let postgres = TestInstance::start_with(on("pg", Some(pg.create_database("target").unwrap())))
+        .await
+        .unwrap();
+    for (from, to, name) in [
+        (&sqlite, &postgres, "to-pg.ghbk"),
+        (&postgres, &sqlite, "back.ghbk"),
+    ] {
+        let params = json!({"storageAccount": storage, "containerName": "backups", "backupName": name, "encryptionKey": pass});
+        let (s, done) = from.run_operation("backup", &params).await;
+        assert_eq!(s, 200, "{done}");
+        let (s, done) = to.run_operation("restore", &params).await;
+        assert_eq!(s, 200, "{done}");
+        to.gateway_caught_up().await;
+        let r = reqwest::Client::new()
+            .get(format!("{}/echo/x", to.gateway_url()))
+            .header("Ocp-Apim-Subscription-Key", &key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{name}: the source's key works");
+        let (_, v) = to.call("POST", "/namedValues/token/listValue", None).await;
+        assert_eq!(v["value"], "s3cret", "{name}");
+    }
+}

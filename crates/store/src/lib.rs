@@ -508,6 +508,7 @@ fn sqlite_write<T, E: From<StoreError>>(
             changes: 0,
             scrub: false,
             actor,
+            pending: Default::default(),
         };
         let value = f(&mut w)?;
         let changed = w.changes > 0;
@@ -559,8 +560,10 @@ fn pg_write<T, E: From<StoreError>>(
         changes: 0,
         scrub: false,
         actor,
+        pending: Default::default(),
     };
     let value = f(&mut w)?;
+    w.settle()?;
     let changed = w.changes > 0;
     let revision = if changed { w.next } else { current };
     let WriteTx { conn, scrub, .. } = w;

@@ -35,7 +35,7 @@ pub struct Engine {
     runtime: tokio::runtime::Handle,
     /// Ends the runtime's thread when the engine is dropped.
     _stop: tokio::sync::oneshot::Sender<()>,
-    idle: Mutex<Vec<Arc<tokio_postgres::Client>>>,
+    idle: Mutex<Vec<Arc<Conn>>>,
     committed: tokio::sync::watch::Sender<u64>,
 }
 
@@ -145,17 +145,17 @@ impl Engine {
             .expect("the engine's runtime runs as long as the engine")
     }
 
-    fn connection(&self) -> Result<Arc<tokio_postgres::Client>> {
+    fn connection(&self) -> Result<Arc<Conn>> {
         if let Some(c) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
             && !c.is_closed()
         {
             return Ok(c);
         }
         let url = self.url.clone();
-        self.call(async move { open(&url, None).await.map(Arc::new) })
+        self.call(async move { open(&url, None).await.map(|c| Arc::new(Conn::new(c))) })
     }
 
-    fn give_back(&self, client: Arc<tokio_postgres::Client>) {
+    fn give_back(&self, client: Arc<Conn>) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < POOL_SIZE && !client.is_closed() {
             idle.push(client);
@@ -307,14 +307,62 @@ fn advance(committed: &tokio::sync::watch::Sender<u64>, revision: u64) {
     });
 }
 
+/// A pooled connection with the statements it prepared (a statement is prepared once per
+/// connection, not once per use: half the round trips).
+pub struct Conn {
+    client: tokio_postgres::Client,
+    statements: Mutex<std::collections::HashMap<String, tokio_postgres::Statement>>,
+}
+
+/// Statements kept prepared per connection (the store's are a few dozen).
+const MAX_PREPARED: usize = 256;
+
+impl std::ops::Deref for Conn {
+    type Target = tokio_postgres::Client;
+    fn deref(&self) -> &tokio_postgres::Client {
+        &self.client
+    }
+}
+
+impl Conn {
+    fn new(client: tokio_postgres::Client) -> Conn {
+        Conn {
+            client,
+            statements: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    async fn statement(
+        &self,
+        sql: &str,
+    ) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        let cached = self
+            .statements
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sql)
+            .cloned();
+        if let Some(statement) = cached {
+            return Ok(statement);
+        }
+        let statement = self.client.prepare(sql).await?;
+        let mut statements = self.statements.lock().unwrap_or_else(|e| e.into_inner());
+        if statements.len() >= MAX_PREPARED {
+            statements.clear();
+        }
+        statements.insert(sql.to_string(), statement.clone());
+        Ok(statement)
+    }
+}
+
 /// One transaction on one pooled connection: rolled back unless committed.
 pub struct PgTx<'e> {
     engine: &'e Engine,
-    client: Option<Arc<tokio_postgres::Client>>,
+    client: Option<Arc<Conn>>,
 }
 
 impl PgTx<'_> {
-    fn client(&self) -> Arc<tokio_postgres::Client> {
+    fn client(&self) -> Arc<Conn> {
         self.client
             .clone()
             .expect("present until the transaction ends")
@@ -329,7 +377,8 @@ impl PgTx<'_> {
                     .iter()
                     .map(|p| p.as_ref() as &(dyn ToSql + Sync))
                     .collect();
-                client.execute(sql.as_str(), &refs).await
+                let statement = client.statement(&sql).await?;
+                client.execute(&statement, &refs).await
             })
             .map_err(pg)
     }
@@ -343,7 +392,8 @@ impl PgTx<'_> {
                     .iter()
                     .map(|p| p.as_ref() as &(dyn ToSql + Sync))
                     .collect();
-                client.query(sql.as_str(), &refs).await
+                let statement = client.statement(&sql).await?;
+                client.query(&statement, &refs).await
             })
             .map_err(pg)
     }

@@ -64,12 +64,13 @@ pub(crate) fn journal_floor(db: Db<'_>) -> Result<u64> {
 
 /// Queries shared by read and write transactions.
 pub(crate) trait Queries {
-    fn db(&self) -> Db<'_>;
+    /// The transaction's connection, with anything written ahead of it in place.
+    fn db(&self) -> Result<Db<'_>>;
     fn sealer(&self) -> &Sealer;
 
     fn q_get(&self, path: &str) -> Result<Option<StoredResource>> {
         let sql = format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE path = ?1");
-        match self.db().first(&sql, &[Arg::Text(path)])? {
+        match self.db()?.first(&sql, &[Arg::Text(path)])? {
             Some(row) => resource_of(self.sealer(), &row).map(Some),
             None => Ok(None),
         }
@@ -77,7 +78,7 @@ pub(crate) trait Queries {
 
     fn q_query(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<StoredResource>> {
         let mut out = Vec::new();
-        self.db().each(sql, args, |row| {
+        self.db()?.each(sql, args, |row| {
             out.push(resource_of(self.sealer(), &row)?);
             Ok(())
         })?;
@@ -115,7 +116,7 @@ pub(crate) trait Queries {
         };
         let args = [Arg::Text(parent), Arg::Text(kind.name())];
         let total = self
-            .db()
+            .db()?
             .int(
                 &format!("SELECT count(*) FROM resources WHERE parent = ?1 AND kind = ?2 {hide}"),
                 &args,
@@ -152,7 +153,7 @@ pub(crate) trait Queries {
     fn q_referrers(&self, path: &str) -> Result<Vec<String>> {
         let lo = format!("{path}/");
         let hi = format!("{path}0");
-        self.db().texts(
+        self.db()?.texts(
             "SELECT DISTINCT from_path FROM refs
              WHERE to_path = ?1 OR (to_path >= ?2 AND to_path < ?3) ORDER BY from_path",
             &[Arg::Text(path), Arg::Text(&lo), Arg::Text(&hi)],
@@ -160,7 +161,7 @@ pub(crate) trait Queries {
     }
 
     fn q_references_of(&self, path: &str) -> Result<Vec<String>> {
-        self.db().texts(
+        self.db()?.texts(
             "SELECT to_path FROM refs WHERE from_path = ?1 ORDER BY to_path",
             &[Arg::Text(path)],
         )
@@ -178,7 +179,7 @@ pub(crate) trait Queries {
             )));
         }
         // The expressions of the lookup indexes, as each database writes them.
-        let property = match self.db().dialect() {
+        let property = match self.db()?.dialect() {
             Dialect::Sqlite => format!("json_extract(properties, '$.{field}')"),
             Dialect::Postgres => format!("(properties::jsonb ->> '{field}')"),
         };
@@ -190,7 +191,7 @@ pub(crate) trait Queries {
     }
 
     fn q_service(&self) -> Result<Option<ServiceSettings>> {
-        get_meta(self.db(), "service")?
+        get_meta(self.db()?, "service")?
             .map(|s| {
                 serde_json::from_str(&s)
                     .map_err(|e| StoreError::Corrupt(format!("service settings: {e}")))

@@ -13,8 +13,8 @@ pub struct ReadTx<'a> {
 }
 
 impl Queries for ReadTx<'_> {
-    fn db(&self) -> Db<'_> {
-        self.db
+    fn db(&self) -> Result<Db<'_>> {
+        Ok(self.db)
     }
     fn sealer(&self) -> &Sealer {
         self.sealer

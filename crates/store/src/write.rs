@@ -35,11 +35,44 @@ pub struct WriteTx<'a> {
     pub(crate) scrub: bool,
     /// Who makes the change, as the journal records it.
     pub(crate) actor: &'a str,
+    /// Rows a restore wrote ahead, inserted many to a statement on PostgreSQL (one round trip
+    /// per row would make a restore take minutes); in place before anything else runs.
+    pub(crate) pending: std::cell::RefCell<Pending>,
+}
+
+/// Restored rows not inserted yet.
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// path, kind, parent, name, properties.
+    resources: Vec<[String; 5]>,
+    refs: Vec<[String; 2]>,
+}
+
+/// Rows per multi-row insert (PostgreSQL takes at most 65,535 parameters).
+const RESOURCES_PER_INSERT: usize = 500;
+const REFS_PER_INSERT: usize = 2_000;
+
+/// `INSERT INTO table (columns) VALUES ($1, …), (…)` for `rows` rows.
+fn multi_row_insert(table_columns: &str, columns: usize, rows: usize, tail: &str) -> String {
+    let mut sql = format!("INSERT INTO {table_columns} VALUES ");
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("?{}", r * columns + c + 1));
+        }
+        sql.push(')');
+    }
+    sql.push_str(tail);
+    sql
 }
 
 impl Queries for WriteTx<'_> {
-    fn db(&self) -> Db<'_> {
-        self.conn.db()
+    fn db(&self) -> Result<Db<'_>> {
+        self.settle()?;
+        Ok(self.conn.db())
     }
     fn sealer(&self) -> &Sealer {
         self.sealer
@@ -47,6 +80,43 @@ impl Queries for WriteTx<'_> {
 }
 
 impl WriteTx<'_> {
+    /// Inserts the rows a restore wrote ahead.
+    pub(crate) fn settle(&self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        let db = self.conn.db();
+        let revision = self.next as i64;
+        for chunk in pending.resources.chunks(RESOURCES_PER_INSERT) {
+            let sql = multi_row_insert(
+                "resources (path, kind, parent, name, properties, revision)",
+                6,
+                chunk.len(),
+                "",
+            );
+            let mut args = Vec::with_capacity(chunk.len() * 6);
+            for row in chunk {
+                args.extend(row.iter().map(|v| Arg::Text(v)));
+                args.push(Arg::Int(revision));
+            }
+            db.exec(&sql, &args)?;
+        }
+        for chunk in pending.refs.chunks(REFS_PER_INSERT) {
+            let sql = multi_row_insert(
+                "refs (from_path, to_path)",
+                2,
+                chunk.len(),
+                " ON CONFLICT DO NOTHING",
+            );
+            let args: Vec<Arg<'_>> = chunk.iter().flatten().map(|v| Arg::Text(v)).collect();
+            db.exec(&sql, &args)?;
+        }
+        Ok(())
+    }
+
+    /// Whether restored rows are written ahead (PostgreSQL), rather than one by one.
+    fn writes_ahead(&self) -> bool {
+        self.conn.db().dialect() == Dialect::Postgres
+    }
+
     /// Runs `f` inside a savepoint of this transaction. `f` answers whether to keep what it
     /// did; when it says no, or fails, everything it wrote is undone (journal included) as
     /// if it had not run — so a caller can try a change, look at the result, and take it back
@@ -55,7 +125,7 @@ impl WriteTx<'_> {
         &mut self,
         f: impl FnOnce(&mut Self) -> std::result::Result<(T, bool), E>,
     ) -> std::result::Result<T, E> {
-        self.db().batch("SAVEPOINT attempt")?;
+        self.db()?.batch("SAVEPOINT attempt")?;
         let (changes, scrub) = (self.changes, self.scrub);
         let outcome = f(self);
         let keep = matches!(outcome, Ok((_, true)));
@@ -66,14 +136,14 @@ impl WriteTx<'_> {
             self.scrub = scrub;
             "ROLLBACK TO SAVEPOINT attempt; RELEASE SAVEPOINT attempt"
         };
-        self.db().batch(sql)?;
+        self.db()?.batch(sql)?;
         outcome.map(|(value, _)| value)
     }
 
     /// Sets an operational value in this transaction (no journal entry, no change counted),
     /// e.g. the primary revision a regional gateway's copy has reached with these changes.
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
-        set_meta(self.db(), key, value)
+        set_meta(self.db()?, key, value)
     }
 
     /// The revision this transaction will commit as, if it changes anything.
@@ -132,7 +202,7 @@ impl WriteTx<'_> {
         refs: &[String],
     ) -> Result<()> {
         let refs = (!refs.is_empty()).then(|| serde_json::to_string(refs).expect("refs serialise"));
-        self.db().exec(
+        self.db()?.exec(
             "INSERT INTO journal (revision, at, path, kind, op, value, refs, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             &[
                 Arg::Int(self.next as i64),
@@ -151,7 +221,7 @@ impl WriteTx<'_> {
 
     pub fn set_service(&mut self, settings: &ServiceSettings) -> Result<()> {
         let text = serde_json::to_string(settings).expect("settings serialise");
-        set_meta(self.db(), "service", &text)?;
+        set_meta(self.db()?, "service", &text)?;
         self.journal("/", "service", "put", Some(&text))
     }
 
@@ -168,7 +238,7 @@ impl WriteTx<'_> {
         self.sealer.seal_fields(&mut properties, &pointers);
         let text = serde_json::to_string(&properties).expect("properties serialise");
         let (parent, next) = (path.parent_string(), self.next as i64);
-        self.db().exec(
+        self.db()?.exec(
             "INSERT INTO resources (path, kind, parent, name, properties, revision)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (path) DO UPDATE SET properties = excluded.properties,
@@ -182,7 +252,7 @@ impl WriteTx<'_> {
                 Arg::Int(next),
             ],
         )?;
-        self.db()
+        self.db()?
             .exec("DELETE FROM refs WHERE from_path = ?1", &[Arg::Text(&key)])?;
         for r in references {
             self.insert_ref(&key, r)?;
@@ -192,7 +262,7 @@ impl WriteTx<'_> {
     }
 
     fn insert_ref(&self, from: &str, to: &str) -> Result<()> {
-        self.db().exec(
+        self.db()?.exec(
             "INSERT INTO refs (from_path, to_path) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
             &[Arg::Text(from), Arg::Text(to)],
         )?;
@@ -207,7 +277,7 @@ impl WriteTx<'_> {
         if secret.is_empty() || maybe.is_empty() {
             return Ok(());
         }
-        let rows = self.db().rows(
+        let rows = self.db()?.rows(
             "SELECT seq, value FROM journal WHERE path = ?1 AND value IS NOT NULL",
             &[Arg::Text(path)],
         )?;
@@ -231,7 +301,7 @@ impl WriteTx<'_> {
             }
             self.sealer.seal_fields(&mut props, &plain);
             let sealed = serde_json::to_string(&props).expect("properties serialise");
-            self.db().exec(
+            self.db()?.exec(
                 "UPDATE journal SET value = ?1 WHERE seq = ?2",
                 &[Arg::Text(&sealed), Arg::Int(seq)],
             )?;
@@ -244,7 +314,7 @@ impl WriteTx<'_> {
     /// reference and usage row, and journals one `replace` entry. Follow with
     /// `restore_resource`/`restore_ref`/`restore_usage`; all of it commits or none does.
     pub fn replace_all(&mut self, summary: &Value) -> Result<()> {
-        self.db()
+        self.db()?
             .batch("DELETE FROM resources; DELETE FROM refs; DELETE FROM usage;")?;
         let text = serde_json::to_string(summary).expect("summary serialises");
         self.journal("/", "service", "replace", Some(&text))
@@ -260,7 +330,16 @@ impl WriteTx<'_> {
         self.sealer.seal_fields(&mut properties, &pointers);
         let text = serde_json::to_string(&properties).expect("properties serialise");
         let (key, parent) = (path.as_string(), path.parent_string());
-        self.db().exec(
+        if self.writes_ahead() {
+            let row = [key, path.kind.name().into(), parent, path.id().into(), text];
+            let full = {
+                let mut pending = self.pending.borrow_mut();
+                pending.resources.push(row);
+                pending.resources.len() >= RESOURCES_PER_INSERT
+            };
+            return if full { self.settle() } else { Ok(()) };
+        }
+        self.db()?.exec(
             "INSERT INTO resources (path, kind, parent, name, properties, revision) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             &[
                 Arg::Text(&key),
@@ -276,18 +355,26 @@ impl WriteTx<'_> {
 
     /// Inserts one reference during a replace.
     pub fn restore_ref(&mut self, from: &str, to: &str) -> Result<()> {
-        self.insert_ref(from, to)
+        if !self.writes_ahead() {
+            return self.insert_ref(from, to);
+        }
+        let full = {
+            let mut pending = self.pending.borrow_mut();
+            pending.refs.push([from.to_string(), to.to_string()]);
+            pending.refs.len() >= REFS_PER_INSERT
+        };
+        if full { self.settle() } else { Ok(()) }
     }
 
     /// Inserts one usage row during a replace.
     pub fn restore_usage(&mut self, r: &UsageRow) -> Result<()> {
-        upsert_usage(self.db(), r)
+        upsert_usage(self.db()?, r)
     }
 
     /// Replaces the service settings without a journal entry of their own (during a replace).
     pub fn restore_service(&mut self, settings: &ServiceSettings) -> Result<()> {
         let text = serde_json::to_string(settings).expect("settings serialise");
-        set_meta(self.db(), "service", &text)
+        set_meta(self.db()?, "service", &text)
     }
 
     /// Replays one journal entry of another instance (a move's catch-up): the resource as it
@@ -325,7 +412,7 @@ impl WriteTx<'_> {
 
     /// Deletes one resource (not its descendants). Returns whether it existed.
     pub fn delete(&mut self, path: &str) -> Result<bool> {
-        let Some(row) = self.db().first(
+        let Some(row) = self.db()?.first(
             "SELECT kind FROM resources WHERE path = ?1",
             &[Arg::Text(path)],
         )?
@@ -333,9 +420,9 @@ impl WriteTx<'_> {
             return Ok(false);
         };
         let kind = row.text(0)?;
-        self.db()
+        self.db()?
             .exec("DELETE FROM resources WHERE path = ?1", &[Arg::Text(path)])?;
-        self.db()
+        self.db()?
             .exec("DELETE FROM refs WHERE from_path = ?1", &[Arg::Text(path)])?;
         self.journal(path, &kind, "delete", None)?;
         Ok(true)
@@ -379,7 +466,7 @@ impl WriteTx<'_> {
     /// Points the references to `from` and below it at `to` instead (a reference that would
     /// then exist twice is kept once).
     fn rewrite_refs(&self, from: &str, to: &str) -> Result<()> {
-        let sql = match self.db().dialect() {
+        let sql = match self.db()?.dialect() {
             Dialect::Sqlite => {
                 "UPDATE OR IGNORE refs SET to_path = ?2 || substr(to_path, length(?1) + 1)
                  WHERE to_path = ?1 OR to_path LIKE ?1 || '/%'"
@@ -391,9 +478,9 @@ impl WriteTx<'_> {
                  ON CONFLICT DO NOTHING;"
             }
         };
-        self.db().exec(sql, &[Arg::Text(from), Arg::Text(to)])?;
-        if self.db().dialect() == Dialect::Postgres {
-            self.db().exec(
+        self.db()?.exec(sql, &[Arg::Text(from), Arg::Text(to)])?;
+        if self.db()?.dialect() == Dialect::Postgres {
+            self.db()?.exec(
                 "DELETE FROM refs WHERE to_path = $1::text OR to_path LIKE $1::text || '/%'",
                 &[Arg::Text(from)],
             )?;

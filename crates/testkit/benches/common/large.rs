@@ -23,7 +23,11 @@ pub fn settings(name: &str) -> ServiceSettings {
 }
 
 pub fn populate(dir: &Path, scale: usize) {
-    let store = Store::open_dir(dir).unwrap();
+    populate_store(&Store::open_dir(dir).unwrap(), scale);
+}
+
+/// The same instance written into `store` (either database), in one transaction.
+pub fn populate_store(store: &Store, scale: usize) {
     let obj = |v: Value| -> Map<String, Value> { v.as_object().unwrap().clone() };
     store
         .write(|w| -> Result<(), StoreError> {

@@ -91,6 +91,68 @@ CREATE TABLE leases (
 /// The PostgreSQL schema version this build knows.
 pub const PG_SCHEMA_VERSION: usize = MIGRATIONS.len();
 
+/// A store URL as the driver takes it, and the TLS it connects with.
+///
+/// `sslmode` is libpq's: `disable`, `prefer` (the default), `require`, and `verify-ca` /
+/// `verify-full` (the same as `require` here: the server's certificate and name are always
+/// checked when TLS is used). `sslrootcert=/path/ca.pem` adds roots to the public web ones.
+pub struct Target {
+    pub url: String,
+    pub tls: tokio_postgres_rustls::MakeRustlsConnect,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Target> {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut kept = Vec::new();
+        let mut root_file = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("sslrootcert", path)) => root_file = Some(path.to_string()),
+                Some(("sslmode", "verify-ca" | "verify-full")) => {
+                    kept.push("sslmode=require".into())
+                }
+                _ => kept.push(pair.to_string()),
+            }
+        }
+        let url = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        Ok(Target {
+            url,
+            tls: tls(root_file.as_deref())?,
+        })
+    }
+}
+
+/// TLS trusting the public web roots and those in `root_file` (PEM).
+fn tls(root_file: Option<&str>) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let bad = |m: String| StoreError::Postgres(m);
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = root_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(format!("cannot read sslrootcert {path}: {e}")))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| bad(format!("sslrootcert {path}: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| bad(format!("sslrootcert {path}: {e}")))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
 /// `url` without its password, for messages and logs.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -119,10 +181,11 @@ pub fn connect(
     wait: Duration,
     mut waiting: impl FnMut(&str),
 ) -> Result<postgres::Client> {
+    let target = Target::parse(url)?;
     let deadline = Instant::now() + wait;
     let mut delay = Duration::from_millis(100);
     loop {
-        match postgres::Client::connect(url, postgres::NoTls) {
+        match postgres::Client::connect(&target.url, target.tls.clone()) {
             Ok(client) => return Ok(client),
             Err(e) if retryable(&e) && Instant::now() + delay < deadline => {
                 waiting(&format!(

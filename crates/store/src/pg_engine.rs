@@ -65,7 +65,8 @@ async fn open(
     url: &str,
     notices: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 ) -> Result<tokio_postgres::Client> {
-    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let target = crate::pg::Target::parse(url)?;
+    let (client, mut connection) = tokio_postgres::connect(&target.url, target.tls)
         .await
         .map_err(|e| {
             let at = redact_url(url);

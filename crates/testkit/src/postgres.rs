@@ -56,9 +56,38 @@ fn as_postgres(bin: &Path, tool: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Writes the server's certificate and key into the data directory (the key readable by the
+/// postgres user alone, as PostgreSQL demands) and turns TLS on.
+fn enable_tls(data: &Path, cert: &str, key: &str) -> Result<()> {
+    std::fs::write(data.join("server.crt"), cert)?;
+    std::fs::write(data.join("server.key"), key)?;
+    for (mode, file) in [("644", "server.crt"), ("600", "server.key")] {
+        let path = data.join(file);
+        Command::new("chmod").arg(mode).arg(&path).status()?;
+        Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(&path)
+            .status()?;
+    }
+    let conf = data.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf)?;
+    text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+    std::fs::write(&conf, text)?;
+    Ok(())
+}
+
 impl PostgresServer {
     /// A new cluster, started, answering on its port.
     pub fn start() -> Result<PostgresServer> {
+        PostgresServer::start_with(None)
+    }
+
+    /// A new cluster accepting TLS with this certificate and key (PEM), started.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Result<PostgresServer> {
+        PostgresServer::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Result<PostgresServer> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new().prefix("gatehouse-pg").tempdir()?;
         // The postgres user must reach its data directory inside this one.
@@ -86,6 +115,9 @@ impl PostgresServer {
                 "--no-sync",
             ],
         )?;
+        if let Some((cert, key)) = tls {
+            enable_tls(&data, cert, key)?;
+        }
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();

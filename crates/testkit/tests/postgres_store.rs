@@ -229,3 +229,40 @@ fn a_commit_on_one_node_reaches_the_others_followers() {
         );
     }
 }
+
+/// TLS to PostgreSQL as `sslmode` and `sslrootcert` in the URL say: the server's certificate
+/// checked against the given roots, refused when it is not trusted.
+#[test]
+fn tls_is_used_as_the_url_says_and_an_untrusted_server_is_refused() {
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let s = PostgresServer::start_with_tls(&cert.cert.pem(), &cert.signing_key.serialize_pem())
+        .unwrap();
+    let url = s.create_database("tls").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let trusted = format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let mut client = pg::connect(&trusted, Duration::from_secs(10), |_| {}).unwrap();
+    pg::migrate(&mut client).unwrap();
+    let engine = pg_engine::Engine::start(&trusted, 0).unwrap();
+    let tx = engine.begin().unwrap();
+    let rows = tx
+        .query(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            Vec::new(),
+        )
+        .unwrap();
+    let on_tls: bool = rows[0].get(0);
+    assert!(on_tls, "the store's connections use TLS");
+    drop(tx);
+    let e = pg::connect(
+        &format!("{url}?sslmode=require"),
+        Duration::from_secs(10),
+        |_| {},
+    )
+    .err()
+    .expect("a server certificate no root vouches for is refused")
+    .to_string();
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+}

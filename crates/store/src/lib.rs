@@ -164,12 +164,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("formatting the current time cannot fail")
-}
-
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -500,16 +494,7 @@ fn sqlite_write<T, E: From<StoreError>>(
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::from)?;
         let current = current_revision(Db::Sqlite(&tx))?;
-        let mut w = WriteTx {
-            conn: WriteConn::Sqlite(tx),
-            sealer,
-            next: current + 1,
-            at: now_rfc3339(),
-            changes: 0,
-            scrub: false,
-            actor,
-            pending: Default::default(),
-        };
+        let mut w = WriteTx::new(WriteConn::Sqlite(tx), sealer, current, actor);
         let value = f(&mut w)?;
         let changed = w.changes > 0;
         let revision = if changed { w.next } else { current };
@@ -552,16 +537,7 @@ fn pg_write<T, E: From<StoreError>>(
     f: impl FnOnce(&mut WriteTx<'_>) -> std::result::Result<T, E>,
 ) -> std::result::Result<Committed<T>, E> {
     let (tx, current) = engine.begin_write()?;
-    let mut w = WriteTx {
-        conn: WriteConn::Pg(tx),
-        sealer,
-        next: current + 1,
-        at: now_rfc3339(),
-        changes: 0,
-        scrub: false,
-        actor,
-        pending: Default::default(),
-    };
+    let mut w = WriteTx::new(WriteConn::Pg(tx), sealer, current, actor);
     let value = f(&mut w)?;
     w.settle()?;
     let changed = w.changes > 0;

@@ -371,21 +371,33 @@ impl PgTx<'_> {
 
     /// Runs a statement; the number of rows it changed.
     pub fn execute(&self, sql: &str, params: Vec<Param>) -> Result<u64> {
-        let (client, sql) = (self.client(), sql.to_string());
-        self.engine
-            .call(async move {
-                let refs: Vec<&(dyn ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                    .collect();
-                let statement = client.statement(&sql).await?;
-                client.execute(&statement, &refs).await
-            })
-            .map_err(pg)
+        self.prepared(sql, params, |client, statement, refs| {
+            Box::pin(async move { client.execute(&statement, &refs).await })
+        })
     }
 
     /// Runs a query; its rows.
     pub fn query(&self, sql: &str, params: Vec<Param>) -> Result<Vec<tokio_postgres::Row>> {
+        self.prepared(sql, params, |client, statement, refs| {
+            Box::pin(async move { client.query(&statement, &refs).await })
+        })
+    }
+
+    /// Runs `run` with the connection, the statement prepared (once per connection) and the
+    /// parameters, on the engine's runtime.
+    fn prepared<T: Send + 'static>(
+        &self,
+        sql: &str,
+        params: Vec<Param>,
+        run: impl for<'c> FnOnce(
+            &'c Conn,
+            tokio_postgres::Statement,
+            Vec<&'c (dyn ToSql + Sync)>,
+        ) -> std::pin::Pin<
+            Box<dyn Future<Output = std::result::Result<T, tokio_postgres::Error>> + Send + 'c>,
+        > + Send
+        + 'static,
+    ) -> Result<T> {
         let (client, sql) = (self.client(), sql.to_string());
         self.engine
             .call(async move {
@@ -394,7 +406,7 @@ impl PgTx<'_> {
                     .map(|p| p.as_ref() as &(dyn ToSql + Sync))
                     .collect();
                 let statement = client.statement(&sql).await?;
-                client.query(&statement, &refs).await
+                run(&client, statement, refs).await
             })
             .map_err(pg)
     }

@@ -81,29 +81,3 @@ impl Store {
         })
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_added_listed_and_revoked() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_dir(dir.path()).unwrap();
-        let t = TokenRecord {
-            id: "t1".into(),
-            role: "reader".into(),
-            hash: "ab".into(),
-            created: "2026-12-06T00:00:00Z".into(),
-            expires: None,
-            description: Some("ci".into()),
-        };
-        store.add_token(&t).unwrap();
-        assert!(store.add_token(&t).is_err(), "ids are unique");
-        assert_eq!(store.token("t1").unwrap(), Some(t.clone()));
-        assert_eq!(store.tokens().unwrap(), vec![t]);
-        assert!(store.remove_token("t1").unwrap());
-        assert!(!store.remove_token("t1").unwrap());
-        assert_eq!(store.token("t1").unwrap(), None);
-    }
-}

@@ -79,6 +79,30 @@ impl Queries for WriteTx<'_> {
     }
 }
 
+impl<'a> WriteTx<'a> {
+    /// A write transaction on `conn`, which will commit as the revision after `current`.
+    pub(crate) fn new(
+        conn: WriteConn<'a>,
+        sealer: &'a Sealer,
+        current: u64,
+        actor: &'a str,
+    ) -> WriteTx<'a> {
+        let at = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("formatting the current time cannot fail");
+        WriteTx {
+            conn,
+            sealer,
+            next: current + 1,
+            at,
+            changes: 0,
+            scrub: false,
+            actor,
+            pending: Default::default(),
+        }
+    }
+}
+
 impl WriteTx<'_> {
     /// Inserts the rows a restore wrote ahead.
     pub(crate) fn settle(&self) -> Result<()> {

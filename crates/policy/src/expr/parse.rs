@@ -285,7 +285,8 @@ impl<'a> Parser<'a> {
         {
             let place = self.place_of(cond, start)?;
             self.pos += 1;
-            let value = self.expr()?;
+            // `a = b = c …` nests to the right: each assignment one level deeper.
+            let value = self.nested(|p| p.expr())?;
             return Ok(Expr::Assign(
                 Box::new(place.clone()),
                 Box::new(compound(&place, op, value)),

@@ -512,3 +512,14 @@ fn members_past_an_absent_subscription_are_a_null_reference() {
     let code = parse("@(context.Subscription.Id)").unwrap();
     assert_eq!(eval_code(&code, &ex).unwrap().text(), "s1");
 }
+
+/// A chain of assignments nests to the right: past the limit it is refused, not a stack
+/// overflow (found by the `nesting` fuzz target).
+#[test]
+fn long_assignment_chains_are_refused_at_the_nesting_limit() {
+    let chain = "Math.Abs??=".repeat(11_024);
+    let e = parse(&format!("@({chain})")).unwrap_err().to_string();
+    assert!(e.contains("nests more than"), "{e}");
+    let short = "{ int a = 0; int b = 0; a = b = 3; return a + b; }";
+    assert_eq!(run(&format!("@{short}")).unwrap().text(), "6");
+}

@@ -40,6 +40,15 @@ fn node(cwd: &Path, name: &str, store: &str) -> Node {
     }
 }
 
+/// Nodes `a` and `b` of one instance on `store`: b seals with a's key, as the nodes of one
+/// instance must.
+fn two_nodes(cwd: &Path, store: &str) -> (Node, Node) {
+    let a = node(cwd, "a", store);
+    std::fs::create_dir_all(cwd.join("b")).unwrap();
+    std::fs::copy(cwd.join("a/store.key"), cwd.join("b/store.key")).unwrap();
+    (a, node(cwd, "b", store))
+}
+
 async fn call(node: &Node, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let mut req = reqwest::Client::new()
         .request(
@@ -101,15 +110,7 @@ async fn nodes_on_one_postgres_share_the_instance_and_survive_each_other() {
     let url = pg.create_database("instance").unwrap();
     let backend = EchoBackend::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let a = node(dir.path(), "a", &url);
-    // The nodes of one instance seal with one key: b gets a's.
-    std::fs::create_dir_all(dir.path().join("b")).unwrap();
-    std::fs::copy(
-        dir.path().join("a/store.key"),
-        dir.path().join("b/store.key"),
-    )
-    .unwrap();
-    let b = node(dir.path(), "b", &url);
+    let (a, b) = two_nodes(dir.path(), &url);
 
     put_api(&a, "one", &backend.url).await;
     let seen = until_served(&b, "one").await;
@@ -198,14 +199,7 @@ async fn a_postgres_restart_under_load_loses_nothing_acknowledged_and_fails_no_g
     let url = pg.create_database("restart").unwrap();
     let backend = EchoBackend::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let a = node(dir.path(), "a", &url);
-    std::fs::create_dir_all(dir.path().join("b")).unwrap();
-    std::fs::copy(
-        dir.path().join("a/store.key"),
-        dir.path().join("b/store.key"),
-    )
-    .unwrap();
-    let b = node(dir.path(), "b", &url);
+    let (a, b) = two_nodes(dir.path(), &url);
     put_api(&a, "live", &backend.url).await;
     until_served(&b, "live").await;
     until_served(&a, "live").await;

@@ -120,6 +120,12 @@ impl From<StoreError> for ApiError {
                     "The configuration store cannot be reached at the moment, so the request was not confirmed. Try again.",
                 )
             },
+            StoreError::Fenced(fence) => crate::freeze::refusal(&fence),
+            StoreError::Deleted(note) => ApiError::new(
+                StatusCode::GONE,
+                "ServiceDeleted",
+                format!("The service was deleted ({note}); this node no longer takes changes."),
+            ),
             e => ApiError::internal(format!("store failure: {e}")),
         }
     }
@@ -136,6 +142,7 @@ impl From<RuleError> for ApiError {
             RuleError::Stale => ApiError::precondition_failed(),
             RuleError::Internal(detail) => ApiError::internal(detail),
             RuleError::Unavailable(detail) => StoreError::Unavailable(detail).into(),
+            RuleError::Refused(e) => e.into(),
         }
     }
 }

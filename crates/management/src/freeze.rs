@@ -2,12 +2,17 @@
 //! 409 `ServiceIsBeingMoved`, saying why and until when. Reads, secret listings and the
 //! freeze itself stay available. The freeze lifts itself at its deadline (so a move that dies
 //! never leaves the source frozen for good) or when `DELETE /freeze` is called.
+//!
+//! Invariant: the freeze is the store's write fence, so it holds on every node of a shared
+//! store, and a write either committed before the freeze started or is refused.
 
 use crate::error::ApiError;
+use crate::respond::blocking;
 use axum::http::{Method, StatusCode};
+use gatehouse_store::{Store, WriteFence};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::sync::Mutex;
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 #[derive(Debug, Clone)]
@@ -21,9 +26,73 @@ pub struct Freeze {
 
 #[derive(Default)]
 pub struct FreezeState {
-    current: Mutex<Option<Freeze>>,
-    /// Woken when the freeze starts or lifts (gateway streams watch for a hand-over).
+    /// Woken when this node starts or lifts the freeze (gateway streams watch for a
+    /// hand-over; those on other nodes see it at their next check).
     pub changed: tokio::sync::Notify,
+}
+
+impl Freeze {
+    /// The freeze a write fence stands for.
+    pub fn of_fence(fence: &WriteFence) -> Freeze {
+        let text = |key: &str| {
+            fence
+                .context
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        Freeze {
+            until: fence
+                .until
+                .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok()),
+            reason: text("reason").unwrap_or_default(),
+            moved_to: text("movedTo"),
+        }
+    }
+
+    fn to_fence(&self) -> WriteFence {
+        WriteFence {
+            until: self.until.map(OffsetDateTime::unix_timestamp),
+            message: self.refusal_message(),
+            context: json!({"reason": self.reason, "movedTo": self.moved_to}),
+        }
+    }
+
+    fn refusal_message(&self) -> String {
+        match (&self.moved_to, self.until) {
+            (Some(to), _) => format!(
+                "The service has moved to {to} ({}); this instance is a read-only standby. Send changes to {to}.",
+                self.reason
+            ),
+            (None, Some(until)) => format!(
+                "The service is being moved ({}); changes are refused until {}. Retry after that time.",
+                self.reason,
+                rfc3339(until)
+            ),
+            (None, None) => format!("The service is being moved ({}).", self.reason),
+        }
+    }
+
+    fn render(freeze: Option<&Freeze>) -> Value {
+        match freeze {
+            Some(f) => json!({
+                "frozen": true,
+                "until": f.until.map(rfc3339),
+                "reason": f.reason,
+                "movedTo": f.moved_to,
+            }),
+            None => json!({"frozen": false}),
+        }
+    }
+}
+
+/// The answer to a write the fence refused: 409 `ServiceIsBeingMoved`.
+pub fn refusal(fence: &WriteFence) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "ServiceIsBeingMoved",
+        fence.message.clone(),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,77 +113,49 @@ fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 impl FreezeState {
-    /// The freeze in force, if any (an expired one is dropped).
-    pub fn current(&self) -> Option<Freeze> {
-        let mut g = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if g.as_ref()
-            .is_some_and(|f| f.until.is_some_and(|u| u <= OffsetDateTime::now_utc()))
-        {
-            *g = None;
-        }
-        g.clone()
+    /// The freeze in force, if any (an expired one is none).
+    pub async fn current(&self, store: &Arc<Store>) -> Result<Option<Freeze>, ApiError> {
+        let fence = blocking(store, |s| Ok(s.write_fence()?)).await?;
+        Ok(fence.as_ref().map(Freeze::of_fence))
     }
 
-    pub fn render(&self) -> Value {
-        match self.current() {
-            Some(f) => json!({
-                "frozen": true,
-                "until": f.until.map(rfc3339),
-                "reason": f.reason,
-                "movedTo": f.moved_to,
-            }),
-            None => json!({"frozen": false}),
-        }
+    pub async fn render(&self, store: &Arc<Store>) -> Result<Value, ApiError> {
+        Ok(Freeze::render(self.current(store).await?.as_ref()))
     }
 
     /// `POST /freeze` with `{"seconds", "reason"}`.
-    pub fn start(&self, body: &[u8]) -> Result<Value, ApiError> {
-        let req: FreezeRequest = serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the freeze needs {{\"seconds\": N, \"reason\": \"…\"}}: {e}"
-            ))
-        })?;
-        let until = match (req.seconds, &req.moved_to) {
-            (Some(s), _) if (1..=3600).contains(&s) => {
-                Some(OffsetDateTime::now_utc() + time::Duration::seconds(s as i64))
-            }
-            (None, Some(_)) => None,
-            _ => {
-                return Err(ApiError::invalid(
-                    "seconds",
-                    "'seconds' must be from 1 to 3600 (it may be left out only with 'movedTo')",
-                ));
-            }
-        };
-        if req.reason.trim().is_empty() {
-            return Err(ApiError::invalid(
-                "reason",
-                "'reason' must say why writes are refused",
-            ));
-        }
-        let f = Freeze {
-            until,
-            reason: req.reason,
-            moved_to: req.moved_to,
-        };
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    pub async fn start(&self, store: &Arc<Store>, body: &[u8]) -> Result<Value, ApiError> {
+        let freeze = parse_request(body)?;
+        let fence = freeze.to_fence();
+        blocking(store, move |s| Ok(s.set_write_fence(Some(&fence))?)).await?;
         self.changed.notify_waiters();
-        Ok(self.render())
+        Ok(Freeze::render(Some(&freeze)))
     }
 
-    pub fn lift(&self) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    pub async fn lift(&self, store: &Arc<Store>) -> Result<(), ApiError> {
+        blocking(store, |s| Ok(s.set_write_fence(None)?)).await?;
         self.changed.notify_waiters();
+        Ok(())
     }
 
     /// The management URL of the instance this one handed over to, once a move has.
-    pub fn moved_to(&self) -> Option<String> {
-        self.current().and_then(|f| f.moved_to)
+    pub async fn moved_to(&self, store: &Arc<Store>) -> Option<String> {
+        self.current(store)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|f| f.moved_to)
     }
 
-    /// Refuses a write while frozen. `action` is the last path segment of a POST (reading
-    /// actions such as `listSecrets` stay allowed).
-    pub fn check(&self, method: &Method, action: Option<&str>) -> Result<(), ApiError> {
+    /// Refuses a write while frozen, before any work starts (the store refuses it again when
+    /// it would commit). `action` is the last path segment of a POST (reading actions such as
+    /// `listSecrets` stay allowed).
+    pub async fn check(
+        &self,
+        store: &Arc<Store>,
+        method: &Method,
+        action: Option<&str>,
+    ) -> Result<(), ApiError> {
         let writes = match *method {
             Method::PUT | Method::PATCH | Method::DELETE => true,
             Method::POST => !action.is_some_and(|a| {
@@ -129,24 +170,44 @@ impl FreezeState {
         if !writes {
             return Ok(());
         }
-        match self.current() {
+        match self.current(store).await? {
             None => Ok(()),
-            Some(f) => Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "ServiceIsBeingMoved",
-                match (&f.moved_to, f.until) {
-                    (Some(to), _) => format!(
-                        "The service has moved to {to} ({}); this instance is a read-only standby. Send changes to {to}.",
-                        f.reason
-                    ),
-                    (None, Some(until)) => format!(
-                        "The service is being moved ({}); changes are refused until {}. Retry after that time.",
-                        f.reason,
-                        rfc3339(until)
-                    ),
-                    (None, None) => format!("The service is being moved ({}).", f.reason),
-                },
-            )),
+            Some(f) => Err(refusal(&f.to_fence())),
         }
     }
+}
+
+/// The freeze a `POST /freeze` body asks for.
+fn parse_request(body: &[u8]) -> Result<Freeze, ApiError> {
+    let req: FreezeRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the freeze needs {{\"seconds\": N, \"reason\": \"…\"}}: {e}"
+        ))
+    })?;
+    let until = match (req.seconds, &req.moved_to) {
+        (Some(s), _) if (1..=3600).contains(&s) => {
+            // Whole seconds: the fence keeps Unix seconds, and what this answer shows must be
+            // what every later refusal says.
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            OffsetDateTime::from_unix_timestamp(now + s as i64).ok()
+        }
+        (None, Some(_)) => None,
+        _ => {
+            return Err(ApiError::invalid(
+                "seconds",
+                "'seconds' must be from 1 to 3600 (it may be left out only with 'movedTo')",
+            ));
+        }
+    };
+    if req.reason.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "reason",
+            "'reason' must say why writes are refused",
+        ));
+    }
+    Ok(Freeze {
+        until,
+        reason: req.reason,
+        moved_to: req.moved_to,
+    })
 }

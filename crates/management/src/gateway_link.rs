@@ -226,7 +226,7 @@ async fn produce(
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     checks.tick().await;
     loop {
-        if let Some(url) = state.freeze.moved_to() {
+        if let Some(url) = state.freeze.moved_to(&state.store).await {
             send(tx, "moved", &json!({"primary": url})).await?;
             tracing::info!(gateway = %verified.gateway, to = %url, "gateway sent to the instance this one handed over to");
             return Ok(());

@@ -321,7 +321,10 @@ async fn handle(state: Arc<AppState>, req: Request) -> Result<Response, ApiError
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if !plan {
         let last_segment = call.trimmed().rsplit('/').next();
-        call.state.freeze.check(&call.method, last_segment)?;
+        call.state
+            .freeze
+            .check(&call.state.store, &call.method, last_segment)
+            .await?;
     }
     if let Some(resp) = instance_route(&call).await? {
         return Ok(resp);
@@ -407,11 +410,14 @@ async fn move_route(call: &Call) -> Result<Option<Response>, ApiError> {
     let (state, method) = (&call.state, &call.method);
     let resp = if call.is("/freeze") {
         match *method {
-            Method::GET => json_response(StatusCode::OK, state.freeze.render()),
-            Method::POST => json_response(StatusCode::OK, state.freeze.start(&call.body)?),
+            Method::GET => json_response(StatusCode::OK, state.freeze.render(&state.store).await?),
+            Method::POST => json_response(
+                StatusCode::OK,
+                state.freeze.start(&state.store, &call.body).await?,
+            ),
             Method::DELETE => {
-                state.freeze.lift();
-                json_response(StatusCode::OK, state.freeze.render())
+                state.freeze.lift(&state.store).await?;
+                json_response(StatusCode::OK, state.freeze.render(&state.store).await?)
             }
             _ => return Err(method_not_allowed()),
         }

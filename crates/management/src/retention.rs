@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 /// Removes what the retention no longer needs; returns how many entries went.
 pub fn compact_once(state: &AppState, window: Duration) -> Result<u64, StoreError> {
-    if state.freeze.current().is_some() {
+    if state.store.write_fence()?.is_some() {
         return Ok(0);
     }
     let cutoff = OffsetDateTime::now_utc() - window;

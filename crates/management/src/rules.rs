@@ -41,6 +41,9 @@ pub enum RuleError {
     /// The shared store cannot be reached now: the request may be tried again.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// The store refuses writes now (frozen for a move, or the service deleted).
+    #[error(transparent)]
+    Refused(StoreError),
 }
 
 impl RuleError {
@@ -65,6 +68,7 @@ impl From<StoreError> for RuleError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(detail) => RuleError::Unavailable(detail),
+            e @ (StoreError::Fenced(_) | StoreError::Deleted(_)) => RuleError::Refused(e),
             e => RuleError::Internal(format!("store failure: {e}")),
         }
     }

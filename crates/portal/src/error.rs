@@ -51,7 +51,10 @@ impl PortalError {
 
 impl From<gatehouse_store::StoreError> for PortalError {
     fn from(e: gatehouse_store::StoreError) -> Self {
-        PortalError::internal(e)
+        match e {
+            gatehouse_store::StoreError::Fenced(_) => PortalError::Frozen,
+            e => PortalError::internal(e),
+        }
     }
 }
 
@@ -68,6 +71,7 @@ impl From<gatehouse_management::rules::RuleError> for PortalError {
             ),
             RuleError::NotFound(_) => PortalError::NotFound,
             RuleError::Internal(m) => PortalError::internal(m),
+            RuleError::Refused(e) => e.into(),
             other => PortalError::Invalid(other.to_string()),
         }
     }

@@ -81,7 +81,8 @@ impl PortalState {
         if self
             .app
             .freeze
-            .check(&axum::http::Method::PUT, None)
+            .check(&self.app.store, &axum::http::Method::PUT, None)
+            .await
             .is_err()
         {
             return Err(PortalError::Frozen);

@@ -9,6 +9,8 @@
 //! - readers use their own connections inside a read transaction, so they see one consistent
 //!   revision while writers go on (WAL snapshot isolation).
 
+mod coordination;
+mod fence;
 mod lock;
 mod migrations;
 pub mod pg;
@@ -21,13 +23,15 @@ mod tokens;
 mod write;
 
 use gatehouse_model::{Snapshot, StoredResource};
-use queries::{JOURNAL_FLOOR, current_revision, journal_floor, set_meta};
+use queries::{JOURNAL_FLOOR, current_revision, get_meta, journal_floor, set_meta, write_head};
 use rusqlite::{Connection, TransactionBehavior};
 use serde_json::Value;
 use sql::{Arg, Db};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+pub use coordination::Lease;
+pub use fence::WriteFence;
 pub use lock::{DataDirLock, LOCK_FILE, LockError};
 pub use migrations::SCHEMA_VERSION;
 pub use read::ReadTx;
@@ -38,6 +42,9 @@ pub use write::WriteTx;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Writes are refused for now: the store's write fence holds (a move's freeze).
+    #[error("{}", .0.message)]
+    Fenced(WriteFence),
     #[error("store error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("store data is corrupt: {0}")]
@@ -471,6 +478,74 @@ impl Store {
         self.operational(|db| set_meta(db, key, value))
     }
 
+    /// Sets (`Some`) or lifts (`None`) the write fence, under the write lock: a write in
+    /// progress commits first, every later one on any node is refused while it holds.
+    pub fn set_write_fence(&self, fence: Option<&WriteFence>) -> Result<()> {
+        let apply = |db: Db<'_>| match fence {
+            Some(f) => {
+                let text = serde_json::to_string(f)
+                    .map_err(|e| StoreError::Corrupt(format!("write fence: {e}")))?;
+                set_meta(db, fence::WRITE_FENCE, &text)
+            }
+            None => db
+                .exec(
+                    "DELETE FROM meta WHERE key = ?1",
+                    &[Arg::Text(fence::WRITE_FENCE)],
+                )
+                .map(drop),
+        };
+        match &self.backend {
+            Backend::Sqlite { .. } => self.operational(apply),
+            Backend::Postgres(engine) => {
+                let tx = engine.begin_locked()?;
+                apply(Db::Pg(&tx))?;
+                tx.commit()
+            }
+        }
+    }
+
+    /// The write fence, if one holds now.
+    pub fn write_fence(&self) -> Result<Option<WriteFence>> {
+        let text = self.read(|r| get_meta(r.db, fence::WRITE_FENCE))?;
+        Ok(text.as_deref().and_then(WriteFence::parse_holding))
+    }
+
+    /// Why the service was deleted, if it was (on a shared store, by any node).
+    pub fn deleted(&self) -> Result<Option<String>> {
+        self.read(|r| get_meta(r.db, DELETED_META))
+    }
+
+    /// Whether other nodes may share this store (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Takes or renews the lease `name` for `holder` until `ttl` from now; who holds it if
+    /// another does.
+    pub fn take_lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<Lease> {
+        self.operational(|db| coordination::take(db, name, holder, ttl))
+    }
+
+    /// Gives the lease `name` up, if `holder` has it.
+    pub fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.operational(|db| coordination::release(db, name, holder))
+    }
+
+    /// The unexpired holder of the lease `name`.
+    pub fn lease_holder(&self, name: &str) -> Result<Option<String>> {
+        self.read(|r| coordination::holder(r.db, name))
+    }
+
+    /// Writes the record of a long-running operation, readable on every node.
+    pub fn put_operation(&self, id: &str, body: &Value) -> Result<()> {
+        self.operational(|db| coordination::put_record(db, id, body))
+    }
+
+    /// The record of a long-running operation.
+    pub fn operation(&self, id: &str) -> Result<Option<Value>> {
+        self.read(|r| coordination::record(r.db, id))
+    }
+
     /// Follows committed revisions: the receiver sees every new revision (possibly coalesced);
     /// on PostgreSQL, every node's.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -493,7 +568,7 @@ fn sqlite_write<T, E: From<StoreError>>(
         let tx = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::from)?;
-        let current = current_revision(Db::Sqlite(&tx))?;
+        let current = write_head(Db::Sqlite(&tx))?.admit()?;
         let mut w = WriteTx::new(WriteConn::Sqlite(tx), sealer, current, actor);
         let value = f(&mut w)?;
         let changed = w.changes > 0;
@@ -536,7 +611,8 @@ fn pg_write<T, E: From<StoreError>>(
     actor: &str,
     f: impl FnOnce(&mut WriteTx<'_>) -> std::result::Result<T, E>,
 ) -> std::result::Result<Committed<T>, E> {
-    let (tx, current) = engine.begin_write()?;
+    let tx = engine.begin_locked()?;
+    let current = write_head(Db::Pg(&tx))?.admit()?;
     let mut w = WriteTx::new(WriteConn::Pg(tx), sealer, current, actor);
     let value = f(&mut w)?;
     w.settle()?;

@@ -98,6 +98,9 @@ CREATE INDEX IF NOT EXISTS journal_by_path ON journal (path);"#,
 INSERT INTO usage_by_region SELECT *, '' FROM usage;
 DROP TABLE usage;
 ALTER TABLE usage_by_region RENAME TO usage;"#,
+    // 5: leases and long-running operations' records (shared by the nodes of a store).
+    r#"CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires INTEGER NOT NULL);
+CREATE TABLE operations (id TEXT PRIMARY KEY, body TEXT NOT NULL, updated INTEGER NOT NULL);"#,
 ];
 
 /// The schema version this build knows.

@@ -86,6 +86,8 @@ CREATE TABLE leases (
     holder TEXT NOT NULL,
     expires TIMESTAMPTZ NOT NULL
 );"#,
+    // 2: long-running operations' records, readable on every node.
+    "CREATE TABLE operations (id TEXT PRIMARY KEY, body TEXT NOT NULL, updated BIGINT NOT NULL);",
 ];
 
 /// The PostgreSQL schema version this build knows.

@@ -215,11 +215,7 @@ impl Engine {
     /// node take turns, and revisions have no gaps and no duplicates), with the revision it
     /// starts from.
     pub fn begin_write(&self) -> Result<(PgTx<'_>, u64)> {
-        let tx = self.begin()?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            vec![Box::new(WRITE_LOCK)],
-        )?;
+        let tx = self.begin_locked()?;
         let rows = tx.query("SELECT value FROM meta WHERE key = 'revision'", Vec::new())?;
         let revision = match rows.first() {
             None => 0,
@@ -231,6 +227,16 @@ impl Engine {
             }
         };
         Ok((tx, revision))
+    }
+
+    /// Begins a transaction holding the instance's write lock.
+    pub fn begin_locked(&self) -> Result<PgTx<'_>> {
+        let tx = self.begin()?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            vec![Box::new(WRITE_LOCK)],
+        )?;
+        Ok(tx)
     }
 
     /// Ends a write that changed something: the revision recorded, every node told (the

@@ -1,8 +1,9 @@
 //! Reads shared by read and write transactions, on either database.
 
+use crate::fence::{WRITE_FENCE, WriteFence};
 use crate::seal::Sealer;
 use crate::sql::{Arg, Db, Dialect, Row};
-use crate::{INDEXED_PROPERTIES, Page, Result, StoreError};
+use crate::{DELETED_META, INDEXED_PROPERTIES, Page, Result, StoreError};
 use gatehouse_model::props::secret_pointers;
 use gatehouse_model::{Kind, ServiceSettings, StoredResource};
 use serde_json::{Map, Value};
@@ -51,6 +52,53 @@ pub(crate) fn current_revision(db: Db<'_>) -> Result<u64> {
             .parse()
             .map_err(|_| StoreError::Corrupt(format!("revision '{s}' is not a number"))),
     }
+}
+
+/// What a write transaction starts from, read in one statement after the write lock is taken.
+pub(crate) struct WriteHead {
+    pub revision: u64,
+    /// The write fence, if one holds.
+    pub fence: Option<WriteFence>,
+    /// Why the service is gone, if it was deleted.
+    pub deleted: Option<String>,
+}
+
+impl WriteHead {
+    /// Refuses the write if the store is fenced or its service deleted.
+    pub fn admit(self) -> Result<u64> {
+        if let Some(note) = self.deleted {
+            return Err(StoreError::Deleted(note));
+        }
+        match self.fence {
+            Some(fence) => Err(StoreError::Fenced(fence)),
+            None => Ok(self.revision),
+        }
+    }
+}
+
+pub(crate) fn write_head(db: Db<'_>) -> Result<WriteHead> {
+    let rows = db.rows(
+        "SELECT key, value FROM meta WHERE key IN ('revision', ?1, ?2)",
+        &[Arg::Text(WRITE_FENCE), Arg::Text(DELETED_META)],
+    )?;
+    let mut head = WriteHead {
+        revision: 0,
+        fence: None,
+        deleted: None,
+    };
+    for row in rows {
+        let (key, value) = (row.text(0)?, row.text(1)?);
+        match key.as_str() {
+            "revision" => {
+                head.revision = value.parse().map_err(|_| {
+                    StoreError::Corrupt(format!("revision '{value}' is not a number"))
+                })?
+            }
+            WRITE_FENCE => head.fence = WriteFence::parse_holding(&value),
+            _ => head.deleted = Some(value),
+        }
+    }
+    Ok(head)
 }
 
 /// The meta key of the highest revision whose journal entries were compacted away.

@@ -3,7 +3,9 @@
 //! once per backend; PostgreSQL adds what only several nodes can show.
 
 use gatehouse_model::{Kind, ResourcePath, ServiceSettings, Sku};
-use gatehouse_store::{Committed, Result, Store, StoreError, TokenRecord, UsageRow, pg};
+use gatehouse_store::{
+    Committed, Lease, Result, Store, StoreError, TokenRecord, UsageRow, WriteFence, pg,
+};
 use gatehouse_testkit::postgres::PostgresServer;
 use serde_json::{Map, Value, json};
 use std::time::Duration;
@@ -73,6 +75,8 @@ on_both!(
     trees_references_lookups_and_pages,
     a_replace_and_a_moved_tree_keep_references,
     tokens_usage_and_meta_are_operational,
+    a_lease_has_one_holder_until_released_or_expired,
+    operation_records_are_kept_and_a_fence_refuses_every_write,
 );
 
 fn an_attempt_taken_back_leaves_no_trace(store: &Store) {
@@ -396,6 +400,77 @@ fn tokens_usage_and_meta_are_operational(store: &Store) {
     store.set_meta("k", "v").unwrap();
     assert_eq!(store.read(|r| r.meta("k")).unwrap().as_deref(), Some("v"));
     assert_eq!(store.revision().unwrap(), 0, "none of it is configuration");
+}
+
+fn a_lease_has_one_holder_until_released_or_expired(store: &Store) {
+    let ttl = Duration::from_millis(400);
+    assert_eq!(store.take_lease("op", "a", ttl).unwrap(), Lease::Ours);
+    assert_eq!(
+        store.take_lease("op", "b", ttl).unwrap(),
+        Lease::Theirs("a".into())
+    );
+    assert_eq!(
+        store.take_lease("op", "a", ttl).unwrap(),
+        Lease::Ours,
+        "renewed"
+    );
+    store.release_lease("op", "b").unwrap();
+    assert_eq!(store.lease_holder("op").unwrap().as_deref(), Some("a"));
+    std::thread::sleep(ttl + Duration::from_millis(200));
+    assert_eq!(store.lease_holder("op").unwrap(), None, "expired");
+    assert_eq!(store.take_lease("op", "b", ttl).unwrap(), Lease::Ours);
+    store.release_lease("op", "b").unwrap();
+    assert_eq!(store.lease_holder("op").unwrap(), None);
+    assert_eq!(store.take_lease("op", "a", ttl).unwrap(), Lease::Ours);
+    assert_eq!(store.revision().unwrap(), 0, "leases are not configuration");
+}
+
+fn operation_records_are_kept_and_a_fence_refuses_every_write(store: &Store) {
+    store
+        .write(|w| -> Result<()> { w.set_service(&settings()) })
+        .unwrap();
+    assert_eq!(store.operation("x").unwrap(), None);
+    store
+        .put_operation("x", &json!({"status": "Running"}))
+        .unwrap();
+    store
+        .put_operation("x", &json!({"status": "Succeeded"}))
+        .unwrap();
+    assert_eq!(
+        store.operation("x").unwrap(),
+        Some(json!({"status": "Succeeded"}))
+    );
+    let fence = WriteFence {
+        until: None,
+        message: "moving".into(),
+        context: json!({"reason": "r"}),
+    };
+    store.set_write_fence(Some(&fence)).unwrap();
+    assert_eq!(store.write_fence().unwrap(), Some(fence.clone()));
+    let refused = store.write(|w| w.put(&tag("f"), obj(json!({"displayName": "F"})), &[]));
+    assert!(
+        matches!(&refused, Err(StoreError::Fenced(f)) if f.message == "moving"),
+        "{refused:?}"
+    );
+    assert!(store.read(|r| r.get("/tags/f")).unwrap().is_none());
+    assert_eq!(store.revision().unwrap(), 1);
+    // A fence past its time refuses nothing.
+    let past = time::OffsetDateTime::now_utc().unix_timestamp() - 1;
+    store
+        .set_write_fence(Some(&WriteFence {
+            until: Some(past),
+            ..fence
+        }))
+        .unwrap();
+    assert_eq!(store.write_fence().unwrap(), None);
+    store
+        .write(|w| w.put(&tag("f"), obj(json!({"displayName": "F"})), &[]))
+        .unwrap();
+    store.set_write_fence(None).unwrap();
+    store
+        .write(|w| w.put(&tag("g"), obj(json!({"displayName": "G"})), &[]))
+        .unwrap();
+    assert_eq!(store.revision().unwrap(), 3);
 }
 
 /// Two nodes on one database: every write on either is seen by both, revisions are shared,

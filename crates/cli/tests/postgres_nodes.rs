@@ -294,3 +294,126 @@ async fn a_postgres_restart_under_load_loses_nothing_acknowledged_and_fails_no_g
         assert_eq!(s, 200, "acknowledged {id} is kept");
     }
 }
+
+/// Starts a backup or restore on `node`; the operation's result path (from `Location`).
+async fn start_operation(node: &Node, action: &str, body: Value) -> Result<String, (u16, Value)> {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/{action}", node.management))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("the node answers");
+    if resp.status().as_u16() != 202 {
+        let status = resp.status().as_u16();
+        return Err((status, resp.json().await.unwrap_or(Value::Null)));
+    }
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let path = location
+        .split_once("/operationresults/")
+        .map(|(_, id)| format!("/operationresults/{id}"))
+        .unwrap();
+    Ok(path)
+}
+
+/// Polls `path` on `node` until it stops answering 202; the final status and body.
+async fn until_finished(node: &Node, path: &str, within: Duration) -> (u16, Value) {
+    let started = Instant::now();
+    loop {
+        let (s, b) = call(node, "GET", path, None).await;
+        if s != 202 {
+            return (s, b);
+        }
+        assert!(started.elapsed() < within, "{path} still running: {b}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A storage server that accepts connections and never answers: an upload to it hangs.
+fn silent_storage() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("s3+http://{}", listener.local_addr().unwrap());
+    (listener, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_is_one_per_instance_answered_by_any_node_and_failed_cleanly_when_its_node_dies() {
+    let pg = PostgresServer::start().unwrap();
+    let url = pg.create_database("instance").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, b) = two_nodes(dir.path(), &url);
+    let backend = EchoBackend::start().await.unwrap();
+    put_api(&a, "one", &backend.url).await;
+    let (_held, storage) = silent_storage();
+    let hanging = json!({"storageAccount": storage, "accessKey": "id:secret",
+        "containerName": "c", "backupName": "b", "encryptionKey": "correct horse battery staple"});
+    let path = start_operation(&a, "backup", hanging).await.unwrap();
+
+    // Node b answers for the backup node a runs, and refuses a second one.
+    let (s, running) = call(&b, "GET", &path, None).await;
+    assert_eq!(s, 202, "{running}");
+    assert_eq!(running["status"], "InProgress");
+    let folder = format!("file://{}", dir.path().join("archives").display());
+    let to_files = json!({"storageAccount": folder, "containerName": "c", "backupName": "b",
+        "encryptionKey": "correct horse battery staple"});
+    let (s, refused) = start_operation(&b, "backup", to_files.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(s, 409, "{refused}");
+    let id = path.rsplit('/').next().unwrap().split('?').next().unwrap();
+    assert!(
+        refused["error"]["message"].as_str().unwrap().contains(id),
+        "{refused}"
+    );
+
+    // Node a dies: within the lease's life node b reports the backup failed, and takes the next.
+    a.process.child.kill().unwrap();
+    let (s, failed) = until_finished(&b, &path, Duration::from_secs(20)).await;
+    assert_eq!(s, 500, "{failed}");
+    assert_eq!(failed["error"]["code"], "BackupFailed");
+    let message = failed["error"]["message"].as_str().unwrap();
+    assert!(message.contains("stopped before it finished"), "{message}");
+    let next = start_operation(&b, "backup", to_files).await.unwrap();
+    let (s, done) = until_finished(&b, &next, Duration::from_secs(30)).await;
+    assert_eq!(s, 200, "{done}");
+    assert!(done["outcome"]["entities"].as_u64().unwrap() > 0, "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freeze_on_one_node_holds_on_every_node_and_a_deleted_service_stops_them_all() {
+    let pg = PostgresServer::start().unwrap();
+    let url = pg.create_database("instance").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, mut b) = two_nodes(dir.path(), &url);
+    let tag = |n: &str| json!({"properties": {"displayName": n}});
+    let (s, f) = call(
+        &a,
+        "POST",
+        "/freeze",
+        Some(json!({"seconds": 60, "reason": "moving to eastus"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{f}");
+    let (s, refused) = call(&b, "PUT", "/tags/t", Some(tag("T"))).await;
+    assert_eq!(s, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "ServiceIsBeingMoved");
+    assert_eq!(call(&b, "GET", "/freeze", None).await.1["frozen"], true);
+    assert_eq!(call(&b, "DELETE", "/freeze", None).await.0, 200);
+    let (s, put) = call(&a, "PUT", "/tags/t", Some(tag("T"))).await;
+    assert!(s == 200 || s == 201, "{s} {put}");
+
+    let name = call(&a, "GET", "/", None).await.1["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, deleted) = call(&a, "DELETE", &format!("/?confirm={name}"), None).await;
+    assert_eq!(s, 202, "{deleted}");
+    let started = Instant::now();
+    while b.process.exited().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "node b still runs after the service was deleted through node a"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

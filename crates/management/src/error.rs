@@ -120,7 +120,10 @@ impl From<StoreError> for ApiError {
                     "The configuration store cannot be reached at the moment, so the request was not confirmed. Try again.",
                 )
             },
-            StoreError::Fenced(fence) => crate::freeze::refusal(&fence),
+            // The only fence is a move's freeze (`freeze`), which words the message.
+            StoreError::Fenced(fence) => {
+                ApiError::new(StatusCode::CONFLICT, "ServiceIsBeingMoved", fence.message)
+            }
             StoreError::Deleted(note) => ApiError::new(
                 StatusCode::GONE,
                 "ServiceDeleted",

@@ -8,7 +8,7 @@
 
 use crate::error::ApiError;
 use crate::respond::blocking;
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use gatehouse_store::{Store, WriteFence};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -84,15 +84,6 @@ impl Freeze {
             None => json!({"frozen": false}),
         }
     }
-}
-
-/// The answer to a write the fence refused: 409 `ServiceIsBeingMoved`.
-pub fn refusal(fence: &WriteFence) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "ServiceIsBeingMoved",
-        fence.message.clone(),
-    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,7 +163,7 @@ impl FreezeState {
         }
         match self.current(store).await? {
             None => Ok(()),
-            Some(f) => Err(refusal(&f.to_fence())),
+            Some(f) => Err(gatehouse_store::StoreError::Fenced(f.to_fence()).into()),
         }
     }
 }

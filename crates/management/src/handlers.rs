@@ -550,13 +550,17 @@ async fn operation_route(call: &Call) -> Result<Option<Response>, ApiError> {
     if call.method != Method::GET {
         return Err(method_not_allowed());
     }
-    let op = state.operations.get(id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFound",
-            format!("Operation '{id}' not found."),
-        )
-    })?;
+    let op = state
+        .operations
+        .find(&state.store, id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                format!("Operation '{id}' not found."),
+            )
+        })?;
     if !results {
         let body = crate::operations::status_body(id, &op);
         return Ok(Some(json_response(StatusCode::OK, body)));

@@ -17,6 +17,7 @@ pub mod gateway_nodes;
 pub mod gateway_tokens;
 pub mod handlers;
 pub mod keyvault;
+pub mod long_running;
 pub mod moving;
 pub mod openapi;
 pub mod openapi_schemas;

@@ -7,43 +7,28 @@
 //! name (`backupName`); the archive appears under its final name only when complete.
 
 use crate::error::ApiError;
+use crate::long_running::{HEARTBEAT, LEASE, LEASE_TTL, failure_code};
 use crate::state::AppState;
 use axum::http::StatusCode;
 use gatehouse_backup::storage::{Location, StorageError};
 use gatehouse_backup::{BackupKey, BackupOptions, RestoreOptions};
+use gatehouse_store::Lease;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-#[derive(Debug, Clone)]
-pub enum OpStatus {
-    Running,
-    Succeeded(Option<Value>),
-    Failed {
-        status: StatusCode,
-        code: &'static str,
-        message: String,
-    },
-}
-
-#[derive(Debug)]
-pub struct Operation {
-    pub kind: &'static str,
-    pub done: AtomicU64,
-    pub total: AtomicU64,
-    pub status: Mutex<OpStatus>,
-    /// What a finished backup or restore did (`revision`, `entities`, `bytes`), shown as
-    /// `outcome` beside the service in the operation's result.
-    pub outcome: Mutex<Option<Value>>,
-}
+pub use crate::long_running::{
+    OpStatus, Operation, RETRY_AFTER_SECONDS, progress_body, status_body,
+};
 
 /// The instance's long-running operations.
-#[derive(Default)]
 pub struct Operations {
     ops: Mutex<HashMap<String, Arc<Operation>>>,
     busy: Mutex<Option<String>>,
+    /// This node, as operation records and leases name it (made at start).
+    pub node: String,
     /// The instance's configured backup key (`--backup-key-file`, `GATEHOUSE_BACKUP_KEY`).
     pub default_key: Option<String>,
     /// Storage accounts configured on the server, by the name requests use as
@@ -67,6 +52,27 @@ pub struct StorageAccount {
     pub access_key: Option<String>,
 }
 
+impl Default for Operations {
+    fn default() -> Self {
+        // The host's name (where Linux tells it) makes the records readable to operators;
+        // the random part tells apart two nodes, or two runs, on one host.
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "node".into());
+        Operations {
+            ops: Default::default(),
+            busy: Default::default(),
+            node: format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            default_key: None,
+            accounts: HashMap::new(),
+            s3_region: None,
+            key_file: None,
+        }
+    }
+}
+
 impl Operations {
     pub fn new(default_key: Option<String>, accounts: HashMap<String, StorageAccount>) -> Self {
         Operations {
@@ -88,12 +94,38 @@ impl Operations {
         self
     }
 
+    /// An operation this node runs or ran.
     pub fn get(&self, id: &str) -> Option<Arc<Operation>> {
         self.ops
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .cloned()
+    }
+
+    /// An operation by id: this node's, else the record another node of the store wrote.
+    pub async fn find(
+        &self,
+        store: &Arc<gatehouse_store::Store>,
+        id: &str,
+    ) -> Result<Option<Arc<Operation>>, ApiError> {
+        if let Some(op) = self.get(id) {
+            return Ok(Some(op));
+        }
+        let key = id.to_string();
+        let found = crate::respond::blocking(store, move |s| {
+            let Some(record) = s.operation(&key)? else {
+                return Ok(None);
+            };
+            let holder = s.lease_holder(crate::long_running::LEASE)?;
+            Ok(Some(Operation::from_record(
+                &key,
+                &record,
+                holder.as_deref(),
+            )))
+        })
+        .await?;
+        Ok(found.map(Arc::new))
     }
 }
 
@@ -270,11 +302,7 @@ fn failure(kind: &'static str, e: gatehouse_backup::BackupError) -> OpStatus {
     };
     OpStatus::Failed {
         status,
-        code: if kind == "backup" {
-            "BackupFailed"
-        } else {
-            "RestoreFailed"
-        },
+        code: failure_code(kind),
         message: e.to_string(),
     }
 }
@@ -285,11 +313,7 @@ fn storage_failure(kind: &'static str, e: StorageError) -> OpStatus {
             StorageError::Invalid(_) | StorageError::NotFound(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         },
-        code: if kind == "backup" {
-            "BackupFailed"
-        } else {
-            "RestoreFailed"
-        },
+        code: failure_code(kind),
         message: e.to_string(),
     }
 }
@@ -329,26 +353,8 @@ pub async fn start(
         }
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
-    {
-        let mut busy = state
-            .operations
-            .busy
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(running) = busy.as_ref() {
-            return Err(ApiError::conflict(format!(
-                "Another backup or restore is in progress on this service (operation {running}); wait for it to finish."
-            )));
-        }
-        *busy = Some(id.clone());
-    }
-    let op = Arc::new(Operation {
-        kind,
-        done: AtomicU64::new(0),
-        total: AtomicU64::new(0),
-        status: Mutex::new(OpStatus::Running),
-        outcome: Mutex::new(None),
-    });
+    claim(state, &id, kind).await?;
+    let op = Arc::new(Operation::new(kind));
     state
         .operations
         .ops
@@ -358,6 +364,7 @@ pub async fn start(
     let st = state.clone();
     let op_id = id.clone();
     tokio::spawn(async move {
+        let heartbeat = tokio::spawn(heartbeat(st.clone(), op_id.clone(), op.clone()));
         let status = run(&st, kind, &op, location, key, params, expires).await;
         if let Some(path) = key_created {
             let mut outcome = op.outcome.lock().unwrap_or_else(|e| e.into_inner());
@@ -369,9 +376,125 @@ pub async fn start(
             tracing::warn!(operation = %op_id, error = %message, "{kind} failed");
         }
         *op.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
-        *st.operations.busy.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        heartbeat.abort();
+        finish(&st, &op_id, &op).await;
     });
     Ok(id)
+}
+
+/// Makes `id` the one backup or restore running: on this node, and with the store's lease
+/// across the nodes of a shared store; its record written for every node to read.
+async fn claim(state: &Arc<AppState>, id: &str, kind: &'static str) -> Result<(), ApiError> {
+    let refuse = |running: &str| {
+        ApiError::conflict(format!(
+            "Another backup or restore is in progress on this service (operation {running}); wait for it to finish."
+        ))
+    };
+    {
+        let mut busy = state
+            .operations
+            .busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = busy.as_ref() {
+            return Err(refuse(running));
+        }
+        *busy = Some(id.to_string());
+    }
+    let holder = format!("{}/{id}", state.operations.node);
+    let record = Operation::new(kind).record(&state.operations.node);
+    let op_id = id.to_string();
+    let claimed = crate::respond::blocking(&state.store, move |s| {
+        if s.is_shared()
+            && let Lease::Theirs(other) = s.take_lease(LEASE, &holder, LEASE_TTL)?
+        {
+            return Ok(Err(other));
+        }
+        s.put_operation(&op_id, &record)?;
+        Ok(Ok(()))
+    })
+    .await;
+    let release = || {
+        *state
+            .operations
+            .busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None
+    };
+    match claimed {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(other)) => {
+            release();
+            let running = other.rsplit('/').next().unwrap_or(&other).to_string();
+            Err(refuse(&running))
+        }
+        Err(e) => {
+            release();
+            Err(e)
+        }
+    }
+}
+
+/// While the operation runs on a shared store: renews its lease and writes its progress.
+async fn heartbeat(state: Arc<AppState>, id: String, op: Arc<Operation>) {
+    if !state.store.is_shared() {
+        return;
+    }
+    let holder = format!("{}/{id}", state.operations.node);
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        let record = op.record(&state.operations.node);
+        let (holder, key) = (holder.clone(), id.clone());
+        let renewed = crate::respond::blocking(&state.store, move |s| {
+            let lease = s.take_lease(LEASE, &holder, LEASE_TTL)?;
+            s.put_operation(&key, &record)?;
+            Ok(lease)
+        })
+        .await;
+        match renewed {
+            Ok(Lease::Ours) => {}
+            Ok(Lease::Theirs(other)) => {
+                tracing::warn!(operation = %id, holder = %other, "another node took this operation's lease (this node could not renew it in time)")
+            }
+            Err(e) => {
+                tracing::warn!(operation = %id, error = ?e.internal, "the operation's lease could not be renewed")
+            }
+        }
+    }
+}
+
+/// Records the operation's end (retried while the store is unreachable, for up to two
+/// minutes: until then other nodes report it running), then lets the next one start.
+async fn finish(state: &Arc<AppState>, id: &str, op: &Arc<Operation>) {
+    let record = op.record(&state.operations.node);
+    let holder = format!("{}/{id}", state.operations.node);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut wait = Duration::from_millis(200);
+    loop {
+        let (record, holder, key) = (record.clone(), holder.clone(), id.to_string());
+        let written = crate::respond::blocking(&state.store, move |s| {
+            s.put_operation(&key, &record)?;
+            Ok(s.release_lease(LEASE, &holder)?)
+        })
+        .await;
+        match written {
+            Ok(()) => break,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(operation = %id, error = ?e.internal, "the operation's end could not be recorded yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(operation = %id, error = ?e.internal, "the operation's end could not be recorded; other nodes will report it failed");
+                break;
+            }
+        }
+    }
+    *state
+        .operations
+        .busy
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 /// The work of one operation: the archive is built or read in a local temporary file, and
@@ -397,10 +520,7 @@ async fn run(
     let tmp_path = tmp.to_path_buf();
     if kind == "backup" {
         let built = tokio::task::spawn_blocking(move || {
-            let mut progress = |done: u64, total: u64| {
-                op2.done.store(done, Ordering::Relaxed);
-                op2.total.store(total, Ordering::Relaxed);
-            };
+            let mut progress = |done: u64, total: u64| op2.progress(done, total);
             gatehouse_backup::backup_to_file(
                 &store,
                 &tmp_path,
@@ -445,10 +565,7 @@ async fn run(
     };
     let dry_run = params.dry_run;
     let result = tokio::task::spawn_blocking(move || {
-        let mut progress = |done: u64, total: u64| {
-            op2.done.store(done, Ordering::Relaxed);
-            op2.total.store(total, Ordering::Relaxed);
-        };
+        let mut progress = |done: u64, total: u64| op2.progress(done, total);
         if dry_run {
             gatehouse_backup::verify(&store, &tmp_path, &key, &opts, true).map(|plan| {
                 OpStatus::Succeeded(Some(serde_json::to_value(plan).unwrap_or(Value::Null)))
@@ -481,31 +598,4 @@ async fn run(
             StorageError::Invalid(format!("the restore worker failed: {e}")),
         ),
     }
-}
-
-/// The body of a `202` while running: APIM-style status with progress.
-/// How long a client should wait before it polls an operation again (`Retry-After`, seconds):
-/// backups of small instances end within a second.
-pub const RETRY_AFTER_SECONDS: u64 = 1;
-
-/// An operation's status as ARM's `Azure-AsyncOperation` URL answers it (always 200).
-pub fn status_body(id: &str, op: &Operation) -> Value {
-    let status = op.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    match status {
-        OpStatus::Running => progress_body(id, op),
-        OpStatus::Succeeded(_) => {
-            json!({"id": id, "name": id, "status": "Succeeded", "operation": op.kind, "percentComplete": 100})
-        }
-        OpStatus::Failed { code, message, .. } => json!({
-            "id": id, "name": id, "status": "Failed", "operation": op.kind,
-            "error": {"code": code, "message": message},
-        }),
-    }
-}
-
-pub fn progress_body(id: &str, op: &Operation) -> Value {
-    let done = op.done.load(Ordering::Relaxed);
-    let total = op.total.load(Ordering::Relaxed);
-    let percent = (done * 100).checked_div(total).unwrap_or(0).min(99);
-    json!({"id": id, "name": id, "status": "InProgress", "operation": op.kind, "percentComplete": percent})
 }

@@ -177,6 +177,24 @@ fn management_acceptor(
 
 /// The node's store: the embedded one in the data directory, or the shared one, waited for
 /// (saying so) while it does not answer.
+/// On a shared store: stops this node when another node deletes the service (checked every
+/// second; the mark is what stops any node from starting on it again).
+async fn follow_deletion(store: Arc<Store>, deleted: watch::Sender<bool>) {
+    let mut checks = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        checks.tick().await;
+        if *deleted.borrow() {
+            return;
+        }
+        let store = store.clone();
+        if let Ok(Ok(Some(note))) = tokio::task::spawn_blocking(move || store.deleted()).await {
+            tracing::warn!(note = %note, "the service was deleted through another node: this node stops serving it");
+            let _ = deleted.send(true);
+            return;
+        }
+    }
+}
+
 async fn open_store(config: &ServeConfig) -> Result<Store> {
     let dir = config.data_dir.clone();
     let url = config.store_url.clone();
@@ -267,6 +285,7 @@ impl Instance {
         let gateway_shared = gateway.shared.clone();
         let traffic_shared = gateway.shared.clone();
         let (deleted_tx, deleted) = watch::channel(false);
+        let deletion_seen = deleted_tx.clone();
         let delete_marker = marker.clone();
         let deleted_store = store.clone();
         let state = Arc::new(AppState {
@@ -321,6 +340,9 @@ impl Instance {
                     let _ = std::fs::remove_file(endpoints);
                 }
             });
+        }
+        if store.is_shared() {
+            tokio::spawn(follow_deletion(store.clone(), deletion_seen));
         }
         if state.secret_source.is_some() {
             // Secret-store named values: read at start, then on APIM's schedule. Stopped with

@@ -165,24 +165,24 @@ impl Engine {
 
     /// Begins a transaction on a connection of its own.
     pub fn begin(&self) -> Result<PgTx<'_>> {
-        self.open_transaction("BEGIN")
+        self.open_transaction("BEGIN".into())
     }
 
     /// Begins a read-only transaction that sees one snapshot throughout.
     pub fn begin_read(&self) -> Result<PgTx<'_>> {
-        self.open_transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        self.open_transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".into())
     }
 
     /// Begins a transaction with `begin`. A pooled connection the server has dropped (it
     /// restarted while the connection was idle) is found out here: the pool is emptied and a
     /// new connection tried once.
-    fn open_transaction(&self, begin: &'static str) -> Result<PgTx<'_>> {
+    fn open_transaction(&self, begin: String) -> Result<PgTx<'_>> {
         let mut retried = false;
         loop {
             let client = self.connection()?;
-            let c = client.clone();
+            let (c, begin) = (client.clone(), begin.clone());
             match self
-                .call(async move { c.batch_execute(begin).await })
+                .call(async move { c.batch_execute(&begin).await })
                 .map_err(pg)
             {
                 Ok(()) => {
@@ -231,27 +231,21 @@ impl Engine {
 
     /// Begins a transaction holding the instance's write lock.
     pub fn begin_locked(&self) -> Result<PgTx<'_>> {
-        let tx = self.begin()?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            vec![Box::new(WRITE_LOCK)],
-        )?;
-        Ok(tx)
+        // One round trip for both: every round trip of a write is time the lock is held.
+        self.open_transaction(format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+        ))
     }
 
     /// Ends a write that changed something: the revision recorded, every node told (the
     /// notification is delivered when the transaction commits), committed.
     pub fn commit_write(&self, tx: PgTx<'_>, revision: u64) -> Result<()> {
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('revision', $1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            vec![Box::new(revision.to_string())],
-        )?;
-        tx.execute(
-            "SELECT pg_notify($1, $2)",
-            vec![Box::new(REVISION_CHANNEL), Box::new(revision.to_string())],
-        )?;
-        tx.commit()?;
+        // One round trip (the values are a number and a constant, nothing to quote).
+        tx.commit_after(&format!(
+            "INSERT INTO meta (key, value) VALUES ('revision', '{revision}')
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+             SELECT pg_notify('{REVISION_CHANNEL}', '{revision}');"
+        ))?;
         self.committed(revision);
         Ok(())
     }
@@ -417,6 +411,20 @@ impl PgTx<'_> {
             .map_err(pg)
     }
 
+    /// Streams `data` (rows in COPY's text format) into `COPY … FROM STDIN`; the rows copied.
+    pub fn copy_in(&self, sql: &str, data: Vec<u8>) -> Result<u64> {
+        use futures::SinkExt;
+        let (client, sql) = (self.client(), sql.to_string());
+        self.engine
+            .call(async move {
+                let sink = client.client.copy_in::<_, bytes::Bytes>(&sql).await?;
+                let mut sink = std::pin::pin!(sink);
+                sink.send(bytes::Bytes::from(data)).await?;
+                sink.as_mut().finish().await
+            })
+            .map_err(pg)
+    }
+
     /// Runs statements without parameters.
     pub fn batch(&self, sql: &str) -> Result<()> {
         let (client, sql) = (self.client(), sql.to_string());
@@ -425,15 +433,20 @@ impl PgTx<'_> {
             .map_err(pg)
     }
 
-    pub fn commit(mut self) -> Result<()> {
+    pub fn commit(self) -> Result<()> {
+        self.commit_after("")
+    }
+
+    /// Runs `statements` (without parameters) and commits, in one round trip.
+    fn commit_after(mut self, statements: &str) -> Result<()> {
         let client = self
             .client
             .take()
             .expect("present until the transaction ends");
-        let c = client.clone();
+        let (c, sql) = (client.clone(), format!("{statements} COMMIT"));
         let done = self
             .engine
-            .call(async move { c.batch_execute("COMMIT").await })
+            .call(async move { c.batch_execute(&sql).await })
             .map_err(pg);
         if done.is_ok() {
             self.engine.give_back(client);

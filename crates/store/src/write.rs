@@ -48,9 +48,30 @@ pub(crate) struct Pending {
     refs: Vec<[String; 2]>,
 }
 
-/// Rows per multi-row insert (PostgreSQL takes at most 65,535 parameters).
-const RESOURCES_PER_INSERT: usize = 500;
+/// Resources per `COPY` (a few megabytes held at a time).
+const RESOURCES_PER_COPY: usize = 5_000;
+/// References per multi-row insert (PostgreSQL takes at most 65,535 parameters).
 const REFS_PER_INSERT: usize = 2_000;
+
+/// Appends one row in `COPY`'s text format: fields separated by tabs, the row ended by a
+/// newline, backslashes and control characters that would end a field escaped.
+fn copy_row(out: &mut Vec<u8>, fields: &[&str]) {
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\t');
+        }
+        for b in field.bytes() {
+            match b {
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b => out.push(b),
+            }
+        }
+    }
+    out.push(b'\n');
+}
 
 /// `INSERT INTO table (columns) VALUES ($1, …), (…)` for `rows` rows.
 fn multi_row_insert(table_columns: &str, columns: usize, rows: usize, tail: &str) -> String {
@@ -109,19 +130,19 @@ impl WriteTx<'_> {
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
         let db = self.conn.db();
         let revision = self.next as i64;
-        for chunk in pending.resources.chunks(RESOURCES_PER_INSERT) {
-            let sql = multi_row_insert(
-                "resources (path, kind, parent, name, properties, revision)",
-                6,
-                chunk.len(),
-                "",
-            );
-            let mut args = Vec::with_capacity(chunk.len() * 6);
-            for row in chunk {
-                args.extend(row.iter().map(|v| Arg::Text(v)));
-                args.push(Arg::Int(revision));
+        if !pending.resources.is_empty() {
+            let WriteConn::Pg(tx) = &self.conn else {
+                unreachable!("rows are written ahead on PostgreSQL only")
+            };
+            let revision = revision.to_string();
+            let mut data = Vec::with_capacity(pending.resources.len() * 512);
+            for [path, kind, parent, name, properties] in &pending.resources {
+                copy_row(&mut data, &[path, kind, parent, name, properties, &revision]);
             }
-            db.exec(&sql, &args)?;
+            tx.copy_in(
+                "COPY resources (path, kind, parent, name, properties, revision) FROM STDIN",
+                data,
+            )?;
         }
         for chunk in pending.refs.chunks(REFS_PER_INSERT) {
             let sql = multi_row_insert(
@@ -359,7 +380,7 @@ impl WriteTx<'_> {
             let full = {
                 let mut pending = self.pending.borrow_mut();
                 pending.resources.push(row);
-                pending.resources.len() >= RESOURCES_PER_INSERT
+                pending.resources.len() >= RESOURCES_PER_COPY
             };
             return if full { self.settle() } else { Ok(()) };
         }

@@ -276,7 +276,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(put_throughput(&pg, quick));
-    rt.block_on(propagation(&pg, quick));
+    // `--large`: only the backup and restore of the large instance.
+    if !std::env::args().any(|a| a == "--large") {
+        rt.block_on(put_throughput(&pg, quick));
+        rt.block_on(propagation(&pg, quick));
+    }
     large_instance(&pg, quick);
 }

@@ -295,6 +295,8 @@ fn trees_references_lookups_and_pages(store: &Store) {
         .unwrap();
 }
 
+const TRICKY: &str = "T \\ \\N \t tab \n line \r \"q\" é ☃ \\.";
+
 fn a_replace_and_a_moved_tree_keep_references(store: &Store) {
     store
         .write(|w| -> Result<()> {
@@ -337,9 +339,10 @@ fn a_replace_and_a_moved_tree_keep_references(store: &Store) {
         .write(|w| -> Result<()> {
             w.replace_all(&json!({"from": "archive"}))?;
             w.restore_service(&settings())?;
+            // What a bulk copy escapes: backslashes, tabs, line ends, quotes, non-ASCII.
             w.restore_resource(
                 &ResourcePath::top(Kind::Tag, "t"),
-                obj(json!({"displayName": "T"})),
+                obj(json!({"displayName": TRICKY})),
             )?;
             w.restore_ref("/tags/t", "/apis/x")?;
             w.restore_ref("/tags/t", "/apis/x")?;
@@ -350,6 +353,8 @@ fn a_replace_and_a_moved_tree_keep_references(store: &Store) {
     store
         .read(|r| -> Result<()> {
             assert_eq!(r.resource_count()?, 1);
+            let t = r.get("/tags/t")?.unwrap();
+            assert_eq!(t.properties["displayName"], TRICKY);
             assert_eq!(r.references_of("/tags/t")?, vec!["/apis/x".to_string()]);
             assert!(r.replaced_since(before)?);
             Ok(())

@@ -60,6 +60,23 @@ pub struct Manifest {
     pub include: Option<Vec<String>>,
     pub entity_count: u64,
     pub sections: Vec<SectionInfo>,
+    /// For a journal segment of a continuous archive: the revisions it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<SegmentRange>,
+}
+
+/// The revisions a journal segment holds, and the one before them (the chain a point-in-time
+/// restore checks for gaps).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentRange {
+    /// The last revision of the segment (or base) this one follows.
+    pub previous: u64,
+    pub first: u64,
+    pub last: u64,
+    /// Commit times (RFC 3339) of the first and last revisions.
+    pub first_at: String,
+    pub last_at: String,
 }
 
 #[derive(Debug, thiserror::Error)]

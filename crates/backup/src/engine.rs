@@ -257,6 +257,7 @@ pub fn backup_to_file(
                 include: opts.include.clone(),
                 entity_count: 0,
                 sections: Vec::new(),
+                segment: None,
             };
             Ok(manifest)
         })
@@ -268,6 +269,9 @@ pub struct RestoreOptions {
     pub allow_tier_change: bool,
     /// Who restores, for the journal (`None`: the store's own `system`).
     pub actor: Option<String>,
+    /// Journal entries (secrets in plaintext) replayed after the archive in the same
+    /// transaction: a point-in-time restore's changes since its base.
+    pub replay: Vec<gatehouse_store::JournalEntry>,
 }
 
 /// What a restore would change, per resource type: `(added, changed, removed)` ids.
@@ -623,6 +627,9 @@ pub fn restore_from_file(
                 hostname_configurations: target.hostname_configurations.clone(),
             };
             tx.restore_service(&merged)?;
+        }
+        for entry in &opts.replay {
+            tx.apply_entry(entry)?;
         }
         Ok(done)
     })?;

@@ -10,7 +10,7 @@ pub mod engine;
 pub mod key;
 pub mod storage;
 
-pub use archive::{ArchiveError, Manifest, SectionInfo};
+pub use archive::{ArchiveError, Manifest, SectionInfo, SegmentRange};
 pub use engine::{
     BackupError, BackupOptions, RestoreOptions, RestoreOutcome, RestorePlan, backup_to_file,
     restore_from_file, verify,

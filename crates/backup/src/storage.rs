@@ -248,6 +248,31 @@ impl Location {
         Ok(total)
     }
 
+    /// Writes a small object at once (an index).
+    pub async fn put_bytes(&self, bytes: Vec<u8>) -> Result<(), StorageError> {
+        self.store
+            .put(&self.path, bytes.into())
+            .await
+            .map_err(err(&self.display))?;
+        Ok(())
+    }
+
+    /// Reads a small object whole; `None` if there is none.
+    pub async fn get_bytes(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.store.get(&self.path).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(err(&self.display))?.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(err(&self.display)(e)),
+        }
+    }
+
+    pub async fn delete(&self) -> Result<(), StorageError> {
+        match self.store.delete(&self.path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(err(&self.display)(e)),
+        }
+    }
+
     pub async fn exists(&self) -> Result<bool, StorageError> {
         match self.store.head(&self.path).await {
             Ok(_) => Ok(true),

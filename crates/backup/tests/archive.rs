@@ -370,6 +370,7 @@ fn expiry_tiers_and_dry_runs() {
         &RestoreOptions {
             allow_tier_change: true,
             actor: None,
+            ..Default::default()
         },
         &mut no_progress(),
     )

@@ -284,6 +284,21 @@ pub struct ServeArgs {
     /// `serve` nodes share; without it, the embedded store in the data directory.
     #[arg(long, env = "GATEHOUSE_STORE")]
     pub store: Option<String>,
+    /// Continuous archiving: the journal shipped, as it is written, to this storage container
+    /// (as for `backup --to`, without a name: file:///folder/container, az://ACCOUNT/CONTAINER,
+    /// s3+http://HOST:PORT/BUCKET …), next to base archives.
+    #[arg(long, env = "GATEHOUSE_ARCHIVE")]
+    pub archive: Option<String>,
+    /// The age key file the continuous archive is encrypted with (`gatehouse backup new-key`).
+    #[arg(long, env = "GATEHOUSE_ARCHIVE_KEY_FILE")]
+    pub archive_key_file: Option<PathBuf>,
+    /// A segment of the archive is closed and uploaded at most this long after its first
+    /// change (seconds, default 1).
+    #[arg(long, env = "GATEHOUSE_ARCHIVE_SEGMENT_SECONDS")]
+    pub archive_segment_seconds: Option<f64>,
+    /// A full base archive this often (`6h`, `1d`, `30m`), besides the first one.
+    #[arg(long, env = "GATEHOUSE_ARCHIVE_EVERY")]
+    pub archive_every: Option<String>,
     /// How long to wait for the shared store while it does not answer (default 600).
     #[arg(long, env = "GATEHOUSE_STORE_WAIT_SECONDS")]
     pub store_wait_seconds: Option<u64>,
@@ -376,6 +391,18 @@ pub struct RestoreArgs {
     /// The object storage key; default GATEHOUSE_STORAGE_KEY.
     #[arg(long)]
     pub access_key: Option<String>,
+    /// From a continuous archive (`--from` names its container): the newest point in it.
+    #[arg(long, conflicts_with_all = ["to_revision", "to_time"])]
+    pub latest: bool,
+    /// From a continuous archive: the state at this revision.
+    #[arg(long, conflicts_with = "to_time")]
+    pub to_revision: Option<u64>,
+    /// From a continuous archive: the state at this time (RFC 3339, e.g. 2026-12-01T10:00:00Z).
+    #[arg(long)]
+    pub to_time: Option<String>,
+    /// With a gap in the continuous archive, restore to the last revision before it.
+    #[arg(long)]
+    pub allow_gap: bool,
 }
 
 #[derive(Subcommand, Debug)]

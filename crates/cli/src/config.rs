@@ -246,6 +246,7 @@ pub fn serve_config(target: &Target, args: &ServeArgs) -> Result<ServeConfig> {
     Ok(ServeConfig {
         data_dir: data_dir_of(target, f),
         store_url: store_url(args, f)?,
+        archive: crate::archive::serve_settings(args)?,
         store_wait: std::time::Duration::from_secs(
             args.store_wait_seconds
                 .or_else(|| f.and_then(|f| f.store_wait_seconds))

@@ -9,6 +9,7 @@
 //! kind shares, and policies), `commands` (running a command).
 
 pub use gatehouse_client as client;
+mod archive;
 mod args;
 mod commands;
 mod config;

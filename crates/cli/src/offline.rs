@@ -371,6 +371,14 @@ pub async fn backup(target: &Target, args: &BackupArgs, json: bool) -> Result<()
 }
 
 pub async fn restore(target: &Target, args: &RestoreArgs, json: bool) -> Result<()> {
+    if let Some(point) = crate::archive::point_of(args)? {
+        return match mode(target)? {
+            Mode::Offline(dir) => crate::archive::restore_point(&dir, args, &point, json).await,
+            Mode::Online(_) => bail!(
+                "a point-in-time restore goes into a data directory that no process serves: stop the instance, or name a new --data-dir"
+            ),
+        };
+    }
     let at = ArchiveAt::parse(&args.from, args.access_key.as_deref())?;
     let started = Instant::now();
     let dir = match mode(target)? {
@@ -426,6 +434,7 @@ pub async fn restore(target: &Target, args: &RestoreArgs, json: bool) -> Result<
     let opts = RestoreOptions {
         allow_tier_change: args.allow_tier_change,
         actor: None,
+        ..Default::default()
     };
     if args.dry_run {
         let plan = gatehouse_backup::verify(&store, &from, &key, &opts, true)

@@ -43,7 +43,7 @@ use std::time::Instant;
 
 pub use error::ApiError;
 pub use service::{Bootstrap, bootstrap};
-pub use state::{AppState, DeleteHook, MetricsRenderer, TrafficControl, Urls};
+pub use state::{AppState, DeleteHook, MetricsRenderer, StatusView, TrafficControl, Urls};
 
 /// One log line per request: its id, method, path, status, duration — never headers or
 /// bodies. The id (a UUID, also answered as `x-ms-request-id`, as ARM does) is what an internal

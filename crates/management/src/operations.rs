@@ -562,6 +562,7 @@ async fn run(
     let opts = RestoreOptions {
         allow_tier_change: params.allow_tier_change,
         actor: Some(params.actor.clone()),
+        ..Default::default()
     };
     let dry_run = params.dry_run;
     let result = tokio::task::spawn_blocking(move || {

@@ -97,8 +97,9 @@ pub(crate) async fn service_body_at(state: &Arc<AppState>) -> Result<(Value, u64
     })
     .await?;
     let urls = state.urls.read().expect("urls lock").clone();
-    Ok((
-        service::render_service(&s, rev, &urls.management, &urls.gateway),
-        rev,
-    ))
+    let mut body = service::render_service(&s, rev, &urls.management, &urls.gateway);
+    if let Some(archive) = &state.archive_status {
+        body["properties"]["continuousArchive"] = archive();
+    }
+    Ok((body, rev))
 }

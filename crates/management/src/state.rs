@@ -18,6 +18,9 @@ pub type MetricsRenderer = Arc<dyn Fn() -> String + Send + Sync>;
 /// Turns the gateway's drain mode on or off (`Some`) and reports its traffic as JSON.
 pub type TrafficControl = Arc<dyn Fn(Option<bool>) -> serde_json::Value + Send + Sync>;
 
+/// Reports how far continuous archiving has come (`continuousArchive` in `GET /`).
+pub type StatusView = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 /// Stops the hosting instance and marks it deleted.
 pub type DeleteHook = Arc<dyn Fn() + Send + Sync>;
 
@@ -44,6 +47,8 @@ pub struct AppState {
     pub secret_source: Option<crate::secret_source::SecretSource>,
     /// What the nodes of self-hosted gateways last reported.
     pub gateway_nodes: crate::gateway_nodes::Nodes,
+    /// Continuous archiving's progress, when the instance runs with `--archive`.
+    pub archive_status: Option<StatusView>,
     /// Turns `true` when the instance stops: long-lived answers (gateway streams) end then.
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }

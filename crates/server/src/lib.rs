@@ -60,6 +60,19 @@ pub struct ServeConfig {
     /// Serve the management API in plain HTTP on an address other than loopback (its requests
     /// carry the token and secrets: only behind a TLS proxy or on a trusted network).
     pub insecure_management: bool,
+    /// Continuous archiving (`--archive`): where, with which key, how often.
+    pub archive: Option<ArchiveSettings>,
+}
+
+/// `--archive URL --archive-key-file F`: the journal shipped to object storage.
+#[derive(Clone, Debug)]
+pub struct ArchiveSettings {
+    pub archive: gatehouse_archiver::Archive,
+    pub key: Arc<gatehouse_backup::BackupKey>,
+    /// A segment is closed at most this long after its first change.
+    pub segment_after: std::time::Duration,
+    /// Full base archives this often (besides the first and one after each restore).
+    pub base_every: Option<std::time::Duration>,
 }
 
 impl ServeConfig {
@@ -88,6 +101,7 @@ impl ServeConfig {
             management_limits: gatehouse_listen::Limits::MANAGEMENT,
             management_tls: None,
             insecure_management: false,
+            archive: None,
         }
     }
 }
@@ -288,6 +302,12 @@ impl Instance {
         let deletion_seen = deleted_tx.clone();
         let delete_marker = marker.clone();
         let deleted_store = store.clone();
+        let archive_status = config
+            .archive
+            .as_ref()
+            .map(|_| Arc::new(gatehouse_archiver::ArchiveStatus::default()));
+        let archive_view = archive_status.clone();
+        let archive_metrics = archive_status.clone();
         let state = Arc::new(AppState {
             store: store.clone(),
             token: token.clone(),
@@ -295,7 +315,15 @@ impl Instance {
                 management: management_url.clone(),
                 gateway: gateway_url.clone(),
             }),
-            metrics: Some(Arc::new(move || gateway_shared.render_metrics())),
+            metrics: Some(Arc::new(move || {
+                let mut text = gateway_shared.render_metrics();
+                if let Some(a) = &archive_metrics {
+                    text.push_str(&a.metrics());
+                }
+                text
+            })),
+            archive_status: archive_view
+                .map(|a| Arc::new(move || a.render()) as gatehouse_management::StatusView),
             operations: gatehouse_management::operations::Operations::new(
                 config.backup_key.clone(),
                 config.storage_accounts.clone(),
@@ -343,6 +371,24 @@ impl Instance {
         }
         if store.is_shared() {
             tokio::spawn(follow_deletion(store.clone(), deletion_seen));
+        }
+        if let (Some(settings), Some(status)) = (&config.archive, archive_status) {
+            let shipper = gatehouse_archiver::ShipperConfig {
+                archive: settings.archive.clone(),
+                key: settings.key.clone(),
+                segment_after: settings.segment_after,
+                max_segment_entries: 10_000,
+                queue_dir: config.data_dir.join("archive-queue"),
+                max_queued: 100_000,
+                base_every: settings.base_every,
+                node: state.operations.node.clone(),
+            };
+            tokio::spawn(gatehouse_archiver::ship_forever(
+                store.clone(),
+                shipper,
+                status,
+                rx.clone(),
+            ));
         }
         if state.secret_source.is_some() {
             // Secret-store named values: read at start, then on APIM's schedule. Stopped with

@@ -515,6 +515,23 @@ impl Store {
         self.read(|r| get_meta(r.db, DELETED_META))
     }
 
+    /// Opens the secret fields of a journal entry's value, for replaying it elsewhere (an
+    /// archive's segment, another instance): every field that is or may have been secret,
+    /// since entries written before a field became secret were sealed when it did.
+    pub fn open_entry(&self, entry: &mut JournalEntry) -> Result<()> {
+        let Some(kind) = gatehouse_model::Kind::from_name(&entry.kind) else {
+            return Ok(());
+        };
+        if let Some(Value::Object(m)) = entry.value.as_mut() {
+            let mut pointers = gatehouse_model::props::secret_pointers(kind, m);
+            pointers.extend(gatehouse_model::props::possible_secret_pointers(kind));
+            pointers.sort_unstable();
+            pointers.dedup();
+            self.sealer.open_fields(m, &pointers)?;
+        }
+        Ok(())
+    }
+
     /// Whether other nodes may share this store (PostgreSQL).
     pub fn is_shared(&self) -> bool {
         matches!(self.backend, Backend::Postgres(_))

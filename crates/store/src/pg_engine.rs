@@ -232,9 +232,7 @@ impl Engine {
     /// Begins a transaction holding the instance's write lock.
     pub fn begin_locked(&self) -> Result<PgTx<'_>> {
         // One round trip for both: every round trip of a write is time the lock is held.
-        self.open_transaction(format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-        ))
+        self.open_transaction(format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"))
     }
 
     /// Ends a write that changed something: the revision recorded, every node told (the

@@ -137,7 +137,10 @@ impl WriteTx<'_> {
             let revision = revision.to_string();
             let mut data = Vec::with_capacity(pending.resources.len() * 512);
             for [path, kind, parent, name, properties] in &pending.resources {
-                copy_row(&mut data, &[path, kind, parent, name, properties, &revision]);
+                copy_row(
+                    &mut data,
+                    &[path, kind, parent, name, properties, &revision],
+                );
             }
             tx.copy_in(
                 "COPY resources (path, kind, parent, name, properties, revision) FROM STDIN",

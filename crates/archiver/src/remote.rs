@@ -6,24 +6,32 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::Path;
 
-/// Where a continuous archive lives: a storage account and a container.
+/// Where a continuous archive lives: a storage account, a container, and a folder in it
+/// (empty: the container's root).
 #[derive(Clone)]
 pub struct Archive {
     pub account: String,
     pub container: String,
+    pub folder: String,
     pub access: Access,
 }
 
 impl std::fmt::Debug for Archive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the access key.
-        write!(f, "{}/{}", self.account, self.container)
+        write!(f, "{}/{}/{}", self.account, self.container, self.folder)
     }
 }
 
 impl Archive {
     pub fn location(&self, name: &str) -> Result<Location, StorageError> {
-        Location::new(&self.account, &self.container, name, &self.access)
+        Location::in_folder(
+            &self.account,
+            &self.container,
+            &self.folder,
+            name,
+            &self.access,
+        )
     }
 
     async fn get_json<T: DeserializeOwned + Default>(&self, name: &str) -> Result<T, StorageError> {

@@ -202,6 +202,32 @@ impl Location {
         })
     }
 
+    /// An object in a folder of the container (`folder` may be empty, or `a/b`).
+    pub fn in_folder(
+        account: &str,
+        container: &str,
+        folder: &str,
+        name: &str,
+        access: &Access,
+    ) -> Result<Location, StorageError> {
+        for part in folder.split('/').filter(|p| !p.is_empty()) {
+            plain_name("folder", part)?;
+        }
+        plain_name("name", name)?;
+        let (store, display) = open_container(account, container, access)?;
+        let folder = folder.trim_matches('/');
+        let path = if folder.is_empty() {
+            name.to_string()
+        } else {
+            format!("{folder}/{name}")
+        };
+        Ok(Location {
+            store,
+            display: format!("{display}/{path}"),
+            path: ObjectPath::from(path),
+        })
+    }
+
     /// Uploads a local file as this object (multipart; the object appears when complete).
     pub async fn upload(&self, local: &Path) -> Result<u64, StorageError> {
         let upload = self

@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 
 /// A container URL as `--archive` and `restore --from` take it.
 pub fn archive_at(url: &str, access_key: Option<&str>) -> Result<Archive> {
-    let (account, container, _) =
-        gatehouse_client::storage_url::split_url(&format!("{}/", url.trim_end_matches('/')))
+    let (account, container, folder) =
+        gatehouse_client::storage_url::split_url(url.trim_end_matches('/'))
             .map_err(|e| anyhow!("{e}"))?;
     Ok(Archive {
         account,
         container,
+        folder,
         access: storage::Access {
             key: access_key
                 .map(str::to_string)

@@ -38,12 +38,12 @@ struct Ack {
     wall: SystemTime,
 }
 
-/// PUTs tags one after another for `how_long`; what was acknowledged.
-async fn write_for(management: &str, token: &str, how_long: Duration) -> Vec<Ack> {
+/// PUTs tags one after another for `how_long`, numbered from `first`; what was acknowledged.
+async fn write_for(management: &str, token: &str, how_long: Duration, first: usize) -> Vec<Ack> {
     let http = reqwest::Client::new();
     let started = Instant::now();
     let mut acks = Vec::new();
-    let mut i = 0;
+    let mut i = first;
     while started.elapsed() < how_long {
         let resp = http
             .put(format!("{management}/tags/t{i}"))
@@ -133,7 +133,7 @@ async fn a_lost_machine_is_restored_to_its_last_second_and_to_any_point() {
         .as_str()
         .unwrap()
         .to_string();
-    let acks = write_for(&management, &source.token(), Duration::from_secs(5)).await;
+    let acks = write_for(&management, &source.token(), Duration::from_secs(5), 0).await;
     assert!(acks.len() > 50, "only {} writes", acks.len());
     let (_, status, _) = run(
         cwd,
@@ -249,4 +249,263 @@ async fn a_lost_machine_is_restored_to_its_last_second_and_to_any_point() {
     std::fs::remove_file(victim).unwrap();
     let (ok, out, err) = restore(cwd, &archive, "missing", &["--latest"]);
     assert!(!ok && err.contains(&name), "{out}{err}");
+}
+
+/// A TCP proxy in front of the S3 server that can be taken down (connections refused, open
+/// ones cut) and brought back: storage unreachable, for fault injection.
+struct Switch {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Switch {
+    async fn start(to: u16) -> Switch {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (u, o) = (up.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !u.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                o.lock().unwrap().push(task);
+            }
+        });
+        Switch { port, up, open }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+        if !up {
+            for t in self.open.lock().unwrap().drain(..) {
+                t.abort();
+            }
+        }
+    }
+}
+
+fn stamp() -> String {
+    format!(
+        "{:x}",
+        SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+fn archiving(cwd: &Path, data_dir: &str, archive: &str) -> ServeProcess {
+    ServeProcess::spawn(
+        BIN,
+        cwd,
+        &[
+            "--data-dir",
+            data_dir,
+            "--name",
+            "archived",
+            "--no-portal",
+            "--management-listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--archive",
+            archive,
+            "--archive-key-file",
+            "k",
+        ],
+        &[("GATEHOUSE_STORAGE_KEY", STORAGE_KEY)],
+    )
+}
+
+const STORAGE_KEY: &str = "test:test";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The instance's `continuousArchive` status.
+async fn archive_status(p: &ServeProcess) -> serde_json::Value {
+    let management = p.endpoints()["management"].as_str().unwrap().to_string();
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(format!("{management}/"))
+        .bearer_auth(p.token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["properties"]["continuousArchive"].clone()
+}
+
+/// Waits until everything up to `revision` is in storage.
+async fn until_archived(p: &ServeProcess, revision: u64, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let s = archive_status(p).await;
+        if s["lastArchivedRevision"].as_u64().unwrap_or(0) >= revision && s["queuedFiles"] == 0 {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "not archived through {revision}: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_down_for_30_s_and_a_restart_lose_nothing_and_the_queue_drains() {
+    let s3 = 8014;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", s3)).is_ok(),
+        "the S3 server is not running on 127.0.0.1:{s3}: run `bash scripts/test-deps.sh` first"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let (_, key, _) = run(cwd, &["backup", "new-key"]);
+    std::fs::write(cwd.join("k"), key).unwrap();
+    let switch = Switch::start(s3).await;
+    let folder = format!("backups/outage-{}", stamp());
+    let through_switch = format!("s3+http://127.0.0.1:{}/{folder}", switch.port);
+    let mut p = archiving(cwd, "src", &through_switch);
+    let token = p.token();
+    let management = p.endpoints()["management"].as_str().unwrap().to_string();
+    let mut acks = write_for(&management, &token, Duration::from_secs(2), 0).await;
+    until_archived(&p, acks.last().unwrap().revision, Duration::from_secs(20)).await;
+
+    // Storage goes away for 30 s; writes go on; the node is killed and started again meanwhile.
+    switch.set(false);
+    let down = Instant::now();
+    acks.extend(write_for(&management, &token, Duration::from_secs(3), acks.len()).await);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let s = archive_status(&p).await;
+    assert!(
+        s["lagSeconds"].as_f64().unwrap() > 10.0 && s["queuedFiles"].as_u64().unwrap() > 0,
+        "{s}"
+    );
+    assert!(s["lastError"].is_string(), "{s}");
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    let queued = std::fs::read_dir(cwd.join("src/archive-queue"))
+        .unwrap()
+        .count();
+    assert!(queued > 0, "the queue is on disk");
+    // What the killed process left for its clients is not the new one's.
+    std::fs::remove_file(cwd.join("src/endpoints.json")).unwrap();
+    let mut p = archiving(cwd, "src", &through_switch);
+    let management = p.endpoints()["management"].as_str().unwrap().to_string();
+    acks.extend(write_for(&management, &token, Duration::from_secs(2), acks.len()).await);
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(down.elapsed())).await;
+    switch.set(true);
+    let drained = until_archived(&p, acks.last().unwrap().revision, Duration::from_secs(60)).await;
+    println!(
+        "storage down {:.0} s; {} changes; the queue drained {:.1} s after it came back",
+        down.elapsed().as_secs_f64() - drained.as_secs_f64(),
+        acks.len(),
+        drained.as_secs_f64()
+    );
+
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    let direct = format!("s3+http://127.0.0.1:{s3}/{folder}");
+    let out = Command::new(BIN)
+        .current_dir(cwd)
+        .args([
+            "--data-dir",
+            "restored",
+            "restore",
+            "--from",
+            &direct,
+            "--key-file",
+            "k",
+            "--latest",
+        ])
+        .env("GATEHOUSE_STORAGE_KEY", STORAGE_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = tags_in(&cwd.join("restored"));
+    let missing: Vec<usize> = acks
+        .iter()
+        .map(|a| a.tag)
+        .filter(|t| !restored.contains(t))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not restored: {missing:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_in_azurite_restores_what_was_acknowledged() {
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", 10000)).is_ok(),
+        "Azurite is not running on 127.0.0.1:10000: run `bash scripts/test-deps.sh` first"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let (_, key, _) = run(cwd, &["backup", "new-key"]);
+    std::fs::write(cwd.join("k"), key).unwrap();
+    let archive = format!("az://devstoreaccount1/backups/archive-{}", stamp());
+    let mut p = ServeProcess::spawn(
+        BIN,
+        cwd,
+        &[
+            "--data-dir",
+            "src",
+            "--name",
+            "azure",
+            "--no-portal",
+            "--management-listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--archive",
+            &archive,
+            "--archive-key-file",
+            "k",
+        ],
+        &[("GATEHOUSE_STORAGE_KEY", AZURITE_KEY)],
+    );
+    let management = p.endpoints()["management"].as_str().unwrap().to_string();
+    let acks = write_for(&management, &p.token(), Duration::from_secs(3), 0).await;
+    until_archived(&p, acks.last().unwrap().revision, Duration::from_secs(20)).await;
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    let out = Command::new(BIN)
+        .current_dir(cwd)
+        .args([
+            "--data-dir",
+            "restored",
+            "restore",
+            "--from",
+            &archive,
+            "--key-file",
+            "k",
+            "--latest",
+        ])
+        .env("GATEHOUSE_STORAGE_KEY", AZURITE_KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        tags_in(&cwd.join("restored")),
+        acks.iter().map(|a| a.tag).collect()
+    );
 }

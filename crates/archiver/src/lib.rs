@@ -17,6 +17,7 @@
 pub mod layout;
 pub mod pitr;
 pub mod remote;
+pub mod retention;
 pub mod segment;
 pub mod shipper;
 

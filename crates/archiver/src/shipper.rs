@@ -34,6 +34,8 @@ pub struct ShipperConfig {
     pub queue_dir: PathBuf,
     pub max_queued: usize,
     pub base_every: Option<Duration>,
+    /// Which bases to keep (applied after each base is uploaded).
+    pub keep: crate::retention::Keep,
     /// This node's name, for the lease on a shared store.
     pub node: String,
 }
@@ -512,6 +514,18 @@ async fn upload_one(
         index.last_at = Some(at.clone());
     }
     archive.put_index(&index).await.map_err(|e| e.to_string())?;
+    if !name.ends_with(".ghseg") && config.keep.any() {
+        let forgotten = crate::retention::forget(archive, &config.keep)
+            .await
+            .map_err(|e| e.to_string())?;
+        if forgotten.bases + forgotten.segments > 0 {
+            tracing::info!(
+                bases = forgotten.bases,
+                segments = forgotten.segments,
+                "continuous archive: retention removed what no kept base needs"
+            );
+        }
+    }
     let uploaded = revision.to_string();
     blocking(store, move |s| {
         s.set_meta(UPLOADED_META, &uploaded)

@@ -67,14 +67,30 @@ fn duration(text: &str, flag: &str) -> Result<Duration> {
 /// `serve`'s continuous archiving, if `--archive` is given.
 pub fn serve_settings(args: &ServeArgs) -> Result<Option<ArchiveSettings>> {
     let Some(url) = &args.archive else {
-        if args.archive_key_file.is_some() {
-            bail!("--archive-key-file is given without --archive (where the archive goes)");
+        let keeps = [
+            args.keep_last,
+            args.keep_hourly,
+            args.keep_daily,
+            args.keep_weekly,
+        ];
+        if args.archive_key_file.is_some() || keeps.iter().any(Option::is_some) {
+            bail!("--archive-key-file and --keep-* go with --archive (where the archive goes)");
         }
         return Ok(None);
     };
     let key_file = args.archive_key_file.as_deref().ok_or_else(|| {
         anyhow!("--archive needs --archive-key-file (an age key: gatehouse backup new-key)")
     })?;
+    if [
+        args.keep_last,
+        args.keep_hourly,
+        args.keep_daily,
+        args.keep_weekly,
+    ]
+    .contains(&Some(0))
+    {
+        bail!("--keep-last, --keep-hourly, --keep-daily and --keep-weekly count bases: at least 1");
+    }
     let seconds = args.archive_segment_seconds.unwrap_or(1.0);
     if !(0.05..=3600.0).contains(&seconds) {
         bail!("--archive-segment-seconds must be from 0.05 to 3600, not {seconds}");
@@ -88,7 +104,51 @@ pub fn serve_settings(args: &ServeArgs) -> Result<Option<ArchiveSettings>> {
             .as_deref()
             .map(|t| duration(t, "--archive-every"))
             .transpose()?,
+        keep: gatehouse_archiver::retention::Keep {
+            last: args.keep_last,
+            hourly: args.keep_hourly,
+            daily: args.keep_daily,
+            weekly: args.keep_weekly,
+        },
     }))
+}
+
+/// `backup list URL` for a continuous archive (a folder with an `index.json`): the bases and
+/// the restorable range. `false` when `url` holds no continuous archive.
+pub async fn list_continuous(url: &str, access_key: Option<&str>, json: bool) -> Result<bool> {
+    let local = !url.contains("://") || url.starts_with("file://");
+    let folder = Path::new(url.strip_prefix("file://").unwrap_or(url));
+    if local && !folder.join(gatehouse_archiver::layout::INDEX).is_file() {
+        return Ok(false); // (opening a local container would make its folder)
+    }
+    let Ok(archive) = archive_at(url, access_key) else {
+        return Ok(false);
+    };
+    let index = match archive.index().await {
+        Ok(i) if !i.bases.is_empty() => i,
+        _ => return Ok(false),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&index)?);
+        return Ok(true);
+    }
+    for b in &index.bases {
+        println!(
+            "base {:<28} {}  rev {:>8}  {:>10} bytes",
+            b.name, b.at, b.revision, b.bytes
+        );
+    }
+    let oldest = &index.bases[0];
+    println!(
+        "restorable from revision {} ({}) to revision {} ({}): {} base(s), segments on {} day(s)",
+        oldest.revision,
+        oldest.at,
+        index.last_revision,
+        index.last_at.as_deref().unwrap_or("-"),
+        index.bases.len(),
+        index.days.len()
+    );
+    Ok(true)
 }
 
 /// The point `restore` was asked for, if it restores from a continuous archive.
@@ -114,28 +174,31 @@ pub fn point_of(args: &RestoreArgs) -> Result<Option<Point>> {
     Ok(None)
 }
 
-/// Restores a point of a continuous archive into the data directory `dir` (a stopped
-/// instance's, or a new one, which then holds a complete instance `serve` starts).
-pub async fn restore_point(
+/// What a point-in-time restore did.
+pub struct Restored {
+    pub service: String,
+    pub point: gatehouse_archiver::PointInTime,
+    pub replayed: usize,
+    pub revision: u64,
+    pub entities: u64,
+}
+
+/// Fetches `point` and applies it to the data directory `dir` (a stopped instance's, or a new
+/// one, which then holds a complete instance `serve` starts). With `dry_run`, prints the plan.
+async fn restore_into(
     dir: &Path,
-    args: &RestoreArgs,
+    archive: &Archive,
+    key: &BackupKey,
     point: &Point,
-    json: bool,
-) -> Result<()> {
-    let started = Instant::now();
-    let archive = archive_at(&args.from, args.access_key.as_deref())?;
-    let key_file = args
-        .key_file
-        .as_deref()
-        .ok_or_else(|| anyhow!("--key-file is required: the archive's age key"))?;
-    let key = archive_key(key_file)?;
+    allow_gap: bool,
+    dry_run: bool,
+) -> Result<Option<Restored>> {
     let work = tempfile::Builder::new()
         .prefix(".gatehouse-pitr-")
         .tempdir()?;
-    let fetched =
-        gatehouse_archiver::fetch_point(&archive, &key, point, args.allow_gap, work.path())
-            .await
-            .map_err(|e| anyhow!("RestoreFailed: {e}"))?;
+    let fetched = gatehouse_archiver::fetch_point(archive, key, point, allow_gap, work.path())
+        .await
+        .map_err(|e| anyhow!("RestoreFailed: {e}"))?;
     let (manifest, _) = gatehouse_backup::archive::read_plain_manifest(&fetched.base_file)
         .map_err(|e| anyhow!("RestoreFailed: {}: {e}", fetched.base.name))?;
     let new = !dir.join(gatehouse_model::files::DATABASE).exists();
@@ -160,45 +223,179 @@ pub async fn restore_point(
             })
         })?;
     }
+    let replayed = fetched.replay.len();
     let opts = RestoreOptions {
         allow_tier_change: true,
         actor: None,
-        replay: fetched.replay,
+        replay: fetched.replay.clone(),
     };
-    if args.dry_run {
-        let plan = gatehouse_backup::verify(&store, &fetched.base_file, &key, &opts, true)
+    if dry_run {
+        let plan = gatehouse_backup::verify(&store, &fetched.base_file, key, &opts, true)
             .map_err(|e| anyhow!("RestoreFailed: {e}"))?;
         println!("{}", serde_json::to_string_pretty(&plan)?);
-        return Ok(());
+        return Ok(None);
     }
-    let out = gatehouse_backup::restore_from_file(
-        &store,
-        &fetched.base_file,
-        &key,
-        &opts,
-        &mut |_, _| {},
-    )
-    .map_err(|e| anyhow!("RestoreFailed: {e}"))?;
+    let out =
+        gatehouse_backup::restore_from_file(&store, &fetched.base_file, key, &opts, &mut |_, _| {})
+            .map_err(|e| anyhow!("RestoreFailed: {e}"))?;
+    Ok(Some(Restored {
+        service: manifest.service_name,
+        point: fetched,
+        replayed,
+        revision: out.revision,
+        entities: out.entities,
+    }))
+}
+
+/// Restores a point of a continuous archive into the data directory `dir`.
+pub async fn restore_point(
+    dir: &Path,
+    args: &RestoreArgs,
+    point: &Point,
+    json: bool,
+) -> Result<()> {
+    let started = Instant::now();
+    let archive = archive_at(&args.from, args.access_key.as_deref())?;
+    let key_file = args
+        .key_file
+        .as_deref()
+        .ok_or_else(|| anyhow!("--key-file is required: the archive's age key"))?;
+    let key = archive_key(key_file)?;
+    let Some(r) = restore_into(dir, &archive, &key, point, args.allow_gap, args.dry_run).await?
+    else {
+        return Ok(());
+    };
     if json {
         println!(
             "{}",
-            serde_json::json!({"pointRevision": fetched.revision, "pointAt": fetched.at,
-                "base": fetched.base.name, "segments": fetched.segments,
-                "entities": out.entities, "revision": out.revision})
+            serde_json::json!({"pointRevision": r.point.revision, "pointAt": r.point.at,
+                "base": r.point.base.name, "segments": r.point.segments,
+                "entities": r.entities, "revision": r.revision})
         );
     } else {
         println!(
             "restored '{}' at revision {} ({}) into {}: base {} + {} segment(s), {} change(s) replayed, {:.2} s; now at revision {}",
-            manifest.service_name,
-            fetched.revision,
-            fetched.at,
+            r.service,
+            r.point.revision,
+            r.point.at,
             dir.display(),
-            fetched.base.revision,
-            fetched.segments,
-            opts.replay.len(),
+            r.point.base.revision,
+            r.point.segments,
+            r.replayed,
             started.elapsed().as_secs_f64(),
-            out.revision
+            r.revision
         );
     }
     Ok(())
+}
+
+/// `gatehouse drill`: the latest point restored into a temporary instance that is started and
+/// probed; RPO (age of the last archived change) and RTO (time to a serving instance) printed,
+/// and checked against the limits given.
+pub async fn drill(args: &crate::args::DrillArgs, json: bool) -> Result<()> {
+    let started = Instant::now();
+    let archive = archive_at(&args.from, args.access_key.as_deref())?;
+    let key = archive_key(&args.key_file)?;
+    let index = archive.index().await.map_err(|e| anyhow!("{e}"))?;
+    let last_at = index
+        .last_at
+        .as_deref()
+        .and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .ok_or_else(|| anyhow!("the continuous archive at {} holds nothing yet", args.from))?;
+    let rpo = (time::OffsetDateTime::now_utc() - last_at)
+        .as_seconds_f64()
+        .max(0.0);
+    let dir = tempfile::Builder::new()
+        .prefix("gatehouse-drill-")
+        .tempdir()?;
+    let restored = restore_into(dir.path(), &archive, &key, &Point::Latest, false, false)
+        .await?
+        .ok_or_else(|| anyhow!("the drill restored nothing"))?;
+    let mut config = gatehouse_server::ServeConfig::ephemeral(dir.path());
+    config.portal_listen = None;
+    let instance = gatehouse_server::Instance::start(config).await?;
+    let (smoke, answered) = smoke(&instance).await;
+    let rto = started.elapsed().as_secs_f64();
+    let revision = instance_revision(&instance).await;
+    instance.shutdown().await?;
+    let mut problems = Vec::new();
+    if answered < smoke {
+        problems.push(format!(
+            "{} of {smoke} smoke requests got no answer from the restored gateway",
+            smoke - answered
+        ));
+    }
+    if revision != Some(restored.revision) {
+        problems.push(format!(
+            "the restored instance reports revision {revision:?}, not {}",
+            restored.revision
+        ));
+    }
+    if let Some(max) = args.max_rpo_seconds.filter(|m| rpo > *m) {
+        problems.push(format!("RPO {rpo:.1} s exceeds --max-rpo-seconds {max}"));
+    }
+    if let Some(max) = args.max_rto_seconds.filter(|m| rto > *m) {
+        problems.push(format!("RTO {rto:.1} s exceeds --max-rto-seconds {max}"));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"revision": restored.point.revision, "at": restored.point.at,
+            "entities": restored.entities, "replayed": restored.replayed, "rpoSeconds": rpo,
+            "rtoSeconds": rto, "smokeRequests": smoke, "answered": answered, "problems": problems})
+        );
+    } else {
+        println!(
+            "drill: '{}' restored at revision {} ({}), {} entities; serving after {rto:.1} s (RTO); last archived change {rpo:.1} s old (RPO); {answered}/{smoke} smoke requests answered",
+            restored.service, restored.point.revision, restored.point.at, restored.entities
+        );
+    }
+    if !problems.is_empty() {
+        bail!("drill failed: {}", problems.join("; "));
+    }
+    Ok(())
+}
+
+async fn instance_revision(instance: &gatehouse_server::Instance) -> Option<u64> {
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/", instance.management_url))
+        .bearer_auth(&instance.token)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    body["properties"]["revision"].as_u64()
+}
+
+/// The gateway's status probe and one request per API (at most 20): how many were sent, and
+/// how many the gateway answered (any status: a backend out of reach is not the drill's).
+async fn smoke(instance: &gatehouse_server::Instance) -> (u64, u64) {
+    let http = reqwest::Client::new();
+    let mut targets = vec![format!("{}/status-0123456789abcdef", instance.gateway_url)];
+    let apis: serde_json::Value = match http
+        .get(format!("{}/apis?$top=20", instance.management_url))
+        .bearer_auth(&instance.token)
+        .send()
+        .await
+    {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    };
+    for api in apis["value"].as_array().into_iter().flatten() {
+        if let Some(path) = api["properties"]["path"].as_str() {
+            targets.push(format!("{}/{path}/", instance.gateway_url));
+        }
+    }
+    let mut answered = 0;
+    for url in &targets {
+        let sent = http.get(url).timeout(Duration::from_secs(10)).send().await;
+        if sent.is_ok() {
+            answered += 1;
+        }
+    }
+    (targets.len() as u64, answered)
 }

@@ -116,6 +116,9 @@ pub enum Command {
     Policy(PolicyCmd),
     /// Back up an instance's data directory to an archive, or inspect and list archives.
     Backup(BackupArgs),
+    /// Restore the latest point of a continuous archive into a temporary instance, start it,
+    /// probe it, and print RPO and RTO (non-zero exit past --max-rpo-seconds / --max-rto-seconds).
+    Drill(DrillArgs),
     /// Restore an archive into a running instance: its configuration is replaced at once
     /// (or merged, for a partial archive), without a restart.
     Restore(RestoreArgs),
@@ -299,6 +302,18 @@ pub struct ServeArgs {
     /// A full base archive this often (`6h`, `1d`, `30m`), besides the first one.
     #[arg(long, env = "GATEHOUSE_ARCHIVE_EVERY")]
     pub archive_every: Option<String>,
+    /// Retention of the continuous archive, as restic's forget: keep the newest N bases …
+    #[arg(long)]
+    pub keep_last: Option<usize>,
+    /// … and the newest base of each of the last N hours that have one …
+    #[arg(long)]
+    pub keep_hourly: Option<usize>,
+    /// … of each of the last N days …
+    #[arg(long)]
+    pub keep_daily: Option<usize>,
+    /// … and of each of the last N weeks (segments go when no kept base needs them).
+    #[arg(long)]
+    pub keep_weekly: Option<usize>,
     /// How long to wait for the shared store while it does not answer (default 600).
     #[arg(long, env = "GATEHOUSE_STORE_WAIT_SECONDS")]
     pub store_wait_seconds: Option<u64>,
@@ -403,6 +418,25 @@ pub struct RestoreArgs {
     /// With a gap in the continuous archive, restore to the last revision before it.
     #[arg(long)]
     pub allow_gap: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DrillArgs {
+    /// The continuous archive (as `serve --archive`).
+    #[arg(long)]
+    pub from: String,
+    /// The archive's age key file.
+    #[arg(long)]
+    pub key_file: PathBuf,
+    /// Fail when the last archived change is older than this.
+    #[arg(long)]
+    pub max_rpo_seconds: Option<f64>,
+    /// Fail when restoring and starting the instance takes longer than this.
+    #[arg(long)]
+    pub max_rto_seconds: Option<f64>,
+    /// The object storage key; default GATEHOUSE_STORAGE_KEY.
+    #[arg(long)]
+    pub access_key: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

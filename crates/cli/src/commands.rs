@@ -82,6 +82,7 @@ pub(crate) async fn execute(cli: Cli) -> Result<()> {
         Command::Gateway(args) => return gateway(&cli.target, args).await,
         Command::Backup(args) => return offline::backup(&cli.target, args, cli.json).await,
         Command::Restore(args) => return offline::restore(&cli.target, args, cli.json).await,
+        Command::Drill(args) => return crate::archive::drill(args, cli.json).await,
         Command::Move(args) => {
             return moving::run(args, cli.json, cli.target.ca_file.as_deref()).await;
         }
@@ -100,6 +101,7 @@ pub(crate) async fn execute(cli: Cli) -> Result<()> {
         | Command::Gateway(_)
         | Command::Backup(_)
         | Command::Restore(_)
+        | Command::Drill(_)
         | Command::Move(_) => {
             unreachable!("handled above")
         }

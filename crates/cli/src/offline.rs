@@ -600,6 +600,9 @@ fn access(key: Option<String>) -> storage::Access {
 }
 
 async fn list(url: &str, access_key: Option<&str>, json: bool) -> Result<()> {
+    if crate::archive::list_continuous(url, access_key, json).await? {
+        return Ok(());
+    }
     let mut found: Vec<(String, Manifest, u64)> = Vec::new();
     let remote = ["az://", "s3://", "s3+http://", "s3+https://", "gs://"]
         .iter()

@@ -224,6 +224,43 @@ async fn a_lost_machine_is_restored_to_its_last_second_and_to_any_point() {
     let expected: BTreeSet<usize> = (0..=early.tag).collect();
     assert_eq!(tags_in(&cwd.join("at-time")), expected);
 
+    // A recovery drill: restored, started and probed; RPO and RTO against limits.
+    let (ok, out, err) = run(
+        cwd,
+        &[
+            "drill",
+            "--from",
+            &archive,
+            "--key-file",
+            "k",
+            "--max-rpo-seconds",
+            "600",
+            "--max-rto-seconds",
+            "60",
+        ],
+    );
+    assert!(
+        ok && out.contains("(RTO)") && out.contains("(RPO)"),
+        "{out}{err}"
+    );
+    println!("{}", out.trim());
+    let (ok, out, err) = run(
+        cwd,
+        &[
+            "drill",
+            "--from",
+            &archive,
+            "--key-file",
+            "k",
+            "--max-rpo-seconds",
+            "0.001",
+        ],
+    );
+    assert!(
+        !ok && err.contains("exceeds --max-rpo-seconds"),
+        "{out}{err}"
+    );
+
     // A flipped byte in a segment, then a missing one: refused, by name.
     let folder = cwd.join("archives/continuous");
     let mut segments: Vec<_> = std::fs::read_dir(&folder)
@@ -508,4 +545,99 @@ async fn an_archive_in_azurite_restores_what_was_acknowledged() {
         tags_in(&cwd.join("restored")),
         acks.iter().map(|a| a.tag).collect()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_only_what_no_kept_base_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let (_, key, _) = run(cwd, &["backup", "new-key"]);
+    std::fs::write(cwd.join("k"), key).unwrap();
+    let archive = format!("file://{}/archives/kept", cwd.display());
+    let mut p = ServeProcess::spawn(
+        BIN,
+        cwd,
+        &[
+            "--data-dir",
+            "src",
+            "--name",
+            "kept",
+            "--no-portal",
+            "--management-listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--archive",
+            &archive,
+            "--archive-key-file",
+            "k",
+            "--archive-every",
+            "2s",
+            "--keep-last",
+            "2",
+        ],
+        &[],
+    );
+    let management = p.endpoints()["management"].as_str().unwrap().to_string();
+    let acks = write_for(&management, &p.token(), Duration::from_secs(7), 0).await;
+    until_archived(&p, acks.last().unwrap().revision, Duration::from_secs(20)).await;
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+
+    let folder = cwd.join("archives/kept");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("index.json")).unwrap()).unwrap();
+    let bases: Vec<u64> = index["bases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["revision"].as_u64().unwrap())
+        .collect();
+    assert_eq!(bases.len(), 2, "{index}");
+    let oldest = *bases.iter().min().unwrap();
+    let files: Vec<String> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(
+        files.iter().filter(|f| f.ends_with(".ghbk")).count(),
+        2,
+        "{files:?}"
+    );
+    for f in files.iter().filter(|f| f.ends_with(".ghseg")) {
+        let last: u64 = f
+            .trim_end_matches(".ghseg")
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            last > oldest,
+            "{f} is needed by no kept base (the oldest is at {oldest})"
+        );
+    }
+    // Every point from the oldest kept base on restores exactly; one before it is refused.
+    let after = acks.iter().find(|a| a.revision > oldest).unwrap();
+    let (ok, out, err) = restore(
+        cwd,
+        &archive,
+        "after",
+        &["--to-revision", &after.revision.to_string()],
+    );
+    assert!(ok, "{out}{err}");
+    let expected: BTreeSet<usize> = acks
+        .iter()
+        .filter(|a| a.revision <= after.revision)
+        .map(|a| a.tag)
+        .collect();
+    assert_eq!(tags_in(&cwd.join("after")), expected);
+    let before = acks.iter().find(|a| a.revision < oldest).unwrap();
+    let (ok, out, err) = restore(
+        cwd,
+        &archive,
+        "before",
+        &["--to-revision", &before.revision.to_string()],
+    );
+    assert!(!ok && err.contains("oldest base"), "{out}{err}");
 }

@@ -73,6 +73,8 @@ pub struct ArchiveSettings {
     pub segment_after: std::time::Duration,
     /// Full base archives this often (besides the first and one after each restore).
     pub base_every: Option<std::time::Duration>,
+    /// Which bases retention keeps (`--keep-last`, `--keep-hourly`, …).
+    pub keep: gatehouse_archiver::retention::Keep,
 }
 
 impl ServeConfig {
@@ -381,6 +383,7 @@ impl Instance {
                 queue_dir: config.data_dir.join("archive-queue"),
                 max_queued: 100_000,
                 base_every: settings.base_every,
+                keep: settings.keep,
                 node: state.operations.node.clone(),
             };
             tokio::spawn(gatehouse_archiver::ship_forever(

@@ -348,8 +348,12 @@ pub async fn drill(args: &crate::args::DrillArgs, json: bool) -> Result<()> {
         );
     } else {
         println!(
-            "drill: '{}' restored at revision {} ({}), {} entities; serving after {rto:.1} s (RTO); last archived change {rpo:.1} s old (RPO); {answered}/{smoke} smoke requests answered",
-            restored.service, restored.point.revision, restored.point.at, restored.entities
+            "drill: '{}' restored at revision {} ({}): a base of {} entities + {} changes; serving after {rto:.1} s (RTO); last archived change {rpo:.1} s old (RPO); {answered}/{smoke} smoke requests answered",
+            restored.service,
+            restored.point.revision,
+            restored.point.at,
+            restored.entities,
+            restored.replayed
         );
     }
     if !problems.is_empty() {

@@ -224,6 +224,9 @@ async fn a_lost_machine_is_restored_to_its_last_second_and_to_any_point() {
     let expected: BTreeSet<usize> = (0..=early.tag).collect();
     assert_eq!(tags_in(&cwd.join("at-time")), expected);
 
+    let (ok, out, err) = run(cwd, &["backup", "list", &archive]);
+    assert!(ok && out.contains("restorable from revision"), "{out}{err}");
+
     // A recovery drill: restored, started and probed; RPO and RTO against limits.
     let (ok, out, err) = run(
         cwd,

@@ -374,9 +374,42 @@ pub async fn restore(target: &Target, args: &RestoreArgs, json: bool) -> Result<
     if let Some(point) = crate::archive::point_of(args)? {
         return match mode(target)? {
             Mode::Offline(dir) => crate::archive::restore_point(&dir, args, &point, json).await,
-            Mode::Online(_) => bail!(
-                "a point-in-time restore goes into a data directory that no process serves: stop the instance, or name a new --data-dir"
-            ),
+            Mode::Online(client) => {
+                let archive = crate::archive::archive_at(&args.from, args.access_key.as_deref())?;
+                let mut body = serde_json::json!({
+                    "storageAccount": archive.account, "containerName": archive.container,
+                    "backupName": archive.folder,
+                    "encryptionKey": load_key_text(args.key_file.as_deref())?,
+                    "dryRun": args.dry_run, "allowTierChange": true,
+                });
+                if let Some(k) = archive.access.key {
+                    body["accessKey"] = serde_json::json!(k);
+                }
+                match point {
+                    gatehouse_archiver::Point::Latest => body["latest"] = serde_json::json!(true),
+                    gatehouse_archiver::Point::Revision(n) => {
+                        body["revision"] = serde_json::json!(n)
+                    }
+                    gatehouse_archiver::Point::Time(_) => {
+                        body["pointInTime"] = serde_json::json!(args.to_time)
+                    }
+                }
+                let result = run_online(&client, "restore", body, "restore")
+                    .await
+                    .map_err(|e| failed("RestoreFailed", e))?;
+                if json || args.dry_run {
+                    println!("{}", serde_json::to_string_pretty(&result)?);
+                } else {
+                    println!(
+                        "restored '{}' to {} of {}: now at revision {}",
+                        result["name"].as_str().unwrap_or(""),
+                        gatehouse_archiver::pitr::describe(&point),
+                        args.from,
+                        result["properties"]["revision"]
+                    );
+                }
+                Ok(())
+            }
         };
     }
     let at = ArchiveAt::parse(&args.from, args.access_key.as_deref())?;

@@ -196,6 +196,53 @@ async fn a_lost_machine_is_restored_to_its_last_second_and_to_any_point() {
         ],
     );
     assert!(ok && out.contains("T0"), "{out}{err}");
+    // A point-in-time restore into the running instance, through its API (POST /restore).
+    let early = &acks[acks.len() / 4];
+    let (served_url, served_token) = (
+        served.endpoints()["management"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        served.token(),
+    );
+    let (ok, out, err) = run(
+        cwd,
+        &[
+            "--url",
+            &served_url,
+            "--token",
+            &served_token,
+            "restore",
+            "--from",
+            &archive,
+            "--key-file",
+            "k",
+            "--to-revision",
+            &early.revision.to_string(),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let listed: serde_json::Value = reqwest::Client::new()
+        .get(format!("{served_url}/tags?$top=1000"))
+        .bearer_auth(&served_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let online: BTreeSet<usize> = listed["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str()?.strip_prefix('t')?.parse().ok())
+        .collect();
+    let expected: BTreeSet<usize> = acks
+        .iter()
+        .filter(|a| a.revision <= early.revision)
+        .map(|a| a.tag)
+        .collect();
+    assert_eq!(online, expected);
     drop(served);
 
     // A revision and a time in the middle land exactly there.

@@ -157,6 +157,16 @@ pub struct BackupRestoreParameters {
     /// what they need; restoring such an archive merges it into the target.
     #[serde(default)]
     pub include: Option<Vec<String>>,
+    /// Extension, restore from a continuous archive (`backupName` names its folder): the state
+    /// at this time (RFC 3339) …
+    #[serde(default)]
+    pub point_in_time: Option<String>,
+    /// … or at this revision …
+    #[serde(default)]
+    pub revision: Option<u64>,
+    /// … or the newest point in it.
+    #[serde(default)]
+    pub latest: bool,
     /// Who asked (for the journal of a restore): set by the server, never read from the body.
     #[serde(skip)]
     pub actor: String,
@@ -178,6 +188,54 @@ fn parse_params(body: &[u8]) -> Result<BackupRestoreParameters, ApiError> {
 }
 
 fn location(ops: &Operations, p: &BackupRestoreParameters) -> Result<Location, ApiError> {
+    let (account, access) = account_of(ops, p)?;
+    Location::new(&account, &p.container_name, &p.backup_name, &access)
+        .map_err(|e| invalid(e.to_string()))
+}
+
+/// The point a restore from a continuous archive goes to, if it asks for one.
+fn point_of(p: &BackupRestoreParameters) -> Result<Option<gatehouse_archiver::Point>, ApiError> {
+    use gatehouse_archiver::Point;
+    Ok(match (&p.point_in_time, p.revision, p.latest) {
+        (None, None, false) => None,
+        (Some(t), None, false) => Some(Point::Time(
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "pointInTime",
+                        format!("'pointInTime' must be an RFC 3339 time such as 2026-12-01T10:00:00Z, not '{t}'"),
+                    )
+                })?,
+        )),
+        (None, Some(n), false) => Some(Point::Revision(n)),
+        (None, None, true) => Some(Point::Latest),
+        _ => {
+            return Err(invalid(
+                "give one of 'pointInTime', 'revision' and 'latest', not several",
+            ));
+        }
+    })
+}
+
+/// The continuous archive a point-in-time restore reads: the container, `backupName` its folder.
+fn archive_of(
+    ops: &Operations,
+    p: &BackupRestoreParameters,
+) -> Result<gatehouse_archiver::Archive, ApiError> {
+    let (account, access) = account_of(ops, p)?;
+    Ok(gatehouse_archiver::Archive {
+        account,
+        container: p.container_name.clone(),
+        folder: p.backup_name.clone(),
+        access,
+    })
+}
+
+/// The storage account a request names, and how to reach it.
+fn account_of(
+    ops: &Operations,
+    p: &BackupRestoreParameters,
+) -> Result<(String, gatehouse_backup::storage::Access), ApiError> {
     // A managed identity is the server's own credential for the account: the storage
     // account configured on the server under that name (`[storage-accounts.NAME]`).
     let identity = match p.access_type.as_deref() {
@@ -223,8 +281,7 @@ fn location(ops: &Operations, p: &BackupRestoreParameters) -> Result<Location, A
         key,
         region: ops.s3_region.clone(),
     };
-    Location::new(&account, &p.container_name, &p.backup_name, &access)
-        .map_err(|e| invalid(e.to_string()))
+    Ok((account, access))
 }
 
 fn parse_days(v: &Value) -> Result<std::time::Duration, ApiError> {
@@ -330,7 +387,35 @@ pub async fn start(
     let location = location(&state.operations, &params)?;
     let (key, key_created) = key_of(&state.operations, &params, kind)?;
     let expires = params.expires_after.as_ref().map(parse_days).transpose()?;
-    if kind == "restore" {
+    let point = point_of(&params)?;
+    if kind == "backup" && point.is_some() {
+        return Err(invalid(
+            "'pointInTime', 'revision' and 'latest' are for a restore",
+        ));
+    }
+    if point.is_some() {
+        let archive = archive_of(&state.operations, &params)?;
+        match archive.index().await {
+            Ok(index) if !index.bases.is_empty() => {}
+            Ok(_) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "RestoreFailed",
+                    format!(
+                        "there is no continuous archive in folder '{}' of container '{}'",
+                        params.backup_name, params.container_name
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "RestoreFailed",
+                    e.to_string(),
+                ));
+            }
+        }
+    } else if kind == "restore" {
         match location.exists().await {
             Ok(true) => {}
             Ok(false) => {
@@ -556,13 +641,43 @@ async fn run(
             Err(e) => storage_failure(kind, e),
         };
     }
-    if let Err(e) = location.download(&tmp).await {
-        return storage_failure(kind, e);
-    }
+    let mut replay = Vec::new();
+    let work = tempfile::Builder::new().prefix("gatehouse-pitr-").tempdir();
+    let tmp_path = match (point_of(&params), work) {
+        (Ok(Some(point)), Ok(work)) => {
+            let archive = match archive_of(&state.operations, &params) {
+                Ok(a) => a,
+                Err(e) => return storage_failure(kind, StorageError::Invalid(e.message)),
+            };
+            match gatehouse_archiver::fetch_point(&archive, &key, &point, false, work.path()).await
+            {
+                Ok(fetched) => {
+                    replay = fetched.replay;
+                    let kept = work.keep();
+                    let _ = std::fs::rename(&fetched.base_file, &tmp_path);
+                    let _ = std::fs::remove_dir_all(kept);
+                    tmp_path
+                }
+                Err(e) => {
+                    return OpStatus::Failed {
+                        status: StatusCode::BAD_REQUEST,
+                        code: failure_code(kind),
+                        message: e.to_string(),
+                    };
+                }
+            }
+        }
+        _ => {
+            if let Err(e) = location.download(&tmp).await {
+                return storage_failure(kind, e);
+            }
+            tmp_path
+        }
+    };
     let opts = RestoreOptions {
         allow_tier_change: params.allow_tier_change,
         actor: Some(params.actor.clone()),
-        ..Default::default()
+        replay,
     };
     let dry_run = params.dry_run;
     let result = tokio::task::spawn_blocking(move || {

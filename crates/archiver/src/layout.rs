@@ -34,6 +34,9 @@ pub struct Index {
     pub last_revision: u64,
     #[serde(default)]
     pub last_at: Option<String>,
+    /// The instance that writes this archive: another one's chain never mixes into it.
+    #[serde(default)]
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

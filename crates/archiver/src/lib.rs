@@ -24,4 +24,4 @@ pub mod shipper;
 pub use layout::{BaseEntry, Index, SegmentEntry};
 pub use pitr::{PitrError, Point, PointInTime, fetch_point};
 pub use remote::Archive;
-pub use shipper::{ArchiveStatus, ShipperConfig, ship_forever};
+pub use shipper::{ArchiveStatus, ShipperConfig, archived_through, ship_forever};

@@ -25,6 +25,23 @@ const CUT_META: &str = "archive_cut";
 /// The meta key of the last revision uploaded and indexed.
 const UPLOADED_META: &str = "archive_uploaded";
 const LEASE: &str = "archive";
+/// The meta key of this instance's identity in its archive.
+const INSTANCE_META: &str = "archive_instance";
+
+/// This instance's identity in archives (made once, kept in the store).
+fn instance_id(store: &Store) -> Result<String, String> {
+    if let Some(id) = store
+        .read(|r| r.meta(INSTANCE_META))
+        .map_err(|e| e.to_string())?
+    {
+        return Ok(id);
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    store
+        .set_meta(INSTANCE_META, &id)
+        .map_err(|e| e.to_string())?;
+    Ok(id)
+}
 
 pub struct ShipperConfig {
     pub archive: Archive,
@@ -130,6 +147,20 @@ pub async fn ship_forever(
     ));
     cut_forever(store, config, status, wake, stop).await;
     let _ = uploader.await;
+}
+
+/// The last revision the archive holds for sure: cut into the queue on disk (uploaded, on a
+/// shared store, where the queue is one node's). Journal retention keeps what is after it.
+pub fn archived_through(store: &Store) -> Result<u64, gatehouse_store::StoreError> {
+    let key = if store.is_shared() {
+        UPLOADED_META
+    } else {
+        CUT_META
+    };
+    Ok(store
+        .read(|r| r.meta(key))?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -460,6 +491,16 @@ async fn upload_one(
 ) -> Result<(), String> {
     let (manifest, _) = archive::read_plain_manifest(path).map_err(|e| e.to_string())?;
     let archive = &config.archive;
+    let me = blocking(store, |s| instance_id(s)).await?;
+    let mut index = archive.index().await.map_err(|e| e.to_string())?;
+    match &index.instance {
+        Some(other) if *other != me => {
+            return Err(format!(
+                "the archive at {archive:?} belongs to another instance ({other}): give this one a folder of its own (--archive)"
+            ));
+        }
+        _ => index.instance = Some(me),
+    }
     let (name, revision, at) = match &manifest.segment {
         Some(range) => (
             segment_name(range.first, range.last),
@@ -476,7 +517,6 @@ async fn upload_one(
         .upload(&name, path)
         .await
         .map_err(|e| e.to_string())?;
-    let mut index = archive.index().await.map_err(|e| e.to_string())?;
     match manifest.segment {
         Some(range) => {
             let day = day_of(&range.first_at);

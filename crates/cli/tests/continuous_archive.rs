@@ -311,6 +311,27 @@ async fn a_lost_machine_is_restored_to_its_last_second_and_to_any_point() {
         "{out}{err}"
     );
 
+    // A restored instance is another instance: it may not write into this archive.
+    let index_before = std::fs::read(cwd.join("archives/continuous/index.json")).unwrap();
+    let intruder = archiving(cwd, "at-time", &archive);
+    let started = Instant::now();
+    loop {
+        let s = archive_status(&intruder).await;
+        if s["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("belongs to another instance"))
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(intruder);
+    assert_eq!(
+        std::fs::read(cwd.join("archives/continuous/index.json")).unwrap(),
+        index_before
+    );
+
     // A flipped byte in a segment, then a missing one: refused, by name.
     let folder = cwd.join("archives/continuous");
     let mut segments: Vec<_> = std::fs::read_dir(&folder)

@@ -4,7 +4,8 @@
 //! than what is kept is told to take a snapshot instead.
 //!
 //! Invariant: nothing a gateway that reported within `gateway_nodes::STALE_AFTER` has not yet
-//! applied is removed, nor anything during a freeze (a move's hand-over reads the journal).
+//! applied is removed, nor anything during a freeze (a move's hand-over reads the journal), nor,
+//! with `--archive`, anything the continuous archive does not hold yet.
 
 use crate::state::AppState;
 use gatehouse_store::StoreError;
@@ -26,6 +27,10 @@ pub fn compact_once(state: &AppState, window: Duration) -> Result<u64, StoreErro
     };
     if let Some(live) = state.gateway_nodes.lowest_live_revision() {
         through = through.min(live);
+    }
+    if state.archive_status.is_some() {
+        // Nothing the continuous archive does not hold yet.
+        through = through.min(gatehouse_archiver::archived_through(&state.store)?);
     }
     state.store.compact_journal(through)
 }

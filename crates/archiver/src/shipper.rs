@@ -491,7 +491,7 @@ async fn upload_one(
 ) -> Result<(), String> {
     let (manifest, _) = archive::read_plain_manifest(path).map_err(|e| e.to_string())?;
     let archive = &config.archive;
-    let me = blocking(store, |s| instance_id(s)).await?;
+    let me = blocking(store, instance_id).await?;
     let mut index = archive.index().await.map_err(|e| e.to_string())?;
     match &index.instance {
         Some(other) if *other != me => {

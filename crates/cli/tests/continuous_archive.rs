@@ -71,6 +71,14 @@ async fn write_for(management: &str, token: &str, how_long: Duration, first: usi
     acks
 }
 
+/// The tags of the writes acknowledged at or before `revision`.
+fn tags_through(acks: &[Ack], revision: u64) -> BTreeSet<usize> {
+    acks.iter()
+        .filter(|a| a.revision <= revision)
+        .map(|a| a.tag)
+        .collect()
+}
+
 /// The tags in a stopped instance's data directory.
 fn tags_in(dir: &Path) -> BTreeSet<usize> {
     let store = Store::open_dir(dir).unwrap();
@@ -237,11 +245,7 @@ async fn a_lost_machine_is_restored_to_its_last_second_and_to_any_point() {
         .iter()
         .filter_map(|t| t["name"].as_str()?.strip_prefix('t')?.parse().ok())
         .collect();
-    let expected: BTreeSet<usize> = acks
-        .iter()
-        .filter(|a| a.revision <= early.revision)
-        .map(|a| a.tag)
-        .collect();
+    let expected = tags_through(&acks, early.revision);
     assert_eq!(online, expected);
     drop(served);
 
@@ -254,11 +258,7 @@ async fn a_lost_machine_is_restored_to_its_last_second_and_to_any_point() {
         &["--to-revision", &middle.revision.to_string()],
     );
     assert!(ok, "{out}{err}");
-    let expected: BTreeSet<usize> = acks
-        .iter()
-        .filter(|a| a.revision <= middle.revision)
-        .map(|a| a.tag)
-        .collect();
+    let expected = tags_through(&acks, middle.revision);
     assert_eq!(tags_in(&cwd.join("at-revision")), expected);
     let early = &acks[acks.len() / 3];
     let (ok, out, err) = restore(
@@ -697,11 +697,7 @@ async fn retention_removes_only_what_no_kept_base_needs() {
         &["--to-revision", &after.revision.to_string()],
     );
     assert!(ok, "{out}{err}");
-    let expected: BTreeSet<usize> = acks
-        .iter()
-        .filter(|a| a.revision <= after.revision)
-        .map(|a| a.tag)
-        .collect();
+    let expected = tags_through(&acks, after.revision);
     assert_eq!(tags_in(&cwd.join("after")), expected);
     let before = acks.iter().find(|a| a.revision < oldest).unwrap();
     let (ok, out, err) = restore(

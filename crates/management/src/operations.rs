@@ -375,6 +375,36 @@ fn storage_failure(kind: &'static str, e: StorageError) -> OpStatus {
     }
 }
 
+/// Refuses a restore whose source is not there before an operation starts: the archive, or
+/// for a point in time the continuous archive's index.
+async fn restorable(
+    state: &Arc<AppState>,
+    params: &BackupRestoreParameters,
+    location: &Location,
+    point_in_time: bool,
+) -> Result<(), ApiError> {
+    let refuse = |message: String| ApiError::new(StatusCode::BAD_REQUEST, "RestoreFailed", message);
+    if point_in_time {
+        let archive = archive_of(&state.operations, params)?;
+        return match archive.index().await {
+            Ok(index) if !index.bases.is_empty() => Ok(()),
+            Ok(_) => Err(refuse(format!(
+                "there is no continuous archive in folder '{}' of container '{}'",
+                params.backup_name, params.container_name
+            ))),
+            Err(e) => Err(refuse(e.to_string())),
+        };
+    }
+    match location.exists().await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(refuse(format!(
+            "the backup '{}' does not exist in container '{}'",
+            params.backup_name, params.container_name
+        ))),
+        Err(e) => Err(refuse(e.to_string())),
+    }
+}
+
 /// Starts a backup or restore; returns the operation id.
 pub async fn start(
     state: &Arc<AppState>,
@@ -393,49 +423,8 @@ pub async fn start(
             "'pointInTime', 'revision' and 'latest' are for a restore",
         ));
     }
-    if point.is_some() {
-        let archive = archive_of(&state.operations, &params)?;
-        match archive.index().await {
-            Ok(index) if !index.bases.is_empty() => {}
-            Ok(_) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "RestoreFailed",
-                    format!(
-                        "there is no continuous archive in folder '{}' of container '{}'",
-                        params.backup_name, params.container_name
-                    ),
-                ));
-            }
-            Err(e) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "RestoreFailed",
-                    e.to_string(),
-                ));
-            }
-        }
-    } else if kind == "restore" {
-        match location.exists().await {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "RestoreFailed",
-                    format!(
-                        "the backup '{}' does not exist in container '{}'",
-                        params.backup_name, params.container_name
-                    ),
-                ));
-            }
-            Err(e) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "RestoreFailed",
-                    e.to_string(),
-                ));
-            }
-        }
+    if kind == "restore" {
+        restorable(state, &params, &location, point.is_some()).await?;
     }
     let id = uuid::Uuid::new_v4().simple().to_string();
     claim(state, &id, kind).await?;

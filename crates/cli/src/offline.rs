@@ -652,6 +652,9 @@ async fn list(url: &str, access_key: Option<&str>, json: bool) -> Result<()> {
             .await
             .map_err(|e| anyhow!("{e}"))?
         {
+            if name.contains('/') {
+                continue; // in a folder: a continuous archive's, or someone else's
+            }
             let loc =
                 Location::new(&account, &container, &name, &access).map_err(|e| anyhow!("{e}"))?;
             if let Ok(m) = loc.plain_manifest().await {

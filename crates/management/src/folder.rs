@@ -247,13 +247,16 @@ pub async fn import(
     };
     let parsed = parse_specifications(&desired)?;
     blocking(&state.store, move |s| {
-        let committed = s.write_as(&opts.actor.clone(), |tx| {
-            let keep = !opts.plan;
-            tx.attempt(|tx| Ok::<_, ApiError>((apply(tx, &desired, &parsed, &opts)?, keep)))
-        })?;
-        let mut plan = committed.value;
+        let actor = opts.actor.clone();
+        // A plan is a trial, always taken back: it is answered during a freeze too.
+        let done = if opts.plan {
+            s.trial_as(&actor, |tx| apply(tx, &desired, &parsed, &opts))?
+        } else {
+            s.write_as(&actor, |tx| apply(tx, &desired, &parsed, &opts))?
+        };
+        let (mut plan, revision) = (done.value, done.revision);
         plan.applied = !opts.plan;
-        plan.revision = committed.revision;
+        plan.revision = revision;
         plan.skipped = desired.skipped.iter().cloned().map(Into::into).collect();
         plan.summary = summary(&plan);
         Ok(plan)

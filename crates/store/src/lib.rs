@@ -313,14 +313,33 @@ impl Store {
         actor: &str,
         f: impl FnOnce(&mut WriteTx<'_>) -> std::result::Result<T, E>,
     ) -> std::result::Result<Committed<T>, E> {
+        self.run_write(actor, Commit::Yes, f)
+    }
+
+    /// Runs `f` in a write transaction that is always taken back: what a change would do (an
+    /// import's plan). It commits nothing, so a write fence does not refuse it.
+    pub fn trial_as<T, E: From<StoreError>>(
+        &self,
+        actor: &str,
+        f: impl FnOnce(&mut WriteTx<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<Committed<T>, E> {
+        self.run_write(actor, Commit::No, f)
+    }
+
+    fn run_write<T, E: From<StoreError>>(
+        &self,
+        actor: &str,
+        commit: Commit,
+        f: impl FnOnce(&mut WriteTx<'_>) -> std::result::Result<T, E>,
+    ) -> std::result::Result<Committed<T>, E> {
         match &self.backend {
             Backend::Sqlite {
                 writer, committed, ..
             } => {
                 let mut conn = writer.lock().unwrap_or_else(|e| e.into_inner());
-                sqlite_write(&mut conn, &self.sealer, actor, committed, f)
+                sqlite_write(&mut conn, &self.sealer, actor, committed, commit, f)
             }
-            Backend::Postgres(engine) => pg_write(engine, &self.sealer, actor, f),
+            Backend::Postgres(engine) => pg_write(engine, &self.sealer, actor, commit, f),
         }
     }
 
@@ -573,21 +592,45 @@ impl Store {
     }
 }
 
+/// Whether a write transaction commits, or is a trial always taken back.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    Yes,
+    No,
+}
+
+/// The revision a write starts from: refused while fenced or deleted, unless it is a trial.
+fn start_revision(db: Db<'_>, commit: Commit) -> Result<u64> {
+    let head = write_head(db)?;
+    match commit {
+        Commit::Yes => head.admit(),
+        Commit::No => Ok(head.revision),
+    }
+}
+
 /// A write on SQLite: one IMMEDIATE transaction; the revision bumped iff something changed.
 fn sqlite_write<T, E: From<StoreError>>(
     connection: &mut Connection,
     sealer: &Sealer,
     actor: &str,
     committed: &tokio::sync::watch::Sender<u64>,
+    commit: Commit,
     f: impl FnOnce(&mut WriteTx<'_>) -> std::result::Result<T, E>,
 ) -> std::result::Result<Committed<T>, E> {
     let (value, revision, changed, scrub) = {
         let tx = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::from)?;
-        let current = write_head(Db::Sqlite(&tx))?.admit()?;
+        let current = start_revision(Db::Sqlite(&tx), commit)?;
         let mut w = WriteTx::new(WriteConn::Sqlite(tx), sealer, current, actor);
         let value = f(&mut w)?;
+        if commit == Commit::No {
+            return Ok(Committed {
+                value,
+                revision: current,
+                changed: false,
+            }); // dropped: rolled back
+        }
         let changed = w.changes > 0;
         let revision = if changed { w.next } else { current };
         if changed {
@@ -626,12 +669,20 @@ fn pg_write<T, E: From<StoreError>>(
     engine: &pg_engine::Engine,
     sealer: &Sealer,
     actor: &str,
+    commit: Commit,
     f: impl FnOnce(&mut WriteTx<'_>) -> std::result::Result<T, E>,
 ) -> std::result::Result<Committed<T>, E> {
     let tx = engine.begin_locked()?;
-    let current = write_head(Db::Pg(&tx))?.admit()?;
+    let current = start_revision(Db::Pg(&tx), commit)?;
     let mut w = WriteTx::new(WriteConn::Pg(tx), sealer, current, actor);
     let value = f(&mut w)?;
+    if commit == Commit::No {
+        return Ok(Committed {
+            value,
+            revision: current,
+            changed: false,
+        }); // dropped: rolled back
+    }
     w.settle()?;
     let changed = w.changes > 0;
     let revision = if changed { w.next } else { current };

@@ -83,7 +83,12 @@ impl Operation {
 
     /// The record every node reads, written by the node running it (`node`).
     pub fn record(&self, node: &str) -> Value {
-        let (status, result, error) = match self.status() {
+        self.record_as(node, self.status())
+    }
+
+    /// The record of this operation with `status` (its end, before it is shown).
+    pub fn record_as(&self, node: &str, status: OpStatus) -> Value {
+        let (status, result, error) = match status {
             OpStatus::Running => ("Running", Value::Null, Value::Null),
             OpStatus::Succeeded(result) => {
                 ("Succeeded", result.unwrap_or(Value::Null), Value::Null)

@@ -449,9 +449,8 @@ pub async fn start(
         if let OpStatus::Failed { message, .. } = &status {
             tracing::warn!(operation = %op_id, error = %message, "{kind} failed");
         }
-        *op.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
         heartbeat.abort();
-        finish(&st, &op_id, &op).await;
+        finish(&st, &op_id, &op, status).await;
     });
     Ok(id)
 }
@@ -539,8 +538,10 @@ async fn heartbeat(state: Arc<AppState>, id: String, op: Arc<Operation>) {
 
 /// Records the operation's end (retried while the store is unreachable, for up to two
 /// minutes: until then other nodes report it running), then lets the next one start.
-async fn finish(state: &Arc<AppState>, id: &str, op: &Arc<Operation>) {
-    let record = op.record(&state.operations.node);
+async fn finish(state: &Arc<AppState>, id: &str, op: &Arc<Operation>, status: OpStatus) {
+    // Recorded and the lease released before the end is shown: a client that saw it may start
+    // the next operation at once, on any node.
+    let record = op.record_as(&state.operations.node, status.clone());
     let holder = format!("{}/{id}", state.operations.node);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let mut wait = Duration::from_millis(200);
@@ -564,6 +565,7 @@ async fn finish(state: &Arc<AppState>, id: &str, op: &Arc<Operation>) {
             }
         }
     }
+    *op.status.lock().unwrap_or_else(|e| e.into_inner()) = status;
     *state
         .operations
         .busy

@@ -5,7 +5,7 @@
 //!
 //! Modules, bottom up: `layout` (object names and the indexes that let a restore find what it
 //! needs without listing the container), `segment` (one segment file: written and read back
-//! verified), `remote` (the archive's container), `shipper` (the task a serving node runs:
+//! verified), `remote` (the archive's container), `schedule` (when bases are due), `shipper` (the task a serving node runs:
 //! bases and segments cut into a local queue on disk, uploaded in order), `pitr` (a point's
 //! base and segments fetched, verified as a chain, and the entries to replay).
 //!
@@ -18,10 +18,12 @@ pub mod layout;
 pub mod pitr;
 pub mod remote;
 pub mod retention;
+pub mod schedule;
 pub mod segment;
 pub mod shipper;
 
 pub use layout::{BaseEntry, Index, SegmentEntry};
 pub use pitr::{PitrError, Point, PointInTime, fetch_point};
 pub use remote::Archive;
+pub use schedule::BaseSchedule;
 pub use shipper::{ArchiveStatus, ShipperConfig, archived_through, ship_forever};

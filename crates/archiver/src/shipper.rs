@@ -50,7 +50,7 @@ pub struct ShipperConfig {
     pub max_segment_entries: u64,
     pub queue_dir: PathBuf,
     pub max_queued: usize,
-    pub base_every: Option<Duration>,
+    pub base_every: Option<crate::BaseSchedule>,
     /// Which bases to keep (applied after each base is uploaded).
     pub keep: crate::retention::Keep,
     /// This node's name, for the lease on a shared store.
@@ -235,7 +235,7 @@ struct Cutter {
     through: Option<u64>,
     /// When the oldest entry not yet cut was first seen.
     first_seen: Option<Instant>,
-    last_base: Option<Instant>,
+    last_base: Option<std::time::SystemTime>,
 }
 
 impl Cutter {
@@ -272,10 +272,10 @@ impl Cutter {
             }
             return Ok(Next::WaitUntil(Instant::now()));
         };
-        if config
-            .base_every
-            .is_some_and(|every| self.last_base.is_none_or(|b| b.elapsed() >= every))
-        {
+        if config.base_every.as_ref().is_some_and(|every| {
+            let now = std::time::SystemTime::now();
+            self.last_base.is_none_or(|b| every.due(b, now))
+        }) {
             return Ok(Next::Base {
                 restart_chain: false,
             });
@@ -395,7 +395,7 @@ impl Cutter {
         if restart_chain {
             self.through = Some(revision);
         }
-        self.last_base = Some(Instant::now());
+        self.last_base = Some(std::time::SystemTime::now());
         tracing::info!(revision, "continuous archive: base archive taken");
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 use crate::args::{RestoreArgs, ServeArgs};
 use anyhow::{Context, Result, anyhow, bail};
-use gatehouse_archiver::{Archive, Point};
+use gatehouse_archiver::{Archive, BaseSchedule, Point};
 use gatehouse_backup::{BackupKey, RestoreOptions, storage};
 use gatehouse_model::{ServiceSettings, Sku};
 use gatehouse_server::ArchiveSettings;
@@ -64,6 +64,18 @@ fn duration(text: &str, flag: &str) -> Result<Duration> {
     }))
 }
 
+/// `--archive-every`: an interval (`6h`) or a cron expression (`0 */6 * * *`, `@daily`).
+fn base_schedule(text: &str) -> Result<BaseSchedule> {
+    let looks_like_interval =
+        text.len() > 1 && text[..text.len() - 1].bytes().all(|b| b.is_ascii_digit());
+    if looks_like_interval {
+        return Ok(BaseSchedule::Every(duration(text, "--archive-every")?));
+    }
+    BaseSchedule::cron(text).map_err(|e| {
+        anyhow!("--archive-every takes an interval (6h, 1d, 30m) or a cron expression in UTC (0 */6 * * *, @daily): {e}")
+    })
+}
+
 /// `serve`'s continuous archiving, if `--archive` is given.
 pub fn serve_settings(args: &ServeArgs) -> Result<Option<ArchiveSettings>> {
     let Some(url) = &args.archive else {
@@ -102,7 +114,7 @@ pub fn serve_settings(args: &ServeArgs) -> Result<Option<ArchiveSettings>> {
         base_every: args
             .archive_every
             .as_deref()
-            .map(|t| duration(t, "--archive-every"))
+            .map(base_schedule)
             .transpose()?,
         keep: gatehouse_archiver::retention::Keep {
             last: args.keep_last,

@@ -299,7 +299,8 @@ pub struct ServeArgs {
     /// change (seconds, default 1).
     #[arg(long, env = "GATEHOUSE_ARCHIVE_SEGMENT_SECONDS")]
     pub archive_segment_seconds: Option<f64>,
-    /// A full base archive this often (`6h`, `1d`, `30m`), besides the first one.
+    /// Full base archives besides the first one: an interval (`6h`, `1d`, `30m`) or a cron
+    /// expression in UTC (`0 */6 * * *`, `@daily`).
     #[arg(long, env = "GATEHOUSE_ARCHIVE_EVERY")]
     pub archive_every: Option<String>,
     /// Retention of the continuous archive, as restic's forget: keep the newest N bases …

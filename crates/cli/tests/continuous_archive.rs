@@ -625,6 +625,34 @@ async fn retention_removes_only_what_no_kept_base_needs() {
     let (_, key, _) = run(cwd, &["backup", "new-key"]);
     std::fs::write(cwd.join("k"), key).unwrap();
     let archive = format!("file://{}/archives/kept", cwd.display());
+    // A schedule that is neither an interval nor a cron expression, or a passphrase for a key,
+    // is refused in one line before anything starts.
+    std::fs::write(cwd.join("passphrase"), "correct horse battery staple").unwrap();
+    for (schedule, key_file, expected) in [
+        ("0 */6 * *", "k", "'0 */6 * *' is not a cron expression"),
+        ("0 0 31 2 *", "k", "never fires"),
+        ("6x", "k", "--archive-every must end in d, h, m or s"),
+        ("6h", "passphrase", "needs an age key"),
+    ] {
+        let (ok, _, err) = run(
+            cwd,
+            &[
+                "serve",
+                "--data-dir",
+                "refused",
+                "--no-portal",
+                "--archive",
+                &archive,
+                "--archive-key-file",
+                key_file,
+                "--archive-every",
+                schedule,
+            ],
+        );
+        assert!(!ok && err.contains(expected), "{schedule}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    assert!(!cwd.join("archives/kept").exists());
     let mut p = ServeProcess::spawn(
         BIN,
         cwd,
@@ -643,7 +671,7 @@ async fn retention_removes_only_what_no_kept_base_needs() {
             "--archive-key-file",
             "k",
             "--archive-every",
-            "2s",
+            "*/2 * * * * *", // cron with seconds: a base every two seconds
             "--keep-last",
             "2",
         ],

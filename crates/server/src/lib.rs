@@ -71,8 +71,8 @@ pub struct ArchiveSettings {
     pub key: Arc<gatehouse_backup::BackupKey>,
     /// A segment is closed at most this long after its first change.
     pub segment_after: std::time::Duration,
-    /// Full base archives this often (besides the first and one after each restore).
-    pub base_every: Option<std::time::Duration>,
+    /// When full base archives are taken (besides the first and one after each restore).
+    pub base_every: Option<gatehouse_archiver::BaseSchedule>,
     /// Which bases retention keeps (`--keep-last`, `--keep-hourly`, …).
     pub keep: gatehouse_archiver::retention::Keep,
 }
@@ -382,7 +382,7 @@ impl Instance {
                 max_segment_entries: 10_000,
                 queue_dir: config.data_dir.join("archive-queue"),
                 max_queued: 100_000,
-                base_every: settings.base_every,
+                base_every: settings.base_every.clone(),
                 keep: settings.keep,
                 node: state.operations.node.clone(),
             };

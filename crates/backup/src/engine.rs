@@ -324,7 +324,8 @@ struct Checker<'a> {
     target: Option<&'a HashMap<String, HashMap<String, String>>>,
     /// For a selective archive: the target's paths, which references may resolve to.
     merge_into: Option<HashSet<String>>,
-    diff: BTreeMap<String, KindDiff>,
+    /// The archive's resources as `target` holds them (for the dry run's diff).
+    archived: HashMap<String, HashMap<String, String>>,
 }
 
 impl Visitor for Checker<'_> {
@@ -366,14 +367,10 @@ impl Visitor for Checker<'_> {
                 if !parent.is_empty() {
                     self.parents.push((l.path.clone(), parent));
                 }
-                if let Some(target) = self.target {
-                    let diff = self.diff.entry(kind.name().to_string()).or_default();
+                if self.target.is_some() {
                     let text = serde_json::to_string(&l.properties).unwrap_or_default();
-                    match target.get(kind.name()).and_then(|m| m.get(&l.path)) {
-                        None => diff.added.push(l.path.clone()),
-                        Some(old) if *old != text => diff.changed.push(l.path.clone()),
-                        Some(_) => {}
-                    }
+                    let of_kind = self.archived.entry(kind.name().to_string()).or_default();
+                    of_kind.insert(l.path.clone(), text);
                 }
                 if !self.paths.insert(l.path.clone()) {
                     return Err(bad(format!("{} appears twice", l.path)));
@@ -414,28 +411,6 @@ impl Checker<'_> {
                     }
                 )));
             }
-        }
-        if let Some(target) = self.target {
-            for (kind, paths) in target {
-                if self.merge_into.is_some() {
-                    // A merge removes nothing.
-                    break;
-                }
-                let diff = self.diff.entry(kind.clone()).or_default();
-                for p in paths.keys() {
-                    if !self.paths.contains(p) {
-                        diff.removed.push(p.clone());
-                    }
-                }
-            }
-            for d in self.diff.values_mut() {
-                d.added.sort();
-                d.changed.sort();
-                d.removed.sort();
-            }
-            self.diff.retain(|_, d| {
-                !(d.added.is_empty() && d.changed.is_empty() && d.removed.is_empty())
-            });
         }
         self.service
             .clone()
@@ -494,14 +469,95 @@ pub fn verify(
         parents: Vec::new(),
         service: None,
         target: target.as_ref(),
-        diff: BTreeMap::new(),
+        archived: HashMap::new(),
     };
     let manifest = archive::read_verified(path, key, &mut checker)?;
     checker.finish()?;
+    let changes = match &target {
+        None => BTreeMap::new(),
+        Some(before) if !opts.replay.is_empty() => {
+            diff_after_replay(store, path, key, &manifest, opts, before)?
+        }
+        Some(before) => {
+            let mut changes = diff_states(before, &checker.archived);
+            if checker.merge_into.is_some() {
+                // A merge removes nothing.
+                changes.values_mut().for_each(|d| d.removed.clear());
+                changes.retain(|_, d| !(d.added.is_empty() && d.changed.is_empty()));
+            }
+            changes
+        }
+    };
     Ok(RestorePlan {
         manifest: Some(manifest),
-        changes: checker.diff,
+        changes,
     })
+}
+
+/// A point-in-time restore's plan. What the replayed changes do on top of the archive cannot be
+/// judged line by line, so the whole restore runs in a transaction that is always taken back
+/// and what it leaves is compared with the current state.
+fn diff_after_replay(
+    store: &Store,
+    path: &Path,
+    key: &BackupKey,
+    manifest: &Manifest,
+    opts: &RestoreOptions,
+    before: &HashMap<String, HashMap<String, String>>,
+) -> Result<BTreeMap<String, KindDiff>, BackupError> {
+    let actor = opts
+        .actor
+        .as_deref()
+        .unwrap_or(gatehouse_store::SYSTEM_ACTOR);
+    let after = store.trial_as(actor, |tx| -> Result<_, BackupError> {
+        apply_archive(tx, path, key, manifest, opts, &mut |_, _| {})?;
+        let mut after: HashMap<String, HashMap<String, String>> = HashMap::new();
+        tx.for_each_resource(|res| {
+            let text = serde_json::to_string(&res.properties).unwrap_or_default();
+            after
+                .entry(res.kind.name().to_string())
+                .or_default()
+                .insert(res.path, text);
+            Ok(())
+        })?;
+        Ok(after)
+    })?;
+    Ok(diff_states(before, &after.value))
+}
+
+/// Per kind, the paths `after` adds to, changes in and removes from `before`.
+fn diff_states(
+    before: &HashMap<String, HashMap<String, String>>,
+    after: &HashMap<String, HashMap<String, String>>,
+) -> BTreeMap<String, KindDiff> {
+    let empty = HashMap::new();
+    let mut out: BTreeMap<String, KindDiff> = BTreeMap::new();
+    for kind in before.keys().chain(after.keys()) {
+        let (old, new) = (
+            before.get(kind).unwrap_or(&empty),
+            after.get(kind).unwrap_or(&empty),
+        );
+        let mut diff = KindDiff::default();
+        for (path, text) in new {
+            match old.get(path) {
+                None => diff.added.push(path.clone()),
+                Some(was) if was != text => diff.changed.push(path.clone()),
+                Some(_) => {}
+            }
+        }
+        diff.removed = old
+            .keys()
+            .filter(|p| !new.contains_key(*p))
+            .cloned()
+            .collect();
+        diff.added.sort();
+        diff.changed.sort();
+        diff.removed.sort();
+        if !(diff.added.is_empty() && diff.changed.is_empty() && diff.removed.is_empty()) {
+            out.insert(kind.clone(), diff);
+        }
+    }
+    out
 }
 
 /// Pass two: streams the verified archive into the store inside one write transaction.
@@ -571,6 +627,63 @@ pub struct RestoreOutcome {
     pub entities: u64,
 }
 
+/// Writes a verified archive, then the changes to replay on top of it, into `tx`: everything
+/// but the journal-level bookkeeping of a restore. Returns the entities written.
+fn apply_archive(
+    tx: &mut gatehouse_store::WriteTx<'_>,
+    path: &Path,
+    key: &BackupKey,
+    manifest: &Manifest,
+    opts: &RestoreOptions,
+    progress: Progress<'_>,
+) -> Result<u64, BackupError> {
+    let total = manifest.entity_count;
+    let target = tx.service()?.ok_or(StoreError::NoService)?;
+    let merge = manifest.include.is_some();
+    if !merge {
+        tx.replace_all(&json!({
+            "restoredFrom": manifest.service_name,
+            "sourceRegion": manifest.region,
+            "sourceRevision": manifest.source_revision,
+            "createdAtUtc": manifest.created_at_utc,
+            "entities": manifest.entity_count,
+        }))?;
+    }
+    let mut applier = Applier {
+        merge,
+        tx,
+        section: String::new(),
+        kind: None,
+        service: None,
+        done: 0,
+        total,
+        progress: &mut *progress,
+    };
+    archive::read_verified(path, key, &mut applier)?;
+    let source = applier.service.take().filter(|_| !merge);
+    let done = applier.done;
+    if let Some(src) = source {
+        // Region-bound settings stay the target's own (as APIM): name, location, tier.
+        let merged = ServiceSettings {
+            name: target.name.clone(),
+            location: target.location.clone(),
+            sku: Sku {
+                ..target.sku.clone()
+            },
+            publisher_email: src.publisher_email,
+            publisher_name: src.publisher_name,
+            notification_sender_email: src.notification_sender_email,
+            created_at_utc: target.created_at_utc.clone(),
+            hostname_configurations: target.hostname_configurations.clone(),
+        };
+        tx.restore_service(&merged)?;
+    }
+    for entry in &opts.replay {
+        tx.apply_entry(entry)?;
+    }
+    Ok(done)
+}
+
 /// Verifies the archive, then replaces the target's configuration with it in one transaction.
 /// The target keeps its name, region and tier.
 pub fn restore_from_file(
@@ -587,51 +700,8 @@ pub fn restore_from_file(
         .actor
         .as_deref()
         .unwrap_or(gatehouse_store::SYSTEM_ACTOR);
-    let committed = store.write_as(actor, |tx| -> Result<u64, BackupError> {
-        let target = tx.service()?.ok_or(StoreError::NoService)?;
-        let merge = manifest.include.is_some();
-        if !merge {
-            tx.replace_all(&json!({
-                "restoredFrom": manifest.service_name,
-                "sourceRegion": manifest.region,
-                "sourceRevision": manifest.source_revision,
-                "createdAtUtc": manifest.created_at_utc,
-                "entities": manifest.entity_count,
-            }))?;
-        }
-        let mut applier = Applier {
-            merge,
-            tx,
-            section: String::new(),
-            kind: None,
-            service: None,
-            done: 0,
-            total,
-            progress: &mut *progress,
-        };
-        archive::read_verified(path, key, &mut applier)?;
-        let source = applier.service.take().filter(|_| !merge);
-        let done = applier.done;
-        if let Some(src) = source {
-            // Region-bound settings stay the target's own (as APIM): name, location, tier.
-            let merged = ServiceSettings {
-                name: target.name.clone(),
-                location: target.location.clone(),
-                sku: Sku {
-                    ..target.sku.clone()
-                },
-                publisher_email: src.publisher_email,
-                publisher_name: src.publisher_name,
-                notification_sender_email: src.notification_sender_email,
-                created_at_utc: target.created_at_utc.clone(),
-                hostname_configurations: target.hostname_configurations.clone(),
-            };
-            tx.restore_service(&merged)?;
-        }
-        for entry in &opts.replay {
-            tx.apply_entry(entry)?;
-        }
-        Ok(done)
+    let committed = store.write_as(actor, |tx| {
+        apply_archive(tx, path, key, &manifest, opts, &mut *progress)
     })?;
     progress(committed.value, total);
     Ok(RestoreOutcome {

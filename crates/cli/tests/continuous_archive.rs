@@ -249,8 +249,38 @@ async fn a_lost_machine_is_restored_to_its_last_second_and_to_any_point() {
     assert_eq!(online, expected);
     drop(served);
 
-    // A revision and a time in the middle land exactly there.
+    // A dry run to a later revision shows what the replayed changes would do (the base alone,
+    // taken before any write, would remove every tag), and changes nothing.
     let middle = &acks[acks.len() / 2];
+    let (ok, out, err) = restore(
+        cwd,
+        &archive,
+        "latest",
+        &["--to-revision", &middle.revision.to_string(), "--dry-run"],
+    );
+    assert!(ok, "{out}{err}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let tags_listed = |how: &str| -> BTreeSet<usize> {
+        let changes = plan["changes"].as_object().unwrap();
+        changes
+            .values()
+            .flat_map(|d| d[how].as_array().unwrap().iter())
+            .filter_map(|p| p.as_str()?.strip_prefix("/tags/t")?.parse().ok())
+            .collect()
+    };
+    let would_add: BTreeSet<usize> = tags_through(&acks, middle.revision)
+        .difference(&expected)
+        .copied()
+        .collect();
+    assert_eq!(tags_listed("added"), would_add, "{out}");
+    assert!(tags_listed("removed").is_empty(), "{out}");
+    assert_eq!(
+        tags_in(&cwd.join("latest")),
+        expected,
+        "a dry run changed the instance"
+    );
+
+    // A revision and a time in the middle land exactly there.
     let (ok, out, err) = restore(
         cwd,
         &archive,

@@ -124,6 +124,13 @@ pub(crate) trait Queries {
         }
     }
 
+    /// Streams every resource in path order (on SQLite without holding them all in memory).
+    fn q_for_each_resource(&self, mut f: impl FnMut(StoredResource) -> Result<()>) -> Result<()> {
+        let sql = format!("SELECT {RESOURCE_COLUMNS} FROM resources ORDER BY path");
+        self.db()?
+            .each(&sql, &[], |row| f(resource_of(self.sealer(), &row)?))
+    }
+
     fn q_query(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<StoredResource>> {
         let mut out = Vec::new();
         self.db()?.each(sql, args, |row| {

@@ -93,10 +93,8 @@ impl ReadTx<'_> {
     }
 
     /// Streams every resource in path order (on SQLite without holding them all in memory).
-    pub fn for_each_resource(&self, mut f: impl FnMut(StoredResource) -> Result<()>) -> Result<()> {
-        let sql = format!("SELECT {RESOURCE_COLUMNS} FROM resources ORDER BY path");
-        self.db
-            .each(&sql, &[], |row| f(resource_of(self.sealer, &row)?))
+    pub fn for_each_resource(&self, f: impl FnMut(StoredResource) -> Result<()>) -> Result<()> {
+        self.q_for_each_resource(f)
     }
 
     /// Usage rows with `from <= bucket < to` (Unix seconds).

@@ -203,6 +203,11 @@ impl WriteTx<'_> {
         self.q_get(path)
     }
 
+    /// Every resource as this transaction sees it, in path order.
+    pub fn for_each_resource(&self, f: impl FnMut(StoredResource) -> Result<()>) -> Result<()> {
+        self.q_for_each_resource(f)
+    }
+
     pub fn children(&self, kind: Kind, parent: &str) -> Result<Vec<StoredResource>> {
         self.q_children(kind, parent)
     }

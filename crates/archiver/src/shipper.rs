@@ -50,7 +50,7 @@ pub struct ShipperConfig {
     pub max_segment_entries: u64,
     pub queue_dir: PathBuf,
     pub max_queued: usize,
-    pub base_every: Option<crate::BaseSchedule>,
+    pub base_every: Option<crate::schedule::BaseSchedule>,
     /// Which bases to keep (applied after each base is uploaded).
     pub keep: crate::retention::Keep,
     /// This node's name, for the lease on a shared store.
@@ -67,6 +67,9 @@ pub struct ArchiveStatus {
     oldest_waiting_ms: AtomicI64,
     pub queued_files: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Where the archive goes (`account/container/folder`, never a key): a move from the
+    /// archive checks it is the one it reads.
+    destination: Mutex<Option<String>>,
 }
 
 fn unix_ms(at: &str) -> i64 {
@@ -98,6 +101,7 @@ impl ArchiveStatus {
             "lagSeconds": self.lag_seconds(),
             "queuedFiles": self.queued_files.load(Ordering::Relaxed),
             "lastError": *self.last_error.lock().unwrap_or_else(|e| e.into_inner()),
+            "destination": *self.destination.lock().unwrap_or_else(|e| e.into_inner()),
         })
     }
 
@@ -132,6 +136,8 @@ pub async fn ship_forever(
     status: Arc<ArchiveStatus>,
     stop: watch::Receiver<bool>,
 ) {
+    *status.destination.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some(format!("{:?}", config.archive));
     if let Err(e) = std::fs::create_dir_all(&config.queue_dir) {
         status.failed(Some(format!("{}: {e}", config.queue_dir.display())));
         return;

@@ -35,6 +35,10 @@ pub struct MoveArgs {
     /// s3+http://HOST:PORT/BUCKET, gs://BUCKET.
     #[arg(long)]
     pub storage: Option<String>,
+    /// Start from the source's continuous archive (the URL of its `serve --archive`) instead
+    /// of a fresh backup; --key-file is that archive's key.
+    #[arg(long, conflicts_with_all = ["storage", "backup_name"], requires = "key_file")]
+    pub from_archive: Option<String>,
     /// The archive's name (default: move-<time>.ghbak).
     #[arg(long)]
     pub backup_name: Option<String>,
@@ -197,7 +201,8 @@ fn options(args: &MoveArgs, state: &Path, ca_file: Option<&Path>) -> Result<Move
     let storage = args
         .storage
         .clone()
-        .context("--storage is needed: where the archive goes")?;
+        .or_else(|| args.from_archive.clone())
+        .context("--storage is needed: where the archive goes (or --from-archive: the source's continuous archive)")?;
     let storage = match local_folder(&storage) {
         Some(dir) => {
             if !args.plan {
@@ -208,6 +213,7 @@ fn options(args: &MoveArgs, state: &Path, ca_file: Option<&Path>) -> Result<Move
         }
         None => storage,
     };
+    let from_archive = args.from_archive.as_ref().map(|_| storage.clone());
     let backup_name = args.backup_name.clone().unwrap_or_else(|| {
         format!(
             "move-{}.ghbak",
@@ -237,6 +243,7 @@ fn options(args: &MoveArgs, state: &Path, ca_file: Option<&Path>) -> Result<Move
         storage,
         backup_name,
         key_file,
+        from_archive,
         same_name: args.same_name,
         delete_source_first: args.delete_source_first,
         keep_source: args.keep_source,

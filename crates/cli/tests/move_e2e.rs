@@ -46,7 +46,7 @@ impl Side {
         name: &str,
         region: &str,
         gateway: &str,
-        store: Option<&str>,
+        extra: &[&str],
     ) -> Side {
         let mut args = vec![
             "--data-dir",
@@ -62,9 +62,7 @@ impl Side {
             "--gateway-listen",
             gateway,
         ];
-        if let Some(url) = store {
-            args.extend(["--store", url]);
-        }
+        args.extend_from_slice(extra);
         let process = ServeProcess::spawn(BIN, cwd, &args, &[("GATEHOUSE_LOG", "warn")]);
         let url = process.endpoints()["management"]
             .as_str()
@@ -444,6 +442,8 @@ struct Scenario {
     target_on_postgres: bool,
     /// The source's control plane on PostgreSQL (the target's embedded): the move back.
     source_on_postgres: bool,
+    /// The source keeps a continuous archive and the move starts from it (no backup).
+    from_archive: bool,
 }
 
 impl Scenario {
@@ -457,6 +457,7 @@ impl Scenario {
             gateways: false,
             target_on_postgres: false,
             source_on_postgres: false,
+            from_archive: false,
         }
     }
 }
@@ -483,16 +484,20 @@ struct Env {
     /// The PostgreSQL of a side on it (stopped when the test ends), and the source's database.
     _postgres: Option<gatehouse_testkit::postgres::PostgresServer>,
     source_store: Option<String>,
+    /// The source's continuous archive, when it keeps one: the move starts from it.
+    archive: Option<String>,
 }
 
 impl Env {
     async fn start(same_name: bool) -> Env {
-        Env::start_on(same_name, (false, false)).await
+        Env::start_on(same_name, (false, false), false).await
     }
 
     /// With `on_postgres`, the source's (first) or the target's (second) control plane on a
     /// PostgreSQL of the test's own.
-    async fn start_on(same_name: bool, on_postgres: (bool, bool)) -> Env {
+    /// With `archiving`, the source ships its journal to a continuous archive in
+    /// `archives/continuous` (its key in `archive.key`).
+    async fn start_on(same_name: bool, on_postgres: (bool, bool), archiving: bool) -> Env {
         let postgres = (on_postgres.0 || on_postgres.1)
             .then(|| gatehouse_testkit::postgres::PostgresServer::start().unwrap());
         let store_of = |wanted: bool, db: &str| {
@@ -518,13 +523,34 @@ impl Env {
             "gw-westeurope 1 A 127.0.0.2\ngw-eastus 1 A 127.0.0.3\napi 1 CNAME gw-westeurope"
         };
         let knot = Knot::start(ZONE, records).await.unwrap();
+        let mut source_args: Vec<String> = Vec::new();
+        if let Some(url) = &source_store {
+            source_args.extend(["--store".into(), url.clone()]);
+        }
+        let archive = archiving.then(|| {
+            let out = gatehouse_testkit::process::cli(BIN, cwd, &["backup", "new-key"]);
+            assert!(out.status.success());
+            std::fs::write(cwd.join("archive.key"), &out.stdout).unwrap();
+            let url = format!("file://{}/archives/continuous", cwd.display());
+            source_args.extend([
+                "--archive".into(),
+                url.clone(),
+                "--archive-key-file".into(),
+                cwd.join("archive.key").display().to_string(),
+            ]);
+            url
+        });
+        let target_args: Vec<String> = target_store
+            .iter()
+            .flat_map(|url| ["--store".to_string(), url.clone()])
+            .collect();
         let source = Side::start(
             cwd,
             "westeurope",
             source_name,
             "westeurope",
             &format!("127.0.0.2:{port}"),
-            source_store.as_deref(),
+            &source_args.iter().map(String::as_str).collect::<Vec<_>>(),
         );
         let target = Side::start(
             cwd,
@@ -532,7 +558,7 @@ impl Env {
             target_name,
             "eastus",
             &format!("127.0.0.3:{port}"),
-            target_store.as_deref(),
+            &target_args.iter().map(String::as_str).collect::<Vec<_>>(),
         );
         let source_host = if same_name {
             "contoso-apim"
@@ -571,6 +597,7 @@ impl Env {
             key,
             _postgres: postgres,
             source_store,
+            archive,
         }
     }
 
@@ -591,8 +618,6 @@ impl Env {
             &cwd.join("westeurope").display().to_string(),
             "--target-data-dir",
             &cwd.join("eastus").display().to_string(),
-            "--storage",
-            &cwd.join("archives").display().to_string(),
             "--state",
             &self.state().display().to_string(),
             "--dns",
@@ -612,6 +637,18 @@ impl Env {
         .iter()
         .map(|a| a.to_string())
         .collect();
+        match &self.archive {
+            Some(url) => args.extend([
+                "--from-archive".to_string(),
+                url.clone(),
+                "--key-file".to_string(),
+                cwd.join("archive.key").display().to_string(),
+            ]),
+            None => args.extend([
+                "--storage".to_string(),
+                cwd.join("archives").display().to_string(),
+            ]),
+        }
         if same_name {
             // Same-name moves also compare GET responses of both sides (--shadow).
             args.extend(["--same-name".to_string(), "--shadow".to_string()]);
@@ -624,7 +661,12 @@ impl Env {
 }
 
 async fn scenario(s: Scenario) {
-    let env = Env::start_on(s.same_name, (s.source_on_postgres, s.target_on_postgres)).await;
+    let env = Env::start_on(
+        s.same_name,
+        (s.source_on_postgres, s.target_on_postgres),
+        s.from_archive,
+    )
+    .await;
     let (cwd, port, key) = (env.cwd().to_path_buf(), env.port, env.key.clone());
     let eastus_backend = EchoBackend::start().await.unwrap();
     let mut extra: Vec<String> = Vec::new();
@@ -704,6 +746,32 @@ async fn scenario(s: Scenario) {
     assert_eq!(report["outcome"], "completed", "{report}");
     assert_eq!(report["changesLost"], 0, "{report}");
     assert_eq!(report["manualStepsLeft"], json!([]), "{report}");
+    if s.from_archive {
+        // No backup was made: the target restored a revision of the continuous archive.
+        let archives = std::fs::read_dir(cwd.join("archives")).unwrap();
+        let names: Vec<String> = archives
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(names, ["continuous"], "{names:?}");
+        let state: Value = serde_json::from_slice(&std::fs::read(env.state()).unwrap()).unwrap();
+        let backup = state["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "backup")
+            .unwrap();
+        assert!(
+            backup["detail"]["archive"]
+                .as_str()
+                .unwrap()
+                .ends_with("archives/continuous"),
+            "{backup}"
+        );
+        assert!(
+            backup["detail"]["revision"].as_u64().unwrap() > 1,
+            "{backup}"
+        );
+    }
     if s.delete_first {
         assert!(
             report["downtimeMs"].as_u64().unwrap() > 0,
@@ -877,6 +945,17 @@ async fn move_to_another_region_keeps_its_own_name() {
     .await;
 }
 
+/// A move from the source's continuous archive: no backup, the target restores the revision
+/// the source had when the move began (a base and the changes after it), then catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn move_from_the_continuous_archive_without_a_backup() {
+    scenario(Scenario {
+        from_archive: true,
+        ..Scenario::plain(false)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn move_with_the_same_name_without_downtime() {
     scenario(Scenario::plain(true)).await;
@@ -1006,6 +1085,40 @@ async fn apims_order_deletes_first_and_reports_the_downtime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_verification_changes_no_dns_and_leaves_the_source_serving() {
     let env = Env::start(false).await;
+    // A move from a continuous archive the source does not keep stops at its backup step and
+    // says why; dropped, it leaves nothing behind.
+    let key = gatehouse_testkit::process::cli(BIN, env.cwd(), &["backup", "new-key"]);
+    std::fs::write(env.cwd().join("archive.key"), &key.stdout).unwrap();
+    let mut args = env.move_args(false, &[]);
+    let storage = args.iter().position(|a| a == "--storage").unwrap();
+    args.splice(
+        storage..storage + 2,
+        [
+            "--from-archive".to_string(),
+            format!("file://{}/archives/continuous", env.cwd().display()),
+            "--key-file".to_string(),
+            env.cwd().join("archive.key").display().to_string(),
+        ],
+    );
+    let out = tokio::task::spawn_blocking(move || run_move(&args, None))
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("keeps no continuous archive: start it with --archive"),
+        "{err}"
+    );
+    let state = env.state().display().to_string();
+    let abandon = ["move", "--abandon", "--state", &state].map(String::from);
+    let out = tokio::task::spawn_blocking(move || run_move(&abandon, None))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The overlay points the target's API at a backend that does not answer: the smoke
     // requests through the target gateway fail.
     let overlay = env.cwd().join("broken.yaml");

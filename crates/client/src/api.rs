@@ -55,6 +55,9 @@ pub struct ServiceProperties {
     pub revision: u64,
     #[serde(default)]
     pub hostname_configurations: Vec<Value>,
+    /// Present when the instance ships its journal to a continuous archive (`serve --archive`).
+    #[serde(default)]
+    pub continuous_archive: Option<Value>,
 }
 
 /// `GET|POST /drain`: the gateway's traffic counters and drain mode.

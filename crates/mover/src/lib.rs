@@ -93,7 +93,19 @@ pub fn plan(o: &MoveOptions) -> Vec<(&'static str, String)> {
     } else {
         "delete the source (it stops and is marked deleted)".into()
     };
-    let archive = format!("{}/{}", o.storage.trim_end_matches('/'), o.backup_name);
+    let archive = archive_url(o);
+    let (backup, restore) = match &o.from_archive {
+        Some(_) => (
+            format!("wait until the source's continuous archive {archive} holds its revision"),
+            format!(
+                "restore that revision of {archive} into the target (a base and the changes after it)"
+            ),
+        ),
+        None => (
+            format!("back up the source to {archive}"),
+            format!("restore {archive} into the target"),
+        ),
+    };
     let mut steps = vec![(
         "preflight",
         format!(
@@ -111,12 +123,12 @@ pub fn plan(o: &MoveOptions) -> Vec<(&'static str, String)> {
             "freeze",
             "refuse writes on the source until it is deleted".into(),
         ));
-        steps.push(("backup", format!("back up the frozen source to {archive}")));
+        steps.push(("backup", format!("{backup} (frozen)")));
         steps.push((
             "delete-source",
             "delete the source (APIM's order: downtime starts here)".into(),
         ));
-        steps.push(("restore", format!("restore {archive} into the target")));
+        steps.push(("restore", restore));
         steps.push(("overlay", overlay));
         steps.push((
             "verify",
@@ -130,11 +142,8 @@ pub fn plan(o: &MoveOptions) -> Vec<(&'static str, String)> {
         steps.push(("cleanup", cleanup));
         return steps;
     }
-    steps.push((
-        "backup",
-        format!("back up the source (serving) to {archive}"),
-    ));
-    steps.push(("restore", format!("restore {archive} into the target")));
+    steps.push(("backup", format!("{backup} (serving)")));
+    steps.push(("restore", restore));
     steps.push(("overlay", overlay));
     steps.push((
         "catch-up",
@@ -178,6 +187,14 @@ pub fn plan(o: &MoveOptions) -> Vec<(&'static str, String)> {
     ));
     steps.push(("cleanup", cleanup));
     steps
+}
+
+/// The archive a move writes and reads: the continuous archive, or `storage/backup_name`.
+fn archive_url(o: &MoveOptions) -> String {
+    match &o.from_archive {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => format!("{}/{}", o.storage.trim_end_matches('/'), o.backup_name),
+    }
 }
 
 fn cutover_description(o: &MoveOptions, domain: Option<&str>) -> String {
@@ -634,7 +651,7 @@ impl Move {
 
     fn storage_body(&self) -> Result<Value> {
         let o = &self.state.options;
-        let url = format!("{}/{}", o.storage.trim_end_matches('/'), o.backup_name);
+        let url = archive_url(o);
         let (account, container, name) =
             gatehouse_client::storage_url::split_url(&url).map_err(|e| anyhow!("{e}"))?;
         let key = std::fs::read_to_string(&o.key_file).with_context(|| {
@@ -644,7 +661,8 @@ impl Move {
             "storageAccount": account,
             "containerName": container,
             "backupName": name,
-            "encryptionKey": key.trim(),
+            // The key's line (a key file of `backup new-key` or age-keygen has comments).
+            "encryptionKey": key.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).unwrap_or_default(),
         });
         if let Some(k) = &self.storage_key {
             body["accessKey"] = json!(k);
@@ -678,6 +696,13 @@ impl Move {
     }
 
     async fn backup(&mut self) -> Result<Value> {
+        if self.state.options.from_archive.is_some() {
+            let outcome = self.wait_archived().await?;
+            if self.state.options.delete_source_first {
+                self.state.source_digest = Some(self.source()?.digest(&[]).await?);
+            }
+            return Ok(outcome);
+        }
         let body = self.storage_body()?;
         let result = self.operation(self.source()?, "/backup", &body).await?;
         let outcome = &result["outcome"];
@@ -693,9 +718,57 @@ impl Move {
         Ok(outcome.clone())
     }
 
+    /// The backup step of a move from the continuous archive: the source's revision now, once
+    /// the archive holds it. The source must be shipping to that archive.
+    async fn wait_archived(&mut self) -> Result<Value> {
+        const PATIENCE: Duration = Duration::from_secs(300);
+        let url = archive_url(&self.state.options);
+        let (_, container, folder) =
+            gatehouse_client::storage_url::split_url(&url).map_err(|e| anyhow!("{e}"))?;
+        let source = self.source()?;
+        let wanted = source.service().await?.properties.revision;
+        let started = Instant::now();
+        loop {
+            let properties = source.service().await?.properties;
+            let status = properties.continuous_archive.ok_or_else(|| {
+                anyhow!("the source ({}) keeps no continuous archive: start it with --archive {url}, or move with --storage (a fresh backup)", self.state.options.source.describe())
+            })?;
+            let destination = status["destination"].as_str().unwrap_or_default();
+            if !destination.ends_with(&format!("/{container}/{folder}")) {
+                bail!(
+                    "the source archives to {destination}, not to {url}: give --from-archive the URL its --archive names"
+                );
+            }
+            let archived = status["lastArchivedRevision"].as_u64().unwrap_or(0);
+            (self.events)(Event::Progress {
+                name: "backup".into(),
+                percent: (archived.min(wanted) * 100)
+                    .checked_div(wanted)
+                    .unwrap_or(100),
+            });
+            if archived >= wanted {
+                let waited_ms = started.elapsed().as_millis() as u64;
+                self.state.archive_revision = Some(wanted);
+                return Ok(json!({"revision": wanted, "archive": url, "waitedMs": waited_ms}));
+            }
+            if started.elapsed() > PATIENCE {
+                bail!(
+                    "the source's continuous archive holds revision {archived}, not yet {wanted}, after {} s (lag {} s, last error: {}): see the source's GET / continuousArchive",
+                    PATIENCE.as_secs(),
+                    status["lagSeconds"],
+                    status["lastError"].as_str().unwrap_or("none")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn restore(&mut self) -> Result<Value> {
         let mut body = self.storage_body()?;
         body["allowTierChange"] = json!(self.state.options.allow_tier_change);
+        if self.state.options.from_archive.is_some() {
+            body["revision"] = json!(self.state.archive_revision);
+        }
         let result = self.operation(&self.target, "/restore", &body).await?;
         self.state.applied_through = self.state.archive_revision.unwrap_or(0);
         self.state.changes_replayed = 0;

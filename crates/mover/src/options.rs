@@ -85,6 +85,11 @@ pub struct MoveOptions {
     pub backup_name: String,
     /// The archive key file (a passphrase or an age secret key).
     pub key_file: PathBuf,
+    /// Start from the source's continuous archive (the URL it was given as `--archive`)
+    /// instead of a fresh backup: the backup step waits until the archive holds the source's
+    /// revision, and the target restores exactly that revision from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_archive: Option<String>,
     /// APIM's option 2: the target takes the source's name and host names.
     #[serde(default)]
     pub same_name: bool,

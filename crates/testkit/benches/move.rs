@@ -78,6 +78,7 @@ async fn main() {
         storage: dir.path().join("archives").display().to_string(),
         backup_name: "bench.ghbak".into(),
         key_file,
+        from_archive: None,
         same_name: false,
         delete_source_first: false,
         keep_source: false,

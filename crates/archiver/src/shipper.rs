@@ -15,7 +15,7 @@ use gatehouse_backup::{BackupKey, BackupOptions, archive};
 use gatehouse_store::{JournalEntry, Lease, Store};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
@@ -70,6 +70,9 @@ pub struct ArchiveStatus {
     /// Where the archive goes (`account/container/folder`, never a key): a move from the
     /// archive checks it is the one it reads.
     destination: Mutex<Option<String>>,
+    /// Set by the uploader when it dropped queued revisions another node had archived: the
+    /// cutter's position may be behind the archive, so it reads it again.
+    reposition: AtomicBool,
 }
 
 fn unix_ms(at: &str) -> i64 {
@@ -197,7 +200,7 @@ async fn cut_forever(
     let mut revisions = store.subscribe();
     let mut cutter = Cutter::default();
     while !*stop.borrow() {
-        let next = match cutter.next(&store, &config).await {
+        let next = match cutter.next(&store, &config, &status).await {
             Ok(next) => next,
             Err(e) => {
                 status.failed(Some(e.clone()));
@@ -245,7 +248,12 @@ struct Cutter {
 }
 
 impl Cutter {
-    async fn next(&mut self, store: &Arc<Store>, config: &ShipperConfig) -> Result<Next, String> {
+    async fn next(
+        &mut self,
+        store: &Arc<Store>,
+        config: &ShipperConfig,
+        status: &ArchiveStatus,
+    ) -> Result<Next, String> {
         if store.is_shared() {
             let (node, ttl) = (config.node.clone(), Duration::from_secs(10));
             let lease = blocking(store, move |s| {
@@ -256,6 +264,9 @@ impl Cutter {
                 self.through = None; // read again when this node's turn comes
                 return Ok(Next::WaitUntil(Instant::now() + Duration::from_secs(2)));
             }
+        }
+        if status.reposition.swap(false, Ordering::Relaxed) {
+            self.through = None;
         }
         if queued(&config.queue_dir).len() >= config.max_queued {
             return Ok(Next::WaitUntil(Instant::now() + Duration::from_millis(200)));
@@ -460,8 +471,21 @@ async fn upload_forever(
         status
             .queued_files
             .store(files.len() as u64, Ordering::Relaxed);
-        let Some(next) = files.first() else {
-            status.oldest_waiting_ms.store(0, Ordering::Relaxed);
+        let next = if store.is_shared() {
+            match continuation(&store, &config, &status, &files).await {
+                Ok(next) => next,
+                Err(e) => {
+                    status.failed(Some(e));
+                    None
+                }
+            }
+        } else {
+            files.first().cloned()
+        };
+        let Some(next) = next.as_ref() else {
+            if files.is_empty() {
+                status.oldest_waiting_ms.store(0, Ordering::Relaxed);
+            }
             tokio::select! {
                 () = wake.notified() => {}
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -486,6 +510,51 @@ async fn upload_forever(
             }
         }
     }
+}
+
+/// On a shared store, where nodes take turns (the lease) and each has its own queue: the queued
+/// file that continues the archive — a base, or the segment following the last revision
+/// uploaded by any node. Files the archive already covers (another node re-cut them from the
+/// journal while this one was away) are dropped; a segment after a gap waits for the re-cut
+/// that fills it. `None` while another node holds the lease or nothing fits yet.
+async fn continuation(
+    store: &Arc<Store>,
+    config: &ShipperConfig,
+    status: &ArchiveStatus,
+    files: &[PathBuf],
+) -> Result<Option<PathBuf>, String> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let node = config.node.clone();
+    let (lease, uploaded) = blocking(store, move |s| {
+        let lease = s
+            .take_lease(LEASE, &node, Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        let uploaded = s
+            .read(|r| r.meta(UPLOADED_META))
+            .map_err(|e| e.to_string())?;
+        Ok((lease, uploaded.and_then(|u| u.parse::<u64>().ok())))
+    })
+    .await?;
+    if let Lease::Theirs(_) = lease {
+        return Ok(None);
+    }
+    for file in files {
+        let (manifest, _) = archive::read_plain_manifest(file).map_err(|e| e.to_string())?;
+        let (Some(range), Some(uploaded)) = (&manifest.segment, uploaded) else {
+            return Ok(Some(file.clone())); // a base, or nothing uploaded yet
+        };
+        if range.previous == uploaded {
+            return Ok(Some(file.clone()));
+        }
+        if range.previous < uploaded {
+            tracing::info!(file = %file.display(), uploaded, "continuous archive: dropping revisions another node archived");
+            let _ = std::fs::remove_file(file);
+            status.reposition.store(true, Ordering::Relaxed);
+        }
+    }
+    Ok(None)
 }
 
 /// Uploads one queue file and writes the indexes that name it.
@@ -572,14 +641,28 @@ async fn upload_one(
             );
         }
     }
-    let uploaded = revision.to_string();
     blocking(store, move |s| {
-        s.set_meta(UPLOADED_META, &uploaded)
-            .map_err(|e| e.to_string())
+        // Never backwards: a base another node's queue held may be older than the archive.
+        let was = s
+            .read(|r| r.meta(UPLOADED_META))
+            .map_err(|e| e.to_string())?;
+        if was
+            .and_then(|w| w.parse::<u64>().ok())
+            .is_none_or(|w| w < revision)
+        {
+            s.set_meta(UPLOADED_META, &revision.to_string())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     })
     .await?;
-    status.archived_revision.store(revision, Ordering::Relaxed);
-    status.archived_at_ms.store(unix_ms(&at), Ordering::Relaxed);
+    if status
+        .archived_revision
+        .fetch_max(revision, Ordering::Relaxed)
+        <= revision
+    {
+        status.archived_at_ms.store(unix_ms(&at), Ordering::Relaxed);
+    }
     status.oldest_waiting_ms.store(0, Ordering::Relaxed);
     Ok(())
 }

@@ -471,9 +471,14 @@ const AZURITE_KEY: &str =
 /// The instance's `continuousArchive` status.
 async fn archive_status(p: &ServeProcess) -> serde_json::Value {
     let management = p.endpoints()["management"].as_str().unwrap().to_string();
+    status_at(&management, &p.token()).await
+}
+
+/// The `continuousArchive` status of the node whose management API is at `management`.
+async fn status_at(management: &str, token: &str) -> serde_json::Value {
     let body: serde_json::Value = reqwest::Client::new()
         .get(format!("{management}/"))
-        .bearer_auth(p.token())
+        .bearer_auth(token)
         .send()
         .await
         .unwrap()
@@ -485,9 +490,20 @@ async fn archive_status(p: &ServeProcess) -> serde_json::Value {
 
 /// Waits until everything up to `revision` is in storage.
 async fn until_archived(p: &ServeProcess, revision: u64, within: Duration) -> Duration {
+    let management = p.endpoints()["management"].as_str().unwrap().to_string();
+    until_archived_at(&management, &p.token(), revision, within).await
+}
+
+/// Waits until the node at `management` has uploaded everything up to `revision`.
+async fn until_archived_at(
+    management: &str,
+    token: &str,
+    revision: u64,
+    within: Duration,
+) -> Duration {
     let started = Instant::now();
     loop {
-        let s = archive_status(p).await;
+        let s = status_at(management, token).await;
         if s["lastArchivedRevision"].as_u64().unwrap_or(0) >= revision && s["queuedFiles"] == 0 {
             return started.elapsed();
         }
@@ -765,4 +781,137 @@ async fn retention_removes_only_what_no_kept_base_needs() {
         &["--to-revision", &before.revision.to_string()],
     );
     assert!(!ok && err.contains("oldest base"), "{out}{err}");
+}
+
+const SHARED_TOKEN: &str = "shared-admin-token-0123456789abcdef";
+
+/// A node of the instance on the shared `store`, archiving to `archive`.
+fn shared_node(cwd: &Path, data_dir: &str, store: &str, archive: &str) -> (ServeProcess, String) {
+    let p = ServeProcess::spawn(
+        BIN,
+        cwd,
+        &[
+            "--data-dir",
+            data_dir,
+            "--store",
+            store,
+            "--no-portal",
+            "--management-listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--archive",
+            archive,
+            "--archive-key-file",
+            "k",
+        ],
+        &[
+            ("GATEHOUSE_STORAGE_KEY", STORAGE_KEY),
+            ("GATEHOUSE_ADMIN_TOKEN", SHARED_TOKEN),
+        ],
+    );
+    let management = p.endpoints()["management"].as_str().unwrap().to_string();
+    (p, management)
+}
+
+fn kill(p: &mut ServeProcess, cwd: &Path, data_dir: &str) {
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    // What the killed process left for its clients is not the next one's.
+    let _ = std::fs::remove_file(cwd.join(data_dir).join("endpoints.json"));
+}
+
+/// On a shared store one node ships at a time (a lease). The shipping node dies with segments
+/// it could not upload; the other takes over and cuts them again from the journal; the first
+/// comes back with its old queue and, when its turn comes again, drops what the archive
+/// already holds. The archive has every change, in one chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_shared_store_the_next_node_takes_over_the_archive_without_a_gap() {
+    let s3 = 8014;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", s3)).is_ok(),
+        "the S3 server is not running on 127.0.0.1:{s3}: run `bash scripts/test-deps.sh` first"
+    );
+    let pg = gatehouse_testkit::postgres::PostgresServer::start().unwrap();
+    let store = pg.create_database("archived").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let (_, key, _) = run(cwd, &["backup", "new-key"]);
+    std::fs::write(cwd.join("k"), key).unwrap();
+    let switch = Switch::start(s3).await;
+    let folder = format!("backups/nodes-{}", stamp());
+    let via_switch = format!("s3+http://127.0.0.1:{}/{folder}", switch.port);
+    let direct = format!("s3+http://127.0.0.1:{s3}/{folder}");
+    // a starts first and ships; b serves beside it.
+    let (mut a, a_url) = shared_node(cwd, "a", &store, &via_switch);
+    std::fs::create_dir_all(cwd.join("b")).unwrap();
+    std::fs::copy(cwd.join("a/store.key"), cwd.join("b/store.key")).unwrap();
+    let (mut b, b_url) = shared_node(cwd, "b", &store, &direct);
+    let mut acks = write_for(&b_url, SHARED_TOKEN, Duration::from_secs(2), 0).await;
+    let last = |acks: &[Ack]| acks.last().unwrap().revision;
+    until_archived_at(&a_url, SHARED_TOKEN, last(&acks), Duration::from_secs(20)).await;
+
+    // a loses its storage: it cuts into its queue and uploads nothing; then it dies.
+    switch.set(false);
+    acks.extend(write_for(&b_url, SHARED_TOKEN, Duration::from_secs(3), acks.len()).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = status_at(&a_url, SHARED_TOKEN).await;
+    assert!(s["queuedFiles"].as_u64().unwrap() > 0, "{s}");
+    kill(&mut a, cwd, "a");
+    let stale = std::fs::read_dir(cwd.join("a/archive-queue"))
+        .unwrap()
+        .count();
+    assert!(stale > 0);
+    // b takes over once a's lease lapses, and ships what a had only queued.
+    acks.extend(write_for(&b_url, SHARED_TOKEN, Duration::from_secs(2), acks.len()).await);
+    let took = until_archived_at(&b_url, SHARED_TOKEN, last(&acks), Duration::from_secs(30)).await;
+    println!(
+        "b archived what a had queued ({stale} files) {:.1} s after a died",
+        took.as_secs_f64()
+    );
+
+    // a comes back with its old queue while b ships; then b dies and it is a's turn.
+    switch.set(true);
+    let (mut a, a_url) = shared_node(cwd, "a", &store, &via_switch);
+    acks.extend(write_for(&a_url, SHARED_TOKEN, Duration::from_secs(2), acks.len()).await);
+    until_archived_at(&b_url, SHARED_TOKEN, last(&acks), Duration::from_secs(20)).await;
+    kill(&mut b, cwd, "b");
+    acks.extend(write_for(&a_url, SHARED_TOKEN, Duration::from_secs(2), acks.len()).await);
+    until_archived_at(&a_url, SHARED_TOKEN, last(&acks), Duration::from_secs(30)).await;
+    assert_eq!(
+        std::fs::read_dir(cwd.join("a/archive-queue"))
+            .unwrap()
+            .count(),
+        0
+    );
+    kill(&mut a, cwd, "a");
+
+    // One chain: each segment follows the one before it, none overlaps another (a node's old
+    // queue was not uploaded over what the other node had archived).
+    let archive = gatehouse_archiver::Archive {
+        account: format!("s3+http://127.0.0.1:{s3}"),
+        container: "backups".into(),
+        folder: folder.trim_start_matches("backups/").into(),
+        access: gatehouse_backup::storage::Access {
+            key: Some(STORAGE_KEY.into()),
+            region: None,
+        },
+    };
+    let index = archive.index().await.unwrap();
+    let mut segments = Vec::new();
+    for day in &index.days {
+        segments.extend(archive.day(day).await.unwrap().segments);
+    }
+    segments.sort_by_key(|s| s.range.first);
+    for pair in segments.windows(2) {
+        assert_eq!(
+            pair[1].range.previous, pair[0].range.last,
+            "{} does not follow {}",
+            pair[1].name, pair[0].name
+        );
+    }
+    let (ok, out, err) = restore(cwd, &direct, "restored", &["--latest"]);
+    assert!(ok, "{out}{err}");
+    let expected: BTreeSet<usize> = acks.iter().map(|a| a.tag).collect();
+    assert_eq!(tags_in(&cwd.join("restored")), expected);
 }

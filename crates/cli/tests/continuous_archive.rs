@@ -13,21 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 
-fn run(cwd: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .current_dir(cwd)
-        .args(args)
-        .env("GATEHOUSE_STORAGE_KEY", "test:test")
-        .env_remove("GATEHOUSE_URL")
-        .env_remove("GATEHOUSE_TOKEN")
-        .env_remove("GATEHOUSE_DATA_DIR")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+fn run(cwd: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    gatehouse_testkit::process::cli_with_storage(BIN, cwd, args)
 }
 
 /// One acknowledged write: the tag, the revision it committed, when it was acknowledged.
@@ -117,26 +104,7 @@ async fn a_lost_machine_is_restored_to_its_last_second_and_to_any_point() {
     assert!(ok, "{err}");
     std::fs::write(cwd.join("k"), key).unwrap();
     let archive = format!("file://{}/archives/continuous", cwd.display());
-    let mut source = ServeProcess::spawn(
-        BIN,
-        cwd,
-        &[
-            "--data-dir",
-            "src",
-            "--name",
-            "lost",
-            "--no-portal",
-            "--management-listen",
-            "127.0.0.1:0",
-            "--gateway-listen",
-            "127.0.0.1:0",
-            "--archive",
-            &archive,
-            "--archive-key-file",
-            "k",
-        ],
-        &[],
-    );
+    let mut source = archiving_with(cwd, "src", &archive, &["--name", "lost"], &[]);
     let management = source.endpoints()["management"]
         .as_str()
         .unwrap()
@@ -442,26 +410,38 @@ fn stamp() -> String {
 }
 
 fn archiving(cwd: &Path, data_dir: &str, archive: &str) -> ServeProcess {
-    ServeProcess::spawn(
-        BIN,
+    archiving_with(
         cwd,
-        &[
-            "--data-dir",
-            data_dir,
-            "--name",
-            "archived",
-            "--no-portal",
-            "--management-listen",
-            "127.0.0.1:0",
-            "--gateway-listen",
-            "127.0.0.1:0",
-            "--archive",
-            archive,
-            "--archive-key-file",
-            "k",
-        ],
+        data_dir,
+        archive,
+        &[],
         &[("GATEHOUSE_STORAGE_KEY", STORAGE_KEY)],
     )
+}
+
+/// `serve` on `data_dir` archiving to `archive` (key file `k`), with `extra` arguments.
+fn archiving_with(
+    cwd: &Path,
+    data_dir: &str,
+    archive: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> ServeProcess {
+    let mut args = vec![
+        "--data-dir",
+        data_dir,
+        "--no-portal",
+        "--management-listen",
+        "127.0.0.1:0",
+        "--gateway-listen",
+        "127.0.0.1:0",
+        "--archive",
+        archive,
+        "--archive-key-file",
+        "k",
+    ];
+    args.extend_from_slice(extra);
+    ServeProcess::spawn(BIN, cwd, &args, env)
 }
 
 const STORAGE_KEY: &str = "test:test";
@@ -613,24 +593,11 @@ async fn an_archive_in_azurite_restores_what_was_acknowledged() {
     let (_, key, _) = run(cwd, &["backup", "new-key"]);
     std::fs::write(cwd.join("k"), key).unwrap();
     let archive = format!("az://devstoreaccount1/backups/archive-{}", stamp());
-    let mut p = ServeProcess::spawn(
-        BIN,
+    let mut p = archiving_with(
         cwd,
-        &[
-            "--data-dir",
-            "src",
-            "--name",
-            "azure",
-            "--no-portal",
-            "--management-listen",
-            "127.0.0.1:0",
-            "--gateway-listen",
-            "127.0.0.1:0",
-            "--archive",
-            &archive,
-            "--archive-key-file",
-            "k",
-        ],
+        "src",
+        &archive,
+        &["--name", "azure"],
         &[("GATEHOUSE_STORAGE_KEY", AZURITE_KEY)],
     );
     let management = p.endpoints()["management"].as_str().unwrap().to_string();
@@ -699,30 +666,16 @@ async fn retention_removes_only_what_no_kept_base_needs() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
     assert!(!cwd.join("archives/kept").exists());
-    let mut p = ServeProcess::spawn(
-        BIN,
-        cwd,
-        &[
-            "--data-dir",
-            "src",
-            "--name",
-            "kept",
-            "--no-portal",
-            "--management-listen",
-            "127.0.0.1:0",
-            "--gateway-listen",
-            "127.0.0.1:0",
-            "--archive",
-            &archive,
-            "--archive-key-file",
-            "k",
-            "--archive-every",
-            "*/2 * * * * *", // cron with seconds: a base every two seconds
-            "--keep-last",
-            "2",
-        ],
-        &[],
-    );
+    // A cron expression with seconds: a base every two seconds.
+    let extra = [
+        "--name",
+        "kept",
+        "--archive-every",
+        "*/2 * * * * *",
+        "--keep-last",
+        "2",
+    ];
+    let mut p = archiving_with(cwd, "src", &archive, &extra, &[]);
     let management = p.endpoints()["management"].as_str().unwrap().to_string();
     let acks = write_for(&management, &p.token(), Duration::from_secs(7), 0).await;
     until_archived(&p, acks.last().unwrap().revision, Duration::from_secs(20)).await;
@@ -787,24 +740,11 @@ const SHARED_TOKEN: &str = "shared-admin-token-0123456789abcdef";
 
 /// A node of the instance on the shared `store`, archiving to `archive`.
 fn shared_node(cwd: &Path, data_dir: &str, store: &str, archive: &str) -> (ServeProcess, String) {
-    let p = ServeProcess::spawn(
-        BIN,
+    let p = archiving_with(
         cwd,
-        &[
-            "--data-dir",
-            data_dir,
-            "--store",
-            store,
-            "--no-portal",
-            "--management-listen",
-            "127.0.0.1:0",
-            "--gateway-listen",
-            "127.0.0.1:0",
-            "--archive",
-            archive,
-            "--archive-key-file",
-            "k",
-        ],
+        data_dir,
+        archive,
+        &["--store", store],
         &[
             ("GATEHOUSE_STORAGE_KEY", STORAGE_KEY),
             ("GATEHOUSE_ADMIN_TOKEN", SHARED_TOKEN),

@@ -12,19 +12,7 @@ fn require(port: u16, what: &str) {
 }
 
 fn run(cwd: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .current_dir(cwd)
-        .args(args)
-        .env("GATEHOUSE_STORAGE_KEY", "test:test")
-        .env_remove("GATEHOUSE_URL")
-        .env_remove("GATEHOUSE_TOKEN")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    gatehouse_testkit::process::cli_with_storage(BIN, cwd, args)
 }
 
 /// Starts `gatehouse serve` on a data directory and waits until it is up.

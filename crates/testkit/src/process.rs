@@ -145,6 +145,25 @@ pub fn cli(bin: &str, cwd: &Path, args: &[&str]) -> std::process::Output {
         .expect("the binary runs")
 }
 
+/// Runs the CLI with the S3 test server's key (`test:test`) as its storage key: whether it
+/// succeeded, its standard output and its standard error.
+pub fn cli_with_storage(bin: &str, cwd: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin)
+        .current_dir(cwd)
+        .args(args)
+        .env("GATEHOUSE_STORAGE_KEY", "test:test")
+        .env_remove("GATEHOUSE_URL")
+        .env_remove("GATEHOUSE_TOKEN")
+        .env_remove("GATEHOUSE_DATA_DIR")
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 /// A loopback TCP port free now (a process started next can bind it).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

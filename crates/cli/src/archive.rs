@@ -204,6 +204,7 @@ async fn restore_into(
     point: &Point,
     allow_gap: bool,
     dry_run: bool,
+    json: bool,
 ) -> Result<Option<Restored>> {
     let work = tempfile::Builder::new()
         .prefix(".gatehouse-pitr-")
@@ -244,7 +245,15 @@ async fn restore_into(
     if dry_run {
         let plan = gatehouse_backup::verify(&store, &fetched.base_file, key, &opts, true)
             .map_err(|e| anyhow!("RestoreFailed: {e}"))?;
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        if json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            println!(
+                "dry run: revision {} ({}) = base {} + {} change(s) in {} segment(s); against this instance:",
+                fetched.revision, fetched.at, fetched.base.name, replayed, fetched.segments
+            );
+            crate::output::print_plan(&plan);
+        }
         return Ok(None);
     }
     let out =
@@ -273,7 +282,16 @@ pub async fn restore_point(
         .as_deref()
         .ok_or_else(|| anyhow!("--key-file is required: the archive's age key"))?;
     let key = archive_key(key_file)?;
-    let Some(r) = restore_into(dir, &archive, &key, point, args.allow_gap, args.dry_run).await?
+    let Some(r) = restore_into(
+        dir,
+        &archive,
+        &key,
+        point,
+        args.allow_gap,
+        args.dry_run,
+        json,
+    )
+    .await?
     else {
         return Ok(());
     };
@@ -322,9 +340,17 @@ pub async fn drill(args: &crate::args::DrillArgs, json: bool) -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("gatehouse-drill-")
         .tempdir()?;
-    let restored = restore_into(dir.path(), &archive, &key, &Point::Latest, false, false)
-        .await?
-        .ok_or_else(|| anyhow!("the drill restored nothing"))?;
+    let restored = restore_into(
+        dir.path(),
+        &archive,
+        &key,
+        &Point::Latest,
+        false,
+        false,
+        false,
+    )
+    .await?
+    .ok_or_else(|| anyhow!("the drill restored nothing"))?;
     let mut config = gatehouse_server::ServeConfig::ephemeral(dir.path());
     config.portal_listen = None;
     let instance = gatehouse_server::Instance::start(config).await?;

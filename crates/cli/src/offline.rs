@@ -428,7 +428,7 @@ pub async fn restore(target: &Target, args: &RestoreArgs, json: bool) -> Result<
             } else if args.dry_run {
                 let plan: RestorePlan = serde_json::from_value(result.clone())
                     .context("the dry run's answer is not a restore plan")?;
-                print_plan(&plan);
+                crate::output::print_plan(&plan);
             } else {
                 let (m, bytes) = stored_manifest(&at).await?;
                 println!(
@@ -475,7 +475,7 @@ pub async fn restore(target: &Target, args: &RestoreArgs, json: bool) -> Result<
         if json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
-            print_plan(&plan);
+            crate::output::print_plan(&plan);
         }
         return Ok(());
     }
@@ -610,20 +610,6 @@ fn failed(code: &str, e: impl Into<anyhow::Error>) -> anyhow::Error {
 
 /// What a restore would change, per type, in one line each (the same whether the instance
 /// runs or not).
-fn print_plan(plan: &RestorePlan) {
-    if plan.changes.is_empty() {
-        println!("dry run: the archive matches the instance; nothing would change");
-    }
-    for (kind, d) in &plan.changes {
-        println!(
-            "{kind:<16} +{} added  ~{} changed  -{} removed",
-            d.added.len(),
-            d.changed.len(),
-            d.removed.len()
-        );
-    }
-}
-
 /// How to reach object storage: the key, and the S3 region from `AWS_REGION`.
 fn access(key: Option<String>) -> storage::Access {
     storage::Access {

@@ -104,3 +104,18 @@ pub(crate) async fn show_list(
     }
     Ok(())
 }
+
+/// A restore's dry run: per kind, how many resources it would add, change and remove.
+pub(crate) fn print_plan(plan: &gatehouse_backup::RestorePlan) {
+    if plan.changes.is_empty() {
+        println!("dry run: the archive matches the instance; nothing would change");
+    }
+    for (kind, d) in &plan.changes {
+        println!(
+            "{kind:<16} +{} added  ~{} changed  -{} removed",
+            d.added.len(),
+            d.changed.len(),
+            d.removed.len()
+        );
+    }
+}

@@ -224,7 +224,12 @@ async fn a_lost_machine_is_restored_to_its_last_second_and_to_any_point() {
         cwd,
         &archive,
         "latest",
-        &["--to-revision", &middle.revision.to_string(), "--dry-run"],
+        &[
+            "--to-revision",
+            &middle.revision.to_string(),
+            "--dry-run",
+            "--json",
+        ],
     );
     assert!(ok, "{out}{err}");
     let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -246,6 +251,21 @@ async fn a_lost_machine_is_restored_to_its_last_second_and_to_any_point() {
         tags_in(&cwd.join("latest")),
         expected,
         "a dry run changed the instance"
+    );
+    let (ok, out, err) = restore(
+        cwd,
+        &archive,
+        "latest",
+        &["--to-revision", &middle.revision.to_string(), "--dry-run"],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.starts_with(&format!("dry run: revision {} (", middle.revision)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("+{} added", would_add.len())),
+        "{out}"
     );
 
     // A revision and a time in the middle land exactly there.

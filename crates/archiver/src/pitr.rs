@@ -115,7 +115,7 @@ pub async fn fetch_point(
         if chain.reached(point) {
             break;
         }
-        if segment.range.first > chain.through + 1 {
+        if segment.range.first > chain.through.saturating_add(1) {
             if allow_gap {
                 break;
             }

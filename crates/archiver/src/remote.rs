@@ -54,7 +54,11 @@ impl Archive {
 
     /// The archive's index (empty if the archive has none yet).
     pub async fn index(&self) -> Result<Index, StorageError> {
-        self.get_json(INDEX).await
+        let index: Index = self.get_json(INDEX).await?;
+        index
+            .check()
+            .map_err(|e| StorageError::Invalid(format!("{self:?}/{INDEX} is damaged: {e}")))?;
+        Ok(index)
     }
 
     pub async fn put_index(&self, index: &Index) -> Result<(), StorageError> {
@@ -62,7 +66,12 @@ impl Archive {
     }
 
     pub async fn day(&self, day: &str) -> Result<DayIndex, StorageError> {
-        self.get_json(&day_index_name(day)).await
+        let name = day_index_name(day);
+        let index: DayIndex = self.get_json(&name).await?;
+        index
+            .check()
+            .map_err(|e| StorageError::Invalid(format!("{self:?}/{name} is damaged: {e}")))?;
+        Ok(index)
     }
 
     pub async fn put_day(&self, day: &str, index: &DayIndex) -> Result<(), StorageError> {

@@ -375,6 +375,24 @@ async fn a_lost_machine_is_restored_to_its_last_second_and_to_any_point() {
     std::fs::remove_file(victim).unwrap();
     let (ok, out, err) = restore(cwd, &archive, "missing", &["--latest"]);
     assert!(!ok && err.contains(&name), "{out}{err}");
+
+    // The index is not encrypted: one that names an object outside the archive is refused
+    // before anything is read or written by that name.
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(folder.join("index.json")).unwrap()).unwrap();
+    let newest = index["bases"].as_array().unwrap().last().unwrap().clone();
+    let mut outside = newest.clone();
+    outside["name"] = "../../escaped.ghbk".into();
+    outside["revision"] = (newest["revision"].as_u64().unwrap() + 1).into();
+    index["bases"].as_array_mut().unwrap().push(outside);
+    std::fs::write(folder.join("index.json"), index.to_string()).unwrap();
+    let (ok, out, err) = restore(cwd, &archive, "tampered", &["--latest"]);
+    assert!(!ok, "{out}{err}");
+    assert!(
+        err.contains("index.json is damaged") && err.contains("../../escaped.ghbk"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
 /// A TCP proxy in front of the S3 server that can be taken down (connections refused, open

@@ -556,6 +556,16 @@ async fn rate_limits_are_shared_through_redis() {
     let west = start_gateway_with(cwd, &primary.url, "west", "westeurope", &extra);
     let east = start_gateway_with(cwd, &primary.url, "east", "eastus", &extra);
     let urls = [gateway_url(&west), gateway_url(&east)];
+    // Rate-limit windows are fixed and aligned to the clock (as APIM's renewal periods): the
+    // counting below must not straddle the start of a new 60 s window.
+    let into_window = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        % 60.0;
+    if into_window > 60.0 - 25.0 {
+        tokio::time::sleep(Duration::from_secs_f64(60.0 - into_window + 0.2)).await;
+    }
     until_all(
         &http,
         &[

@@ -3,7 +3,8 @@
 //! an archive file's plain header and trailer, a segment under a key, a cron expression.
 #![no_main]
 
-use gatehouse_archiver::{BaseSchedule, DayIndex, Index};
+use gatehouse_archiver::layout::{DayIndex, Index};
+use gatehouse_archiver::BaseSchedule;
 use gatehouse_backup::BackupKey;
 use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;

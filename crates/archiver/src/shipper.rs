@@ -70,6 +70,8 @@ pub struct ArchiveStatus {
     /// Where the archive goes (`account/container/folder`, never a key): a move from the
     /// archive checks it is the one it reads.
     destination: Mutex<Option<String>>,
+    /// On a shared store, the node that ships now (holds the lease).
+    shipped_by: Mutex<Option<String>>,
     /// Set by the uploader when it dropped queued revisions another node had archived: the
     /// cutter's position may be behind the archive, so it reads it again.
     reposition: AtomicBool,
@@ -105,6 +107,7 @@ impl ArchiveStatus {
             "queuedFiles": self.queued_files.load(Ordering::Relaxed),
             "lastError": *self.last_error.lock().unwrap_or_else(|e| e.into_inner()),
             "destination": *self.destination.lock().unwrap_or_else(|e| e.into_inner()),
+            "shippedBy": *self.shipped_by.lock().unwrap_or_else(|e| e.into_inner()),
         })
     }
 
@@ -256,11 +259,24 @@ impl Cutter {
     ) -> Result<Next, String> {
         if store.is_shared() {
             let (node, ttl) = (config.node.clone(), Duration::from_secs(10));
-            let lease = blocking(store, move |s| {
-                s.take_lease(LEASE, &node, ttl).map_err(|e| e.to_string())
+            let (lease, uploaded) = blocking(store, move |s| {
+                let lease = s.take_lease(LEASE, &node, ttl).map_err(|e| e.to_string())?;
+                let uploaded = s
+                    .read(|r| r.meta(UPLOADED_META))
+                    .map_err(|e| e.to_string())?;
+                Ok((lease, uploaded.and_then(|u| u.parse::<u64>().ok())))
             })
             .await?;
+            let holder = match &lease {
+                Lease::Ours => config.node.clone(),
+                Lease::Theirs(other) => other.clone(),
+            };
+            *status.shipped_by.lock().unwrap_or_else(|e| e.into_inner()) = Some(holder);
             if let Lease::Theirs(_) = lease {
+                // What the shipping node archived is this instance's archive too.
+                status
+                    .archived_revision
+                    .fetch_max(uploaded.unwrap_or(0), Ordering::Relaxed);
                 self.through = None; // read again when this node's turn comes
                 return Ok(Next::WaitUntil(Instant::now() + Duration::from_secs(2)));
             }

@@ -853,6 +853,19 @@ async fn on_a_shared_store_the_next_node_takes_over_the_archive_without_a_gap() 
     let (mut a, a_url) = shared_node(cwd, "a", &store, &via_switch);
     acks.extend(write_for(&a_url, SHARED_TOKEN, Duration::from_secs(2), acks.len()).await);
     until_archived_at(&b_url, SHARED_TOKEN, last(&acks), Duration::from_secs(20)).await;
+    // a, which does not ship now, reports the instance's archive as b ships it.
+    let shipping = status_at(&b_url, SHARED_TOKEN).await["shippedBy"].clone();
+    assert!(shipping.is_string(), "{shipping}");
+    let started = Instant::now();
+    loop {
+        let s = status_at(&a_url, SHARED_TOKEN).await;
+        if s["lastArchivedRevision"].as_u64().unwrap() >= last(&acks) {
+            assert_eq!(s["shippedBy"], shipping, "{s}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     kill(&mut b, cwd, "b");
     acks.extend(write_for(&a_url, SHARED_TOKEN, Duration::from_secs(2), acks.len()).await);
     until_archived_at(&a_url, SHARED_TOKEN, last(&acks), Duration::from_secs(30)).await;

@@ -322,7 +322,11 @@ pub async fn restore_point(
 /// `gatehouse drill`: the latest point restored into a temporary instance that is started and
 /// probed; RPO (age of the last archived change) and RTO (time to a serving instance) printed,
 /// and checked against the limits given.
-pub async fn drill(args: &crate::args::DrillArgs, json: bool) -> Result<()> {
+pub async fn drill(
+    args: &crate::args::DrillArgs,
+    live: Option<gatehouse_client::Client>,
+    json: bool,
+) -> Result<()> {
     let started = Instant::now();
     let archive = archive_at(&args.from, args.access_key.as_deref())?;
     let key = archive_key(&args.key_file)?;
@@ -356,9 +360,17 @@ pub async fn drill(args: &crate::args::DrillArgs, json: bool) -> Result<()> {
     let instance = gatehouse_server::Instance::start(config).await?;
     let (smoke, answered) = smoke(&instance).await;
     let rto = started.elapsed().as_secs_f64();
-    let revision = instance_revision(&instance).await;
+    let restored_client = gatehouse_client::Client::new(&instance.management_url, &instance.token)?;
+    let digest = restored_client.digest(&[]).await.ok();
     instance.shutdown().await?;
+    let revision = digest.as_ref().map(|d| d.revision);
     let mut problems = Vec::new();
+    let compared = match (&live, &digest) {
+        (Some(live), Some(digest)) => {
+            compare_with_live(live, restored.point.revision, digest, &mut problems).await?
+        }
+        _ => "not compared with a live instance (give --url and --token)".to_string(),
+    };
     if answered < smoke {
         problems.push(format!(
             "{} of {smoke} smoke requests got no answer from the restored gateway",
@@ -382,11 +394,13 @@ pub async fn drill(args: &crate::args::DrillArgs, json: bool) -> Result<()> {
             "{}",
             serde_json::json!({"revision": restored.point.revision, "at": restored.point.at,
             "entities": restored.entities, "replayed": restored.replayed, "rpoSeconds": rpo,
-            "rtoSeconds": rto, "smokeRequests": smoke, "answered": answered, "problems": problems})
+            "rtoSeconds": rto, "smokeRequests": smoke, "answered": answered,
+            "digest": digest.as_ref().map(|d| serde_json::json!({"revision": d.revision, "total": d.total})),
+            "live": compared, "problems": problems})
         );
     } else {
         println!(
-            "drill: '{}' restored at revision {} ({}): a base of {} entities + {} changes; serving after {rto:.1} s (RTO); last archived change {rpo:.1} s old (RPO); {answered}/{smoke} smoke requests answered",
+            "drill: '{}' restored at revision {} ({}): a base of {} entities + {} changes; serving after {rto:.1} s (RTO); last archived change {rpo:.1} s old (RPO); {answered}/{smoke} smoke requests answered; {compared}",
             restored.service,
             restored.point.revision,
             restored.point.at,
@@ -400,17 +414,50 @@ pub async fn drill(args: &crate::args::DrillArgs, json: bool) -> Result<()> {
     Ok(())
 }
 
-async fn instance_revision(instance: &gatehouse_server::Instance) -> Option<u64> {
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/", instance.management_url))
-        .bearer_auth(&instance.token)
-        .send()
+/// The move's verification against the live instance: per resource type, counts and content
+/// hashes equal — when the live instance is at the restored `point` (nothing changed since the
+/// last archived change); otherwise it says why it did not compare.
+async fn compare_with_live(
+    live: &gatehouse_client::Client,
+    point: u64,
+    restored: &gatehouse_client::api::Digest,
+    problems: &mut Vec<String>,
+) -> Result<String> {
+    let theirs = live
+        .digest(&[])
         .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    body["properties"]["revision"].as_u64()
+        .context("the live instance (--url) did not give its digest")?;
+    if theirs.revision != point {
+        return Ok(format!(
+            "not compared: the live instance is at revision {}, the archive's latest point at {point}",
+            theirs.revision
+        ));
+    }
+    let differing: Vec<&String> = theirs
+        .kinds
+        .iter()
+        .filter(|(kind, d)| restored.kinds.get(*kind) != Some(*d))
+        .map(|(kind, _)| kind)
+        .chain(
+            restored
+                .kinds
+                .keys()
+                .filter(|k| !theirs.kinds.contains_key(*k)),
+        )
+        .collect();
+    if differing.is_empty() {
+        return Ok(format!(
+            "equal to the live instance ({} resources, every type's hash)",
+            theirs.total
+        ));
+    }
+    let names: Vec<&str> = differing.iter().map(|k| k.as_str()).collect();
+    problems.push(format!(
+        "the restored instance differs from the live one at revision {} in: {}",
+        theirs.revision,
+        names.join(", ")
+    ));
+    Ok("differs from the live instance".into())
 }
 
 /// The gateway's status probe and one request per API (at most 20): how many were sent, and

@@ -117,7 +117,8 @@ pub enum Command {
     /// Back up an instance's data directory to an archive, or inspect and list archives.
     Backup(BackupArgs),
     /// Restore the latest point of a continuous archive into a temporary instance, start it,
-    /// probe it, and print RPO and RTO (non-zero exit past --max-rpo-seconds / --max-rto-seconds).
+    /// probe it, and print RPO and RTO (non-zero exit past --max-rpo-seconds / --max-rto-seconds);
+    /// with --url and --token, compare it with that live instance as a move's verification does.
     Drill(DrillArgs),
     /// Restore an archive into a running instance: its configuration is replaced at once
     /// (or merged, for a partial archive), without a restart.

@@ -82,7 +82,18 @@ pub(crate) async fn execute(cli: Cli) -> Result<()> {
         Command::Gateway(args) => return gateway(&cli.target, args).await,
         Command::Backup(args) => return offline::backup(&cli.target, args, cli.json).await,
         Command::Restore(args) => return offline::restore(&cli.target, args, cli.json).await,
-        Command::Drill(args) => return crate::archive::drill(args, cli.json).await,
+        Command::Drill(args) => {
+            // With --url (and --token), the drill compares with that live instance.
+            let live = match &cli.target.url {
+                Some(url) => Some(Client::trusting(
+                    url,
+                    cli.target.token.as_deref().unwrap_or_default(),
+                    cli.target.ca_file.as_deref(),
+                )?),
+                None => None,
+            };
+            return crate::archive::drill(args, live, cli.json).await;
+        }
         Command::Move(args) => {
             return moving::run(args, cli.json, cli.target.ca_file.as_deref()).await;
         }

@@ -635,12 +635,48 @@ async fn an_archive_in_azurite_restores_what_was_acknowledged() {
         cwd,
         "src",
         &archive,
-        &["--name", "azure"],
+        // Segments 5 s apart: the drill below reads the archive before a change just made
+        // can be in it.
+        &["--name", "azure", "--archive-segment-seconds", "5"],
         &[("GATEHOUSE_STORAGE_KEY", AZURITE_KEY)],
     );
     let management = p.endpoints()["management"].as_str().unwrap().to_string();
     let acks = write_for(&management, &p.token(), Duration::from_secs(3), 0).await;
     until_archived(&p, acks.last().unwrap().revision, Duration::from_secs(20)).await;
+    // A drill against the live instance, idle since its last archived change: the restored
+    // instance equals it, type by type (the move's verification); one change more, and the
+    // drill says it did not compare.
+    let token = p.token();
+    let drill = |cwd: &Path| {
+        let live = ["--url", management.as_str(), "--token", token.as_str()];
+        let args = [
+            "drill",
+            "--from",
+            &archive,
+            "--key-file",
+            "k",
+            "--access-key",
+            AZURITE_KEY,
+        ];
+        run(cwd, &[&live[..], &args[..]].concat())
+    };
+    let (ok, out, err) = drill(cwd);
+    assert!(
+        ok && out.contains("equal to the live instance"),
+        "{out}{err}"
+    );
+    write_for(
+        &management,
+        &token,
+        Duration::from_millis(1),
+        acks.len() + 1000,
+    )
+    .await;
+    let (ok, out, err) = drill(cwd);
+    assert!(
+        ok && out.contains("not compared: the live instance is at revision"),
+        "{out}{err}"
+    );
     p.child.kill().unwrap();
     p.child.wait().unwrap();
     let out = Command::new(BIN)

@@ -257,29 +257,8 @@ impl Cutter {
         config: &ShipperConfig,
         status: &ArchiveStatus,
     ) -> Result<Next, String> {
-        if store.is_shared() {
-            let (node, ttl) = (config.node.clone(), Duration::from_secs(10));
-            let (lease, uploaded) = blocking(store, move |s| {
-                let lease = s.take_lease(LEASE, &node, ttl).map_err(|e| e.to_string())?;
-                let uploaded = s
-                    .read(|r| r.meta(UPLOADED_META))
-                    .map_err(|e| e.to_string())?;
-                Ok((lease, uploaded.and_then(|u| u.parse::<u64>().ok())))
-            })
-            .await?;
-            let holder = match &lease {
-                Lease::Ours => config.node.clone(),
-                Lease::Theirs(other) => other.clone(),
-            };
-            *status.shipped_by.lock().unwrap_or_else(|e| e.into_inner()) = Some(holder);
-            if let Lease::Theirs(_) = lease {
-                // What the shipping node archived is this instance's archive too.
-                status
-                    .archived_revision
-                    .fetch_max(uploaded.unwrap_or(0), Ordering::Relaxed);
-                self.through = None; // read again when this node's turn comes
-                return Ok(Next::WaitUntil(Instant::now() + Duration::from_secs(2)));
-            }
+        if store.is_shared() && !self.my_turn(store, config, status).await? {
+            return Ok(Next::WaitUntil(Instant::now() + Duration::from_secs(2)));
         }
         if status.reposition.swap(false, Ordering::Relaxed) {
             self.through = None;
@@ -347,6 +326,39 @@ impl Cutter {
         } else {
             Ok(Next::WaitUntil(due))
         }
+    }
+
+    /// On a shared store, whether this node ships now (it holds or took the lease). When
+    /// another node does, this one reports how far that node has archived.
+    async fn my_turn(
+        &mut self,
+        store: &Arc<Store>,
+        config: &ShipperConfig,
+        status: &ArchiveStatus,
+    ) -> Result<bool, String> {
+        let (node, ttl) = (config.node.clone(), Duration::from_secs(10));
+        let (lease, uploaded) = blocking(store, move |s| {
+            let lease = s.take_lease(LEASE, &node, ttl).map_err(|e| e.to_string())?;
+            let uploaded = s
+                .read(|r| r.meta(UPLOADED_META))
+                .map_err(|e| e.to_string())?;
+            Ok((lease, uploaded.and_then(|u| u.parse::<u64>().ok())))
+        })
+        .await?;
+        let holder = match &lease {
+            Lease::Ours => config.node.clone(),
+            Lease::Theirs(other) => other.clone(),
+        };
+        *status.shipped_by.lock().unwrap_or_else(|e| e.into_inner()) = Some(holder);
+        if let Lease::Theirs(_) = lease {
+            // What the shipping node archived is this instance's archive too.
+            status
+                .archived_revision
+                .fetch_max(uploaded.unwrap_or(0), Ordering::Relaxed);
+            self.through = None; // read again when this node's turn comes
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// Cuts `entries` into a segment in the queue.

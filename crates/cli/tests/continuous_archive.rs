@@ -90,6 +90,23 @@ fn restore(cwd: &Path, archive: &str, into: &str, point: &[&str]) -> (bool, Stri
     run(cwd, &args)
 }
 
+/// An archive key in `cwd/k`, as `gatehouse backup new-key` makes it.
+fn new_key(cwd: &Path) {
+    let (ok, key, err) = run(cwd, &["backup", "new-key"]);
+    assert!(ok, "{err}");
+    std::fs::write(cwd.join("k"), key).unwrap();
+}
+
+/// The S3 test server's port, which must answer.
+fn s3_port() -> u16 {
+    let s3 = 8014;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", s3)).is_ok(),
+        "the S3 server is not running on 127.0.0.1:{s3}: run `bash scripts/test-deps.sh` first"
+    );
+    s3
+}
+
 fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)
@@ -100,9 +117,7 @@ fn rfc3339(t: SystemTime) -> String {
 async fn a_lost_machine_is_restored_to_its_last_second_and_to_any_point() {
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path();
-    let (ok, key, err) = run(cwd, &["backup", "new-key"]);
-    assert!(ok, "{err}");
-    std::fs::write(cwd.join("k"), key).unwrap();
+    new_key(cwd);
     let archive = format!("file://{}/archives/continuous", cwd.display());
     let mut source = archiving_with(cwd, "src", &archive, &["--name", "lost"], &[]);
     let management = source.endpoints()["management"]
@@ -535,15 +550,10 @@ async fn until_archived_at(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_down_for_30_s_and_a_restart_lose_nothing_and_the_queue_drains() {
-    let s3 = 8014;
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", s3)).is_ok(),
-        "the S3 server is not running on 127.0.0.1:{s3}: run `bash scripts/test-deps.sh` first"
-    );
+    let s3 = s3_port();
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path();
-    let (_, key, _) = run(cwd, &["backup", "new-key"]);
-    std::fs::write(cwd.join("k"), key).unwrap();
+    new_key(cwd);
     let switch = Switch::start(s3).await;
     let folder = format!("backups/outage-{}", stamp());
     let through_switch = format!("s3+http://127.0.0.1:{}/{folder}", switch.port);
@@ -628,8 +638,7 @@ async fn an_archive_in_azurite_restores_what_was_acknowledged() {
     );
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path();
-    let (_, key, _) = run(cwd, &["backup", "new-key"]);
-    std::fs::write(cwd.join("k"), key).unwrap();
+    new_key(cwd);
     let archive = format!("az://devstoreaccount1/backups/archive-{}", stamp());
     let mut p = archiving_with(
         cwd,
@@ -709,8 +718,7 @@ async fn an_archive_in_azurite_restores_what_was_acknowledged() {
 async fn retention_removes_only_what_no_kept_base_needs() {
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path();
-    let (_, key, _) = run(cwd, &["backup", "new-key"]);
-    std::fs::write(cwd.join("k"), key).unwrap();
+    new_key(cwd);
     let archive = format!("file://{}/archives/kept", cwd.display());
     // A schedule that is neither an interval nor a cron expression, or a passphrase for a key,
     // is refused in one line before anything starts.
@@ -841,17 +849,12 @@ fn kill(p: &mut ServeProcess, cwd: &Path, data_dir: &str) {
 /// already holds. The archive has every change, in one chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_shared_store_the_next_node_takes_over_the_archive_without_a_gap() {
-    let s3 = 8014;
-    assert!(
-        std::net::TcpStream::connect(("127.0.0.1", s3)).is_ok(),
-        "the S3 server is not running on 127.0.0.1:{s3}: run `bash scripts/test-deps.sh` first"
-    );
+    let s3 = s3_port();
     let pg = gatehouse_testkit::postgres::PostgresServer::start().unwrap();
     let store = pg.create_database("archived").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cwd = dir.path();
-    let (_, key, _) = run(cwd, &["backup", "new-key"]);
-    std::fs::write(cwd.join("k"), key).unwrap();
+    new_key(cwd);
     let switch = Switch::start(s3).await;
     let folder = format!("backups/nodes-{}", stamp());
     let via_switch = format!("s3+http://127.0.0.1:{}/{folder}", switch.port);

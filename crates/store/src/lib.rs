@@ -317,7 +317,8 @@ impl Store {
     }
 
     /// Runs `f` in a write transaction that is always taken back: what a change would do (an
-    /// import's plan). It commits nothing, so a write fence does not refuse it.
+    /// import's plan, a point-in-time restore's dry run). It commits nothing, so a write fence
+    /// does not refuse it.
     pub fn trial_as<T, E: From<StoreError>>(
         &self,
         actor: &str,
